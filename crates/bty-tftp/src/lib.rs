@@ -1,0 +1,1 @@
+//! bty-tftp: read-only TFTP sidecar for iPXE bootfiles

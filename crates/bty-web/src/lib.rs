@@ -1,0 +1,1 @@
+//! bty-web: operator UI, REST API, PXE plans and boot artifacts

@@ -1,0 +1,5 @@
+//! `bty-lab`: the operator's CLI.
+fn main() {
+    eprintln!("bty-lab: not built yet");
+    std::process::exit(1);
+}
