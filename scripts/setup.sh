@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything the test suite and the benchmarks need on a fresh
+# Debian 12 machine (run as root). Idempotent: a second run only checks.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Packages the tests drive for real:
+#   qemu/ipxe/ovmf/seabios/dnsmasq  - PXE end-to-end tests in VMs
+#   atftp tftp-hpa tftpd-hpa        - TFTP clients and the peer server
+#   nginx-light wrk python3-venv    - benchmark peers and load
+#   busybox-static cpio kmod        - building the netboot initramfs
+#   zstd xz-utils bzip2 pigz        - making compressed test images
+# qemu-utils comes preinstalled from a backport that conflicts with
+# bookworm's qemu-system; pin both to bookworm.
+PKGS=(
+  qemu-system-x86 qemu-utils/bookworm qemu-block-extra/bookworm
+  ipxe ovmf seabios dnsmasq-base
+  atftp tftp-hpa tftpd-hpa
+  nginx-light wrk python3-venv curl
+  busybox-static cpio kmod iproute2 util-linux
+  zstd xz-utils bzip2 pigz sqlite3 ca-certificates
+)
+
+need=0
+for p in "${PKGS[@]}"; do
+  dpkg -s "${p%%/*}" >/dev/null 2>&1 || need=1
+done
+if [ "$need" = 1 ]; then
+  apt-get update
+  apt-get install -y --allow-downgrades --no-install-recommends "${PKGS[@]}"
+fi
+
+# Container engines for bty-lab's deploy tests (installs and starts dockerd
+# and the Podman API socket; no systemd on these machines).
+if [ -x scripts/engines.sh ]; then
+  scripts/engines.sh
+fi
