@@ -1,1 +1,120 @@
-//! bty-tftp: read-only TFTP sidecar for iPXE bootfiles
+//! bty-tftp: a read-only TFTP server for the iPXE boot files.
+//!
+//! Firmware that boots over TFTP loads only `undionly.kpxe` or `ipxe.efi`
+//! from here; everything after that goes over HTTP from bty-web. See
+//! `docs/tftp.md` for the operator's view.
+//!
+//! # Why the protocol is written here and not taken from async-tftp
+//!
+//! async-tftp 0.4.2 (the well-kept Rust TFTP server crate; read at its
+//! HEAD) implements RFC 1350/2347/2348/2349/7440 but was not usable as is:
+//! - it binds each transfer socket to the *listening* address, so a server
+//!   on `0.0.0.0:69` replies from whatever address the routing table picks;
+//!   on a multi-homed host the client then drops the reply. We read the
+//!   request's destination with `IP_PKTINFO`/`IPV6_RECVPKTINFO` and bind
+//!   the reply socket to it, as tftpd-hpa does;
+//! - it spawns one task per request with no limit on concurrent sessions;
+//! - it has no hook for a per-transfer result (bytes, duration, outcome), so
+//!   the log line per transfer and the "already served the binary" rule for
+//!   iPXE's second request ([`second_stage`]) could not be built on it;
+//! - it runs its own smol executor next to tokio, and cannot take the
+//!   `tokio::net::UdpSocket` and shutdown future of the workspace contract.
+//!
+//! The core is therefore small and pure: [`packet`] parses and builds
+//! datagrams over byte buffers (fuzzed), [`options`] negotiates, [`window`]
+//! does the block arithmetic including rollover, [`path`] confines names to
+//! the root. `server` and `transfer` are the thin socket loop around them.
+
+pub mod options;
+pub mod packet;
+pub mod path;
+pub mod second_stage;
+mod server;
+pub mod transfer;
+pub mod window;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use second_stage::Rule as SecondStageRule;
+
+/// Default cap on blksize: a 1500-byte Ethernet MTU minus IPv6 (40) and UDP
+/// (8) headers and the 4-byte TFTP header is 1448; IPv4 allows 1468. 1468
+/// avoids IP fragmentation on IPv4 Ethernet; on IPv6, 1468-byte blocks need
+/// fragmentation, so deployments serving IPv6 clients on a 1500 MTU should
+/// pass `--max-blksize 1448`. iPXE asks for 1432, which fits both.
+pub const DEFAULT_MAX_BLKSIZE: u16 = 1468;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory served; only regular files inside it are readable.
+    pub root: PathBuf,
+    /// Largest blksize granted (RFC 2348); larger requests get this value.
+    pub max_blksize: u16,
+    /// Largest windowsize granted (RFC 7440).
+    pub max_windowsize: u16,
+    /// Retransmit timeout when the client sends no `timeout` option.
+    pub timeout: Duration,
+    /// Retransmits of one window before a transfer is abandoned.
+    pub retries: u32,
+    /// Concurrent transfers; requests beyond get a "server busy" error.
+    pub max_sessions: usize,
+    /// Boot files that trigger the second-stage rule.
+    pub second_stage: Vec<SecondStageRule>,
+    /// How long after a complete transfer of such a file a new request for
+    /// it from the same client gets the chain script.
+    pub second_stage_window: Duration,
+}
+
+impl Options {
+    /// Defaults for `root`: blksize ≤ 1468, windowsize ≤ 64, 1 s timeout,
+    /// 5 retransmits, 64 sessions, no second-stage rule, 60 s window.
+    pub fn new(root: impl Into<PathBuf>) -> Options {
+        Options {
+            root: root.into(),
+            max_blksize: DEFAULT_MAX_BLKSIZE,
+            max_windowsize: 64,
+            timeout: transfer::DEFAULT_TIMEOUT,
+            retries: 5,
+            max_sessions: 64,
+            second_stage: Vec::new(),
+            second_stage_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serve read requests on `socket` until `shutdown` resolves; running
+/// transfers then get a few seconds to finish.
+pub async fn serve(
+    opts: Options,
+    socket: tokio::net::UdpSocket,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    server::serve_sockets(opts, vec![socket], shutdown).await
+}
+
+/// Like [`serve`], on several sockets (e.g. `0.0.0.0:69` and `[::]:69`)
+/// sharing one session limit and second-stage record.
+pub async fn serve_many(
+    opts: Options,
+    sockets: Vec<tokio::net::UdpSocket>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    server::serve_sockets(opts, sockets, shutdown).await
+}
+
+/// Bind a UDP socket for [`serve`]. An IPv6 address gets `IPV6_V6ONLY`, so
+/// `[::]:69` and `0.0.0.0:69` can be bound side by side.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}

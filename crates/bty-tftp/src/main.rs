@@ -1,4 +1,153 @@
-fn main() {
-    eprintln!("bty-tftp: not built yet");
-    std::process::exit(1);
+//! `bty-tftp`: command-line wrapper around the `bty_tftp` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Read-only TFTP server for the iPXE boot files.
+///
+/// Serves regular files inside --root to firmware that boots over TFTP
+/// (undionly.kpxe, ipxe.efi). Write requests are refused. A leading `/` in
+/// a requested name is ignored, as with `in.tftpd -s`.
+#[derive(Debug, Parser)]
+#[command(name = "bty-tftp", version)]
+struct Cli {
+    /// Address to listen on; give it twice for IPv4 and IPv6, e.g.
+    /// `--listen 0.0.0.0:69 --listen [::]:69`.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:69",
+        env = "BTY_TFTP_LISTEN",
+        value_delimiter = ','
+    )]
+    listen: Vec<SocketAddr>,
+
+    /// Directory to serve (bty-web's boot dir, mounted read-only).
+    #[arg(long, default_value = "/var/lib/bty/boot", env = "BTY_TFTP_ROOT")]
+    root: PathBuf,
+
+    /// Largest block size granted (RFC 2348). 1468 fits a 1500-byte
+    /// Ethernet MTU over IPv4; use 1448 for IPv6 clients.
+    #[arg(long, default_value_t = bty_tftp::DEFAULT_MAX_BLKSIZE,
+          value_parser = clap::value_parser!(u16).range(512..=65464))]
+    max_blksize: u16,
+
+    /// Largest window size granted (RFC 7440).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_windowsize: u16,
+
+    /// Retransmit timeout in milliseconds when the client asks for none.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=255_000))]
+    timeout_ms: u64,
+
+    /// Retransmits of one window before a transfer is abandoned.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    retries: u32,
+
+    /// Concurrent transfers; more get a "server busy" error.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_sessions: u64,
+
+    /// Break the stock-iPXE reload loop for boot file NAME: a client that
+    /// completed a transfer of NAME within --second-stage-window gets an
+    /// iPXE script chaining to URL instead (default URL:
+    /// http://${next-server}:8080/pxe-bootstrap.ipxe). Repeatable.
+    #[arg(long, value_name = "NAME[=URL]")]
+    second_stage: Vec<bty_tftp::SecondStageRule>,
+
+    /// Seconds after a complete binary transfer during which the next
+    /// request from that client gets the script.
+    #[arg(long, default_value_t = 60)]
+    second_stage_window: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bty-tftp: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut sockets = Vec::new();
+        for addr in &cli.listen {
+            let socket = bty_tftp::bind(*addr).with_context(|| {
+                format!("binding UDP {addr} (port 69 needs root or CAP_NET_BIND_SERVICE)")
+            })?;
+            sockets.push(socket);
+        }
+        let opts = bty_tftp::Options {
+            max_blksize: cli.max_blksize,
+            max_windowsize: cli.max_windowsize,
+            timeout: Duration::from_millis(cli.timeout_ms),
+            retries: cli.retries,
+            max_sessions: cli.max_sessions as usize,
+            second_stage: cli.second_stage,
+            second_stage_window: Duration::from_secs(cli.second_stage_window),
+            ..bty_tftp::Options::new(cli.root)
+        };
+        bty_tftp::serve_many(opts, sockets, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("bty-tftp shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "bty-tftp",
+            "--listen",
+            "0.0.0.0:69",
+            "--listen",
+            "[::]:69",
+            "--root",
+            "/srv",
+            "--second-stage",
+            "undionly.kpxe",
+        ])
+        .unwrap();
+        assert_eq!(cli.listen.len(), 2);
+        assert_eq!(cli.second_stage[0].file, "undionly.kpxe");
+        assert!(Cli::try_parse_from(["bty-tftp", "--max-blksize", "70000"]).is_err());
+        assert!(Cli::try_parse_from(["bty-tftp", "--second-stage", "../x"]).is_err());
+    }
 }

@@ -1,0 +1,464 @@
+//! The socket loop: receive requests (with the local address they were sent
+//! to), refuse what is not a read of a file in the root, and run each read
+//! on its own socket bound to that local address.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Semaphore};
+
+use crate::options::{negotiate, Limits};
+use crate::packet::{self, ErrorCode, Mode, Packet, Request};
+use crate::path::{self, PathError};
+use crate::second_stage::SecondStage;
+use crate::transfer::{self, Retransmit, Source, TransferError};
+use crate::Options;
+
+/// Largest request datagram read. Real requests are well under 600 bytes.
+const RECV_BUF: usize = 2048;
+
+/// How long shutdown waits for running transfers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by the listeners and the transfers.
+struct Shared {
+    opts: Options,
+    root: PathBuf,
+    sessions: Arc<Semaphore>,
+    active: Mutex<HashSet<SocketAddr>>,
+    second_stage: SecondStage,
+}
+
+/// Where a request came from and which local address it was sent to.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    peer: SocketAddr,
+    local: Option<IpAddr>,
+    ifindex: u32,
+}
+
+/// Serve on every socket until `shutdown` resolves. See [`crate::serve`].
+pub async fn serve_sockets(
+    opts: Options,
+    sockets: Vec<UdpSocket>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!sockets.is_empty(), "no socket to serve TFTP on");
+    let root = opts.root.canonicalize().with_context(|| {
+        format!(
+            "opening the TFTP root {}: create it (it holds ipxe.efi and undionly.kpxe) or pass --root",
+            opts.root.display()
+        )
+    })?;
+    anyhow::ensure!(
+        root.is_dir(),
+        "TFTP root {} is not a directory",
+        root.display()
+    );
+    let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
+    let shared = Arc::new(Shared {
+        sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
+        active: Mutex::new(HashSet::new()),
+        root,
+        second_stage,
+        opts,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut listeners = tokio::task::JoinSet::new();
+    for socket in sockets {
+        enable_pktinfo(&socket);
+        let addr = socket
+            .local_addr()
+            .context("reading the TFTP socket address")?;
+        tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
+        listeners.spawn(listen(shared.clone(), socket, stop_rx.clone()));
+    }
+    tokio::select! {
+        _ = shutdown => {}
+        res = listeners.join_next() => {
+            let _ = stop_tx.send(true);
+            if let Some(Ok(Err(e))) = res {
+                return Err(e);
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while listeners.join_next().await.is_some() {}
+    // Let running transfers finish; a boot in progress should not fail
+    // because the container is being restarted.
+    let max = shared.opts.max_sessions.max(1) as u32;
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.sessions.acquire_many(max))
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutting down with TFTP transfers still running");
+    }
+    Ok(())
+}
+
+/// Ask the kernel for the destination address of each datagram. Failing
+/// is not fatal: replies then leave from the socket's own address.
+fn enable_pktinfo(socket: &UdpSocket) {
+    let res = match socket.local_addr() {
+        Ok(SocketAddr::V4(_)) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
+        Ok(SocketAddr::V6(_)) => {
+            // A dual-stack socket also gets IPv4 datagrams; ask for both.
+            let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+        }
+        Err(_) => return,
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "cannot enable IP_PKTINFO; replies on a multi-homed host may leave from the wrong address");
+    }
+}
+
+async fn listen(
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; RECV_BUF];
+    let fallback = socket.local_addr()?.ip();
+    loop {
+        let received = tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            r = recv_with_origin(&socket, &mut buf) => r,
+        };
+        let (len, truncated, mut origin) = match received {
+            Ok(r) => r,
+            // ICMP errors from earlier sends surface here on Linux; they
+            // concern one peer, not the listener.
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(e).context("receiving on the TFTP socket"),
+        };
+        if origin.local.is_none() && !fallback.is_unspecified() {
+            origin.local = Some(fallback);
+        }
+        if truncated {
+            reply_error(origin, ErrorCode::IllegalOperation, "request too large").await;
+            continue;
+        }
+        handle_datagram(&shared, origin, &buf[..len]).await;
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(nix::libc::EHOSTUNREACH)
+        || e.raw_os_error() == Some(nix::libc::ENETUNREACH)
+}
+
+async fn handle_datagram(shared: &Arc<Shared>, origin: Origin, data: &[u8]) {
+    let peer = origin.peer;
+    match packet::parse(data) {
+        Ok(Packet::Rrq(req)) => start_read(shared, origin, req),
+        Ok(Packet::Wrq(req)) => {
+            tracing::info!(client = %peer, file = req.filename, outcome = "refused", "tftp write request refused");
+            reply_error(
+                origin,
+                ErrorCode::AccessViolation,
+                "write requests are refused: this TFTP server is read-only",
+            )
+            .await;
+        }
+        // DATA, ACK, ERROR, OACK belong to a transfer port, not here; a
+        // late one from a finished transfer is harmless. Drop them.
+        Ok(_) => {}
+        Err(packet::ParseError::Truncated) if data.len() < 2 => {}
+        Err(e) => {
+            tracing::debug!(client = %peer, error = %e, "malformed TFTP packet");
+            let code = match e {
+                packet::ParseError::FilenameTooLong => ErrorCode::AccessViolation,
+                _ => ErrorCode::IllegalOperation,
+            };
+            reply_error(origin, code, &format!("malformed request: {e}")).await;
+        }
+    }
+}
+
+fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
+    let peer = origin.peer;
+    // A client that retransmits its RRQ while the first one is being
+    // answered must not start a second transfer.
+    if !shared
+        .active
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(peer)
+    {
+        return;
+    }
+    let filename = req.filename.to_string();
+    let mode = req.mode;
+    let options: Vec<(String, String)> = req
+        .options
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
+        shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer);
+        tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
+        tokio::spawn(reply_error(
+            origin,
+            ErrorCode::NotDefined,
+            "server busy: too many transfers, retry later",
+        ));
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let started = Instant::now();
+        let result = run_read(&shared, origin, &filename, mode, &options).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(done) => tracing::info!(
+                client = %peer,
+                file = %filename,
+                bytes = done.bytes,
+                duration_ms = ms,
+                blksize = done.blksize,
+                windowsize = done.windowsize,
+                second_stage = done.second_stage,
+                outcome = "ok",
+                "tftp transfer"
+            ),
+            Err(e) => tracing::warn!(
+                client = %peer,
+                file = %filename,
+                duration_ms = ms,
+                outcome = %e,
+                "tftp transfer failed"
+            ),
+        }
+        shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer);
+    });
+}
+
+struct Done {
+    bytes: u64,
+    blksize: u16,
+    windowsize: u16,
+    second_stage: bool,
+}
+
+/// Why a read failed, for the log line.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Transfer(#[from] TransferError),
+    #[error("cannot open a reply socket: {0}")]
+    Socket(io::Error),
+}
+
+async fn run_read(
+    shared: &Shared,
+    origin: Origin,
+    filename: &str,
+    mode: Mode,
+    options: &[(String, String)],
+) -> Result<Done, ReadError> {
+    let socket = reply_socket(origin).await.map_err(ReadError::Socket)?;
+    let peer = origin.peer;
+    if mode != Mode::Octet {
+        let msg = format!("{mode} mode is not supported: request the file in octet (binary) mode");
+        send_error(&socket, peer, ErrorCode::IllegalOperation, &msg).await;
+        return Err(ReadError::Refused(msg));
+    }
+    let client_ip = canonical_ip(peer.ip());
+    let (source, size, second_stage) =
+        if let Some(script) = shared.second_stage.script_for(client_ip, filename) {
+            let size = script.len() as u64;
+            (Source::Memory(script), size, true)
+        } else {
+            let root = shared.root.clone();
+            let name = filename.to_string();
+            let opened = tokio::task::spawn_blocking(move || path::open(&root, &name))
+                .await
+                .map_err(|e| ReadError::Refused(e.to_string()))?;
+            match opened {
+                Ok(o) => (Source::File(Arc::new(o.file)), o.size, false),
+                Err(e) => {
+                    let msg = match &e {
+                        PathError::Io(_) => "cannot read file".to_string(),
+                        other => other.to_string(),
+                    };
+                    send_error(&socket, peer, e.code(), &msg).await;
+                    return Err(ReadError::Refused(e.to_string()));
+                }
+            }
+        };
+    let opts: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let limits = Limits {
+        max_blksize: shared.opts.max_blksize,
+        max_windowsize: shared.opts.max_windowsize,
+        default_timeout: shared.opts.timeout,
+    };
+    let neg = negotiate(&opts, size, &limits);
+    let policy = Retransmit {
+        retries: shared.opts.retries,
+    };
+    match transfer::send(&socket, peer, source, size, &neg, policy).await {
+        Ok(bytes) => {
+            shared
+                .second_stage
+                .record(client_ip, filename, second_stage);
+            Ok(Done {
+                bytes,
+                blksize: neg.blksize,
+                windowsize: neg.windowsize,
+                second_stage,
+            })
+        }
+        Err(e) => {
+            match &e {
+                TransferError::ClientAbort { .. } => {}
+                TransferError::Timeout { .. } => {
+                    send_error(&socket, peer, ErrorCode::NotDefined, "timed out").await
+                }
+                _ => send_error(&socket, peer, ErrorCode::NotDefined, "transfer failed").await,
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// IPv4 clients reaching a dual-stack socket appear as `::ffff:a.b.c.d`;
+/// key per-client state by the plain address.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// A fresh socket (new transfer ID) bound to the local address the request
+/// was sent to, so the reply comes from the address the client talked to.
+async fn reply_socket(origin: Origin) -> io::Result<UdpSocket> {
+    let bind: SocketAddr = match (origin.peer, origin.local) {
+        (SocketAddr::V4(_), Some(IpAddr::V4(l))) => SocketAddrV4::new(l, 0).into(),
+        (SocketAddr::V6(_), Some(IpAddr::V4(l))) => {
+            SocketAddrV6::new(l.to_ipv6_mapped(), 0, 0, 0).into()
+        }
+        (SocketAddr::V6(_), Some(IpAddr::V6(l))) => {
+            // A link-local address only means something with its interface.
+            let scope = if l.is_unicast_link_local() {
+                origin.ifindex
+            } else {
+                0
+            };
+            SocketAddrV6::new(l, 0, 0, scope).into()
+        }
+        (SocketAddr::V4(_), _) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+        (SocketAddr::V6(_), _) => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0).into(),
+    };
+    UdpSocket::bind(bind).await
+}
+
+async fn send_error(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, msg: &str) {
+    // Best effort: errors are never retransmitted (RFC 1350 section 7).
+    let _ = socket.send_to(&packet::error(code, msg), peer).await;
+}
+
+async fn reply_error(origin: Origin, code: ErrorCode, msg: &str) {
+    if let Ok(socket) = reply_socket(origin).await {
+        send_error(&socket, origin.peer, code, msg).await;
+    }
+}
+
+/// `recvmsg` with the packet-info control message. Returns the length,
+/// whether the datagram was cut, and its origin.
+async fn recv_with_origin(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, bool, Origin)> {
+    let fd = socket.as_raw_fd();
+    socket
+        .async_io(Interest::READABLE, || {
+            let mut iov = [IoSliceMut::new(&mut *buf)];
+            let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
+            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                .map_err(io::Error::from)?;
+            let peer = msg
+                .address
+                .as_ref()
+                .and_then(to_std)
+                .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+            let mut local = None;
+            let mut ifindex = 0;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::Ipv4PacketInfo(info) => {
+                            // ipi_spec_dst is the local address, not the
+                            // header destination (which may be broadcast).
+                            local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                                info.ipi_spec_dst.s_addr,
+                            ))));
+                            ifindex = info.ipi_ifindex as u32;
+                        }
+                        ControlMessageOwned::Ipv6PacketInfo(info) => {
+                            let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                            local = Some(match ip.to_ipv4_mapped() {
+                                Some(v4) => IpAddr::V4(v4),
+                                None => IpAddr::V6(ip),
+                            });
+                            ifindex = info.ipi6_ifindex;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+            Ok((
+                msg.bytes,
+                truncated,
+                Origin {
+                    peer,
+                    local,
+                    ifindex,
+                },
+            ))
+        })
+        .await
+}
+
+fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    if let Some(v6) = addr.as_sockaddr_in6() {
+        return Some(SocketAddr::V6(SocketAddrV6::from(*v6)));
+    }
+    None
+}

@@ -1,0 +1,230 @@
+//! One read transfer on its own socket: OACK, windows of DATA, ACKs,
+//! retransmits. The block arithmetic lives in [`crate::window`].
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::{timeout_at, Instant};
+
+use crate::options::Negotiated;
+use crate::packet::{self, ErrorCode, Packet};
+use crate::window::{wire, AckEffect, Window};
+
+/// Bytes read from the file per read call. Reading a chunk at a time keeps
+/// the blocking-pool hops far below one per block.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a transfer did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// No ACK came after all retransmits.
+    #[error("timed out waiting for ACK of block {block} after {retries} retransmits")]
+    Timeout {
+        /// Wire block number (0 = the OACK).
+        block: u16,
+        /// Retransmits sent.
+        retries: u32,
+    },
+    /// The client sent an ERROR packet (also how clients abort after a
+    /// tsize probe).
+    #[error("client aborted with error {code}: {message}")]
+    ClientAbort {
+        /// Code sent by the client.
+        code: u16,
+        /// Message sent by the client.
+        message: String,
+    },
+    /// The file shrank while it was being served.
+    #[error("file changed while being served")]
+    FileChanged,
+    /// Socket or file I/O failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Where the bytes come from.
+pub enum Source {
+    /// A file on disk, read in chunks.
+    File(Arc<File>),
+    /// Bytes in memory (the second-stage script).
+    Memory(Arc<[u8]>),
+}
+
+/// Retransmit policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Retransmit {
+    /// Retransmits of one window (or the OACK) before giving up.
+    pub retries: u32,
+}
+
+/// Serve `size` bytes of `source` to `peer` over `socket`; returns the
+/// bytes acknowledged.
+pub async fn send(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    source: Source,
+    size: u64,
+    neg: &Negotiated,
+    policy: Retransmit,
+) -> Result<u64, TransferError> {
+    let mut reader = Reader::new(source, size);
+    let mut recv_buf = vec![0u8; 1024];
+    if !neg.oack.is_empty() {
+        let oack = packet::oack(
+            &neg.oack
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let mut tries = 0;
+        loop {
+            socket.send_to(&oack, peer).await?;
+            let deadline = Instant::now() + neg.timeout;
+            match wait_ack(socket, peer, &mut recv_buf, deadline, |b| b == 0).await? {
+                Some(_) => break,
+                None if tries == policy.retries => {
+                    return Err(TransferError::Timeout {
+                        block: 0,
+                        retries: tries,
+                    })
+                }
+                None => tries += 1,
+            }
+        }
+    }
+
+    let mut window = Window::new(size, neg.blksize, neg.windowsize);
+    let mut out = Vec::with_capacity(4 + usize::from(neg.blksize));
+    let mut tries = 0;
+    loop {
+        let pending = window.pending();
+        let (start, _) = window.span(*pending.start());
+        let (end_off, end_len) = window.span(*pending.end());
+        reader.ensure(start, end_off + end_len as u64).await?;
+        for index in pending.clone() {
+            let (off, len) = window.span(index);
+            out.clear();
+            packet::data_header(wire(index), &mut out);
+            out.extend_from_slice(reader.slice(off, len));
+            socket.send_to(&out, peer).await?;
+        }
+        let deadline = Instant::now() + neg.timeout;
+        let mut effect = AckEffect::Ignored;
+        let got = wait_ack(socket, peer, &mut recv_buf, deadline, |b| {
+            effect = window.on_ack(b);
+            effect != AckEffect::Ignored
+        })
+        .await?;
+        match (got, effect) {
+            (Some(_), AckEffect::Done) => return Ok(window.acked_bytes()),
+            (Some(_), _) => tries = 0,
+            (None, _) if tries == policy.retries => {
+                return Err(TransferError::Timeout {
+                    block: wire(*pending.start()),
+                    retries: tries,
+                })
+            }
+            (None, _) => tries += 1,
+        }
+    }
+}
+
+/// Wait until `deadline` for an ACK from `peer` that `accept` takes.
+/// Returns `None` on timeout. Packets from another address get ERROR 5
+/// (RFC 1350: unknown transfer ID) and do not disturb the transfer.
+async fn wait_ack(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    buf: &mut [u8],
+    deadline: Instant,
+    mut accept: impl FnMut(u16) -> bool,
+) -> Result<Option<u16>, TransferError> {
+    loop {
+        let (len, from) = match timeout_at(deadline, socket.recv_from(buf)).await {
+            Err(_) => return Ok(None),
+            Ok(r) => r?,
+        };
+        if from != peer {
+            let err = packet::error(ErrorCode::UnknownTransferId, "unknown transfer ID");
+            let _ = socket.send_to(&err, from).await;
+            continue;
+        }
+        match packet::parse(&buf[..len]) {
+            Ok(Packet::Ack(b)) if accept(b) => return Ok(Some(b)),
+            Ok(Packet::Error { code, message }) => {
+                return Err(TransferError::ClientAbort { code, message })
+            }
+            // Duplicate ACKs, stray requests and garbage: keep waiting.
+            _ => {}
+        }
+    }
+}
+
+/// Read-ahead buffer over the source.
+struct Reader {
+    source: Source,
+    size: u64,
+    buf: Arc<[u8]>,
+    start: u64,
+}
+
+impl Reader {
+    fn new(source: Source, size: u64) -> Reader {
+        let buf: Arc<[u8]> = match &source {
+            Source::Memory(bytes) => bytes.clone(),
+            Source::File(_) => Arc::from(Vec::new()),
+        };
+        Reader {
+            source,
+            size,
+            buf,
+            start: 0,
+        }
+    }
+
+    /// Make bytes `start..end` available through [`Reader::slice`].
+    async fn ensure(&mut self, start: u64, end: u64) -> Result<(), TransferError> {
+        let have_end = self.start + self.buf.len() as u64;
+        if start >= self.start && end <= have_end {
+            return Ok(());
+        }
+        let Source::File(file) = &self.source else {
+            return Err(TransferError::FileChanged);
+        };
+        let want = (end - start).max(CHUNK as u64).min(self.size - start) as usize;
+        let file = file.clone();
+        let data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let mut data = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                match file.read_at(&mut data[filled..], start + filled as u64)? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            data.truncate(filled);
+            Ok(data)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if (data.len() as u64) < end - start {
+            return Err(TransferError::FileChanged);
+        }
+        self.buf = Arc::from(data);
+        self.start = start;
+        Ok(())
+    }
+
+    fn slice(&self, off: u64, len: usize) -> &[u8] {
+        let from = (off - self.start) as usize;
+        &self.buf[from..from + len]
+    }
+}
+
+/// Default retransmit timeout when the client sends no `timeout` option.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
