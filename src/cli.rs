@@ -1,0 +1,320 @@
+//! Command-line interface: plain clap structs, no I/O. `main` turns them into
+//! actions; everything here is data so it can be unit-tested.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Deploy and run the bty netboot reflashing stack.
+///
+/// bty-lab renders the deploy files, builds or pulls the bty-web, withcache
+/// and bty-tftp images, and drives Docker or Podman through the engine API.
+/// `bty-lab serve` runs the whole stack in one process with no engine.
+#[derive(Debug, Parser)]
+#[command(name = "bty-lab", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render the deploy files into DEST; no engine calls.
+    Init(InitArgs),
+    /// Render, create the data layout, start the stack, wait until healthy.
+    Deploy(DeployArgs),
+    /// Move the stack to this CLI's version; roll back if it is unhealthy.
+    Upgrade(UpgradeArgs),
+    /// Change a web UI password and log out every old session.
+    Passwd(PasswdArgs),
+    /// Stop and remove the stack (and with --data, its state).
+    Purge(PurgeArgs),
+    /// Show container state, health, URLs and image versions.
+    Status(StatusArgs),
+    /// Print (or follow) a service's logs.
+    Logs(LogsArgs),
+    /// Run bty-web, withcache and bty-tftp in this process, no engine.
+    Serve(ServeArgs),
+    /// Print shell completions for bty-lab.
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+    /// Entry points used inside the images (not for operators).
+    #[command(hide = true, subcommand)]
+    Internal(Internal),
+}
+
+/// Settings shared by init and deploy: what gets rendered.
+#[derive(Debug, Args, Clone)]
+pub struct RenderArgs {
+    /// Deploy directory.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    /// Host state directory (default: DEST/data); remembered for later runs.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// LAN address machines reach this host on (default: outbound route).
+    #[arg(long)]
+    pub host_addr: Option<String>,
+    /// Also render Quadlet units under DEST/quadlet.
+    #[arg(long)]
+    pub systemd: bool,
+    /// Leave out the bty-tftp service (UEFI HTTP boot only).
+    #[arg(long)]
+    pub no_tftp: bool,
+    /// Image registry prefix (default: ghcr.io/bty-rs).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Host port for bty-web.
+    #[arg(long)]
+    pub port_web: Option<u16>,
+    /// Host port for withcache.
+    #[arg(long)]
+    pub port_cache: Option<u16>,
+    /// UDP port for bty-tftp (host network).
+    #[arg(long)]
+    pub tftp_port: Option<u16>,
+    /// Overwrite foreign files in DEST and re-render the deploy files.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+/// `bty-lab init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// Where images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImagesFrom {
+    /// Pull REGISTRY/<service>:VERSION.
+    Pull,
+    /// Build FROM scratch images from this static binary, no registry.
+    Local,
+    /// Use images already in the engine (e.g. from `docker load`).
+    Present,
+}
+
+/// Which engine socket to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    Docker,
+    Podman,
+    Auto,
+}
+
+/// Engine selection shared by every engine-driving command.
+#[derive(Debug, Args, Clone)]
+pub struct EngineArgs {
+    /// Container engine (auto: DOCKER_HOST, then Docker, then Podman).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineChoice,
+}
+
+/// `bty-lab deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Pull images, build them locally from this binary, or use present ones.
+    #[arg(long, value_enum)]
+    pub images: Option<ImagesFrom>,
+    /// Seconds to wait for every service to report healthy.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Answer yes to questions (no prompts).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `bty-lab upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Deploy directory.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Image version to move to (default: this CLI's version).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Allow moving to an older version than the deployed one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Where the new images come from (default: as recorded at deploy).
+    #[arg(long, value_enum)]
+    pub images: Option<ImagesFrom>,
+    /// Seconds to wait for health before rolling back.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// A service with a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PasswdService {
+    #[value(name = "bty-web")]
+    BtyWeb,
+    Withcache,
+    All,
+}
+
+/// `bty-lab passwd`.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Deploy directory.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Which service's password to change.
+    #[arg(long, value_enum, default_value = "all")]
+    pub service: PasswdService,
+    /// Read the new password from the first line of stdin.
+    #[arg(long, conflicts_with = "generate")]
+    pub password_stdin: bool,
+    /// Generate a random password and print it.
+    #[arg(long)]
+    pub generate: bool,
+    /// Seconds to wait for the restarted service.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// `bty-lab purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Deploy directory.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Also delete the host state (data dir): machines, cache.
+    #[arg(long)]
+    pub data: bool,
+    /// Also delete the deploy directory itself (implies --data).
+    #[arg(long)]
+    pub all: bool,
+    /// Also remove the stack's images.
+    #[arg(long)]
+    pub images: bool,
+    /// Do not ask before deleting.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `bty-lab status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Deploy directory.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bty-lab logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Deploy directory.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    /// bty-web, withcache or bty-tftp (default: all).
+    pub service: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Keep following the log.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Lines from the end to start with.
+    #[arg(long, default_value = "100")]
+    pub tail: String,
+}
+
+/// `bty-lab serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// State directory (default: $XDG_DATA_HOME/bty, else ./bty-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// bty-web port.
+    #[arg(long, default_value_t = 8080)]
+    pub port_web: u16,
+    /// withcache port.
+    #[arg(long, default_value_t = 3000)]
+    pub port_cache: u16,
+    /// TFTP port (default: no TFTP; 69 needs root).
+    #[arg(long)]
+    pub tftp_port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: std::net::IpAddr,
+}
+
+/// What runs inside the images.
+#[derive(Debug, Subcommand)]
+pub enum Internal {
+    /// Exit 0 if URL (http://... or tftp://host:port/file) answers.
+    Healthcheck { url: String },
+    /// bty-web from /etc/bty/bty.toml + BTY_* env.
+    Web,
+    /// withcache from WITHCACHE_* env, data in /data.
+    Withcache,
+    /// bty-tftp serving /srv/bty/boot.
+    Tftp,
+    /// A minimal HTTP server answering /healthz (engine tests).
+    DummyHttp {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deploy_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "bty-lab",
+            "deploy",
+            "/opt/bty",
+            "--images",
+            "local",
+            "--engine",
+            "podman",
+            "--host-addr",
+            "10.0.0.5",
+            "--no-tftp",
+            "-y",
+        ])
+        .unwrap();
+        let Command::Deploy(d) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(d.render.dest, PathBuf::from("/opt/bty"));
+        assert_eq!(d.images, Some(ImagesFrom::Local));
+        assert_eq!(d.engine.engine, EngineChoice::Podman);
+        assert!(d.render.no_tftp && d.yes);
+    }
+
+    #[test]
+    fn passwd_stdin_and_generate_conflict() {
+        let r = Cli::try_parse_from(["bty-lab", "passwd", "--password-stdin", "--generate"]);
+        assert!(r.is_err());
+    }
+}

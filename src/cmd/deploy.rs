@@ -1,0 +1,253 @@
+//! `bty-lab deploy`: render, lay out data, get images, start, wait healthy.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cli::{DeployArgs, ImagesFrom};
+use crate::engine::{
+    self, containers, images,
+    ports::{self, Proto},
+    Engine,
+};
+use crate::render::Settings;
+use crate::stack::{self, Net, Service};
+use crate::{deploydir, secrets, ui};
+
+pub async fn run(a: DeployArgs) -> Result<()> {
+    let (s, old) = super::resolve_settings(&a.render, a.images)?;
+    let mut steps = ui::Steps::new(7);
+
+    steps.step("checking");
+    super::check_dest(&s.dest, old.is_some(), a.render.force)?;
+    if let Some(o) = &old {
+        if o.version != stack::VERSION {
+            ui::warn(format!(
+                "{} runs bty {}; this CLI is {}. Re-deploying keeps {}; move with `bty-lab upgrade {}`",
+                s.dest.display(), o.version, stack::VERSION, o.version, s.dest.display()
+            ));
+        }
+    }
+    if !deploydir::is_root() {
+        bail!(
+            "deploy needs root: the data dirs are given to uid {} (the containers' user){}. Re-run with sudo",
+            stack::SERVICE_UID,
+            if s.tftp { " and bty-tftp binds udp/69" } else { "" }
+        );
+    }
+    let engine = engine::connect(a.engine.engine).await?;
+    ui::detail(format!(
+        "engine: {} {} at {}",
+        engine.kind, engine.version, engine.addr
+    ));
+    ui::detail(format!("host address: {}", s.host_addr));
+    check_ports(&engine, &s).await?;
+
+    steps.step(format!("writing deploy files to {}", s.dest.display()));
+    super::write_deploy_files(&s)?;
+
+    steps.step(format!("creating data layout in {}", s.data_dir.display()));
+    for d in deploydir::make_data_layout(&s)? {
+        ui::detail(format!("created {}", d.display()));
+    }
+    if let Some(user) = deploydir::chown_to_sudo_user(&s.dest)? {
+        ui::detail(format!("{} given back to {user}", s.dest.display()));
+    }
+
+    steps.step(format!("getting images ({})", images_word(s.images)));
+    let services = s.services();
+    obtain_images(&engine, &s, &services, s.images).await?;
+
+    let mut created: Vec<String> = Vec::new();
+    let result = start_stack(
+        &engine,
+        &s,
+        &services,
+        &mut steps,
+        &mut created,
+        Duration::from_secs(a.timeout),
+    )
+    .await;
+    if let Err(e) = result {
+        let what = if created.is_empty() {
+            "nothing".to_string()
+        } else {
+            created.join(", ")
+        };
+        bail!(
+            "{e:#}\n\ndeploy did not finish. It created: {what}.\n\
+             Look with `bty-lab status {d}` / `bty-lab logs {d}`; remove with `bty-lab purge {d}`.",
+            d = s.dest.display()
+        );
+    }
+    summary(&s);
+    Ok(())
+}
+
+fn images_word(i: ImagesFrom) -> &'static str {
+    match i {
+        ImagesFrom::Pull => "pull",
+        ImagesFrom::Local => "build locally from this binary",
+        ImagesFrom::Present => "already in the engine",
+    }
+}
+
+/// Get `services`' images at `s.version` by the chosen route.
+pub async fn obtain_images(
+    engine: &Engine,
+    s: &Settings,
+    services: &[Service],
+    how: ImagesFrom,
+) -> Result<()> {
+    let refs: Vec<String> = services.iter().map(|svc| s.image(svc)).collect();
+    match how {
+        ImagesFrom::Local => images::build_local(engine, services, |svc| s.image(svc)).await,
+        ImagesFrom::Pull => images::pull(engine, &refs).await,
+        ImagesFrom::Present => images::require_present(engine, &refs).await,
+    }
+}
+
+/// Ports the stack publishes, with protocol.
+pub fn host_ports(s: &Settings) -> Vec<(u16, Proto, &'static str)> {
+    let mut v = vec![
+        (s.ports.web, Proto::Tcp, stack::WEB.name),
+        (s.ports.cache, Proto::Tcp, stack::CACHE.name),
+    ];
+    if s.tftp {
+        v.push((s.ports.tftp, Proto::Udp, stack::TFTP.name));
+    }
+    v
+}
+
+/// Every port must be free or held by this deploy's own containers.
+async fn check_ports(engine: &Engine, s: &Settings) -> Result<()> {
+    let ours = containers::list_ours(engine, s).await?;
+    let running_ours = ours.iter().any(|c| c.state.as_deref() == Some("running"));
+    let mut busy = Vec::new();
+    for (port, proto, svc) in host_ports(s) {
+        if ports::is_free(port, proto) {
+            continue;
+        }
+        // Our own running stack holds its ports; it is replaced below.
+        if running_ours {
+            continue;
+        }
+        let who = ports::owner(port, proto)
+            .map(|o| format!("held by {o}"))
+            .unwrap_or_else(|| "held by a process this user cannot see".into());
+        busy.push(format!("{port}/{proto} (for {svc}) is {who}"));
+    }
+    if !busy.is_empty() {
+        bail!(
+            "ports in use:\n  {}\nstop what holds them, or choose others with --port-web / --port-cache / --tftp-port",
+            busy.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Env for each service's container from envvars.
+pub fn service_env(s: &Settings) -> Result<BTreeMap<&'static str, Vec<String>>> {
+    let vars = deploydir::read_envvars(&s.dest)?;
+    Ok(s.services()
+        .iter()
+        .map(|svc| (svc.name, deploydir::env_for(svc, &vars)))
+        .collect())
+}
+
+async fn start_stack(
+    engine: &Engine,
+    s: &Settings,
+    services: &[Service],
+    steps: &mut ui::Steps,
+    created: &mut Vec<String>,
+    timeout: Duration,
+) -> Result<()> {
+    steps.step("creating network");
+    if services
+        .iter()
+        .any(|svc| matches!(svc.net, Net::Bridge { .. }))
+    {
+        let net = containers::network_name(s);
+        if containers::ensure_network(engine, s).await? {
+            created.push(format!("network {net}"));
+            ui::detail(format!("created {net}"));
+        } else {
+            ui::detail(format!("{net} exists"));
+        }
+    }
+    steps.step("starting containers");
+    let env = service_env(s)?;
+    for svc in services {
+        let name = containers::run_service(
+            engine,
+            s,
+            svc,
+            &s.image(svc),
+            &s.version,
+            env[svc.name].clone(),
+        )
+        .await?;
+        created.push(format!("container {name}"));
+        ui::detail(format!("{name} ({})", s.image(svc)));
+    }
+    steps.step("waiting for health");
+    if let Err(u) = containers::wait_healthy(engine, s, services, timeout).await {
+        bail!(
+            "{} ({}) is not healthy: {}\nits last log lines:\n{}",
+            u.service,
+            u.container,
+            u.state,
+            indent(&u.logs)
+        );
+    }
+    for svc in services {
+        ui::detail(format!("{}: healthy", svc.name));
+    }
+    Ok(())
+}
+
+pub fn indent(s: &str) -> String {
+    if s.trim().is_empty() {
+        return "  (no output)".into();
+    }
+    s.lines()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn summary(s: &Settings) {
+    let uses_default = deploydir::read_envvars(&s.dest)
+        .map(|v| {
+            v.iter().any(|(k, h)| {
+                k.ends_with("_ADMIN_PASSWORD_HASH")
+                    && secrets::verify_password(secrets::DEFAULT_PASSWORD, h)
+            })
+        })
+        .unwrap_or(false);
+    eprintln!(
+        "\ndeploy complete: bty {} at {}",
+        s.version,
+        s.dest.display()
+    );
+    eprintln!("  bty-web UI:  {}/ui   (login: bty-lab)", s.web_url());
+    eprintln!("  withcache:   {}/     (login: bty-lab)", s.withcache_url());
+    if s.tftp {
+        eprintln!("  TFTP:        udp/{} on {}", s.ports.tftp, s.host_addr);
+    }
+    if uses_default {
+        ui::warn(format!(
+            "the password is still the default `bty-lab`; change it before exposing the host: \
+             bty-lab passwd {}",
+            s.dest.display()
+        ));
+    }
+}
+
+/// Context helper for steps that need the manifest.
+pub fn manifest(dest: &std::path::Path, cmd: &str) -> Result<Settings> {
+    let dest = deploydir::absolute(dest)?;
+    deploydir::require_manifest(&dest, cmd).with_context(|| format!("bty-lab {cmd}"))
+}

@@ -1,0 +1,28 @@
+//! `bty-lab init`: render only, no engine.
+
+use anyhow::Result;
+
+use crate::cli::InitArgs;
+use crate::{deploydir, ui};
+
+pub fn run(a: InitArgs) -> Result<()> {
+    let (s, old) = super::resolve_settings(&a.render, None)?;
+    super::check_dest(&s.dest, old.is_some(), a.render.force)?;
+    eprintln!(
+        "bty-lab init: rendering {} (bty {})",
+        s.dest.display(),
+        s.version
+    );
+    super::write_deploy_files(&s)?;
+    let made = std::fs::create_dir_all(s.data_dir.join("bty"))
+        .and_then(|_| std::fs::create_dir_all(s.data_dir.join("withcache")));
+    if let Err(e) = made {
+        ui::warn(format!(
+            "could not create the data dirs under {}: {e}; deploy will create them as root",
+            s.data_dir.display()
+        ));
+    }
+    let _ = deploydir::chown_to_sudo_user(&s.dest);
+    eprintln!("\nNext: sudo bty-lab deploy {}", s.dest.display());
+    Ok(())
+}

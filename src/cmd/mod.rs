@@ -1,0 +1,182 @@
+//! One module per subcommand; shared steps live here.
+
+pub mod deploy;
+pub mod init;
+pub mod logs;
+pub mod passwd;
+pub mod purge;
+pub mod serve;
+pub mod status;
+pub mod upgrade;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::cli::{ImagesFrom, RenderArgs};
+use crate::deploydir::{self, Change};
+use crate::render::{self, Ports, Secrets, Settings};
+use crate::{hostaddr, stack, ui};
+
+/// Settings from flags, falling back to what the manifest recorded, then
+/// to defaults. All validation happens here, before anything is written.
+pub fn resolve_settings(
+    a: &RenderArgs,
+    images: Option<ImagesFrom>,
+) -> Result<(Settings, Option<Settings>)> {
+    let dest = deploydir::absolute(&a.dest)?;
+    render::check_path("DEST", &dest)?;
+    let old = deploydir::read_manifest(&dest)?;
+    let data_dir = match (&a.data_dir, &old) {
+        (Some(d), _) => deploydir::absolute(d)?,
+        (None, Some(o)) => o.data_dir.clone(),
+        (None, None) => dest.join("data"),
+    };
+    render::check_path("--data-dir", &data_dir)?;
+    let host_addr = match (&a.host_addr, &old) {
+        (Some(h), _) => hostaddr::validate(h)?,
+        (None, Some(o)) => o.host_addr,
+        (None, None) => match hostaddr::detect() {
+            Some(ip) => ip,
+            None => bail!(
+                "could not find this host's LAN address (no default route); \
+                 pass --host-addr with the address machines reach this host on"
+            ),
+        },
+    };
+    let registry = a
+        .registry
+        .clone()
+        .or_else(|| old.as_ref().map(|o| o.registry.clone()))
+        .unwrap_or_else(|| stack::DEFAULT_REGISTRY.to_string());
+    if registry.is_empty()
+        || registry
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
+        bail!("--registry {registry:?} is not a registry prefix like ghcr.io/bty-rs or 127.0.0.1:5000/bty");
+    }
+    let op = old.as_ref().map(|o| o.ports).unwrap_or_default();
+    let ports = Ports {
+        web: a.port_web.unwrap_or(op.web),
+        cache: a.port_cache.unwrap_or(op.cache),
+        tftp: a.tftp_port.unwrap_or(op.tftp),
+    };
+    if ports.web == ports.cache {
+        bail!("bty-web and withcache cannot share port {}", ports.web);
+    }
+    let s = Settings {
+        version: old
+            .as_ref()
+            .map(|o| o.version.clone())
+            .unwrap_or_else(|| stack::VERSION.to_string()),
+        dest,
+        data_dir,
+        host_addr,
+        registry,
+        images: images
+            .or(old.as_ref().map(|o| o.images))
+            .unwrap_or(ImagesFrom::Pull),
+        tftp: !a.no_tftp,
+        systemd: a.systemd || old.as_ref().is_some_and(|o| o.systemd),
+        ports,
+    };
+    Ok((s, old))
+}
+
+/// Refuse a DEST holding files bty-lab did not write, unless --force.
+pub fn check_dest(dest: &Path, has_manifest: bool, force: bool) -> Result<()> {
+    if has_manifest || force {
+        return Ok(());
+    }
+    let foreign = deploydir::foreign_entries(dest)?;
+    if !foreign.is_empty() {
+        bail!(
+            "{} already holds files bty-lab did not write ({}); choose an empty directory \
+             or pass --force to render into it anyway",
+            dest.display(),
+            foreign.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Render and write the deploy files, keeping envvars and the operator's
+/// bty.toml (only adding keys it lacks). Prints what changed.
+pub fn write_deploy_files(s: &Settings) -> Result<()> {
+    let envvars_exists = s.dest.join("envvars").exists();
+    let secrets = if envvars_exists {
+        None
+    } else {
+        Some(Secrets::generate()?)
+    };
+    let mut files = render::deploy_files(s, secrets.as_ref())?;
+    let toml_path = s.dest.join("bty.toml");
+    let mut notes: Vec<(PathBuf, String)> = Vec::new();
+    if let Ok(existing) = std::fs::read_to_string(&toml_path) {
+        let fresh = files
+            .iter()
+            .find(|f| f.rel == Path::new("bty.toml"))
+            .unwrap()
+            .contents
+            .clone();
+        let (merged, added) = deploydir::migrate_bty_toml(&existing, &fresh)?;
+        for f in files.iter_mut().filter(|f| f.rel == Path::new("bty.toml")) {
+            f.contents = merged.clone();
+        }
+        let note = if added.is_empty() {
+            "kept (your edits stay)".to_string()
+        } else {
+            format!("kept, added {}", added.join(", "))
+        };
+        notes.push(("bty.toml".into(), note));
+    }
+    if envvars_exists {
+        std::fs::set_permissions(
+            s.dest.join("envvars"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+    }
+    files.push(deploydir::manifest_file(s)?);
+    std::fs::create_dir_all(&s.dest).map_err(|e| {
+        anyhow::anyhow!(
+            "creating {}: {e} (choose a writable DEST or run with sudo)",
+            s.dest.display()
+        )
+    })?;
+    for (rel, change) in deploydir::write_files(&s.dest, &files)? {
+        if let Some((_, n)) = notes.iter().find(|(p, _)| *p == rel) {
+            if change == Change::Unchanged || rel == Path::new("bty.toml") {
+                ui::detail(format!("{}: {n}", rel.display()));
+                continue;
+            }
+        }
+        let what = match change {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        ui::detail(format!("{}: {what}", rel.display()));
+    }
+    if envvars_exists {
+        ui::detail("envvars: kept (secrets unchanged)");
+    }
+    Ok(())
+}
+
+/// Ask y/N on a terminal; refuse when stdin is not one.
+pub fn confirm(question: &str, yes: bool) -> Result<bool> {
+    use std::io::IsTerminal as _;
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to proceed unattended: stdin is not a terminal; re-run with --yes to confirm"
+        );
+    }
+    Ok(dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()?)
+}

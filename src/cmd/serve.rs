@@ -1,0 +1,169 @@
+//! `bty-lab serve`: bty-web, withcache and (optionally) bty-tftp in this
+//! one process, no container engine: the embedded "one box" setup.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use tokio::sync::watch;
+
+use crate::cli::ServeArgs;
+use crate::engine::images::IPXE_DIR;
+use crate::{hostaddr, services, ui};
+
+/// `$XDG_DATA_HOME/bty` when XDG_DATA_HOME is set, else `./bty-data`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x).join("bty"),
+        _ => PathBuf::from("bty-data"),
+    }
+}
+
+/// The bty.toml `serve` runs bty-web with.
+pub fn serve_toml(state_dir: &Path, web: SocketAddr, withcache_url: &str) -> String {
+    let q = |s: &str| toml_edit::Value::from(s).to_string().trim().to_string();
+    format!(
+        "# Written by `bty-lab serve`; rewritten on every start.\n\
+         [server]\nlisten = {}\nstate_dir = {}\n\n\
+         [boot]\ndir = {}\n\n\
+         [withcache]\nurl = {}\n\n\
+         [admin]\nuser = \"bty-lab\"\npassword = \"bty-lab\"\n",
+        q(&web.to_string()),
+        q(&state_dir.join("web").display().to_string()),
+        q(&state_dir.join("boot").display().to_string()),
+        q(withcache_url),
+    )
+}
+
+/// Copy the iPXE bootfiles into the boot dir (kept if already there).
+fn populate_boot(boot: &Path) -> Result<usize> {
+    std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
+    let mut n = 0;
+    for f in ["ipxe.efi", "snponly.efi", "undionly.kpxe"] {
+        let src = Path::new(IPXE_DIR).join(f);
+        let dst = boot.join(f);
+        if src.is_file() && !dst.exists() {
+            std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub async fn run(a: ServeArgs) -> Result<()> {
+    let data = crate::deploydir::absolute(&a.data_dir.clone().unwrap_or_else(default_data_dir))?;
+    for sub in ["web", "withcache"] {
+        std::fs::create_dir_all(data.join(sub))
+            .with_context(|| format!("creating {}", data.join(sub).display()))?;
+    }
+    let copied = populate_boot(&data.join("boot"))?;
+    let host = if a.bind.is_unspecified() {
+        hostaddr::detect().unwrap_or(a.bind)
+    } else {
+        a.bind
+    };
+    let host = if host.is_unspecified() {
+        "127.0.0.1".parse()?
+    } else {
+        host
+    };
+    let web_addr = SocketAddr::new(a.bind, a.port_web);
+    let cache_addr = SocketAddr::new(a.bind, a.port_cache);
+    let bind_err = |what: &str, addr: SocketAddr| {
+        format!("binding {what} on {addr} (is the port in use? choose another with --port-*)")
+    };
+    let web_l = tokio::net::TcpListener::bind(web_addr)
+        .await
+        .with_context(|| bind_err("bty-web", web_addr))?;
+    let cache_l = tokio::net::TcpListener::bind(cache_addr)
+        .await
+        .with_context(|| bind_err("withcache", cache_addr))?;
+    let tftp_sock = match a.tftp_port {
+        Some(p) => {
+            let addr = SocketAddr::new(a.bind, p);
+            Some(tokio::net::UdpSocket::bind(addr).await.with_context(|| {
+                format!(
+                    "binding TFTP on udp {addr}{}",
+                    if p < 1024 {
+                        " (ports below 1024 need root)"
+                    } else {
+                        ""
+                    }
+                )
+            })?)
+        }
+        None => None,
+    };
+    let withcache_url = format!(
+        "http://{}:{}",
+        hostaddr::url_host(&host),
+        cache_l.local_addr()?.port()
+    );
+    let toml_path = data.join("bty.toml");
+    crate::deploydir::write_atomic(
+        &toml_path,
+        &serve_toml(&data, web_l.local_addr()?, &withcache_url),
+        0o600,
+    )?;
+
+    let (tx, rx) = watch::channel(false);
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (p, s) = (toml_path.clone(), stop(rx.clone()));
+        tasks.spawn(async move { ("bty-web", services::web(&p, web_l, s).await) });
+    }
+    {
+        let (d, s) = (data.join("withcache"), stop(rx.clone()));
+        tasks.spawn(async move { ("withcache", services::withcache(d, cache_l, s).await) });
+    }
+    if let Some(sock) = tftp_sock {
+        let (b, s) = (data.join("boot"), stop(rx.clone()));
+        tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, s).await) });
+    }
+
+    eprintln!("bty-lab serve: state in {}", data.display());
+    if copied > 0 {
+        ui::detail(format!(
+            "copied {copied} iPXE bootfiles from {IPXE_DIR} into {}",
+            data.join("boot").display()
+        ));
+    }
+    let h = hostaddr::url_host(&host);
+    eprintln!(
+        "  bty-web UI:  http://{h}:{}/ui   (login: bty-lab / bty-lab)",
+        a.port_web
+    );
+    eprintln!("  withcache:   {withcache_url}/     (login: bty-lab / bty-lab)");
+    if let Some(p) = a.tftp_port {
+        eprintln!("  TFTP:        udp/{p}");
+    }
+    eprintln!("Ctrl-C stops everything.");
+
+    let mut result = Ok(());
+    tokio::select! {
+        _ = crate::internal::shutdown_signal() => {}
+        Some(done) = tasks.join_next() => {
+            // A service stopping on its own is an error: take the rest down.
+            let (name, r) = done.context("a service task panicked")?;
+            result = match r {
+                Ok(()) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
+                Err(e) => Err(e.context(format!("{name} failed"))),
+            };
+        }
+    }
+    let _ = tx.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((name, Err(e))) = done {
+            if result.is_ok() {
+                result = Err(e.context(format!("{name} failed while stopping")));
+            }
+        }
+    }
+    if result.is_ok() {
+        eprintln!("bty-lab serve: stopped");
+    }
+    result
+}

@@ -1,0 +1,103 @@
+//! `bty-lab status`: one row per service.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::engine::{self, containers};
+use crate::stack;
+
+#[derive(Debug, Serialize)]
+struct Row {
+    service: &'static str,
+    container: String,
+    state: String,
+    health: String,
+    image: String,
+    version: String,
+    url: String,
+}
+
+pub async fn run(a: StatusArgs) -> Result<()> {
+    let s = super::deploy::manifest(&a.dest, "status")?;
+    let engine = engine::connect(a.engine.engine).await?;
+    let mut rows = Vec::new();
+    for svc in s.services() {
+        let name = stack::container_name(&s.project(), &svc);
+        let url = match svc.name {
+            n if n == stack::WEB.name => format!("{}/ui", s.web_url()),
+            n if n == stack::CACHE.name => format!("{}/", s.withcache_url()),
+            _ => format!(
+                "tftp://{}:{}/",
+                crate::hostaddr::url_host(&s.host_addr),
+                s.ports.tftp
+            ),
+        };
+        let (state, image, version, health) = match engine.api.inspect_container(&name, None).await
+        {
+            Ok(c) => {
+                let state = c
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.status)
+                    .map(|x| x.to_string())
+                    .unwrap_or_default();
+                let cfg = c.config.unwrap_or_default();
+                let version = cfg
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(containers::LABEL_VERSION))
+                    .cloned()
+                    .unwrap_or_default();
+                let health = containers::health(&engine, &s, &svc, &name)
+                    .await
+                    .unwrap_or_else(|e| format!("{e:#}"));
+                (state, cfg.image.unwrap_or_default(), version, health)
+            }
+            Err(e) if engine::is_not_found(&e) => {
+                ("absent".into(), String::new(), String::new(), "-".into())
+            }
+            Err(e) => (
+                engine::engine_msg(&e),
+                String::new(),
+                String::new(),
+                "-".into(),
+            ),
+        };
+        rows.push(Row {
+            service: svc.name,
+            container: name,
+            state,
+            health,
+            image,
+            version,
+            url,
+        });
+    }
+    if a.json {
+        let out = serde_json::json!({
+            "dest": s.dest, "engine": engine.kind.to_string(), "version": s.version,
+            "data_dir": s.data_dir, "services": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "bty {} at {} ({} {})",
+        s.version,
+        s.dest.display(),
+        engine.kind,
+        engine.version
+    );
+    println!(
+        "{:<10} {:<10} {:<10} {:<8} URL",
+        "SERVICE", "STATE", "HEALTH", "VERSION"
+    );
+    for r in &rows {
+        println!(
+            "{:<10} {:<10} {:<10} {:<8} {}",
+            r.service, r.state, r.health, r.version, r.url
+        );
+    }
+    Ok(())
+}

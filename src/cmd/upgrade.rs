@@ -1,0 +1,147 @@
+//! `bty-lab upgrade`: new images, same envvars/bty.toml/data, health gate,
+//! roll back to the previous images when the new ones are not healthy.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::cli::UpgradeArgs;
+use crate::engine::{self, containers};
+use crate::render;
+use crate::stack;
+use crate::ui;
+
+pub async fn run(a: UpgradeArgs) -> Result<()> {
+    let old = super::deploy::manifest(&a.dest, "upgrade")?;
+    let target = a.to.clone().unwrap_or_else(|| stack::VERSION.to_string());
+    match stack::compare_versions(&target, &old.version) {
+        Some(Ordering::Less) if !a.allow_downgrade => bail!(
+            "{} runs bty {}; {target} is older. Refusing to downgrade (state may not read back); \
+             pass --allow-downgrade if you mean it",
+            old.dest.display(),
+            old.version
+        ),
+        Some(Ordering::Equal) if a.images.is_none() => {
+            eprintln!(
+                "{} already runs bty {target}; nothing to do",
+                old.dest.display()
+            );
+            return Ok(());
+        }
+        None => ui::warn(format!(
+            "cannot compare versions {target} and {}; going ahead",
+            old.version
+        )),
+        _ => {}
+    }
+    let mut new = old.clone();
+    new.version = target.clone();
+    if let Some(i) = a.images {
+        new.images = i;
+    }
+    let services = new.services();
+    let mut steps = ui::Steps::new(5);
+
+    steps.step("checking");
+    let engine = engine::connect(a.engine.engine).await?;
+    // What runs now, to roll back to.
+    let mut previous = Vec::new();
+    for svc in &services {
+        let name = stack::container_name(&old.project(), svc);
+        let image = match engine.api.inspect_container(&name, None).await {
+            Ok(c) => c
+                .config
+                .and_then(|c| c.image)
+                .unwrap_or_else(|| old.image(svc)),
+            Err(_) => old.image(svc),
+        };
+        previous.push((*svc, image));
+    }
+
+    steps.step(format!("getting bty {target} images"));
+    super::deploy::obtain_images(&engine, &new, &services, new.images).await?;
+
+    steps.step("migrating bty.toml (your edits stay)");
+    let fresh = render::deploy_files(&new, None)?;
+    let fresh_toml = &fresh
+        .iter()
+        .find(|f| f.rel.as_os_str() == "bty.toml")
+        .unwrap()
+        .contents;
+    let toml_path = new.dest.join("bty.toml");
+    let existing = std::fs::read_to_string(&toml_path).unwrap_or_default();
+    let (merged, added) = crate::deploydir::migrate_bty_toml(&existing, fresh_toml)?;
+    if !added.is_empty() {
+        crate::deploydir::write_atomic(&toml_path, &merged, 0o644)?;
+        ui::detail(format!("added {}", added.join(", ")));
+    }
+
+    steps.step(format!("recreating containers on bty {target}"));
+    let env = super::deploy::service_env(&new)?;
+    let timeout = Duration::from_secs(a.timeout);
+    let mut failure = None;
+    for svc in &services {
+        if let Err(e) = containers::run_service(
+            &engine,
+            &new,
+            svc,
+            &new.image(svc),
+            &target,
+            env[svc.name].clone(),
+        )
+        .await
+        {
+            failure = Some(format!("{e:#}"));
+            break;
+        }
+    }
+    steps.step("waiting for health");
+    if failure.is_none() {
+        if let Err(u) = containers::wait_healthy(&engine, &new, &services, timeout).await {
+            failure = Some(format!(
+                "{} is not healthy: {}\n{}",
+                u.service,
+                u.state,
+                super::deploy::indent(&u.logs)
+            ));
+        }
+    }
+    if let Some(why) = failure {
+        ui::warn(format!("bty {target} failed: {why}"));
+        eprintln!("rolling back to bty {}", old.version);
+        for (svc, image) in &previous {
+            containers::run_service(
+                &engine,
+                &old,
+                svc,
+                image,
+                &old.version,
+                env[svc.name].clone(),
+            )
+            .await?;
+        }
+        if let Err(u) = containers::wait_healthy(&engine, &old, &services, timeout).await {
+            bail!(
+                "upgrade to {target} failed AND the rollback to {} is not healthy: {} {}\n{}\n\
+                 inspect with `bty-lab logs {}`",
+                old.version,
+                u.service,
+                u.state,
+                super::deploy::indent(&u.logs),
+                old.dest.display()
+            );
+        }
+        bail!(
+            "upgrade to {target} failed; rolled back to bty {} (healthy). Cause:\n{why}",
+            old.version
+        );
+    }
+    super::write_deploy_files(&new)?;
+    eprintln!(
+        "\nupgrade complete: {} now runs bty {target} (was {})",
+        new.dest.display(),
+        old.version
+    );
+    Ok(())
+}

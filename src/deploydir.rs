@@ -1,0 +1,371 @@
+//! The deploy directory on disk: the manifest (`.bty-lab.toml`), envvars,
+//! atomic writes, the data layout and the bty.toml migration.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::render::{File, Settings};
+use crate::stack;
+
+/// Name of the manifest recording a deploy's settings.
+pub const MANIFEST: &str = ".bty-lab.toml";
+
+/// Files bty-lab writes into DEST (anything else there is foreign).
+const OURS: &[&str] = &[
+    MANIFEST,
+    "compose.yml",
+    "bty.toml",
+    "README.md",
+    "envvars",
+    "quadlet",
+    "data",
+];
+
+/// Make `p` absolute without requiring it to exist.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
+    // Drop `.` and resolve `..` lexically; the directory may not exist yet.
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Read DEST's manifest, if this is a bty-lab deploy dir.
+pub fn read_manifest(dest: &Path) -> Result<Option<Settings>> {
+    let path = dest.join(MANIFEST);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let s: Settings =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(Some(s))
+}
+
+/// Like [`read_manifest`] but a missing manifest is an error naming the fix.
+pub fn require_manifest(dest: &Path, cmd: &str) -> Result<Settings> {
+    match read_manifest(dest)? {
+        Some(s) => Ok(s),
+        None => bail!(
+            "{} is not a bty-lab deploy (no {MANIFEST}); run `bty-lab deploy {}` first, \
+             or pass the right DEST to `bty-lab {cmd}`",
+            dest.display(),
+            dest.display()
+        ),
+    }
+}
+
+/// The manifest file for `s`.
+pub fn manifest_file(s: &Settings) -> Result<File> {
+    let body = toml::to_string_pretty(s).context("encoding the manifest")?;
+    Ok(File {
+        rel: MANIFEST.into(),
+        contents: format!(
+            "# bty-lab deploy settings, read back by upgrade, passwd, purge and status.\n\
+             # Change them with `bty-lab deploy --force` flags, not by hand.\n{body}"
+        ),
+        mode: 0o644,
+    })
+}
+
+/// Names in DEST that bty-lab did not write.
+pub fn foreign_entries(dest: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dest) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dest.display())),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if !OURS.contains(&name.as_str()) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What happened to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Write `contents` to `path` through a temp file + rename, so a reader
+/// never sees half a file and a failure leaves the old one intact.
+pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
+    let old = fs::read_to_string(path).ok();
+    if old.as_deref() == Some(contents) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        return Ok(Change::Unchanged);
+    }
+    let dir = path.parent().context("file has no parent directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok(if old.is_some() {
+        Change::Updated
+    } else {
+        Change::Created
+    })
+}
+
+/// Write every file under DEST; returns what changed, for the report.
+pub fn write_files(dest: &Path, files: &[File]) -> Result<Vec<(PathBuf, Change)>> {
+    let mut out = Vec::new();
+    for f in files {
+        let c = write_atomic(&dest.join(&f.rel), &f.contents, f.mode)?;
+        out.push((f.rel.clone(), c));
+    }
+    Ok(out)
+}
+
+/// Parsed `KEY=VALUE` lines of envvars (quotes removed), in file order.
+pub fn parse_envvars(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('\'') && v.ends_with('\''))
+                || (v.starts_with('"') && v.ends_with('"')))
+        {
+            &v[1..v.len() - 1]
+        } else {
+            v
+        };
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    out
+}
+
+/// Read DEST/envvars.
+pub fn read_envvars(dest: &Path) -> Result<Vec<(String, String)>> {
+    let p = dest.join("envvars");
+    let t = fs::read_to_string(&p).with_context(|| {
+        format!(
+            "reading {} (re-create it with `bty-lab deploy --force {}`)",
+            p.display(),
+            dest.display()
+        )
+    })?;
+    Ok(parse_envvars(&t))
+}
+
+/// Set keys in envvars text, keeping every other line and comment.
+pub fn set_envvars(text: &str, updates: &[(&str, &str)]) -> String {
+    let mut done = vec![false; updates.len()];
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line
+            .trim()
+            .split_once('=')
+            .map(|(k, _)| k.trim().to_string());
+        if let Some(i) = key.and_then(|k| updates.iter().position(|(u, _)| *u == k)) {
+            out.push_str(&format!("{}='{}'\n", updates[i].0, updates[i].1));
+            done[i] = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for (i, (k, v)) in updates.iter().enumerate() {
+        if !done[i] {
+            out.push_str(&format!("{k}='{v}'\n"));
+        }
+    }
+    out
+}
+
+/// Keys a service's container gets from envvars.
+pub fn env_for(svc: &stack::Service, vars: &[(String, String)]) -> Vec<String> {
+    vars.iter()
+        .filter(|(k, _)| stack::env_belongs(svc, k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+/// Add keys a new version of bty-web needs to an existing bty.toml,
+/// keeping the operator's values and comments. Returns the keys added.
+pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)> {
+    let mut doc: toml_edit::DocumentMut = text.parse().context("parsing the existing bty.toml")?;
+    let fresh: toml_edit::DocumentMut = fresh.parse().context("parsing the rendered bty.toml")?;
+    let mut added = Vec::new();
+    for (section, item) in fresh.iter() {
+        let Some(table) = item.as_table() else {
+            continue;
+        };
+        if !doc.contains_key(section) {
+            doc[section] = toml_edit::Item::Table(toml_edit::Table::new());
+        }
+        let Some(dst) = doc[section].as_table_mut() else {
+            continue;
+        };
+        for (k, v) in table.iter() {
+            if !dst.contains_key(k) {
+                dst.insert(k, v.clone());
+                added.push(format!("[{section}] {k}"));
+            }
+        }
+    }
+    Ok((doc.to_string(), added))
+}
+
+/// Create the bind-mount layout with the owners the containers run as.
+/// Returns the directories created. Needs root for the chown.
+pub fn make_data_layout(s: &Settings) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    for svc in s.services() {
+        let Some((sub, _)) = svc.data else { continue };
+        let d = s.data_dir.join(sub);
+        if !d.exists() {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            made.push(d.clone());
+        }
+        if svc.non_root {
+            let uid = stack::SERVICE_UID;
+            if let Err(e) = std::os::unix::fs::chown(&d, Some(uid), Some(uid)) {
+                bail!(
+                    "giving {} to uid {uid} (the {} container's user) failed: {e}; \
+                     this step needs root: re-run with sudo",
+                    d.display(),
+                    svc.name
+                );
+            }
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o750))?;
+        }
+    }
+    Ok(made)
+}
+
+/// Under sudo, give DEST (not the data, which belongs to the containers)
+/// back to the invoking user.
+pub fn chown_to_sudo_user(dest: &Path) -> Result<Option<String>> {
+    let (Ok(uid), Ok(gid)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID")) else {
+        return Ok(None);
+    };
+    let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
+        return Ok(None);
+    };
+    let mut paths = vec![dest.to_path_buf()];
+    for e in fs::read_dir(dest)? {
+        let p = e?.path();
+        if p.file_name().is_some_and(|n| n == "data") {
+            continue;
+        }
+        if p.is_dir() {
+            for e in fs::read_dir(&p)? {
+                paths.push(e?.path());
+            }
+        }
+        paths.push(p);
+    }
+    for p in &paths {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            .with_context(|| format!("chown {} to the sudo user", p.display()))?;
+    }
+    Ok(std::env::var("SUDO_USER").ok())
+}
+
+/// Is this process root?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envvars_parse_quotes_and_comments() {
+        let v = parse_envvars("# c\nA='$x$y'\nB=\"q\"\nexport C=plain\n\nbad line\n");
+        assert_eq!(
+            v,
+            vec![
+                ("A".into(), "$x$y".into()),
+                ("B".into(), "q".into()),
+                ("C".into(), "plain".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn set_envvars_replaces_in_place_and_appends() {
+        let t = "# keep\nA='1'\nB='2'\n";
+        let out = set_envvars(t, &[("B", "3"), ("C", "4")]);
+        assert_eq!(out, "# keep\nA='1'\nB='3'\nC='4'\n");
+    }
+
+    #[test]
+    fn migration_keeps_edits_and_comments_and_adds_missing() {
+        let old = "# mine\n[server]\nlisten = \"0.0.0.0:9999\" # custom\n";
+        let fresh = "[server]\nlisten = \"0.0.0.0:8080\"\nstate_dir = \"/var/lib/bty\"\n[boot]\ndir = \"/b\"\n";
+        let (out, added) = migrate_bty_toml(old, fresh).unwrap();
+        assert!(
+            out.contains("# mine") && out.contains("0.0.0.0:9999\" # custom"),
+            "{out}"
+        );
+        assert!(out.contains("state_dir") && out.contains("[boot]"), "{out}");
+        assert_eq!(added, vec!["[server] state_dir", "[boot] dir"]);
+    }
+
+    #[test]
+    fn atomic_write_reports_changes_and_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("envvars");
+        assert_eq!(write_atomic(&p, "a", 0o600).unwrap(), Change::Created);
+        assert_eq!(write_atomic(&p, "a", 0o600).unwrap(), Change::Unchanged);
+        assert_eq!(write_atomic(&p, "b", 0o600).unwrap(), Change::Updated);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn foreign_entries_lists_only_others() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("compose.yml"), "").unwrap();
+        fs::write(d.path().join("notes.txt"), "").unwrap();
+        assert_eq!(foreign_entries(d.path()).unwrap(), vec!["notes.txt"]);
+    }
+}

@@ -1,0 +1,215 @@
+//! `bty-lab internal ...`: what runs inside the images. The static bty-lab
+//! binary is the entrypoint of all three images, so one executable is all an
+//! air-gapped lab needs to build them.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::cli::Internal;
+use crate::{http, services, stack};
+
+/// Run an internal subcommand.
+pub async fn run(cmd: Internal) -> Result<()> {
+    match cmd {
+        Internal::Healthcheck { url } => healthcheck(&url),
+        Internal::DummyHttp { listen } => dummy_http(listen, shutdown_signal()).await,
+        Internal::Web => {
+            let config = std::env::var_os("BTY_CONFIG")
+                .map(PathBuf::from)
+                .unwrap_or("/etc/bty/bty.toml".into());
+            let listen = env_addr("BTY_INTERNAL_LISTEN", "0.0.0.0:8080")?;
+            services::web(&config, bind_tcp(listen).await?, shutdown_signal()).await
+        }
+        Internal::Withcache => {
+            let listen = env_addr("WITHCACHE_LISTEN", "0.0.0.0:3000")?;
+            let data = std::env::var_os("WITHCACHE_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or("/data".into());
+            services::withcache(data, bind_tcp(listen).await?, shutdown_signal()).await
+        }
+        Internal::Tftp => {
+            let listen = env_addr("BTY_TFTP_LISTEN", "0.0.0.0:69")?;
+            let sock = tokio::net::UdpSocket::bind(listen)
+                .await
+                .with_context(|| format!("binding udp {listen}"))?;
+            services::tftp(stack::IMAGE_BOOT_DIR.into(), sock, shutdown_signal()).await
+        }
+    }
+}
+
+async fn bind_tcp(a: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(a)
+        .await
+        .with_context(|| format!("binding tcp {a}"))
+}
+
+fn env_addr(key: &str, default: &str) -> Result<SocketAddr> {
+    let v = std::env::var(key).unwrap_or_else(|_| default.to_string());
+    v.parse()
+        .with_context(|| format!("{key}={v} is not an address:port"))
+}
+
+/// Resolves on SIGTERM (what engines send on stop) or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Exit 0 if the URL answers: HTTP 200, or any TFTP reply (DATA or ERROR
+/// both prove the server loop is alive).
+pub fn healthcheck(url: &str) -> Result<()> {
+    let timeout = Duration::from_secs(2);
+    if let Some(rest) = url.strip_prefix("tftp://") {
+        let (hostport, file) = rest.split_once('/').unwrap_or((rest, "undionly.kpxe"));
+        let addr: SocketAddr = hostport
+            .parse()
+            .with_context(|| format!("{hostport}: need ip:port"))?;
+        let bind = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let s = UdpSocket::bind(bind)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut rrq = vec![0, 1];
+        rrq.extend_from_slice(file.as_bytes());
+        rrq.push(0);
+        rrq.extend_from_slice(b"octet\0");
+        s.send_to(&rrq, addr)?;
+        let mut buf = [0u8; 1024];
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .with_context(|| format!("no TFTP answer from {addr}"))?;
+        if n >= 4 && buf[1] == 3 {
+            // Be polite: ERROR (opcode 5, code 0) ends the transfer we started.
+            let _ = s.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from);
+        }
+        if n < 4 || !matches!(buf[1], 3 | 5 | 6) {
+            bail!("unexpected TFTP reply from {addr}");
+        }
+        return Ok(());
+    }
+    let (code, _) = http::get(url, None, timeout)?;
+    if code != 200 {
+        bail!("{url} answered {code}");
+    }
+    Ok(())
+}
+
+/// A stand-in HTTP service for engine tests: `/healthz` answers 200 and any
+/// other path needs HTTP Basic `bty-lab` + the password whose argon2 hash is
+/// in an `*_ADMIN_PASSWORD_HASH` env var (as the real services do).
+pub async fn dummy_http(
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    serve_dummy(bind_tcp(listen).await?, shutdown).await
+}
+
+/// [`dummy_http`] on an already bound listener.
+pub async fn serve_dummy(
+    l: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let listen = l.local_addr()?;
+    let hash = std::env::vars()
+        .find(|(k, _)| k.ends_with("_ADMIN_PASSWORD_HASH"))
+        .map(|(_, v)| v);
+    eprintln!("dummy-http listening on {listen}");
+    tokio::pin!(shutdown);
+    loop {
+        let (mut sock, _) = tokio::select! {
+            r = l.accept() => r?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let hash = hash.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let status = if path == "/healthz" {
+                "200 OK"
+            } else {
+                let ok = tokio::task::spawn_blocking(move || basic_ok(&req, hash.as_deref()))
+                    .await
+                    .unwrap_or(false);
+                if ok {
+                    "200 OK"
+                } else {
+                    "401 Unauthorized"
+                }
+            };
+            let body = if status.starts_with("200") {
+                "{\"status\":\"ok\"}"
+            } else {
+                "{\"message\":\"login required\"}"
+            };
+            let resp = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+fn basic_ok(req: &str, hash: Option<&str>) -> bool {
+    use base64::Engine as _;
+    let Some(hash) = hash else { return true };
+    let Some(line) = req
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization: basic "))
+    else {
+        return false;
+    };
+    let token = line[21..].trim();
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(token) else {
+        return false;
+    };
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let Some((u, p)) = raw.split_once(':') else {
+        return false;
+    };
+    u == "bty-lab" && crate::secrets::verify_password(p, hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tftp_healthcheck_fails_without_server() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        drop(s);
+        assert!(healthcheck(&format!("tftp://127.0.0.1:{port}/x")).is_err());
+    }
+
+    #[tokio::test]
+    async fn dummy_http_health_and_basic_auth() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tokio::spawn(dummy_http(addr, async {
+            let _ = rx.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let url = format!("http://{addr}/healthz");
+        tokio::task::spawn_blocking(move || healthcheck(&url))
+            .await
+            .unwrap()
+            .unwrap();
+        tx.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,432 @@
+//! Rendering the deploy files from the templates compiled into the binary.
+//! Pure: settings + secrets in, file contents out. Golden tests pin it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::cli::ImagesFrom;
+use crate::hostaddr;
+use crate::stack::{self, Service};
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("compose.yml", include_str!("../templates/compose.yml.j2")),
+    ("envvars", include_str!("../templates/envvars.j2")),
+    ("bty.toml", include_str!("../templates/bty.toml.j2")),
+    ("README.md", include_str!("../templates/README.md.j2")),
+    (
+        "Containerfile",
+        include_str!("../templates/Containerfile.j2"),
+    ),
+    (
+        "quadlet/bty-web.container",
+        include_str!("../quadlet/bty-web.container.j2"),
+    ),
+    (
+        "quadlet/withcache.container",
+        include_str!("../quadlet/withcache.container.j2"),
+    ),
+    (
+        "quadlet/bty-tftp.container",
+        include_str!("../quadlet/bty-tftp.container.j2"),
+    ),
+];
+
+/// Host ports of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Ports {
+    pub web: u16,
+    pub cache: u16,
+    pub tftp: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            web: 8080,
+            cache: 3000,
+            tftp: 69,
+        }
+    }
+}
+
+/// Everything that decides what a deploy looks like; recorded in
+/// `DEST/.bty-lab.toml` so later commands need no flags repeated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// Image tag deployed.
+    pub version: String,
+    pub dest: PathBuf,
+    pub data_dir: PathBuf,
+    pub host_addr: IpAddr,
+    pub registry: String,
+    pub images: ImagesFrom,
+    pub tftp: bool,
+    pub systemd: bool,
+    #[serde(default)]
+    pub ports: Ports,
+}
+
+/// The secrets written into a fresh envvars.
+#[derive(Debug, Clone, Serialize)]
+pub struct Secrets {
+    pub web_password_hash: String,
+    pub web_session_secret: String,
+    pub cache_password_hash: String,
+    pub cache_session_secret: String,
+}
+
+impl Secrets {
+    /// Fresh random session secrets and hashes of the default password.
+    pub fn generate() -> Result<Secrets> {
+        use crate::secrets::{hash_password, session_secret, DEFAULT_PASSWORD};
+        Ok(Secrets {
+            web_password_hash: hash_password(DEFAULT_PASSWORD)?,
+            web_session_secret: session_secret(),
+            cache_password_hash: hash_password(DEFAULT_PASSWORD)?,
+            cache_session_secret: session_secret(),
+        })
+    }
+}
+
+impl Settings {
+    /// Services this deploy runs.
+    pub fn services(&self) -> Vec<Service> {
+        stack::ALL
+            .into_iter()
+            .filter(|s| self.tftp || s.name != stack::TFTP.name)
+            .collect()
+    }
+
+    /// Compose project / container-name prefix from the deploy dir's name.
+    pub fn project(&self) -> String {
+        project_name(&self.dest)
+    }
+
+    pub fn image(&self, svc: &Service) -> String {
+        stack::image_ref(&self.registry, svc, &self.version)
+    }
+
+    pub fn web_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            hostaddr::url_host(&self.host_addr),
+            self.ports.web
+        )
+    }
+
+    pub fn withcache_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            hostaddr::url_host(&self.host_addr),
+            self.ports.cache
+        )
+    }
+}
+
+/// `bty-host` → `bty-host`; anything outside [a-z0-9_-] becomes `-`.
+pub fn project_name(dest: &Path) -> String {
+    let base = dest
+        .file_name()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut p: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    p = p.trim_matches('-').to_string();
+    if p.is_empty() || !p.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        p = format!("bty{p}");
+    }
+    p
+}
+
+/// Refuse paths that compose, Quadlet or bind-mount syntax would misread.
+pub fn check_path(what: &str, p: &Path) -> Result<()> {
+    let s = p
+        .to_str()
+        .with_context(|| format!("{what} {} is not UTF-8", p.display()))?;
+    if let Some(c) = s
+        .chars()
+        .find(|c| matches!(c, ':' | ',' | '"' | '\'' | '$' | '#' | '\\') || c.is_control())
+    {
+        bail!("{what} {s:?} contains {c:?}, which bind-mount and compose syntax cannot carry; choose another path");
+    }
+    Ok(())
+}
+
+fn env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_keep_trailing_newline(true);
+    env.add_filter("toml", |s: String| {
+        toml_edit::Value::from(s).to_string().trim().to_string()
+    });
+    // A JSON string is a valid YAML double-quoted scalar.
+    env.add_filter("yaml", |s: String| {
+        serde_json::to_string(&s).unwrap_or_default()
+    });
+    for (name, src) in TEMPLATES {
+        env.add_template(name, src)
+            .expect("embedded template parses");
+    }
+    env
+}
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    version: &'a str,
+    dest: String,
+    data_dir: String,
+    project: String,
+    host_addr: String,
+    web_url: String,
+    withcache_url: String,
+    tftp: bool,
+    systemd: bool,
+    ports: Ports,
+    images: BTreeMap<&'static str, String>,
+    #[serde(flatten)]
+    secrets: Option<&'a Secrets>,
+}
+
+fn ctx<'a>(s: &'a Settings, secrets: Option<&'a Secrets>) -> Ctx<'a> {
+    Ctx {
+        version: &s.version,
+        dest: s.dest.display().to_string(),
+        data_dir: s.data_dir.display().to_string(),
+        project: s.project(),
+        host_addr: s.host_addr.to_string(),
+        web_url: s.web_url(),
+        withcache_url: s.withcache_url(),
+        tftp: s.tftp,
+        systemd: s.systemd,
+        ports: s.ports,
+        images: stack::ALL
+            .iter()
+            .map(|svc| (svc.name, s.image(svc)))
+            .collect(),
+        secrets,
+    }
+}
+
+/// A rendered file: path relative to DEST, contents, mode.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub rel: PathBuf,
+    pub contents: String,
+    pub mode: u32,
+}
+
+/// Render the deploy files. `secrets` is None when envvars already exists
+/// (it is then kept, not rendered).
+pub fn deploy_files(s: &Settings, secrets: Option<&Secrets>) -> Result<Vec<File>> {
+    let env = env();
+    let c = ctx(s, secrets);
+    let mut out = Vec::new();
+    let mut names = vec!["compose.yml", "bty.toml", "README.md"];
+    if secrets.is_some() {
+        names.push("envvars");
+    }
+    if s.systemd {
+        names.extend(["quadlet/withcache.container", "quadlet/bty-web.container"]);
+        if s.tftp {
+            names.push("quadlet/bty-tftp.container");
+        }
+    }
+    for name in names {
+        let contents = env
+            .get_template(name)?
+            .render(&c)
+            .with_context(|| format!("rendering {name}"))?;
+        let mode = if name == "envvars" { 0o600 } else { 0o644 };
+        out.push(File {
+            rel: name.into(),
+            contents,
+            mode,
+        });
+    }
+    Ok(out)
+}
+
+/// The Containerfile of one service's image (also `containers/<name>`).
+pub fn containerfile(svc: &Service, version: &str) -> Result<String> {
+    let env = env();
+    let health = match svc.net {
+        stack::Net::Bridge { container_port } => {
+            format!("http://127.0.0.1:{container_port}/healthz")
+        }
+        stack::Net::Host => "tftp://127.0.0.1:69/undionly.kpxe".to_string(),
+    };
+    let port = match svc.net {
+        stack::Net::Bridge { container_port } => Some(format!("{container_port}/tcp")),
+        stack::Net::Host => Some("69/udp".to_string()),
+    };
+    let user = svc
+        .non_root
+        .then(|| format!("{}:{}", stack::SERVICE_UID, stack::SERVICE_UID));
+    Ok(env
+        .get_template("Containerfile")?
+        .render(minijinja::context! {
+            service => svc.name, command => svc.command, version, health, port, user,
+            bootfiles => svc.bootfiles,
+        })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            version: "0.1.0".into(),
+            dest: "/opt/bty".into(),
+            data_dir: "/opt/bty/data".into(),
+            host_addr: "10.0.0.5".parse().unwrap(),
+            registry: stack::DEFAULT_REGISTRY.into(),
+            images: ImagesFrom::Pull,
+            tftp: true,
+            systemd: false,
+            ports: Ports::default(),
+        }
+    }
+
+    /// Compare with tests/golden/<name>, or rewrite it when BTY_BLESS=1.
+    fn golden(name: &str, actual: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("BTY_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e}; run with BTY_BLESS=1 to create it", path.display())
+        });
+        assert_eq!(
+            expected,
+            actual,
+            "{} differs; BTY_BLESS=1 rewrites it",
+            path.display()
+        );
+    }
+
+    fn fixed_secrets() -> Secrets {
+        Secrets {
+            web_password_hash: "$argon2id$v=19$m=19456,t=2,p=1$d2Vic2FsdA$d2ViaGFzaA".into(),
+            web_session_secret: "web-secret-0123456789abcdefghijklmnopqrstuvw".into(),
+            cache_password_hash: "$argon2id$v=19$m=19456,t=2,p=1$Y2FjaGVzYWx0$Y2FjaGVoYXNo".into(),
+            cache_session_secret: "cache-secret-0123456789abcdefghijklmnopqrstu".into(),
+        }
+    }
+
+    /// Every flag combination that changes a template's output.
+    pub fn combos() -> Vec<(&'static str, Settings)> {
+        let base = settings();
+        let mut systemd = base.clone();
+        systemd.systemd = true;
+        let mut no_tftp = systemd.clone();
+        no_tftp.tftp = false;
+        let mut custom = base.clone();
+        custom.host_addr = "fd00::5".parse().unwrap();
+        custom.data_dir = "/srv/bty data".into();
+        custom.registry = "127.0.0.1:5000/lab".into();
+        custom.ports = Ports {
+            web: 9080,
+            cache: 9300,
+            tftp: 6969,
+        };
+        custom.systemd = true;
+        vec![
+            ("default", base),
+            ("systemd", systemd),
+            ("systemd-no-tftp", no_tftp),
+            ("ipv6-custom", custom),
+        ]
+    }
+
+    #[test]
+    fn golden_deploy_files() {
+        for (name, s) in combos() {
+            for f in deploy_files(&s, Some(&fixed_secrets())).unwrap() {
+                golden(&format!("{name}/{}", f.rel.display()), &f.contents);
+            }
+        }
+    }
+
+    #[test]
+    fn golden_containerfiles_match_containers_dir() {
+        for svc in stack::ALL {
+            let text = containerfile(&svc, "0.1.0").unwrap();
+            golden(&format!("Containerfile.{}", svc.name), &text);
+            // containers/ holds the published images' Containerfiles: the
+            // same text the in-memory build uses.
+            let published = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("containers")
+                .join(format!("{}.Containerfile", svc.name));
+            if std::env::var_os("BTY_BLESS").is_some() {
+                std::fs::write(&published, &text).unwrap();
+            }
+            assert_eq!(
+                std::fs::read_to_string(&published).unwrap(),
+                text,
+                "{} is stale",
+                published.display()
+            );
+        }
+    }
+
+    #[test]
+    fn project_names_are_safe() {
+        assert_eq!(project_name(Path::new("/opt/bty-host")), "bty-host");
+        assert_eq!(project_name(Path::new("/x/My Lab")), "my-lab");
+        assert_eq!(project_name(Path::new("/x/..--")), "bty");
+        assert_eq!(project_name(Path::new("/x/_a")), "bty_a");
+    }
+
+    #[test]
+    fn paths_with_mount_syntax_are_refused() {
+        assert!(check_path("DEST", Path::new("/opt/a:b")).is_err());
+        assert!(check_path("DEST", Path::new("/opt/$HOME")).is_err());
+        assert!(check_path("DEST", Path::new("/opt/my lab")).is_ok());
+    }
+
+    #[test]
+    fn bty_toml_escapes_and_parses() {
+        let s = settings();
+        let files = deploy_files(&s, None).unwrap();
+        let t = &files
+            .iter()
+            .find(|f| f.rel == Path::new("bty.toml"))
+            .unwrap()
+            .contents;
+        let v: toml_edit::DocumentMut = t.parse().unwrap();
+        assert_eq!(v["withcache"]["url"].as_str(), Some("http://10.0.0.5:3000"));
+        assert_eq!(v["server"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    }
+
+    #[test]
+    fn no_tftp_leaves_tftp_out_everywhere() {
+        let mut s = settings();
+        s.tftp = false;
+        s.systemd = true;
+        for f in deploy_files(&s, None).unwrap() {
+            assert!(
+                !f.contents.contains("bty-tftp:"),
+                "{} mentions tftp",
+                f.rel.display()
+            );
+            assert!(f.rel != Path::new("quadlet/bty-tftp.container"));
+        }
+    }
+}
