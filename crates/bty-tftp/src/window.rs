@@ -144,16 +144,14 @@ mod tests {
         let size = 40 * 1024 * 1024;
         let mut w = Window::new(size, 512, 8);
         assert_eq!(w.last(), 81921);
-        let mut index = 0u64;
-        loop {
-            let range = w.pending();
-            index = *range.end();
+        let index = loop {
+            let index = *w.pending().end();
             match w.on_ack(wire(index)) {
                 AckEffect::Progress => {}
-                AckEffect::Done => break,
+                AckEffect::Done => break index,
                 AckEffect::Ignored => panic!("ack {index} ignored"),
             }
-        }
+        };
         assert_eq!(index, 81921);
         assert_eq!(wire(65535), 65535);
         assert_eq!(wire(65536), 0);

@@ -1,0 +1,587 @@
+//! Protocol tests of bty-tftp against real clients (atftp 0.8, tftp-hpa)
+//! and a raw-UDP client written here for what the real clients cannot do
+//! (drop an ACK, send garbage, abort a transfer). The server runs
+//! in-process on 127.0.0.1 and [::1]; no traffic leaves loopback.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bty_tftp::packet::{self, Packet, OP_RRQ, OP_WRQ};
+
+/// A running server with its root.
+struct Server {
+    v4: SocketAddr,
+    v6: Option<SocketAddr>,
+    root: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(configure: impl FnOnce(&mut bty_tftp::Options)) -> Server {
+        Server::start_on("127.0.0.1:0".parse().unwrap(), configure)
+    }
+
+    fn start_on(v4: SocketAddr, configure: impl FnOnce(&mut bty_tftp::Options)) -> Server {
+        let root = tempfile::tempdir().unwrap();
+        let mut opts = bty_tftp::Options::new(root.path());
+        opts.timeout = Duration::from_millis(300);
+        configure(&mut opts);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut sockets = vec![bty_tftp::bind(v4).unwrap()];
+                // [::1] may be missing in some sandboxes; IPv6 tests then
+                // report that instead of failing everything.
+                if let Ok(s) = bty_tftp::bind("[::1]:0".parse().unwrap()) {
+                    sockets.push(s);
+                }
+                let addrs: Vec<SocketAddr> =
+                    sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+                addr_tx.send(addrs).unwrap();
+                bty_tftp::serve_many(opts, sockets, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addrs = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Server {
+            v4: addrs[0],
+            v6: addrs.get(1).copied(),
+            root,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> Vec<u8> {
+        std::fs::write(self.path(name), data).unwrap();
+        data.to_vec()
+    }
+
+    /// The address a client should use for `v6`.
+    fn addr(&self, v6: bool) -> SocketAddr {
+        if v6 {
+            self.v6.expect("[::1] is not available")
+        } else {
+            self.v4
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// External tool gate: fail under BTY_REQUIRE_TOOLS=1, otherwise skip.
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{tool} is required (BTY_REQUIRE_TOOLS=1): apt-get install -y atftp tftp-hpa");
+        }
+        eprintln!("skipping: {tool} not installed");
+    }
+    found
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: deterministic, incompressible enough to catch misordering.
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn host(addr: SocketAddr) -> String {
+    addr.ip().to_string()
+}
+
+fn atftp(addr: SocketAddr, remote: &str, local: &Path, options: &[&str]) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").arg("atftp");
+    for o in options {
+        cmd.arg("--option").arg(o);
+    }
+    cmd.arg("--get")
+        .arg("-r")
+        .arg(remote)
+        .arg("-l")
+        .arg(local)
+        .arg(host(addr))
+        .arg(addr.port().to_string());
+    cmd.output().unwrap()
+}
+
+fn tftp_hpa(addr: SocketAddr, mode: &str, command: &str) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg("tftp")
+        .arg(host(addr))
+        .arg(addr.port().to_string())
+        .arg("-m")
+        .arg(mode)
+        .arg("-c")
+        .args(command.split(' '))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn atftp_fetches_byte_exact_with_and_without_options() {
+    if !have("atftp") {
+        return;
+    }
+    let s = Server::start(|_| {});
+    let out = tempfile::tempdir().unwrap();
+    let files = [
+        ("empty", Vec::new()),
+        ("exact", random_bytes(1024, 1)),
+        ("odd", random_bytes(1000, 2)),
+        ("big.bin", random_bytes(1 << 20, 3)),
+    ];
+    for (name, data) in &files {
+        s.write(name, data);
+    }
+    let option_sets: [&[&str]; 4] = [
+        &[],
+        &["blksize 1428", "windowsize 8", "tsize 0"],
+        &["blksize 65464", "windowsize 1000"],
+        &["timeout 2", "blksize 8"],
+    ];
+    for v6 in [false, true] {
+        if v6 && s.v6.is_none() {
+            eprintln!("skipping IPv6: [::1] cannot be bound here");
+            continue;
+        }
+        for opts in option_sets {
+            for (name, data) in &files {
+                let local = out.path().join(format!("{name}-{v6}"));
+                let o = atftp(s.addr(v6), name, &local, opts);
+                assert!(o.status.success(), "{name} {opts:?} v6={v6}: {}", text(&o));
+                assert_eq!(
+                    &std::fs::read(&local).unwrap(),
+                    data,
+                    "{name} {opts:?} v6={v6}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tftp_hpa_fetches_byte_exact_over_v4_and_v6() {
+    if !have("tftp") {
+        return;
+    }
+    let s = Server::start(|_| {});
+    let data = s.write("ipxe.efi", &random_bytes(300_000, 4));
+    let out = tempfile::tempdir().unwrap();
+    for v6 in [false, true] {
+        if v6 && s.v6.is_none() {
+            eprintln!("skipping IPv6: [::1] cannot be bound here");
+            continue;
+        }
+        let local = out.path().join(format!("ipxe-{v6}"));
+        // A leading slash is stripped, as with in.tftpd -s.
+        let o = tftp_hpa(
+            s.addr(v6),
+            "binary",
+            &format!("get /ipxe.efi {}", local.display()),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(std::fs::read(&local).unwrap(), data);
+    }
+}
+
+#[test]
+fn traversal_and_non_files_are_refused_with_tftp_errors() {
+    if !have("tftp") {
+        return;
+    }
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    let s = Server::start(|_| {});
+    std::os::unix::fs::symlink(outside.path().join("secret"), s.path("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), s.path("escdir")).unwrap();
+    std::fs::create_dir(s.path("dir")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let local = out.path().join("x");
+    for (name, want) in [
+        ("../etc/passwd", "Error code 2"),
+        ("dir/../../etc/passwd", "Error code 2"),
+        ("/etc/passwd", "Error code 1"),
+        ("escape", "Error code 2"),
+        ("escdir/secret", "Error code 2"),
+        ("dir", "Error code 2"),
+        ("missing", "Error code 1"),
+    ] {
+        let o = tftp_hpa(s.v4, "binary", &format!("get {name} {}", local.display()));
+        assert!(text(&o).contains(want), "{name}: {}", text(&o));
+        let got = std::fs::read(&local).unwrap_or_default();
+        assert!(!got.starts_with(b"secret") && !got.starts_with(b"root:"));
+    }
+    // netascii is refused with an explanation (boot files are binary).
+    s.write("f", b"hello\n");
+    let o = tftp_hpa(s.v4, "ascii", &format!("get f {}", local.display()));
+    assert!(text(&o).contains("octet"), "{}", text(&o));
+}
+
+#[test]
+fn write_requests_are_refused() {
+    let s = Server::start(|_| {});
+    if have("atftp") {
+        let src = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(src.path(), b"x").unwrap();
+        let o = Command::new("timeout")
+            .args(["30", "atftp", "--put", "-r", "new", "-l"])
+            .arg(src.path())
+            .arg("127.0.0.1")
+            .arg(s.v4.port().to_string())
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(text(&o).contains("read-only"), "{}", text(&o));
+    }
+    let c = Raw::new(s.v4);
+    c.send(&packet::request(OP_WRQ, "new", "octet", &[]));
+    let (code, msg) = c.expect_error();
+    assert_eq!(code, 2);
+    assert!(msg.contains("read-only"));
+    assert!(!s.path("new").exists());
+}
+
+/// A raw-UDP TFTP client.
+struct Raw {
+    sock: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Raw {
+    fn new(server: SocketAddr) -> Raw {
+        let bind = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let sock = UdpSocket::bind(bind).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Raw { sock, server }
+    }
+
+    fn send(&self, buf: &[u8]) {
+        self.sock.send_to(buf, self.server).unwrap();
+    }
+
+    fn recv(&self) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 70000];
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, from)) => Some((buf[..n].to_vec(), from)),
+            Err(_) => None,
+        }
+    }
+
+    fn recv_within(&self, t: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        self.sock.set_read_timeout(Some(t)).unwrap();
+        let r = self.recv();
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        r
+    }
+
+    fn expect_error(&self) -> (u16, String) {
+        let (buf, _) = self.recv().expect("no reply");
+        match packet::parse(&buf).unwrap() {
+            Packet::Error { code, message } => (code, message),
+            other => panic!("expected ERROR, got {other:?}"),
+        }
+    }
+
+    /// Receive a DATA packet; returns (block, payload, transfer address).
+    fn expect_data(&self) -> (u16, Vec<u8>, SocketAddr) {
+        let (buf, from) = self.recv().expect("no DATA");
+        match packet::parse(&buf).unwrap() {
+            Packet::Data { block, data } => (block, data.to_vec(), from),
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+
+    fn ack(&self, to: SocketAddr, block: u16) {
+        self.sock.send_to(&packet::ack(block), to).unwrap();
+    }
+}
+
+#[test]
+fn bad_packets_get_errors_or_are_dropped_and_the_server_survives() {
+    let s = Server::start(|_| {});
+    let data = s.write("f", &random_bytes(700, 5));
+    let c = Raw::new(s.v4);
+    let absurd: Vec<(&str, &str)> = (0..40).map(|_| ("blksize", "1")).collect();
+    let long_value = "9".repeat(500);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("unknown opcode", vec![0, 42, 1, 2, 3]),
+        ("no NUL terminator", b"\0\x01fileoctet".to_vec()),
+        ("no mode", b"\0\x01file\0".to_vec()),
+        ("bad mode", b"\0\x01f\0ebcdic\0".to_vec()),
+        ("NUL inside the name", b"\0\x01f\0../x\0octet\0".to_vec()),
+        (
+            "absurd options",
+            packet::request(OP_RRQ, "f", "octet", &absurd),
+        ),
+        (
+            "absurd option value",
+            packet::request(OP_RRQ, "f", "octet", &[("blksize", &long_value)]),
+        ),
+        (
+            "long name",
+            packet::request(OP_RRQ, &"a".repeat(300), "octet", &[]),
+        ),
+        ("not UTF-8", b"\0\x01\xff\xfe\0octet\0".to_vec()),
+    ];
+    for (what, buf) in cases {
+        c.send(&buf);
+        let (code, msg) = c.expect_error();
+        assert!(code == 4 || code == 2, "{what}: code {code} {msg}");
+    }
+    // Too short to be anything, and stray DATA/ACK on the request port:
+    // dropped silently.
+    for buf in [vec![], vec![0], vec![0, 4, 0, 1], vec![0, 3, 0, 1, 9]] {
+        c.send(&buf);
+        assert!(c.recv_within(Duration::from_millis(300)).is_none());
+    }
+    // Oversized datagram: refused, not parsed from a cut buffer.
+    c.send(&vec![1u8; 4000]);
+    assert_eq!(c.expect_error().0, 4);
+    // Still serving.
+    c.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let (b1, d1, tid) = c.expect_data();
+    assert_eq!((b1, d1.as_slice()), (1, &data[..512]));
+    c.ack(tid, 1);
+    let (b2, d2, _) = c.expect_data();
+    assert_eq!((b2, d2.as_slice()), (2, &data[512..]));
+    c.ack(tid, 2);
+}
+
+#[test]
+fn lost_ack_is_retransmitted_and_retries_are_capped() {
+    let s = Server::start(|o| {
+        o.timeout = Duration::from_millis(200);
+        o.retries = 2;
+    });
+    let data = s.write("f", &random_bytes(1000, 6));
+    let c = Raw::new(s.v4);
+    c.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let (b, d, tid) = c.expect_data();
+    assert_eq!(b, 1);
+    // Drop our ACK: the server must send block 1 again.
+    let (b, d_again, tid_again) = c.expect_data();
+    assert_eq!((b, &d_again, tid_again), (1, &d, tid));
+    // A duplicate ACK of nothing new is not answered (no Sorcerer's
+    // Apprentice); the real ACK moves on.
+    c.ack(tid, 0);
+    c.ack(tid, 1);
+    let (b, d2, _) = c.expect_data();
+    assert_eq!((b, d2.as_slice()), (2, &data[512..]));
+    // Now go silent: 1 send + 2 retransmits, then a timeout error.
+    let mut copies = 1;
+    loop {
+        let (buf, _) = c.recv().expect("server went silent without an error");
+        match packet::parse(&buf).unwrap() {
+            Packet::Data { block: 2, .. } => copies += 1,
+            Packet::Error { message, .. } => {
+                assert!(message.contains("timed out"));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(copies, 3);
+}
+
+#[test]
+fn window_resends_from_the_acked_gap_and_foreign_tids_are_refused() {
+    let s = Server::start(|_| {});
+    let data = s.write("f", &random_bytes(10 * 512 + 3, 7));
+    let c = Raw::new(s.v4);
+    c.send(&packet::request(
+        OP_RRQ,
+        "f",
+        "octet",
+        &[("windowsize", "4"), ("tsize", "0"), ("bogus", "1")],
+    ));
+    let (buf, tid) = c.recv().unwrap();
+    assert_eq!(
+        packet::parse(&buf).unwrap(),
+        Packet::Oack(vec![("windowsize", "4"), ("tsize", "5123")])
+    );
+    // A packet from another port gets ERROR 5; the transfer goes on.
+    let intruder = Raw::new(tid);
+    intruder.ack(tid, 0);
+    assert_eq!(intruder.expect_error().0, 5);
+    c.ack(tid, 0);
+    let blocks: Vec<u16> = (0..4).map(|_| c.expect_data().0).collect();
+    assert_eq!(blocks, [1, 2, 3, 4]);
+    // Pretend block 3 was lost: ACK 2, expect 3..=6.
+    c.ack(tid, 2);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (b, d, _) = c.expect_data();
+        let off = (usize::from(b) - 1) * 512;
+        assert_eq!(d, data[off..(off + 512).min(data.len())]);
+        got.push(b);
+    }
+    assert_eq!(got, [3, 4, 5, 6]);
+    c.ack(tid, 6);
+    let rest: Vec<u16> = (0..4).map(|_| c.expect_data().0).collect();
+    assert_eq!(rest, [7, 8, 9, 10]);
+    c.ack(tid, 10);
+    let (b, d, _) = c.expect_data();
+    assert_eq!((b, d.len()), (11, 3));
+    c.ack(tid, 11);
+    assert!(c.recv_within(Duration::from_millis(500)).is_none());
+}
+
+#[test]
+fn session_limit_answers_busy() {
+    let s = Server::start(|o| {
+        o.max_sessions = 1;
+        o.timeout = Duration::from_secs(2);
+    });
+    s.write("f", &random_bytes(2000, 8));
+    let a = Raw::new(s.v4);
+    a.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let _ = a.expect_data();
+    // A retransmitted RRQ from the same client does not start a second
+    // transfer (and is not refused either).
+    a.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let b = Raw::new(s.v4);
+    b.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let (code, msg) = b.expect_error();
+    assert_eq!(code, 0);
+    assert!(msg.contains("busy"), "{msg}");
+}
+
+#[test]
+fn reply_leaves_from_the_address_the_request_was_sent_to() {
+    // Listen on the wildcard, talk to 127.0.0.2 from 127.0.0.1: without
+    // IP_PKTINFO the reply would come from 127.0.0.1.
+    let s = Server::start_on("0.0.0.0:0".parse().unwrap(), |_| {});
+    s.write("f", b"hi");
+    let target: SocketAddr = SocketAddr::new("127.0.0.2".parse().unwrap(), s.v4.port());
+    let c = Raw::new(target);
+    c.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let (_, d, from) = c.expect_data();
+    assert_eq!(d, b"hi");
+    assert_eq!(from.ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
+    assert_ne!(from.port(), s.v4.port());
+    c.ack(from, 1);
+}
+
+#[test]
+fn second_stage_serves_the_script_to_the_second_fetch_within_the_window() {
+    if !have("atftp") {
+        return;
+    }
+    let s = Server::start(|o| {
+        o.second_stage = vec!["undionly.kpxe=http://192.0.2.10:8080/pxe-bootstrap.ipxe"
+            .parse()
+            .unwrap()];
+        o.second_stage_window = Duration::from_secs(30);
+    });
+    let binary = s.write("undionly.kpxe", &random_bytes(70_000, 9));
+    let other = s.write("ipxe.efi", &random_bytes(5000, 10));
+    let out = tempfile::tempdir().unwrap();
+    let fetch = |name: &str, opts: &[&str]| {
+        let local = out.path().join("got");
+        let o = atftp(s.v4, name, &local, opts);
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read(&local).unwrap()
+    };
+    // A PXE ROM's tsize probe that it aborts does not count as served.
+    let c = Raw::new(s.v4);
+    c.send(&packet::request(
+        OP_RRQ,
+        "undionly.kpxe",
+        "octet",
+        &[("tsize", "0")],
+    ));
+    let (buf, tid) = c.recv().unwrap();
+    assert!(matches!(packet::parse(&buf).unwrap(), Packet::Oack(_)));
+    c.sock
+        .send_to(
+            &packet::error(packet::ErrorCode::OptionRefused, "probe"),
+            tid,
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    // Firmware loads the binary; iPXE then asks again and gets the script.
+    assert_eq!(fetch("undionly.kpxe", &["tsize 0", "blksize 1432"]), binary);
+    let script = fetch("/undionly.kpxe", &["tsize 0", "blksize 1432"]);
+    let script = String::from_utf8(script).unwrap();
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(script.contains("chain http://192.0.2.10:8080/pxe-bootstrap.ipxe"));
+    // Binary and script alternate: the next boot gets the binary again.
+    assert_eq!(fetch("undionly.kpxe", &[]), binary);
+    // Files without a rule are never replaced.
+    assert_eq!(fetch("ipxe.efi", &[]), other);
+    assert_eq!(fetch("ipxe.efi", &[]), other);
+}
+
+#[test]
+fn rollover_beyond_65535_blocks_at_blksize_512() {
+    if !have("atftp") {
+        return;
+    }
+    let s = Server::start(|_| {});
+    // 33 MiB + 100 bytes: 67585 blocks of 512, wire numbers wrap past 65535.
+    let data = s.write("big", &random_bytes(33 * 1024 * 1024 + 100, 11));
+    let out = tempfile::tempdir().unwrap();
+    let local = out.path().join("big");
+    // windowsize keeps the test short; blocks stay 512 bytes.
+    let o = atftp(s.v4, "big", &local, &["windowsize 16"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = std::fs::read(&local).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "content differs");
+}
