@@ -1,4 +1,64 @@
-fn main() {
-    eprintln!("withcache: not built yet");
-    std::process::exit(1);
+//! `withcache --listen 0.0.0.0:3000 --data-dir /data [--max-bytes SIZE]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// withcache: the URL-keyed image cache that lets a fleet pull each image
+/// once.
+///
+/// Admin account from the environment: WITHCACHE_ADMIN_USER (default
+/// bty-lab), WITHCACHE_ADMIN_PASSWORD_HASH (argon2id PHC) or
+/// WITHCACHE_ADMIN_PASSWORD; neither = open. WITHCACHE_SESSION_SECRET signs
+/// UI sessions (default: <data-dir>/session-secret).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:3000")]
+    listen: SocketAddr,
+    /// Directory for the database, blobs and temp files.
+    #[arg(long, default_value = "/data")]
+    data_dir: PathBuf,
+    /// Disk quota for blobs, e.g. 500G or 1.5T (1024-based). Unset = no quota.
+    #[arg(long, value_parser = withcache::parse_size)]
+    max_bytes: Option<u64>,
+    /// Downloads to run at once.
+    #[arg(long, default_value_t = 4)]
+    max_downloads: usize,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WITHCACHE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("withcache: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut opts = withcache::Options::from_env(cli.data_dir);
+    opts.max_bytes = cli.max_bytes;
+    opts.fetch.max_downloads = cli.max_downloads;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("listening on {}", cli.listen))?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    withcache::serve(opts, listener, shutdown).await
 }

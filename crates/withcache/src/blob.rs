@@ -1,0 +1,528 @@
+//! Serving bytes: `GET|HEAD /b/{key}/{name}` and `GET|HEAD /blob?url=`.
+//!
+//! A cached blob gets the full HTTP treatment (ETag = digest, single-range
+//! 206/416, If-None-Match, If-Range). A URL being downloaded is streamed as
+//! it lands; the last byte is held back until the sha256 is verified, so a
+//! client can always tell a failed download (connection aborted short of
+//! Content-Length, or no final chunk) from a good one. A URL that is neither
+//! cached nor in the catalog is a miss.
+//!
+//! The generic path here reads files on a blocking thread in large chunks;
+//! plain cached GETs on a fresh connection usually take `fastpath` instead.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE,
+    RANGE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::store::{Download, Hit, Phase, Store};
+use crate::{App, Error};
+
+/// Body chunk size for the generic path. Large reads amortise the blocking
+/// hop; 1 MiB measured best on loopback (bench/withcache.sh).
+pub(crate) const READ_CHUNK: usize = 1 << 20;
+
+pub(crate) const X_SHA256: HeaderName = HeaderName::from_static("x-withcache-sha256");
+const X_STATE: HeaderName = HeaderName::from_static("x-withcache-state");
+const NOSNIFF: (HeaderName, HeaderValue) = (
+    HeaderName::from_static("x-content-type-options"),
+    HeaderValue::from_static("nosniff"),
+);
+
+pub(crate) const MISS_TEXT: &str = "cache miss: this URL is not cached and is not a catalog entry. \
+An operator can fetch it from the Misses page (/ui/misses) or add a catalog entry for it.\n";
+
+pub(crate) fn routes() -> axum::Router<Arc<App>> {
+    axum::Router::new()
+        .route("/b/{key}", get(by_key_bare))
+        .route("/b/{key}/", get(by_key_bare))
+        .route("/b/{key}/{*name}", get(by_key))
+        .route("/blob", get(by_query))
+}
+
+#[derive(serde::Deserialize)]
+struct UrlQuery {
+    url: Option<String>,
+}
+
+async fn by_key(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((key, _name)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let Some(src) = bty_proto::catalog::decode_blob_key(&key) else {
+        return Error::BadRequest(
+            "missing url: the key is not URL-safe base64 of a UTF-8 URL".into(),
+        )
+        .into_response();
+    };
+    serve(&app, &method, &headers, &src, peer).await
+}
+
+async fn by_key_bare(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(key): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    by_key(State(app), ConnectInfo(peer), Path((key, String::new())), method, headers).await
+}
+
+async fn by_query(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<UrlQuery>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    match q.url.filter(|u| !u.is_empty()) {
+        Some(src) => serve(&app, &method, &headers, &src, peer).await,
+        None => Error::BadRequest("missing url: pass ?url=<origin URL>".into()).into_response(),
+    }
+}
+
+/// What to send for a cached blob, decided from the request headers alone
+/// (shared by this module and `fastpath`).
+pub(crate) struct Plan {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// Byte range of the file to send (start, length), if any body.
+    pub body: Option<(u64, u64)>,
+}
+
+/// A parsed `Range` header against a representation of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RangeSpec {
+    /// No usable single range: send everything (also for multi-range,
+    /// which RFC 9110 lets a server ignore).
+    Full,
+    /// Inclusive byte range.
+    Part(u64, u64),
+    /// Syntactically valid but outside the representation.
+    Unsatisfiable,
+}
+
+pub(crate) fn parse_range(value: &str, size: u64) -> RangeSpec {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            None
+        } else {
+            s.parse().ok()
+        }
+    };
+    if a.is_empty() {
+        // Suffix range: the last N bytes.
+        return match num(b) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(n) if size == 0 => {
+                let _ = n;
+                RangeSpec::Unsatisfiable
+            }
+            Some(n) => RangeSpec::Part(size.saturating_sub(n), size - 1),
+            None => RangeSpec::Full,
+        };
+    }
+    let Some(start) = num(a) else {
+        return RangeSpec::Full;
+    };
+    let end = if b.is_empty() {
+        None
+    } else {
+        match num(b) {
+            Some(e) if e >= start => Some(e),
+            _ => return RangeSpec::Full,
+        }
+    };
+    if start >= size {
+        return RangeSpec::Unsatisfiable;
+    }
+    RangeSpec::Part(start, end.map_or(size - 1, |e| e.min(size - 1)))
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',').any(|t| {
+        let t = t.trim();
+        t == "*" || t == etag || t.strip_prefix("W/") == Some(etag)
+    })
+}
+
+fn base_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(NOSNIFF.0, NOSNIFF.1);
+    h
+}
+
+/// Status, headers and byte range for a cached blob.
+pub(crate) fn plan_cached(req: &HeaderMap, hit: &Hit) -> Plan {
+    let etag = format!("\"{}\"", hit.digest);
+    let mut h = base_headers();
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    h.insert(
+        X_SHA256,
+        HeaderValue::from_str(&hit.digest).expect("hex is a valid header"),
+    );
+    let header = |name| req.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(inm) = header(IF_NONE_MATCH) {
+        if etag_matches(inm, &etag) {
+            return Plan {
+                status: StatusCode::NOT_MODIFIED,
+                headers: h,
+                body: None,
+            };
+        }
+    }
+    let mut range = header(RANGE).map_or(RangeSpec::Full, |r| parse_range(r, hit.size));
+    if range != RangeSpec::Full {
+        // If-Range with anything but our current strong ETag (a stale tag
+        // or a date) means "send it all".
+        if let Some(ir) = header(IF_RANGE) {
+            if ir.trim() != etag {
+                range = RangeSpec::Full;
+            }
+        }
+    }
+    match range {
+        RangeSpec::Full => {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(hit.size));
+            Plan {
+                status: StatusCode::OK,
+                headers: h,
+                body: Some((0, hit.size)),
+            }
+        }
+        RangeSpec::Part(a, b) => {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(b - a + 1));
+            h.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {a}-{b}/{}", hit.size))
+                    .expect("digits are a valid header"),
+            );
+            Plan {
+                status: StatusCode::PARTIAL_CONTENT,
+                headers: h,
+                body: Some((a, b - a + 1)),
+            }
+        }
+        RangeSpec::Unsatisfiable => {
+            h.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{}", hit.size))
+                    .expect("digits are a valid header"),
+            );
+            h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+            Plan {
+                status: StatusCode::RANGE_NOT_SATISFIABLE,
+                headers: h,
+                body: None,
+            }
+        }
+    }
+}
+
+/// The one entry point for blob requests on the generic path.
+pub(crate) async fn serve(
+    app: &Arc<App>,
+    method: &Method,
+    req: &HeaderMap,
+    src: &str,
+    peer: SocketAddr,
+) -> Response {
+    if let Err(e) = bty_proto::text::validate_http_url("url", src) {
+        return Error::BadRequest(format!("{e}; only http and https origins are cached"))
+            .into_response();
+    }
+    let head = method == Method::HEAD;
+    // Retry once: a blob evicted between lookup and open is a cold entry.
+    for _ in 0..2 {
+        if let Some(hit) = app.store.lookup(src) {
+            let Ok(file) = std::fs::File::open(&hit.path) else {
+                continue;
+            };
+            return respond_cached(&app.store, req, &hit, file, head);
+        }
+        let dl = match app.store.download(src) {
+            Some(dl) => dl,
+            None => match start_for_catalog(app, src, peer) {
+                Ok(Some(dl)) => dl,
+                Ok(None) => return miss(app, src, peer),
+                Err(e) => return e.into_response(),
+            },
+        };
+        match follow(app.store.clone(), dl, head).await {
+            Some(resp) => return resp,
+            None => continue,
+        }
+    }
+    Error::Origin("the blob vanished while it was being opened; retry".into()).into_response()
+}
+
+pub(crate) fn respond_cached(
+    store: &Arc<Store>,
+    req: &HeaderMap,
+    hit: &Hit,
+    file: std::fs::File,
+    head: bool,
+) -> Response {
+    let plan = plan_cached(req, hit);
+    if !head && matches!(plan.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+        store.touch(&hit.digest);
+    }
+    let body = match (head, plan.body) {
+        (false, Some((start, len))) => file_body(store.clone(), file, start, len),
+        _ => Body::empty(),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = plan.status;
+    *resp.headers_mut() = plan.headers;
+    resp
+}
+
+/// Stream `len` bytes of `file` from `start` on a blocking thread.
+fn file_body(store: Arc<Store>, file: std::fs::File, start: u64, len: u64) -> Body {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut off = start;
+        let end = start + len;
+        while off < end {
+            let n = (end - off).min(READ_CHUNK as u64) as usize;
+            let mut buf = vec![0u8; n];
+            if let Err(e) = file.read_exact_at(&mut buf, off) {
+                // Truncated underneath us: abort, never end short "successfully".
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            off += n as u64;
+            store
+                .metrics
+                .bytes_served
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return;
+            }
+        }
+    });
+    Body::from_stream(ReceiverStream(rx))
+}
+
+struct ReceiverStream(mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl futures::Stream for ReceiverStream {
+    type Item = std::io::Result<Bytes>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn miss(app: &Arc<App>, src: &str, peer: SocketAddr) -> Response {
+    app.store.metrics.misses.fetch_add(1, Ordering::Relaxed);
+    match app.db().record_miss(src) {
+        Ok(true) => app.event(
+            "blob.miss.recorded",
+            src,
+            "client",
+            Some(peer),
+            "first request for a URL that is not cached",
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not record a miss"),
+    }
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+            NOSNIFF,
+        ],
+        MISS_TEXT,
+    )
+        .into_response()
+}
+
+/// If `src` is a catalog entry's origin, start (or join) its download.
+fn start_for_catalog(
+    app: &Arc<App>,
+    src: &str,
+    peer: SocketAddr,
+) -> Result<Option<Arc<Download>>, Error> {
+    let entries = app.db().entries_by_src(src)?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let sha = entries.iter().find_map(|e| e.entry.sha256.clone());
+    let size = entries.iter().find_map(|e| e.entry.size);
+    let (dl, started) = app.store.start_download(src, sha, size);
+    if started {
+        app.event(
+            "download.requested",
+            &entries[0].entry.name,
+            "client",
+            Some(peer),
+            "a client asked for a catalog entry that was not cached yet",
+        );
+    }
+    Ok(Some(dl))
+}
+
+/// Serve a download in progress. `None` = it finished and the caller should
+/// look the blob up again.
+async fn follow(store: Arc<Store>, dl: Arc<Download>, head: bool) -> Option<Response> {
+    let mut rx = dl.state.subscribe();
+    // Wait until the origin answered (or the download ended).
+    let st = loop {
+        let st = rx.borrow_and_update().clone();
+        match st.phase {
+            Phase::Queued | Phase::Connecting => {
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+            Phase::Done { .. } => return None,
+            Phase::Failed(msg) => {
+                return Some(
+                    Error::Origin(format!("downloading {} failed: {msg}", dl.src))
+                        .into_response(),
+                )
+            }
+            Phase::Running => break st,
+        }
+    };
+    let mut h = base_headers();
+    h.insert(X_STATE, HeaderValue::from_static("downloading"));
+    if let Some(sha) = &dl.expected_sha {
+        if let Ok(v) = HeaderValue::from_str(sha) {
+            h.insert(X_SHA256, v);
+        }
+    }
+    if let Some(total) = st.total {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        let path = st.path.clone()?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            // Renamed into the store or replaced by a restart: start over.
+            Err(_) => return None,
+        };
+        let (tx, rx_body) = mpsc::channel(4);
+        tokio::spawn(tail(store, dl.clone(), rx, st.generation, file, tx));
+        Body::from_stream(ReceiverStream(rx_body))
+    };
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = h;
+    Some(resp)
+}
+
+fn aborted(why: &str) -> std::io::Result<Bytes> {
+    Err(std::io::Error::other(why.to_string()))
+}
+
+/// Copy the temp file to a client as it grows, holding the final byte back
+/// until the download is verified.
+async fn tail(
+    store: Arc<Store>,
+    // Held so the watch sender outlives this reader.
+    _dl: Arc<Download>,
+    mut rx: tokio::sync::watch::Receiver<crate::store::DlState>,
+    generation: u32,
+    mut file: tokio::fs::File,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let mut pos = 0u64;
+    loop {
+        let st = rx.borrow_and_update().clone();
+        if st.generation != generation {
+            let _ = tx.send(aborted("origin changed; download restarted")).await;
+            return;
+        }
+        let (avail, done) = match &st.phase {
+            Phase::Failed(msg) => {
+                let _ = tx.send(aborted(msg)).await;
+                return;
+            }
+            Phase::Done { size, .. } => (*size, true),
+            _ => match st.total {
+                Some(t) => (st.written.min(t.saturating_sub(1)), false),
+                None => (st.written, false),
+            },
+        };
+        if pos < avail {
+            let n = (avail - pos).min(READ_CHUNK as u64) as usize;
+            let mut buf = vec![0u8; n];
+            if let Err(e) = file.read_exact(&mut buf).await {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            pos += n as u64;
+            store
+                .metrics
+                .bytes_served
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if done {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            let _ = tx.send(aborted("download ended unexpectedly")).await;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeSpec::*;
+        assert_eq!(parse_range("bytes=0-0", 10), Part(0, 0));
+        assert_eq!(parse_range("bytes=-3", 10), Part(7, 9));
+        assert_eq!(parse_range("bytes=-30", 10), Part(0, 9));
+        assert_eq!(parse_range("bytes=4-", 10), Part(4, 9));
+        assert_eq!(parse_range("bytes=4-100", 10), Part(4, 9));
+        assert_eq!(parse_range("bytes=10-", 10), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 10), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10), Full);
+        assert_eq!(parse_range("bytes=5-2", 10), Full);
+        assert_eq!(parse_range("items=0-1", 10), Full);
+        assert_eq!(parse_range("bytes=x-1", 10), Full);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Unsatisfiable);
+    }
+}

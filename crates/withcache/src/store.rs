@@ -1,0 +1,514 @@
+//! The blob store: content-addressed files under `blobs/sha256/`, the
+//! in-memory index the serve path reads, the disk quota with LRU eviction,
+//! and the single-flight map of downloads in progress.
+//!
+//! Locking: `index` and `downloads` are std mutexes held only for map
+//! operations (never across an await). Eviction deletes files while holding
+//! `index` so two reservations can never both count the same free space.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::db::{now_unix, Db};
+use crate::Error;
+
+/// Tunables of the download path. The defaults suit a lab; tests shorten
+/// the timeouts.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Downloads running at once; more wait in line.
+    pub max_downloads: usize,
+    /// Requests per download (first try plus resumes and retries).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, capped at 30 s.
+    pub retry_base_delay: Duration,
+    /// An origin that sends nothing for this long is treated as dropped.
+    pub read_timeout: Duration,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_downloads: 4,
+            max_attempts: 6,
+            retry_base_delay: Duration::from_millis(500),
+            read_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// GETs answered from a cached blob.
+    pub hits: AtomicU64,
+    /// Requests for URLs that are neither cached nor in the catalog.
+    pub misses: AtomicU64,
+    /// Body bytes sent to clients.
+    pub bytes_served: AtomicU64,
+    /// Downloads started.
+    pub downloads_started: AtomicU64,
+    /// Downloads verified and stored.
+    pub downloads_completed: AtomicU64,
+    /// Downloads that failed.
+    pub downloads_failed: AtomicU64,
+    /// Bytes received from origins.
+    pub origin_bytes: AtomicU64,
+    /// Blobs evicted to make room.
+    pub evictions: AtomicU64,
+}
+
+/// A cached, verified blob ready to serve.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// sha256 hex.
+    pub digest: String,
+    /// Length.
+    pub size: u64,
+    /// The file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug)]
+struct BlobMeta {
+    size: u64,
+    last_access: u64,
+    hits: u64,
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct Index {
+    sources: HashMap<String, String>,
+    blobs: HashMap<String, BlobMeta>,
+    used: u64,
+    reserved: u64,
+}
+
+/// Where a download is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a download slot.
+    Queued,
+    /// Asking the origin.
+    Connecting,
+    /// Bytes are landing in the temp file.
+    Running,
+    /// Verified and stored.
+    Done {
+        /// sha256 hex.
+        digest: String,
+        /// Length.
+        size: u64,
+    },
+    /// Gave up; nothing was stored.
+    Failed(String),
+}
+
+/// What readers of a download in progress watch.
+#[derive(Debug, Clone)]
+pub struct DlState {
+    /// Where it is.
+    pub phase: Phase,
+    /// Bumped whenever the download restarts from byte 0 (the origin
+    /// changed, or ignored a resume): bytes a reader got from an earlier
+    /// generation are void, so readers abort on a bump.
+    pub generation: u32,
+    /// The temp file of this generation.
+    pub path: Option<PathBuf>,
+    /// Bytes written to `path` and readable.
+    pub written: u64,
+    /// The length the origin (or the catalog) declared.
+    pub total: Option<u64>,
+}
+
+/// One download; shared by everyone who asked for it (single flight).
+#[derive(Debug)]
+pub struct Download {
+    /// Origin URL.
+    pub src: String,
+    /// sha256 the catalog promises, checked before the blob is kept.
+    pub expected_sha: Option<String>,
+    /// Length the catalog promises.
+    pub expected_size: Option<u64>,
+    /// Progress.
+    pub state: watch::Sender<DlState>,
+    /// Set to ask the downloader to stop.
+    pub cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl Download {
+    /// A snapshot of the state.
+    pub fn snapshot(&self) -> DlState {
+        self.state.borrow().clone()
+    }
+}
+
+/// The store.
+pub struct Store {
+    data_dir: PathBuf,
+    db: Arc<Db>,
+    index: Mutex<Index>,
+    downloads: Mutex<HashMap<String, Arc<Download>>>,
+    max_bytes: Option<u64>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Bounds concurrent downloads.
+    pub(crate) slots: Semaphore,
+    /// Origin client.
+    pub(crate) client: reqwest::Client,
+    /// Tunables.
+    pub(crate) fetch: FetchConfig,
+    tmp_seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Open the store under `data_dir`: sweep temp files a crash left
+    /// behind, load the index and drop rows whose file is gone.
+    pub fn open(
+        data_dir: &Path,
+        db: Arc<Db>,
+        max_bytes: Option<u64>,
+        fetch: FetchConfig,
+    ) -> Result<Store, Error> {
+        let blobs = data_dir.join("blobs").join("sha256");
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        // Partial downloads do not survive a restart: their single-flight
+        // owner is gone, and a resume would need validators we did not keep.
+        for ent in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
+            let ent = ent.map_err(|e| Error::io(&tmp, e))?;
+            let _ = std::fs::remove_file(ent.path());
+        }
+        let (rows, sources) = db.load_index()?;
+        let mut index = Index::default();
+        for row in rows {
+            let path = blobs.join(&row.digest);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() == row.size => {
+                    index.used += row.size;
+                    index.blobs.insert(
+                        row.digest,
+                        BlobMeta {
+                            size: row.size,
+                            last_access: row.last_access,
+                            hits: row.hits,
+                            dirty: false,
+                        },
+                    );
+                }
+                _ => {
+                    tracing::warn!(digest = %row.digest, "blob file missing or wrong size; forgetting it");
+                    db.delete_blob(&row.digest)?;
+                }
+            }
+        }
+        for (src, digest) in sources {
+            if index.blobs.contains_key(&digest) {
+                index.sources.insert(src, digest);
+            }
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(fetch.connect_timeout)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // Redirects may not leave http/https (no file://, no ftp://).
+                if !matches!(attempt.url().scheme(), "http" | "https") {
+                    attempt.error("origin redirected to a non-http(s) URL")
+                } else if attempt.previous().len() >= 10 {
+                    attempt.error("origin redirected more than 10 times")
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .user_agent(concat!("withcache/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        Ok(Store {
+            data_dir: data_dir.to_path_buf(),
+            db,
+            index: Mutex::new(index),
+            downloads: Mutex::new(HashMap::new()),
+            max_bytes,
+            metrics: Metrics::default(),
+            slots: Semaphore::new(fetch.max_downloads.max(1)),
+            client,
+            fetch,
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// The path of a blob.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.data_dir.join("blobs").join("sha256").join(digest)
+    }
+
+    /// A fresh temp file path for a download.
+    pub(crate) fn temp_path(&self) -> PathBuf {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.data_dir
+            .join("tmp")
+            .join(format!("{}-{n}.part", std::process::id()))
+    }
+
+    /// The cached blob for `src`, if any.
+    pub fn lookup(&self, src: &str) -> Option<Hit> {
+        let index = lock(&self.index);
+        let digest = index.sources.get(src)?;
+        let meta = index.blobs.get(digest)?;
+        Some(Hit {
+            digest: digest.clone(),
+            size: meta.size,
+            path: self.blob_path(digest),
+        })
+    }
+
+    /// Count a GET hit (kept in memory; flushed by [`Store::flush_access`]).
+    pub fn touch(&self, digest: &str) {
+        let mut index = lock(&self.index);
+        if let Some(meta) = index.blobs.get_mut(digest) {
+            meta.last_access = now_unix();
+            meta.hits += 1;
+            meta.dirty = true;
+        }
+        self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Write hit counters and access times to the database.
+    pub fn flush_access(&self) -> Result<(), Error> {
+        let rows: Vec<(String, u64, u64)> = {
+            let mut index = lock(&self.index);
+            index
+                .blobs
+                .iter_mut()
+                .filter(|(_, m)| m.dirty)
+                .map(|(d, m)| {
+                    m.dirty = false;
+                    (d.clone(), m.last_access, m.hits)
+                })
+                .collect()
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.db.flush_access(&rows)
+    }
+
+    /// Bytes of stored blobs, bytes reserved by downloads, and the quota.
+    pub fn usage(&self) -> (u64, u64, Option<u64>) {
+        let index = lock(&self.index);
+        (index.used, index.reserved, self.max_bytes)
+    }
+
+    /// Every blob: (digest, size, hits, last access, sources).
+    pub fn blobs(&self) -> Vec<(String, u64, u64, u64, Vec<String>)> {
+        let index = lock(&self.index);
+        let mut out: Vec<_> = index
+            .blobs
+            .iter()
+            .map(|(d, m)| {
+                let srcs = index
+                    .sources
+                    .iter()
+                    .filter(|(_, v)| *v == d)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                (d.clone(), m.size, m.hits, m.last_access, srcs)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Reserve `n` bytes of quota for a download, evicting least recently
+    /// used unpinned blobs if needed.
+    pub fn reserve(&self, n: u64) -> Result<(), Error> {
+        let Some(max) = self.max_bytes else {
+            lock(&self.index).reserved += n;
+            return Ok(());
+        };
+        if n > max {
+            return Err(Error::Full(format!(
+                "the download needs {n} bytes but the cache quota (--max-bytes) is {max} bytes; \
+                 raise --max-bytes"
+            )));
+        }
+        let pinned: HashSet<String> = self.db.pinned_digests()?.into_iter().collect();
+        let mut index = lock(&self.index);
+        while index.used + index.reserved + n > max {
+            let victim = index
+                .blobs
+                .iter()
+                .filter(|(d, _)| !pinned.contains(*d))
+                .min_by_key(|(_, m)| m.last_access)
+                .map(|(d, _)| d.clone());
+            let Some(victim) = victim else {
+                return Err(Error::Full(format!(
+                    "cache full: {} bytes stored ({} pinned), {} reserved by running downloads, \
+                     quota {max}; {n} more bytes needed. Unpin or delete blobs \
+                     (DELETE /blobs/{{digest}}) or raise --max-bytes",
+                    index.used,
+                    pinned.len(),
+                    index.reserved
+                )));
+            };
+            self.remove_locked(&mut index, &victim)?;
+            self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(digest = %victim, "evicted to make room");
+            let _ = self.db.event(
+                "blob.evicted",
+                &victim,
+                "system",
+                None,
+                "evicted (least recently used) to make room for a download",
+            );
+        }
+        index.reserved += n;
+        Ok(())
+    }
+
+    /// Give back reserved quota.
+    pub fn release(&self, n: u64) {
+        let mut index = lock(&self.index);
+        index.reserved = index.reserved.saturating_sub(n);
+    }
+
+    fn remove_locked(&self, index: &mut Index, digest: &str) -> Result<bool, Error> {
+        let Some(meta) = index.blobs.remove(digest) else {
+            return Ok(false);
+        };
+        index.used = index.used.saturating_sub(meta.size);
+        index.sources.retain(|_, d| d != digest);
+        self.db.delete_blob(digest)?;
+        let path = self.blob_path(digest);
+        // Clients being served keep reading their open descriptor.
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::io(&path, e));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Delete a blob (and the source mappings naming it).
+    pub fn delete_blob(&self, digest: &str) -> Result<bool, Error> {
+        let mut index = lock(&self.index);
+        self.remove_locked(&mut index, digest)
+    }
+
+    /// Forget that `src` is cached (the blob stays if other sources use it
+    /// and is deleted otherwise).
+    pub fn forget_source(&self, src: &str) -> Result<(), Error> {
+        let mut index = lock(&self.index);
+        if let Some(digest) = index.sources.remove(src) {
+            self.db.delete_source(src)?;
+            if !index.sources.values().any(|d| *d == digest) {
+                self.remove_locked(&mut index, &digest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move a verified temp file into place and index it. `reserved` is the
+    /// quota the download held; it becomes `size` bytes of use.
+    pub(crate) fn commit(
+        &self,
+        src: &str,
+        temp: &Path,
+        digest: &str,
+        size: u64,
+        reserved: u64,
+    ) -> Result<(), Error> {
+        let dest = self.blob_path(digest);
+        let mut index = lock(&self.index);
+        if index.blobs.contains_key(digest) {
+            // Same bytes already stored under another URL.
+            let _ = std::fs::remove_file(temp);
+        } else {
+            std::fs::rename(temp, &dest).map_err(|e| Error::io(&dest, e))?;
+            index.used += size;
+            index.blobs.insert(
+                digest.to_string(),
+                BlobMeta {
+                    size,
+                    last_access: now_unix(),
+                    hits: 0,
+                    dirty: false,
+                },
+            );
+        }
+        index.reserved = index.reserved.saturating_sub(reserved);
+        self.db.add_blob(src, digest, size)?;
+        index.sources.insert(src.to_string(), digest.to_string());
+        Ok(())
+    }
+
+    /// The download of `src` in progress, if any.
+    pub fn download(&self, src: &str) -> Option<Arc<Download>> {
+        lock(&self.downloads).get(src).cloned()
+    }
+
+    /// Every download in progress.
+    pub fn downloads(&self) -> Vec<Arc<Download>> {
+        lock(&self.downloads).values().cloned().collect()
+    }
+
+    /// Join the download of `src`, starting it if none is running (single
+    /// flight: one origin fetch per URL however many clients ask).
+    pub fn start_download(
+        self: &Arc<Self>,
+        src: &str,
+        expected_sha: Option<String>,
+        expected_size: Option<u64>,
+    ) -> (Arc<Download>, bool) {
+        let mut downloads = lock(&self.downloads);
+        if let Some(d) = downloads.get(src) {
+            return (d.clone(), false);
+        }
+        let (tx, _) = watch::channel(DlState {
+            phase: Phase::Queued,
+            generation: 0,
+            path: None,
+            written: 0,
+            total: expected_size,
+        });
+        let dl = Arc::new(Download {
+            src: src.to_string(),
+            expected_sha,
+            expected_size,
+            state: tx,
+            cancelled: Default::default(),
+        });
+        downloads.insert(src.to_string(), dl.clone());
+        self.metrics
+            .downloads_started
+            .fetch_add(1, Ordering::Relaxed);
+        let store = self.clone();
+        let task_dl = dl.clone();
+        tokio::spawn(async move { crate::fetch::run(store, task_dl).await });
+        (dl, true)
+    }
+
+    /// Called by the downloader when it is done either way. The blob (if
+    /// any) is indexed before this, so no request falls in between.
+    pub(crate) fn finish(&self, src: &str) {
+        lock(&self.downloads).remove(src);
+    }
+}
