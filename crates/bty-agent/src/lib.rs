@@ -1,0 +1,33 @@
+//! The `bty` agent: runs inside the netboot environment on a target machine,
+//! asks bty-web for its plan, streams the image onto the chosen disk,
+//! verifies what landed there, reports, and reboots.
+//!
+//! The modules follow the flow of one cycle:
+//! [`cmdline`] → [`inventory`] → [`plan`] → [`target`] → [`source`] →
+//! [`decompress`] / [`qcow2`] → [`write`] → [`verify`] → [`report`], with
+//! [`flash`] running the steps in order.
+
+pub mod cmdline;
+pub mod console;
+pub mod decompress;
+mod error;
+pub mod flash;
+pub mod inventory;
+pub mod net;
+pub mod plan;
+pub mod qcow2;
+pub mod report;
+pub mod source;
+pub mod target;
+pub mod verify;
+pub mod write;
+
+pub use error::{Error, Result};
+
+/// Bytes at the start of the image held in memory until everything else is
+/// written and verified: the MBR, the primary GPT and the usual gap before
+/// the first partition. Until they land, the disk does not boot.
+pub const HOLD_BACK: u64 = 1 << 20;
+
+/// Size of one write (and read-back) buffer.
+pub const BLOCK: usize = 4 << 20;

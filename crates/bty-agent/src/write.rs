@@ -1,0 +1,511 @@
+//! Putting the image on the target: large aligned writes with O_DIRECT,
+//! runs of zeroes skipped only where the target already reads as zeroes,
+//! and the first MiB held back until the rest is written and verified.
+
+use std::alloc::{self, Layout};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::target::Target;
+use crate::{Error, Result, HOLD_BACK};
+
+/// Granularity of zero detection: a run of zeroes shorter than this is
+/// written like data. 64 KiB keeps the scan cheap and the writes large.
+pub const ZERO_CHUNK: usize = 64 << 10;
+
+/// Alignment of every buffer (covers 512 and 4096 byte sectors).
+pub const ALIGN: usize = 4096;
+
+/// A heap buffer aligned for O_DIRECT. Hand-written because the standard
+/// `Vec<u8>` cannot promise page alignment; it is 30 lines of `alloc`.
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    cap: usize,
+    /// Bytes in use.
+    pub len: usize,
+}
+
+// SAFETY: the buffer owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `cap` bytes (a multiple of [`ALIGN`]).
+    pub fn new(cap: usize) -> AlignedBuf {
+        let layout = Layout::from_size_align(cap.max(ALIGN), ALIGN).expect("valid layout");
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf {
+            ptr,
+            cap: layout.size(),
+            len: 0,
+        }
+    }
+    /// The whole capacity, for filling.
+    pub fn spare(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is valid for cap bytes and uniquely borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.cap) }
+    }
+    /// The bytes in use.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: ptr is valid for cap >= len bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this exact layout.
+        unsafe { alloc::dealloc(self.ptr, Layout::from_size_align_unchecked(self.cap, ALIGN)) }
+    }
+}
+
+/// True when every byte is zero. Word-wise so the compiler vectorises it.
+pub fn is_zero(b: &[u8]) -> bool {
+    // SAFETY: any bytes are valid u128s; align_to handles the edges.
+    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
+    pre.iter().all(|&x| x == 0)
+        && mid.iter().fold(0u128, |a, &x| a | x) == 0
+        && post.iter().all(|&x| x == 0)
+}
+
+/// What the target is, for the zero-skip rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A regular file we truncated: holes read as zeroes.
+    FreshFile,
+    /// A block device; `zeroout` when BLKZEROOUT is offloaded.
+    Block { zeroout: bool },
+}
+
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+const BLKRRPART: libc::c_ulong = 0x125f;
+
+/// The writer. Offsets below [`HOLD_BACK`] are kept in memory until
+/// [`Sink::commit_head`].
+pub struct Sink {
+    path: PathBuf,
+    direct: File,
+    buffered: File,
+    is_direct: bool,
+    fallback: Option<String>,
+    kind: Kind,
+    align: u64,
+    capacity: Option<u64>,
+    hold: AlignedBuf,
+    end: u64,
+    zero_run: Option<(u64, u64)>,
+    /// Bytes written to the target.
+    pub written: u64,
+    /// Bytes of zeroes not written (holes or BLKZEROOUT).
+    pub skipped: u64,
+}
+
+fn open_direct(path: &Path, extra: libc::c_int) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT | extra)
+        .open(path)
+}
+
+impl Sink {
+    /// A regular file (the `--target-file` seam): created or truncated, then
+    /// sized, so every byte not written reads as zero.
+    pub fn open_file(path: &Path, size: Option<u64>) -> Result<Sink> {
+        let buffered = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(Error::io("opening", path))?;
+        if let Some(s) = size {
+            buffered.set_len(s).map_err(Error::io("sizing", path))?;
+        }
+        let (direct, fallback) = match open_direct(path, 0) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                buffered.try_clone()?,
+                Some(format!("O_DIRECT refused by the file system: {e}")),
+            ),
+        };
+        Ok(Sink::new(
+            path,
+            direct,
+            buffered,
+            fallback,
+            Kind::FreshFile,
+            ALIGN as u64,
+            None,
+        ))
+    }
+
+    /// A block device, opened exclusively (EBUSY = in use by the kernel:
+    /// mounted, swap, device mapper, md).
+    pub fn open_device(t: &Target) -> Result<Sink> {
+        let direct = match open_direct(&t.path, libc::O_EXCL) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(Error::TargetBusy {
+                    device: t.path.display().to_string(),
+                    holders: "the kernel refuses exclusive access (EBUSY)".into(),
+                })
+            }
+            Err(e) => return Err(Error::io("opening", &t.path)(e)),
+        };
+        // Second descriptor, no O_EXCL (the first holds the claim), for the
+        // unaligned tail of an image.
+        let buffered = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&t.path)
+            .map_err(Error::io("opening", &t.path))?;
+        let kind = Kind::Block {
+            zeroout: t.write_zeroes,
+        };
+        Ok(Sink::new(
+            &t.path,
+            direct,
+            buffered,
+            None,
+            kind,
+            t.logical_sector as u64,
+            Some(t.size),
+        ))
+    }
+
+    fn new(
+        path: &Path,
+        direct: File,
+        buffered: File,
+        fallback: Option<String>,
+        kind: Kind,
+        align: u64,
+        capacity: Option<u64>,
+    ) -> Sink {
+        Sink {
+            path: path.to_path_buf(),
+            direct,
+            buffered,
+            is_direct: fallback.is_none(),
+            fallback,
+            kind,
+            align,
+            capacity,
+            hold: AlignedBuf::new(HOLD_BACK as usize),
+            end: 0,
+            zero_run: None,
+            written: 0,
+            skipped: 0,
+        }
+    }
+
+    /// One line on how bytes reach the target, for the console.
+    pub fn mode(&self) -> String {
+        let zeroes = match self.kind {
+            Kind::FreshFile => "zero blocks left as holes",
+            Kind::Block { zeroout: true } => "zero blocks via BLKZEROOUT",
+            Kind::Block { zeroout: false } => "zero blocks written (no write-zeroes offload)",
+        };
+        match &self.fallback {
+            None => format!("O_DIRECT, {zeroes}"),
+            Some(why) => format!("buffered + fdatasync ({why}), {zeroes}"),
+        }
+    }
+
+    /// The target's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of the image seen so far (its length once the stream ends).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Zero the first MiB on the target now, so that from here on, until
+    /// [`Sink::commit_head`], the disk does not boot whatever it held.
+    pub fn wipe_head(&mut self) -> Result<()> {
+        if self.kind == Kind::FreshFile {
+            return Ok(()); // truncated: already zeroes
+        }
+        let n = HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK));
+        let zeros = AlignedBuf::new(HOLD_BACK as usize);
+        self.pwrite(0, &zeros_slice(&zeros)[..n as usize])?;
+        self.sync()
+    }
+
+    /// Write `data` (from an [`AlignedBuf`], at an offset that is a
+    /// multiple of [`ZERO_CHUNK`]) at `off`.
+    pub fn put(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        let end = off + data.len() as u64;
+        if let Some(cap) = self.capacity {
+            if end > cap {
+                return Err(Error::TargetTooSmall {
+                    device: self.path.display().to_string(),
+                    need: end,
+                    have: cap,
+                });
+            }
+        }
+        self.end = self.end.max(end);
+        let mut pos = off;
+        let mut rest = data;
+        if pos < HOLD_BACK {
+            let n = ((HOLD_BACK - pos) as usize).min(rest.len());
+            self.hold.spare()[pos as usize..pos as usize + n].copy_from_slice(&rest[..n]);
+            self.hold.len = self.hold.len.max(pos as usize + n);
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        // Coalesce: one write per run of data, one zero-out per run of zeroes.
+        while !rest.is_empty() {
+            let zero = is_zero(&rest[..ZERO_CHUNK.min(rest.len())]);
+            let mut n = 0;
+            while n < rest.len() && is_zero(&rest[n..(n + ZERO_CHUNK).min(rest.len())]) == zero {
+                n = (n + ZERO_CHUNK).min(rest.len());
+            }
+            if zero {
+                self.zeroes(pos, n as u64)?;
+            } else {
+                self.flush_zero_run()?;
+                self.pwrite(pos, &rest[..n])?;
+            }
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    fn zeroes(&mut self, off: u64, len: u64) -> Result<()> {
+        match self.kind {
+            Kind::FreshFile => {
+                self.skipped += len;
+                Ok(())
+            }
+            Kind::Block { zeroout: true } if len % 512 == 0 => {
+                match &mut self.zero_run {
+                    Some((s, l)) if *s + *l == off && *l < (1 << 30) => *l += len,
+                    _ => {
+                        self.flush_zero_run()?;
+                        self.zero_run = Some((off, len));
+                    }
+                }
+                Ok(())
+            }
+            Kind::Block { .. } => {
+                let zeros = AlignedBuf::new(ZERO_CHUNK);
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(ZERO_CHUNK as u64) as usize;
+                    self.pwrite(off + done, &zeros_slice(&zeros)[..n])?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn flush_zero_run(&mut self) -> Result<()> {
+        let Some((off, len)) = self.zero_run.take() else {
+            return Ok(());
+        };
+        let range: [u64; 2] = [off, len];
+        // SAFETY: BLKZEROOUT reads a [u64; 2] (start, length) from the pointer.
+        let rc = unsafe { libc::ioctl(self.direct.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
+        if rc != 0 {
+            return Err(Error::io("zeroing a range of", &self.path)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        self.skipped += len;
+        Ok(())
+    }
+
+    /// Write through O_DIRECT when offset and length allow it; the tail of
+    /// an image that is not a whole number of sectors goes through the
+    /// buffered descriptor (synced in [`Sink::sync`]).
+    fn pwrite(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        let aligned = if self.is_direct && off % self.align == 0 {
+            data.len() as u64 / self.align * self.align
+        } else {
+            0
+        } as usize;
+        if aligned > 0 {
+            match self.direct.write_all_at(&data[..aligned], off) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Some file systems accept O_DIRECT at open and refuse
+                    // it at write: switch, and say so.
+                    self.is_direct = false;
+                    self.fallback = Some(format!("O_DIRECT write refused: {e}"));
+                    return self.pwrite(off, data);
+                }
+                Err(e) => return Err(Error::io("writing to", &self.path)(e)),
+            }
+        }
+        if aligned < data.len() {
+            self.buffered
+                .write_all_at(&data[aligned..], off + aligned as u64)
+                .map_err(Error::io("writing to", &self.path))?;
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Everything after the held-back head is in: flush pending zero runs,
+    /// give a file its full length, and make it durable.
+    pub fn finish_body(&mut self) -> Result<()> {
+        self.flush_zero_run()?;
+        if self.kind == Kind::FreshFile {
+            let len = self
+                .buffered
+                .metadata()
+                .map_err(Error::io("reading size of", &self.path))?
+                .len();
+            if len < self.end {
+                self.buffered
+                    .set_len(self.end)
+                    .map_err(Error::io("sizing", &self.path))?;
+            }
+        }
+        self.sync()
+    }
+
+    /// The held-back head, as it will be written.
+    pub fn head(&self) -> &[u8] {
+        self.hold.data()
+    }
+
+    /// Write the held-back head and sync: from here the disk boots.
+    pub fn commit_head(&mut self) -> Result<()> {
+        let n = self.hold.len;
+        let hold = std::mem::replace(&mut self.hold, AlignedBuf::new(ALIGN));
+        let r = self.pwrite(0, &hold.data()[..n]).and_then(|_| self.sync());
+        self.hold = hold;
+        r?;
+        if matches!(self.kind, Kind::Block { .. }) {
+            // Best effort: the kernel re-reads the new partition table (we
+            // reboot anyway; busy partitions make this fail harmlessly).
+            // SAFETY: BLKRRPART takes no argument.
+            unsafe { libc::ioctl(self.direct.as_raw_fd(), BLKRRPART, 0) };
+        }
+        Ok(())
+    }
+
+    /// After a failure: zero the first MiB so a half-written image never
+    /// boots, and sync.
+    pub fn invalidate(&mut self) -> Result<()> {
+        self.zero_run = None;
+        let n = match self.kind {
+            Kind::FreshFile => {
+                HOLD_BACK.min(self.buffered.metadata().map(|m| m.len()).unwrap_or(0))
+            }
+            Kind::Block { .. } => HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK)),
+        };
+        let zeros = AlignedBuf::new(HOLD_BACK as usize);
+        self.pwrite(0, &zeros_slice(&zeros)[..n as usize])?;
+        self.sync()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.direct
+            .sync_data()
+            .map_err(Error::io("syncing", &self.path))?;
+        self.buffered
+            .sync_data()
+            .map_err(Error::io("syncing", &self.path))
+    }
+}
+
+fn zeros_slice(b: &AlignedBuf) -> &[u8] {
+    // SAFETY: the allocation is zeroed and cap bytes long.
+    unsafe { std::slice::from_raw_parts(b.ptr, b.cap) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut b = vec![0u8; 100_003];
+        assert!(is_zero(&b));
+        assert!(is_zero(&b[1..]));
+        b[100_002] = 1;
+        assert!(!is_zero(&b));
+        assert!(is_zero(&b[..100_002]));
+        b[100_002] = 0;
+        b[0] = 9;
+        assert!(!is_zero(&b));
+        assert!(is_zero(&[]));
+    }
+
+    fn buf_with(data: &[u8]) -> AlignedBuf {
+        let mut b = AlignedBuf::new(data.len().div_ceil(ALIGN) * ALIGN);
+        b.spare()[..data.len()].copy_from_slice(data);
+        b.len = data.len();
+        b
+    }
+
+    #[test]
+    fn file_target_holds_back_head_and_leaves_zero_blocks_as_holes() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk.img");
+        std::fs::write(&p, vec![0xaau8; 8 << 20]).unwrap(); // old content
+        let mut img = vec![0u8; 3 << 20];
+        img[..512].fill(0x55); // "partition table"
+        img[(1 << 20) + 10] = 1; // data just after the head
+        img[(3 << 20) - 1] = 2; // data at the very end
+        let mut s = Sink::open_file(&p, None).unwrap();
+        let b = buf_with(&img);
+        s.put(0, b.data()).unwrap();
+        s.finish_body().unwrap();
+        let on_disk = std::fs::read(&p).unwrap();
+        assert_eq!(on_disk.len(), img.len());
+        assert!(
+            is_zero(&on_disk[..1 << 20]),
+            "head must not be written before commit"
+        );
+        assert_eq!(on_disk[1 << 20..], img[1 << 20..]);
+        assert_eq!(s.head(), &img[..1 << 20]);
+        assert_eq!(s.written, 2 * ZERO_CHUNK as u64);
+        assert_eq!(s.skipped, (2 << 20) - 2 * ZERO_CHUNK as u64);
+        s.commit_head().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), img);
+        s.invalidate().unwrap();
+        let after = std::fs::read(&p).unwrap();
+        assert!(is_zero(&after[..1 << 20]) && after[1 << 20..] == img[1 << 20..]);
+    }
+
+    #[test]
+    fn unaligned_tail_and_small_image() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk.img");
+        let img: Vec<u8> = (0..(1u32 << 20) + 5000)
+            .map(|i| (i % 253) as u8 + 1)
+            .collect();
+        let mut s = Sink::open_file(&p, Some(img.len() as u64)).unwrap();
+        s.put(0, buf_with(&img).data()).unwrap();
+        s.finish_body().unwrap();
+        s.commit_head().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), img);
+
+        let small = vec![7u8; 1000];
+        let mut s = Sink::open_file(&p, None).unwrap();
+        s.put(0, buf_with(&small).data()).unwrap();
+        s.finish_body().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), vec![0u8; 1000]);
+        s.commit_head().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), small);
+    }
+}
