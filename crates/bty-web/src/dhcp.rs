@@ -1,0 +1,595 @@
+//! DHCP guidance: the exact options an operator's DHCP server must hand out
+//! for this deploy, and ready-to-paste configuration snippets.
+//!
+//! bty does not run DHCP; the lab's server does. This module turns "bty-web
+//! is at HOST:PORT" into the values of options 60, 66 and 67 per client
+//! architecture (option 93) and into snippets for dnsmasq (full and
+//! proxy-DHCP), ISC dhcpd, Kea and router UIs. Every snippet carries the
+//! iPXE user-class rule: a client whose DHCP request says user class
+//! `iPXE` (option 77) is already running iPXE and gets the bootstrap script
+//! URL instead of the iPXE binary, which stops stock iPXE from loading
+//! itself forever. bty-web (User-Agent over HTTP) and bty-tftp
+//! (`--second-stage`) break that loop on their own too, for DHCP servers
+//! that cannot match on the user class.
+//!
+//! The same snippets are committed under `examples/dhcp/` for the
+//! placeholder host 192.0.2.10; a test keeps them equal to this output.
+//! Only `serde` and `std` are used so the module stays self-contained.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+/// Placeholder used in the snippets when the given host is unusable.
+const PLACEHOLDER_HOST: &str = "BTY-HOST";
+
+/// Everything an operator needs to point DHCP at this bty deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DhcpGuidance {
+    /// bty host as written into the snippets (bty-web and bty-tftp).
+    pub host: String,
+    /// bty-web's HTTP port.
+    pub http_port: u16,
+    /// Problems with the input the operator should fix (empty when fine).
+    pub warnings: Vec<String>,
+    /// Option 66 / `next-server` (siaddr): where bty-tftp answers.
+    pub tftp_server: String,
+    /// Boot file for clients already running iPXE (user class `iPXE`).
+    pub ipxe_script_url: String,
+    /// Rows per client architecture.
+    pub architectures: Vec<ArchRule>,
+    /// The rule for clients already running iPXE.
+    pub ipxe_rule: IpxeRule,
+    /// Configuration snippets, one per DHCP server kind.
+    pub snippets: Vec<Snippet>,
+}
+
+/// What to answer one kind of firmware.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchRule {
+    /// Human name, e.g. "BIOS (legacy PXE)".
+    pub firmware: &'static str,
+    /// Option 93 client-architecture codes (RFC 4578, IANA registry).
+    pub option_93: Vec<u16>,
+    /// Option 60 vendor class: `PXEClient` or `HTTPClient` (the reply must
+    /// echo `HTTPClient` for UEFI HTTP Boot).
+    pub option_60: &'static str,
+    /// `tftp` or `http`.
+    pub transport: &'static str,
+    /// Option 66 (TFTP server) for TFTP clients.
+    pub option_66: Option<String>,
+    /// Option 67 boot file name (a URL for HTTP Boot).
+    pub option_67: String,
+}
+
+/// The iPXE user-class rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpxeRule {
+    /// Option 77 user class sent by iPXE.
+    pub user_class: &'static str,
+    /// Option 175 is also present in every iPXE request.
+    pub option_175_present: bool,
+    /// Boot file to answer: bty-web's bootstrap script.
+    pub option_67: String,
+}
+
+/// One ready-to-paste configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snippet {
+    /// Stable id, e.g. `dnsmasq-full`.
+    pub id: &'static str,
+    /// Title for the settings page.
+    pub title: &'static str,
+    /// File name under `examples/dhcp/`.
+    pub file: &'static str,
+    /// The text to paste.
+    pub text: String,
+}
+
+/// Option 93 codes (IANA "Processor Architecture Types").
+const ARCH_BIOS: u16 = 0;
+const ARCH_EFI_X64_BC: u16 = 7;
+const ARCH_EFI_X64: u16 = 9;
+const ARCH_EFI_X64_HTTP: u16 = 16;
+
+/// Guidance for bty-web at `host` (name or address; a `:port` suffix is
+/// ignored) on `http_port`. An unusable host yields placeholder snippets
+/// and a warning instead of an error, so the settings page always renders.
+pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
+    let mut warnings = Vec::new();
+    let host = match clean_host(host) {
+        Ok(h) => h,
+        Err(problem) => {
+            warnings.push(format!(
+                "{problem}; the snippets use the placeholder {PLACEHOLDER_HOST}: replace it with the IPv4 address of the bty host"
+            ));
+            PLACEHOLDER_HOST.to_string()
+        }
+    };
+    if host.parse::<Ipv4Addr>().is_err() && host != PLACEHOLDER_HOST {
+        warnings.push(format!(
+            "{host} is not an IPv4 address: PXE firmware resolves no names, so options 66/67 and next-server should be the IPv4 address of the bty host"
+        ));
+    }
+    let v = Values::new(&host, http_port);
+    let architectures = vec![
+        ArchRule {
+            firmware: "BIOS (legacy PXE)",
+            option_93: vec![ARCH_BIOS],
+            option_60: "PXEClient",
+            transport: "tftp",
+            option_66: Some(host.clone()),
+            option_67: "undionly.kpxe".into(),
+        },
+        ArchRule {
+            firmware: "UEFI x86-64 (PXE over TFTP)",
+            option_93: vec![ARCH_EFI_X64_BC, ARCH_EFI_X64],
+            option_60: "PXEClient",
+            transport: "tftp",
+            option_66: Some(host.clone()),
+            option_67: "ipxe.efi".into(),
+        },
+        ArchRule {
+            firmware: "UEFI x86-64 HTTP Boot",
+            option_93: vec![ARCH_EFI_X64_HTTP],
+            option_60: "HTTPClient",
+            transport: "http",
+            option_66: None,
+            option_67: v.http_boot.clone(),
+        },
+    ];
+    let snippets = vec![
+        Snippet {
+            id: "dnsmasq-full",
+            title: "dnsmasq as the LAN's DHCP server",
+            file: "dnsmasq-full.conf",
+            text: dnsmasq_full(&v),
+        },
+        Snippet {
+            id: "dnsmasq-proxy",
+            title: "dnsmasq proxy-DHCP next to an existing DHCP server",
+            file: "dnsmasq-proxy.conf",
+            text: dnsmasq_proxy(&v),
+        },
+        Snippet {
+            id: "isc-dhcpd",
+            title: "ISC dhcpd (dhcpd.conf)",
+            file: "isc-dhcpd.conf",
+            text: isc(&v),
+        },
+        Snippet {
+            id: "kea",
+            title: "Kea DHCPv4 (kea-dhcp4.conf)",
+            file: "kea-dhcp4.json",
+            text: kea(&v),
+        },
+        Snippet {
+            id: "router-ui",
+            title: "Router UIs (OpenWrt, UniFi, pfSense/OPNsense)",
+            file: "router-ui.txt",
+            text: router_ui(&v),
+        },
+    ];
+    DhcpGuidance {
+        tftp_server: host.clone(),
+        ipxe_script_url: v.script.clone(),
+        ipxe_rule: IpxeRule {
+            user_class: "iPXE",
+            option_175_present: true,
+            option_67: v.script.clone(),
+        },
+        host,
+        http_port,
+        warnings,
+        architectures,
+        snippets,
+    }
+}
+
+/// Strip a `:port` and check what is left with the rules bty uses for
+/// host names in iPXE scripts (`bty_proto::text::validate_host`).
+fn clean_host(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    bty_proto::text::validate_host(raw).map_err(|e| format!("host {raw:?} refused: {e}"))?;
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port → v6; DHCPv4 cannot carry it anyway (warned later).
+        rest.split(']').next().unwrap_or_default()
+    } else if raw.matches(':').count() == 1 {
+        raw.split(':').next().unwrap_or_default()
+    } else {
+        raw
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    Ok(host.to_string())
+}
+
+/// The values every snippet uses.
+struct Values {
+    host: String,
+    script: String,
+    http_boot: String,
+    /// Network, first and last pool address for the full-DHCP examples.
+    net: Ipv4Addr,
+    pool: (Ipv4Addr, Ipv4Addr),
+}
+
+impl Values {
+    fn new(host: &str, port: u16) -> Values {
+        let base = format!("http://{host}:{port}");
+        // Example pool in the host's /24 that avoids the host itself; the
+        // snippets say to adjust it. Names fall back to 192.0.2.0/24.
+        let ip = host
+            .parse::<Ipv4Addr>()
+            .unwrap_or(Ipv4Addr::new(192, 0, 2, 10));
+        let [a, b, c, d] = ip.octets();
+        let (lo, hi) = if (100..200).contains(&d) {
+            (20, 99)
+        } else {
+            (100, 199)
+        };
+        Values {
+            host: host.to_string(),
+            script: format!("{base}/pxe-bootstrap.ipxe"),
+            http_boot: format!("{base}/boot/ipxe.efi"),
+            net: Ipv4Addr::new(a, b, c, 0),
+            pool: (Ipv4Addr::new(a, b, c, lo), Ipv4Addr::new(a, b, c, hi)),
+        }
+    }
+}
+
+fn dnsmasq_full(v: &Values) -> String {
+    let Values {
+        host,
+        script,
+        http_boot,
+        pool: (lo, hi),
+        ..
+    } = v;
+    format!(
+        "# bty: dnsmasq as the DHCP server of the lab LAN.
+# bty-web: {script}  bty-tftp: {host} (udp/69)
+# Adjust the address pool to your LAN.
+dhcp-range={lo},{hi},12h
+
+# Tag each request by firmware (option 93) and by iPXE (option 77).
+dhcp-match=set:bios,option:client-arch,{ARCH_BIOS}
+dhcp-match=set:efi64,option:client-arch,{ARCH_EFI_X64_BC}
+dhcp-match=set:efi64,option:client-arch,{ARCH_EFI_X64}
+dhcp-match=set:efi64http,option:client-arch,{ARCH_EFI_X64_HTTP}
+dhcp-userclass=set:ipxe,iPXE
+
+# Option 66: the TFTP server for firmware that reads it instead of siaddr.
+dhcp-option=66,{host}
+
+# iPXE (any architecture): chain to bty-web.
+dhcp-boot=tag:ipxe,{script}
+# Firmware PXE: load iPXE from bty-tftp (file, server name, next-server).
+dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,{host}
+dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,{host}
+# UEFI HTTP Boot: the reply must carry option 60 \"HTTPClient\".
+dhcp-option-force=tag:efi64http,60,HTTPClient
+dhcp-boot=tag:!ipxe,tag:efi64http,{http_boot}
+"
+    )
+}
+
+fn dnsmasq_proxy(v: &Values) -> String {
+    let Values {
+        host, script, net, ..
+    } = v;
+    format!(
+        "# bty: dnsmasq as proxy-DHCP. The existing DHCP server keeps handing out
+# addresses; dnsmasq adds only the boot information.
+# bty-web: {script}  bty-tftp: {host} (udp/69)
+# The network below is the LAN's; adjust it.
+dhcp-range={net},proxy
+# No DNS from this dnsmasq.
+port=0
+
+dhcp-userclass=set:ipxe,iPXE
+
+# iPXE (user class iPXE): chain to bty-web.
+pxe-service=tag:ipxe,x86PC,\"bty\",{script}
+pxe-service=tag:ipxe,X86-64_EFI,\"bty\",{script}
+# Firmware PXE: load iPXE from bty-tftp. Names with a suffix are sent as is.
+pxe-service=tag:!ipxe,x86PC,\"bty (BIOS)\",undionly.kpxe,{host}
+pxe-service=tag:!ipxe,X86-64_EFI,\"bty (UEFI)\",ipxe.efi,{host}
+pxe-service=tag:!ipxe,BC_EFI,\"bty (UEFI)\",ipxe.efi,{host}
+# Boot at once, without a menu prompt.
+pxe-prompt=\"bty\",0
+"
+    )
+}
+
+fn isc(v: &Values) -> String {
+    let Values {
+        host,
+        script,
+        http_boot,
+        net,
+        pool: (lo, hi),
+    } = v;
+    let (http, bc, efi, bios) = (
+        hex16(ARCH_EFI_X64_HTTP),
+        hex16(ARCH_EFI_X64_BC),
+        hex16(ARCH_EFI_X64),
+        hex16(ARCH_BIOS),
+    );
+    format!(
+        "# bty: ISC dhcpd (dhcpd.conf).
+# bty-web: {script}  bty-tftp: {host} (udp/69)
+option client-arch code 93 = unsigned integer 16;
+
+# Adjust the subnet and pool to your LAN.
+subnet {net} netmask 255.255.255.0 {{
+  range {lo} {hi};
+  next-server {host};
+  option tftp-server-name \"{host}\";
+
+  if exists user-class and option user-class = \"iPXE\" {{
+    # Already running iPXE: chain to bty-web.
+    filename \"{script}\";
+  }} elsif option client-arch = {http} {{
+    # UEFI HTTP Boot.
+    option vendor-class-identifier \"HTTPClient\";
+    filename \"{http_boot}\";
+  }} elsif option client-arch = {bc} or option client-arch = {efi} {{
+    filename \"ipxe.efi\";
+  }} elsif option client-arch = {bios} {{
+    filename \"undionly.kpxe\";
+  }}
+}}
+"
+    )
+}
+
+/// ISC writes 16-bit option values as colon-separated hex bytes.
+fn hex16(code: u16) -> String {
+    let [hi, lo] = code.to_be_bytes();
+    format!("{hi:02x}:{lo:02x}")
+}
+
+fn kea(v: &Values) -> String {
+    let Values {
+        host,
+        script,
+        http_boot,
+        net,
+        pool: (lo, hi),
+    } = v;
+    format!(
+        r#"{{
+  "Dhcp4": {{
+    "interfaces-config": {{ "interfaces": [ "*" ] }},
+    "lease-database": {{ "type": "memfile", "persist": false }},
+    "client-classes": [
+      {{
+        "name": "bty-ipxe",
+        "test": "option[77].text == 'iPXE'",
+        "boot-file-name": "{script}"
+      }},
+      {{
+        "name": "bty-efi64-http",
+        "test": "not member('bty-ipxe') and option[93].hex == 0x{ARCH_EFI_X64_HTTP:04x}",
+        "boot-file-name": "{http_boot}",
+        "option-data": [ {{ "name": "vendor-class-identifier", "data": "HTTPClient" }} ]
+      }},
+      {{
+        "name": "bty-efi64",
+        "test": "not member('bty-ipxe') and (option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x})",
+        "next-server": "{host}",
+        "boot-file-name": "ipxe.efi"
+      }},
+      {{
+        "name": "bty-bios",
+        "test": "not member('bty-ipxe') and option[93].hex == 0x{ARCH_BIOS:04x}",
+        "next-server": "{host}",
+        "boot-file-name": "undionly.kpxe"
+      }}
+    ],
+    "subnet4": [
+      {{
+        "id": 1,
+        "subnet": "{net}/24",
+        "pools": [ {{ "pool": "{lo} - {hi}" }} ],
+        "option-data": [ {{ "name": "tftp-server-name", "data": "{host}" }} ]
+      }}
+    ]
+  }}
+}}
+"#
+    )
+}
+
+fn router_ui(v: &Values) -> String {
+    let Values {
+        host,
+        script,
+        http_boot,
+        ..
+    } = v;
+    format!(
+        "bty: values for router and appliance DHCP pages.
+bty-web: {script}  bty-tftp: {host} (udp/69)
+
+Fields (names differ per UI):
+  Next server / TFTP server / boot server (siaddr, option 66): {host}
+  Boot file, BIOS (option 93 = 0):                          undionly.kpxe
+  Boot file, UEFI x86-64 (option 93 = 7 or 9):              ipxe.efi
+  Boot file, UEFI HTTP Boot (option 93 = 16):               {http_boot}
+    and option 60 (vendor class) in the reply:              HTTPClient
+  Boot file for iPXE (user class \"iPXE\", option 77):        {script}
+
+OpenWrt: LuCI has one boot file per interface. Put the dnsmasq-full.conf
+lines without dhcp-range into /etc/dnsmasq.conf (OpenWrt's dnsmasq reads
+it) to get the per-architecture and iPXE rules.
+
+UniFi Network: Settings > Networks > (LAN) > DHCP Service Management:
+  Network Boot: server {host}, file undionly.kpxe (or ipxe.efi for UEFI)
+  TFTP Server (option 66): {host}
+UniFi cannot match the user class. bty-tftp breaks the loop instead: run it
+with --second-stage undionly.kpxe --second-stage ipxe.efi.
+
+pfSense/OPNsense: Services > DHCP Server > Network Booting:
+  Next server {host}; default BIOS file name undionly.kpxe;
+  UEFI 64-bit file name ipxe.efi; iPXE boot file name {script}.
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const EXAMPLE_HOST: &str = "192.0.2.10";
+
+    fn examples_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dhcp")
+    }
+
+    /// `examples/dhcp/*` must equal the generated snippets for 192.0.2.10.
+    /// `BTY_BLESS=1` rewrites them.
+    #[test]
+    fn example_files_match_guidance() {
+        let g = guidance(EXAMPLE_HOST, 8080);
+        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+        let bless = std::env::var("BTY_BLESS").as_deref() == Ok("1");
+        for s in &g.snippets {
+            let path = examples_dir().join(s.file);
+            if bless {
+                std::fs::create_dir_all(examples_dir()).unwrap();
+                std::fs::write(&path, &s.text).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            assert_eq!(
+                on_disk,
+                s.text,
+                "{} drifted from dhcp::guidance; rerun with BTY_BLESS=1",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn values_per_architecture() {
+        let g = guidance("10.1.2.3", 8080);
+        assert_eq!(g.tftp_server, "10.1.2.3");
+        assert_eq!(g.ipxe_script_url, "http://10.1.2.3:8080/pxe-bootstrap.ipxe");
+        let by_arch = |code: u16| {
+            g.architectures
+                .iter()
+                .find(|a| a.option_93.contains(&code))
+                .unwrap()
+        };
+        assert_eq!(by_arch(0).option_67, "undionly.kpxe");
+        assert_eq!(by_arch(0).option_60, "PXEClient");
+        assert_eq!(by_arch(7).option_67, "ipxe.efi");
+        assert_eq!(by_arch(9).option_67, "ipxe.efi");
+        assert_eq!(by_arch(16).option_60, "HTTPClient");
+        assert_eq!(by_arch(16).option_67, "http://10.1.2.3:8080/boot/ipxe.efi");
+        assert_eq!(g.ipxe_rule.user_class, "iPXE");
+        // Every snippet carries the iPXE rule and the host.
+        for s in &g.snippets {
+            assert!(s.text.contains("iPXE"), "{}", s.id);
+            assert!(s.text.contains(&g.ipxe_script_url), "{}", s.id);
+            assert!(s.text.contains("10.1.2.3"), "{}", s.id);
+        }
+        // The pool avoids the host.
+        let g = guidance("10.1.2.150", 80);
+        let full = &g.snippets[0].text;
+        assert!(
+            full.contains("dhcp-range=10.1.2.20,10.1.2.99,12h"),
+            "{full}"
+        );
+    }
+
+    #[test]
+    fn host_is_validated_and_port_stripped() {
+        assert_eq!(guidance("10.0.0.5:8080", 8080).host, "10.0.0.5");
+        for bad in ["", "a b", "x\ndhcp-boot=evil", "h\"; filename \"x", "${x}"] {
+            let g = guidance(bad, 8080);
+            assert_eq!(g.host, PLACEHOLDER_HOST, "{bad:?}");
+            assert!(!g.warnings.is_empty());
+            for s in &g.snippets {
+                assert!(!s.text.contains("evil"));
+            }
+        }
+        let g = guidance("bty.lab.example", 8080);
+        assert_eq!(g.host, "bty.lab.example");
+        assert!(g.warnings[0].contains("not an IPv4 address"));
+    }
+
+    #[test]
+    fn serializes_to_json() {
+        let g = guidance(EXAMPLE_HOST, 8080);
+        let json = serde_json::to_value(&g).unwrap();
+        assert_eq!(json["architectures"][2]["option_93"][0], 16);
+        assert_eq!(json["snippets"][3]["file"], "kea-dhcp4.json");
+        // The Kea snippet itself is valid JSON.
+        let kea: serde_json::Value = serde_json::from_str(&g.snippets[3].text).unwrap();
+        assert_eq!(
+            kea["Dhcp4"]["client-classes"][0]["boot-file-name"],
+            "http://192.0.2.10:8080/pxe-bootstrap.ipxe"
+        );
+    }
+
+    /// Tool gate: fail under BTY_REQUIRE_TOOLS=1, otherwise skip.
+    fn have(tool: &str, package: &str) -> bool {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            assert!(
+                std::env::var("BTY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+                "{tool} is required (BTY_REQUIRE_TOOLS=1): apt-get install -y {package}"
+            );
+            eprintln!("skipping: {tool} not installed");
+        }
+        found
+    }
+
+    fn check(tool: &str, args: &[&str], file: &str) {
+        let path = examples_dir().join(file);
+        let out = Command::new(tool).args(args).arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} rejects {}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn dnsmasq_accepts_the_snippets() {
+        if !have("dnsmasq", "dnsmasq-base") {
+            return;
+        }
+        check("dnsmasq", &["--test", "-C"], "dnsmasq-full.conf");
+        check("dnsmasq", &["--test", "-C"], "dnsmasq-proxy.conf");
+    }
+
+    #[test]
+    fn isc_dhcpd_accepts_the_snippet() {
+        if !have("dhcpd", "isc-dhcp-server") {
+            return;
+        }
+        check("dhcpd", &["-t", "-cf"], "isc-dhcpd.conf");
+    }
+
+    #[test]
+    fn kea_accepts_the_snippet() {
+        if !have("kea-dhcp4", "kea-dhcp4-server") {
+            return;
+        }
+        check("kea-dhcp4", &["-t"], "kea-dhcp4.json");
+    }
+}
