@@ -1,4 +1,49 @@
-fn main() {
-    eprintln!("bty-web: not built yet");
-    std::process::exit(1);
+//! `bty-web [--config PATH]`: load the configuration and serve.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// bty-web: machine registry, PXE plans, flash cycles and boot artifacts.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// bty.toml to read (default: $BTY_CONFIG_FILE, else /etc/bty/bty.toml
+    /// when present). Every key can be overridden by BTY_<SECTION>_<KEY>.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = bty_web::Config::load(args.config.as_deref())?;
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} ([server] listen)"))?;
+    bty_web::serve(config, listener, async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("stopping");
+    })
+    .await
 }

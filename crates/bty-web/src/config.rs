@@ -1,0 +1,373 @@
+//! `bty.toml` plus `BTY_<SECTION>_<KEY>` environment overrides.
+//!
+//! Precedence: built-in defaults < the TOML file < environment. Only the keys
+//! listed in [`KEYS`] exist; an unknown key in the file is reported as a
+//! warning (so a typo is visible) but does not stop the server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Every configuration key as `(section, key)`. The environment override of
+/// each is `BTY_<SECTION>_<KEY>` in upper case.
+pub const KEYS: &[(&str, &str)] = &[
+    ("server", "listen"),
+    ("server", "state_dir"),
+    ("server", "session_secret"),
+    ("boot", "dir"),
+    ("boot", "kernel"),
+    ("boot", "initrd"),
+    ("boot", "console"),
+    ("images", "catalog"),
+    ("withcache", "url"),
+    ("withcache", "refresh_secs"),
+    ("admin", "user"),
+    ("admin", "password"),
+    ("admin", "password_hash"),
+    ("flash", "max_attempts"),
+];
+
+/// Keys whose value is an integer (the environment override is parsed).
+const INT_KEYS: &[(&str, &str)] = &[("withcache", "refresh_secs"), ("flash", "max_attempts")];
+
+/// The loaded, layered configuration of bty-web.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[boot]`
+    pub boot: BootConfig,
+    /// `[images]`
+    pub images: ImagesConfig,
+    /// `[withcache]`
+    pub withcache: WithcacheConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[flash]`
+    pub flash: FlashConfig,
+}
+
+/// `[server]`: where to listen and where state lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on, `0.0.0.0:8080` by default.
+    pub listen: String,
+    /// Directory of `state.db`, the session secret and (by default) `boot/`.
+    pub state_dir: PathBuf,
+    /// Secret that signs session cookies; unset → `<state_dir>/session-secret`.
+    pub session_secret: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:8080".into(),
+            state_dir: PathBuf::from("/var/lib/bty"),
+            session_secret: None,
+        }
+    }
+}
+
+/// `[boot]`: the boot artifacts directory and the netboot env file names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootConfig {
+    /// Directory served at `/boot/`; unset → `<state_dir>/boot`.
+    pub dir: Option<PathBuf>,
+    /// File name (in the boot dir) of the netboot kernel.
+    pub kernel: String,
+    /// File name (in the boot dir) of the netboot initrd.
+    pub initrd: String,
+    /// Console arguments appended to the netboot kernel command line.
+    pub console: String,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            dir: None,
+            kernel: "bty-netboot-x86_64.vmlinuz".into(),
+            initrd: "bty-netboot-x86_64.initrd".into(),
+            console: "console=tty0 console=ttyS0,115200".into(),
+        }
+    }
+}
+
+/// `[images]`: the static catalog file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImagesConfig {
+    /// Path of a catalog TOML (`version = 1`, `[[images]]`).
+    pub catalog: Option<PathBuf>,
+}
+
+/// `[withcache]`: the artifact cache whose catalog and blob URLs are used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WithcacheConfig {
+    /// Base URL of withcache, as the targets reach it.
+    pub url: Option<String>,
+    /// How often withcache's catalog is re-read, in seconds.
+    pub refresh_secs: u64,
+}
+
+impl Default for WithcacheConfig {
+    fn default() -> Self {
+        WithcacheConfig {
+            url: None,
+            refresh_secs: 30,
+        }
+    }
+}
+
+/// `[admin]`: the one operator account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// User name, `bty-lab` by default.
+    pub user: String,
+    /// Plain password (prefer `password_hash`).
+    pub password: Option<String>,
+    /// argon2id PHC string of the password.
+    pub password_hash: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            user: "bty-lab".into(),
+            password: None,
+            password_hash: None,
+        }
+    }
+}
+
+/// `[flash]`: the flash cycle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlashConfig {
+    /// Flash attempts per arming before the machine is parked.
+    pub max_attempts: u32,
+}
+
+impl Default for FlashConfig {
+    fn default() -> Self {
+        FlashConfig { max_attempts: 3 }
+    }
+}
+
+impl Config {
+    /// Load `path` (when given; it must exist) or `$BTY_CONFIG_FILE` or
+    /// `/etc/bty/bty.toml` (when present), then apply `BTY_<SECTION>_<KEY>`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => match std::env::var_os("BTY_CONFIG_FILE").filter(|v| !v.is_empty()) {
+                Some(p) => Some(PathBuf::from(p)),
+                None => {
+                    let default = PathBuf::from("/etc/bty/bty.toml");
+                    default.exists().then_some(default)
+                }
+            },
+        };
+        let mut table = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading configuration file {}", p.display()))?;
+                parse_table(&text).with_context(|| format!("in {}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, |k| std::env::var(k).ok())?;
+        Self::from_table(table)
+    }
+
+    /// Parse a `bty.toml` text; the environment is NOT applied.
+    pub fn from_toml_str(s: &str) -> anyhow::Result<Config> {
+        Self::from_table(parse_table(s)?)
+    }
+
+    fn from_table(table: toml::Table) -> anyhow::Result<Config> {
+        for (section, value) in &table {
+            match value.as_table() {
+                Some(t) => {
+                    for key in t.keys() {
+                        if !KEYS.contains(&(section.as_str(), key.as_str())) {
+                            tracing::warn!("bty.toml: unknown key [{section}] {key} is ignored");
+                        }
+                    }
+                }
+                None => tracing::warn!("bty.toml: unknown top-level key {section} is ignored"),
+            }
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .context("bty.toml has a value of the wrong type")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check everything that ends up in an iPXE script or a URL.
+    fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        for (key, v) in [("kernel", &self.boot.kernel), ("initrd", &self.boot.initrd)] {
+            if !crate::routes::boot::valid_basename(v) {
+                bail!("[boot] {key} = {v:?} must be a plain file name (letters, digits, . _ - +)");
+            }
+        }
+        let c = &self.boot.console;
+        if c.len() > 512
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || " ,.=_-:/".contains(ch))
+        {
+            bail!("[boot] console = {c:?} may hold only letters, digits, space and , . = _ - : /");
+        }
+        if let Some(u) = &self.withcache.url {
+            bty_proto::text::validate_http_url("[withcache] url", u)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        if self.flash.max_attempts == 0 {
+            bail!("[flash] max_attempts must be at least 1");
+        }
+        if self.admin.user.is_empty() {
+            bail!("[admin] user must not be empty");
+        }
+        Ok(())
+    }
+
+    /// `[server] listen` as a socket address.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.server.listen.parse().with_context(|| {
+            format!(
+                "[server] listen = {:?} is not an address such as 0.0.0.0:8080",
+                self.server.listen
+            )
+        })
+    }
+
+    /// The directory served at `/boot/`.
+    pub fn boot_dir(&self) -> PathBuf {
+        self.boot
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.state_dir.join("boot"))
+    }
+
+    /// `<state_dir>/state.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.server.state_dir.join("state.db")
+    }
+
+    /// The withcache base URL without a trailing slash, when configured.
+    pub fn withcache_url(&self) -> Option<&str> {
+        self.withcache
+            .url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+    }
+}
+
+fn parse_table(s: &str) -> anyhow::Result<toml::Table> {
+    s.parse::<toml::Table>()
+        .context("bty.toml is not valid TOML")
+}
+
+/// Overlay `BTY_<SECTION>_<KEY>` (non-empty values only) onto `table`.
+fn apply_env(
+    table: &mut toml::Table,
+    get: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    for (section, key) in KEYS {
+        let name = format!("BTY_{}_{}", section.to_uppercase(), key.to_uppercase());
+        let Some(raw) = get(&name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = if INT_KEYS.contains(&(section, key)) {
+            let n: i64 = raw
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={raw:?} is not an integer"))?;
+            toml::Value::Integer(n)
+        } else {
+            toml::Value::String(raw)
+        };
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry.as_table_mut() {
+            Some(t) => {
+                t.insert(key.to_string(), value);
+            }
+            None => bail!("bty.toml: {section} must be a table"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080");
+        assert_eq!(c.db_path(), PathBuf::from("/var/lib/bty/state.db"));
+        assert_eq!(c.boot_dir(), PathBuf::from("/var/lib/bty/boot"));
+        assert_eq!(c.admin.user, "bty-lab");
+        assert_eq!(c.flash.max_attempts, 3);
+        assert_eq!(c.boot.kernel, "bty-netboot-x86_64.vmlinuz");
+        assert_eq!(c.boot.console, "console=tty0 console=ttyS0,115200");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut t = parse_table(
+            "[server]\nlisten = \"127.0.0.1:1\"\nstate_dir = \"/x\"\n[flash]\nmax_attempts = 5\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            ("BTY_SERVER_LISTEN", "127.0.0.1:9000"),
+            ("BTY_ADMIN_PASSWORD", "pw"),
+            ("BTY_FLASH_MAX_ATTEMPTS", "2"),
+            ("BTY_WITHCACHE_URL", ""),
+        ]
+        .into();
+        apply_env(&mut t, |k| env.get(k).map(|s| s.to_string())).unwrap();
+        let c = Config::from_table(t).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9000");
+        assert_eq!(c.server.state_dir, PathBuf::from("/x"));
+        assert_eq!(c.admin.password.as_deref(), Some("pw"));
+        assert_eq!(c.flash.max_attempts, 2);
+        assert_eq!(c.withcache.url, None, "empty env values are ignored");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let e = Config::from_toml_str("[boot]\nconsole = \"x\\nchain http://evil\"").unwrap_err();
+        assert!(format!("{e:#}").contains("[boot] console"), "{e:#}");
+        let e = Config::from_toml_str("[boot]\nkernel = \"../k\"").unwrap_err();
+        assert!(format!("{e:#}").contains("[boot] kernel"));
+        let e = Config::from_toml_str("[server]\nlisten = \"nope\"").unwrap_err();
+        assert!(format!("{e:#}").contains("[server] listen"));
+        let e = Config::from_toml_str("[withcache]\nurl = \"ftp://x\"").unwrap_err();
+        assert!(format!("{e:#}").contains("withcache"));
+        let mut t = toml::Table::new();
+        let e = apply_env(&mut t, |k| (k == "BTY_FLASH_MAX_ATTEMPTS").then(|| "x".into()))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("BTY_FLASH_MAX_ATTEMPTS"));
+        assert!(Config::from_toml_str("[flash]\nmax_attempts = 0").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_do_not_stop_the_server() {
+        Config::from_toml_str("[server]\ntrusted_proxy = \"x\"\n[nbdmux]\nurl = \"y\"").unwrap();
+    }
+}

@@ -1,0 +1,322 @@
+//! Flash cycles: one row per flash attempt, kept as history.
+
+use bty_proto::Mac;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+/// Where a cycle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CycleState {
+    /// The flash chain script was served.
+    Offered,
+    /// The netboot kernel or initrd was fetched with `?mac=`.
+    Booted,
+    /// The agent took the plan; progress may flow.
+    Flashing,
+    /// `done` with `ok: true`.
+    Done,
+    /// `done` with `ok: false` (or a legacy `failed` status).
+    Failed,
+    /// Replaced by an operator change before it finished.
+    Cancelled,
+}
+
+impl CycleState {
+    /// Stored spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CycleState::Offered => "offered",
+            CycleState::Booted => "booted",
+            CycleState::Flashing => "flashing",
+            CycleState::Done => "done",
+            CycleState::Failed => "failed",
+            CycleState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<CycleState> {
+        Some(match s {
+            "offered" => CycleState::Offered,
+            "booted" => CycleState::Booted,
+            "flashing" => CycleState::Flashing,
+            "done" => CycleState::Done,
+            "failed" => CycleState::Failed,
+            "cancelled" => CycleState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Still waiting for its `done`.
+    pub const fn is_open(self) -> bool {
+        matches!(
+            self,
+            CycleState::Offered | CycleState::Booted | CycleState::Flashing
+        )
+    }
+}
+
+/// One flash cycle.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Cycle {
+    /// Cycle id (the plan's `cycle`).
+    pub id: i64,
+    /// Machine.
+    pub mac: String,
+    /// Arming generation of the machine it belongs to.
+    pub arm_gen: i64,
+    /// 1 for the first try of this arming, counting up on retries.
+    pub attempt: u32,
+    /// The secret every report must carry. Not shown by the API.
+    #[serde(skip)]
+    pub token: String,
+    /// Where it is.
+    pub state: CycleState,
+    /// Boot mode that started it.
+    pub boot_mode: String,
+    /// Catalog entry name.
+    pub image_name: String,
+    /// URL handed to the agent.
+    pub image_url: String,
+    /// Expected sha256 of the download.
+    pub image_sha256: Option<String>,
+    /// Expected size of the download.
+    pub image_size: Option<u64>,
+    /// Container format.
+    pub image_format: String,
+    /// Disk it writes.
+    pub target_serial: String,
+    /// flash-always: the disk boot after this cycle was served.
+    pub local_served: bool,
+    /// Timestamps of each state.
+    pub offered_at: String,
+    /// Kernel fetched.
+    pub booted_at: Option<String>,
+    /// Plan taken.
+    pub flashing_at: Option<String>,
+    /// done / failed / cancelled.
+    pub finished_at: Option<String>,
+    /// Latest progress.
+    pub bytes_done: Option<u64>,
+    /// Latest progress total.
+    pub bytes_total: Option<u64>,
+    /// Latest phase.
+    pub phase: Option<String>,
+    /// Latest rate, bytes/s.
+    pub rate: Option<f64>,
+    /// When progress last arrived.
+    pub progress_at: Option<String>,
+    /// The `done` verdict.
+    pub ok: Option<bool>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    /// Digest the agent read back from the disk.
+    pub disk_sha256: Option<String>,
+    /// Flash wall time the agent reported.
+    pub duration_s: Option<f64>,
+}
+
+const COLUMNS: &str = "id, mac, arm_gen, attempt, token, state, boot_mode, image_name, image_url, \
+    image_sha256, image_size, image_format, target_serial, local_served, offered_at, booted_at, \
+    flashing_at, finished_at, bytes_done, bytes_total, phase, rate, progress_at, ok, reason, \
+    disk_sha256, duration_s";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
+    let state: String = r.get(5)?;
+    Ok(Cycle {
+        id: r.get(0)?,
+        mac: r.get(1)?,
+        arm_gen: r.get(2)?,
+        attempt: r.get(3)?,
+        token: r.get(4)?,
+        state: CycleState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                5,
+                rusqlite::types::Type::Text,
+                format!("unknown cycle state {state:?}").into(),
+            )
+        })?,
+        boot_mode: r.get(6)?,
+        image_name: r.get(7)?,
+        image_url: r.get(8)?,
+        image_sha256: r.get(9)?,
+        image_size: r.get(10)?,
+        image_format: r.get(11)?,
+        target_serial: r.get(12)?,
+        local_served: r.get(13)?,
+        offered_at: r.get(14)?,
+        booted_at: r.get(15)?,
+        flashing_at: r.get(16)?,
+        finished_at: r.get(17)?,
+        bytes_done: r.get(18)?,
+        bytes_total: r.get(19)?,
+        phase: r.get(20)?,
+        rate: r.get(21)?,
+        progress_at: r.get(22)?,
+        ok: r.get(23)?,
+        reason: r.get(24)?,
+        disk_sha256: r.get(25)?,
+        duration_s: r.get(26)?,
+    })
+}
+
+/// The machine's current cycle: the newest one of its arming generation.
+pub fn current(conn: &Connection, mac: Mac, arm_gen: i64) -> rusqlite::Result<Option<Cycle>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND arm_gen = ?2 ORDER BY id DESC LIMIT 1"
+    ))?
+    .query_row(params![mac.to_string(), arm_gen], from_row)
+    .optional()
+}
+
+/// The cycle holding `token`, whichever machine it belongs to.
+pub fn by_token(conn: &Connection, token: &str) -> rusqlite::Result<Option<Cycle>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM cycles WHERE token = ?1"))?
+        .query_row([token], from_row)
+        .optional()
+}
+
+/// A cycle by id.
+pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Cycle>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM cycles WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()
+}
+
+/// A machine's cycles, newest first.
+pub fn history(conn: &Connection, mac: Mac, limit: u32) -> rusqlite::Result<Vec<Cycle>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![mac.to_string(), limit], from_row)?;
+    rows.collect()
+}
+
+/// What a new cycle is made of.
+pub struct NewCycle<'a> {
+    /// Machine.
+    pub mac: Mac,
+    /// Its arming generation.
+    pub arm_gen: i64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Initial state (`offered` from PXE, `flashing` straight from a plan).
+    pub state: CycleState,
+    /// Boot mode.
+    pub boot_mode: &'a str,
+    /// Image name.
+    pub image_name: &'a str,
+    /// Image URL for the agent.
+    pub image_url: &'a str,
+    /// Expected digest.
+    pub image_sha256: Option<&'a str>,
+    /// Expected size.
+    pub image_size: Option<u64>,
+    /// Format.
+    pub image_format: &'a str,
+    /// Target serial.
+    pub target_serial: &'a str,
+}
+
+/// Insert a cycle with a fresh 128-bit token; returns it as stored.
+pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Result<Cycle> {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let flashing_at = (c.state == CycleState::Flashing).then_some(now);
+    conn.prepare_cached(
+        "INSERT INTO cycles (mac, arm_gen, attempt, token, state, boot_mode, image_name, \
+         image_url, image_sha256, image_size, image_format, target_serial, offered_at, flashing_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        c.mac.to_string(),
+        c.arm_gen,
+        c.attempt,
+        token,
+        c.state.as_str(),
+        c.boot_mode,
+        c.image_name,
+        c.image_url,
+        c.image_sha256,
+        c.image_size,
+        c.image_format,
+        c.target_serial,
+        now,
+        flashing_at
+    ])?;
+    let id = conn.last_insert_rowid();
+    get(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+}
+
+/// Move a cycle to `booted` or `flashing`, stamping the time.
+pub fn advance(conn: &Connection, id: i64, to: CycleState, now: &str) -> rusqlite::Result<()> {
+    let sql = match to {
+        CycleState::Booted => "UPDATE cycles SET state = 'booted', booted_at = ?2 WHERE id = ?1",
+        CycleState::Flashing => {
+            "UPDATE cycles SET state = 'flashing', flashing_at = COALESCE(flashing_at, ?2) WHERE id = ?1"
+        }
+        _ => return Err(rusqlite::Error::InvalidQuery),
+    };
+    conn.prepare_cached(sql)?.execute(params![id, now])?;
+    Ok(())
+}
+
+/// Store the latest progress (moves `offered`/`booted` to `flashing`).
+pub fn progress(
+    conn: &Connection,
+    id: i64,
+    p: &bty_proto::plan::ProgressReport,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE cycles SET state = 'flashing', flashing_at = COALESCE(flashing_at, ?2), \
+         bytes_done = ?3, bytes_total = ?4, phase = ?5, rate = ?6, progress_at = ?2 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        now,
+        p.bytes_done,
+        p.bytes_total,
+        p.phase.as_str(),
+        p.rate
+    ])?;
+    Ok(())
+}
+
+/// Terminal verdict of a cycle.
+pub struct Finish<'a> {
+    /// `done` (true) or `failed` (false).
+    pub ok: bool,
+    /// Why it failed.
+    pub reason: Option<&'a str>,
+    /// Digest read back from disk.
+    pub disk_sha256: Option<&'a str>,
+    /// Wall time.
+    pub duration_s: Option<f64>,
+}
+
+/// Close a cycle with its verdict.
+pub fn finish(conn: &Connection, id: i64, f: &Finish<'_>, now: &str) -> rusqlite::Result<()> {
+    let state = if f.ok { "done" } else { "failed" };
+    conn.prepare_cached(
+        "UPDATE cycles SET state = ?2, ok = ?3, reason = ?4, disk_sha256 = ?5, duration_s = ?6, \
+         finished_at = ?7 WHERE id = ?1",
+    )?
+    .execute(params![id, state, f.ok, f.reason, f.disk_sha256, f.duration_s, now])?;
+    Ok(())
+}
+
+/// flash-always: remember that the disk boot after this cycle was served.
+pub fn mark_local_served(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE cycles SET local_served = 1 WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Cancel the machine's open cycles (an operator change replaced them).
+pub fn cancel_open(conn: &Connection, mac: Mac, reason: &str, now: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE cycles SET state = 'cancelled', reason = ?2, finished_at = ?3 \
+         WHERE mac = ?1 AND state IN ('offered', 'booted', 'flashing')",
+    )?
+    .execute(params![mac.to_string(), reason, now])
+}

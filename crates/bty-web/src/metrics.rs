@@ -1,0 +1,79 @@
+//! Prometheus text metrics. Hand-written: a dozen counters do not need a
+//! metrics framework, and atomics keep the PXE path lock-free.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Offer kinds counted separately (see [`crate::pxe::Offer::kind`]).
+pub const OFFER_KINDS: [&str; 4] = ["local", "flash", "inventory", "parked"];
+
+/// All counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: [AtomicU64; 6],
+    offers: [AtomicU64; 4],
+    plans: [AtomicU64; 4],
+    /// Cycles that entered `flashing`.
+    pub flashes_started: AtomicU64,
+    /// Cycles that ended `done`.
+    pub flashes_done: AtomicU64,
+    /// Cycles that ended `failed`.
+    pub flashes_failed: AtomicU64,
+    /// Sum of progress increments reported by agents.
+    pub bytes_reported: AtomicU64,
+    /// Reports refused for their token.
+    pub reports_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// Count one answered request by status class.
+    pub fn request(&self, status: u16) {
+        let i = (status / 100).clamp(1, 5) as usize;
+        self.requests[i].fetch_add(1, Relaxed);
+    }
+
+    /// Count an offer (`plan` false: PXE script, true: JSON plan).
+    pub fn offer(&self, kind: &str, plan: bool) {
+        if let Some(i) = OFFER_KINDS.iter().position(|k| *k == kind) {
+            let arr = if plan { &self.plans } else { &self.offers };
+            arr[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, machines: Option<i64>) -> String {
+        let mut s = String::with_capacity(2048);
+        let _ = writeln!(s, "# HELP bty_http_requests_total HTTP requests answered, by status class.");
+        let _ = writeln!(s, "# TYPE bty_http_requests_total counter");
+        for (i, c) in self.requests.iter().enumerate().skip(1) {
+            let _ = writeln!(s, "bty_http_requests_total{{class=\"{i}xx\"}} {}", c.load(Relaxed));
+        }
+        for (name, help, arr) in [
+            ("bty_pxe_offers_total", "iPXE scripts served by /pxe/{mac}, by kind.", &self.offers),
+            ("bty_plans_total", "Plans served by /pxe/{mac}/plan, by kind.", &self.plans),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} counter");
+            for (k, c) in OFFER_KINDS.iter().zip(arr.iter()) {
+                let _ = writeln!(s, "{name}{{kind=\"{k}\"}} {}", c.load(Relaxed));
+            }
+        }
+        for (name, help, c) in [
+            ("bty_flashes_started_total", "Flash cycles that entered flashing.", &self.flashes_started),
+            ("bty_flashes_done_total", "Flash cycles that ended done.", &self.flashes_done),
+            ("bty_flashes_failed_total", "Flash cycles that ended failed.", &self.flashes_failed),
+            ("bty_flash_bytes_reported_total", "Bytes written as reported by agents' progress.", &self.bytes_reported),
+            ("bty_reports_refused_total", "Progress/done reports refused for a missing, stale or foreign token.", &self.reports_refused),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} counter");
+            let _ = writeln!(s, "{name} {}", c.load(Relaxed));
+        }
+        if let Some(n) = machines {
+            let _ = writeln!(s, "# HELP bty_machines Registered machines.");
+            let _ = writeln!(s, "# TYPE bty_machines gauge");
+            let _ = writeln!(s, "bty_machines {n}");
+        }
+        s
+    }
+}

@@ -1,0 +1,381 @@
+//! The REST API under `/api/` (admin only, except login, logout and the
+//! OpenAPI document) and the small open endpoints.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bty_proto::text;
+use bty_proto::BootMode;
+use serde::{Deserialize, Serialize};
+
+use super::{canonical_ip, parse_mac};
+use crate::catalog::{Image, SourceStatus};
+use crate::cycle;
+use crate::db::cycles::{self, Cycle};
+use crate::db::events::{self, Event};
+use crate::db::machines::{self, Machine, Settings};
+use crate::error::{ApiError, ApiResult, Json};
+use crate::state::AppState;
+
+/// Labels per machine at most.
+pub const MAX_LABELS: usize = 32;
+
+/// A machine with its current cycle.
+#[derive(Debug, Serialize)]
+pub struct MachineView {
+    /// The stored machine.
+    #[serde(flatten)]
+    pub machine: Machine,
+    /// Its current cycle (newest of the current arming), if any.
+    pub cycle: Option<Cycle>,
+}
+
+fn view(conn: &rusqlite::Connection, m: Machine) -> rusqlite::Result<MachineView> {
+    let cycle = if m.boot_mode.flashes() {
+        cycles::current(conn, m.mac, m.arm_gen)?
+    } else {
+        None
+    };
+    Ok(MachineView { machine: m, cycle })
+}
+
+/// `GET /api/machines`.
+pub async fn list_machines(State(st): State<AppState>) -> ApiResult<axum::Json<Vec<MachineView>>> {
+    let v = st
+        .db
+        .call(|c| -> rusqlite::Result<Vec<MachineView>> {
+            machines::list(c)?.into_iter().map(|m| view(c, m)).collect()
+        })
+        .await??;
+    Ok(axum::Json(v))
+}
+
+/// `GET /api/machines/{mac}`.
+pub async fn get_machine(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<MachineView>> {
+    let mac = parse_mac(&raw)?;
+    let v = st
+        .db
+        .call(move |c| -> rusqlite::Result<Option<MachineView>> {
+            machines::get(c, mac)?.map(|m| view(c, m)).transpose()
+        })
+        .await??;
+    v.map(axum::Json)
+        .ok_or_else(|| ApiError::not_found(format!("no machine {mac} is registered")))
+}
+
+/// `GET /api/machines/{mac}/cycles`: flash history, newest first.
+pub async fn machine_cycles(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<Vec<Cycle>>> {
+    let mac = parse_mac(&raw)?;
+    let v = st
+        .db
+        .call(move |c| cycles::history(c, mac, 200))
+        .await??;
+    Ok(axum::Json(v))
+}
+
+/// `PUT /api/machines/{mac}` body. A full replace: omitted fields become
+/// empty (mode `ipxe-exit`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachinePut {
+    /// Boot mode name.
+    #[serde(default)]
+    pub boot_mode: Option<String>,
+    /// Catalog entry name.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Target disk serial.
+    #[serde(default)]
+    pub target_disk_serial: Option<String>,
+    /// BIOS drive (`0x80`).
+    #[serde(default)]
+    pub sanboot_drive: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn none_if_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// Validate a PUT body against the strict character sets and the catalog.
+pub fn validate_put(st: &AppState, body: MachinePut) -> ApiResult<Settings> {
+    let boot_mode = match none_if_empty(body.boot_mode) {
+        None => BootMode::IpxeExit,
+        Some(s) => s
+            .parse::<BootMode>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+    };
+    let name = none_if_empty(body.name);
+    if let Some(n) = &name {
+        text::validate_name("name", n)?;
+    }
+    let image = none_if_empty(body.image);
+    let target = none_if_empty(body.target_disk_serial);
+    if let Some(t) = &target {
+        text::validate_serial(t)?;
+    }
+    let drive = none_if_empty(body.sanboot_drive);
+    if let Some(d) = &drive {
+        text::validate_sanboot_drive(d)?;
+    }
+    if body.labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(format!(
+            "labels: at most {MAX_LABELS} labels"
+        )));
+    }
+    let mut labels: Vec<String> = Vec::new();
+    for l in body.labels {
+        text::validate_label(&l)?;
+        if !labels.iter().any(|x| x.eq_ignore_ascii_case(&l)) {
+            labels.push(l);
+        }
+    }
+    if let Some(i) = &image {
+        text::validate_image_name(i)?;
+        let snap = st.catalog.snapshot();
+        if snap.get(i).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "image {i:?} is not in the catalog; {}",
+                snap.describe_sources(st.catalog.file(), st.catalog.withcache_url())
+            )));
+        }
+    }
+    if boot_mode.flashes() && (image.is_none() || target.is_none()) {
+        return Err(ApiError::bad_request(format!(
+            "boot_mode {boot_mode} needs both image and target_disk_serial"
+        )));
+    }
+    Ok(Settings {
+        name,
+        boot_mode,
+        image,
+        target_disk_serial: target,
+        sanboot_drive: drive,
+        labels,
+    })
+}
+
+/// `PUT /api/machines/{mac}`.
+pub async fn put_machine(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    Json(body): Json<MachinePut>,
+) -> ApiResult<Response> {
+    let mac = parse_mac(&raw)?;
+    let settings = validate_put(&st, body)?;
+    let (m, created, bus) = st
+        .db
+        .call(move |c| cycle::put_machine(c, mac, &settings))
+        .await??;
+    st.publish(bus);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let v = st.db.call(move |c| view(c, m)).await??;
+    Ok((status, axum::Json(v)).into_response())
+}
+
+/// `DELETE /api/machines/{mac}`.
+pub async fn delete_machine(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mac = parse_mac(&raw)?;
+    match st.db.call(move |c| cycle::delete_machine(c, mac)).await?? {
+        Some(bus) => {
+            st.publish(bus);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found(format!("no machine {mac} is registered"))),
+    }
+}
+
+/// `GET /api/images`.
+#[derive(Debug, Serialize)]
+pub struct ImagesView {
+    /// Usable entries.
+    pub images: Vec<Image>,
+    /// The static file's state.
+    pub static_file: SourceStatus,
+    /// withcache's state ("unreachable" with the error when it is).
+    pub withcache: SourceStatus,
+}
+
+fn images_view(st: &AppState) -> ImagesView {
+    let s = st.catalog.snapshot();
+    ImagesView {
+        images: s.images.values().cloned().collect(),
+        static_file: s.static_file.clone(),
+        withcache: s.withcache.clone(),
+    }
+}
+
+/// `GET /api/images`.
+pub async fn images(State(st): State<AppState>) -> axum::Json<ImagesView> {
+    axum::Json(images_view(&st))
+}
+
+/// `POST /api/images/refresh`: re-read the file and poll withcache now.
+pub async fn refresh_images(State(st): State<AppState>) -> axum::Json<ImagesView> {
+    st.catalog.refresh(true, true).await;
+    axum::Json(images_view(&st))
+}
+
+/// `GET /api/events` query.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    mac: Option<String>,
+    kind: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// A page of events.
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    /// Newest first.
+    pub events: Vec<Event>,
+    /// Pass as `before_id` for the next page; absent on the last page.
+    pub next_before_id: Option<i64>,
+}
+
+/// `GET /api/events`.
+pub async fn list_events(
+    State(st): State<AppState>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<EventsPage>> {
+    let Query(q) = q?;
+    let mac = q.mac.as_deref().map(parse_mac).transpose()?.map(|m| m.to_string());
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let query = events::Query {
+        mac,
+        kind: q.kind,
+        before_id: q.before_id,
+        limit,
+    };
+    let evs = st.db.call(move |c| events::list(c, &query)).await??;
+    let next = if evs.len() as u32 == limit {
+        evs.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(axum::Json(EventsPage {
+        events: evs,
+        next_before_id: next,
+    }))
+}
+
+/// `POST /api/login` body.
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    /// User name (defaults to the admin's).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /api/login`: sets the session cookie.
+pub async fn login(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(b): Json<LoginBody>,
+) -> ApiResult<Response> {
+    if !bty_auth::origin_allowed(&axum::http::Method::POST, &headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused: the Origin does not match this server",
+        ));
+    }
+    let user = b
+        .user
+        .unwrap_or_else(|| st.auth.credentials().user().to_string());
+    match st.auth.login(canonical_ip(addr.ip()), &user, &b.password).await {
+        Ok(cookie) => Ok((
+            StatusCode::NO_CONTENT,
+            [(header::SET_COOKIE, cookie)],
+        )
+            .into_response()),
+        Err(e @ bty_auth::LoginError::Invalid) => {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+        }
+        Err(e @ bty_auth::LoginError::RateLimited(d)) => Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: e.to_string(),
+            retry_after: Some(d.as_secs().max(1)),
+        }),
+    }
+}
+
+/// `POST /api/logout`: clears the session cookie.
+pub async fn logout(State(st): State<AppState>) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, st.auth.logout_cookie())],
+    )
+        .into_response()
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /version`.
+pub async fn version() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "schema": crate::db::schema::LATEST,
+        "plan": bty_proto::PLAN_VERSION,
+    }))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let n = st
+        .db
+        .call(|c| c.query_row("SELECT count(*) FROM machines", [], |r| r.get::<_, i64>(0)))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(n),
+    )
+        .into_response()
+}
+
+/// `GET /catalog.toml`.
+pub async fn catalog_toml(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/toml")],
+        crate::catalog::to_toml(&st.catalog.snapshot()),
+    )
+        .into_response()
+}
+
+/// `GET /`: a pointer for humans and the netboot env's clock (any response
+/// carries `Date:`).
+pub async fn root() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "bty-web: see /api/openapi.json\n",
+    )
+        .into_response()
+}
