@@ -23,6 +23,18 @@ impl Console {
             .map(|m| m.rdev())
             .ok();
         let mut seen = Vec::new();
+        // stdout on /dev/console already reaches the kernel's active
+        // consoles (tty0 is the foreground VT, normally tty1): skip them.
+        if stdout_rdev == Some(libc::makedev(5, 1)) {
+            let active =
+                std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
+            for name in active.split_whitespace() {
+                let name = if name == "tty0" { "tty1" } else { name };
+                if let Ok(m) = std::fs::metadata(format!("/dev/{name}")) {
+                    seen.push(m.rdev());
+                }
+            }
+        }
         let mut extra = Vec::new();
         for d in devices {
             let Ok(f) = OpenOptions::new()

@@ -1,0 +1,102 @@
+//! The agent writing a real block device: a loop device over a file
+//! pre-filled with 0xAA, so zero blocks that were skipped without the
+//! device guaranteeing zeroes would show. Needs root and losetup.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn setup(t: &tempfile::TempDir) -> Option<Loop> {
+    if !have_tool("losetup") {
+        return None;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: loop devices need root");
+        return None;
+    }
+    let backing = tmpfile(t, "backing.img");
+    std::fs::write(&backing, vec![0xaau8; 16 << 20]).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Loop(
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    ))
+}
+
+fn read_dev(dev: &str, len: usize) -> Vec<u8> {
+    let mut v = std::fs::read(dev).unwrap();
+    v.truncate(len);
+    v
+}
+
+#[test]
+fn loop_device_gets_exact_bytes_then_a_failed_flash_zeroes_the_head() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = setup(&t) else { return };
+    let s = Server::start();
+    let img = image(6, 21);
+    s.flash_plan("a", compress("img.zst", &img), "img.zst", "X");
+    let out = s.agent(&["--target-device", &lo.0]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("writing with O_DIRECT"), "{stdout}");
+    assert!(
+        read_dev(&lo.0, img.len()) == img,
+        "device bytes differ from the image"
+    );
+    // Past the image, the old content is untouched.
+    assert_eq!(
+        std::fs::read(&lo.0).unwrap()[img.len() + 512..img.len() + 1024],
+        [0xaa; 512]
+    );
+    assert_eq!(s.accepted_done()[0]["sha256"], sha(&img));
+
+    // Same disk, a corrupt download: the old head must not survive.
+    let s2 = Server::start();
+    s2.flash_plan("b", compress("img.gz", &image(6, 22)), "img.gz", "X");
+    s2.state.lock().unwrap().plan["image"]["sha256"] = serde_json::json!("ab".repeat(32));
+    let out = s2.agent(&["--target-device", &lo.0]);
+    assert_eq!(out.status.code(), Some(1));
+    let dev = read_dev(&lo.0, 2 << 20);
+    assert!(
+        dev[..1 << 20].iter().all(|&b| b == 0),
+        "first MiB must be zero after a failed flash"
+    );
+    assert_eq!(s2.accepted_done()[0]["ok"], false);
+}
+
+#[test]
+fn image_larger_than_the_device_is_refused_before_writing() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = setup(&t) else { return };
+    let s = Server::start();
+    s.flash_plan("big", image(17, 1), "img", "X");
+    let out = s.agent(&["--target-device", &lo.0]);
+    assert_eq!(out.status.code(), Some(1));
+    let reason = s.accepted_done()[0]["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("image needs"), "{reason}");
+    assert_eq!(
+        std::fs::read(&lo.0).unwrap()[..4096],
+        [0xaa; 4096],
+        "nothing written"
+    );
+}
