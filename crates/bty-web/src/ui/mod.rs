@@ -1,0 +1,114 @@
+//! The operator UI under `/ui/`: server-rendered HTML (minijinja), htmx for
+//! partial updates and one SSE stream per page (`/ui/live`) that sends
+//! only what changed on that page (a table row, a progress bar), never
+//! whole tables.
+//!
+//! Every form posts plain `application/x-www-form-urlencoded` and answers
+//! with a redirect (success) or the same page with the messages (failure),
+//! so everything works without JavaScript. Templates and static assets
+//! (CSS, htmx and its SSE extension, a small script) are compiled into the
+//! binary; nothing is loaded from a CDN.
+//!
+//! This module owns no storage of its own except the acknowledgement of
+//! events ([`data::ensure_schema`]); it reads the registry through its own
+//! queries and changes machines through [`crate::cycle`], the same path as
+//! the REST API, so both validate alike.
+
+mod auth;
+mod data;
+mod live;
+mod machines;
+mod pages;
+mod render;
+
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+
+pub use render::UiError;
+
+/// The UI routes, to be merged into the main router.
+pub fn router(st: AppState) -> Router<AppState> {
+    let guarded = Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/dashboard") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/dashboard") }))
+        .route("/ui/logout", post(auth::logout))
+        .route("/ui/dashboard", get(pages::dashboard))
+        .route("/ui/machines", get(machines::list).post(machines::register))
+        .route("/ui/machines/new", get(machines::new_form))
+        .route("/ui/machines/bulk", post(machines::bulk))
+        .route(
+            "/ui/machines/{mac}",
+            get(machines::show).post(machines::edit),
+        )
+        .route("/ui/machines/{mac}/delete", post(machines::delete))
+        .route("/ui/machines/{mac}/ipxe", get(machines::ipxe_preview))
+        .route("/ui/images", get(pages::images))
+        .route("/ui/events", get(pages::events))
+        .route("/ui/events/ack", post(pages::ack_events))
+        .route("/ui/settings", get(pages::settings))
+        .route("/ui/live", get(live::stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            auth::require_login,
+        ));
+    let open = Router::new()
+        .route("/ui/login", get(auth::login_form).post(auth::login))
+        .route("/ui/static/{name}", get(static_file));
+    guarded.merge(open)
+}
+
+/// `GET /ui/static/{name}`: the compiled-in assets.
+async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    let (body, ctype): (&'static [u8], &str) = match name.as_str() {
+        "app.css" => (include_bytes!("../../ui/static/app.css"), "text/css; charset=utf-8"),
+        "app.js" => (
+            include_bytes!("../../ui/static/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "htmx.min.js" => (
+            include_bytes!("../../ui/static/htmx.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "htmx-ext-sse.js" => (
+            include_bytes!("../../ui/static/htmx-ext-sse.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "htmx.LICENSE" => (
+            include_bytes!("../../ui/static/htmx.LICENSE"),
+            "text/plain; charset=utf-8",
+        ),
+        "htmx-ext-sse.LICENSE" => (
+            include_bytes!("../../ui/static/htmx-ext-sse.LICENSE"),
+            "text/plain; charset=utf-8",
+        ),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, ctype),
+            // The URL does not change with the content, so only a short
+            // cache: an upgrade shows its assets within minutes.
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether a request was made by htmx (it sends `HX-Request: true`).
+fn is_htmx(req_headers: &axum::http::HeaderMap) -> bool {
+    req_headers.get("hx-request").is_some_and(|v| v == "true")
+}
+
+/// Used by the middleware to build the `next` parameter of the login page.
+fn path_and_query(req: &Request) -> String {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/ui/dashboard".into())
+}

@@ -1,0 +1,273 @@
+//! Templates, the page shell, human formatting and the HTML error type.
+
+use std::sync::OnceLock;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use minijinja::{Environment, Value};
+use serde::Serialize;
+
+use crate::state::AppState;
+
+/// Every template, compiled in. `.html` names turn on HTML auto-escaping.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../ui/templates/base.html")),
+    ("login.html", include_str!("../../ui/templates/login.html")),
+    ("error.html", include_str!("../../ui/templates/error.html")),
+    ("macros.html", include_str!("../../ui/templates/macros.html")),
+    ("dashboard.html", include_str!("../../ui/templates/dashboard.html")),
+    ("machines.html", include_str!("../../ui/templates/machines.html")),
+    ("machine_row.html", include_str!("../../ui/templates/machine_row.html")),
+    ("machine_form.html", include_str!("../../ui/templates/machine_form.html")),
+    ("machine_new.html", include_str!("../../ui/templates/machine_new.html")),
+    ("machine.html", include_str!("../../ui/templates/machine.html")),
+    ("machine_status.html", include_str!("../../ui/templates/machine_status.html")),
+    ("progress.html", include_str!("../../ui/templates/progress.html")),
+    ("event_row.html", include_str!("../../ui/templates/event_row.html")),
+    ("flashes.html", include_str!("../../ui/templates/flashes.html")),
+    ("counts.html", include_str!("../../ui/templates/counts.html")),
+    ("images.html", include_str!("../../ui/templates/images.html")),
+    ("events.html", include_str!("../../ui/templates/events.html")),
+    ("settings.html", include_str!("../../ui/templates/settings.html")),
+];
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        env.add_filter("utc", |s: Option<String>| s.map(|s| utc_text(&s)).unwrap_or_default());
+        env.add_filter("bytes", |n: Option<u64>| n.map(human_bytes).unwrap_or_else(|| "–".into()));
+        env.add_filter("hexmac", |s: String| s.replace([':', '-'], ""));
+        env.add_filter("short", |s: Option<String>, n: usize| {
+            s.map(|s| s.chars().take(n).collect::<String>()).unwrap_or_default()
+        });
+        for (name, src) in TEMPLATES {
+            env.add_template(name, src)
+                .unwrap_or_else(|e| panic!("built-in UI template {name} is broken: {e:#}"));
+        }
+        env
+    })
+}
+
+/// What the page shell needs; every page context carries it as `layout`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layout {
+    /// `<title>` and the heading.
+    pub title: String,
+    /// Which nav entry is current.
+    pub nav: &'static str,
+    /// The logged-in user (empty in open mode).
+    pub user: String,
+    /// No password is configured: the UI is open to everybody.
+    pub open_mode: bool,
+    /// The well-known default password is in use.
+    pub default_password: bool,
+    /// bty-web's version.
+    pub version: &'static str,
+}
+
+impl Layout {
+    /// The shell for a page of `st`.
+    pub fn new(st: &AppState, title: impl Into<String>, nav: &'static str) -> Layout {
+        let c = st.auth.credentials();
+        Layout {
+            title: title.into(),
+            nav,
+            user: if c.is_open() { String::new() } else { c.user().to_string() },
+            open_mode: c.is_open(),
+            default_password: !c.is_open() && c.uses_default_password(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// Render `name` with `ctx`; `block` renders only that block.
+pub fn render(name: &str, ctx: &impl Serialize, block: Option<&str>) -> Result<String, UiError> {
+    let t = env().get_template(name).map_err(UiError::internal)?;
+    let value = Value::from_serialize(ctx);
+    match block {
+        None => t.render(value).map_err(UiError::internal),
+        Some(b) => t
+            .eval_to_state(value)
+            .and_then(|mut s| s.render_block(b))
+            .map_err(UiError::internal),
+    }
+}
+
+/// A full page for a normal request; only the `main` block for an htmx
+/// request (kanidm's pattern), with `HX-Push-Url` so the address bar,
+/// reloads and bookmarks follow.
+pub fn page_or_partial(
+    hx: bool,
+    name: &str,
+    ctx: &impl Serialize,
+    push_url: Option<&str>,
+) -> Result<Response, UiError> {
+    let html = render(name, ctx, hx.then_some("main"))?;
+    let mut r = Html(html).into_response();
+    if let Some(u) = push_url.filter(|_| hx) {
+        if let Ok(v) = HeaderValue::from_str(u) {
+            r.headers_mut().insert("hx-push-url", v);
+        }
+    }
+    no_store(&mut r);
+    Ok(r)
+}
+
+/// Pages show live state: never from a cache.
+pub fn no_store(r: &mut Response) {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// An HTML error page with the status, the message and a request id that
+/// is also in the log.
+#[derive(Debug)]
+pub struct UiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What the operator sees.
+    pub message: String,
+}
+
+impl UiError {
+    /// 404.
+    pub fn not_found(m: impl Into<String>) -> UiError {
+        UiError { status: StatusCode::NOT_FOUND, message: m.into() }
+    }
+    /// 400.
+    pub fn bad_request(m: impl Into<String>) -> UiError {
+        UiError { status: StatusCode::BAD_REQUEST, message: m.into() }
+    }
+    /// 403.
+    pub fn forbidden(m: impl Into<String>) -> UiError {
+        UiError { status: StatusCode::FORBIDDEN, message: m.into() }
+    }
+    /// 500; the detail goes to the log only.
+    pub fn internal(e: impl std::fmt::Display) -> UiError {
+        UiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("{e:#}") }
+    }
+}
+
+impl From<crate::db::DbGone> for UiError {
+    fn from(e: crate::db::DbGone) -> Self {
+        UiError::internal(e)
+    }
+}
+
+impl From<rusqlite::Error> for UiError {
+    fn from(e: rusqlite::Error) -> Self {
+        UiError::internal(format!("database: {e}"))
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let id = hex::encode(rand::random::<[u8; 4]>());
+        let shown = if self.status.is_server_error() {
+            tracing::error!(request_id = %id, "UI error: {}", self.message);
+            format!("bty-web hit an internal error. Its log has the details under request id {id}.")
+        } else {
+            tracing::debug!(request_id = %id, "UI refused: {}", self.message);
+            self.message.clone()
+        };
+        #[derive(Serialize)]
+        struct Ctx<'a> {
+            layout: Layout,
+            status: u16,
+            reason: &'a str,
+            message: &'a str,
+            request_id: &'a str,
+        }
+        let ctx = Ctx {
+            layout: Layout {
+                title: format!("Error {}", self.status.as_u16()),
+                nav: "",
+                user: String::new(),
+                open_mode: false,
+                default_password: false,
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            status: self.status.as_u16(),
+            reason: self.status.canonical_reason().unwrap_or(""),
+            message: &shown,
+            request_id: &id,
+        };
+        let body = render("error.html", &ctx, None)
+            .unwrap_or_else(|_| format!("<h1>{}</h1><p>request id {id}</p>", self.status));
+        (self.status, Html(body)).into_response()
+    }
+}
+
+/// `2026-05-17T20:21:09Z` → `2026-05-17 20:21:09 UTC`: what a browser
+/// without JavaScript shows; the script localises it.
+pub fn utc_text(rfc3339: &str) -> String {
+    match time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `95` → `1m 35s`.
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "–".into();
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles() {
+        let e = env();
+        for (name, _) in TEMPLATES {
+            assert!(e.get_template(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_duration(95.0), "1m 35s");
+        assert_eq!(human_duration(7300.0), "2h 01m");
+        assert_eq!(utc_text("2026-05-17T20:21:09Z"), "2026-05-17 20:21:09 UTC");
+        assert_eq!(utc_text("2026-05-17T22:21:09+02:00"), "2026-05-17 20:21:09 UTC");
+    }
+}
