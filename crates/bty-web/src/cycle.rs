@@ -142,7 +142,7 @@ pub fn contact(
                 "a flash was under way (cycle state {last}) and its image or binding is no longer usable"
             ),
             _ => format!(
-                "{attempts} flash attempts did not end in done ok (limit [flash] max_attempts = {max_attempts})"
+                "{attempts} flash attempts did not end in done ok (limit flash.max_attempts = {max_attempts})"
             ),
         };
         if let Some(c) = current.as_ref().filter(|c| c.state.is_open()) {

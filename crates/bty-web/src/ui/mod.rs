@@ -48,6 +48,7 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/machines/{mac}/delete", post(machines::delete))
         .route("/ui/machines/{mac}/ipxe", get(machines::ipxe_preview))
         .route("/ui/images", get(pages::images))
+        .route("/ui/images/refresh", post(pages::refresh_images))
         .route("/ui/events", get(pages::events))
         .route("/ui/events/ack", post(pages::ack_events))
         .route("/ui/settings", get(pages::settings))

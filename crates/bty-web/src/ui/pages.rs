@@ -1,0 +1,459 @@
+//! Dashboard, Images, Events and Settings.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use bty_proto::Mac;
+use serde::{Deserialize, Serialize};
+
+use super::data::{self, ActiveFlash, Counts, EventQuery, EventView};
+use super::is_htmx;
+use super::render::{page_or_partial, Layout, UiError};
+use crate::catalog::{Image, SourceStatus};
+use crate::state::AppState;
+
+/// A health line of the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// What.
+    pub name: String,
+    /// `ok`, `warn`, `bad` or `off`.
+    pub level: &'static str,
+    /// Details.
+    pub text: String,
+    /// Where to look.
+    pub link: Option<String>,
+}
+
+fn source_health(name: &str, s: &SourceStatus, link: Option<String>) -> Health {
+    let (level, text) = match s {
+        SourceStatus::Off => ("off", "not configured".to_string()),
+        SourceStatus::Pending => ("warn", "not read yet".to_string()),
+        SourceStatus::Ok { entries, skipped, .. } => (
+            if *skipped > 0 { "warn" } else { "ok" },
+            if *skipped > 0 {
+                format!("{entries} images ({skipped} invalid entries skipped)")
+            } else {
+                format!("{entries} images")
+            },
+        ),
+        SourceStatus::Unreachable { error, entries, since } => (
+            "bad",
+            format!("unreachable since {since}: {error}; still serving {entries} images from the last good read"),
+        ),
+    };
+    Health { name: name.into(), level, text, link }
+}
+
+/// Where the TFTP sidecar is probed: `BTY_TFTP_PROBE` (`host:port`), else
+/// `127.0.0.1:69` (the sidecar runs on the bty host).
+fn tftp_target() -> String {
+    std::env::var("BTY_TFTP_PROBE")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:69".into())
+}
+
+/// One TFTP read request for `ipxe.efi`: DATA means serving, ERROR means
+/// up but missing the file, silence means down. Cached for 30 s so the
+/// dashboard never waits on it more than once in a while.
+async fn tftp_health() -> Health {
+    static CACHE: Mutex<Option<(Instant, Health)>> = Mutex::new(None);
+    if let Some((at, h)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if at.elapsed() < Duration::from_secs(30) {
+            return h;
+        }
+    }
+    let target = tftp_target();
+    let (level, text) = match probe_tftp(&target).await {
+        Ok(Some(msg)) => ("warn", format!("{target} answers but: {msg}")),
+        Ok(None) => ("ok", format!("{target} serves ipxe.efi")),
+        Err(e) => ("bad", format!("{target}: {e}")),
+    };
+    let h = Health { name: "TFTP sidecar".into(), level, text, link: None };
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), h.clone()));
+    h
+}
+
+async fn probe_tftp(target: &str) -> Result<Option<String>, String> {
+    let addr: SocketAddr = target
+        .to_socket_addrs()
+        .map_err(|e| format!("not an address: {e}"))?
+        .next()
+        .ok_or("not an address")?;
+    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    let mut rrq = vec![0u8, 1];
+    rrq.extend_from_slice(b"ipxe.efi\0octet\0");
+    sock.send_to(&rrq, addr).await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 600];
+    let (n, from) = tokio::time::timeout(Duration::from_millis(800), sock.recv_from(&mut buf))
+        .await
+        .map_err(|_| "no answer within 0.8 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    match (n >= 4, buf[1]) {
+        (true, 3) => {
+            // Stop the transfer politely so the server does not retransmit.
+            let _ = sock.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from).await;
+            Ok(None)
+        }
+        (true, 5) => Ok(Some(format!(
+            "error {}",
+            String::from_utf8_lossy(&buf[4..n]).trim_end_matches('\0')
+        ))),
+        (true, 6) => {
+            let _ = sock.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from).await;
+            Ok(None)
+        }
+        _ => Ok(Some("an answer that is not TFTP".into())),
+    }
+}
+
+#[derive(Serialize)]
+struct DashboardView {
+    layout: Layout,
+    counts: Counts,
+    flashes: Vec<ActiveFlash>,
+    events: Vec<EventView>,
+    health: Vec<Health>,
+}
+
+/// `GET /ui/dashboard`.
+pub async fn dashboard(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, UiError> {
+    let (counts, flashes, events, unacked) = st
+        .db
+        .call(|c| -> rusqlite::Result<_> {
+            Ok((
+                data::counts(c)?,
+                data::active_flashes(c, 50)?,
+                data::events(c, &EventQuery { limit: 10, ..Default::default() })?,
+                data::unacked_problems(c)?,
+            ))
+        })
+        .await??;
+    let snap = st.catalog.snapshot();
+    let wc = st.catalog.withcache_url().map(|u| format!("{u}/ui/catalog"));
+    let mut health = vec![
+        source_health("withcache", &snap.withcache, wc),
+        source_health("Static catalog", &snap.static_file, None),
+        tftp_health().await,
+    ];
+    health.push(Health {
+        name: "Failures".into(),
+        level: if unacked > 0 { "warn" } else { "ok" },
+        text: if unacked > 0 {
+            format!("{unacked} failure event(s) not acknowledged")
+        } else {
+            "no unacknowledged failures".into()
+        },
+        link: Some("/ui/events?only=failed".into()),
+    });
+    let view = DashboardView { layout: Layout::new(&st, "Dashboard", "dashboard"), counts, flashes, events, health };
+    page_or_partial(is_htmx(&headers), "dashboard.html", &view, None)
+}
+
+#[derive(Serialize)]
+struct ImagesView {
+    layout: Layout,
+    images: Vec<Image>,
+    withcache_url: Option<String>,
+    health: Vec<Health>,
+    refreshed: bool,
+}
+
+/// `GET /ui/images` query.
+#[derive(Deserialize)]
+pub struct ImagesQuery {
+    refreshed: Option<String>,
+}
+
+/// `GET /ui/images`.
+pub async fn images(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ImagesQuery>,
+) -> Result<Response, UiError> {
+    let snap = st.catalog.snapshot();
+    let view = ImagesView {
+        layout: Layout::new(&st, "Images", "images"),
+        images: snap.images.values().cloned().collect(),
+        withcache_url: st.catalog.withcache_url().map(str::to_string),
+        health: vec![
+            source_health("withcache", &snap.withcache, None),
+            source_health("Static catalog", &snap.static_file, None),
+        ],
+        refreshed: q.refreshed.is_some(),
+    };
+    page_or_partial(is_htmx(&headers), "images.html", &view, None)
+}
+
+/// `POST /ui/images/refresh`: re-read the file and poll withcache now.
+pub async fn refresh_images(State(st): State<AppState>) -> Response {
+    st.catalog.refresh(true, true).await;
+    Redirect::to("/ui/images?refreshed=1").into_response()
+}
+
+/// `GET /ui/events` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsParams {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    only: Option<String>,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
+    acked: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EventsView {
+    layout: Layout,
+    events: Vec<EventView>,
+    q: String,
+    only: String,
+    mac: String,
+    before: Option<i64>,
+    older: Option<i64>,
+    error: Option<String>,
+    notice: Option<String>,
+    return_to: String,
+}
+
+/// Page size of the Events page.
+const EVENTS_PAGE: u32 = 50;
+
+/// `GET /ui/events`.
+pub async fn events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Query(p): Query<EventsParams>,
+) -> Result<Response, UiError> {
+    let mut error = None;
+    let mac = match p.mac.as_deref().filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => match m.parse::<Mac>() {
+            Ok(m) => Some(m.to_string()),
+            Err(e) => {
+                error = Some(format!("MAC filter {m:?}: {e}; showing all machines"));
+                None
+            }
+        },
+    };
+    let only = match p.only.as_deref() {
+        Some(o @ ("failed" | "unacked")) => o.to_string(),
+        _ => String::new(),
+    };
+    let query = EventQuery {
+        q: p.q.clone().unwrap_or_default().chars().take(100).collect(),
+        only: only.clone(),
+        mac: mac.clone(),
+        before_id: p.before,
+        limit: EVENTS_PAGE + 1,
+    };
+    let mut evs = st.db.call(move |c| data::events(c, &query)).await??;
+    let older = if evs.len() as u32 > EVENTS_PAGE {
+        evs.truncate(EVENTS_PAGE as usize);
+        evs.last().map(|e| e.event.id)
+    } else {
+        None
+    };
+    let notice = p.acked.as_deref().and_then(|n| n.parse::<i64>().ok()).map(|n| {
+        format!("{} event(s) changed.", n.abs())
+    });
+    let view = EventsView {
+        layout: Layout::new(&st, "Events", "events"),
+        events: evs,
+        q: p.q.unwrap_or_default(),
+        only,
+        mac: mac.unwrap_or_default(),
+        before: p.before,
+        older,
+        error,
+        notice,
+        return_to: uri.path_and_query().map(|x| x.as_str().to_string()).unwrap_or_default(),
+    };
+    page_or_partial(is_htmx(&headers), "events.html", &view, None)
+}
+
+/// `POST /ui/events/ack`: `id` repeated, `action` = `ack` or `unack`,
+/// `return_to` (a local Events URL).
+pub async fn ack_events(
+    State(st): State<AppState>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, UiError> {
+    let Form(pairs) = form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    let mut ids = Vec::new();
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "id") {
+        ids.push(v.parse::<i64>().map_err(|_| {
+            UiError::bad_request(format!("event id {v:?} is not a number; nothing was changed"))
+        })?);
+    }
+    if ids.is_empty() {
+        return Err(UiError::bad_request(
+            "Select at least one event (the check boxes in the first column); nothing was changed.",
+        ));
+    }
+    let on = match pairs.iter().find(|(k, _)| k == "action").map(|(_, v)| v.as_str()) {
+        Some("ack") | None => true,
+        Some("unack") => false,
+        Some(other) => {
+            return Err(UiError::bad_request(format!(
+                "unknown action {other:?} (ack or unack); nothing was changed"
+            )))
+        }
+    };
+    let now = crate::db::now();
+    let n = st.db.call(move |c| data::ack(c, &ids, on, &now)).await??;
+    let back = pairs
+        .iter()
+        .find(|(k, _)| k == "return_to")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| v.starts_with("/ui/events") && !v.contains("//"))
+        .unwrap_or("/ui/events");
+    let back = strip_param(back, "acked");
+    let sep = if back.contains('?') { '&' } else { '?' };
+    Ok(Redirect::to(&format!("{back}{sep}acked={n}")).into_response())
+}
+
+fn strip_param(url: &str, name: &str) -> String {
+    match url.split_once('?') {
+        None => url.to_string(),
+        Some((path, q)) => {
+            let kept: Vec<&str> = q.split('&').filter(|kv| !kv.starts_with(&format!("{name}="))).collect();
+            if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+    }
+}
+
+/// A configuration value and where it came from.
+#[derive(Debug, Serialize)]
+struct ConfigRow {
+    key: String,
+    value: String,
+    source: &'static str,
+    env: String,
+}
+
+fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
+    let defaults = crate::Config::from_toml_str("").ok();
+    let value = toml::Value::try_from(cfg).unwrap_or(toml::Value::Table(Default::default()));
+    let dvalue = defaults.and_then(|d| toml::Value::try_from(&d).ok());
+    let mut rows = Vec::new();
+    let secret = ["password", "password_hash", "session_secret"];
+    if let toml::Value::Table(t) = &value {
+        for (section, v) in t {
+            let toml::Value::Table(keys) = v else { continue };
+            for (k, val) in keys {
+                let env = format!("BTY_{}_{}", section.to_uppercase(), k.to_uppercase());
+                let from_env = std::env::var(&env).is_ok_and(|v| !v.is_empty());
+                let default = dvalue
+                    .as_ref()
+                    .and_then(|d| d.get(section))
+                    .and_then(|s| s.get(k));
+                let source = if from_env {
+                    "environment"
+                } else if default == Some(val) {
+                    "default"
+                } else {
+                    "bty.toml"
+                };
+                let shown = if secret.contains(&k.as_str()) {
+                    "(set, not shown)".to_string()
+                } else {
+                    match val {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }
+                };
+                rows.push(ConfigRow { key: format!("[{section}] {k}"), value: shown, source, env });
+            }
+        }
+    }
+    for (k, env) in [
+        ("[admin] password", "BTY_ADMIN_PASSWORD"),
+        ("[admin] password_hash", "BTY_ADMIN_PASSWORD_HASH"),
+        ("[server] session_secret", "BTY_SERVER_SESSION_SECRET"),
+    ] {
+        if !rows.iter().any(|r| r.key == k) {
+            rows.push(ConfigRow { key: k.into(), value: "(not set)".into(), source: "default", env: env.into() });
+        }
+    }
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    rows
+}
+
+#[derive(Serialize)]
+struct SettingsView {
+    layout: Layout,
+    dhcp: crate::dhcp::DhcpGuidance,
+    config: Vec<ConfigRow>,
+    tftp: Health,
+    version: &'static str,
+    schema: u32,
+    plan: u32,
+    uptime: String,
+    open_mode: bool,
+}
+
+/// `GET /ui/settings`.
+pub async fn settings(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, UiError> {
+    // The host the operator reached us by is the best guess for DHCP.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let port = st.cfg.listen_addr().map(|a| a.port()).unwrap_or(8080);
+    let host_only = host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(host);
+    let view = SettingsView {
+        layout: Layout::new(&st, "Settings", "settings"),
+        dhcp: crate::dhcp::guidance(&host_only, port),
+        config: config_rows(&st.cfg),
+        tftp: tftp_health().await,
+        version: env!("CARGO_PKG_VERSION"),
+        schema: crate::db::schema::LATEST,
+        plan: bty_proto::PLAN_VERSION,
+        uptime: super::render::human_duration(st.started.elapsed().as_secs_f64()),
+        open_mode: st.auth.credentials().is_open(),
+    };
+    page_or_partial(is_htmx(&headers), "settings.html", &view, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip() {
+        assert_eq!(strip_param("/ui/events?q=a&acked=3", "acked"), "/ui/events?q=a");
+        assert_eq!(strip_param("/ui/events?acked=3", "acked"), "/ui/events");
+    }
+
+    #[test]
+    fn secrets_never_shown() {
+        let cfg = crate::Config::from_toml_str(
+            "[admin]\npassword = \"hunter2\"\n[server]\nsession_secret = \"s3cr3t\"\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let rows = config_rows(&cfg);
+        let all = format!("{rows:?}");
+        assert!(!all.contains("hunter2") && !all.contains("s3cr3t"), "{all}");
+        let listen = rows.iter().find(|r| r.key == "[server] listen").unwrap();
+        assert_eq!(listen.source, "bty.toml");
+        let kernel = rows.iter().find(|r| r.key == "[boot] kernel").unwrap();
+        assert_eq!(kernel.source, "default");
+    }
+}

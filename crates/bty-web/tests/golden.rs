@@ -1,0 +1,96 @@
+//! Every iPXE script against a golden file in tests/golden/.
+//! `BTY_BLESS=1 cargo test -p bty-web --test golden` rewrites them.
+
+mod common;
+
+use std::path::PathBuf;
+
+use bty_web::ipxe::{ScriptCycle, Templates};
+use common::*;
+use serde_json::json;
+
+fn check(name: &str, got: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("BTY_BLESS").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with BTY_BLESS=1", path.display()));
+    assert_eq!(got, want, "{name} differs from its golden file (BTY_BLESS=1 to accept)");
+}
+
+const HOST: &str = "192.0.2.10:8080";
+const M: &str = "52:54:00:12:34:56";
+
+#[test]
+fn templates_match_golden_files() {
+    let t = Templates::new();
+    check("bootstrap.ipxe", &t.bootstrap(HOST));
+    check("local-ipxe-exit.ipxe", &t.local(M, "ipxe-exit", "0x80", "boot_mode is ipxe-exit"));
+    check(
+        "local-after-flash.ipxe",
+        &t.local(M, "bty-flash-always", "0x81", "the flash is done, this boot is the local disk"),
+    );
+    let c = ScriptCycle {
+        id: 42,
+        attempt: 2,
+        image_name: "debian-12".into(),
+        target_serial: "S4EWNX0N123456 W".into(),
+    };
+    check(
+        "flash.ipxe",
+        &t.netboot(
+            HOST,
+            M,
+            "bty-flash-once",
+            "bty-netboot-x86_64.vmlinuz",
+            "bty-netboot-x86_64.initrd",
+            "console=tty0 console=ttyS0,115200",
+            Some(&c),
+        ),
+    );
+    check(
+        "inventory.ipxe",
+        &t.netboot(HOST, M, "bty-inventory", "k.vmlinuz", "i.initrd", "", None),
+    );
+    check(
+        "parked.ipxe",
+        &t.parked(HOST, M, "52-54-00-12-34-56", "3 flash attempts did not end in done ok (limit flash.max_attempts = 3)"),
+    );
+    check("chain-bootstrap.ipxe", &t.chain_bootstrap(HOST, "ipxe.efi"));
+}
+
+#[test]
+fn exact_contract_lines() {
+    let t = Templates::new();
+    assert_eq!(
+        t.bootstrap(HOST),
+        "#!ipxe\nchain http://192.0.2.10:8080/pxe/${mac:hexhyp}\n"
+    );
+    let local = t.local(M, "ipxe-exit", "0x80", "x");
+    assert!(local.ends_with(
+        "\niseq ${platform} efi && exit || sanboot --no-describe --drive 0x80 || exit\n"
+    ));
+    let c = ScriptCycle { id: 1, attempt: 1, image_name: "a".into(), target_serial: "S".into() };
+    let flash = t.netboot(HOST, M, "bty-flash-once", "k", "i", "console=ttyS0", Some(&c));
+    assert!(flash.contains(&format!(
+        "\nkernel http://{HOST}/boot/k?mac={M} bty.server=http://{HOST} bty.mac={M} console=ttyS0\ninitrd http://{HOST}/boot/i?mac={M}\nboot\n"
+    )), "{flash}");
+}
+
+#[tokio::test]
+async fn served_scripts_match_golden_files() {
+    // The same scripts as the server sends them (Host = the test socket,
+    // so normalise it).
+    let s = Server::start("").await;
+    let norm = |t: String| t.replace(&s.addr.to_string(), "HOST");
+    check("served-bootstrap.ipxe", &norm(s.get_text("/pxe-bootstrap.ipxe").await.1));
+    check("served-inventory.ipxe", &norm(s.pxe(MAC).await));
+    s.flash(MAC, "bty-flash-once").await;
+    check("served-flash.ipxe", &norm(s.pxe(MAC).await));
+    let (st, _) = s.put_machine(MAC, &json!({"boot_mode": "ipxe-exit"})).await;
+    assert_eq!(st, 200);
+    check("served-local.ipxe", &norm(s.pxe(MAC).await));
+    s.stop().await;
+}
