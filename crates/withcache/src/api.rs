@@ -73,7 +73,10 @@ async fn require_admin(
             (
                 status,
                 [
-                    (WWW_AUTHENTICATE, "Basic realm=\"withcache\", charset=\"UTF-8\""),
+                    (
+                        WWW_AUTHENTICATE,
+                        "Basic realm=\"withcache\", charset=\"UTF-8\"",
+                    ),
                     (CONTENT_TYPE, "text/plain; charset=utf-8"),
                 ],
                 format!("{denied}\n"),
@@ -548,8 +551,10 @@ async fn list_blobs(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 "last_access": last_access, "sources": sources})
         })
         .collect();
-    Json(serde_json::json!({"used_bytes": used, "reserved_bytes": reserved,
-        "max_bytes": max, "blobs": blobs}))
+    Json(
+        serde_json::json!({"used_bytes": used, "reserved_bytes": reserved,
+        "max_bytes": max, "blobs": blobs}),
+    )
 }
 
 async fn delete_blob(
@@ -561,7 +566,13 @@ async fn delete_blob(
     if !app.store.delete_blob(&digest)? {
         return Err(Error::NotFound(format!("no blob with sha256 {digest}")));
     }
-    app.event("blob.deleted", &digest, "operator", Some(peer), "deleted by the operator");
+    app.event(
+        "blob.deleted",
+        &digest,
+        "operator",
+        Some(peer),
+        "deleted by the operator",
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -653,7 +664,11 @@ async fn fetch_miss(
 ) -> Result<Response, Error> {
     let q: UrlParam = parse_body(&body)?;
     let name = promote_miss(&app, &q.url, peer)?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"name": name, "src": q.url}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"name": name, "src": q.url})),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -666,7 +681,9 @@ async fn list_events(
     State(app): State<Arc<App>>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<crate::db::EventRow>>, Error> {
-    Ok(Json(app.db().events(q.limit.unwrap_or(100).min(1000), q.after)?))
+    Ok(Json(
+        app.db().events(q.limit.unwrap_or(100).min(1000), q.after)?,
+    ))
 }
 
 pub(crate) fn downloads_json(app: &App) -> serde_json::Value {
@@ -704,17 +721,76 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         ));
     };
     let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    put("hits_total", "counter", "GET requests served from a cached blob.", c(&m.hits));
-    put("misses_total", "counter", "Requests for URLs neither cached nor in the catalog.", c(&m.misses));
-    put("bytes_served_total", "counter", "Body bytes sent to clients.", c(&m.bytes_served));
-    put("downloads_started_total", "counter", "Origin downloads started.", c(&m.downloads_started));
-    put("downloads_completed_total", "counter", "Origin downloads verified and stored.", c(&m.downloads_completed));
-    put("downloads_failed_total", "counter", "Origin downloads that failed.", c(&m.downloads_failed));
-    put("origin_bytes_total", "counter", "Bytes received from origins.", c(&m.origin_bytes));
-    put("evictions_total", "counter", "Blobs evicted to make room.", c(&m.evictions));
+    put(
+        "hits_total",
+        "counter",
+        "GET requests served from a cached blob.",
+        c(&m.hits),
+    );
+    put(
+        "misses_total",
+        "counter",
+        "Requests for URLs neither cached nor in the catalog.",
+        c(&m.misses),
+    );
+    put(
+        "bytes_served_total",
+        "counter",
+        "Body bytes sent to clients.",
+        c(&m.bytes_served),
+    );
+    put(
+        "downloads_started_total",
+        "counter",
+        "Origin downloads started.",
+        c(&m.downloads_started),
+    );
+    put(
+        "downloads_completed_total",
+        "counter",
+        "Origin downloads verified and stored.",
+        c(&m.downloads_completed),
+    );
+    put(
+        "downloads_failed_total",
+        "counter",
+        "Origin downloads that failed.",
+        c(&m.downloads_failed),
+    );
+    put(
+        "origin_bytes_total",
+        "counter",
+        "Bytes received from origins.",
+        c(&m.origin_bytes),
+    );
+    put(
+        "evictions_total",
+        "counter",
+        "Blobs evicted to make room.",
+        c(&m.evictions),
+    );
     put("stored_bytes", "gauge", "Bytes of cached blobs.", used);
-    put("reserved_bytes", "gauge", "Quota reserved by running downloads.", reserved);
-    put("max_bytes", "gauge", "Quota (0 = unlimited).", max.unwrap_or(0));
-    put("downloads_active", "gauge", "Downloads in progress.", app.store.downloads().len() as u64);
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    put(
+        "reserved_bytes",
+        "gauge",
+        "Quota reserved by running downloads.",
+        reserved,
+    );
+    put(
+        "max_bytes",
+        "gauge",
+        "Quota (0 = unlimited).",
+        max.unwrap_or(0),
+    );
+    put(
+        "downloads_active",
+        "gauge",
+        "Downloads in progress.",
+        app.store.downloads().len() as u64,
+    );
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
 }

@@ -42,7 +42,8 @@ const NOSNIFF: (HeaderName, HeaderValue) = (
     HeaderValue::from_static("nosniff"),
 );
 
-pub(crate) const MISS_TEXT: &str = "cache miss: this URL is not cached and is not a catalog entry. \
+pub(crate) const MISS_TEXT: &str =
+    "cache miss: this URL is not cached and is not a catalog entry. \
 An operator can fetch it from the Misses page (/ui/misses) or add a catalog entry for it.\n";
 
 pub(crate) fn routes() -> axum::Router<Arc<App>> {
@@ -81,7 +82,14 @@ async fn by_key_bare(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    by_key(State(app), ConnectInfo(peer), Path((key, String::new())), method, headers).await
+    by_key(
+        State(app),
+        ConnectInfo(peer),
+        Path((key, String::new())),
+        method,
+        headers,
+    )
+    .await
 }
 
 async fn by_query(
@@ -174,7 +182,10 @@ fn etag_matches(list: &str, etag: &str) -> bool {
 
 fn base_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(NOSNIFF.0, NOSNIFF.1);
     h
 }
@@ -184,7 +195,10 @@ pub(crate) fn plan_cached(req: &HeaderMap, hit: &Hit) -> Plan {
     let etag = format!("\"{}\"", hit.digest);
     let mut h = base_headers();
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    h.insert(
+        ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a valid header"),
+    );
     h.insert(
         X_SHA256,
         HeaderValue::from_str(&hit.digest).expect("hex is a valid header"),
@@ -360,7 +374,10 @@ fn miss(app: &Arc<App>, src: &str, peer: SocketAddr) -> Response {
     (
         StatusCode::NOT_FOUND,
         [
-            (CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
             NOSNIFF,
         ],
         MISS_TEXT,
@@ -408,10 +425,13 @@ async fn follow(store: Arc<Store>, dl: Arc<Download>, head: bool) -> Option<Resp
             }
             Phase::Done { .. } => return None,
             Phase::Failed(msg) => {
-                return Some(
-                    Error::Origin(format!("downloading {} failed: {msg}", dl.src))
-                        .into_response(),
-                )
+                let text = format!("downloading {} failed: {msg}", dl.src);
+                let err = if msg.starts_with("cache full") || msg.contains("--max-bytes") {
+                    Error::Full(text)
+                } else {
+                    Error::Origin(text)
+                };
+                return Some(err.into_response());
             }
             Phase::Running => break st,
         }

@@ -90,6 +90,9 @@ pub struct BlobRow {
     pub hits: u64,
 }
 
+/// `(src, digest)`: which blob an origin URL's bytes are.
+pub type SourceRow = (String, String);
+
 /// A recorded miss.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MissRow {
@@ -302,7 +305,7 @@ impl Db {
     // ---- blobs and sources ----
 
     /// Every blob and every source → digest mapping, for the in-memory index.
-    pub fn load_index(&self) -> Result<(Vec<BlobRow>, Vec<(String, String)>), Error> {
+    pub fn load_index(&self) -> Result<(Vec<BlobRow>, Vec<SourceRow>), Error> {
         let conn = self.conn();
         let mut st = conn.prepare("SELECT digest, size, last_access, hits FROM blobs")?;
         let blobs = st

@@ -159,9 +159,13 @@ async fn fetch(
         .await
         .map_err(|_| "shutting down".to_string())?;
     dl.state.send_modify(|s| s.phase = Phase::Connecting);
-    let _ = store
-        .db()
-        .event("download.started", &dl.src, "system", None, "download started");
+    let _ = store.db().event(
+        "download.started",
+        &dl.src,
+        "system",
+        None,
+        "download started",
+    );
 
     let mut gen: Option<Generation> = None;
     let mut last_error = String::from("no attempt made");
@@ -226,9 +230,7 @@ async fn fetch(
                 }
                 let need = total.or(dl.expected_size).unwrap_or(0);
                 if need > *reserved {
-                    store
-                        .reserve(need - *reserved)
-                        .map_err(|e| e.to_string())?;
+                    store.reserve(need - *reserved).map_err(|e| e.to_string())?;
                     *reserved = need;
                 }
                 if let Some(old) = temp.take() {

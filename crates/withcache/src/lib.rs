@@ -180,9 +180,19 @@ impl App {
     }
 
     /// Record an event; failures are logged, never fatal.
-    pub fn event(&self, kind: &str, subject: &str, actor: &str, ip: Option<SocketAddr>, summary: &str) {
+    pub fn event(
+        &self,
+        kind: &str,
+        subject: &str,
+        actor: &str,
+        ip: Option<SocketAddr>,
+        summary: &str,
+    ) {
         let ip = ip.map(|a| a.ip().to_canonical().to_string());
-        if let Err(e) = self.db().event(kind, subject, actor, ip.as_deref(), summary) {
+        if let Err(e) = self
+            .db()
+            .event(kind, subject, actor, ip.as_deref(), summary)
+        {
             tracing::warn!(error = %e, kind, "could not record event");
         }
     }

@@ -122,7 +122,8 @@ fn env() -> &'static Environment<'static> {
             ("events.html", EVENTS),
             ("settings.html", SETTINGS),
         ] {
-            env.add_template(name, src).expect("built-in templates parse");
+            env.add_template(name, src)
+                .expect("built-in templates parse");
         }
         env
     })
@@ -133,7 +134,11 @@ fn render(name: &str, ctx: minijinja::Value) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, template = name, "rendering failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed; see the log\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering failed; see the log\n",
+            )
+                .into_response()
         }
     }
 }
@@ -201,11 +206,23 @@ async fn login(
     }
     match app.auth.login(peer.ip(), &f.user, &f.password).await {
         Ok(cookie) => {
-            app.event("auth.login.succeeded", &f.user, "operator", Some(peer), "logged in");
+            app.event(
+                "auth.login.succeeded",
+                &f.user,
+                "operator",
+                Some(peer),
+                "logged in",
+            );
             ([(SET_COOKIE, cookie)], Redirect::to("/ui/catalog")).into_response()
         }
         Err(e) => {
-            app.event("auth.login.failed", &f.user, "client", Some(peer), &e.to_string());
+            app.event(
+                "auth.login.failed",
+                &f.user,
+                "client",
+                Some(peer),
+                &e.to_string(),
+            );
             let mut resp = render(
                 "login.html",
                 context! { title => "Log in", user => f.user, error => e.to_string(), logged_in => false },
@@ -244,8 +261,8 @@ async fn catalog(
     Ok(render(
         "catalog.html",
         context! { title => "Catalog", entries, active, used, max, error => q.error,
-                   refresh => if active > 0 { Some(2) } else { None },
-                   logged_in => logged_in(&app) },
+        refresh => if active > 0 { Some(2) } else { None },
+        logged_in => logged_in(&app) },
     ))
 }
 
@@ -290,13 +307,13 @@ async fn catalog_add(
     Form(f): Form<AddForm>,
 ) -> Response {
     let r = (|| {
-        let size = match f.size.trim() {
-            "" => None,
-            s => Some(
-                s.parse::<u64>()
-                    .map_err(|_| Error::BadRequest("size: must be a whole number of bytes".into()))?,
-            ),
-        };
+        let size =
+            match f.size.trim() {
+                "" => None,
+                s => Some(s.parse::<u64>().map_err(|_| {
+                    Error::BadRequest("size: must be a whole number of bytes".into())
+                })?),
+            };
         let body = EntryBody {
             name: Some(f.name.trim().to_string()),
             src: f.src.trim().to_string(),
@@ -342,7 +359,13 @@ async fn catalog_delete(
 ) -> Response {
     let r = app.db().delete_entry(&f.name).map(|deleted| {
         if deleted {
-            app.event("catalog.entry.deleted", &f.name, "operator", Some(peer), "deleted");
+            app.event(
+                "catalog.entry.deleted",
+                &f.name,
+                "operator",
+                Some(peer),
+                "deleted",
+            );
         }
     });
     back("/ui/catalog", r)
@@ -427,9 +450,9 @@ async fn settings(State(app): State<Arc<App>>) -> Response {
     render(
         "settings.html",
         context! { title => "Settings", version => env!("CARGO_PKG_VERSION"),
-                   data_dir => app.opts.data_dir.display().to_string(), max, used, reserved,
-                   max_downloads => app.opts.fetch.max_downloads, admin => creds.user(), auth,
-                   logged_in => logged_in(&app) },
+        data_dir => app.opts.data_dir.display().to_string(), max, used, reserved,
+        max_downloads => app.opts.fetch.max_downloads, admin => creds.user(), auth,
+        logged_in => logged_in(&app) },
     )
 }
 
@@ -445,8 +468,14 @@ mod tests {
                 "catalog.html",
                 context! { title => "x", entries => Vec::<u8>::new(), active => 0, used => 0 },
             ),
-            ("misses.html", context! { title => "x", misses => Vec::<u8>::new() }),
-            ("events.html", context! { title => "x", events => Vec::<u8>::new() }),
+            (
+                "misses.html",
+                context! { title => "x", misses => Vec::<u8>::new() },
+            ),
+            (
+                "events.html",
+                context! { title => "x", events => Vec::<u8>::new() },
+            ),
             ("settings.html", context! { title => "x" }),
         ] {
             let html = env().get_template(name).unwrap().render(ctx).unwrap();
