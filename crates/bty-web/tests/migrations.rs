@@ -1,0 +1,98 @@
+//! Migrations on real database files: an old schema is upgraded in place
+//! with its data, foreign and newer databases are left untouched.
+
+mod common;
+
+use bty_web::db::schema;
+use common::*;
+use rusqlite::Connection;
+
+#[tokio::test]
+async fn schema_1_database_is_migrated_in_place_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    {
+        // A database as the first release wrote it: schema 1, no cycles.
+        let mut c = Connection::open(&db).unwrap();
+        schema::migrate_to(&mut c, 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO machines (mac, name, boot_mode, image, target_disk_serial, created_at, updated_at)
+               VALUES ('52:54:00:12:34:56', 'runner-1', 'bty-flash-once', 'debian-12', 'BTYTEST', 't0', 't0');
+             INSERT INTO machine_labels VALUES ('52:54:00:12:34:56', 'rack1');
+             INSERT INTO events (ts, kind, mac, summary) VALUES ('t0', 'machine.created', '52:54:00:12:34:56', 'old');",
+        )
+        .unwrap();
+        assert_eq!(schema::version(&c).unwrap(), 1);
+    }
+    let inode = std::fs::metadata(&db).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let s = Server::start_in(dir, "").await;
+    let m = s.machine(MAC).await;
+    assert_eq!(m["name"], "runner-1");
+    assert_eq!(m["labels"], serde_json::json!(["rack1"]));
+    assert_eq!(m["arm_gen"], 0);
+    assert!(s.events(MAC).await.iter().any(|e| e["summary"] == "old"));
+    // The migrated machine flashes.
+    assert!(is_flash(&s.pxe(MAC).await));
+    let dir = s.stop().await;
+    let c = Connection::open(dir.path().join("state.db")).unwrap();
+    assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
+    let inode2 = std::fs::metadata(dir.path().join("state.db")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    assert_eq!(inode, inode2, "the file was upgraded in place, not replaced");
+    let baks = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("bak")).count();
+    assert_eq!(baks, 0);
+    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn every_migration_step_applies_on_top_of_the_previous() {
+    for target in 1..=schema::LATEST {
+        let mut c = Connection::open_in_memory().unwrap();
+        schema::migrate_to(&mut c, target).unwrap();
+        assert_eq!(schema::version(&c).unwrap(), target);
+        schema::migrate(&mut c).unwrap();
+        assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
+        // Idempotent.
+        schema::migrate(&mut c).unwrap();
+    }
+}
+
+#[test]
+fn a_failing_migration_leaves_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut c = Connection::open(&db).unwrap();
+    schema::migrate_to(&mut c, 1).unwrap();
+    // Sabotage migration 2: a table it creates already exists.
+    c.execute_batch("CREATE TABLE cycles (x INTEGER)").unwrap();
+    let e = schema::migrate(&mut c).unwrap_err();
+    assert!(format!("{e:#}").contains("schema version 2"), "{e:#}");
+    assert_eq!(schema::version(&c).unwrap(), 1);
+    let cols: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('machines')").unwrap()
+        .query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert!(!cols.contains(&"arm_gen".to_string()), "half of migration 2 was not kept");
+}
+
+#[test]
+fn python_and_newer_databases_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE bty_version (version TEXT NOT NULL PRIMARY KEY); INSERT INTO bty_version VALUES ('0.77.2');").unwrap();
+    }
+    let e = bty_web::db::Db::open(&db).err().unwrap();
+    assert!(format!("{e:#}").contains("Python"), "{e:#}");
+    let c = Connection::open(&db).unwrap();
+    let v: String = c.query_row("SELECT version FROM bty_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, "0.77.2");
+
+    let db2 = dir.path().join("newer.db");
+    {
+        let c = Connection::open(&db2).unwrap();
+        c.pragma_update(None, "user_version", schema::LATEST + 1).unwrap();
+    }
+    let e = bty_web::db::Db::open(&db2).err().unwrap();
+    assert!(format!("{e:#}").contains("newer bty-web"), "{e:#}");
+}
