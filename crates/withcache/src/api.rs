@@ -27,7 +27,12 @@ const MAX_CATALOG: usize = 4 << 20;
 
 pub(crate) fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
     let admin = axum::Router::new()
-        .route("/catalog/entries", get(list_entries).post(create_entry))
+        .route(
+            "/catalog/entries",
+            get(list_entries)
+                .post(create_entry)
+                .delete(delete_entry_by_query),
+        )
         .route(
             "/catalog/entries/{name}",
             get(get_entry).put(put_entry).delete(delete_entry),
@@ -344,6 +349,25 @@ async fn delete_entry(
         "deleted (cached bytes stay until evicted or DELETE /blobs/{digest})",
     );
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: Option<String>,
+}
+
+/// `DELETE /catalog/entries?name=`: the Python withcache's shape, kept so
+/// existing clients work.
+async fn delete_entry_by_query(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<NameQuery>,
+) -> Result<StatusCode, Error> {
+    let name = q
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Error::BadRequest("name: missing (?name=)".into()))?;
+    delete_entry(State(app), ConnectInfo(peer), Path(name)).await
 }
 
 #[derive(Deserialize)]

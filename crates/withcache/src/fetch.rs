@@ -367,7 +367,7 @@ async fn pump(
         }
         if after > *reserved {
             // Unknown length: grow the reservation as bytes arrive.
-            let more = (after - *reserved).max(64 << 20);
+            let more = (after - *reserved).max(1 << 20);
             store.reserve(more).map_err(|e| e.to_string())?;
             *reserved += more;
         }

@@ -350,6 +350,14 @@ impl Store {
                  raise --max-bytes"
             )));
         }
+        {
+            // Common case first: it fits, no eviction, no database query.
+            let mut index = lock(&self.index);
+            if index.used + index.reserved + n <= max {
+                index.reserved += n;
+                return Ok(());
+            }
+        }
         let pinned: HashSet<String> = self.db.pinned_digests()?.into_iter().collect();
         let mut index = lock(&self.index);
         while index.used + index.reserved + n > max {
