@@ -40,20 +40,24 @@ use std::time::Duration;
 
 pub use second_stage::Rule as SecondStageRule;
 
-/// Default cap on blksize: a 1500-byte Ethernet MTU minus IPv6 (40) and UDP
-/// (8) headers and the 4-byte TFTP header is 1448; IPv4 allows 1468. 1468
-/// avoids IP fragmentation on IPv4 Ethernet; on IPv6, 1468-byte blocks need
-/// fragmentation, so deployments serving IPv6 clients on a 1500 MTU should
-/// pass `--max-blksize 1448`. iPXE asks for 1432, which fits both.
+/// Default cap on blksize for IPv4 clients: a 1500-byte Ethernet MTU minus
+/// the IPv4 (20), UDP (8) and TFTP (4) headers, so no block is fragmented.
+/// iPXE asks for 1432, which fits.
 pub const DEFAULT_MAX_BLKSIZE: u16 = 1468;
+
+/// Default cap on blksize for IPv6 clients: the IPv6 header is 40 bytes.
+pub const DEFAULT_MAX_BLKSIZE_V6: u16 = 1448;
 
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Directory served; only regular files inside it are readable.
     pub root: PathBuf,
-    /// Largest blksize granted (RFC 2348); larger requests get this value.
+    /// Largest blksize granted to IPv4 clients (RFC 2348); larger requests
+    /// get this value.
     pub max_blksize: u16,
+    /// Largest blksize granted to IPv6 clients.
+    pub max_blksize_v6: u16,
     /// Largest windowsize granted (RFC 7440).
     pub max_windowsize: u16,
     /// Retransmit timeout when the client sends no `timeout` option.
@@ -70,12 +74,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for `root`: blksize ≤ 1468, windowsize ≤ 64, 1 s timeout,
+    /// Defaults for `root`: blksize ≤ 1468 (IPv6: 1448), windowsize ≤ 64, 1 s timeout,
     /// 5 retransmits, 64 sessions, no second-stage rule, 60 s window.
     pub fn new(root: impl Into<PathBuf>) -> Options {
         Options {
             root: root.into(),
             max_blksize: DEFAULT_MAX_BLKSIZE,
+            max_blksize_v6: DEFAULT_MAX_BLKSIZE_V6,
             max_windowsize: 64,
             timeout: transfer::DEFAULT_TIMEOUT,
             retries: 5,

@@ -29,11 +29,16 @@ struct Cli {
     #[arg(long, default_value = "/var/lib/bty/boot", env = "BTY_TFTP_ROOT")]
     root: PathBuf,
 
-    /// Largest block size granted (RFC 2348). 1468 fits a 1500-byte
-    /// Ethernet MTU over IPv4; use 1448 for IPv6 clients.
+    /// Largest block size granted to IPv4 clients (RFC 2348). 1468 fits a
+    /// 1500-byte Ethernet MTU; raise it only on jumbo-frame networks.
     #[arg(long, default_value_t = bty_tftp::DEFAULT_MAX_BLKSIZE,
           value_parser = clap::value_parser!(u16).range(512..=65464))]
     max_blksize: u16,
+
+    /// Largest block size granted to IPv6 clients (1448 fits a 1500 MTU).
+    #[arg(long, default_value_t = bty_tftp::DEFAULT_MAX_BLKSIZE_V6,
+          value_parser = clap::value_parser!(u16).range(512..=65464))]
+    max_blksize_v6: u16,
 
     /// Largest window size granted (RFC 7440).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -97,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         let opts = bty_tftp::Options {
             max_blksize: cli.max_blksize,
+            max_blksize_v6: cli.max_blksize_v6,
             max_windowsize: cli.max_windowsize,
             timeout: Duration::from_millis(cli.timeout_ms),
             retries: cli.retries,

@@ -19,7 +19,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 
-use crate::options::{negotiate, Limits};
+use crate::options::{negotiate, Limits, RFC_MAX_BLKSIZE, RFC_MIN_BLKSIZE};
 use crate::packet::{self, ErrorCode, Mode, Packet, Request};
 use crate::path::{self, PathError};
 use crate::second_stage::SecondStage;
@@ -319,9 +319,17 @@ async fn run_read(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    // IPv4-mapped clients on a dual-stack socket travel as IPv4.
+    let max_blksize = if client_ip.is_ipv6() {
+        shared.opts.max_blksize_v6
+    } else {
+        shared.opts.max_blksize
+    };
     let limits = Limits {
-        max_blksize: shared.opts.max_blksize,
-        max_windowsize: shared.opts.max_windowsize,
+        max_blksize: max_blksize.clamp(RFC_MIN_BLKSIZE, RFC_MAX_BLKSIZE),
+        // A window must stay well below 65536 blocks so an ACK number maps
+        // to one block (see window.rs).
+        max_windowsize: shared.opts.max_windowsize.clamp(1, 4096),
         default_timeout: shared.opts.timeout,
     };
     let neg = negotiate(&opts, size, &limits);

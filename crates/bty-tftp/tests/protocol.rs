@@ -585,3 +585,34 @@ fn rollover_beyond_65535_blocks_at_blksize_512() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "content differs");
 }
+
+#[test]
+fn blksize_is_capped_per_address_family() {
+    let s = Server::start(|_| {});
+    s.write("f", &random_bytes(3000, 12));
+    for (v6, want) in [(false, "1468"), (true, "1448")] {
+        if v6 && s.v6.is_none() {
+            eprintln!("skipping IPv6: [::1] cannot be bound here");
+            continue;
+        }
+        let c = Raw::new(s.addr(v6));
+        c.send(&packet::request(
+            OP_RRQ,
+            "f",
+            "octet",
+            &[("blksize", "65464")],
+        ));
+        let (buf, tid) = c.recv().unwrap();
+        assert_eq!(
+            packet::parse(&buf).unwrap(),
+            Packet::Oack(vec![("blksize", want)])
+        );
+        c.ack(tid, 0);
+        let (_, d, _) = c.expect_data();
+        assert_eq!(d.len().to_string(), want);
+        // Abort politely.
+        c.sock
+            .send_to(&packet::error(packet::ErrorCode::NotDefined, "done"), tid)
+            .unwrap();
+    }
+}
