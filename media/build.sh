@@ -101,7 +101,8 @@ awk '$1 == "insmod" {print $2}' "$work/mods" | sort -u | while read -r ko; do
         *) cp "$ko" "$dest" ;;
     esac
 done
-cp "$work/kernel/lib/modules/$kver/modules.builtin" "$work/kernel/lib/modules/$kver/modules.order" \
+cp "$work/kernel/lib/modules/$kver/modules.builtin" "$work/kernel/lib/modules/$kver/modules.builtin.modinfo" \
+    "$work/kernel/lib/modules/$kver/modules.order" \
     "$root/lib/modules/$kver/" 2>/dev/null || true
 depmod -b "$root" "$kver"
 echo "$MODULES" | tr ' ' '\n' | sed '/^$/d' > "$root/etc/bty-modules"
