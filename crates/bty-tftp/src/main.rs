@@ -88,7 +88,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a TFTP transfer is a chain of tiny request/response
+    // steps, and keeping the socket driver and the transfer task on one
+    // thread avoids a cross-thread wake-up per block. File reads still go
+    // to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
