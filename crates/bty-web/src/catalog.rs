@@ -90,7 +90,11 @@ impl Snapshot {
     pub fn describe_sources(&self, cfg_file: Option<&PathBuf>, wc: Option<&str>) -> String {
         let mut parts = Vec::new();
         if let Some(p) = cfg_file {
-            parts.push(format!("static file {} ({})", p.display(), describe(&self.static_file)));
+            parts.push(format!(
+                "static file {} ({})",
+                p.display(),
+                describe(&self.static_file)
+            ));
         }
         if let Some(u) = wc {
             parts.push(format!("withcache {u} ({})", describe(&self.withcache)));
@@ -170,7 +174,10 @@ impl Catalog {
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snap.read().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.snap
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// The static catalog file, when configured.
@@ -244,14 +251,11 @@ impl Catalog {
         }
         let snap = Snapshot {
             images,
-            static_file: st
-                .static_status
-                .clone()
-                .unwrap_or(if self.file.is_some() {
-                    SourceStatus::Pending
-                } else {
-                    SourceStatus::Off
-                }),
+            static_file: st.static_status.clone().unwrap_or(if self.file.is_some() {
+                SourceStatus::Pending
+            } else {
+                SourceStatus::Off
+            }),
             withcache: st.wc_status.clone().unwrap_or(if self.withcache.is_some() {
                 SourceStatus::Pending
             } else {
@@ -409,9 +413,19 @@ mod tests {
         let a = s.get("a").unwrap();
         assert_eq!(a.url, "https://o/a.img.zst");
         assert_eq!(a.resolved_format, ImageFormat::Zst);
-        assert!(matches!(s.static_file, SourceStatus::Ok { entries: 1, skipped: 2, .. }));
-        std::fs::write(&p, "version = 1\n[[images]]\nname = \"b\"\nsrc = \"https://o/b.img\"\n")
-            .unwrap();
+        assert!(matches!(
+            s.static_file,
+            SourceStatus::Ok {
+                entries: 1,
+                skipped: 2,
+                ..
+            }
+        ));
+        std::fs::write(
+            &p,
+            "version = 1\n[[images]]\nname = \"b\"\nsrc = \"https://o/b.img\"\n",
+        )
+        .unwrap();
         c.refresh(true, false).await;
         assert!(c.snapshot().get("b").is_some());
         assert!(c.snapshot().get("a").is_none());
@@ -454,7 +468,10 @@ mod tests {
             Some("http://wc:3000"),
         );
         let snap = Snapshot {
-            images: images.into_iter().map(|i| (i.entry.name.clone(), i)).collect(),
+            images: images
+                .into_iter()
+                .map(|i| (i.entry.name.clone(), i))
+                .collect(),
             static_file: SourceStatus::Off,
             withcache: SourceStatus::Off,
         };

@@ -279,10 +279,7 @@ fn parse_table(s: &str) -> anyhow::Result<toml::Table> {
 }
 
 /// Overlay `BTY_<SECTION>_<KEY>` (non-empty values only) onto `table`.
-fn apply_env(
-    table: &mut toml::Table,
-    get: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<()> {
+fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
     for (section, key) in KEYS {
         let name = format!("BTY_{}_{}", section.to_uppercase(), key.to_uppercase());
         let Some(raw) = get(&name).filter(|v| !v.is_empty()) else {
@@ -360,8 +357,10 @@ mod tests {
         let e = Config::from_toml_str("[withcache]\nurl = \"ftp://x\"").unwrap_err();
         assert!(format!("{e:#}").contains("withcache"));
         let mut t = toml::Table::new();
-        let e = apply_env(&mut t, |k| (k == "BTY_FLASH_MAX_ATTEMPTS").then(|| "x".into()))
-            .unwrap_err();
+        let e = apply_env(&mut t, |k| {
+            (k == "BTY_FLASH_MAX_ATTEMPTS").then(|| "x".into())
+        })
+        .unwrap_err();
         assert!(format!("{e:#}").contains("BTY_FLASH_MAX_ATTEMPTS"));
         assert!(Config::from_toml_str("[flash]\nmax_attempts = 0").is_err());
     }

@@ -65,7 +65,14 @@ fn event(
     details: serde_json::Value,
     now: &str,
 ) -> rusqlite::Result<Event> {
-    let e = events::insert(conn, kind, Some(&mac.to_string()), &summary, Some(&details), now)?;
+    let e = events::insert(
+        conn,
+        kind,
+        Some(&mac.to_string()),
+        &summary,
+        Some(&details),
+        now,
+    )?;
     bus.push(BusMsg::Event(e.clone()));
     Ok(e)
 }
@@ -179,7 +186,8 @@ pub fn contact(
                 Some(c) => c,
                 None => cycles::get(&tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?,
             };
-            if contact == Contact::Plan && matches!(c.state, CycleState::Offered | CycleState::Booted)
+            if contact == Contact::Plan
+                && matches!(c.state, CycleState::Offered | CycleState::Booted)
             {
                 cycles::advance(&tx, c.id, CycleState::Flashing, &now)?;
                 c.state = CycleState::Flashing;
@@ -190,7 +198,10 @@ pub fn contact(
                     &mut bus,
                     "flash.started",
                     mac,
-                    format!("{mac} took the plan of cycle {} ({} onto {})", c.id, c.image_name, c.target_serial),
+                    format!(
+                        "{mac} took the plan of cycle {} ({} onto {})",
+                        c.id, c.image_name, c.target_serial
+                    ),
                     json!({"cycle": c.id, "attempt": c.attempt, "image": c.image_name}),
                     &now,
                 )?;
@@ -297,7 +308,10 @@ pub fn contact(
         ..machine
     };
     if changed {
-        bus.push(machine_msg(&machine, result_cycle.as_ref().or(current.as_ref())));
+        bus.push(machine_msg(
+            &machine,
+            result_cycle.as_ref().or(current.as_ref()),
+        ));
     }
     Ok(ContactResult {
         machine,
@@ -312,7 +326,12 @@ pub fn contact(
 
 /// `GET /boot/{name}?mac=`: the file was found and is being served. Moves an
 /// `offered` cycle to `booted`.
-pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> rusqlite::Result<Vec<BusMsg>> {
+pub fn booted(
+    conn: &mut Connection,
+    mac: Mac,
+    ip: &str,
+    file: &str,
+) -> rusqlite::Result<Vec<BusMsg>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now();
     let mut bus = Vec::new();
@@ -344,7 +363,11 @@ pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> rusqlite
 
 /// Compare two tokens without an early exit.
 fn token_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The current cycle when `token` is its token; a 409 saying why otherwise.
@@ -352,7 +375,9 @@ fn check_token(conn: &Connection, mac: Mac, token: &str) -> Result<(Machine, Cyc
     let m = machines::get(conn, mac)?
         .ok_or_else(|| ApiError::not_found(format!("no machine {mac} is registered")))?;
     if token.is_empty() {
-        return Err(ApiError::conflict("the report carries no token; take it from the plan"));
+        return Err(ApiError::conflict(
+            "the report carries no token; take it from the plan",
+        ));
     }
     let current = cycles::current(conn, mac, m.arm_gen)?;
     if let Some(c) = current.as_ref().filter(|c| token_eq(&c.token, token)) {
@@ -452,7 +477,10 @@ fn close(
     let (kind, summary) = if f.ok {
         (
             "flash.done",
-            format!("{}: cycle {} done: {} is on disk {}", m.mac, c.id, c.image_name, c.target_serial),
+            format!(
+                "{}: cycle {} done: {} is on disk {}",
+                m.mac, c.id, c.image_name, c.target_serial
+            ),
         )
     } else {
         (
@@ -487,7 +515,12 @@ fn close(
 }
 
 /// `POST /pxe/{mac}/done`.
-pub fn done(conn: &mut Connection, mac: Mac, ip: &str, d: &DoneReport) -> Result<DoneResult, ApiError> {
+pub fn done(
+    conn: &mut Connection,
+    mac: Mac,
+    ip: &str,
+    d: &DoneReport,
+) -> Result<DoneResult, ApiError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (m, c) = check_token(&tx, mac, &d.token)?;
     if !c.state.is_open() {
@@ -541,7 +574,9 @@ pub fn legacy_status(
             &now,
         )?;
         tx.commit()?;
-        return Err(ApiError::not_found(format!("no machine {mac} is registered")));
+        return Err(ApiError::not_found(format!(
+            "no machine {mac} is registered"
+        )));
     };
     machines::touch(&tx, mac, ip, &now)?;
     let current = if m.boot_mode.flashes() {
@@ -570,7 +605,10 @@ pub fn legacy_status(
                 &mut bus,
                 "pxe.status",
                 mac,
-                format!("{mac} reported {} with no flash cycle open; nothing changed", if ok { "done" } else { "failed" }),
+                format!(
+                    "{mac} reported {} with no flash cycle open; nothing changed",
+                    if ok { "done" } else { "failed" }
+                ),
                 json!({"status": if ok { "done" } else { "failed" }, "reason": reason}),
                 &now,
             )?;
@@ -687,13 +725,20 @@ pub fn put_machine(
     event(
         &tx,
         &mut bus,
-        if created { "machine.created" } else { "machine.updated" },
+        if created {
+            "machine.created"
+        } else {
+            "machine.updated"
+        },
         mac,
         format!(
             "{mac} {}: boot_mode {}{}",
             if created { "created" } else { "updated" },
             s.boot_mode,
-            s.image.as_deref().map(|i| format!(", image {i}")).unwrap_or_default()
+            s.image
+                .as_deref()
+                .map(|i| format!(", image {i}"))
+                .unwrap_or_default()
         ),
         details,
         &now,

@@ -127,6 +127,9 @@ mod tests {
 
     #[test]
     fn ipxe_text_neutralises_everything_else() {
-        assert_eq!(ipxe_text("a\nchain http://x;${y}&&z"), "a_chain http://x___y___z");
+        assert_eq!(
+            ipxe_text("a\nchain http://x;${y}&&z"),
+            "a_chain http://x___y___z"
+        );
     }
 }

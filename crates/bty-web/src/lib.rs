@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod cycle;
 pub mod db;
+pub mod dhcp;
 pub mod error;
 pub mod ipxe;
 pub mod metrics;
@@ -63,10 +64,17 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
             "the admin password is the well-known default; change it with `bty-lab passwd`"
         );
     }
-    let sessions = match config.server.session_secret.as_deref().filter(|s| !s.is_empty()) {
+    let sessions = match config
+        .server
+        .session_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
         Some(s) => bty_auth::SessionKey::from_secret(s.as_bytes()),
-        None => bty_auth::SessionKey::load_or_create(&config.server.state_dir.join("session-secret"))
-            .context("session secret")?,
+        None => {
+            bty_auth::SessionKey::load_or_create(&config.server.state_dir.join("session-secret"))
+                .context("session secret")?
+        }
     };
     let auth = bty_auth::Auth::new(creds, sessions, COOKIE_NAME);
     let catalog = Arc::new(catalog::Catalog::new(
@@ -108,11 +116,15 @@ pub fn router(st: AppState) -> Router {
                 .put(routes::api::put_machine)
                 .delete(routes::api::delete_machine),
         )
-        .route("/api/machines/{mac}/cycles", get(routes::api::machine_cycles))
+        .route(
+            "/api/machines/{mac}/cycles",
+            get(routes::api::machine_cycles),
+        )
         .route("/api/images", get(routes::api::images))
         .route("/api/images/refresh", post(routes::api::refresh_images))
         .route("/api/events", get(routes::api::list_events))
         .route("/api/events/stream", get(sse::stream))
+        .route("/api/settings/dhcp", get(routes::api::dhcp_settings))
         .route_layer(axum::middleware::from_fn_with_state(
             st.clone(),
             routes::require_admin,

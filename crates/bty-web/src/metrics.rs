@@ -43,14 +43,29 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, machines: Option<i64>) -> String {
         let mut s = String::with_capacity(2048);
-        let _ = writeln!(s, "# HELP bty_http_requests_total HTTP requests answered, by status class.");
+        let _ = writeln!(
+            s,
+            "# HELP bty_http_requests_total HTTP requests answered, by status class."
+        );
         let _ = writeln!(s, "# TYPE bty_http_requests_total counter");
         for (i, c) in self.requests.iter().enumerate().skip(1) {
-            let _ = writeln!(s, "bty_http_requests_total{{class=\"{i}xx\"}} {}", c.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "bty_http_requests_total{{class=\"{i}xx\"}} {}",
+                c.load(Relaxed)
+            );
         }
         for (name, help, arr) in [
-            ("bty_pxe_offers_total", "iPXE scripts served by /pxe/{mac}, by kind.", &self.offers),
-            ("bty_plans_total", "Plans served by /pxe/{mac}/plan, by kind.", &self.plans),
+            (
+                "bty_pxe_offers_total",
+                "iPXE scripts served by /pxe/{mac}, by kind.",
+                &self.offers,
+            ),
+            (
+                "bty_plans_total",
+                "Plans served by /pxe/{mac}/plan, by kind.",
+                &self.plans,
+            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}");
             let _ = writeln!(s, "# TYPE {name} counter");
@@ -59,11 +74,31 @@ impl Metrics {
             }
         }
         for (name, help, c) in [
-            ("bty_flashes_started_total", "Flash cycles that entered flashing.", &self.flashes_started),
-            ("bty_flashes_done_total", "Flash cycles that ended done.", &self.flashes_done),
-            ("bty_flashes_failed_total", "Flash cycles that ended failed.", &self.flashes_failed),
-            ("bty_flash_bytes_reported_total", "Bytes written as reported by agents' progress.", &self.bytes_reported),
-            ("bty_reports_refused_total", "Progress/done reports refused for a missing, stale or foreign token.", &self.reports_refused),
+            (
+                "bty_flashes_started_total",
+                "Flash cycles that entered flashing.",
+                &self.flashes_started,
+            ),
+            (
+                "bty_flashes_done_total",
+                "Flash cycles that ended done.",
+                &self.flashes_done,
+            ),
+            (
+                "bty_flashes_failed_total",
+                "Flash cycles that ended failed.",
+                &self.flashes_failed,
+            ),
+            (
+                "bty_flash_bytes_reported_total",
+                "Bytes written as reported by agents' progress.",
+                &self.bytes_reported,
+            ),
+            (
+                "bty_reports_refused_total",
+                "Progress/done reports refused for a missing, stale or foreign token.",
+                &self.reports_refused,
+            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}");
             let _ = writeln!(s, "# TYPE {name} counter");

@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/images/refresh"),
     ("get", "/api/events"),
     ("get", "/api/events/stream"),
+    ("get", "/api/settings/dhcp"),
     ("get", "/api/openapi.json"),
 ];
 
@@ -61,30 +62,220 @@ pub fn document() -> Value {
             .as_object_mut()
             .map(|o| o.insert(method.to_string(), v));
     };
-    add("/pxe-bootstrap.ipxe", "get", op("Chain to the per-MAC script of the NIC that booted", "pxe", false, json!({"200": ipxe, "400": err})));
+    add(
+        "/pxe-bootstrap.ipxe",
+        "get",
+        op(
+            "Chain to the per-MAC script of the NIC that booted",
+            "pxe",
+            false,
+            json!({"200": ipxe, "400": err}),
+        ),
+    );
     add("/pxe/{mac}", "get", op("Per-MAC iPXE script: flash chain, inventory chain, local disk or parked; registers unknown MACs", "pxe", false, json!({"200": ipxe, "400": err})));
-    add("/pxe/{mac}/plan", "get", op("The agent's plan (bty_proto::plan::Plan)", "pxe", false, json!({"200": ok_json("plan"), "400": err})));
-    add("/pxe/{mac}/progress", "post", op("Progress of the current cycle; needs its token", "pxe", false, json!({"200": ok_json("ReportAck"), "400": err, "404": err, "409": err, "413": err})));
+    add(
+        "/pxe/{mac}/plan",
+        "get",
+        op(
+            "The agent's plan (bty_proto::plan::Plan)",
+            "pxe",
+            false,
+            json!({"200": ok_json("plan"), "400": err}),
+        ),
+    );
+    add(
+        "/pxe/{mac}/progress",
+        "post",
+        op(
+            "Progress of the current cycle; needs its token",
+            "pxe",
+            false,
+            json!({"200": ok_json("ReportAck"), "400": err, "404": err, "409": err, "413": err}),
+        ),
+    );
     add("/pxe/{mac}/done", "post", op("End of the current cycle; needs its token; a replay is acknowledged with recorded=false", "pxe", false, json!({"200": ok_json("ReportAck"), "400": err, "404": err, "409": err, "413": err})));
-    add("/pxe/{mac}/inventory", "post", op("Hardware inventory from the agent", "pxe", false, json!({"204": {"description": "stored"}, "400": err, "404": err, "413": err})));
-    add("/pxe/{mac}/status", "post", op("Python live env terminal report {status: done|failed, reason}; no token (weaker path)", "pxe", false, json!({"204": {"description": "applied"}, "400": err, "404": err})));
+    add(
+        "/pxe/{mac}/inventory",
+        "post",
+        op(
+            "Hardware inventory from the agent",
+            "pxe",
+            false,
+            json!({"204": {"description": "stored"}, "400": err, "404": err, "413": err}),
+        ),
+    );
+    add(
+        "/pxe/{mac}/status",
+        "post",
+        op(
+            "Python live env terminal report {status: done|failed, reason}; no token (weaker path)",
+            "pxe",
+            false,
+            json!({"204": {"description": "applied"}, "400": err, "404": err}),
+        ),
+    );
     add("/boot/{name}", "get", op("Boot artifact; HEAD and single Range supported; ?mac= marks the cycle booted; iPXE asking for an iPXE bootfile gets a chain script", "boot", false, json!({"200": {"description": "file"}, "206": {"description": "range"}, "400": err, "404": err, "416": err})));
-    add("/catalog.toml", "get", op("The image catalog for clients (withcache URLs when configured)", "images", false, json!({"200": {"description": "catalog", "content": {"application/toml": {}}}})));
-    add("/healthz", "get", op("Liveness", "meta", false, json!({"200": ok_json("{status: ok}")})));
-    add("/version", "get", op("Versions", "meta", false, json!({"200": ok_json("versions")})));
-    add("/metrics", "get", op("Prometheus metrics", "meta", false, json!({"200": {"description": "text exposition"}})));
-    add("/api/login", "post", op("Log in with {user?, password}; sets the session cookie", "auth", false, json!({"204": {"description": "logged in"}, "401": err, "403": err, "429": err})));
-    add("/api/logout", "post", op("Clear the session cookie", "auth", false, json!({"204": {"description": "logged out"}})));
-    add("/api/machines", "get", op("All machines with their current cycle", "machines", true, json!({"200": ok_json("machines"), "401": err})));
-    add("/api/machines/{mac}", "get", op("One machine", "machines", true, json!({"200": ok_json("machine"), "404": err, "401": err})));
+    add(
+        "/catalog.toml",
+        "get",
+        op(
+            "The image catalog for clients (withcache URLs when configured)",
+            "images",
+            false,
+            json!({"200": {"description": "catalog", "content": {"application/toml": {}}}}),
+        ),
+    );
+    add(
+        "/healthz",
+        "get",
+        op(
+            "Liveness",
+            "meta",
+            false,
+            json!({"200": ok_json("{status: ok}")}),
+        ),
+    );
+    add(
+        "/version",
+        "get",
+        op(
+            "Versions",
+            "meta",
+            false,
+            json!({"200": ok_json("versions")}),
+        ),
+    );
+    add(
+        "/metrics",
+        "get",
+        op(
+            "Prometheus metrics",
+            "meta",
+            false,
+            json!({"200": {"description": "text exposition"}}),
+        ),
+    );
+    add(
+        "/api/login",
+        "post",
+        op(
+            "Log in with {user?, password}; sets the session cookie",
+            "auth",
+            false,
+            json!({"204": {"description": "logged in"}, "401": err, "403": err, "429": err}),
+        ),
+    );
+    add(
+        "/api/logout",
+        "post",
+        op(
+            "Clear the session cookie",
+            "auth",
+            false,
+            json!({"204": {"description": "logged out"}}),
+        ),
+    );
+    add(
+        "/api/machines",
+        "get",
+        op(
+            "All machines with their current cycle",
+            "machines",
+            true,
+            json!({"200": ok_json("machines"), "401": err}),
+        ),
+    );
+    add(
+        "/api/machines/{mac}",
+        "get",
+        op(
+            "One machine",
+            "machines",
+            true,
+            json!({"200": ok_json("machine"), "404": err, "401": err}),
+        ),
+    );
     add("/api/machines/{mac}", "put", op("Create or fully replace {boot_mode, image, target_disk_serial, sanboot_drive, labels, name}; a change of mode, image or target re-arms; any PUT un-parks", "machines", true, json!({"200": ok_json("machine"), "201": ok_json("created"), "400": err, "401": err, "403": err, "413": err})));
-    add("/api/machines/{mac}", "delete", op("Delete a machine and its cycles (events are kept)", "machines", true, json!({"204": {"description": "deleted"}, "404": err, "401": err})));
-    add("/api/machines/{mac}/cycles", "get", op("Flash cycle history, newest first", "machines", true, json!({"200": ok_json("cycles"), "401": err})));
-    add("/api/images", "get", op("Catalog entries and the state of each source", "images", true, json!({"200": ok_json("images"), "401": err})));
-    add("/api/images/refresh", "post", op("Re-read the catalog file and poll withcache now", "images", true, json!({"200": ok_json("images"), "401": err})));
-    add("/api/events", "get", op("Event log page, newest first (?mac, ?kind, ?before_id, ?limit)", "events", true, json!({"200": ok_json("{events, next_before_id}"), "400": err, "401": err})));
-    add("/api/events/stream", "get", op("Server-sent events: event, progress, machine, lagged; keep-alive comments", "events", true, json!({"200": {"description": "stream", "content": {"text/event-stream": {}}}, "401": err})));
-    add("/api/openapi.json", "get", op("This document", "meta", false, json!({"200": ok_json("OpenAPI")})));
+    add(
+        "/api/machines/{mac}",
+        "delete",
+        op(
+            "Delete a machine and its cycles (events are kept)",
+            "machines",
+            true,
+            json!({"204": {"description": "deleted"}, "404": err, "401": err}),
+        ),
+    );
+    add(
+        "/api/machines/{mac}/cycles",
+        "get",
+        op(
+            "Flash cycle history, newest first",
+            "machines",
+            true,
+            json!({"200": ok_json("cycles"), "401": err}),
+        ),
+    );
+    add(
+        "/api/images",
+        "get",
+        op(
+            "Catalog entries and the state of each source",
+            "images",
+            true,
+            json!({"200": ok_json("images"), "401": err}),
+        ),
+    );
+    add(
+        "/api/images/refresh",
+        "post",
+        op(
+            "Re-read the catalog file and poll withcache now",
+            "images",
+            true,
+            json!({"200": ok_json("images"), "401": err}),
+        ),
+    );
+    add(
+        "/api/events",
+        "get",
+        op(
+            "Event log page, newest first (?mac, ?kind, ?before_id, ?limit)",
+            "events",
+            true,
+            json!({"200": ok_json("{events, next_before_id}"), "400": err, "401": err}),
+        ),
+    );
+    add(
+        "/api/events/stream",
+        "get",
+        op(
+            "Server-sent events: event, progress, machine, lagged; keep-alive comments",
+            "events",
+            true,
+            json!({"200": {"description": "stream", "content": {"text/event-stream": {}}}, "401": err}),
+        ),
+    );
+    add(
+        "/api/settings/dhcp",
+        "get",
+        op(
+            "DHCP options (60/66/67, iPXE user-class rules, dnsmasq/ISC/Kea snippets) for this host",
+            "settings",
+            true,
+            json!({"200": ok_json("DhcpGuidance"), "401": err}),
+        ),
+    );
+    add(
+        "/api/openapi.json",
+        "get",
+        op(
+            "This document",
+            "meta",
+            false,
+            json!({"200": ok_json("OpenAPI")}),
+        ),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {"title": "bty-web", "version": env!("CARGO_PKG_VERSION")},

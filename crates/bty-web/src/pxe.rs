@@ -313,10 +313,7 @@ mod tests {
                 let mut i = base(BootMode::IpxeExit);
                 i.current = cyc(st, 3, false);
                 i.parked = true;
-                assert_eq!(
-                    decide(&i, contact).offer,
-                    Offer::Local(LocalWhy::ModeExit)
-                );
+                assert_eq!(decide(&i, contact).offer, Offer::Local(LocalWhy::ModeExit));
             }
         }
     }

@@ -82,9 +82,7 @@ pub async fn stream(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = st.bus.subscribe();
     let mut stop = st.stop.clone();
-    let hello = futures::stream::once(async {
-        Ok(SseEvent::default().event("hello").data("{}"))
-    });
+    let hello = futures::stream::once(async { Ok(SseEvent::default().event("hello").data("{}")) });
     let updates = BroadcastStream::new(rx).map(|m| {
         Ok(match m {
             Ok(msg) => SseEvent::default()
@@ -114,7 +112,8 @@ mod tokio_stream_shim {
     use std::task::{Context, Poll};
     use tokio::sync::broadcast::{error::RecvError, Receiver};
 
-    type Fut<T> = Pin<Box<dyn std::future::Future<Output = (Result<T, RecvError>, Receiver<T>)> + Send>>;
+    type Fut<T> =
+        Pin<Box<dyn std::future::Future<Output = (Result<T, RecvError>, Receiver<T>)> + Send>>;
 
     pub struct BroadcastStream<T> {
         fut: Fut<T>,

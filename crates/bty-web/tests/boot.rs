@@ -12,31 +12,70 @@ async fn range_head_and_full() {
     let r = s.client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["accept-ranges"], "bytes");
-    assert_eq!(r.headers()["content-length"], KERNEL_BYTES.len().to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        KERNEL_BYTES.len().to_string().as_str()
+    );
     assert!(r.headers().contains_key("date"));
     assert_eq!(r.bytes().await.unwrap().as_ref(), KERNEL_BYTES);
 
-    let r = s.client.get(&url).header("range", "bytes=2-5").send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .header("range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.headers()["content-range"], format!("bytes 2-5/{}", KERNEL_BYTES.len()).as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 2-5/{}", KERNEL_BYTES.len()).as_str()
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &KERNEL_BYTES[2..=5]);
 
-    let r = s.client.get(&url).header("range", "bytes=-3").send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .header("range", "bytes=-3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &KERNEL_BYTES[KERNEL_BYTES.len() - 3..]);
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &KERNEL_BYTES[KERNEL_BYTES.len() - 3..]
+    );
 
-    let r = s.client.get(&url).header("range", "bytes=999-").send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .header("range", "bytes=999-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 416);
-    assert_eq!(r.headers()["content-range"], format!("bytes */{}", KERNEL_BYTES.len()).as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{}", KERNEL_BYTES.len()).as_str()
+    );
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("range"));
 
-    let r = s.client.get(&url).header("range", "bytes=0-1,4-5").send().await.unwrap();
+    let r = s
+        .client
+        .get(&url)
+        .header("range", "bytes=0-1,4-5")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "multiple ranges: whole file");
 
     let r = s.client.head(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-length"], KERNEL_BYTES.len().to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        KERNEL_BYTES.len().to_string().as_str()
+    );
     assert!(r.bytes().await.unwrap().is_empty());
     s.stop().await;
 }
@@ -58,7 +97,9 @@ async fn traversal_and_symlink_escape_are_refused() {
         ("/boot/missing.efi", 404),
     ] {
         let resp = s
-            .raw(&format!("GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+            .raw(&format!(
+                "GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ))
             .await;
         assert!(
             resp.starts_with(&format!("HTTP/1.1 {want}")),
@@ -78,17 +119,40 @@ async fn mac_query_marks_booted_only_when_the_file_is_served() {
     let s = Server::start("").await;
     s.flash(MAC, "bty-flash-once").await;
     s.pxe(MAC).await;
-    let r = s.client.get(s.url(&format!("/boot/missing?mac={MAC}"))).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url(&format!("/boot/missing?mac={MAC}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "offered");
-    let r = s.client.head(s.url(&format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}"))).send().await.unwrap();
+    let r = s
+        .client
+        .head(s.url(&format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(s.machine(MAC).await["cycle"]["state"], "offered", "HEAD does not arm");
-    let r = s.client.get(s.url("/boot/bty-netboot-x86_64.vmlinuz?mac=zz")).send().await.unwrap();
+    assert_eq!(
+        s.machine(MAC).await["cycle"]["state"],
+        "offered",
+        "HEAD does not arm"
+    );
+    let r = s
+        .client
+        .get(s.url("/boot/bty-netboot-x86_64.vmlinuz?mac=zz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     s.boot_kernel(MAC).await;
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "booted");
-    assert!(s.events(MAC).await.iter().any(|e| e["kind"] == "cycle.booted"));
+    assert!(s
+        .events(MAC)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "cycle.booted"));
     // An unknown MAC just gets the file.
     s.boot_kernel("52:54:00:00:00:99").await;
     s.stop().await;
@@ -107,10 +171,19 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert!(body.starts_with("#!ipxe\n"), "{body}");
-    assert!(body.contains(&format!("chain http://{}/pxe-bootstrap.ipxe", s.addr)), "{body}");
+    assert!(
+        body.contains(&format!("chain http://{}/pxe-bootstrap.ipxe", s.addr)),
+        "{body}"
+    );
     // Firmware (UEFI HTTP Boot) and curl get the binary.
     for ua in ["UefiHttpBoot/1.0", "curl/7.88.1"] {
-        let r = s.client.get(s.url("/boot/ipxe.efi")).header("user-agent", ua).send().await.unwrap();
+        let r = s
+            .client
+            .get(s.url("/boot/ipxe.efi"))
+            .header("user-agent", ua)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.bytes().await.unwrap().as_ref(), b"MZ-fake-ipxe-efi");
     }
     // Non-bootfiles are served as files even to iPXE.

@@ -24,7 +24,10 @@ async fn curl_walkthrough_script_passes() {
         }
     }
     let s = Server::start("[admin]\npassword = \"walk-pw\"\n").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/curl-walkthrough.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/curl-walkthrough.sh"
+    );
     let out = tokio::process::Command::new("bash")
         .arg(script)
         .env("BTY_URL", &s.base)

@@ -6,7 +6,10 @@ use common::*;
 use serde_json::{json, Value};
 
 fn token(plan: &Value) -> String {
-    plan["token"].as_str().expect("flash plan has a token").to_string()
+    plan["token"]
+        .as_str()
+        .expect("flash plan has a token")
+        .to_string()
 }
 
 /// One full cycle: pxe → boot?mac → plan → progress → done. Returns the plan.
@@ -33,7 +36,10 @@ async fn walk_flash_once_then_three_flash_always_cycles() {
     let plan = full_cycle(&s, MAC).await;
     assert_eq!(plan["version"], 1);
     assert_eq!(plan["image"]["name"], "debian-12");
-    assert_eq!(plan["image"]["url"], "https://images.example/debian-12.img.zst");
+    assert_eq!(
+        plan["image"]["url"],
+        "https://images.example/debian-12.img.zst"
+    );
     assert_eq!(plan["image"]["sha256"], SHA);
     assert_eq!(plan["image"]["size"], 1234);
     assert_eq!(plan["image"]["format"], "img.zst");
@@ -64,7 +70,10 @@ async fn walk_flash_once_then_three_flash_always_cycles() {
     let hist = hist.as_array().unwrap();
     assert_eq!(hist.len(), 4);
     assert!(hist.iter().all(|c| c["state"] == "done" && c["ok"] == true));
-    assert!(hist.iter().all(|c| c.get("token").is_none()), "tokens are not exposed");
+    assert!(
+        hist.iter().all(|c| c.get("token").is_none()),
+        "tokens are not exposed"
+    );
     let (_, m) = s.get_text("/metrics").await;
     assert!(m.contains("bty_flashes_done_total 4"), "{m}");
     assert!(m.contains("bty_flashes_started_total 4"), "{m}");
@@ -125,7 +134,10 @@ async fn crash_mid_cycle_reflashes_never_local_then_parks_and_put_unparks() {
         assert_eq!(st, 200, "{m}");
         assert!(m["parked_reason"].is_null());
         let script = s.pxe(MAC).await;
-        assert!(is_flash(&script) && script.contains("attempt 1"), "{script}");
+        assert!(
+            is_flash(&script) && script.contains("attempt 1"),
+            "{script}"
+        );
         full_cycle_from_offered(&s).await;
     }
     s.stop().await;
@@ -162,7 +174,10 @@ async fn stale_foreign_missing_tokens_and_replayed_done() {
 
     let (st, e) = s.done(MAC, &token(&po), true).await;
     assert_eq!(st, 409);
-    assert!(e["error"].as_str().unwrap().contains("another machine"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("another machine"),
+        "{e}"
+    );
     let (st, _) = s.done(MAC, "", true).await;
     assert_eq!(st, 409);
     let (st, _) = s.done(MAC, "00000000000000000000000000000000", true).await;
@@ -171,7 +186,11 @@ async fn stale_foreign_missing_tokens_and_replayed_done() {
         .post_json(&format!("/pxe/{MAC}/done"), &json!({"ok": true}))
         .await;
     assert_eq!(st, 400, "token is a required field");
-    assert_eq!(s.machine(MAC).await, before, "refused reports change nothing");
+    assert_eq!(
+        s.machine(MAC).await,
+        before,
+        "refused reports change nothing"
+    );
 
     let (st, ack) = s.done(MAC, &token(&p), true).await;
     assert_eq!((st, ack["recorded"].clone()), (200, json!(true)));
@@ -231,8 +250,16 @@ async fn operator_change_rearms_flash_once_and_cancels_open_cycles() {
     assert_eq!(st, 200);
     assert!(is_flash(&s.pxe(MAC).await));
     let (_, hist) = s.get_json(&format!("/api/machines/{MAC}/cycles")).await;
-    let states: Vec<_> = hist.as_array().unwrap().iter().map(|c| c["state"].clone()).collect();
-    assert_eq!(states, vec![json!("offered"), json!("done"), json!("cancelled")]);
+    let states: Vec<_> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        vec![json!("offered"), json!("done"), json!("cancelled")]
+    );
     s.stop().await;
 }
 
@@ -247,24 +274,52 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
     )));
     let m = s.machine(MAC).await;
     assert_eq!(m["boot_mode"], "bty-inventory");
-    assert!(s.events(MAC).await.iter().any(|e| e["kind"] == "machine.discovered"));
+    assert!(s
+        .events(MAC)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "machine.discovered"));
     assert_eq!(s.plan(MAC).await["mode"], "inventory");
     let inv = json!({"disks": [{"name": "vda", "serial": "BTYTEST", "size_bytes": 1000}], "nics": [], "lshw": {"x": 1}});
-    let r = s.client.post(s.url(&format!("/pxe/{MAC}/inventory"))).json(&inv).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/pxe/{MAC}/inventory")))
+        .json(&inv)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(s.machine(MAC).await["inventory"]["lshw"]["x"], 1);
     assert!(is_local(&s.pxe(MAC).await), "disk after inventory");
-    assert!(s.pxe(MAC).await.contains("netboot env for inventory"), "then inventory again");
+    assert!(
+        s.pxe(MAC).await.contains("netboot env for inventory"),
+        "then inventory again"
+    );
     // Unknown machine inventory: 404 + orphan event.
-    let r = s.client.post(s.url("/pxe/52:54:00:00:00:77/inventory")).json(&inv).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/pxe/52:54:00:00:00:77/inventory"))
+        .json(&inv)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     // Plan auto-registers too.
     assert_eq!(s.plan("52:54:00:00:00:78").await["mode"], "inventory");
     // ipxe-exit with a custom drive.
-    let (st, _) = s.put_machine(MAC, &json!({"boot_mode": "ipxe-exit", "sanboot_drive": "0x81"})).await;
+    let (st, _) = s
+        .put_machine(
+            MAC,
+            &json!({"boot_mode": "ipxe-exit", "sanboot_drive": "0x81"}),
+        )
+        .await;
     assert_eq!(st, 200);
     let script = s.pxe(MAC).await;
-    assert!(script.contains("iseq ${platform} efi && exit || sanboot --no-describe --drive 0x81 || exit"), "{script}");
+    assert!(
+        script
+            .contains("iseq ${platform} efi && exit || sanboot --no-describe --drive 0x81 || exit"),
+        "{script}"
+    );
     let plan = s.plan(MAC).await;
     assert_eq!(plan["mode"], "exit");
     s.stop().await;
@@ -277,17 +332,41 @@ async fn legacy_status_closes_the_open_cycle_without_a_token() {
     s.pxe(MAC).await;
     s.boot_kernel(MAC).await;
     s.plan(MAC).await;
-    let r = s.client.post(s.url(&format!("/pxe/{MAC}/status"))).json(&json!({"status": "done"})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/pxe/{MAC}/status")))
+        .json(&json!({"status": "done"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
     assert!(is_local(&s.pxe(MAC).await));
     // No open cycle: accepted, nothing changes.
-    let r = s.client.post(s.url(&format!("/pxe/{MAC}/status"))).json(&json!({"status": "failed", "reason": "x"})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/pxe/{MAC}/status")))
+        .json(&json!({"status": "failed", "reason": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
-    let r = s.client.post(s.url(&format!("/pxe/{MAC}/status"))).json(&json!({"status": "maybe"})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url(&format!("/pxe/{MAC}/status")))
+        .json(&json!({"status": "maybe"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = s.client.post(s.url("/pxe/52:54:00:00:00:55/status")).json(&json!({"status": "done"})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/pxe/52:54:00:00:00:55/status"))
+        .json(&json!({"status": "done"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     s.stop().await;
 }
@@ -307,7 +386,11 @@ async fn image_leaving_the_catalog_mid_flash_parks_instead_of_local() {
     .unwrap();
     let (st, v) = s.post_json("/api/images/refresh", &json!({})).await;
     assert_eq!(st, 200, "{v}");
-    assert!(v["images"].as_array().unwrap().iter().all(|i| i["name"] != "debian-12"));
+    assert!(v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["name"] != "debian-12"));
     let script = s.pxe(MAC).await;
     assert!(is_parked(&script), "{script}");
     s.stop().await;
@@ -330,9 +413,17 @@ async fn state_survives_a_restart() {
 async fn sse_streams_small_events_with_keepalive_headers() {
     use futures::StreamExt;
     let s = Server::start("").await;
-    let r = s.client.get(s.url("/api/events/stream")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/events/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut body = r.bytes_stream();
     s.flash(MAC, "bty-flash-once").await;
     s.pxe(MAC).await;
@@ -341,7 +432,11 @@ async fn sse_streams_small_events_with_keepalive_headers() {
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while !seen.contains("event: progress") {
-        let chunk = tokio::time::timeout_at(deadline, body.next()).await.unwrap().unwrap().unwrap();
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains("event: hello"));

@@ -10,14 +10,19 @@ use common::*;
 use serde_json::json;
 
 fn check(name: &str, got: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("BTY_BLESS").is_some() {
         std::fs::write(&path, got).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("{} missing; run with BTY_BLESS=1", path.display()));
-    assert_eq!(got, want, "{name} differs from its golden file (BTY_BLESS=1 to accept)");
+    assert_eq!(
+        got, want,
+        "{name} differs from its golden file (BTY_BLESS=1 to accept)"
+    );
 }
 
 const HOST: &str = "192.0.2.10:8080";
@@ -27,10 +32,18 @@ const M: &str = "52:54:00:12:34:56";
 fn templates_match_golden_files() {
     let t = Templates::new();
     check("bootstrap.ipxe", &t.bootstrap(HOST));
-    check("local-ipxe-exit.ipxe", &t.local(M, "ipxe-exit", "0x80", "boot_mode is ipxe-exit"));
+    check(
+        "local-ipxe-exit.ipxe",
+        &t.local(M, "ipxe-exit", "0x80", "boot_mode is ipxe-exit"),
+    );
     check(
         "local-after-flash.ipxe",
-        &t.local(M, "bty-flash-always", "0x81", "the flash is done, this boot is the local disk"),
+        &t.local(
+            M,
+            "bty-flash-always",
+            "0x81",
+            "the flash is done, this boot is the local disk",
+        ),
     );
     let c = ScriptCycle {
         id: 42,
@@ -56,7 +69,12 @@ fn templates_match_golden_files() {
     );
     check(
         "parked.ipxe",
-        &t.parked(HOST, M, "52-54-00-12-34-56", "3 flash attempts did not end in done ok (limit flash.max_attempts = 3)"),
+        &t.parked(
+            HOST,
+            M,
+            "52-54-00-12-34-56",
+            "3 flash attempts did not end in done ok (limit flash.max_attempts = 3)",
+        ),
     );
     check("chain-bootstrap.ipxe", &t.chain_bootstrap(HOST, "ipxe.efi"));
 }
@@ -72,8 +90,21 @@ fn exact_contract_lines() {
     assert!(local.ends_with(
         "\niseq ${platform} efi && exit || sanboot --no-describe --drive 0x80 || exit\n"
     ));
-    let c = ScriptCycle { id: 1, attempt: 1, image_name: "a".into(), target_serial: "S".into() };
-    let flash = t.netboot(HOST, M, "bty-flash-once", "k", "i", "console=ttyS0", Some(&c));
+    let c = ScriptCycle {
+        id: 1,
+        attempt: 1,
+        image_name: "a".into(),
+        target_serial: "S".into(),
+    };
+    let flash = t.netboot(
+        HOST,
+        M,
+        "bty-flash-once",
+        "k",
+        "i",
+        "console=ttyS0",
+        Some(&c),
+    );
     assert!(flash.contains(&format!(
         "\nkernel http://{HOST}/boot/k?mac={M} bty.server=http://{HOST} bty.mac={M} console=ttyS0\ninitrd http://{HOST}/boot/i?mac={M}\nboot\n"
     )), "{flash}");
@@ -85,7 +116,10 @@ async fn served_scripts_match_golden_files() {
     // so normalise it).
     let s = Server::start("").await;
     let norm = |t: String| t.replace(&s.addr.to_string(), "HOST");
-    check("served-bootstrap.ipxe", &norm(s.get_text("/pxe-bootstrap.ipxe").await.1));
+    check(
+        "served-bootstrap.ipxe",
+        &norm(s.get_text("/pxe-bootstrap.ipxe").await.1),
+    );
     check("served-inventory.ipxe", &norm(s.pxe(MAC).await));
     s.flash(MAC, "bty-flash-once").await;
     check("served-flash.ipxe", &norm(s.pxe(MAC).await));

@@ -24,7 +24,9 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
         .unwrap();
         assert_eq!(schema::version(&c).unwrap(), 1);
     }
-    let inode = std::fs::metadata(&db).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let inode = std::fs::metadata(&db)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
     let s = Server::start_in(dir, "").await;
     let m = s.machine(MAC).await;
     assert_eq!(m["name"], "runner-1");
@@ -36,11 +38,27 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
     let dir = s.stop().await;
     let c = Connection::open(dir.path().join("state.db")).unwrap();
     assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
-    let inode2 = std::fs::metadata(dir.path().join("state.db")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
-    assert_eq!(inode, inode2, "the file was upgraded in place, not replaced");
-    let baks = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("bak")).count();
+    let inode2 = std::fs::metadata(dir.path().join("state.db"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    assert_eq!(
+        inode, inode2,
+        "the file was upgraded in place, not replaced"
+    );
+    let baks = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("bak")
+        })
+        .count();
     assert_eq!(baks, 0);
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -69,9 +87,16 @@ fn a_failing_migration_leaves_the_previous_version() {
     assert!(format!("{e:#}").contains("schema version 2"), "{e:#}");
     assert_eq!(schema::version(&c).unwrap(), 1);
     let cols: Vec<String> = c
-        .prepare("SELECT name FROM pragma_table_info('machines')").unwrap()
-        .query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-    assert!(!cols.contains(&"arm_gen".to_string()), "half of migration 2 was not kept");
+        .prepare("SELECT name FROM pragma_table_info('machines')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        !cols.contains(&"arm_gen".to_string()),
+        "half of migration 2 was not kept"
+    );
 }
 
 #[test]
@@ -85,13 +110,16 @@ fn python_and_newer_databases_are_refused_untouched() {
     let e = bty_web::db::Db::open(&db).err().unwrap();
     assert!(format!("{e:#}").contains("Python"), "{e:#}");
     let c = Connection::open(&db).unwrap();
-    let v: String = c.query_row("SELECT version FROM bty_version", [], |r| r.get(0)).unwrap();
+    let v: String = c
+        .query_row("SELECT version FROM bty_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, "0.77.2");
 
     let db2 = dir.path().join("newer.db");
     {
         let c = Connection::open(&db2).unwrap();
-        c.pragma_update(None, "user_version", schema::LATEST + 1).unwrap();
+        c.pragma_update(None, "user_version", schema::LATEST + 1)
+            .unwrap();
     }
     let e = bty_web::db::Db::open(&db2).err().unwrap();
     assert!(format!("{e:#}").contains("newer bty-web"), "{e:#}");

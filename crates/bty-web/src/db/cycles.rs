@@ -301,7 +301,15 @@ pub fn finish(conn: &Connection, id: i64, f: &Finish<'_>, now: &str) -> rusqlite
         "UPDATE cycles SET state = ?2, ok = ?3, reason = ?4, disk_sha256 = ?5, duration_s = ?6, \
          finished_at = ?7 WHERE id = ?1",
     )?
-    .execute(params![id, state, f.ok, f.reason, f.disk_sha256, f.duration_s, now])?;
+    .execute(params![
+        id,
+        state,
+        f.ok,
+        f.reason,
+        f.disk_sha256,
+        f.duration_s,
+        now
+    ])?;
     Ok(())
 }
 
@@ -313,7 +321,12 @@ pub fn mark_local_served(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 }
 
 /// Cancel the machine's open cycles (an operator change replaced them).
-pub fn cancel_open(conn: &Connection, mac: Mac, reason: &str, now: &str) -> rusqlite::Result<usize> {
+pub fn cancel_open(
+    conn: &Connection,
+    mac: Mac,
+    reason: &str,
+    now: &str,
+) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE cycles SET state = 'cancelled', reason = ?2, finished_at = ?3 \
          WHERE mac = ?1 AND state IN ('offered', 'booted', 'flashing')",

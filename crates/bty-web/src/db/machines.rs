@@ -58,7 +58,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
     let mode: String = r.get(2)?;
     let inventory: Option<String> = r.get(9)?;
     Ok(Machine {
-        mac: mac.parse().map_err(|e: bty_proto::MacError| text_err(0, e.to_string()))?,
+        mac: mac
+            .parse()
+            .map_err(|e: bty_proto::MacError| text_err(0, e.to_string()))?,
         name: r.get(1)?,
         boot_mode: mode
             .parse()
@@ -103,7 +105,8 @@ pub fn get(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Machine>> {
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
     let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM machines ORDER BY mac"))?;
     let mut out: Vec<Machine> = st.query_map([], from_row)?.collect::<Result<_, _>>()?;
-    let mut lst = conn.prepare_cached("SELECT mac, label FROM machine_labels ORDER BY mac, label")?;
+    let mut lst =
+        conn.prepare_cached("SELECT mac, label FROM machine_labels ORDER BY mac, label")?;
     let mut all: std::collections::HashMap<String, Vec<String>> = Default::default();
     for row in lst.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (mac, label) = row?;
@@ -116,17 +119,17 @@ pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
 }
 
 /// Register an unknown MAC seen on a PXE contact (`bty-inventory` mode).
-pub fn insert_discovered(
-    conn: &Connection,
-    mac: Mac,
-    ip: &str,
-    now: &str,
-) -> rusqlite::Result<()> {
+pub fn insert_discovered(conn: &Connection, mac: Mac, ip: &str, now: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO machines (mac, boot_mode, discovered_at, last_seen_at, last_seen_ip, \
          created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?4, ?3, ?3)",
     )?
-    .execute(params![mac.to_string(), BootMode::Inventory.as_str(), now, ip])?;
+    .execute(params![
+        mac.to_string(),
+        BootMode::Inventory.as_str(),
+        now,
+        ip
+    ])?;
     Ok(())
 }
 
@@ -185,7 +188,8 @@ pub fn upsert(
     ])?;
     conn.prepare_cached("DELETE FROM machine_labels WHERE mac = ?1")?
         .execute([&key])?;
-    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO machine_labels (mac, label) VALUES (?1, ?2)")?;
+    let mut ins =
+        conn.prepare_cached("INSERT OR IGNORE INTO machine_labels (mac, label) VALUES (?1, ?2)")?;
     for l in &s.labels {
         ins.execute(params![key, l])?;
     }

@@ -74,10 +74,7 @@ pub async fn machine_cycles(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<Vec<Cycle>>> {
     let mac = parse_mac(&raw)?;
-    let v = st
-        .db
-        .call(move |c| cycles::history(c, mac, 200))
-        .await??;
+    let v = st.db.call(move |c| cycles::history(c, mac, 200)).await??;
     Ok(axum::Json(v))
 }
 
@@ -201,7 +198,9 @@ pub async fn delete_machine(
             st.publish(bus);
             Ok(StatusCode::NO_CONTENT)
         }
-        None => Err(ApiError::not_found(format!("no machine {mac} is registered"))),
+        None => Err(ApiError::not_found(format!(
+            "no machine {mac} is registered"
+        ))),
     }
 }
 
@@ -260,7 +259,12 @@ pub async fn list_events(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<EventsPage>> {
     let Query(q) = q?;
-    let mac = q.mac.as_deref().map(parse_mac).transpose()?.map(|m| m.to_string());
+    let mac = q
+        .mac
+        .as_deref()
+        .map(parse_mac)
+        .transpose()?
+        .map(|m| m.to_string());
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let query = events::Query {
         mac,
@@ -306,12 +310,12 @@ pub async fn login(
     let user = b
         .user
         .unwrap_or_else(|| st.auth.credentials().user().to_string());
-    match st.auth.login(canonical_ip(addr.ip()), &user, &b.password).await {
-        Ok(cookie) => Ok((
-            StatusCode::NO_CONTENT,
-            [(header::SET_COOKIE, cookie)],
-        )
-            .into_response()),
+    match st
+        .auth
+        .login(canonical_ip(addr.ip()), &user, &b.password)
+        .await
+    {
+        Ok(cookie) => Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()),
         Err(e @ bty_auth::LoginError::Invalid) => {
             Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
         }
@@ -378,4 +382,49 @@ pub async fn root() -> Response {
         "bty-web: see /api/openapi.json\n",
     )
         .into_response()
+}
+
+/// Split a validated Host header into host and port (default `default_port`).
+pub fn split_host_port(host: &str, default_port: u16) -> (String, u16) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            let port = tail
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
+            return (format!("[{h}]"), port);
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().unwrap_or(default_port)),
+        _ => (host.to_string(), default_port),
+    }
+}
+
+/// `GET /api/settings/dhcp`: DHCP options for the operator's DHCP server,
+/// filled in with the address the operator reached bty-web at.
+pub async fn dhcp_settings(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<crate::dhcp::DhcpGuidance>> {
+    let host = super::host(&headers)?;
+    let default_port = st.cfg.listen_addr().map(|a| a.port()).unwrap_or(8080);
+    let (h, port) = split_host_port(&host, default_port);
+    Ok(axum::Json(crate::dhcp::guidance(&h, port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(
+            split_host_port("10.0.0.1:9000", 80),
+            ("10.0.0.1".into(), 9000)
+        );
+        assert_eq!(split_host_port("bty.lab", 8080), ("bty.lab".into(), 8080));
+        assert_eq!(split_host_port("[::1]:81", 80), ("[::1]".into(), 81));
+        assert_eq!(split_host_port("[::1]", 80), ("[::1]".into(), 80));
+    }
 }

@@ -127,7 +127,9 @@ pub async fn serve_file(
     }
     let dir = st.cfg.boot_dir();
     let not_found = || ApiError::not_found(format!("{name} is not in the boot directory"));
-    let root = tokio::fs::canonicalize(&dir).await.map_err(|_| not_found())?;
+    let root = tokio::fs::canonicalize(&dir)
+        .await
+        .map_err(|_| not_found())?;
     let path = tokio::fs::canonicalize(root.join(&name))
         .await
         .map_err(|_| not_found())?;
@@ -135,13 +137,18 @@ pub async fn serve_file(
     if !path.starts_with(&root) {
         return Err(not_found());
     }
-    let mut file = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| not_found())?;
     let meta = file.metadata().await.map_err(ApiError::internal)?;
     if !meta.is_file() {
         return Err(not_found());
     }
     let len = meta.len();
-    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        len,
+    );
     if range == RangeAnswer::Unsatisfiable {
         let mut r = ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -220,7 +227,9 @@ mod tests {
         for ok in ["ipxe.efi", "bty-netboot-x86_64.vmlinuz", "a+b_c.img"] {
             assert!(valid_basename(ok), "{ok}");
         }
-        for bad in ["", ".", "..", ".hidden", "a/b", "..%2f", "a\\b", "a\0b", "a b", "-x"] {
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "..%2f", "a\\b", "a\0b", "a b", "-x",
+        ] {
             assert!(!valid_basename(bad), "{bad:?}");
         }
     }

@@ -27,7 +27,9 @@ pub fn host(headers: &HeaderMap) -> Result<String, ApiError> {
         .get(header::HOST)
         .ok_or_else(|| ApiError::bad_request("the request has no Host header"))?
         .to_str()
-        .map_err(|_| ApiError::bad_request("Host: must be a host name or address with an optional port"))?;
+        .map_err(|_| {
+            ApiError::bad_request("Host: must be a host name or address with an optional port")
+        })?;
     bty_proto::text::validate_host(raw)?;
     Ok(raw.to_string())
 }
@@ -79,11 +81,18 @@ pub async fn require_admin(
         )
         .into_response();
     }
-    match st.auth.authorize(canonical_ip(addr.ip()), req.headers()).await {
+    match st
+        .auth
+        .authorize(canonical_ip(addr.ip()), req.headers())
+        .await
+    {
         Ok(_) => next.run(req).await,
         Err(bty_auth::Denied::Unauthenticated) => {
-            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, bty_auth::Denied::Unauthenticated.to_string())
-                .into_response();
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                bty_auth::Denied::Unauthenticated.to_string(),
+            )
+            .into_response();
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"bty-web\", charset=\"UTF-8\""),

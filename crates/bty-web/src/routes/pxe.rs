@@ -41,7 +41,8 @@ async fn run_contact(
         .db
         .call(move |c| cycle::contact(c, mac, &ip, contact, max, &snap))
         .await??;
-    st.metrics.offer(r.decision.offer.kind(), contact == Contact::Plan);
+    st.metrics
+        .offer(r.decision.offer.kind(), contact == Contact::Plan);
     if r.flash_started {
         st.metrics.flashes_started.fetch_add(1, Relaxed);
     }
@@ -74,18 +75,35 @@ pub async fn script(
             why.text(),
         ),
         Offer::Flash(_) => {
-            let c = r.cycle.as_ref().ok_or_else(|| ApiError::internal("flash offer without a cycle"))?;
+            let c = r
+                .cycle
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("flash offer without a cycle"))?;
             let sc = ScriptCycle {
                 id: c.id,
                 attempt: c.attempt,
                 image_name: c.image_name.clone(),
                 target_serial: c.target_serial.clone(),
             };
-            st.templates.netboot(&host, &mac_s, mode, &boot.kernel, &boot.initrd, &boot.console, Some(&sc))
+            st.templates.netboot(
+                &host,
+                &mac_s,
+                mode,
+                &boot.kernel,
+                &boot.initrd,
+                &boot.console,
+                Some(&sc),
+            )
         }
-        Offer::Inventory => {
-            st.templates.netboot(&host, &mac_s, mode, &boot.kernel, &boot.initrd, &boot.console, None)
-        }
+        Offer::Inventory => st.templates.netboot(
+            &host,
+            &mac_s,
+            mode,
+            &boot.kernel,
+            &boot.initrd,
+            &boot.console,
+            None,
+        ),
         Offer::Park(_) => st.templates.parked(
             &host,
             &mac_s,
@@ -123,7 +141,10 @@ pub async fn plan(
             )),
         ),
         Offer::Flash(_) => {
-            let c = r.cycle.as_ref().ok_or_else(|| ApiError::internal("flash plan without a cycle"))?;
+            let c = r
+                .cycle
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("flash plan without a cycle"))?;
             let base = format!("http://{host}/pxe/{}", mac.hyphenated());
             Plan {
                 version: bty_proto::PLAN_VERSION,
@@ -264,7 +285,9 @@ pub async fn inventory(
     let inv: bty_proto::inventory::Inventory = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::bad_request(format!("bad inventory: {e}")))?;
     if inv.disks.len() > 256 || inv.nics.len() > 256 {
-        return Err(ApiError::bad_request("inventory lists more than 256 disks or NICs"));
+        return Err(ApiError::bad_request(
+            "inventory lists more than 256 disks or NICs",
+        ));
     }
     let summary = format!("{} disk(s), {} NIC(s)", inv.disks.len(), inv.nics.len());
     let text = body.to_string();

@@ -89,8 +89,7 @@ impl Server {
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn path(&self) -> PathBuf {
@@ -113,7 +112,13 @@ impl Server {
     }
 
     pub async fn post_json(&self, p: &str, body: &Value) -> (u16, Value) {
-        let r = self.client.post(self.url(p)).json(body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(p))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
     }
@@ -188,7 +193,9 @@ impl Server {
     }
 
     pub async fn events(&self, mac: &str) -> Vec<Value> {
-        let (_, v) = self.get_json(&format!("/api/events?mac={mac}&limit=500")).await;
+        let (_, v) = self
+            .get_json(&format!("/api/events?mac={mac}&limit=500"))
+            .await;
         v["events"].as_array().cloned().unwrap_or_default()
     }
 
@@ -197,7 +204,8 @@ impl Server {
         let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
     }
 }
