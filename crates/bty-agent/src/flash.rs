@@ -275,7 +275,7 @@ fn stream(
                 let mut decoded: Box<dyn Read + Send + '_> = match layout {
                     Some(l) => {
                         let mut head = [0u8; 4];
-                        (&mut src).read_exact(&mut head)?;
+                        src.read_exact(&mut head)?;
                         decompress::confirm(ImageFormat::Qcow2, &head)?;
                         let chained = io::Cursor::new(head).chain(&mut src);
                         Box::new(qcow2::Reader::new(l, chained, job.http.clone(), &image.url))

@@ -118,11 +118,10 @@ impl Reporter {
                         .send_json(&report);
                     if last_line.elapsed() >= Duration::from_secs(5) && phase != Phase::Preflight {
                         last_line = Instant::now();
-                        let pct = if total > 0 {
-                            format!(" ({}%)", bytes * 100 / total)
-                        } else {
-                            String::new()
-                        };
+                        let pct = (bytes * 100)
+                            .checked_div(total)
+                            .map(|p| format!(" ({p}%)"))
+                            .unwrap_or_default();
                         console.line(format!(
                             "{} {}{}{}{}",
                             phase.as_str(),
@@ -133,7 +132,8 @@ impl Reporter {
                                 String::new()
                             },
                             pct,
-                            rate.map(|r| format!(", {}/s", human(r as u64)))
+                            rate.filter(|r| *r > 0.0)
+                                .map(|r| format!(", {}/s", human(r as u64)))
                                 .unwrap_or_default()
                         ));
                     }

@@ -108,7 +108,7 @@ impl HttpSource {
     }
 
     /// Length of the object, when the server said.
-    pub fn len(&self) -> Option<u64> {
+    pub fn object_len(&self) -> Option<u64> {
         self.len
     }
 
@@ -167,7 +167,7 @@ impl HttpSource {
                 return Err(Error::OriginChanged(format!("ETag was {old}, now {new}")));
             }
         }
-        let mut body = match r.status() {
+        let body = match r.status() {
             206 => {
                 let (start, total) = r
                     .header("content-range")
@@ -203,8 +203,6 @@ impl HttpSource {
                 b
             }
         };
-        // Make sure the new connection delivers before counting a resume.
-        let _ = &mut body;
         self.body = Some(body);
         self.resumes += 1;
         Ok(())
