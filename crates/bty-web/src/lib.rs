@@ -18,6 +18,7 @@ pub mod pxe;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -154,6 +155,7 @@ pub fn router(st: AppState) -> Router {
         .route("/boot/{name}", get(routes::boot::serve_file));
     admin
         .merge(open)
+        .merge(ui::router(st.clone()))
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(

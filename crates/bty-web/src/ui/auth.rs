@@ -17,7 +17,9 @@ use crate::state::AppState;
 /// Only local UI paths are followed after login (no open redirect).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/ui") && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if n.starts_with("/ui") && !n.starts_with("//") && !n.contains('\\') => {
+            n.to_string()
+        }
         _ => "/ui/dashboard".to_string(),
     }
 }
@@ -37,7 +39,11 @@ pub async fn require_login(
         )
         .into_response();
     }
-    match st.auth.authorize(canonical_ip(addr.ip()), req.headers()).await {
+    match st
+        .auth
+        .authorize(canonical_ip(addr.ip()), req.headers())
+        .await
+    {
         Ok(_) => next.run(req).await,
         Err(_) => {
             let login = if req.method() == Method::GET {
@@ -107,8 +113,7 @@ async fn logged_in_by_cookie(st: &AppState, addr: SocketAddr, headers: &HeaderMa
     for v in headers.get_all(header::COOKIE) {
         h.append(header::COOKIE, v.clone());
     }
-    h.contains_key(header::COOKIE)
-        && st.auth.authorize(canonical_ip(addr.ip()), &h).await.is_ok()
+    h.contains_key(header::COOKIE) && st.auth.authorize(canonical_ip(addr.ip()), &h).await.is_ok()
 }
 
 fn login_page(
@@ -118,7 +123,12 @@ fn login_page(
     next: String,
     error: Option<String>,
 ) -> Result<Response, UiError> {
-    let view = LoginView { layout: Layout::new(st, "Log in", "login"), user, next, error };
+    let view = LoginView {
+        layout: Layout::new(st, "Log in", "login"),
+        user,
+        next,
+        error,
+    };
     let mut r = (status, Html(render("login.html", &view, None)?)).into_response();
     no_store(&mut r);
     Ok(r)
@@ -148,7 +158,8 @@ pub async fn login(
              so it was refused. Open bty-web's login page and log in there.",
         ));
     }
-    let Form(f) = form.map_err(|e| UiError::bad_request(format!("the login form was malformed: {e}")))?;
+    let Form(f) =
+        form.map_err(|e| UiError::bad_request(format!("the login form was malformed: {e}")))?;
     let next = safe_next(f.next.as_deref());
     let user = f.user.trim().to_string();
     if user.is_empty() || f.password.is_empty() {
@@ -160,7 +171,11 @@ pub async fn login(
             Some("Enter both the user name and the password.".into()),
         );
     }
-    match st.auth.login(canonical_ip(addr.ip()), &user, &f.password).await {
+    match st
+        .auth
+        .login(canonical_ip(addr.ip()), &user, &f.password)
+        .await
+    {
         Ok(cookie) => {
             let mut r = Redirect::to(&next).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -209,7 +224,10 @@ mod tests {
 
     #[test]
     fn next_stays_local() {
-        assert_eq!(safe_next(Some("/ui/machines?page=2")), "/ui/machines?page=2");
+        assert_eq!(
+            safe_next(Some("/ui/machines?page=2")),
+            "/ui/machines?page=2"
+        );
         assert_eq!(safe_next(Some("//evil.example/ui")), "/ui/dashboard");
         assert_eq!(safe_next(Some("https://evil.example/")), "/ui/dashboard");
         assert_eq!(safe_next(Some("/api/machines")), "/ui/dashboard");

@@ -129,7 +129,9 @@ impl ProgressView {
         ProgressView {
             cycle,
             pct,
-            pct_text: pct.map(|p| format!("{p:.0}%")).unwrap_or_else(|| "–".into()),
+            pct_text: pct
+                .map(|p| format!("{p:.0}%"))
+                .unwrap_or_else(|| "–".into()),
             bytes_text: match (done, total) {
                 (Some(d), Some(t)) => format!("{} of {}", human_bytes(d), human_bytes(t)),
                 (Some(d), None) => human_bytes(d),
@@ -147,7 +149,14 @@ impl ProgressView {
 
     /// From a live report.
     pub fn from_msg(p: &ProgressMsg) -> ProgressView {
-        ProgressView::new(p.cycle, "flashing", Some(&p.phase), Some(p.bytes_done), p.bytes_total, p.rate)
+        ProgressView::new(
+            p.cycle,
+            "flashing",
+            Some(&p.phase),
+            Some(p.bytes_done),
+            p.bytes_total,
+            p.rate,
+        )
     }
 }
 
@@ -269,7 +278,10 @@ pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>,
         (None, None)
     } else {
         // A MAC typed with hyphens or in capitals still matches.
-        (Some(like(text)), Some(like(&text.to_ascii_lowercase().replace('-', ":"))))
+        (
+            Some(like(text)),
+            Some(like(&text.to_ascii_lowercase().replace('-', ":"))),
+        )
     };
     let col = SORTS
         .iter()
@@ -430,7 +442,11 @@ impl EventView {
         let problem = event.kind.ends_with("failed")
             || event.kind.contains("park")
             || event.kind.ends_with("orphan");
-        EventView { event, acked, problem }
+        EventView {
+            event,
+            acked,
+            problem,
+        }
     }
 }
 
@@ -467,20 +483,23 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventVi
               OR e.summary LIKE ?3 ESCAPE '\\') \
          ORDER BY e.id DESC LIMIT ?4"
     ))?;
-    let rows = st.query_map(params![q.mac, q.before_id, pat, q.limit.clamp(1, 500)], |r| {
-        let details: Option<String> = r.get(5)?;
-        Ok(EventView::new(
-            Event {
-                id: r.get(0)?,
-                ts: r.get(1)?,
-                kind: r.get(2)?,
-                mac: r.get(3)?,
-                summary: r.get(4)?,
-                details: details.and_then(|d| serde_json::from_str(&d).ok()),
-            },
-            r.get(6)?,
-        ))
-    })?;
+    let rows = st.query_map(
+        params![q.mac, q.before_id, pat, q.limit.clamp(1, 500)],
+        |r| {
+            let details: Option<String> = r.get(5)?;
+            Ok(EventView::new(
+                Event {
+                    id: r.get(0)?,
+                    ts: r.get(1)?,
+                    kind: r.get(2)?,
+                    mac: r.get(3)?,
+                    summary: r.get(4)?,
+                    details: details.and_then(|d| serde_json::from_str(&d).ok()),
+                },
+                r.get(6)?,
+            ))
+        },
+    )?;
     rows.collect()
 }
 
@@ -520,7 +539,14 @@ mod tests {
 
     #[test]
     fn progress_numbers() {
-        let p = ProgressView::new(1, "flashing", Some("writing"), Some(512 << 20), Some(1 << 30), Some(64.0 * 1048576.0));
+        let p = ProgressView::new(
+            1,
+            "flashing",
+            Some("writing"),
+            Some(512 << 20),
+            Some(1 << 30),
+            Some(64.0 * 1048576.0),
+        );
         assert_eq!(p.pct_text, "50%");
         assert_eq!(p.bytes_text, "512.0 MiB of 1.0 GiB");
         assert_eq!(p.rate_text, "64.0 MiB/s");

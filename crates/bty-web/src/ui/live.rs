@@ -57,13 +57,21 @@ fn parse_view(q: &LiveQuery) -> Result<View, UiError> {
     match q.view.as_str() {
         "machines" => {
             let mut set = BTreeSet::new();
-            for k in q.keys.as_deref().unwrap_or("").split(',').filter(|k| !k.is_empty()) {
+            for k in q
+                .keys
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|k| !k.is_empty())
+            {
                 let mac: Mac = k
                     .parse()
                     .map_err(|e| UiError::bad_request(format!("live: key {k:?}: {e}")))?;
                 set.insert(mac.to_string());
                 if set.len() > MAX_KEYS {
-                    return Err(UiError::bad_request(format!("live: at most {MAX_KEYS} rows")));
+                    return Err(UiError::bad_request(format!(
+                        "live: at most {MAX_KEYS} rows"
+                    )));
                 }
             }
             Ok(View::Machines(set))
@@ -109,9 +117,10 @@ pub async fn stream(
     let view = parse_view(&q)?;
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(pump(st, view, tx));
-    let s = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    });
+    let s = futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    );
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(crate::sse::KEEP_ALIVE)))
 }
 
@@ -139,7 +148,11 @@ async fn pump(st: AppState, view: View, tx: mpsc::Sender<SseEvent>) {
     });
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut p = Pending::default();
-    if tx.send(SseEvent::default().event("hello").data("live")).await.is_err() {
+    if tx
+        .send(SseEvent::default().event("hello").data("live"))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
@@ -238,9 +251,13 @@ async fn flush(st: &AppState, view: &View, p: &mut Pending) -> Vec<SseEvent> {
             if !macs.is_empty() {
                 let rows = st
                     .db
-                    .call(move |c| -> rusqlite::Result<Vec<(String, Option<data::RowView>)>> {
-                        macs.into_iter().map(|m| Ok((m.clone(), data::row_of(c, &m)?))).collect()
-                    })
+                    .call(
+                        move |c| -> rusqlite::Result<Vec<(String, Option<data::RowView>)>> {
+                            macs.into_iter()
+                                .map(|m| Ok((m.clone(), data::row_of(c, &m)?)))
+                                .collect()
+                        },
+                    )
                     .await;
                 if let Ok(Ok(rows)) = rows {
                     for (mac, row) in rows {
@@ -317,7 +334,10 @@ async fn flush(st: &AppState, view: &View, p: &mut Pending) -> Vec<SseEvent> {
                         counts: &'a data::Counts,
                         flashes: &'a [data::ActiveFlash],
                     }
-                    let ctx = C { counts: &counts, flashes: &flashes };
+                    let ctx = C {
+                        counts: &counts,
+                        flashes: &flashes,
+                    };
                     if let Ok(h) = render("counts.html", &ctx, None) {
                         out.push(ev("counts", h));
                     }

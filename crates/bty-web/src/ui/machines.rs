@@ -68,7 +68,13 @@ impl ListParams {
             .filter(|p| PER_PAGE.contains(p))
             .unwrap_or(25);
         ListQuery {
-            q: self.q.clone().unwrap_or_default().chars().take(100).collect(),
+            q: self
+                .q
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(100)
+                .collect(),
             filter: Filter::parse(self.filter.as_deref()),
             sort,
             desc: self.dir.as_deref() == Some("desc"),
@@ -122,17 +128,27 @@ async fn list_view(
         (rows, total) = st.db.call(move |c| data::list(c, &query)).await??;
     }
     let notice = match (p.done.as_deref(), p.what.as_deref()) {
-        (Some("registered"), Some(m)) => m.parse::<Mac>().ok().map(|m| format!("Machine {m} registered.")),
+        (Some("registered"), Some(m)) => m
+            .parse::<Mac>()
+            .ok()
+            .map(|m| format!("Machine {m} registered.")),
         (Some("deleted"), Some(m)) => m
             .parse::<Mac>()
             .ok()
             .map(|m| format!("Machine {m} deleted. Its events are kept.")),
-        (Some("updated"), Some(n)) => n.parse::<u32>().ok().map(|n| format!("{n} machine(s) updated.")),
+        (Some("updated"), Some(n)) => n
+            .parse::<u32>()
+            .ok()
+            .map(|n| format!("{n} machine(s) updated.")),
         _ => None,
     };
     Ok(ListView {
         layout: Layout::new(st, "Machines", "machines"),
-        live_keys: rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>().join(","),
+        live_keys: rows
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         rows,
         total,
         q: q.q,
@@ -220,13 +236,23 @@ fn disk_options(inv: Option<&Inventory>) -> Option<Vec<DiskOption>> {
         inv.disks
             .iter()
             .map(|d| DiskOption {
-                serial: d.serial.clone().filter(|s| text::validate_serial(s).is_ok()),
+                serial: d
+                    .serial
+                    .clone()
+                    .filter(|s| text::validate_serial(s).is_ok()),
                 text: format!(
                     "{} {}{}{}",
-                    d.serial.as_deref().unwrap_or("(no serial: cannot be a target)"),
+                    d.serial
+                        .as_deref()
+                        .unwrap_or("(no serial: cannot be a target)"),
                     d.name,
-                    d.size_bytes.map(|b| format!(", {}", super::render::human_bytes(b))).unwrap_or_default(),
-                    d.model.as_deref().map(|m| format!(", {m}")).unwrap_or_default(),
+                    d.size_bytes
+                        .map(|b| format!(", {}", super::render::human_bytes(b)))
+                        .unwrap_or_default(),
+                    d.model
+                        .as_deref()
+                        .map(|m| format!(", {m}"))
+                        .unwrap_or_default(),
                 ),
             })
             .collect(),
@@ -234,7 +260,9 @@ fn disk_options(inv: Option<&Inventory>) -> Option<Vec<DiskOption>> {
 }
 
 fn inventory_of(m: &Machine) -> Option<Inventory> {
-    m.inventory.clone().and_then(|v| serde_json::from_value(v).ok())
+    m.inventory
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 /// Check every field on its own (so all problems show at once), then the
@@ -274,8 +302,16 @@ fn validate(
         if let Err(e) = text::validate_serial(serial) {
             errors.insert("target_disk_serial", e.to_string());
         } else if let Some(inv) = inventory {
-            if !inv.disks.iter().any(|d| d.serial.as_deref() == Some(serial)) {
-                let known: Vec<&str> = inv.disks.iter().filter_map(|d| d.serial.as_deref()).collect();
+            if !inv
+                .disks
+                .iter()
+                .any(|d| d.serial.as_deref() == Some(serial))
+            {
+                let known: Vec<&str> = inv
+                    .disks
+                    .iter()
+                    .filter_map(|d| d.serial.as_deref())
+                    .collect();
                 errors.insert(
                     "target_disk_serial",
                     format!(
@@ -298,18 +334,27 @@ fn validate(
     }
     for l in &labels {
         if let Err(e) = text::validate_label(l) {
-            errors.insert("labels", format!("{e} (label {l:?}; separate labels with commas)"));
+            errors.insert(
+                "labels",
+                format!("{e} (label {l:?}; separate labels with commas)"),
+            );
             break;
         }
     }
     if let Some(m) = mode.filter(|m| m.flashes()) {
         if image.is_empty() {
-            errors.entry("image").or_insert(format!("boot mode {m} flashes an image: pick one"));
+            errors
+                .entry("image")
+                .or_insert(format!("boot mode {m} flashes an image: pick one"));
         }
         if serial.is_empty() {
             errors.entry("target_disk_serial").or_insert(format!(
                 "boot mode {m} writes a disk: give the target disk's serial{}",
-                if inventory.is_some() { " (pick one of the reported disks)" } else { "" }
+                if inventory.is_some() {
+                    " (pick one of the reported disks)"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -367,7 +412,10 @@ fn new_page(
 
 /// `GET /ui/machines/new`.
 pub async fn new_form(State(st): State<AppState>) -> Result<Response, UiError> {
-    let form = MachineForm { boot_mode: BootMode::IpxeExit.as_str().into(), ..Default::default() };
+    let form = MachineForm {
+        boot_mode: BootMode::IpxeExit.as_str().into(),
+        ..Default::default()
+    };
     new_page(&st, StatusCode::OK, form, BTreeMap::new(), None)
 }
 
@@ -395,13 +443,7 @@ pub async fn register(
             "mac",
             format!("{mac} is already registered; change it on its own page instead"),
         );
-        return new_page(
-            &st,
-            StatusCode::CONFLICT,
-            f,
-            errors,
-            Some(mac.to_string()),
-        );
+        return new_page(&st, StatusCode::CONFLICT, f, errors, Some(mac.to_string()));
     }
     let settings = match validate(&st, &f, None) {
         Ok(s) => s,
@@ -412,7 +454,11 @@ pub async fn register(
         .call(move |c| cycle::put_machine(c, mac, &settings))
         .await??;
     st.publish(bus);
-    Ok(Redirect::to(&format!("/ui/machines/{}?saved=registered", mac.hyphenated())).into_response())
+    Ok(Redirect::to(&format!(
+        "/ui/machines/{}?saved=registered",
+        mac.hyphenated()
+    ))
+    .into_response())
 }
 
 /// `POST /ui/machines/bulk` form: the selected rows, the action and the
@@ -421,7 +467,8 @@ pub async fn bulk(
     State(st): State<AppState>,
     form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
-    let Form(pairs) = form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    let Form(pairs) =
+        form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let list = ListParams {
         q: get("q"),
@@ -461,7 +508,9 @@ pub async fn bulk(
             .call({
                 let macs = macs.clone();
                 move |c| -> rusqlite::Result<Vec<(Mac, Option<Machine>)>> {
-                    macs.into_iter().map(|m| Ok((m, machines::get(c, m)?))).collect()
+                    macs.into_iter()
+                        .map(|m| Ok((m, machines::get(c, m)?)))
+                        .collect()
                 }
             })
             .await??;
@@ -494,7 +543,10 @@ pub async fn bulk(
     }
     let n = planned.len();
     for (mac, s) in planned {
-        let (_, _, bus) = st.db.call(move |c| cycle::put_machine(c, mac, &s)).await??;
+        let (_, _, bus) = st
+            .db
+            .call(move |c| cycle::put_machine(c, mac, &s))
+            .await??;
         st.publish(bus);
     }
     let mut back = serde_urlencoded_list(&list);
@@ -506,7 +558,9 @@ fn serde_urlencoded_list(p: &ListParams) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect()
@@ -544,12 +598,21 @@ pub fn status_view(conn: &rusqlite::Connection, m: &Machine) -> rusqlite::Result
     let mac = m.mac.to_string();
     let cycle = cycles::current(conn, m.mac, m.arm_gen)?;
     let progress = cycle.as_ref().filter(|c| c.state.is_open()).map(|c| {
-        ProgressView::new(c.id, c.state.as_str(), c.phase.as_deref(), c.bytes_done, c.bytes_total, c.rate)
+        ProgressView::new(
+            c.id,
+            c.state.as_str(),
+            c.phase.as_deref(),
+            c.bytes_done,
+            c.bytes_total,
+            c.rate,
+        )
     });
     let last_flash = {
         use rusqlite::OptionalExtension;
         let id: Option<i64> = conn
-            .prepare_cached("SELECT id FROM cycles WHERE mac = ?1 AND state = 'done' ORDER BY id DESC LIMIT 1")?
+            .prepare_cached(
+                "SELECT id FROM cycles WHERE mac = ?1 AND state = 'done' ORDER BY id DESC LIMIT 1",
+            )?
             .query_row([&mac], |r| r.get(0))
             .optional()?;
         match id {
@@ -557,7 +620,13 @@ pub fn status_view(conn: &rusqlite::Connection, m: &Machine) -> rusqlite::Result
             None => None,
         }
     };
-    Ok(StatusView { row: data::row_of(conn, &mac)?, mac, cycle, progress, last_flash })
+    Ok(StatusView {
+        row: data::row_of(conn, &mac)?,
+        mac,
+        cycle,
+        progress,
+        last_flash,
+    })
 }
 
 #[derive(Serialize)]
@@ -597,12 +666,18 @@ async fn detail_page(
     let loaded = st
         .db
         .call(move |c| -> rusqlite::Result<_> {
-            let Some(m) = machines::get(c, mac)? else { return Ok(None) };
+            let Some(m) = machines::get(c, mac)? else {
+                return Ok(None);
+            };
             let status = status_view(c, &m)?;
             let history = cycles::history(c, mac, 50)?;
             let events = data::events(
                 c,
-                &EventQuery { mac: Some(mac.to_string()), limit: 20, ..Default::default() },
+                &EventQuery {
+                    mac: Some(mac.to_string()),
+                    limit: 20,
+                    ..Default::default()
+                },
             )?;
             Ok(Some((m, status, history, events)))
         })
@@ -615,7 +690,11 @@ async fn detail_page(
     let inventory = inventory_of(&m);
     let (ipxe, ipxe_note) = preview(st, headers, &m, status_v.cycle.as_ref());
     let view = DetailView {
-        layout: Layout::new(st, m.name.clone().unwrap_or_else(|| mac.to_string()), "machines"),
+        layout: Layout::new(
+            st,
+            m.name.clone().unwrap_or_else(|| mac.to_string()),
+            "machines",
+        ),
         key: mac.to_string().replace(':', ""),
         form: form.unwrap_or_else(|| MachineForm::from_machine(&m)),
         disks: disk_options(inventory.as_ref()),
@@ -656,7 +735,16 @@ pub async fn show(
         Some("updated") => Some("Changes saved.".to_string()),
         _ => None,
     };
-    detail_page(&st, &headers, mac, None, BTreeMap::new(), saved, StatusCode::OK).await
+    detail_page(
+        &st,
+        &headers,
+        mac,
+        None,
+        BTreeMap::new(),
+        saved,
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// `POST /ui/machines/{mac}`: save the edit form.
@@ -667,39 +755,71 @@ pub async fn edit(
     form: Result<Form<MachineForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
     let mac = parse_path_mac(&raw)?;
-    let Form(mut f) = form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    let Form(mut f) =
+        form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
     f.mac = mac.to_string();
     let Some(m) = st.db.call(move |c| machines::get(c, mac)).await?? else {
-        return Err(UiError::not_found(format!("No machine {mac} is registered; nothing was saved.")));
+        return Err(UiError::not_found(format!(
+            "No machine {mac} is registered; nothing was saved."
+        )));
     };
     match validate(&st, &f, inventory_of(&m).as_ref()) {
         Ok(settings) => {
-            let (_, _, bus) = st.db.call(move |c| cycle::put_machine(c, mac, &settings)).await??;
+            let (_, _, bus) = st
+                .db
+                .call(move |c| cycle::put_machine(c, mac, &settings))
+                .await??;
             st.publish(bus);
-            Ok(Redirect::to(&format!("/ui/machines/{}?saved=updated", mac.hyphenated())).into_response())
+            Ok(
+                Redirect::to(&format!("/ui/machines/{}?saved=updated", mac.hyphenated()))
+                    .into_response(),
+            )
         }
         Err(errors) => {
-            detail_page(&st, &headers, mac, Some(f), errors, None, StatusCode::UNPROCESSABLE_ENTITY).await
+            detail_page(
+                &st,
+                &headers,
+                mac,
+                Some(f),
+                errors,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
     }
 }
 
 /// `POST /ui/machines/{mac}/delete`.
-pub async fn delete(State(st): State<AppState>, Path(raw): Path<String>) -> Result<Response, UiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, UiError> {
     let mac = parse_path_mac(&raw)?;
     match st.db.call(move |c| cycle::delete_machine(c, mac)).await?? {
         Some(bus) => {
             st.publish(bus);
-            Ok(Redirect::to(&format!("/ui/machines?done=deleted&what={}", mac.hyphenated())).into_response())
+            Ok(Redirect::to(&format!(
+                "/ui/machines?done=deleted&what={}",
+                mac.hyphenated()
+            ))
+            .into_response())
         }
-        None => Err(UiError::not_found(format!("No machine {mac} is registered; nothing was deleted."))),
+        None => Err(UiError::not_found(format!(
+            "No machine {mac} is registered; nothing was deleted."
+        ))),
     }
 }
 
 /// The script `GET /pxe/{mac}` would answer now, computed with the same
 /// pure decision but without applying anything (no cycle is created, no
 /// event is logged).
-fn preview(st: &AppState, headers: &HeaderMap, m: &Machine, current: Option<&Cycle>) -> (String, String) {
+fn preview(
+    st: &AppState,
+    headers: &HeaderMap,
+    m: &Machine,
+    current: Option<&Cycle>,
+) -> (String, String) {
     let host = crate::routes::host(headers).unwrap_or_else(|_| st.cfg.server.listen.clone());
     let snap = st.catalog.snapshot();
     let current = current.filter(|_| m.boot_mode.flashes());
@@ -724,7 +844,12 @@ fn preview(st: &AppState, headers: &HeaderMap, m: &Machine, current: Option<&Cyc
     let boot = &st.cfg.boot;
     match d.offer {
         Offer::Local(why) => (
-            st.templates.local(&mac, mode, m.sanboot_drive.as_deref().unwrap_or("0x80"), why.text()),
+            st.templates.local(
+                &mac,
+                mode,
+                m.sanboot_drive.as_deref().unwrap_or("0x80"),
+                why.text(),
+            ),
             format!("Local disk boot: {}.", why.text()),
         ),
         Offer::Flash(choice) => {
@@ -738,7 +863,7 @@ fn preview(st: &AppState, headers: &HeaderMap, m: &Machine, current: Option<&Cyc
                     },
                     format!("Flash chain of the open cycle {id}."),
                 ),
-                (CycleChoice::New { attempt }, _) | (CycleChoice::Reuse(_), _) => {
+                _ => {
                     let attempt = match choice {
                         CycleChoice::New { attempt } => attempt,
                         CycleChoice::Reuse(_) => 1,
@@ -758,12 +883,28 @@ fn preview(st: &AppState, headers: &HeaderMap, m: &Machine, current: Option<&Cyc
                 }
             };
             (
-                st.templates.netboot(&host, &mac, mode, &boot.kernel, &boot.initrd, &boot.console, Some(&sc)),
+                st.templates.netboot(
+                    &host,
+                    &mac,
+                    mode,
+                    &boot.kernel,
+                    &boot.initrd,
+                    &boot.console,
+                    Some(&sc),
+                ),
                 note,
             )
         }
         Offer::Inventory => (
-            st.templates.netboot(&host, &mac, mode, &boot.kernel, &boot.initrd, &boot.console, None),
+            st.templates.netboot(
+                &host,
+                &mac,
+                mode,
+                &boot.kernel,
+                &boot.initrd,
+                &boot.console,
+                None,
+            ),
             "Netboot environment to report inventory.".into(),
         ),
         Offer::Park(_) => (
@@ -788,16 +929,27 @@ pub async fn ipxe_preview(
     let loaded = st
         .db
         .call(move |c| -> rusqlite::Result<_> {
-            let Some(m) = machines::get(c, mac)? else { return Ok(None) };
+            let Some(m) = machines::get(c, mac)? else {
+                return Ok(None);
+            };
             let cur = cycles::current(c, mac, m.arm_gen)?;
             Ok(Some((m, cur)))
         })
         .await??;
     let Some((m, cur)) = loaded else {
-        return Err(UiError::not_found(format!("No machine {mac} is registered.")));
+        return Err(UiError::not_found(format!(
+            "No machine {mac} is registered."
+        )));
     };
     let (script, _) = preview(&st, &headers, &m, cur.as_ref());
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], script).into_response())
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        script,
+    )
+        .into_response())
 }
 
 /// Render one list row (the live stream uses it).

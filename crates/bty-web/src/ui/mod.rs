@@ -66,7 +66,10 @@ pub fn router(st: AppState) -> Router<AppState> {
 /// `GET /ui/static/{name}`: the compiled-in assets.
 async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
     let (body, ctype): (&'static [u8], &str) = match name.as_str() {
-        "app.css" => (include_bytes!("../../ui/static/app.css"), "text/css; charset=utf-8"),
+        "app.css" => (
+            include_bytes!("../../ui/static/app.css"),
+            "text/css; charset=utf-8",
+        ),
         "app.js" => (
             include_bytes!("../../ui/static/app.js"),
             "text/javascript; charset=utf-8",

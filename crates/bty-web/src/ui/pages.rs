@@ -47,7 +47,12 @@ fn source_health(name: &str, s: &SourceStatus, link: Option<String>) -> Health {
             format!("unreachable since {since}: {error}; still serving {entries} images from the last good read"),
         ),
     };
-    Health { name: name.into(), level, text, link }
+    Health {
+        name: name.into(),
+        level,
+        text,
+        link,
+    }
 }
 
 /// Where the TFTP sidecar is probed: `BTY_TFTP_PROBE` (`host:port`), else
@@ -75,7 +80,12 @@ async fn tftp_health() -> Health {
         Ok(None) => ("ok", format!("{target} serves ipxe.efi")),
         Err(e) => ("bad", format!("{target}: {e}")),
     };
-    let h = Health { name: "TFTP sidecar".into(), level, text, link: None };
+    let h = Health {
+        name: "TFTP sidecar".into(),
+        level,
+        text,
+        link: None,
+    };
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), h.clone()));
     h
 }
@@ -86,8 +96,14 @@ async fn probe_tftp(target: &str) -> Result<Option<String>, String> {
         .map_err(|e| format!("not an address: {e}"))?
         .next()
         .ok_or("not an address")?;
-    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rrq = vec![0u8, 1];
     rrq.extend_from_slice(b"ipxe.efi\0octet\0");
     sock.send_to(&rrq, addr).await.map_err(|e| e.to_string())?;
@@ -99,7 +115,9 @@ async fn probe_tftp(target: &str) -> Result<Option<String>, String> {
     match (n >= 4, buf[1]) {
         (true, 3) => {
             // Stop the transfer politely so the server does not retransmit.
-            let _ = sock.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from).await;
+            let _ = sock
+                .send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from)
+                .await;
             Ok(None)
         }
         (true, 5) => Ok(Some(format!(
@@ -107,7 +125,9 @@ async fn probe_tftp(target: &str) -> Result<Option<String>, String> {
             String::from_utf8_lossy(&buf[4..n]).trim_end_matches('\0')
         ))),
         (true, 6) => {
-            let _ = sock.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from).await;
+            let _ = sock
+                .send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from)
+                .await;
             Ok(None)
         }
         _ => Ok(Some("an answer that is not TFTP".into())),
@@ -124,20 +144,32 @@ struct DashboardView {
 }
 
 /// `GET /ui/dashboard`.
-pub async fn dashboard(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, UiError> {
+pub async fn dashboard(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
     let (counts, flashes, events, unacked) = st
         .db
         .call(|c| -> rusqlite::Result<_> {
             Ok((
                 data::counts(c)?,
                 data::active_flashes(c, 50)?,
-                data::events(c, &EventQuery { limit: 10, ..Default::default() })?,
+                data::events(
+                    c,
+                    &EventQuery {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )?,
                 data::unacked_problems(c)?,
             ))
         })
         .await??;
     let snap = st.catalog.snapshot();
-    let wc = st.catalog.withcache_url().map(|u| format!("{u}/ui/catalog"));
+    let wc = st
+        .catalog
+        .withcache_url()
+        .map(|u| format!("{u}/ui/catalog"));
     let mut health = vec![
         source_health("withcache", &snap.withcache, wc),
         source_health("Static catalog", &snap.static_file, None),
@@ -153,7 +185,13 @@ pub async fn dashboard(State(st): State<AppState>, headers: HeaderMap) -> Result
         },
         link: Some("/ui/events?only=failed".into()),
     });
-    let view = DashboardView { layout: Layout::new(&st, "Dashboard", "dashboard"), counts, flashes, events, health };
+    let view = DashboardView {
+        layout: Layout::new(&st, "Dashboard", "dashboard"),
+        counts,
+        flashes,
+        events,
+        health,
+    };
     page_or_partial(is_htmx(&headers), "dashboard.html", &view, None)
 }
 
@@ -266,9 +304,11 @@ pub async fn events(
     } else {
         None
     };
-    let notice = p.acked.as_deref().and_then(|n| n.parse::<i64>().ok()).map(|n| {
-        format!("{} event(s) changed.", n.abs())
-    });
+    let notice = p
+        .acked
+        .as_deref()
+        .and_then(|n| n.parse::<i64>().ok())
+        .map(|n| format!("{} event(s) changed.", n.abs()));
     let view = EventsView {
         layout: Layout::new(&st, "Events", "events"),
         events: evs,
@@ -279,7 +319,10 @@ pub async fn events(
         older,
         error,
         notice,
-        return_to: uri.path_and_query().map(|x| x.as_str().to_string()).unwrap_or_default(),
+        return_to: uri
+            .path_and_query()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default(),
     };
     page_or_partial(is_htmx(&headers), "events.html", &view, None)
 }
@@ -290,11 +333,14 @@ pub async fn ack_events(
     State(st): State<AppState>,
     form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
-    let Form(pairs) = form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    let Form(pairs) =
+        form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
     let mut ids = Vec::new();
     for (_, v) in pairs.iter().filter(|(k, _)| k == "id") {
         ids.push(v.parse::<i64>().map_err(|_| {
-            UiError::bad_request(format!("event id {v:?} is not a number; nothing was changed"))
+            UiError::bad_request(format!(
+                "event id {v:?} is not a number; nothing was changed"
+            ))
         })?);
     }
     if ids.is_empty() {
@@ -302,7 +348,11 @@ pub async fn ack_events(
             "Select at least one event (the check boxes in the first column); nothing was changed.",
         ));
     }
-    let on = match pairs.iter().find(|(k, _)| k == "action").map(|(_, v)| v.as_str()) {
+    let on = match pairs
+        .iter()
+        .find(|(k, _)| k == "action")
+        .map(|(_, v)| v.as_str())
+    {
         Some("ack") | None => true,
         Some("unack") => false,
         Some(other) => {
@@ -328,7 +378,10 @@ fn strip_param(url: &str, name: &str) -> String {
     match url.split_once('?') {
         None => url.to_string(),
         Some((path, q)) => {
-            let kept: Vec<&str> = q.split('&').filter(|kv| !kv.starts_with(&format!("{name}="))).collect();
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|kv| !kv.starts_with(&format!("{name}=")))
+                .collect();
             if kept.is_empty() {
                 path.to_string()
             } else {
@@ -355,7 +408,9 @@ fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
     let secret = ["password", "password_hash", "session_secret"];
     if let toml::Value::Table(t) = &value {
         for (section, v) in t {
-            let toml::Value::Table(keys) = v else { continue };
+            let toml::Value::Table(keys) = v else {
+                continue;
+            };
             for (k, val) in keys {
                 let env = format!("BTY_{}_{}", section.to_uppercase(), k.to_uppercase());
                 let from_env = std::env::var(&env).is_ok_and(|v| !v.is_empty());
@@ -378,7 +433,12 @@ fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
                         other => other.to_string(),
                     }
                 };
-                rows.push(ConfigRow { key: format!("[{section}] {k}"), value: shown, source, env });
+                rows.push(ConfigRow {
+                    key: format!("[{section}] {k}"),
+                    value: shown,
+                    source,
+                    env,
+                });
             }
         }
     }
@@ -388,7 +448,12 @@ fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
         ("[server] session_secret", "BTY_SERVER_SESSION_SECRET"),
     ] {
         if !rows.iter().any(|r| r.key == k) {
-            rows.push(ConfigRow { key: k.into(), value: "(not set)".into(), source: "default", env: env.into() });
+            rows.push(ConfigRow {
+                key: k.into(),
+                value: "(not set)".into(),
+                source: "default",
+                env: env.into(),
+            });
         }
     }
     rows.sort_by(|a, b| a.key.cmp(&b.key));
@@ -417,7 +482,10 @@ pub async fn settings(State(st): State<AppState>, headers: HeaderMap) -> Result<
         .unwrap_or("")
         .to_string();
     let port = st.cfg.listen_addr().map(|a| a.port()).unwrap_or(8080);
-    let host_only = host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(host);
+    let host_only = host
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or(host);
     let view = SettingsView {
         layout: Layout::new(&st, "Settings", "settings"),
         dhcp: crate::dhcp::guidance(&host_only, port),
@@ -438,7 +506,10 @@ mod tests {
 
     #[test]
     fn strip() {
-        assert_eq!(strip_param("/ui/events?q=a&acked=3", "acked"), "/ui/events?q=a");
+        assert_eq!(
+            strip_param("/ui/events?q=a&acked=3", "acked"),
+            "/ui/events?q=a"
+        );
         assert_eq!(strip_param("/ui/events?acked=3", "acked"), "/ui/events");
     }
 

@@ -14,21 +14,66 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../ui/templates/base.html")),
     ("login.html", include_str!("../../ui/templates/login.html")),
     ("error.html", include_str!("../../ui/templates/error.html")),
-    ("macros.html", include_str!("../../ui/templates/macros.html")),
-    ("dashboard.html", include_str!("../../ui/templates/dashboard.html")),
-    ("machines.html", include_str!("../../ui/templates/machines.html")),
-    ("machine_row.html", include_str!("../../ui/templates/machine_row.html")),
-    ("machine_form.html", include_str!("../../ui/templates/machine_form.html")),
-    ("machine_new.html", include_str!("../../ui/templates/machine_new.html")),
-    ("machine.html", include_str!("../../ui/templates/machine.html")),
-    ("machine_status.html", include_str!("../../ui/templates/machine_status.html")),
-    ("progress.html", include_str!("../../ui/templates/progress.html")),
-    ("event_row.html", include_str!("../../ui/templates/event_row.html")),
-    ("flashes.html", include_str!("../../ui/templates/flashes.html")),
-    ("counts.html", include_str!("../../ui/templates/counts.html")),
-    ("images.html", include_str!("../../ui/templates/images.html")),
-    ("events.html", include_str!("../../ui/templates/events.html")),
-    ("settings.html", include_str!("../../ui/templates/settings.html")),
+    (
+        "macros.html",
+        include_str!("../../ui/templates/macros.html"),
+    ),
+    (
+        "dashboard.html",
+        include_str!("../../ui/templates/dashboard.html"),
+    ),
+    (
+        "machines.html",
+        include_str!("../../ui/templates/machines.html"),
+    ),
+    (
+        "machine_row.html",
+        include_str!("../../ui/templates/machine_row.html"),
+    ),
+    (
+        "machine_form.html",
+        include_str!("../../ui/templates/machine_form.html"),
+    ),
+    (
+        "machine_new.html",
+        include_str!("../../ui/templates/machine_new.html"),
+    ),
+    (
+        "machine.html",
+        include_str!("../../ui/templates/machine.html"),
+    ),
+    (
+        "machine_status.html",
+        include_str!("../../ui/templates/machine_status.html"),
+    ),
+    (
+        "progress.html",
+        include_str!("../../ui/templates/progress.html"),
+    ),
+    (
+        "event_row.html",
+        include_str!("../../ui/templates/event_row.html"),
+    ),
+    (
+        "flashes.html",
+        include_str!("../../ui/templates/flashes.html"),
+    ),
+    (
+        "counts.html",
+        include_str!("../../ui/templates/counts.html"),
+    ),
+    (
+        "images.html",
+        include_str!("../../ui/templates/images.html"),
+    ),
+    (
+        "events.html",
+        include_str!("../../ui/templates/events.html"),
+    ),
+    (
+        "settings.html",
+        include_str!("../../ui/templates/settings.html"),
+    ),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -36,11 +81,19 @@ fn env() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        env.add_filter("utc", |s: Option<String>| s.map(|s| utc_text(&s)).unwrap_or_default());
-        env.add_filter("bytes", |n: Option<u64>| n.map(human_bytes).unwrap_or_else(|| "–".into()));
+        env.add_filter("utc", |s: Option<String>| {
+            s.map(|s| utc_text(&s)).unwrap_or_default()
+        });
+        env.add_filter("bytes", |n: Option<u64>| {
+            n.map(human_bytes).unwrap_or_else(|| "–".into())
+        });
+        env.add_filter("urlencode", |s: Option<String>| {
+            url_encode(&s.unwrap_or_default())
+        });
         env.add_filter("hexmac", |s: String| s.replace([':', '-'], ""));
         env.add_filter("short", |s: Option<String>, n: usize| {
-            s.map(|s| s.chars().take(n).collect::<String>()).unwrap_or_default()
+            s.map(|s| s.chars().take(n).collect::<String>())
+                .unwrap_or_default()
         });
         for (name, src) in TEMPLATES {
             env.add_template(name, src)
@@ -74,7 +127,11 @@ impl Layout {
         Layout {
             title: title.into(),
             nav,
-            user: if c.is_open() { String::new() } else { c.user().to_string() },
+            user: if c.is_open() {
+                String::new()
+            } else {
+                c.user().to_string()
+            },
             open_mode: c.is_open(),
             default_password: !c.is_open() && c.uses_default_password(),
             version: env!("CARGO_PKG_VERSION"),
@@ -89,8 +146,8 @@ pub fn render(name: &str, ctx: &impl Serialize, block: Option<&str>) -> Result<S
     match block {
         None => t.render(value).map_err(UiError::internal),
         Some(b) => t
-            .eval_to_state(value)
-            .and_then(|mut s| s.render_block(b))
+            .render_captured_to(value, std::io::sink())
+            .and_then(|mut c| c.with_state_mut(|s| s.render_block(b)))
             .map_err(UiError::internal),
     }
 }
@@ -134,19 +191,31 @@ pub struct UiError {
 impl UiError {
     /// 404.
     pub fn not_found(m: impl Into<String>) -> UiError {
-        UiError { status: StatusCode::NOT_FOUND, message: m.into() }
+        UiError {
+            status: StatusCode::NOT_FOUND,
+            message: m.into(),
+        }
     }
     /// 400.
     pub fn bad_request(m: impl Into<String>) -> UiError {
-        UiError { status: StatusCode::BAD_REQUEST, message: m.into() }
+        UiError {
+            status: StatusCode::BAD_REQUEST,
+            message: m.into(),
+        }
     }
     /// 403.
     pub fn forbidden(m: impl Into<String>) -> UiError {
-        UiError { status: StatusCode::FORBIDDEN, message: m.into() }
+        UiError {
+            status: StatusCode::FORBIDDEN,
+            message: m.into(),
+        }
     }
     /// 500; the detail goes to the log only.
     pub fn internal(e: impl std::fmt::Display) -> UiError {
-        UiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("{e:#}") }
+        UiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("{e:#}"),
+        }
     }
 }
 
@@ -220,6 +289,18 @@ pub fn utc_text(rfc3339: &str) -> String {
     }
 }
 
+/// Percent-encode a query value (RFC 3986 unreserved characters pass).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `1536` → `1.5 KiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -268,6 +349,9 @@ mod tests {
         assert_eq!(human_duration(95.0), "1m 35s");
         assert_eq!(human_duration(7300.0), "2h 01m");
         assert_eq!(utc_text("2026-05-17T20:21:09Z"), "2026-05-17 20:21:09 UTC");
-        assert_eq!(utc_text("2026-05-17T22:21:09+02:00"), "2026-05-17 20:21:09 UTC");
+        assert_eq!(
+            utc_text("2026-05-17T22:21:09+02:00"),
+            "2026-05-17 20:21:09 UTC"
+        );
     }
 }
