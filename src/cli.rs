@@ -60,9 +60,12 @@ pub struct RenderArgs {
     /// Also render Quadlet units under DEST/quadlet.
     #[arg(long)]
     pub systemd: bool,
-    /// Leave out the bty-tftp service (UEFI HTTP boot only).
+    /// Leave out the bty-tftp service (UEFI HTTP boot only); remembered.
     #[arg(long)]
     pub no_tftp: bool,
+    /// Bring bty-tftp back after an earlier --no-tftp.
+    #[arg(long, conflicts_with = "no_tftp")]
+    pub tftp: bool,
     /// Image registry prefix (default: ghcr.io/bty-rs).
     #[arg(long)]
     pub registry: Option<String>,

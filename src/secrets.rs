@@ -21,29 +21,16 @@ pub fn generated_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// argon2id PHC string of `password`.
-///
-/// The services verify with `bty-auth`; until that crate is a dependency here
-/// this calls argon2 with its defaults (argon2id v19), which is the same PHC
-/// format `bty_auth::hash_password` produces.
+/// argon2id PHC string of `password`, exactly as the services verify it
+/// (`bty_auth::hash_password`).
 pub fn hash_password(password: &str) -> Result<String> {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow!("hashing the password: {e}"))
+    bty_auth::hash_password(password).map_err(|e| anyhow!("hashing the password: {e}"))
 }
 
-/// Check `password` against a PHC string (used by tests and `passwd`).
+/// Check `password` against a PHC string with the services' own rules.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(phc)
-        .map(|h| {
-            argon2::Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
+    bty_auth::Credentials::new("bty-lab", None, Some(phc.to_string()))
+        .map(|c| c.verify("bty-lab", password))
         .unwrap_or(false)
 }
 

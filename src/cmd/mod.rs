@@ -77,7 +77,7 @@ pub fn resolve_settings(
         images: images
             .or(old.as_ref().map(|o| o.images))
             .unwrap_or(ImagesFrom::Pull),
-        tftp: !a.no_tftp,
+        tftp: !a.no_tftp && (a.tftp || old.as_ref().is_none_or(|o| o.tftp)),
         systemd: a.systemd || old.as_ref().is_some_and(|o| o.systemd),
         ports,
     };

@@ -109,22 +109,21 @@ pub async fn recreate_same_image(
     timeout: Duration,
 ) -> Result<()> {
     let name = stack::container_name(&s.project(), svc);
-    let c = engine
-        .api
-        .inspect_container(&name, None)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{name} is not there ({}); run `bty-lab deploy {}` first",
-                engine::engine_msg(&e),
-                s.dest.display()
-            )
-        })?;
-    let cfg = c.config.unwrap_or_default();
-    let image = cfg.image.unwrap_or_else(|| s.image(svc));
-    let version = cfg
+    let Some(c) = containers::snapshot(engine, &name).await? else {
+        bail!(
+            "{name} is not there; run `bty-lab deploy {}` first",
+            s.dest.display()
+        );
+    };
+    let image = if c.image.is_empty() {
+        s.image(svc)
+    } else {
+        c.image
+    };
+    let version = c
         .labels
-        .and_then(|l| l.get(containers::LABEL_VERSION).cloned())
+        .get(containers::LABEL_VERSION)
+        .cloned()
         .unwrap_or_else(|| s.version.clone());
     containers::run_service(engine, s, svc, &image, &version, env).await?;
     if let Err(u) = containers::wait_healthy(engine, s, &[*svc], timeout).await {

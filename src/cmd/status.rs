@@ -33,36 +33,20 @@ pub async fn run(a: StatusArgs) -> Result<()> {
                 s.ports.tftp
             ),
         };
-        let (state, image, version, health) = match engine.api.inspect_container(&name, None).await
-        {
-            Ok(c) => {
-                let state = c
-                    .state
-                    .as_ref()
-                    .and_then(|st| st.status)
-                    .map(|x| x.to_string())
-                    .unwrap_or_default();
-                let cfg = c.config.unwrap_or_default();
-                let version = cfg
+        let (state, image, version, health) = match containers::snapshot(&engine, &name).await {
+            Ok(Some(c)) => {
+                let version = c
                     .labels
-                    .as_ref()
-                    .and_then(|l| l.get(containers::LABEL_VERSION))
+                    .get(containers::LABEL_VERSION)
                     .cloned()
                     .unwrap_or_default();
                 let health = containers::health(&engine, &s, &svc, &name)
                     .await
                     .unwrap_or_else(|e| format!("{e:#}"));
-                (state, cfg.image.unwrap_or_default(), version, health)
+                (c.status, c.image, version, health)
             }
-            Err(e) if engine::is_not_found(&e) => {
-                ("absent".into(), String::new(), String::new(), "-".into())
-            }
-            Err(e) => (
-                engine::engine_msg(&e),
-                String::new(),
-                String::new(),
-                "-".into(),
-            ),
+            Ok(None) => ("absent".into(), String::new(), String::new(), "-".into()),
+            Err(e) => (format!("{e:#}"), String::new(), String::new(), "-".into()),
         };
         rows.push(Row {
             service: svc.name,

@@ -49,12 +49,9 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     let mut previous = Vec::new();
     for svc in &services {
         let name = stack::container_name(&old.project(), svc);
-        let image = match engine.api.inspect_container(&name, None).await {
-            Ok(c) => c
-                .config
-                .and_then(|c| c.image)
-                .unwrap_or_else(|| old.image(svc)),
-            Err(_) => old.image(svc),
+        let image = match containers::snapshot(&engine, &name).await? {
+            Some(c) if !c.image.is_empty() => c.image,
+            _ => old.image(svc),
         };
         previous.push((*svc, image));
     }

@@ -182,15 +182,85 @@ pub fn container_config(
     }
 }
 
-/// Remove a container by name if it is ours; refuse if it is someone else's.
-pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result<bool> {
+/// What we need to know about one container.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// running, exited, created, restarting, stopped (Podman), ...
+    pub status: String,
+    /// The engine's health status (`healthy`, `starting`, ...) or "".
+    pub health: String,
+    pub restarts: i64,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// Inspect a container by name; None if there is none.
+///
+/// Podman's compat API reports states Docker's schema does not have (e.g.
+/// `stopped`), which bollard's typed inspect cannot parse; then the
+/// container list (plain strings) is used instead.
+pub async fn snapshot(engine: &Engine, name: &str) -> Result<Option<Snapshot>> {
     match engine.api.inspect_container(name, None).await {
         Ok(c) => {
-            let label = c
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.as_ref())
-                .and_then(|l| l.get(stack::LABEL_DEPLOY));
+            let state = c.state.unwrap_or_default();
+            let cfg = c.config.unwrap_or_default();
+            Ok(Some(Snapshot {
+                status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+                health: state
+                    .health
+                    .and_then(|h| h.status)
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
+                restarts: c.restart_count.unwrap_or(0),
+                image: cfg.image.unwrap_or_default(),
+                labels: cfg.labels.unwrap_or_default(),
+            }))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(bollard::errors::Error::JsonDataError { .. })
+        | Err(bollard::errors::Error::JsonSerdeError { .. }) => {
+            let filters = HashMap::from([("name".to_string(), vec![format!("^/?{name}$")])]);
+            let list = engine
+                .api
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| anyhow!("listing container {name}: {}", engine_msg(&e)))?;
+            let Some(c) = list.into_iter().find(|c| {
+                c.names
+                    .as_ref()
+                    .is_some_and(|n| n.iter().any(|n| n.trim_start_matches('/') == name))
+            }) else {
+                return Ok(None);
+            };
+            let status_text = c.status.unwrap_or_default();
+            let health = if status_text.contains("(healthy)") {
+                "healthy"
+            } else if status_text.contains("(unhealthy)") {
+                "unhealthy"
+            } else {
+                ""
+            };
+            Ok(Some(Snapshot {
+                status: c.state.unwrap_or_default(),
+                health: health.to_string(),
+                restarts: 0,
+                image: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+            }))
+        }
+        Err(e) => bail!("inspecting container {name}: {}", engine_msg(&e)),
+    }
+}
+
+/// Remove a container by name if it is ours; refuse if it is someone else's.
+pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result<bool> {
+    match snapshot(engine, name).await? {
+        Some(c) => {
+            let label = c.labels.get(stack::LABEL_DEPLOY);
             if label.map(String::as_str) != Some(&s.dest.display().to_string()) {
                 bail!(
                     "a container named {name} exists and is not part of the deploy at {} (label {}={}); \
@@ -214,8 +284,7 @@ pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result
                 .map_err(|e| anyhow!("removing container {name}: {}", engine_msg(&e)))?;
             Ok(true)
         }
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => bail!("inspecting container {name}: {}", engine_msg(&e)),
+        None => Ok(false),
     }
 }
 
@@ -278,31 +347,22 @@ pub async fn probe(engine: &Engine, name: &str, cmd: &[String]) -> bool {
 /// Health as we judge it: the engine's status, or for Podman without
 /// systemd (which runs no health timers) our own probe through exec.
 pub async fn health(engine: &Engine, s: &Settings, svc: &Service, name: &str) -> Result<String> {
-    let c = engine
-        .api
-        .inspect_container(name, None)
-        .await
-        .map_err(|e| anyhow!("inspecting {name}: {}", engine_msg(&e)))?;
-    let state = c.state.unwrap_or_default();
-    let status = state.status.map(|s| s.to_string()).unwrap_or_default();
-    if status != "running" {
-        return Ok(status);
+    let Some(c) = snapshot(engine, name).await? else {
+        return Ok("absent".into());
+    };
+    if c.status != "running" {
+        return Ok(c.status);
     }
-    let h = state
-        .health
-        .and_then(|h| h.status)
-        .map(|h| h.to_string())
-        .unwrap_or_default();
-    if h == "healthy" {
-        return Ok(h);
+    if c.health == "healthy" {
+        return Ok(c.health);
     }
     if engine.kind == Kind::Podman && probe(engine, name, &health_cmd(s, svc)).await {
         return Ok("healthy".into());
     }
-    Ok(if h.is_empty() || h == "none" {
+    Ok(if c.health.is_empty() || c.health == "none" {
         "starting".into()
     } else {
-        h
+        c.health
     })
 }
 
@@ -332,18 +392,19 @@ pub async fn wait_healthy(
             let st = health(engine, s, &svc, &name)
                 .await
                 .unwrap_or_else(|e| format!("{e:#}"));
-            let restarts = engine
-                .api
-                .inspect_container(&name, None)
+            let restarts = snapshot(engine, &name)
                 .await
                 .ok()
-                .and_then(|c| c.restart_count)
+                .flatten()
+                .map(|c| c.restarts)
                 .unwrap_or(0);
             if st == "healthy" {
                 continue;
             }
-            let dead = matches!(st.as_str(), "exited" | "dead" | "removing")
-                || restarts >= 2
+            let dead = matches!(
+                st.as_str(),
+                "exited" | "dead" | "removing" | "stopped" | "absent"
+            ) || restarts >= 2
                 || st.contains("No such");
             if dead || Instant::now() >= deadline {
                 let why = if dead {

@@ -134,7 +134,11 @@ pub async fn build_local(
             forcerm: true,
             ..Default::default()
         };
-        let mut stream = engine.api.build_image(opts, None, Some(ctx.into()));
+        // An empty credentials map, not None: Podman's compat API answers 400
+        // to the empty X-Registry-Config header bollard sends for None.
+        let mut stream = engine
+            .api
+            .build_image(opts, Some(HashMap::new()), Some(ctx.into()));
         let mut last = Vec::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| anyhow::anyhow!("building {tag}: {}", engine_msg(&e)))?;
@@ -157,7 +161,8 @@ pub async fn build_local(
                 last.join("")
             )
         })?;
-        pb.finish_with_message(format!("built {tag}"));
+        pb.finish_and_clear();
+        crate::ui::detail(format!("built {tag}"));
     }
     Ok(())
 }
@@ -179,7 +184,9 @@ pub async fn pull(engine: &Engine, refs: &[String]) -> Result<()> {
             tag: tag.to_string(),
             ..Default::default()
         };
-        let mut stream = engine.api.create_image(Some(opts), None, None);
+        // Explicit empty credentials for the same reason as in build_local.
+        let creds = bollard::auth::DockerCredentials::default();
+        let mut stream = engine.api.create_image(Some(opts), None, Some(creds));
         let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| {
@@ -204,7 +211,8 @@ pub async fn pull(engine: &Engine, refs: &[String]) -> Result<()> {
             .inspect_image(r)
             .await
             .map_err(|e| anyhow::anyhow!("pulling {r}: {}", engine_msg(&e)))?;
-        pb.finish_with_message(format!("pulled {r}"));
+        pb.finish_and_clear();
+        crate::ui::detail(format!("pulled {r}"));
     }
     Ok(())
 }

@@ -6,8 +6,6 @@ pub mod containers;
 pub mod images;
 pub mod ports;
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use bollard::Docker;
 
@@ -42,25 +40,22 @@ pub struct Engine {
 fn candidates(choice: EngineChoice) -> Vec<String> {
     let docker = vec!["/var/run/docker.sock".to_string()];
     let mut podman = vec!["/run/podman/podman.sock".to_string()];
-    if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR") {
-        podman.push(
-            PathBuf::from(rt)
-                .join("podman/podman.sock")
-                .display()
-                .to_string(),
-        );
+    // Rootless Podman: $XDG_RUNTIME_DIR/podman/podman.sock.
+    if let Some(rt) = dirs::runtime_dir() {
+        podman.push(rt.join("podman/podman.sock").display().to_string());
     }
     match choice {
         EngineChoice::Docker => docker,
         EngineChoice::Podman => podman,
         EngineChoice::Auto => {
-            let mut v = Vec::new();
+            // An explicit DOCKER_HOST is the operator's choice: never fall
+            // back to another engine behind their back.
             if let Ok(h) = std::env::var("DOCKER_HOST") {
                 if !h.is_empty() {
-                    v.push(h);
+                    return vec![h];
                 }
             }
-            v.extend(docker);
+            let mut v = docker;
             v.extend(podman);
             v
         }

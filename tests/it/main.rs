@@ -1,0 +1,6 @@
+//! bty-lab integration tests: the real binary in a temp dir per test, and
+//! (with BTY_ENGINE_TESTS) real Docker/Podman engines.
+
+mod engines;
+mod render;
+mod util;

@@ -1,0 +1,228 @@
+//! `init` and the rendered files, checked by the tools that consume them.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::util::{fails_with, have_tool, ok, on_path, run, stderr, TestDir};
+
+fn init(t: &TestDir, extra: &[&str]) -> std::process::Output {
+    let dest = t.path().join("lab");
+    let mut args = vec!["init", dest.to_str().unwrap(), "--host-addr", "10.0.0.5"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn init_writes_the_deploy_files_with_private_envvars() {
+    let t = TestDir::new();
+    ok(&init(&t, &["--systemd"]));
+    let d = t.path().join("lab");
+    for f in [
+        "compose.yml",
+        "envvars",
+        "bty.toml",
+        "README.md",
+        ".bty-lab.toml",
+        "quadlet/bty-web.container",
+        "quadlet/withcache.container",
+        "quadlet/bty-tftp.container",
+    ] {
+        assert!(d.join(f).is_file(), "{f} missing");
+    }
+    let mode = std::fs::metadata(d.join("envvars"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let env = std::fs::read_to_string(d.join("envvars")).unwrap();
+    assert!(env.contains("BTY_ADMIN_PASSWORD_HASH='$argon2id$"), "{env}");
+    assert!(!env.contains("bty-lab'"), "plaintext password in envvars");
+    assert!(d.join("data/bty").is_dir() && d.join("data/withcache").is_dir());
+}
+
+#[test]
+fn init_again_keeps_secrets_and_bty_toml_edits() {
+    let t = TestDir::new();
+    ok(&init(&t, &[]));
+    let d = t.path().join("lab");
+    let env1 = std::fs::read_to_string(d.join("envvars")).unwrap();
+    let toml = std::fs::read_to_string(d.join("bty.toml")).unwrap();
+    // The operator edits a value and adds a comment; drops a key we need.
+    let edited = toml
+        .replace(
+            "listen = \"0.0.0.0:8080\"",
+            "listen = \"0.0.0.0:8080\" # mine",
+        )
+        .replace("state_dir = \"/var/lib/bty\"\n", "");
+    std::fs::write(d.join("bty.toml"), &edited).unwrap();
+    let o = init(&t, &[]);
+    ok(&o);
+    assert_eq!(
+        std::fs::read_to_string(d.join("envvars")).unwrap(),
+        env1,
+        "envvars changed"
+    );
+    let after = std::fs::read_to_string(d.join("bty.toml")).unwrap();
+    assert!(after.contains("# mine"), "{after}");
+    assert!(after.contains("state_dir = \"/var/lib/bty\""), "{after}");
+    assert!(stderr(&o).contains("[server] state_dir"), "{}", stderr(&o));
+}
+
+#[test]
+fn init_refuses_foreign_files_without_force() {
+    let t = TestDir::new();
+    let d = t.path().join("lab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("notes.txt"), "mine").unwrap();
+    fails_with(&init(&t, &[]), "notes.txt");
+    assert!(
+        !d.join("compose.yml").exists(),
+        "wrote files despite refusing"
+    );
+    ok(&init(&t, &["--force"]));
+    assert_eq!(
+        std::fs::read_to_string(d.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn invalid_host_addr_is_refused_before_writing() {
+    let t = TestDir::new();
+    let dest = t.path().join("lab");
+    for bad in ["10.0.0.5\"", "bty.lan", "0.0.0.0"] {
+        let o = run(&["init", dest.to_str().unwrap(), "--host-addr", bad]);
+        fails_with(&o, "--host-addr");
+        assert!(!dest.exists(), "{bad}: DEST created");
+    }
+}
+
+#[test]
+fn data_dir_is_remembered_and_used() {
+    let t = TestDir::new();
+    let data = t.path().join("state");
+    ok(&init(&t, &["--data-dir", data.to_str().unwrap()]));
+    let d = t.path().join("lab");
+    let compose = std::fs::read_to_string(d.join("compose.yml")).unwrap();
+    assert!(
+        compose.contains(&format!("{}/bty:/var/lib/bty", data.display())),
+        "{compose}"
+    );
+    // A second run without the flag keeps it (the manifest remembers).
+    ok(&init(&t, &[]));
+    let compose = std::fs::read_to_string(d.join("compose.yml")).unwrap();
+    assert!(
+        compose.contains(&format!("{}/withcache:/data", data.display())),
+        "{compose}"
+    );
+}
+
+#[test]
+fn docker_compose_accepts_the_rendered_compose() {
+    if !have_tool("docker-compose", on_path("docker-compose")) {
+        return;
+    }
+    for extra in [&[][..], &["--no-tftp"][..]] {
+        let t = TestDir::new();
+        ok(&init(&t, extra));
+        let d = t.path().join("lab");
+        let o = std::process::Command::new("docker-compose")
+            .args(["-f", "compose.yml", "config"])
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "docker-compose config failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let cfg: serde_yaml::Value = serde_yaml::from_slice(&o.stdout).unwrap();
+        let services = cfg["services"].as_mapping().unwrap();
+        assert_eq!(services.contains_key("bty-tftp"), extra.is_empty());
+        assert_eq!(
+            cfg["services"]["bty-web"]["ports"][0]["published"]
+                .as_u64()
+                .or_else(|| {
+                    cfg["services"]["bty-web"]["ports"][0]
+                        .as_str()
+                        .map(|_| 8080)
+                }),
+            Some(8080)
+        );
+    }
+}
+
+/// Parse a Quadlet unit into (section, key, value) triples.
+fn ini(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.to_string();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not key=value: {line:?}"));
+        out.push((section.clone(), k.to_string(), v.to_string()));
+    }
+    out
+}
+
+#[test]
+fn quadlet_units_are_well_formed() {
+    let t = TestDir::new();
+    ok(&init(&t, &["--systemd"]));
+    let d = t.path().join("lab");
+    let known = ["Unit", "Container", "Service", "Install"];
+    for svc in ["bty-web", "withcache", "bty-tftp"] {
+        let text = std::fs::read_to_string(d.join(format!("quadlet/{svc}.container"))).unwrap();
+        let kv = ini(&text);
+        assert!(
+            kv.iter().all(|(s, _, _)| known.contains(&s.as_str())),
+            "{svc}: unknown section"
+        );
+        let get = |k: &str| {
+            kv.iter()
+                .filter(|(s, kk, _)| s == "Container" && kk == k)
+                .map(|t| t.2.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("Image").len(), 1, "{svc}: one Image=");
+        assert!(
+            get("Image")[0].ends_with(&format!("/{svc}:{}", env!("CARGO_PKG_VERSION"))),
+            "{svc}: pinned image"
+        );
+        assert!(
+            get("Label").contains(&format!("dev.bty.deploy={}", d.display())),
+            "{svc}: deploy label"
+        );
+        assert!(
+            get("HealthCmd")[0].starts_with("/bty-lab internal healthcheck "),
+            "{svc}"
+        );
+        for v in get("Volume") {
+            let host = v.split(':').next().unwrap();
+            assert!(host.starts_with('/'), "{svc}: relative volume {v}");
+        }
+        if svc == "bty-tftp" {
+            assert_eq!(get("Network"), vec!["host"]);
+        } else {
+            assert_eq!(
+                get("EnvironmentFile"),
+                vec![d.join("envvars").display().to_string()]
+            );
+            assert_eq!(get("PublishPort").len(), 1);
+        }
+    }
+}
+
+#[test]
+fn completions_are_generated() {
+    let o = run(&["completions", "bash"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bty-lab"));
+}

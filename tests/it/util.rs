@@ -1,0 +1,109 @@
+//! Fixtures: a temp dir per test and the real bty-lab binary run in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The bty-lab under test. Engine tests need a static one (it becomes the
+/// images' entrypoint): BTY_LAB_STATIC_BIN points at it.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bty-lab"))
+}
+
+/// A unique temporary directory, removed on drop.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir {
+            dir: tempfile::Builder::new()
+                .prefix("bty-lab-it")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Run `exe args`, stdin closed; returns the output.
+pub fn run_with(exe: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("spawning bty-lab");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Run the test build of bty-lab.
+pub fn run(args: &[&str]) -> Output {
+    run_with(&bin(), args, None)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Assert success, printing the output otherwise.
+#[track_caller]
+pub fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Assert failure whose stderr contains `needle`.
+#[track_caller]
+pub fn fails_with(o: &Output, needle: &str) {
+    assert!(
+        !o.status.success(),
+        "unexpected success\nstderr:\n{}",
+        stderr(o)
+    );
+    assert!(
+        stderr(o).contains(needle),
+        "stderr lacks {needle:?}:\n{}",
+        stderr(o)
+    );
+}
+
+/// The tool rule: a missing tool fails under BTY_REQUIRE_TOOLS=1, else the
+/// test prints why it skips. Returns false to skip.
+pub fn have_tool(name: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!(
+            "{name} is required (BTY_REQUIRE_TOOLS=1) but not installed; run scripts/engines.sh"
+        );
+    }
+    eprintln!("skipping: {name} not installed");
+    false
+}
+
+/// Is `prog` on PATH?
+pub fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
