@@ -145,7 +145,7 @@ impl Drop for Cleanup {
         let label = format!("dev.bty.deploy={}", self.dest);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let filters = HashMap::from([("label".to_string(), vec![label.clone()])]);
+            let filters = HashMap::from([("label".to_string(), vec![label])]);
             let opts = bollard::container::ListContainersOptions::<String> {
                 all: true,
                 filters,
@@ -160,11 +160,13 @@ impl Drop for Cleanup {
                     .remove_container(&c.id.unwrap_or_default(), Some(rm))
                     .await;
             }
-            let filters = HashMap::from([("label".to_string(), vec![label])]);
-            let opts = bollard::network::ListNetworksOptions::<String> { filters };
-            for n in api.list_networks(Some(opts)).await.unwrap_or_default() {
-                let _ = api.remove_network(&n.name.unwrap_or_default()).await;
-            }
+            // By name: Podman's compat network list ignores label filters.
+            let base = Path::new(&self.dest)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let _ = api.remove_network(&format!("{base}-bty")).await;
         });
     }
 }
