@@ -395,9 +395,15 @@ pub(crate) fn download_by_name(
             serde_json::json!({"name": name, "src": src, "status": "cached", "sha256": hit.digest, "size": hit.size}),
         ));
     }
-    let (_, started) = app
-        .store
-        .start_download(&src, row.entry.sha256.clone(), row.entry.size);
+    let Some((_, started)) =
+        app.store
+            .start_download(&src, row.entry.sha256.clone(), row.entry.size)
+    else {
+        return Ok((
+            StatusCode::OK,
+            serde_json::json!({"name": name, "src": src, "status": "cached"}),
+        ));
+    };
     if started {
         app.event(
             "download.requested",

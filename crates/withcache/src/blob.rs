@@ -286,6 +286,7 @@ pub(crate) async fn serve(
             Some(dl) => dl,
             None => match start_for_catalog(app, src, peer) {
                 Ok(Some(dl)) => dl,
+                Ok(None) if app.store.lookup(src).is_some() => continue,
                 Ok(None) => return miss(app, src, peer),
                 Err(e) => return e.into_response(),
             },
@@ -397,7 +398,10 @@ fn start_for_catalog(
     }
     let sha = entries.iter().find_map(|e| e.entry.sha256.clone());
     let size = entries.iter().find_map(|e| e.entry.size);
-    let (dl, started) = app.store.start_download(src, sha, size);
+    let Some((dl, started)) = app.store.start_download(src, sha, size) else {
+        // Cached a moment ago; the caller looks it up again.
+        return Ok(None);
+    };
     if started {
         app.event(
             "download.requested",
@@ -492,6 +496,7 @@ async fn tail(
                 return;
             }
             Phase::Done { size, .. } => (*size, true),
+            _ if st.verified => (st.written, true),
             _ => match st.total {
                 Some(t) => (st.written.min(t.saturating_sub(1)), false),
                 None => (st.written, false),

@@ -273,10 +273,6 @@ async fn fetch(
         let g = gen.as_mut().expect("a generation is set up above");
         match pump(store, dl, g, resp, skip, reserved, cfg.read_timeout).await? {
             Attempt::Complete => {
-                g.file
-                    .sync_all()
-                    .await
-                    .map_err(|e| format!("syncing {}: {e}", g.path.display()))?;
                 let digest = hex::encode(std::mem::take(&mut g.hasher).finalize());
                 let size = g.got;
                 if let Some(want) = &dl.expected_sha {
@@ -294,6 +290,13 @@ async fn fetch(
                         ));
                     }
                 }
+                // The bytes are right: let streaming clients finish now
+                // rather than after the fsync below.
+                dl.state.send_modify(|s| s.verified = true);
+                g.file
+                    .sync_all()
+                    .await
+                    .map_err(|e| format!("syncing {}: {e}", g.path.display()))?;
                 let path = g.path.clone();
                 store
                     .commit(&dl.src, &path, &digest, size, *reserved)

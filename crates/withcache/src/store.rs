@@ -128,6 +128,9 @@ pub struct DlState {
     pub written: u64,
     /// The length the origin (or the catalog) declared.
     pub total: Option<u64>,
+    /// All bytes are in and their sha256 (and size) checked: readers may
+    /// finish, even before the file is synced and renamed into the store.
+    pub verified: bool,
 }
 
 /// One download; shared by everyone who asked for it (single flight).
@@ -479,16 +482,22 @@ impl Store {
     }
 
     /// Join the download of `src`, starting it if none is running (single
-    /// flight: one origin fetch per URL however many clients ask).
+    /// flight: one origin fetch per URL however many clients ask). `None`
+    /// if `src` is cached after all (a download finished just now).
     pub fn start_download(
         self: &Arc<Self>,
         src: &str,
         expected_sha: Option<String>,
         expected_size: Option<u64>,
-    ) -> (Arc<Download>, bool) {
+    ) -> Option<(Arc<Download>, bool)> {
         let mut downloads = lock(&self.downloads);
         if let Some(d) = downloads.get(src) {
-            return (d.clone(), false);
+            return Some((d.clone(), false));
+        }
+        // A finished download indexes its blob before leaving this map, so
+        // checking here, under the map's lock, cannot miss it.
+        if self.lookup(src).is_some() {
+            return None;
         }
         let (tx, _) = watch::channel(DlState {
             phase: Phase::Queued,
@@ -496,6 +505,7 @@ impl Store {
             path: None,
             written: 0,
             total: expected_size,
+            verified: false,
         });
         let dl = Arc::new(Download {
             src: src.to_string(),
@@ -511,7 +521,7 @@ impl Store {
         let store = self.clone();
         let task_dl = dl.clone();
         tokio::spawn(async move { crate::fetch::run(store, task_dl).await });
-        (dl, true)
+        Some((dl, true))
     }
 
     /// Called by the downloader when it is done either way. The blob (if
