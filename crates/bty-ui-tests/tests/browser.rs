@@ -1,0 +1,442 @@
+//! The operator's walk through the UI in real headless Chromium: log in,
+//! register a machine, assign an image, watch a simulated agent's progress
+//! move the bar live, see `done` fill in "last flashed", filter and page
+//! the machines list while updates stream, log out. Screenshots of every
+//! page go to `target/ui-screenshots/`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bty_ui_tests::{
+    screenshot_dir, tool_present, Agent, Driver, Web, IMAGE_SIZE, PASSWORD, SHA, USER,
+};
+use fantoccini::{Client, Locator};
+use serde_json::json;
+
+const MAC: &str = "52:54:00:c0:ff:ee";
+
+async fn shot(b: &Client, name: &str) -> anyhow::Result<()> {
+    let png = b.screenshot().await?;
+    let path = screenshot_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+    println!("screenshot {}", path.display());
+    Ok(())
+}
+
+async fn text(b: &Client, css: &str) -> anyhow::Result<String> {
+    Ok(b.find(Locator::Css(css))
+        .await
+        .with_context(|| format!("finding {css}"))?
+        .text()
+        .await?)
+}
+
+/// Poll `f` until it returns `Some`, for at most `secs`.
+async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn js(b: &Client, script: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(b.execute(script, vec![]).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_walkthrough_in_chromium() -> anyhow::Result<()> {
+    if !tool_present("/usr/bin/chromedriver") || !tool_present("/usr/bin/chromium") {
+        return Ok(());
+    }
+    let web = Web::start().await?;
+    let driver = Driver::start().await?;
+    let b = driver.browser().await?;
+    let r = walkthrough(&web, &b).await;
+    if r.is_err() {
+        let _ = shot(&b, "zz-failure").await;
+        if let Ok(src) = b.source().await {
+            eprintln!(
+                "page at failure:\n{}",
+                src.chars().take(4000).collect::<String>()
+            );
+        }
+    }
+    let _ = b.close().await;
+    web.stop().await?;
+    r
+}
+
+async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
+    // 1. Log in (a wrong password first: the message shows).
+    b.goto(&web.url("/ui/machines")).await?;
+    let url = b.current_url().await?;
+    assert_eq!(url.path(), "/ui/login", "not logged in: the login form");
+    b.find(Locator::Id("user")).await?.clear().await?;
+    b.find(Locator::Id("user")).await?.send_keys(USER).await?;
+    b.find(Locator::Id("password"))
+        .await?
+        .send_keys("wrong")
+        .await?;
+    b.find(Locator::Id("login")).await?.click().await?;
+    let err = text(b, "#login-error").await?;
+    assert_eq!(err, "Wrong user name or password.");
+    shot(b, "01-login-error").await?;
+    b.find(Locator::Id("password"))
+        .await?
+        .send_keys(PASSWORD)
+        .await?;
+    b.find(Locator::Id("login")).await?.click().await?;
+    until(10, "the machines page after login", || async {
+        Ok((b.current_url().await?.path() == "/ui/machines").then_some(()))
+    })
+    .await?;
+
+    // 2. Register a machine.
+    b.goto(&web.url("/ui/machines/new")).await?;
+    b.find(Locator::Id("f-mac"))
+        .await?
+        .send_keys("52-54-00-C0-FF-EE")
+        .await?;
+    b.find(Locator::Id("f-name"))
+        .await?
+        .send_keys("bench-07")
+        .await?;
+    b.find(Locator::Id("f-labels"))
+        .await?
+        .send_keys("rack3, ci")
+        .await?;
+    shot(b, "02-register").await?;
+    b.find(Locator::Id("save")).await?.click().await?;
+    let saved = until(10, "the saved notice", || async {
+        Ok(b.find(Locator::Id("saved")).await.ok())
+    })
+    .await?;
+    assert_eq!(saved.text().await?, "Machine registered.");
+    let m = web.machine(MAC).await?;
+    assert_eq!(m["name"], "bench-07");
+
+    // 3. Assign an image with the bulk action on the list.
+    b.goto(&web.url("/ui/machines")).await?;
+    b.find(Locator::Css("input.sel[value='52:54:00:c0:ff:ee']"))
+        .await?
+        .click()
+        .await?;
+    b.find(Locator::Id("bulk-image"))
+        .await?
+        .select_by_value("debian-12")
+        .await?;
+    b.find(Locator::Id("bulk-assign")).await?.click().await?;
+    let notice = until(10, "the bulk notice", || async {
+        Ok(b.find(Locator::Id("notice")).await.ok())
+    })
+    .await?;
+    assert_eq!(notice.text().await?, "1 machine(s) updated.");
+    assert_eq!(web.machine(MAC).await?["image"], "debian-12");
+    // Then flash-once onto a disk, on the machine's own page.
+    b.goto(&web.url("/ui/machines/52-54-00-c0-ff-ee")).await?;
+    b.find(Locator::Id("f-mode"))
+        .await?
+        .select_by_value("bty-flash-once")
+        .await?;
+    b.find(Locator::Id("f-target"))
+        .await?
+        .send_keys("BTYTEST")
+        .await?;
+    b.find(Locator::Id("save")).await?.click().await?;
+    until(10, "the saved edit", || async {
+        Ok(b.find(Locator::Id("saved")).await.ok())
+    })
+    .await?;
+    let m = web.machine(MAC).await?;
+    assert_eq!(
+        (m["boot_mode"].as_str(), m["target_disk_serial"].as_str()),
+        (Some("bty-flash-once"), Some("BTYTEST"))
+    );
+    let preview = text(b, "#ipxe pre").await?;
+    assert!(
+        preview.contains("flash debian-12 onto disk serial BTYTEST"),
+        "{preview}"
+    );
+    shot(b, "03-machine-assigned").await?;
+
+    // 4. The agent flashes; the bar moves live (no reload).
+    let mut agent = Agent::new(web, MAC);
+    agent.start_flash().await?;
+    until(10, "the progress bar", || async {
+        Ok(b.find(Locator::Css("#status .progress")).await.ok())
+    })
+    .await?;
+    js(b, "window.__noReload = 'still here'; return null;").await?;
+    let total = IMAGE_SIZE;
+    let mut seen = Vec::new();
+    for i in 1..=12u64 {
+        agent
+            .progress(total * i / 13, total, 180.0 * 1048576.0)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let pct = js(b, "const e = document.querySelector('#status .progress'); return e ? e.dataset.pct : null;").await?;
+        if let Some(p) = pct.as_str() {
+            if seen.last().map(String::as_str) != Some(p) {
+                seen.push(p.to_string());
+            }
+        }
+        if i == 6 {
+            shot(b, "04-machine-flashing").await?;
+        }
+    }
+    println!("bar went through {seen:?}");
+    assert!(seen.len() >= 4, "the bar should move live, saw {seen:?}");
+    let nums: Vec<u32> = seen
+        .iter()
+        .filter_map(|s| s.trim_end_matches('%').parse().ok())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[0] <= w[1]), "monotonic: {nums:?}");
+    assert!(*nums.last().unwrap() >= 80, "{nums:?}");
+    let rate = text(b, "#status .progress .rate").await?;
+    assert_eq!(rate, "180.0 MiB/s");
+    assert_ne!(text(b, "#status .progress .eta").await?, "–");
+    assert_eq!(
+        js(b, "return window.__noReload;").await?,
+        json!("still here"),
+        "the page reloaded"
+    );
+
+    // 5. done: last flashed and the digest appear live.
+    agent.done(true).await?;
+    let lf = until(10, "last flashed", || async {
+        let t = text(b, "#last-flashed").await?;
+        Ok((!t.contains("never")).then_some(t))
+    })
+    .await?;
+    assert!(lf.contains("debian-12 on disk BTYTEST"), "{lf}");
+    // Localised by the browser: the <time> no longer says UTC.
+    let utc = js(
+        b,
+        "return document.querySelector('#last-flashed time').textContent;",
+    )
+    .await?;
+    assert!(
+        !utc.as_str().unwrap_or("").ends_with("UTC"),
+        "time not localised: {utc}"
+    );
+    assert_eq!(text(b, "#disk-sha").await?, SHA);
+    assert_eq!(text(b, "#state").await?, "flashed");
+    assert_eq!(
+        js(b, "return window.__noReload;").await?,
+        json!("still here")
+    );
+    let ev = text(b, "#event-rows tr:first-child").await?;
+    assert!(
+        ev.contains("flash.done"),
+        "the event row arrived live: {ev}"
+    );
+    shot(b, "05-machine-flashed").await?;
+
+    // 6. Many machines, some flashing: filter and page while updates stream.
+    let mut agents = Vec::new();
+    for i in 0..40u32 {
+        let mac = format!("52:54:00:00:10:{i:02x}");
+        if i % 4 == 0 {
+            web.put_machine(
+                &mac,
+                &json!({"boot_mode": "bty-flash-once", "image": "debian-12",
+                "target_disk_serial": format!("DISK{i}"), "name": format!("node{i:02}")}),
+            )
+            .await?;
+            let mut a = Agent::new(web, &mac);
+            a.start_flash().await?;
+            agents.push(a);
+        } else {
+            web.put_machine(
+                &mac,
+                &json!({"boot_mode": "ipxe-exit", "name": format!("node{i:02}")}),
+            )
+            .await?;
+        }
+    }
+    b.goto(&web.url("/ui/machines?per_page=10&page=2&sort=mac&dir=asc"))
+        .await?;
+    let caption = text(b, "#count").await?;
+    assert_eq!(caption, "41 machines, page 2 of 5");
+    let rows_before = js(
+        b,
+        "return [...document.querySelectorAll('#machines tbody tr')].map(r => r.id);",
+    )
+    .await?;
+    assert_eq!(rows_before.as_array().map(Vec::len), Some(10));
+    // Select a row: the selection must survive its live swaps.
+    b.find(Locator::Css("#machines tbody tr:nth-child(3) input.sel"))
+        .await?
+        .click()
+        .await?;
+    // Page 2 holds 52:54:00:00:10:0a..13; 0c and 10 are flashing there.
+    let stream = {
+        let agents: Vec<(String, Option<String>)> = agents
+            .iter()
+            .map(|a| (a.mac.clone(), a.token.clone()))
+            .collect();
+        let web_base = web.base.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for step in 1..=8u64 {
+                for (mac, token) in &agents {
+                    let _ = http
+                        .post(format!("{web_base}/pxe/{mac}/progress"))
+                        .json(
+                            &json!({"token": token, "bytes_done": IMAGE_SIZE * step / 10,
+                                      "bytes_total": IMAGE_SIZE, "phase": "writing", "rate": 1e8}),
+                        )
+                        .send()
+                        .await;
+                }
+                // A stranger PXE-boots: it must not push into this page.
+                let _ = http
+                    .get(format!("{web_base}/pxe/52:54:00:00:20:{step:02x}"))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        })
+    };
+    let pct = until(10, "a live progress cell on page 2", || async {
+        let v = js(b, "const e = document.querySelector('#m-525400001010 .progress'); return e ? e.dataset.pct : null;").await?;
+        Ok(v.as_str().filter(|p| *p != "–" && *p != "0%").map(str::to_string))
+    })
+    .await?;
+    println!("page-2 row progress: {pct}");
+    stream.await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows_after = js(
+        b,
+        "return [...document.querySelectorAll('#machines tbody tr')].map(r => r.id);",
+    )
+    .await?;
+    assert_eq!(
+        rows_after, rows_before,
+        "live updates must not change the rows of the page"
+    );
+    assert_eq!(text(b, "#count").await?, caption, "nor the paging");
+    let checked = js(
+        b,
+        "return document.querySelector('#machines tbody tr:nth-child(3) input.sel').checked;",
+    )
+    .await?;
+    assert_eq!(checked, json!(true), "selection survives live swaps");
+    let notice = text(b, "#live-notice").await?;
+    assert!(notice.contains("changed outside this page"), "{notice}");
+    let last = js(b, "const e = document.querySelector('#m-525400001010 .progress'); return e ? e.dataset.pct : null;").await?;
+    assert_eq!(last, json!("80%"), "the row shows the latest progress");
+    shot(b, "06-machines-page2-live").await?;
+    // Filter to flashing machines (htmx swap, URL pushed), then page on.
+    b.find(Locator::Css("input[name=filter][value=flashing]"))
+        .await?
+        .click()
+        .await?;
+    until(10, "the flashing filter", || async {
+        let c = text(b, "#count").await?;
+        Ok(c.starts_with("10 machines (flashing)").then_some(()))
+    })
+    .await?;
+    assert!(b
+        .current_url()
+        .await?
+        .query()
+        .unwrap_or("")
+        .contains("filter=flashing"));
+    let states = js(
+        b,
+        "return [...document.querySelectorAll('#machines tbody .badge')].map(e => e.textContent);",
+    )
+    .await?;
+    assert!(
+        states.as_array().unwrap().iter().all(|s| s == "flashing"),
+        "{states}"
+    );
+    b.find(Locator::Id("per_page"))
+        .await?
+        .select_by_value("10")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    b.find(Locator::Css("input[name=filter][value=all]"))
+        .await?
+        .click()
+        .await?;
+    until(10, "all machines again", || async {
+        Ok(text(b, "#count").await?.contains("page 1 of").then_some(()))
+    })
+    .await?;
+    b.find(Locator::Id("next-page")).await?.click().await?;
+    until(10, "page 2", || async {
+        Ok(text(b, "#count").await?.contains("page 2 of").then_some(()))
+    })
+    .await?;
+    shot(b, "07-machines-list").await?;
+
+    // 7. The other pages.
+    b.goto(&web.url("/ui/dashboard")).await?;
+    assert!(text(b, "#count-flashing").await?.parse::<u32>()? >= 10);
+    // A flash that moves while the dashboard is open updates its bar live.
+    let a0 = &agents[0];
+    a0.progress(IMAGE_SIZE * 95 / 100, IMAGE_SIZE, 1e8).await?;
+    let key = a0.mac.replace(':', "");
+    until(10, "the dashboard bar", || async {
+        let v = js(b, &format!("const e = document.querySelector('[sse-swap=\"dprog-{key}\"]'); return e ? e.dataset.pct : null;")).await?;
+        Ok((v == json!("95%")).then_some(()))
+    })
+    .await?;
+    shot(b, "08-dashboard").await?;
+    b.goto(&web.url("/ui/images")).await?;
+    assert!(text(b, "#images").await?.contains("debian-12"));
+    shot(b, "09-images").await?;
+    b.goto(&web.url("/ui/events")).await?;
+    b.find(Locator::Css("#events tbody tr:first-child input[name=id]"))
+        .await?
+        .click()
+        .await?;
+    b.find(Locator::Id("ack")).await?.click().await?;
+    let n = until(10, "the ack notice", || async {
+        Ok(b.find(Locator::Id("notice")).await.ok())
+    })
+    .await?;
+    assert_eq!(n.text().await?, "1 event(s) changed.");
+    shot(b, "10-events").await?;
+    b.goto(&web.url("/ui/settings")).await?;
+    assert!(text(b, "#dhcp-pxe").await?.contains("Option 67"));
+    shot(b, "11-settings").await?;
+    // Phone-sized.
+    b.set_window_size(390, 844).await?;
+    b.goto(&web.url("/ui/machines/52-54-00-c0-ff-ee")).await?;
+    shot(b, "12-phone-machine").await?;
+    b.goto(&web.url("/ui/machines")).await?;
+    shot(b, "13-phone-machines").await?;
+    // Keyboard: the first Tab reaches the skip link.
+    b.set_window_size(1280, 900).await?;
+    b.goto(&web.url("/ui/dashboard")).await?;
+    b.find(Locator::Css("body"))
+        .await?
+        .send_keys("\u{E004}")
+        .await?;
+    let focused = js(b, "return document.activeElement.className;").await?;
+    assert_eq!(focused, json!("skip"));
+
+    // 8. Log out: back to the login page, and the pages are closed again.
+    b.find(Locator::Id("logout")).await?.click().await?;
+    until(10, "the login page", || async {
+        Ok((b.current_url().await?.path() == "/ui/login").then_some(()))
+    })
+    .await?;
+    b.goto(&web.url("/ui/machines")).await?;
+    assert_eq!(b.current_url().await?.path(), "/ui/login");
+    shot(b, "00-login").await?;
+    Ok(())
+}
