@@ -27,7 +27,9 @@ impl Server {
     fn start_on(v4: SocketAddr, configure: impl FnOnce(&mut bty_tftp::Options)) -> Server {
         let root = tempfile::tempdir().unwrap();
         let mut opts = bty_tftp::Options::new(root.path());
-        opts.timeout = Duration::from_millis(300);
+        // Long enough that a loaded CI machine does not trigger resends in
+        // tests that do not test them.
+        opts.timeout = Duration::from_secs(2);
         configure(&mut opts);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -195,6 +197,11 @@ fn atftp_fetches_byte_exact_with_and_without_options() {
         }
         for opts in option_sets {
             for (name, data) in &files {
+                // 131072 eight-byte blocks would only slow the suite down;
+                // rollover has its own test.
+                if opts.contains(&"blksize 8") && *name == "big.bin" {
+                    continue;
+                }
                 let local = out.path().join(format!("{name}-{v6}"));
                 let o = atftp(s.addr(v6), name, &local, opts);
                 assert!(o.status.success(), "{name} {opts:?} v6={v6}: {}", text(&o));
@@ -420,13 +427,20 @@ fn lost_ack_is_retransmitted_and_retries_are_capped() {
     // Apprentice); the real ACK moves on.
     c.ack(tid, 0);
     c.ack(tid, 1);
-    let (b, d2, _) = c.expect_data();
+    // Skip further copies of block 1 already in flight on a slow machine.
+    let (b, d2) = loop {
+        let (b, d, _) = c.expect_data();
+        if b != 1 {
+            break (b, d);
+        }
+    };
     assert_eq!((b, d2.as_slice()), (2, &data[512..]));
     // Now go silent: 1 send + 2 retransmits, then a timeout error.
     let mut copies = 1;
     loop {
         let (buf, _) = c.recv().expect("server went silent without an error");
         match packet::parse(&buf).unwrap() {
+            Packet::Data { block: 1, .. } => {}
             Packet::Data { block: 2, .. } => copies += 1,
             Packet::Error { message, .. } => {
                 assert!(message.contains("timed out"));
