@@ -1,0 +1,84 @@
+//! End-to-end test harness: real firmware (SeaBIOS, OVMF), real iPXE and
+//! real dnsmasq in qemu, against the real bty services run in-process.
+//!
+//! A test takes the [`gate`] (root and tools present, one VM test at a
+//! time: TCG on two shared cores), starts a [`stack::Stack`] (network
+//! namespace, bty-web, bty-tftp), a [`dnsmasq::Dnsmasq`] and a [`vm::Vm`],
+//! then asserts on the serial console and on bty-web's API and request log.
+//! Everything is torn down by guards, also when an assertion fails.
+//! See docs/testing-e2e.md.
+
+pub mod disk;
+pub mod dnsmasq;
+pub mod media;
+pub mod netns;
+pub mod origin;
+pub mod process;
+pub mod stack;
+pub mod vm;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// Files the tests need besides the binaries on `PATH`.
+const FILES: &[(&str, &str)] = &[
+    ("/dev/net/tun", "the tun driver"),
+    ("/usr/lib/ipxe/undionly.kpxe", "ipxe"),
+    ("/usr/lib/ipxe/ipxe.efi", "ipxe"),
+    ("/usr/lib/ipxe/snponly.efi", "ipxe"),
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    ("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
+    ("/usr/share/seabios/bios-256k.bin", "seabios"),
+];
+
+/// Programs the tests run, with the Debian package that ships them.
+const TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("ip", "iproute2"),
+];
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Held for the whole test: VM tests run one at a time.
+pub struct Gate {
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// What stands in the way of running, if anything.
+pub fn missing() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("root (network namespaces, taps and dnsmasq need it)".into());
+    }
+    for (prog, pkg) in TOOLS {
+        if !on_path(prog) {
+            return Some(format!("{prog} (package {pkg})"));
+        }
+    }
+    for (file, pkg) in FILES {
+        if !Path::new(file).exists() {
+            return Some(format!("{file} ({pkg})"));
+        }
+    }
+    None
+}
+
+/// Check the tool rule and take the one-VM lock. `None` means skip: the
+/// caller returns. With `BTY_REQUIRE_TOOLS=1` a missing tool panics.
+pub fn gate(test: &str) -> Option<Gate> {
+    if let Some(what) = missing() {
+        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{test}: BTY_REQUIRE_TOOLS=1 but {what} is missing");
+        }
+        eprintln!("skipping: {what} not installed/available ({test})");
+        return None;
+    }
+    let lock = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    Some(Gate { _lock: lock })
+}

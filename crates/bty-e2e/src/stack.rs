@@ -1,0 +1,611 @@
+//! The real bty services, in-process, listening inside the test namespace.
+//!
+//! bty-web is assembled from its public [`bty_web::build_state`] and
+//! [`bty_web::router`] (what [`bty_web::serve`] does) with one extra layer:
+//! a request log ([`RequestLog`]) that records method, path, User-Agent,
+//! status and content type of every request, so tests can assert what the
+//! firmware and iPXE actually fetched. bty-tftp runs through its contract
+//! entry point [`bty_tftp::serve`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+use crate::netns::{Netns, HOST_IP};
+
+/// Admin account of the test's bty-web.
+pub const ADMIN_USER: &str = "bty-lab";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
+/// bty-web's port on the test LAN.
+pub const WEB_PORT: u16 = 8080;
+/// withcache's port on the test LAN.
+pub const WITHCACHE_PORT: u16 = 3000;
+
+/// One request as bty-web answered it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// Client address.
+    pub client: SocketAddr,
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// `User-Agent`, empty when absent.
+    pub user_agent: String,
+    /// Response status.
+    pub status: u16,
+    /// Response `Content-Type`, empty when absent.
+    pub content_type: String,
+}
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} -> {} [{}] UA={:?}",
+            self.client.ip(),
+            self.method,
+            self.uri,
+            self.status,
+            self.content_type,
+            self.user_agent
+        )
+    }
+}
+
+/// Every request bty-web answered, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<Logged>>>);
+
+impl RequestLog {
+    /// A copy of the log.
+    pub fn all(&self) -> Vec<Logged> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Requests whose path (without query) is `path` and method `method`.
+    pub fn matching(&self, method: &str, path: &str) -> Vec<Logged> {
+        self.all()
+            .into_iter()
+            .filter(|l| l.method == method && l.uri.split('?').next() == Some(path))
+            .collect()
+    }
+
+    /// The log as text, one request per line (for failure messages).
+    pub fn dump(&self) -> String {
+        let mut s = String::new();
+        for l in self.all() {
+            s.push_str(&l.to_string());
+            s.push('\n');
+        }
+        s
+    }
+
+    fn push(&self, l: Logged) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    }
+}
+
+async fn record(log: RequestLog, req: Request, next: Next) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let resp = next.run(req).await;
+    log.push(Logged {
+        client,
+        method,
+        uri,
+        user_agent,
+        status: resp.status().as_u16(),
+        content_type: resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    });
+    resp
+}
+
+/// Where the services' tracing output goes: one file per stack, swapped
+/// when the next (serialized) test builds its stack.
+static LOG_FILE: OnceLock<Arc<Mutex<Option<std::fs::File>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct SwapWriter(Arc<Mutex<Option<std::fs::File>>>);
+
+impl std::io::Write for SwapWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_to(path: &Path) -> anyhow::Result<()> {
+    let slot = LOG_FILE.get_or_init(|| {
+        let slot = Arc::new(Mutex::new(None));
+        let w = SwapWriter(slot.clone());
+        let filter = tracing_subscriber::EnvFilter::try_from_env("BTY_E2E_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .try_init();
+        slot
+    });
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    Ok(())
+}
+
+/// A service on its own runtime (threads in the namespace), so that
+/// killing it drops every task it spawned, open connections included, as
+/// killing a process would.
+struct Service {
+    name: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Service {
+    fn spawn<F, Fut>(ns: &Netns, name: &'static str, f: F) -> anyhow::Result<Service>
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let rt = ns.runtime()?;
+        let (tx, rx) = oneshot::channel();
+        let task = rt.spawn(f(rx));
+        Ok(Service {
+            name,
+            stop: Some(tx),
+            task: Some(task),
+            rt: Some(rt),
+        })
+    }
+
+    /// Ask for a graceful stop, give it `grace`, then drop everything.
+    fn stop(&mut self, grace: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let Some(rt) = self.rt.take() else { return };
+        if let Some(task) = self.task.take() {
+            match rt.block_on(async { tokio::time::timeout(grace, task).await }) {
+                Ok(Ok(Ok(()))) | Err(_) => {}
+                Ok(Ok(Err(e))) => eprintln!("bty-e2e: {} stopped with an error: {e:#}", self.name),
+                Ok(Err(e)) => eprintln!("bty-e2e: {} panicked: {e}", self.name),
+            }
+        }
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+
+    /// Drop the service and everything it spawned at once, like SIGKILL:
+    /// the listener and every open connection are closed.
+    fn kill(&mut self) {
+        self.stop.take();
+        self.task.take();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// What the stack runs.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Run bty-tftp on udp/69 with second-stage rules for
+    /// `undionly.kpxe` and `ipxe.efi`.
+    pub tftp: bool,
+    /// Run withcache on 192.0.2.1:3000 and point bty-web at it.
+    pub withcache: bool,
+    /// Extra TOML appended to bty-web's configuration; `{dir}` stands for
+    /// the stack's temp dir.
+    pub web_toml: String,
+    /// Files written into the temp dir before the services start
+    /// (relative path, contents), e.g. a static catalog.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            tftp: true,
+            withcache: false,
+            web_toml: String::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
+/// The running stack. Drop order matters: services stop, then the
+/// namespace goes, then the temp dir.
+pub struct Stack {
+    web: Option<Service>,
+    tftp: Option<Service>,
+    withcache: Option<Service>,
+    extra: Vec<Service>,
+    rt: Option<tokio::runtime::Runtime>,
+    /// bty-web's request log.
+    pub requests: RequestLog,
+    web_config: bty_web::Config,
+    /// The test LAN.
+    pub ns: Netns,
+    /// Temp dir: `state/`, `boot/`, logs, VM files.
+    pub dir: tempfile::TempDir,
+}
+
+/// iPXE bootfiles copied from Debian's `ipxe` package into the boot dir.
+pub const IPXE_FILES: &[&str] = &["undionly.kpxe", "ipxe.efi", "snponly.efi"];
+
+impl Stack {
+    /// A new namespace, a boot dir with the iPXE binaries, bty-web on
+    /// 192.0.2.1:8080 and (if asked) bty-tftp on 192.0.2.1:69.
+    pub fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+        let dir = tempfile::Builder::new()
+            .prefix("bty-e2e-")
+            .tempdir()
+            .context("creating a temp dir")?;
+        log_to(&dir.path().join("services.log"))?;
+        let ns = Netns::create()?;
+        let rt = ns.runtime()?;
+        let boot = dir.path().join("boot");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&boot)?;
+        std::fs::create_dir_all(&state)?;
+        for f in IPXE_FILES {
+            let src = Path::new("/usr/lib/ipxe").join(f);
+            std::fs::copy(&src, boot.join(f))
+                .with_context(|| format!("copying {} (package ipxe)", src.display()))?;
+        }
+        for (rel, bytes) in &opts.files {
+            let p = dir.path().join(rel);
+            std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+        }
+        let web_toml = opts
+            .web_toml
+            .replace("{dir}", &dir.path().display().to_string());
+        let withcache_toml = if opts.withcache {
+            format!("[withcache]\nurl = \"http://{HOST_IP}:{WITHCACHE_PORT}\"\nrefresh_secs = 2\n")
+        } else {
+            String::new()
+        };
+        let toml = format!(
+            "{withcache_toml}\
+             [server]\n\
+             listen = \"{HOST_IP}:{WEB_PORT}\"\n\
+             state_dir = \"{}\"\n\
+             [boot]\n\
+             dir = \"{}\"\n\
+             [admin]\n\
+             user = \"{ADMIN_USER}\"\n\
+             password = \"{ADMIN_PASSWORD}\"\n\
+             {}\n",
+            state.display(),
+            boot.display(),
+            web_toml
+        );
+        let web_config = bty_web::Config::from_toml_str(&toml)
+            .with_context(|| format!("bty-web configuration:\n{toml}"))?;
+        let mut stack = Stack {
+            web: None,
+            tftp: None,
+            withcache: None,
+            extra: Vec::new(),
+            rt: Some(rt),
+            requests: RequestLog::default(),
+            web_config,
+            ns,
+            dir,
+        };
+        if opts.tftp {
+            stack.start_tftp()?;
+        }
+        if opts.withcache {
+            stack.start_withcache()?;
+        }
+        stack.start_web()?;
+        Ok(stack)
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("runtime present until drop")
+    }
+
+    /// Run `fut` on the namespace's runtime (so sockets it opens are in
+    /// the namespace) and wait for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let rt = self.rt();
+        let h = rt.spawn(fut);
+        rt.block_on(h)
+            .expect("task on the namespace runtime panicked")
+    }
+
+    /// The boot dir (bty-web's `/boot/` and bty-tftp's root).
+    pub fn boot_dir(&self) -> PathBuf {
+        self.dir.path().join("boot")
+    }
+
+    /// bty-web's base URL on the test LAN.
+    pub fn web_url(&self) -> String {
+        format!("http://{HOST_IP}:{WEB_PORT}")
+    }
+
+    /// The services' log file.
+    pub fn services_log(&self) -> PathBuf {
+        self.dir.path().join("services.log")
+    }
+
+    fn start_tftp(&mut self) -> anyhow::Result<()> {
+        let mut o = bty_tftp::Options::new(self.boot_dir());
+        o.second_stage = vec!["undionly.kpxe".parse()?, "ipxe.efi".parse()?];
+        let addr = SocketAddr::from((HOST_IP, 69));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let svc = Service::spawn(&self.ns, "bty-tftp", move |stop| async move {
+            let sock = match bty_tftp::bind(addr) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("binding udp {addr}: {e}")));
+                    return Ok(());
+                }
+            };
+            bty_tftp::serve(o, sock, async move {
+                let _ = stop.await;
+            })
+            .await
+        })?;
+        self.tftp = Some(svc);
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => bail!("bty-tftp: {e}"),
+            Err(_) => bail!("bty-tftp did not bind within 10 s"),
+        }
+    }
+
+    fn start_withcache(&mut self) -> anyhow::Result<()> {
+        let data = self.dir.path().join("withcache");
+        std::fs::create_dir_all(&data)?;
+        let mut o = withcache::Options::from_env(data);
+        o.admin_user = ADMIN_USER.to_string();
+        o.admin_password = Some(ADMIN_PASSWORD.to_string());
+        o.admin_password_hash = None;
+        let addr = SocketAddr::from((HOST_IP, WITHCACHE_PORT));
+        let svc = Service::spawn(&self.ns, "withcache", move |stop| async move {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            withcache::serve(o, listener, async move {
+                let _ = stop.await;
+            })
+            .await
+        })?;
+        self.withcache = Some(svc);
+        self.wait_healthy(
+            &format!("{}/healthz", self.withcache_url()),
+            Duration::from_secs(20),
+        )
+    }
+
+    /// withcache's base URL on the test LAN.
+    pub fn withcache_url(&self) -> String {
+        format!("http://{HOST_IP}:{WITHCACHE_PORT}")
+    }
+
+    /// Start (or restart) bty-web on the same state dir, and wait for
+    /// `/healthz`.
+    pub fn start_web(&mut self) -> anyhow::Result<()> {
+        let cfg = self.web_config.clone();
+        let log = self.requests.clone();
+        let addr = SocketAddr::from((HOST_IP, WEB_PORT));
+        let svc = Service::spawn(&self.ns, "bty-web", move |stop| async move {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let st = bty_web::build_state(cfg, stop_rx).await?;
+            let app = bty_web::router(st)
+                .layer(axum::middleware::from_fn(move |req, next| {
+                    record(log.clone(), req, next)
+                }))
+                .into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.await;
+                    let _ = stop_tx.send(true);
+                })
+                .await
+                .context("bty-web serving HTTP")
+        })?;
+        self.web = Some(svc);
+        self.wait_healthy(
+            &format!("{}/healthz", self.web_url()),
+            Duration::from_secs(20),
+        )
+    }
+
+    /// Stop bty-web gracefully (2 s grace).
+    pub fn stop_web(&mut self) {
+        if let Some(mut w) = self.web.take() {
+            w.stop(Duration::from_secs(2));
+        }
+    }
+
+    /// Abort bty-web at once (listener closed, no graceful shutdown).
+    pub fn kill_web(&mut self) {
+        if let Some(mut w) = self.web.take() {
+            w.kill();
+        }
+    }
+
+    /// Run an extra service on the namespace runtime (an origin server, a
+    /// cache), stopped with the stack. `f` gets the stop signal.
+    pub fn spawn_service<F, Fut>(&mut self, name: &'static str, f: F)
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let svc = Service::spawn(&self.ns, name, f).expect("runtime for an extra service");
+        self.extra.push(svc);
+    }
+
+    /// Poll `url` until it answers 200.
+    pub fn wait_healthy(&self, url: &str, timeout: Duration) -> anyhow::Result<()> {
+        let u = url.to_string();
+        let res = self.run(async move {
+            let url = u;
+            let client = reqwest::Client::new();
+            let until = Instant::now() + timeout;
+            let mut last = String::new();
+            while Instant::now() < until {
+                match client
+                    .get(&url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => return Ok(()),
+                    Ok(r) => last = format!("status {}", r.status()),
+                    Err(e) => last = format!("{e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(last)
+        });
+        res.map_err(|e| {
+            anyhow::anyhow!(
+                "{url} not healthy within {} s ({e}); services log:\n{}",
+                timeout.as_secs(),
+                crate::process::tail(&self.services_log(), 3000)
+            )
+        })
+    }
+
+    /// `GET` a bty-web API path as the admin; the JSON body, or an error
+    /// with the status and body.
+    pub fn api_get(&self, path: &str) -> anyhow::Result<Value> {
+        self.api(reqwest::Method::GET, path, None)
+    }
+
+    /// `PUT` JSON to a bty-web API path as the admin.
+    pub fn api_put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.api(reqwest::Method::PUT, path, Some(body))
+    }
+
+    /// Any method, as the admin.
+    pub fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.http_json(method, format!("{}{path}", self.web_url()), body)
+    }
+
+    /// Any method on withcache, as the admin.
+    pub fn withcache_api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.http_json(method, format!("{}{path}", self.withcache_url()), body)
+    }
+
+    /// An admin request from inside the namespace; the JSON answer.
+    pub fn http_json(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.run(async move {
+            let mut req = reqwest::Client::new()
+                .request(method.clone(), &url)
+                .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+                .timeout(Duration::from_secs(10));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("{method} {url}"))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("{method} {url}: {status}: {text}");
+            }
+            serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON: {text}"))
+        })
+    }
+
+    /// bty-web's event log (newest first), optionally for one MAC.
+    pub fn events(&self, mac: Option<&str>) -> anyhow::Result<Vec<Value>> {
+        let q = match mac {
+            Some(m) => format!("/api/events?limit=500&mac={m}"),
+            None => "/api/events?limit=500".to_string(),
+        };
+        let v = self.api_get(&q)?;
+        Ok(v["events"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// A text block for failure messages: request log and services log tail.
+    pub fn report(&self) -> String {
+        format!(
+            "----- bty-web request log -----\n{}----- services log (tail) -----\n{}\n",
+            self.requests.dump(),
+            crate::process::tail(&self.services_log(), 4000)
+        )
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let Some(rt) = self.rt.take() else { return };
+        for s in self.extra.iter_mut() {
+            s.stop(Duration::from_secs(1));
+        }
+        for mut s in [self.web.take(), self.tftp.take(), self.withcache.take()]
+            .into_iter()
+            .flatten()
+        {
+            s.stop(Duration::from_secs(2));
+        }
+        rt.shutdown_timeout(Duration::from_secs(2));
+        if let Some(slot) = LOG_FILE.get() {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}

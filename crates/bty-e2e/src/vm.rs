@@ -1,0 +1,239 @@
+//! A qemu VM on the test LAN, watched through its serial console.
+//!
+//! Always TCG: on these machines a Linux kernel stalls under KVM right
+//! after "Probing EDD" (see TESTING.md), and SeaBIOS/OVMF/iPXE run fine
+//! under TCG. qemu does not exit at "No bootable device", so every wait has
+//! a deadline and the guard kills qemu.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::netns::{Netns, TAP};
+use crate::process::{clean, tail, Guard};
+
+/// The firmware the VM boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS with qemu's iPXE option ROM on the NIC.
+    Bios,
+    /// OVMF using its own network stack (no option ROM on the NIC), with
+    /// PXE switched off so the NIC's boot option is UEFI HTTP Boot.
+    UefiHttp,
+}
+
+/// One virtio disk.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// What the guest sees as the disk's serial.
+    pub serial: String,
+}
+
+/// VM settings.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Firmware.
+    pub firmware: Firmware,
+    /// NIC MAC address.
+    pub mac: String,
+    /// Memory in MiB.
+    pub memory_mb: u32,
+    /// Disks, booted after the NIC.
+    pub disks: Vec<Disk>,
+    /// Exit qemu when the guest reboots, instead of rebooting.
+    pub no_reboot: bool,
+}
+
+impl VmConfig {
+    /// Defaults: 256 MiB, no disk, qemu exits when the guest reboots.
+    pub fn new(firmware: Firmware, mac: &str) -> VmConfig {
+        VmConfig {
+            firmware,
+            mac: mac.to_string(),
+            memory_mb: 256,
+            disks: Vec::new(),
+            no_reboot: true,
+        }
+    }
+}
+
+/// A running VM; killed on drop.
+pub struct Vm {
+    guard: Guard,
+    serial: PathBuf,
+    cursor: usize,
+    started: Instant,
+    /// Other logs (name, path) whose tails go into failure messages.
+    diag: Vec<(String, PathBuf)>,
+}
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+impl Vm {
+    /// Start the VM in `ns`, attached to its tap, files under `dir`.
+    pub fn start(ns: &Netns, dir: &Path, cfg: &VmConfig) -> anyhow::Result<Vm> {
+        let serial = dir.join(format!("serial-{}.log", cfg.mac.replace(':', "")));
+        let _ = std::fs::remove_file(&serial);
+        let mut cmd = ns.command("qemu-system-x86_64");
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-nographic",
+            "-display",
+            "none",
+        ])
+        .args(["-monitor", "none", "-vga", "none"])
+        .args(["-m", &cfg.memory_mb.to_string()])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+        if cfg.no_reboot {
+            cmd.arg("-no-reboot");
+        }
+        let mut nic = format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", cfg.mac);
+        match cfg.firmware {
+            Firmware::Bios => {}
+            Firmware::UefiHttp => {
+                let vars = dir.join(format!("OVMF_VARS-{}.fd", cfg.mac.replace(':', "")));
+                std::fs::copy(OVMF_VARS, &vars)
+                    .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        vars.display()
+                    ))
+                    // Only HTTP Boot on the NIC: PXE would first wait for
+                    // a TFTP offer that never comes.
+                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
+                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                // No iPXE ROM: OVMF's own virtio-net driver and HttpBoot.
+                nic.push_str(",romfile=");
+            }
+        }
+        cmd.arg("-netdev")
+            .arg(format!("tap,id=n0,ifname={TAP},script=no,downscript=no"))
+            .arg("-device")
+            .arg(nic);
+        for (i, d) in cfg.disks.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=d{i},format=raw,cache=unsafe,file={}",
+                    d.path.display()
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-blk-pci,drive=d{i},serial={},bootindex={}",
+                    d.serial,
+                    i + 2
+                ));
+        }
+        let stderr_path = dir.join(format!("qemu-{}.stderr", cfg.mac.replace(':', "")));
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("creating {}", stderr_path.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        Ok(Vm {
+            guard: Guard::new("qemu", child),
+            serial,
+            cursor: 0,
+            started: Instant::now(),
+            diag: vec![("qemu stderr".to_string(), stderr_path)],
+        })
+    }
+
+    /// Add a log whose tail goes into failure messages.
+    pub fn add_diag(&mut self, name: &str, path: &Path) {
+        self.diag.push((name.to_string(), path.to_path_buf()));
+    }
+
+    /// The whole serial console so far, cleaned of escapes.
+    pub fn serial(&self) -> String {
+        clean(&String::from_utf8_lossy(
+            &std::fs::read(&self.serial).unwrap_or_default(),
+        ))
+    }
+
+    /// Seconds since qemu started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A failure message: what was expected, the serial tail and the tails
+    /// of the diagnostic logs.
+    pub fn report(&self, what: &str) -> String {
+        let mut s = format!(
+            "{what} (after {:.0} s)\n----- serial console (tail) -----\n{}\n",
+            self.elapsed().as_secs_f64(),
+            tail(&self.serial, 3000)
+        );
+        for (name, path) in &self.diag {
+            s.push_str(&format!(
+                "----- {name} (tail) -----\n{}\n",
+                tail(path, 2500)
+            ));
+        }
+        s
+    }
+
+    /// Wait until `needle` appears on the serial console after the previous
+    /// match (line breaks ignored); panic with the console and diagnostic tails on timeout or if
+    /// qemu exits first.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) {
+        if let Err(e) = self.wait_for(needle, timeout) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Vm::expect`], returning the failure message instead.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let until = Instant::now() + timeout;
+        loop {
+            // Consoles wrap at 80 columns: match across line breaks.
+            let text = self.serial().replace('\n', "");
+            if let Some(pos) = text.get(self.cursor..).and_then(|t| t.find(needle)) {
+                self.cursor += pos + needle.len();
+                return Ok(());
+            }
+            if let Some(status) = self.guard.exited() {
+                return Err(self.report(&format!(
+                    "qemu exited ({status}) before the serial console showed {needle:?}"
+                )));
+            }
+            if Instant::now() >= until {
+                return Err(self.report(&format!(
+                    "the serial console did not show {needle:?} within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Wait for qemu to exit by itself (a guest reboot with `no_reboot`).
+    pub fn expect_exit(&mut self, timeout: Duration) {
+        if self.guard.wait_exit(timeout).is_none() {
+            panic!(
+                "{}",
+                self.report(&format!("qemu did not exit within {} s", timeout.as_secs()))
+            );
+        }
+    }
+
+    /// Kill qemu now.
+    pub fn kill(&mut self) {
+        self.guard.stop();
+    }
+}
