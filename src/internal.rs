@@ -18,20 +18,25 @@ pub async fn run(cmd: Internal) -> Result<()> {
         Internal::Healthcheck { url } => healthcheck(&url),
         Internal::DummyHttp { listen } => dummy_http(listen, shutdown_signal()).await,
         Internal::Web => {
-            let config = std::env::var_os("BTY_CONFIG")
+            services::init_tracing();
+            let path = std::env::var_os("BTY_CONFIG_FILE")
                 .map(PathBuf::from)
-                .unwrap_or("/etc/bty/bty.toml".into());
-            let listen = env_addr("BTY_INTERNAL_LISTEN", "0.0.0.0:8080")?;
-            services::web(&config, bind_tcp(listen).await?, shutdown_signal()).await
+                .unwrap_or_else(|| "/etc/bty/bty.toml".into());
+            let config = services::web_config(&path)?;
+            let listen = config.listen_addr()?;
+            services::web(config, bind_tcp(listen).await?, shutdown_signal()).await
         }
         Internal::Withcache => {
+            services::init_tracing();
             let listen = env_addr("WITHCACHE_LISTEN", "0.0.0.0:3000")?;
             let data = std::env::var_os("WITHCACHE_DATA_DIR")
                 .map(PathBuf::from)
-                .unwrap_or("/data".into());
-            services::withcache(data, bind_tcp(listen).await?, shutdown_signal()).await
+                .unwrap_or_else(|| "/data".into());
+            let opts = withcache::Options::from_env(data);
+            services::withcache(opts, bind_tcp(listen).await?, shutdown_signal()).await
         }
         Internal::Tftp => {
+            services::init_tracing();
             let listen = env_addr("BTY_TFTP_LISTEN", "0.0.0.0:69")?;
             let sock = tokio::net::UdpSocket::bind(listen)
                 .await

@@ -1,51 +1,52 @@
 //! The three services as library calls, shared by `serve` (all in one
-//! process) and `internal web|withcache|tftp` (one per container).
-//!
-//! Until the service crates expose their entry points (see
-//! brief-contracts.md) these are stand-ins answering /healthz and TFTP
-//! probes, so the engine driver can be proven end to end.
+//! process) and `internal web|withcache|tftp` (one per container). The
+//! service crates own their behaviour; this only wires config to them.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use tokio::net::{TcpListener, UdpSocket};
 
-/// bty-web from a bty.toml (+ BTY_* env when `apply_env`).
+/// bty-web's configuration: the file plus `BTY_<SECTION>_<KEY>` env.
+pub fn web_config(path: &Path) -> Result<bty_web::Config> {
+    bty_web::Config::load(Some(path))
+        .with_context(|| format!("loading bty-web config {}", path.display()))
+}
+
+/// bty-web on `listener`.
 pub async fn web(
-    config: &Path,
+    config: bty_web::Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let _ = config;
-    crate::internal::serve_dummy(listener, shutdown).await
+    bty_web::serve(config, listener, shutdown).await
 }
 
-/// withcache over `data`, settings from WITHCACHE_* env.
+/// withcache with `opts` on `listener`.
 pub async fn withcache(
-    data: PathBuf,
+    opts: withcache::Options,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let _ = data;
-    crate::internal::serve_dummy(listener, shutdown).await
+    withcache::serve(opts, listener, shutdown).await
 }
 
-/// bty-tftp serving `root`.
+/// bty-tftp serving `root` on `socket`.
 pub async fn tftp(
     root: PathBuf,
     socket: UdpSocket,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let _ = root;
-    // Stand-in: answer every RRQ with TFTP ERROR 1 so health probes pass.
-    tokio::pin!(shutdown);
-    let mut buf = [0u8; 1500];
-    loop {
-        let (_, from) = tokio::select! {
-            r = socket.recv_from(&mut buf) => r?,
-            _ = &mut shutdown => return Ok(()),
-        };
-        let _ = socket.send_to(b"\x00\x05\x00\x01not yet\x00", from).await;
-    }
+    bty_tftp::serve(bty_tftp::Options::new(root), socket, shutdown).await
+}
+
+/// Log to stderr (what engines collect), `RUST_LOG` or info by default.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -86,7 +86,7 @@ pub const CACHE: Service = Service {
     login: Some(Login {
         hash_key: "WITHCACHE_ADMIN_PASSWORD_HASH",
         secret_key: "WITHCACHE_SESSION_SECRET",
-        probe_path: "/api/blobs",
+        probe_path: "/blobs",
     }),
 };
 

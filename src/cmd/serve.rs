@@ -106,18 +106,30 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         0o600,
     )?;
 
+    crate::services::init_tracing();
+    let web_config = services::web_config(&toml_path)?;
+    let mut cache_opts = withcache::Options::from_env(data.join("withcache"));
+    if cache_opts.admin_password.is_none() && cache_opts.admin_password_hash.is_none() {
+        cache_opts.admin_password = Some(crate::secrets::DEFAULT_PASSWORD.to_string());
+    }
+
     let (tx, rx) = watch::channel(false);
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let (p, s) = (toml_path.clone(), stop(rx.clone()));
-        tasks.spawn(async move { ("bty-web", services::web(&p, web_l, s).await) });
+        let s = stop(rx.clone());
+        tasks.spawn(async move { ("bty-web", services::web(web_config, web_l, s).await) });
     }
     {
-        let (d, s) = (data.join("withcache"), stop(rx.clone()));
-        tasks.spawn(async move { ("withcache", services::withcache(d, cache_l, s).await) });
+        let s = stop(rx.clone());
+        tasks.spawn(async move {
+            (
+                "withcache",
+                services::withcache(cache_opts, cache_l, s).await,
+            )
+        });
     }
     if let Some(sock) = tftp_sock {
         let (b, s) = (data.join("boot"), stop(rx.clone()));

@@ -65,18 +65,31 @@ fn lab(bin: &Path, args: &[&str]) -> Output {
     o
 }
 
-/// GET with optional Basic auth; the status code.
-fn get(port: u16, path: &str, basic: Option<(&str, &str)>) -> u16 {
+/// One HTTP/1.0 request with optional Basic auth and JSON body; the status.
+fn request(
+    method: &str,
+    port: u16,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    body: Option<&str>,
+) -> u16 {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
     if let Some((u, p)) = basic {
         req += &format!(
             "Authorization: Basic {}\r\n",
             base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
         );
     }
-    req += "\r\n";
+    if let Some(b) = body {
+        req += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        );
+    } else {
+        req += "\r\n";
+    }
     s.write_all(req.as_bytes()).unwrap();
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
@@ -84,6 +97,10 @@ fn get(port: u16, path: &str, basic: Option<(&str, &str)>) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+fn get(port: u16, path: &str, basic: Option<(&str, &str)>) -> u16 {
+    request("GET", port, path, basic, None)
 }
 
 fn status_json(bin: &Path, dest: &str, engine: &str) -> serde_json::Value {
@@ -236,7 +253,7 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         200
     );
     assert_eq!(
-        get(ports.cache, "/api/blobs", Some(("bty-lab", "bty-lab"))),
+        get(ports.cache, "/blobs", Some(("bty-lab", "bty-lab"))),
         200
     );
 
@@ -252,7 +269,7 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         let path = if port == ports.web {
             "/api/machines"
         } else {
-            "/api/blobs"
+            "/blobs"
         };
         assert_eq!(
             get(port, path, Some(("bty-lab", "bty-lab"))),
@@ -265,6 +282,12 @@ fn lifecycle(engine: &'static str, ports: Ports) {
             "new password refused on {port}"
         );
     }
+    // Register a machine through the API; upgrades must keep it.
+    let mac_path = "/api/machines/52:54:00:12:34:56";
+    let new = Some(("bty-lab", "correct horse battery"));
+    let put = request("PUT", ports.web, mac_path, new, Some("{}"));
+    assert!((200..300).contains(&put), "registering a machine: {put}");
+    assert_eq!(get(ports.web, mac_path, new), 200);
     let o = run_with(
         &bin,
         &["passwd", dest, "--engine", engine, "--password-stdin"],
@@ -285,6 +308,11 @@ fn lifecycle(engine: &'static str, ports: Ports) {
     assert_eq!(
         std::fs::read_to_string(dest_p.join("data/bty/marker")).unwrap(),
         "machine"
+    );
+    assert_eq!(
+        get(ports.web, mac_path, new),
+        200,
+        "machine lost by the upgrade"
     );
     let manifest = std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap();
     assert!(manifest.contains("version = \"0.99.0\""), "{manifest}");

@@ -3,4 +3,5 @@
 
 mod engines;
 mod render;
+mod serve;
 mod util;

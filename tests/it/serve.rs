@@ -1,0 +1,176 @@
+//! `bty-lab serve`: the whole stack in one process, no engine.
+
+use std::io::{Read as _, Write as _};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::util::{bin, TestDir};
+
+fn free_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET; (status, body) or None if nothing answers yet.
+fn get(port: u16, path: &str, basic: Option<(&str, &str)>) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    if let Some((u, p)) = basic {
+        let tok = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req += &format!("Authorization: Basic {tok}\r\n");
+    }
+    s.write_all(format!("{req}\r\n").as_bytes()).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        code,
+        buf.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+#[test]
+fn serve_runs_the_stack_and_stops_on_ctrl_c() {
+    let t = TestDir::new();
+    let (pw, pc, pt) = (free_tcp(), free_tcp(), free_udp());
+    let data = t.path().join("data");
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args([
+            "--port-web",
+            &pw.to_string(),
+            "--port-cache",
+            &pc.to_string(),
+            "--tftp-port",
+            &pt.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(pw, "/healthz", None).map(|r| r.0) != Some(200)
+        || get(pc, "/healthz", None).map(|r| r.0) != Some(200)
+    {
+        assert!(Instant::now() < deadline, "serve did not become healthy");
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both UIs want a login, and the default one works.
+    assert_eq!(get(pw, "/api/machines", None).unwrap().0, 401);
+    assert_eq!(
+        get(pw, "/api/machines", Some(("bty-lab", "bty-lab")))
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        get(pc, "/blobs", Some(("bty-lab", "bty-lab"))).unwrap().0,
+        200
+    );
+    assert_eq!(
+        get(pc, "/blobs", Some(("bty-lab", "wrong-password")))
+            .unwrap()
+            .0,
+        401
+    );
+    // bty-web's config points at the in-process withcache.
+    let toml = std::fs::read_to_string(data.join("bty.toml")).unwrap();
+    assert!(toml.contains(&format!(":{pc}\"")), "{toml}");
+    // TFTP answers; with iPXE installed the bootfile is really served.
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    u.send_to(b"\x00\x01undionly.kpxe\x00octet\x00", ("127.0.0.1", pt))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, _) = u.recv_from(&mut buf).expect("TFTP reply");
+    let have_ipxe = std::path::Path::new("/usr/lib/ipxe/undionly.kpxe").exists();
+    assert_eq!(
+        buf[1],
+        if have_ipxe { 3 } else { 5 },
+        "TFTP opcode, {n} bytes"
+    );
+    if have_ipxe {
+        assert!(data.join("boot/undionly.kpxe").is_file());
+    }
+
+    // Ctrl-C (SIGINT) stops everything, exit 0.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "serve did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}\n{err}");
+    assert!(err.contains("stopped"), "{err}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", pw)).is_err(),
+        "bty-web still listening"
+    );
+}
+
+#[test]
+fn serve_names_a_busy_port() {
+    let t = TestDir::new();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = holder.local_addr().unwrap().port();
+    let o = Command::new(bin())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--data-dir",
+            t.path().to_str().unwrap(),
+        ])
+        .args([
+            "--port-web",
+            &busy.to_string(),
+            "--port-cache",
+            &free_tcp().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{busy}")) && err.contains("in use"),
+        "{err}"
+    );
+}
