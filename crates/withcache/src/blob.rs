@@ -36,7 +36,7 @@ use crate::{App, Error};
 pub(crate) const READ_CHUNK: usize = 1 << 20;
 
 pub(crate) const X_SHA256: HeaderName = HeaderName::from_static("x-withcache-sha256");
-const X_STATE: HeaderName = HeaderName::from_static("x-withcache-state");
+pub(crate) const X_STATE: HeaderName = HeaderName::from_static("x-withcache-state");
 const NOSNIFF: (HeaderName, HeaderValue) = (
     HeaderName::from_static("x-content-type-options"),
     HeaderValue::from_static("nosniff"),
@@ -180,7 +180,7 @@ fn etag_matches(list: &str, etag: &str) -> bool {
     })
 }
 
-fn base_headers() -> HeaderMap {
+pub(crate) fn base_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         CONTENT_TYPE,
@@ -387,7 +387,7 @@ fn miss(app: &Arc<App>, src: &str, peer: SocketAddr) -> Response {
 }
 
 /// If `src` is a catalog entry's origin, start (or join) its download.
-fn start_for_catalog(
+pub(crate) fn start_for_catalog(
     app: &Arc<App>,
     src: &str,
     peer: SocketAddr,

@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, Re
 use tokio::net::TcpStream;
 
 use crate::blob::plan_cached;
+use crate::store::Phase;
 use crate::App;
 
 /// Longest request head we parse ourselves; longer ones go to hyper.
@@ -45,7 +46,7 @@ pub(crate) async fn connection(
     let mut buf = BytesMut::with_capacity(4096);
     if app.opts.sendfile {
         loop {
-            match fast_one(&app, &mut stream, &mut buf).await {
+            match fast_one(&app, &mut stream, &mut buf, peer).await {
                 Ok(Step::Served { keep_alive: true }) => continue,
                 Ok(Step::Served { keep_alive: false }) | Ok(Step::Closed) => return,
                 Ok(Step::HandOff) => break,
@@ -81,7 +82,12 @@ enum Step {
     Closed,
 }
 
-async fn fast_one(app: &Arc<App>, stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Step> {
+async fn fast_one(
+    app: &Arc<App>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+) -> io::Result<Step> {
     // Read until a complete head is buffered.
     let (head_len, method_head, path, req_headers, keep_alive) = loop {
         let mut hs = [httparse::EMPTY_HEADER; 64];
@@ -143,19 +149,45 @@ async fn fast_one(app: &Arc<App>, stream: &mut TcpStream, buf: &mut BytesMut) ->
         return Ok(Step::HandOff);
     };
     let Some(hit) = app.store.lookup(&src) else {
-        return Ok(Step::HandOff);
+        return follow(
+            app,
+            stream,
+            buf,
+            head_len,
+            method_head,
+            keep_alive,
+            &src,
+            peer,
+        )
+        .await;
     };
     let Ok(file) = std::fs::File::open(&hit.path) else {
         return Ok(Step::HandOff);
     };
     buf.advance(head_len);
     let plan = plan_cached(&req_headers, &hit);
+    write_head(stream, plan.status, &plan.headers, keep_alive).await?;
+    if let (false, Some((start, len))) = (method_head, plan.body) {
+        if matches!(plan.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+            app.store.touch(&hit.digest);
+        }
+        send_file(app, stream, &file, start, len).await?;
+    }
+    Ok(Step::Served { keep_alive })
+}
+
+async fn write_head(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    headers: &HeaderMap,
+    keep_alive: bool,
+) -> io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
-        plan.status.as_u16(),
-        plan.status.canonical_reason().unwrap_or("")
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
     );
-    for (k, v) in plan.headers.iter() {
+    for (k, v) in headers.iter() {
         out.push_str(k.as_str());
         out.push_str(": ");
         out.push_str(v.to_str().unwrap_or(""));
@@ -165,14 +197,95 @@ async fn fast_one(app: &Arc<App>, stream: &mut TcpStream, buf: &mut BytesMut) ->
         out.push_str("connection: close\r\n");
     }
     out.push_str("\r\n");
-    stream.write_all(out.as_bytes()).await?;
-    if let (false, Some((start, len))) = (method_head, plan.body) {
-        if matches!(plan.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
-            app.store.touch(&hit.digest);
+    stream.write_all(out.as_bytes()).await
+}
+
+/// Stream a download in progress with `sendfile` from its temp file, the
+/// same contract as `blob::tail`: the last byte waits for verification, and
+/// a failed or restarted download cuts the connection short of
+/// Content-Length. Cases this does not cover (unknown length, anything
+/// surprising before the head is written) go to the generic path.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    app: &Arc<App>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head_len: usize,
+    method_head: bool,
+    keep_alive: bool,
+    src: &str,
+    peer: SocketAddr,
+) -> io::Result<Step> {
+    let dl = match app.store.download(src) {
+        Some(dl) => dl,
+        None => match crate::blob::start_for_catalog(app, src, peer) {
+            Ok(Some(dl)) => dl,
+            _ => return Ok(Step::HandOff),
+        },
+    };
+    let mut rx = dl.state.subscribe();
+    let st = loop {
+        let st = rx.borrow_and_update().clone();
+        match st.phase {
+            Phase::Queued | Phase::Connecting => {
+                if rx.changed().await.is_err() {
+                    return Ok(Step::HandOff);
+                }
+            }
+            Phase::Running => break st,
+            // Finished or failed: the generic path has the wording.
+            _ => return Ok(Step::HandOff),
         }
-        send_file(app, stream, &file, start, len).await?;
+    };
+    let (Some(total), Some(path)) = (st.total, st.path.clone()) else {
+        return Ok(Step::HandOff);
+    };
+    let generation = st.generation;
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(Step::HandOff);
+    };
+    buf.advance(head_len);
+    let mut h = crate::blob::base_headers();
+    h.insert(
+        crate::blob::X_STATE,
+        HeaderValue::from_static("downloading"),
+    );
+    if let Some(v) = dl
+        .expected_sha
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        h.insert(crate::blob::X_SHA256, v);
     }
-    Ok(Step::Served { keep_alive })
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+    write_head(stream, StatusCode::OK, &h, keep_alive).await?;
+    if method_head {
+        return Ok(Step::Served { keep_alive });
+    }
+    let mut pos = 0u64;
+    loop {
+        let st = rx.borrow_and_update().clone();
+        if st.generation != generation {
+            return Err(io::Error::other("download restarted"));
+        }
+        let (avail, done) = match &st.phase {
+            Phase::Failed(msg) => return Err(io::Error::other(msg.clone())),
+            Phase::Done { size, .. } => (*size, true),
+            _ if st.verified => (st.written, true),
+            _ => (st.written.min(total.saturating_sub(1)), false),
+        };
+        if pos < avail {
+            send_file(app, stream, &file, pos, avail - pos).await?;
+            pos = avail;
+            continue;
+        }
+        if done {
+            return Ok(Step::Served { keep_alive });
+        }
+        if rx.changed().await.is_err() {
+            return Err(io::Error::other("download ended unexpectedly"));
+        }
+    }
 }
 
 /// The origin URL named by `/b/{key}/…`, if the path has that shape.

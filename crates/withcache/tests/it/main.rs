@@ -316,86 +316,94 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn single_flight_32_clients_on_a_cold_entry_read_while_fetch() {
-    let body = data(4 << 20, 2);
-    let truth = sha(&body);
-    let origin = Origin::start(body.clone()).await;
-    // A slow origin so clients join while the download runs.
-    origin.with(|c| {
-        c.chunk = 128 << 10;
-        c.delay = Duration::from_millis(15);
-    });
-    let wc = Wc::start(|_| {}).await;
-    let src = origin.url("big.img");
-    let r = wc
-        .add(json!({"name": "big", "src": src, "sha256": truth, "size": body.len()}))
-        .await;
-    assert_eq!(r.status(), 201);
-    let url = wc.blob(&src);
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let http = reqwest::Client::new();
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(i * 5)).await;
-            get_body(&http, &url).await
-        }));
-    }
-    let mut streamed = 0;
-    for t in tasks {
-        let (st, h, b) = t.await.unwrap().expect("every client gets the bytes");
-        assert_eq!(st, 200);
-        assert_eq!(b.len(), body.len());
-        assert_eq!(sha(&b), truth, "no client ever gets corrupt bytes");
-        assert_eq!(h["content-length"], body.len().to_string().as_str());
-        if h.get("x-withcache-state").is_some() {
-            streamed += 1;
+    for sendfile in [true, false] {
+        let body = data(4 << 20, 2);
+        let truth = sha(&body);
+        let origin = Origin::start(body.clone()).await;
+        // A slow origin so clients join while the download runs.
+        origin.with(|c| {
+            c.chunk = 128 << 10;
+            c.delay = Duration::from_millis(15);
+        });
+        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let src = origin.url("big.img");
+        let r = wc
+            .add(json!({"name": "big", "src": src, "sha256": truth, "size": body.len()}))
+            .await;
+        assert_eq!(r.status(), 201);
+        let url = wc.blob(&src);
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let http = reqwest::Client::new();
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 5)).await;
+                get_body(&http, &url).await
+            }));
         }
+        let mut streamed = 0;
+        for t in tasks {
+            let (st, h, b) = t.await.unwrap().expect("every client gets the bytes");
+            assert_eq!(st, 200);
+            assert_eq!(b.len(), body.len());
+            assert_eq!(sha(&b), truth, "no client ever gets corrupt bytes");
+            assert_eq!(h["content-length"], body.len().to_string().as_str());
+            if h.get("x-withcache-state").is_some() {
+                streamed += 1;
+            }
+        }
+        assert_eq!(origin.requests(), 1, "the origin is hit exactly once");
+        assert!(
+            streamed >= 16,
+            "clients were streamed during the download ({streamed})"
+        );
+        assert_eq!(wc.metric("downloads_started_total").await, 1);
+        assert_eq!(wc.metric("downloads_completed_total").await, 1);
+        assert_eq!(wc.metric("origin_bytes_total").await, body.len() as u64);
+        wc.stop().await;
     }
-    assert_eq!(origin.requests(), 1, "the origin is hit exactly once");
-    assert!(
-        streamed >= 16,
-        "clients were streamed during the download ({streamed})"
-    );
-    assert_eq!(wc.metric("downloads_started_total").await, 1);
-    assert_eq!(wc.metric("downloads_completed_total").await, 1);
-    assert_eq!(wc.metric("origin_bytes_total").await, body.len() as u64);
-    wc.stop().await;
 }
 
 #[tokio::test]
 async fn resume_after_dropped_connection_and_after_stall() {
-    let body = data(1 << 20, 3);
-    let truth = sha(&body);
-    for fault in [
-        Fault::Drop(300_000),
-        Fault::Stall(300_000),
-        Fault::Lie(200_000),
-    ] {
-        let origin = Origin::start(body.clone()).await;
-        origin.with(|c| {
-            c.faults.push_back(fault);
-            c.faults.push_back(Fault::Drop(100_000));
-            c.delay = Duration::from_millis(2);
-        });
-        let wc = Wc::start(|o| o.fetch.read_timeout = Duration::from_millis(300)).await;
-        let src = origin.url("r.img");
-        wc.add(json!({"name": "r", "src": src})).await;
-        // A client streams from the start while the download resumes.
-        let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
-        assert_eq!(st, 200);
-        assert_eq!(sha(&b), truth, "{fault:?}");
-        wc.wait_cached("r").await;
-        assert_eq!(origin.requests(), 3, "{fault:?}: first + two resumes");
-        assert_eq!(origin.range_requests(), 2, "{fault:?}");
-        assert_eq!(
-            wc.metric("origin_bytes_total").await,
-            body.len() as u64,
-            "{fault:?}: resumed, not restarted"
-        );
-        let (_, h, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
-        assert_eq!(h["x-withcache-sha256"], truth.as_str());
-        assert_eq!(sha(&b), truth);
-        wc.stop().await;
+    for sendfile in [true, false] {
+        let body = data(1 << 20, 3);
+        let truth = sha(&body);
+        for fault in [
+            Fault::Drop(300_000),
+            Fault::Stall(300_000),
+            Fault::Lie(200_000),
+        ] {
+            let origin = Origin::start(body.clone()).await;
+            origin.with(|c| {
+                c.faults.push_back(fault);
+                c.faults.push_back(Fault::Drop(100_000));
+                c.delay = Duration::from_millis(2);
+            });
+            let wc = Wc::start(|o| {
+                o.fetch.read_timeout = Duration::from_millis(300);
+                o.sendfile = sendfile;
+            })
+            .await;
+            let src = origin.url("r.img");
+            wc.add(json!({"name": "r", "src": src})).await;
+            // A client streams from the start while the download resumes.
+            let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
+            assert_eq!(st, 200);
+            assert_eq!(sha(&b), truth, "{fault:?}");
+            wc.wait_cached("r").await;
+            assert_eq!(origin.requests(), 3, "{fault:?}: first + two resumes");
+            assert_eq!(origin.range_requests(), 2, "{fault:?}");
+            assert_eq!(
+                wc.metric("origin_bytes_total").await,
+                body.len() as u64,
+                "{fault:?}: resumed, not restarted"
+            );
+            let (_, h, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
+            assert_eq!(h["x-withcache-sha256"], truth.as_str());
+            assert_eq!(sha(&b), truth);
+            wc.stop().await;
+        }
     }
 }
 
@@ -422,33 +430,35 @@ async fn origin_without_range_support_is_read_past_when_unchanged() {
 
 #[tokio::test]
 async fn origin_changing_mid_resume_restarts_and_never_splices() {
-    let old = data(1 << 20, 5);
-    let new = data(1 << 20, 6);
-    let origin = Origin::start(old.clone()).await;
-    origin.with(|c| {
-        c.faults.push_back(Fault::Drop(500_000));
-        c.swap_after_first = Some(new.clone());
-        c.delay = Duration::from_millis(2);
-    });
-    let wc = Wc::start(|_| {}).await;
-    let src = origin.url("moving.img");
-    wc.add(json!({"name": "m", "src": src})).await;
-    // This client started on the old version: it must fail, not get a mix.
-    match get_body(&wc.http, &wc.blob(&src)).await {
-        Err(_) => {}
-        Ok((st, _, b)) => {
-            assert_eq!(st, 200);
-            assert_eq!(sha(&b), sha(&new), "never old bytes spliced with new ones");
+    for sendfile in [true, false] {
+        let old = data(1 << 20, 5);
+        let new = data(1 << 20, 6);
+        let origin = Origin::start(old.clone()).await;
+        origin.with(|c| {
+            c.faults.push_back(Fault::Drop(500_000));
+            c.swap_after_first = Some(new.clone());
+            c.delay = Duration::from_millis(2);
+        });
+        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let src = origin.url("moving.img");
+        wc.add(json!({"name": "m", "src": src})).await;
+        // This client started on the old version: it must fail, not get a mix.
+        match get_body(&wc.http, &wc.blob(&src)).await {
+            Err(_) => {}
+            Ok((st, _, b)) => {
+                assert_eq!(st, 200);
+                assert_eq!(sha(&b), sha(&new), "never old bytes spliced with new ones");
+            }
         }
+        wc.wait_cached("m").await;
+        let (_, h, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
+        assert_eq!(sha(&b), sha(&new));
+        assert_eq!(h["x-withcache-sha256"], sha(&new).as_str());
+        // The resume carried If-Range; the origin answered with the new
+        // version in full (200), so the download restarted from zero.
+        assert_eq!(origin.requests(), 2);
+        wc.stop().await;
     }
-    wc.wait_cached("m").await;
-    let (_, h, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
-    assert_eq!(sha(&b), sha(&new));
-    assert_eq!(h["x-withcache-sha256"], sha(&new).as_str());
-    // The resume carried If-Range; the origin answered with the new
-    // version in full (200), so the download restarted from zero.
-    assert_eq!(origin.requests(), 2);
-    wc.stop().await;
 }
 
 #[tokio::test]
@@ -1087,35 +1097,103 @@ async fn delete_blob_and_restart_keeps_the_index() {
 
 #[tokio::test]
 async fn concurrent_clients_during_a_failing_download_all_fail_cleanly() {
-    let body = data(2 << 20, 50);
-    let origin = Origin::start(body.clone()).await;
-    origin.with(|c| {
-        c.always = Fault::Drop(700_000);
-        c.ranges = false;
-        c.etag = false;
-        c.delay = Duration::from_millis(3);
-    });
-    let wc = Wc::start(|o| o.fetch.max_attempts = 3).await;
-    let src = origin.url("flaky.img");
-    wc.add(json!({"name": "flaky", "src": src})).await;
-    let url = wc.blob(&src);
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (http, url) = (reqwest::Client::new(), url.clone());
-            tokio::spawn(async move { get_body(&http, &url).await })
+    for sendfile in [true, false] {
+        let body = data(2 << 20, 50);
+        let origin = Origin::start(body.clone()).await;
+        origin.with(|c| {
+            c.always = Fault::Drop(700_000);
+            c.ranges = false;
+            c.etag = false;
+            c.delay = Duration::from_millis(3);
+        });
+        let wc = Wc::start(|o| {
+            o.fetch.max_attempts = 3;
+            o.sendfile = sendfile;
         })
-        .collect();
-    for t in tasks {
-        match t.await.unwrap() {
-            Err(_) => {}
-            Ok((st, _, b)) => {
-                assert!(
-                    st != 200 || b.len() != body.len() || b == body,
-                    "corrupt body"
-                );
-                assert_ne!(st, 200, "no complete 200 from a failed download");
+        .await;
+        let src = origin.url("flaky.img");
+        wc.add(json!({"name": "flaky", "src": src})).await;
+        let url = wc.blob(&src);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (http, url) = (reqwest::Client::new(), url.clone());
+                tokio::spawn(async move { get_body(&http, &url).await })
+            })
+            .collect();
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(_) => {}
+                Ok((st, _, b)) => {
+                    assert!(
+                        st != 200 || b.len() != body.len() || b == body,
+                        "corrupt body"
+                    );
+                    assert_ne!(st, 200, "no complete 200 from a failed download");
+                }
             }
         }
+        wc.stop().await;
     }
-    wc.stop().await;
+}
+
+/// Read from a raw connection until `window` passes with the response
+/// still open; return (head, body bytes so far).
+async fn raw_get_for(addr: &str, path: &str, window: Duration) -> (String, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let split = text.find("\r\n\r\n").expect("a response head") + 4;
+    (text[..split].to_string(), got.len() - split)
+}
+
+#[tokio::test]
+async fn last_byte_is_held_back_until_the_download_is_verified() {
+    let body = data(200_000, 60);
+    for sendfile in [true, false] {
+        let origin = Origin::start(body.clone()).await;
+        // All bytes, then the chunked body never ends: the download has
+        // every byte but cannot know it is complete.
+        origin.with(|c| {
+            c.no_length = true;
+            c.faults.push_back(Fault::Stall(200_000));
+        });
+        let wc = Wc::start(|o| {
+            o.sendfile = sendfile;
+            o.fetch.read_timeout = Duration::from_millis(1500);
+        })
+        .await;
+        let src = origin.url("held.img");
+        wc.add(json!({"name": "held", "src": src, "size": 200_000}))
+            .await;
+        let path = bty_proto::catalog::blob_path(&src);
+        let addr = wc.base.trim_start_matches("http://").to_string();
+        let (head, n) = raw_get_for(&addr, &path, Duration::from_millis(700)).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 200000"),
+            "{head}"
+        );
+        assert_eq!(
+            n, 199_999,
+            "sendfile={sendfile}: all but the last byte until verified"
+        );
+        // Afterwards it completes (the resume gets 416, the restart a full
+        // body), and the bytes are right.
+        wc.wait_cached("held").await;
+        let (_, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
+        assert_eq!(sha(&b), sha(&body));
+        wc.stop().await;
+    }
 }

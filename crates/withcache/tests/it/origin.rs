@@ -42,6 +42,8 @@ pub struct Cfg {
     pub delay: Duration,
     /// Every request gets this fault (after `faults` is empty).
     pub always: Fault,
+    /// Send no Content-Length (chunked).
+    pub no_length: bool,
 }
 
 pub struct OState {
@@ -85,6 +87,7 @@ impl Origin {
                 chunk: 64 << 10,
                 delay: Duration::ZERO,
                 always: Fault::None,
+                no_length: false,
             }),
             requests: AtomicUsize::new(0),
             range_requests: AtomicUsize::new(0),
@@ -117,7 +120,7 @@ impl Origin {
 
 async fn handle(State(st): State<Arc<OState>>, headers: HeaderMap) -> Response {
     let n = st.requests.fetch_add(1, Ordering::SeqCst);
-    let (body, ranges, etag_on, fault, chunk, delay) = {
+    let (body, ranges, etag_on, fault, chunk, delay, no_length) = {
         let mut cfg = st.cfg.lock().unwrap();
         let body = cfg.body.clone();
         if n == 0 {
@@ -127,7 +130,15 @@ async fn handle(State(st): State<Arc<OState>>, headers: HeaderMap) -> Response {
         }
         let always = cfg.always;
         let fault = cfg.faults.pop_front().unwrap_or(always);
-        (body, cfg.ranges, cfg.etag, fault, cfg.chunk, cfg.delay)
+        (
+            body,
+            cfg.ranges,
+            cfg.etag,
+            fault,
+            cfg.chunk,
+            cfg.delay,
+            cfg.no_length,
+        )
     };
     let etag = format!("\"{}\"", &sha(&body)[..16]);
     let mut start = 0usize;
@@ -167,8 +178,10 @@ async fn handle(State(st): State<Arc<OState>>, headers: HeaderMap) -> Response {
     let stream = async_stream(part.slice(..limit), chunk, delay, then);
     let mut b = Response::builder()
         .status(status)
-        .header(http::header::CONTENT_LENGTH, declared)
         .header(http::header::CONTENT_TYPE, "text/html");
+    if !no_length {
+        b = b.header(http::header::CONTENT_LENGTH, declared);
+    }
     if ranges {
         b = b.header(http::header::ACCEPT_RANGES, "bytes");
     }
