@@ -19,7 +19,7 @@ use crate::sse::{BusMsg, MachineMsg, ProgressMsg};
 /// What a PXE or plan contact produced.
 #[derive(Debug)]
 pub struct ContactResult {
-    /// The machine after the contact.
+    /// The machine after the contact (labels and inventory not loaded).
     pub machine: Machine,
     /// The decision.
     pub decision: Decision,
@@ -87,13 +87,23 @@ pub fn contact(
     max_attempts: u32,
     catalog: &Snapshot,
 ) -> rusqlite::Result<ContactResult> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Deferred: a repeated plan of a flashing cycle reads only, and the
+    // database thread is the only writer, so the upgrade cannot conflict.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let now = now();
     let mut bus = Vec::new();
     let mut changed = false;
-    let machine = match machines::get(&tx, mac)? {
+    let machine = match machines::get_for_decision(&tx, mac)? {
         Some(m) => {
-            machines::touch(&tx, mac, ip, &now)?;
+            // last_seen has one-second resolution: at most one write per
+            // machine and second from polling (keeps the plan path cheap).
+            let same_second = m
+                .last_seen_at
+                .as_deref()
+                .is_some_and(|t| t.get(..19) == now.get(..19));
+            if !same_second || m.last_seen_ip.as_deref() != Some(ip) {
+                machines::touch(&tx, mac, ip, &now)?;
+            }
             m
         }
         None => {
@@ -108,7 +118,7 @@ pub fn contact(
                 &now,
             )?;
             changed = true;
-            machines::get(&tx, mac)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
+            machines::get_for_decision(&tx, mac)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
         }
     };
     let current = if machine.boot_mode.flashes() {

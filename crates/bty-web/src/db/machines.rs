@@ -101,6 +101,16 @@ pub fn get(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Machine>> {
     Ok(Some(m))
 }
 
+/// The machine without its labels and inventory: what a boot decision
+/// needs, cheap enough for the PXE and plan paths (an inventory can be
+/// megabytes of JSON).
+pub fn get_for_decision(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Machine>> {
+    let cols = COLUMNS.replace("inventory, inventory_at", "NULL, inventory_at");
+    conn.prepare_cached(&format!("SELECT {cols} FROM machines WHERE mac = ?1"))?
+        .query_row([mac.to_string()], from_row)
+        .optional()
+}
+
 /// Every machine, ordered by MAC.
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
     let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM machines ORDER BY mac"))?;
