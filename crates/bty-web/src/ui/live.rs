@@ -35,6 +35,29 @@ const TICK_LIST: Duration = Duration::from_millis(1000);
 /// Coalescing period of the detail page (its bar should look smooth).
 const TICK_DETAIL: Duration = Duration::from_millis(500);
 
+/// Live streams open right now (shown on the Settings page).
+static OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many `/ui/live` streams are open.
+pub fn open_streams() -> usize {
+    OPEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+struct OpenGuard;
+
+impl OpenGuard {
+    fn new() -> OpenGuard {
+        OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenGuard
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// `GET /ui/live` query.
 #[derive(Debug, Deserialize)]
 pub struct LiveQuery {
@@ -140,6 +163,7 @@ struct Pending {
 /// Read the bus, keep what the page shows, send fragments until the
 /// browser goes away or the server stops.
 async fn pump(st: AppState, view: View, tx: mpsc::Sender<SseEvent>) {
+    let _open = OpenGuard::new();
     let mut bus = st.bus.subscribe();
     let mut stop = st.stop.clone();
     let mut tick = tokio::time::interval(match view {

@@ -29,6 +29,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub use live::open_streams;
 pub use render::UiError;
 
 /// The UI routes, to be merged into the main router.

@@ -47,4 +47,25 @@
     restore(e.detail.elt);
   });
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  // Close this page's live stream when the page goes away. Chromium keeps
+  // a left page's EventSource open (back/forward cache), and browsers allow
+  // only six connections per server over HTTP/1.1: after a few pages every
+  // request would queue behind old streams. A page restored from that cache
+  // reloads to get a fresh stream.
+  var sources = [];
+  if (window.htmx && htmx.createEventSource) {
+    var create = htmx.createEventSource;
+    htmx.createEventSource = function (url) {
+      var s = create(url);
+      sources.push(s);
+      return s;
+    };
+  }
+  window.addEventListener("pagehide", function () {
+    sources.forEach(function (s) { s.close(); });
+    sources = [];
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted && document.querySelector("[sse-connect]")) window.location.reload();
+  });
 })();
