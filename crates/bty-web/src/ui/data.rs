@@ -290,13 +290,19 @@ pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>,
         .unwrap_or("m.mac");
     let dir = if q.desc { "DESC" } else { "ASC" };
     let filter = q.filter.sql();
-    let total: u64 = conn
-        .prepare_cached(&format!(
+    // Only the cycle filters need each machine's current cycle.
+    let count_sql = if matches!(q.filter, Filter::Flashing | Filter::Failed) {
+        format!(
             "WITH cur AS (SELECT m.*, (SELECT x.id FROM cycles x WHERE x.mac = m.mac AND \
              x.arm_gen = m.arm_gen ORDER BY x.id DESC LIMIT 1) AS cid FROM machines m) \
              SELECT count(*) FROM cur m LEFT JOIN cycles c ON c.id = m.cid \
              WHERE {filter} AND {SEARCH_SQL}"
-        ))?
+        )
+    } else {
+        format!("SELECT count(*) FROM machines m WHERE {filter} AND {SEARCH_SQL}")
+    };
+    let total: u64 = conn
+        .prepare_cached(&count_sql)?
         .query_row(params![p1, p2], |r| r.get(0))?;
     let offset = u64::from(q.page.saturating_sub(1)) * u64::from(q.per_page);
     let mut st = conn.prepare_cached(&format!(

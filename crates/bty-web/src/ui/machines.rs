@@ -178,8 +178,20 @@ pub async fn list(
     headers: HeaderMap,
     Query(p): Query<ListParams>,
 ) -> Result<Response, UiError> {
+    let t0 = std::time::Instant::now();
     let view = list_view(&st, &p, Vec::new()).await?;
-    page_or_partial(is_htmx(&headers), "machines.html", &view, None)
+    let t1 = std::time::Instant::now();
+    let mut r = page_or_partial(is_htmx(&headers), "machines.html", &view, None)?;
+    // The server's own time, for the load check and browser dev tools.
+    let timing = format!(
+        "db;dur={:.1}, render;dur={:.1}",
+        (t1 - t0).as_secs_f64() * 1000.0,
+        t1.elapsed().as_secs_f64() * 1000.0
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&timing) {
+        r.headers_mut().insert("server-timing", v);
+    }
+    Ok(r)
 }
 
 /// The register / edit form's fields, as typed.
