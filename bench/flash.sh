@@ -81,7 +81,7 @@ peer() { # image decompressor target size
     curl -s "$url" | tee >(sha256sum > "$out/peer.dl.sha") | $dec | dd of="$tgt" bs=4M oflag=direct conv=fsync status=none
     # read back what landed (the Python agent does not; we include it so
     # both sides verify the same things)
-    dd if="$tgt" bs=4M iflag=direct status=none | head -c "$size" | sha256sum > "$out/peer.rb.sha"
+    dd if="$tgt" bs=4M iflag=direct,count_bytes count="$size" status=none | sha256sum > "$out/peer.rb.sha"
     t1=$(now)
     echo "$t1 - $t0" | bc
 }
@@ -90,8 +90,10 @@ ours() { # image format target-kind target
     local img=$1 fmt=$2 kind=$3 tgt=$4 t0 t1 flag
     [ "$kind" = file ] && flag=(--target-file "$tgt") || flag=(--target-device "$tgt")
     t0=$(now)
-    "$bty" --server "http://127.0.0.1:$pport" --mac 52:54:00:be:4c:00 --once --no-reboot "${flag[@]}" \
-        > "$out/agent.log" 2>&1 || { echo "agent failed:" >&2; cat "$out/agent.log" >&2; exit 1; }
+    # status lines with a timestamp each, to see where the time goes
+    "$bty" --server "http://127.0.0.1:$pport" --mac 52:54:00:be:4c:00 --once --no-reboot "${flag[@]}" 2>&1 \
+        | while IFS= read -r l; do echo "$(date +%s.%N) $l"; done > "$out/agent-$img-$kind.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "agent failed:" >&2; cat "$out/agent-$img-$kind.log" >&2; exit 1; }
     t1=$(now)
     echo "$t1 - $t0" | bc
 }
@@ -106,7 +108,7 @@ for spec in "dense.img img cat" "dense.img.zst img.zst zstd -dc" "dense.img.gz i
     rm -f "$out/pport"
     python3 "$repo/media/plan-server.py" --listen 127.0.0.1:0 --port-file "$out/pport" --image "$www/$img" \
         --image-url "http://127.0.0.1:$port/$img" --format "$fmt" --mac 52:54:00:be:4c:00 \
-        --log "$out/reports.jsonl" --advertise "http://127.0.0.1" --always &
+        --log "$out/reports.jsonl" --advertise "http://127.0.0.1:PORT" --always &
     pids+=($!)
     for _ in $(seq 100); do [ -s "$out/pport" ] && break; sleep 0.2; done
     pport=$(cat "$out/pport")

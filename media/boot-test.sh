@@ -39,11 +39,6 @@ python3 "$here/plan-server.py" --listen 127.0.0.1:0 --port-file "$work/port" --i
 srv=$!
 for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
 port=$(cat "$work/port")
-kill "$srv"; wait "$srv" 2>/dev/null || true
-python3 "$here/plan-server.py" --listen "127.0.0.1:$port" --image "$work/serve" --format "$format" \
-    --mac "$mac" --log "$work/reports.jsonl" --advertise "http://10.0.2.2:$port" &
-srv=$!
-sleep 0.5
 
 start=$(date +%s.%N)
 timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -display none -no-reboot \

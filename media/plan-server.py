@@ -13,7 +13,8 @@ ap.add_argument("--format", default="img")
 ap.add_argument("--serial", default="BTYTEST")
 ap.add_argument("--mac", required=True)
 ap.add_argument("--log", required=True)
-ap.add_argument("--advertise", required=True, help="base URL as the guest sees us, e.g. http://10.0.2.2:PORT")
+ap.add_argument("--advertise", required=True,
+                help="base URL as the agent sees us; PORT is replaced by the bound port, e.g. http://10.0.2.2:PORT")
 ap.add_argument("--port-file")
 ap.add_argument("--image-url", help="put this URL in the plan instead of serving the image here")
 ap.add_argument("--always", action="store_true", help="hand out the flash plan on every request")
@@ -85,6 +86,7 @@ class H(BaseHTTPRequestHandler):
 
 host, port = a.listen.rsplit(":", 1)
 srv = ThreadingHTTPServer((host, int(port)), H)
+a.advertise = a.advertise.replace("PORT", str(srv.server_address[1]))
 if a.port_file:
     open(a.port_file, "w").write(str(srv.server_address[1]))
 srv.serve_forever()
