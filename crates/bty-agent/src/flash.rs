@@ -131,6 +131,12 @@ fn write_and_verify(
 ) -> Result<(String, u64)> {
     // 5. wipe the head, then stream → decompress → write
     sink.wipe_head()?;
+    if sink.prezero(hint.exact)? {
+        job.console.line(format!(
+            "zeroed the image range with BLKZEROOUT: {}",
+            sink.mode()
+        ));
+    }
     rep.phase(Phase::Writing, hint.exact);
     let (download, stream_digest) = stream(job, image, layout, sink, rep)?;
     let len = sink.end();

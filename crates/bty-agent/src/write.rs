@@ -84,6 +84,9 @@ enum Kind {
     FreshFile,
     /// A block device; `zeroout` when BLKZEROOUT is offloaded.
     Block { zeroout: bool },
+    /// A block device whose whole image range was zeroed with one
+    /// offloaded BLKZEROOUT before writing: zero runs need nothing more.
+    Prezeroed,
 }
 
 const BLKZEROOUT: libc::c_ulong = 0x127f;
@@ -103,6 +106,8 @@ pub struct Sink {
     hold: AlignedBuf,
     end: u64,
     zero_run: Option<(u64, u64)>,
+    /// End of the range [`Sink::prezero`] zeroed.
+    prezeroed_upto: u64,
     /// Bytes written to the target.
     pub written: u64,
     /// Bytes of zeroes not written (holes or BLKZEROOUT).
@@ -204,6 +209,7 @@ impl Sink {
             hold: AlignedBuf::new(HOLD_BACK as usize),
             end: 0,
             zero_run: None,
+            prezeroed_upto: 0,
             written: 0,
             skipped: 0,
         }
@@ -213,6 +219,7 @@ impl Sink {
     pub fn mode(&self) -> String {
         let zeroes = match self.kind {
             Kind::FreshFile => "zero blocks left as holes",
+            Kind::Prezeroed => "image range zeroed up front with BLKZEROOUT, zero blocks skipped",
             Kind::Block { zeroout: true } => "zero blocks via BLKZEROOUT",
             Kind::Block { zeroout: false } => "zero blocks written (no write-zeroes offload)",
         };
@@ -242,6 +249,26 @@ impl Sink {
         let zeros = AlignedBuf::new(HOLD_BACK as usize);
         self.pwrite(0, &zeros_slice(&zeros)[..n as usize])?;
         self.sync()
+    }
+
+    /// When the image's length is known and the device offloads
+    /// write-zeroes, zero the whole image range with one BLKZEROOUT (the
+    /// kernel splits it) so every zero run after it is simply skipped: one
+    /// call instead of one per run. Returns whether it did.
+    pub fn prezero(&mut self, len: Option<u64>) -> Result<bool> {
+        let (Kind::Block { zeroout: true }, Some(len)) = (self.kind, len) else {
+            return Ok(false);
+        };
+        let upto = len / 512 * 512;
+        if upto <= HOLD_BACK {
+            return Ok(false);
+        }
+        self.zero_run = Some((HOLD_BACK, upto - HOLD_BACK));
+        self.flush_zero_run()?;
+        self.skipped = 0;
+        self.prezeroed_upto = upto;
+        self.kind = Kind::Prezeroed;
+        Ok(true)
     }
 
     /// Write `data` (from an [`AlignedBuf`], at an offset that is a
@@ -292,6 +319,10 @@ impl Sink {
                 self.skipped += len;
                 Ok(())
             }
+            Kind::Prezeroed if off + len <= self.prezeroed_upto => {
+                self.skipped += len;
+                Ok(())
+            }
             Kind::Block { zeroout: true } if len % 512 == 0 => {
                 match &mut self.zero_run {
                     Some((s, l)) if *s + *l == off && *l < (1 << 30) => *l += len,
@@ -302,7 +333,7 @@ impl Sink {
                 }
                 Ok(())
             }
-            Kind::Block { .. } => {
+            Kind::Block { .. } | Kind::Prezeroed => {
                 let zeros = AlignedBuf::new(ZERO_CHUNK);
                 let mut done = 0;
                 while done < len {
@@ -393,7 +424,7 @@ impl Sink {
         let r = self.pwrite(0, &hold.data()[..n]).and_then(|_| self.sync());
         self.hold = hold;
         r?;
-        if matches!(self.kind, Kind::Block { .. }) {
+        if self.kind != Kind::FreshFile {
             // Best effort: the kernel re-reads the new partition table (we
             // reboot anyway; busy partitions make this fail harmlessly).
             // SAFETY: BLKRRPART takes no argument.
@@ -410,7 +441,9 @@ impl Sink {
             Kind::FreshFile => {
                 HOLD_BACK.min(self.buffered.metadata().map(|m| m.len()).unwrap_or(0))
             }
-            Kind::Block { .. } => HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK)),
+            Kind::Block { .. } | Kind::Prezeroed => {
+                HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK))
+            }
         };
         let zeros = AlignedBuf::new(HOLD_BACK as usize);
         self.pwrite(0, &zeros_slice(&zeros)[..n as usize])?;
