@@ -42,6 +42,12 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         engine.kind, engine.version, engine.addr
     ));
     ui::detail(format!("host address: {}", s.host_addr));
+    if s.host_addr.is_loopback() {
+        ui::warn(
+            "the host address is loopback: machines on the LAN, and bty-web inside its \
+             container, cannot reach withcache there; pass --host-addr with the LAN address",
+        );
+    }
     check_ports(&engine, &s).await?;
 
     steps.step(format!("writing deploy files to {}", s.dest.display()));
