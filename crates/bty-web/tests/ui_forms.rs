@@ -257,10 +257,13 @@ async fn ui_default_password_banner_points_at_passwd() {
     s.stop().await;
 }
 
+/// A form, the status it must get, and texts the answer must contain.
+type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a [&'a str]);
+
 #[tokio::test]
 async fn ui_register_bad_input_saves_nothing() {
     let s = Server::start("").await;
-    let cases: &[(&[(&str, &str)], u16, &[&str])] = &[
+    let cases: &[Case] = &[
         (
             &[("mac", "52:54:00:zz:00:01"), ("boot_mode", "ipxe-exit")],
             422,

@@ -185,7 +185,7 @@ async fn pump(st: AppState, view: View, tx: mpsc::Sender<SseEvent>) {
             r = stop.changed() => if r.is_err() || *stop.borrow() { break },
             m = bus.recv() => match m {
                 Ok(msg) => {
-                    for e in take(&st, &view, msg, &mut p).await {
+                    for e in take(&view, msg, &mut p) {
                         if tx.send(e).await.is_err() { return; }
                     }
                 }
@@ -221,7 +221,7 @@ fn notice(text: &str) -> String {
 }
 
 /// Note a bus message; returns what must go out at once (event rows).
-async fn take(st: &AppState, view: &View, msg: BusMsg, p: &mut Pending) -> Vec<SseEvent> {
+fn take(view: &View, msg: BusMsg, p: &mut Pending) -> Vec<SseEvent> {
     let mut out = Vec::new();
     match (view, msg) {
         (View::Machines(keys), BusMsg::Machine(m)) => {
@@ -232,19 +232,19 @@ async fn take(st: &AppState, view: &View, msg: BusMsg, p: &mut Pending) -> Vec<S
                 p.elsewhere.insert(m.mac);
             }
         }
-        (View::Machines(keys), BusMsg::Progress(g)) => {
-            if keys.contains(&g.mac) && !p.machines.contains(&g.mac) {
-                p.progress.insert(g.mac.clone(), g);
-            }
+        (View::Machines(keys), BusMsg::Progress(g))
+            if keys.contains(&g.mac) && !p.machines.contains(&g.mac) =>
+        {
+            p.progress.insert(g.mac.clone(), g);
         }
         (View::Machine(mac), BusMsg::Machine(m)) if m.mac == mac.to_string() => {
             p.progress.clear();
             p.machines.insert(m.mac);
         }
-        (View::Machine(mac), BusMsg::Progress(g)) if g.mac == mac.to_string() => {
-            if p.machines.is_empty() {
-                p.progress.insert(g.mac.clone(), g);
-            }
+        (View::Machine(mac), BusMsg::Progress(g))
+            if g.mac == mac.to_string() && p.machines.is_empty() =>
+        {
+            p.progress.insert(g.mac.clone(), g);
         }
         (View::Machine(mac), BusMsg::Event(e)) if e.mac.as_deref() == Some(&mac.to_string()) => {
             if let Ok(h) = event_html(&EventView::new(e, false)) {
@@ -262,7 +262,6 @@ async fn take(st: &AppState, view: &View, msg: BusMsg, p: &mut Pending) -> Vec<S
         }
         _ => {}
     }
-    let _ = st;
     out
 }
 
