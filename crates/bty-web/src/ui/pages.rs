@@ -489,6 +489,27 @@ struct SettingsView {
     open_mode: bool,
 }
 
+/// Split a `Host` header. The port the operator reached us on beats the
+/// configured one (a container maps ports); no port means 80; no header
+/// means the configured port.
+fn host_and_port(host: &str, configured: u16) -> (String, u16) {
+    if host.is_empty() {
+        return (String::new(), configured);
+    }
+    let split = if host.starts_with('[') {
+        host.split_once("]:").map(|(h, p)| (format!("{h}]"), p))
+    } else {
+        host.rsplit_once(':').map(|(h, p)| (h.to_string(), p))
+    };
+    match split {
+        Some((h, p)) => match p.parse() {
+            Ok(p) => (h, p),
+            Err(_) => (host.to_string(), configured),
+        },
+        None => (host.to_string(), 80),
+    }
+}
+
 /// `GET /ui/settings`.
 pub async fn settings(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, UiError> {
     // The host the operator reached us by is the best guess for DHCP.
@@ -497,11 +518,10 @@ pub async fn settings(State(st): State<AppState>, headers: HeaderMap) -> Result<
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let port = st.cfg.listen_addr().map(|a| a.port()).unwrap_or(8080);
-    let host_only = host
-        .rsplit_once(':')
-        .map(|(h, _)| h.to_string())
-        .unwrap_or(host);
+    let (host_only, port) = host_and_port(
+        &host,
+        st.cfg.listen_addr().map(|a| a.port()).unwrap_or(8080),
+    );
     let view = SettingsView {
         layout: Layout::new(&st, "Settings", "settings"),
         dhcp: crate::dhcp::guidance(&host_only, port),
@@ -551,6 +571,20 @@ mod tests {
             Err("no answer within 0.8 s".into())
         );
         assert!(probe_tftp("not an address").await.is_err());
+    }
+
+    #[test]
+    fn host_header_port() {
+        assert_eq!(
+            host_and_port("10.0.0.5:9000", 8080),
+            ("10.0.0.5".into(), 9000)
+        );
+        assert_eq!(host_and_port("bty.lab", 8080), ("bty.lab".into(), 80));
+        assert_eq!(
+            host_and_port("[fd00::1]:8080", 1),
+            ("[fd00::1]".into(), 8080)
+        );
+        assert_eq!(host_and_port("", 8080), ("".into(), 8080));
     }
 
     #[test]
