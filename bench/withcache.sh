@@ -7,8 +7,8 @@
 # Needs: nginx-light, curl, python3-venv, cargo. PyPI for the peer
 # (pip install withcache==0.13.3, cached in bench/out/withcache/venv).
 #
-# Knobs (env): SIZE_MB (2048), STREAMS (16), RUNS (3, single-stream runs;
-# the best is reported), COLD_MB (256), COLD_CLIENTS (32), COLD_RATE (nginx
+# Knobs (env): SIZE_MB (2048), STREAMS (16), RUNS (5 single-stream rounds),
+# CRUNS (2 rounds of STREAMS concurrent streams), COLD_MB (256), COLD_CLIENTS (32), COLD_RATE (nginx
 # limit_rate for the cold origin, default 64m = 64 MiB/s per connection:
 # a WAN-like origin; "0" = unlimited), SKIP_PY=1 to skip the Python peer.
 set -euo pipefail
@@ -18,7 +18,8 @@ root=$(cd "$here/.." && pwd)
 out="$root/bench/out/withcache"
 SIZE_MB=${SIZE_MB:-2048}
 STREAMS=${STREAMS:-16}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
+CRUNS=${CRUNS:-2}
 COLD_MB=${COLD_MB:-256}
 COLD_CLIENTS=${COLD_CLIENTS:-32}
 COLD_RATE=${COLD_RATE:-64m}
@@ -137,13 +138,10 @@ cat "$out/www/image.bin" >/dev/null
 cat "$out"/rs-data/blobs/sha256/* >/dev/null
 [ -n "$PY_URL" ] && cat "$out"/py-data/blobs/* >/dev/null 2>&1 || true
 
-single() { # url -> best GB/s over RUNS
-    local best=0 t
-    for _ in $(seq 1 "$RUNS"); do
-        t=$(curl -fs -o /dev/null -w '%{time_total}' "$1")
-        best=$(python3 -c "import sys;print(max(float(sys.argv[1]), $SIZE/float(sys.argv[2])/1e9))" "$best" "$t")
-    done
-    echo "$best"
+one() { # url -> GB/s of one transfer
+    local t
+    t=$(curl -fs -o /dev/null -w '%{time_total}' "$1")
+    python3 -c "import sys;print($SIZE/float(sys.argv[1])/1e9)" "$t"
 }
 concurrent() { # url n -> aggregate GB/s (total bytes / wall time)
     local start end i cp=()
@@ -154,17 +152,26 @@ concurrent() { # url n -> aggregate GB/s (total bytes / wall time)
     python3 -c "print($2*$SIZE/($end-$start)/1e9)"
 }
 ratio() { python3 -c "import sys;print('%.2f' % (float(sys.argv[1])/float(sys.argv[2])))" "$1" "$2"; }
+stat2() { # "v1 v2 ..." -> "best median"
+    python3 -c "import sys,statistics as s;v=[float(x) for x in sys.argv[1:]];print(max(v), s.median(v))" $1
+}
 
-log "measuring single-stream ($RUNS runs, best) and $STREAMS concurrent streams of $SIZE bytes"
-declare -A S C
-for who in nginx withcache-rs withcache-py; do
-    case $who in
-        nginx) url=$ORIGIN ;;
-        withcache-rs) url=$RS_URL ;;
-        withcache-py) url=$PY_URL; [ -z "$url" ] && continue ;;
-    esac
-    S[$who]=$(single "$url")
-    C[$who]=$(concurrent "$url" "$STREAMS")
+servers=(nginx withcache-rs)
+declare -A URL=([nginx]=$ORIGIN [withcache-rs]=$RS_URL)
+if [ -n "$PY_URL" ]; then servers+=(withcache-py); URL[withcache-py]=$PY_URL; fi
+# Rounds are interleaved (nginx, rs, py, nginx, ...) so load drift on a
+# shared machine hits every server alike; best and median are reported.
+log "single stream: $RUNS interleaved rounds; $STREAMS streams: $CRUNS rounds; $SIZE bytes each"
+declare -A SV CV S SM C CM
+for r in $(seq 1 "$RUNS"); do
+    for who in "${servers[@]}"; do SV[$who]="${SV[$who]:-} $(one "${URL[$who]}")"; done
+done
+for r in $(seq 1 "$CRUNS"); do
+    for who in "${servers[@]}"; do CV[$who]="${CV[$who]:-} $(concurrent "${URL[$who]}" "$STREAMS")"; done
+done
+for who in "${servers[@]}"; do
+    read -r S[$who] SM[$who] <<<"$(stat2 "${SV[$who]}")"
+    read -r C[$who] CM[$who] <<<"$(stat2 "${CV[$who]}")"
 done
 
 # ---- cold misses: COLD_CLIENTS clients on an entry nobody fetched yet -------
@@ -200,12 +207,14 @@ origin_gets=$(curl -fs "http://127.0.0.1:$P_RS_COLD/metrics" | awk '/^withcache_
 # ---- report -----------------------------------------------------------------
 {
     echo "withcache benchmark $(date -u +%FT%TZ) on $(nproc) cores; file $SIZE bytes (random, not sparse)"
-    printf '%-14s %14s %8s %18s %8s\n' server "1 stream GB/s" "x nginx" "$STREAMS streams GB/s" "x nginx"
-    for who in nginx withcache-rs withcache-py; do
-        [ -z "${S[$who]:-}" ] && continue
-        printf '%-14s %14.2f %8s %18.2f %8s\n' "$who" "${S[$who]}" "$(ratio "${S[$who]}" "${S[nginx]}")" \
-            "${C[$who]}" "$(ratio "${C[$who]}" "${C[nginx]}")"
+    echo "GB/s, best of rounds (median in brackets); ratios are best/best and median/median"
+    printf '%-13s %20s %14s %22s %14s\n' server "1 stream" "x nginx" "$STREAMS streams" "x nginx"
+    for who in "${servers[@]}"; do
+        printf '%-13s %8.2f [%8.2f] %6s [%5s] %10.2f [%8.2f] %6s [%5s]\n' "$who" \
+            "${S[$who]}" "${SM[$who]}" "$(ratio "${S[$who]}" "${S[nginx]}")" "$(ratio "${SM[$who]}" "${SM[nginx]}")" \
+            "${C[$who]}" "${CM[$who]}" "$(ratio "${C[$who]}" "${C[nginx]}")" "$(ratio "${CM[$who]}" "${CM[nginx]}")"
     done
+    echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "cold: $COLD_CLIENTS clients x $COLD_SIZE bytes through withcache-rs: ${t_cold}s; one plain origin fetch: ${t_plain}s; ratio $(ratio "$t_cold" "$t_plain") (origin limit_rate $COLD_RATE)"
     echo "cold: origin downloads started: $origin_gets; failed clients: $fails; wrong sizes: $bad; stored sha256 ok: $([ "$stored" = "$want" ] && echo yes || echo NO)"
 } | tee "$out/report.txt"

@@ -370,7 +370,12 @@ async fn pump(
         }
         if after > *reserved {
             // Unknown length: grow the reservation as bytes arrive.
-            let more = (after - *reserved).max(1 << 20);
+            // Reserve in steps of up to 1 MiB (within the free room, so a
+            // step never evicts more than the bytes need).
+            let need = after - *reserved;
+            let (used, held, max) = store.usage();
+            let room = max.map_or(u64::MAX, |m| m.saturating_sub(used + held));
+            let more = need.max(room.min(1 << 20));
             store.reserve(more).map_err(|e| e.to_string())?;
             *reserved += more;
         }

@@ -1197,3 +1197,122 @@ async fn last_byte_is_held_back_until_the_download_is_verified() {
         wc.stop().await;
     }
 }
+
+#[tokio::test]
+async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
+    let slow = data(300_000, 70);
+    let (o1, o2) = (
+        Origin::start(slow.clone()).await,
+        Origin::start(slow.clone()).await,
+    );
+    for o in [&o1, &o2] {
+        o.with(|c| {
+            c.chunk = 32 << 10;
+            c.delay = Duration::from_millis(20);
+        });
+    }
+    let wc = Wc::start(|o| {
+        o.fetch.max_downloads = 1;
+        o.max_bytes = Some(1_000_000);
+    })
+    .await;
+    wc.add(json!({"name": "one", "src": o1.url("1")})).await;
+    wc.add(json!({"name": "two", "src": o2.url("2")})).await;
+    for n in ["one", "two"] {
+        let r = wc
+            .http
+            .post(wc.url(&format!("/catalog/entries/{n}/download")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let d: Value = wc
+        .http
+        .get(wc.url("/downloads"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut phases: Vec<&str> = d["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["phase"].as_str().unwrap())
+        .collect();
+    phases.sort();
+    assert_eq!(phases, ["queued", "running"], "one slot: {d}");
+    assert_eq!(o1.requests() + o2.requests(), 1);
+    wc.wait_cached("one").await;
+    wc.wait_cached("two").await;
+    // Nothing is pinned, so a third download evicts to fit: used stays
+    // within the quota.
+    let o3 = Origin::start(data(600_000, 71)).await;
+    o3.with(|c| c.no_length = true);
+    wc.add(json!({"name": "three", "src": o3.url("3")})).await;
+    wc.download("three").await;
+    let blobs: Value = wc
+        .http
+        .get(wc.url("/blobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        blobs["used_bytes"].as_u64().unwrap() <= 1_000_000,
+        "{blobs}"
+    );
+    // Pin everything that is cached: an unknown-length download that
+    // outgrows the room fails while downloading, with the quota message.
+    for n in ["one", "two", "three"] {
+        let e = wc.entry_state(n).await;
+        wc.http
+            .put(wc.url(&format!("/catalog/entries/{n}")))
+            .json(&json!({"src": e["src"], "pinned": true}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let o4 = Origin::start(data(3_000_000, 72)).await;
+    o4.with(|c| c.no_length = true);
+    wc.add(json!({"name": "four", "src": o4.url("4")})).await;
+    let r = wc.http.get(wc.blob(&o4.url("4"))).send().await.unwrap();
+    // Headers went out (chunked) before the quota ran out: the body must
+    // not complete.
+    if r.status() == 200 {
+        assert!(
+            r.bytes().await.is_err(),
+            "a quota failure ends the body in an error"
+        );
+    } else {
+        assert_eq!(r.status(), 507);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(wc
+        .events()
+        .await
+        .iter()
+        .any(|e| e["kind"] == "download.failed"
+            && e["summary"].as_str().unwrap().contains("cache full")));
+    // Python-compatible delete by query.
+    let r = wc
+        .http
+        .delete(wc.url("/catalog/entries?name=four"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = wc
+        .http
+        .delete(wc.url("/catalog/entries"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    wc.stop().await;
+}
