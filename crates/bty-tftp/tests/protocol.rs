@@ -630,3 +630,114 @@ fn blksize_is_capped_per_address_family() {
             .unwrap();
     }
 }
+
+/// The TFTP half of breaking the stock-iPXE loop, with real iPXE: qemu's
+/// iPXE option ROM loads Debian's stock `undionly.kpxe` from bty-tftp; that
+/// iPXE does DHCP again, asks for the same file, receives the chain script
+/// and fetches the bootstrap script from an HTTP server in this test.
+/// qemu user networking maps the guest's 10.0.2.2 to the host's loopback.
+#[test]
+fn stock_ipxe_in_qemu_chains_to_http_on_its_second_fetch() {
+    const UNDIONLY: &str = "/usr/lib/ipxe/undionly.kpxe";
+    if !have("qemu-system-x86_64") {
+        return;
+    }
+    if !Path::new(UNDIONLY).exists() {
+        assert!(
+            std::env::var("BTY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{UNDIONLY} is required (BTY_REQUIRE_TOOLS=1): apt-get install -y ipxe"
+        );
+        eprintln!("skipping: ipxe not installed");
+        return;
+    }
+    // The bootstrap "bty-web": answers one script, reports each request.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for conn in http.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let body = "#!ipxe\necho BTY-BOOTSTRAP-REACHED\nshell\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = req_tx.send(line.trim().to_string());
+        }
+    });
+
+    let s = Server::start(|o| {
+        o.second_stage =
+            vec![
+                format!("undionly.kpxe=http://10.0.2.2:{http_port}/pxe-bootstrap.ipxe")
+                    .parse()
+                    .unwrap(),
+            ];
+    });
+    std::fs::copy(UNDIONLY, s.path("undionly.kpxe")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serial = dir.path().join("serial.log");
+    // -nographic: SeaBIOS and the iPXE ROM then print on the serial port.
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nographic",
+            "-monitor",
+            "none",
+        ])
+        .args(["-no-reboot", "-boot", "n"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,bootfile=tftp://10.0.2.2:{}/undionly.kpxe",
+            s.v4.port()
+        ))
+        .args(["-device", "e1000,netdev=n0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut log = String::new();
+    while std::time::Instant::now() < deadline {
+        log = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        if log.contains("BTY-BOOTSTRAP-REACHED") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(
+        log.contains("BTY-BOOTSTRAP-REACHED"),
+        "iPXE never reached the bootstrap script; serial console:\n{log}"
+    );
+    // iPXE recognised the second answer for undionly.kpxe as a script.
+    assert!(
+        log.contains("undionly.kpxe : 147 bytes [script]") || log.contains("[script]"),
+        "{log}"
+    );
+    assert!(
+        log.contains("bty-tftp: iPXE is running, chaining to"),
+        "{log}"
+    );
+    assert_eq!(
+        req_rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "GET /pxe-bootstrap.ipxe HTTP/1.1"
+    );
+}
