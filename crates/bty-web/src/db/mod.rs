@@ -1,12 +1,11 @@
-//! SQLite storage: one connection behind a mutex.
+//! SQLite storage: one connection owned by one thread.
 //!
-//! Every database operation is a short closure (a handful of indexed
-//! statements in one transaction) run under the lock, on the calling task's
-//! thread. One connection means no `SQLITE_BUSY` between our own requests and
-//! a read-decide-write sequence (the PXE decision) runs as one transaction
-//! without interleaving; running it in place (no hop to a database thread)
-//! keeps the PXE and plan paths at a few tens of microseconds. WAL keeps
-//! readers (the sqlite3 CLI, backups) from blocking it.
+//! Every request hands that thread a closure and awaits its answer. One
+//! owner means no lock convoys and no `SQLITE_BUSY` between our own
+//! requests, and a read-decide-write sequence (the PXE decision) runs as
+//! one transaction without interleaving. WAL keeps readers (the sqlite3
+//! CLI, backups) from blocking it. A hand-written actor rather than a pool
+//! crate: it is ~40 lines and gives exactly these semantics.
 
 pub mod cycles;
 pub mod events;
@@ -14,20 +13,22 @@ pub mod machines;
 pub mod schema;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 
 use anyhow::Context;
 use rusqlite::Connection;
 
-/// Handle to the database. Cheap to clone.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Handle to the database thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    tx: mpsc::Sender<Job>,
 }
 
-/// The database can no longer be used.
+/// The database thread is gone (it panicked or the server is stopping).
 #[derive(Debug, thiserror::Error)]
-#[error("the database is unavailable")]
+#[error("the database thread has stopped")]
 pub struct DbGone;
 
 impl Db {
@@ -46,23 +47,30 @@ impl Db {
     pub fn from_connection(mut conn: Connection) -> anyhow::Result<Db> {
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("bty-db".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .context("starting the database thread")?;
+        Ok(Db { tx })
     }
 
-    /// Run `f` with the connection and return its result. `f` must be
-    /// short: it holds the only connection.
+    /// Run `f` on the database thread and return its result.
     pub async fn call<T, F>(&self, f: F) -> Result<T, DbGone>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> T + Send + 'static,
     {
-        // A panic inside a closure leaves no open transaction behind (the
-        // Transaction guard rolls back on unwind), so a poisoned lock is
-        // still a usable connection.
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&mut conn))
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let _ = otx.send(f(c));
+        });
+        self.tx.send(job).map_err(|_| DbGone)?;
+        orx.await.map_err(|_| DbGone)
     }
 }
 
