@@ -239,6 +239,8 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
         "time not localised: {utc}"
     );
     assert_eq!(text(b, "#disk-sha").await?, SHA);
+    let seen = text(b, "#last-seen").await?;
+    assert!(seen.contains("127.0.0.1"), "last seen is live too: {seen}");
     assert_eq!(text(b, "#state").await?, "flashed");
     assert_eq!(
         js(b, "return window.__noReload;").await?,

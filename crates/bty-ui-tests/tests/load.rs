@@ -200,15 +200,13 @@ async fn ui_under_load() -> anyhow::Result<()> {
         }
         ui_rates.push((name, rate, events));
     }
-    for (p, med, _, _, smed, sp95) in &report {
-        if let (Some(smed), Some(sp95)) = (smed, sp95) {
+    // Medians are asserted; p95 is only printed: on a shared 2-core
+    // machine it measures the neighbours as much as bty-web.
+    for (p, med, _, _, smed, _) in &report {
+        if let Some(smed) = smed {
             assert!(
                 *smed < Duration::from_millis(100),
                 "{p}: server time median {smed:?} is over 100 ms"
-            );
-            assert!(
-                *sp95 < Duration::from_millis(200),
-                "{p}: server p95 {sp95:?}"
             );
         }
         assert!(

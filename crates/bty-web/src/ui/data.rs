@@ -53,7 +53,13 @@ impl Filter {
             Filter::All => "1",
             Filter::Discovered => "m.image IS NULL",
             Filter::Assigned => "m.image IS NOT NULL",
-            Filter::Flashing => "c.state IN ('offered', 'booted', 'flashing')",
+            // An open cycle is always its arming's newest, so this index
+            // probe matches "the current cycle is open" without first
+            // finding every machine's current cycle.
+            Filter::Flashing => {
+                "EXISTS (SELECT 1 FROM cycles o WHERE o.mac = m.mac AND o.arm_gen = m.arm_gen \
+                 AND o.state IN ('offered', 'booted', 'flashing'))"
+            }
             Filter::Failed => "(m.parked_reason IS NOT NULL OR c.state = 'failed')",
         }
     }
@@ -291,7 +297,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>,
     let dir = if q.desc { "DESC" } else { "ASC" };
     let filter = q.filter.sql();
     // Only the cycle filters need each machine's current cycle.
-    let count_sql = if matches!(q.filter, Filter::Flashing | Filter::Failed) {
+    let count_sql = if q.filter == Filter::Failed {
         format!(
             "WITH cur AS (SELECT m.*, (SELECT x.id FROM cycles x WHERE x.mac = m.mac AND \
              x.arm_gen = m.arm_gen ORDER BY x.id DESC LIMIT 1) AS cid FROM machines m) \
