@@ -399,12 +399,18 @@ async fn ui_edit_bad_input_keeps_the_record() {
         .post_json(
             &format!("/pxe/{MAC}/inventory"),
             &json!({"disks": [{"name": "/dev/vda", "serial": "BTYTEST", "size_bytes": 1073741824u64},
-                              {"name": "/dev/vdb", "serial": "SPARE-1"}],
+                              {"name": "/dev/vdb", "serial": "SPARE-1", "model": "<script>alert(1)</script>"}],
                     "nics": [{"name": "eth0", "mac": MAC, "link_up": true}]}),
         )
         .await;
     assert!(st == 204 || st == 200, "{st} {v}");
     let (_, page) = s.get_text(path).await;
+    // Machine-supplied text is escaped.
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+            && !page.contains("<script>alert"),
+        "{page}"
+    );
     assert!(
         page.contains("<select id=\"f-target\"") && page.contains("SPARE-1"),
         "{page}"
