@@ -40,7 +40,7 @@ for i in $(seq 1 "$runs"); do
   t0=$(date +%s.%N)
   "$bin" deploy "$dest" --images present -y --engine "$engine" >/dev/null 2>"$out/deploy-run.log"
   t1=$(date +%s.%N)
-  times+=("$(echo "$t1 - $t0" | bc)")
+  times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')")
   [ "$i" -lt "$runs" ] && "$bin" purge "$dest" --engine "$engine" --yes >/dev/null 2>&1
 done
 
