@@ -294,3 +294,20 @@ pub async fn serve(
     app.store.flush_access()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("42").unwrap(), 42);
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("500m").unwrap(), 500 << 20);
+        assert_eq!(parse_size("1.5T").unwrap(), 3 << 39);
+        assert_eq!(parse_size(" 2G ").unwrap(), 2 << 30);
+        for bad in ["", "G", "-1G", "0", "1X", "nan"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
