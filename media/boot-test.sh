@@ -2,15 +2,17 @@
 # Boot the netboot environment in qemu (TCG) with user networking, a
 # virtio disk with serial=BTYTEST and a decoy disk, against
 # media/plan-server.py on 127.0.0.1; check the agent flashed the disk.
-#   media/boot-test.sh [--out DIR] [--format img|img.zst]
+#   media/boot-test.sh [--out DIR] [--format img|img.zst] [--append "EXTRA CMDLINE"]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/out"
 format=img.zst
+extra=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=$2; shift 2 ;;
         --format) format=$2; shift 2 ;;
+        --append) extra=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -43,7 +45,7 @@ port=$(cat "$work/port")
 start=$(date +%s.%N)
 timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -display none -no-reboot \
     -kernel "$out/bty-netboot-x86_64.vmlinuz" -initrd "$out/bty-netboot-x86_64.initrd" \
-    -append "console=tty0 console=ttyS0,115200 bty.server=http://10.0.2.2:$port bty.mac=$mac" \
+    -append "console=tty0 console=ttyS0,115200 bty.server=http://10.0.2.2:$port bty.mac=$mac $extra" \
     -nic "user,model=virtio-net-pci,mac=$mac" \
     -drive "file=$work/disk.img,if=none,id=d0,format=raw" -device virtio-blk-pci,drive=d0,serial=BTYTEST \
     -drive "file=$work/decoy.img,if=none,id=d1,format=raw" -device virtio-blk-pci,drive=d1,serial=DECOY \
