@@ -226,3 +226,32 @@ fn completions_are_generated() {
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("bty-lab"));
 }
+
+#[test]
+fn no_engine_lists_the_sockets_tried_and_how_to_start_one() {
+    let t = TestDir::new();
+    ok(&init(&t, &[]));
+    let dest = t.path().join("lab");
+    let sock = t.path().join("nothing.sock");
+    let o = std::process::Command::new(crate::util::bin())
+        .args(["status", dest.to_str().unwrap()])
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .output()
+        .unwrap();
+    fails_with(&o, "no container engine answered");
+    let err = stderr(&o);
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    assert!(
+        err.contains("podman system service") && err.contains("docker.io"),
+        "{err}"
+    );
+}
+
+#[test]
+fn commands_on_a_dir_that_is_no_deploy_say_so() {
+    let t = TestDir::new();
+    for cmd in ["status", "upgrade", "purge", "passwd", "logs"] {
+        let o = run(&[cmd, t.path().to_str().unwrap()]);
+        fails_with(&o, "is not a bty-lab deploy");
+    }
+}
