@@ -38,7 +38,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
 ];
 
-fn on_path(prog: &str) -> bool {
+/// Whether `prog` is an executable file on `PATH`.
+pub fn on_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)

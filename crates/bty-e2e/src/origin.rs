@@ -24,6 +24,8 @@ pub struct Origin {
     pub cut_after: Option<usize>,
     /// ...for this many responses (then behave).
     cuts_left: Arc<AtomicUsize>,
+    /// Pace full-body responses at about this many bytes per second.
+    pub rate: Option<usize>,
     /// Every request: (method, path, range header).
     log: Arc<Mutex<Vec<(String, String, String)>>>,
 }
@@ -38,6 +40,13 @@ impl Origin {
     pub fn with_cuts(mut self, bytes: usize, times: usize) -> Origin {
         self.cut_after = Some(bytes);
         self.cuts_left.store(times, Ordering::SeqCst);
+        self
+    }
+
+    /// Send bodies at about `bytes_per_s` (a slow link), so a test can act
+    /// while a transfer is under way.
+    pub fn with_rate(mut self, bytes_per_s: usize) -> Origin {
+        self.rate = Some(bytes_per_s);
         self
     }
 
@@ -149,8 +158,27 @@ async fn file(
             resp.body(Body::from_stream(cut_stream(chunks)))
                 .unwrap_or_default()
         }
-        _ => resp.body(Body::from(body)).unwrap_or_default(),
+        _ => match o.rate {
+            Some(rate) => resp
+                .body(Body::from_stream(paced(body, rate)))
+                .unwrap_or_default(),
+            None => resp.body(Body::from(body)).unwrap_or_default(),
+        },
     }
+}
+
+/// `body` in 64 KiB chunks at about `rate` bytes per second.
+fn paced(body: Bytes, rate: usize) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    const CHUNK: usize = 64 << 10;
+    let pause = std::time::Duration::from_secs_f64(CHUNK as f64 / rate.max(1) as f64);
+    let chunks: Vec<Bytes> = (0..body.len())
+        .step_by(CHUNK)
+        .map(|i| body.slice(i..(i + CHUNK).min(body.len())))
+        .collect();
+    futures::stream::iter(chunks).then(move |c| async move {
+        tokio::time::sleep(pause).await;
+        Ok(c)
+    })
 }
 
 /// A stream over a vector, with a pause before the error so the first

@@ -228,6 +228,8 @@ pub struct StackOptions {
     /// Extra TOML appended to bty-web's configuration; `{dir}` stands for
     /// the stack's temp dir.
     pub web_toml: String,
+    /// Lines added to bty-web's `[boot]` section.
+    pub boot_toml: String,
     /// Files written into the temp dir before the services start
     /// (relative path, contents), e.g. a static catalog.
     pub files: Vec<(String, Vec<u8>)>,
@@ -239,6 +241,7 @@ impl Default for StackOptions {
             tftp: true,
             withcache: false,
             web_toml: String::new(),
+            boot_toml: String::new(),
             files: Vec::new(),
         }
     }
@@ -303,12 +306,14 @@ impl Stack {
              state_dir = \"{}\"\n\
              [boot]\n\
              dir = \"{}\"\n\
+             {}\n\
              [admin]\n\
              user = \"{ADMIN_USER}\"\n\
              password = \"{ADMIN_PASSWORD}\"\n\
              {}\n",
             state.display(),
             boot.display(),
+            opts.boot_toml,
             web_toml
         );
         let web_config = bty_web::Config::from_toml_str(&toml)
@@ -606,6 +611,15 @@ impl Drop for Stack {
         rt.shutdown_timeout(Duration::from_secs(2));
         if let Some(slot) = LOG_FILE.get() {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if std::env::var_os("BTY_E2E_KEEP").is_some() {
+            // Keep the temp dir (serial logs, dnsmasq log, services log,
+            // disks) for a post-mortem.
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::TempDir::new().expect("placeholder temp dir"),
+            );
+            eprintln!("bty-e2e: BTY_E2E_KEEP: kept {}", dir.keep().display());
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum Firmware {
     /// OVMF using its own network stack (no option ROM on the NIC), with
     /// PXE switched off so the NIC's boot option is UEFI HTTP Boot.
     UefiHttp,
+    /// OVMF booting from disk only: no NIC.
+    UefiDisk,
 }
 
 /// One virtio disk.
@@ -98,7 +100,7 @@ impl Vm {
         let mut nic = format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", cfg.mac);
         match cfg.firmware {
             Firmware::Bios => {}
-            Firmware::UefiHttp => {
+            Firmware::UefiHttp | Firmware::UefiDisk => {
                 let vars = dir.join(format!("OVMF_VARS-{}.fd", cfg.mac.replace(':', "")));
                 std::fs::copy(OVMF_VARS, &vars)
                     .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
@@ -119,10 +121,15 @@ impl Vm {
                 nic.push_str(",romfile=");
             }
         }
-        cmd.arg("-netdev")
-            .arg(format!("tap,id=n0,ifname={TAP},script=no,downscript=no"))
-            .arg("-device")
-            .arg(nic);
+        let first_disk = if cfg.firmware == Firmware::UefiDisk {
+            1
+        } else {
+            cmd.arg("-netdev")
+                .arg(format!("tap,id=n0,ifname={TAP},script=no,downscript=no"))
+                .arg("-device")
+                .arg(nic);
+            2
+        };
         for (i, d) in cfg.disks.iter().enumerate() {
             cmd.arg("-drive")
                 .arg(format!(
@@ -133,7 +140,7 @@ impl Vm {
                 .arg(format!(
                     "virtio-blk-pci,drive=d{i},serial={},bootindex={}",
                     d.serial,
-                    i + 2
+                    i + first_disk
                 ));
         }
         let stderr_path = dir.join(format!("qemu-{}.stderr", cfg.mac.replace(':', "")));
