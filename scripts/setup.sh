@@ -11,6 +11,8 @@ export DEBIAN_FRONTEND=noninteractive
 #   nginx-light wrk python3-venv    - benchmark peers and load
 #   busybox-static cpio kmod        - building the netboot initramfs
 #   zstd xz-utils bzip2 pigz        - making compressed test images
+#   chromium chromium-driver        - operator UI tests in a real browser
+#   isc-dhcp-server kea-dhcp4-server - check the DHCP snippets bty-web hands out
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
 PKGS=(
@@ -18,8 +20,10 @@ PKGS=(
   ipxe ovmf seabios dnsmasq-base
   atftp tftp-hpa tftpd-hpa
   nginx-light wrk python3-venv curl
-  busybox-static cpio kmod iproute2 util-linux
+  busybox-static cpio kmod file iproute2 util-linux
   zstd xz-utils bzip2 pigz sqlite3 ca-certificates
+  chromium chromium-driver
+  isc-dhcp-server kea-dhcp4-server bc python3
 )
 
 need=0
@@ -28,7 +32,21 @@ for p in "${PKGS[@]}"; do
 done
 if [ "$need" = 1 ]; then
   apt-get update
+  # Packages such as tftpd-hpa, isc-dhcp-server and nginx would start their
+  # daemons on install and hold ports the tests use; keep them stopped.
+  rc=/usr/sbin/policy-rc.d
+  made_rc=0
+  if [ ! -e "$rc" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$rc"
+    chmod +x "$rc"
+    made_rc=1
+    trap 'rm -f "$rc"' EXIT
+  fi
   apt-get install -y --allow-downgrades --no-install-recommends "${PKGS[@]}"
+  if [ "$made_rc" = 1 ]; then
+    rm -f "$rc"
+    trap - EXIT
+  fi
 fi
 
 # Container engines for bty-lab's deploy tests (installs and starts dockerd
