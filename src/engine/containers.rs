@@ -256,6 +256,36 @@ pub async fn snapshot(engine: &Engine, name: &str) -> Result<Option<Snapshot>> {
     }
 }
 
+/// Force-remove a container (and its anonymous volumes).
+///
+/// Podman 4.3 refuses to remove a container that has just exited and is
+/// still being cleaned up ("could not be stopped ... container state
+/// improper"); the same call succeeds a moment later, so retry that case a
+/// few times instead of failing a rollback or a purge on it.
+async fn force_remove(engine: &Engine, name: &str) -> Result<(), bollard::errors::Error> {
+    let mut attempt = 0;
+    loop {
+        let r = engine
+            .api
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        match r {
+            Err(e) if attempt < 10 && engine_msg(&e).contains("state improper") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Remove a container by name if it is ours; refuse if it is someone else's.
 pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result<bool> {
     match snapshot(engine, name).await? {
@@ -270,16 +300,7 @@ pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result
                     label.map(String::as_str).unwrap_or("none")
                 );
             }
-            engine
-                .api
-                .remove_container(
-                    name,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        ..Default::default()
-                    }),
-                )
+            force_remove(engine, name)
                 .await
                 .map_err(|e| anyhow!("removing container {name}: {}", engine_msg(&e)))?;
             Ok(true)
@@ -501,18 +522,7 @@ pub async fn remove_stack(engine: &Engine, s: &Settings) -> Result<Removal> {
             .trim_start_matches('/')
             .to_string();
         let id = c.id.unwrap_or_default();
-        match engine
-            .api
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
+        match force_remove(engine, &id).await {
             Ok(()) => r.removed.push(format!("container {name}")),
             Err(e) if is_not_found(&e) => {}
             Err(e) => r
