@@ -112,7 +112,9 @@ pub async fn serve_many(
 }
 
 /// Bind a UDP socket for [`serve`]. An IPv6 address gets `IPV6_V6ONLY`, so
-/// `[::]:69` and `0.0.0.0:69` can be bound side by side.
+/// `[::]:69` and `0.0.0.0:69` can be bound side by side. Packet info is
+/// switched on before binding, so even a request that arrives before
+/// serving starts is answered from the address it was sent to.
 pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -120,6 +122,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    server::enable_pktinfo(&socket, addr.is_ipv6());
     socket.bind(&addr.into())?;
     tokio::net::UdpSocket::from_std(socket.into())
 }

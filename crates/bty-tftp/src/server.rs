@@ -78,10 +78,10 @@ pub async fn serve_sockets(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = tokio::task::JoinSet::new();
     for socket in sockets {
-        enable_pktinfo(&socket);
         let addr = socket
             .local_addr()
             .context("reading the TFTP socket address")?;
+        enable_pktinfo(&socket, addr.is_ipv6());
         tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
         listeners.spawn(listen(shared.clone(), socket, stop_rx.clone()));
     }
@@ -110,15 +110,17 @@ pub async fn serve_sockets(
 
 /// Ask the kernel for the destination address of each datagram. Failing
 /// is not fatal: replies then leave from the socket's own address.
-fn enable_pktinfo(socket: &UdpSocket) {
-    let res = match socket.local_addr() {
-        Ok(SocketAddr::V4(_)) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
-        Ok(SocketAddr::V6(_)) => {
-            // A dual-stack socket also gets IPv4 datagrams; ask for both.
-            let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
-            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
-        }
-        Err(_) => return,
+///
+/// The kernel records the destination only for datagrams queued *after*
+/// this is set, so [`crate::bind`] calls it before binding; serving calls
+/// it again for sockets made elsewhere.
+pub(crate) fn enable_pktinfo(socket: &impl std::os::fd::AsFd, v6: bool) {
+    let res = if v6 {
+        // A dual-stack socket also gets IPv4 datagrams; ask for both.
+        let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+    } else {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
     };
     if let Err(e) = res {
         tracing::warn!(error = %e, "cannot enable IP_PKTINFO; replies on a multi-homed host may leave from the wrong address");

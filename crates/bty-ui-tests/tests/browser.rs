@@ -228,16 +228,19 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
     })
     .await?;
     assert!(lf.contains("debian-12 on disk BTYTEST"), "{lf}");
-    // Localised by the browser: the <time> no longer says UTC.
-    let utc = js(
-        b,
-        "return document.querySelector('#last-flashed time').textContent;",
-    )
+    // Localised by the browser: the <time> no longer says UTC. htmx runs
+    // the localising hook when the swapped content settles, a moment after
+    // the text itself changed, so wait for it rather than read at once.
+    until(5, "the last-flashed time to be localised", || async {
+        let t = js(
+            b,
+            "return document.querySelector('#last-flashed time').textContent;",
+        )
+        .await?;
+        let t = t.as_str().unwrap_or("").to_string();
+        Ok((!t.is_empty() && !t.ends_with("UTC")).then_some(t))
+    })
     .await?;
-    assert!(
-        !utc.as_str().unwrap_or("").ends_with("UTC"),
-        "time not localised: {utc}"
-    );
     assert_eq!(text(b, "#disk-sha").await?, SHA);
     let seen = text(b, "#last-seen").await?;
     assert!(seen.contains("127.0.0.1"), "last seen is live too: {seen}");
