@@ -76,6 +76,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cycles_mac_idx ON cycles(mac, arm_gen, id);
     CREATE INDEX events_kind_idx ON events(kind, id);",
+    // 3: event acknowledgements become a column of the event. Releases up
+    // to 2 kept them in a side table `ui_event_acks` that the UI created on
+    // first use, so it may or may not exist: create it empty when missing,
+    // carry every ack (with its time) over, then drop it.
+    "ALTER TABLE events ADD COLUMN acked_at TEXT;
+    CREATE TABLE IF NOT EXISTS ui_event_acks (event_id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+    UPDATE events SET acked_at = (SELECT a.at FROM ui_event_acks a WHERE a.event_id = events.id)
+        WHERE id IN (SELECT event_id FROM ui_event_acks);
+    DROP TABLE ui_event_acks;",
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,6 @@
 //! The UI's read queries (one SQL statement per view, so a 500-machine
 //! list costs one round trip to the database thread) and the event
-//! acknowledgements.
+//! acknowledgements (the `acked_at` column of `events`, migration 3).
 
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
@@ -427,15 +427,6 @@ pub fn active_flashes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<Act
     rows.collect()
 }
 
-/// Create the acknowledgement table when missing. It lives beside the
-/// registry's own schema (which has no such column) and needs no
-/// migration of existing tables: a missing row means "not acknowledged".
-pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS ui_event_acks (event_id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
-    )
-}
-
 /// An event with its acknowledgement.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
@@ -479,17 +470,16 @@ pub struct EventQuery {
 
 /// A page of events, newest first.
 pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventView>> {
-    ensure_schema(conn)?;
     let text = q.q.trim();
     let pat = (!text.is_empty()).then(|| like(text));
     let only = match q.only.as_str() {
         "failed" => "e.kind LIKE '%failed'",
-        "unacked" => "a.event_id IS NULL",
+        "unacked" => "e.acked_at IS NULL",
         _ => "1",
     };
     let mut st = conn.prepare_cached(&format!(
-        "SELECT e.id, e.ts, e.kind, e.mac, e.summary, e.details, a.event_id IS NOT NULL \
-         FROM events e LEFT JOIN ui_event_acks a ON a.event_id = e.id \
+        "SELECT e.id, e.ts, e.kind, e.mac, e.summary, e.details, e.acked_at IS NOT NULL \
+         FROM events e \
          WHERE {only} AND (?1 IS NULL OR e.mac = ?1) AND (?2 IS NULL OR e.id < ?2) \
          AND (?3 IS NULL OR e.kind LIKE ?3 ESCAPE '\\' OR e.mac LIKE ?3 ESCAPE '\\' \
               OR e.summary LIKE ?3 ESCAPE '\\') \
@@ -516,19 +506,20 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventVi
 }
 
 /// Acknowledge (or un-acknowledge) events; returns how many changed.
+/// Acknowledging keeps the time of the first acknowledgement.
 pub fn ack(conn: &Connection, ids: &[i64], on: bool, now: &str) -> rusqlite::Result<usize> {
-    ensure_schema(conn)?;
     let mut n = 0;
     for id in ids {
         n += if on {
             conn.prepare_cached(
-                "INSERT OR IGNORE INTO ui_event_acks (event_id, at) \
-                 SELECT id, ?2 FROM events WHERE id = ?1",
+                "UPDATE events SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
             )?
             .execute(params![id, now])?
         } else {
-            conn.prepare_cached("DELETE FROM ui_event_acks WHERE event_id = ?1")?
-                .execute([id])?
+            conn.prepare_cached(
+                "UPDATE events SET acked_at = NULL WHERE id = ?1 AND acked_at IS NOT NULL",
+            )?
+            .execute([id])?
         };
     }
     Ok(n)
@@ -536,10 +527,9 @@ pub fn ack(conn: &Connection, ids: &[i64], on: bool, now: &str) -> rusqlite::Res
 
 /// Unacknowledged problem events (dashboard health).
 pub fn unacked_problems(conn: &Connection) -> rusqlite::Result<u64> {
-    ensure_schema(conn)?;
     conn.query_row(
-        "SELECT count(*) FROM (SELECT id FROM events WHERE kind LIKE '%failed' ORDER BY id DESC LIMIT 1000) e \
-         WHERE NOT EXISTS (SELECT 1 FROM ui_event_acks a WHERE a.event_id = e.id)",
+        "SELECT count(*) FROM (SELECT acked_at FROM events WHERE kind LIKE '%failed' \
+         ORDER BY id DESC LIMIT 1000) WHERE acked_at IS NULL",
         [],
         |r| r.get(0),
     )

@@ -9,8 +9,8 @@
 //! (CSS, htmx and its SSE extension, a small script) are compiled into the
 //! binary; nothing is loaded from a CDN.
 //!
-//! This module owns no storage of its own except the acknowledgement of
-//! events ([`data::ensure_schema`]); it reads the registry through its own
+//! This module owns no storage of its own (event acknowledgements are the
+//! `acked_at` column of the registry's `events`); it reads the registry through its own
 //! queries and changes machines through [`crate::cycle`], the same path as
 //! the REST API, so both validate alike.
 
