@@ -64,45 +64,20 @@ pub fn router(st: AppState) -> Router<AppState> {
     guarded.merge(open)
 }
 
-/// `GET /ui/static/{name}`: the compiled-in assets.
+/// `GET /ui/static/{name}`: the compiled-in assets, shared with withcache
+/// through `bty-ui-kit`.
 async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
-    let (body, ctype): (&'static [u8], &str) = match name.as_str() {
-        "app.css" => (
-            include_bytes!("../../ui/static/app.css"),
-            "text/css; charset=utf-8",
-        ),
-        "app.js" => (
-            include_bytes!("../../ui/static/app.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "htmx.min.js" => (
-            include_bytes!("../../ui/static/htmx.min.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "htmx-ext-sse.js" => (
-            include_bytes!("../../ui/static/htmx-ext-sse.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "htmx.LICENSE" => (
-            include_bytes!("../../ui/static/htmx.LICENSE"),
-            "text/plain; charset=utf-8",
-        ),
-        "htmx-ext-sse.LICENSE" => (
-            include_bytes!("../../ui/static/htmx-ext-sse.LICENSE"),
-            "text/plain; charset=utf-8",
-        ),
-        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
-    };
-    (
-        [
-            (header::CONTENT_TYPE, ctype),
-            // The URL does not change with the content, so only a short
-            // cache: an upgrade shows its assets within minutes.
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        body,
-    )
-        .into_response()
+    match bty_ui_kit::asset(&name) {
+        Some(a) => (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, bty_ui_kit::ASSET_CACHE_CONTROL),
+            ],
+            a.body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
 }
 
 /// Whether a request was made by htmx (it sends `HX-Request: true`).

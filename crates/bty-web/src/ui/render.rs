@@ -9,8 +9,11 @@ use serde::Serialize;
 
 use crate::state::AppState;
 
+pub use bty_ui_kit::{human_bytes, human_duration, url_encode, utc_text};
+
 /// Every template, compiled in. `.html` names turn on HTML auto-escaping.
 const TEMPLATES: &[(&str, &str)] = &[
+    (bty_ui_kit::SHELL_NAME, bty_ui_kit::SHELL),
     ("base.html", include_str!("../../ui/templates/base.html")),
     ("login.html", include_str!("../../ui/templates/login.html")),
     ("error.html", include_str!("../../ui/templates/error.html")),
@@ -118,23 +121,51 @@ pub struct Layout {
     pub default_password: bool,
     /// bty-web's version.
     pub version: &'static str,
+    /// Brand and `<title>` suffix (the shared shell's `product`).
+    pub product: &'static str,
+    /// The brand's link.
+    pub home: &'static str,
+    /// The navigation entries: `/ui/{id}` and their labels.
+    pub nav_items: &'static [(&'static str, &'static str)],
+    /// The footer's name.
+    pub product_long: &'static str,
 }
+
+/// bty-web's navigation.
+const NAV: &[(&str, &str)] = &[
+    ("dashboard", "Dashboard"),
+    ("machines", "Machines"),
+    ("images", "Images"),
+    ("events", "Events"),
+    ("settings", "Settings"),
+];
 
 impl Layout {
     /// The shell for a page of `st`.
     pub fn new(st: &AppState, title: impl Into<String>, nav: &'static str) -> Layout {
         let c = st.auth.credentials();
+        let mut l = Layout::bare(title, nav);
+        if !c.is_open() {
+            l.user = c.user().to_string();
+        }
+        l.open_mode = c.is_open();
+        l.default_password = !c.is_open() && c.uses_default_password();
+        l
+    }
+
+    /// The shell without a user (error pages).
+    pub fn bare(title: impl Into<String>, nav: &'static str) -> Layout {
         Layout {
             title: title.into(),
             nav,
-            user: if c.is_open() {
-                String::new()
-            } else {
-                c.user().to_string()
-            },
-            open_mode: c.is_open(),
-            default_password: !c.is_open() && c.uses_default_password(),
+            user: String::new(),
+            open_mode: false,
+            default_password: false,
             version: env!("CARGO_PKG_VERSION"),
+            product: "bty",
+            home: "/ui/dashboard",
+            nav_items: NAV,
+            product_long: "bty-web",
         }
     }
 }
@@ -250,14 +281,7 @@ impl IntoResponse for UiError {
             request_id: &'a str,
         }
         let ctx = Ctx {
-            layout: Layout {
-                title: format!("Error {}", self.status.as_u16()),
-                nav: "",
-                user: String::new(),
-                open_mode: false,
-                default_password: false,
-                version: env!("CARGO_PKG_VERSION"),
-            },
+            layout: Layout::bare(format!("Error {}", self.status.as_u16()), ""),
             status: self.status.as_u16(),
             reason: self.status.canonical_reason().unwrap_or(""),
             message: &shown,
@@ -266,67 +290,6 @@ impl IntoResponse for UiError {
         let body = render("error.html", &ctx, None)
             .unwrap_or_else(|_| format!("<h1>{}</h1><p>request id {id}</p>", self.status));
         (self.status, Html(body)).into_response()
-    }
-}
-
-/// `2026-05-17T20:21:09Z` → `2026-05-17 20:21:09 UTC`: what a browser
-/// without JavaScript shows; the script localises it.
-pub fn utc_text(rfc3339: &str) -> String {
-    match time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
-        Ok(t) => {
-            let t = t.to_offset(time::UtcOffset::UTC);
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        }
-        Err(_) => rfc3339.to_string(),
-    }
-}
-
-/// Percent-encode a query value (RFC 3986 unreserved characters pass).
-pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// `95` → `1m 35s`.
-pub fn human_duration(secs: f64) -> String {
-    if !secs.is_finite() || secs < 0.0 {
-        return "–".into();
-    }
-    let s = secs.round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 

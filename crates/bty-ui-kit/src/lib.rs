@@ -1,0 +1,154 @@
+//! The look shared by the operator UIs of bty-web and withcache: one
+//! stylesheet (light and dark, phone layout), the small helper script
+//! (time localisation, confirmations, closing live streams), vendored htmx
+//! with its SSE extension, and the page shell template every page of both
+//! services extends. Assets are compiled in; nothing comes from a CDN.
+//!
+//! The shell (`shell.html`, see [`SHELL`]) expects a `layout` object with
+//! `title`, `product` (brand and `<title>` suffix), `product_long`
+//! (footer, optional), `home` (brand link), `nav` (current entry id, empty
+//! or `login` hides the navigation), `nav_items` (a list of `[id, label]`
+//! pairs linking to `/ui/{id}`), `user` (shows the logout button) and
+//! `version`. Pages fill the `main` block; a service's own base template
+//! may fill `banners`.
+
+/// Name to register [`SHELL`] under in a minijinja environment.
+pub const SHELL_NAME: &str = "shell.html";
+
+/// The page shell (minijinja source).
+pub const SHELL: &str = include_str!("../templates/shell.html");
+
+/// `Cache-Control` for assets. Their URLs do not change with the content,
+/// so only a short cache: an upgrade shows its assets within minutes.
+pub const ASSET_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// A compiled-in file served under `/ui/static/{name}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// The bytes.
+    pub body: &'static [u8],
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The asset called `name`, if there is one.
+pub fn asset(name: &str) -> Option<Asset> {
+    let (body, content_type): (&'static [u8], &'static str) = match name {
+        "app.css" => (
+            include_bytes!("../static/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        "app.js" => (include_bytes!("../static/app.js"), JS),
+        "htmx.min.js" => (include_bytes!("../static/htmx.min.js"), JS),
+        "htmx-ext-sse.js" => (include_bytes!("../static/htmx-ext-sse.js"), JS),
+        "htmx.LICENSE" => (include_bytes!("../static/htmx.LICENSE"), TEXT),
+        "htmx-ext-sse.LICENSE" => (include_bytes!("../static/htmx-ext-sse.LICENSE"), TEXT),
+        _ => return None,
+    };
+    Some(Asset { body, content_type })
+}
+
+/// `2026-05-17T20:21:09Z` → `2026-05-17 20:21:09 UTC`: what a browser
+/// without JavaScript shows inside `<time datetime>`; the script then
+/// localises it. Text that is not RFC 3339 comes back unchanged.
+pub fn utc_text(rfc3339: &str) -> String {
+    match time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// Percent-encode a query value (RFC 3986 unreserved characters pass).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `95` → `1m 35s`; negative or infinite → `–`.
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "–".into();
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_is_there() {
+        for n in [
+            "app.css",
+            "app.js",
+            "htmx.min.js",
+            "htmx-ext-sse.js",
+            "htmx.LICENSE",
+            "htmx-ext-sse.LICENSE",
+        ] {
+            let a = asset(n).unwrap_or_else(|| panic!("{n}"));
+            assert!(!a.body.is_empty(), "{n}");
+        }
+        assert!(asset("../Cargo.toml").is_none());
+        assert!(asset("").is_none());
+    }
+
+    #[test]
+    fn stylesheet_has_dark_and_phone_layouts() {
+        let css = std::str::from_utf8(asset("app.css").unwrap().body).unwrap();
+        assert!(css.contains("prefers-color-scheme: dark"));
+        assert!(css.contains("max-width: 640px"));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_duration(95.0), "1m 35s");
+        assert_eq!(human_duration(-1.0), "–");
+        assert_eq!(utc_text("2026-05-17T20:21:09Z"), "2026-05-17 20:21:09 UTC");
+        assert_eq!(utc_text("not a time"), "not a time");
+        assert_eq!(url_encode("a b/c"), "a%20b%2Fc");
+    }
+}
