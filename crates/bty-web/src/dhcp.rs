@@ -12,6 +12,13 @@
 //! (`--second-stage`) break that loop on their own too, for DHCP servers
 //! that cannot match on the user class.
 //!
+//! UEFI clients get `snponly.efi`, not `ipxe.efi`: the local boot of a
+//! flashed UEFI machine is iPXE's `exit 1` back to the firmware, and
+//! Debian 12's `ipxe.efi` (its own NIC drivers) never returns to the
+//! firmware, while `snponly.efi` (the firmware's SNP driver) does. NICs
+//! whose firmware offers no SNP need `ipxe.efi`, at the cost of that local
+//! boot (docs/dhcp.md).
+//!
 //! The same snippets are committed under `examples/dhcp/` for the
 //! placeholder host 192.0.2.10; a test keeps them equal to this output.
 //! Only `serde` and `std` are used so the module stays self-contained.
@@ -60,6 +67,9 @@ pub struct ArchRule {
     pub option_66: Option<String>,
     /// Option 67 boot file name (a URL for HTTP Boot).
     pub option_67: String,
+    /// What to hand out instead when `option_67` does not work on a NIC,
+    /// and the cost (None: no alternative).
+    pub fallback: Option<String>,
 }
 
 /// The iPXE user-class rule.
@@ -92,6 +102,13 @@ const ARCH_EFI_X64_BC: u16 = 7;
 const ARCH_EFI_X64: u16 = 9;
 const ARCH_EFI_X64_HTTP: u16 = 16;
 
+/// iPXE for UEFI x86-64 clients: the build that drives the NIC through the
+/// firmware's SNP and can `exit` back to the firmware for the local boot.
+const UEFI_BOOTFILE: &str = "snponly.efi";
+
+/// Said wherever `snponly.efi` is handed out.
+const EFI_FALLBACK: &str = "ipxe.efi (iPXE's own NIC drivers) for NICs whose firmware offers no SNP driver; Debian 12's ipxe.efi does not return to the firmware on `exit`, so such machines cannot boot their disk through bty's local boot";
+
 /// Guidance for bty-web at `host` (name or address; a `:port` suffix is
 /// ignored) on `http_port`. An unusable host yields placeholder snippets
 /// and a warning instead of an error, so the settings page always renders.
@@ -120,6 +137,7 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
             transport: "tftp",
             option_66: Some(host.clone()),
             option_67: "undionly.kpxe".into(),
+            fallback: None,
         },
         ArchRule {
             firmware: "UEFI x86-64 (PXE over TFTP)",
@@ -127,7 +145,8 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
             option_60: "PXEClient",
             transport: "tftp",
             option_66: Some(host.clone()),
-            option_67: "ipxe.efi".into(),
+            option_67: UEFI_BOOTFILE.into(),
+            fallback: Some(EFI_FALLBACK.into()),
         },
         ArchRule {
             firmware: "UEFI x86-64 HTTP Boot",
@@ -136,6 +155,7 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
             transport: "http",
             option_66: None,
             option_67: v.http_boot.clone(),
+            fallback: Some(EFI_FALLBACK.into()),
         },
     ];
     let snippets = vec![
@@ -232,7 +252,7 @@ impl Values {
         Values {
             host: host.to_string(),
             script: format!("{base}/pxe-bootstrap.ipxe"),
-            http_boot: format!("{base}/boot/ipxe.efi"),
+            http_boot: format!("{base}/boot/{UEFI_BOOTFILE}"),
             net: Ipv4Addr::new(a, b, c, 0),
             pool: (Ipv4Addr::new(a, b, c, lo), Ipv4Addr::new(a, b, c, hi)),
         }
@@ -266,8 +286,10 @@ dhcp-option=66,{host}
 # iPXE (any architecture): chain to bty-web.
 dhcp-boot=tag:ipxe,{script}
 # Firmware PXE: load iPXE from bty-tftp (file, server name, next-server).
+# UEFI gets snponly.efi, which can exit back to the firmware to boot the
+# disk; use ipxe.efi only for NICs without a UEFI SNP driver.
 dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,{host}
-dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,{host}
+dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_BOOTFILE},,{host}
 # UEFI HTTP Boot: the reply must carry option 60 \"HTTPClient\".
 dhcp-option-force=tag:efi64http,60,HTTPClient
 dhcp-boot=tag:!ipxe,tag:efi64http,{http_boot}
@@ -294,9 +316,11 @@ dhcp-userclass=set:ipxe,iPXE
 pxe-service=tag:ipxe,x86PC,\"bty\",{script}
 pxe-service=tag:ipxe,X86-64_EFI,\"bty\",{script}
 # Firmware PXE: load iPXE from bty-tftp. Names with a suffix are sent as is.
+# UEFI gets snponly.efi, which can exit back to the firmware to boot the
+# disk; use ipxe.efi only for NICs without a UEFI SNP driver.
 pxe-service=tag:!ipxe,x86PC,\"bty (BIOS)\",undionly.kpxe,{host}
-pxe-service=tag:!ipxe,X86-64_EFI,\"bty (UEFI)\",ipxe.efi,{host}
-pxe-service=tag:!ipxe,BC_EFI,\"bty (UEFI)\",ipxe.efi,{host}
+pxe-service=tag:!ipxe,X86-64_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
+pxe-service=tag:!ipxe,BC_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
 # Boot at once, without a menu prompt.
 pxe-prompt=\"bty\",0
 "
@@ -336,7 +360,9 @@ subnet {net} netmask 255.255.255.0 {{
     option vendor-class-identifier \"HTTPClient\";
     filename \"{http_boot}\";
   }} elsif option client-arch = {bc} or option client-arch = {efi} {{
-    filename \"ipxe.efi\";
+    # snponly.efi can exit back to the firmware to boot the disk; use
+    # ipxe.efi only for NICs without a UEFI SNP driver.
+    filename \"{UEFI_BOOTFILE}\";
   }} elsif option client-arch = {bios} {{
     filename \"undionly.kpxe\";
   }}
@@ -380,7 +406,7 @@ fn kea(v: &Values) -> String {
         "name": "bty-efi64",
         "test": "not member('bty-ipxe') and (option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x})",
         "next-server": "{host}",
-        "boot-file-name": "ipxe.efi"
+        "boot-file-name": "{UEFI_BOOTFILE}"
       }},
       {{
         "name": "bty-bios",
@@ -417,9 +443,11 @@ bty-web: {script}  bty-tftp: {host} (udp/69)
 Fields (names differ per UI):
   Next server / TFTP server / boot server (siaddr, option 66): {host}
   Boot file, BIOS (option 93 = 0):                          undionly.kpxe
-  Boot file, UEFI x86-64 (option 93 = 7 or 9):              ipxe.efi
+  Boot file, UEFI x86-64 (option 93 = 7 or 9):              {UEFI_BOOTFILE}
   Boot file, UEFI HTTP Boot (option 93 = 16):               {http_boot}
     and option 60 (vendor class) in the reply:              HTTPClient
+  (UEFI: ipxe.efi instead of snponly.efi only for NICs without a UEFI SNP
+  driver; such machines then cannot boot their disk through bty.)
   Boot file for iPXE (user class \"iPXE\", option 77):        {script}
 
 OpenWrt: LuCI has one boot file per interface. Put the dnsmasq-full.conf
@@ -427,14 +455,14 @@ lines without dhcp-range into /etc/dnsmasq.conf (OpenWrt's dnsmasq reads
 it) to get the per-architecture and iPXE rules.
 
 UniFi Network: Settings > Networks > (LAN) > DHCP Service Management:
-  Network Boot: server {host}, file undionly.kpxe (or ipxe.efi for UEFI)
+  Network Boot: server {host}, file undionly.kpxe (or {UEFI_BOOTFILE} for UEFI)
   TFTP Server (option 66): {host}
 UniFi cannot match the user class. bty-tftp breaks the loop instead: run it
-with --second-stage undionly.kpxe --second-stage ipxe.efi.
+with --second-stage undionly.kpxe --second-stage {UEFI_BOOTFILE}.
 
 pfSense/OPNsense: Services > DHCP Server > Network Booting:
   Next server {host}; default BIOS file name undionly.kpxe;
-  UEFI 64-bit file name ipxe.efi; iPXE boot file name {script}.
+  UEFI 64-bit file name {UEFI_BOOTFILE}; iPXE boot file name {script}.
 "
     )
 }
@@ -488,10 +516,28 @@ mod tests {
         };
         assert_eq!(by_arch(0).option_67, "undionly.kpxe");
         assert_eq!(by_arch(0).option_60, "PXEClient");
-        assert_eq!(by_arch(7).option_67, "ipxe.efi");
-        assert_eq!(by_arch(9).option_67, "ipxe.efi");
+        assert_eq!(by_arch(7).option_67, "snponly.efi");
+        assert_eq!(by_arch(9).option_67, "snponly.efi");
+        assert!(by_arch(7).fallback.as_deref().unwrap().starts_with("ipxe.efi"));
+        assert!(by_arch(0).fallback.is_none());
         assert_eq!(by_arch(16).option_60, "HTTPClient");
-        assert_eq!(by_arch(16).option_67, "http://10.1.2.3:8080/boot/ipxe.efi");
+        assert_eq!(
+            by_arch(16).option_67,
+            "http://10.1.2.3:8080/boot/snponly.efi"
+        );
+        // No snippet hands out ipxe.efi as a boot file (comments name it
+        // as the fallback only).
+        for s in &g.snippets {
+            for line in s.text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                let fallback_note = line.contains("instead of snponly.efi")
+                    || line.contains("cannot boot their disk");
+                assert!(
+                    !line.contains("ipxe.efi") || fallback_note,
+                    "{}: {line}",
+                    s.id
+                );
+            }
+        }
         assert_eq!(g.ipxe_rule.user_class, "iPXE");
         // Every snippet carries the iPXE rule and the host.
         for s in &g.snippets {

@@ -269,7 +269,7 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
     let script = s.pxe(MAC).await;
     assert!(script.contains("netboot env for inventory"), "{script}");
     assert!(script.contains(&format!(
-        "kernel http://{}/boot/bty-netboot-x86_64.vmlinuz?mac={MAC} bty.server=http://{} bty.mac={MAC} console=tty0 console=ttyS0,115200",
+        "kernel http://{}/boot/bty-netboot-x86_64.vmlinuz?mac={MAC} initrd=bty-netboot-x86_64.initrd bty.server=http://{} bty.mac={MAC} console=tty0 console=ttyS0,115200",
         s.addr, s.addr
     )));
     let m = s.machine(MAC).await;
@@ -317,7 +317,7 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
     let script = s.pxe(MAC).await;
     assert!(
         script
-            .contains("iseq ${platform} efi && exit || sanboot --no-describe --drive 0x81 || exit"),
+            .contains("iseq ${platform} efi && exit 1 || sanboot --no-describe --drive 0x81 || exit"),
         "{script}"
     );
     let plan = s.plan(MAC).await;

@@ -88,7 +88,7 @@ fn exact_contract_lines() {
     );
     let local = t.local(M, "ipxe-exit", "0x80", "x");
     assert!(local.ends_with(
-        "\niseq ${platform} efi && exit || sanboot --no-describe --drive 0x80 || exit\n"
+        "\niseq ${platform} efi && exit 1 || sanboot --no-describe --drive 0x80 || exit\n"
     ));
     let c = ScriptCycle {
         id: 1,
@@ -106,7 +106,7 @@ fn exact_contract_lines() {
         Some(&c),
     );
     assert!(flash.contains(&format!(
-        "\nkernel http://{HOST}/boot/k?mac={M} bty.server=http://{HOST} bty.mac={M} console=ttyS0\ninitrd http://{HOST}/boot/i?mac={M}\nboot\n"
+        "\nkernel http://{HOST}/boot/k?mac={M} initrd=i bty.server=http://{HOST} bty.mac={M} console=ttyS0\ninitrd http://{HOST}/boot/i?mac={M}\nboot\n"
     )), "{flash}");
 }
 
