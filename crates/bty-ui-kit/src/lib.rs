@@ -10,13 +10,38 @@
 //! or `login` hides the navigation), `nav_items` (a list of `[id, label]`
 //! pairs linking to `/ui/{id}`), `user` (shows the logout button) and
 //! `version`. Pages fill the `main` block; a service's own base template
-//! may fill `banners`.
+//! may fill `banners`. [`install`] adds the shell, the shared macros
+//! (`macros.html`: `ts`, `err`, `described`) and the filters they use.
 
 /// Name to register [`SHELL`] under in a minijinja environment.
 pub const SHELL_NAME: &str = "shell.html";
 
 /// The page shell (minijinja source).
 pub const SHELL: &str = include_str!("../templates/shell.html");
+
+/// Shared macros: `ts(t)` (a `<time>` the script localises), `err(errors,
+/// name)` and `described(errors, name)` (a field's message and its ARIA
+/// link).
+pub const MACROS: &str = include_str!("../templates/macros.html");
+
+/// Add the shell, the macros and the filters `utc` (RFC 3339 → UTC text),
+/// `bytes` (human size, `–` for none) and `urlencode` (a query value) to
+/// `env`.
+pub fn install(env: &mut minijinja::Environment<'static>) {
+    env.add_filter("utc", |s: Option<String>| {
+        s.map(|s| utc_text(&s)).unwrap_or_default()
+    });
+    env.add_filter("bytes", |n: Option<u64>| {
+        n.map(human_bytes).unwrap_or_else(|| "–".into())
+    });
+    env.add_filter("urlencode", |s: Option<String>| {
+        url_encode(&s.unwrap_or_default())
+    });
+    env.add_template(SHELL_NAME, SHELL)
+        .expect("the shared page shell parses");
+    env.add_template("macros.html", MACROS)
+        .expect("the shared macros parse");
+}
 
 /// `Cache-Control` for assets. Their URLs do not change with the content,
 /// so only a short cache: an upgrade shows its assets within minutes.
@@ -139,6 +164,43 @@ mod tests {
         let css = std::str::from_utf8(asset("app.css").unwrap().body).unwrap();
         assert!(css.contains("prefers-color-scheme: dark"));
         assert!(css.contains("max-width: 640px"));
+    }
+
+    #[test]
+    fn shell_renders_nav_and_escapes() {
+        let mut env = minijinja::Environment::new();
+        install(&mut env);
+        env.add_template(
+            "page.html",
+            "{% extends \"shell.html\" %}{% block main %}{% from \"macros.html\" import ts %}{{ ts(t) }}{% endblock %}",
+        )
+        .unwrap();
+        let html = env
+            .get_template("page.html")
+            .unwrap()
+            .render(minijinja::context! {
+                layout => minijinja::context! {
+                    title => "<x>", product => "withcache", home => "/ui/catalog",
+                    nav => "catalog", nav_items => vec![("catalog", "Catalog"), ("misses", "Misses")],
+                    user => "bty-lab", version => "0.1.0",
+                },
+                t => "2026-05-17T20:21:09Z",
+            })
+            .unwrap();
+        assert!(
+            html.contains("<title>&lt;x&gt; · withcache</title>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<a href=\"/ui/catalog\" aria-current=\"page\">Catalog</a>"),
+            "{html}"
+        );
+        assert!(html.contains("<a href=\"/ui/misses\">Misses</a>"), "{html}");
+        assert!(html.contains("id=\"logout\""), "{html}");
+        assert!(
+            html.contains("<time datetime=\"2026-05-17T20:21:09Z\">2026-05-17 20:21:09 UTC</time>"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -9,18 +9,14 @@ use serde::Serialize;
 
 use crate::state::AppState;
 
-pub use bty_ui_kit::{human_bytes, human_duration, url_encode, utc_text};
+pub use bty_ui_kit::{human_bytes, human_duration};
 
 /// Every template, compiled in. `.html` names turn on HTML auto-escaping.
+/// The shell (`shell.html`) and `macros.html` come from `bty-ui-kit`.
 const TEMPLATES: &[(&str, &str)] = &[
-    (bty_ui_kit::SHELL_NAME, bty_ui_kit::SHELL),
     ("base.html", include_str!("../../ui/templates/base.html")),
     ("login.html", include_str!("../../ui/templates/login.html")),
     ("error.html", include_str!("../../ui/templates/error.html")),
-    (
-        "macros.html",
-        include_str!("../../ui/templates/macros.html"),
-    ),
     (
         "dashboard.html",
         include_str!("../../ui/templates/dashboard.html"),
@@ -84,15 +80,7 @@ fn env() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        env.add_filter("utc", |s: Option<String>| {
-            s.map(|s| utc_text(&s)).unwrap_or_default()
-        });
-        env.add_filter("bytes", |n: Option<u64>| {
-            n.map(human_bytes).unwrap_or_else(|| "–".into())
-        });
-        env.add_filter("urlencode", |s: Option<String>| {
-            url_encode(&s.unwrap_or_default())
-        });
+        bty_ui_kit::install(&mut env);
         env.add_filter("hexmac", |s: String| s.replace([':', '-'], ""));
         env.add_filter("short", |s: Option<String>, n: usize| {
             s.map(|s| s.chars().take(n).collect::<String>())
@@ -296,6 +284,7 @@ impl IntoResponse for UiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bty_ui_kit::utc_text;
 
     #[test]
     fn every_template_compiles() {
