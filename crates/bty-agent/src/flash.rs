@@ -136,6 +136,10 @@ fn write_and_verify(
             "zeroed the image range with BLKZEROOUT: {}",
             sink.mode()
         ));
+    } else if let Some(why) = sink.zeroout_refused() {
+        job.console.line(format!(
+            "the device refused BLKZEROOUT ({why}): writing zero blocks instead"
+        ));
     }
     rep.phase(Phase::Writing, hint.exact);
     let (download, stream_digest) = stream(job, image, layout, sink, rep)?;
@@ -251,6 +255,10 @@ fn size_of(http: &ureq::Agent, image: &PlanImage) -> Result<(SizeHint, Option<qc
 
 /// Step 5: a fetch thread (HTTP, download hash, decoding) fills 4 MiB
 /// aligned buffers; this thread hashes the decoded stream and writes.
+/// For a raw image the download is the decoded stream, so only this
+/// thread hashes it: the fetch thread then only receives, and the two
+/// cores of a small machine split receiving and hashing instead of one
+/// doing both while the other waits on writes.
 /// Returns ((download length, download sha256), decoded stream sha256).
 fn stream(
     job: &Job,
@@ -269,7 +277,7 @@ fn stream(
     let raw = image.format == ImageFormat::Raw;
     let fetched = rep.progress.fetched.clone();
     std::thread::scope(|s| {
-        let fetcher = s.spawn(move || -> Result<(u64, String)> {
+        let fetcher = s.spawn(move || -> Result<(u64, Option<String>)> {
             let mut src = HttpSource::open(
                 job.http.clone(),
                 &image.url,
@@ -277,6 +285,9 @@ fn stream(
                 job.console.clone(),
                 fetched,
             )?;
+            if raw {
+                src.hashed_by_caller();
+            }
             {
                 let mut decoded: Box<dyn Read + Send + '_> = match layout {
                     Some(l) => {
@@ -320,13 +331,11 @@ fn stream(
             }
             Ok(src.finish())
         });
-        let mut hasher = (!raw).then(Sha256::new);
+        let mut hasher = Sha256::new();
         let mut off = 0u64;
         let mut wrote: Result<()> = Ok(());
         for buf in full_rx.iter() {
-            if let Some(h) = hasher.as_mut() {
-                h.update(buf.data());
-            }
+            hasher.update(buf.data());
             if let Err(e) = sink.put(off, buf.data()) {
                 wrote = Err(e);
                 break;
@@ -341,11 +350,10 @@ fn stream(
             .join()
             .map_err(|_| Error::Stream(io::Error::other("fetch thread panicked")))?;
         wrote?;
-        let download = download?;
-        let decoded = match hasher {
-            Some(h) => hex::encode(h.finalize()),
-            None => download.1.clone(),
-        };
-        Ok((download, decoded))
+        let (len, download_sha) = download?;
+        let decoded = hex::encode(hasher.finalize());
+        // Raw: the source left the hashing to us (same bytes, same order).
+        let download_sha = download_sha.unwrap_or_else(|| decoded.clone());
+        Ok(((len, download_sha), decoded))
     })
 }

@@ -2,7 +2,8 @@
 //! stalls, resumes where it stopped with a Range request, after checking
 //! that the origin still serves the same object (ETag and length). Every
 //! byte fetched goes through a sha256 on the way, so the digest of the
-//! download is known the moment the last byte arrives.
+//! download is known the moment the last byte arrives, unless the caller
+//! hashes the very same bytes itself ([`HttpSource::hashed_by_caller`]).
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +45,7 @@ pub struct HttpSource {
     pos: u64,
     len: Option<u64>,
     etag: Option<String>,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     retry: Retry,
     failures: u32,
     resumes: u32,
@@ -81,7 +82,7 @@ impl HttpSource {
             pos: 0,
             len: None,
             etag: None,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             retry,
             failures: 0,
             resumes: 0,
@@ -117,9 +118,18 @@ impl HttpSource {
         self.resumes
     }
 
-    /// Bytes delivered and their sha256 (lower-case hex).
-    pub fn finish(self) -> (u64, String) {
-        (self.pos, hex::encode(self.hasher.finalize()))
+    /// Do not hash here: the caller feeds every byte this source delivers,
+    /// in order, to its own sha256 (on another thread, so that the hash
+    /// and the receiving share the work of two cores). [`HttpSource::finish`]
+    /// then has no digest to give.
+    pub fn hashed_by_caller(&mut self) {
+        self.hasher = None;
+    }
+
+    /// Bytes delivered and their sha256 (lower-case hex; `None` after
+    /// [`HttpSource::hashed_by_caller`]).
+    pub fn finish(self) -> (u64, Option<String>) {
+        (self.pos, self.hasher.map(|h| hex::encode(h.finalize())))
     }
 
     /// Count a failure; sleep, or give up when out of attempts.
@@ -229,7 +239,9 @@ impl Read for HttpSource {
                     ))?;
                 }
                 Ok(n) => {
-                    self.hasher.update(&buf[..n]);
+                    if let Some(h) = self.hasher.as_mut() {
+                        h.update(&buf[..n]);
+                    }
                     self.pos += n as u64;
                     self.failures = 0;
                     self.fetched.fetch_add(n as u64, Ordering::Relaxed);

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
 
 use sha2::{Digest, Sha256};
 
@@ -38,8 +39,16 @@ fn open(path: &Path) -> Result<(File, ReadMode)> {
     }
 }
 
+/// Buffers in flight between the reading thread and the hashing one.
+const IN_FLIGHT: usize = 4;
+
 /// sha256 of `prefix` followed by bytes `[from, to)` of `path`, read with
-/// O_DIRECT in large aligned reads. `done` counts bytes read for progress.
+/// O_DIRECT in large aligned reads. `done` counts bytes hashed, for
+/// progress.
+///
+/// A second thread reads while this one hashes: a direct read waits on the
+/// device and leaves the core idle, so reading and hashing one after the
+/// other costs their sum, overlapped only the larger of the two.
 pub fn digest(
     path: &Path,
     prefix: &[u8],
@@ -48,28 +57,53 @@ pub fn digest(
     done: &AtomicU64,
 ) -> Result<(String, ReadMode)> {
     let (f, mode) = open(path)?;
+    let direct = mode == ReadMode::Direct;
     let mut h = Sha256::new();
     h.update(prefix);
-    let mut buf = AlignedBuf::new(BLOCK);
-    let mut pos = from;
-    while pos < to {
-        let want = ((to - pos) as usize).min(BLOCK);
-        // Direct reads need whole sectors: read up to the next boundary and
-        // hash only what belongs to the image.
-        let ask = want.div_ceil(ALIGN) * ALIGN;
-        let got = read_at_full(&f, &mut buf.spare()[..ask], pos, mode == ReadMode::Direct)
-            .map_err(Error::io("reading back", path))?;
-        if got < want {
-            return Err(Error::Corrupt(format!(
-                "{} ends at byte {} but the image is {to} bytes",
-                path.display(),
-                pos + got as u64
-            )));
-        }
-        h.update(&buf.spare()[..want]);
-        pos += want as u64;
-        done.fetch_add(want as u64, Ordering::Relaxed);
+    let (full_tx, full_rx) = sync_channel::<Result<AlignedBuf>>(IN_FLIGHT);
+    let (free_tx, free_rx) = channel::<AlignedBuf>();
+    for _ in 0..IN_FLIGHT {
+        free_tx
+            .send(AlignedBuf::new(BLOCK))
+            .expect("receiver alive");
     }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut pos = from;
+            while pos < to {
+                // The hasher hung up: it stopped on an error of ours.
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let want = ((to - pos) as usize).min(BLOCK);
+                // Direct reads need whole sectors: read up to the next
+                // boundary and hash only what belongs to the image.
+                let ask = want.div_ceil(ALIGN) * ALIGN;
+                let r = match read_at_full(&f, &mut buf.spare()[..ask], pos, direct) {
+                    Err(e) => Err(Error::io("reading back", path)(e)),
+                    Ok(got) if got < want => Err(Error::Corrupt(format!(
+                        "{} ends at byte {} but the image is {to} bytes",
+                        path.display(),
+                        pos + got as u64
+                    ))),
+                    Ok(_) => {
+                        buf.len = want;
+                        Ok(buf)
+                    }
+                };
+                let failed = r.is_err();
+                if full_tx.send(r).is_err() || failed {
+                    return;
+                }
+                pos += want as u64;
+            }
+        });
+        for r in full_rx.iter() {
+            let buf = r?;
+            h.update(buf.data());
+            done.fetch_add(buf.len as u64, Ordering::Relaxed);
+            let _ = free_tx.send(buf);
+        }
+        Ok::<(), Error>(())
+    })?;
     Ok((hex::encode(h.finalize()), mode))
 }
 

@@ -108,6 +108,9 @@ pub struct Sink {
     zero_run: Option<(u64, u64)>,
     /// End of the range [`Sink::prezero`] zeroed.
     prezeroed_upto: u64,
+    /// Why the device refused BLKZEROOUT although it claims write-zeroes
+    /// (zero runs are then written like data).
+    zeroout_refused: Option<String>,
     /// Bytes written to the target.
     pub written: u64,
     /// Bytes of zeroes not written (holes or BLKZEROOUT).
@@ -210,6 +213,7 @@ impl Sink {
             end: 0,
             zero_run: None,
             prezeroed_upto: 0,
+            zeroout_refused: None,
             written: 0,
             skipped: 0,
         }
@@ -221,6 +225,9 @@ impl Sink {
             Kind::FreshFile => "zero blocks left as holes",
             Kind::Prezeroed => "image range zeroed up front with BLKZEROOUT, zero blocks skipped",
             Kind::Block { zeroout: true } => "zero blocks via BLKZEROOUT",
+            Kind::Block { zeroout: false } if self.zeroout_refused.is_some() => {
+                "zero blocks written (the device refused BLKZEROOUT)"
+            }
             Kind::Block { zeroout: false } => "zero blocks written (no write-zeroes offload)",
         };
         match &self.fallback {
@@ -263,9 +270,9 @@ impl Sink {
         if upto <= HOLD_BACK {
             return Ok(false);
         }
-        self.zero_run = Some((HOLD_BACK, upto - HOLD_BACK));
-        self.flush_zero_run()?;
-        self.skipped = 0;
+        if !self.zeroout(HOLD_BACK, upto - HOLD_BACK)? {
+            return Ok(false); // zero runs will be written like data
+        }
         self.prezeroed_upto = upto;
         self.kind = Kind::Prezeroed;
         Ok(true)
@@ -350,16 +357,41 @@ impl Sink {
         let Some((off, len)) = self.zero_run.take() else {
             return Ok(());
         };
+        if self.zeroout(off, len)? {
+            self.skipped += len;
+            Ok(())
+        } else {
+            // Refused: write this run (and, from now on, every run).
+            self.zeroes(off, len)
+        }
+    }
+
+    /// BLKZEROOUT of `[off, off + len)`. `Ok(false)` when the device
+    /// refuses the request itself (no such ioctl, operation not supported,
+    /// a range it will not take although sysfs advertised write-zeroes):
+    /// the sink then switches to writing zeroes, which costs time but keeps
+    /// the bytes exact. Any other error (EIO, ...) is a failed write.
+    fn zeroout(&mut self, off: u64, len: u64) -> Result<bool> {
         let range: [u64; 2] = [off, len];
         // SAFETY: BLKZEROOUT reads a [u64; 2] (start, length) from the pointer.
         let rc = unsafe { libc::ioctl(self.direct.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
-        if rc != 0 {
-            return Err(Error::io("zeroing a range of", &self.path)(
-                std::io::Error::last_os_error(),
-            ));
+        if rc == 0 {
+            return Ok(true);
         }
-        self.skipped += len;
-        Ok(())
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                self.zeroout_refused = Some(e.to_string());
+                self.kind = Kind::Block { zeroout: false };
+                Ok(false)
+            }
+            _ => Err(Error::io("zeroing a range of", &self.path)(e)),
+        }
+    }
+
+    /// Why BLKZEROOUT was refused, when it was (zero runs were then written).
+    pub fn zeroout_refused(&self) -> Option<&str> {
+        self.zeroout_refused.as_deref()
     }
 
     /// Write through O_DIRECT when offset and length allow it; the tail of
@@ -540,5 +572,87 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), vec![0u8; 1000]);
         s.commit_head().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), small);
+    }
+
+    /// A device-like target that advertises write-zeroes but refuses
+    /// BLKZEROOUT. Mocked with a regular file opened through the device
+    /// path (the ioctl on a file fails with ENOTTY, as a device that does
+    /// not implement it would), because no real block device here refuses
+    /// it: the kernel's loop and virtio drivers both accept it.
+    fn refusing_device(t: &tempfile::TempDir, size: usize) -> Target {
+        let p = t.path().join("refuses-zeroout");
+        std::fs::write(&p, vec![0xaau8; size]).unwrap();
+        Target {
+            path: p,
+            name: "refuses-zeroout".into(),
+            size: size as u64,
+            logical_sector: 512,
+            write_zeroes: true,
+        }
+    }
+
+    fn sparse_image() -> Vec<u8> {
+        let mut img = vec![0u8; 5 << 20];
+        img[..512].fill(0x55);
+        img[(2 << 20) + 3] = 1;
+        img[(4 << 20) + 100..(4 << 20) + 200].fill(9);
+        img
+    }
+
+    #[test]
+    fn refused_prezero_falls_back_to_writing_zeroes_and_bytes_verify() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = refusing_device(&t, 8 << 20);
+        let img = sparse_image();
+        let mut s = Sink::open_device(&dev).unwrap();
+        s.wipe_head().unwrap();
+        assert!(
+            !s.prezero(Some(img.len() as u64)).unwrap(),
+            "must report it did not zero"
+        );
+        assert!(s.zeroout_refused().is_some());
+        assert!(s.mode().contains("refused BLKZEROOUT"), "{}", s.mode());
+        s.put(0, buf_with(&img).data()).unwrap();
+        s.finish_body().unwrap();
+        assert_eq!(s.skipped, 0, "nothing may be skipped on this device");
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let (d, _) =
+            crate::verify::digest(&dev.path, s.head(), HOLD_BACK, img.len() as u64, &done).unwrap();
+        assert_eq!(d, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&img)));
+        s.commit_head().unwrap();
+        let on_disk = std::fs::read(&dev.path).unwrap();
+        assert_eq!(on_disk[..img.len()], img[..]);
+        assert!(
+            on_disk[img.len()..].iter().all(|&b| b == 0xaa),
+            "past the image: untouched"
+        );
+    }
+
+    #[test]
+    fn refused_zero_run_is_written_instead_when_the_size_is_unknown() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = refusing_device(&t, 8 << 20);
+        let img = sparse_image();
+        let mut s = Sink::open_device(&dev).unwrap();
+        s.wipe_head().unwrap();
+        assert!(!s.prezero(None).unwrap());
+        assert!(s.zeroout_refused().is_none(), "not asked yet");
+        // Two puts, so a zero run is pending across them when the refusal
+        // comes.
+        s.put(0, buf_with(&img[..3 << 20]).data()).unwrap();
+        s.put(3 << 20, buf_with(&img[3 << 20..]).data()).unwrap();
+        s.finish_body().unwrap();
+        assert!(s.zeroout_refused().is_some());
+        s.commit_head().unwrap();
+        let on_disk = std::fs::read(&dev.path).unwrap();
+        assert!(
+            on_disk[..img.len()] == img[..],
+            "bytes differ from the image"
+        );
+        // A failure afterwards still zeroes the head.
+        s.invalidate().unwrap();
+        let after = std::fs::read(&dev.path).unwrap();
+        assert!(is_zero(&after[..1 << 20]));
+        assert_eq!(after[1 << 20..img.len()], img[1 << 20..]);
     }
 }
