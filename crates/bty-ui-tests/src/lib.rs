@@ -1,7 +1,8 @@
-//! Test harness for bty-web's operator UI: a real bty-web on 127.0.0.1
-//! with a temp state dir, a static catalog and a password; a simulated
-//! agent that walks a flash cycle over the real PXE endpoints; and a
-//! headless Chromium driven through chromedriver (WebDriver).
+//! Test harness for the operator UIs: a real bty-web on 127.0.0.1 with a
+//! temp state dir, a static catalog and a password; a simulated agent that
+//! walks a flash cycle over the real PXE endpoints; a real withcache with a
+//! password and a slow origin for it to download from; and a headless
+//! Chromium driven through chromedriver (WebDriver).
 //!
 //! This crate only exists for its tests (`publish = false`); it keeps the
 //! WebDriver client out of bty-web's dependencies.
@@ -284,20 +285,33 @@ impl Driver {
 
     /// A headless Chromium session with the flags TESTING.md lists.
     pub async fn browser(&self) -> anyhow::Result<fantoccini::Client> {
+        self.browser_with(&[]).await
+    }
+
+    /// A headless Chromium session with `extra` command-line flags too
+    /// (e.g. `--force-dark-mode`).
+    pub async fn browser_with(&self, extra: &[&str]) -> anyhow::Result<fantoccini::Client> {
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", self.profile.display()));
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", self.profile.display()),
-                    "--window-size=1280,900",
-                ]
-            }),
+            json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
         let conn = hyper_util::client::legacy::connect::HttpConnector::new();
         fantoccini::ClientBuilder::new(conn)
@@ -313,4 +327,127 @@ pub fn screenshot_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
     let _ = std::fs::create_dir_all(&d);
     d
+}
+
+/// A running withcache with the admin password [`PASSWORD`].
+pub struct Cache {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Data dir (kept until drop).
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Cache {
+    /// Start withcache in-process with a 1 GiB quota.
+    pub async fn start() -> anyhow::Result<Cache> {
+        let dir = tempfile::tempdir()?;
+        let mut o = withcache::Options::from_env(dir.path().to_path_buf());
+        o.admin_user = USER.to_string();
+        o.admin_password = Some(PASSWORD.to_string());
+        o.admin_password_hash = None;
+        o.session_secret = Some("ui-test-session-secret-ui-test-session".into());
+        o.max_bytes = Some(1 << 30);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(withcache::serve(o, listener, async {
+            let _ = rx.await;
+        }));
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+                if r.status().is_success() {
+                    return Ok(Cache {
+                        base,
+                        dir,
+                        stop: Some(tx),
+                        task: Some(task),
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bail!("withcache did not become healthy")
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await??;
+        }
+        Ok(())
+    }
+}
+
+/// An image origin on 127.0.0.1 that sends its body slowly: `chunk` bytes,
+/// then a pause of `pause`, so a download takes long enough to watch.
+/// Plain HTTP/1.1 on a tokio socket: one response per connection, the
+/// whole body (a Range request is answered in full, which withcache
+/// handles as a restart).
+pub struct SlowOrigin {
+    /// Its address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SlowOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SlowOrigin {
+    /// Serve `body` for every path.
+    pub async fn start(body: Vec<u8>, chunk: usize, pause: Duration) -> anyhow::Result<SlowOrigin> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let body = std::sync::Arc::new(body);
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    if sock.write_all(head.as_bytes()).await.is_err() || req.starts_with(b"HEAD ") {
+                        return;
+                    }
+                    for part in body.chunks(chunk.max(1)) {
+                        if sock.write_all(part).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Ok(SlowOrigin { addr, task })
+    }
+
+    /// URL of `path` on this origin.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
 }
