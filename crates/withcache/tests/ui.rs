@@ -616,3 +616,38 @@ async fn ui_catalog_stream_sends_only_changed_rows() {
     assert_eq!(wc.state("slow").await, "cached");
     wc.stop().await;
 }
+
+#[tokio::test]
+async fn ui_catalog_stream_tells_once_when_entries_change_elsewhere() {
+    let wc = Wc::start(None).await;
+    let (st, _, _) = wc
+        .post(
+            "/ui/catalog/add",
+            &[("name", "first"), ("src", "http://127.0.0.1:9/first.img")],
+        )
+        .await;
+    assert_eq!(st, 303);
+    let resp = wc
+        .http
+        .get(wc.url("/ui/catalog/live"))
+        .send()
+        .await
+        .unwrap();
+    // Someone else adds two entries through the API.
+    for n in ["second", "third"] {
+        let r = wc
+            .http
+            .post(wc.url("/catalog/entries"))
+            .json(&serde_json::json!({"name": n, "src": format!("http://127.0.0.1:9/{n}.img")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let (events, _) = read_events(resp, Duration::from_secs(2), |_, _| false).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["notice"], "one notice, no rows: {events:?}");
+    assert!(events[0].1.contains("reload"), "{events:?}");
+    wc.stop().await;
+}
