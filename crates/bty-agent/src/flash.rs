@@ -142,7 +142,8 @@ fn write_and_verify(
         ));
     }
     rep.phase(Phase::Writing, hint.exact);
-    let (download, stream_digest) = stream(job, image, layout, sink, rep)?;
+    let mut readback = verify::ReadBack::start(sink.path());
+    let (download, stream_digest) = stream(job, image, layout, sink, rep, &mut readback)?;
     let len = sink.end();
 
     // 6. the download must be the catalog's bytes, the image its full size
@@ -175,12 +176,13 @@ fn write_and_verify(
         }
     }
 
-    // 7. make it durable and read everything after the head back
+    // 7. make it durable; the read-back, which followed the writes, reads
+    // the rest
     sink.finish_body()?;
     rep.phase(Phase::Verifying, Some(len));
     let head_len = HOLD_BACK.min(len);
-    let (on_disk, mode) =
-        verify::digest(sink.path(), sink.head(), head_len, len, &rep.progress.bytes)?;
+    let (on_disk, mode) = readback.finish(len, sink.head())?;
+    rep.progress.bytes.store(len, Ordering::Relaxed);
     if let verify::ReadMode::DroppedCache(why) = mode {
         job.console.line(format!(
             "read-back through the page cache after dropping it ({why})"
@@ -253,12 +255,18 @@ fn size_of(http: &ureq::Agent, image: &PlanImage) -> Result<(SizeHint, Option<qc
     Ok((hint, None))
 }
 
+/// How often the writer lets the read-back catch up: often enough that
+/// little is left to read when the download ends, seldom enough that the
+/// syncs it costs stay few (16 per GiB).
+const SETTLE_EVERY: u64 = 64 << 20;
+
 /// Step 5: a fetch thread (HTTP, download hash, decoding) fills 4 MiB
-/// aligned buffers; this thread hashes the decoded stream and writes.
-/// For a raw image the download is the decoded stream, so only this
-/// thread hashes it: the fetch thread then only receives, and the two
-/// cores of a small machine split receiving and hashing instead of one
-/// doing both while the other waits on writes.
+/// aligned buffers; this thread writes them and passes them on to a hash
+/// thread, which hashes the decoded stream and hands them back to the
+/// fetch thread. Writing waits on the device, hashing on the core: on
+/// their own threads, they overlap.
+/// For a raw image the download is the decoded stream, so only the hash
+/// thread hashes it: the fetch thread then only receives.
 /// Returns ((download length, download sha256), decoded stream sha256).
 fn stream(
     job: &Job,
@@ -266,10 +274,12 @@ fn stream(
     layout: Option<qcow2::Layout>,
     sink: &mut Sink,
     rep: &Reporter,
+    readback: &mut verify::ReadBack,
 ) -> Result<((u64, String), String)> {
     let (full_tx, full_rx) = sync_channel::<AlignedBuf>(3);
+    let (hash_tx, hash_rx) = channel::<AlignedBuf>();
     let (free_tx, free_rx) = channel::<AlignedBuf>();
-    for _ in 0..4 {
+    for _ in 0..6 {
         free_tx
             .send(AlignedBuf::new(BLOCK))
             .expect("receiver alive");
@@ -331,27 +341,50 @@ fn stream(
             }
             Ok(src.finish())
         });
-        let mut hasher = Sha256::new();
+        let hash_free = free_tx.clone();
+        let hash = s.spawn(move || {
+            let mut hasher = Sha256::new();
+            for buf in hash_rx.iter() {
+                hasher.update(buf.data());
+                let _ = hash_free.send(buf);
+            }
+            hex::encode(hasher.finalize())
+        });
+        drop(free_tx);
         let mut off = 0u64;
+        let mut next_settle = SETTLE_EVERY;
         let mut wrote: Result<()> = Ok(());
         for buf in full_rx.iter() {
-            hasher.update(buf.data());
             if let Err(e) = sink.put(off, buf.data()) {
                 wrote = Err(e);
                 break;
             }
             off += buf.len as u64;
+            if off >= next_settle {
+                match sink.settle() {
+                    Ok(upto) => readback.settled(upto, sink.head()),
+                    Err(e) => {
+                        wrote = Err(e);
+                        break;
+                    }
+                }
+                next_settle = off + SETTLE_EVERY;
+            }
             rep.progress.bytes.store(off, Ordering::Relaxed);
-            let _ = free_tx.send(buf);
+            let _ = hash_tx.send(buf);
         }
+        // Hang up on both: the hash thread ends, and with it the last
+        // sender of free buffers, so a fetch thread still waiting stops.
         drop(full_rx);
-        drop(free_tx);
+        drop(hash_tx);
+        let decoded = hash
+            .join()
+            .map_err(|_| Error::Stream(io::Error::other("hash thread panicked")))?;
         let download = fetcher
             .join()
             .map_err(|_| Error::Stream(io::Error::other("fetch thread panicked")))?;
         wrote?;
         let (len, download_sha) = download?;
-        let decoded = hex::encode(hasher.finalize());
         // Raw: the source left the hashing to us (same bytes, same order).
         let download_sha = download_sha.unwrap_or_else(|| decoded.clone());
         Ok(((len, download_sha), decoded))

@@ -428,6 +428,15 @@ impl Sink {
     /// Everything after the held-back head is in: flush pending zero runs,
     /// give a file its full length, and make it durable.
     pub fn finish_body(&mut self) -> Result<()> {
+        self.settle()?;
+        self.sync()
+    }
+
+    /// Make every byte below [`Sink::end`] final on the target, short of a
+    /// sync: pending zero runs zeroed, a file as long as the image so far.
+    /// Nothing below the returned offset is written again (but the head,
+    /// at [`Sink::commit_head`]), so it can be read back.
+    pub fn settle(&mut self) -> Result<u64> {
         self.flush_zero_run()?;
         if self.kind == Kind::FreshFile {
             let len = self
@@ -441,7 +450,7 @@ impl Sink {
                     .map_err(Error::io("sizing", &self.path))?;
             }
         }
-        self.sync()
+        Ok(self.end)
     }
 
     /// The held-back head, as it will be written.
