@@ -9,8 +9,8 @@
 //! (footer, optional), `home` (brand link), `nav` (current entry id, empty
 //! or `login` hides the navigation), `nav_items` (a list of `[id, label]`
 //! pairs linking to `/ui/{id}`), `user` (shows the logout button) and
-//! `version`. Pages fill the `main` block; a service's own base template
-//! may fill `banners`. [`install`] adds the shell, the shared macros
+//! `version`. Pages fill the `main` block (and may add to `head`); a
+//! service's own base template may fill `banners`. [`install`] adds the shell, the shared macros
 //! (`macros.html`: `ts`, `err`, `described`) and the filters they use.
 
 /// Name to register [`SHELL`] under in a minijinja environment.

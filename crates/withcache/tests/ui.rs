@@ -572,6 +572,13 @@ async fn ui_catalog_stream_sends_only_changed_rows() {
         (st, loc.as_str()),
         (303, "/ui/catalog?done=download&what=slow")
     );
+    // Without JavaScript the page refreshes itself while downloads run.
+    let (_, page) = wc.get(&loc).await;
+    assert!(
+        page.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"),
+        "{page}"
+    );
+    assert!(page.contains("The download of slow started."), "{page}");
     let t = Instant::now();
     let (events, bytes) = read_events(resp, Duration::from_secs(30), |name, data| {
         name == "row-slow" && data.contains("data-state=\"cached\"")
