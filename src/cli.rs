@@ -131,6 +131,11 @@ pub struct DeployArgs {
     /// Seconds to wait for every service to report healthy.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Directory holding the netboot kernel and initrd (`media/build.sh --out
+    /// DIR`); copied into DATA/bty/boot. Default: $BTY_NETBOOT_DIR, else
+    /// /usr/share/bty/netboot.
+    #[arg(long, value_name = "DIR")]
+    pub netboot: Option<PathBuf>,
     /// Answer yes to questions (no prompts).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -260,6 +265,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
+    /// Directory holding the netboot kernel and initrd (`media/build.sh --out
+    /// DIR`); copied into the boot dir. Default: $BTY_NETBOOT_DIR, else
+    /// /usr/share/bty/netboot.
+    #[arg(long, value_name = "DIR")]
+    pub netboot: Option<PathBuf>,
 }
 
 /// What runs inside the images.

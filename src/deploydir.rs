@@ -21,6 +21,7 @@ const OURS: &[&str] = &[
     "bty.toml",
     "README.md",
     "envvars",
+    "env",
     "quadlet",
     "data",
 ];
@@ -215,14 +216,6 @@ pub fn set_envvars(text: &str, updates: &[(&str, &str)]) -> String {
     out
 }
 
-/// Keys a service's container gets from envvars.
-pub fn env_for(svc: &stack::Service, vars: &[(String, String)]) -> Vec<String> {
-    vars.iter()
-        .filter(|(k, _)| stack::env_belongs(svc, k))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect()
-}
-
 /// Add keys a new version of bty-web needs to an existing bty.toml,
 /// keeping the operator's values and comments. Returns the keys added.
 pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)> {
@@ -246,8 +239,25 @@ pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)
             }
         }
     }
+    // Defaults an older bty-lab wrote that this one changed: moved only when
+    // the operator left the old default in place.
+    for (section, key, from, to) in MOVED_DEFAULTS {
+        let Some(t) = doc.get_mut(section).and_then(|i| i.as_table_mut()) else {
+            continue;
+        };
+        if t.get(key).and_then(|v| v.as_str()) == Some(from) {
+            t[key] = toml_edit::value(*to);
+            added.push(format!("[{section}] {key} moved from {from:?} to {to:?}"));
+        }
+    }
     Ok((doc.to_string(), added))
 }
+
+/// (section, key, old default, new default). `[boot] dir` moved out of the
+/// image into the bind-mounted state dir so the netboot kernel/initrd that
+/// deploy places there are served.
+const MOVED_DEFAULTS: &[(&str, &str, &str, &str)] =
+    &[("boot", "dir", "/srv/bty/boot", "/var/lib/bty/boot")];
 
 /// Create the bind-mount layout with the owners the containers run as.
 /// Returns the directories created. Needs root for the chown.
@@ -346,6 +356,16 @@ mod tests {
         );
         assert!(out.contains("state_dir") && out.contains("[boot]"), "{out}");
         assert_eq!(added, vec!["[server] state_dir", "[boot] dir"]);
+    }
+
+    #[test]
+    fn migration_moves_an_old_default_but_not_an_edit() {
+        let fresh = "[boot]\ndir = \"/var/lib/bty/boot\"\n";
+        let (out, added) = migrate_bty_toml("[boot]\ndir = \"/srv/bty/boot\"\n", fresh).unwrap();
+        assert!(out.contains("dir = \"/var/lib/bty/boot\""), "{out}");
+        assert_eq!(added.len(), 1, "{added:?}");
+        let (out, added) = migrate_bty_toml("[boot]\ndir = \"/mine\"\n", fresh).unwrap();
+        assert!(out.contains("/mine") && added.is_empty(), "{out}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub async fn run(cmd: Internal) -> Result<()> {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "/etc/bty/bty.toml".into());
             let config = services::web_config(&path)?;
+            seed_boot_dir(&config.boot_dir());
             let listen = config.listen_addr()?;
             services::web(config, bind_tcp(listen).await?, shutdown_signal()).await
         }
@@ -42,6 +43,33 @@ pub async fn run(cmd: Internal) -> Result<()> {
                 .await
                 .with_context(|| format!("binding udp {listen}"))?;
             services::tftp(stack::IMAGE_BOOT_DIR.into(), sock, shutdown_signal()).await
+        }
+    }
+}
+
+/// Copy the iPXE bootfiles this image carries into bty-web's boot dir when
+/// that is elsewhere (the bind-mounted state dir, where deploy also places
+/// the netboot kernel/initrd). Only the iPXE names are touched, so media the
+/// operator placed stay; a newer image's iPXE replaces an older one's.
+/// Failures are logged, not fatal: the UI and API work without bootfiles.
+fn seed_boot_dir(boot: &std::path::Path) {
+    let image = std::path::Path::new(stack::IMAGE_BOOT_DIR);
+    if boot == image || !image.is_dir() {
+        return;
+    }
+    if let Err(e) = std::fs::create_dir_all(boot) {
+        tracing::warn!("creating boot dir {}: {e}", boot.display());
+        return;
+    }
+    for f in crate::engine::images::IPXE_FILES {
+        let src = image.join(f);
+        if !src.is_file() {
+            continue;
+        }
+        match crate::netboot::copy_atomic(&src, &boot.join(f)) {
+            Ok(crate::netboot::Outcome::Kept) => {}
+            Ok(o) => tracing::info!("{f}: {o:?} into {}", boot.display()),
+            Err(e) => tracing::warn!("copying {f} into {}: {e:#}", boot.display()),
         }
     }
 }

@@ -8,6 +8,8 @@ mod engine;
 mod hostaddr;
 mod http;
 mod internal;
+mod netboot;
+mod quadlet;
 mod render;
 mod secrets;
 mod services;

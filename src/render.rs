@@ -69,6 +69,10 @@ pub struct Settings {
     pub systemd: bool,
     #[serde(default)]
     pub ports: Ports,
+    /// The units are installed into systemd (Quadlet mode) rather than the
+    /// containers created through the engine API.
+    #[serde(default)]
+    pub quadlet: bool,
 }
 
 /// The secrets written into a fresh envvars.
@@ -255,6 +259,94 @@ pub fn deploy_files(s: &Settings, secrets: Option<&Secrets>) -> Result<Vec<File>
             mode,
         });
     }
+    if let Some(envvars) = out.iter().find(|f| f.rel == Path::new("envvars")) {
+        let vars = crate::deploydir::parse_envvars(&envvars.contents);
+        out.extend(env_files(s, &vars)?);
+    }
+    Ok(out)
+}
+
+/// Where a service's own env files live, relative to DEST: the compose
+/// flavour and the Podman (`--env-file`, Quadlet `EnvironmentFile=`) one.
+pub fn env_file_rel(svc: &Service, flavour: EnvFlavour) -> PathBuf {
+    let f = match flavour {
+        EnvFlavour::Compose => "compose",
+        EnvFlavour::Podman => "podman",
+    };
+    PathBuf::from(format!("env/{}.{f}.env", svc.name))
+}
+
+/// The two env-file dialects. Compose strips quotes and leaves `$` literal
+/// only inside single quotes (compose v2 expands `$` elsewhere); Podman's
+/// `--env-file` (what Quadlet's `EnvironmentFile=` uses) keeps quotes as
+/// part of the value and never expands. The argon2 hashes hold `$`, so no
+/// single spelling is read the same by both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvFlavour {
+    Compose,
+    Podman,
+}
+
+/// The variables one service's container gets: its own envvars keys (see
+/// [`stack::env_belongs`]) plus what the deploy settings decide. The engine
+/// path and the env files compose/Quadlet read both come from here, so a
+/// container never sees another service's secrets.
+pub fn service_vars(
+    s: &Settings,
+    svc: &Service,
+    vars: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| stack::env_belongs(svc, k))
+        .cloned()
+        .collect();
+    if svc.net == stack::Net::Host && !out.iter().any(|(k, _)| k == "BTY_TFTP_LISTEN") {
+        out.push((
+            "BTY_TFTP_LISTEN".to_string(),
+            format!("0.0.0.0:{}", s.ports.tftp),
+        ));
+    }
+    out
+}
+
+/// `DEST/env/<service>.{compose,podman}.env` for each service (mode 0600),
+/// derived from envvars: compose.yml and the Quadlet units hand each
+/// container only its own keys.
+pub fn env_files(s: &Settings, vars: &[(String, String)]) -> Result<Vec<File>> {
+    let mut out = Vec::new();
+    for svc in s.services() {
+        for flavour in [EnvFlavour::Compose, EnvFlavour::Podman] {
+            let mut text = format!(
+                "# {}'s environment for {}, derived from envvars by bty-lab (mode 0600).\n\
+                 # Edit envvars instead: deploy, upgrade and passwd rewrite this file.\n",
+                svc.name,
+                match flavour {
+                    EnvFlavour::Compose => "compose.yml",
+                    EnvFlavour::Podman =>
+                        "the Quadlet unit (podman --env-file syntax: values are literal)",
+                }
+            );
+            for (k, v) in service_vars(s, &svc, vars) {
+                if v.contains(['\'', '\n', '\r']) {
+                    bail!(
+                        "envvars: the value of {k} contains a quote or a line break, which env \
+                         files cannot carry; change it in {}",
+                        s.dest.join("envvars").display()
+                    );
+                }
+                match flavour {
+                    EnvFlavour::Compose => text.push_str(&format!("{k}='{v}'\n")),
+                    EnvFlavour::Podman => text.push_str(&format!("{k}={v}\n")),
+                }
+            }
+            out.push(File {
+                rel: env_file_rel(&svc, flavour),
+                contents: text,
+                mode: 0o600,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -297,6 +389,7 @@ mod tests {
             tftp: true,
             systemd: false,
             ports: Ports::default(),
+            quadlet: false,
         }
     }
 

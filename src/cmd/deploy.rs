@@ -1,6 +1,7 @@
 //! `bty-lab deploy`: render, lay out data, get images, start, wait healthy.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -13,13 +14,19 @@ use crate::engine::{
 };
 use crate::render::Settings;
 use crate::stack::{self, Net, Service};
-use crate::{deploydir, secrets, ui};
+use crate::{deploydir, netboot, quadlet, secrets, ui};
 
 pub async fn run(a: DeployArgs) -> Result<()> {
-    let (s, old) = super::resolve_settings(&a.render, a.images)?;
+    let (mut s, old) = super::resolve_settings(&a.render, a.images)?;
     let mut steps = ui::Steps::new(7);
 
     steps.step("checking");
+    // Quadlet asked for (now or by an earlier deploy): refuse before
+    // anything is written when systemd is not there to run the units.
+    let quadlet_asked = a.render.systemd || s.quadlet;
+    if quadlet_asked {
+        quadlet::require_systemd()?;
+    }
     super::check_dest(&s.dest, old.is_some(), a.render.force)?;
     if let Some(o) = &old {
         if o.version != stack::VERSION {
@@ -48,6 +55,34 @@ pub async fn run(a: DeployArgs) -> Result<()> {
              container, cannot reach withcache there; pass --host-addr with the LAN address",
         );
     }
+    // As root on a systemd host with a Quadlet-capable Podman, the units
+    // are the natural owner of the containers (restart on boot).
+    let quadlet_auto = deploydir::is_root()
+        && quadlet::systemd_running()
+        && engine.kind == engine::Kind::Podman
+        && quadlet::podman_has_quadlet(&engine.version);
+    if quadlet_asked || quadlet_auto {
+        if engine.kind != engine::Kind::Podman {
+            bail!(
+                "--systemd installs Quadlet units, which Podman runs; the engine found is {} at {}. \
+                 Nothing was changed. Pass --engine podman (Podman >= 4.4), or deploy without --systemd",
+                engine.kind,
+                engine.addr
+            );
+        }
+        if !quadlet::podman_has_quadlet(&engine.version) {
+            ui::warn(format!(
+                "Podman {} predates Quadlet (4.4): systemd will not generate services from the units",
+                engine.version
+            ));
+        }
+        s.quadlet = true;
+        s.systemd = true;
+        ui::detail(format!(
+            "mode: Quadlet units in {} (systemd starts the containers)",
+            quadlet::unit_dir().display()
+        ));
+    }
     check_ports(&engine, &s).await?;
 
     steps.step(format!("writing deploy files to {}", s.dest.display()));
@@ -57,6 +92,7 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     for d in deploydir::make_data_layout(&s)? {
         ui::detail(format!("created {}", d.display()));
     }
+    place_netboot(&s, a.netboot.as_deref())?;
     if let Some(user) = deploydir::chown_to_sudo_user(&s.dest)? {
         ui::detail(format!("{} given back to {user}", s.dest.display()));
     }
@@ -66,16 +102,32 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     obtain_images(&engine, &s, &services, s.images).await?;
 
     let mut created: Vec<String> = Vec::new();
-    let result = start_stack(
-        &engine,
-        &s,
-        &services,
-        &mut steps,
-        &mut created,
-        Duration::from_secs(a.timeout),
-    )
-    .await;
+    let timeout = Duration::from_secs(a.timeout);
+    let result = if s.quadlet {
+        start_quadlet(&engine, &s, &services, &mut steps, &mut created, timeout).await
+    } else {
+        start_stack(&engine, &s, &services, &mut steps, &mut created, timeout).await
+    };
     if let Err(e) = result {
+        if s.quadlet {
+            // Units that systemd would keep restarting are taken down again.
+            let (removed, failed) = quadlet::remove(&s);
+            let left = if failed.is_empty() {
+                "nothing".to_string()
+            } else {
+                failed.join("; ")
+            };
+            bail!(
+                "{e:#}\n\ndeploy did not finish. Tore down: {}.\nLeft behind: {left}.\n\
+                 The deploy files and data stay in {}; re-run deploy after fixing the cause.",
+                if removed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    removed.join(", ")
+                },
+                s.dest.display()
+            );
+        }
         let what = if created.is_empty() {
             "nothing".to_string()
         } else {
@@ -88,6 +140,52 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         );
     }
     summary(&s);
+    Ok(())
+}
+
+/// bty-web's boot dir on the host and the kernel/initrd names, from DEST's
+/// bty.toml with envvars' BTY_BOOT_* overrides (what the container will see).
+/// None when `[boot] dir` is outside the bind-mounted state dir.
+pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
+    let path = s.dest.join("bty.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = bty_web::Config::from_toml_str(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let vars = deploydir::read_envvars(&s.dest)?;
+    let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let dir = var("BTY_BOOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cfg.boot_dir());
+    let kernel = var("BTY_BOOT_KERNEL").unwrap_or(cfg.boot.kernel);
+    let initrd = var("BTY_BOOT_INITRD").unwrap_or(cfg.boot.initrd);
+    let (_, mount) = stack::WEB.data.expect("bty-web has a state dir");
+    let Ok(rest) = dir.strip_prefix(mount) else {
+        return Ok(None);
+    };
+    let host = s.data_dir.join("bty").join(rest);
+    Ok(Some((host, [kernel, initrd])))
+}
+
+/// Copy the netboot kernel/initrd into bty-web's bind-mounted boot dir.
+fn place_netboot(s: &Settings, flag: Option<&Path>) -> Result<()> {
+    let Some((boot, names)) = boot_target(s)? else {
+        ui::warn(format!(
+            "{}: [boot] dir is outside /var/lib/bty (bty-web's state mount), so deploy cannot \
+             place the netboot kernel/initrd there; put them into that directory yourself",
+            s.dest.join("bty.toml").display()
+        ));
+        return Ok(());
+    };
+    std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    // bty-web (uid SERVICE_UID) copies its iPXE bootfiles in at start.
+    std::os::unix::fs::chown(&boot, Some(stack::SERVICE_UID), Some(stack::SERVICE_UID))
+        .with_context(|| format!("giving {} to uid {}", boot.display(), stack::SERVICE_UID))?;
+    std::fs::set_permissions(&boot, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let src = netboot::source(flag);
+    let names = [names[0].as_str(), names[1].as_str()];
+    let placed = netboot::place(&src, &boot, &names)?;
+    netboot::report(&src, &boot, &placed);
     Ok(())
 }
 
@@ -153,12 +251,19 @@ async fn check_ports(engine: &Engine, s: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Env for each service's container from envvars.
+/// Env for each service's container from envvars: only its own keys, the
+/// same set its `env/<service>.env` file holds for compose and Quadlet.
 pub fn service_env(s: &Settings) -> Result<BTreeMap<&'static str, Vec<String>>> {
     let vars = deploydir::read_envvars(&s.dest)?;
     Ok(s.services()
         .iter()
-        .map(|svc| (svc.name, deploydir::env_for(svc, &vars)))
+        .map(|svc| {
+            let env = crate::render::service_vars(s, svc, &vars)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (svc.name, env)
+        })
         .collect())
 }
 
@@ -206,6 +311,57 @@ async fn start_stack(
             u.container,
             u.state,
             indent(&u.logs)
+        );
+    }
+    for svc in services {
+        ui::detail(format!("{}: healthy", svc.name));
+    }
+    Ok(())
+}
+
+/// Quadlet mode: install the units, daemon-reload, start them in order,
+/// wait for health through the Podman API.
+async fn start_quadlet(
+    engine: &Engine,
+    s: &Settings,
+    services: &[Service],
+    steps: &mut ui::Steps,
+    created: &mut Vec<String>,
+    timeout: Duration,
+) -> Result<()> {
+    steps.step(format!(
+        "installing Quadlet units into {}",
+        quadlet::unit_dir().display()
+    ));
+    // Containers an engine-mode deploy of this DEST made hold the names the
+    // units use; they are replaced by the units' own.
+    for svc in services {
+        let name = stack::container_name(&s.project(), svc);
+        if containers::remove_if_ours(engine, s, &name).await? {
+            ui::detail(format!("removed engine-mode container {name}"));
+        }
+    }
+    for p in quadlet::install(&quadlet::units(s)?)? {
+        ui::detail(format!("{} (0644)", p.display()));
+        created.push(format!("unit file {}", p.display()));
+    }
+    quadlet::systemctl(&["daemon-reload"])?;
+    steps.step("starting units");
+    for svc in services {
+        let unit = quadlet::service_unit(s, svc);
+        quadlet::systemctl(&["start", &unit])?;
+        created.push(format!("unit {unit}"));
+        ui::detail(format!("started {unit}"));
+    }
+    steps.step("waiting for health");
+    if let Err(u) = containers::wait_healthy(engine, s, services, timeout).await {
+        bail!(
+            "{} ({}) is not healthy: {}\nits last log lines:\n{}\n(also: journalctl -u {})",
+            u.service,
+            u.container,
+            u.state,
+            indent(&u.logs),
+            u.container
         );
     }
     for svc in services {

@@ -80,6 +80,7 @@ pub fn resolve_settings(
         tftp: !a.no_tftp && (a.tftp || old.as_ref().is_none_or(|o| o.tftp)),
         systemd: a.systemd || old.as_ref().is_some_and(|o| o.systemd),
         ports,
+        quadlet: old.as_ref().is_some_and(|o| o.quadlet),
     };
     Ok((s, old))
 }
@@ -137,6 +138,11 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )?;
     }
+    if envvars_exists {
+        // The per-service env files follow envvars as it is now (the
+        // operator may have edited it, or passwd rotated a secret).
+        files.extend(render::env_files(s, &deploydir::read_envvars(&s.dest)?)?);
+    }
     files.push(deploydir::manifest_file(s)?);
     std::fs::create_dir_all(&s.dest).map_err(|e| {
         anyhow::anyhow!(
@@ -161,6 +167,13 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
     if envvars_exists {
         ui::detail("envvars: kept (secrets unchanged)");
     }
+    Ok(())
+}
+
+/// Rewrite `DEST/env/<service>.env` from envvars (after passwd changed it).
+pub fn write_env_files(s: &Settings) -> Result<()> {
+    let files = render::env_files(s, &deploydir::read_envvars(&s.dest)?)?;
+    deploydir::write_files(&s.dest, &files)?;
     Ok(())
 }
 

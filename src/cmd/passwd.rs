@@ -56,6 +56,7 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
     }
     let pairs: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (*k, v.as_str())).collect();
     deploydir::write_atomic(&path, &deploydir::set_envvars(&text, &pairs), 0o600)?;
+    super::write_env_files(&s)?;
 
     let env = super::deploy::service_env(&s)?;
     for svc in &targets {
@@ -63,14 +64,28 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
             "restarting {} (every old session is logged out)",
             svc.name
         ));
-        recreate_same_image(
-            &engine,
-            &s,
-            svc,
-            env[svc.name].clone(),
-            Duration::from_secs(a.timeout),
-        )
-        .await?;
+        if s.quadlet {
+            // The unit reads env/<service>.podman.env at start.
+            crate::quadlet::systemctl(&["restart", &crate::quadlet::service_unit(&s, svc)])?;
+            if let Err(u) =
+                containers::wait_healthy(&engine, &s, &[*svc], Duration::from_secs(a.timeout)).await
+            {
+                bail!(
+                    "{} is not healthy after the restart: {}",
+                    u.service,
+                    u.state
+                );
+            }
+        } else {
+            recreate_same_image(
+                &engine,
+                &s,
+                svc,
+                env[svc.name].clone(),
+                Duration::from_secs(a.timeout),
+            )
+            .await?;
+        }
         steps.step(format!("checking the {} login", svc.name));
         verify_login(&s, svc, &password).await?;
         ui::detail("new password accepted, others refused");

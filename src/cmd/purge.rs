@@ -10,6 +10,12 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
     let s = super::deploy::manifest(&a.dest, "purge")?;
     let data = a.data || a.all;
     let mut plan = vec!["stop and remove the stack's containers and network".to_string()];
+    if s.quadlet {
+        plan.push(format!(
+            "stop the Quadlet units and remove their files from {}",
+            crate::quadlet::unit_dir().display()
+        ));
+    }
     if a.images {
         plan.push(format!(
             "remove the images {}",
@@ -46,6 +52,12 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
     let mut removed = Vec::new();
     let mut failed = Vec::new();
     steps.step("removing containers and network");
+    if s.quadlet {
+        // Stop the units first, or systemd would restart what is removed.
+        let (r, f) = crate::quadlet::remove(&s);
+        removed.extend(r);
+        failed.extend(f);
+    }
     let engine = engine::connect(a.engine.engine).await?;
     let r = containers::remove_stack(&engine, &s).await?;
     removed.extend(r.removed);

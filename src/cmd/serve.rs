@@ -108,6 +108,16 @@ pub async fn run(a: ServeArgs) -> Result<()> {
 
     crate::services::init_tracing();
     let web_config = services::web_config(&toml_path)?;
+    let netboot_src = crate::netboot::source(a.netboot.as_deref());
+    let boot_dir = web_config.boot_dir();
+    let placed = crate::netboot::place(
+        &netboot_src,
+        &boot_dir,
+        &[
+            web_config.boot.kernel.as_str(),
+            web_config.boot.initrd.as_str(),
+        ],
+    )?;
     let mut cache_opts = withcache::Options::from_env(data.join("withcache"));
     if cache_opts.admin_password.is_none() && cache_opts.admin_password_hash.is_none() {
         cache_opts.admin_password = Some(crate::secrets::DEFAULT_PASSWORD.to_string());
@@ -143,6 +153,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
             data.join("boot").display()
         ));
     }
+    crate::netboot::report(&netboot_src, &boot_dir, &placed);
     let h = hostaddr::url_host(&host);
     eprintln!(
         "  bty-web UI:  http://{h}:{}/ui   (login: bty-lab / bty-lab)",

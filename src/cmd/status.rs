@@ -16,6 +16,9 @@ struct Row {
     image: String,
     version: String,
     url: String,
+    /// systemd's view of the Quadlet unit (Quadlet mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<String>,
 }
 
 pub async fn run(a: StatusArgs) -> Result<()> {
@@ -56,6 +59,10 @@ pub async fn run(a: StatusArgs) -> Result<()> {
             image,
             version,
             url,
+            unit: s.quadlet.then(|| {
+                let unit = crate::quadlet::service_unit(&s, &svc);
+                format!("{unit}: {}", crate::quadlet::unit_state(&unit))
+            }),
         });
     }
     if a.json {
@@ -82,6 +89,9 @@ pub async fn run(a: StatusArgs) -> Result<()> {
             "{:<10} {:<10} {:<10} {:<8} {}",
             r.service, r.state, r.health, r.version, r.url
         );
+        if let Some(u) = &r.unit {
+            println!("{:<10} unit {u}", "");
+        }
     }
     Ok(())
 }

@@ -14,6 +14,9 @@ use crate::ui;
 
 pub async fn run(a: UpgradeArgs) -> Result<()> {
     let old = super::deploy::manifest(&a.dest, "upgrade")?;
+    if old.quadlet {
+        crate::quadlet::require_systemd()?;
+    }
     let target = a.to.clone().unwrap_or_else(|| stack::VERSION.to_string());
     match stack::compare_versions(&target, &old.version) {
         Some(Ordering::Less) if !a.allow_downgrade => bail!(
@@ -74,9 +77,13 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
         ui::detail(format!("added {}", added.join(", ")));
     }
 
-    steps.step(format!("recreating containers on bty {target}"));
     let env = super::deploy::service_env(&new)?;
     let timeout = Duration::from_secs(a.timeout);
+    if new.quadlet {
+        steps.step(format!("restarting the Quadlet units on bty {target}"));
+        return upgrade_units(&engine, &old, &new, timeout).await;
+    }
+    steps.step(format!("recreating containers on bty {target}"));
     let mut failure = None;
     for svc in &services {
         if let Err(e) = containers::run_service(
@@ -141,4 +148,76 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
         old.version
     );
     Ok(())
+}
+
+/// Quadlet mode: write the new units, daemon-reload, restart each, wait for
+/// health; on failure put the previous unit files back and restart again.
+async fn upgrade_units(
+    engine: &crate::engine::Engine,
+    old: &render::Settings,
+    new: &render::Settings,
+    timeout: Duration,
+) -> Result<()> {
+    use crate::quadlet;
+    let services = new.services();
+    let previous = quadlet::snapshot(old);
+    let restart_all = |s: &render::Settings| -> Result<()> {
+        quadlet::systemctl(&["daemon-reload"])?;
+        for svc in s.services() {
+            quadlet::systemctl(&["restart", &quadlet::service_unit(s, &svc)])?;
+        }
+        Ok(())
+    };
+    let mut failure = quadlet::install(&quadlet::units(new)?)
+        .and_then(|_| restart_all(new))
+        .err()
+        .map(|e| format!("{e:#}"));
+    if failure.is_none() {
+        if let Err(u) = containers::wait_healthy(engine, new, &services, timeout).await {
+            failure = Some(format!(
+                "{} is not healthy: {}\n{}",
+                u.service,
+                u.state,
+                super::deploy::indent(&u.logs)
+            ));
+        }
+    }
+    let Some(why) = failure else {
+        super::write_deploy_files(new)?;
+        eprintln!(
+            "\nupgrade complete: {} now runs bty {} (was {}; units restarted)",
+            new.dest.display(),
+            new.version,
+            old.version
+        );
+        return Ok(());
+    };
+    ui::warn(format!("bty {} failed: {why}", new.version));
+    eprintln!("rolling back to bty {} (previous unit files)", old.version);
+    for (path, text) in &previous {
+        match text {
+            Some(t) => {
+                crate::deploydir::write_atomic(path, t, 0o644)?;
+            }
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    restart_all(old)?;
+    if let Err(u) = containers::wait_healthy(engine, old, &old.services(), timeout).await {
+        bail!(
+            "upgrade to {} failed AND the rollback to {} is not healthy: {} {}\n{}",
+            new.version,
+            old.version,
+            u.service,
+            u.state,
+            super::deploy::indent(&u.logs)
+        );
+    }
+    bail!(
+        "upgrade to {} failed; rolled back to bty {} (healthy). Cause:\n{why}",
+        new.version,
+        old.version
+    );
 }

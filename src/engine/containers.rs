@@ -117,7 +117,7 @@ pub fn container_config(
     svc: &Service,
     image: &str,
     version: &str,
-    mut env: Vec<String>,
+    env: Vec<String>,
 ) -> Config<String> {
     let secs = |n: u64| (n * 1_000_000_000) as i64;
     let mut host = HostConfig {
@@ -148,7 +148,6 @@ pub fn container_config(
         }
         Net::Host => {
             host.network_mode = Some("host".to_string());
-            env.push(format!("BTY_TFTP_LISTEN=0.0.0.0:{}", s.ports.tftp));
         }
     }
     let mut binds = Vec::new();

@@ -15,8 +15,11 @@ use crate::stack::{self, Service};
 
 /// iPXE bootfiles copied into the bty-web and bty-tftp images when present.
 pub const IPXE_DIR: &str = "/usr/lib/ipxe";
-const IPXE_FILES: &[&str] = &["ipxe.efi", "snponly.efi", "undionly.kpxe"];
-/// Netboot kernel/initrd to bake in too (override with BTY_NETBOOT_DIR).
+/// The iPXE bootfiles by name (what the images carry in their boot dir).
+pub const IPXE_FILES: &[&str] = &["ipxe.efi", "snponly.efi", "undionly.kpxe"];
+/// Where packaged netboot media (kernel + initrd) live on the host. They are
+/// not baked into the images: `deploy` copies them into the bind-mounted
+/// boot dir (see crate::netboot), so new media need no image rebuild.
 pub const NETBOOT_DIR: &str = "/usr/share/bty/netboot";
 
 /// Does the ELF file ask for a dynamic loader (PT_INTERP)? A FROM scratch
@@ -58,18 +61,11 @@ pub fn static_self() -> Result<(PathBuf, Vec<u8>)> {
 }
 
 fn boot_files() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = IPXE_FILES
+    IPXE_FILES
         .iter()
         .map(|f| Path::new(IPXE_DIR).join(f))
         .filter(|p| p.is_file())
-        .collect();
-    let nb = std::env::var_os("BTY_NETBOOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| NETBOOT_DIR.into());
-    if let Ok(rd) = std::fs::read_dir(nb) {
-        v.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_file()));
-    }
-    v
+        .collect()
 }
 
 /// The in-memory build context for one service's image.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -97,6 +98,38 @@ fn request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// A TCP port free on all addresses right now (and UDP, for bty-tftp).
+fn free_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// GET without auth; (status, raw body).
+fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head");
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf[end + 4..].to_vec())
 }
 
 fn get(port: u16, path: &str, basic: Option<(&str, &str)>) -> u16 {
@@ -220,8 +253,23 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         &pt,
     ];
 
-    // Deploy with local images → all healthy.
-    let mut args = vec!["deploy", dest, "--images", "local", "-y"];
+    // Deploy with local images and fake netboot media → all healthy.
+    let media = t.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let kernel: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8 | 0x80).collect();
+    let initrd: Vec<u8> = (0..80_001u32).map(|i| (i * 13 % 256) as u8).collect();
+    std::fs::write(media.join("bty-netboot-x86_64.vmlinuz"), &kernel).unwrap();
+    std::fs::write(media.join("bty-netboot-x86_64.initrd"), &initrd).unwrap();
+    let media_s = media.to_str().unwrap();
+    let mut args = vec![
+        "deploy",
+        dest,
+        "--images",
+        "local",
+        "-y",
+        "--netboot",
+        media_s,
+    ];
     args.extend_from_slice(&base);
     let o = lab(&bin, &args);
     ok(&o);
@@ -230,6 +278,55 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         "no default-password warning"
     );
     assert_all_healthy(&status_json(&bin, dest, engine), VERSION);
+
+    // bty-web serves the placed media byte for byte from the bind-mounted
+    // boot dir, and the iPXE bootfiles its image carries next to them.
+    for (name, bytes) in [
+        ("bty-netboot-x86_64.vmlinuz", &kernel),
+        ("bty-netboot-x86_64.initrd", &initrd),
+    ] {
+        let (code, body) = get_bytes(ports.web, &format!("/boot/{name}"));
+        assert_eq!(code, 200, "{name}");
+        assert!(body == *bytes, "{name}: served bytes differ");
+    }
+    if Path::new("/usr/lib/ipxe/ipxe.efi").exists() {
+        let (code, body) = get_bytes(ports.web, "/boot/ipxe.efi");
+        assert_eq!(code, 200, "ipxe.efi not seeded into the boot dir");
+        assert!(body == std::fs::read("/usr/lib/ipxe/ipxe.efi").unwrap());
+    }
+
+    // Each container's environment holds only its own service's keys.
+    let rt0 = tokio::runtime::Runtime::new().unwrap();
+    let project = dest_p.file_name().unwrap().to_str().unwrap().to_string();
+    let env_of = |svc: &str| -> Vec<String> {
+        let api = docker_api(engine);
+        let c = rt0
+            .block_on(api.inspect_container(&format!("{project}-{svc}"), None))
+            .unwrap();
+        c.config.unwrap().env.unwrap_or_default()
+    };
+    let web_env = env_of("bty-web");
+    let cache_env = env_of("withcache");
+    assert!(
+        web_env
+            .iter()
+            .any(|e| e.starts_with("BTY_ADMIN_PASSWORD_HASH=")),
+        "{web_env:?}"
+    );
+    assert!(
+        !web_env.iter().any(|e| e.starts_with("WITHCACHE_")),
+        "bty-web's container sees withcache keys: {web_env:?}"
+    );
+    assert!(
+        cache_env
+            .iter()
+            .any(|e| e.starts_with("WITHCACHE_SESSION_SECRET=")),
+        "{cache_env:?}"
+    );
+    assert!(
+        !cache_env.iter().any(|e| e.starts_with("BTY_")),
+        "withcache's container sees bty-web keys: {cache_env:?}"
+    );
 
     // Re-running deploy is safe: same secrets, says what it kept.
     let env_before = std::fs::read_to_string(dest_p.join("envvars")).unwrap();
@@ -492,6 +589,8 @@ fn docker_pull_through_local_registry() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let registry = format!("127.0.0.1:{port}/bty");
+    // Ports nothing else on this shared machine holds right now.
+    let (pull_web, pull_cache) = (free_port().to_string(), free_port().to_string());
     let dest_p = t.path().join("lab-pull");
     let dest = dest_p.to_str().unwrap();
     let base = [
@@ -500,9 +599,9 @@ fn docker_pull_through_local_registry() {
         "--host-addr",
         "127.0.0.1",
         "--port-web",
-        "18180",
+        &pull_web,
         "--port-cache",
-        "13100",
+        &pull_cache,
         "--no-tftp",
     ];
 
@@ -510,9 +609,26 @@ fn docker_pull_through_local_registry() {
     let mut args = vec!["init", dest, "--registry", &registry];
     args.extend_from_slice(&base[2..]);
     ok(&lab(&bin, &args));
-    let mut args = vec!["deploy", dest, "--images", "local", "-y"];
+    // No netboot media anywhere: deploy works and says clearly what fails.
+    let no_media = t.path().join("no-media");
+    let mut args = vec![
+        "deploy",
+        dest,
+        "--images",
+        "local",
+        "-y",
+        "--netboot",
+        no_media.to_str().unwrap(),
+    ];
     args.extend_from_slice(&base);
-    ok(&lab(&bin, &args));
+    let o = lab(&bin, &args);
+    ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("netboot media not found") && err.contains("media/build.sh --out DIR"),
+        "{err}"
+    );
+    assert!(err.contains(no_media.to_str().unwrap()), "{err}");
     ok(&lab(&bin, &["purge", dest, "--engine", "docker", "--yes"]));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = docker_api("docker");
@@ -564,4 +680,352 @@ fn docker_pull_through_local_registry() {
     ];
     args.extend_from_slice(&base);
     fails_with(&lab(&bin, &args), "pulling");
+}
+
+/// bty-lab with the stub systemctl first on PATH and the Quadlet/systemd
+/// paths redirected into the test dir.
+fn lab_quadlet(bin: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let stub = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/stub");
+    let path = format!("{}:{}", stub.display(), std::env::var("PATH").unwrap());
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args)
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    eprintln!("$ bty-lab {}\n{}{}", args.join(" "), stdout(&o), stderr(&o));
+    o
+}
+
+/// The calls the stub recorded since `from` (line index), without the
+/// unit listings daemon-reload adds.
+fn calls(log: &Path, from: usize) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .filter(|l| l.starts_with("systemctl "))
+        .map(|l| l.trim_start_matches("systemctl ").to_string())
+        .collect()
+}
+
+fn log_len(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// `deploy --systemd` / upgrade / purge in Quadlet mode on Podman. These
+/// machines run no systemd (PID 1 is not systemd, no Podman >= 4.4), so
+/// `systemctl` is a STUB (tests/it/stub/systemctl) that records its calls and
+/// starts each unit's container with the podman CLI from the unit's keys;
+/// what is asserted is bty-lab's side: unit files, modes, call order, health
+/// through the Podman API, rollback by restoring unit files, teardown.
+#[test]
+fn podman_quadlet_install_upgrade_purge_with_stub_systemctl() {
+    let Some(bin) = static_bin("podman") else {
+        return;
+    };
+    let t = TestDir::new();
+    let dest_p = t.path().join("lab-q");
+    let dest = dest_p.to_str().unwrap();
+    let _cleanup = Cleanup {
+        engine: "podman",
+        dest: dest.to_string(),
+    };
+    let units = t.path().join("units");
+    let rundir = t.path().join("run-systemd-system");
+    std::fs::create_dir_all(&rundir).unwrap();
+    let log = t.path().join("systemctl.log");
+    let env: [(&str, &Path); 3] = [
+        ("BTY_LAB_QUADLET_DIR", &units),
+        ("BTY_LAB_SYSTEMD_RUNDIR", &rundir),
+        ("STUB_LOG", &log),
+    ];
+    let registry = "bty.test/quadlet";
+    let (qw, qc, qt) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
+    let o = lab_quadlet(
+        &bin,
+        &env,
+        &[
+            "deploy",
+            dest,
+            "--systemd",
+            "--engine",
+            "podman",
+            "--images",
+            "local",
+            "-y",
+            "--host-addr",
+            "127.0.0.1",
+            "--registry",
+            registry,
+            "--port-web",
+            &qw,
+            "--port-cache",
+            &qc,
+            "--tftp-port",
+            &qt,
+        ],
+    );
+    ok(&o);
+    let services = ["withcache", "bty-web", "bty-tftp"];
+    for svc in services {
+        let f = units.join(format!("lab-q-{svc}.container"));
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", f.display());
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains(&format!("Image={registry}/{svc}:{VERSION}")),
+            "{text}"
+        );
+    }
+    // daemon-reload came after all three files were in place, then the
+    // starts in dependency order.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let reload = text.find("systemctl daemon-reload").unwrap();
+    for svc in services {
+        assert!(
+            text[reload..].contains(&format!("  unit 644 lab-q-{svc}.container")),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        calls(&log, 0),
+        vec![
+            "daemon-reload",
+            "start lab-q-withcache.service",
+            "start lab-q-bty-web.service",
+            "start lab-q-bty-tftp.service",
+        ]
+    );
+    let st = status_json(&bin, dest, "podman");
+    assert_all_healthy(&st, VERSION);
+    // The default login works: the Podman-flavour env file reached the
+    // container with the argon2 hash intact.
+    assert_eq!(
+        get(
+            qw.parse().unwrap(),
+            "/api/machines",
+            Some(("bty-lab", "bty-lab"))
+        ),
+        200
+    );
+    let manifest = std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap();
+    assert!(manifest.contains("quadlet = true"), "{manifest}");
+    let o = lab_quadlet(&bin, &env, &["status", dest, "--engine", "podman"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("lab-q-bty-web.service: active"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Upgrade: new unit files, daemon-reload, restarts; healthy on 0.99.0.
+    let n = log_len(&log);
+    let o = lab_quadlet(
+        &bin,
+        &env,
+        &[
+            "upgrade", dest, "--engine", "podman", "--to", "0.99.0", "--images", "local",
+        ],
+    );
+    ok(&o);
+    assert_eq!(
+        calls(&log, n),
+        vec![
+            "daemon-reload",
+            "restart lab-q-withcache.service",
+            "restart lab-q-bty-web.service",
+            "restart lab-q-bty-tftp.service",
+        ]
+    );
+    let web_unit = units.join("lab-q-bty-web.container");
+    assert!(std::fs::read_to_string(&web_unit)
+        .unwrap()
+        .contains(&format!("Image={registry}/bty-web:0.99.0")));
+    assert_all_healthy(&status_json(&bin, dest, "podman"), "0.99.0");
+
+    // A broken upgrade: the previous unit files come back, restarted, healthy.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for svc in services {
+        rt.block_on(build_broken("podman", registry, svc, "0.99.0", "0.99.1"));
+    }
+    let o = lab_quadlet(
+        &bin,
+        &env,
+        &[
+            "upgrade",
+            dest,
+            "--engine",
+            "podman",
+            "--to",
+            "0.99.1",
+            "--images",
+            "present",
+            "--timeout",
+            "60",
+        ],
+    );
+    fails_with(&o, "rolled back to bty 0.99.0");
+    assert!(std::fs::read_to_string(&web_unit)
+        .unwrap()
+        .contains(&format!("Image={registry}/bty-web:0.99.0")));
+    assert_all_healthy(&status_json(&bin, dest, "podman"), "0.99.0");
+
+    // Purge: stop every unit, remove the files, daemon-reload; no containers.
+    let n = log_len(&log);
+    let o = lab_quadlet(&bin, &env, &["purge", dest, "--engine", "podman", "--yes"]);
+    ok(&o);
+    assert_eq!(
+        calls(&log, n),
+        vec![
+            "stop lab-q-bty-tftp.service",
+            "stop lab-q-bty-web.service",
+            "stop lab-q-withcache.service",
+            "daemon-reload",
+        ]
+    );
+    for svc in services {
+        assert!(!units.join(format!("lab-q-{svc}.container")).exists());
+    }
+    let left = rt
+        .block_on(docker_api("podman").list_containers(Some(
+            bollard::container::ListContainersOptions::<String> {
+                all: true,
+                filters: HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("dev.bty.deploy={dest}")],
+                )]),
+                ..Default::default()
+            },
+        )))
+        .unwrap();
+    assert!(left.is_empty(), "containers left after purge: {left:?}");
+    for svc in services {
+        let _ = rt.block_on(docker_api("podman").remove_image(
+            &format!("{registry}/{svc}:0.99.1"),
+            None,
+            None,
+        ));
+    }
+}
+
+/// A unit that never becomes healthy: deploy tears the units down again and
+/// says what it removed and what was left.
+#[test]
+fn podman_quadlet_failed_deploy_tears_down() {
+    let Some(bin) = static_bin("podman") else {
+        return;
+    };
+    let t = TestDir::new();
+    let dest_p = t.path().join("lab-qf");
+    let dest = dest_p.to_str().unwrap();
+    let _cleanup = Cleanup {
+        engine: "podman",
+        dest: dest.to_string(),
+    };
+    let units = t.path().join("units");
+    let rundir = t.path().join("run-systemd-system");
+    std::fs::create_dir_all(&rundir).unwrap();
+    let log = t.path().join("systemctl.log");
+    let env: [(&str, &Path); 3] = [
+        ("BTY_LAB_QUADLET_DIR", &units),
+        ("BTY_LAB_SYSTEMD_RUNDIR", &rundir),
+        ("STUB_LOG", &log),
+    ];
+    // Images whose entrypoint exits at once.
+    let registry = "bty.test/quadlet-broken";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    ok(&lab(
+        &bin,
+        &[
+            "init",
+            dest,
+            "--host-addr",
+            "127.0.0.1",
+            "--registry",
+            registry,
+            "--no-tftp",
+        ],
+    ));
+    // Build good images under this registry, then broken ones on top.
+    let o = lab(
+        &bin,
+        &[
+            "deploy",
+            dest,
+            "--engine",
+            "podman",
+            "--images",
+            "local",
+            "-y",
+            "--port-web",
+            &free_port().to_string(),
+            "--port-cache",
+            &free_port().to_string(),
+        ],
+    );
+    ok(&o);
+    ok(&lab(&bin, &["purge", dest, "--engine", "podman", "--yes"]));
+    for svc in ["withcache", "bty-web"] {
+        rt.block_on(build_broken("podman", registry, svc, VERSION, "9.9.9"));
+    }
+    let manifest = dest_p.join(".bty-lab.toml");
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        m.replace(&format!("version = \"{VERSION}\""), "version = \"9.9.9\""),
+    )
+    .unwrap();
+    let o = lab_quadlet(
+        &bin,
+        &env,
+        &[
+            "deploy",
+            dest,
+            "--systemd",
+            "--engine",
+            "podman",
+            "--images",
+            "present",
+            "-y",
+            "--timeout",
+            "30",
+        ],
+    );
+    fails_with(&o, "Tore down");
+    assert!(
+        stderr(&o).contains("Left behind: nothing"),
+        "{}",
+        stderr(&o)
+    );
+    let c = calls(&log, 0);
+    assert_eq!(
+        c.first().map(String::as_str),
+        Some("daemon-reload"),
+        "{c:?}"
+    );
+    assert!(c.iter().any(|l| l.starts_with("stop ")), "{c:?}");
+    assert_eq!(c.last().map(String::as_str), Some("daemon-reload"), "{c:?}");
+    assert!(
+        std::fs::read_dir(&units).unwrap().next().is_none(),
+        "unit files left"
+    );
+    for svc in ["withcache", "bty-web"] {
+        for tag in ["9.9.9", VERSION] {
+            let _ = rt.block_on(docker_api("podman").remove_image(
+                &format!("{registry}/{svc}:{tag}"),
+                None,
+                None,
+            ));
+        }
+    }
 }

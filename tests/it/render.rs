@@ -138,6 +138,42 @@ fn docker_compose_accepts_the_rendered_compose() {
         );
         let cfg: serde_yaml::Value = serde_yaml::from_slice(&o.stdout).unwrap();
         let services = cfg["services"].as_mapping().unwrap();
+        // What compose hands each container: only that service's keys, and
+        // the argon2 hash arrives whole (quotes stripped, `$` literal; the
+        // `config` output escapes `$` as `$$`).
+        let keys = |svc: &str| -> Vec<String> {
+            cfg["services"][svc]["environment"]
+                .as_mapping()
+                .map(|m| m.keys().map(|k| k.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default()
+        };
+        let web = keys("bty-web");
+        let cache = keys("withcache");
+        assert!(
+            web.contains(&"BTY_SERVER_SESSION_SECRET".to_string()),
+            "{web:?}"
+        );
+        assert!(
+            !web.iter().any(|k| k.starts_with("WITHCACHE_")),
+            "bty-web sees withcache's secrets: {web:?}"
+        );
+        assert!(
+            cache.contains(&"WITHCACHE_SESSION_SECRET".to_string()),
+            "{cache:?}"
+        );
+        assert!(
+            !cache.iter().any(|k| k.starts_with("BTY_")),
+            "withcache sees bty-web's secrets: {cache:?}"
+        );
+        let hash = cfg["services"]["bty-web"]["environment"]["BTY_ADMIN_PASSWORD_HASH"]
+            .as_str()
+            .unwrap()
+            .replace("$$", "$");
+        let envvars = std::fs::read_to_string(d.join("envvars")).unwrap();
+        assert!(
+            envvars.contains(&format!("BTY_ADMIN_PASSWORD_HASH='{hash}'")),
+            "hash mangled by compose: {hash}"
+        );
         assert_eq!(services.contains_key("bty-tftp"), extra.is_empty());
         assert_eq!(
             cfg["services"]["bty-web"]["ports"][0]["published"]
@@ -211,13 +247,82 @@ fn quadlet_units_are_well_formed() {
         if svc == "bty-tftp" {
             assert_eq!(get("Network"), vec!["host"]);
         } else {
-            assert_eq!(
-                get("EnvironmentFile"),
-                vec![d.join("envvars").display().to_string()]
-            );
             assert_eq!(get("PublishPort").len(), 1);
         }
+        assert_eq!(
+            get("EnvironmentFile"),
+            vec![d
+                .join(format!("env/{svc}.podman.env"))
+                .display()
+                .to_string()],
+            "{svc}: only its own env file"
+        );
     }
+}
+
+/// The keys each service's env file holds.
+fn env_keys(d: &std::path::Path, svc: &str) -> Vec<String> {
+    let p = d.join(format!("env/{svc}.compose.env"));
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", p.display());
+    std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once('=').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn each_service_env_file_holds_only_its_own_keys() {
+    let t = TestDir::new();
+    ok(&init(&t, &["--tftp-port", "6969"]));
+    let d = t.path().join("lab");
+    // An operator-added key for each service lands only in its own file.
+    let mut env = std::fs::read_to_string(d.join("envvars")).unwrap();
+    env.push_str("BTY_TFTP_BLKSIZE_MAX='1428'\nWITHCACHE_LOG='debug'\nBTY_LOG='debug'\n");
+    std::fs::write(d.join("envvars"), env).unwrap();
+    ok(&init(&t, &[]));
+    let web = env_keys(&d, "bty-web");
+    let cache = env_keys(&d, "withcache");
+    let tftp = env_keys(&d, "bty-tftp");
+    assert!(
+        web.contains(&"BTY_ADMIN_PASSWORD_HASH".to_string()),
+        "{web:?}"
+    );
+    assert!(web.contains(&"BTY_LOG".to_string()), "{web:?}");
+    assert!(
+        web.iter()
+            .all(|k| k.starts_with("BTY_") && !k.starts_with("BTY_TFTP_")),
+        "bty-web gets foreign keys: {web:?}"
+    );
+    assert!(
+        cache.contains(&"WITHCACHE_SESSION_SECRET".to_string()),
+        "{cache:?}"
+    );
+    assert!(
+        cache.iter().all(|k| k.starts_with("WITHCACHE_")),
+        "withcache gets foreign keys: {cache:?}"
+    );
+    assert!(
+        tftp.iter().all(|k| k.starts_with("BTY_TFTP_")),
+        "bty-tftp gets foreign keys: {tftp:?}"
+    );
+    let tftp_text = std::fs::read_to_string(d.join("env/bty-tftp.compose.env")).unwrap();
+    assert!(
+        tftp_text.contains("BTY_TFTP_LISTEN='0.0.0.0:6969'"),
+        "{tftp_text}"
+    );
+    // The Podman flavour: same keys, values literal (no quotes).
+    let podman = std::fs::read_to_string(d.join("env/bty-web.podman.env")).unwrap();
+    let envvars = std::fs::read_to_string(d.join("envvars")).unwrap();
+    let hash_line = envvars
+        .lines()
+        .find(|l| l.starts_with("BTY_ADMIN_PASSWORD_HASH="))
+        .unwrap()
+        .replace('\'', "");
+    assert!(podman.lines().any(|l| l == hash_line), "{podman}");
+    assert!(!podman.contains("WITHCACHE_"), "{podman}");
 }
 
 #[test]
@@ -253,5 +358,75 @@ fn commands_on_a_dir_that_is_no_deploy_say_so() {
     for cmd in ["status", "upgrade", "purge", "passwd", "logs"] {
         let o = run(&[cmd, t.path().to_str().unwrap()]);
         fails_with(&o, "is not a bty-lab deploy");
+    }
+}
+
+#[test]
+fn deploy_systemd_refuses_without_systemd_and_touches_nothing() {
+    let t = TestDir::new();
+    let dest = t.path().join("lab");
+    let units = t.path().join("units");
+    // Point the check at a path that does not exist, so the test means the
+    // same on a systemd host.
+    let o = std::process::Command::new(crate::util::bin())
+        .args([
+            "deploy",
+            dest.to_str().unwrap(),
+            "--systemd",
+            "--host-addr",
+            "10.0.0.5",
+            "-y",
+        ])
+        .env("BTY_LAB_SYSTEMD_RUNDIR", t.path().join("no-systemd"))
+        .env("BTY_LAB_QUADLET_DIR", &units)
+        .output()
+        .unwrap();
+    fails_with(&o, "systemd is not running");
+    assert!(stderr(&o).contains("Nothing was changed"), "{}", stderr(&o));
+    assert!(!dest.exists(), "DEST created despite the refusal");
+    assert!(!units.exists(), "units written despite the refusal");
+    // A deploy recorded as Quadlet-mode refuses upgrade the same way.
+    ok(&init(&t, &[]));
+    let m = dest.join(".bty-lab.toml");
+    let text = std::fs::read_to_string(&m).unwrap();
+    assert!(text.contains("quadlet = false"), "{text}");
+    std::fs::write(&m, text.replace("quadlet = false", "quadlet = true")).unwrap();
+    let o = std::process::Command::new(crate::util::bin())
+        .args(["upgrade", dest.to_str().unwrap()])
+        .env("BTY_LAB_SYSTEMD_RUNDIR", t.path().join("no-systemd"))
+        .output()
+        .unwrap();
+    fails_with(&o, "systemd is not running");
+}
+
+/// Podman's own Quadlet generator on the rendered units, where it exists
+/// (Podman >= 4.4). Debian 12 ships 4.3 without it, so this part skips there;
+/// it is not a BTY_REQUIRE_TOOLS tool.
+#[test]
+fn quadlet_generator_accepts_the_units_when_present() {
+    let gen = std::path::Path::new("/usr/libexec/podman/quadlet");
+    if !gen.is_file() {
+        eprintln!(
+            "skipping: {} not installed (Podman < 4.4, e.g. Debian 12's 4.3, has no Quadlet)",
+            gen.display()
+        );
+        return;
+    }
+    for extra in [&["--systemd"][..], &["--systemd", "--no-tftp"][..]] {
+        let t = TestDir::new();
+        ok(&init(&t, extra));
+        let d = t.path().join("lab");
+        let o = std::process::Command::new(gen)
+            .arg("-dryrun")
+            .env("QUADLET_UNIT_DIRS", d.join("quadlet"))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "quadlet -dryrun failed:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("ExecStart="), "{out}");
     }
 }

@@ -174,3 +174,115 @@ fn serve_names_a_busy_port() {
         "{err}"
     );
 }
+
+/// GET returning the raw body bytes (bootfiles are binary).
+fn get_bytes(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf[end + 4..].to_vec()))
+}
+
+/// Run `serve` with `netboot` (None: no flag, and no BTY_NETBOOT_DIR), call
+/// `check(web_port)` once healthy, stop it; returns its stderr.
+fn with_serve(
+    data: &std::path::Path,
+    netboot: Option<&std::path::Path>,
+    check: impl FnOnce(u16),
+) -> String {
+    let (pw, pc) = (free_tcp(), free_tcp());
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+        .arg(data)
+        .args([
+            "--port-web",
+            &pw.to_string(),
+            "--port-cache",
+            &pc.to_string(),
+        ])
+        .env_remove("BTY_NETBOOT_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(n) = netboot {
+        cmd.arg("--netboot").arg(n);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(pw, "/healthz", None).map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "serve did not become healthy");
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check(pw);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    err
+}
+
+#[test]
+fn serve_places_the_netboot_media_from_netboot_dir() {
+    let t = TestDir::new();
+    let media = t.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    // Fake media: binary bytes that are not valid UTF-8, distinct per file.
+    let kernel: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8 | 0x80).collect();
+    let initrd: Vec<u8> = (0..90_001u32).map(|i| (i * 13 % 256) as u8).collect();
+    std::fs::write(media.join("bty-netboot-x86_64.vmlinuz"), &kernel).unwrap();
+    std::fs::write(media.join("bty-netboot-x86_64.initrd"), &initrd).unwrap();
+    let data = t.path().join("data");
+    let err = with_serve(&data, Some(&media), |pw| {
+        for (name, bytes) in [
+            ("bty-netboot-x86_64.vmlinuz", &kernel),
+            ("bty-netboot-x86_64.initrd", &initrd),
+        ] {
+            let (code, body) = get_bytes(pw, &format!("/boot/{name}")).unwrap();
+            assert_eq!(code, 200, "{name}");
+            assert!(body == *bytes, "{name}: served bytes differ");
+        }
+    });
+    assert!(err.contains("copied bty-netboot-x86_64.vmlinuz"), "{err}");
+    assert!(!err.contains("not found"), "{err}");
+
+    // New media replace the old (and say so); the identical one is kept.
+    let kernel2: Vec<u8> = kernel.iter().map(|b| b ^ 0x55).collect();
+    std::fs::write(media.join("bty-netboot-x86_64.vmlinuz"), &kernel2).unwrap();
+    let err = with_serve(&data, Some(&media), |pw| {
+        let (_, body) = get_bytes(pw, "/boot/bty-netboot-x86_64.vmlinuz").unwrap();
+        assert!(body == kernel2, "old kernel still served");
+    });
+    assert!(err.contains("replaced bty-netboot-x86_64.vmlinuz"), "{err}");
+    assert!(
+        err.contains("bty-netboot-x86_64.initrd is up to date"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_without_netboot_media_warns_how_to_build_them() {
+    let t = TestDir::new();
+    let missing = t.path().join("no-media-here");
+    let err = with_serve(&t.path().join("data"), Some(&missing), |pw| {
+        assert_eq!(
+            get_bytes(pw, "/boot/bty-netboot-x86_64.vmlinuz").unwrap().0,
+            404
+        );
+    });
+    assert!(err.contains("netboot media not found"), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("media/build.sh --out DIR"), "{err}");
+    assert!(err.contains("flash"), "{err}");
+}
