@@ -168,7 +168,7 @@ pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
 }
 
 /// Copy the netboot kernel/initrd into bty-web's bind-mounted boot dir.
-fn place_netboot(s: &Settings, flag: Option<&Path>) -> Result<()> {
+pub fn place_netboot(s: &Settings, flag: Option<&Path>) -> Result<()> {
     let Some((boot, names)) = boot_target(s)? else {
         ui::warn(format!(
             "{}: [boot] dir is outside /var/lib/bty (bty-web's state mount), so deploy cannot \

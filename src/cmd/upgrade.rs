@@ -76,6 +76,14 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
         crate::deploydir::write_atomic(&toml_path, &merged, 0o644)?;
         ui::detail(format!("added {}", added.join(", ")));
     }
+    // A moved [boot] dir (or new media in $BTY_NETBOOT_DIR / the packaged
+    // dir) must not leave flash boots without a kernel after the upgrade.
+    if let Err(e) = super::deploy::place_netboot(&new, None) {
+        ui::warn(format!(
+            "placing the netboot media: {e:#}; re-run `bty-lab deploy --netboot DIR {}`",
+            new.dest.display()
+        ));
+    }
 
     let env = super::deploy::service_env(&new)?;
     let timeout = Duration::from_secs(a.timeout);
