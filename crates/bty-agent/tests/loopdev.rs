@@ -17,6 +17,10 @@ impl Drop for Loop {
 }
 
 fn setup(t: &tempfile::TempDir) -> Option<Loop> {
+    setup_sized(t, 16 << 20)
+}
+
+fn setup_sized(t: &tempfile::TempDir, size: usize) -> Option<Loop> {
     if !have_tool("losetup") {
         return None;
     }
@@ -26,7 +30,7 @@ fn setup(t: &tempfile::TempDir) -> Option<Loop> {
         return None;
     }
     let backing = tmpfile(t, "backing.img");
-    std::fs::write(&backing, vec![0xaau8; 16 << 20]).unwrap();
+    std::fs::write(&backing, vec![0xaau8; size]).unwrap();
     let out = Command::new("losetup")
         .args(["-f", "--show"])
         .arg(&backing)
@@ -110,4 +114,30 @@ fn image_larger_than_the_device_is_refused_before_writing() {
         [0xaa; 4096],
         "nothing written"
     );
+}
+
+/// An image larger than the read-back's 64 MiB steps: the read-back
+/// follows the writer through several synced ranges while the download
+/// goes on, over a device zeroed up front with BLKZEROOUT, and still has
+/// to see every byte.
+#[test]
+fn large_image_is_read_back_while_it_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = setup_sized(&t, 200 << 20) else {
+        return;
+    };
+    let s = Server::start();
+    let img = image(150, 31);
+    s.flash_plan("large", img.clone(), "img", "X");
+    let out = s.agent(&["--target-device", &lo.0]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("zeroed the image range with BLKZEROOUT"),
+        "{stdout}"
+    );
+    let dev = std::fs::read(&lo.0).unwrap();
+    assert!(dev[..img.len()] == img[..], "device bytes differ from the image");
+    assert_eq!(dev[img.len() + 512..img.len() + 4096], [0xaa; 3584]);
+    assert_eq!(s.accepted_done()[0]["sha256"], sha(&img));
 }
