@@ -6,6 +6,7 @@
 # Verification is included on both sides.
 #
 #   bench/flash.sh [REPS]        (median of REPS runs, default 3)
+#   IMAGES="sparse80.img" bench/flash.sh 1   (only these images)
 #
 # Needs: nginx-light curl zstd gzip python3 util-linux (losetup), root for
 # the loop device, and a release static agent (built if missing).
@@ -98,11 +99,13 @@ ours() { # image format target-kind target
     echo "$t1 - $t0" | bc
 }
 
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 printf '\n%-18s %-5s %10s %10s %8s\n' image target "peer s" "bty s" ratio
 results=()
 for spec in "dense.img img cat" "dense.img.zst img.zst zstd -dc" "dense.img.gz img.gz gzip -dc" "sparse80.img img cat"; do
     set -- $spec
     img=$1 fmt=$2; shift 2; dec="$*"
+    case " ${IMAGES:-$img} " in *" $img "*) ;; *) continue ;; esac
     size=$(stat -c %s "$www/${img%%.img*}.img")
     # a plan server per image (it hashes the image once at start)
     rm -f "$out/pport"
@@ -128,4 +131,5 @@ for spec in "dense.img img cat" "dense.img.zst img.zst zstd -dc" "dense.img.gz i
     kill "${pids[-1]}" 2>/dev/null || true
 done
 printf '%s\n' "${results[@]}" > "$out/results.txt"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(median of $reps; ratio = peer time / bty time, > 1 means bty is faster; results in $out/results.txt)"
