@@ -233,6 +233,19 @@ fn follow(
         if s.upto > from {
             // Durable first: what is read back is what stays on the disk.
             f.sync_data().map_err(Error::io("syncing", path))?;
+            if !direct {
+                // No O_DIRECT: drop this range from the cache now that it
+                // is clean, so that it is read from the device.
+                // SAFETY: plain fadvise on an owned fd.
+                unsafe {
+                    libc::posix_fadvise(
+                        f.as_raw_fd(),
+                        from as libc::off_t,
+                        (s.upto - from) as libc::off_t,
+                        libc::POSIX_FADV_DONTNEED,
+                    )
+                };
+            }
             let mut at = from;
             while at < s.upto {
                 if stop.load(Ordering::Relaxed) {

@@ -137,7 +137,10 @@ fn large_image_is_read_back_while_it_is_written() {
         "{stdout}"
     );
     let dev = std::fs::read(&lo.0).unwrap();
-    assert!(dev[..img.len()] == img[..], "device bytes differ from the image");
+    assert!(
+        dev[..img.len()] == img[..],
+        "device bytes differ from the image"
+    );
     assert_eq!(dev[img.len() + 512..img.len() + 4096], [0xaa; 3584]);
     assert_eq!(s.accepted_done()[0]["sha256"], sha(&img));
 }
