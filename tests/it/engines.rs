@@ -1029,3 +1029,43 @@ fn podman_quadlet_failed_deploy_tears_down() {
         }
     }
 }
+
+/// `--systemd` with Docker as the engine: refused before anything is written
+/// (Quadlet units are Podman's), even where systemd runs.
+#[test]
+fn docker_systemd_is_refused_before_writing() {
+    if !wanted("docker") {
+        eprintln!("skipping: BTY_ENGINE_TESTS does not name docker");
+        return;
+    }
+    if !have_tool(
+        "docker engine socket /var/run/docker.sock",
+        Path::new(socket("docker")).exists(),
+    ) {
+        return;
+    }
+    let t = TestDir::new();
+    let dest = t.path().join("lab-qd");
+    let rundir = t.path().join("run-systemd-system");
+    std::fs::create_dir_all(&rundir).unwrap();
+    let units = t.path().join("units");
+    let o = std::process::Command::new(crate::util::bin())
+        .args([
+            "deploy",
+            dest.to_str().unwrap(),
+            "--systemd",
+            "--engine",
+            "docker",
+        ])
+        .args(["--host-addr", "127.0.0.1", "-y"])
+        .env("BTY_LAB_SYSTEMD_RUNDIR", &rundir)
+        .env("BTY_LAB_QUADLET_DIR", &units)
+        .output()
+        .unwrap();
+    fails_with(&o, "which Podman runs");
+    assert!(stderr(&o).contains("Nothing was changed"), "{}", stderr(&o));
+    assert!(
+        !dest.exists() && !units.exists(),
+        "files written despite the refusal"
+    );
+}
