@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::netns::{Netns, HOST_IP};
+use crate::netns::Netns;
 use crate::process::{tail, Guard};
 
 /// How dnsmasq answers the boot file (option 67 and friends).
@@ -25,13 +25,14 @@ pub enum BootRule {
     /// UEFI HTTP Boot: clients with vendor class `HTTPClient` get option
     /// 60 `HTTPClient` echoed (required by the UEFI spec) and, like every
     /// other client (iPXE included, with no user-class rule),
-    /// `http://HOST:8080/boot/ipxe.efi`.
-    UefiHttp,
+    /// `http://HOST:8080/boot/<file>`: `snponly.efi` as the DHCP guidance
+    /// says (the build that can `exit` back to OVMF for the local boot),
+    /// or the `ipxe.efi` fallback.
+    UefiHttp(String),
 }
 
 impl BootRule {
-    fn lines(&self) -> String {
-        let host = HOST_IP;
+    fn lines(&self, host: std::net::Ipv4Addr) -> String {
         match self {
             BootRule::TftpOnly => format!("dhcp-boot=undionly.kpxe,,{host}\n"),
             BootRule::TftpWithUserClass => format!(
@@ -42,10 +43,10 @@ impl BootRule {
             BootRule::HttpBootfile(file) => {
                 format!("dhcp-boot=http://{host}:8080/boot/{file},,{host}\n")
             }
-            BootRule::UefiHttp => format!(
+            BootRule::UefiHttp(file) => format!(
                 "dhcp-vendorclass=set:http,HTTPClient\n\
                  dhcp-option-force=tag:http,60,HTTPClient\n\
-                 dhcp-boot=http://{host}:8080/boot/ipxe.efi,,{host}\n"
+                 dhcp-boot=http://{host}:8080/boot/{file},,{host}\n"
             ),
         }
     }
@@ -64,20 +65,25 @@ impl Dnsmasq {
         let conf = dir.join("dnsmasq.conf");
         let log = dir.join("dnsmasq.log");
         let leases = dir.join("dnsmasq.leases");
+        let [a, b, c, _] = ns.host_ip().octets();
+        let net = format!("{a}.{b}.{c}");
         let text = format!(
             "# bty-e2e: the operator's LAN (DHCP only, no DNS)\n\
              port=0\n\
-             interface=br0\n\
+             interface={}\n\
              bind-interfaces\n\
+             # No router: the VM talks to the LAN only.\n\
+             dhcp-option=option:router\n\
              user=root\n\
-             dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h\n\
+             dhcp-range={net}.100,{net}.150,255.255.255.0,1h\n\
              dhcp-leasefile={}\n\
              log-dhcp\n\
              log-facility={}\n\
              {}",
+            ns.bridge(),
             leases.display(),
             log.display(),
-            rule.lines()
+            rule.lines(ns.host_ip())
         );
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
         let child = ns

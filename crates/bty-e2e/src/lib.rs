@@ -1,5 +1,7 @@
 //! End-to-end test harness: real firmware (SeaBIOS, OVMF), real iPXE and
-//! real dnsmasq in qemu, against the real bty services run in-process.
+//! real dnsmasq in qemu, against the real bty services: `bty-lab serve`
+//! run in the test's network namespace (flash tests) or in-process (PXE
+//! chain tests, which assert on bty-web's request log).
 //!
 //! A test takes the [`gate`] (root and tools present, one VM test at a
 //! time: TCG on two shared cores), starts a [`stack::Stack`] (network
@@ -43,6 +45,55 @@ pub fn on_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
+}
+
+/// The `bty-lab` binary whose `serve` (and `deploy`) the flash tests run:
+/// `$BTY_LAB_STATIC_BIN` (CI's static build, also what the container
+/// images need) or `$BTY_LAB_BIN`. `None` means skip (the caller
+/// returns); with `BTY_REQUIRE_TOOLS=1` a missing binary panics.
+pub fn lab_bin(test: &str) -> Option<std::path::PathBuf> {
+    let found = ["BTY_LAB_STATIC_BIN", "BTY_LAB_BIN"]
+        .into_iter()
+        .filter_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let what =
+            "a bty-lab binary (set BTY_LAB_STATIC_BIN or BTY_LAB_BIN; scripts/test.sh builds one)";
+        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{test}: BTY_REQUIRE_TOOLS=1 but {what} is missing");
+        }
+        eprintln!("skipping: {what} not installed ({test})");
+    }
+    found
+}
+
+/// Whether the container tests should run against `engine`: the
+/// `BTY_ENGINE_TESTS` list (CI: `docker,podman`) names it, as for
+/// bty-lab's engine tests. Named but its API socket missing: a failure
+/// under `BTY_REQUIRE_TOOLS=1`, else a skip.
+pub fn engine_wanted(engine: &str, test: &str) -> bool {
+    let named = std::env::var("BTY_ENGINE_TESTS")
+        .unwrap_or_default()
+        .split(',')
+        .any(|e| e.trim() == engine);
+    if !named {
+        eprintln!("skipping: BTY_ENGINE_TESTS does not name {engine} ({test})");
+        return false;
+    }
+    let sock = match engine {
+        "docker" => "/var/run/docker.sock",
+        _ => "/run/podman/podman.sock",
+    };
+    if !Path::new(sock).exists() {
+        let what = format!("the {engine} engine socket {sock} (scripts/engines.sh starts it)");
+        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{test}: BTY_REQUIRE_TOOLS=1 but {what} is missing");
+        }
+        eprintln!("skipping: {what} not installed ({test})");
+        return false;
+    }
+    true
 }
 
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());

@@ -56,7 +56,11 @@ pub fn netboot_dir() -> anyhow::Result<PathBuf> {
 
 /// Copy the netboot kernel and initrd into `boot_dir`.
 pub fn install(boot_dir: &Path) -> anyhow::Result<()> {
-    let src = netboot_dir()?;
+    install_from(&netboot_dir()?, boot_dir)
+}
+
+/// Copy the netboot kernel and initrd from `src` into `boot_dir`.
+pub fn install_from(src: &Path, boot_dir: &Path) -> anyhow::Result<()> {
     for f in [KERNEL, INITRD] {
         std::fs::copy(src.join(f), boot_dir.join(f))
             .with_context(|| format!("copying {} into {}", f, boot_dir.display()))?;

@@ -43,6 +43,19 @@ impl Guard {
         }
     }
 
+    /// SIGKILL the process and reap it: no graceful shutdown at all.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stop the process now: SIGTERM, then SIGKILL after two seconds.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -1,6 +1,8 @@
-//! The real bty services, in-process, listening inside the test namespace.
+//! The real bty services listening inside the test namespace, either as
+//! the operator runs them, `bty-lab serve` started with `ip netns exec`
+//! ([`StackOptions::lab`]), or in-process.
 //!
-//! bty-web is assembled from its public [`bty_web::build_state`] and
+//! In-process, bty-web is assembled from its public [`bty_web::build_state`] and
 //! [`bty_web::router`] (what [`bty_web::serve`] does) with one extra layer:
 //! a request log ([`RequestLog`]) that records method, path, User-Agent,
 //! status and content type of every request, so tests can assert what the
@@ -9,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,11 +23,15 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::netns::{Netns, HOST_IP};
+use crate::process::Guard;
 
-/// Admin account of the test's bty-web.
+/// Admin account of the test's bty-web (and withcache).
 pub const ADMIN_USER: &str = "bty-lab";
-/// Its password.
+/// Its password for the in-process services.
 pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
+/// The password `bty-lab serve` gives both services (what an operator
+/// logs in with after a plain `bty-lab serve`).
+pub const LAB_SERVE_PASSWORD: &str = "bty-lab";
 /// bty-web's port on the test LAN.
 pub const WEB_PORT: u16 = 8080;
 /// withcache's port on the test LAN.
@@ -231,8 +238,42 @@ pub struct StackOptions {
     /// Lines added to bty-web's `[boot]` section.
     pub boot_toml: String,
     /// Files written into the temp dir before the services start
-    /// (relative path, contents), e.g. a static catalog.
+    /// (relative path, contents).
     pub files: Vec<(String, Vec<u8>)>,
+    /// A static catalog (TOML text) for bty-web besides withcache's:
+    /// `[images] catalog` in-process, `BTY_IMAGES_CATALOG` for
+    /// `bty-lab serve` (bty-web's environment override, as an operator
+    /// would set it).
+    pub static_catalog: Option<String>,
+    /// Directory with the netboot kernel and initrd to put into the boot
+    /// dir: `bty-lab serve --netboot DIR` when the binary has the option,
+    /// else copied by the test.
+    pub netboot: Option<PathBuf>,
+    /// Run `bty-lab serve` (this binary) in the namespace instead of the
+    /// in-process services: bty-web on :8080, withcache on :3000,
+    /// bty-tftp on udp/69 (without second-stage rules, so dnsmasq needs
+    /// the iPXE user-class rule). `tftp`, `withcache`, `web_toml` and
+    /// `boot_toml` are ignored.
+    pub lab: Option<PathBuf>,
+    /// Deploy the stack in containers with `bty-lab deploy` instead
+    /// (takes precedence over `lab`).
+    pub deploy: Option<Deploy>,
+}
+
+/// `bty-lab deploy --images local --engine ENGINE --netboot MEDIA DEST`
+/// on a LAN in the root namespace ([`Netns::host_lan`]), since the
+/// engine publishes its ports there: bty-web on 198.51.100.1:8080,
+/// withcache on 198.51.100.1:3000 (`--host-addr 198.51.100.1`), no bty-tftp (`--no-tftp`:
+/// qemu's PXE ROM is iPXE and the documented DHCP rule sends it straight
+/// to bty-web; TFTP on the host's port 69 could collide with a host
+/// tftpd). `bty-lab purge --all --images` runs on drop, also when the test
+/// fails.
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    /// A static `bty-lab` (the container images are built from it).
+    pub bin: PathBuf,
+    /// `docker` or `podman`.
+    pub engine: String,
 }
 
 impl Default for StackOptions {
@@ -243,8 +284,115 @@ impl Default for StackOptions {
             web_toml: String::new(),
             boot_toml: String::new(),
             files: Vec::new(),
+            static_catalog: None,
+            netboot: None,
+            lab: None,
+            deploy: None,
         }
     }
+}
+
+/// `bty-lab serve` as a child process inside the namespace.
+struct LabServe {
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    proc: Option<Guard>,
+}
+
+impl LabServe {
+    fn spawn(&mut self, ns: &Netns) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut cmd = ns.command(&self.bin.display().to_string());
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "RUST_LOG",
+                std::env::var("BTY_E2E_LOG").unwrap_or("info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} serve", self.bin.display()))?;
+        self.proc = Some(Guard::new("bty-lab serve", child));
+        Ok(())
+    }
+}
+
+/// A deploy made by the test; purged on drop.
+struct Deployed {
+    bin: PathBuf,
+    engine: String,
+    dest: PathBuf,
+    log: PathBuf,
+}
+
+impl Deployed {
+    /// Run `bty-lab ARGS`, output appended to the log; an error with the
+    /// output's tail when it fails.
+    fn lab(&self, args: &[&str]) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let out = Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} {}", self.bin.display(), args.join(" ")))?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        writeln!(log, "$ bty-lab {}", args.join(" "))?;
+        log.write_all(&out.stdout)?;
+        log.write_all(&out.stderr)?;
+        if !out.status.success() {
+            bail!(
+                "bty-lab {} failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn purge(&self) {
+        let dest = self.dest.display().to_string();
+        if let Err(e) = self.lab(&[
+            "purge",
+            &dest,
+            "--engine",
+            &self.engine,
+            "--all",
+            "--images",
+            "-y",
+        ]) {
+            eprintln!("bty-e2e: purging the test deploy failed: {e:#}");
+        }
+    }
+}
+
+/// Whether `bin SUB --help` lists `--netboot DIR` (added after the first
+/// static builds; with older binaries the test copies the media itself).
+fn has_netboot_option(bin: &Path, sub: &str) -> bool {
+    Command::new(bin)
+        .args([sub, "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--netboot"))
+        .unwrap_or(false)
+}
+
+/// Whether `bin serve` takes `--netboot DIR` (added after the first
+/// static builds; older binaries get the media copied by the test).
+fn serve_has_netboot(bin: &Path) -> bool {
+    has_netboot_option(bin, "serve")
 }
 
 /// The running stack. Drop order matters: services stop, then the
@@ -255,7 +403,11 @@ pub struct Stack {
     withcache: Option<Service>,
     extra: Vec<Service>,
     rt: Option<tokio::runtime::Runtime>,
-    /// bty-web's request log.
+    lab: Option<LabServe>,
+    deployed: Option<Deployed>,
+    password: String,
+    /// bty-web's request log (in-process bty-web only; empty with
+    /// `bty-lab serve`).
     pub requests: RequestLog,
     web_config: bty_web::Config,
     /// The test LAN.
@@ -276,7 +428,11 @@ impl Stack {
             .tempdir()
             .context("creating a temp dir")?;
         log_to(&dir.path().join("services.log"))?;
-        let ns = Netns::create()?;
+        let ns = if opts.deploy.is_some() {
+            Netns::host_lan()?
+        } else {
+            Netns::create()?
+        };
         let rt = ns.runtime()?;
         let boot = dir.path().join("boot");
         let state = dir.path().join("state");
@@ -291,11 +447,28 @@ impl Stack {
             let p = dir.path().join(rel);
             std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
         }
+        let catalog = dir.path().join("catalog.toml");
+        if let Some(text) = &opts.static_catalog {
+            std::fs::write(&catalog, text)
+                .with_context(|| format!("writing {}", catalog.display()))?;
+        }
+        if let Some(d) = &opts.deploy {
+            return Stack::start_deploy(opts.clone(), d.clone(), dir, ns, rt);
+        }
+        if let Some(bin) = &opts.lab {
+            return Stack::start_lab(opts.clone(), bin, dir, ns, rt);
+        }
+        if let Some(media) = &opts.netboot {
+            crate::media::install_from(media, &boot)?;
+        }
         let web_toml = opts
             .web_toml
             .replace("{dir}", &dir.path().display().to_string());
         let withcache_toml = if opts.withcache {
-            format!("[withcache]\nurl = \"http://{HOST_IP}:{WITHCACHE_PORT}\"\nrefresh_secs = 2\n")
+            format!(
+                "[withcache]\nurl = \"http://{}:{WITHCACHE_PORT}\"\nrefresh_secs = 2\n",
+                ns.host_ip()
+            )
         } else {
             String::new()
         };
@@ -310,11 +483,17 @@ impl Stack {
              [admin]\n\
              user = \"{ADMIN_USER}\"\n\
              password = \"{ADMIN_PASSWORD}\"\n\
+             {}\n\
              {}\n",
             state.display(),
             boot.display(),
             opts.boot_toml,
-            web_toml
+            web_toml,
+            if opts.static_catalog.is_some() {
+                format!("[images]\ncatalog = \"{}\"\n", catalog.display())
+            } else {
+                String::new()
+            }
         );
         let web_config = bty_web::Config::from_toml_str(&toml)
             .with_context(|| format!("bty-web configuration:\n{toml}"))?;
@@ -324,6 +503,9 @@ impl Stack {
             withcache: None,
             extra: Vec::new(),
             rt: Some(rt),
+            lab: None,
+            deployed: None,
+            password: ADMIN_PASSWORD.to_string(),
             requests: RequestLog::default(),
             web_config,
             ns,
@@ -337,6 +519,155 @@ impl Stack {
         }
         stack.start_web()?;
         Ok(stack)
+    }
+
+    /// The operator's way: `bty-lab serve --data-dir DIR/lab --bind
+    /// 192.0.2.1 --tftp-port 69 [--netboot MEDIA]` in the namespace.
+    fn start_lab(
+        opts: StackOptions,
+        bin: &Path,
+        dir: tempfile::TempDir,
+        ns: Netns,
+        rt: tokio::runtime::Runtime,
+    ) -> anyhow::Result<Stack> {
+        let data = dir.path().join("lab");
+        let boot = data.join("boot");
+        let mut args: Vec<String> = [
+            "serve",
+            "--bind",
+            &HOST_IP.to_string(),
+            "--port-web",
+            &WEB_PORT.to_string(),
+            "--port-cache",
+            &WITHCACHE_PORT.to_string(),
+            "--tftp-port",
+            "69",
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(data.display().to_string());
+        if let Some(media) = &opts.netboot {
+            if serve_has_netboot(bin) {
+                args.push("--netboot".into());
+                args.push(media.display().to_string());
+            } else {
+                std::fs::create_dir_all(&boot)?;
+                crate::media::install_from(media, &boot)?;
+            }
+        }
+        let mut env = Vec::new();
+        if opts.static_catalog.is_some() {
+            env.push((
+                "BTY_IMAGES_CATALOG".to_string(),
+                dir.path().join("catalog.toml").display().to_string(),
+            ));
+        }
+        let web_config = bty_web::Config::from_toml_str("")?;
+        let mut stack = Stack {
+            web: None,
+            tftp: None,
+            withcache: None,
+            extra: Vec::new(),
+            rt: Some(rt),
+            lab: Some(LabServe {
+                bin: bin.to_path_buf(),
+                args,
+                env,
+                log: dir.path().join("bty-lab-serve.log"),
+                proc: None,
+            }),
+            deployed: None,
+            password: LAB_SERVE_PASSWORD.to_string(),
+            requests: RequestLog::default(),
+            web_config,
+            ns,
+            dir,
+        };
+        stack.start_web()?;
+        Ok(stack)
+    }
+
+    /// The containers' way, see [`Deploy`].
+    fn start_deploy(
+        opts: StackOptions,
+        d: Deploy,
+        dir: tempfile::TempDir,
+        ns: Netns,
+        rt: tokio::runtime::Runtime,
+    ) -> anyhow::Result<Stack> {
+        let dest = dir.path().join("deploy");
+        let deployed = Deployed {
+            bin: d.bin.clone(),
+            engine: d.engine.clone(),
+            dest: dest.clone(),
+            log: dir.path().join("bty-lab-deploy.log"),
+        };
+        let stack = Stack {
+            web: None,
+            tftp: None,
+            withcache: None,
+            extra: Vec::new(),
+            rt: Some(rt),
+            lab: None,
+            // From here on Drop purges the deploy, even if it fails.
+            deployed: Some(deployed),
+            // `bty-lab deploy` keeps the well-known default until
+            // `bty-lab passwd` (it warns).
+            password: LAB_SERVE_PASSWORD.to_string(),
+            requests: RequestLog::default(),
+            web_config: bty_web::Config::from_toml_str("")?,
+            ns,
+            dir,
+        };
+        let dest_s = dest.display().to_string();
+        let (web_port, cache_port) = (WEB_PORT.to_string(), WITHCACHE_PORT.to_string());
+        let host = stack.ns.host_ip().to_string();
+        let mut args = vec![
+            "deploy",
+            &dest_s,
+            "--engine",
+            &d.engine,
+            "--images",
+            "local",
+            // Own image names, so that the purge removes only ours.
+            "--registry",
+            "bty-e2e.invalid/bty",
+            "--host-addr",
+            &host,
+            "--port-web",
+            &web_port,
+            "--port-cache",
+            &cache_port,
+            "--no-tftp",
+            "-y",
+        ];
+        let media = opts.netboot.as_ref().map(|m| m.display().to_string());
+        let netboot_opt = has_netboot_option(&d.bin, "deploy");
+        if let (Some(m), true) = (&media, netboot_opt) {
+            args.push("--netboot");
+            args.push(m);
+        }
+        let deployed = stack.deployed.as_ref().expect("set above");
+        deployed.lab(&args)?;
+        if let (Some(m), false) = (&opts.netboot, netboot_opt) {
+            crate::media::install_from(m, &stack.boot_dir())?;
+        }
+        stack.wait_healthy(
+            &format!("{}/healthz", stack.web_url()),
+            Duration::from_secs(60),
+        )?;
+        stack.wait_healthy(
+            &format!("{}/healthz", stack.withcache_url()),
+            Duration::from_secs(30),
+        )?;
+        Ok(stack)
+    }
+
+    /// Whether the services are `bty-lab serve`.
+    pub fn is_lab(&self) -> bool {
+        self.lab.is_some()
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -357,23 +688,38 @@ impl Stack {
 
     /// The boot dir (bty-web's `/boot/` and bty-tftp's root).
     pub fn boot_dir(&self) -> PathBuf {
-        self.dir.path().join("boot")
+        if let Some(d) = &self.deployed {
+            // DEST/data/bty is bty-web's bind-mounted state dir.
+            d.dest.join("data/bty/boot")
+        } else if self.lab.is_some() {
+            self.dir.path().join("lab/boot")
+        } else {
+            self.dir.path().join("boot")
+        }
     }
 
     /// bty-web's base URL on the test LAN.
     pub fn web_url(&self) -> String {
-        format!("http://{HOST_IP}:{WEB_PORT}")
+        format!("http://{}:{WEB_PORT}", self.ns.host_ip())
     }
 
-    /// The services' log file.
+    /// The services' log file (`bty-lab serve`'s output when it runs them).
     pub fn services_log(&self) -> PathBuf {
-        self.dir.path().join("services.log")
+        match (&self.lab, &self.deployed) {
+            (Some(l), _) => l.log.clone(),
+            (_, Some(d)) => d.log.clone(),
+            _ => self.dir.path().join("services.log"),
+        }
     }
 
     fn start_tftp(&mut self) -> anyhow::Result<()> {
         let mut o = bty_tftp::Options::new(self.boot_dir());
-        o.second_stage = vec!["undionly.kpxe".parse()?, "ipxe.efi".parse()?];
-        let addr = SocketAddr::from((HOST_IP, 69));
+        o.second_stage = vec![
+            "undionly.kpxe".parse()?,
+            "snponly.efi".parse()?,
+            "ipxe.efi".parse()?,
+        ];
+        let addr = SocketAddr::from((self.ns.host_ip(), 69));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let svc = Service::spawn(&self.ns, "bty-tftp", move |stop| async move {
             let sock = match bty_tftp::bind(addr) {
@@ -406,7 +752,7 @@ impl Stack {
         o.admin_user = ADMIN_USER.to_string();
         o.admin_password = Some(ADMIN_PASSWORD.to_string());
         o.admin_password_hash = None;
-        let addr = SocketAddr::from((HOST_IP, WITHCACHE_PORT));
+        let addr = SocketAddr::from((self.ns.host_ip(), WITHCACHE_PORT));
         let svc = Service::spawn(&self.ns, "withcache", move |stop| async move {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -425,15 +771,27 @@ impl Stack {
 
     /// withcache's base URL on the test LAN.
     pub fn withcache_url(&self) -> String {
-        format!("http://{HOST_IP}:{WITHCACHE_PORT}")
+        format!("http://{}:{WITHCACHE_PORT}", self.ns.host_ip())
     }
 
     /// Start (or restart) bty-web on the same state dir, and wait for
-    /// `/healthz`.
+    /// `/healthz`. With `bty-lab serve`: (re)start the whole process and
+    /// wait for bty-web and withcache.
     pub fn start_web(&mut self) -> anyhow::Result<()> {
+        if let Some(lab) = self.lab.as_mut() {
+            lab.spawn(&self.ns)?;
+            self.wait_healthy(
+                &format!("{}/healthz", self.web_url()),
+                Duration::from_secs(60),
+            )?;
+            return self.wait_healthy(
+                &format!("{}/healthz", self.withcache_url()),
+                Duration::from_secs(30),
+            );
+        }
         let cfg = self.web_config.clone();
         let log = self.requests.clone();
-        let addr = SocketAddr::from((HOST_IP, WEB_PORT));
+        let addr = SocketAddr::from((self.ns.host_ip(), WEB_PORT));
         let svc = Service::spawn(&self.ns, "bty-web", move |stop| async move {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -460,15 +818,23 @@ impl Stack {
         )
     }
 
-    /// Stop bty-web gracefully (2 s grace).
+    /// Stop bty-web gracefully (2 s grace; `bty-lab serve`: SIGTERM).
     pub fn stop_web(&mut self) {
+        if let Some(p) = self.lab.as_mut().and_then(|l| l.proc.as_mut()) {
+            p.stop();
+        }
         if let Some(mut w) = self.web.take() {
             w.stop(Duration::from_secs(2));
         }
     }
 
-    /// Abort bty-web at once (listener closed, no graceful shutdown).
+    /// Abort bty-web at once (listener closed, no graceful shutdown). With
+    /// `bty-lab serve` the process gets SIGKILL: bty-web, withcache and
+    /// bty-tftp all die, as when an operator's host loses the process.
     pub fn kill_web(&mut self) {
+        if let Some(p) = self.lab.as_mut().and_then(|l| l.proc.as_mut()) {
+            p.kill();
+        }
         if let Some(mut w) = self.web.take() {
             w.kill();
         }
@@ -555,10 +921,11 @@ impl Stack {
         url: String,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let password = self.password.clone();
         self.run(async move {
             let mut req = reqwest::Client::new()
                 .request(method.clone(), &url)
-                .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+                .basic_auth(ADMIN_USER, Some(password))
                 .timeout(Duration::from_secs(10));
             if let Some(b) = body {
                 req = req.json(&b);
@@ -576,6 +943,27 @@ impl Stack {
         })
     }
 
+    /// `GET` a bty-web path as the admin; the body as text.
+    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.web_url());
+        let password = self.password.clone();
+        self.run(async move {
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .basic_auth(ADMIN_USER, Some(password))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("GET {url}: {status}: {text}");
+            }
+            Ok(text)
+        })
+    }
+
     /// bty-web's event log (newest first), optionally for one MAC.
     pub fn events(&self, mac: Option<&str>) -> anyhow::Result<Vec<Value>> {
         let q = match mac {
@@ -588,8 +976,15 @@ impl Stack {
 
     /// A text block for failure messages: request log and services log tail.
     pub fn report(&self) -> String {
+        if let Some(d) = &self.deployed {
+            // The containers' logs, into the deploy log the tail shows.
+            let dest = d.dest.display().to_string();
+            if let Err(e) = d.lab(&["logs", &dest, "--engine", &d.engine, "--tail", "40"]) {
+                eprintln!("bty-e2e: bty-lab logs: {e:#}");
+            }
+        }
         format!(
-            "----- bty-web request log -----\n{}----- services log (tail) -----\n{}\n",
+            "----- bty-web request log (in-process only) -----\n{}----- services log (tail) -----\n{}\n",
             self.requests.dump(),
             crate::process::tail(&self.services_log(), 4000)
         )
@@ -599,6 +994,12 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let Some(rt) = self.rt.take() else { return };
+        if let Some(p) = self.lab.as_mut().and_then(|l| l.proc.as_mut()) {
+            p.stop();
+        }
+        if let Some(d) = &self.deployed {
+            d.purge();
+        }
         for s in self.extra.iter_mut() {
             s.stop(Duration::from_secs(1));
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::netns::{Netns, TAP};
+use crate::netns::Netns;
 use crate::process::{clean, tail, Guard};
 
 /// The firmware the VM boots with.
@@ -125,7 +125,10 @@ impl Vm {
             1
         } else {
             cmd.arg("-netdev")
-                .arg(format!("tap,id=n0,ifname={TAP},script=no,downscript=no"))
+                .arg(format!(
+                    "tap,id=n0,ifname={},script=no,downscript=no",
+                    ns.tap()
+                ))
                 .arg("-device")
                 .arg(nic);
             2

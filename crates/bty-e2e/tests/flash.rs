@@ -2,9 +2,16 @@
 //! flashes its disk from a catalog image held in withcache, the VM reboots
 //! and boots the flashed disk.
 //!
-//! Chain (BIOS): SeaBIOS → qemu's iPXE ROM → dnsmasq (every client gets
-//! `undionly.kpxe`) → `undionly.kpxe` from bty-tftp → second-stage script →
-//! bty-web `/pxe-bootstrap.ipxe` → per-MAC flash script → netboot kernel +
+//! The services are the operator's: `bty-lab serve --netboot MEDIA` (the
+//! binary from `BTY_LAB_STATIC_BIN`), run in the test's network namespace
+//! with `ip netns exec`. Assertions on the server side go through
+//! bty-web's API (cycles, events, machines, `/metrics`), withcache's API
+//! and the test origin's own request record.
+//!
+//! Chain (BIOS): SeaBIOS → qemu's iPXE ROM → dnsmasq (the documented
+//! snippet: `undionly.kpxe`, and the bootstrap URL for user class `iPXE`)
+//! → `undionly.kpxe` from bty-tftp → bty-web `/pxe-bootstrap.ipxe` →
+//! per-MAC flash script → netboot kernel +
 //! initrd from bty-web → agent: inventory, plan, stream from withcache
 //! (which pulled the image once from the test's origin on 192.0.2.1:8081),
 //! write the disk with `serial=BTYTEST`, verify, `done`, reboot → PXE again
@@ -23,16 +30,33 @@ use std::time::{Duration, Instant};
 use bty_e2e::disk::{mbr_image, sha256_hex, uefi_image, AfterMarker};
 use bty_e2e::dnsmasq::{BootRule, Dnsmasq};
 use bty_e2e::origin::Origin;
-use bty_e2e::stack::{Stack, StackOptions};
+use bty_e2e::stack::{Deploy, Stack, StackOptions};
 use bty_e2e::vm::{Disk, Firmware, Vm, VmConfig};
 use serde_json::{json, Value};
 
 const ORIGIN_PORT: u16 = 8081;
 const SERIAL: &str = "BTYTEST";
 /// Image size: small enough for TCG, larger than the agent's held-back
-/// first MiB.
-const IMAGE_SIZE: usize = 6 << 20;
-const DISK_SIZE: u64 = 16 << 20;
+/// first MiB. `BTY_E2E_IMAGE_MIB` overrides it for the BIOS tests
+/// (bench/vm-flash.sh times a 256 MiB flash with it).
+fn image_size() -> usize {
+    let mib = std::env::var("BTY_E2E_IMAGE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|m| (2..=4096).contains(m))
+        .unwrap_or(6);
+    mib << 20
+}
+
+/// The VM's disks: the image plus 10 MiB.
+fn disk_size() -> u64 {
+    (image_size() + (10 << 20)) as u64
+}
+
+/// Extra seconds of patience for a large `BTY_E2E_IMAGE_MIB` under TCG.
+fn slack() -> u64 {
+    (image_size() >> 20) as u64
+}
 
 struct Flash {
     vm: Option<Vm>,
@@ -45,7 +69,6 @@ struct Flash {
     image: Vec<u8>,
     name: String,
     marker: String,
-    sha: String,
     firmware: Firmware,
 }
 
@@ -55,14 +78,24 @@ struct Setup {
     mac: &'static str,
     mode: &'static str,
     firmware: Firmware,
-    /// Serve the image through withcache (else: bty-web's static catalog
-    /// points the agent at the origin directly).
-    withcache: bool,
+    /// Have withcache download the image before the VM boots. Else the
+    /// image reaches bty-web's catalog as a static entry (withcache's
+    /// `GET /catalog` lists cached entries only) whose URL is withcache's
+    /// blob URL, and the agent's request starts withcache's download of
+    /// the catalog entry, streamed to the agent as it lands.
+    prefetch: bool,
     origin: Origin,
-    /// The sha256 the catalog claims (default: the image's).
+    /// A wrong sha256 for bty-web's catalog: the image is then a static
+    /// catalog entry claiming it (`BTY_IMAGES_CATALOG`), while withcache
+    /// holds the same `src` under another name with the true digest, so
+    /// the agent gets the right bytes through withcache and only its own
+    /// check can catch the mismatch.
     claimed_sha256: Option<String>,
     /// Serial the machine is registered with (default: the VM disk's).
     target_serial: &'static str,
+    /// Deploy the stack in containers of this engine with `bty-lab
+    /// deploy` (default: `bty-lab serve`).
+    engine: Option<&'static str>,
 }
 
 impl Setup {
@@ -72,72 +105,67 @@ impl Setup {
             mac,
             mode,
             firmware,
-            withcache: true,
+            prefetch: true,
             origin: Origin::new(),
             claimed_sha256: None,
             target_serial: SERIAL,
+            engine: None,
         }
     }
 }
 
 impl Flash {
-    /// Stack (with withcache, or with a static catalog), the netboot env,
-    /// the origin serving the image, the image in bty-web's catalog, and
-    /// the machine registered.
-    fn setup(su: Setup) -> Flash {
+    /// `bty-lab serve` (or a container deploy), images through withcache,
+    /// the netboot env, the origin serving the image, the image
+    /// in bty-web's catalog, and the machine registered. `None`: skip (no
+    /// bty-lab binary).
+    fn setup(su: Setup) -> Option<Flash> {
+        let lab = bty_e2e::lab_bin(su.test)?;
         let name = format!("e2e-{}", su.test);
         let marker = format!("BTY-E2E-DISK-BOOTED {}", su.test);
         let tmp = tempfile::tempdir().expect("temp dir");
         let image = match su.firmware {
-            Firmware::Bios => mbr_image(&marker, AfterMarker::Reboot, IMAGE_SIZE),
+            Firmware::Bios => mbr_image(&marker, AfterMarker::Reboot, image_size()),
             Firmware::UefiHttp | Firmware::UefiDisk => {
-                uefi_image(&marker, AfterMarker::Reboot, IMAGE_SIZE, tmp.path())
+                uefi_image(&marker, AfterMarker::Reboot, 6 << 20, tmp.path())
                     .expect("building the UEFI image")
             }
         };
-        let src = format!("http://192.0.2.1:{ORIGIN_PORT}/{name}.img");
+        // The LAN address: 192.0.2.1 in a namespace, another on the
+        // container test's LAN (see netns.rs).
+        let lan_ip = if su.engine.is_some() {
+            bty_e2e::netns::HOST_LAN_IP
+        } else {
+            bty_e2e::netns::HOST_IP
+        };
+        let src = format!("http://{lan_ip}:{ORIGIN_PORT}/{name}.img");
         let sha = su
             .claimed_sha256
             .clone()
             .unwrap_or_else(|| sha256_hex(&image));
-        let (web_toml, files) = if su.withcache {
-            (String::new(), Vec::new())
-        } else {
-            let cat = format!(
+        let static_entry = su.claimed_sha256.is_some() || !su.prefetch;
+        let static_catalog = static_entry.then(|| {
+            format!(
                 "version = 1\n[[images]]\nname = \"{name}\"\nsrc = \"{src}\"\nsha256 = \"{sha}\"\nsize = {}\nformat = \"raw\"\n",
                 image.len()
-            );
-            (
-                "[images]\ncatalog = \"{dir}/catalog.toml\"\n".to_string(),
-                vec![("catalog.toml".to_string(), cat.into_bytes())],
             )
-        };
-        // Debian's ipxe.efi (2019) predates iPXE's LoadFile2 initrd support,
-        // and Linux's EFI stub then finds the initrd only through an
-        // `initrd=NAME` argument naming the image iPXE registered. bty-web's
-        // netboot script has no such argument, so the UEFI tests append it
-        // through `[boot] console`, which bty-web appends to the command
-        // line (harmless under BIOS).
-        let boot_toml = match su.firmware {
-            Firmware::Bios => String::new(),
-            Firmware::UefiHttp | Firmware::UefiDisk => format!(
-                "console = \"console=tty0 console=ttyS0,115200 initrd={}\"",
-                bty_e2e::media::INITRD
-            ),
-        };
+        });
+        let deploy = su.engine.map(|engine| Deploy {
+            bin: lab.clone(),
+            engine: engine.to_string(),
+        });
         let mut stack = Stack::start(StackOptions {
-            withcache: su.withcache,
-            web_toml,
-            boot_toml,
-            files,
+            static_catalog,
+            netboot: Some(bty_e2e::media::netboot_dir().expect("netboot environment")),
+            lab: Some(lab),
+            deploy,
             ..StackOptions::default()
         })
-        .expect("starting the stack");
-        bty_e2e::media::install(&stack.boot_dir()).expect("netboot environment");
+        .expect("starting the stack (bty-lab serve or deploy)");
         su.origin.put(&format!("{name}.img"), image.clone());
         {
             let o = su.origin.clone();
-            let addr = std::net::SocketAddr::from((bty_e2e::netns::HOST_IP, ORIGIN_PORT));
+            let addr = std::net::SocketAddr::from((stack.ns.host_ip(), ORIGIN_PORT));
             stack.spawn_service("origin", move |stop| async move {
                 let l = tokio::net::TcpListener::bind(addr).await?;
                 o.serve(l, async move {
@@ -147,15 +175,15 @@ impl Flash {
             });
         }
         let rule = match su.firmware {
-            Firmware::Bios => BootRule::TftpOnly,
-            Firmware::UefiHttp | Firmware::UefiDisk => BootRule::UefiHttp,
+            Firmware::Bios => BootRule::TftpWithUserClass,
+            Firmware::UefiHttp | Firmware::UefiDisk => BootRule::UefiHttp("snponly.efi".into()),
         };
         let dhcp = Dnsmasq::start(&stack.ns, stack.dir.path(), &rule).expect("starting dnsmasq");
         let disk = stack.dir.path().join("disk.img");
         let decoy = stack.dir.path().join("decoy.img");
         for d in [&disk, &decoy] {
             std::fs::File::create(d)
-                .and_then(|f| f.set_len(DISK_SIZE))
+                .and_then(|f| f.set_len(disk_size()))
                 .expect("creating a disk file");
         }
         let f = Flash {
@@ -169,59 +197,53 @@ impl Flash {
             image,
             name,
             marker,
-            sha,
             firmware: su.firmware,
         };
-        if su.withcache {
-            f.publish();
+        // One name per catalog: bty-web merges the static file and
+        // withcache's list.
+        let cache_name = if static_entry {
+            format!("{}-cache", f.name)
         } else {
-            f.wait_in_catalog();
-        }
+            f.name.clone()
+        };
+        f.publish(&cache_name, su.prefetch);
         f.register(su.mode, su.target_serial);
-        f
-    }
-
-    fn wait_in_catalog(&self) {
-        let v = self
-            .stack
-            .api(reqwest::Method::POST, "/api/images/refresh", None)
-            .expect("refreshing bty-web's catalog");
-        assert!(
-            v["images"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|i| i["name"] == self.name.as_str()),
-            "the static catalog entry is missing: {v}"
-        );
+        Some(f)
     }
 
     fn sha(&self) -> String {
         sha256_hex(&self.image)
     }
 
-    /// Add the entry to withcache, have it download from the origin, and
-    /// wait until bty-web's catalog offers it (with withcache's URL).
-    fn publish(&self) {
+    /// Add the entry (as `cache_name`, with the image's true digest) to
+    /// withcache, have it download from the origin if `prefetch`, and wait
+    /// until bty-web's catalog offers the image (with withcache's URL).
+    fn publish(&self, cache_name: &str, prefetch: bool) {
         let s = &self.stack;
         s.withcache_api(
             reqwest::Method::POST,
             "/catalog/entries",
             Some(json!({
-                "name": self.name,
-                "src": format!("http://192.0.2.1:{ORIGIN_PORT}/{}.img", self.name),
-                "sha256": self.sha,
+                "name": cache_name,
+                "src": format!(
+                    "http://{}:{ORIGIN_PORT}/{}.img",
+                    s.ns.host_ip(),
+                    self.name
+                ),
+                "sha256": self.sha(),
                 "size": self.image.len(),
                 "format": "raw",
             })),
         )
         .expect("adding the catalog entry to withcache");
-        s.withcache_api(
-            reqwest::Method::POST,
-            &format!("/catalog/entries/{}/download", self.name),
-            None,
-        )
-        .expect("starting withcache's download");
+        if prefetch {
+            s.withcache_api(
+                reqwest::Method::POST,
+                &format!("/catalog/entries/{cache_name}/download"),
+                None,
+            )
+            .expect("starting withcache's download");
+        }
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let v = s
@@ -307,11 +329,28 @@ impl Flash {
 
     /// One flash: the flash script, the netboot kernel, the agent's
     /// reboot, then the local boot and the disk's marker.
-    fn expect_flash_then_disk(&mut self) {
+    fn expect_flash_then_disk(&mut self) -> Timing {
         let flashing = format!("bty: {}: flashing {}", self.mac, self.name);
         self.expect(&flashing, 120);
+        let script = self.vm().elapsed();
         self.expect("Linux version", 120);
+        self.expect("bty: flash complete", 300 + 2 * slack());
+        let flashed = self.vm().elapsed();
         self.expect(&self.marker.clone(), 300);
+        let disk = self.vm().elapsed();
+        Timing {
+            script,
+            flashed,
+            disk,
+        }
+    }
+
+    /// A counter from bty-web's `/metrics`, 0 when absent.
+    fn metric(&self, name: &str) -> u64 {
+        let text = self.stack.get_text("/metrics").expect("GET /metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     fn cycles(&self) -> Vec<Value> {
@@ -344,31 +383,19 @@ impl Flash {
         }
         for c in &cycles {
             // The agent's last progress report is the "finishing" phase
-            // (committing the held-back first MiB), so bytes_done is not
-            // the image size here; that progress arrived at all is.
+            // (committing the held-back first MiB, bytes_done 0 of 1 MiB),
+            // so the byte count is not the image size here; that progress
+            // arrived at all (its time recorded on the cycle) is.
             let ok = c["state"] == "done"
                 && c["ok"] == true
                 && c["disk_sha256"] == self.sha().as_str()
                 && c["image_sha256"] == self.sha().as_str()
                 && c["progress_at"].is_string();
             if !ok {
-                self.fail(&format!("cycle not done with the image's digest: {c:#}"));
+                self.fail(&format!(
+                    "cycle not done with the image's digest and progress: {c:#}"
+                ));
             }
-        }
-        let progress = self
-            .stack
-            .requests
-            .matching(
-                "POST",
-                &format!("/pxe/{}/progress", self.mac.replace(':', "-")),
-            )
-            .into_iter()
-            .filter(|l| l.status == 200)
-            .count();
-        if progress < want {
-            self.fail(&format!(
-                "expected progress reports for {want} cycles, got {progress}"
-            ));
         }
         let done = self.events("flash.done");
         if done.len() != want {
@@ -417,30 +444,60 @@ impl Flash {
     }
 }
 
+/// Seconds since qemu started (power-on) at the milestones of one flash.
+struct Timing {
+    /// The flash script reached iPXE.
+    script: Duration,
+    /// The agent printed "flash complete" (verified, about to reboot).
+    flashed: Duration,
+    /// The flashed disk printed its marker.
+    disk: Duration,
+}
+
+impl Timing {
+    /// One line for logs and bench/vm-flash.sh (which greps it).
+    fn line(&self, image_bytes: usize) -> String {
+        format!(
+            "bty-e2e timing: image {} MiB, accel tcg (KVM stalls on this host, see vm.rs): \
+             power-on -> flash script {:.1} s -> flashed {:.1} s -> booted from disk {:.1} s",
+            image_bytes >> 20,
+            self.script.as_secs_f64(),
+            self.flashed.as_secs_f64(),
+            self.disk.as_secs_f64()
+        )
+    }
+}
+
 /// BIOS, flash-once: flash, reboot, disk; every later boot stays on disk.
+/// Prints the power-on → flashed → booted-from-disk seconds.
 #[test]
 fn bios_flash_once_from_withcache_then_boots_the_disk() {
     let Some(_gate) = bty_e2e::gate("bios_flash_once_from_withcache_then_boots_the_disk") else {
         return;
     };
-    let mut f = Flash::setup(Setup::new(
+    let Some(mut f) = Flash::setup(Setup::new(
         "bios-once",
         "52:54:00:e2:e6:01",
         "bty-flash-once",
         Firmware::Bios,
-    ));
+    )) else {
+        return;
+    };
     f.boot();
-    f.expect_flash_then_disk();
+    let t = f.expect_flash_then_disk();
+    println!("{}", t.line(f.image.len()));
     // The disk's boot sector resets the VM: the next PXE contact is the
     // local boot again (flash-once stays on disk).
     f.expect(&f.marker.clone(), 120);
     f.check_cycles(1);
-    let scripts = f
-        .stack
-        .requests
-        .matching("GET", &format!("/pxe/{}", f.mac.replace(':', "-")));
-    if scripts.len() < 3 {
-        f.fail("expected at least three per-MAC scripts (flash, disk, disk)");
+    // bty-web's counters (one process all along): one flash script, then
+    // local boots.
+    let flash = f.metric("bty_pxe_offers_total{kind=\"flash\"}");
+    let local = f.metric("bty_pxe_offers_total{kind=\"local\"}");
+    if flash != 1 || local < 2 {
+        f.fail(&format!(
+            "expected one flash script and at least two local boots, got {flash} and {local}"
+        ));
     }
     // withcache pulled the image from the origin exactly once.
     let pulls = f
@@ -472,12 +529,14 @@ fn bios_flash_always_three_cycles() {
     let Some(_gate) = bty_e2e::gate("bios_flash_always_three_cycles") else {
         return;
     };
-    let mut f = Flash::setup(Setup::new(
+    let Some(mut f) = Flash::setup(Setup::new(
         "bios-always",
         "52:54:00:e2:e6:02",
         "bty-flash-always",
         Firmware::Bios,
-    ));
+    )) else {
+        return;
+    };
     f.boot();
     for _ in 0..3 {
         f.expect_flash_then_disk();
@@ -486,18 +545,14 @@ fn bios_flash_always_three_cycles() {
     f.check_disks();
 }
 
-/// UEFI, flash-once: OVMF HTTP Boot of ipxe.efi → flash → reboot → HTTP
-/// Boot again → the per-MAC script is the local boot. Then the flashed
-/// disk's ESP (`\EFI\BOOT\BOOTX64.EFI`, an EFI app built by the test)
-/// must boot under OVMF and print the marker.
+/// UEFI, flash-once, one VM: OVMF HTTP Boot of snponly.efi → flash →
+/// reboot → HTTP Boot again → the per-MAC script is the local boot, whose
+/// `exit 1` hands back to OVMF, which boots the next boot option: the
+/// flashed disk's ESP (`\EFI\BOOT\BOOTX64.EFI`, an EFI app built by the
+/// test) prints the marker.
 ///
-/// The ESP is booted in a fresh VM with the disk first, not through the
-/// per-MAC script's `exit`: verified here, neither works with today's
-/// pieces. Debian 12's `ipxe.efi` never returns to the firmware after
-/// `exit` (`snponly.efi` does), and an `exit` with status 0 makes EDK2's
-/// boot manager open its menu (UiApp) instead of trying the next boot
-/// option; `exit 1` from `snponly.efi` does reach the disk. See
-/// docs/testing-e2e.md.
+/// No `[boot] console` trick: bty-web's netboot script itself carries the
+/// `initrd=` argument the 2019 iPXE needs under UEFI.
 #[test]
 fn uefi_flash_once_then_the_esp_boots() {
     let Some(_gate) = bty_e2e::gate("uefi_flash_once_then_the_esp_boots") else {
@@ -513,44 +568,33 @@ fn uefi_flash_once_then_the_esp_boots() {
         eprintln!("skipping: {missing} not installed (packages dosfstools, mtools)");
         return;
     }
-    let mut f = Flash::setup(Setup::new(
+    let Some(mut f) = Flash::setup(Setup::new(
         "uefi-once",
         "52:54:00:e2:e6:03",
         "bty-flash-once",
         Firmware::UefiHttp,
-    ));
+    )) else {
+        return;
+    };
     f.boot();
     f.expect("Start HTTP Boot over IPv4", 180);
     let flashing = format!("bty: {}: flashing {}", f.mac, f.name);
     f.expect(&flashing, 180);
     f.expect("Linux version", 120);
-    // After the agent's reboot: HTTP Boot, iPXE, and the local boot.
+    // After the agent's reboot: HTTP Boot, iPXE, the local boot's `exit 1`
+    // and OVMF's next boot option, the flashed disk.
     f.expect("Start HTTP Boot over IPv4", 300);
     f.expect("flashed once already", 180);
+    f.expect(&f.marker.clone(), 180);
     f.check_cycles(1);
-    // The firmware downloaded ipxe.efi once per boot; iPXE's own requests
-    // got the chain script.
-    let bins = f
-        .stack
-        .requests
-        .matching("GET", "/boot/ipxe.efi")
-        .into_iter()
-        .filter(|l| l.content_type == "application/octet-stream")
-        .count();
-    if bins != 2 {
-        f.fail(&format!(
-            "expected two firmware downloads of ipxe.efi, got {bins}"
-        ));
+    // The firmware was offered snponly.efi (what docs/dhcp.md says).
+    let offered = std::fs::read_to_string(f.stack.dir.path().join("dnsmasq.log"))
+        .unwrap_or_default()
+        .contains("bootfile-name  http://192.0.2.1:8080/boot/snponly.efi");
+    if !offered {
+        f.fail("dnsmasq did not offer snponly.efi");
     }
     f.check_disks();
-    // Now the flashed disk alone, first in OVMF's boot order.
-    let mut cfg = VmConfig::new(Firmware::UefiDisk, &f.mac);
-    cfg.disks = vec![Disk {
-        path: f.disk.clone(),
-        serial: SERIAL.into(),
-    }];
-    let mut vm = Vm::start(&f.stack.ns, f.stack.dir.path(), &cfg).expect("starting qemu");
-    vm.expect(&f.marker, Duration::from_secs(120));
 }
 
 /// The plan names a disk serial the VM does not have: the agent refuses,
@@ -567,7 +611,9 @@ fn bios_wrong_serial_is_refused_and_nothing_is_written() {
         Firmware::Bios,
     );
     su.target_serial = "NO-SUCH-DISK";
-    let mut f = Flash::setup(su);
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
     f.boot();
     let c = f.wait_cycle("failed", 300, |c| c["state"] == "failed");
     let reason = c["reason"].as_str().unwrap_or_default().to_string();
@@ -588,8 +634,9 @@ fn bios_wrong_serial_is_refused_and_nothing_is_written() {
     }
 }
 
-/// The catalog's sha256 is wrong (static catalog, straight from the
-/// origin): the agent writes, finds the download's digest differs, and
+/// bty-web's catalog claims a wrong sha256 (a static catalog entry; the
+/// bytes come through withcache, which holds the same source with its
+/// true digest): the agent writes, finds the download's digest differs, and
 /// leaves the first MiB zeroed so the disk cannot boot a half-checked
 /// image; bty-web records the failure and never offers the local boot.
 #[test]
@@ -603,9 +650,10 @@ fn bios_digest_mismatch_leaves_the_disk_unbootable() {
         "bty-flash-once",
         Firmware::Bios,
     );
-    su.withcache = false;
     su.claimed_sha256 = Some(sha256_hex(b"not the image"));
-    let mut f = Flash::setup(su);
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
     f.boot();
     let c = f.wait_cycle("failed", 300, |c| c["state"] == "failed");
     let reason = c["reason"].as_str().unwrap_or_default().to_string();
@@ -622,9 +670,12 @@ fn bios_digest_mismatch_leaves_the_disk_unbootable() {
     }
 }
 
-/// The origin drops the agent's connection after 2 MiB (static catalog,
-/// no withcache in between): the agent resumes with a Range request and
-/// the flash completes with the right bytes.
+/// The origin drops its connection after 2 MiB while the agent streams
+/// the image through withcache (no prefetch: the agent's request starts
+/// withcache's download, streamed as it lands): the download is resumed
+/// with a Range request to the origin and the flash completes with the
+/// right bytes. (With `bty-lab serve` every image goes through withcache,
+/// so the agent's own resume is proven by the server-restart test.)
 #[test]
 fn bios_origin_drop_mid_stream_is_resumed() {
     let Some(_gate) = bty_e2e::gate("bios_origin_drop_mid_stream_is_resumed") else {
@@ -636,9 +687,11 @@ fn bios_origin_drop_mid_stream_is_resumed() {
         "bty-flash-once",
         Firmware::Bios,
     );
-    su.withcache = false;
+    su.prefetch = false;
     su.origin = Origin::new().with_cuts(2 << 20, 1);
-    let mut f = Flash::setup(su);
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
     f.boot();
     f.expect_flash_then_disk();
     f.check_cycles(1);
@@ -653,15 +706,18 @@ fn bios_origin_drop_mid_stream_is_resumed() {
         .any(|(_, _, r)| r.starts_with("bytes=") && r != "bytes=0-")
     {
         f.fail(&format!(
-            "the agent did not resume with a Range request: {gets:?}"
+            "the origin saw no resuming Range request: {gets:?}"
         ));
     }
     f.check_disks();
 }
 
-/// bty-web is killed (its runtime dropped: listener and connections gone)
-/// while the agent streams from a slow origin, and restarted on the same
-/// state 5 s later: the flash completes and `done` is recorded once.
+/// `bty-lab serve` is killed (SIGKILL: bty-web, withcache and bty-tftp
+/// gone, with every connection) while the agent streams the image, and
+/// restarted on the same state 5 s later: the agent resumes, the flash
+/// completes and `done` is recorded once. The image comes from a slow
+/// origin through withcache without prefetch, so the agent is mid-stream
+/// when the process dies and withcache must start over after the restart.
 #[test]
 fn bios_bty_web_killed_mid_flash_flash_completes() {
     let Some(_gate) = bty_e2e::gate("bios_bty_web_killed_mid_flash_flash_completes") else {
@@ -673,16 +729,67 @@ fn bios_bty_web_killed_mid_flash_flash_completes() {
         "bty-flash-once",
         Firmware::Bios,
     );
-    su.withcache = false;
+    su.prefetch = false;
     // ~6 s for the 6 MiB image.
     su.origin = Origin::new().with_rate(1 << 20);
-    let mut f = Flash::setup(su);
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
     f.boot();
     f.wait_cycle("flashing", 300, |c| c["state"] == "flashing");
     f.stack.kill_web();
     std::thread::sleep(Duration::from_secs(5));
-    f.stack.start_web().expect("restarting bty-web");
+    f.stack.start_web().expect("restarting bty-lab serve");
     f.expect(&f.marker.clone(), 300);
+    if !f.vm().serial().contains("download interrupted") {
+        f.fail("the agent's download was never interrupted: the kill came too late");
+    }
     f.check_cycles(1);
+    f.check_disks();
+}
+
+/// The stack in containers: `bty-lab deploy --images local --engine docker
+/// --netboot MEDIA DEST` (images built from the static bty-lab), its
+/// ports published on a LAN bridge in the root namespace (198.51.100.1/24,
+/// the VM's tap on it, dnsmasq bound to it only), then the BIOS
+/// flash-once flow against the containers. The deploy is purged with its
+/// images when the test ends, also on failure. Gated like bty-lab's engine
+/// tests: `BTY_ENGINE_TESTS` must name docker.
+#[test]
+fn docker_deploy_bios_flash_once_then_boots_the_disk() {
+    let test = "docker_deploy_bios_flash_once_then_boots_the_disk";
+    let Some(_gate) = bty_e2e::gate(test) else {
+        return;
+    };
+    if !bty_e2e::engine_wanted("docker", test) {
+        return;
+    }
+    let mut su = Setup::new(
+        "docker-once",
+        "52:54:00:e2:e6:08",
+        "bty-flash-once",
+        Firmware::Bios,
+    );
+    su.engine = Some("docker");
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
+    f.boot();
+    f.expect_flash_then_disk();
+    f.expect(&f.marker.clone(), 120);
+    f.check_cycles(1);
+    // withcache, in its container, pulled the image from the origin on
+    // the host once.
+    let pulls = f
+        .origin
+        .requests()
+        .iter()
+        .filter(|(m, _, _)| m == "GET")
+        .count();
+    if pulls != 1 {
+        f.fail(&format!(
+            "the origin served {pulls} GETs; withcache should pull once"
+        ));
+    }
     f.check_disks();
 }

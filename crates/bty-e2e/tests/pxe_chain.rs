@@ -57,7 +57,13 @@ impl Run {
         if let Err(e) = self.vm.wait_for(kernel, Duration::from_secs(20)) {
             panic!("{e}{}", self.stack.report());
         }
-        let k = self.stack.requests.matching("GET", kernel);
+        // iPXE prints the URL before bty-web has answered (and logged) it.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let mut k = self.stack.requests.matching("GET", kernel);
+        while k.is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+            k = self.stack.requests.matching("GET", kernel);
+        }
         let want = format!("mac={}", self.mac.replace(':', "%3A"));
         if k.len() != 1 || !k[0].uri.contains(&want) {
             self.fail("expected one kernel request carrying ?mac=");
@@ -197,7 +203,8 @@ fn bios_http_bootfile_user_agent_rule_answers_the_script() {
     assert_eq!(run.bootstrap_fetches().len(), 1, "{}", run.stack.report());
 }
 
-/// OVMF's own UEFI HTTP Boot (no iPXE ROM) downloads `ipxe.efi` from
+/// OVMF's own UEFI HTTP Boot (no iPXE ROM) downloads `ipxe.efi` (the
+/// fallback the DHCP guidance names for NICs without SNP) from
 /// bty-web; that iPXE DHCPs again and gets the same URL (no user-class
 /// rule), and bty-web's User-Agent rule answers it with the chain script:
 /// the binary is served once, then the bootstrap and per-MAC scripts.
@@ -206,7 +213,11 @@ fn uefi_http_boot_ipxe_efi_served_once_then_chain() {
     let Some(_gate) = bty_e2e::gate("uefi_http_boot_ipxe_efi_served_once_then_chain") else {
         return;
     };
-    let mut run = Run::start(BootRule::UefiHttp, Firmware::UefiHttp, "52:54:00:e2:e4:04");
+    let mut run = Run::start(
+        BootRule::UefiHttp("ipxe.efi".into()),
+        Firmware::UefiHttp,
+        "52:54:00:e2:e4:04",
+    );
     run.vm
         .expect("Start HTTP Boot over IPv4", Duration::from_secs(90));
     run.vm
