@@ -518,7 +518,11 @@ mod tests {
         assert_eq!(by_arch(0).option_60, "PXEClient");
         assert_eq!(by_arch(7).option_67, "snponly.efi");
         assert_eq!(by_arch(9).option_67, "snponly.efi");
-        assert!(by_arch(7).fallback.as_deref().unwrap().starts_with("ipxe.efi"));
+        assert!(by_arch(7)
+            .fallback
+            .as_deref()
+            .unwrap()
+            .starts_with("ipxe.efi"));
         assert!(by_arch(0).fallback.is_none());
         assert_eq!(by_arch(16).option_60, "HTTPClient");
         assert_eq!(

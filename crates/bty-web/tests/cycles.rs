@@ -316,8 +316,9 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
     assert_eq!(st, 200);
     let script = s.pxe(MAC).await;
     assert!(
-        script
-            .contains("iseq ${platform} efi && exit 1 || sanboot --no-describe --drive 0x81 || exit"),
+        script.contains(
+            "iseq ${platform} efi && exit 1 || sanboot --no-describe --drive 0x81 || exit"
+        ),
         "{script}"
     );
     let plan = s.plan(MAC).await;
