@@ -136,6 +136,10 @@ pub struct DeployArgs {
     /// /usr/share/bty/netboot.
     #[arg(long, value_name = "DIR")]
     pub netboot: Option<PathBuf>,
+    /// Run the containers through the engine API even where Quadlet units
+    /// would be chosen (root, systemd running, Podman >= 4.4).
+    #[arg(long, conflicts_with = "systemd")]
+    pub no_systemd: bool,
     /// Answer yes to questions (no prompts).
     #[arg(long, short = 'y')]
     pub yes: bool,

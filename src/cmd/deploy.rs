@@ -24,6 +24,14 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     // Quadlet asked for (now or by an earlier deploy): refuse before
     // anything is written when systemd is not there to run the units.
     let quadlet_asked = a.render.systemd || s.quadlet;
+    if a.no_systemd && s.quadlet {
+        bail!(
+            "{} runs under Quadlet units from an earlier deploy; --no-systemd cannot switch it \
+             in place. Nothing was changed. Run `bty-lab purge {}` first, then deploy with --no-systemd",
+            s.dest.display(),
+            s.dest.display()
+        );
+    }
     if quadlet_asked {
         quadlet::require_systemd()?;
     }
@@ -57,7 +65,8 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     }
     // As root on a systemd host with a Quadlet-capable Podman, the units
     // are the natural owner of the containers (restart on boot).
-    let quadlet_auto = deploydir::is_root()
+    let quadlet_auto = !a.no_systemd
+        && deploydir::is_root()
         && quadlet::systemd_running()
         && engine.kind == engine::Kind::Podman
         && quadlet::podman_has_quadlet(&engine.version);

@@ -397,6 +397,19 @@ fn deploy_systemd_refuses_without_systemd_and_touches_nothing() {
         .output()
         .unwrap();
     fails_with(&o, "systemd is not running");
+    // --no-systemd does not silently turn a Quadlet deploy into containers.
+    let before = std::fs::read_to_string(&m).unwrap();
+    let o = run(&["deploy", dest.to_str().unwrap(), "--no-systemd", "-y"]);
+    fails_with(&o, "cannot switch it in place");
+    assert_eq!(std::fs::read_to_string(&m).unwrap(), before);
+    // Both at once is a usage error.
+    let o = run(&[
+        "deploy",
+        dest.to_str().unwrap(),
+        "--systemd",
+        "--no-systemd",
+    ]);
+    fails_with(&o, "cannot be used with");
 }
 
 /// Podman's own Quadlet generator on the rendered units, where it exists
