@@ -10,6 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 #   atftp tftp-hpa tftpd-hpa        - TFTP clients and the peer server
 #   nginx-light wrk python3-venv    - benchmark peers and load
 #   busybox-static cpio kmod        - building the netboot initramfs
+#   dosfstools mtools               - the UEFI test image's ESP (no mount)
 #   zstd xz-utils bzip2 pigz        - making compressed test images
 #   chromium chromium-driver        - operator UI tests in a real browser
 #   isc-dhcp-server kea-dhcp4-server - check the DHCP snippets bty-web hands out
@@ -20,7 +21,7 @@ PKGS=(
   ipxe ovmf seabios dnsmasq-base
   atftp tftp-hpa tftpd-hpa
   nginx-light wrk python3-venv curl
-  busybox-static cpio kmod file iproute2 util-linux
+  busybox-static cpio kmod file iproute2 util-linux dosfstools mtools
   zstd xz-utils bzip2 pigz sqlite3 ca-certificates
   chromium chromium-driver
   isc-dhcp-server kea-dhcp4-server bc python3
