@@ -34,9 +34,8 @@ pub struct Image {
     pub entry: CatalogEntry,
     /// Resolved format (the entry's, or guessed from the src file name).
     pub resolved_format: ImageFormat,
-    /// The URL the agent downloads: withcache's blob URL for withcache's
-    /// entries and for static entries whose source withcache holds; the
-    /// origin otherwise.
+    /// The URL the agent downloads: withcache's blob URL when withcache is
+    /// configured, the origin otherwise.
     pub url: String,
     /// Where it came from.
     pub source: Source,
@@ -199,7 +198,7 @@ impl Catalog {
             let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
             if force || mtime != st.file_mtime || st.static_status.is_none() {
                 st.file_mtime = mtime;
-                match read_static(path) {
+                match read_static(path, self.withcache.as_deref()) {
                     Ok((images, skipped)) => {
                         st.static_status = Some(SourceStatus::Ok {
                             at: crate::db::now(),
@@ -247,24 +246,8 @@ impl Catalog {
         }
         // withcache first, so the operator's local file wins a name clash.
         let mut images = BTreeMap::new();
-        for img in &st.wc_images {
+        for img in st.wc_images.iter().chain(st.static_images.iter()) {
             images.insert(img.entry.name.clone(), img.clone());
-        }
-        // A static entry goes through withcache only when withcache holds
-        // its bytes: withcache answers 404 for a source outside its own
-        // catalog, so its URL would fail every flash of that image. Until
-        // the operator adds the source to withcache, targets pull from the
-        // origin.
-        let held: std::collections::HashSet<&str> =
-            st.wc_images.iter().map(|i| i.entry.src.as_str()).collect();
-        for img in &st.static_images {
-            let mut img = img.clone();
-            if let Some(wc) = self.withcache.as_deref() {
-                if held.contains(img.entry.src.as_str()) {
-                    img.url = bty_proto::catalog::blob_url(wc, &img.entry.src);
-                }
-            }
-            images.insert(img.entry.name.clone(), img);
         }
         let snap = Snapshot {
             images,
@@ -340,13 +323,13 @@ impl Catalog {
     }
 }
 
-fn read_static(path: &PathBuf) -> anyhow::Result<(Vec<Image>, usize)> {
+fn read_static(path: &PathBuf, withcache: Option<&str>) -> anyhow::Result<(Vec<Image>, usize)> {
     let text = std::fs::read_to_string(path).context("reading")?;
     let file: CatalogFile = toml::from_str(&text).context("parsing")?;
     if file.version != 1 {
         anyhow::bail!("version = {} is not supported (expected 1)", file.version);
     }
-    Ok(usable(file.images, Source::Static, None))
+    Ok(usable(file.images, Source::Static, withcache))
 }
 
 /// Keep entries that can be flashed; count the others.
@@ -467,58 +450,6 @@ mod tests {
         assert!(s
             .describe_sources(None, c.withcache_url())
             .contains("unreachable"));
-    }
-
-    #[tokio::test]
-    async fn static_entries_go_through_withcache_only_once_it_holds_them() {
-        // A real HTTP server on loopback standing in for withcache's
-        // GET /catalog; what it lists is switched by the test.
-        let listed = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-        let l2 = listed.clone();
-        let app = axum::Router::new().route(
-            "/catalog",
-            axum::routing::get(move || {
-                let l = l2.clone();
-                async move {
-                    let entries = l.lock().unwrap().clone();
-                    axum::Json(serde_json::json!({ "entries": entries }))
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let wc = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("catalog.toml");
-        std::fs::write(
-            &p,
-            "version = 1\n[[images]]\nname = \"a\"\nsrc = \"https://o/a.img.zst\"\n",
-        )
-        .unwrap();
-        let c = Catalog::new(Some(p), Some(wc.clone()));
-        c.refresh(true, true).await;
-        assert!(matches!(c.snapshot().withcache, SourceStatus::Ok { .. }));
-        assert_eq!(
-            c.snapshot().get("a").unwrap().url,
-            "https://o/a.img.zst",
-            "withcache does not hold it yet: the origin"
-        );
-        listed.lock().unwrap().push(serde_json::json!({
-            "name": "cached-a", "src": "https://o/a.img.zst",
-            "sha256": "ab".repeat(32), "size": 10
-        }));
-        c.refresh(true, true).await;
-        let s = c.snapshot();
-        assert_eq!(
-            s.get("a").unwrap().url,
-            bty_proto::catalog::blob_url(&wc, "https://o/a.img.zst")
-        );
-        assert_eq!(s.get("a").unwrap().source, Source::Static);
-        assert_eq!(
-            s.get("cached-a").unwrap().url,
-            bty_proto::catalog::blob_url(&wc, "https://o/a.img.zst")
-        );
     }
 
     #[test]
