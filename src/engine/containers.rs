@@ -319,24 +319,44 @@ pub async fn run_service(
 ) -> Result<String> {
     let name = stack::container_name(&s.project(), svc);
     remove_if_ours(engine, s, &name).await?;
-    let cfg = container_config(s, svc, image, version, env);
-    engine
-        .api
-        .create_container(
-            Some(CreateContainerOptions {
-                name: name.clone(),
-                platform: None,
-            }),
-            cfg,
-        )
-        .await
-        .map_err(|e| anyhow!("creating container {name} from {image}: {}", engine_msg(&e)))?;
-    engine
-        .api
-        .start_container(&name, None::<StartContainerOptions<String>>)
-        .await
-        .map_err(|e| anyhow!("starting container {name}: {}", engine_msg(&e)))?;
-    Ok(name)
+    // Podman 4.3 now and then fails a start with "write child: broken
+    // pipe" (conmon's sync pipe closed early; seen under load, and the
+    // same start works when retried). Recreate and start again a couple of
+    // times before giving up; every other error fails at once.
+    let mut attempt = 0;
+    loop {
+        let cfg = container_config(s, svc, image, version, env.clone());
+        engine
+            .api
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: name.clone(),
+                    platform: None,
+                }),
+                cfg,
+            )
+            .await
+            .map_err(|e| anyhow!("creating container {name} from {image}: {}", engine_msg(&e)))?;
+        match engine
+            .api
+            .start_container(&name, None::<StartContainerOptions<String>>)
+            .await
+        {
+            Ok(()) => return Ok(name),
+            Err(e) if attempt < 2 && engine_msg(&e).contains("broken pipe") => {
+                attempt += 1;
+                crate::ui::warn(format!(
+                    "starting container {name}: engine said {}; recreating it and trying again",
+                    engine_msg(&e)
+                ));
+                force_remove(engine, &name)
+                    .await
+                    .map_err(|e| anyhow!("removing container {name}: {}", engine_msg(&e)))?;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(anyhow!("starting container {name}: {}", engine_msg(&e))),
+        }
+    }
 }
 
 /// Run the health command inside the container; true on exit 0.
