@@ -17,6 +17,14 @@ use crate::util::{fails_with, have_tool, ok, run_with, stderr, stdout, TestDir};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Podman 4.3 fails container starts now and then ("write child: broken
+/// pipe") when several deploys hit its API at once; these tests run one
+/// Podman deploy at a time (Docker tests still run beside them).
+fn podman_turn() -> std::sync::MutexGuard<'static, ()> {
+    static PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PODMAN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn wanted(engine: &str) -> bool {
     std::env::var("BTY_ENGINE_TESTS")
         .unwrap_or_default()
@@ -533,6 +541,7 @@ fn docker_lifecycle() {
 
 #[test]
 fn podman_lifecycle() {
+    let _turn = podman_turn();
     lifecycle(
         "podman",
         Ports {
@@ -726,6 +735,7 @@ fn log_len(log: &Path) -> usize {
 /// through the Podman API, rollback by restoring unit files, teardown.
 #[test]
 fn podman_quadlet_install_upgrade_purge_with_stub_systemctl() {
+    let _turn = podman_turn();
     let Some(bin) = static_bin("podman") else {
         return;
     };
@@ -922,6 +932,7 @@ fn podman_quadlet_install_upgrade_purge_with_stub_systemctl() {
 /// says what it removed and what was left.
 #[test]
 fn podman_quadlet_failed_deploy_tears_down() {
+    let _turn = podman_turn();
     let Some(bin) = static_bin("podman") else {
         return;
     };
