@@ -4,13 +4,15 @@
 //! bty does not run DHCP; the lab's server does. This module turns "bty-web
 //! is at HOST:PORT" into the values of options 60, 66 and 67 per client
 //! architecture (option 93) and into snippets for dnsmasq (full and
-//! proxy-DHCP), ISC dhcpd, Kea and router UIs. Every snippet carries the
-//! iPXE user-class rule: a client whose DHCP request says user class
-//! `iPXE` (option 77) is already running iPXE and gets the bootstrap script
-//! URL instead of the iPXE binary, which stops stock iPXE from loading
-//! itself forever. bty-web (User-Agent over HTTP) and bty-tftp
-//! (`--second-stage`) break that loop on their own too, for DHCP servers
-//! that cannot match on the user class.
+//! proxy-DHCP), ISC dhcpd, Kea and router UIs.
+//!
+//! The setup it leads with is one boot file per firmware and no user-class
+//! logic: stock iPXE does DHCP again after it loads and fetches the same
+//! boot file, and bty answers that second fetch itself with a script that
+//! chains to bty-web (bty-tftp's second-stage rules, on by default in
+//! `bty-lab deploy` and `serve`; bty-web's User-Agent rule over HTTP). So
+//! the snippets carry no iPXE user-class rule; [`IpxeRule`] describes it as
+//! an optional extra for setups whose TFTP server is not bty-tftp.
 //!
 //! UEFI clients get `snponly.efi`, not `ipxe.efi`: the local boot of a
 //! flashed UEFI machine is iPXE's `exit 1` back to the firmware, and
@@ -43,9 +45,12 @@ pub struct DhcpGuidance {
     pub tftp_server: String,
     /// Boot file for clients already running iPXE (user class `iPXE`).
     pub ipxe_script_url: String,
+    /// How the stock-iPXE loop is broken without DHCP user-class rules.
+    pub loop_breaker: &'static str,
     /// Rows per client architecture.
     pub architectures: Vec<ArchRule>,
-    /// The rule for clients already running iPXE.
+    /// The optional rule for clients already running iPXE: not needed with
+    /// bty-tftp's loop breaker, saves the second fetch of the boot file.
     pub ipxe_rule: IpxeRule,
     /// Configuration snippets, one per DHCP server kind.
     pub snippets: Vec<Snippet>,
@@ -72,7 +77,7 @@ pub struct ArchRule {
     pub fallback: Option<String>,
 }
 
-/// The iPXE user-class rule.
+/// The optional iPXE user-class rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IpxeRule {
     /// Option 77 user class sent by iPXE.
@@ -105,6 +110,9 @@ const ARCH_EFI_X64_HTTP: u16 = 16;
 /// iPXE for UEFI x86-64 clients: the build that drives the NIC through the
 /// firmware's SNP and can `exit` back to the firmware for the local boot.
 const UEFI_BOOTFILE: &str = "snponly.efi";
+
+/// Why one boot file per firmware is enough.
+const LOOP_BREAKER: &str = "Stock iPXE does DHCP again after it loads and fetches the same boot file. bty answers that second fetch itself with a script that chains to bty-web: bty-tftp over TFTP (its second-stage rules, on by default in bty-lab deploy and serve) and bty-web over HTTP (it sees iPXE's User-Agent). So the DHCP server needs one boot file per firmware and no user-class rules.";
 
 /// Said wherever `snponly.efi` is handed out.
 const EFI_FALLBACK: &str = "ipxe.efi (iPXE's own NIC drivers) for NICs whose firmware offers no SNP driver; Debian 12's ipxe.efi does not return to the firmware on `exit`, so such machines cannot boot their disk through bty's local boot";
@@ -193,6 +201,7 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
     DhcpGuidance {
         tftp_server: host.clone(),
         ipxe_script_url: v.script.clone(),
+        loop_breaker: LOOP_BREAKER,
         ipxe_rule: IpxeRule {
             user_class: "iPXE",
             option_175_present: true,
@@ -273,26 +282,29 @@ fn dnsmasq_full(v: &Values) -> String {
 # Adjust the address pool to your LAN.
 dhcp-range={lo},{hi},12h
 
-# Tag each request by firmware (option 93) and by iPXE (option 77).
+# One boot file per firmware, no user-class rule: iPXE fetches its boot
+# file a second time and bty-tftp / bty-web answer that with a chain script.
 dhcp-match=set:bios,option:client-arch,{ARCH_BIOS}
 dhcp-match=set:efi64,option:client-arch,{ARCH_EFI_X64_BC}
 dhcp-match=set:efi64,option:client-arch,{ARCH_EFI_X64}
 dhcp-match=set:efi64http,option:client-arch,{ARCH_EFI_X64_HTTP}
-dhcp-userclass=set:ipxe,iPXE
 
 # Option 66: the TFTP server for firmware that reads it instead of siaddr.
 dhcp-option=66,{host}
 
-# iPXE (any architecture): chain to bty-web.
-dhcp-boot=tag:ipxe,{script}
 # Firmware PXE: load iPXE from bty-tftp (file, server name, next-server).
 # UEFI gets snponly.efi, which can exit back to the firmware to boot the
 # disk; use ipxe.efi only for NICs without a UEFI SNP driver.
-dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,{host}
-dhcp-boot=tag:!ipxe,tag:efi64,{UEFI_BOOTFILE},,{host}
+dhcp-boot=tag:bios,undionly.kpxe,,{host}
+dhcp-boot=tag:efi64,{UEFI_BOOTFILE},,{host}
 # UEFI HTTP Boot: the reply must carry option 60 \"HTTPClient\".
 dhcp-option-force=tag:efi64http,60,HTTPClient
-dhcp-boot=tag:!ipxe,tag:efi64http,{http_boot}
+dhcp-boot=tag:efi64http,{http_boot}
+
+# Optional, only if your TFTP server is not bty-tftp: send iPXE (user
+# class iPXE) straight to bty-web; it must come before the lines above.
+#   dhcp-userclass=set:ipxe,iPXE
+#   dhcp-boot=tag:ipxe,{script}
 "
     )
 }
@@ -310,17 +322,14 @@ dhcp-range={net},proxy
 # No DNS from this dnsmasq.
 port=0
 
-dhcp-userclass=set:ipxe,iPXE
-
-# iPXE (user class iPXE): chain to bty-web.
-pxe-service=tag:ipxe,x86PC,\"bty\",{script}
-pxe-service=tag:ipxe,X86-64_EFI,\"bty\",{script}
-# Firmware PXE: load iPXE from bty-tftp. Names with a suffix are sent as is.
+# One boot file per firmware, no user-class rule: iPXE fetches its boot
+# file a second time and bty-tftp answers that with a chain script.
+# Load iPXE from bty-tftp. Names with a suffix are sent as is.
 # UEFI gets snponly.efi, which can exit back to the firmware to boot the
 # disk; use ipxe.efi only for NICs without a UEFI SNP driver.
-pxe-service=tag:!ipxe,x86PC,\"bty (BIOS)\",undionly.kpxe,{host}
-pxe-service=tag:!ipxe,X86-64_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
-pxe-service=tag:!ipxe,BC_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
+pxe-service=x86PC,\"bty (BIOS)\",undionly.kpxe,{host}
+pxe-service=X86-64_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
+pxe-service=BC_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
 # Boot at once, without a menu prompt.
 pxe-prompt=\"bty\",0
 "
@@ -352,10 +361,12 @@ subnet {net} netmask 255.255.255.0 {{
   next-server {host};
   option tftp-server-name \"{host}\";
 
-  if exists user-class and option user-class = \"iPXE\" {{
-    # Already running iPXE: chain to bty-web.
-    filename \"{script}\";
-  }} elsif option client-arch = {http} {{
+  # One boot file per firmware, no user-class rule: iPXE fetches its boot
+  # file a second time and bty-tftp / bty-web answer that with a chain
+  # script. (Only if your TFTP server is not bty-tftp, add a first branch
+  # `if exists user-class and option user-class = \"iPXE\"` with
+  # filename \"{script}\".)
+  if option client-arch = {http} {{
     # UEFI HTTP Boot.
     option vendor-class-identifier \"HTTPClient\";
     filename \"{http_boot}\";
@@ -380,11 +391,13 @@ fn hex16(code: u16) -> String {
 fn kea(v: &Values) -> String {
     let Values {
         host,
-        script,
         http_boot,
         net,
         pool: (lo, hi),
+        ..
     } = v;
+    // One boot file per firmware, no user-class class: bty-tftp / bty-web
+    // answer iPXE's second fetch of its boot file with a chain script.
     format!(
         r#"{{
   "Dhcp4": {{
@@ -392,25 +405,20 @@ fn kea(v: &Values) -> String {
     "lease-database": {{ "type": "memfile", "persist": false }},
     "client-classes": [
       {{
-        "name": "bty-ipxe",
-        "test": "option[77].text == 'iPXE'",
-        "boot-file-name": "{script}"
-      }},
-      {{
         "name": "bty-efi64-http",
-        "test": "not member('bty-ipxe') and option[93].hex == 0x{ARCH_EFI_X64_HTTP:04x}",
+        "test": "option[93].hex == 0x{ARCH_EFI_X64_HTTP:04x}",
         "boot-file-name": "{http_boot}",
         "option-data": [ {{ "name": "vendor-class-identifier", "data": "HTTPClient" }} ]
       }},
       {{
         "name": "bty-efi64",
-        "test": "not member('bty-ipxe') and (option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x})",
+        "test": "option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x}",
         "next-server": "{host}",
         "boot-file-name": "{UEFI_BOOTFILE}"
       }},
       {{
         "name": "bty-bios",
-        "test": "not member('bty-ipxe') and option[93].hex == 0x{ARCH_BIOS:04x}",
+        "test": "option[93].hex == 0x{ARCH_BIOS:04x}",
         "next-server": "{host}",
         "boot-file-name": "undionly.kpxe"
       }}
@@ -440,6 +448,9 @@ fn router_ui(v: &Values) -> String {
         "bty: values for router and appliance DHCP pages.
 bty-web: {script}  bty-tftp: {host} (udp/69)
 
+One boot file per firmware; no user-class rule is needed (iPXE fetches its
+boot file a second time and bty-tftp answers that with a chain script).
+
 Fields (names differ per UI):
   Next server / TFTP server / boot server (siaddr, option 66): {host}
   Boot file, BIOS (option 93 = 0):                          undionly.kpxe
@@ -448,21 +459,21 @@ Fields (names differ per UI):
     and option 60 (vendor class) in the reply:              HTTPClient
   (UEFI: ipxe.efi instead of snponly.efi only for NICs without a UEFI SNP
   driver; such machines then cannot boot their disk through bty.)
-  Boot file for iPXE (user class \"iPXE\", option 77):        {script}
 
-OpenWrt: LuCI has one boot file per interface. Put the dnsmasq-full.conf
-lines without dhcp-range into /etc/dnsmasq.conf (OpenWrt's dnsmasq reads
-it) to get the per-architecture and iPXE rules.
+OpenWrt: LuCI has one boot file per interface. For BIOS and UEFI on one
+LAN, put the dnsmasq-full.conf lines without dhcp-range into
+/etc/dnsmasq.conf (OpenWrt's dnsmasq reads it).
 
 UniFi Network: Settings > Networks > (LAN) > DHCP Service Management:
   Network Boot: server {host}, file undionly.kpxe (or {UEFI_BOOTFILE} for UEFI)
   TFTP Server (option 66): {host}
-UniFi cannot match the user class. bty-tftp breaks the loop instead: run it
-with --second-stage undionly.kpxe --second-stage {UEFI_BOOTFILE}.
 
 pfSense/OPNsense: Services > DHCP Server > Network Booting:
   Next server {host}; default BIOS file name undionly.kpxe;
-  UEFI 64-bit file name {UEFI_BOOTFILE}; iPXE boot file name {script}.
+  UEFI 64-bit file name {UEFI_BOOTFILE}.
+
+Optional, only if your TFTP server is not bty-tftp: a boot file for clients
+whose user class (option 77) is \"iPXE\": {script}
 "
     )
 }
@@ -543,12 +554,21 @@ mod tests {
             }
         }
         assert_eq!(g.ipxe_rule.user_class, "iPXE");
-        // Every snippet carries the iPXE rule and the host.
+        // One boot file per firmware: no snippet matches the iPXE user
+        // class outside comments; each names the host.
         for s in &g.snippets {
-            assert!(s.text.contains("iPXE"), "{}", s.id);
-            assert!(s.text.contains(&g.ipxe_script_url), "{}", s.id);
             assert!(s.text.contains("10.1.2.3"), "{}", s.id);
+            for line in s.text.lines() {
+                let t = line.trim_start();
+                let comment = t.starts_with('#') || s.id == "router-ui";
+                assert!(
+                    comment || !(t.contains("userclass") || t.contains("user-class")),
+                    "{}: {line}",
+                    s.id
+                );
+            }
         }
+        assert!(g.loop_breaker.contains("bty-tftp"));
         // The pool avoids the host.
         let g = guidance("10.1.2.150", 80);
         let full = &g.snippets[0].text;
@@ -583,8 +603,8 @@ mod tests {
         // The Kea snippet itself is valid JSON.
         let kea: serde_json::Value = serde_json::from_str(&g.snippets[3].text).unwrap();
         assert_eq!(
-            kea["Dhcp4"]["client-classes"][0]["boot-file-name"],
-            "http://192.0.2.10:8080/pxe-bootstrap.ipxe"
+            kea["Dhcp4"]["client-classes"][2]["boot-file-name"],
+            "undionly.kpxe"
         );
     }
 
