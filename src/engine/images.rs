@@ -362,8 +362,9 @@ pub async fn pull(engine: &Engine, refs: &[String]) -> Result<()> {
     for r in refs {
         pull_one(engine, &mp, r, None).await.map_err(|why| {
             anyhow::anyhow!(
-                "pulling {r}: {why}\n(is the registry reachable? --images auto, the default, \
-                 builds the images from this binary when a pull fails)"
+                "pulling {r}: {why}\n(is the registry reachable? With --images auto, the \
+                 default for new deploys, bty-lab builds the images from this binary when a pull \
+                 fails; the choice is recorded for later deploys and upgrades)"
             )
         })?;
         crate::ui::detail(format!("pulled {r}"));
