@@ -66,6 +66,14 @@ pub struct RenderArgs {
     /// Bring bty-tftp back after an earlier --no-tftp.
     #[arg(long, conflicts_with = "no_tftp")]
     pub tftp: bool,
+    /// Serve iPXE's own second request for undionly.kpxe, snponly.efi or
+    /// ipxe.efi as the binary again instead of a chain script to bty-web
+    /// (the TFTP loop breaker; then DHCP needs user-class rules); remembered.
+    #[arg(long)]
+    pub no_second_stage: bool,
+    /// Bring the TFTP loop breaker back after an earlier --no-second-stage.
+    #[arg(long, conflicts_with = "no_second_stage")]
+    pub second_stage: bool,
     /// Image registry prefix (default: ghcr.io/bty-rs).
     #[arg(long)]
     pub registry: Option<String>,
@@ -94,6 +102,9 @@ pub struct InitArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImagesFrom {
+    /// Images in the engine built from this binary (or pulled), else pull,
+    /// else build locally from this binary.
+    Auto,
     /// Pull REGISTRY/<service>:VERSION.
     Pull,
     /// Build FROM scratch images from this static binary, no registry.
@@ -113,9 +124,11 @@ pub enum EngineChoice {
 /// Engine selection shared by every engine-driving command.
 #[derive(Debug, Args, Clone)]
 pub struct EngineArgs {
-    /// Container engine (auto: DOCKER_HOST, then Docker, then Podman).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub engine: EngineChoice,
+    /// Container engine. Default: the one DEST was deployed with (remembered
+    /// in DEST/.bty-lab.toml), else auto: DOCKER_HOST, then Docker, then
+    /// Podman.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineChoice>,
 }
 
 /// `bty-lab deploy`.
@@ -125,7 +138,8 @@ pub struct DeployArgs {
     pub render: RenderArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// Pull images, build them locally from this binary, or use present ones.
+    /// Where the images come from (default: as recorded by an earlier
+    /// deploy, else auto: reuse, else pull, else build from this binary).
     #[arg(long, value_enum)]
     pub images: Option<ImagesFrom>,
     /// Seconds to wait for every service to report healthy.
@@ -266,6 +280,10 @@ pub struct ServeArgs {
     /// TFTP port (default: no TFTP; 69 needs root).
     #[arg(long)]
     pub tftp_port: Option<u16>,
+    /// Serve iPXE's second TFTP request for its own bootfile as the binary
+    /// again, not as a chain script to bty-web (the loop breaker).
+    #[arg(long)]
+    pub no_second_stage: bool,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
@@ -325,8 +343,42 @@ mod tests {
         };
         assert_eq!(d.render.dest, PathBuf::from("/opt/bty"));
         assert_eq!(d.images, Some(ImagesFrom::Local));
-        assert_eq!(d.engine.engine, EngineChoice::Podman);
+        assert_eq!(d.engine.engine, Some(EngineChoice::Podman));
         assert!(d.render.no_tftp && d.yes);
+        assert!(!d.render.no_second_stage);
+    }
+
+    #[test]
+    fn engine_and_images_default_to_none_so_the_manifest_decides() {
+        let cli = Cli::try_parse_from(["bty-lab", "deploy", "/opt/bty"]).unwrap();
+        let Command::Deploy(d) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(d.engine.engine, None);
+        assert_eq!(d.images, None);
+        let cli = Cli::try_parse_from(["bty-lab", "status", "/opt/bty"]).unwrap();
+        let Command::Status(st) = cli.command else {
+            panic!("not status")
+        };
+        assert_eq!(st.engine.engine, None);
+        let cli =
+            Cli::try_parse_from(["bty-lab", "deploy", "/opt/bty", "--images", "auto"]).unwrap();
+        let Command::Deploy(d) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(d.images, Some(ImagesFrom::Auto));
+    }
+
+    #[test]
+    fn second_stage_flags_conflict() {
+        let r = Cli::try_parse_from([
+            "bty-lab",
+            "init",
+            "/x",
+            "--no-second-stage",
+            "--second-stage",
+        ]);
+        assert!(r.is_err());
     }
 
     #[test]

@@ -39,11 +39,32 @@ pub async fn run(cmd: Internal) -> Result<()> {
         Internal::Tftp => {
             services::init_tracing();
             let listen = env_addr("BTY_TFTP_LISTEN", "0.0.0.0:69")?;
+            let root = std::env::var_os("BTY_TFTP_ROOT")
+                .filter(|r| !r.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| stack::IMAGE_BOOT_DIR.into());
+            let rules = second_stage_from_env()?;
             let sock = tokio::net::UdpSocket::bind(listen)
                 .await
                 .with_context(|| format!("binding udp {listen}"))?;
-            services::tftp(stack::IMAGE_BOOT_DIR.into(), sock, shutdown_signal()).await
+            tracing::info!(
+                "bty-tftp on udp {listen}, serving {}; {}",
+                root.display(),
+                services::describe_second_stage(&rules)
+            );
+            services::tftp(root, sock, rules, shutdown_signal()).await
         }
+    }
+}
+
+/// The loop breaker from `BTY_TFTP_SECOND_STAGE` (deploy renders it with
+/// bty-web's real address). Unset or empty: on for every iPXE bootfile,
+/// chaining to `${next-server}:8080`, so an image run by hand breaks the loop
+/// too; `off`: no rules.
+fn second_stage_from_env() -> Result<Vec<bty_tftp::SecondStageRule>> {
+    match std::env::var(stack::SECOND_STAGE_ENV) {
+        Ok(v) if !v.trim().is_empty() => services::parse_second_stage(&v),
+        _ => services::parse_second_stage(&stack::IPXE_FILES.join(",")),
     }
 }
 
@@ -61,7 +82,7 @@ fn seed_boot_dir(boot: &std::path::Path) {
         tracing::warn!("creating boot dir {}: {e}", boot.display());
         return;
     }
-    for f in crate::engine::images::IPXE_FILES {
+    for f in stack::IPXE_FILES {
         let src = image.join(f);
         if !src.is_file() {
             continue;

@@ -10,6 +10,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use crate::cli::ImagesFrom;
+use crate::engine::Remembered;
 use crate::hostaddr;
 use crate::stack::{self, Service};
 
@@ -66,6 +67,11 @@ pub struct Settings {
     pub registry: String,
     pub images: ImagesFrom,
     pub tftp: bool,
+    /// bty-tftp answers iPXE's second request for its own bootfile with a
+    /// chain script to bty-web (the loop breaker). Absent in manifests from
+    /// before it existed: on.
+    #[serde(default = "yes")]
+    pub second_stage: bool,
     pub systemd: bool,
     #[serde(default)]
     pub ports: Ports,
@@ -73,6 +79,15 @@ pub struct Settings {
     /// containers created through the engine API.
     #[serde(default)]
     pub quadlet: bool,
+    /// The engine the stack was deployed on; later commands use it unless
+    /// `--engine` says otherwise. Absent before the first deploy (and in
+    /// manifests from before it was recorded): auto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Remembered>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The secrets written into a fresh envvars.
@@ -121,6 +136,21 @@ impl Settings {
             hostaddr::url_host(&self.host_addr),
             self.ports.web
         )
+    }
+
+    /// The bootstrap script bty-web serves iPXE, as machines reach it.
+    pub fn bootstrap_url(&self) -> String {
+        format!("{}/pxe-bootstrap.ipxe", self.web_url())
+    }
+
+    /// `BTY_TFTP_SECOND_STAGE` for bty-tftp: `off`, or every iPXE bootfile
+    /// chaining to this deploy's bty-web.
+    pub fn second_stage_spec(&self) -> String {
+        if self.second_stage {
+            stack::second_stage_spec(&self.bootstrap_url())
+        } else {
+            "off".to_string()
+        }
     }
 
     pub fn withcache_url(&self) -> String {
@@ -196,6 +226,8 @@ struct Ctx<'a> {
     web_url: String,
     withcache_url: String,
     tftp: bool,
+    second_stage: bool,
+    bootstrap_url: String,
     systemd: bool,
     ports: Ports,
     images: BTreeMap<&'static str, String>,
@@ -213,6 +245,8 @@ fn ctx<'a>(s: &'a Settings, secrets: Option<&'a Secrets>) -> Ctx<'a> {
         web_url: s.web_url(),
         withcache_url: s.withcache_url(),
         tftp: s.tftp,
+        second_stage: s.second_stage,
+        bootstrap_url: s.bootstrap_url(),
         systemd: s.systemd,
         ports: s.ports,
         images: stack::ALL
@@ -301,11 +335,17 @@ pub fn service_vars(
         .filter(|(k, _)| stack::env_belongs(svc, k))
         .cloned()
         .collect();
-    if svc.net == stack::Net::Host && !out.iter().any(|(k, _)| k == "BTY_TFTP_LISTEN") {
-        out.push((
-            "BTY_TFTP_LISTEN".to_string(),
-            format!("0.0.0.0:{}", s.ports.tftp),
-        ));
+    if svc.net == stack::Net::Host {
+        let derived = [
+            ("BTY_TFTP_LISTEN", format!("0.0.0.0:{}", s.ports.tftp)),
+            (stack::SECOND_STAGE_ENV, s.second_stage_spec()),
+        ];
+        for (k, v) in derived {
+            // A key set in envvars is the operator's and wins.
+            if !out.iter().any(|(o, _)| o == k) {
+                out.push((k.to_string(), v));
+            }
+        }
     }
     out
 }
@@ -385,11 +425,13 @@ mod tests {
             data_dir: "/opt/bty/data".into(),
             host_addr: "10.0.0.5".parse().unwrap(),
             registry: stack::DEFAULT_REGISTRY.into(),
-            images: ImagesFrom::Pull,
+            images: ImagesFrom::Auto,
             tftp: true,
+            second_stage: true,
             systemd: false,
             ports: Ports::default(),
             quadlet: false,
+            engine: None,
         }
     }
 
@@ -430,6 +472,8 @@ mod tests {
         systemd.systemd = true;
         let mut no_tftp = systemd.clone();
         no_tftp.tftp = false;
+        let mut no_second_stage = base.clone();
+        no_second_stage.second_stage = false;
         let mut custom = base.clone();
         custom.host_addr = "fd00::5".parse().unwrap();
         custom.data_dir = "/srv/bty data".into();
@@ -444,6 +488,7 @@ mod tests {
             ("default", base),
             ("systemd", systemd),
             ("systemd-no-tftp", no_tftp),
+            ("no-second-stage", no_second_stage),
             ("ipv6-custom", custom),
         ]
     }
@@ -506,6 +551,56 @@ mod tests {
         let v: toml_edit::DocumentMut = t.parse().unwrap();
         assert_eq!(v["withcache"]["url"].as_str(), Some("http://10.0.0.5:3000"));
         assert_eq!(v["server"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    }
+
+    #[test]
+    fn tftp_env_carries_the_loop_breaker_and_envvars_wins() {
+        let s = settings();
+        let vars = service_vars(&s, &stack::TFTP, &[]);
+        let spec = vars
+            .iter()
+            .find(|(k, _)| k == stack::SECOND_STAGE_ENV)
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(
+            spec,
+            "undionly.kpxe=http://10.0.0.5:8080/pxe-bootstrap.ipxe,\
+             snponly.efi=http://10.0.0.5:8080/pxe-bootstrap.ipxe,\
+             ipxe.efi=http://10.0.0.5:8080/pxe-bootstrap.ipxe"
+        );
+        let mine = vec![(stack::SECOND_STAGE_ENV.to_string(), "off".to_string())];
+        let vars = service_vars(&s, &stack::TFTP, &mine);
+        let ours: Vec<_> = vars
+            .iter()
+            .filter(|(k, _)| k == stack::SECOND_STAGE_ENV)
+            .collect();
+        assert_eq!(ours.len(), 1, "{vars:?}");
+        assert_eq!(ours[0].1, "off");
+        // bty-web never sees it.
+        assert!(!service_vars(&s, &stack::WEB, &mine)
+            .iter()
+            .any(|(k, _)| k.starts_with("BTY_TFTP_")));
+    }
+
+    #[test]
+    fn manifests_from_before_the_new_keys_still_parse() {
+        let old = "version = \"0.1.0\"\ndest = \"/opt/bty\"\ndata_dir = \"/opt/bty/data\"\n\
+                   host_addr = \"10.0.0.5\"\nregistry = \"ghcr.io/bty-rs\"\nimages = \"pull\"\n\
+                   tftp = true\nsystemd = false\n";
+        let s: Settings = toml::from_str(old).unwrap();
+        assert!(s.second_stage, "loop breaker off for an old manifest");
+        assert_eq!(s.engine, None);
+        assert_eq!(s.images, ImagesFrom::Pull);
+        // And the new keys round-trip.
+        let mut s = settings();
+        s.second_stage = false;
+        s.engine = Some(Remembered {
+            kind: crate::engine::Kind::Podman,
+            addr: "/run/podman/podman.sock".into(),
+        });
+        let text = toml::to_string_pretty(&s).unwrap();
+        assert!(text.contains("[engine]"), "{text}");
+        assert_eq!(toml::from_str::<Settings>(&text).unwrap(), s);
     }
 
     #[test]

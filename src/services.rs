@@ -32,13 +32,68 @@ pub async fn withcache(
     withcache::serve(opts, listener, shutdown).await
 }
 
-/// bty-tftp serving `root` on `socket`.
+/// bty-tftp serving `root` on `socket`, with `second_stage` rules (the
+/// loop breaker; empty: off).
 pub async fn tftp(
     root: PathBuf,
     socket: UdpSocket,
+    second_stage: Vec<bty_tftp::SecondStageRule>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    bty_tftp::serve(bty_tftp::Options::new(root), socket, shutdown).await
+    let opts = bty_tftp::Options {
+        second_stage,
+        ..bty_tftp::Options::new(root)
+    };
+    bty_tftp::serve(opts, socket, shutdown).await
+}
+
+/// Second-stage rules chaining every iPXE bootfile to `bootstrap_url`.
+pub fn second_stage_rules(bootstrap_url: &str) -> Result<Vec<bty_tftp::SecondStageRule>> {
+    parse_second_stage(&crate::stack::second_stage_spec(bootstrap_url))
+}
+
+/// A `BTY_TFTP_SECOND_STAGE` value: `off` (any case) is no rules; anything
+/// else is a comma-separated list of `NAME[=URL]` rules, as bty-tftp's
+/// `--second-stage` takes them (a NAME alone chains to
+/// `http://${next-server}:8080/pxe-bootstrap.ipxe`).
+pub fn parse_second_stage(spec: &str) -> Result<Vec<bty_tftp::SecondStageRule>> {
+    let spec = spec.trim();
+    if spec.eq_ignore_ascii_case("off") {
+        return Ok(Vec::new());
+    }
+    let rules = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.parse().map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("{}={spec:?}", crate::stack::SECOND_STAGE_ENV))?;
+    if rules.is_empty() {
+        anyhow::bail!(
+            "{}={spec:?} names no rule; use off, or NAME[=URL] items separated by commas",
+            crate::stack::SECOND_STAGE_ENV
+        );
+    }
+    Ok(rules)
+}
+
+/// One line saying what the loop breaker does, for the start-up log.
+pub fn describe_second_stage(rules: &[bty_tftp::SecondStageRule]) -> String {
+    if rules.is_empty() {
+        return "second stage: off (a stock iPXE fetching its own bootfile again gets the binary)"
+            .to_string();
+    }
+    let mut urls: Vec<&str> = rules.iter().map(|r| r.chain_url.as_str()).collect();
+    urls.dedup();
+    format!(
+        "second stage: {} -> chain {}",
+        rules
+            .iter()
+            .map(|r| r.file.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        urls.join(" / ")
+    )
 }
 
 /// Log to stderr (what engines collect), `RUST_LOG` or info by default.
@@ -52,4 +107,33 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_stage_spec_round_trips_and_off_is_off() {
+        let rules = second_stage_rules("http://10.0.0.5:8080/pxe-bootstrap.ipxe").unwrap();
+        let names: Vec<&str> = rules.iter().map(|r| r.file.as_str()).collect();
+        assert_eq!(names, ["undionly.kpxe", "snponly.efi", "ipxe.efi"]);
+        assert!(rules
+            .iter()
+            .all(|r| r.chain_url == "http://10.0.0.5:8080/pxe-bootstrap.ipxe"));
+        let v6 = second_stage_rules("http://[fd00::5]:9080/pxe-bootstrap.ipxe").unwrap();
+        assert_eq!(v6[0].chain_url, "http://[fd00::5]:9080/pxe-bootstrap.ipxe");
+        assert!(parse_second_stage("off").unwrap().is_empty());
+        assert!(parse_second_stage(" OFF ").unwrap().is_empty());
+        let one = parse_second_stage("undionly.kpxe").unwrap();
+        assert_eq!(one[0].chain_url, bty_tftp::second_stage::DEFAULT_CHAIN_URL);
+    }
+
+    #[test]
+    fn bad_second_stage_values_are_refused_with_the_key_named() {
+        for bad in ["", " , ", "x=ftp://h/", "../x", "a=http://h/ b"] {
+            let e = format!("{:#}", parse_second_stage(bad).unwrap_err());
+            assert!(e.contains("BTY_TFTP_SECOND_STAGE"), "{bad:?}: {e}");
+        }
+    }
 }

@@ -18,6 +18,24 @@ pub const SERVICE_UID: u32 = 65532;
 /// Where the iPXE bootfiles (and netboot kernel/initrd) sit inside the images.
 pub const IMAGE_BOOT_DIR: &str = "/srv/bty/boot";
 
+/// The iPXE bootfiles. The images carry them; bty-tftp's loop breaker
+/// (second-stage rules) covers each of them.
+pub const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
+
+/// bty-tftp's loop-breaker setting: `off`, or comma-separated
+/// `NAME[=URL]` second-stage rules (see docs/tftp.md).
+pub const SECOND_STAGE_ENV: &str = "BTY_TFTP_SECOND_STAGE";
+
+/// The `BTY_TFTP_SECOND_STAGE` value that chains every iPXE bootfile to
+/// `bootstrap_url` (bty-web's `/pxe-bootstrap.ipxe`).
+pub fn second_stage_spec(bootstrap_url: &str) -> String {
+    IPXE_FILES
+        .iter()
+        .map(|f| format!("{f}={bootstrap_url}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// How a service is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Net {

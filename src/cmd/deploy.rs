@@ -51,11 +51,20 @@ pub async fn run(a: DeployArgs) -> Result<()> {
             if s.tftp { " and bty-tftp binds udp/69" } else { "" }
         );
     }
-    let engine = engine::connect(a.engine.engine).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
     ui::detail(format!(
-        "engine: {} {} at {}",
-        engine.kind, engine.version, engine.addr
+        "engine: {} {} at {}{}",
+        engine.kind,
+        engine.version,
+        engine.addr,
+        if a.engine.engine.is_none() && s.engine.is_some() {
+            " (remembered from the last deploy)"
+        } else {
+            ""
+        }
     ));
+    check_engine_switch(&engine, &s).await?;
+    s.engine = Some(engine.remembered());
     ui::detail(format!("host address: {}", s.host_addr));
     if s.host_addr.is_loopback() {
         ui::warn(
@@ -108,7 +117,14 @@ pub async fn run(a: DeployArgs) -> Result<()> {
 
     steps.step(format!("getting images ({})", images_word(s.images)));
     let services = s.services();
-    obtain_images(&engine, &s, &services, s.images).await?;
+    obtain_images(
+        &engine,
+        &s,
+        &services,
+        s.images,
+        &images::BootFiles::host_ipxe(),
+    )
+    .await?;
 
     let mut created: Vec<String> = Vec::new();
     let timeout = Duration::from_secs(a.timeout);
@@ -200,25 +216,73 @@ pub fn place_netboot(s: &Settings, flag: Option<&Path>) -> Result<()> {
 
 fn images_word(i: ImagesFrom) -> &'static str {
     match i {
+        ImagesFrom::Auto => "auto: reuse, else pull, else build from this binary",
         ImagesFrom::Pull => "pull",
         ImagesFrom::Local => "build locally from this binary",
         ImagesFrom::Present => "already in the engine",
     }
 }
 
-/// Get `services`' images at `s.version` by the chosen route.
+/// Get `services`' images at `s.version` by the chosen route; the images
+/// built here carry the boot files from `boot`.
 pub async fn obtain_images(
     engine: &Engine,
     s: &Settings,
     services: &[Service],
     how: ImagesFrom,
+    boot: &images::BootFiles,
 ) -> Result<()> {
     let refs: Vec<String> = services.iter().map(|svc| s.image(svc)).collect();
     match how {
-        ImagesFrom::Local => images::build_local(engine, services, |svc| s.image(svc)).await,
+        ImagesFrom::Auto => {
+            let line = images::auto(engine, services, |svc| s.image(svc), boot).await?;
+            ui::detail(line);
+            Ok(())
+        }
+        ImagesFrom::Local => {
+            let me = images::static_self()?;
+            images::build_local(engine, services, |svc| s.image(svc), &me, boot).await
+        }
         ImagesFrom::Pull => images::pull(engine, &refs).await,
         ImagesFrom::Present => images::require_present(engine, &refs).await,
     }
+}
+
+/// Refuse to deploy DEST on another engine while the one it was deployed on
+/// still holds its containers: they would keep running there, holding the
+/// ports, and no later command would see them.
+pub async fn check_engine_switch(engine: &Engine, s: &Settings) -> Result<()> {
+    let Some(r) = &s.engine else { return Ok(()) };
+    if r.addr == engine.addr {
+        return Ok(());
+    }
+    let Ok(old) = engine::try_connect(&r.addr).await else {
+        ui::warn(format!(
+            "{} was deployed on {} at {}, which does not answer; deploying on {} at {} instead",
+            s.dest.display(),
+            r.kind,
+            r.addr,
+            engine.kind,
+            engine.addr
+        ));
+        return Ok(());
+    };
+    let theirs = containers::list_ours(&old, s).await?;
+    if !theirs.is_empty() {
+        bail!(
+            "{d} runs on {} at {} ({} container(s) there); deploying it on {} at {} would leave \
+             them running. Nothing was changed. Remove them first with `bty-lab purge {d}` \
+             (it uses the remembered engine), then deploy with --engine {}.",
+            r.kind,
+            r.addr,
+            theirs.len(),
+            engine.kind,
+            engine.addr,
+            engine.kind,
+            d = s.dest.display()
+        );
+    }
+    Ok(())
 }
 
 /// Ports the stack publishes, with protocol.

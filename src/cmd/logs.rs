@@ -22,7 +22,7 @@ pub async fn run(a: LogsArgs) -> Result<()> {
         },
         None => s.services(),
     };
-    let engine = engine::connect(a.engine.engine).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
     if a.follow && services.len() > 1 {
         let mut tasks = Vec::new();
         for svc in services {

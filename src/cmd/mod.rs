@@ -76,11 +76,15 @@ pub fn resolve_settings(
         registry,
         images: images
             .or(old.as_ref().map(|o| o.images))
-            .unwrap_or(ImagesFrom::Pull),
+            .unwrap_or(ImagesFrom::Auto),
         tftp: !a.no_tftp && (a.tftp || old.as_ref().is_none_or(|o| o.tftp)),
+        second_stage: !a.no_second_stage
+            && (a.second_stage || old.as_ref().is_none_or(|o| o.second_stage)),
         systemd: a.systemd || old.as_ref().is_some_and(|o| o.systemd),
         ports,
         quadlet: old.as_ref().is_some_and(|o| o.quadlet),
+        // deploy replaces it with the engine it connects to.
+        engine: old.as_ref().and_then(|o| o.engine.clone()),
     };
     Ok((s, old))
 }

@@ -40,7 +40,7 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
     };
     check_strength(&password)?;
 
-    let engine = engine::connect(a.engine.engine).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
     let mut steps = ui::Steps::new(1 + 2 * targets.len());
     steps.step("writing the new hash and session secret to envvars");
     let path = s.dest.join("envvars");

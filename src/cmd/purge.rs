@@ -58,7 +58,7 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
         removed.extend(r);
         failed.extend(f);
     }
-    let engine = engine::connect(a.engine.engine).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
     let r = containers::remove_stack(&engine, &s).await?;
     removed.extend(r.removed);
     failed.extend(r.failed);

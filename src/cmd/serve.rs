@@ -35,12 +35,13 @@ pub fn serve_toml(state_dir: &Path, web: SocketAddr, withcache_url: &str) -> Str
     )
 }
 
-/// Copy the iPXE bootfiles into the boot dir (kept if already there).
-fn populate_boot(boot: &Path) -> Result<usize> {
+/// Copy the iPXE bootfiles from `src_dir` into the boot dir (kept if
+/// already there).
+fn populate_boot(src_dir: &Path, boot: &Path) -> Result<usize> {
     std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
     let mut n = 0;
-    for f in ["ipxe.efi", "snponly.efi", "undionly.kpxe"] {
-        let src = Path::new(IPXE_DIR).join(f);
+    for f in crate::stack::IPXE_FILES {
+        let src = src_dir.join(f);
         let dst = boot.join(f);
         if src.is_file() && !dst.exists() {
             std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
@@ -56,7 +57,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         std::fs::create_dir_all(data.join(sub))
             .with_context(|| format!("creating {}", data.join(sub).display()))?;
     }
-    let copied = populate_boot(&data.join("boot"))?;
+    let copied = populate_boot(Path::new(IPXE_DIR), &data.join("boot"))?;
     let host = if a.bind.is_unspecified() {
         hostaddr::detect().unwrap_or(a.bind)
     } else {
@@ -99,6 +100,18 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         hostaddr::url_host(&host),
         cache_l.local_addr()?.port()
     );
+    // The loop breaker: iPXE's second TFTP fetch of its own bootfile gets a
+    // script chaining to this bty-web, as machines reach it.
+    let bootstrap_url = format!(
+        "http://{}:{}/pxe-bootstrap.ipxe",
+        hostaddr::url_host(&host),
+        web_l.local_addr()?.port()
+    );
+    let second_stage = if a.no_second_stage {
+        Vec::new()
+    } else {
+        services::second_stage_rules(&bootstrap_url)?
+    };
     let toml_path = data.join("bty.toml");
     crate::deploydir::write_atomic(
         &toml_path,
@@ -141,9 +154,10 @@ pub async fn run(a: ServeArgs) -> Result<()> {
             )
         });
     }
+    let tftp_note = services::describe_second_stage(&second_stage);
     if let Some(sock) = tftp_sock {
         let (b, s) = (data.join("boot"), stop(rx.clone()));
-        tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, s).await) });
+        tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, second_stage, s).await) });
     }
 
     eprintln!("bty-lab serve: state in {}", data.display());
@@ -161,7 +175,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     );
     eprintln!("  withcache:   {withcache_url}/     (login: bty-lab / bty-lab)");
     if let Some(p) = a.tftp_port {
-        eprintln!("  TFTP:        udp/{p}");
+        eprintln!("  TFTP:        udp/{p}; {tftp_note}");
     }
     eprintln!("Ctrl-C stops everything.");
 

@@ -23,7 +23,7 @@ struct Row {
 
 pub async fn run(a: StatusArgs) -> Result<()> {
     let s = super::deploy::manifest(&a.dest, "status")?;
-    let engine = engine::connect(a.engine.engine).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
     let mut rows = Vec::new();
     for svc in s.services() {
         let name = stack::container_name(&s.project(), &svc);
@@ -67,7 +67,8 @@ pub async fn run(a: StatusArgs) -> Result<()> {
     }
     if a.json {
         let out = serde_json::json!({
-            "dest": s.dest, "engine": engine.kind.to_string(), "version": s.version,
+            "dest": s.dest, "engine": engine.kind.to_string(),
+            "engine_addr": engine.addr, "version": s.version,
             "data_dir": s.data_dir, "services": rows,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

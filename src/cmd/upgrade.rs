@@ -47,7 +47,9 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     let mut steps = ui::Steps::new(5);
 
     steps.step("checking");
-    let engine = engine::connect(a.engine.engine).await?;
+    let engine = engine::connect_for(a.engine.engine, old.engine.as_ref(), &old.dest).await?;
+    super::deploy::check_engine_switch(&engine, &old).await?;
+    new.engine = Some(engine.remembered());
     // What runs now, to roll back to.
     let mut previous = Vec::new();
     for svc in &services {
@@ -60,7 +62,14 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     }
 
     steps.step(format!("getting bty {target} images"));
-    super::deploy::obtain_images(&engine, &new, &services, new.images).await?;
+    super::deploy::obtain_images(
+        &engine,
+        &new,
+        &services,
+        new.images,
+        &crate::engine::images::BootFiles::host_ipxe(),
+    )
+    .await?;
 
     steps.step("migrating bty.toml (your edits stay)");
     let fresh = render::deploy_files(&new, None)?;

@@ -1,26 +1,39 @@
 //! Getting the three images into the engine: built FROM scratch out of this
-//! very binary (air-gapped labs), pulled from a registry, or already there.
+//! very binary (air-gapped labs), pulled from a registry, already there, or
+//! `auto`: whichever of those fits, said in one line.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bollard::image::{BuildImageOptions, CreateImageOptions};
 use futures::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use sha2::{Digest as _, Sha256};
 
 use super::{engine_msg, is_not_found, Engine};
 use crate::render;
 use crate::stack::{self, Service};
 
-/// iPXE bootfiles copied into the bty-web and bty-tftp images when present.
+/// iPXE bootfiles copied into the bty-web and bty-tftp images when present
+/// (Debian's `ipxe` package): today's default source of [`BootFiles`].
 pub const IPXE_DIR: &str = "/usr/lib/ipxe";
-/// The iPXE bootfiles by name (what the images carry in their boot dir).
-pub const IPXE_FILES: &[&str] = &["ipxe.efi", "snponly.efi", "undionly.kpxe"];
 /// Where packaged netboot media (kernel + initrd) live on the host. They are
 /// not baked into the images: `deploy` copies them into the bind-mounted
 /// boot dir (see crate::netboot), so new media need no image rebuild.
 pub const NETBOOT_DIR: &str = "/usr/share/bty/netboot";
+
+/// Label on locally built images: the sha256 of the bty-lab binary inside.
+/// `--images auto` reuses an image only when it matches the running binary.
+pub const LABEL_BINARY: &str = "dev.bty.binary";
+/// Label on locally built images: the sha256 of the boot files baked in
+/// (names and contents; see [`BootFiles::digest`]).
+pub const LABEL_BOOTFILES: &str = "dev.bty.bootfiles";
+
+/// How long a pull under `--images auto` may go without a progress message
+/// before it counts as failed (`BTY_LAB_PULL_STALL_SECS` overrides).
+pub const PULL_STALL: Duration = Duration::from_secs(30);
 
 /// Does the ELF file ask for a dynamic loader (PT_INTERP)? A FROM scratch
 /// image has no loader, so such a binary cannot start there. Parsed by hand:
@@ -44,32 +57,132 @@ pub fn elf_is_dynamic(bytes: &[u8]) -> Result<bool> {
     Ok(false)
 }
 
-/// The executable to put into the images, checked to be static.
-pub fn static_self() -> Result<(PathBuf, Vec<u8>)> {
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let bytes = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
-    if elf_is_dynamic(&bytes).with_context(|| format!("inspecting {}", exe.display()))? {
-        bail!(
-            "{} is dynamically linked, so it cannot run in a FROM scratch image.\n\
-             Build a static bty-lab for --images local:\n  \
-             RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu\n\
-             and run target/x86_64-unknown-linux-gnu/release/bty-lab, or use --images pull.",
-            exe.display()
-        );
+/// The running bty-lab executable: what the images are built from.
+pub struct SelfBinary {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    /// Hex sha256 of `bytes` (the [`LABEL_BINARY`] value).
+    pub sha256: String,
+}
+
+impl SelfBinary {
+    /// Read and hash this executable.
+    pub fn read() -> Result<SelfBinary> {
+        let path = std::env::current_exe().context("finding this executable")?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        Ok(SelfBinary {
+            path,
+            bytes,
+            sha256,
+        })
     }
-    Ok((exe, bytes))
+
+    /// Refuse a dynamically linked binary: it cannot start in a FROM
+    /// scratch image.
+    pub fn require_static(&self) -> Result<()> {
+        let exe = self.path.display();
+        if elf_is_dynamic(&self.bytes).with_context(|| format!("inspecting {exe}"))? {
+            bail!(
+                "{exe} is dynamically linked, so it cannot run in a FROM scratch image.\n\
+                 Build bty-lab as the README says; it is static by default (the workspace's \
+                 .cargo/config.toml asks for crt-static):\n  \
+                 cargo install --locked --path .\n\
+                 then run that bty-lab (~/.cargo/bin/bty-lab), or use --images pull or --images present."
+            );
+        }
+        Ok(())
+    }
 }
 
-fn boot_files() -> Vec<PathBuf> {
-    IPXE_FILES
-        .iter()
-        .map(|f| Path::new(IPXE_DIR).join(f))
-        .filter(|p| p.is_file())
-        .collect()
+/// The executable to put into the images, checked to be static.
+pub fn static_self() -> Result<SelfBinary> {
+    let me = SelfBinary::read()?;
+    me.require_static()?;
+    Ok(me)
 }
 
-/// The in-memory build context for one service's image.
-pub fn build_context(svc: &Service, version: &str, exe: &[u8]) -> Result<Vec<u8>> {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One boot file to bake in: its name in the image's boot dir and its bytes.
+pub type BootFile = (String, Vec<u8>);
+
+/// The files the images carry in their boot dir (`/srv/bty/boot`), read
+/// from one directory: the iPXE bootfiles (bty-web and bty-tftp) and, for
+/// bty-web only, `web_only` (the netboot kernel and initrd, once the media
+/// build provides them). Files missing from `dir` are left out and reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    pub dir: PathBuf,
+    /// Names only bty-web's image carries.
+    pub web_only: Vec<String>,
+}
+
+impl BootFiles {
+    /// Today's source: Debian's `ipxe` package, iPXE bootfiles only.
+    pub fn host_ipxe() -> BootFiles {
+        BootFiles {
+            dir: IPXE_DIR.into(),
+            web_only: Vec::new(),
+        }
+    }
+
+    /// The names `svc`'s image should carry, sorted.
+    pub fn names(&self, svc: &Service) -> Vec<String> {
+        if !svc.bootfiles {
+            return Vec::new();
+        }
+        let mut v: Vec<String> = stack::IPXE_FILES.iter().map(|f| f.to_string()).collect();
+        if svc.name == stack::WEB.name {
+            v.extend(self.web_only.iter().cloned());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// (name, contents) of the files `svc` carries that exist in `dir`
+    /// (symlinks followed: Debian's `ipxe.efi` is one), and the names missing.
+    pub fn load(&self, svc: &Service) -> Result<(Vec<BootFile>, Vec<String>)> {
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for name in self.names(svc) {
+            let p = self.dir.join(&name);
+            if !p.is_file() {
+                missing.push(name);
+                continue;
+            }
+            let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            found.push((name, data));
+        }
+        Ok((found, missing))
+    }
+
+    /// The [`LABEL_BOOTFILES`] value for `files` (as [`BootFiles::load`]
+    /// returns them): the same names with the same bytes give the same digest.
+    pub fn digest(files: &[BootFile]) -> String {
+        let mut h = Sha256::new();
+        for (name, data) in files {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(data);
+        }
+        hex(&h.finalize())
+    }
+}
+
+/// The in-memory build context for one service's image: its Containerfile,
+/// the binary, and (for services with bootfiles) `boot/<name>` for each of
+/// `boot` (from [`BootFiles::load`]).
+pub fn build_context(
+    svc: &Service,
+    version: &str,
+    exe: &[u8],
+    boot: &[BootFile],
+) -> Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     let add = |tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| -> Result<()> {
         let mut h = tar::Header::new_gnu();
@@ -94,10 +207,8 @@ pub fn build_context(svc: &Service, version: &str, exe: &[u8]) -> Result<Vec<u8>
         h.set_mode(0o755);
         h.set_cksum();
         tar.append_data(&mut h, "boot/", std::io::empty())?;
-        for f in boot_files() {
-            let data = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-            let name = format!("boot/{}", f.file_name().unwrap().to_string_lossy());
-            add(&mut tar, &name, &data, 0o644)?;
+        for (name, data) in boot {
+            add(&mut tar, &format!("boot/{name}"), data, 0o644)?;
         }
     }
     Ok(tar.into_inner()?)
@@ -111,23 +222,41 @@ fn spinner(mp: &MultiProgress, msg: String) -> ProgressBar {
     pb
 }
 
-/// Build the images of `services` tagged `image(svc)` from this binary.
+/// Build the images of `services` tagged `image(svc)` from `me` (checked to
+/// be static) and `boot`, labelled with the binary's and the boot files'
+/// digests so `--images auto` can tell they are current.
 pub async fn build_local(
     engine: &Engine,
     services: &[Service],
     image: impl Fn(&Service) -> String,
+    me: &SelfBinary,
+    boot: &BootFiles,
 ) -> Result<()> {
-    let (exe_path, exe) = static_self()?;
+    me.require_static()?;
     let mp = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
     for svc in services {
         let tag = image(svc);
-        let ctx = build_context(svc, stack::VERSION, &exe)?;
-        let pb = spinner(&mp, format!("building {tag} from {}", exe_path.display()));
+        let (files, missing) = boot.load(svc)?;
+        if !missing.is_empty() {
+            crate::ui::warn(format!(
+                "{tag}: no {} in {}; the image is built without {} \
+                 (on Debian: apt-get install ipxe)",
+                missing.join(", "),
+                boot.dir.display(),
+                if missing.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        let ctx = build_context(svc, stack::VERSION, &me.bytes, &files)?;
+        let pb = spinner(&mp, format!("building {tag} from {}", me.path.display()));
         let opts = BuildImageOptions {
             dockerfile: "Containerfile".to_string(),
             t: tag.clone(),
             rm: true,
             forcerm: true,
+            labels: HashMap::from([
+                (LABEL_BINARY.to_string(), me.sha256.clone()),
+                (LABEL_BOOTFILES.to_string(), BootFiles::digest(&files)),
+            ]),
             ..Default::default()
         };
         // An empty credentials map, not None: Podman's compat API answers 400
@@ -163,54 +292,254 @@ pub async fn build_local(
     Ok(())
 }
 
-/// Pull `refs` with one progress bar each.
+/// Pull one ref with a progress bar. `stall`: give up when the engine sends
+/// nothing for that long. Err is the engine's message (or the stall).
+async fn pull_one(
+    engine: &Engine,
+    mp: &MultiProgress,
+    r: &str,
+    stall: Option<Duration>,
+) -> Result<(), String> {
+    let (repo, tag) = split_ref(r);
+    let pb = mp.add(ProgressBar::new(0));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes}/{total_bytes}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_message(format!("pulling {r}"));
+    let opts = CreateImageOptions {
+        from_image: repo.to_string(),
+        tag: tag.to_string(),
+        ..Default::default()
+    };
+    // Explicit empty credentials for the same reason as in build_local.
+    let creds = bollard::auth::DockerCredentials::default();
+    let mut stream = engine.api.create_image(Some(opts), None, Some(creds));
+    let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
+    let result = loop {
+        let next = match stall {
+            Some(t) => match tokio::time::timeout(t, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    break Err(format!(
+                        "no progress for {} s (BTY_LAB_PULL_STALL_SECS)",
+                        t.as_secs()
+                    ))
+                }
+            },
+            None => stream.next().await,
+        };
+        let Some(item) = next else { break Ok(()) };
+        let info = match item {
+            Ok(i) => i,
+            Err(e) => break Err(engine_msg(&e)),
+        };
+        if let Some(err) = info.error {
+            break Err(format!("the engine said: {err}"));
+        }
+        if let (Some(id), Some(d)) = (info.id, info.progress_detail) {
+            if let (Some(cur), Some(tot)) = (d.current, d.total) {
+                layers.insert(id, (cur.max(0) as u64, tot.max(0) as u64));
+                pb.set_length(layers.values().map(|l| l.1).sum());
+                pb.set_position(layers.values().map(|l| l.0).sum());
+            }
+        }
+    };
+    pb.finish_and_clear();
+    result?;
+    engine
+        .api
+        .inspect_image(r)
+        .await
+        .map_err(|e| engine_msg(&e))?;
+    Ok(())
+}
+
+/// Pull `refs` with one progress bar each (`--images pull`: no stall limit).
 pub async fn pull(engine: &Engine, refs: &[String]) -> Result<()> {
     let mp = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
     for r in refs {
-        let (repo, tag) = split_ref(r);
-        let pb = mp.add(ProgressBar::new(0));
-        pb.set_style(
-            ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes}/{total_bytes}")
-                .unwrap()
-                .progress_chars("=> "),
-        );
-        pb.set_message(format!("pulling {r}"));
-        let opts = CreateImageOptions {
-            from_image: repo.to_string(),
-            tag: tag.to_string(),
-            ..Default::default()
-        };
-        // Explicit empty credentials for the same reason as in build_local.
-        let creds = bollard::auth::DockerCredentials::default();
-        let mut stream = engine.api.create_image(Some(opts), None, Some(creds));
-        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| {
-                anyhow::anyhow!(
-                    "pulling {r}: {}\n(is the registry reachable? an air-gapped lab can use --images local)",
-                    engine_msg(&e)
-                )
-            })?;
-            if let Some(err) = info.error {
-                bail!("pulling {r}: the engine said: {err}");
-            }
-            if let (Some(id), Some(d)) = (info.id, info.progress_detail) {
-                if let (Some(cur), Some(tot)) = (d.current, d.total) {
-                    layers.insert(id, (cur.max(0) as u64, tot.max(0) as u64));
-                    pb.set_length(layers.values().map(|l| l.1).sum());
-                    pb.set_position(layers.values().map(|l| l.0).sum());
-                }
-            }
-        }
-        engine
-            .api
-            .inspect_image(r)
-            .await
-            .map_err(|e| anyhow::anyhow!("pulling {r}: {}", engine_msg(&e)))?;
-        pb.finish_and_clear();
+        pull_one(engine, &mp, r, None).await.map_err(|why| {
+            anyhow::anyhow!(
+                "pulling {r}: {why}\n(is the registry reachable? With --images auto, the \
+                 default for new deploys, bty-lab builds the images from this binary when a pull \
+                 fails; the choice is recorded for later deploys and upgrades)"
+            )
+        })?;
         crate::ui::detail(format!("pulled {r}"));
     }
     Ok(())
+}
+
+/// What the engine holds under an image tag, judged for `--images auto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Built locally from this very binary and these boot files.
+    Current,
+    /// Pulled from a registry (not built by bty-lab here).
+    Pulled,
+    /// Not in the engine.
+    Missing,
+    /// There but not to be used; says why.
+    Unusable(String),
+}
+
+/// Judge the image tagged `tag` against this binary (`sha256`) and the boot
+/// files `svc` would get (`boot_digest`).
+pub async fn judge(engine: &Engine, tag: &str, sha256: &str, boot_digest: &str) -> Result<Found> {
+    let img = match engine.api.inspect_image(tag).await {
+        Ok(i) => i,
+        Err(e) if is_not_found(&e) => return Ok(Found::Missing),
+        Err(e) => bail!("inspecting image {tag}: {}", engine_msg(&e)),
+    };
+    let labels = img.config.and_then(|c| c.labels).unwrap_or_default();
+    Ok(judge_labels(
+        tag,
+        &labels,
+        img.repo_digests.as_deref().unwrap_or_default(),
+        sha256,
+        boot_digest,
+    ))
+}
+
+/// [`judge`] on the inspected facts. A bty-lab-built image (it has the
+/// binary label) must match both digests. One without it counts as pulled
+/// when a registry digest is recorded for its repository; anything else
+/// (`docker load`, a foreign build) is not used: `--images present` is the
+/// way to run such images.
+pub fn judge_labels(
+    tag: &str,
+    labels: &HashMap<String, String>,
+    repo_digests: &[String],
+    sha256: &str,
+    boot_digest: &str,
+) -> Found {
+    match labels.get(LABEL_BINARY) {
+        Some(b) if b != sha256 => Found::Unusable(format!(
+            "{tag} was built from another bty-lab binary (sha256 {})",
+            short(b)
+        )),
+        Some(_) if labels.get(LABEL_BOOTFILES).map(String::as_str) != Some(boot_digest) => {
+            Found::Unusable(format!("{tag} was built with other boot files"))
+        }
+        Some(_) => Found::Current,
+        None => {
+            let (repo, _) = split_ref(tag);
+            if repo_digests
+                .iter()
+                .any(|d| d.split_once('@').is_some_and(|(r, _)| r == repo))
+            {
+                Found::Pulled
+            } else {
+                Found::Unusable(format!(
+                    "{tag} was neither built by this bty-lab nor pulled"
+                ))
+            }
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// `--images auto`: keep the images that are current (built from this
+/// binary, or pulled), pull the others, and if a pull fails for any reason
+/// build what is still missing from this binary. Returns the one line that
+/// says which happened and why.
+pub async fn auto(
+    engine: &Engine,
+    services: &[Service],
+    image: impl Fn(&Service) -> String,
+    boot: &BootFiles,
+) -> Result<String> {
+    let me = SelfBinary::read()?;
+    let mut kept: Vec<(String, Found)> = Vec::new();
+    // Services still to get, with why the image present is not used.
+    let mut todo: Vec<(Service, Option<String>)> = Vec::new();
+    for svc in services {
+        let tag = image(svc);
+        let (files, _) = boot.load(svc)?;
+        match judge(engine, &tag, &me.sha256, &BootFiles::digest(&files)).await? {
+            Found::Missing => todo.push((*svc, None)),
+            Found::Unusable(why) => todo.push((*svc, Some(why))),
+            f => kept.push((svc.name.to_string(), f)),
+        }
+    }
+    if todo.is_empty() {
+        let how = if kept.iter().all(|(_, f)| *f == Found::Current) {
+            format!(
+                "built from this binary: {}, sha256 {}",
+                me.path.display(),
+                short(&me.sha256)
+            )
+        } else if kept.iter().all(|(_, f)| *f == Found::Pulled) {
+            "pulled earlier".to_string()
+        } else {
+            "pulled earlier or built from this binary".to_string()
+        };
+        return Ok(format!(
+            "images: reused the ones in {} ({how}); nothing to pull or build",
+            engine.kind
+        ));
+    }
+    // The first present-but-unusable image says why it is replaced.
+    let stale = todo.iter().find_map(|(_, why)| why.clone());
+    let stall = std::env::var("BTY_LAB_PULL_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(PULL_STALL);
+    let mp = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let mut pulled = Vec::new();
+    let mut failure = None;
+    while let Some((svc, _)) = todo.first() {
+        let r = image(svc);
+        match pull_one(engine, &mp, &r, Some(stall)).await {
+            Ok(()) => {
+                pulled.push(r);
+                todo.remove(0);
+            }
+            Err(e) => {
+                failure = Some((r, e));
+                break;
+            }
+        }
+    }
+    let Some((failed_ref, why)) = failure else {
+        return Ok(format!(
+            "images: pulled {} ({})",
+            pulled.join(", "),
+            stale.unwrap_or_else(|| format!("not in {} yet", engine.kind))
+        ));
+    };
+    let build: Vec<Service> = todo.iter().map(|(svc, _)| *svc).collect();
+    let because = format!(
+        "{}pull of {failed_ref} failed: {}",
+        stale.map(|s| format!("{s}; ")).unwrap_or_default(),
+        one_line(&why, 160)
+    );
+    if let Err(e) = me.require_static() {
+        bail!("{because}, and the images cannot be built here instead: {e:#}");
+    }
+    build_local(engine, &build, &image, &me, boot).await?;
+    Ok(format!(
+        "images: built locally from {} ({because})",
+        me.path.display()
+    ))
+}
+
+/// `msg` on one line; when longer than `max` characters, its end (where
+/// the root cause of an engine error is), after "... ".
+pub fn one_line(msg: &str, max: usize) -> String {
+    let flat = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    let n = flat.chars().count();
+    if n <= max {
+        return flat;
+    }
+    let tail: String = flat.chars().skip(n - max).collect();
+    format!("... {}", tail.trim_start())
 }
 
 /// Check that every ref is already in the engine.
@@ -277,7 +606,8 @@ mod tests {
 
     #[test]
     fn build_context_holds_binary_and_containerfile() {
-        let ctx = build_context(&stack::WEB, "0.1.0", b"\x7fELFfake").unwrap();
+        let boot = vec![("undionly.kpxe".to_string(), b"kpxe".to_vec())];
+        let ctx = build_context(&stack::WEB, "0.1.0", b"\x7fELFfake", &boot).unwrap();
         let mut ar = tar::Archive::new(&ctx[..]);
         let names: Vec<String> = ar
             .entries()
@@ -286,6 +616,90 @@ mod tests {
             .collect();
         assert!(names.contains(&"Containerfile".to_string()));
         assert!(names.contains(&"bty-lab".to_string()));
-        assert!(names.iter().any(|n| n.starts_with("boot")));
+        assert!(
+            names.contains(&"boot/undionly.kpxe".to_string()),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn boot_files_come_from_the_directory_given() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("undionly.kpxe"), b"bios").unwrap();
+        std::fs::write(d.path().join("ipxe.efi"), b"efi").unwrap();
+        std::fs::write(d.path().join("kernel"), b"vmlinuz").unwrap();
+        let b = BootFiles {
+            dir: d.path().to_path_buf(),
+            web_only: vec!["kernel".into(), "initrd".into()],
+        };
+        let (web, web_missing) = b.load(&stack::WEB).unwrap();
+        let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ipxe.efi", "kernel", "undionly.kpxe"]);
+        assert_eq!(web_missing, ["initrd", "snponly.efi"]);
+        // bty-tftp gets the iPXE files only; withcache none.
+        let (tftp, _) = b.load(&stack::TFTP).unwrap();
+        assert_eq!(tftp.len(), 2);
+        assert!(b.load(&stack::CACHE).unwrap().0.is_empty());
+        // The digest follows the bytes.
+        let before = BootFiles::digest(&tftp);
+        std::fs::write(d.path().join("ipxe.efi"), b"efi2").unwrap();
+        assert_ne!(BootFiles::digest(&b.load(&stack::TFTP).unwrap().0), before);
+        // Today's default source stays /usr/lib/ipxe.
+        assert_eq!(BootFiles::host_ipxe().dir, std::path::Path::new(IPXE_DIR));
+    }
+
+    #[test]
+    fn auto_reuses_only_images_of_this_binary_or_pulled_ones() {
+        let tag = "127.0.0.1:5000/bty/bty-web:0.1.0";
+        let ours = HashMap::from([
+            (LABEL_BINARY.to_string(), "aa".to_string()),
+            (LABEL_BOOTFILES.to_string(), "bb".to_string()),
+        ]);
+        assert_eq!(judge_labels(tag, &ours, &[], "aa", "bb"), Found::Current);
+        let Found::Unusable(why) = judge_labels(tag, &ours, &[], "cc", "bb") else {
+            panic!("another binary's image reused")
+        };
+        assert!(why.contains("another bty-lab binary"), "{why}");
+        assert!(matches!(
+            judge_labels(tag, &ours, &[], "aa", "dd"),
+            Found::Unusable(w) if w.contains("other boot files")
+        ));
+        // A pulled image has a registry digest for its repository.
+        let none = HashMap::new();
+        let digests = vec!["127.0.0.1:5000/bty/bty-web@sha256:0123".to_string()];
+        assert_eq!(
+            judge_labels(tag, &none, &digests, "aa", "bb"),
+            Found::Pulled
+        );
+        let other = vec!["elsewhere/bty-web@sha256:0123".to_string()];
+        assert!(matches!(
+            judge_labels(tag, &none, &other, "aa", "bb"),
+            Found::Unusable(_)
+        ));
+        assert!(matches!(
+            judge_labels(tag, &none, &[], "aa", "bb"),
+            Found::Unusable(_)
+        ));
+    }
+
+    #[test]
+    fn one_line_keeps_the_end_of_long_messages() {
+        assert_eq!(one_line("a\n  b", 10), "a b");
+        let long = format!("{} no such host", "x".repeat(300));
+        let l = one_line(&long, 40);
+        assert!(l.starts_with("... ") && l.ends_with("no such host"), "{l}");
+        assert!(l.chars().count() <= 44);
+    }
+
+    #[test]
+    fn the_dynamic_binary_advice_is_the_readme_build() {
+        let me = SelfBinary {
+            path: "/bin/sh".into(),
+            bytes: std::fs::read("/bin/sh").unwrap(),
+            sha256: String::new(),
+        };
+        let e = me.require_static().unwrap_err().to_string();
+        assert!(e.contains("cargo install --locked --path ."), "{e}");
+        assert!(!e.contains("RUSTFLAGS"), "{e}");
     }
 }

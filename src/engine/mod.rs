@@ -6,13 +6,17 @@ pub mod containers;
 pub mod images;
 pub mod ports;
 
+use std::path::Path;
+
 use anyhow::{bail, Result};
 use bollard::Docker;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::EngineChoice;
 
 /// Which engine answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Docker,
     Podman,
@@ -35,6 +39,25 @@ pub struct Engine {
     /// Where we connected (socket path or URL), for messages.
     pub addr: String,
     pub version: String,
+}
+
+/// The engine a deploy ran on, recorded in DEST's manifest (`[engine]`)
+/// so later commands go to the same one without `--engine`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub kind: Kind,
+    /// Socket path or URL, as connected to.
+    pub addr: String,
+}
+
+impl Engine {
+    /// What a deploy records about this engine.
+    pub fn remembered(&self) -> Remembered {
+        Remembered {
+            kind: self.kind,
+            addr: self.addr.clone(),
+        }
+    }
 }
 
 fn candidates(choice: EngineChoice) -> Vec<String> {
@@ -62,7 +85,9 @@ fn candidates(choice: EngineChoice) -> Vec<String> {
     }
 }
 
-async fn try_connect(addr: &str) -> Result<Engine, String> {
+/// Connect to `addr` (a socket path, `unix://`, `tcp://` or `http://`
+/// URL); Err says why not in a few words.
+pub async fn try_connect(addr: &str) -> Result<Engine, String> {
     let api = if let Some(path) = addr
         .strip_prefix("unix://")
         .or(addr.starts_with('/').then_some(addr))
@@ -115,6 +140,68 @@ pub async fn connect(choice: EngineChoice) -> Result<Engine> {
     )
 }
 
+/// The engine for a command on the deploy at `dest`: `--engine` when given,
+/// else the engine the deploy ran on (`remembered`), else auto. A
+/// remembered engine that does not answer is an error that says so; it never
+/// falls back to another engine, which would not hold DEST's containers.
+pub async fn connect_for(
+    choice: Option<EngineChoice>,
+    remembered: Option<&Remembered>,
+    dest: &Path,
+) -> Result<Engine> {
+    let r = match (choice, remembered) {
+        (Some(c), _) => return connect(c).await,
+        (None, None) => return connect(EngineChoice::Auto).await,
+        (None, Some(r)) => r,
+    };
+    match try_connect(&r.addr).await {
+        Ok(e) => {
+            if e.kind != r.kind {
+                crate::ui::warn(format!(
+                    "{} answers as {}, but {} was deployed on {} there",
+                    r.addr,
+                    e.kind,
+                    dest.display(),
+                    r.kind
+                ));
+            }
+            Ok(e)
+        }
+        Err(why) => bail!("{}", remembered_down(r, &why, dest)),
+    }
+}
+
+/// The error for a remembered engine that does not answer.
+pub fn remembered_down(r: &Remembered, why: &str, dest: &Path) -> String {
+    let path = r
+        .addr
+        .strip_prefix("unix://")
+        .unwrap_or(&r.addr)
+        .to_string();
+    let start = if !path.starts_with('/') {
+        format!("start the {} engine that listens at {}", r.kind, r.addr)
+    } else {
+        match r.kind {
+            Kind::Docker => "systemctl start docker (without systemd: dockerd &)".to_string(),
+            Kind::Podman => format!(
+                "systemctl enable --now podman.socket\n    \
+                 (without systemd: podman system service --time=0 unix://{path} &)"
+            ),
+        }
+    };
+    format!(
+        "the {kind} engine at {addr} does not answer ({why}).\n\
+         {dest} was deployed on {kind} at {addr}; bty-lab remembered that from the deploy \
+         ({manifest}) and uses it for every later command.\n\
+         Start it:\n    {start}\n\
+         or pass --engine docker|podman|auto to use another engine for this command.",
+        kind = r.kind,
+        addr = r.addr,
+        dest = dest.display(),
+        manifest = dest.join(crate::deploydir::MANIFEST).display(),
+    )
+}
+
 /// Turn a bollard error into the engine's own message.
 pub fn engine_msg(e: &bollard::errors::Error) -> String {
     match e {
@@ -124,6 +211,9 @@ pub fn engine_msg(e: &bollard::errors::Error) -> String {
         } => {
             format!("engine said ({status_code}): {message}")
         }
+        // An error the engine sent inside a streamed answer (a Podman pull
+        // or build); bollard's Display would drop the text.
+        bollard::errors::Error::DockerStreamError { error } => format!("engine said: {error}"),
         e => e.to_string(),
     }
 }
@@ -137,4 +227,42 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_remembered_engine_that_is_down_is_named_not_replaced() {
+        let r = Remembered {
+            kind: Kind::Podman,
+            addr: "/nonexistent/bty-test/podman.sock".into(),
+        };
+        let e = connect_for(None, Some(&r), Path::new("/opt/bty"))
+            .await
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "podman engine at /nonexistent/bty-test/podman.sock does not answer (absent)",
+            "/opt/bty was deployed on podman",
+            "remembered",
+            "/opt/bty/.bty-lab.toml",
+            "podman system service --time=0 unix:///nonexistent/bty-test/podman.sock",
+            "--engine",
+        ] {
+            assert!(e.contains(needle), "{needle:?} not in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn the_manifest_spells_the_engine_in_lowercase() {
+        let r = Remembered {
+            kind: Kind::Docker,
+            addr: "/var/run/docker.sock".into(),
+        };
+        let t = toml::to_string(&r).unwrap();
+        assert!(t.contains("kind = \"docker\""), "{t}");
+        assert_eq!(toml::from_str::<Remembered>(&t).unwrap(), r);
+    }
 }

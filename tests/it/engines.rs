@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures::StreamExt as _;
 
-use crate::util::{fails_with, have_tool, ok, run_with, stderr, stdout, TestDir};
+use crate::util::{atftp_get, fails_with, have_tool, ok, run_with, stderr, stdout, TestDir};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -56,8 +56,8 @@ fn static_bin(engine: &str) -> Option<PathBuf> {
     match bin {
         Some(b) if b.is_file() => Some(b),
         _ => panic!(
-            "BTY_ENGINE_TESTS is set but BTY_LAB_STATIC_BIN is not a file; build one with \
-             RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p bty-lab --target x86_64-unknown-linux-gnu"
+            "BTY_ENGINE_TESTS is set but BTY_LAB_STATIC_BIN is not a file; `cargo build -p bty-lab` \
+             builds a static one (target/x86_64-unknown-linux-gnu/debug/bty-lab)"
         ),
     }
 }
@@ -1079,4 +1079,464 @@ fn docker_systemd_is_refused_before_writing() {
         !dest.exists() && !units.exists(),
         "files written despite the refusal"
     );
+}
+
+/// Removes the images a test built under its own registry prefix, also when
+/// the test panics half-way. Only these refs are ever touched.
+struct ImageCleanup {
+    engine: &'static str,
+    refs: Vec<String>,
+}
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        let api = docker_api(self.engine);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            for r in &self.refs {
+                let opts = bollard::image::RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = api.remove_image(r, Some(opts), None).await;
+            }
+        });
+    }
+}
+
+/// The stack's three image refs under `registry` at `tag`.
+fn stack_refs(registry: &str, tag: &str) -> Vec<String> {
+    ["withcache", "bty-web", "bty-tftp"]
+        .iter()
+        .map(|s| format!("{registry}/{s}:{tag}"))
+        .collect()
+}
+
+/// A registry prefix on a loopback port nothing listens on (free a moment
+/// ago): pulls from it fail at once with "connection refused", and no
+/// packet leaves the host. Unique per test and run.
+fn unreachable_registry(name: &str) -> String {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    format!("127.0.0.1:{port}/{name}-{}", std::process::id())
+}
+
+/// The `images: ...` lines deploy printed (there must be exactly one).
+#[track_caller]
+fn images_line(o: &Output) -> String {
+    let err = stderr(o);
+    let lines: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("images: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "want one images line:\n{err}");
+    lines[0].to_string()
+}
+
+/// Image id and labels of `r` in `engine`, or None if it is not there.
+fn image_facts(engine: &str, r: &str) -> Option<(String, HashMap<String, String>)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = rt.block_on(docker_api(engine).inspect_image(r)).ok()?;
+    Some((
+        img.id.unwrap_or_default(),
+        img.config.and_then(|c| c.labels).unwrap_or_default(),
+    ))
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Containers labelled with `dest` in `engine`.
+fn containers_of(engine: &str, dest: &str) -> Vec<bollard::models::ContainerSummary> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(docker_api(engine).list_containers(Some(
+        bollard::container::ListContainersOptions::<String> {
+            all: true,
+            filters: HashMap::from([("label".to_string(), vec![format!("dev.bty.deploy={dest}")])]),
+            ..Default::default()
+        },
+    )))
+    .unwrap()
+}
+
+/// `--images auto` (the default) on a host where no registry answers:
+/// deploy builds the images from this binary and says so in one line; a
+/// second deploy with the same binary reuses them (same image ids); an
+/// image of the same tag built from another binary is rebuilt; an explicit
+/// `--images pull` still fails with the engine's message. The deployed
+/// bty-tftp breaks the iPXE loop for a real TFTP client.
+#[test]
+fn docker_images_auto_builds_without_a_registry_and_reuses_after() {
+    let Some(bin) = static_bin("docker") else {
+        return;
+    };
+    let t = TestDir::new();
+    let dest_p = t.path().join("lab-auto");
+    let dest = dest_p.to_str().unwrap();
+    let _cleanup = Cleanup {
+        engine: "docker",
+        dest: dest.to_string(),
+    };
+    let registry = unreachable_registry("bty-auto");
+    let refs = stack_refs(&registry, VERSION);
+    let _images = ImageCleanup {
+        engine: "docker",
+        refs: refs.clone(),
+    };
+    let (pw, pc, pt) = (free_port(), free_port(), free_port());
+    let (pw_s, pc_s, pt_s) = (pw.to_string(), pc.to_string(), pt.to_string());
+    let o = lab(
+        &bin,
+        &[
+            "deploy",
+            dest,
+            "--engine",
+            "docker",
+            "--host-addr",
+            "127.0.0.1",
+            "--registry",
+            &registry,
+            "--port-web",
+            &pw_s,
+            "--port-cache",
+            &pc_s,
+            "--tftp-port",
+            &pt_s,
+            "-y",
+        ],
+    );
+    ok(&o);
+    let line = images_line(&o);
+    assert!(
+        line.starts_with(&format!("images: built locally from {}", bin.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("pull of {registry}/withcache:{VERSION} failed:"))
+            && line.contains("connection refused"),
+        "{line}"
+    );
+    let manifest = std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap();
+    assert!(manifest.contains("images = \"auto\""), "{manifest}");
+    assert_all_healthy(&status_json(&bin, dest, "docker"), VERSION);
+    // The images carry this binary's sha256.
+    let sha = sha256_hex(&bin);
+    let ids: Vec<String> = refs
+        .iter()
+        .map(|r| {
+            let (id, labels) = image_facts("docker", r).expect(r);
+            assert_eq!(labels.get("dev.bty.binary"), Some(&sha), "{r}");
+            id
+        })
+        .collect();
+
+    // The deployed bty-tftp breaks the loop: a client that fetched the
+    // binary gets, on its next fetch, a script chaining to bty-web.
+    let kpxe = Path::new("/usr/lib/ipxe/undionly.kpxe");
+    if have_tool("atftp", crate::util::on_path("atftp"))
+        && have_tool("Debian's ipxe (/usr/lib/ipxe)", kpxe.exists())
+    {
+        let binary = std::fs::read(kpxe).unwrap();
+        assert!(atftp_get(pt, "undionly.kpxe", t.path()) == binary);
+        let script = String::from_utf8(atftp_get(pt, "undionly.kpxe", t.path())).unwrap();
+        assert!(script.starts_with("#!ipxe\n"), "{script}");
+        assert!(
+            script.contains(&format!("chain http://127.0.0.1:{pw}/pxe-bootstrap.ipxe")),
+            "{script}"
+        );
+        assert!(atftp_get(pt, "undionly.kpxe", t.path()) == binary);
+    }
+
+    // Warm re-deploy, no flags: nothing pulled or built, same images.
+    let o = lab(&bin, &["deploy", dest, "-y"]);
+    ok(&o);
+    let line = images_line(&o);
+    assert!(
+        line.starts_with("images: reused the ones in docker (built from this binary"),
+        "{line}"
+    );
+    assert!(!stderr(&o).contains("built 127.0.0.1"), "{}", stderr(&o));
+    let again: Vec<String> = refs
+        .iter()
+        .map(|r| image_facts("docker", r).unwrap().0)
+        .collect();
+    assert_eq!(again, ids, "a warm re-deploy rebuilt images");
+
+    // The same tag built from another binary is not reused: rebuilt, and
+    // only that one.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cf = format!("FROM {registry}/bty-web:{VERSION}\nLABEL dev.bty.binary=0000\n");
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(cf.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "Containerfile", cf.as_bytes())
+            .unwrap();
+        let opts = bollard::image::BuildImageOptions {
+            dockerfile: "Containerfile".to_string(),
+            t: format!("{registry}/bty-web:{VERSION}"),
+            rm: true,
+            ..Default::default()
+        };
+        let body = tar.into_inner().unwrap();
+        let api = docker_api("docker");
+        let mut s = api.build_image(opts, None, Some(body.into()));
+        while let Some(r) = s.next().await {
+            assert!(r.unwrap().error.is_none());
+        }
+    });
+    let foreign = image_facts("docker", &refs[1]).unwrap().0;
+    assert_ne!(foreign, ids[1]);
+    let o = lab(&bin, &["deploy", dest, "-y"]);
+    ok(&o);
+    let line = images_line(&o);
+    assert!(
+        line.contains("was built from another bty-lab binary (sha256 0000)")
+            && line.contains("built locally"),
+        "{line}"
+    );
+    let (web_id, web_labels) = image_facts("docker", &refs[1]).unwrap();
+    assert_ne!(web_id, foreign, "the foreign image was reused");
+    assert_eq!(web_labels.get("dev.bty.binary"), Some(&sha));
+    assert_eq!(image_facts("docker", &refs[0]).unwrap().0, ids[0]);
+    assert_all_healthy(&status_json(&bin, dest, "docker"), VERSION);
+
+    // An explicit pull is still just a pull: the engine's message.
+    let o = lab(&bin, &["deploy", dest, "--images", "pull", "-y"]);
+    fails_with(&o, &format!("pulling {registry}/withcache:{VERSION}"));
+    assert!(stderr(&o).contains("connection refused"), "{}", stderr(&o));
+    ok(&lab(&bin, &["purge", dest, "--images", "--yes"]));
+    assert!(containers_of("docker", dest).is_empty());
+    for r in &refs {
+        assert!(image_facts("docker", r).is_none(), "{r} left after purge");
+    }
+}
+
+/// A registry that accepts connections and never answers: the pull under
+/// `--images auto` gives up after BTY_LAB_PULL_STALL_SECS without progress
+/// and the images are built locally.
+#[test]
+fn docker_images_auto_gives_up_on_a_pull_that_makes_no_progress() {
+    let Some(bin) = static_bin("docker") else {
+        return;
+    };
+    let t = TestDir::new();
+    let dest_p = t.path().join("lab-stall");
+    let dest = dest_p.to_str().unwrap();
+    let _cleanup = Cleanup {
+        engine: "docker",
+        dest: dest.to_string(),
+    };
+    // Accepts and holds every connection, never sends a byte.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming() {
+            held.push(c);
+        }
+    });
+    let registry = format!("127.0.0.1:{port}/bty-stall-{}", std::process::id());
+    let refs = stack_refs(&registry, VERSION);
+    let _images = ImageCleanup {
+        engine: "docker",
+        refs,
+    };
+    let (pw, pc) = (free_port().to_string(), free_port().to_string());
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args([
+        "deploy",
+        dest,
+        "--engine",
+        "docker",
+        "--host-addr",
+        "127.0.0.1",
+    ])
+    .args([
+        "--registry",
+        &registry,
+        "--port-web",
+        &pw,
+        "--port-cache",
+        &pc,
+    ])
+    .args(["--no-tftp", "-y"])
+    .env("BTY_LAB_PULL_STALL_SECS", "3")
+    .stdin(std::process::Stdio::null());
+    let t0 = std::time::Instant::now();
+    let o = cmd.output().unwrap();
+    eprintln!("{}", stderr(&o));
+    ok(&o);
+    let line = images_line(&o);
+    assert!(
+        line.contains(&format!(
+            "pull of {registry}/withcache:{VERSION} failed: no progress for 3 s"
+        )) && line.starts_with("images: built locally from"),
+        "{line}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(150),
+        "deploy took {:?}",
+        t0.elapsed()
+    );
+    assert_all_healthy(&status_json(&bin, dest, "docker"), VERSION);
+    ok(&lab(&bin, &["purge", dest, "--images", "--yes"]));
+}
+
+/// `deploy --engine podman` on a host where dockerd also runs: every later
+/// command without --engine (status, passwd, upgrade, purge) acts on the
+/// Podman stack, and Docker never sees a container of it. A deploy of the
+/// same DEST on Docker is refused while Podman still runs it.
+#[test]
+fn podman_engine_is_remembered_by_every_later_command() {
+    let _turn = podman_turn();
+    let Some(bin) = static_bin("podman") else {
+        return;
+    };
+    if !have_tool(
+        "docker engine socket /var/run/docker.sock (Docker must run beside Podman)",
+        Path::new(socket("docker")).exists(),
+    ) {
+        return;
+    }
+    let t = TestDir::new();
+    let dest_p = t.path().join("lab-mem");
+    let dest = dest_p.to_str().unwrap();
+    let _cleanup = Cleanup {
+        engine: "podman",
+        dest: dest.to_string(),
+    };
+    let registry = unreachable_registry("bty-mem");
+    let mut refs = stack_refs(&registry, VERSION);
+    refs.extend(stack_refs(&registry, "0.99.0"));
+    let _images = ImageCleanup {
+        engine: "podman",
+        refs,
+    };
+    let (pw, pc, pt) = (free_port(), free_port(), free_port());
+    let (pw_s, pc_s, pt_s) = (pw.to_string(), pc.to_string(), pt.to_string());
+    let o = lab(
+        &bin,
+        &[
+            "deploy",
+            dest,
+            "--engine",
+            "podman",
+            "--host-addr",
+            "127.0.0.1",
+            "--registry",
+            &registry,
+            "--port-web",
+            &pw_s,
+            "--port-cache",
+            &pc_s,
+            "--tftp-port",
+            &pt_s,
+            "-y",
+        ],
+    );
+    ok(&o);
+    assert!(
+        images_line(&o).starts_with("images: built locally from"),
+        "{}",
+        stderr(&o)
+    );
+    let manifest = std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap();
+    assert!(
+        manifest.contains("[engine]\nkind = \"podman\"\naddr = \"/run/podman/podman.sock\""),
+        "{manifest}"
+    );
+    let docker_never_saw_it = |when: &str| {
+        let d = containers_of("docker", dest);
+        assert!(
+            d.is_empty(),
+            "Docker has containers of {dest} {when}: {d:?}"
+        );
+    };
+    docker_never_saw_it("after deploy");
+
+    // status, no --engine: the Podman stack, healthy.
+    let o = lab(&bin, &["status", dest, "--json"]);
+    ok(&o);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["engine"], "podman", "{st:#}");
+    assert_eq!(st["engine_addr"], "/run/podman/podman.sock", "{st:#}");
+    assert_all_healthy(&st, VERSION);
+
+    // passwd, no --engine: the Podman container is recreated with the new
+    // password.
+    let web = "lab-mem-bty-web".to_string();
+    let id_of = |name: &str| -> String {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(docker_api("podman").inspect_container(name, None))
+            .map(|c| c.id.unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let before = id_of(&web);
+    assert!(!before.is_empty());
+    let o = run_with(
+        &bin,
+        &["passwd", dest, "--service", "bty-web", "--password-stdin"],
+        Some("remembered engine pw\n"),
+    );
+    eprintln!("{}", stderr(&o));
+    ok(&o);
+    let after = id_of(&web);
+    assert!(
+        !after.is_empty() && after != before,
+        "bty-web not recreated in Podman"
+    );
+    assert_eq!(
+        get(
+            pw,
+            "/api/machines",
+            Some(("bty-lab", "remembered engine pw"))
+        ),
+        200
+    );
+    docker_never_saw_it("after passwd");
+
+    // Deploying the same DEST on Docker now is refused, nothing changed.
+    let o = lab(&bin, &["deploy", dest, "--engine", "docker", "-y"]);
+    fails_with(&o, "runs on podman at /run/podman/podman.sock");
+    assert!(stderr(&o).contains("Nothing was changed"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap(),
+        manifest
+    );
+    docker_never_saw_it("after the refused deploy");
+
+    // upgrade, no --engine, no --images: auto again, on Podman.
+    let o = lab(&bin, &["upgrade", dest, "--to", "0.99.0"]);
+    ok(&o);
+    assert!(
+        images_line(&o).starts_with("images: built locally from"),
+        "{}",
+        stderr(&o)
+    );
+    let o = lab(&bin, &["status", dest, "--json"]);
+    ok(&o);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["engine"], "podman");
+    assert_all_healthy(&st, "0.99.0");
+    docker_never_saw_it("after upgrade");
+
+    // purge, no --engine: gone from Podman.
+    ok(&lab(&bin, &["purge", dest, "--images", "--yes"]));
+    assert!(
+        containers_of("podman", dest).is_empty(),
+        "containers left in Podman after purge"
+    );
+    for r in stack_refs(&registry, "0.99.0") {
+        assert!(image_facts("podman", &r).is_none(), "{r} left after purge");
+    }
+    docker_never_saw_it("after purge");
 }

@@ -352,6 +352,88 @@ fn no_engine_lists_the_sockets_tried_and_how_to_start_one() {
     );
 }
 
+/// A manifest remembering an engine whose socket is gone: every engine
+/// command says which engine, which socket, that it was remembered from
+/// DEST's deploy, how to start it and that --engine overrides; none falls
+/// back to another engine.
+#[test]
+fn a_remembered_engine_that_is_down_is_named_plainly() {
+    let t = TestDir::new();
+    ok(&init(&t, &[]));
+    let dest = t.path().join("lab");
+    let gone = t.path().join("gone/podman.sock");
+    let manifest = dest.join(".bty-lab.toml");
+    let mut m = std::fs::read_to_string(&manifest).unwrap();
+    assert!(!m.contains("[engine]"), "init recorded an engine: {m}");
+    m.push_str(&format!(
+        "\n[engine]\nkind = \"podman\"\naddr = \"{}\"\n",
+        gone.display()
+    ));
+    std::fs::write(&manifest, m).unwrap();
+    for args in [
+        vec!["status"],
+        vec!["logs"],
+        vec!["purge", "--yes"],
+        vec!["upgrade", "--to", "9.9.9"],
+        vec!["passwd", "--generate"],
+    ] {
+        let mut full = args.clone();
+        full.insert(1, dest.to_str().unwrap());
+        let o = run(&full);
+        fails_with(
+            &o,
+            &format!("the podman engine at {} does not answer", gone.display()),
+        );
+        let err = stderr(&o);
+        for needle in [
+            "remembered",
+            ".bty-lab.toml",
+            &format!("podman system service --time=0 unix://{}", gone.display()),
+            "--engine docker|podman|auto",
+        ] {
+            assert!(err.contains(needle), "{args:?}: {needle:?} missing:\n{err}");
+        }
+        assert!(
+            !err.contains("no container engine answered"),
+            "{args:?} fell back to auto:\n{err}"
+        );
+    }
+}
+
+/// The loop breaker is on by default, `--no-second-stage` is remembered,
+/// `--second-stage` brings it back; bty-tftp's env file follows.
+#[test]
+fn no_second_stage_is_remembered_and_reaches_the_tftp_env() {
+    let t = TestDir::new();
+    let d = t.path().join("lab");
+    let env = d.join("env/bty-tftp.compose.env");
+    let spec = || {
+        std::fs::read_to_string(&env)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("BTY_TFTP_SECOND_STAGE=").map(String::from))
+            .expect("BTY_TFTP_SECOND_STAGE in the tftp env file")
+    };
+    ok(&init(&t, &["--port-web", "9080"]));
+    assert_eq!(
+        spec(),
+        "'undionly.kpxe=http://10.0.0.5:9080/pxe-bootstrap.ipxe,\
+         snponly.efi=http://10.0.0.5:9080/pxe-bootstrap.ipxe,\
+         ipxe.efi=http://10.0.0.5:9080/pxe-bootstrap.ipxe'"
+    );
+    ok(&init(&t, &["--no-second-stage"]));
+    assert_eq!(spec(), "'off'");
+    let m = std::fs::read_to_string(d.join(".bty-lab.toml")).unwrap();
+    assert!(m.contains("second_stage = false"), "{m}");
+    ok(&init(&t, &[]));
+    assert_eq!(spec(), "'off'", "--no-second-stage forgotten");
+    ok(&init(&t, &["--second-stage"]));
+    assert!(spec().starts_with("'undionly.kpxe=http://10.0.0.5:9080/"));
+    // The bty-web env never carries it.
+    let web = std::fs::read_to_string(d.join("env/bty-web.compose.env")).unwrap();
+    assert!(!web.contains("SECOND_STAGE"), "{web}");
+}
+
 #[test]
 fn commands_on_a_dir_that_is_no_deploy_say_so() {
     let t = TestDir::new();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::util::{bin, TestDir};
+use crate::util::{atftp_get, bin, have_tool, on_path, TestDir};
 
 fn free_tcp() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -285,4 +285,191 @@ fn serve_without_netboot_media_warns_how_to_build_them() {
     assert!(err.contains(&missing.display().to_string()), "{err}");
     assert!(err.contains("media/build.sh --out DIR"), "{err}");
     assert!(err.contains("flash"), "{err}");
+}
+
+/// Start `serve` on 127.0.0.1 with TFTP on `pt` and `extra` flags; wait
+/// until bty-web answers. Returns the child and bty-web's port.
+fn serve_with_tftp(data: &std::path::Path, pt: u16, extra: &[&str]) -> (std::process::Child, u16) {
+    let (pw, pc) = (free_tcp(), free_tcp());
+    let mut child = Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+        .arg(data)
+        .args([
+            "--port-web",
+            &pw.to_string(),
+            "--port-cache",
+            &pc.to_string(),
+            "--tftp-port",
+            &pt.to_string(),
+        ])
+        .args(extra)
+        .env_remove("BTY_NETBOOT_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(pw, "/healthz", None).map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "serve did not become healthy");
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (child, pw)
+}
+
+/// SIGINT, wait, stderr.
+fn stop(mut child: std::process::Child) -> String {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    err
+}
+
+/// A fake bootfile in DATA/boot before serve starts (serve keeps it).
+fn fake_kpxe(data: &std::path::Path) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::create_dir_all(data.join("boot")).unwrap();
+    std::fs::write(data.join("boot/undionly.kpxe"), &bytes).unwrap();
+    bytes
+}
+
+/// `serve --tftp-port P`, no other flag: a client that fetched
+/// undionly.kpxe gets, on its next fetch from the same address, the iPXE
+/// script chaining to serve's own bty-web; then the binary again.
+#[test]
+fn serve_breaks_the_ipxe_tftp_loop_by_default() {
+    if !have_tool("atftp", on_path("atftp")) {
+        return;
+    }
+    let t = TestDir::new();
+    let data = t.path().join("data");
+    let binary = fake_kpxe(&data);
+    let pt = free_udp();
+    let (child, pw) = serve_with_tftp(&data, pt, &[]);
+    let first = atftp_get(pt, "undionly.kpxe", t.path());
+    let second = atftp_get(pt, "undionly.kpxe", t.path());
+    let third = atftp_get(pt, "undionly.kpxe", t.path());
+    let err = stop(child);
+    assert!(first == binary, "first fetch is not the binary");
+    let script = String::from_utf8(second).expect("second fetch is text");
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(
+        script.contains(&format!(
+            "chain http://127.0.0.1:{pw}/pxe-bootstrap.ipxe || exit"
+        )),
+        "{script}"
+    );
+    assert!(third == binary, "binary and script do not alternate");
+    assert!(
+        err.contains("second stage: undionly.kpxe, snponly.efi, ipxe.efi"),
+        "{err}"
+    );
+}
+
+/// `serve --no-second-stage`: every fetch is the binary.
+#[test]
+fn serve_no_second_stage_serves_the_binary_every_time() {
+    if !have_tool("atftp", on_path("atftp")) {
+        return;
+    }
+    let t = TestDir::new();
+    let data = t.path().join("data");
+    let binary = fake_kpxe(&data);
+    let pt = free_udp();
+    let (child, _) = serve_with_tftp(&data, pt, &["--no-second-stage"]);
+    let first = atftp_get(pt, "undionly.kpxe", t.path());
+    let second = atftp_get(pt, "undionly.kpxe", t.path());
+    let err = stop(child);
+    assert!(first == binary && second == binary, "a script was served");
+    assert!(err.contains("second stage: off"), "{err}");
+}
+
+/// `bty-lab internal tftp` (the bty-tftp image's entrypoint) takes the
+/// loop breaker from BTY_TFTP_SECOND_STAGE: a rule list, `off`, unset
+/// (on, chaining to ${next-server}:8080), or a bad value (refused at start
+/// with the key named).
+#[test]
+fn internal_tftp_reads_the_loop_breaker_from_the_env() {
+    if !have_tool("atftp", on_path("atftp")) {
+        return;
+    }
+    let t = TestDir::new();
+    let root = t.path().join("root");
+    let binary = fake_kpxe(&root);
+    let root = root.join("boot");
+    let run = |spec: Option<&str>| -> (Vec<u8>, Vec<u8>, String) {
+        let pt = free_udp();
+        let mut cmd = Command::new(bin());
+        cmd.args(["internal", "tftp"])
+            .env("BTY_TFTP_LISTEN", format!("127.0.0.1:{pt}"))
+            .env("BTY_TFTP_ROOT", &root)
+            .env_remove("BTY_TFTP_SECOND_STAGE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(s) = spec {
+            cmd.env("BTY_TFTP_SECOND_STAGE", s);
+        }
+        let child = cmd.spawn().unwrap();
+        // Ready once a TFTP request is answered.
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "internal tftp did not answer");
+            u.send_to(b"\x00\x01missing\x00octet\x00", ("127.0.0.1", pt))
+                .unwrap();
+            if u.recv_from(&mut [0u8; 512]).is_ok() {
+                break;
+            }
+        }
+        let a = atftp_get(pt, "/undionly.kpxe", t.path());
+        let b = atftp_get(pt, "undionly.kpxe", t.path());
+        (a, b, stop(child))
+    };
+
+    let (a, b, err) = run(Some(
+        "undionly.kpxe=http://192.0.2.7:9999/pxe-bootstrap.ipxe,ipxe.efi",
+    ));
+    assert!(a == binary, "{err}");
+    let script = String::from_utf8(b).unwrap();
+    assert!(
+        script.contains("chain http://192.0.2.7:9999/pxe-bootstrap.ipxe"),
+        "{script}"
+    );
+
+    let (a, b, err) = run(Some("off"));
+    assert!(
+        a == binary && b == binary,
+        "off still served a script: {err}"
+    );
+    assert!(err.contains("second stage: off"), "{err}");
+
+    let (_, b, _) = run(None);
+    let script = String::from_utf8(b).unwrap();
+    assert!(
+        script.contains("chain http://${next-server}:8080/pxe-bootstrap.ipxe"),
+        "{script}"
+    );
+
+    let o = Command::new(bin())
+        .args(["internal", "tftp"])
+        .env("BTY_TFTP_LISTEN", format!("127.0.0.1:{}", free_udp()))
+        .env("BTY_TFTP_ROOT", &root)
+        .env("BTY_TFTP_SECOND_STAGE", "undionly.kpxe=ftp://h/x")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("BTY_TFTP_SECOND_STAGE") && err.contains("http://"),
+        "{err}"
+    );
 }

@@ -107,3 +107,23 @@ pub fn on_path(prog: &str) -> bool {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
 }
+
+/// atftp (Debian's atftp 0.8) fetch of `name` from 127.0.0.1:`port` into
+/// `dir`; the bytes received. Panics with atftp's output on failure.
+pub fn atftp_get(port: u16, name: &str, dir: &Path) -> Vec<u8> {
+    let local = dir.join("atftp-got");
+    let _ = std::fs::remove_file(&local);
+    let o = Command::new("timeout")
+        .args(["60", "atftp", "--get", "-r", name, "-l"])
+        .arg(&local)
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "atftp {name} from port {port}: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    std::fs::read(&local).unwrap()
+}
