@@ -53,8 +53,10 @@ pub(crate) fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
         .merge(admin)
 }
 
-/// API auth: Basic or a session cookie; 401 with a Basic challenge
-/// otherwise. State-changing requests from a foreign Origin are refused.
+/// API auth: the service token (`Authorization: Bearer`, when
+/// `WITHCACHE_API_TOKEN` is set), Basic or a session cookie; 401 with a
+/// Basic challenge otherwise. State-changing requests from a foreign
+/// Origin are refused.
 async fn require_admin(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -67,6 +69,18 @@ async fn require_admin(
             "cross-origin request refused: the Origin header does not match this host\n",
         )
             .into_response();
+    }
+    if let Some(token) = &app.opts.api_token {
+        if token.matches(req.headers()) {
+            return next.run(req).await;
+        }
+        if bty_auth::bearer(req.headers()).is_some() {
+            // Never the token itself: only that a wrong one came.
+            tracing::warn!(
+                peer = %peer.ip(),
+                "refused a wrong service token (bty-web's [withcache] token must equal WITHCACHE_API_TOKEN)"
+            );
+        }
     }
     match app.auth.authorize(peer.ip(), req.headers()).await {
         Ok(_) => next.run(req).await,
@@ -273,9 +287,18 @@ pub(crate) fn add_entry(app: &App, row: &EntryRow, peer: SocketAddr) -> Result<(
     Ok(())
 }
 
+#[derive(Deserialize)]
+struct CreateQuery {
+    download: Option<String>,
+}
+
+/// `POST /catalog/entries[?download=1]`: add an entry; with `download`,
+/// also start its download in the same request (so a caller never leaves
+/// an entry behind because a second request failed).
 async fn create_entry(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<CreateQuery>,
     body: Bytes,
 ) -> Result<Response, Error> {
     let b: EntryBody = parse_body(&body)?;
@@ -285,7 +308,10 @@ async fn create_entry(
         .ok_or_else(|| Error::BadRequest("name: missing".into()))?;
     let row = entry_from_body_pub(name, b)?;
     add_entry(&app, &row, peer)?;
-    Ok((StatusCode::CREATED, Json(row)).into_response())
+    if matches!(q.download.as_deref(), Some("1" | "true" | "yes")) {
+        download_by_name(&app, &row.entry.name, false, peer)?;
+    }
+    Ok((StatusCode::CREATED, Json(entry_state(&app, row))).into_response())
 }
 
 async fn put_entry(
