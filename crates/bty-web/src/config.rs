@@ -239,7 +239,8 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         if let Some(t) = self.withcache_token() {
-            t.check().map_err(|e| anyhow::anyhow!("[withcache] token: {e}"))?;
+            t.check()
+                .map_err(|e| anyhow::anyhow!("[withcache] token: {e}"))?;
         }
         if self.flash.max_attempts == 0 {
             bail!("[flash] max_attempts must be at least 1");

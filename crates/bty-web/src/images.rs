@@ -249,9 +249,9 @@ pub async fn add(st: &AppState, n: &NewImage) -> Result<Image, AddError> {
 /// bytes stay until evicted) and refresh the snapshot.
 pub async fn remove(st: &AppState, name: &str) -> Result<(), RemoveError> {
     let snap = st.catalog.snapshot();
-    let img = snap
-        .get(name)
-        .ok_or_else(|| RemoveError::NotFound(format!("no image named {name:?} is in the catalog")))?;
+    let img = snap.get(name).ok_or_else(|| {
+        RemoveError::NotFound(format!("no image named {name:?} is in the catalog"))
+    })?;
     if img.source == Source::Static {
         let file = st
             .catalog

@@ -280,8 +280,15 @@ async fn image_added_through_the_api_flows_to_a_flash_plan() {
     assert_eq!(p["image"]["size"], body.len() as u64);
     assert_eq!(p["image"]["format"], "img.gz");
     let got = bytes(p["image"]["url"].as_str().unwrap()).await;
-    assert!(got == body, "withcache served other bytes than the origin's");
-    assert_eq!(o.gets.load(Ordering::SeqCst), 1, "the origin was fetched once");
+    assert!(
+        got == body,
+        "withcache served other bytes than the origin's"
+    );
+    assert_eq!(
+        o.gets.load(Ordering::SeqCst),
+        1,
+        "the origin was fetched once"
+    );
     assert_eq!(wc.misses().await, Vec::<Value>::new());
 }
 
@@ -316,14 +323,29 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
         ("name", json!({"name": "taken-in-withcache", "url": url})),
         ("name", json!({"name": "bad name!", "url": url})),
         ("name", json!({"name": "", "url": url})),
-        ("sha256", json!({"name": "new", "url": url, "sha256": "a".repeat(63)})),
-        ("sha256", json!({"name": "new", "url": url, "sha256": "a".repeat(65)})),
-        ("sha256", json!({"name": "new", "url": url, "sha256": "g".repeat(64)})),
+        (
+            "sha256",
+            json!({"name": "new", "url": url, "sha256": "a".repeat(63)}),
+        ),
+        (
+            "sha256",
+            json!({"name": "new", "url": url, "sha256": "a".repeat(65)}),
+        ),
+        (
+            "sha256",
+            json!({"name": "new", "url": url, "sha256": "g".repeat(64)}),
+        ),
         ("size", json!({"name": "new", "url": url, "size": 0})),
         ("size", json!({"name": "new", "url": url, "size": -5})),
         ("size", json!({"name": "new", "url": url, "size": "12x"})),
-        ("format", json!({"name": "new", "url": url, "format": "iso"})),
-        ("format", json!({"name": "new", "url": format!("{}/a.iso", o.base)})),
+        (
+            "format",
+            json!({"name": "new", "url": url, "format": "iso"}),
+        ),
+        (
+            "format",
+            json!({"name": "new", "url": format!("{}/a.iso", o.base)}),
+        ),
     ];
     for (field, body) in cases {
         let (st, v) = add(&s, body.clone()).await;
@@ -396,7 +418,9 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
         .post(s.url("/api/images"))
         .header("cookie", &pair)
         .header("origin", &s.base)
-        .json(&json!({"name": "via-cookie", "url": url, "sha256": sha(&data(1000, 1)), "size": 1000}))
+        .json(
+            &json!({"name": "via-cookie", "url": url, "sha256": sha(&data(1000, 1)), "size": 1000}),
+        )
         .send()
         .await
         .unwrap();
@@ -425,7 +449,11 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
 
     // withcache runs but bty-web's token is not its token.
     let wc = withcache(Some(TOKEN)).await;
-    let s = Server::start(&web_toml(Some(&wc.base), Some("not-the-withcache-token-000"))).await;
+    let s = Server::start(&web_toml(
+        Some(&wc.base),
+        Some("not-the-withcache-token-000"),
+    ))
+    .await;
     let (st, v) = add(&s, json!({"name": "new", "url": url})).await;
     assert_eq!(st, 502, "{v}");
     let msg = v["error"].as_str().unwrap();
@@ -440,7 +468,10 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
         (!v["problems"].as_array().unwrap().is_empty()).then_some(v["problems"].clone())
     })
     .await;
-    assert!(problems.to_string().contains("WITHCACHE_API_TOKEN"), "{problems}");
+    assert!(
+        problems.to_string().contains("WITHCACHE_API_TOKEN"),
+        "{problems}"
+    );
     assert_eq!(images(&s).await["withcache"]["state"], "ok");
     s.stop().await;
 
@@ -452,7 +483,9 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
     let msg = v["error"].as_str().unwrap();
     let file = s.path().join("catalog.toml").display().to_string();
     assert!(
-        msg.contains("[withcache] url") && msg.contains("static catalog file") && msg.contains(&file),
+        msg.contains("[withcache] url")
+            && msg.contains("static catalog file")
+            && msg.contains(&file),
         "{msg}"
     );
     assert_eq!(image_names(&s).await, vec!["alpine", "debian-12"]);
@@ -518,7 +551,10 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     let p = plan(&s).await;
     assert_eq!(p["image"]["url"], blob_url(&wc.base, &src));
     let got = bytes(p["image"]["url"].as_str().unwrap()).await;
-    assert!(got == body, "withcache served other bytes than the origin's");
+    assert!(
+        got == body,
+        "withcache served other bytes than the origin's"
+    );
     let got = bytes(&blob_url(&wc.base, &format!("{}/shared.img", o.base))).await;
     assert!(got == shared);
     assert_eq!(wc.misses().await, Vec::<Value>::new());
@@ -564,7 +600,11 @@ async fn delete_removes_withcache_entries_and_refuses_static_ones() {
     assert!(v["error"].as_str().unwrap().contains(&file), "{v}");
     assert!(image(&s, "debian-12").await.is_some());
     // An image may be called "refresh" too.
-    let (st, _) = add(&s, json!({"name": "refresh", "url": "http://127.0.0.1:9/r.img"})).await;
+    let (st, _) = add(
+        &s,
+        json!({"name": "refresh", "url": "http://127.0.0.1:9/r.img"}),
+    )
+    .await;
     assert_eq!(st, 201);
     let (st, _) = api(&s, reqwest::Method::DELETE, "/api/images/refresh", None).await;
     assert_eq!(st, 204);
@@ -645,7 +685,10 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         .unwrap();
     assert_eq!(r.status(), 422);
     let body = r.text().await.unwrap();
-    assert!(body.contains("id=\"err-name\"") && body.contains("exists already"), "{body}");
+    assert!(
+        body.contains("id=\"err-name\"") && body.contains("exists already"),
+        "{body}"
+    );
     assert_eq!(wc.names().await, wc_before);
 
     // From another site: refused.
@@ -678,13 +721,20 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     let body = slashes(r.text().await.unwrap());
     assert!(body.contains("Image ui-image added"), "{body}");
     assert!(body.contains("id=\"img-ui-image\"") && body.contains("id=\"delete-ui-image\""));
-    assert!(!body.contains("id=\"delete-debian-12\""), "static rows have no delete");
+    assert!(
+        !body.contains("id=\"delete-debian-12\""),
+        "static rows have no delete"
+    );
     assert!(wc.names().await.contains(&"ui-image".to_string()));
 
     // Delete: refused from another site, done from ours.
-    let r = post("/ui/images/ui-image/delete", &[], Some("http://evil.example"))
-        .await
-        .unwrap();
+    let r = post(
+        "/ui/images/ui-image/delete",
+        &[],
+        Some("http://evil.example"),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 403);
     assert!(wc.names().await.contains(&"ui-image".to_string()));
     let r = post("/ui/images/ui-image/delete", &[], Some(&s.base))
@@ -695,7 +745,9 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     assert!(!wc.names().await.contains(&"ui-image".to_string()));
     assert!(!page().await.contains("id=\"img-ui-image\""));
     // A static entry cannot be deleted here; the page says where it lives.
-    let r = post("/ui/images/debian-12/delete", &[], None).await.unwrap();
+    let r = post("/ui/images/debian-12/delete", &[], None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let body = slashes(r.text().await.unwrap());
     assert!(
@@ -714,5 +766,8 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         .unwrap();
     let body = slashes(r.text().await.unwrap());
     assert!(!body.contains("id=\"image-form\""), "{body}");
-    assert!(body.contains("[[images]]") && body.contains("catalog.toml"), "{body}");
+    assert!(
+        body.contains("[[images]]") && body.contains("catalog.toml"),
+        "{body}"
+    );
 }

@@ -230,7 +230,9 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
     }
     if let Some(t) = &opts.api_token {
         t.check().context("WITHCACHE_API_TOKEN")?;
-        tracing::info!("a service token is set: the admin API also accepts it as Authorization: Bearer");
+        tracing::info!(
+            "a service token is set: the admin API also accepts it as Authorization: Bearer"
+        );
     }
     let sessions = match &opts.session_secret {
         Some(s) => bty_auth::SessionKey::from_secret(s.as_bytes()),

@@ -311,7 +311,9 @@ pub async fn images(
     } else if let Some(n) = valid_image_name(q.deleted.as_deref()) {
         Some(format!("Image {n} removed from the catalog."))
     } else {
-        q.refreshed.is_some().then(|| "Catalog re-read.".to_string())
+        q.refreshed
+            .is_some()
+            .then(|| "Catalog re-read.".to_string())
     };
     let page = ImagesPage {
         notice,
@@ -363,7 +365,8 @@ pub async fn add_image(
         Ok(img) => Ok(Redirect::to(&format!(
             "/ui/images?added={}",
             img.entry.name.replace('+', "%2B")
-        )).into_response()),
+        ))
+        .into_response()),
         Err(AddError::Fields(errors)) => images_page(
             &st,
             false,
@@ -401,11 +404,10 @@ pub async fn delete_image(
     Path(name): Path<String>,
 ) -> Result<Response, UiError> {
     match crate::images::remove(&st, &name).await {
-        Ok(()) => Ok(Redirect::to(&format!(
-            "/ui/images?deleted={}",
-            name.replace('+', "%2B")
-        ))
-        .into_response()),
+        Ok(()) => Ok(
+            Redirect::to(&format!("/ui/images?deleted={}", name.replace('+', "%2B")))
+                .into_response(),
+        ),
         Err(e) => {
             let status = match e {
                 RemoveError::NotFound(_) => StatusCode::NOT_FOUND,

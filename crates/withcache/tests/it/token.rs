@@ -64,7 +64,11 @@ async fn start() -> Proc {
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "withcache did not start:\n{}", log.lock().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "withcache did not start:\n{}",
+            log.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Proc {
@@ -116,7 +120,10 @@ async fn service_token_opens_the_admin_api_and_is_never_logged() {
     // The right token reads and writes, and nothing else changed.
     let r = c.get(&entries).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), serde_json::json!([]));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!([])
+    );
     let r = c
         .post(&entries)
         .bearer_auth(TOKEN)
@@ -135,7 +142,10 @@ async fn service_token_opens_the_admin_api_and_is_never_logged() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()[0]["name"], "img");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()[0]["name"],
+        "img"
+    );
     // The UI is for people: the token does not log a browser in.
     let r = c
         .get(format!("{}/ui/catalog", p.base))
@@ -160,7 +170,10 @@ async fn service_token_opens_the_admin_api_and_is_never_logged() {
     let log = p.log.lock().unwrap().clone();
     assert!(log.contains("refused a wrong service token"), "{log}");
     assert!(!log.contains(TOKEN), "the token is in the log:\n{log}");
-    assert!(!log.contains(WRONG), "the wrong token is in the log:\n{log}");
+    assert!(
+        !log.contains(WRONG),
+        "the wrong token is in the log:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -174,6 +187,9 @@ async fn a_short_token_stops_the_start_with_a_clear_error() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("WITHCACHE_API_TOKEN") && err.contains("16"), "{err}");
+    assert!(
+        err.contains("WITHCACHE_API_TOKEN") && err.contains("16"),
+        "{err}"
+    );
     assert!(!err.contains("short\""), "{err}");
 }
