@@ -1,6 +1,7 @@
 //! One module per subcommand; shared steps live here.
 
 pub mod deploy;
+pub mod image;
 pub mod init;
 pub mod logs;
 pub mod passwd;

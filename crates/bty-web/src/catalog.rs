@@ -3,8 +3,9 @@
 //! Lookups read an in-memory snapshot (an `Arc` behind a lock held for a
 //! pointer copy), so the PXE and plan paths never wait on the network or
 //! the file system. A background task re-reads the file when its mtime
-//! changes and re-polls withcache every `[withcache] refresh_secs`; a failed
-//! poll keeps the last good entries and records "withcache unreachable".
+//! changes and re-polls withcache every `[withcache] refresh_secs` (every
+//! 2 s while withcache is downloading an entry); a failed poll keeps the
+//! last good entries and records "withcache unreachable".
 //!
 //! With a service token (`[withcache] token`) the static file's entries are
 //! also registered in withcache's catalog each time the file is (re)read,
@@ -278,17 +279,25 @@ impl Catalog {
             && st.static_images.iter().any(|i| to_register(st, &i.entry))
     }
 
-    /// A registration is waiting (the file changed, or withcache lost an
-    /// entry, or the last try did not finish): the refresher polls
-    /// withcache for it without waiting for `refresh_secs`, at most every
-    /// 10 s.
-    async fn registration_due(&self) -> bool {
+    /// withcache is to be read before `refresh_secs` is up: a download is
+    /// running (its end brings the measured sha256 and size that plans
+    /// carry), or a registration is waiting (the file changed, withcache
+    /// lost an entry, or the last try did not finish; at most every 10 s).
+    /// Not while withcache does not answer: the regular poll retries that.
+    async fn poll_soon(&self) -> bool {
         let st = self.state.lock().await;
-        self.must_register(&st)
-            && !matches!(st.wc_status, Some(SourceStatus::Unreachable { .. }))
+        if matches!(st.wc_status, Some(SourceStatus::Unreachable { .. })) {
+            return false;
+        }
+        let downloading = st
+            .wc_entries
+            .iter()
+            .any(|w| matches!(w.state.as_str(), "downloading" | "queued"));
+        let register = self.must_register(&st)
             && st
                 .register_attempt
-                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        downloading || register
     }
 
     /// Read withcache's catalog into `st`; false when it could not be read.
@@ -450,7 +459,7 @@ impl Catalog {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
                     _ = stop.changed() => return,
                 }
-                let poll = last_wc.elapsed() >= wc_every || cat.registration_due().await;
+                let poll = last_wc.elapsed() >= wc_every || cat.poll_soon().await;
                 if poll {
                     last_wc = tokio::time::Instant::now();
                 }
