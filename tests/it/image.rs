@@ -212,10 +212,9 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
         stdout(&o)
     );
     // Assignable at once.
-    let put = format!(
-        r#"{{"boot_mode":"bty-flash-once","image":"lab-image","target_disk_serial":"BTYTEST"}}"#
-    );
-    let (code, b) = http(web, "PUT", &format!("/api/machines/{MAC}"), Some(&put));
+    let put =
+        r#"{"boot_mode":"bty-flash-once","image":"lab-image","target_disk_serial":"BTYTEST"}"#;
+    let (code, b) = http(web, "PUT", &format!("/api/machines/{MAC}"), Some(put));
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&b));
     // `image ls` shows withcache's state until the download is done.
     let deadline = Instant::now() + Duration::from_secs(60);
