@@ -242,7 +242,9 @@ impl Catalog {
                             skipped,
                         });
                         if st.static_images != images || force {
+                            // A new file: try everything again, now.
                             st.register_refused.clear();
+                            st.register_attempt = None;
                         }
                         st.static_images = images;
                     }
@@ -271,12 +273,14 @@ impl Catalog {
     }
 
     /// Static entries are to be put into withcache: there is a token
-    /// withcache accepts and a static entry withcache has neither by src
-    /// nor by name (and did not refuse already).
+    /// withcache accepts and a static entry to add or update there.
     fn must_register(&self, st: &RefreshState) -> bool {
         self.withcache.as_ref().is_some_and(Client::has_token)
             && st.token_problem.is_none()
-            && st.static_images.iter().any(|i| to_register(st, &i.entry))
+            && st
+                .static_images
+                .iter()
+                .any(|i| matches!(registration(st, &i.entry), Reg::Add | Reg::Update(_)))
     }
 
     /// withcache is to be read before `refresh_secs` is up: a download is
@@ -349,23 +353,40 @@ impl Catalog {
     }
 
     /// Put every static entry whose src withcache does not know into
-    /// withcache's catalog. A name withcache already uses for another src
-    /// is left alone (see [`Catalog::build`] for the report); withcache
-    /// unreachable leaves the job for the next poll.
+    /// withcache's catalog: added, or, when withcache's entry of that name
+    /// is one bty-web put there (the file's src changed), updated. A name
+    /// withcache got from someone else is left alone (see
+    /// [`Catalog::build`] for the report); withcache unreachable leaves
+    /// the job for the next poll.
     async fn register_static(&self, wc: &Client, st: &mut RefreshState) {
         let mut added = Vec::new();
-        let todo: Vec<Image> = st
+        // (entry, the src withcache's entry of that name had, if any)
+        let todo: Vec<(Image, Option<String>)> = st
             .static_images
             .iter()
-            .filter(|i| to_register(st, &i.entry))
-            .cloned()
+            .filter_map(|i| match registration(st, &i.entry) {
+                Reg::Add => Some((i.clone(), None)),
+                Reg::Update(w) => Some((i.clone(), Some(w.entry.src.clone()))),
+                Reg::Done | Reg::Conflict(_) => None,
+            })
             .collect();
-        for img in todo {
+        for (img, old_src) in todo {
             let entry = CatalogEntry {
                 format: Some(img.resolved_format),
                 ..img.entry.clone()
             };
-            match wc.add(&entry, false).await {
+            let done = match &old_src {
+                Some(old) => {
+                    tracing::info!(
+                        "static entry {:?} now names {}; updating withcache's entry (was {old})",
+                        entry.name,
+                        entry.src
+                    );
+                    wc.put(&entry).await
+                }
+                None => wc.add(&entry, false).await,
+            };
+            match done {
                 Ok(()) => added.push(entry.name),
                 Err(WcError::Rejected { message, .. }) => {
                     st.register_refused.push((entry.name, message));
@@ -411,16 +432,19 @@ impl Catalog {
             });
         }
         let mut problems: Vec<String> = st.token_problem.iter().cloned().collect();
-        for img in &st.static_images {
-            let e = &img.entry;
-            let known = st.wc_entries.iter().any(|w| w.entry.src == e.src);
-            if let Some(w) = st.wc_entries.iter().find(|w| w.entry.name == e.name) {
-                if !known && self.withcache.as_ref().is_some_and(Client::has_token) {
+        if self.withcache.as_ref().is_some_and(Client::has_token) {
+            for img in &st.static_images {
+                let e = &img.entry;
+                if let Reg::Conflict(w) = registration(st, e) {
                     problems.push(format!(
-                        "static entry {:?} ({}) was not registered in withcache: withcache has an \
-                         entry of that name for another src ({}), left alone. Rename one of them; \
-                         until then withcache answers a miss for {}",
-                        e.name, e.src, w.entry.src, e.src
+                        "static entry {:?} ({}) is not in withcache: withcache has an entry of \
+                         that name for another src ({}), added there by {}, and leaves it alone. \
+                         Rename one of them; until then withcache answers a miss for {}",
+                        e.name,
+                        e.src,
+                        w.entry.src,
+                        w.added_by.as_deref().unwrap_or("someone else"),
+                        e.src
                     ));
                 }
             }
@@ -469,13 +493,29 @@ impl Catalog {
     }
 }
 
-/// A static entry withcache knows neither by src nor by name, and did
-/// not refuse already.
-fn to_register(st: &RefreshState, e: &CatalogEntry) -> bool {
-    !st.wc_entries
-        .iter()
-        .any(|w| w.entry.src == e.src || w.entry.name == e.name)
-        && !st.register_refused.iter().any(|(n, _)| *n == e.name)
+/// What registering a static entry in withcache takes.
+enum Reg<'a> {
+    /// Nothing: withcache knows its src (under any name), or refused it.
+    Done,
+    /// Add it.
+    Add,
+    /// Replace withcache's entry of that name, which bty-web put there.
+    Update(&'a WcEntry),
+    /// withcache's entry of that name is someone else's, for another src.
+    Conflict(&'a WcEntry),
+}
+
+fn registration<'a>(st: &'a RefreshState, e: &CatalogEntry) -> Reg<'a> {
+    if st.wc_entries.iter().any(|w| w.entry.src == e.src) {
+        return Reg::Done;
+    }
+    let refused = st.register_refused.iter().any(|(n, _)| *n == e.name);
+    match st.wc_entries.iter().find(|w| w.entry.name == e.name) {
+        Some(w) if w.added_by.as_deref() != Some("bty-web") => Reg::Conflict(w),
+        _ if refused => Reg::Done,
+        Some(w) => Reg::Update(w),
+        None => Reg::Add,
+    }
 }
 
 fn read_static(path: &PathBuf, withcache: Option<&str>) -> anyhow::Result<(Vec<Image>, usize)> {

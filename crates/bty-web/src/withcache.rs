@@ -66,6 +66,9 @@ pub struct WcEntry {
     pub written: Option<u64>,
     /// Expected length, when known.
     pub total: Option<u64>,
+    /// Who added it: `bty-web` (with the service token: bty-web may update
+    /// it), `operator` or `import`; unknown without the token.
+    pub added_by: Option<String>,
 }
 
 /// The extra fields of `GET /catalog/entries` rows.
@@ -78,6 +81,8 @@ struct StateFields {
     written: Option<u64>,
     #[serde(default)]
     total: Option<u64>,
+    #[serde(default)]
+    added_by: Option<String>,
 }
 
 /// `GET /catalog` answers `{"entries": [...]}` (older ones a bare list).
@@ -195,6 +200,7 @@ impl Client {
                     state: st.state,
                     written: st.written,
                     total: st.total,
+                    added_by: st.added_by,
                 })
             })
             .collect();
@@ -223,6 +229,7 @@ impl Client {
                 total: entry.size,
                 entry,
                 state: "cached".into(),
+                added_by: None,
             })
             .collect();
         let skipped = total - entries.len();
@@ -241,21 +248,28 @@ impl Client {
         self.send(&url, rb.json(entry)).await.map(drop)
     }
 
+    /// `PUT /catalog/entries/{name}`: replace an entry (bty-web's own).
+    pub async fn put(&self, entry: &CatalogEntry) -> Result<(), WcError> {
+        let (url, rb) = self.request(reqwest::Method::PUT, &entry_path(&entry.name));
+        self.send(&url, rb.json(entry)).await.map(drop)
+    }
+
     /// `DELETE /catalog/entries/{name}`; `Ok(false)` when withcache has no
     /// such entry.
     pub async fn delete(&self, name: &str) -> Result<bool, WcError> {
-        // Names are validated to `A-Z a-z 0-9 . _ - +`; `+` is the only one
-        // a path segment must escape.
-        let (url, rb) = self.request(
-            reqwest::Method::DELETE,
-            &format!("/catalog/entries/{}", name.replace('+', "%2B")),
-        );
+        let (url, rb) = self.request(reqwest::Method::DELETE, &entry_path(name));
         match self.send(&url, rb).await {
             Ok(_) => Ok(true),
             Err(WcError::Rejected { status: 404, .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
+}
+
+/// `/catalog/entries/{name}`. Names are validated to `A-Z a-z 0-9 . _ - +`;
+/// `+` is the only one a path segment must escape.
+fn entry_path(name: &str) -> String {
+    format!("/catalog/entries/{}", name.replace('+', "%2B"))
 }
 
 fn not_a_catalog(url: &str, e: reqwest::Error) -> WcError {

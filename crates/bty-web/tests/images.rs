@@ -495,24 +495,42 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
 async fn static_entries_are_registered_in_withcache_and_served_without_a_withcache_step() {
     let body = data(2 << 20, 3);
     let shared = data(5000, 4);
+    let v2 = data(7000, 5);
     let o = origin(vec![
         ("static.img", body.clone()),
         ("shared.img", shared.clone()),
+        ("static-v2.img", v2.clone()),
     ])
     .await;
     let wc = withcache(Some(TOKEN)).await;
-    // withcache already has a "clash" for another src, and the src of
-    // "shared-static" under another name.
+    // withcache already has, added by an operator, a "clash" for another
+    // src and the src of "shared-static" under another name; and, added by
+    // bty-web (with the token) from an older version of the file, "moved"
+    // for its old src.
     wc.add("clash", "http://127.0.0.1:9/other.img").await;
     wc.add("already-there", &format!("{}/shared.img", o.base))
         .await;
-    let catalog = format!(
-        "version = 1\n\
-         [[images]]\nname = \"static-img\"\nsrc = \"{0}/static.img\"\n\
-         [[images]]\nname = \"clash\"\nsrc = \"{0}/clash.img\"\n\
-         [[images]]\nname = \"shared-static\"\nsrc = \"{0}/shared.img\"\n",
-        o.base
-    );
+    let r = wc
+        .http
+        .post(format!("{}/catalog/entries", wc.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "moved", "src": "http://127.0.0.1:9/old.img"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let catalog = |static_src: &str| {
+        format!(
+            "version = 1\n\
+             [[images]]\nname = \"static-img\"\nsrc = \"{0}/{static_src}\"\n\
+             [[images]]\nname = \"clash\"\nsrc = \"{0}/clash.img\"\n\
+             [[images]]\nname = \"shared-static\"\nsrc = \"{0}/shared.img\"\n\
+             [[images]]\nname = \"moved\"\nsrc = \"{0}/moved.img\"\n",
+            o.base
+        )
+    };
+    let catalog_v2 = catalog("static-v2.img");
+    let catalog = catalog("static.img");
     let s = web_with_catalog(&catalog, &web_toml(Some(&wc.base), Some(TOKEN))).await;
     let src = format!("{}/static.img", o.base);
 
@@ -528,14 +546,19 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     let e = |n: &str| entries.iter().find(|e| e["name"] == n).cloned();
     assert_eq!(e("static-img").unwrap()["src"], src);
     assert_eq!(e("static-img").unwrap()["format"], "img");
-    // The clash is left alone and reported; the shared src is not added twice.
+    assert_eq!(e("static-img").unwrap()["added_by"], "bty-web");
+    // The operator's clash is left alone and reported; the shared src is
+    // not added twice; bty-web's own "moved" follows the file.
     assert_eq!(e("clash").unwrap()["src"], "http://127.0.0.1:9/other.img");
     assert!(e("shared-static").is_none(), "{entries:?}");
-    assert_eq!(entries.len(), 3, "{entries:?}");
-    let problems = images(&s).await["problems"].to_string();
+    assert_eq!(e("moved").unwrap()["src"], format!("{}/moved.img", o.base));
+    assert_eq!(entries.len(), 4, "{entries:?}");
+    let problems = images(&s).await["problems"].clone();
+    assert_eq!(problems.as_array().unwrap().len(), 1, "{problems}");
+    let p0 = problems[0].as_str().unwrap();
     assert!(
-        problems.contains("\\\"clash\\\"") && problems.contains("another src"),
-        "{problems}"
+        p0.contains("\"clash\"") && p0.contains("another src") && p0.contains("operator"),
+        "{p0}"
     );
 
     // A machine flashes it: the plan points at withcache, withcache serves
@@ -571,6 +594,23 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     assert_eq!(img["source"], "static");
     assert_eq!(img["sha256"], sha(&body));
     assert_eq!(img["size"], body.len() as u64);
+
+    // The operator points static-img at a new version in the file: within
+    // seconds withcache's entry (bty-web's own) follows, and the image is
+    // served from the new src.
+    std::fs::write(s.path().join("catalog.toml"), catalog_v2).unwrap();
+    let src2 = format!("{}/static-v2.img", o.base);
+    until("withcache to follow the edited file", || async {
+        let e = wc.entries().await;
+        e.iter()
+            .any(|e| e["name"] == "static-img" && e["src"] == src2.as_str())
+            .then_some(())
+    })
+    .await;
+    let img = image(&s, "static-img").await.unwrap();
+    assert_eq!(img["url"], blob_url(&wc.base, &src2));
+    assert!(bytes(&blob_url(&wc.base, &src2)).await == v2);
+    assert_eq!(wc.misses().await, Vec::<Value>::new());
 }
 
 #[tokio::test]

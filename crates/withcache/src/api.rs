@@ -72,6 +72,8 @@ async fn require_admin(
     }
     if let Some(token) = &app.opts.api_token {
         if token.matches(req.headers()) {
+            let mut req = req;
+            req.extensions_mut().insert(ServiceCaller);
             return next.run(req).await;
         }
         if bty_auth::bearer(req.headers()).is_some() {
@@ -102,6 +104,21 @@ async fn require_admin(
             )
                 .into_response()
         }
+    }
+}
+
+/// Marks a request let in by the service token: entries it creates or
+/// replaces are `added_by = "bty-web"`, so bty-web can tell the entries it
+/// owns (and may update) from an operator's (which it never overwrites).
+#[derive(Clone, Copy)]
+pub(crate) struct ServiceCaller;
+
+/// Who an entry written by this request is recorded as added by.
+fn added_by(caller: &Option<axum::Extension<ServiceCaller>>) -> &'static str {
+    if caller.is_some() {
+        "bty-web"
+    } else {
+        "operator"
     }
 }
 
@@ -280,7 +297,7 @@ pub(crate) fn add_entry(app: &App, row: &EntryRow, peer: SocketAddr) -> Result<(
     app.event(
         "catalog.entry.added",
         &row.entry.name,
-        "operator",
+        &row.added_by,
         Some(peer),
         &format!("added {}", row.entry.src),
     );
@@ -298,6 +315,7 @@ struct CreateQuery {
 async fn create_entry(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<ServiceCaller>>,
     Query(q): Query<CreateQuery>,
     body: Bytes,
 ) -> Result<Response, Error> {
@@ -306,7 +324,8 @@ async fn create_entry(
         .name
         .clone()
         .ok_or_else(|| Error::BadRequest("name: missing".into()))?;
-    let row = entry_from_body_pub(name, b)?;
+    let mut row = entry_from_body_pub(name, b)?;
+    row.added_by = added_by(&caller).into();
     add_entry(&app, &row, peer)?;
     if matches!(q.download.as_deref(), Some("1" | "true" | "yes")) {
         download_by_name(&app, &row.entry.name, false, peer)?;
@@ -317,6 +336,7 @@ async fn create_entry(
 async fn put_entry(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<ServiceCaller>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, Error> {
@@ -328,7 +348,8 @@ async fn put_entry(
             )));
         }
     }
-    let row = entry_from_body_pub(name.clone(), b)?;
+    let mut row = entry_from_body_pub(name.clone(), b)?;
+    row.added_by = added_by(&caller).into();
     let created = match app.db().entry(&name)? {
         Some(old) => {
             if old.entry.src != row.entry.src {
@@ -347,7 +368,7 @@ async fn put_entry(
             "catalog.entry.updated"
         },
         &name,
-        "operator",
+        &row.added_by,
         Some(peer),
         &format!("src {}", row.entry.src),
     );

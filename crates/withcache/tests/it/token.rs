@@ -135,6 +135,7 @@ async fn service_token_opens_the_admin_api_and_is_never_logged() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["name"], "img");
     assert_eq!(v["state"], "absent");
+    assert_eq!(v["added_by"], "bty-web", "{v}");
     // Basic still works beside it.
     let r = c
         .get(&entries)
@@ -146,6 +147,15 @@ async fn service_token_opens_the_admin_api_and_is_never_logged() {
         r.json::<serde_json::Value>().await.unwrap()[0]["name"],
         "img"
     );
+    let r = c
+        .post(&entries)
+        .basic_auth("bty-lab", Some("admin-password"))
+        .json(&serde_json::json!({"name": "by-hand", "src": "http://127.0.0.1:9/h.img"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["added_by"], "operator", "{v}");
     // The UI is for people: the token does not log a browser in.
     let r = c
         .get(format!("{}/ui/catalog", p.base))
