@@ -50,14 +50,16 @@ pub enum AddError {
 
 impl AddError {
     /// One line: every field's message, or the reason.
-    pub fn message(&self) -> String {
+    pub fn reason(&self) -> String {
         match self {
-            AddError::Fields(f) => {
-                let all: Vec<&str> = f.values().map(String::as_str).collect();
-                format!("{}; nothing was saved", all.join("; "))
-            }
+            AddError::Fields(f) => f.values().cloned().collect::<Vec<_>>().join("; "),
             AddError::NoWithcache(m) | AddError::Withcache(m) => m.clone(),
         }
+    }
+
+    /// [`AddError::reason`] and that nothing was saved (the API's text).
+    pub fn message(&self) -> String {
+        format!("{}; nothing was saved", self.reason())
     }
 }
 
@@ -94,10 +96,7 @@ fn no_withcache(st: &AppState) -> String {
                  [[images]] entries"
             .to_string(),
     };
-    format!(
-        "no withcache is configured ([withcache] url), so images come from {file}; \
-         nothing was saved"
-    )
+    format!("no withcache is configured ([withcache] url), so images come from {file}")
 }
 
 /// Check every field against the catalog's rules and the names in use;
@@ -215,17 +214,21 @@ pub async fn add(st: &AppState, n: &NewImage) -> Result<Image, AddError> {
         Err(WcError::Rejected { message, .. }) => {
             // withcache's validators name the field first, as ours do.
             let field = match message.split(':').next().unwrap_or("").trim() {
-                "image" | "name" => "name",
-                "src" | "url" => "url",
-                "sha256" => "sha256",
-                "size" => "size",
-                _ => "format",
+                "image" | "name" => Some("name"),
+                "src" | "url" => Some("url"),
+                "sha256" => Some("sha256"),
+                "size" => Some("size"),
+                "format" => Some("format"),
+                _ => None,
             };
             let mut f = FieldErrors::new();
-            f.insert(field, format!("{field}: withcache refused it: {message}"));
+            match field {
+                Some(k) => f.insert(k, format!("{k}: withcache refused it: {message}")),
+                None => f.insert("form", format!("withcache refused it: {message}")),
+            };
             return Err(AddError::Fields(f));
         }
-        Err(e) => return Err(AddError::Withcache(format!("{e}; nothing was saved"))),
+        Err(e) => return Err(AddError::Withcache(e.to_string())),
     }
     tracing::info!(image = %entry.name, src = %entry.src, "image added to withcache's catalog");
     st.catalog.refresh(false, true).await;

@@ -798,6 +798,29 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     );
     s.stop().await;
 
+    // withcache down: the form says so above the fields, keeps the values.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let s = Server::start(&web_toml(Some(&dead_url), Some(TOKEN))).await;
+    let r = c
+        .post(s.url("/ui/images"))
+        .basic_auth("bty-lab", Some(PW))
+        .form(&[("name", "ui-image"), ("url", url.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body = slashes(r.text().await.unwrap());
+    assert!(
+        body.contains("id=\"form-errors\"")
+            && body.contains("Nothing was saved: withcache at")
+            && body.contains("unreachable")
+            && body.contains("value=\"ui-image\""),
+        "{body}"
+    );
+    s.stop().await;
+
     // Without withcache the page has no form and says where images come from.
     let s = Server::start(&web_toml(None, None)).await;
     let r = c

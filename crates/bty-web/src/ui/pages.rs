@@ -383,7 +383,7 @@ pub async fn add_image(
                 _ => StatusCode::BAD_GATEWAY,
             };
             let mut errors = BTreeMap::new();
-            errors.insert("form", e.message());
+            errors.insert("form", e.reason());
             images_page(
                 &st,
                 false,
