@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::http::StatusCode;
 use bty_proto::catalog::{blob_url, CatalogEntry};
 use bty_proto::{text, ImageFormat};
 
@@ -61,6 +62,15 @@ impl AddError {
     pub fn message(&self) -> String {
         format!("{}; nothing was saved", self.reason())
     }
+
+    /// 400 bad input, 409 no withcache, 502 withcache failed.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AddError::Fields(_) => StatusCode::BAD_REQUEST,
+            AddError::NoWithcache(_) => StatusCode::CONFLICT,
+            AddError::Withcache(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 /// Why an image was not removed.
@@ -79,6 +89,15 @@ impl RemoveError {
     pub fn message(&self) -> &str {
         match self {
             RemoveError::NotFound(m) | RemoveError::Static(m) | RemoveError::Withcache(m) => m,
+        }
+    }
+
+    /// 404, 409 (a static entry) or 502.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RemoveError::NotFound(_) => StatusCode::NOT_FOUND,
+            RemoveError::Static(_) => StatusCode::CONFLICT,
+            RemoveError::Withcache(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

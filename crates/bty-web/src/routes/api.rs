@@ -292,14 +292,7 @@ pub async fn add_image(
     };
     match crate::images::add(&st, &new).await {
         Ok(img) => Ok((StatusCode::CREATED, axum::Json(img)).into_response()),
-        Err(e) => {
-            let status = match e {
-                crate::images::AddError::Fields(_) => StatusCode::BAD_REQUEST,
-                crate::images::AddError::NoWithcache(_) => StatusCode::CONFLICT,
-                crate::images::AddError::Withcache(_) => StatusCode::BAD_GATEWAY,
-            };
-            Err(ApiError::new(status, e.message()))
-        }
+        Err(e) => Err(ApiError::new(e.status(), e.message())),
     }
 }
 
@@ -308,17 +301,9 @@ pub async fn delete_image(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    use crate::images::RemoveError;
     match crate::images::remove(&st, &name).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => {
-            let status = match e {
-                RemoveError::NotFound(_) => StatusCode::NOT_FOUND,
-                RemoveError::Static(_) => StatusCode::CONFLICT,
-                RemoveError::Withcache(_) => StatusCode::BAD_GATEWAY,
-            };
-            Err(ApiError::new(status, e.message()))
-        }
+        Err(e) => Err(ApiError::new(e.status(), e.message())),
     }
 }
 

@@ -1,10 +1,9 @@
 //! Dashboard, Images, Events and Settings.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,7 +16,7 @@ use super::data::{self, ActiveFlash, Counts, EventQuery, EventView};
 use super::is_htmx;
 use super::render::{page_or_partial, Layout, UiError};
 use crate::catalog::{Image, SourceStatus};
-use crate::images::{AddError, NewImage, RemoveError};
+use crate::images::{AddError, NewImage};
 use crate::state::AppState;
 
 /// A health line of the dashboard.
@@ -378,16 +377,12 @@ pub async fn add_image(
             },
         ),
         Err(e @ (AddError::NoWithcache(_) | AddError::Withcache(_))) => {
-            let status = match e {
-                AddError::NoWithcache(_) => StatusCode::CONFLICT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
             let mut errors = BTreeMap::new();
             errors.insert("form", e.reason());
             images_page(
                 &st,
                 false,
-                status,
+                e.status(),
                 ImagesPage {
                     form: f,
                     errors,
@@ -409,16 +404,11 @@ pub async fn delete_image(
                 .into_response(),
         ),
         Err(e) => {
-            let status = match e {
-                RemoveError::NotFound(_) => StatusCode::NOT_FOUND,
-                RemoveError::Static(_) => StatusCode::CONFLICT,
-                RemoveError::Withcache(_) => StatusCode::BAD_GATEWAY,
-            };
             let page = ImagesPage {
                 error: Some(format!("Nothing was removed: {}", e.message())),
                 ..Default::default()
             };
-            images_page(&st, false, status, page)
+            images_page(&st, false, e.status(), page)
         }
     }
 }
