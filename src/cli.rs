@@ -35,6 +35,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run bty-web, withcache and bty-tftp in this process, no engine.
     Serve(ServeArgs),
+    /// Add, list and remove the images machines are flashed with.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print shell completions for bty-lab.
     Completions {
         /// The shell to generate completions for.
@@ -294,6 +297,78 @@ pub struct ServeArgs {
     pub netboot: Option<PathBuf>,
 }
 
+/// `bty-lab image`: bty-web's image catalog over its REST API.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Add an image: withcache starts downloading it, and machines can be
+    /// assigned it at once.
+    Add(ImageAddArgs),
+    /// List the images bty-web can assign, with withcache's download state.
+    Ls(ImageLsArgs),
+    /// Remove an image added with `image add` or on the Images page.
+    Rm(ImageRmArgs),
+}
+
+/// Which bty-web, and how to log in to it.
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// bty-web's URL. Default: the deploy in --dest, else
+    /// http://127.0.0.1:8080 (`bty-lab serve`).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Deploy directory whose bty-web to use when --server is not given.
+    #[arg(long, value_name = "DEST", default_value = "./bty-host")]
+    pub dest: PathBuf,
+    /// Admin user.
+    #[arg(long, default_value = "bty-lab")]
+    pub user: String,
+    /// Read the password from the first line of stdin. Otherwise
+    /// BTY_ADMIN_PASSWORD, else a prompt on a terminal; a bty-web without a
+    /// password needs none.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `bty-lab image add`.
+#[derive(Debug, Args)]
+pub struct ImageAddArgs {
+    /// Catalog name (letters, digits and . _ - +).
+    pub name: String,
+    /// The image's http(s) URL at its origin.
+    pub url: String,
+    /// sha256 of the bytes at URL (64 hex digits).
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Length in bytes of the bytes at URL.
+    #[arg(long)]
+    pub size: Option<u64>,
+    /// img, img.gz, img.xz, img.zst, img.bz2 or qcow2 (default: from the
+    /// URL's file name).
+    #[arg(long)]
+    pub format: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `bty-lab image ls`.
+#[derive(Debug, Args)]
+pub struct ImageLsArgs {
+    /// Print bty-web's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `bty-lab image rm`.
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Catalog name.
+    pub name: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// What runs inside the images.
 #[derive(Debug, Subcommand)]
 pub enum Internal {
@@ -379,6 +454,36 @@ mod tests {
             "--second-stage",
         ]);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn image_add_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "bty-lab",
+            "image",
+            "add",
+            "deb",
+            "https://o/deb.img.zst",
+            "--sha256",
+            "ab",
+            "--size",
+            "42",
+            "--server",
+            "http://h:9",
+        ])
+        .unwrap();
+        let Command::Image(ImageCommand::Add(a)) = cli.command else {
+            panic!("not image add")
+        };
+        assert_eq!(
+            (a.name.as_str(), a.url.as_str()),
+            ("deb", "https://o/deb.img.zst")
+        );
+        assert_eq!(a.size, Some(42));
+        assert_eq!(a.server.server.as_deref(), Some("http://h:9"));
+        assert_eq!(a.server.user, "bty-lab");
+        assert!(Cli::try_parse_from(["bty-lab", "image", "add", "only-name"]).is_err());
+        assert!(Cli::try_parse_from(["bty-lab", "image", "rm", "x", "--size", "1"]).is_err());
     }
 
     #[test]

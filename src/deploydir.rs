@@ -216,6 +216,35 @@ pub fn set_envvars(text: &str, updates: &[(&str, &str)]) -> String {
     out
 }
 
+/// envvars keys of the bty-web → withcache service token (one value).
+pub const SERVICE_TOKEN_KEYS: [&str; 2] = ["BTY_WITHCACHE_TOKEN", "WITHCACHE_API_TOKEN"];
+
+/// envvars text with the service token keys added when one is missing
+/// (deploys from before the token), every other line kept; `None` when
+/// both are there. A key present alone lends its value to the other.
+pub fn add_service_token(text: &str, fresh: &str) -> Option<String> {
+    let vars = parse_envvars(text);
+    let value = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let [web, cache] = SERVICE_TOKEN_KEYS.map(value);
+    if web.is_some() && cache.is_some() {
+        return None;
+    }
+    let token = web.or(cache).unwrap_or_else(|| fresh.to_string());
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(
+        "\n# bty-web -> withcache service token (added by bty-lab): bty-web adds images\n\
+         # to withcache's catalog with it. The same value twice, as each container\n\
+         # gets only its own key.\n",
+    );
+    Some(set_envvars(
+        &out,
+        &SERVICE_TOKEN_KEYS.map(|k| (k, token.as_str())),
+    ))
+}
+
 /// Add keys a new version of bty-web needs to an existing bty.toml,
 /// keeping the operator's values and comments. Returns the keys added.
 pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)> {
@@ -343,6 +372,29 @@ mod tests {
         let t = "# keep\nA='1'\nB='2'\n";
         let out = set_envvars(t, &[("B", "3"), ("C", "4")]);
         assert_eq!(out, "# keep\nA='1'\nB='3'\nC='4'\n");
+    }
+
+    #[test]
+    fn service_token_is_added_once_keeping_every_line() {
+        let old = "# mine\nBTY_ADMIN_PASSWORD_HASH='$a$b'\nWITHCACHE_LOG='debug'";
+        let out = add_service_token(old, "tok-0123456789abcdef").unwrap();
+        assert!(out.starts_with(&format!("{old}\n")), "{out}");
+        let v = parse_envvars(&out);
+        let get = |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.as_str());
+        assert_eq!(get("BTY_WITHCACHE_TOKEN"), Some("tok-0123456789abcdef"));
+        assert_eq!(get("WITHCACHE_API_TOKEN"), Some("tok-0123456789abcdef"));
+        assert_eq!(get("BTY_ADMIN_PASSWORD_HASH"), Some("$a$b"));
+        assert_eq!(add_service_token(&out, "other"), None, "added twice");
+        // One key alone: the other gets its value, not a new one.
+        let half = "WITHCACHE_API_TOKEN='kept-0123456789abcdef'\n";
+        let out = add_service_token(half, "fresh").unwrap();
+        assert_eq!(
+            parse_envvars(&out),
+            vec![
+                ("WITHCACHE_API_TOKEN".into(), "kept-0123456789abcdef".into()),
+                ("BTY_WITHCACHE_TOKEN".into(), "kept-0123456789abcdef".into())
+            ]
+        );
     }
 
     #[test]

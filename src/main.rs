@@ -39,6 +39,7 @@ fn main() {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Logs(a) => cmd::logs::run(a).await,
             Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Image(c) => cmd::image::run(c).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

@@ -97,6 +97,9 @@ pub struct Secrets {
     pub web_session_secret: String,
     pub cache_password_hash: String,
     pub cache_session_secret: String,
+    /// bty-web → withcache service token (`BTY_WITHCACHE_TOKEN` and
+    /// `WITHCACHE_API_TOKEN`, the same value).
+    pub service_token: String,
 }
 
 impl Secrets {
@@ -108,6 +111,7 @@ impl Secrets {
             web_session_secret: session_secret(),
             cache_password_hash: hash_password(DEFAULT_PASSWORD)?,
             cache_session_secret: session_secret(),
+            service_token: session_secret(),
         })
     }
 }
@@ -462,6 +466,7 @@ mod tests {
             web_session_secret: "web-secret-0123456789abcdefghijklmnopqrstuvw".into(),
             cache_password_hash: "$argon2id$v=19$m=19456,t=2,p=1$Y2FjaGVzYWx0$Y2FjaGVoYXNo".into(),
             cache_session_secret: "cache-secret-0123456789abcdefghijklmnopqrstu".into(),
+            service_token: "service-token-0123456789abcdefghijklmnopqrst".into(),
         }
     }
 

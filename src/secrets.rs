@@ -1,6 +1,10 @@
 //! Random secrets and password hashes written into envvars.
 
-use anyhow::{anyhow, Result};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Context as _, Result};
 use base64::Engine as _;
 use rand::RngCore;
 
@@ -19,6 +23,32 @@ pub fn generated_password() -> String {
     let mut b = [0u8; 18];
     rand::rngs::OsRng.fill_bytes(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The service token kept in `path` (mode 0600), created on first use:
+/// `bty-lab serve` gives it to both bty-web and withcache, so a data dir
+/// keeps one token across restarts.
+pub fn load_or_create_token(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = session_secret();
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(token)
 }
 
 /// argon2id PHC string of `password`, exactly as the services verify it
@@ -46,6 +76,20 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(a, session_secret());
+    }
+
+    #[test]
+    fn token_file_is_created_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("service-token");
+        let t = load_or_create_token(&p).unwrap();
+        assert_eq!(t.len(), 43);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create_token(&p).unwrap(), t);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per subcommand; shared steps live here.
 
 pub mod deploy;
+pub mod image;
 pub mod init;
 pub mod logs;
 pub mod passwd;
@@ -136,6 +137,7 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
         };
         notes.push(("bty.toml".into(), note));
     }
+    let token_added = envvars_exists && add_service_token(s)?;
     if envvars_exists {
         std::fs::set_permissions(
             s.dest.join("envvars"),
@@ -168,10 +170,30 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
         };
         ui::detail(format!("{}: {what}", rel.display()));
     }
-    if envvars_exists {
+    if token_added {
+        ui::detail(format!(
+            "envvars: kept, added {} (the bty-web -> withcache service token)",
+            deploydir::SERVICE_TOKEN_KEYS.join(" and ")
+        ));
+    } else if envvars_exists {
         ui::detail("envvars: kept (secrets unchanged)");
     }
     Ok(())
+}
+
+/// Give an envvars from before the service token one (both keys, one
+/// value), keeping every other line. True when it was added.
+pub fn add_service_token(s: &Settings) -> Result<bool> {
+    let path = s.dest.join("envvars");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    match deploydir::add_service_token(&text, &crate::secrets::session_secret()) {
+        Some(new) => {
+            deploydir::write_atomic(&path, &new, 0o600)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Rewrite `DEST/env/<service>.env` from envvars (after passwd changed it).

@@ -120,7 +120,10 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     )?;
 
     crate::services::init_tracing();
-    let web_config = services::web_config(&toml_path)?;
+    let mut web_config = services::web_config(&toml_path)?;
+    // One bty-web -> withcache service token per data dir, for both.
+    let token = crate::secrets::load_or_create_token(&data.join("service-token"))?;
+    web_config.withcache.token = Some(token.clone());
     let netboot_src = crate::netboot::source(a.netboot.as_deref());
     let boot_dir = web_config.boot_dir();
     let placed = crate::netboot::place(
@@ -135,6 +138,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     if cache_opts.admin_password.is_none() && cache_opts.admin_password_hash.is_none() {
         cache_opts.admin_password = Some(crate::secrets::DEFAULT_PASSWORD.to_string());
     }
+    cache_opts.api_token = Some(bty_auth::ServiceToken::new(token));
 
     let (tx, rx) = watch::channel(false);
     let stop = |mut rx: watch::Receiver<bool>| async move {

@@ -94,6 +94,12 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
         ));
     }
 
+    // Deploys from before the bty-web -> withcache token get one now, so
+    // the recreated containers (or restarted units) carry it.
+    if super::add_service_token(&new)? {
+        super::write_env_files(&new)?;
+        ui::detail("envvars: added the bty-web -> withcache service token");
+    }
     let env = super::deploy::service_env(&new)?;
     let timeout = Duration::from_secs(a.timeout);
     if new.quadlet {

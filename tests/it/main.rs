@@ -2,6 +2,7 @@
 //! (with BTY_ENGINE_TESTS) real Docker/Podman engines.
 
 mod engines;
+mod image;
 mod render;
 mod serve;
 mod util;

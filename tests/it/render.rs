@@ -322,7 +322,105 @@ fn each_service_env_file_holds_only_its_own_keys() {
         .unwrap()
         .replace('\'', "");
     assert!(podman.lines().any(|l| l == hash_line), "{podman}");
-    assert!(!podman.contains("WITHCACHE_"), "{podman}");
+    assert!(
+        !podman.lines().any(|l| l.starts_with("WITHCACHE_")),
+        "{podman}"
+    );
+    // The service token: one value, each service under its own key.
+    assert!(web.contains(&"BTY_WITHCACHE_TOKEN".to_string()), "{web:?}");
+    assert!(
+        cache.contains(&"WITHCACHE_API_TOKEN".to_string()),
+        "{cache:?}"
+    );
+    assert!(!web.contains(&"WITHCACHE_API_TOKEN".to_string()), "{web:?}");
+    assert!(
+        !cache.contains(&"BTY_WITHCACHE_TOKEN".to_string()),
+        "{cache:?}"
+    );
+    let token = envvar(&d, "BTY_WITHCACHE_TOKEN");
+    assert_eq!(token.len(), 43, "{token}");
+    assert_eq!(envvar(&d, "WITHCACHE_API_TOKEN"), token);
+    for (svc, key) in [
+        ("bty-web", "BTY_WITHCACHE_TOKEN"),
+        ("withcache", "WITHCACHE_API_TOKEN"),
+    ] {
+        let compose = std::fs::read_to_string(d.join(format!("env/{svc}.compose.env"))).unwrap();
+        assert!(compose.contains(&format!("{key}='{token}'")), "{compose}");
+        let podman = std::fs::read_to_string(d.join(format!("env/{svc}.podman.env"))).unwrap();
+        assert!(podman.contains(&format!("{key}={token}\n")), "{podman}");
+    }
+}
+
+/// The value of `key` in DEST/envvars.
+fn envvar(d: &std::path::Path, key: &str) -> String {
+    std::fs::read_to_string(d.join("envvars"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in envvars"))
+        .trim_matches('\'')
+        .to_string()
+}
+
+#[test]
+fn a_fresh_render_gives_each_deploy_its_own_service_token() {
+    let (a, b) = (TestDir::new(), TestDir::new());
+    ok(&init(&a, &[]));
+    ok(&init(&b, &[]));
+    let ta = envvar(&a.path().join("lab"), "WITHCACHE_API_TOKEN");
+    let tb = envvar(&b.path().join("lab"), "WITHCACHE_API_TOKEN");
+    assert_ne!(ta, tb, "two deploys got the same token");
+}
+
+#[test]
+fn an_envvars_from_before_the_service_token_gets_it_keeping_every_line() {
+    let t = TestDir::new();
+    ok(&init(&t, &[]));
+    let d = t.path().join("lab");
+    // envvars as an older bty-lab wrote it, plus an operator's line.
+    let full = std::fs::read_to_string(d.join("envvars")).unwrap();
+    let old: String = full
+        .lines()
+        .take_while(|l| !l.contains("service token"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+        + "\nBTY_LOG='debug'\n";
+    assert!(!old.contains("TOKEN"), "{old}");
+    std::fs::write(d.join("envvars"), &old).unwrap();
+    std::fs::remove_dir_all(d.join("env")).unwrap();
+    let o = init(&t, &[]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("added BTY_WITHCACHE_TOKEN and WITHCACHE_API_TOKEN"),
+        "{}",
+        stderr(&o)
+    );
+    let now = std::fs::read_to_string(d.join("envvars")).unwrap();
+    assert!(now.starts_with(&old), "other lines changed:\n{now}");
+    let token = envvar(&d, "BTY_WITHCACHE_TOKEN");
+    assert_eq!(envvar(&d, "WITHCACHE_API_TOKEN"), token);
+    assert_eq!(token.len(), 43);
+    assert_eq!(
+        std::fs::metadata(d.join("envvars"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(env_keys(&d, "bty-web").contains(&"BTY_WITHCACHE_TOKEN".to_string()));
+    assert!(env_keys(&d, "withcache").contains(&"WITHCACHE_API_TOKEN".to_string()));
+    // The next run adds nothing.
+    let o = init(&t, &[]);
+    ok(&o);
+    assert_eq!(std::fs::read_to_string(d.join("envvars")).unwrap(), now);
+    assert!(
+        stderr(&o).contains("envvars: kept (secrets unchanged)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

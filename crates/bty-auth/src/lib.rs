@@ -12,6 +12,8 @@
 //! - [`LoginLimiter`]: failed logins are rate-limited per client address.
 //! - [`origin_allowed`]: state-changing requests from a foreign `Origin` are
 //!   refused (CSRF defence in depth on top of `SameSite=Strict`).
+//! - [`ServiceToken`]: a shared secret one service sends another as
+//!   `Authorization: Bearer` (bty-web → withcache's admin API).
 //! - [`Auth`]: the bundle a service keeps in its state and asks per request.
 //!
 //! The crate knows `http` types but no web framework, so each service wires
@@ -22,11 +24,13 @@ mod credentials;
 mod limiter;
 mod origin;
 mod session;
+mod token;
 
 pub use credentials::{hash_password, Credentials, DEFAULT_PASSWORD, DEFAULT_USER};
 pub use limiter::LoginLimiter;
 pub use origin::origin_allowed;
 pub use session::{SessionKey, SESSION_TTL};
+pub use token::{bearer, ServiceToken, MIN_TOKEN_LEN};
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -50,6 +54,10 @@ pub enum AuthError {
     /// Hashing a new password failed.
     #[error("hashing the password failed: {0}")]
     Hashing(String),
+    /// A service token (`WITHCACHE_API_TOKEN`, `[withcache] token`) that
+    /// cannot be used.
+    #[error("the service token is unusable: {0}")]
+    BadToken(String),
     /// Reading or writing the session secret file failed.
     #[error("session secret file {path}: {source}")]
     SecretFile {

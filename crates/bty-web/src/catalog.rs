@@ -1,20 +1,30 @@
-//! The image catalog: a static TOML file and/or withcache's `GET /catalog`.
+//! The image catalog: a static TOML file and/or withcache's catalog.
 //!
 //! Lookups read an in-memory snapshot (an `Arc` behind a lock held for a
 //! pointer copy), so the PXE and plan paths never wait on the network or
 //! the file system. A background task re-reads the file when its mtime
-//! changes and re-polls withcache every `[withcache] refresh_secs`; a failed
-//! poll keeps the last good entries and records "withcache unreachable".
+//! changes and re-polls withcache every `[withcache] refresh_secs` (every
+//! 2 s while withcache is downloading an entry); a failed poll keeps the
+//! last good entries and records "withcache unreachable".
+//!
+//! With a service token (`[withcache] token`) the static file's entries are
+//! also registered in withcache's catalog each time the file is (re)read,
+//! so withcache serves them (read-while-fetch) instead of answering a miss:
+//! an entry withcache already has for the same src is left alone, and a
+//! withcache entry of the same name for another src is reported in
+//! [`Snapshot::problems`], never overwritten.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use bty_proto::catalog::{CatalogEntry, CatalogFile};
 use bty_proto::ImageFormat;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use crate::withcache::{Client, WcEntry, WcError};
 
 /// Where an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,10 +36,22 @@ pub enum Source {
     Withcache,
 }
 
+/// What withcache says about an entry's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheState {
+    /// `cached`, `downloading`, `queued` or `absent` (not fetched yet).
+    pub state: String,
+    /// Bytes downloaded so far.
+    pub written: Option<u64>,
+    /// Expected length, when known.
+    pub total: Option<u64>,
+}
+
 /// One usable catalog entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Image {
-    /// The entry as read.
+    /// The entry as read. A static entry without sha256 or size gets
+    /// withcache's measured ones once withcache has cached its src.
     #[serde(flatten)]
     pub entry: CatalogEntry,
     /// Resolved format (the entry's, or guessed from the src file name).
@@ -39,6 +61,8 @@ pub struct Image {
     pub url: String,
     /// Where it came from.
     pub source: Source,
+    /// withcache's state of the src's bytes, when withcache said.
+    pub cache: Option<CacheState>,
 }
 
 /// State of one catalog source.
@@ -78,6 +102,9 @@ pub struct Snapshot {
     pub static_file: SourceStatus,
     /// withcache's state.
     pub withcache: SourceStatus,
+    /// Catalog problems an operator should fix: a refused service token, a
+    /// static entry withcache cannot take.
+    pub problems: Vec<String>,
 }
 
 impl Snapshot {
@@ -121,8 +148,7 @@ fn describe(s: &SourceStatus) -> String {
 /// The catalog and how to refresh it.
 pub struct Catalog {
     file: Option<PathBuf>,
-    withcache: Option<String>,
-    client: reqwest::Client,
+    withcache: Option<Client>,
     snap: RwLock<Arc<Snapshot>>,
     state: tokio::sync::Mutex<RefreshState>,
 }
@@ -132,21 +158,28 @@ struct RefreshState {
     file_mtime: Option<SystemTime>,
     static_images: Vec<Image>,
     static_status: Option<SourceStatus>,
+    /// withcache's entries as last read (all of them, with their state).
+    wc_entries: Vec<WcEntry>,
     wc_images: Vec<Image>,
     wc_status: Option<SourceStatus>,
-}
-
-/// withcache answers either `{"entries": [...]}` or a bare list.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum WithcacheCatalog {
-    Wrapped { entries: Vec<serde_json::Value> },
-    Bare(Vec<serde_json::Value>),
+    /// withcache refused the token (the open catalog was read instead).
+    token_problem: Option<String>,
+    /// Static entries withcache refused to take: (name, its reason). Not
+    /// tried again until the file changes or a forced refresh.
+    register_refused: Vec<(String, String)>,
+    /// When the last registration started.
+    register_attempt: Option<std::time::Instant>,
 }
 
 impl Catalog {
-    /// A catalog over these sources; nothing is read until [`Catalog::refresh`].
-    pub fn new(file: Option<PathBuf>, withcache: Option<String>) -> Catalog {
+    /// A catalog over these sources; nothing is read until
+    /// [`Catalog::refresh`]. With `token`, withcache's full catalog is read
+    /// and the static entries are registered there.
+    pub fn new(
+        file: Option<PathBuf>,
+        withcache: Option<String>,
+        token: Option<bty_auth::ServiceToken>,
+    ) -> Catalog {
         let snap = Snapshot {
             images: BTreeMap::new(),
             static_file: if file.is_some() {
@@ -159,14 +192,11 @@ impl Catalog {
             } else {
                 SourceStatus::Off
             },
+            problems: Vec::new(),
         };
         Catalog {
             file,
-            withcache,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            withcache: withcache.map(|u| Client::new(&u, token)),
             snap: RwLock::new(Arc::new(snap)),
             state: Default::default(),
         }
@@ -187,24 +217,35 @@ impl Catalog {
 
     /// The withcache URL, when configured.
     pub fn withcache_url(&self) -> Option<&str> {
-        self.withcache.as_deref()
+        self.withcache.as_ref().map(Client::base)
     }
 
-    /// Read the static file (if changed, or `force`) and poll withcache
-    /// (when `poll_withcache`), then publish a new snapshot.
+    /// The withcache client, when configured.
+    pub fn withcache(&self) -> Option<&Client> {
+        self.withcache.as_ref()
+    }
+
+    /// Read the static file (if changed, or `force`) and, when
+    /// `poll_withcache`, poll withcache and register static entries it
+    /// lacks; then publish a new snapshot.
     pub async fn refresh(&self, force: bool, poll_withcache: bool) {
         let mut st = self.state.lock().await;
         if let Some(path) = &self.file {
             let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
             if force || mtime != st.file_mtime || st.static_status.is_none() {
                 st.file_mtime = mtime;
-                match read_static(path, self.withcache.as_deref()) {
+                match read_static(path, self.withcache_url()) {
                     Ok((images, skipped)) => {
                         st.static_status = Some(SourceStatus::Ok {
                             at: crate::db::now(),
                             entries: images.len(),
                             skipped,
                         });
+                        if st.static_images != images || force {
+                            // A new file: try everything again, now.
+                            st.register_refused.clear();
+                            st.register_attempt = None;
+                        }
                         st.static_images = images;
                     }
                     Err(e) => {
@@ -218,38 +259,200 @@ impl Catalog {
                 }
             }
         }
-        if let (Some(url), true) = (&self.withcache, poll_withcache) {
-            match self.fetch_withcache(url).await {
-                Ok((images, skipped)) => {
-                    st.wc_status = Some(SourceStatus::Ok {
-                        at: crate::db::now(),
-                        entries: images.len(),
-                        skipped,
-                    });
-                    st.wc_images = images;
+        if let (Some(wc), true) = (&self.withcache, poll_withcache) {
+            if self.poll(wc, &mut st).await && self.must_register(&st) {
+                st.register_attempt = Some(std::time::Instant::now());
+                self.register_static(wc, &mut st).await;
+            }
+        }
+        let snap = self.build(&st);
+        match self.snap.write() {
+            Ok(mut g) => *g = Arc::new(snap),
+            Err(e) => *e.into_inner() = Arc::new(snap),
+        }
+    }
+
+    /// Static entries are to be put into withcache: there is a token
+    /// withcache accepts and a static entry to add or update there.
+    fn must_register(&self, st: &RefreshState) -> bool {
+        self.withcache.as_ref().is_some_and(Client::has_token)
+            && st.token_problem.is_none()
+            && st
+                .static_images
+                .iter()
+                .any(|i| matches!(registration(st, &i.entry), Reg::Add | Reg::Update(_)))
+    }
+
+    /// withcache is to be read before `refresh_secs` is up: a download is
+    /// running (its end brings the measured sha256 and size that plans
+    /// carry), or a registration is waiting (the file changed, withcache
+    /// lost an entry, or the last try did not finish; at most every 10 s).
+    /// Not while withcache does not answer: the regular poll retries that.
+    async fn poll_soon(&self) -> bool {
+        let st = self.state.lock().await;
+        if matches!(st.wc_status, Some(SourceStatus::Unreachable { .. })) {
+            return false;
+        }
+        let downloading = st
+            .wc_entries
+            .iter()
+            .any(|w| matches!(w.state.as_str(), "downloading" | "queued"));
+        let register = self.must_register(&st)
+            && st
+                .register_attempt
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        downloading || register
+    }
+
+    /// Read withcache's catalog into `st`; false when it could not be read.
+    async fn poll(&self, wc: &Client, st: &mut RefreshState) -> bool {
+        let mut result = wc.entries().await;
+        if let Err(e @ WcError::Refused { .. }) = &result {
+            // A wrong token must not take the cached images away: read the
+            // open catalog, and say what is wrong.
+            if st.token_problem.is_none() {
+                tracing::warn!("{e}");
+            }
+            st.token_problem = Some(e.to_string());
+            result = wc.open_entries().await;
+        } else if result.is_ok() {
+            st.token_problem = None;
+        }
+        match result {
+            Ok((entries, parse_skipped)) => {
+                let (images, skipped) = usable(
+                    entries.iter().map(|w| w.entry.clone()).collect(),
+                    Source::Withcache,
+                    Some(wc.base()),
+                );
+                st.wc_status = Some(SourceStatus::Ok {
+                    at: crate::db::now(),
+                    entries: images.len(),
+                    skipped: skipped + parse_skipped,
+                });
+                st.wc_entries = entries;
+                st.wc_images = images;
+                true
+            }
+            Err(e) => {
+                let since = match &st.wc_status {
+                    Some(SourceStatus::Unreachable { since, .. }) => since.clone(),
+                    _ => {
+                        tracing::warn!("{e}");
+                        crate::db::now()
+                    }
+                };
+                st.wc_status = Some(SourceStatus::Unreachable {
+                    since,
+                    error: e.to_string(),
+                    entries: st.wc_images.len(),
+                });
+                false
+            }
+        }
+    }
+
+    /// Put every static entry whose src withcache does not know into
+    /// withcache's catalog: added, or, when withcache's entry of that name
+    /// is one bty-web put there (the file's src changed), updated. A name
+    /// withcache got from someone else is left alone (see
+    /// [`Catalog::build`] for the report); withcache unreachable leaves
+    /// the job for the next poll.
+    async fn register_static(&self, wc: &Client, st: &mut RefreshState) {
+        let mut added = Vec::new();
+        // (entry, the src withcache's entry of that name had, if any)
+        let todo: Vec<(Image, Option<String>)> = st
+            .static_images
+            .iter()
+            .filter_map(|i| match registration(st, &i.entry) {
+                Reg::Add => Some((i.clone(), None)),
+                Reg::Update(w) => Some((i.clone(), Some(w.entry.src.clone()))),
+                Reg::Done | Reg::Conflict(_) => None,
+            })
+            .collect();
+        for (img, old_src) in todo {
+            let entry = CatalogEntry {
+                format: Some(img.resolved_format),
+                ..img.entry.clone()
+            };
+            let done = match &old_src {
+                Some(old) => {
+                    tracing::info!(
+                        "static entry {:?} now names {}; updating withcache's entry (was {old})",
+                        entry.name,
+                        entry.src
+                    );
+                    wc.put(&entry).await
                 }
-                Err(e) => {
-                    let since = match &st.wc_status {
-                        Some(SourceStatus::Unreachable { since, .. }) => since.clone(),
-                        _ => {
-                            tracing::warn!("withcache unreachable: {e:#}");
-                            crate::db::now()
-                        }
-                    };
-                    st.wc_status = Some(SourceStatus::Unreachable {
-                        since,
-                        error: format!("{e:#}"),
-                        entries: st.wc_images.len(),
-                    });
+                None => wc.add(&entry, false).await,
+            };
+            match done {
+                Ok(()) => added.push(entry.name),
+                Err(WcError::Rejected { message, .. }) => {
+                    st.register_refused.push((entry.name, message));
+                }
+                Err(err) => {
+                    // Unreachable or failing: the next poll tries again.
+                    tracing::warn!("registering the static catalog in withcache: {err}");
+                    break;
                 }
             }
         }
-        // withcache first, so the operator's local file wins a name clash.
+        if !added.is_empty() {
+            tracing::info!(
+                "registered {} static catalog entries in withcache: {}",
+                added.len(),
+                added.join(", ")
+            );
+            self.poll(wc, st).await;
+        }
+    }
+
+    /// The snapshot of `st`: withcache's entries, then the static file's
+    /// (the operator's local file wins a name clash), with withcache's
+    /// cache state attached by src.
+    fn build(&self, st: &RefreshState) -> Snapshot {
         let mut images = BTreeMap::new();
         for img in st.wc_images.iter().chain(st.static_images.iter()) {
             images.insert(img.entry.name.clone(), img.clone());
         }
-        let snap = Snapshot {
+        for img in images.values_mut() {
+            let Some(w) = st.wc_entries.iter().find(|w| w.entry.src == img.entry.src) else {
+                continue;
+            };
+            if w.state == "cached" {
+                // withcache measured these bytes: what the agent will get.
+                img.entry.sha256 = img.entry.sha256.take().or(w.entry.sha256.clone());
+                img.entry.size = img.entry.size.or(w.entry.size);
+            }
+            img.cache = Some(CacheState {
+                state: w.state.clone(),
+                written: w.written,
+                total: w.total,
+            });
+        }
+        let mut problems: Vec<String> = st.token_problem.iter().cloned().collect();
+        if self.withcache.as_ref().is_some_and(Client::has_token) {
+            for img in &st.static_images {
+                let e = &img.entry;
+                if let Reg::Conflict(w) = registration(st, e) {
+                    problems.push(format!(
+                        "static entry {:?} ({}) is not in withcache: withcache has an entry of \
+                         that name for another src ({}), added there by {}, and leaves it alone. \
+                         Rename one of them; until then withcache answers a miss for {}",
+                        e.name,
+                        e.src,
+                        w.entry.src,
+                        w.added_by.as_deref().unwrap_or("someone else"),
+                        e.src
+                    ));
+                }
+            }
+        }
+        problems.extend(st.register_refused.iter().map(|(name, why)| {
+            format!("static entry {name:?} could not be registered in withcache: {why}")
+        }));
+        Snapshot {
             images,
             static_file: st.static_status.clone().unwrap_or(if self.file.is_some() {
                 SourceStatus::Pending
@@ -261,41 +464,8 @@ impl Catalog {
             } else {
                 SourceStatus::Off
             }),
-        };
-        match self.snap.write() {
-            Ok(mut g) => *g = Arc::new(snap),
-            Err(e) => *e.into_inner() = Arc::new(snap),
+            problems,
         }
-    }
-
-    async fn fetch_withcache(&self, base: &str) -> anyhow::Result<(Vec<Image>, usize)> {
-        let url = format!("{}/catalog", base.trim_end_matches('/'));
-        let resp = self
-            .client
-            .get(&url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            anyhow::bail!("GET {url}: HTTP {status}");
-        }
-        let body: WithcacheCatalog = resp
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: not a catalog"))?;
-        let raw = match body {
-            WithcacheCatalog::Wrapped { entries } | WithcacheCatalog::Bare(entries) => entries,
-        };
-        let total = raw.len();
-        let entries: Vec<CatalogEntry> = raw
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect();
-        let parse_skipped = total - entries.len();
-        let (images, skipped) = usable(entries, Source::Withcache, Some(base));
-        Ok((images, skipped + parse_skipped))
     }
 
     /// Spawn the background refresher; it stops when `stop` resolves.
@@ -306,20 +476,45 @@ impl Catalog {
     ) {
         let cat = self.clone();
         tokio::spawn(async move {
-            let wc_every = Duration::from_secs(refresh_secs.max(1));
+            let wc_every = std::time::Duration::from_secs(refresh_secs.max(1));
             let mut last_wc = tokio::time::Instant::now();
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
                     _ = stop.changed() => return,
                 }
-                let poll = last_wc.elapsed() >= wc_every;
+                let poll = last_wc.elapsed() >= wc_every || cat.poll_soon().await;
                 if poll {
                     last_wc = tokio::time::Instant::now();
                 }
                 cat.refresh(false, poll).await;
             }
         });
+    }
+}
+
+/// What registering a static entry in withcache takes.
+enum Reg<'a> {
+    /// Nothing: withcache knows its src (under any name), or refused it.
+    Done,
+    /// Add it.
+    Add,
+    /// Replace withcache's entry of that name, which bty-web put there.
+    Update(&'a WcEntry),
+    /// withcache's entry of that name is someone else's, for another src.
+    Conflict(&'a WcEntry),
+}
+
+fn registration<'a>(st: &'a RefreshState, e: &CatalogEntry) -> Reg<'a> {
+    if st.wc_entries.iter().any(|w| w.entry.src == e.src) {
+        return Reg::Done;
+    }
+    let refused = st.register_refused.iter().any(|(n, _)| *n == e.name);
+    match st.wc_entries.iter().find(|w| w.entry.name == e.name) {
+        Some(w) if w.added_by.as_deref() != Some("bty-web") => Reg::Conflict(w),
+        _ if refused => Reg::Done,
+        Some(w) => Reg::Update(w),
+        None => Reg::Add,
     }
 }
 
@@ -352,6 +547,7 @@ fn usable(
                     resolved_format: format,
                     url,
                     source,
+                    cache: None,
                 });
             }
             Err(why) => {
@@ -406,7 +602,7 @@ mod tests {
              [[images]]\nname = \"noformat\"\nsrc = \"https://o/b.iso\"\n",
         )
         .unwrap();
-        let c = Catalog::new(Some(p.clone()), None);
+        let c = Catalog::new(Some(p.clone()), None, None);
         c.refresh(false, false).await;
         let s = c.snapshot();
         assert_eq!(s.images.len(), 1);
@@ -439,7 +635,7 @@ mod tests {
     #[tokio::test]
     async fn withcache_unreachable_is_a_state_not_a_crash() {
         // Port 9 on loopback: nothing listens there.
-        let c = Catalog::new(None, Some("http://127.0.0.1:9".into()));
+        let c = Catalog::new(None, Some("http://127.0.0.1:9".into()), None);
         c.refresh(true, true).await;
         let s = c.snapshot();
         assert!(s.images.is_empty());
@@ -474,6 +670,7 @@ mod tests {
                 .collect(),
             static_file: SourceStatus::Off,
             withcache: SourceStatus::Off,
+            problems: Vec::new(),
         };
         let t = to_toml(&snap);
         let back: CatalogFile = toml::from_str(&t).unwrap();

@@ -23,6 +23,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("images", "catalog"),
     ("withcache", "url"),
     ("withcache", "refresh_secs"),
+    ("withcache", "token"),
     ("admin", "user"),
     ("admin", "password"),
     ("admin", "password_hash"),
@@ -113,6 +114,11 @@ pub struct WithcacheConfig {
     pub url: Option<String>,
     /// How often withcache's catalog is re-read, in seconds.
     pub refresh_secs: u64,
+    /// Service token bty-web sends withcache's admin API as
+    /// `Authorization: Bearer` (withcache's `WITHCACHE_API_TOKEN`): with it
+    /// bty-web adds images to withcache's catalog and registers the static
+    /// catalog's entries there.
+    pub token: Option<String>,
 }
 
 impl Default for WithcacheConfig {
@@ -120,6 +126,7 @@ impl Default for WithcacheConfig {
         WithcacheConfig {
             url: None,
             refresh_secs: 30,
+            token: None,
         }
     }
 }
@@ -231,6 +238,10 @@ impl Config {
             bty_proto::text::validate_http_url("[withcache] url", u)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        if let Some(t) = self.withcache_token() {
+            t.check()
+                .map_err(|e| anyhow::anyhow!("[withcache] token: {e}"))?;
+        }
         if self.flash.max_attempts == 0 {
             bail!("[flash] max_attempts must be at least 1");
         }
@@ -270,6 +281,17 @@ impl Config {
             .as_deref()
             .map(|u| u.trim_end_matches('/'))
             .filter(|u| !u.is_empty())
+    }
+}
+
+impl Config {
+    /// `[withcache] token` as a service token, when set (and not empty).
+    pub fn withcache_token(&self) -> Option<bty_auth::ServiceToken> {
+        self.withcache
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(bty_auth::ServiceToken::new)
     }
 }
 

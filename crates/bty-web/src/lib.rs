@@ -11,6 +11,7 @@ pub mod cycle;
 pub mod db;
 pub mod dhcp;
 pub mod error;
+pub mod images;
 pub mod ipxe;
 pub mod metrics;
 pub mod openapi;
@@ -19,6 +20,7 @@ pub mod routes;
 pub mod sse;
 pub mod state;
 pub mod ui;
+pub mod withcache;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,6 +83,7 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
     let catalog = Arc::new(catalog::Catalog::new(
         config.images.catalog.clone(),
         config.withcache_url().map(str::to_string),
+        config.withcache_token(),
     ));
     catalog.refresh(true, false).await;
     if let catalog::SourceStatus::Unreachable { error, .. } = &catalog.snapshot().static_file {
@@ -121,8 +124,18 @@ pub fn router(st: AppState) -> Router {
             "/api/machines/{mac}/cycles",
             get(routes::api::machine_cycles),
         )
-        .route("/api/images", get(routes::api::images))
-        .route("/api/images/refresh", post(routes::api::refresh_images))
+        .route(
+            "/api/images",
+            get(routes::api::images).post(routes::api::add_image),
+        )
+        .route(
+            "/api/images/{name}",
+            axum::routing::delete(routes::api::delete_image),
+        )
+        .route(
+            "/api/images/refresh",
+            post(routes::api::refresh_images).delete(routes::api::delete_image_named_refresh),
+        )
         .route("/api/events", get(routes::api::list_events))
         .route("/api/events/stream", get(sse::stream))
         .route("/api/settings/dhcp", get(routes::api::dhcp_settings))

@@ -39,6 +39,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/machines/{mac}"),
     ("get", "/api/machines/{mac}/cycles"),
     ("get", "/api/images"),
+    ("post", "/api/images"),
+    ("delete", "/api/images/{name}"),
     ("post", "/api/images/refresh"),
     ("get", "/api/events"),
     ("get", "/api/events/stream"),
@@ -227,6 +229,32 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "/api/images",
+        "post",
+        json!({
+            "summary": "Add an image: {name, url, sha256?, size?, format?}. Every field is checked first \
+                        (400 names the field; nothing is saved anywhere); then the entry goes into \
+                        withcache's catalog (with [withcache] token) and its download starts there, \
+                        and the catalog is re-read so machines can be assigned it at once. 409: no \
+                        withcache is configured (images then come from the static catalog file). \
+                        502: withcache unreachable or refused bty-web's token (nothing saved).",
+            "tags": ["images"],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewImage"}}}},
+            "responses": {"201": ok_json("the image as GET /api/images lists it"), "400": err, "401": err, "403": err, "409": err, "502": err}
+        }),
+    );
+    add(
+        "/api/images/{name}",
+        "delete",
+        json!({
+            "summary": "Remove an image added through withcache (its cached bytes stay until evicted). \
+                        An entry of the static catalog file is refused with 409 naming the file.",
+            "tags": ["images"],
+            "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "removed"}, "401": err, "403": err, "404": err, "409": err, "502": err}
+        }),
+    );
+    add(
         "/api/images/refresh",
         "post",
         op(
@@ -281,7 +309,21 @@ pub fn document() -> Value {
         "info": {"title": "bty-web", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
         "components": {
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "NewImage": {
+                    "type": "object",
+                    "required": ["name", "url"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string", "description": "1-128 of A-Z a-z 0-9 . _ - +, starting with a letter or digit; unused in both catalogs"},
+                        "url": {"type": "string", "description": "http(s) origin URL (alias: src)"},
+                        "sha256": {"type": "string", "description": "exactly 64 hex digits"},
+                        "size": {"type": "integer", "minimum": 1, "description": "bytes"},
+                        "format": {"type": "string", "enum": ["img", "img.gz", "img.xz", "img.zst", "img.bz2", "qcow2"], "description": "default: guessed from the URL's file name"}
+                    }
+                }
+            },
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": crate::COOKIE_NAME}

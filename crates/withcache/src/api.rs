@@ -53,8 +53,10 @@ pub(crate) fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
         .merge(admin)
 }
 
-/// API auth: Basic or a session cookie; 401 with a Basic challenge
-/// otherwise. State-changing requests from a foreign Origin are refused.
+/// API auth: the service token (`Authorization: Bearer`, when
+/// `WITHCACHE_API_TOKEN` is set), Basic or a session cookie; 401 with a
+/// Basic challenge otherwise. State-changing requests from a foreign
+/// Origin are refused.
 async fn require_admin(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -67,6 +69,20 @@ async fn require_admin(
             "cross-origin request refused: the Origin header does not match this host\n",
         )
             .into_response();
+    }
+    if let Some(token) = &app.opts.api_token {
+        if token.matches(req.headers()) {
+            let mut req = req;
+            req.extensions_mut().insert(ServiceCaller);
+            return next.run(req).await;
+        }
+        if bty_auth::bearer(req.headers()).is_some() {
+            // Never the token itself: only that a wrong one came.
+            tracing::warn!(
+                peer = %peer.ip(),
+                "refused a wrong service token (bty-web's [withcache] token must equal WITHCACHE_API_TOKEN)"
+            );
+        }
     }
     match app.auth.authorize(peer.ip(), req.headers()).await {
         Ok(_) => next.run(req).await,
@@ -88,6 +104,21 @@ async fn require_admin(
             )
                 .into_response()
         }
+    }
+}
+
+/// Marks a request let in by the service token: entries it creates or
+/// replaces are `added_by = "bty-web"`, so bty-web can tell the entries it
+/// owns (and may update) from an operator's (which it never overwrites).
+#[derive(Clone, Copy)]
+pub(crate) struct ServiceCaller;
+
+/// Who an entry written by this request is recorded as added by.
+fn added_by(caller: &Option<axum::Extension<ServiceCaller>>) -> &'static str {
+    if caller.is_some() {
+        "bty-web"
+    } else {
+        "operator"
     }
 }
 
@@ -266,16 +297,26 @@ pub(crate) fn add_entry(app: &App, row: &EntryRow, peer: SocketAddr) -> Result<(
     app.event(
         "catalog.entry.added",
         &row.entry.name,
-        "operator",
+        &row.added_by,
         Some(peer),
         &format!("added {}", row.entry.src),
     );
     Ok(())
 }
 
+#[derive(Deserialize)]
+struct CreateQuery {
+    download: Option<String>,
+}
+
+/// `POST /catalog/entries[?download=1]`: add an entry; with `download`,
+/// also start its download in the same request (so a caller never leaves
+/// an entry behind because a second request failed).
 async fn create_entry(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<ServiceCaller>>,
+    Query(q): Query<CreateQuery>,
     body: Bytes,
 ) -> Result<Response, Error> {
     let b: EntryBody = parse_body(&body)?;
@@ -283,14 +324,19 @@ async fn create_entry(
         .name
         .clone()
         .ok_or_else(|| Error::BadRequest("name: missing".into()))?;
-    let row = entry_from_body_pub(name, b)?;
+    let mut row = entry_from_body_pub(name, b)?;
+    row.added_by = added_by(&caller).into();
     add_entry(&app, &row, peer)?;
-    Ok((StatusCode::CREATED, Json(row)).into_response())
+    if matches!(q.download.as_deref(), Some("1" | "true" | "yes")) {
+        download_by_name(&app, &row.entry.name, false, peer)?;
+    }
+    Ok((StatusCode::CREATED, Json(entry_state(&app, row))).into_response())
 }
 
 async fn put_entry(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<axum::Extension<ServiceCaller>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, Error> {
@@ -302,7 +348,8 @@ async fn put_entry(
             )));
         }
     }
-    let row = entry_from_body_pub(name.clone(), b)?;
+    let mut row = entry_from_body_pub(name.clone(), b)?;
+    row.added_by = added_by(&caller).into();
     let created = match app.db().entry(&name)? {
         Some(old) => {
             if old.entry.src != row.entry.src {
@@ -321,7 +368,7 @@ async fn put_entry(
             "catalog.entry.updated"
         },
         &name,
-        "operator",
+        &row.added_by,
         Some(peer),
         &format!("src {}", row.entry.src),
     );

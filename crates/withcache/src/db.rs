@@ -73,7 +73,8 @@ pub struct EntryRow {
     pub entry: bty_proto::catalog::CatalogEntry,
     /// Never evicted to make room.
     pub pinned: bool,
-    /// `operator` (API or UI) or `import` (merged from a catalog file).
+    /// `operator` (API or UI), `import` (merged from a catalog file) or
+    /// `bty-web` (through the API with the service token).
     pub added_by: String,
 }
 

@@ -57,6 +57,10 @@ pub struct Options {
     /// Serve cached blobs with `sendfile(2)` on the raw connection
     /// (default on; off forces every request through the generic path).
     pub sendfile: bool,
+    /// Service token (`WITHCACHE_API_TOKEN`): a request to the admin API
+    /// with `Authorization: Bearer <token>` is let in without a login.
+    /// bty-web uses it to add catalog entries. The UI does not take it.
+    pub api_token: Option<bty_auth::ServiceToken>,
 }
 
 impl Options {
@@ -73,6 +77,7 @@ impl Options {
             session_secret: var("WITHCACHE_SESSION_SECRET"),
             fetch: FetchConfig::default(),
             sendfile: true,
+            api_token: var("WITHCACHE_API_TOKEN").map(bty_auth::ServiceToken::new),
         }
     }
 }
@@ -222,6 +227,12 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
         );
     } else if creds.uses_default_password() {
         tracing::warn!("the admin password is the default one; change it");
+    }
+    if let Some(t) = &opts.api_token {
+        t.check().context("WITHCACHE_API_TOKEN")?;
+        tracing::info!(
+            "a service token is set: the admin API also accepts it as Authorization: Bearer"
+        );
     }
     let sessions = match &opts.session_secret {
         Some(s) => bty_auth::SessionKey::from_secret(s.as_bytes()),

@@ -213,6 +213,9 @@ pub struct ImagesView {
     pub static_file: SourceStatus,
     /// withcache's state ("unreachable" with the error when it is).
     pub withcache: SourceStatus,
+    /// Catalog problems to fix (a refused token, a static entry withcache
+    /// cannot take).
+    pub problems: Vec<String>,
 }
 
 fn images_view(st: &AppState) -> ImagesView {
@@ -221,6 +224,7 @@ fn images_view(st: &AppState) -> ImagesView {
         images: s.images.values().cloned().collect(),
         static_file: s.static_file.clone(),
         withcache: s.withcache.clone(),
+        problems: s.problems.clone(),
     }
 }
 
@@ -233,6 +237,80 @@ pub async fn images(State(st): State<AppState>) -> axum::Json<ImagesView> {
 pub async fn refresh_images(State(st): State<AppState>) -> axum::Json<ImagesView> {
     st.catalog.refresh(true, true).await;
     axum::Json(images_view(&st))
+}
+
+/// `POST /api/images` body. `src` is accepted for `url` (the catalog's
+/// word); `size` may be a number or a string of digits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePost {
+    /// Catalog name.
+    #[serde(default)]
+    pub name: String,
+    /// Origin URL.
+    #[serde(default, alias = "src")]
+    pub url: String,
+    /// sha256 of the bytes at `url`.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Length in bytes.
+    #[serde(default)]
+    pub size: Option<serde_json::Value>,
+    /// Format (`img`, `img.gz`, `img.xz`, `img.zst`, `img.bz2`, `qcow2`).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// `size` as given: null, a positive integer or digits in a string.
+fn size_field(v: Option<serde_json::Value>) -> ApiResult<Option<u64>> {
+    let bad = || {
+        ApiError::bad_request(
+            "size: must be a whole number of bytes greater than 0; nothing was saved",
+        )
+    };
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `POST /api/images`: add an image to withcache's catalog, start its
+/// download, and answer the entry as bty-web now offers it (201).
+pub async fn add_image(
+    State(st): State<AppState>,
+    Json(b): Json<ImagePost>,
+) -> ApiResult<Response> {
+    let new = crate::images::NewImage {
+        name: b.name,
+        url: b.url,
+        sha256: b.sha256,
+        size: size_field(b.size)?,
+        format: b.format,
+    };
+    match crate::images::add(&st, &new).await {
+        Ok(img) => Ok((StatusCode::CREATED, axum::Json(img)).into_response()),
+        Err(e) => Err(ApiError::new(e.status(), e.message())),
+    }
+}
+
+/// `DELETE /api/images/{name}`: remove a withcache-sourced image.
+pub async fn delete_image(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    match crate::images::remove(&st, &name).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(ApiError::new(e.status(), e.message())),
+    }
+}
+
+/// `DELETE /api/images/refresh`: the image named `refresh` (the path is
+/// also the refresh endpoint's).
+pub async fn delete_image_named_refresh(st: State<AppState>) -> ApiResult<StatusCode> {
+    delete_image(st, Path("refresh".to_string())).await
 }
 
 /// `GET /api/events` query.

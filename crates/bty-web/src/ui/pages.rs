@@ -1,20 +1,22 @@
 //! Dashboard, Images, Events and Settings.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use bty_proto::Mac;
+use bty_proto::{ImageFormat, Mac};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, ActiveFlash, Counts, EventQuery, EventView};
 use super::is_htmx;
 use super::render::{page_or_partial, Layout, UiError};
 use crate::catalog::{Image, SourceStatus};
+use crate::images::{AddError, NewImage};
 use crate::state::AppState;
 
 /// A health line of the dashboard.
@@ -216,14 +218,83 @@ struct ImagesView {
     layout: Layout,
     images: Vec<Image>,
     withcache_url: Option<String>,
+    static_file: Option<String>,
     health: Vec<Health>,
-    refreshed: bool,
+    problems: Vec<String>,
+    notice: Option<String>,
+    /// A refused delete.
+    error: Option<String>,
+    /// withcache is configured: the Add form is shown.
+    can_add: bool,
+    form: ImageForm,
+    errors: BTreeMap<&'static str, String>,
+    formats: Vec<&'static str>,
 }
 
-/// `GET /ui/images` query.
+/// `GET /ui/images` query: the notice after a redirect.
 #[derive(Deserialize)]
 pub struct ImagesQuery {
     refreshed: Option<String>,
+    added: Option<String>,
+    deleted: Option<String>,
+}
+
+/// The Add image form as typed.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct ImageForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    sha256: String,
+    #[serde(default)]
+    size: String,
+    #[serde(default)]
+    format: String,
+}
+
+/// What one rendering of the Images page says besides the catalog.
+#[derive(Default)]
+struct ImagesPage {
+    notice: Option<String>,
+    error: Option<String>,
+    form: ImageForm,
+    errors: BTreeMap<&'static str, String>,
+}
+
+fn images_page(
+    st: &AppState,
+    hx: bool,
+    status: StatusCode,
+    page: ImagesPage,
+) -> Result<Response, UiError> {
+    let snap = st.catalog.snapshot();
+    let view = ImagesView {
+        layout: Layout::new(st, "Images", "images"),
+        images: snap.images.values().cloned().collect(),
+        withcache_url: st.catalog.withcache_url().map(str::to_string),
+        static_file: st.catalog.file().map(|p| p.display().to_string()),
+        health: vec![
+            source_health("withcache", &snap.withcache, None),
+            source_health("Static catalog", &snap.static_file, None),
+        ],
+        problems: snap.problems.clone(),
+        notice: page.notice,
+        error: page.error,
+        can_add: st.catalog.withcache().is_some(),
+        form: page.form,
+        errors: page.errors,
+        formats: ImageFormat::ALL.iter().map(|f| f.as_str()).collect(),
+    };
+    let mut r = page_or_partial(hx, "images.html", &view, None)?;
+    *r.status_mut() = status;
+    Ok(r)
+}
+
+/// Only names that pass the catalog's rules are echoed in a notice.
+fn valid_image_name(n: Option<&str>) -> Option<&str> {
+    n.filter(|n| bty_proto::text::validate_image_name(n).is_ok())
 }
 
 /// `GET /ui/images`.
@@ -232,24 +303,114 @@ pub async fn images(
     headers: HeaderMap,
     Query(q): Query<ImagesQuery>,
 ) -> Result<Response, UiError> {
-    let snap = st.catalog.snapshot();
-    let view = ImagesView {
-        layout: Layout::new(&st, "Images", "images"),
-        images: snap.images.values().cloned().collect(),
-        withcache_url: st.catalog.withcache_url().map(str::to_string),
-        health: vec![
-            source_health("withcache", &snap.withcache, None),
-            source_health("Static catalog", &snap.static_file, None),
-        ],
-        refreshed: q.refreshed.is_some(),
+    let notice = if let Some(n) = valid_image_name(q.added.as_deref()) {
+        Some(format!(
+            "Image {n} added: withcache is downloading it, and machines can be assigned it now."
+        ))
+    } else if let Some(n) = valid_image_name(q.deleted.as_deref()) {
+        Some(format!("Image {n} removed from the catalog."))
+    } else {
+        q.refreshed
+            .is_some()
+            .then(|| "Catalog re-read.".to_string())
     };
-    page_or_partial(is_htmx(&headers), "images.html", &view, None)
+    let page = ImagesPage {
+        notice,
+        ..Default::default()
+    };
+    images_page(&st, is_htmx(&headers), StatusCode::OK, page)
 }
 
 /// `POST /ui/images/refresh`: re-read the file and poll withcache now.
 pub async fn refresh_images(State(st): State<AppState>) -> Response {
     st.catalog.refresh(true, true).await;
     Redirect::to("/ui/images?refreshed=1").into_response()
+}
+
+/// `POST /ui/images`: the Add image form, through [`crate::images::add`]
+/// (the REST API's path). Bad input shows the page again with each
+/// field's message and the typed values; nothing is saved.
+pub async fn add_image(
+    State(st): State<AppState>,
+    form: Result<Form<ImageForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, UiError> {
+    let Form(f) = form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    let size = match f.size.trim() {
+        "" => Ok(None),
+        s => s.parse::<u64>().map(Some).map_err(|_| {
+            "size: must be a whole number of bytes greater than 0 (or empty)".to_string()
+        }),
+    };
+    let new = NewImage {
+        name: f.name.clone(),
+        url: f.url.clone(),
+        sha256: Some(f.sha256.clone()),
+        size: size.clone().unwrap_or(None),
+        format: Some(f.format.clone()),
+    };
+    let result = match size {
+        // Report the size together with every other field's problem.
+        Err(msg) => {
+            let mut errors = match crate::images::validate(&st, &new) {
+                Ok(_) => BTreeMap::new(),
+                Err(e) => e,
+            };
+            errors.insert("size", msg);
+            Err(AddError::Fields(errors))
+        }
+        Ok(_) => crate::images::add(&st, &new).await,
+    };
+    match result {
+        Ok(img) => Ok(Redirect::to(&format!(
+            "/ui/images?added={}",
+            img.entry.name.replace('+', "%2B")
+        ))
+        .into_response()),
+        Err(AddError::Fields(errors)) => images_page(
+            &st,
+            false,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ImagesPage {
+                form: f,
+                errors,
+                ..Default::default()
+            },
+        ),
+        Err(e @ (AddError::NoWithcache(_) | AddError::Withcache(_))) => {
+            let mut errors = BTreeMap::new();
+            errors.insert("form", e.reason());
+            images_page(
+                &st,
+                false,
+                e.status(),
+                ImagesPage {
+                    form: f,
+                    errors,
+                    ..Default::default()
+                },
+            )
+        }
+    }
+}
+
+/// `POST /ui/images/{name}/delete`: remove a withcache-sourced image.
+pub async fn delete_image(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, UiError> {
+    match crate::images::remove(&st, &name).await {
+        Ok(()) => Ok(
+            Redirect::to(&format!("/ui/images?deleted={}", name.replace('+', "%2B")))
+                .into_response(),
+        ),
+        Err(e) => {
+            let page = ImagesPage {
+                error: Some(format!("Nothing was removed: {}", e.message())),
+                ..Default::default()
+            };
+            images_page(&st, false, e.status(), page)
+        }
+    }
 }
 
 /// `GET /ui/events` query.
@@ -421,7 +582,7 @@ fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
     let value = toml::Value::try_from(cfg).unwrap_or(toml::Value::Table(Default::default()));
     let dvalue = defaults.and_then(|d| toml::Value::try_from(&d).ok());
     let mut rows = Vec::new();
-    let secret = ["password", "password_hash", "session_secret"];
+    let secret = ["password", "password_hash", "session_secret", "token"];
     if let toml::Value::Table(t) = &value {
         for (section, v) in t {
             let toml::Value::Table(keys) = v else {
@@ -462,6 +623,7 @@ fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
         ("[admin] password", "BTY_ADMIN_PASSWORD"),
         ("[admin] password_hash", "BTY_ADMIN_PASSWORD_HASH"),
         ("[server] session_secret", "BTY_SERVER_SESSION_SECRET"),
+        ("[withcache] token", "BTY_WITHCACHE_TOKEN"),
     ] {
         if !rows.iter().any(|r| r.key == k) {
             rows.push(ConfigRow {
@@ -599,12 +761,16 @@ mod tests {
     #[test]
     fn secrets_never_shown() {
         let cfg = crate::Config::from_toml_str(
-            "[admin]\npassword = \"hunter2\"\n[server]\nsession_secret = \"s3cr3t\"\nlisten = \"127.0.0.1:9\"\n",
+            "[admin]\npassword = \"hunter2\"\n[server]\nsession_secret = \"s3cr3t\"\nlisten = \"127.0.0.1:9\"\n\
+             [withcache]\nurl = \"http://wc:3000\"\ntoken = \"service-token-0123456789\"\n",
         )
         .unwrap();
         let rows = config_rows(&cfg);
         let all = format!("{rows:?}");
-        assert!(!all.contains("hunter2") && !all.contains("s3cr3t"), "{all}");
+        assert!(
+            !all.contains("hunter2") && !all.contains("s3cr3t") && !all.contains("service-token"),
+            "{all}"
+        );
         let listen = rows.iter().find(|r| r.key == "[server] listen").unwrap();
         assert_eq!(listen.source, "bty.toml");
         let kernel = rows.iter().find(|r| r.key == "[boot] kernel").unwrap();

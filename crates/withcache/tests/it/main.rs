@@ -3,6 +3,7 @@
 //! temp dir, real HTTP clients.
 
 mod origin;
+mod token;
 
 use std::time::Duration;
 

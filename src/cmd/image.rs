@@ -1,0 +1,309 @@
+//! `bty-lab image add|ls|rm`: bty-web's image catalog over its REST API
+//! (`POST /api/images`, `GET /api/images`, `DELETE /api/images/{name}`),
+//! so adding an image is one command on the host, wherever bty-web runs.
+//!
+//! The server is `--server`, else the deploy in `--dest` (its manifest
+//! knows the host address and web port), else `http://127.0.0.1:8080`
+//! (`bty-lab serve`'s default). The password is asked for only when
+//! bty-web wants one.
+
+use std::io::{BufRead as _, IsTerminal as _};
+
+use anyhow::{bail, Context as _, Result};
+use indicatif::HumanBytes;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::cli::{ImageCommand, ServerArgs};
+use crate::deploydir;
+
+/// Where `bty-lab serve` listens by default.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+pub async fn run(c: ImageCommand) -> Result<()> {
+    match c {
+        ImageCommand::Add(a) => {
+            let mut api = Api::new(&a.server)?;
+            let body = json!({
+                "name": a.name, "url": a.url, "sha256": a.sha256,
+                "size": a.size, "format": a.format,
+            });
+            let img = api.call(Method::POST, "/api/images", Some(&body)).await?;
+            println!(
+                "added {}: withcache is downloading it from {}; machines can be assigned it now",
+                str_of(&img["name"]),
+                str_of(&img["src"])
+            );
+            println!("  machines fetch it from {}", str_of(&img["url"]));
+        }
+        ImageCommand::Ls(a) => {
+            let mut api = Api::new(&a.server)?;
+            let v = api.call(Method::GET, "/api/images", None).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", table(&v));
+                for p in v["problems"].as_array().into_iter().flatten() {
+                    crate::ui::warn(str_of(p));
+                }
+                for (name, key) in [("withcache", "withcache"), ("static file", "static_file")] {
+                    if v[key]["state"] == "unreachable" {
+                        crate::ui::warn(format!(
+                            "{name} is unreachable: {}",
+                            str_of(&v[key]["error"])
+                        ));
+                    }
+                }
+            }
+        }
+        ImageCommand::Rm(a) => {
+            let mut api = Api::new(&a.server)?;
+            let path = format!("/api/images/{}", a.name.replace('+', "%2B"));
+            api.call(Method::DELETE, &path, None).await?;
+            println!(
+                "removed {} (withcache keeps its bytes until it needs the room)",
+                a.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// bty-web's base URL for these flags.
+fn server_url(a: &ServerArgs) -> Result<String> {
+    if let Some(s) = &a.server {
+        let s = s.trim_end_matches('/');
+        if !(s.starts_with("http://") || s.starts_with("https://")) {
+            bail!("--server {s:?} is not an http(s) URL such as http://10.0.0.5:8080");
+        }
+        return Ok(s.to_string());
+    }
+    let dest = deploydir::absolute(&a.dest)?;
+    Ok(match deploydir::read_manifest(&dest)? {
+        Some(settings) => settings.web_url(),
+        None => DEFAULT_SERVER.to_string(),
+    })
+}
+
+/// A bty-web and the credentials for it, found out as needed.
+struct Api {
+    base: String,
+    user: String,
+    password: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(a: &ServerArgs) -> Result<Api> {
+        let password = if a.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            std::env::var("BTY_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+        };
+        Ok(Api {
+            base: server_url(a)?,
+            user: a.user.clone(),
+            password,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    /// One request; on a 401 without a password yet, ask for one (on a
+    /// terminal) and try once more. Errors carry bty-web's own message.
+    async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let asked = self.password.is_none();
+        let mut resp = self.send(&method, &url, body).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED && asked {
+            if !std::io::stdin().is_terminal() {
+                bail!(
+                    "bty-web at {} wants a login: set BTY_ADMIN_PASSWORD, pass \
+                     --password-stdin, or run this on a terminal to be asked",
+                    self.base
+                );
+            }
+            self.password = Some(
+                dialoguer::Password::new()
+                    .with_prompt(format!("Password of {} at {}", self.user, self.base))
+                    .interact()?,
+            );
+            resp = self.send(&method, &url, body).await?;
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.trim().chars().take(300).collect());
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "bty-web at {} refused the login of {} ({message}); check the password \
+                 (BTY_ADMIN_PASSWORD, --password-stdin) and --user",
+                self.base,
+                self.user
+            );
+        }
+        bail!(
+            "{message} (bty-web at {}: HTTP {})",
+            self.base,
+            status.as_u16()
+        )
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let mut rb = self.http.request(method.clone(), url);
+        if let Some(p) = &self.password {
+            rb = rb.basic_auth(&self.user, Some(p));
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        rb.send().await.with_context(|| {
+            format!(
+                "cannot reach bty-web at {} (is it running? pass --server URL, or --dest \
+                 with the deploy directory)",
+                self.base
+            )
+        })
+    }
+}
+
+/// The `image ls` table: name, source, format, size, sha256 prefix and
+/// withcache's state.
+fn table(v: &Value) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "SOURCE".into(),
+        "FORMAT".into(),
+        "SIZE".into(),
+        "SHA256".into(),
+        "STATE".into(),
+    ]];
+    for i in v["images"].as_array().into_iter().flatten() {
+        let size = i["size"]
+            .as_u64()
+            .map(|n| HumanBytes(n).to_string())
+            .unwrap_or_else(|| "-".into());
+        let sha = i["sha256"]
+            .as_str()
+            .map(|s| s.chars().take(12).collect::<String>())
+            .unwrap_or_else(|| "-".into());
+        rows.push([
+            str_of(&i["name"]).to_string(),
+            str_of(&i["source"]).to_string(),
+            str_of(&i["resolved_format"]).to_string(),
+            size,
+            sha,
+            state(&i["cache"]),
+        ]);
+    }
+    if rows.len() == 1 {
+        return "no images; add one with `bty-lab image add NAME URL`\n".into();
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// withcache's word for an image's bytes, with progress while it downloads.
+fn state(cache: &Value) -> String {
+    match cache["state"].as_str() {
+        None => "-".into(),
+        Some("downloading") => match (cache["written"].as_u64(), cache["total"].as_u64()) {
+            (Some(w), Some(t)) if t > 0 => format!("downloading {}%", w * 100 / t),
+            _ => "downloading".into(),
+        },
+        Some("absent") => "on first use".into(),
+        Some(s) => s.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lines_up_and_says_the_state() {
+        let v = json!({"images": [
+            {"name": "debian-12", "source": "static", "resolved_format": "img.zst",
+             "size": 1536, "sha256": "0123456789abcdef0123", "cache": {"state": "cached"}},
+            {"name": "x", "source": "withcache", "resolved_format": "img",
+             "cache": {"state": "downloading", "written": 25, "total": 100}},
+            {"name": "y", "source": "static", "resolved_format": "qcow2", "cache": null},
+        ]});
+        let t = table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].starts_with("NAME       SOURCE"), "{t}");
+        assert!(
+            lines[1].contains("1.50 KiB") && lines[1].contains("0123456789ab  cached"),
+            "{t}"
+        );
+        assert!(!lines[1].contains("0123456789abc"), "{t}");
+        assert!(lines[2].ends_with("downloading 25%"), "{t}");
+        assert!(lines[3].ends_with('-'), "{t}");
+        assert!(table(&json!({"images": []})).contains("bty-lab image add"));
+    }
+
+    #[test]
+    fn server_is_the_flag_then_the_deploy_then_serve_default() {
+        let d = tempfile::tempdir().unwrap();
+        let args = |server: Option<&str>| ServerArgs {
+            server: server.map(str::to_string),
+            dest: d.path().to_path_buf(),
+            user: "bty-lab".into(),
+            password_stdin: false,
+        };
+        assert_eq!(
+            server_url(&args(Some("http://h:9/"))).unwrap(),
+            "http://h:9"
+        );
+        assert!(server_url(&args(Some("h:9"))).is_err());
+        assert_eq!(server_url(&args(None)).unwrap(), DEFAULT_SERVER);
+        // A manifest as deploy writes it (text, so fields added later with
+        // serde defaults do not break this test).
+        std::fs::write(
+            d.path().join(deploydir::MANIFEST),
+            format!(
+                "version = \"0.1.0\"\ndest = {0:?}\ndata_dir = {0:?}\nhost_addr = \"10.0.0.5\"\n\
+                 registry = \"r\"\nimages = \"pull\"\ntftp = true\nsystemd = false\n\
+                 [ports]\nweb = 9080\ncache = 3000\ntftp = 69\n",
+                d.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        assert_eq!(server_url(&args(None)).unwrap(), "http://10.0.0.5:9080");
+    }
+}
