@@ -35,6 +35,19 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run bty-web, withcache and bty-tftp in this process, no engine.
     Serve(ServeArgs),
+    /// Build, check and place the netboot media (kernel + initramfs).
+    #[command(subcommand)]
+    Media(MediaCommand),
+    /// Run the netboot agent (`bty`) with ARGS; see `bty-lab agent --help`.
+    ///
+    /// The initramfs carries this binary as /bin/bty; invoked under that
+    /// name it is the agent too.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Agent {
+        /// Arguments for the agent, passed through untouched.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Print shell completions for bty-lab.
     Completions {
         /// The shell to generate completions for.
@@ -131,7 +144,7 @@ pub struct DeployArgs {
     /// Seconds to wait for every service to report healthy.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-    /// Directory holding the netboot kernel and initrd (`media/build.sh --out
+    /// Directory holding the netboot kernel and initrd (`bty-lab media build --out
     /// DIR`); copied into DATA/bty/boot. Default: $BTY_NETBOOT_DIR, else
     /// /usr/share/bty/netboot.
     #[arg(long, value_name = "DIR")]
@@ -269,11 +282,65 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
-    /// Directory holding the netboot kernel and initrd (`media/build.sh --out
+    /// Directory holding the netboot kernel and initrd (`bty-lab media build --out
     /// DIR`); copied into the boot dir. Default: $BTY_NETBOOT_DIR, else
     /// /usr/share/bty/netboot.
     #[arg(long, value_name = "DIR")]
     pub netboot: Option<PathBuf>,
+}
+
+/// `bty-lab media ...`.
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Assemble the netboot kernel, initramfs and iPXE bootfiles.
+    ///
+    /// From Debian's kernel, busybox-static and ipxe packages (through the
+    /// host's apt, or from --from DIR) and this binary as the agent. The
+    /// result is cached per binary; a re-run is a cache hit.
+    Build(MediaBuildArgs),
+    /// Say which media is in place and whether it matches this binary.
+    Status(MediaStatusArgs),
+    /// Download the .debs a build needs into DIR (for --from elsewhere).
+    Download {
+        /// Directory to put the .debs in.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `bty-lab media build`.
+#[derive(Debug, Args)]
+pub struct MediaBuildArgs {
+    /// Also put the media into DIR (created; files replaced atomically).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Take the .debs from DIR (no network, no apt).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Cache directory (default: /var/cache/bty as root, else
+    /// $XDG_CACHE_HOME/bty).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Build even if the cache holds media for this binary.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `bty-lab media status`.
+#[derive(Debug, Args)]
+pub struct MediaStatusArgs {
+    /// Also report the media in this boot directory.
+    #[arg(long, value_name = "DIR")]
+    pub boot_dir: Option<PathBuf>,
+    /// Also report this initrd file.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Cache directory (default as for `media build`).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What runs inside the images.
@@ -327,6 +394,23 @@ mod tests {
         assert_eq!(d.images, Some(ImagesFrom::Local));
         assert_eq!(d.engine.engine, EngineChoice::Podman);
         assert!(d.render.no_tftp && d.yes);
+    }
+
+    #[test]
+    fn agent_args_pass_through_untouched() {
+        let cli = Cli::try_parse_from([
+            "bty-lab",
+            "agent",
+            "--server",
+            "http://x",
+            "--help",
+            "--version",
+        ])
+        .unwrap();
+        let Command::Agent { args } = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(args, ["--server", "http://x", "--help", "--version"]);
     }
 
     #[test]

@@ -196,7 +196,11 @@ mod tests {
     fn steps_only_beyond_the_tolerance_either_way() {
         let server = at(1_800_000_000);
         for local in [server, at(1_800_000_002), at(1_799_999_998)] {
-            assert_eq!(decide(server, local, TOLERANCE), Decision::Keep, "{local:?}");
+            assert_eq!(
+                decide(server, local, TOLERANCE),
+                Decision::Keep,
+                "{local:?}"
+            );
         }
         for local in [at(1_800_000_003), at(1_799_999_997), at(0)] {
             assert_eq!(
@@ -274,7 +278,10 @@ mod tests {
         let web = server(200, date);
         let (http, log) = client(&web, at(981_173_107), false);
         http.get(&format!("{web}/healthz")).call().unwrap();
-        assert!(log.lock().unwrap().is_empty(), "1 s off is within tolerance");
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "1 s off is within tolerance"
+        );
     }
 
     #[test]
