@@ -12,7 +12,9 @@ pub fn run(cmd: MediaCommand) -> Result<()> {
         MediaCommand::Build(a) => build(a),
         MediaCommand::Status(a) => media::status::run(&a),
         MediaCommand::Download { out } => {
-            media::download(&out)?;
+            for p in media::download(&out)? {
+                println!("{}", p.display());
+            }
             Ok(())
         }
     }

@@ -172,14 +172,20 @@ impl Deb {
     }
 
     /// Visit the ar members in order with a reader that fails loudly when
-    /// the file ends before the member's declared size.
+    /// the file ends before the member's declared size. Sizes are checked
+    /// against the file's length up front, so a truncated download is
+    /// named as such before anything is decompressed.
     fn with_members(
         &self,
         mut f: impl FnMut(&str, Exact<&mut ar::Entry<'_, BufReader<File>>>) -> Result<Flow>,
     ) -> Result<()> {
         let file = File::open(&self.path).context("opening the file")?;
+        let file_len = file.metadata().context("reading the file's size")?.len();
         let mut archive = ar::Archive::new(BufReader::with_capacity(1 << 16, file));
         let mut first = true;
+        // deb(5): an 8-byte magic, then members of a 60-byte header plus
+        // their data, padded to an even length.
+        let mut pos = 8u64;
         while let Some(entry) = archive.next_entry() {
             let mut entry = entry.map_err(|e| {
                 if first {
@@ -193,6 +199,14 @@ impl Deb {
                 .trim_end_matches('/')
                 .to_string();
             let size = entry.header().size();
+            let end = pos.saturating_add(60).saturating_add(size);
+            if end > file_len {
+                bail!(
+                    "{name} is truncated: the member is {size} bytes, the file ends {} bytes early",
+                    end - file_len
+                );
+            }
+            pos = end + (size & 1);
             let r = Exact {
                 inner: &mut entry,
                 left: size,
@@ -209,15 +223,38 @@ impl Deb {
     }
 }
 
-/// The decompressing reader for a `control.tar<comp>` / `data.tar<comp>`.
+/// The decompressing reader for a `control.tar<comp>` / `data.tar<comp>`;
+/// its errors say the member is corrupt (a truncation says so itself).
 fn decompressor<'a>(name: &str, comp: &str, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
-    Ok(match comp {
+    let inner: Box<dyn Read + 'a> = match comp {
         ".xz" => Box::new(xz2::read::XzDecoder::new(r)),
         ".zst" => Box::new(zstd::stream::read::Decoder::new(r).context("starting zstd")?),
         ".gz" => Box::new(flate2::read::GzDecoder::new(r)),
         "" => Box::new(r),
         _ => bail!("{name}: unknown compression (expected .xz, .zst, .gz or none)"),
-    })
+    };
+    Ok(Box::new(Corrupt {
+        inner,
+        name: name.to_string(),
+    }))
+}
+
+/// Labels a decompressor's errors with the member they come from.
+struct Corrupt<R> {
+    inner: R,
+    name: String,
+}
+
+impl<R: Read> Read for Corrupt<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if e.to_string().contains("is truncated") {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("{} is corrupt: {e}", self.name))
+            }
+        })
+    }
 }
 
 /// Reads exactly `left` bytes of a member; an early end of file is an
