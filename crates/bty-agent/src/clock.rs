@@ -120,7 +120,7 @@ impl ClockSync {
 
     /// Is `url` one of bty-web's? (`http://h:80` must not match
     /// `http://h:8080/...`.)
-    fn from_server(&self, url: &str) -> bool {
+    fn is_server_url(&self, url: &str) -> bool {
         url.strip_prefix(&self.server)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
@@ -160,7 +160,7 @@ impl ureq::Middleware for ClockSync {
         request: ureq::Request,
         next: ureq::MiddlewareNext,
     ) -> Result<ureq::Response, ureq::Error> {
-        let ours = !self.done.load(Ordering::SeqCst) && self.from_server(request.url());
+        let ours = !self.done.load(Ordering::SeqCst) && self.is_server_url(request.url());
         let response = next.handle(request)?;
         if ours && (200..300).contains(&response.status()) {
             self.observe(response.header("Date"));
@@ -305,8 +305,8 @@ mod tests {
             Box::new(|_| Ok(())),
             Box::new(SystemTime::now),
         );
-        assert!(s.from_server("http://10.0.0.1:80/pxe/x/plan"));
-        assert!(s.from_server("http://10.0.0.1:80"));
-        assert!(!s.from_server("http://10.0.0.1:8080/pxe/x/plan"));
+        assert!(s.is_server_url("http://10.0.0.1:80/pxe/x/plan"));
+        assert!(s.is_server_url("http://10.0.0.1:80"));
+        assert!(!s.is_server_url("http://10.0.0.1:8080/pxe/x/plan"));
     }
 }
