@@ -49,7 +49,10 @@ pub fn netboot_dir(lab: &Path) -> anyhow::Result<PathBuf> {
         .status()
         .with_context(|| format!("running {} media build", lab.display()))?;
     if !status.success() || !has_media(&out) {
-        bail!("{} media build failed ({status}); see its output above", lab.display());
+        bail!(
+            "{} media build failed ({status}); see its output above",
+            lab.display()
+        );
     }
     Ok(out)
 }
