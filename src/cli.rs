@@ -35,7 +35,7 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run bty-web, withcache and bty-tftp in this process, no engine.
     Serve(ServeArgs),
-    /// Build, check and place the netboot media (kernel + initramfs).
+    /// Build and check the netboot media (kernel, initramfs, iPXE files).
     #[command(subcommand)]
     Media(MediaCommand),
     /// Run the netboot agent (`bty`) with ARGS; see `bty-lab agent --help`.
@@ -411,6 +411,20 @@ mod tests {
             panic!("not agent")
         };
         assert_eq!(args, ["--server", "http://x", "--help", "--version"]);
+    }
+
+    #[test]
+    fn media_build_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "bty-lab", "media", "build", "--from", "/d", "--out", "/o", "--force",
+        ])
+        .unwrap();
+        let Command::Media(MediaCommand::Build(b)) = cli.command else {
+            panic!("not media build")
+        };
+        assert_eq!(b.from, Some(PathBuf::from("/d")));
+        assert_eq!(b.out, Some(PathBuf::from("/o")));
+        assert!(b.force && b.cache.is_none());
     }
 
     #[test]
