@@ -9,8 +9,8 @@
 #
 # Usage: bench/vm-flash.sh [MiB ...]          (default: 6 256)
 # Needs: root, the e2e packages (docs/testing-e2e.md), a bty-lab binary in
-# BTY_LAB_STATIC_BIN or BTY_LAB_BIN, the netboot media (BTY_E2E_MEDIA or
-# media/out). Output: bench/out/vm-flash.txt
+# BTY_LAB_STATIC_BIN or BTY_LAB_BIN, the netboot media (BTY_E2E_MEDIA, else
+# `bty-lab media build` of that binary). Output: bench/out/vm-flash.txt
 #
 # The VM always runs under TCG (qemu's software CPU): on this host a Linux
 # kernel stalls under KVM (crates/bty-e2e/src/vm.rs), so the figures are
@@ -25,7 +25,7 @@ sizes=("$@")
 [ ${#sizes[@]} -eq 0 ] && sizes=(6 256)
 if [ -z "${BTY_LAB_STATIC_BIN:-}${BTY_LAB_BIN:-}" ]; then
   cargo build -p bty-lab >&2
-  export BTY_LAB_BIN=${CARGO_TARGET_DIR:-target}/debug/bty-lab
+  export BTY_LAB_BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/debug/bty-lab
 fi
 accel="tcg (qemu software CPU; /dev/kvm $([ -e /dev/kvm ] && echo present but not used: kernels stall under KVM here || echo absent))"
 {

@@ -2,21 +2,25 @@
 # Boot the netboot environment in qemu (TCG) with user networking, a
 # virtio disk with serial=BTYTEST and a decoy disk, against
 # media/plan-server.py on 127.0.0.1; check the agent flashed the disk.
-#   media/boot-test.sh [--out DIR] [--format img|img.zst] [--append "EXTRA CMDLINE"]
+#   media/boot-test.sh [--media DIR] [--format img|img.zst] [--append "EXTRA CMDLINE"]
+# Without --media, the media of `${BTY_LAB:-bty-lab} media build` (built
+# or taken from bty-lab's cache). The serial log and the reports are left
+# in ${TMPDIR:-/tmp}/bty-boot-test.*.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out="$here/out"
+out=""
 format=img.zst
 extra=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --out) out=$2; shift 2 ;;
+        --media) out=$2; shift 2 ;;
         --format) format=$2; shift 2 ;;
         --append) extra=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 command -v qemu-system-x86_64 >/dev/null || { echo "skipping: qemu-system-x86_64 not installed"; exit 0; }
+[ -n "$out" ] || out=$("${BTY_LAB:-bty-lab}" media build)
 work=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
@@ -51,8 +55,9 @@ timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -display none -no-reboo
     -drive "file=$work/decoy.img,if=none,id=d1,format=raw" -device virtio-blk-pci,drive=d1,serial=DECOY \
     -serial "file:$work/serial.log" || true
 end=$(date +%s.%N)
-cp "$work/serial.log" "$out/boot-test-serial.log"
-cp "$work/reports.jsonl" "$out/boot-test-reports.jsonl" 2>/dev/null || true
+logs="${TMPDIR:-/tmp}/bty-boot-test"
+cp "$work/serial.log" "$logs.serial.log"
+cp "$work/reports.jsonl" "$logs.reports.jsonl" 2>/dev/null || true
 
 fail() { echo "boot-test: FAIL: $*" >&2; tail -40 "$work/serial.log" >&2; exit 1; }
 grep -q "bty: flash complete; rebooting" "$work/serial.log" || fail "no 'flash complete' on the serial console"

@@ -19,22 +19,20 @@ step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 step "rustfmt"
 cargo fmt --all -- --check
 
-# Static binaries, built with their own target dir so they never invalidate
-# the test build: bty-lab is the entrypoint of the FROM-scratch images the
-# engine tests build; the agent goes into the netboot initramfs the VM tests
-# boot. bty-lab as a debug build (no debuginfo): a release build of the
-# whole stack takes far longer than the tests it serves.
+# A static bty-lab, built with its own target dir so it never invalidates
+# the test build: it is the entrypoint of the FROM-scratch images the
+# engine tests build, and the agent in the netboot initramfs the VM tests
+# boot (`bty-lab media build`). A debug build (no debuginfo): a release
+# build of the whole stack takes far longer than the tests it serves.
 static="$repo/target/static"
-step "static bty-lab (debug) for the container images"
+step "static bty-lab (debug) for the container images and the netboot media"
 CARGO_PROFILE_DEV_DEBUG=0 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build -p bty-lab --target x86_64-unknown-linux-gnu --target-dir "$static"
 export BTY_ENGINE_TESTS=docker,podman
 export BTY_LAB_STATIC_BIN="$static/x86_64-unknown-linux-gnu/debug/bty-lab"
 
-step "static bty agent (release) and the netboot media"
-RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release -p bty-agent --target x86_64-unknown-linux-gnu --target-dir "$static"
-media/build.sh --agent "$static/x86_64-unknown-linux-gnu/release/bty" --out "$repo/target/media"
+step "the netboot media (Debian packages through apt, that bty-lab as the agent)"
+"$BTY_LAB_STATIC_BIN" media build --out "$repo/target/media" >/dev/null
 export BTY_E2E_MEDIA="$repo/target/media"
 
 step "fuzz the TFTP packet parser (bounded)"

@@ -38,6 +38,19 @@ pub enum Command {
     /// Add, list and remove the images machines are flashed with.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Build and check the netboot media (kernel, initramfs, iPXE files).
+    #[command(subcommand)]
+    Media(MediaCommand),
+    /// Run the netboot agent (`bty`) with ARGS; see `bty-lab agent --help`.
+    ///
+    /// The initramfs carries this binary as /bin/bty; invoked under that
+    /// name it is the agent too.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Agent {
+        /// Arguments for the agent, passed through untouched.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Print shell completions for bty-lab.
     Completions {
         /// The shell to generate completions for.
@@ -148,7 +161,7 @@ pub struct DeployArgs {
     /// Seconds to wait for every service to report healthy.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-    /// Directory holding the netboot kernel and initrd (`media/build.sh --out
+    /// Directory holding the netboot kernel and initrd (`bty-lab media build --out
     /// DIR`); copied into DATA/bty/boot. Default: $BTY_NETBOOT_DIR, else
     /// /usr/share/bty/netboot.
     #[arg(long, value_name = "DIR")]
@@ -290,7 +303,7 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
-    /// Directory holding the netboot kernel and initrd (`media/build.sh --out
+    /// Directory holding the netboot kernel and initrd (`bty-lab media build --out
     /// DIR`); copied into the boot dir. Default: $BTY_NETBOOT_DIR, else
     /// /usr/share/bty/netboot.
     #[arg(long, value_name = "DIR")]
@@ -367,6 +380,60 @@ pub struct ImageRmArgs {
     pub name: String,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// `bty-lab media ...`.
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Assemble the netboot kernel, initramfs and iPXE bootfiles.
+    ///
+    /// From Debian's kernel, busybox-static and ipxe packages (through the
+    /// host's apt, or from --from DIR) and this binary as the agent. The
+    /// result is cached per binary; a re-run is a cache hit.
+    Build(MediaBuildArgs),
+    /// Say which media is in place and whether it matches this binary.
+    Status(MediaStatusArgs),
+    /// Download the .debs a build needs into DIR (for --from elsewhere).
+    Download {
+        /// Directory to put the .debs in.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `bty-lab media build`.
+#[derive(Debug, Args)]
+pub struct MediaBuildArgs {
+    /// Also put the media into DIR (created; files replaced atomically).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Take the .debs from DIR (no network, no apt).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Cache directory (default: /var/cache/bty as root, else
+    /// $XDG_CACHE_HOME/bty).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Build even if the cache holds media for this binary.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `bty-lab media status`.
+#[derive(Debug, Args)]
+pub struct MediaStatusArgs {
+    /// Also report the media in this boot directory.
+    #[arg(long, value_name = "DIR")]
+    pub boot_dir: Option<PathBuf>,
+    /// Also report this initrd file.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Cache directory (default as for `media build`).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What runs inside the images.
@@ -484,6 +551,37 @@ mod tests {
         assert_eq!(a.server.user, "bty-lab");
         assert!(Cli::try_parse_from(["bty-lab", "image", "add", "only-name"]).is_err());
         assert!(Cli::try_parse_from(["bty-lab", "image", "rm", "x", "--size", "1"]).is_err());
+    }
+
+    #[test]
+    fn agent_args_pass_through_untouched() {
+        let cli = Cli::try_parse_from([
+            "bty-lab",
+            "agent",
+            "--server",
+            "http://x",
+            "--help",
+            "--version",
+        ])
+        .unwrap();
+        let Command::Agent { args } = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(args, ["--server", "http://x", "--help", "--version"]);
+    }
+
+    #[test]
+    fn media_build_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "bty-lab", "media", "build", "--from", "/d", "--out", "/o", "--force",
+        ])
+        .unwrap();
+        let Command::Media(MediaCommand::Build(b)) = cli.command else {
+            panic!("not media build")
+        };
+        assert_eq!(b.from, Some(PathBuf::from("/d")));
+        assert_eq!(b.out, Some(PathBuf::from("/o")));
+        assert!(b.force && b.cache.is_none());
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! `bty-lab`: the operator's CLI. Parse, then dispatch to one module per
 //! subcommand; the engine is reached only through its API (bollard).
+//!
+//! Also the netboot agent: invoked under the name `bty` (the initramfs
+//! carries this binary as `/bin/bty`) or as `bty-lab agent ...`, it runs
+//! [`bty_agent::cli::main`] before any of bty-lab's own parsing.
 
 mod cli;
 mod cmd;
@@ -8,6 +12,7 @@ mod engine;
 mod hostaddr;
 mod http;
 mod internal;
+mod media;
 mod netboot;
 mod quadlet;
 mod render;
@@ -16,17 +21,40 @@ mod services;
 mod stack;
 mod ui;
 
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
 use clap::{CommandFactory as _, Parser as _};
 
 use cli::{Cli, Command};
 
-fn main() {
+/// Was this binary started as the agent (argv[0]'s file name is `bty`)?
+fn invoked_as_agent(argv0: Option<&OsString>) -> bool {
+    argv0
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "bty")
+}
+
+fn main() -> ExitCode {
+    if invoked_as_agent(std::env::args_os().next().as_ref()) {
+        return bty_agent::cli::main(std::env::args_os());
+    }
     let cli = Cli::parse();
+    // The agent and the media commands are synchronous: no runtime.
+    let cli = match cli.command {
+        Command::Agent { args } => {
+            let argv0 = OsString::from("bty-lab agent");
+            return bty_agent::cli::main(std::iter::once(argv0).chain(args));
+        }
+        Command::Media(m) => return exit(cmd::media::run(m)),
+        command => Cli { command },
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bty-lab: starting the async runtime: {e}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
     let r = rt.block_on(async {
@@ -50,10 +78,32 @@ fn main() {
                 Ok(())
             }
             Command::Internal(i) => internal::run(i).await,
+            Command::Agent { .. } | Command::Media(_) => unreachable!("dispatched above"),
         }
     });
-    if let Err(e) = r {
-        eprintln!("bty-lab: {e:#}");
-        std::process::exit(1);
+    exit(r)
+}
+
+/// Print the error chain, if any; the exit code.
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bty-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_by_file_name_only() {
+        let yes = |a: &str| invoked_as_agent(Some(&OsString::from(a)));
+        assert!(yes("bty") && yes("/bin/bty") && yes("./bty"));
+        assert!(!yes("bty-lab") && !yes("/usr/bin/bty-lab") && !yes("/bty/x"));
+        assert!(!invoked_as_agent(None));
     }
 }

@@ -1,15 +1,16 @@
-//! Placing the netboot kernel and initrd (built by `media/build.sh`) into the
-//! directory bty-web serves at `/boot/`. `serve` and `deploy` both use this;
-//! nothing is downloaded: the files come from a local directory.
+//! Placing a netboot kernel and initrd from a local directory (`--netboot
+//! DIR`, `$BTY_NETBOOT_DIR`) into the directory bty-web serves at `/boot/`.
+//! `serve` and `deploy` use this until they move to [`crate::media::ensure`]
+//! and [`crate::media::place`], which build the media when missing; the
+//! atomic copy now lives in crate::media::place.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
 use crate::engine::images::NETBOOT_DIR;
+pub use crate::media::{copy_atomic, Outcome};
 
 /// Where the media came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,82 +38,6 @@ pub fn source(flag: Option<&Path>) -> Source {
             origin: "the default",
         },
     }
-}
-
-/// What happened to one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Copied,
-    /// Already there with the same bytes.
-    Kept,
-    /// Was there with other bytes; replaced.
-    Replaced,
-    /// Not in the source directory.
-    Missing,
-}
-
-/// Same length and same bytes? Compared in chunks: an initrd can be large.
-fn same_contents(a: &Path, b: &Path) -> Result<bool> {
-    use std::io::Read as _;
-    let (ma, mb) = match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(ma), Ok(mb)) => (ma, mb),
-        _ => return Ok(false),
-    };
-    if ma.len() != mb.len() {
-        return Ok(false);
-    }
-    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        fb.read_exact(&mut bb[..n])?;
-        if ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-    }
-}
-
-/// Copy `src` to `dst` through a temp file in `dst`'s directory + rename, so
-/// bty-web never serves half a kernel to a booting machine.
-pub fn copy_atomic(src: &Path, dst: &Path) -> Result<Outcome> {
-    let existed = dst.exists();
-    if existed && same_contents(src, dst)? {
-        return Ok(Outcome::Kept);
-    }
-    let dir = dst.parent().context("destination has no directory")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        dst.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let result = (|| -> Result<()> {
-        let mut input =
-            fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::io::copy(&mut input, &mut out)
-            .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
-        out.flush()?;
-        out.sync_all()?;
-        fs::rename(&tmp, dst).with_context(|| format!("renaming into {}", dst.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    Ok(if existed {
-        Outcome::Replaced
-    } else {
-        Outcome::Copied
-    })
 }
 
 /// Copy each of `names` from `src.dir` into `boot`. Missing files are
@@ -145,7 +70,9 @@ pub fn report(src: &Source, boot: &Path, placed: &[(String, Outcome)]) {
                 src.dir.display(),
                 boot.display()
             )),
-            Outcome::Kept => crate::ui::detail(format!("netboot: {name} is up to date")),
+            Outcome::Kept | Outcome::KeptNewer => {
+                crate::ui::detail(format!("netboot: {name} is up to date"))
+            }
             Outcome::Replaced => crate::ui::detail(format!(
                 "netboot: replaced {name} in {} (it differed from {})",
                 boot.display(),
@@ -167,8 +94,8 @@ pub fn report(src: &Source, boot: &Path, placed: &[(String, Outcome)]) {
     if !missing.is_empty() {
         crate::ui::warn(format!(
             "netboot media not found: {} not in {} ({}), so machines set to flash will fail \
-             to boot the netboot environment. Build the media with `media/build.sh --out DIR` \
-             and pass `--netboot DIR` (or set BTY_NETBOOT_DIR)",
+             to boot the netboot environment. Build the media with `bty-lab media build --out \
+             DIR` and pass `--netboot DIR` (or set BTY_NETBOOT_DIR)",
             missing.join(" and "),
             src.dir.display(),
             src.origin

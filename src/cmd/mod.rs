@@ -4,6 +4,7 @@ pub mod deploy;
 pub mod image;
 pub mod init;
 pub mod logs;
+pub mod media;
 pub mod passwd;
 pub mod purge;
 pub mod serve;

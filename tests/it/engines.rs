@@ -634,7 +634,7 @@ fn docker_pull_through_local_registry() {
     ok(&o);
     let err = stderr(&o);
     assert!(
-        err.contains("netboot media not found") && err.contains("media/build.sh --out DIR"),
+        err.contains("netboot media not found") && err.contains("bty-lab media build --out DIR"),
         "{err}"
     );
     assert!(err.contains(no_media.to_str().unwrap()), "{err}");

@@ -1,8 +1,10 @@
 //! bty-lab integration tests: the real binary in a temp dir per test, and
-//! (with BTY_ENGINE_TESTS) real Docker/Podman engines.
+//! (with BTY_ENGINE_TESTS) real Docker/Podman engines; the netboot media
+//! from real Debian packages, booted in qemu.
 
 mod engines;
 mod image;
+mod media;
 mod render;
 mod serve;
 mod util;

@@ -283,7 +283,7 @@ fn serve_without_netboot_media_warns_how_to_build_them() {
     });
     assert!(err.contains("netboot media not found"), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
-    assert!(err.contains("media/build.sh --out DIR"), "{err}");
+    assert!(err.contains("bty-lab media build --out DIR"), "{err}");
     assert!(err.contains("flash"), "{err}");
 }
 

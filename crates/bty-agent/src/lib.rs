@@ -5,8 +5,12 @@
 //! The modules follow the flow of one cycle:
 //! [`cmdline`] → [`inventory`] → [`plan`] → [`target`] → [`source`] →
 //! [`decompress`] / [`qcow2`] → [`write`] → [`verify`] → [`report`], with
-//! [`flash`] running the steps in order.
+//! [`flash`] running the steps in order. [`cli`] is the command line (the
+//! `bty` binary and bty-lab's multicall both enter there); [`clock`] sets
+//! the system clock from bty-web's `Date` header.
 
+pub mod cli;
+pub mod clock;
 pub mod cmdline;
 pub mod console;
 pub mod decompress;
@@ -23,6 +27,9 @@ pub mod verify;
 pub mod write;
 
 pub use error::{Error, Result};
+
+/// The agent's version (the workspace version: bty-lab carries the same).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Bytes at the start of the image held in memory until everything else is
 /// written and verified: the MBR, the primary GPT and the usual gap before

@@ -35,13 +35,18 @@ impl Default for Timeouts {
 
 /// Build the agent's HTTP client.
 pub fn agent(t: Timeouts) -> ureq::Agent {
+    builder(t).build()
+}
+
+/// The agent's HTTP client settings, for callers that add middleware
+/// (`--set-clock`).
+pub fn builder(t: Timeouts) -> ureq::AgentBuilder {
     ureq::AgentBuilder::new()
         .timeout_connect(t.connect)
         .timeout_read(t.stall)
         .timeout_write(t.stall)
         .resolver(StaticResolver)
         .user_agent(concat!("bty-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 /// Resolves without NSS; see the module docs.

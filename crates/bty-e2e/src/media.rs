@@ -18,45 +18,43 @@ fn has_media(dir: &Path) -> bool {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// The directory holding the netboot kernel and initrd:
-/// `$BTY_E2E_MEDIA` if set (it must hold them), else `media/out` of this
-/// checkout, built there with `media/build.sh` if absent (a release build of
-/// the static agent plus Debian packages: minutes, once).
-pub fn netboot_dir() -> anyhow::Result<PathBuf> {
+/// The directory holding the netboot kernel and initrd: `$BTY_E2E_MEDIA`
+/// if set (it must hold them), else `target/e2e-media` of this checkout,
+/// filled by `lab media build --out` (the media of that very bty-lab
+/// binary, so the agent the VMs run is the binary under test; Debian
+/// packages through apt on the first run, then bty-lab's cache answers in
+/// seconds).
+pub fn netboot_dir(lab: &Path) -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("BTY_E2E_MEDIA").filter(|v| !v.is_empty()) {
         let d = PathBuf::from(d);
         if !has_media(&d) {
             bail!(
-                "BTY_E2E_MEDIA={} holds no {KERNEL} and {INITRD}; build them with media/build.sh --out DIR",
+                "BTY_E2E_MEDIA={} holds no {KERNEL} and {INITRD}; build them with `bty-lab media build --out DIR`",
                 d.display()
             );
         }
         return Ok(d);
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = repo.join("media/out");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-media");
     let _lock = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if has_media(&out) {
-        return Ok(out);
-    }
     eprintln!(
-        "bty-e2e: building the netboot environment with media/build.sh (once; set BTY_E2E_MEDIA to reuse a build)"
+        "bty-e2e: netboot media from `{} media build --out {}` (set BTY_E2E_MEDIA to use others)",
+        lab.display(),
+        out.display()
     );
-    let status = Command::new("bash")
-        .arg(repo.join("media/build.sh"))
-        .arg("--out")
+    let status = Command::new(lab)
+        .args(["media", "build", "--out"])
         .arg(&out)
+        .stdout(std::process::Stdio::null())
         .status()
-        .context("running media/build.sh")?;
+        .with_context(|| format!("running {} media build", lab.display()))?;
     if !status.success() || !has_media(&out) {
-        bail!("media/build.sh failed ({status}); see its output above");
+        bail!(
+            "{} media build failed ({status}); see its output above",
+            lab.display()
+        );
     }
     Ok(out)
-}
-
-/// Copy the netboot kernel and initrd into `boot_dir`.
-pub fn install(boot_dir: &Path) -> anyhow::Result<()> {
-    install_from(&netboot_dir()?, boot_dir)
 }
 
 /// Copy the netboot kernel and initrd from `src` into `boot_dir`.

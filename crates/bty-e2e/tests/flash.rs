@@ -156,7 +156,7 @@ impl Flash {
         });
         let mut stack = Stack::start(StackOptions {
             static_catalog,
-            netboot: Some(bty_e2e::media::netboot_dir().expect("netboot environment")),
+            netboot: Some(bty_e2e::media::netboot_dir(&lab).expect("netboot environment")),
             lab: Some(lab),
             deploy,
             ..StackOptions::default()
