@@ -140,6 +140,7 @@ mod tests {
         assert!(from_host(d.path()).unwrap().is_none());
         std::fs::write(d.path().join("undionly.kpxe"), b"c").unwrap();
         let b = from_host(d.path()).unwrap().unwrap();
-        assert_eq!(b.files[2], ("undionly.kpxe".to_string(), b"c".to_vec()));
+        let undi = b.files.iter().find(|(n, _)| n == "undionly.kpxe");
+        assert_eq!(undi, Some(&("undionly.kpxe".to_string(), b"c".to_vec())));
     }
 }
