@@ -422,6 +422,10 @@ pub struct MediaBuildArgs {
 /// `bty-lab media status`.
 #[derive(Debug, Args)]
 pub struct MediaStatusArgs {
+    /// A deploy directory: also report the media its bty-web serves (its
+    /// boot dir, from its bty.toml and envvars).
+    #[arg(value_name = "DEST")]
+    pub dest: Option<PathBuf>,
     /// Also report the media in this boot directory.
     #[arg(long, value_name = "DIR")]
     pub boot_dir: Option<PathBuf>,

@@ -70,7 +70,7 @@ pub fn report(src: &Source, boot: &Path, placed: &[(String, Outcome)]) {
                 src.dir.display(),
                 boot.display()
             )),
-            Outcome::Kept | Outcome::KeptNewer => {
+            Outcome::Kept | Outcome::KeptNewer | Outcome::KeptOperator => {
                 crate::ui::detail(format!("netboot: {name} is up to date"))
             }
             Outcome::Replaced => crate::ui::detail(format!(

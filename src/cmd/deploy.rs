@@ -1,7 +1,7 @@
 //! `bty-lab deploy`: render, lay out data, get images, start, wait healthy.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -168,33 +168,9 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     Ok(())
 }
 
-/// bty-web's boot dir on the host and the kernel/initrd names, from DEST's
-/// bty.toml with envvars' BTY_BOOT_* overrides (what the container will see).
-/// None when `[boot] dir` is outside the bind-mounted state dir.
-pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
-    let path = s.dest.join("bty.toml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg = bty_web::Config::from_toml_str(&text)
-        .with_context(|| format!("parsing {}", path.display()))?;
-    let vars = deploydir::read_envvars(&s.dest)?;
-    let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let dir = var("BTY_BOOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cfg.boot_dir());
-    let kernel = var("BTY_BOOT_KERNEL").unwrap_or(cfg.boot.kernel);
-    let initrd = var("BTY_BOOT_INITRD").unwrap_or(cfg.boot.initrd);
-    let (_, mount) = stack::WEB.data.expect("bty-web has a state dir");
-    let Ok(rest) = dir.strip_prefix(mount) else {
-        return Ok(None);
-    };
-    let host = s.data_dir.join("bty").join(rest);
-    Ok(Some((host, [kernel, initrd])))
-}
-
 /// Copy the netboot kernel/initrd into bty-web's bind-mounted boot dir.
 pub fn place_netboot(s: &Settings, flag: Option<&Path>) -> Result<()> {
-    let Some((boot, names)) = boot_target(s)? else {
+    let Some((boot, names)) = deploydir::boot_target(s)? else {
         ui::warn(format!(
             "{}: [boot] dir is outside /var/lib/bty (bty-web's state mount), so deploy cannot \
              place the netboot kernel/initrd there; put them into that directory yourself",
