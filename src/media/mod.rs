@@ -34,7 +34,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 pub use build::{copy_out, download, ensure_with};
-pub use place::{copy_atomic, place, report, summary, Mode, OperatorRecord, Outcome};
+pub use place::{place, report, summary, Mode, OperatorRecord};
 
 /// The kernel's file name in the media and bty-web's default `[boot] kernel`.
 pub const KERNEL: &str = "bty-netboot-x86_64.vmlinuz";
