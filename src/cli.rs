@@ -107,6 +107,16 @@ pub struct RenderArgs {
     pub force: bool,
 }
 
+/// `--netboot DIR`, else a non-empty `$BTY_NETBOOT_DIR` (read here, not
+/// by clap: an empty variable means unset).
+pub fn netboot_dir(flag: Option<&std::path::Path>) -> Option<PathBuf> {
+    flag.map(PathBuf::from).or_else(|| {
+        std::env::var_os("BTY_NETBOOT_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 /// `bty-lab init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -163,8 +173,9 @@ pub struct DeployArgs {
     pub timeout: u64,
     /// The operator's netboot media (a `bty-lab media build --out DIR`):
     /// copied into DATA/bty/boot and kept there over the images' own media
-    /// unless older. Default: the media bty-web's image carries.
-    #[arg(long, value_name = "DIR", env = "BTY_NETBOOT_DIR")]
+    /// unless older. Default: $BTY_NETBOOT_DIR, else the media bty-web's
+    /// image carries.
+    #[arg(long, value_name = "DIR")]
     pub netboot: Option<PathBuf>,
     /// Build the netboot media the images carry from the .debs in DIR (no
     /// apt, no network), when images are built here.
@@ -312,14 +323,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
     /// The operator's netboot media (a `bty-lab media build --out DIR`),
-    /// copied into the boot dir. Default: this binary's media, built (and
-    /// cached) when missing.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "BTY_NETBOOT_DIR",
-        conflicts_with = "from"
-    )]
+    /// copied into the boot dir. Default: $BTY_NETBOOT_DIR, else this
+    /// binary's media, built (and cached) when missing.
+    #[arg(long, value_name = "DIR", conflicts_with = "from")]
     pub netboot: Option<PathBuf>,
     /// Build this binary's netboot media from the .debs in DIR (no apt, no
     /// network).

@@ -106,8 +106,8 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     // The netboot media, before anything is written: the operator's must be
     // complete, and images built here carry this binary's (got now when
     // they will surely be built, else only if `auto` comes to build).
-    let operator = match &a.netboot {
-        Some(dir) => Some(operator_media(dir)?),
+    let operator = match crate::cli::netboot_dir(a.netboot.as_deref()) {
+        Some(dir) => Some(operator_media(&dir)?),
         None => None,
     };
     let mut boot = images::Boot::new(

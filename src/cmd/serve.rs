@@ -41,9 +41,16 @@ pub fn serve_toml(state_dir: &Path, web: SocketAddr, withcache_url: &str) -> Str
 /// way before anything listens: a serve that could not flash a machine
 /// does not start.
 async fn get_media(a: &ServeArgs) -> Result<(Media, Mode)> {
-    if let Some(dir) = &a.netboot {
-        let m =
-            Media::from_dir(dir).with_context(|| format!("reading --netboot {}", dir.display()))?;
+    if let Some(dir) = crate::cli::netboot_dir(a.netboot.as_deref()) {
+        if a.from.is_some() {
+            anyhow::bail!(
+                "--from builds this binary's media, and $BTY_NETBOOT_DIR names the operator's \
+                 ({}): choose one (unset BTY_NETBOOT_DIR to build)",
+                dir.display()
+            );
+        }
+        let m = Media::from_dir(&dir)
+            .with_context(|| format!("reading --netboot {}", dir.display()))?;
         m.require_pair().context("--netboot")?;
         return Ok((m, Mode::Operator));
     }

@@ -322,6 +322,18 @@ fn serve_refuses_a_netboot_dir_without_media() {
     assert!(err.contains("bty-lab media build --out DIR"), "{err}");
     assert!(!err.contains("bty-web UI"), "{err}");
     assert!(!t.path().join("data/bty.toml").exists());
+    // $BTY_NETBOOT_DIR is the same as the flag.
+    let o = Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+        .arg(t.path().join("data"))
+        .args(["--port-web", &pw.to_string()])
+        .args(["--port-cache", &free_tcp().to_string()])
+        .env("BTY_NETBOOT_DIR", &missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("has no bty-netboot-x86_64.initrd"), "{err}");
 }
 
 /// `serve` with no `--netboot`: this binary's media, built from the test
@@ -402,7 +414,8 @@ fn serve_without_a_way_to_get_media_does_not_start() {
         .arg(&data)
         .args(["--port-web", &pw.to_string()])
         .args(["--port-cache", &pc.to_string()])
-        .env_remove("BTY_NETBOOT_DIR")
+        // Empty is unset: this binary's media is wanted.
+        .env("BTY_NETBOOT_DIR", "")
         .env("PATH", &no_apt)
         .env("BTY_MEDIA_CACHE", t.path().join("cache"))
         .output()
