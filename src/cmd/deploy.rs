@@ -209,7 +209,20 @@ pub fn prepare_boot_dir(s: &Settings, operator: Option<&Media>) -> Result<()> {
     std::fs::set_permissions(&boot, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     if let Some(m) = operator {
         let placed = media::place(m, &boot, &kernel, &initrd, Mode::Operator)?;
-        media::report(m, &boot, &placed);
+        // The pair's line; iPXE bootfiles DIR lacks come from bty-web's
+        // image when it starts, so their absence is no warning here.
+        if let Some((_, line)) = media::summary(m, &boot, &placed).first() {
+            ui::detail(line);
+        }
+        if placed.files[2..]
+            .iter()
+            .any(|(_, o)| *o == media::place::Outcome::Missing)
+        {
+            ui::detail(format!(
+                "media: {} has no iPXE bootfiles; bty-web places its image's",
+                m.dir.display()
+            ));
+        }
         if stack::compare_versions(&m.info.agent_version, stack::VERSION)
             == Some(std::cmp::Ordering::Less)
         {
