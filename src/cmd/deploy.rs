@@ -261,11 +261,11 @@ pub fn served_media(s: &Settings) {
             } else {
                 ""
             };
-            ui::detail(format!(
-                "media: {} serves {}{whose}",
-                boot.display(),
-                f.summary
-            ));
+            let what = match &f.info {
+                Some(_) => f.summary,
+                None => "a kernel and an initrd without a bty info file".to_string(),
+            };
+            ui::detail(format!("media: {} serves {what}{whose}", boot.display()));
         }
         Err(e) => ui::warn(format!("media: reading {}: {e:#}", boot.display())),
     }
