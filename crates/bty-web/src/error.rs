@@ -52,9 +52,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (
             self.status,
-            axum::Json(ErrorBody {
-                error: self.message,
-            }),
+            axum::Json(ErrorBody::new(self.message)),
         )
             .into_response();
         if let Some(s) = self.retry_after {
