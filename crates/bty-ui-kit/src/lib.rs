@@ -51,9 +51,6 @@ pub fn install(env: &mut minijinja::Environment<'static>) {
     });
     env.add_template(SHELL_NAME, SHELL)
         .expect("the shared page shell parses");
-    env.add_filter("urlencode", |s: Option<String>| {
-        url_encode(&s.unwrap_or_default())
-    });
     env.add_template("macros.html", MACROS)
         .expect("the shared macros parse");
     env.add_template("login.html", LOGIN)
@@ -119,19 +116,6 @@ pub fn utc_text(rfc3339: &str) -> String {
         }
         Err(_) => rfc3339.to_string(),
     }
-}
-
-/// Percent-encode a query value (RFC 3986 unreserved characters pass).
-/// Kept until both services use `bty_http::encode`.
-pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `1536` → `1.5 KiB`.

@@ -112,7 +112,7 @@ async fn walkthrough(wc: &Cache, origin: &SlowOrigin, b: &Client) -> anyhow::Res
         Ok(text(b, "#login-error").await.ok())
     })
     .await?;
-    assert_eq!(err, "invalid user name or password.");
+    assert_eq!(err, "Wrong user name or password.");
     b.find(Locator::Id("password"))
         .await?
         .send_keys(PASSWORD)
