@@ -137,22 +137,6 @@ impl Gate {
         router.route_layer(axum::middleware::from_fn_with_state(self.clone(), ui))
     }
 
-    /// `GET|POST /ui/login` (open) and `POST /ui/logout` (guarded).
-    pub fn login_routes<S>(&self) -> Router<S>
-    where
-        S: Clone + Send + Sync + 'static,
-    {
-        let logout = self
-            .guard_ui(Router::new().route("/ui/logout", axum::routing::post(crate::login::logout)));
-        Router::new()
-            .route(
-                "/ui/login",
-                axum::routing::get(crate::login::form).post(crate::login::submit),
-            )
-            .merge(logout)
-            .with_state(self.clone())
-    }
-
     async fn admit(&self, peer: SocketAddr, headers: &http::HeaderMap) -> Result<Caller, Denied> {
         if let Some(token) = &self.0.token {
             if token.matches(headers) {

@@ -8,13 +8,27 @@ use std::net::SocketAddr;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Form, Router};
 use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{safe_next, Gate, LoginAttempt};
 use crate::ui::Layout;
+
+impl Gate {
+    /// `GET|POST /ui/login` (open) and `POST /ui/logout` (guarded).
+    pub fn login_routes<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let logout = self.guard_ui(Router::new().route("/ui/logout", axum::routing::post(logout)));
+        Router::new()
+            .route("/ui/login", axum::routing::get(form).post(submit))
+            .merge(logout)
+            .with_state(self.clone())
+    }
+}
 
 #[derive(Deserialize)]
 pub(crate) struct LoginQuery {
