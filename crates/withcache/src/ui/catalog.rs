@@ -124,22 +124,15 @@ impl UsageView {
 
 /// What the add form showed; typed values come back after an error.
 #[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(default)]
 pub(super) struct AddForm {
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     src: String,
-    #[serde(default)]
     sha256: String,
-    #[serde(default)]
     size: String,
-    #[serde(default)]
     format: String,
-    #[serde(default)]
     description: String,
-    #[serde(default)]
     pinned: Option<String>,
-    #[serde(default)]
     download: Option<String>,
 }
 
