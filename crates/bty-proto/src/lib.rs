@@ -55,6 +55,9 @@ impl ErrorBody {
     }
 }
 
+/// Version of the plan and report format served by this build.
+pub const PLAN_VERSION: u32 = 1;
+
 #[cfg(test)]
 mod tests {
     use super::ErrorBody;
@@ -73,6 +76,3 @@ mod tests {
         assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), new);
     }
 }
-
-/// Version of the plan and report format served by this build.
-pub const PLAN_VERSION: u32 = 1;
