@@ -92,15 +92,7 @@ async fn issue_11_a_download_cut_short_names_declared_and_received_bytes() {
     assert_eq!(r.status(), 202);
     let mut failed = None;
     for _ in 0..250 {
-        let events: Vec<Value> = wc
-            .http
-            .get(wc.url("/events?limit=100"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let events: Vec<Value> = wc.get_json("/events?limit=100").await;
         failed = events
             .into_iter()
             .find(|e| e["kind"] == "download.failed")
@@ -141,41 +133,17 @@ async fn issue_11_a_blob_keeps_the_misses_its_url_collected() {
         .unwrap()
         .to_string();
     wc.wait_cached(&name).await;
-    let blobs: Value = wc
-        .http
-        .get(wc.url("/blobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blobs: Value = wc.get_json("/blobs").await;
     let blob = &blobs["blobs"][0];
     assert_eq!(blob["sources"], json!([src]));
     assert_eq!(blob["misses"], 3, "{blobs}");
     // The miss row itself is gone: the URL is cached now.
-    let misses: Vec<Value> = wc
-        .http
-        .get(wc.url("/misses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let misses: Vec<Value> = wc.get_json("/misses").await;
     assert!(misses.is_empty(), "{misses:?}");
     // And the count survives a restart (it is in the database).
     let dir = wc.stop().await;
     let wc = Wc::start_in(dir, |_| {}).await;
-    let blobs: Value = wc
-        .http
-        .get(wc.url("/blobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blobs: Value = wc.get_json("/blobs").await;
     assert_eq!(blobs["blobs"][0]["misses"], 3, "{blobs}");
     wc.stop().await;
 }

@@ -90,6 +90,12 @@ impl Wc {
             .unwrap()
     }
 
+    /// `GET path` as JSON.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
     async fn entry_state(&self, name: &str) -> Value {
         self.http
             .get(self.url(&format!("/catalog/entries/{name}")))
