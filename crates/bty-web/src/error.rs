@@ -1,10 +1,13 @@
-//! One error type for every handler: JSON `{"error": "..."}` with a status.
+//! One error type for every JSON handler: `{"error": "..."}` with a
+//! status. Domain errors become one through `From<DomainError>`.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bty_proto::ErrorBody;
+
+use crate::domain::DomainError;
 
 /// An HTTP error with its message.
 #[derive(Debug)]
@@ -66,15 +69,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::internal(format!("database: {e}"))
-    }
-}
-
-impl From<crate::db::DbGone> for ApiError {
-    fn from(e: crate::db::DbGone) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+/// The domain's errors as the API has always answered them: 404, 409 for
+/// a refused token or state, 400 naming the field, 502 for withcache, 503
+/// while the database thread is gone, and 500 with the detail only in the
+/// log.
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound(m) => ApiError::not_found(m),
+            DomainError::StaleToken(m) | DomainError::Conflict(m) => ApiError::conflict(m),
+            DomainError::Invalid { msg, .. } => ApiError::bad_request(msg),
+            DomainError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
+            DomainError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            DomainError::Db(_) | DomainError::Internal(_) => ApiError::internal(e),
+        }
     }
 }
 

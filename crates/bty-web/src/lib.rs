@@ -7,15 +7,13 @@
 
 pub mod catalog;
 pub mod config;
-pub mod cycle;
 pub mod db;
 pub mod dhcp;
+pub mod domain;
 pub mod error;
-pub mod images;
 pub mod ipxe;
 pub mod metrics;
 pub mod openapi;
-pub mod pxe;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -31,7 +29,7 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 pub use config::Config;
 use state::{AppState, Inner};
@@ -96,13 +94,22 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
         tokio::spawn(async move { c.refresh(false, true).await });
     }
     catalog.spawn_refresher(config.withcache.refresh_secs, stop.clone());
-    let (bus, _) = broadcast::channel(1024);
+    let bus = domain::bus::Bus::default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let domain = domain::Domain::new(
+        db.clone(),
+        catalog.clone(),
+        bus.clone(),
+        metrics.clone(),
+        config.flash.max_attempts,
+    );
     Ok(Arc::new(Inner {
         cfg: config,
+        domain,
         db,
         catalog,
         templates: ipxe::Templates::new(),
-        metrics: metrics::Metrics::default(),
+        metrics,
         bus,
         auth,
         stop,

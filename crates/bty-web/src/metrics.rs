@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Offer kinds counted separately (see [`crate::pxe::Offer::kind`]).
+/// Offer kinds counted separately (see [`crate::domain::decide::Offer::kind`]).
 pub const OFFER_KINDS: [&str; 4] = ["local", "flash", "inventory", "parked"];
 
 /// All counters.

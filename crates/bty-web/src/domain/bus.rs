@@ -1,23 +1,19 @@
-//! Live updates: a broadcast bus and `GET /api/events/stream` (SSE).
-//!
-//! Messages are small and per machine (an event row, a progress sample, a
-//! machine's new state), never whole tables. A subscriber that falls
-//! behind gets a `lagged` message telling it to re-read the REST API.
+//! The live-message bus: what the domain announces after each change (an
+//! event row, a progress sample, a machine's new state), for the SSE
+//! stream of the API (`crate::sse`) and the UI's live fragments. The
+//! domain publishes; readers subscribe. Messages are small and per
+//! machine, never whole tables.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
-use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::{Stream, StreamExt};
 use serde::Serialize;
-use tokio_stream_shim::BroadcastStream;
+use tokio::sync::broadcast;
 
+use crate::db::cycles::Cycle;
 use crate::db::events::Event;
-use crate::state::AppState;
+use crate::db::machines::Machine;
 
-/// Keep-alive comment interval.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Messages a slow subscriber may fall behind by before it is told it
+/// lagged.
+const CAPACITY: usize = 1024;
 
 /// One message on the bus.
 #[derive(Debug, Clone, Serialize)]
@@ -32,12 +28,37 @@ pub enum BusMsg {
 }
 
 impl BusMsg {
-    fn name(&self) -> &'static str {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
         match self {
             BusMsg::Event(_) => "event",
             BusMsg::Progress(_) => "progress",
             BusMsg::Machine(_) => "machine",
         }
+    }
+
+    /// A machine's summary, with its current cycle if any.
+    pub fn machine(m: &Machine, c: Option<&Cycle>) -> BusMsg {
+        BusMsg::Machine(MachineMsg {
+            mac: m.mac.to_string(),
+            boot_mode: m.boot_mode.to_string(),
+            cycle: c.map(|c| c.id),
+            cycle_state: c.map(|c| c.state.as_str().to_string()),
+            parked: m.parked_reason.clone(),
+            deleted: false,
+        })
+    }
+
+    /// A machine was deleted.
+    pub fn deleted(mac: &str) -> BusMsg {
+        BusMsg::Machine(MachineMsg {
+            mac: mac.to_string(),
+            boot_mode: String::new(),
+            cycle: None,
+            cycle_state: None,
+            parked: None,
+            deleted: true,
+        })
     }
 }
 
@@ -76,76 +97,30 @@ pub struct MachineMsg {
     pub deleted: bool,
 }
 
-/// `GET /api/events/stream`.
-pub async fn stream(
-    State(st): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = st.bus.subscribe();
-    let mut stop = st.stop.clone();
-    let hello = futures::stream::once(async { Ok(SseEvent::default().event("hello").data("{}")) });
-    let updates = BroadcastStream::new(rx).map(|m| {
-        Ok(match m {
-            Ok(msg) => SseEvent::default()
-                .event(msg.name())
-                .data(serde_json::to_string(&msg).unwrap_or_default()),
-            Err(n) => SseEvent::default()
-                .event("lagged")
-                .data(format!("{{\"missed\":{n}}}")),
-        })
-    });
-    let until_stop = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    Sse::new(hello.chain(updates).take_until(Box::pin(until_stop)))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+/// The bus itself; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<BusMsg>,
 }
 
-/// A `Stream` over a broadcast receiver. Hand-written (a dozen lines) to
-/// avoid pulling tokio-stream for one adapter.
-mod tokio_stream_shim {
-    use futures::Stream;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-    use tokio::sync::broadcast::{error::RecvError, Receiver};
-
-    type Fut<T> =
-        Pin<Box<dyn std::future::Future<Output = (Result<T, RecvError>, Receiver<T>)> + Send>>;
-
-    pub struct BroadcastStream<T> {
-        fut: Fut<T>,
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            tx: broadcast::channel(CAPACITY).0,
+        }
     }
+}
 
-    async fn next<T: Clone>(mut rx: Receiver<T>) -> (Result<T, RecvError>, Receiver<T>) {
-        let r = rx.recv().await;
-        (r, rx)
-    }
-
-    impl<T: Clone + Send + 'static> BroadcastStream<T> {
-        pub fn new(rx: Receiver<T>) -> Self {
-            BroadcastStream {
-                fut: Box::pin(next(rx)),
-            }
+impl Bus {
+    /// Publish messages; nobody listening is fine.
+    pub fn publish(&self, msgs: impl IntoIterator<Item = BusMsg>) {
+        for m in msgs {
+            let _ = self.tx.send(m);
         }
     }
 
-    impl<T: Clone + Send + 'static> Stream for BroadcastStream<T> {
-        /// `Err(n)`: n messages were missed.
-        type Item = Result<T, u64>;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            let (r, rx) = match self.fut.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(v) => v,
-            };
-            self.fut = Box::pin(next(rx));
-            match r {
-                Ok(v) => Poll::Ready(Some(Ok(v))),
-                Err(RecvError::Lagged(n)) => Poll::Ready(Some(Err(n))),
-                Err(RecvError::Closed) => Poll::Ready(None),
-            }
-        }
+    /// A new subscriber, seeing messages published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BusMsg> {
+        self.tx.subscribe()
     }
 }

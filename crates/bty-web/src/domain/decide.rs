@@ -1,7 +1,8 @@
 //! The boot decision: a pure function from a machine's state to what its
-//! PXE contact (or its plan request) gets. No I/O here; [`crate::cycle`]
-//! reads the state, calls [`decide`] and applies the effects in one
-//! transaction.
+//! PXE contact (or its plan request) gets. No I/O here;
+//! [`crate::domain::cycle`] reads the state, calls [`decide`] and applies
+//! the effects in one transaction, and its preview calls it on the same
+//! inputs without applying anything.
 
 use bty_proto::BootMode;
 

@@ -11,12 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use bty_proto::catalog::{blob_url, CatalogEntry};
 use bty_proto::{text, ImageFormat};
 
-use crate::catalog::{Image, Source};
-use crate::state::AppState;
+use super::{Domain, DomainError};
+use crate::catalog::{Catalog, Image, Source};
 use crate::withcache::WcError;
 
 /// An image as typed by the operator (JSON body or form), not checked yet.
@@ -62,13 +61,21 @@ impl AddError {
     pub fn message(&self) -> String {
         format!("{}; nothing was saved", self.reason())
     }
+}
 
-    /// 400 bad input, 409 no withcache, 502 withcache failed.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            AddError::Fields(_) => StatusCode::BAD_REQUEST,
-            AddError::NoWithcache(_) => StatusCode::CONFLICT,
-            AddError::Withcache(_) => StatusCode::BAD_GATEWAY,
+/// Bad input is [`DomainError::Invalid`] (naming the first field), no
+/// withcache a [`DomainError::Conflict`], a failing withcache
+/// [`DomainError::Upstream`]; each with [`AddError::message`].
+impl From<AddError> for DomainError {
+    fn from(e: AddError) -> Self {
+        let msg = e.message();
+        match e {
+            AddError::Fields(f) => DomainError::Invalid {
+                field: f.keys().next().copied().unwrap_or("form"),
+                msg,
+            },
+            AddError::NoWithcache(_) => DomainError::Conflict(msg),
+            AddError::Withcache(_) => DomainError::Upstream(msg),
         }
     }
 }
@@ -91,21 +98,22 @@ impl RemoveError {
             RemoveError::NotFound(m) | RemoveError::Static(m) | RemoveError::Withcache(m) => m,
         }
     }
+}
 
-    /// 404, 409 (a static entry) or 502.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            RemoveError::NotFound(_) => StatusCode::NOT_FOUND,
-            RemoveError::Static(_) => StatusCode::CONFLICT,
-            RemoveError::Withcache(_) => StatusCode::BAD_GATEWAY,
+impl From<RemoveError> for DomainError {
+    fn from(e: RemoveError) -> Self {
+        match e {
+            RemoveError::NotFound(m) => DomainError::NotFound(m),
+            RemoveError::Static(m) => DomainError::Conflict(m),
+            RemoveError::Withcache(m) => DomainError::Upstream(m),
         }
     }
 }
 
 /// What to tell an operator who wants to add an image to a bty-web
 /// without withcache.
-fn no_withcache(st: &AppState) -> String {
-    let file = match st.catalog.file() {
+fn no_withcache(catalog: &Catalog) -> String {
+    let file = match catalog.file() {
         Some(p) => format!(
             "the static catalog file {} ([images] catalog); add an [[images]] entry there \
              (it is re-read within 2 s)",
@@ -120,12 +128,12 @@ fn no_withcache(st: &AppState) -> String {
 
 /// Check every field against the catalog's rules and the names in use;
 /// all problems at once. Returns the entry withcache is to get.
-pub fn validate(st: &AppState, n: &NewImage) -> Result<CatalogEntry, FieldErrors> {
+pub fn validate(catalog: &Catalog, n: &NewImage) -> Result<CatalogEntry, FieldErrors> {
     let mut errors = FieldErrors::new();
     let name = n.name.trim();
     if let Err(e) = text::validate_image_name(name) {
         errors.insert("name", format!("name: {}", e.problem));
-    } else if let Some(source) = name_in_use(st, name) {
+    } else if let Some(source) = name_in_use(catalog, name) {
         errors.insert(
             "name",
             format!("name: an image named {name:?} exists already ({source}); pick another name"),
@@ -198,10 +206,10 @@ pub fn validate(st: &AppState, n: &NewImage) -> Result<CatalogEntry, FieldErrors
 /// Where `name` is taken already, if it is: the snapshot (both sources)
 /// and withcache's own catalog as last read (entries bty-web cannot use
 /// still hold their name there).
-fn name_in_use(st: &AppState, name: &str) -> Option<String> {
-    let snap = st.catalog.snapshot();
+fn name_in_use(catalog: &Catalog, name: &str) -> Option<String> {
+    let snap = catalog.snapshot();
     match snap.get(name).map(|i| i.source) {
-        Some(Source::Static) => Some(match st.catalog.file() {
+        Some(Source::Static) => Some(match catalog.file() {
             Some(p) => format!("in the static catalog file {}", p.display()),
             None => "in the static catalog file".into(),
         }),
@@ -212,11 +220,11 @@ fn name_in_use(st: &AppState, name: &str) -> Option<String> {
 
 /// Add `n` to withcache's catalog, start its download, and refresh the
 /// snapshot; returns the image as bty-web now offers it.
-pub async fn add(st: &AppState, n: &NewImage) -> Result<Image, AddError> {
-    let Some(wc) = st.catalog.withcache() else {
-        return Err(AddError::NoWithcache(no_withcache(st)));
+pub async fn add(catalog: &Catalog, n: &NewImage) -> Result<Image, AddError> {
+    let Some(wc) = catalog.withcache() else {
+        return Err(AddError::NoWithcache(no_withcache(catalog)));
     };
-    let entry = validate(st, n).map_err(AddError::Fields)?;
+    let entry = validate(catalog, n).map_err(AddError::Fields)?;
     match wc.add(&entry, true).await {
         Ok(()) => {}
         Err(WcError::Rejected { status: 409, .. }) => {
@@ -250,9 +258,8 @@ pub async fn add(st: &AppState, n: &NewImage) -> Result<Image, AddError> {
         Err(e) => return Err(AddError::Withcache(e.to_string())),
     }
     tracing::info!(image = %entry.name, src = %entry.src, "image added to withcache's catalog");
-    st.catalog.refresh(false, true).await;
-    Ok(st
-        .catalog
+    catalog.refresh(false, true).await;
+    Ok(catalog
         .snapshot()
         .get(&entry.name)
         .cloned()
@@ -269,14 +276,13 @@ pub async fn add(st: &AppState, n: &NewImage) -> Result<Image, AddError> {
 
 /// Remove a withcache-sourced image from withcache's catalog (its cached
 /// bytes stay until evicted) and refresh the snapshot.
-pub async fn remove(st: &AppState, name: &str) -> Result<(), RemoveError> {
-    let snap = st.catalog.snapshot();
+pub async fn remove(catalog: &Catalog, name: &str) -> Result<(), RemoveError> {
+    let snap = catalog.snapshot();
     let img = snap.get(name).ok_or_else(|| {
         RemoveError::NotFound(format!("no image named {name:?} is in the catalog"))
     })?;
     if img.source == Source::Static {
-        let file = st
-            .catalog
+        let file = catalog
             .file()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "[images] catalog".into());
@@ -285,14 +291,14 @@ pub async fn remove(st: &AppState, name: &str) -> Result<(), RemoveError> {
              entry there (bty-web re-reads the file within 2 s)"
         )));
     }
-    let wc = st.catalog.withcache().ok_or_else(|| {
+    let wc = catalog.withcache().ok_or_else(|| {
         RemoveError::NotFound(format!("no image named {name:?} is in the catalog"))
     })?;
     let found = wc
         .delete(name)
         .await
         .map_err(|e| RemoveError::Withcache(e.to_string()))?;
-    st.catalog.refresh(false, true).await;
+    catalog.refresh(false, true).await;
     if !found {
         return Err(RemoveError::NotFound(format!(
             "withcache has no entry named {name:?} (removed meanwhile?)"
@@ -300,4 +306,21 @@ pub async fn remove(st: &AppState, name: &str) -> Result<(), RemoveError> {
     }
     tracing::info!(image = %name, "image removed from withcache's catalog");
     Ok(())
+}
+
+impl Domain {
+    /// Check a new image's fields ([`validate`] against this catalog).
+    pub fn validate_image(&self, n: &NewImage) -> Result<CatalogEntry, FieldErrors> {
+        validate(&self.catalog, n)
+    }
+
+    /// Add an image to withcache's catalog ([`add`]).
+    pub async fn add_image(&self, n: &NewImage) -> Result<Image, AddError> {
+        add(&self.catalog, n).await
+    }
+
+    /// Remove a withcache-sourced image ([`remove`]).
+    pub async fn remove_image(&self, name: &str) -> Result<(), RemoveError> {
+        remove(&self.catalog, name).await
+    }
 }

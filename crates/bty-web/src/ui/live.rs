@@ -22,10 +22,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::data::{self, EventView, ProgressView};
-use super::machines::{row_html, status_view};
+use super::machine::{status_view, StatusView};
+use super::machines::row_html;
 use super::render::{render, UiError};
 use crate::db::machines;
-use crate::sse::{BusMsg, ProgressMsg};
+use crate::domain::bus::{BusMsg, ProgressMsg};
 use crate::state::AppState;
 
 /// Most rows one list stream watches (the largest page size).
@@ -383,5 +384,5 @@ async fn flush(st: &AppState, view: &View, p: &mut Pending) -> Vec<SseEvent> {
 
 #[derive(Serialize)]
 struct StatusCtx<'a> {
-    status: &'a super::machines::StatusView,
+    status: &'a StatusView,
 }

@@ -11,12 +11,14 @@
 //!
 //! This module owns no storage of its own (event acknowledgements are the
 //! `acked_at` column of the registry's `events`); it reads the registry through its own
-//! queries and changes machines through [`crate::cycle`], the same path as
-//! the REST API, so both validate alike.
+//! queries and changes machines and images through [`crate::domain`], the
+//! same path as the REST API, so both validate alike.
 
 mod auth;
 mod data;
 mod live;
+mod machine;
+mod machine_form;
 mod machines;
 mod pages;
 mod render;
@@ -44,10 +46,10 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/machines/bulk", post(machines::bulk))
         .route(
             "/ui/machines/{mac}",
-            get(machines::show).post(machines::edit),
+            get(machine::show).post(machine::edit),
         )
-        .route("/ui/machines/{mac}/delete", post(machines::delete))
-        .route("/ui/machines/{mac}/ipxe", get(machines::ipxe_preview))
+        .route("/ui/machines/{mac}/delete", post(machine::delete))
+        .route("/ui/machines/{mac}/ipxe", get(machine::ipxe_preview))
         .route("/ui/images", get(pages::images).post(pages::add_image))
         .route("/ui/images/{name}/delete", post(pages::delete_image))
         .route("/ui/images/refresh", post(pages::refresh_images))

@@ -16,7 +16,8 @@ use super::data::{self, ActiveFlash, Counts, EventQuery, EventView};
 use super::is_htmx;
 use super::render::{page_or_partial, Layout, UiError};
 use crate::catalog::{Image, SourceStatus};
-use crate::images::{AddError, NewImage};
+use crate::domain::images::{AddError, NewImage};
+use crate::domain::DomainError;
 use crate::state::AppState;
 
 /// A health line of the dashboard.
@@ -327,7 +328,7 @@ pub async fn refresh_images(State(st): State<AppState>) -> Response {
     Redirect::to("/ui/images?refreshed=1").into_response()
 }
 
-/// `POST /ui/images`: the Add image form, through [`crate::images::add`]
+/// `POST /ui/images`: the Add image form, through [`crate::domain::images::add`]
 /// (the REST API's path). Bad input shows the page again with each
 /// field's message and the typed values; nothing is saved.
 pub async fn add_image(
@@ -351,14 +352,14 @@ pub async fn add_image(
     let result = match size {
         // Report the size together with every other field's problem.
         Err(msg) => {
-            let mut errors = match crate::images::validate(&st, &new) {
+            let mut errors = match st.domain.validate_image(&new) {
                 Ok(_) => BTreeMap::new(),
                 Err(e) => e,
             };
             errors.insert("size", msg);
             Err(AddError::Fields(errors))
         }
-        Ok(_) => crate::images::add(&st, &new).await,
+        Ok(_) => st.domain.add_image(&new).await,
     };
     match result {
         Ok(img) => Ok(Redirect::to(&format!(
@@ -382,7 +383,7 @@ pub async fn add_image(
             images_page(
                 &st,
                 false,
-                e.status(),
+                UiError::from(DomainError::from(e)).status,
                 ImagesPage {
                     form: f,
                     errors,
@@ -398,7 +399,7 @@ pub async fn delete_image(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, UiError> {
-    match crate::images::remove(&st, &name).await {
+    match st.domain.remove_image(&name).await {
         Ok(()) => Ok(
             Redirect::to(&format!("/ui/images?deleted={}", name.replace('+', "%2B")))
                 .into_response(),
@@ -408,7 +409,7 @@ pub async fn delete_image(
                 error: Some(format!("Nothing was removed: {}", e.message())),
                 ..Default::default()
             };
-            images_page(&st, false, e.status(), page)
+            images_page(&st, false, UiError::from(DomainError::from(e)).status, page)
         }
     }
 }

@@ -1,24 +1,39 @@
-//! The flash cycle, applied: each function runs on the database thread as
-//! one transaction (`BEGIN IMMEDIATE`), so a decision and its side effects
-//! can never interleave with an operator change.
+//! A PXE or plan contact, as named steps of one transaction:
+//!
+//! 1. [`Visit::arrive`]: register an unknown MAC (`bty-inventory`), or note
+//!    the contact; read the machine's current cycle.
+//! 2. [`decide`] on the same inputs the preview uses ([`super::inputs`]).
+//! 3. [`Visit::apply`]: the decision's effects (the inventory alternation,
+//!    flash-always's disk turn) and [`Visit::park`].
+//! 4. [`Visit::take_cycle`]: the cycle a flash offer uses, the current one
+//!    (moved to `flashing` by a plan) or a new attempt.
+//! 5. [`Visit::log_offer`]: what a PXE contact was offered, in the event log.
 
-use bty_proto::plan::{DoneReport, LegacyStatusKind, ProgressReport, ReportAck};
-use bty_proto::{BootMode, Mac};
+use bty_proto::Mac;
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
 
-use crate::catalog::Snapshot;
-use crate::db::cycles::{self, Cycle, CycleState, NewCycle};
-use crate::db::events::{self, Event};
-use crate::db::machines::{self, Machine, Settings};
-use crate::db::now;
-use crate::error::ApiError;
-use crate::pxe::{self, Contact, CycleChoice, CycleFacts, Decision, Inputs, Offer, ParkWhy};
-use crate::sse::{BusMsg, MachineMsg, ProgressMsg};
+use super::{current_cycle, inputs, park_reason};
+use crate::catalog::{Image, Snapshot};
+use crate::db::cycles::{self, Cycle, CycleState, Finish, NewCycle};
+use crate::db::machines::{self, Machine};
+use crate::domain::bus::BusMsg;
+use crate::domain::decide::{decide, Contact, CycleChoice, Decision, Effects, Offer};
+use crate::domain::journal::Journal;
+use crate::domain::{DomainError, Result};
+
+/// How a cycle that never reported `done` is closed when its machine
+/// boots again.
+const ABANDONED: Finish<'static> = Finish {
+    ok: false,
+    reason: Some("no done report before the machine booted again"),
+    disk_sha256: None,
+    duration_s: None,
+};
 
 /// What a PXE or plan contact produced.
 #[derive(Debug)]
-pub struct ContactResult {
+pub struct Contacted {
     /// The machine after the contact (labels and inventory not loaded).
     pub machine: Machine,
     /// The decision.
@@ -27,54 +42,10 @@ pub struct ContactResult {
     pub cycle: Option<Cycle>,
     /// Why the machine is parked, for a park offer.
     pub park_reason: Option<String>,
-    /// Live updates to publish.
-    pub bus: Vec<BusMsg>,
     /// A cycle entered `flashing` (metrics).
     pub flash_started: bool,
     /// An unfinished cycle was closed as failed (metrics).
     pub flash_abandoned: bool,
-}
-
-fn facts(c: &Cycle) -> CycleFacts {
-    CycleFacts {
-        id: c.id,
-        state: c.state,
-        attempt: c.attempt,
-        local_served: c.local_served,
-    }
-}
-
-/// Machine summary for the bus.
-pub fn machine_msg(m: &Machine, c: Option<&Cycle>) -> BusMsg {
-    BusMsg::Machine(MachineMsg {
-        mac: m.mac.to_string(),
-        boot_mode: m.boot_mode.to_string(),
-        cycle: c.map(|c| c.id),
-        cycle_state: c.map(|c| c.state.as_str().to_string()),
-        parked: m.parked_reason.clone(),
-        deleted: false,
-    })
-}
-
-fn event(
-    conn: &Connection,
-    bus: &mut Vec<BusMsg>,
-    kind: &str,
-    mac: Mac,
-    summary: String,
-    details: serde_json::Value,
-    now: &str,
-) -> rusqlite::Result<Event> {
-    let e = events::insert(
-        conn,
-        kind,
-        Some(&mac.to_string()),
-        &summary,
-        Some(&details),
-        now,
-    )?;
-    bus.push(BusMsg::Event(e.clone()));
-    Ok(e)
 }
 
 /// `GET /pxe/{mac}` and `GET /pxe/{mac}/plan`: register if unknown, decide,
@@ -86,703 +57,296 @@ pub fn contact(
     contact: Contact,
     max_attempts: u32,
     catalog: &Snapshot,
-) -> rusqlite::Result<ContactResult> {
+) -> Result<(Contacted, Vec<BusMsg>)> {
     // Deferred: a repeated plan of a flashing cycle reads only, and the
     // database thread is the only writer, so the upgrade cannot conflict.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let now = now();
-    let mut bus = Vec::new();
-    let mut changed = false;
-    let machine = match machines::get_for_decision(&tx, mac)? {
-        Some(m) => {
-            // last_seen has one-second resolution: at most one write per
-            // machine and second from polling (keeps the plan path cheap).
-            let same_second = m
-                .last_seen_at
-                .as_deref()
-                .is_some_and(|t| t.get(..19) == now.get(..19));
-            if !same_second || m.last_seen_ip.as_deref() != Some(ip) {
-                machines::touch(&tx, mac, ip, &now)?;
-            }
-            m
-        }
-        None => {
-            machines::insert_discovered(&tx, mac, ip, &now)?;
-            event(
-                &tx,
-                &mut bus,
-                "machine.discovered",
-                mac,
-                format!("new machine {mac} registered in bty-inventory mode"),
-                json!({"ip": ip, "via": if contact == Contact::Pxe { "pxe" } else { "plan" }}),
-                &now,
-            )?;
-            changed = true;
-            machines::get_for_decision(&tx, mac)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
-        }
-    };
-    let current = if machine.boot_mode.flashes() {
-        cycles::current(&tx, mac, machine.arm_gen)?
+    let mut v = Visit::arrive(&tx, mac, ip, contact)?;
+    let image = v.machine.image.as_deref().and_then(|n| catalog.get(n));
+    let inputs = inputs(&v.machine, v.current.as_ref(), image.is_some(), max_attempts);
+    let decision = decide(&inputs, contact);
+    v.apply(decision.effects)?;
+    let park_reason = if decision.effects.park {
+        Some(v.park(decision.offer, max_attempts)?)
     } else {
-        None
+        v.machine.parked_reason.clone()
     };
-    let image = machine.image.as_deref().and_then(|n| catalog.get(n));
-    let inputs = Inputs {
-        mode: machine.boot_mode,
-        has_image: machine.image.is_some(),
-        has_target: machine.target_disk_serial.is_some(),
-        image_available: image.is_some(),
-        parked: machine.parked_reason.is_some(),
-        inventory_local_next: machine.inventory_local_next,
-        current: current.as_ref().map(facts),
-        max_attempts,
-    };
-    let decision = pxe::decide(&inputs, contact);
-    let mut result_cycle = None;
-    let mut park_reason = machine.parked_reason.clone();
-    let mut flash_started = false;
-    let mut flash_abandoned = false;
+    let cycle = v.take_cycle(decision.offer, image)?;
+    if contact == Contact::Pxe {
+        v.log_offer(decision.offer, cycle.as_ref(), park_reason.as_deref(), ip)?;
+    }
+    let out = v.finish(decision, cycle, park_reason);
+    tx.commit()?;
+    Ok(out)
+}
 
-    if decision.effects.clear_inventory_local {
-        machines::set_inventory_local_next(&tx, mac, false)?;
-    }
-    if let Some(id) = decision.effects.mark_local_served {
-        cycles::mark_local_served(&tx, id)?;
-    }
-    if decision.effects.park {
-        let (attempts, last) = current
-            .as_ref()
-            .map(|c| (c.attempt, c.state.as_str()))
-            .unwrap_or((0, "none"));
-        let reason = match decision.offer {
-            Offer::Park(ParkWhy::ImageVanished) => format!(
-                "a flash was under way (cycle state {last}) and its image or binding is no longer usable"
-            ),
-            _ => format!(
-                "{attempts} flash attempts did not end in done ok (limit flash.max_attempts = {max_attempts})"
-            ),
+/// One contact in progress.
+struct Visit<'t> {
+    tx: &'t Connection,
+    j: Journal,
+    mac: Mac,
+    contact: Contact,
+    machine: Machine,
+    current: Option<Cycle>,
+    /// The machine's state changed (announce it).
+    changed: bool,
+    flash_started: bool,
+    flash_abandoned: bool,
+}
+
+impl<'t> Visit<'t> {
+    /// Step 1: the machine, registered now if unknown, and its current cycle.
+    fn arrive(tx: &'t Connection, mac: Mac, ip: &str, contact: Contact) -> Result<Visit<'t>> {
+        let mut j = Journal::start();
+        let (machine, changed) = match machines::get_for_decision(tx, mac)? {
+            Some(m) => {
+                touch(tx, &m, ip, &j.now)?;
+                (m, false)
+            }
+            None => (register(tx, &mut j, mac, ip, contact)?, true),
         };
-        if let Some(c) = current.as_ref().filter(|c| c.state.is_open()) {
-            cycles::finish(
-                &tx,
-                c.id,
-                &cycles::Finish {
-                    ok: false,
-                    reason: Some("no done report before the machine booted again"),
-                    disk_sha256: None,
-                    duration_s: None,
-                },
-                &now,
-            )?;
-            flash_abandoned = true;
+        Ok(Visit {
+            current: current_cycle(tx, &machine)?,
+            tx,
+            j,
+            mac,
+            contact,
+            machine,
+            changed,
+            flash_started: false,
+            flash_abandoned: false,
+        })
+    }
+
+    /// Step 3: the effects that are not about a cycle.
+    fn apply(&mut self, e: Effects) -> rusqlite::Result<()> {
+        if e.clear_inventory_local {
+            machines::set_inventory_local_next(self.tx, self.mac, false)?;
         }
-        machines::set_parked(&tx, mac, Some(&reason), &now)?;
-        event(
-            &tx,
-            &mut bus,
+        if let Some(id) = e.mark_local_served {
+            cycles::mark_local_served(self.tx, id)?;
+        }
+        Ok(())
+    }
+
+    /// Step 3, parking: close an open cycle as failed and park the machine
+    /// (it neither flashes nor boots its disk until an operator acts).
+    /// Returns the reason.
+    fn park(&mut self, offer: Offer, max_attempts: u32) -> rusqlite::Result<String> {
+        let reason = park_reason(offer, self.current.as_ref(), max_attempts);
+        self.abandon_open()?;
+        machines::set_parked(self.tx, self.mac, Some(&reason), &self.j.now)?;
+        let mac = self.mac;
+        self.j.event(
+            self.tx,
             "machine.parked",
             mac,
             format!("{mac} parked: {reason}"),
-            json!({"reason": reason, "cycle": current.as_ref().map(|c| c.id)}),
-            &now,
+            json!({"reason": reason, "cycle": self.current.as_ref().map(|c| c.id)}),
         )?;
-        park_reason = Some(reason);
-        changed = true;
+        self.changed = true;
+        Ok(reason)
     }
 
-    match decision.offer {
-        Offer::Flash(CycleChoice::Reuse(id)) => {
-            let mut c = match current.clone().filter(|c| c.id == id) {
-                Some(c) => c,
-                None => cycles::get(&tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?,
-            };
-            if contact == Contact::Plan
-                && matches!(c.state, CycleState::Offered | CycleState::Booted)
-            {
-                cycles::advance(&tx, c.id, CycleState::Flashing, &now)?;
-                c.state = CycleState::Flashing;
-                flash_started = true;
-                changed = true;
-                event(
-                    &tx,
-                    &mut bus,
-                    "flash.started",
-                    mac,
-                    format!(
-                        "{mac} took the plan of cycle {} ({} onto {})",
-                        c.id, c.image_name, c.target_serial
-                    ),
-                    json!({"cycle": c.id, "attempt": c.attempt, "image": c.image_name}),
-                    &now,
-                )?;
-            }
-            result_cycle = Some(c);
+    /// Close the current cycle as failed if it is still open.
+    fn abandon_open(&mut self) -> rusqlite::Result<()> {
+        if let Some(c) = self.current.as_ref().filter(|c| c.state.is_open()) {
+            cycles::finish(self.tx, c.id, &ABANDONED, &self.j.now)?;
+            self.flash_abandoned = true;
         }
-        Offer::Flash(CycleChoice::New { attempt }) => {
-            // `image` is Some here: decide() offers a flash only then.
-            let img = image.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            if let Some(prev) = current.as_ref().filter(|c| c.state.is_open()) {
-                cycles::finish(
-                    &tx,
-                    prev.id,
-                    &cycles::Finish {
-                        ok: false,
-                        reason: Some("no done report before the machine booted again"),
-                        disk_sha256: None,
-                        duration_s: None,
-                    },
-                    &now,
-                )?;
-                flash_abandoned = true;
+        Ok(())
+    }
+
+    /// Step 4: the cycle a flash offer uses.
+    fn take_cycle(&mut self, offer: Offer, image: Option<&Image>) -> Result<Option<Cycle>> {
+        match offer {
+            Offer::Flash(CycleChoice::Reuse(id)) => {
+                let c = self.current.clone().filter(|c| c.id == id).ok_or_else(|| {
+                    DomainError::Internal(format!("decide reused cycle {id}, which is not current"))
+                })?;
+                Ok(Some(self.reuse(c)?))
             }
-            let state = match contact {
-                Contact::Pxe => CycleState::Offered,
-                Contact::Plan => CycleState::Flashing,
-            };
-            let c = cycles::insert(
-                &tx,
-                &NewCycle {
-                    mac,
-                    arm_gen: machine.arm_gen,
-                    attempt,
-                    state,
-                    boot_mode: machine.boot_mode.as_str(),
-                    image_name: &img.entry.name,
-                    image_url: &img.url,
-                    image_sha256: img.entry.sha256.as_deref(),
-                    image_size: img.entry.size,
-                    image_format: img.resolved_format.as_str(),
-                    target_serial: machine.target_disk_serial.as_deref().unwrap_or_default(),
-                },
-                &now,
-            )?;
-            let retry = match &current {
-                Some(p) if attempt > 1 => format!(
-                    ", retry after cycle {} ended {} without done ok",
-                    p.id,
-                    p.state.as_str()
-                ),
-                _ => String::new(),
-            };
-            let (kind, verb) = match contact {
-                Contact::Pxe => ("cycle.offered", "offered"),
-                Contact::Plan => {
-                    flash_started = true;
-                    ("flash.started", "started from a plan")
-                }
-            };
-            event(
-                &tx,
-                &mut bus,
-                kind,
+            Offer::Flash(CycleChoice::New { attempt }) => {
+                let img = image.ok_or_else(|| {
+                    DomainError::Internal("decide offered a new cycle without an image".into())
+                })?;
+                Ok(Some(self.open(attempt, img)?))
+            }
+            Offer::Park(_) | Offer::Local(_) | Offer::Inventory => Ok(None),
+        }
+    }
+
+    /// The current cycle again; a plan for one not yet flashing starts it.
+    fn reuse(&mut self, mut c: Cycle) -> rusqlite::Result<Cycle> {
+        let starts = matches!(c.state, CycleState::Offered | CycleState::Booted);
+        if self.contact == Contact::Plan && starts {
+            cycles::mark_flashing(self.tx, c.id, &self.j.now)?;
+            c.state = CycleState::Flashing;
+            self.flash_started = true;
+            self.changed = true;
+            let mac = self.mac;
+            self.j.event(
+                self.tx,
+                "flash.started",
                 mac,
                 format!(
-                    "{mac}: flash cycle {} {verb}: {} onto disk {} (attempt {attempt}{retry})",
+                    "{mac} took the plan of cycle {} ({} onto {})",
                     c.id, c.image_name, c.target_serial
                 ),
-                json!({"cycle": c.id, "attempt": attempt, "image": c.image_name,
-                       "url": c.image_url, "target_serial": c.target_serial}),
-                &now,
+                json!({"cycle": c.id, "attempt": c.attempt, "image": c.image_name}),
             )?;
-            changed = true;
-            result_cycle = Some(c);
         }
-        Offer::Park(_) | Offer::Local(_) | Offer::Inventory => {}
+        Ok(c)
     }
 
-    if contact == Contact::Pxe {
-        let (reason, cycle_id) = match (&decision.offer, &result_cycle) {
-            (Offer::Local(w), _) => (Some(w.text().to_string()), None),
-            (Offer::Park(_), _) => (park_reason.clone(), None),
+    /// A new cycle (attempt `attempt`) for `img`, closing an open one as
+    /// failed first. From a plan it starts `flashing` at once.
+    fn open(&mut self, attempt: u32, img: &Image) -> rusqlite::Result<Cycle> {
+        self.abandon_open()?;
+        let m = &self.machine;
+        let state = match self.contact {
+            Contact::Pxe => CycleState::Offered,
+            Contact::Plan => CycleState::Flashing,
+        };
+        let new = NewCycle {
+            mac: self.mac,
+            arm_gen: m.arm_gen,
+            attempt,
+            state,
+            boot_mode: m.boot_mode.as_str(),
+            image_name: &img.entry.name,
+            image_url: &img.url,
+            image_sha256: img.entry.sha256.as_deref(),
+            image_size: img.entry.size,
+            image_format: img.resolved_format.as_str(),
+            target_serial: m.target_disk_serial.as_deref().unwrap_or_default(),
+        };
+        let c = cycles::insert(self.tx, &new, &self.j.now)?;
+        self.log_open(&c)?;
+        self.changed = true;
+        Ok(c)
+    }
+
+    fn log_open(&mut self, c: &Cycle) -> rusqlite::Result<()> {
+        let retry = match &self.current {
+            Some(p) if c.attempt > 1 => format!(
+                ", retry after cycle {} ended {} without done ok",
+                p.id,
+                p.state.as_str()
+            ),
+            _ => String::new(),
+        };
+        let (kind, verb) = match self.contact {
+            Contact::Pxe => ("cycle.offered", "offered"),
+            Contact::Plan => {
+                self.flash_started = true;
+                ("flash.started", "started from a plan")
+            }
+        };
+        let mac = self.mac;
+        self.j.event(
+            self.tx,
+            kind,
+            mac,
+            format!(
+                "{mac}: flash cycle {} {verb}: {} onto disk {} (attempt {}{retry})",
+                c.id, c.image_name, c.target_serial, c.attempt
+            ),
+            json!({"cycle": c.id, "attempt": c.attempt, "image": c.image_name,
+                   "url": c.image_url, "target_serial": c.target_serial}),
+        )
+    }
+
+    /// Step 5: the `pxe.offered` event.
+    fn log_offer(
+        &mut self,
+        offer: Offer,
+        cycle: Option<&Cycle>,
+        park_reason: Option<&str>,
+        ip: &str,
+    ) -> rusqlite::Result<()> {
+        let (reason, cycle_id) = match (offer, cycle) {
+            (Offer::Local(w), _) => (Some(w.text()), None),
+            (Offer::Park(_), _) => (park_reason, None),
             (_, Some(c)) => (None, Some(c.id)),
             _ => (None, None),
         };
-        let summary = match &reason {
-            Some(r) => format!("{mac} offered {}: {r}", decision.offer.kind()),
-            None => format!("{mac} offered {}", decision.offer.kind()),
+        let mac = self.mac;
+        let summary = match reason {
+            Some(r) => format!("{mac} offered {}: {r}", offer.kind()),
+            None => format!("{mac} offered {}", offer.kind()),
         };
-        event(
-            &tx,
-            &mut bus,
+        self.j.event(
+            self.tx,
             "pxe.offered",
             mac,
             summary,
-            json!({"offer": decision.offer.kind(), "boot_mode": machine.boot_mode.as_str(),
+            json!({"offer": offer.kind(), "boot_mode": self.machine.boot_mode.as_str(),
                    "reason": reason, "cycle": cycle_id, "ip": ip}),
-            &now,
-        )?;
+        )
     }
-    tx.commit()?;
-    let machine = Machine {
-        parked_reason: park_reason.clone(),
-        ..machine
-    };
-    if changed {
-        bus.push(machine_msg(
-            &machine,
-            result_cycle.as_ref().or(current.as_ref()),
-        ));
-    }
-    Ok(ContactResult {
-        machine,
-        decision,
-        cycle: result_cycle,
-        park_reason,
-        bus,
-        flash_started,
-        flash_abandoned,
-    })
-}
 
-/// `GET /boot/{name}?mac=`: the file was found and is being served. Moves an
-/// `offered` cycle to `booted`.
-pub fn booted(
-    conn: &mut Connection,
-    mac: Mac,
-    ip: &str,
-    file: &str,
-) -> rusqlite::Result<Vec<BusMsg>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now();
-    let mut bus = Vec::new();
-    let Some(m) = machines::get(&tx, mac)? else {
-        return Ok(bus);
-    };
-    machines::touch(&tx, mac, ip, &now)?;
-    if m.boot_mode.flashes() {
-        if let Some(mut c) = cycles::current(&tx, mac, m.arm_gen)? {
-            if c.state == CycleState::Offered {
-                cycles::advance(&tx, c.id, CycleState::Booted, &now)?;
-                c.state = CycleState::Booted;
-                event(
-                    &tx,
-                    &mut bus,
-                    "cycle.booted",
-                    mac,
-                    format!("{mac}: cycle {} booted the netboot env ({file})", c.id),
-                    json!({"cycle": c.id, "file": file}),
-                    &now,
-                )?;
-                bus.push(machine_msg(&m, Some(&c)));
-            }
+    /// The result, and the live messages (a machine message when its state
+    /// changed).
+    fn finish(
+        mut self,
+        decision: Decision,
+        cycle: Option<Cycle>,
+        park_reason: Option<String>,
+    ) -> (Contacted, Vec<BusMsg>) {
+        let machine = Machine {
+            parked_reason: park_reason.clone(),
+            ..self.machine
+        };
+        if self.changed {
+            let shown = cycle.as_ref().or(self.current.as_ref());
+            self.j.push(BusMsg::machine(&machine, shown));
         }
+        let out = Contacted {
+            machine,
+            decision,
+            cycle,
+            park_reason,
+            flash_started: self.flash_started,
+            flash_abandoned: self.flash_abandoned,
+        };
+        (out, self.j.bus)
     }
-    tx.commit()?;
-    Ok(bus)
 }
 
-/// Compare two tokens without an early exit.
-fn token_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-/// The current cycle when `token` is its token; a 409 saying why otherwise.
-fn check_token(conn: &Connection, mac: Mac, token: &str) -> Result<(Machine, Cycle), ApiError> {
-    let m = machines::get(conn, mac)?
-        .ok_or_else(|| ApiError::not_found(format!("no machine {mac} is registered")))?;
-    if token.is_empty() {
-        return Err(ApiError::conflict(
-            "the report carries no token; take it from the plan",
-        ));
+/// Note a contact from a known machine. `last_seen` has one-second
+/// resolution: at most one write per machine and second from polling
+/// (keeps the plan path cheap).
+fn touch(tx: &Connection, m: &Machine, ip: &str, now: &str) -> rusqlite::Result<()> {
+    let same_second = m
+        .last_seen_at
+        .as_deref()
+        .is_some_and(|t| t.get(..19) == now.get(..19));
+    if !same_second || m.last_seen_ip.as_deref() != Some(ip) {
+        machines::touch(tx, m.mac, ip, now)?;
     }
-    let current = cycles::current(conn, mac, m.arm_gen)?;
-    if let Some(c) = current.as_ref().filter(|c| token_eq(&c.token, token)) {
-        return Ok((m, c.clone()));
-    }
-    let msg = match cycles::by_token(conn, token)? {
-        Some(other) if other.mac != mac.to_string() => {
-            "the token belongs to another machine's cycle".to_string()
-        }
-        Some(old) => match &current {
-            Some(c) => format!(
-                "stale token: cycle {} was replaced by cycle {} ({})",
-                old.id,
-                c.id,
-                c.state.as_str()
-            ),
-            None => format!("stale token: cycle {} is no longer current", old.id),
-        },
-        None => match &current {
-            Some(c) => format!("unknown token for {mac} (current cycle {})", c.id),
-            None => format!("{mac} has no flash cycle"),
-        },
-    };
-    Err(ApiError::conflict(msg))
+    Ok(())
 }
 
-/// What a progress report did.
-pub struct ProgressResult {
-    /// Bytes added since the last report (metrics).
-    pub delta: u64,
-    /// The cycle moved into flashing.
-    pub started: bool,
-    /// Live updates.
-    pub bus: Vec<BusMsg>,
-}
-
-/// `POST /pxe/{mac}/progress`.
-pub fn progress(
-    conn: &mut Connection,
-    mac: Mac,
-    ip: &str,
-    p: &ProgressReport,
-) -> Result<ProgressResult, ApiError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (_, c) = check_token(&tx, mac, &p.token)?;
-    if !c.state.is_open() {
-        return Err(ApiError::conflict(format!(
-            "cycle {} is already {}; progress is no longer accepted",
-            c.id,
-            c.state.as_str()
-        )));
-    }
-    let now = now();
-    cycles::progress(&tx, c.id, p, &now)?;
-    machines::touch(&tx, mac, ip, &now)?;
-    tx.commit()?;
-    let delta = p.bytes_done.saturating_sub(c.bytes_done.unwrap_or(0));
-    Ok(ProgressResult {
-        delta,
-        started: c.state != CycleState::Flashing,
-        bus: vec![BusMsg::Progress(ProgressMsg {
-            mac: mac.to_string(),
-            cycle: c.id,
-            bytes_done: p.bytes_done,
-            bytes_total: p.bytes_total,
-            phase: p.phase.as_str().to_string(),
-            rate: p.rate,
-        })],
-    })
-}
-
-/// What a done (or legacy status) report did.
-pub struct DoneResult {
-    /// The acknowledgement.
-    pub ack: ReportAck,
-    /// `Some(ok)` when the cycle was closed by this report.
-    pub closed: Option<bool>,
-    /// Live updates.
-    pub bus: Vec<BusMsg>,
-}
-
-fn close(
+/// Register an unknown MAC in `bty-inventory` mode.
+fn register(
     tx: &Connection,
-    m: &Machine,
-    mut c: Cycle,
-    f: &cycles::Finish<'_>,
-    via: &str,
-) -> rusqlite::Result<DoneResult> {
-    let now = now();
-    let mut bus = Vec::new();
-    cycles::finish(tx, c.id, f, &now)?;
-    c.state = if f.ok {
-        CycleState::Done
-    } else {
-        CycleState::Failed
+    j: &mut Journal,
+    mac: Mac,
+    ip: &str,
+    contact: Contact,
+) -> rusqlite::Result<Machine> {
+    let m = machines::insert_discovered(tx, mac, ip, &j.now)?;
+    let via = match contact {
+        Contact::Pxe => "pxe",
+        Contact::Plan => "plan",
     };
-    let (kind, summary) = if f.ok {
-        (
-            "flash.done",
-            format!(
-                "{}: cycle {} done: {} is on disk {}",
-                m.mac, c.id, c.image_name, c.target_serial
-            ),
-        )
-    } else {
-        (
-            "flash.failed",
-            format!(
-                "{}: cycle {} failed: {}",
-                m.mac,
-                c.id,
-                f.reason.unwrap_or("no reason given")
-            ),
-        )
-    };
-    event(
+    j.event(
         tx,
-        &mut bus,
-        kind,
-        m.mac,
-        summary,
-        json!({"cycle": c.id, "attempt": c.attempt, "ok": f.ok, "reason": f.reason,
-               "sha256": f.disk_sha256, "duration_s": f.duration_s, "via": via}),
-        &now,
-    )?;
-    bus.push(machine_msg(m, Some(&c)));
-    Ok(DoneResult {
-        ack: ReportAck {
-            recorded: true,
-            state: c.state.as_str().to_string(),
-        },
-        closed: Some(f.ok),
-        bus,
-    })
-}
-
-/// `POST /pxe/{mac}/done`.
-pub fn done(
-    conn: &mut Connection,
-    mac: Mac,
-    ip: &str,
-    d: &DoneReport,
-) -> Result<DoneResult, ApiError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (m, c) = check_token(&tx, mac, &d.token)?;
-    if !c.state.is_open() {
-        // A replay of the report that closed it: acknowledge, change nothing.
-        return Ok(DoneResult {
-            ack: ReportAck {
-                recorded: false,
-                state: c.state.as_str().to_string(),
-            },
-            closed: None,
-            bus: Vec::new(),
-        });
-    }
-    machines::touch(&tx, mac, ip, &now())?;
-    let r = close(
-        &tx,
-        &m,
-        c,
-        &cycles::Finish {
-            ok: d.ok,
-            reason: d.reason.as_deref(),
-            disk_sha256: d.sha256.as_deref(),
-            duration_s: d.duration_s,
-        },
-        "done",
-    )?;
-    tx.commit()?;
-    Ok(r)
-}
-
-/// `POST /pxe/{mac}/status` (the Python live env): applies to the current
-/// open cycle without a token. `None` when the machine is unknown.
-pub fn legacy_status(
-    conn: &mut Connection,
-    mac: Mac,
-    ip: &str,
-    status: LegacyStatusKind,
-    reason: Option<&str>,
-) -> Result<DoneResult, ApiError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now();
-    let Some(m) = machines::get(&tx, mac)? else {
-        let mut bus = Vec::new();
-        event(
-            &tx,
-            &mut bus,
-            "pxe.orphan",
-            mac,
-            format!("status report from unregistered {mac}"),
-            json!({"ip": ip}),
-            &now,
-        )?;
-        tx.commit()?;
-        return Err(ApiError::not_found(format!(
-            "no machine {mac} is registered"
-        )));
-    };
-    machines::touch(&tx, mac, ip, &now)?;
-    let current = if m.boot_mode.flashes() {
-        cycles::current(&tx, mac, m.arm_gen)?
-    } else {
-        None
-    };
-    let ok = status == LegacyStatusKind::Done;
-    let r = match current.filter(|c| c.state.is_open()) {
-        Some(c) => close(
-            &tx,
-            &m,
-            c,
-            &cycles::Finish {
-                ok,
-                reason,
-                disk_sha256: None,
-                duration_s: None,
-            },
-            "legacy status",
-        )?,
-        None => {
-            let mut bus = Vec::new();
-            event(
-                &tx,
-                &mut bus,
-                "pxe.status",
-                mac,
-                format!(
-                    "{mac} reported {} with no flash cycle open; nothing changed",
-                    if ok { "done" } else { "failed" }
-                ),
-                json!({"status": if ok { "done" } else { "failed" }, "reason": reason}),
-                &now,
-            )?;
-            DoneResult {
-                ack: ReportAck {
-                    recorded: false,
-                    state: "none".into(),
-                },
-                closed: None,
-                bus,
-            }
-        }
-    };
-    tx.commit()?;
-    Ok(r)
-}
-
-/// `POST /pxe/{mac}/inventory`.
-pub fn inventory(
-    conn: &mut Connection,
-    mac: Mac,
-    ip: &str,
-    inv_json: &str,
-    summary: &str,
-) -> Result<Vec<BusMsg>, ApiError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now();
-    let mut bus = Vec::new();
-    let Some(m) = machines::get(&tx, mac)? else {
-        event(
-            &tx,
-            &mut bus,
-            "pxe.orphan",
-            mac,
-            format!("inventory from unregistered {mac}"),
-            json!({"ip": ip}),
-            &now,
-        )?;
-        tx.commit()?;
-        return Err(ApiError::not_found(format!(
-            "no machine {mac} is registered; it registers on its first PXE contact"
-        )));
-    };
-    machines::set_inventory(&tx, mac, inv_json, ip, &now)?;
-    if m.boot_mode == BootMode::Inventory {
-        machines::set_inventory_local_next(&tx, mac, true)?;
-    }
-    event(
-        &tx,
-        &mut bus,
-        "machine.inventory",
+        "machine.discovered",
         mac,
-        format!("{mac} reported inventory: {summary}"),
-        json!({"ip": ip}),
-        &now,
+        format!("new machine {mac} registered in bty-inventory mode"),
+        json!({"ip": ip, "via": via}),
     )?;
-    tx.commit()?;
-    Ok(bus)
-}
-
-/// `PUT /api/machines/{mac}` after validation. Returns the machine, whether
-/// it was created, and the bus messages.
-pub fn put_machine(
-    conn: &mut Connection,
-    mac: Mac,
-    s: &Settings,
-) -> rusqlite::Result<(Machine, bool, Vec<BusMsg>)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now();
-    let mut bus = Vec::new();
-    let old = machines::get(&tx, mac)?;
-    let (arm_gen, rearm, unpark) = match &old {
-        None => (0, false, false),
-        Some(m) => {
-            let policy = m.boot_mode != s.boot_mode
-                || m.image != s.image
-                || m.target_disk_serial != s.target_disk_serial;
-            let unpark = m.parked_reason.is_some();
-            let bump = policy || unpark;
-            (m.arm_gen + i64::from(bump), bump, unpark)
-        }
-    };
-    if rearm {
-        let n = cycles::cancel_open(&tx, mac, "replaced by an operator change", &now)?;
-        if n > 0 {
-            event(
-                &tx,
-                &mut bus,
-                "cycle.cancelled",
-                mac,
-                format!("{mac}: {n} unfinished flash cycle(s) cancelled by an operator change"),
-                json!({"count": n}),
-                &now,
-            )?;
-        }
-    }
-    machines::upsert(&tx, mac, s, arm_gen, &now)?;
-    if unpark {
-        machines::set_parked(&tx, mac, None, &now)?;
-        event(
-            &tx,
-            &mut bus,
-            "machine.unparked",
-            mac,
-            format!("{mac} released from parking by an operator change"),
-            json!({}),
-            &now,
-        )?;
-    }
-    let details = json!({"boot_mode": s.boot_mode.as_str(), "image": s.image,
-        "target_disk_serial": s.target_disk_serial, "sanboot_drive": s.sanboot_drive,
-        "labels": s.labels, "name": s.name, "rearmed": rearm});
-    let created = old.is_none();
-    event(
-        &tx,
-        &mut bus,
-        if created {
-            "machine.created"
-        } else {
-            "machine.updated"
-        },
-        mac,
-        format!(
-            "{mac} {}: boot_mode {}{}",
-            if created { "created" } else { "updated" },
-            s.boot_mode,
-            s.image
-                .as_deref()
-                .map(|i| format!(", image {i}"))
-                .unwrap_or_default()
-        ),
-        details,
-        &now,
-    )?;
-    let m = machines::get(&tx, mac)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-    tx.commit()?;
-    bus.push(machine_msg(&m, None));
-    Ok((m, created, bus))
-}
-
-/// `DELETE /api/machines/{mac}`.
-pub fn delete_machine(conn: &mut Connection, mac: Mac) -> rusqlite::Result<Option<Vec<BusMsg>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !machines::delete(&tx, mac)? {
-        return Ok(None);
-    }
-    let mut bus = Vec::new();
-    event(
-        &tx,
-        &mut bus,
-        "machine.deleted",
-        mac,
-        format!("{mac} deleted (its events are kept)"),
-        json!({}),
-        &now(),
-    )?;
-    tx.commit()?;
-    bus.push(BusMsg::Machine(MachineMsg {
-        mac: mac.to_string(),
-        boot_mode: String::new(),
-        cycle: None,
-        cycle_state: None,
-        parked: None,
-        deleted: true,
-    }));
-    Ok(Some(bus))
+    Ok(m)
 }
