@@ -300,7 +300,10 @@ impl Config {
 /// only names `/boot/` serves and `[boot] kernel`/`initrd` may hold.
 pub fn valid_basename(name: &str) -> bool {
     name.len() <= 255
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))

@@ -285,7 +285,10 @@ impl Domain {
     pub async fn machines(&self) -> Result<Vec<MachineView>> {
         self.read(|c| {
             let all = machines::list(c)?;
-            Ok(all.into_iter().map(|m| view(c, m)).collect::<Result<_, _>>()?)
+            Ok(all
+                .into_iter()
+                .map(|m| view(c, m))
+                .collect::<Result<_, _>>()?)
         })
         .await
     }

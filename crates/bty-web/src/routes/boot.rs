@@ -150,7 +150,9 @@ pub async fn serve_file(
         return Ok(r);
     }
     if let (Some(mac), true) = (mac, method == Method::GET) {
-        st.domain.booted(mac, client_ip(&addr), name.clone()).await?;
+        st.domain
+            .booted(mac, client_ip(&addr), name.clone())
+            .await?;
     }
     let (status, start, count) = match range {
         RangeAnswer::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),

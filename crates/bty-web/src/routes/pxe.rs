@@ -29,7 +29,10 @@ pub async fn script(
 ) -> ApiResult<Response> {
     let mac = parse_mac(&raw)?;
     let host = host(&headers)?;
-    let r = st.domain.contact(mac, client_ip(&addr), Contact::Pxe).await?;
+    let r = st
+        .domain
+        .contact(mac, client_ip(&addr), Contact::Pxe)
+        .await?;
     let script = st.templates.answer(&host, &st.cfg.boot, &r.answer()?);
     Ok(ipxe_response(script))
 }
@@ -43,7 +46,10 @@ pub async fn plan(
 ) -> ApiResult<Response> {
     let mac = parse_mac(&raw)?;
     let host = host(&headers)?;
-    let r = st.domain.contact(mac, client_ip(&addr), Contact::Plan).await?;
+    let r = st
+        .domain
+        .contact(mac, client_ip(&addr), Contact::Plan)
+        .await?;
     let plan = r.plan(&host)?;
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(plan)).into_response())
 }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{self, EventQuery, EventView, ProgressView, RowView};
 use super::is_htmx;
-use super::machine_form::{disk_options, inventory_of, validate, DiskOption, FieldErrors};
 use super::machine_form::MachineForm;
+use super::machine_form::{disk_options, inventory_of, validate, DiskOption, FieldErrors};
 use super::machines::image_names;
 use super::render::{page_or_partial, Layout, UiError};
 use crate::db::cycles::{self, Cycle};
@@ -145,7 +145,11 @@ async fn detail_page(
     let p = st.domain.preview_of(&m, status.cycle.as_ref())?;
     let inventory = inventory_of(&m);
     let view = DetailView {
-        layout: Layout::new(st, m.name.clone().unwrap_or_else(|| mac.to_string()), "machines"),
+        layout: Layout::new(
+            st,
+            m.name.clone().unwrap_or_else(|| mac.to_string()),
+            "machines",
+        ),
         key: mac.to_string().replace(':', ""),
         form: shown.form.unwrap_or_else(|| MachineForm::from_machine(&m)),
         disks: disk_options(inventory.as_ref()),
@@ -279,10 +283,16 @@ pub async fn ipxe_preview(
     let mac = parse_path_mac(&raw)?;
     let p = match st.domain.preview(mac).await {
         Err(DomainError::NotFound(_)) => {
-            return Err(UiError::not_found(format!("No machine {mac} is registered.")))
+            return Err(UiError::not_found(format!(
+                "No machine {mac} is registered."
+            )))
         }
         p => p?,
     };
     let script = script(&st, &headers, &p);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], script).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        script,
+    )
+        .into_response())
 }

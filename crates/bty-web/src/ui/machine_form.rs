@@ -121,7 +121,12 @@ pub fn validate(
 ) -> Result<Settings, FieldErrors> {
     let mut errors = FieldErrors::new();
     let mode = check_mode(f, &mut errors);
-    check_text(f.name.trim(), "name", |n| text::validate_name("name", n), &mut errors);
+    check_text(
+        f.name.trim(),
+        "name",
+        |n| text::validate_name("name", n),
+        &mut errors,
+    );
     check_image(st, f.image.trim(), &mut errors);
     check_serial(f.target_disk_serial.trim(), inventory, &mut errors);
     check_text(
@@ -206,7 +211,11 @@ fn check_serial(serial: &str, inventory: Option<&Inventory>, errors: &mut FieldE
     let Some(inv) = inventory else {
         return;
     };
-    let known: Vec<&str> = inv.disks.iter().filter_map(|d| d.serial.as_deref()).collect();
+    let known: Vec<&str> = inv
+        .disks
+        .iter()
+        .filter_map(|d| d.serial.as_deref())
+        .collect();
     if !known.contains(&serial) {
         let listed = if known.is_empty() {
             "none with a serial".to_string()
@@ -238,7 +247,12 @@ fn check_labels(labels: &[String], errors: &mut FieldErrors) {
 }
 
 /// A flash mode needs an image and a target (each reported once).
-fn check_flash_binding(m: BootMode, f: &MachineForm, has_inventory: bool, errors: &mut FieldErrors) {
+fn check_flash_binding(
+    m: BootMode,
+    f: &MachineForm,
+    has_inventory: bool,
+    errors: &mut FieldErrors,
+) {
     if f.image.trim().is_empty() {
         errors
             .entry("image")

@@ -15,13 +15,17 @@
 //! same path as the REST API, so both validate alike.
 
 mod auth;
+mod dashboard;
 mod data;
+mod events;
+mod health;
+mod images;
 mod live;
 mod machine;
 mod machine_form;
 mod machines;
-mod pages;
 mod render;
+mod settings;
 
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
@@ -40,22 +44,19 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::to("/ui/dashboard") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/dashboard") }))
         .route("/ui/logout", post(auth::logout))
-        .route("/ui/dashboard", get(pages::dashboard))
+        .route("/ui/dashboard", get(dashboard::show))
         .route("/ui/machines", get(machines::list).post(machines::register))
         .route("/ui/machines/new", get(machines::new_form))
         .route("/ui/machines/bulk", post(machines::bulk))
-        .route(
-            "/ui/machines/{mac}",
-            get(machine::show).post(machine::edit),
-        )
+        .route("/ui/machines/{mac}", get(machine::show).post(machine::edit))
         .route("/ui/machines/{mac}/delete", post(machine::delete))
         .route("/ui/machines/{mac}/ipxe", get(machine::ipxe_preview))
-        .route("/ui/images", get(pages::images).post(pages::add_image))
-        .route("/ui/images/{name}/delete", post(pages::delete_image))
-        .route("/ui/images/refresh", post(pages::refresh_images))
-        .route("/ui/events", get(pages::events))
-        .route("/ui/events/ack", post(pages::ack_events))
-        .route("/ui/settings", get(pages::settings))
+        .route("/ui/images", get(images::show).post(images::add))
+        .route("/ui/images/{name}/delete", post(images::delete))
+        .route("/ui/images/refresh", post(images::refresh))
+        .route("/ui/events", get(events::list))
+        .route("/ui/events/ack", post(events::ack))
+        .route("/ui/settings", get(settings::show))
         .route("/ui/live", get(live::stream))
         .route_layer(axum::middleware::from_fn_with_state(
             st.clone(),

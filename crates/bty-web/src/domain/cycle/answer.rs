@@ -135,7 +135,10 @@ impl Contacted {
             ),
             Offer::Flash(_) => {
                 let c = self.cycle.as_ref().ok_or_else(|| {
-                    DomainError::Internal(format!("{}: flash plan without a cycle", self.machine.mac))
+                    DomainError::Internal(format!(
+                        "{}: flash plan without a cycle",
+                        self.machine.mac
+                    ))
                 })?;
                 flash_plan(c, self.machine.mac, host)?
             }

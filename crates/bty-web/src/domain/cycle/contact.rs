@@ -63,7 +63,12 @@ pub fn contact(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let mut v = Visit::arrive(&tx, mac, ip, contact)?;
     let image = v.machine.image.as_deref().and_then(|n| catalog.get(n));
-    let inputs = inputs(&v.machine, v.current.as_ref(), image.is_some(), max_attempts);
+    let inputs = inputs(
+        &v.machine,
+        v.current.as_ref(),
+        image.is_some(),
+        max_attempts,
+    );
     let decision = decide(&inputs, contact);
     v.apply(decision.effects)?;
     let park_reason = if decision.effects.park {

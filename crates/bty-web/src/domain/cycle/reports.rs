@@ -135,10 +135,16 @@ fn close(
     };
     let (kind, summary) = if f.ok {
         let what = format!("{} is on disk {}", c.image_name, c.target_serial);
-        ("flash.done", format!("{}: cycle {} done: {what}", m.mac, c.id))
+        (
+            "flash.done",
+            format!("{}: cycle {} done: {what}", m.mac, c.id),
+        )
     } else {
         let why = f.reason.unwrap_or("no reason given");
-        ("flash.failed", format!("{}: cycle {} failed: {why}", m.mac, c.id))
+        (
+            "flash.failed",
+            format!("{}: cycle {} failed: {why}", m.mac, c.id),
+        )
     };
     j.event(
         tx,
