@@ -137,3 +137,76 @@ where
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: DomainError) -> (u16, serde_json::Value) {
+        let r = ApiError::from(e).into_response();
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Each domain error answers the status and `ErrorBody` the handlers
+    /// answered before the domain layer existed.
+    #[tokio::test]
+    async fn domain_errors_answer_as_before() {
+        let internal = "internal error; see the bty-web log";
+        let cases = [
+            (
+                DomainError::NotFound("no machine 52:54:00:12:34:56 is registered".into()),
+                404,
+                "no machine 52:54:00:12:34:56 is registered",
+            ),
+            (
+                DomainError::StaleToken("stale token: cycle 1 is no longer current".into()),
+                409,
+                "stale token: cycle 1 is no longer current",
+            ),
+            (
+                DomainError::Conflict("cycle 1 is already done".into()),
+                409,
+                "cycle 1 is already done",
+            ),
+            (
+                DomainError::invalid("labels", "labels: at most 32 labels"),
+                400,
+                "labels: at most 32 labels",
+            ),
+            (
+                DomainError::Upstream("withcache: connection refused".into()),
+                502,
+                "withcache: connection refused",
+            ),
+            (
+                DomainError::Db(rusqlite::Error::InvalidQuery),
+                500,
+                internal,
+            ),
+            (DomainError::Internal("a bug".into()), 500, internal),
+            (DomainError::Gone, 503, "the database thread has stopped"),
+        ];
+        for (e, status, message) in cases {
+            let want = serde_json::to_value(ErrorBody {
+                error: message.into(),
+            })
+            .unwrap();
+            assert_eq!(answer(e).await, (status, want));
+        }
+    }
+
+    /// A text rule's error keeps its field and its whole message.
+    #[tokio::test]
+    async fn text_errors_become_invalid_with_their_field() {
+        let e = DomainError::from(bty_proto::text::validate_serial("a;b").unwrap_err());
+        assert!(
+            matches!(&e, DomainError::Invalid { field: "target_disk_serial", msg }
+            if msg.starts_with("target_disk_serial: "))
+        );
+        assert_eq!(answer(e).await.0, 400);
+    }
+}

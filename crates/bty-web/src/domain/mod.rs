@@ -24,6 +24,8 @@ mod error;
 pub mod images;
 mod journal;
 pub mod registry;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::Arc;
 

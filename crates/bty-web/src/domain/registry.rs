@@ -319,3 +319,125 @@ impl Domain {
         self.write(move |c| Ok(((), delete(c, mac)?))).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::test_support::{conn, mac, settings};
+
+    async fn catalog(dir: &tempfile::TempDir) -> Catalog {
+        let path = dir.path().join("catalog.toml");
+        let toml = "version = 1\n[[images]]\nname = \"debian-12\"\n\
+                    src = \"https://images.example/debian-12.img.zst\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let c = Catalog::new(Some(path), None, None);
+        c.refresh(true, false).await;
+        c
+    }
+
+    fn put_of(pairs: &[(&str, &str)]) -> MachinePut {
+        let v: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(v)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn validation_names_the_field_at_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(&dir).await;
+        let field = |pairs: &[(&str, &str)]| match validate(put_of(pairs), &cat) {
+            Err(DomainError::Invalid { field, .. }) => field,
+            other => panic!("{pairs:?}: {other:?}"),
+        };
+        assert_eq!(field(&[("boot_mode", "flash")]), "boot_mode");
+        assert_eq!(field(&[("name", "a b")]), "name");
+        assert_eq!(
+            field(&[("target_disk_serial", "x;y")]),
+            "target_disk_serial"
+        );
+        assert_eq!(field(&[("sanboot_drive", "80")]), "sanboot_drive");
+        assert_eq!(field(&[("image", "centos")]), "image");
+        assert_eq!(field(&[("boot_mode", "bty-flash-once")]), "boot_mode");
+        let many = MachinePut {
+            labels: (0..=MAX_LABELS).map(|i| format!("l{i}")).collect(),
+            ..MachinePut::default()
+        };
+        let e = validate(many, &cat);
+        assert!(matches!(
+            e,
+            Err(DomainError::Invalid {
+                field: "labels",
+                ..
+            })
+        ));
+        let ok = MachinePut {
+            labels: vec!["rack1".into(), "RACK1".into(), "gpu".into()],
+            ..put_of(&[
+                ("boot_mode", "bty-flash-once"),
+                ("image", "debian-12"),
+                ("target_disk_serial", "BTYTEST"),
+            ])
+        };
+        let s = validate(ok, &cat).unwrap();
+        assert_eq!(s.labels, ["rack1", "gpu"], "duplicates dropped in any case");
+        let empty = validate(MachinePut::default(), &cat).unwrap();
+        assert_eq!(empty.boot_mode, BootMode::IpxeExit);
+    }
+
+    #[test]
+    fn a_policy_change_or_unparking_rearms() {
+        let mut c = conn();
+        let s = settings(BootMode::FlashOnce);
+        let (p, bus) = put(&mut c, mac(), &s).unwrap();
+        assert!(p.created && p.machine.arm_gen == 0);
+        assert_eq!(
+            bus.len(),
+            2,
+            "machine.created event and the machine message"
+        );
+        let m = &p.machine;
+        assert_eq!(arming(Some(m), &s), (0, false, false));
+        let renamed = Settings {
+            name: Some("n".into()),
+            ..s.clone()
+        };
+        assert_eq!(arming(Some(m), &renamed), (0, false, false));
+        let other = Settings {
+            target_disk_serial: Some("OTHER".into()),
+            ..s.clone()
+        };
+        assert_eq!(arming(Some(m), &other), (1, true, false));
+        let parked = Machine {
+            parked_reason: Some("x".into()),
+            ..m.clone()
+        };
+        assert_eq!(arming(Some(&parked), &s), (1, true, true));
+        assert_eq!(arming(None, &s), (0, false, false));
+    }
+
+    #[test]
+    fn put_cancels_open_cycles_and_delete_says_not_found() {
+        let mut c = conn();
+        put(&mut c, mac(), &settings(BootMode::FlashOnce)).unwrap();
+        let snap = crate::domain::test_support::snapshot();
+        let contact = crate::domain::decide::Contact::Pxe;
+        super::super::cycle::contact::contact(&mut c, mac(), "ip", contact, 3, &snap).unwrap();
+        let (p, bus) = put(&mut c, mac(), &settings(BootMode::FlashAlways)).unwrap();
+        assert!(!p.created && p.machine.arm_gen == 1);
+        let kinds: Vec<&str> = bus
+            .iter()
+            .filter_map(|m| match m {
+                BusMsg::Event(e) => Some(e.kind.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, ["cycle.cancelled", "machine.updated"]);
+        assert_eq!(delete(&mut c, mac()).unwrap().len(), 2);
+        assert!(matches!(
+            delete(&mut c, mac()),
+            Err(DomainError::NotFound(_))
+        ));
+    }
+}

@@ -17,6 +17,7 @@
 mod auth;
 mod dashboard;
 mod data;
+mod errors;
 mod events;
 mod health;
 mod images;

@@ -7,7 +7,6 @@ use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, Value};
 use serde::Serialize;
 
-use crate::domain::DomainError;
 use crate::state::AppState;
 
 pub use bty_ui_kit::{human_bytes, human_duration};
@@ -248,27 +247,6 @@ impl From<crate::db::DbGone> for UiError {
 impl From<rusqlite::Error> for UiError {
     fn from(e: rusqlite::Error) -> Self {
         UiError::internal(format!("database: {e}"))
-    }
-}
-
-/// The domain's errors on an HTML page: 404, 409, 400, 502 with their
-/// message; a database failure or a bug as a 500 whose detail goes to the
-/// log only.
-impl From<DomainError> for UiError {
-    fn from(e: DomainError) -> Self {
-        let status = match &e {
-            DomainError::NotFound(_) => StatusCode::NOT_FOUND,
-            DomainError::StaleToken(_) | DomainError::Conflict(_) => StatusCode::CONFLICT,
-            DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            DomainError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            DomainError::Db(_) | DomainError::Gone | DomainError::Internal(_) => {
-                return UiError::internal(e)
-            }
-        };
-        UiError {
-            status,
-            message: e.to_string(),
-        }
     }
 }
 

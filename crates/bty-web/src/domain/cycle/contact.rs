@@ -86,22 +86,27 @@ pub fn contact(
 }
 
 /// One contact in progress.
-struct Visit<'t> {
+pub(super) struct Visit<'t> {
     tx: &'t Connection,
-    j: Journal,
+    pub(super) j: Journal,
     mac: Mac,
     contact: Contact,
-    machine: Machine,
-    current: Option<Cycle>,
+    pub(super) machine: Machine,
+    pub(super) current: Option<Cycle>,
     /// The machine's state changed (announce it).
-    changed: bool,
-    flash_started: bool,
-    flash_abandoned: bool,
+    pub(super) changed: bool,
+    pub(super) flash_started: bool,
+    pub(super) flash_abandoned: bool,
 }
 
 impl<'t> Visit<'t> {
     /// Step 1: the machine, registered now if unknown, and its current cycle.
-    fn arrive(tx: &'t Connection, mac: Mac, ip: &str, contact: Contact) -> Result<Visit<'t>> {
+    pub(super) fn arrive(
+        tx: &'t Connection,
+        mac: Mac,
+        ip: &str,
+        contact: Contact,
+    ) -> Result<Visit<'t>> {
         let mut j = Journal::start();
         let (machine, changed) = match machines::get_for_decision(tx, mac)? {
             Some(m) => {
@@ -124,7 +129,7 @@ impl<'t> Visit<'t> {
     }
 
     /// Step 3: the effects that are not about a cycle.
-    fn apply(&mut self, e: Effects) -> rusqlite::Result<()> {
+    pub(super) fn apply(&mut self, e: Effects) -> rusqlite::Result<()> {
         if e.clear_inventory_local {
             machines::set_inventory_local_next(self.tx, self.mac, false)?;
         }
@@ -137,7 +142,7 @@ impl<'t> Visit<'t> {
     /// Step 3, parking: close an open cycle as failed and park the machine
     /// (it neither flashes nor boots its disk until an operator acts).
     /// Returns the reason.
-    fn park(&mut self, offer: Offer, max_attempts: u32) -> rusqlite::Result<String> {
+    pub(super) fn park(&mut self, offer: Offer, max_attempts: u32) -> rusqlite::Result<String> {
         let reason = park_reason(offer, self.current.as_ref(), max_attempts);
         self.abandon_open()?;
         machines::set_parked(self.tx, self.mac, Some(&reason), &self.j.now)?;
@@ -163,7 +168,11 @@ impl<'t> Visit<'t> {
     }
 
     /// Step 4: the cycle a flash offer uses.
-    fn take_cycle(&mut self, offer: Offer, image: Option<&Image>) -> Result<Option<Cycle>> {
+    pub(super) fn take_cycle(
+        &mut self,
+        offer: Offer,
+        image: Option<&Image>,
+    ) -> Result<Option<Cycle>> {
         match offer {
             Offer::Flash(CycleChoice::Reuse(id)) => {
                 let c = self.current.clone().filter(|c| c.id == id).ok_or_else(|| {
@@ -263,7 +272,7 @@ impl<'t> Visit<'t> {
     }
 
     /// Step 5: the `pxe.offered` event.
-    fn log_offer(
+    pub(super) fn log_offer(
         &mut self,
         offer: Offer,
         cycle: Option<&Cycle>,

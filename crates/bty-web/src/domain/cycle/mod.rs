@@ -17,6 +17,8 @@ pub mod answer;
 pub mod contact;
 pub mod inventory;
 pub mod reports;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::Ordering::Relaxed;
 

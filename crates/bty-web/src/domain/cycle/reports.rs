@@ -47,7 +47,7 @@ pub fn check_token(conn: &Connection, mac: Mac, token: &str) -> Result<(Machine,
 }
 
 /// Why a token that is not the current cycle's is refused.
-fn refusal(mac: Mac, holder: Option<&Cycle>, current: Option<&Cycle>) -> String {
+pub(super) fn refusal(mac: Mac, holder: Option<&Cycle>, current: Option<&Cycle>) -> String {
     match (holder, current) {
         (Some(other), _) if other.mac != mac.to_string() => {
             "the token belongs to another machine's cycle".to_string()
