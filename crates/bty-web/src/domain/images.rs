@@ -131,64 +131,16 @@ fn no_withcache(catalog: &Catalog) -> String {
 pub fn validate(catalog: &Catalog, n: &NewImage) -> Result<CatalogEntry, FieldErrors> {
     let mut errors = FieldErrors::new();
     let name = n.name.trim();
-    if let Err(e) = text::validate_image_name(name) {
-        errors.insert("name", format!("name: {}", e.problem));
-    } else if let Some(source) = name_in_use(catalog, name) {
-        errors.insert(
-            "name",
-            format!("name: an image named {name:?} exists already ({source}); pick another name"),
-        );
-    }
+    check_name(catalog, name, &mut errors);
     let url = n.url.trim();
     if let Err(e) = text::validate_http_url("url", url) {
         errors.insert("url", e.to_string());
     }
-    let sha256 = n
-        .sha256
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_ascii_lowercase);
-    if let Some(s) = &sha256 {
-        if text::validate_sha256("sha256", s).is_err() {
-            errors.insert(
-                "sha256",
-                format!(
-                    "sha256: must be exactly 64 hex digits (got {} characters{})",
-                    s.chars().count(),
-                    if s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        ""
-                    } else {
-                        ", not all hex"
-                    }
-                ),
-            );
-        }
-    }
+    let sha256 = check_sha256(n.sha256.as_deref(), &mut errors);
     if n.size == Some(0) {
         errors.insert("size", "size: must be greater than 0 bytes".into());
     }
-    let format = match n.format.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
-        Some(f) => match f.parse::<ImageFormat>() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                errors.insert("format", format!("format: {e}"));
-                None
-            }
-        },
-        None => {
-            let guessed = ImageFormat::from_file_name(url.split(['?', '#']).next().unwrap_or(""));
-            if guessed.is_none() && !errors.contains_key("url") {
-                errors.insert(
-                    "format",
-                    "format: cannot be guessed from the URL's file name; give one of img, \
-                     img.gz, img.xz, img.zst, img.bz2, qcow2"
-                        .into(),
-                );
-            }
-            guessed
-        }
-    };
+    let format = check_format(n.format.as_deref(), url, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -201,6 +153,58 @@ pub fn validate(catalog: &Catalog, n: &NewImage) -> Result<CatalogEntry, FieldEr
         arch: None,
         description: None,
     })
+}
+
+/// A valid name nobody uses yet.
+fn check_name(catalog: &Catalog, name: &str, errors: &mut FieldErrors) {
+    if let Err(e) = text::validate_image_name(name) {
+        errors.insert("name", format!("name: {}", e.problem));
+    } else if let Some(source) = name_in_use(catalog, name) {
+        errors.insert(
+            "name",
+            format!("name: an image named {name:?} exists already ({source}); pick another name"),
+        );
+    }
+}
+
+/// 64 hex digits (any case; stored lower case), or none.
+fn check_sha256(raw: Option<&str>, errors: &mut FieldErrors) -> Option<String> {
+    let sha256 = raw
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_ascii_lowercase)?;
+    if text::validate_sha256("sha256", &sha256).is_err() {
+        let hex = sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        errors.insert(
+            "sha256",
+            format!(
+                "sha256: must be exactly 64 hex digits (got {} characters{})",
+                sha256.chars().count(),
+                if hex { "" } else { ", not all hex" }
+            ),
+        );
+    }
+    Some(sha256)
+}
+
+/// The format given, or the one the URL's file name says.
+fn check_format(raw: Option<&str>, url: &str, errors: &mut FieldErrors) -> Option<ImageFormat> {
+    if let Some(f) = raw.map(str::trim).filter(|f| !f.is_empty()) {
+        return f
+            .parse::<ImageFormat>()
+            .map_err(|e| errors.insert("format", format!("format: {e}")))
+            .ok();
+    }
+    let guessed = ImageFormat::from_file_name(url.split(['?', '#']).next().unwrap_or(""));
+    if guessed.is_none() && !errors.contains_key("url") {
+        errors.insert(
+            "format",
+            "format: cannot be guessed from the URL's file name; give one of img, \
+             img.gz, img.xz, img.zst, img.bz2, qcow2"
+                .into(),
+        );
+    }
+    guessed
 }
 
 /// Where `name` is taken already, if it is: the snapshot (both sources)
@@ -225,75 +229,60 @@ pub async fn add(catalog: &Catalog, n: &NewImage) -> Result<Image, AddError> {
         return Err(AddError::NoWithcache(no_withcache(catalog)));
     };
     let entry = validate(catalog, n).map_err(AddError::Fields)?;
-    match wc.add(&entry, true).await {
-        Ok(()) => {}
-        Err(WcError::Rejected { status: 409, .. }) => {
-            let mut f = FieldErrors::new();
-            f.insert(
-                "name",
-                format!(
-                    "name: withcache already has an entry named {:?}; pick another name",
-                    entry.name
-                ),
-            );
-            return Err(AddError::Fields(f));
-        }
-        Err(WcError::Rejected { message, .. }) => {
-            // withcache's validators name the field first, as ours do.
-            let field = match message.split(':').next().unwrap_or("").trim() {
-                "image" | "name" => Some("name"),
-                "src" | "url" => Some("url"),
-                "sha256" => Some("sha256"),
-                "size" => Some("size"),
-                "format" => Some("format"),
-                _ => None,
-            };
-            let mut f = FieldErrors::new();
-            match field {
-                Some(k) => f.insert(k, format!("{k}: withcache refused it: {message}")),
-                None => f.insert("form", format!("withcache refused it: {message}")),
-            };
-            return Err(AddError::Fields(f));
-        }
-        Err(e) => return Err(AddError::Withcache(e.to_string())),
-    }
+    wc.add(&entry, true).await.map_err(|e| refused(&entry, e))?;
     tracing::info!(image = %entry.name, src = %entry.src, "image added to withcache's catalog");
     catalog.refresh(false, true).await;
-    Ok(catalog
-        .snapshot()
-        .get(&entry.name)
-        .cloned()
-        .unwrap_or_else(|| Image {
-            // withcache answered the add but not the read right after it:
-            // what it will list at the next poll.
-            url: blob_url(wc.base(), &entry.src),
-            resolved_format: entry.format.unwrap_or(ImageFormat::Raw),
-            source: Source::Withcache,
-            cache: None,
-            entry,
-        }))
+    let listed = catalog.snapshot().get(&entry.name).cloned();
+    Ok(listed.unwrap_or_else(|| Image {
+        // withcache answered the add but not the read right after it:
+        // what it will list at the next poll.
+        url: blob_url(wc.base(), &entry.src),
+        resolved_format: entry.format.unwrap_or(ImageFormat::Raw),
+        source: Source::Withcache,
+        cache: None,
+        entry,
+    }))
+}
+
+/// Why withcache did not take `entry`: a field when its message names one.
+fn refused(entry: &CatalogEntry, e: WcError) -> AddError {
+    let message = match e {
+        WcError::Rejected { status: 409, .. } => {
+            let why = format!(
+                "name: withcache already has an entry named {:?}; pick another name",
+                entry.name
+            );
+            return AddError::Fields(FieldErrors::from([("name", why)]));
+        }
+        WcError::Rejected { message, .. } => message,
+        e => return AddError::Withcache(e.to_string()),
+    };
+    // withcache's validators name the field first, as ours do.
+    let field = match message.split(':').next().unwrap_or("").trim() {
+        "image" | "name" => Some("name"),
+        "src" | "url" => Some("url"),
+        "sha256" => Some("sha256"),
+        "size" => Some("size"),
+        "format" => Some("format"),
+        _ => None,
+    };
+    AddError::Fields(FieldErrors::from([match field {
+        Some(k) => (k, format!("{k}: withcache refused it: {message}")),
+        None => ("form", format!("withcache refused it: {message}")),
+    }]))
 }
 
 /// Remove a withcache-sourced image from withcache's catalog (its cached
 /// bytes stay until evicted) and refresh the snapshot.
 pub async fn remove(catalog: &Catalog, name: &str) -> Result<(), RemoveError> {
-    let snap = catalog.snapshot();
-    let img = snap.get(name).ok_or_else(|| {
-        RemoveError::NotFound(format!("no image named {name:?} is in the catalog"))
-    })?;
-    if img.source == Source::Static {
-        let file = catalog
-            .file()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "[images] catalog".into());
-        return Err(RemoveError::Static(format!(
-            "image {name:?} comes from the static catalog file {file}; remove its [[images]] \
-             entry there (bty-web re-reads the file within 2 s)"
-        )));
+    let not_found = || RemoveError::NotFound(format!("no image named {name:?} is in the catalog"));
+    let source = catalog.snapshot().get(name).map(|i| i.source);
+    match source {
+        None => return Err(not_found()),
+        Some(Source::Static) => return Err(static_entry(catalog, name)),
+        Some(Source::Withcache) => {}
     }
-    let wc = catalog.withcache().ok_or_else(|| {
-        RemoveError::NotFound(format!("no image named {name:?} is in the catalog"))
-    })?;
+    let wc = catalog.withcache().ok_or_else(not_found)?;
     let found = wc
         .delete(name)
         .await
@@ -306,6 +295,18 @@ pub async fn remove(catalog: &Catalog, name: &str) -> Result<(), RemoveError> {
     }
     tracing::info!(image = %name, "image removed from withcache's catalog");
     Ok(())
+}
+
+/// A static entry is removed from its file, not through bty-web.
+fn static_entry(catalog: &Catalog, name: &str) -> RemoveError {
+    let file = catalog
+        .file()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "[images] catalog".into());
+    RemoveError::Static(format!(
+        "image {name:?} comes from the static catalog file {file}; remove its [[images]] \
+         entry there (bty-web re-reads the file within 2 s)"
+    ))
 }
 
 impl Domain {

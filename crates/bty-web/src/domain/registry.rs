@@ -66,19 +66,10 @@ fn none_if_empty(v: Option<String>) -> Option<String> {
 /// catalog; the first problem is the error.
 pub fn validate(put: MachinePut, catalog: &Catalog) -> Result<Settings> {
     let boot_mode = boot_mode(none_if_empty(put.boot_mode))?;
-    let name = none_if_empty(put.name);
-    if let Some(n) = &name {
-        text::validate_name("name", n)?;
-    }
+    let name = checked(put.name, |n| text::validate_name("name", n))?;
     let image = none_if_empty(put.image);
-    let target = none_if_empty(put.target_disk_serial);
-    if let Some(t) = &target {
-        text::validate_serial(t)?;
-    }
-    let drive = none_if_empty(put.sanboot_drive);
-    if let Some(d) = &drive {
-        text::validate_sanboot_drive(d)?;
-    }
+    let target = checked(put.target_disk_serial, text::validate_serial)?;
+    let drive = checked(put.sanboot_drive, text::validate_sanboot_drive)?;
     let labels = labels(put.labels)?;
     if let Some(i) = &image {
         check_image(i, catalog)?;
@@ -97,6 +88,18 @@ pub fn validate(put: MachinePut, catalog: &Catalog) -> Result<Settings> {
         sanboot_drive: drive,
         labels,
     })
+}
+
+/// An optional text field: empty is none, anything else must pass `rule`.
+fn checked(
+    v: Option<String>,
+    rule: impl Fn(&str) -> std::result::Result<(), text::TextError>,
+) -> Result<Option<String>> {
+    let v = none_if_empty(v);
+    if let Some(s) = &v {
+        rule(s)?;
+    }
+    Ok(v)
 }
 
 /// A mode name; none means `ipxe-exit`.

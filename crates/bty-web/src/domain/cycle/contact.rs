@@ -2,7 +2,8 @@
 //!
 //! 1. [`Visit::arrive`]: register an unknown MAC (`bty-inventory`), or note
 //!    the contact; read the machine's current cycle.
-//! 2. [`decide`] on the same inputs the preview uses ([`super::inputs`]).
+//! 2. [`Visit::decide`]: [`decide`] on the same inputs the preview uses
+//!    ([`super::inputs`]).
 //! 3. [`Visit::apply`]: the decision's effects (the inventory alternation,
 //!    flash-always's disk turn) and [`Visit::park`].
 //! 4. [`Visit::take_cycle`]: the cycle a flash offer uses, the current one
@@ -63,13 +64,7 @@ pub fn contact(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let mut v = Visit::arrive(&tx, mac, ip, contact)?;
     let image = v.machine.image.as_deref().and_then(|n| catalog.get(n));
-    let inputs = inputs(
-        &v.machine,
-        v.current.as_ref(),
-        image.is_some(),
-        max_attempts,
-    );
-    let decision = decide(&inputs, contact);
+    let decision = v.decide(image.is_some(), max_attempts);
     v.apply(decision.effects)?;
     let park_reason = if decision.effects.park {
         Some(v.park(decision.offer, max_attempts)?)
@@ -126,6 +121,13 @@ impl<'t> Visit<'t> {
             flash_started: false,
             flash_abandoned: false,
         })
+    }
+
+    /// Step 2: what this contact gets.
+    pub(super) fn decide(&self, image_available: bool, max_attempts: u32) -> Decision {
+        let current = self.current.as_ref();
+        let i = inputs(&self.machine, current, image_available, max_attempts);
+        decide(&i, self.contact)
     }
 
     /// Step 3: the effects that are not about a cycle.

@@ -98,15 +98,19 @@ pub fn progress(
         delta: p.bytes_done.saturating_sub(c.bytes_done.unwrap_or(0)),
         started: c.state != CycleState::Flashing,
     };
-    let msg = BusMsg::Progress(ProgressMsg {
+    Ok((out, vec![progress_msg(mac, &c, p)]))
+}
+
+/// The live message of a progress report.
+fn progress_msg(mac: Mac, c: &Cycle, p: &ProgressReport) -> BusMsg {
+    BusMsg::Progress(ProgressMsg {
         mac: mac.to_string(),
         cycle: c.id,
         bytes_done: p.bytes_done,
         bytes_total: p.bytes_total,
         phase: p.phase.as_str().to_string(),
         rate: p.rate,
-    });
-    Ok((out, vec![msg]))
+    })
 }
 
 /// What a done (or legacy status) report did.
@@ -133,27 +137,7 @@ fn close(
     } else {
         CycleState::Failed
     };
-    let (kind, summary) = if f.ok {
-        let what = format!("{} is on disk {}", c.image_name, c.target_serial);
-        (
-            "flash.done",
-            format!("{}: cycle {} done: {what}", m.mac, c.id),
-        )
-    } else {
-        let why = f.reason.unwrap_or("no reason given");
-        (
-            "flash.failed",
-            format!("{}: cycle {} failed: {why}", m.mac, c.id),
-        )
-    };
-    j.event(
-        tx,
-        kind,
-        m.mac,
-        summary,
-        json!({"cycle": c.id, "attempt": c.attempt, "ok": f.ok, "reason": f.reason,
-               "sha256": f.disk_sha256, "duration_s": f.duration_s, "via": via}),
-    )?;
+    log_close(tx, j, m.mac, &c, f, via)?;
     j.push(BusMsg::machine(m, Some(&c)));
     Ok(Closed {
         ack: ReportAck {
@@ -162,6 +146,35 @@ fn close(
         },
         ok: Some(f.ok),
     })
+}
+
+/// The `flash.done` or `flash.failed` event of a closed cycle.
+fn log_close(
+    tx: &Connection,
+    j: &mut Journal,
+    mac: Mac,
+    c: &Cycle,
+    f: &Finish<'_>,
+    via: &str,
+) -> rusqlite::Result<()> {
+    let (kind, summary) = if f.ok {
+        let what = format!("{} is on disk {}", c.image_name, c.target_serial);
+        ("flash.done", format!("{mac}: cycle {} done: {what}", c.id))
+    } else {
+        let why = f.reason.unwrap_or("no reason given");
+        (
+            "flash.failed",
+            format!("{mac}: cycle {} failed: {why}", c.id),
+        )
+    };
+    j.event(
+        tx,
+        kind,
+        mac,
+        summary,
+        json!({"cycle": c.id, "attempt": c.attempt, "ok": f.ok, "reason": f.reason,
+               "sha256": f.disk_sha256, "duration_s": f.duration_s, "via": via}),
+    )
 }
 
 /// `POST /pxe/{mac}/done`: close the current cycle once; a replay for a
@@ -213,16 +226,14 @@ pub fn legacy_status(
     };
     machines::touch(&tx, mac, ip, &j.now)?;
     let ok = status == LegacyStatusKind::Done;
+    let f = Finish {
+        ok,
+        reason,
+        disk_sha256: None,
+        duration_s: None,
+    };
     let r = match current_cycle(&tx, &m)?.filter(|c| c.state.is_open()) {
-        Some(c) => {
-            let f = Finish {
-                ok,
-                reason,
-                disk_sha256: None,
-                duration_s: None,
-            };
-            close(&tx, &mut j, &m, c, &f, "legacy status")?
-        }
+        Some(c) => close(&tx, &mut j, &m, c, &f, "legacy status")?,
         None => nothing_open(&tx, &mut j, mac, ok, reason)?,
     };
     tx.commit()?;
