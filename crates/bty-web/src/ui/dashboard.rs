@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use rusqlite::Connection;
 use serde::Serialize;
 
 use super::data::{self, ActiveFlash, Counts, EventQuery, EventView};
@@ -22,34 +23,39 @@ struct DashboardView {
 
 /// `GET /ui/dashboard`.
 pub async fn show(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, UiError> {
-    let (counts, flashes, events, unacked) = st
-        .db
-        .call(|c| -> rusqlite::Result<_> {
-            Ok((
-                data::counts(c)?,
-                data::active_flashes(c, 50)?,
-                data::events(
-                    c,
-                    &EventQuery {
-                        limit: 10,
-                        ..Default::default()
-                    },
-                )?,
-                data::unacked_problems(c)?,
-            ))
-        })
-        .await??;
+    let (counts, flashes, events, unacked) = st.db.call(load).await??;
+    let view = DashboardView {
+        layout: Layout::new(&st, "Dashboard", "dashboard"),
+        counts,
+        flashes,
+        events,
+        health: health(&st, unacked).await,
+    };
+    page_or_partial(is_htmx(&headers), "dashboard.html", &view, None)
+}
+
+/// The counts, open flashes, last 10 events and unacknowledged failures.
+fn load(c: &mut Connection) -> rusqlite::Result<(Counts, Vec<ActiveFlash>, Vec<EventView>, u64)> {
+    let recent = EventQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    Ok((
+        data::counts(c)?,
+        data::active_flashes(c, 50)?,
+        data::events(c, &recent)?,
+        data::unacked_problems(c)?,
+    ))
+}
+
+/// withcache, the static catalog, the TFTP sidecar and failures.
+async fn health(st: &AppState, unacked: u64) -> Vec<Health> {
     let snap = st.catalog.snapshot();
     let wc = st
         .catalog
         .withcache_url()
         .map(|u| format!("{u}/ui/catalog"));
-    let mut health = vec![
-        source_health("withcache", &snap.withcache, wc),
-        source_health("Static catalog", &snap.static_file, None),
-        tftp_health().await,
-    ];
-    health.push(Health {
+    let failures = Health {
         name: "Failures".into(),
         level: if unacked > 0 { "warn" } else { "ok" },
         text: if unacked > 0 {
@@ -58,13 +64,11 @@ pub async fn show(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
             "no unacknowledged failures".into()
         },
         link: Some("/ui/events?only=failed".into()),
-    });
-    let view = DashboardView {
-        layout: Layout::new(&st, "Dashboard", "dashboard"),
-        counts,
-        flashes,
-        events,
-        health,
     };
-    page_or_partial(is_htmx(&headers), "dashboard.html", &view, None)
+    vec![
+        source_health("withcache", &snap.withcache, wc),
+        source_health("Static catalog", &snap.static_file, None),
+        tftp_health().await,
+        failures,
+    ]
 }

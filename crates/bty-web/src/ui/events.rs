@@ -52,17 +52,7 @@ pub async fn list(
     uri: axum::http::Uri,
     Query(p): Query<EventsParams>,
 ) -> Result<Response, UiError> {
-    let mut error = None;
-    let mac = match p.mac.as_deref().filter(|m| !m.is_empty()) {
-        None => None,
-        Some(m) => match m.parse::<Mac>() {
-            Ok(m) => Some(m.to_string()),
-            Err(e) => {
-                error = Some(format!("MAC filter {m:?}: {e}; showing all machines"));
-                None
-            }
-        },
-    };
+    let (mac, error) = mac_filter(p.mac.as_deref());
     let only = match p.only.as_deref() {
         Some(o @ ("failed" | "unacked")) => o.to_string(),
         _ => String::new(),
@@ -74,34 +64,51 @@ pub async fn list(
         before_id: p.before,
         limit: EVENTS_PAGE + 1,
     };
-    let mut evs = st.db.call(move |c| data::events(c, &query)).await??;
-    let older = if evs.len() as u32 > EVENTS_PAGE {
-        evs.truncate(EVENTS_PAGE as usize);
-        evs.last().map(|e| e.event.id)
-    } else {
-        None
-    };
-    let notice = p
-        .acked
-        .as_deref()
-        .and_then(|n| n.parse::<i64>().ok())
-        .map(|n| format!("{} event(s) changed.", n.abs()));
+    let (events, older) = page(st.db.call(move |c| data::events(c, &query)).await??);
     let view = EventsView {
         layout: Layout::new(&st, "Events", "events"),
-        events: evs,
+        events,
         q: p.q.unwrap_or_default(),
         only,
         mac: mac.unwrap_or_default(),
         before: p.before,
         older,
         error,
-        notice,
+        notice: acked_notice(p.acked.as_deref()),
         return_to: uri
             .path_and_query()
             .map(|x| x.as_str().to_string())
             .unwrap_or_default(),
     };
     page_or_partial(is_htmx(&headers), "events.html", &view, None)
+}
+
+/// The MAC filter, or the reason a typed one is ignored.
+fn mac_filter(raw: Option<&str>) -> (Option<String>, Option<String>) {
+    match raw.filter(|m| !m.is_empty()).map(|m| (m, m.parse::<Mac>())) {
+        None => (None, None),
+        Some((_, Ok(m))) => (Some(m.to_string()), None),
+        Some((m, Err(e))) => (
+            None,
+            Some(format!("MAC filter {m:?}: {e}; showing all machines")),
+        ),
+    }
+}
+
+/// One page of events (fetched one longer) and the cursor of the next.
+fn page(mut evs: Vec<EventView>) -> (Vec<EventView>, Option<i64>) {
+    if evs.len() as u32 <= EVENTS_PAGE {
+        return (evs, None);
+    }
+    evs.truncate(EVENTS_PAGE as usize);
+    let older = evs.last().map(|e| e.event.id);
+    (evs, older)
+}
+
+/// The notice after an acknowledgement (`?acked=N`).
+fn acked_notice(acked: Option<&str>) -> Option<String> {
+    let n = acked?.parse::<i64>().ok()?;
+    Some(format!("{} event(s) changed.", n.abs()))
 }
 
 /// `POST /ui/events/ack`: `id` repeated, `action` = `ack` or `unack`,
@@ -112,24 +119,9 @@ pub async fn ack(
 ) -> Result<Response, UiError> {
     let Form(pairs) =
         form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
-    let mut ids = Vec::new();
-    for (_, v) in pairs.iter().filter(|(k, _)| k == "id") {
-        ids.push(v.parse::<i64>().map_err(|_| {
-            UiError::bad_request(format!(
-                "event id {v:?} is not a number; nothing was changed"
-            ))
-        })?);
-    }
-    if ids.is_empty() {
-        return Err(UiError::bad_request(
-            "Select at least one event (the check boxes in the first column); nothing was changed.",
-        ));
-    }
-    let on = match pairs
-        .iter()
-        .find(|(k, _)| k == "action")
-        .map(|(_, v)| v.as_str())
-    {
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let ids = ack_ids(&pairs)?;
+    let on = match get("action") {
         Some("ack") | None => true,
         Some("unack") => false,
         Some(other) => {
@@ -140,15 +132,33 @@ pub async fn ack(
     };
     let now = crate::db::now();
     let n = st.db.call(move |c| data::ack(c, &ids, on, &now)).await??;
-    let back = pairs
-        .iter()
-        .find(|(k, _)| k == "return_to")
-        .map(|(_, v)| v.as_str())
+    let back = get("return_to")
         .filter(|v| v.starts_with("/ui/events") && !v.contains("//"))
         .unwrap_or("/ui/events");
     let back = strip_param(back, "acked");
     let sep = if back.contains('?') { '&' } else { '?' };
     Ok(Redirect::to(&format!("{back}{sep}acked={n}")).into_response())
+}
+
+/// The selected event ids: at least one, each a number.
+fn ack_ids(pairs: &[(String, String)]) -> Result<Vec<i64>, UiError> {
+    let ids = pairs
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| {
+            v.parse::<i64>().map_err(|_| {
+                UiError::bad_request(format!(
+                    "event id {v:?} is not a number; nothing was changed"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err(UiError::bad_request(
+            "Select at least one event (the check boxes in the first column); nothing was changed.",
+        ));
+    }
+    Ok(ids)
 }
 
 fn strip_param(url: &str, name: &str) -> String {

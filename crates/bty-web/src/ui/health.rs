@@ -70,32 +70,38 @@ pub async fn tftp_health() -> Health {
         }
     }
     let probe = tokio::spawn(async {
-        let target = tftp_target();
-        let (level, text) = match probe_tftp(&target).await {
-            Ok(Some(msg)) => ("warn", format!("{target} answers but: {msg}")),
-            Ok(None) => ("ok", format!("{target} serves ipxe.efi")),
-            Err(e) => ("bad", format!("{target}: {e}")),
-        };
-        let h = Health {
-            name: "TFTP sidecar".into(),
-            level,
-            text,
-            link: None,
-        };
+        let h = tftp_line(tftp_target()).await;
         *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), h.clone()));
         h
     });
     match tokio::time::timeout(Duration::from_millis(300), probe).await {
         Ok(Ok(h)) => h,
-        _ => cached.map(|(_, h)| h).unwrap_or_else(|| Health {
-            name: "TFTP sidecar".into(),
-            level: "warn",
-            text: format!(
+        _ => cached.map(|(_, h)| h).unwrap_or_else(|| {
+            let text = format!(
                 "{}: no answer yet, still checking (reload in a second)",
                 tftp_target()
-            ),
-            link: None,
+            );
+            tftp_health_line("warn", text)
         }),
+    }
+}
+
+/// Probe `target` now.
+async fn tftp_line(target: String) -> Health {
+    let (level, text) = match probe_tftp(&target).await {
+        Ok(Some(msg)) => ("warn", format!("{target} answers but: {msg}")),
+        Ok(None) => ("ok", format!("{target} serves ipxe.efi")),
+        Err(e) => ("bad", format!("{target}: {e}")),
+    };
+    tftp_health_line(level, text)
+}
+
+fn tftp_health_line(level: &'static str, text: String) -> Health {
+    Health {
+        name: "TFTP sidecar".into(),
+        level,
+        text,
+        link: None,
     }
 }
 

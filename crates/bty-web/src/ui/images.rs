@@ -141,6 +141,32 @@ pub async fn add(
     form: Result<Form<ImageForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
     let Form(f) = form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    match add_form(&st, &f).await {
+        Ok(img) => {
+            let to = format!("/ui/images?added={}", img.entry.name.replace('+', "%2B"));
+            Ok(Redirect::to(&to).into_response())
+        }
+        Err(e) => {
+            let (status, errors) = match e {
+                AddError::Fields(errors) => (StatusCode::UNPROCESSABLE_ENTITY, errors),
+                e => {
+                    let errors = BTreeMap::from([("form", e.reason())]);
+                    (UiError::from(DomainError::from(e)).status, errors)
+                }
+            };
+            let page = ImagesPage {
+                form: f,
+                errors,
+                ..Default::default()
+            };
+            images_page(&st, false, status, page)
+        }
+    }
+}
+
+/// Add the image the form describes; a size that is not a number is
+/// reported together with every other field's problem.
+async fn add_form(st: &AppState, f: &ImageForm) -> Result<Image, AddError> {
     let size = match f.size.trim() {
         "" => Ok(None),
         s => s.parse::<u64>().map(Some).map_err(|_| {
@@ -154,49 +180,12 @@ pub async fn add(
         size: size.clone().unwrap_or(None),
         format: Some(f.format.clone()),
     };
-    let result = match size {
-        // Report the size together with every other field's problem.
-        Err(msg) => {
-            let mut errors = match st.domain.validate_image(&new) {
-                Ok(_) => BTreeMap::new(),
-                Err(e) => e,
-            };
-            errors.insert("size", msg);
-            Err(AddError::Fields(errors))
-        }
-        Ok(_) => st.domain.add_image(&new).await,
+    let Err(msg) = size else {
+        return st.domain.add_image(&new).await;
     };
-    match result {
-        Ok(img) => Ok(Redirect::to(&format!(
-            "/ui/images?added={}",
-            img.entry.name.replace('+', "%2B")
-        ))
-        .into_response()),
-        Err(AddError::Fields(errors)) => images_page(
-            &st,
-            false,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ImagesPage {
-                form: f,
-                errors,
-                ..Default::default()
-            },
-        ),
-        Err(e @ (AddError::NoWithcache(_) | AddError::Withcache(_))) => {
-            let mut errors = BTreeMap::new();
-            errors.insert("form", e.reason());
-            images_page(
-                &st,
-                false,
-                UiError::from(DomainError::from(e)).status,
-                ImagesPage {
-                    form: f,
-                    errors,
-                    ..Default::default()
-                },
-            )
-        }
-    }
+    let mut errors = st.domain.validate_image(&new).err().unwrap_or_default();
+    errors.insert("size", msg);
+    Err(AddError::Fields(errors))
 }
 
 /// `POST /ui/images/{name}/delete`: remove a withcache-sourced image.
@@ -205,10 +194,10 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Response, UiError> {
     match st.domain.remove_image(&name).await {
-        Ok(()) => Ok(
-            Redirect::to(&format!("/ui/images?deleted={}", name.replace('+', "%2B")))
-                .into_response(),
-        ),
+        Ok(()) => {
+            let to = format!("/ui/images?deleted={}", name.replace('+', "%2B"));
+            Ok(Redirect::to(&to).into_response())
+        }
         Err(e) => {
             let page = ImagesPage {
                 error: Some(format!("Nothing was removed: {}", e.message())),

@@ -113,6 +113,18 @@ struct Shown {
     status: StatusCode,
 }
 
+impl Shown {
+    /// The form as typed with its problems (422).
+    fn refused(form: MachineForm, errors: FieldErrors) -> Shown {
+        Shown {
+            form: Some(form),
+            errors,
+            saved: None,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+}
+
 /// The machine, its status, its last 50 cycles and its last 20 events.
 type Loaded = (Machine, StatusView, Vec<Cycle>, Vec<EventView>);
 
@@ -137,20 +149,30 @@ async fn detail_page(
     mac: Mac,
     shown: Shown,
 ) -> Result<Response, UiError> {
-    let Some((m, status, history, events)) = st.db.call(move |c| load(c, mac)).await?? else {
+    let Some(loaded) = st.db.call(move |c| load(c, mac)).await?? else {
         return Err(UiError::not_found(format!(
             "No machine {mac} is registered. It may have been deleted; see Machines."
         )));
     };
+    let status = shown.status;
+    let view = detail_view(st, headers, loaded, shown)?;
+    let mut r = page_or_partial(is_htmx(headers), "machine.html", &view, None)?;
+    *r.status_mut() = status;
+    Ok(r)
+}
+
+fn detail_view(
+    st: &AppState,
+    headers: &HeaderMap,
+    (m, status, history, events): Loaded,
+    shown: Shown,
+) -> Result<DetailView, UiError> {
     let p = st.domain.preview_of(&m, status.cycle.as_ref())?;
     let inventory = inventory_of(&m);
-    let view = DetailView {
-        layout: Layout::new(
-            st,
-            m.name.clone().unwrap_or_else(|| mac.to_string()),
-            "machines",
-        ),
-        key: mac.to_string().replace(':', ""),
+    let title = m.name.clone().unwrap_or_else(|| m.mac.to_string());
+    Ok(DetailView {
+        layout: Layout::new(st, title, "machines"),
+        key: m.mac.to_string().replace(':', ""),
         form: shown.form.unwrap_or_else(|| MachineForm::from_machine(&m)),
         disks: disk_options(inventory.as_ref()),
         inventory,
@@ -162,13 +184,10 @@ async fn detail_page(
         errors: shown.errors,
         images: image_names(st),
         modes: BootMode::ALL.iter().map(|m| m.as_str()).collect(),
-        action: format!("/ui/machines/{}", mac.hyphenated()),
+        action: format!("/ui/machines/{}", m.mac.hyphenated()),
         saved: shown.saved,
         machine: m,
-    };
-    let mut r = page_or_partial(is_htmx(headers), "machine.html", &view, None)?;
-    *r.status_mut() = shown.status;
-    Ok(r)
+    })
 }
 
 /// `GET /ui/machines/{mac}` query.
@@ -221,15 +240,7 @@ pub async fn edit(
             let to = format!("/ui/machines/{}?saved=updated", mac.hyphenated());
             Ok(Redirect::to(&to).into_response())
         }
-        Err(errors) => {
-            let shown = Shown {
-                form: Some(f),
-                errors,
-                saved: None,
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            detail_page(&st, &headers, mac, shown).await
-        }
+        Err(errors) => detail_page(&st, &headers, mac, Shown::refused(f, errors)).await,
     }
 }
 

@@ -119,18 +119,31 @@ pub fn validate(
     f: &MachineForm,
     inventory: Option<&Inventory>,
 ) -> Result<Settings, FieldErrors> {
+    let errors = field_errors(st, f, inventory);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    st.domain
+        .validate(f.to_put())
+        .map_err(|e| FieldErrors::from([(field_of(&e), e.to_string())]))
+}
+
+/// Every field's problem, in the form's words.
+fn field_errors(st: &AppState, f: &MachineForm, inventory: Option<&Inventory>) -> FieldErrors {
     let mut errors = FieldErrors::new();
     let mode = check_mode(f, &mut errors);
+    let name = f.name.trim();
     check_text(
-        f.name.trim(),
+        name,
         "name",
         |n| text::validate_name("name", n),
         &mut errors,
     );
     check_image(st, f.image.trim(), &mut errors);
     check_serial(f.target_disk_serial.trim(), inventory, &mut errors);
+    let drive = f.sanboot_drive.trim();
     check_text(
-        f.sanboot_drive.trim(),
+        drive,
         "sanboot_drive",
         text::validate_sanboot_drive,
         &mut errors,
@@ -139,14 +152,7 @@ pub fn validate(
     if let Some(m) = mode.filter(|m| m.flashes()) {
         check_flash_binding(m, f, inventory.is_some(), &mut errors);
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    st.domain.validate(f.to_put()).map_err(|e| {
-        let mut m = FieldErrors::new();
-        m.insert(field_of(&e), e.to_string());
-        m
-    })
+    errors
 }
 
 /// The form field a domain error is about (`form` when none).
@@ -216,19 +222,18 @@ fn check_serial(serial: &str, inventory: Option<&Inventory>, errors: &mut FieldE
         .iter()
         .filter_map(|d| d.serial.as_deref())
         .collect();
-    if !known.contains(&serial) {
-        let listed = if known.is_empty() {
-            "none with a serial".to_string()
-        } else {
-            known.join(", ")
-        };
-        errors.insert(
-            "target_disk_serial",
-            format!(
-                "target_disk_serial: {serial:?} is not one of the disks this machine reported ({listed})"
-            ),
-        );
+    if known.contains(&serial) {
+        return;
     }
+    let listed = if known.is_empty() {
+        "none with a serial".to_string()
+    } else {
+        known.join(", ")
+    };
+    errors.insert(
+        "target_disk_serial",
+        format!("target_disk_serial: {serial:?} is not one of the disks this machine reported ({listed})"),
+    );
 }
 
 fn check_labels(labels: &[String], errors: &mut FieldErrors) {

@@ -4,8 +4,6 @@
 //! REST API's own path, after the form's checks
 //! ([`super::machine_form::validate`]).
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -47,36 +45,35 @@ pub struct ListParams {
 }
 
 impl ListParams {
+    /// The list a form was posted from (to show it again).
+    fn from_form(get: impl Fn(&str) -> Option<String>) -> ListParams {
+        ListParams {
+            q: get("q"),
+            filter: get("filter"),
+            sort: get("sort"),
+            dir: get("dir"),
+            page: get("page"),
+            per_page: get("per_page"),
+            done: None,
+            what: None,
+        }
+    }
+
     fn query(&self) -> ListQuery {
+        let number = |v: &Option<String>| v.as_deref().and_then(|p| p.parse::<u32>().ok());
         let sort = data::SORTS
             .iter()
             .map(|(k, _)| *k)
-            .find(|k| Some(*k) == self.sort.as_deref())
-            .unwrap_or("mac");
-        let per_page = self
-            .per_page
-            .as_deref()
-            .and_then(|p| p.parse().ok())
-            .filter(|p| PER_PAGE.contains(p))
-            .unwrap_or(25);
+            .find(|k| Some(*k) == self.sort.as_deref());
         ListQuery {
-            q: self
-                .q
-                .clone()
-                .unwrap_or_default()
-                .chars()
-                .take(100)
-                .collect(),
+            q: self.q.as_deref().unwrap_or("").chars().take(100).collect(),
             filter: Filter::parse(self.filter.as_deref()),
-            sort,
+            sort: sort.unwrap_or("mac"),
             desc: self.dir.as_deref() == Some("desc"),
-            page: self
-                .page
-                .as_deref()
-                .and_then(|p| p.parse().ok())
-                .filter(|p| *p >= 1)
-                .unwrap_or(1),
-            per_page,
+            page: number(&self.page).filter(|p| *p >= 1).unwrap_or(1),
+            per_page: number(&self.per_page)
+                .filter(|p| PER_PAGE.contains(p))
+                .unwrap_or(25),
         }
     }
 }
@@ -109,38 +106,11 @@ async fn list_view(
     p: &ListParams,
     bulk_error: Vec<String>,
 ) -> Result<ListView, UiError> {
-    let mut q = p.query();
-    let query = q.clone();
-    let (mut rows, mut total) = st.db.call(move |c| data::list(c, &query)).await??;
-    let pages = (total.div_ceil(u64::from(q.per_page))).max(1) as u32;
-    if q.page > pages {
-        // Past the end (machines were deleted meanwhile): show the last page.
-        q.page = pages;
-        let query = q.clone();
-        (rows, total) = st.db.call(move |c| data::list(c, &query)).await??;
-    }
-    let notice = match (p.done.as_deref(), p.what.as_deref()) {
-        (Some("registered"), Some(m)) => m
-            .parse::<Mac>()
-            .ok()
-            .map(|m| format!("Machine {m} registered.")),
-        (Some("deleted"), Some(m)) => m
-            .parse::<Mac>()
-            .ok()
-            .map(|m| format!("Machine {m} deleted. Its events are kept.")),
-        (Some("updated"), Some(n)) => n
-            .parse::<u32>()
-            .ok()
-            .map(|n| format!("{n} machine(s) updated.")),
-        _ => None,
-    };
+    let (q, rows, total, pages) = list_page(st, p.query()).await?;
+    let live_keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     Ok(ListView {
         layout: Layout::new(st, "Machines", "machines"),
-        live_keys: rows
-            .iter()
-            .map(|r| r.key.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
+        live_keys: live_keys.join(","),
         rows,
         total,
         q: q.q,
@@ -153,11 +123,45 @@ async fn list_view(
         pages,
         per_page: q.per_page,
         per_pages: PER_PAGE,
-        notice,
+        notice: notice(p),
         bulk_error,
         images: image_names(st),
         modes: BootMode::ALL.iter().map(|m| m.as_str()).collect(),
     })
+}
+
+/// The rows of the page `q` asks for (the last page when it asks past
+/// the end: machines were deleted meanwhile), the total and the number
+/// of pages.
+async fn list_page(
+    st: &AppState,
+    mut q: ListQuery,
+) -> Result<(ListQuery, Vec<RowView>, u64, u32), UiError> {
+    let query = q.clone();
+    let (mut rows, mut total) = st.db.call(move |c| data::list(c, &query)).await??;
+    let pages = (total.div_ceil(u64::from(q.per_page))).max(1) as u32;
+    if q.page > pages {
+        q.page = pages;
+        let query = q.clone();
+        (rows, total) = st.db.call(move |c| data::list(c, &query)).await??;
+    }
+    Ok((q, rows, total, pages))
+}
+
+/// The notice after a redirect (`done` and `what`).
+fn notice(p: &ListParams) -> Option<String> {
+    let mac = |m: &str| m.parse::<Mac>().ok();
+    match (p.done.as_deref(), p.what.as_deref()) {
+        (Some("registered"), Some(m)) => mac(m).map(|m| format!("Machine {m} registered.")),
+        (Some("deleted"), Some(m)) => {
+            mac(m).map(|m| format!("Machine {m} deleted. Its events are kept."))
+        }
+        (Some("updated"), Some(n)) => n
+            .parse::<u32>()
+            .ok()
+            .map(|n| format!("{n} machine(s) updated.")),
+        _ => None,
+    }
 }
 
 pub fn image_names(st: &AppState) -> Vec<String> {
@@ -227,7 +231,7 @@ pub async fn new_form(State(st): State<AppState>) -> Result<Response, UiError> {
         boot_mode: BootMode::IpxeExit.as_str().into(),
         ..Default::default()
     };
-    new_page(&st, StatusCode::OK, form, BTreeMap::new(), None)
+    new_page(&st, StatusCode::OK, form, FieldErrors::new(), None)
 }
 
 /// `POST /ui/machines`: register a new machine.
@@ -239,33 +243,32 @@ pub async fn register(
     let mac = match f.mac.trim().parse::<Mac>() {
         Ok(m) => m,
         Err(e) => {
-            let mut errors = BTreeMap::new();
-            errors.insert("mac", format!("MAC: {e}"));
-            // Report the other fields' problems too.
-            if let Err(more) = validate(&st, &f, None) {
-                errors.extend(more.into_iter().filter(|(k, _)| *k != "form"));
-            }
+            let errors = bad_mac(&st, &f, e);
             return new_page(&st, StatusCode::UNPROCESSABLE_ENTITY, f, errors, None);
         }
     };
     if st.db.call(move |c| machines::get(c, mac)).await??.is_some() {
-        let mut errors = BTreeMap::new();
-        errors.insert(
-            "mac",
-            format!("{mac} is already registered; change it on its own page instead"),
-        );
+        let why = format!("{mac} is already registered; change it on its own page instead");
+        let errors = FieldErrors::from([("mac", why)]);
         return new_page(&st, StatusCode::CONFLICT, f, errors, Some(mac.to_string()));
     }
-    let settings = match validate(&st, &f, None) {
-        Ok(s) => s,
-        Err(errors) => return new_page(&st, StatusCode::UNPROCESSABLE_ENTITY, f, errors, None),
-    };
-    st.domain.put_machine(mac, settings).await?;
-    Ok(Redirect::to(&format!(
-        "/ui/machines/{}?saved=registered",
-        mac.hyphenated()
-    ))
-    .into_response())
+    match validate(&st, &f, None) {
+        Ok(settings) => {
+            st.domain.put_machine(mac, settings).await?;
+            let to = format!("/ui/machines/{}?saved=registered", mac.hyphenated());
+            Ok(Redirect::to(&to).into_response())
+        }
+        Err(errors) => new_page(&st, StatusCode::UNPROCESSABLE_ENTITY, f, errors, None),
+    }
+}
+
+/// The MAC's problem, and the other fields' too.
+fn bad_mac(st: &AppState, f: &MachineForm, e: bty_proto::MacError) -> FieldErrors {
+    let mut errors = FieldErrors::from([("mac", format!("MAC: {e}"))]);
+    if let Err(more) = validate(st, f, None) {
+        errors.extend(more.into_iter().filter(|(k, _)| *k != "form"));
+    }
+    errors
 }
 
 /// A bulk action as posted.
@@ -285,16 +288,7 @@ struct Bulk {
 /// Read the bulk form; the problems found so far are the second value.
 fn parse_bulk(pairs: &[(String, String)]) -> (Bulk, Vec<String>) {
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let list = ListParams {
-        q: get("q"),
-        filter: get("filter"),
-        sort: get("sort"),
-        dir: get("dir"),
-        page: get("page"),
-        per_page: get("per_page"),
-        done: None,
-        what: None,
-    };
+    let list = ListParams::from_form(get);
     let mut errors = Vec::new();
     let mut macs = Vec::new();
     for (_, v) in pairs.iter().filter(|(k, _)| k == "mac") {
@@ -340,25 +334,25 @@ async fn plan_bulk(
         .await??;
     let mut planned = Vec::new();
     for (mac, m) in found {
-        let Some(m) = m else {
-            errors.push(format!("{mac}: no such machine (deleted meanwhile?)"));
-            continue;
-        };
-        let mut f = MachineForm::from_machine(&m);
-        if b.action == "assign" {
-            f.image = b.image.clone();
-        } else {
-            f.boot_mode = b.mode.clone();
-        }
-        match validate(st, &f, inventory_of(&m).as_ref()) {
+        match plan_one(st, b, mac, m) {
             Ok(s) => planned.push((mac, s)),
-            Err(e) => errors.push(format!(
-                "{mac}: {}",
-                e.into_values().collect::<Vec<_>>().join("; ")
-            )),
+            Err(e) => errors.push(e),
         }
     }
     Ok(planned)
+}
+
+/// One selected machine's new settings, or why not.
+fn plan_one(st: &AppState, b: &Bulk, mac: Mac, m: Option<Machine>) -> Result<Settings, String> {
+    let m = m.ok_or_else(|| format!("{mac}: no such machine (deleted meanwhile?)"))?;
+    let mut f = MachineForm::from_machine(&m);
+    if b.action == "assign" {
+        f.image = b.image.clone();
+    } else {
+        f.boot_mode = b.mode.clone();
+    }
+    validate(st, &f, inventory_of(&m).as_ref())
+        .map_err(|e| format!("{mac}: {}", e.into_values().collect::<Vec<_>>().join("; ")))
 }
 
 /// `POST /ui/machines/bulk`: assign an image or set the mode of the

@@ -21,65 +21,77 @@ struct ConfigRow {
     env: String,
 }
 
+/// Keys whose values are never shown.
+const SECRET_KEYS: [&str; 4] = ["password", "password_hash", "session_secret", "token"];
+
+/// Secrets that only the environment sets, listed even when unset.
+const SECRET_ENV: [(&str, &str); 4] = [
+    ("[admin] password", "BTY_ADMIN_PASSWORD"),
+    ("[admin] password_hash", "BTY_ADMIN_PASSWORD_HASH"),
+    ("[server] session_secret", "BTY_SERVER_SESSION_SECRET"),
+    ("[withcache] token", "BTY_WITHCACHE_TOKEN"),
+];
+
+/// Every effective key, sorted, with where its value came from.
 fn config_rows(cfg: &crate::Config) -> Vec<ConfigRow> {
-    let defaults = crate::Config::from_toml_str("").ok();
     let value = toml::Value::try_from(cfg).unwrap_or(toml::Value::Table(Default::default()));
-    let dvalue = defaults.and_then(|d| toml::Value::try_from(&d).ok());
+    let defaults = crate::Config::from_toml_str("")
+        .ok()
+        .and_then(|d| toml::Value::try_from(&d).ok());
     let mut rows = Vec::new();
-    let secret = ["password", "password_hash", "session_secret", "token"];
     if let toml::Value::Table(t) = &value {
         for (section, v) in t {
             let toml::Value::Table(keys) = v else {
                 continue;
             };
             for (k, val) in keys {
-                let env = format!("BTY_{}_{}", section.to_uppercase(), k.to_uppercase());
-                let from_env = std::env::var(&env).is_ok_and(|v| !v.is_empty());
-                let default = dvalue
-                    .as_ref()
-                    .and_then(|d| d.get(section))
-                    .and_then(|s| s.get(k));
-                let source = if from_env {
-                    "environment"
-                } else if default == Some(val) {
-                    "default"
-                } else {
-                    "bty.toml"
-                };
-                let shown = if secret.contains(&k.as_str()) {
-                    "(set, not shown)".to_string()
-                } else {
-                    match val {
-                        toml::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    }
-                };
-                rows.push(ConfigRow {
-                    key: format!("[{section}] {k}"),
-                    value: shown,
-                    source,
-                    env,
-                });
+                let default = defaults.as_ref().and_then(|d| d.get(section)?.get(k));
+                rows.push(config_row(section, k, val, default));
             }
         }
     }
-    for (k, env) in [
-        ("[admin] password", "BTY_ADMIN_PASSWORD"),
-        ("[admin] password_hash", "BTY_ADMIN_PASSWORD_HASH"),
-        ("[server] session_secret", "BTY_SERVER_SESSION_SECRET"),
-        ("[withcache] token", "BTY_WITHCACHE_TOKEN"),
-    ] {
-        if !rows.iter().any(|r| r.key == k) {
-            rows.push(ConfigRow {
-                key: k.into(),
-                value: "(not set)".into(),
-                source: "default",
-                env: env.into(),
-            });
-        }
-    }
+    let unset: Vec<ConfigRow> = SECRET_ENV
+        .into_iter()
+        .filter(|(k, _)| !rows.iter().any(|r| r.key == *k))
+        .map(|(k, env)| ConfigRow {
+            key: k.into(),
+            value: "(not set)".into(),
+            source: "default",
+            env: env.into(),
+        })
+        .collect();
+    rows.extend(unset);
     rows.sort_by(|a, b| a.key.cmp(&b.key));
     rows
+}
+
+/// One key: its value (hidden for a secret) and whether it came from the
+/// environment, the default or bty.toml.
+fn config_row(
+    section: &str,
+    k: &str,
+    val: &toml::Value,
+    default: Option<&toml::Value>,
+) -> ConfigRow {
+    let env = format!("BTY_{}_{}", section.to_uppercase(), k.to_uppercase());
+    let source = if std::env::var(&env).is_ok_and(|v| !v.is_empty()) {
+        "environment"
+    } else if default == Some(val) {
+        "default"
+    } else {
+        "bty.toml"
+    };
+    let value = match val {
+        _ if SECRET_KEYS.contains(&k) => "(set, not shown)".to_string(),
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    ConfigRow {
+        key: format!("[{section}] {k}"),
+        value,
+        source,
+        env,
+    }
 }
 
 #[derive(Serialize)]
