@@ -236,3 +236,55 @@ pub async fn serve(
         .await
         .context("serving HTTP")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// No two modules import each other in a circle (issue 11); the
+    /// script and its rule: scripts/check-module-cycles.py.
+    #[test]
+    fn no_module_cycles() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = dir.join("../../scripts/check-module-cycles.py");
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(dir.join("src"))
+            .output()
+            .expect("running python3 (scripts/setup.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The domain layer knows nothing of HTTP or of the layers above it.
+    #[test]
+    fn the_domain_imports_no_http() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
+        let mut stack = vec![root];
+        let mut seen = 0;
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            seen += 1;
+            for banned in [
+                "axum",
+                "http::",
+                "crate::routes",
+                "crate::ui",
+                "crate::error",
+                "crate::state",
+                "crate::sse",
+            ] {
+                assert!(!text.contains(banned), "{} mentions {banned}", p.display());
+            }
+        }
+        assert!(seen > 5, "read {seen} files of src/domain");
+    }
+}

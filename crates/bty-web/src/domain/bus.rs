@@ -1,6 +1,6 @@
 //! The live-message bus: what the domain announces after each change (an
-//! event row, a progress sample, a machine's new state), for the SSE
-//! stream of the API (`crate::sse`) and the UI's live fragments. The
+//! event row, a progress sample, a machine's new state), for the API's SSE
+//! stream (`GET /api/events/stream`) and the UI's live fragments. The
 //! domain publishes; readers subscribe. Messages are small and per
 //! machine, never whole tables.
 
