@@ -1,14 +1,14 @@
 //! A PXE or plan contact, as named steps of one transaction:
 //!
-//! 1. [`Visit::arrive`]: register an unknown MAC (`bty-inventory`), or note
+//! 1. `Visit::arrive`: register an unknown MAC (`bty-inventory`), or note
 //!    the contact; read the machine's current cycle.
-//! 2. [`Visit::decide`]: [`decide`] on the same inputs the preview uses
-//!    ([`super::inputs`]).
-//! 3. [`Visit::apply`]: the decision's effects (the inventory alternation,
-//!    flash-always's disk turn) and [`Visit::park`].
-//! 4. [`Visit::take_cycle`]: the cycle a flash offer uses, the current one
+//! 2. `Visit::decide`: [`decide`] on the same inputs the preview uses
+//!    (`super::inputs`).
+//! 3. `Visit::apply`: the decision's effects (the inventory alternation,
+//!    flash-always's disk turn) and `Visit::park`.
+//! 4. `Visit::take_cycle`: the cycle a flash offer uses, the current one
 //!    (moved to `flashing` by a plan) or a new attempt.
-//! 5. [`Visit::log_offer`]: what a PXE contact was offered, in the event log.
+//! 5. `Visit::log_offer`: what a PXE contact was offered, in the event log.
 
 use bty_proto::Mac;
 use rusqlite::{Connection, TransactionBehavior};
