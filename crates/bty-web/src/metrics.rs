@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use bty_http::metrics::Exposition;
 use bty_http::metrics::Kind::{Counter, Gauge};
 
-/// Offer kinds counted separately (see [`crate::pxe::Offer::kind`]).
+/// Offer kinds counted separately (see [`crate::domain::decide::Offer::kind`]).
 pub const OFFER_KINDS: [&str; 4] = ["local", "flash", "inventory", "parked"];
 
 /// All counters.
