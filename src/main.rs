@@ -7,12 +7,18 @@
 
 mod cli;
 mod cmd;
+mod containers;
 mod deploydir;
+mod elf;
 mod engine;
+mod envvars;
 mod hostaddr;
 mod http;
+mod images;
 mod internal;
+mod manifest;
 mod media;
+mod ports;
 mod quadlet;
 mod render;
 mod secrets;

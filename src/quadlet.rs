@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::render::Settings;
+use crate::manifest::Manifest;
 use crate::stack::{self, Service};
 
 /// Where rootful Quadlet reads `.container` units.
@@ -55,13 +55,13 @@ pub fn podman_has_quadlet(version: &str) -> bool {
 
 /// Installed file name: prefixed with the project so two deploys on one host
 /// do not share units.
-pub fn unit_file(s: &Settings, svc: &Service) -> String {
-    format!("{}.container", stack::container_name(&s.project(), svc))
+pub fn unit_file(s: &Manifest, svc: &Service) -> String {
+    format!("{}.container", s.container(&svc))
 }
 
 /// The systemd service Quadlet generates from [`unit_file`].
-pub fn service_unit(s: &Settings, svc: &Service) -> String {
-    format!("{}.service", stack::container_name(&s.project(), svc))
+pub fn service_unit(s: &Manifest, svc: &Service) -> String {
+    format!("{}.service", s.container(&svc))
 }
 
 /// Run `systemctl args`; the error carries its output.
@@ -103,7 +103,7 @@ pub fn unit_state(unit: &str) -> String {
 }
 
 /// The rendered units of `s`, by installed path.
-pub fn units(s: &Settings) -> Result<Vec<(PathBuf, String)>> {
+pub fn units(s: &Manifest) -> Result<Vec<(PathBuf, String)>> {
     let files = crate::render::deploy_files(s, None)?;
     let dir = unit_dir();
     let mut out = Vec::new();
@@ -131,7 +131,7 @@ pub fn install(units: &[(PathBuf, String)]) -> Result<Vec<PathBuf>> {
 
 /// Current contents of the installed units (None where absent), so an
 /// upgrade can put them back.
-pub fn snapshot(s: &Settings) -> Vec<(PathBuf, Option<String>)> {
+pub fn snapshot(s: &Manifest) -> Vec<(PathBuf, Option<String>)> {
     s.services()
         .iter()
         .map(|svc| {
@@ -144,7 +144,7 @@ pub fn snapshot(s: &Settings) -> Vec<(PathBuf, Option<String>)> {
 
 /// Stop the units, remove their files, daemon-reload. Tolerant: returns
 /// (removed, failed) descriptions.
-pub fn remove(s: &Settings) -> (Vec<String>, Vec<String>) {
+pub fn remove(s: &Manifest) -> (Vec<String>, Vec<String>) {
     let (mut removed, mut failed) = (Vec::new(), Vec::new());
     for svc in s.services().iter().rev() {
         let unit = service_unit(s, svc);

@@ -7,14 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{DeployArgs, ImagesFrom};
-use crate::engine::{
-    self, containers, images,
-    ports::{self, Proto},
-    Engine,
-};
+use crate::engine::{self, Engine};
+use crate::manifest::Manifest;
 use crate::media::{self, Media, Mode};
-use crate::render::Settings;
+use crate::ports::{self, Proto};
 use crate::stack::{self, Net, Service};
+use crate::{containers, images};
 use crate::{deploydir, quadlet, secrets, ui};
 
 pub async fn run(a: DeployArgs) -> Result<()> {
@@ -52,7 +50,7 @@ pub async fn run(a: DeployArgs) -> Result<()> {
             if s.tftp { " and bty-tftp binds udp/69" } else { "" }
         );
     }
-    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.path()).await?;
     ui::detail(format!(
         "engine: {} {} at {}{}",
         engine.kind,
@@ -192,7 +190,7 @@ pub fn operator_media(dir: &Path) -> Result<Media> {
 /// operator's media into it. Deploy places nothing else on the host: the
 /// media machines boot comes from bty-web's image, built here or pulled
 /// (see docs/deploy.md, "Netboot media").
-pub fn prepare_boot_dir(s: &Settings, operator: Option<&Media>) -> Result<()> {
+pub fn prepare_boot_dir(s: &Manifest, operator: Option<&Media>) -> Result<()> {
     let Some((boot, [kernel, initrd])) = deploydir::boot_target(s)? else {
         if operator.is_some() {
             ui::warn(format!(
@@ -240,7 +238,7 @@ pub fn prepare_boot_dir(s: &Settings, operator: Option<&Media>) -> Result<()> {
 
 /// One line on the media bty-web serves now (after it placed its image's),
 /// compared with this binary; a warning when there is none.
-pub fn served_media(s: &Settings) {
+pub fn served_media(s: &Manifest) {
     let Ok(Some((boot, [kernel, initrd]))) = deploydir::boot_target(s) else {
         return;
     };
@@ -284,7 +282,7 @@ fn images_word(i: ImagesFrom) -> &'static str {
 /// built here carry this binary's media from `boot`.
 pub async fn obtain_images(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
     services: &[Service],
     how: ImagesFrom,
     boot: &mut images::Boot,
@@ -309,7 +307,7 @@ pub async fn obtain_images(
 /// Refuse to deploy DEST on another engine while the one it was deployed on
 /// still holds its containers: they would keep running there, holding the
 /// ports, and no later command would see them.
-pub async fn check_engine_switch(engine: &Engine, s: &Settings) -> Result<()> {
+pub async fn check_engine_switch(engine: &Engine, s: &Manifest) -> Result<()> {
     let Some(r) = &s.engine else { return Ok(()) };
     if r.addr == engine.addr {
         return Ok(());
@@ -344,7 +342,7 @@ pub async fn check_engine_switch(engine: &Engine, s: &Settings) -> Result<()> {
 }
 
 /// Ports the stack publishes, with protocol.
-pub fn host_ports(s: &Settings) -> Vec<(u16, Proto, &'static str)> {
+pub fn host_ports(s: &Manifest) -> Vec<(u16, Proto, &'static str)> {
     let mut v = vec![
         (s.ports.web, Proto::Tcp, stack::WEB.name),
         (s.ports.cache, Proto::Tcp, stack::CACHE.name),
@@ -356,7 +354,7 @@ pub fn host_ports(s: &Settings) -> Vec<(u16, Proto, &'static str)> {
 }
 
 /// Every port must be free or held by this deploy's own containers.
-async fn check_ports(engine: &Engine, s: &Settings) -> Result<()> {
+async fn check_ports(engine: &Engine, s: &Manifest) -> Result<()> {
     let ours = containers::list_ours(engine, s).await?;
     let running_ours = ours.iter().any(|c| c.state.as_deref() == Some("running"));
     let mut busy = Vec::new();
@@ -384,8 +382,8 @@ async fn check_ports(engine: &Engine, s: &Settings) -> Result<()> {
 
 /// Env for each service's container from envvars: only its own keys, the
 /// same set its `env/<service>.env` file holds for compose and Quadlet.
-pub fn service_env(s: &Settings) -> Result<BTreeMap<&'static str, Vec<String>>> {
-    let vars = deploydir::read_envvars(&s.dest)?;
+pub fn service_env(s: &Manifest) -> Result<BTreeMap<&'static str, Vec<String>>> {
+    let vars = crate::envvars::read(&s.dest)?;
     Ok(s.services()
         .iter()
         .map(|svc| {
@@ -400,7 +398,7 @@ pub fn service_env(s: &Settings) -> Result<BTreeMap<&'static str, Vec<String>>> 
 
 async fn start_stack(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
     services: &[Service],
     steps: &mut ui::Steps,
     created: &mut Vec<String>,
@@ -411,7 +409,7 @@ async fn start_stack(
         .iter()
         .any(|svc| matches!(svc.net, Net::Bridge { .. }))
     {
-        let net = containers::network_name(s);
+        let net = s.network();
         if containers::ensure_network(engine, s).await? {
             created.push(format!("network {net}"));
             ui::detail(format!("created {net}"));
@@ -454,7 +452,7 @@ async fn start_stack(
 /// wait for health through the Podman API.
 async fn start_quadlet(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
     services: &[Service],
     steps: &mut ui::Steps,
     created: &mut Vec<String>,
@@ -467,7 +465,7 @@ async fn start_quadlet(
     // Containers an engine-mode deploy of this DEST made hold the names the
     // units use; they are replaced by the units' own.
     for svc in services {
-        let name = stack::container_name(&s.project(), svc);
+        let name = s.container(&svc);
         if containers::remove_if_ours(engine, s, &name).await? {
             ui::detail(format!("removed engine-mode container {name}"));
         }
@@ -511,8 +509,8 @@ pub fn indent(s: &str) -> String {
         .join("\n")
 }
 
-fn summary(s: &Settings) {
-    let uses_default = deploydir::read_envvars(&s.dest)
+fn summary(s: &Manifest) {
+    let uses_default = crate::envvars::read(&s.dest)
         .map(|v| {
             v.iter().any(|(k, h)| {
                 k.ends_with("_ADMIN_PASSWORD_HASH")
@@ -540,7 +538,7 @@ fn summary(s: &Settings) {
 }
 
 /// Context helper for steps that need the manifest.
-pub fn manifest(dest: &std::path::Path, cmd: &str) -> Result<Settings> {
+pub fn manifest(dest: &std::path::Path, cmd: &str) -> Result<Manifest> {
     let dest = deploydir::absolute(dest)?;
-    deploydir::require_manifest(&dest, cmd).with_context(|| format!("bty-lab {cmd}"))
+    Manifest::require(&dest, cmd).with_context(|| format!("bty-lab {cmd}"))
 }

@@ -83,7 +83,7 @@ fn server_url(a: &ServerArgs) -> Result<String> {
         return Ok(s.to_string());
     }
     let dest = deploydir::absolute(&a.dest)?;
-    Ok(match deploydir::read_manifest(&dest)? {
+    Ok(match crate::manifest::Manifest::read(&dest)? {
         Some(settings) => settings.web_url(),
         None => DEFAULT_SERVER.to_string(),
     })
@@ -295,7 +295,7 @@ mod tests {
         // A manifest as deploy writes it (text, so fields added later with
         // serde defaults do not break this test).
         std::fs::write(
-            d.path().join(deploydir::MANIFEST),
+            d.path().join(crate::manifest::FILE),
             format!(
                 "version = \"0.1.0\"\ndest = {0:?}\ndata_dir = {0:?}\nhost_addr = \"10.0.0.5\"\n\
                  registry = \"r\"\nimages = \"pull\"\ntftp = true\nsystemd = false\n\

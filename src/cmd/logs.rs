@@ -3,8 +3,8 @@
 use anyhow::{bail, Result};
 
 use crate::cli::LogsArgs;
-use crate::engine::{self, containers};
-use crate::stack;
+use crate::containers;
+use crate::engine;
 
 pub async fn run(a: LogsArgs) -> Result<()> {
     let s = super::deploy::manifest(&a.dest, "logs")?;
@@ -22,15 +22,11 @@ pub async fn run(a: LogsArgs) -> Result<()> {
         },
         None => s.services(),
     };
-    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.path()).await?;
     if a.follow && services.len() > 1 {
         let mut tasks = Vec::new();
         for svc in services {
-            let (e, name, tail) = (
-                engine.clone(),
-                stack::container_name(&s.project(), &svc),
-                a.tail.clone(),
-            );
+            let (e, name, tail) = (engine.clone(), s.container(&svc), a.tail.clone());
             tasks.push(tokio::spawn(async move {
                 containers::stream_logs(&e, &name, Some(svc.name), true, &tail).await
             }));
@@ -42,7 +38,7 @@ pub async fn run(a: LogsArgs) -> Result<()> {
     }
     let prefix = services.len() > 1;
     for svc in services {
-        let name = stack::container_name(&s.project(), &svc);
+        let name = s.container(&svc);
         containers::stream_logs(
             &engine,
             &name,

@@ -17,24 +17,25 @@ use anyhow::{bail, Result};
 
 use crate::cli::{ImagesFrom, RenderArgs};
 use crate::deploydir::{self, Change};
-use crate::render::{self, Ports, Secrets, Settings};
+use crate::manifest::{self, Manifest, Ports};
+use crate::render::{self, Secrets};
 use crate::{hostaddr, stack, ui};
 
-/// Settings from flags, falling back to what the manifest recorded, then
+/// Manifest from flags, falling back to what the manifest recorded, then
 /// to defaults. All validation happens here, before anything is written.
 pub fn resolve_settings(
     a: &RenderArgs,
     images: Option<ImagesFrom>,
-) -> Result<(Settings, Option<Settings>)> {
+) -> Result<(Manifest, Option<Manifest>)> {
     let dest = deploydir::absolute(&a.dest)?;
-    render::check_path("DEST", &dest)?;
-    let old = deploydir::read_manifest(&dest)?;
+    manifest::check_path("DEST", &dest)?;
+    let old = Manifest::read(&dest)?;
     let data_dir = match (&a.data_dir, &old) {
         (Some(d), _) => deploydir::absolute(d)?,
         (None, Some(o)) => o.data_dir.clone(),
         (None, None) => dest.join("data"),
     };
-    render::check_path("--data-dir", &data_dir)?;
+    manifest::check_path("--data-dir", &data_dir)?;
     let host_addr = match (&a.host_addr, &old) {
         (Some(h), _) => hostaddr::validate(h)?,
         (None, Some(o)) => o.host_addr,
@@ -67,7 +68,7 @@ pub fn resolve_settings(
     if ports.web == ports.cache {
         bail!("bty-web and withcache cannot share port {}", ports.web);
     }
-    let s = Settings {
+    let s = Manifest {
         version: old
             .as_ref()
             .map(|o| o.version.clone())
@@ -110,7 +111,7 @@ pub fn check_dest(dest: &Path, has_manifest: bool, force: bool) -> Result<()> {
 
 /// Render and write the deploy files, keeping envvars and the operator's
 /// bty.toml (only adding keys it lacks). Prints what changed.
-pub fn write_deploy_files(s: &Settings) -> Result<()> {
+pub fn write_deploy_files(s: &Manifest) -> Result<()> {
     let envvars_exists = s.dest.join("envvars").exists();
     let secrets = if envvars_exists {
         None
@@ -148,9 +149,9 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
     if envvars_exists {
         // The per-service env files follow envvars as it is now (the
         // operator may have edited it, or passwd rotated a secret).
-        files.extend(render::env_files(s, &deploydir::read_envvars(&s.dest)?)?);
+        files.extend(render::env_files(s, &crate::envvars::read(&s.dest)?)?);
     }
-    files.push(deploydir::manifest_file(s)?);
+    files.push(render::manifest_file(s)?);
     std::fs::create_dir_all(&s.dest).map_err(|e| {
         anyhow::anyhow!(
             "creating {}: {e} (choose a writable DEST or run with sudo)",
@@ -174,7 +175,7 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
     if token_added {
         ui::detail(format!(
             "envvars: kept, added {} (the bty-web -> withcache service token)",
-            deploydir::SERVICE_TOKEN_KEYS.join(" and ")
+            crate::envvars::SERVICE_TOKEN_KEYS.join(" and ")
         ));
     } else if envvars_exists {
         ui::detail("envvars: kept (secrets unchanged)");
@@ -184,11 +185,11 @@ pub fn write_deploy_files(s: &Settings) -> Result<()> {
 
 /// Give an envvars from before the service token one (both keys, one
 /// value), keeping every other line. True when it was added.
-pub fn add_service_token(s: &Settings) -> Result<bool> {
+pub fn add_service_token(s: &Manifest) -> Result<bool> {
     let path = s.dest.join("envvars");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    match deploydir::add_service_token(&text, &crate::secrets::session_secret()) {
+    match crate::envvars::add_service_token(&text, &crate::secrets::session_secret()) {
         Some(new) => {
             deploydir::write_atomic(&path, &new, 0o600)?;
             Ok(true)
@@ -198,8 +199,8 @@ pub fn add_service_token(s: &Settings) -> Result<bool> {
 }
 
 /// Rewrite `DEST/env/<service>.env` from envvars (after passwd changed it).
-pub fn write_env_files(s: &Settings) -> Result<()> {
-    let files = render::env_files(s, &deploydir::read_envvars(&s.dest)?)?;
+pub fn write_env_files(s: &Manifest) -> Result<()> {
+    let files = render::env_files(s, &crate::envvars::read(&s.dest)?)?;
     deploydir::write_files(&s.dest, &files)?;
     Ok(())
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{PasswdArgs, PasswdService};
-use crate::engine::{self, containers, Engine};
-use crate::render::Settings;
+use crate::containers;
+use crate::engine::{self, Engine};
+use crate::manifest::Manifest;
 use crate::stack::{self, Service};
 use crate::{deploydir, http, secrets, ui};
 
@@ -40,7 +41,7 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
     };
     check_strength(&password)?;
 
-    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.path()).await?;
     let mut steps = ui::Steps::new(1 + 2 * targets.len());
     steps.step("writing the new hash and session secret to envvars");
     let path = s.dest.join("envvars");
@@ -55,7 +56,7 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
         updates.push((login.secret_key, secrets::session_secret()));
     }
     let pairs: Vec<(&str, &str)> = updates.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    deploydir::write_atomic(&path, &deploydir::set_envvars(&text, &pairs), 0o600)?;
+    deploydir::write_atomic(&path, &crate::envvars::set(&text, &pairs), 0o600)?;
     super::write_env_files(&s)?;
 
     let env = super::deploy::service_env(&s)?;
@@ -118,12 +119,12 @@ fn check_strength(pw: &str) -> Result<()> {
 /// at create time, so a restart would not pick up the new envvars).
 pub async fn recreate_same_image(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
     svc: &Service,
     env: Vec<String>,
     timeout: Duration,
 ) -> Result<()> {
-    let name = stack::container_name(&s.project(), svc);
+    let name = s.container(&svc);
     let Some(c) = containers::snapshot(engine, &name).await? else {
         bail!(
             "{name} is not there; run `bty-lab deploy {}` first",
@@ -153,7 +154,7 @@ pub async fn recreate_same_image(
 }
 
 /// Basic auth against the service's probe path on the host port.
-pub async fn verify_login(s: &Settings, svc: &Service, password: &str) -> Result<()> {
+pub async fn verify_login(s: &Manifest, svc: &Service, password: &str) -> Result<()> {
     let login = svc.login.expect("login services");
     let port = if svc.name == stack::WEB.name {
         s.ports.web

@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 
 use crate::cli::PurgeArgs;
-use crate::engine::{self, containers, engine_msg, is_not_found};
+use crate::containers;
+use crate::engine::{self, engine_msg, is_not_found};
 use crate::{deploydir, ui};
 
 pub async fn run(a: PurgeArgs) -> Result<()> {
@@ -58,7 +59,7 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
         removed.extend(r);
         failed.extend(f);
     }
-    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.path()).await?;
     let r = containers::remove_stack(&engine, &s).await?;
     removed.extend(r.removed);
     failed.extend(r.failed);

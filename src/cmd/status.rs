@@ -4,7 +4,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::engine::{self, containers};
+use crate::containers;
+use crate::engine;
 use crate::stack;
 
 #[derive(Debug, Serialize)]
@@ -23,10 +24,10 @@ struct Row {
 
 pub async fn run(a: StatusArgs) -> Result<()> {
     let s = super::deploy::manifest(&a.dest, "status")?;
-    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
+    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.path()).await?;
     let mut rows = Vec::new();
     for svc in s.services() {
-        let name = stack::container_name(&s.project(), &svc);
+        let name = s.container(&svc);
         let url = match svc.name {
             n if n == stack::WEB.name => format!("{}/ui", s.web_url()),
             n if n == stack::CACHE.name => format!("{}/", s.withcache_url()),

@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::cli::{ImagesFrom, UpgradeArgs};
-use crate::engine::{self, containers, images};
+use crate::engine;
 use crate::media;
 use crate::render;
 use crate::stack;
 use crate::ui;
+use crate::{containers, images};
 
 pub async fn run(a: UpgradeArgs) -> Result<()> {
     let old = super::deploy::manifest(&a.dest, "upgrade")?;
@@ -56,13 +57,13 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     let mut steps = ui::Steps::new(5);
 
     steps.step("checking");
-    let engine = engine::connect_for(a.engine.engine, old.engine.as_ref(), &old.dest).await?;
+    let engine = engine::connect_for(a.engine.engine, old.engine.as_ref(), &old.path()).await?;
     super::deploy::check_engine_switch(&engine, &old).await?;
     new.engine = Some(engine.remembered());
     // What runs now, to roll back to.
     let mut previous = Vec::new();
     for svc in &services {
-        let name = stack::container_name(&old.project(), svc);
+        let name = old.container(&svc);
         let image = match containers::snapshot(&engine, &name).await? {
             Some(c) if !c.image.is_empty() => c.image,
             _ => old.image(svc),
@@ -182,7 +183,7 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
 /// not): none there, or an agent older than this binary's version, or an
 /// initrd that is not a bty media and not the operator's. The operator's
 /// media (`--netboot`) that is not older counts as current.
-fn media_behind(s: &render::Settings) -> Option<String> {
+fn media_behind(s: &crate::manifest::Manifest) -> Option<String> {
     let (boot, [kernel, initrd]) = crate::deploydir::boot_target(s).ok()??;
     let i = boot.join(&initrd);
     if !boot.join(&kernel).is_file() || !i.is_file() {
@@ -211,14 +212,14 @@ fn media_behind(s: &render::Settings) -> Option<String> {
 /// health; on failure put the previous unit files back and restart again.
 async fn upgrade_units(
     engine: &crate::engine::Engine,
-    old: &render::Settings,
-    new: &render::Settings,
+    old: &crate::manifest::Manifest,
+    new: &crate::manifest::Manifest,
     timeout: Duration,
 ) -> Result<()> {
     use crate::quadlet;
     let services = new.services();
     let previous = quadlet::snapshot(old);
-    let restart_all = |s: &render::Settings| -> Result<()> {
+    let restart_all = |s: &crate::manifest::Manifest| -> Result<()> {
         quadlet::systemctl(&["daemon-reload"])?;
         for svc in s.services() {
             quadlet::systemctl(&["restart", &quadlet::service_unit(s, &svc)])?;

@@ -2,10 +2,6 @@
 //! (Docker's socket or Podman's Docker-compatible one); never by running
 //! `docker`/`podman`.
 
-pub mod containers;
-pub mod images;
-pub mod ports;
-
 use std::path::Path;
 
 use anyhow::{bail, Result};
@@ -147,7 +143,7 @@ pub async fn connect(choice: EngineChoice) -> Result<Engine> {
 pub async fn connect_for(
     choice: Option<EngineChoice>,
     remembered: Option<&Remembered>,
-    dest: &Path,
+    manifest: &Path,
 ) -> Result<Engine> {
     let r = match (choice, remembered) {
         (Some(c), _) => return connect(c).await,
@@ -161,18 +157,20 @@ pub async fn connect_for(
                     "{} answers as {}, but {} was deployed on {} there",
                     r.addr,
                     e.kind,
-                    dest.display(),
+                    manifest.parent().unwrap_or(manifest).display(),
                     r.kind
                 ));
             }
             Ok(e)
         }
-        Err(why) => bail!("{}", remembered_down(r, &why, dest)),
+        Err(why) => bail!("{}", remembered_down(r, &why, manifest)),
     }
 }
 
 /// The error for a remembered engine that does not answer.
-pub fn remembered_down(r: &Remembered, why: &str, dest: &Path) -> String {
+/// `manifest` is the deploy's manifest file, DEST/.bty-lab.toml.
+pub fn remembered_down(r: &Remembered, why: &str, manifest: &Path) -> String {
+    let dest = manifest.parent().unwrap_or(manifest);
     let path = r
         .addr
         .strip_prefix("unix://")
@@ -198,7 +196,7 @@ pub fn remembered_down(r: &Remembered, why: &str, dest: &Path) -> String {
         kind = r.kind,
         addr = r.addr,
         dest = dest.display(),
-        manifest = dest.join(crate::deploydir::MANIFEST).display(),
+        manifest = manifest.display(),
     )
 }
 
@@ -239,7 +237,7 @@ mod tests {
             kind: Kind::Podman,
             addr: "/nonexistent/bty-test/podman.sock".into(),
         };
-        let e = connect_for(None, Some(&r), Path::new("/opt/bty"))
+        let e = connect_for(None, Some(&r), Path::new("/opt/bty/.bty-lab.toml"))
             .await
             .unwrap_err()
             .to_string();

@@ -17,33 +17,28 @@ use bollard::models::{
 use bollard::network::CreateNetworkOptions;
 use futures::StreamExt as _;
 
-use super::{engine_msg, is_not_found, Engine, Kind};
-use crate::render::Settings;
+use crate::engine::{engine_msg, is_not_found, Engine, Kind};
+use crate::manifest::Manifest;
 use crate::stack::{self, Net, Service};
 
 /// Label recording the image version a container runs.
 pub const LABEL_VERSION: &str = "dev.bty.version";
 
-/// The stack's bridge network name.
-pub fn network_name(s: &Settings) -> String {
-    format!("{}-bty", s.project())
-}
-
 /// The health probe URL inside a service's container.
-pub fn health_url(s: &Settings, svc: &Service) -> String {
+pub fn health_url(s: &Manifest, svc: &Service) -> String {
     match svc.net {
         Net::Bridge { container_port } => format!("http://127.0.0.1:{container_port}/healthz"),
         Net::Host => format!("tftp://127.0.0.1:{}/undionly.kpxe", s.ports.tftp),
     }
 }
 
-fn health_cmd(s: &Settings, svc: &Service) -> Vec<String> {
+fn health_cmd(s: &Manifest, svc: &Service) -> Vec<String> {
     ["/bty-lab", "internal", "healthcheck", &health_url(s, svc)]
         .map(String::from)
         .to_vec()
 }
 
-fn labels(s: &Settings, svc: Option<&Service>, version: &str) -> HashMap<String, String> {
+fn labels(s: &Manifest, svc: Option<&Service>, version: &str) -> HashMap<String, String> {
     let mut l = HashMap::new();
     l.insert(
         stack::LABEL_DEPLOY.to_string(),
@@ -59,7 +54,7 @@ fn labels(s: &Settings, svc: Option<&Service>, version: &str) -> HashMap<String,
 /// Containers carrying our deploy label (running or not).
 pub async fn list_ours(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
 ) -> Result<Vec<bollard::models::ContainerSummary>> {
     let mut filters = HashMap::new();
     filters.insert(
@@ -78,8 +73,8 @@ pub async fn list_ours(
 }
 
 /// Create the stack's bridge network if it is missing. Returns true if created.
-pub async fn ensure_network(engine: &Engine, s: &Settings) -> Result<bool> {
-    let name = network_name(s);
+pub async fn ensure_network(engine: &Engine, s: &Manifest) -> Result<bool> {
+    let name = s.network();
     match engine.api.inspect_network::<String>(&name, None).await {
         Ok(n) => {
             let ours = n
@@ -113,7 +108,7 @@ pub async fn ensure_network(engine: &Engine, s: &Settings) -> Result<bool> {
 
 /// Container config for one service.
 pub fn container_config(
-    s: &Settings,
+    s: &Manifest,
     svc: &Service,
     image: &str,
     version: &str,
@@ -130,11 +125,7 @@ pub fn container_config(
     let mut exposed = None;
     match svc.net {
         Net::Bridge { container_port } => {
-            let host_port = if svc.name == stack::WEB.name {
-                s.ports.web
-            } else {
-                s.ports.cache
-            };
+            let host_port = s.host_port(svc);
             let key = format!("{container_port}/tcp");
             host.port_bindings = Some(HashMap::from([(
                 key.clone(),
@@ -144,7 +135,7 @@ pub fn container_config(
                 }]),
             )]));
             exposed = Some(HashMap::from([(key, HashMap::new())]));
-            host.network_mode = Some(network_name(s));
+            host.network_mode = Some(s.network());
         }
         Net::Host => {
             host.network_mode = Some("host".to_string());
@@ -286,7 +277,7 @@ async fn force_remove(engine: &Engine, name: &str) -> Result<(), bollard::errors
 }
 
 /// Remove a container by name if it is ours; refuse if it is someone else's.
-pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result<bool> {
+pub async fn remove_if_ours(engine: &Engine, s: &Manifest, name: &str) -> Result<bool> {
     match snapshot(engine, name).await? {
         Some(c) => {
             let label = c.labels.get(stack::LABEL_DEPLOY);
@@ -311,13 +302,13 @@ pub async fn remove_if_ours(engine: &Engine, s: &Settings, name: &str) -> Result
 /// (Re)create and start one service's container.
 pub async fn run_service(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
     svc: &Service,
     image: &str,
     version: &str,
     env: Vec<String>,
 ) -> Result<String> {
-    let name = stack::container_name(&s.project(), svc);
+    let name = s.container(&svc);
     remove_if_ours(engine, s, &name).await?;
     // Podman 4.3 now and then fails a start with "write child: broken
     // pipe" (conmon's sync pipe closed early; seen under load, and the
@@ -386,7 +377,7 @@ pub async fn probe(engine: &Engine, name: &str, cmd: &[String]) -> bool {
 
 /// Health as we judge it: the engine's status, or for Podman without
 /// systemd (which runs no health timers) our own probe through exec.
-pub async fn health(engine: &Engine, s: &Settings, svc: &Service, name: &str) -> Result<String> {
+pub async fn health(engine: &Engine, s: &Manifest, svc: &Service, name: &str) -> Result<String> {
     let Some(c) = snapshot(engine, name).await? else {
         return Ok("absent".into());
     };
@@ -419,7 +410,7 @@ pub struct Unhealthy {
 /// not (exited, restarting, or still unhealthy at the deadline).
 pub async fn wait_healthy(
     engine: &Engine,
-    s: &Settings,
+    s: &Manifest,
     services: &[Service],
     timeout: Duration,
 ) -> Result<(), Unhealthy> {
@@ -428,7 +419,7 @@ pub async fn wait_healthy(
     loop {
         let mut still = Vec::new();
         for svc in pending {
-            let name = stack::container_name(&s.project(), &svc);
+            let name = s.container(&svc);
             let st = health(engine, s, &svc, &name)
                 .await
                 .unwrap_or_else(|e| format!("{e:#}"));
@@ -529,7 +520,7 @@ pub struct Removal {
 }
 
 /// Remove every container with our label and the stack network.
-pub async fn remove_stack(engine: &Engine, s: &Settings) -> Result<Removal> {
+pub async fn remove_stack(engine: &Engine, s: &Manifest) -> Result<Removal> {
     let mut r = Removal::default();
     for c in list_ours(engine, s).await? {
         let name = c
@@ -549,7 +540,7 @@ pub async fn remove_stack(engine: &Engine, s: &Settings) -> Result<Removal> {
                 .push(format!("container {name}: {}", engine_msg(&e))),
         }
     }
-    let net = network_name(s);
+    let net = s.network();
     match engine.api.remove_network(&net).await {
         Ok(()) => r.removed.push(format!("network {net}")),
         Err(e) if is_not_found(&e) => {}

@@ -18,7 +18,7 @@ use futures::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
-use super::{engine_msg, is_not_found, Engine};
+use crate::engine::{engine_msg, is_not_found, Engine};
 use crate::media::{self, Media};
 use crate::render;
 use crate::stack::{self, Service};
@@ -33,28 +33,6 @@ pub const LABEL_BOOTFILES: &str = "dev.bty.bootfiles";
 /// How long a pull under `--images auto` may go without a progress message
 /// before it counts as failed (`BTY_LAB_PULL_STALL_SECS` overrides).
 pub const PULL_STALL: Duration = Duration::from_secs(30);
-
-/// Does the ELF file ask for a dynamic loader (PT_INTERP)? A FROM scratch
-/// image has no loader, so such a binary cannot start there. Parsed by hand:
-/// it is 20 lines and the only ELF fact we need.
-pub fn elf_is_dynamic(bytes: &[u8]) -> Result<bool> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        bail!("not a 64-bit little-endian ELF executable");
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        let Some(t) = bytes.get(o..o + 4) else {
-            bail!("truncated program header")
-        };
-        if u32::from_le_bytes(t.try_into().unwrap()) == 3 {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
 
 /// The running bty-lab executable: what the images are built from.
 pub struct SelfBinary {
@@ -81,7 +59,7 @@ impl SelfBinary {
     /// scratch image.
     pub fn require_static(&self) -> Result<()> {
         let exe = self.path.display();
-        if elf_is_dynamic(&self.bytes).with_context(|| format!("inspecting {exe}"))? {
+        if crate::elf::is_dynamic(&self.bytes).with_context(|| format!("inspecting {exe}"))? {
             bail!(
                 "{exe} is dynamically linked, so it cannot run in a FROM scratch image.\n\
                  Build bty-lab as the README says; it is static by default (the workspace's \
@@ -666,24 +644,6 @@ mod tests {
             split_ref("127.0.0.1:5000/bty/bty-web"),
             ("127.0.0.1:5000/bty/bty-web", "latest")
         );
-    }
-
-    #[test]
-    fn elf_interp_detection() {
-        // /bin/sh on Debian is dynamic.
-        let sh = std::fs::read("/bin/sh").unwrap();
-        assert!(elf_is_dynamic(&sh).unwrap());
-        assert!(elf_is_dynamic(b"not an elf").is_err());
-        // A minimal static ELF: one PT_LOAD program header, no PT_INTERP.
-        let mut elf = vec![0u8; 64 + 56];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
-        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
-        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
-        elf[64..68].copy_from_slice(&1u32.to_le_bytes());
-        assert!(!elf_is_dynamic(&elf).unwrap());
-        elf[64..68].copy_from_slice(&3u32.to_le_bytes());
-        assert!(elf_is_dynamic(&elf).unwrap());
     }
 
     #[test]
