@@ -12,6 +12,7 @@ mod deploydir;
 mod elf;
 mod engine;
 mod envvars;
+mod exit;
 mod hostaddr;
 mod http;
 mod images;
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bty-lab: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit::Code::Failure.into();
         }
     };
     let r = rt.block_on(async {
@@ -89,13 +90,13 @@ fn main() -> ExitCode {
     exit(r)
 }
 
-/// Print the error chain, if any; the exit code.
+/// Print the error chain, if any; the exit code it means (crate::exit).
 fn exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => exit::Code::Ok.into(),
         Err(e) => {
             eprintln!("bty-lab: {e:#}");
-            ExitCode::FAILURE
+            exit::code_of(&e).into()
         }
     }
 }

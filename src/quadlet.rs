@@ -35,12 +35,12 @@ pub fn systemd_running() -> bool {
 /// Refuse Quadlet mode when systemd does not run; nothing is touched yet.
 pub fn require_systemd() -> Result<()> {
     if !systemd_running() {
-        bail!(
+        return Err(crate::exit::refused(format!(
             "--systemd installs Quadlet units for systemd, but systemd is not running on this \
              host (no /run/systemd/system; PID 1 is something else, as in most containers). \
              Nothing was changed. Deploy without --systemd to run the stack through the engine \
              API, or use `bty-lab init --systemd` to only render the units"
-        );
+        )));
     }
     Ok(())
 }

@@ -24,12 +24,12 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     // anything is written when systemd is not there to run the units.
     let quadlet_asked = a.render.systemd || s.quadlet;
     if a.no_systemd && s.quadlet {
-        bail!(
+        return Err(crate::exit::refused(format!(
             "{} runs under Quadlet units from an earlier deploy; --no-systemd cannot switch it \
              in place. Nothing was changed. Run `bty-lab purge {}` first, then deploy with --no-systemd",
             s.dest.display(),
             s.dest.display()
-        );
+        )));
     }
     if quadlet_asked {
         quadlet::require_systemd()?;
@@ -44,11 +44,11 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         }
     }
     if !deploydir::is_root() {
-        bail!(
+        return Err(crate::exit::refused(format!(
             "deploy needs root: the data dirs are given to uid {} (the containers' user){}. Re-run with sudo",
             stack::SERVICE_UID,
             if s.tftp { " and bty-tftp binds udp/69" } else { "" }
-        );
+        )));
     }
     let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.path()).await?;
     ui::detail(format!(
@@ -80,12 +80,12 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         && quadlet::podman_has_quadlet(&engine.version);
     if quadlet_asked || quadlet_auto {
         if engine.kind != engine::Kind::Podman {
-            bail!(
+            return Err(crate::exit::refused(format!(
                 "--systemd installs Quadlet units, which Podman runs; the engine found is {} at {}. \
                  Nothing was changed. Pass --engine podman (Podman >= 4.4), or deploy without --systemd",
                 engine.kind,
                 engine.addr
-            );
+            )));
         }
         if !quadlet::podman_has_quadlet(&engine.version) {
             ui::warn(format!(
@@ -151,27 +151,33 @@ pub async fn run(a: DeployArgs) -> Result<()> {
             } else {
                 failed.join("; ")
             };
-            bail!(
-                "{e:#}\n\ndeploy did not finish. Tore down: {}.\nLeft behind: {left}.\n\
+            return Err(crate::exit::reword(
+                &e,
+                format!(
+                    "{e:#}\n\ndeploy did not finish. Tore down: {}.\nLeft behind: {left}.\n\
                  The deploy files and data stay in {}; re-run deploy after fixing the cause.",
-                if removed.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    removed.join(", ")
-                },
-                s.dest.display()
-            );
+                    if removed.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        removed.join(", ")
+                    },
+                    s.dest.display()
+                ),
+            ));
         }
         let what = if created.is_empty() {
             "nothing".to_string()
         } else {
             created.join(", ")
         };
-        bail!(
-            "{e:#}\n\ndeploy did not finish. It created: {what}.\n\
+        return Err(crate::exit::reword(
+            &e,
+            format!(
+                "{e:#}\n\ndeploy did not finish. It created: {what}.\n\
              Look with `bty-lab status {d}` / `bty-lab logs {d}`; remove with `bty-lab purge {d}`.",
-            d = s.dest.display()
-        );
+                d = s.dest.display()
+            ),
+        ));
     }
     served_media(&s);
     summary(&s);
@@ -325,7 +331,7 @@ pub async fn check_engine_switch(engine: &Engine, s: &Manifest) -> Result<()> {
     };
     let theirs = containers::list_ours(&old, s).await?;
     if !theirs.is_empty() {
-        bail!(
+        return Err(crate::exit::refused(format!(
             "{d} runs on {} at {} ({} container(s) there); deploying it on {} at {} would leave \
              them running. Nothing was changed. Remove them first with `bty-lab purge {d}` \
              (it uses the remembered engine), then deploy with --engine {}.",
@@ -336,7 +342,7 @@ pub async fn check_engine_switch(engine: &Engine, s: &Manifest) -> Result<()> {
             engine.addr,
             engine.kind,
             d = s.dest.display()
-        );
+        )));
     }
     Ok(())
 }
@@ -434,13 +440,13 @@ async fn start_stack(
     }
     steps.step("waiting for health");
     if let Err(u) = containers::wait_healthy(engine, s, services, timeout).await {
-        bail!(
+        return Err(crate::exit::unhealthy(format!(
             "{} ({}) is not healthy: {}\nits last log lines:\n{}",
             u.service,
             u.container,
             u.state,
             indent(&u.logs)
-        );
+        )));
     }
     for svc in services {
         ui::detail(format!("{}: healthy", svc.name));
@@ -484,14 +490,14 @@ async fn start_quadlet(
     }
     steps.step("waiting for health");
     if let Err(u) = containers::wait_healthy(engine, s, services, timeout).await {
-        bail!(
+        return Err(crate::exit::unhealthy(format!(
             "{} ({}) is not healthy: {}\nits last log lines:\n{}\n(also: journalctl -u {})",
             u.service,
             u.container,
             u.state,
             indent(&u.logs),
             u.container
-        );
+        )));
     }
     for svc in services {
         ui::detail(format!("{}: healthy", svc.name));

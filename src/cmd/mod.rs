@@ -99,12 +99,12 @@ pub fn check_dest(dest: &Path, has_manifest: bool, force: bool) -> Result<()> {
     }
     let foreign = deploydir::foreign_entries(dest)?;
     if !foreign.is_empty() {
-        bail!(
+        return Err(crate::exit::refused(format!(
             "{} already holds files bty-lab did not write ({}); choose an empty directory \
              or pass --force to render into it anyway",
             dest.display(),
             foreign.join(", ")
-        );
+        )));
     }
     Ok(())
 }
@@ -212,9 +212,9 @@ pub fn confirm(question: &str, yes: bool) -> Result<bool> {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        bail!(
+        return Err(crate::exit::refused(format!(
             "refusing to proceed unattended: stdin is not a terminal; re-run with --yes to confirm"
-        );
+        )));
     }
     Ok(dialoguer::Confirm::new()
         .with_prompt(question)

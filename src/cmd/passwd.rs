@@ -71,11 +71,10 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
             if let Err(u) =
                 containers::wait_healthy(&engine, &s, &[*svc], Duration::from_secs(a.timeout)).await
             {
-                bail!(
+                return Err(crate::exit::unhealthy(format!(
                     "{} is not healthy after the restart: {}",
-                    u.service,
-                    u.state
-                );
+                    u.service, u.state
+                )));
             }
         } else {
             recreate_same_image(
@@ -143,12 +142,12 @@ pub async fn recreate_same_image(
         .unwrap_or_else(|| s.version.clone());
     containers::run_service(engine, s, svc, &image, &version, env).await?;
     if let Err(u) = containers::wait_healthy(engine, s, &[*svc], timeout).await {
-        bail!(
+        return Err(crate::exit::unhealthy(format!(
             "{} is not healthy after the restart: {}\n{}",
             u.service,
             u.state,
             super::deploy::indent(&u.logs)
-        );
+        )));
     }
     Ok(())
 }

@@ -46,7 +46,9 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
         eprintln!("  - {p}");
     }
     if (data || a.images) && !super::confirm("Proceed?", a.yes)? {
-        bail!("aborted; nothing was changed");
+        return Err(crate::exit::refused(format!(
+            "aborted; nothing was changed"
+        )));
     }
 
     let mut steps = ui::Steps::new(1 + a.images as usize + data as usize + a.all as usize);

@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::cli::{ImagesFrom, UpgradeArgs};
 use crate::engine;
@@ -21,12 +21,14 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     }
     let target = a.to.clone().unwrap_or_else(|| stack::VERSION.to_string());
     match stack::compare_versions(&target, &old.version) {
-        Some(Ordering::Less) if !a.allow_downgrade => bail!(
+        Some(Ordering::Less) if !a.allow_downgrade => {
+            return Err(crate::exit::refused(format!(
             "{} runs bty {}; {target} is older. Refusing to downgrade (state may not read back); \
              pass --allow-downgrade if you mean it",
             old.dest.display(),
             old.version
-        ),
+        )))
+        }
         Some(Ordering::Equal) if a.images.is_none() => match media_behind(&old) {
             None => {
                 eprintln!(
@@ -154,7 +156,7 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
             .await?;
         }
         if let Err(u) = containers::wait_healthy(&engine, &old, &services, timeout).await {
-            bail!(
+            return Err(crate::exit::unhealthy(format!(
                 "upgrade to {target} failed AND the rollback to {} is not healthy: {} {}\n{}\n\
                  inspect with `bty-lab logs {}`",
                 old.version,
@@ -162,12 +164,12 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
                 u.state,
                 super::deploy::indent(&u.logs),
                 old.dest.display()
-            );
+            )));
         }
-        bail!(
+        return Err(crate::exit::unhealthy(format!(
             "upgrade to {target} failed; rolled back to bty {} (healthy). Cause:\n{why}",
             old.version
-        );
+        )));
     }
     super::write_deploy_files(&new)?;
     super::deploy::served_media(&new);
@@ -264,18 +266,17 @@ async fn upgrade_units(
     }
     restart_all(old)?;
     if let Err(u) = containers::wait_healthy(engine, old, &old.services(), timeout).await {
-        bail!(
+        return Err(crate::exit::unhealthy(format!(
             "upgrade to {} failed AND the rollback to {} is not healthy: {} {}\n{}",
             new.version,
             old.version,
             u.service,
             u.state,
             super::deploy::indent(&u.logs)
-        );
+        )));
     }
-    bail!(
+    return Err(crate::exit::unhealthy(format!(
         "upgrade to {} failed; rolled back to bty {} (healthy). Cause:\n{why}",
-        new.version,
-        old.version
-    );
+        new.version, old.version
+    )));
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 
@@ -125,7 +125,7 @@ pub async fn connect(choice: EngineChoice) -> Result<Engine> {
             Err(why) => tried.push(format!("  {addr}: {why}")),
         }
     }
-    bail!(
+    return Err(crate::exit::unreachable(format!(
         "no container engine answered. Tried:\n{}\n\
          Install and start one of:\n  \
          Docker: apt-get install docker.io && systemctl enable --now docker\n  \
@@ -133,7 +133,7 @@ pub async fn connect(choice: EngineChoice) -> Result<Engine> {
          (without systemd: podman system service --time=0 unix:///run/podman/podman.sock &)\n\
          or point DOCKER_HOST at the engine's socket.",
         tried.join("\n")
-    )
+    )));
 }
 
 /// The engine for a command on the deploy at `dest`: `--engine` when given,
@@ -163,7 +163,12 @@ pub async fn connect_for(
             }
             Ok(e)
         }
-        Err(why) => bail!("{}", remembered_down(r, &why, manifest)),
+        Err(why) => {
+            return Err(crate::exit::unreachable(format!(
+                "{}",
+                remembered_down(r, &why, manifest)
+            )))
+        }
     }
 }
 
