@@ -128,7 +128,6 @@ pub fn reword(e: &anyhow::Error, message: impl fmt::Display) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context as _;
 
     #[test]
     fn the_code_survives_context_and_rewording() {

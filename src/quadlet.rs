@@ -32,19 +32,6 @@ pub fn systemd_running() -> bool {
     p.is_dir()
 }
 
-/// Refuse Quadlet mode when systemd does not run; nothing is touched yet.
-pub fn require_systemd() -> Result<()> {
-    if !systemd_running() {
-        return Err(crate::exit::refused(format!(
-            "--systemd installs Quadlet units for systemd, but systemd is not running on this \
-             host (no /run/systemd/system; PID 1 is something else, as in most containers). \
-             Nothing was changed. Deploy without --systemd to run the stack through the engine \
-             API, or use `bty-lab init --systemd` to only render the units"
-        )));
-    }
-    Ok(())
-}
-
 /// Podman runs Quadlet units from 4.4 on.
 pub fn podman_has_quadlet(version: &str) -> bool {
     matches!(
@@ -56,12 +43,12 @@ pub fn podman_has_quadlet(version: &str) -> bool {
 /// Installed file name: prefixed with the project so two deploys on one host
 /// do not share units.
 pub fn unit_file(s: &Manifest, svc: &Service) -> String {
-    format!("{}.container", s.container(&svc))
+    format!("{}.container", s.container(svc))
 }
 
 /// The systemd service Quadlet generates from [`unit_file`].
 pub fn service_unit(s: &Manifest, svc: &Service) -> String {
-    format!("{}.service", s.container(&svc))
+    format!("{}.service", s.container(svc))
 }
 
 /// Run `systemctl args`; the error carries its output.
