@@ -81,27 +81,29 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
     }
     let dir = path.parent().context("file has no parent directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()?;
+    let name = path.file_name().context("file has no name")?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    write_synced(&tmp, contents, mode).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(if old.is_some() {
         Change::Updated
     } else {
         Change::Created
     })
+}
+
+/// Write `path` afresh with `mode`, on disk when this returns.
+fn write_synced(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Write every file under DEST; returns what changed, for the report.
@@ -137,8 +139,13 @@ pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)
             }
         }
     }
-    // Defaults an older bty-lab wrote that this one changed: moved only when
-    // the operator left the old default in place.
+    move_defaults(&mut doc, &mut added);
+    Ok((doc.to_string(), added))
+}
+
+/// Defaults an older bty-lab wrote that this one changed: moved only when
+/// the operator left the old default in place.
+fn move_defaults(doc: &mut toml_edit::DocumentMut, added: &mut Vec<String>) {
     for (section, key, from, to) in MOVED_DEFAULTS {
         let Some(t) = doc.get_mut(section).and_then(|i| i.as_table_mut()) else {
             continue;
@@ -148,7 +155,6 @@ pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)
             added.push(format!("[{section}] {key} moved from {from:?} to {to:?}"));
         }
     }
-    Ok((doc.to_string(), added))
 }
 
 /// (section, key, old default, new default). `[boot] dir` moved out of the

@@ -143,17 +143,7 @@ pub fn deploy_files(s: &Manifest, secrets: Option<&Secrets>) -> Result<Vec<File>
     let env = env();
     let c = ctx(s, secrets);
     let mut out = Vec::new();
-    let mut names = vec!["compose.yml", "bty.toml", "README.md"];
-    if secrets.is_some() {
-        names.push("envvars");
-    }
-    if s.systemd {
-        names.extend(["quadlet/withcache.container", "quadlet/bty-web.container"]);
-        if s.tftp {
-            names.push("quadlet/bty-tftp.container");
-        }
-    }
-    for name in names {
+    for name in templates(s, secrets.is_some()) {
         let contents = env
             .get_template(name)?
             .render(&c)
@@ -170,6 +160,21 @@ pub fn deploy_files(s: &Manifest, secrets: Option<&Secrets>) -> Result<Vec<File>
         out.extend(env_files(s, &vars)?);
     }
     Ok(out)
+}
+
+/// The templates a deploy renders (`envvars`: a fresh envvars too).
+fn templates(s: &Manifest, envvars: bool) -> Vec<&'static str> {
+    let mut names = vec!["compose.yml", "bty.toml", "README.md"];
+    if envvars {
+        names.push("envvars");
+    }
+    if s.systemd {
+        names.extend(["quadlet/withcache.container", "quadlet/bty-web.container"]);
+        if s.tftp {
+            names.push("quadlet/bty-tftp.container");
+        }
+    }
+    names
 }
 
 /// Where a service's own env files live, relative to DEST: the compose
@@ -229,37 +234,46 @@ pub fn env_files(s: &Manifest, vars: &[(String, String)]) -> Result<Vec<File>> {
     let mut out = Vec::new();
     for svc in s.services() {
         for flavour in [EnvFlavour::Compose, EnvFlavour::Podman] {
-            let mut text = format!(
-                "# {}'s environment for {}, derived from envvars by bty-lab (mode 0600).\n\
-                 # Edit envvars instead: deploy, upgrade and passwd rewrite this file.\n",
-                svc.name,
-                match flavour {
-                    EnvFlavour::Compose => "compose.yml",
-                    EnvFlavour::Podman =>
-                        "the Quadlet unit (podman --env-file syntax: values are literal)",
-                }
-            );
-            for (k, v) in service_vars(s, &svc, vars) {
-                if v.contains(['\'', '\n', '\r']) {
-                    bail!(
-                        "envvars: the value of {k} contains a quote or a line break, which env \
-                         files cannot carry; change it in {}",
-                        s.dest.join("envvars").display()
-                    );
-                }
-                match flavour {
-                    EnvFlavour::Compose => text.push_str(&format!("{k}='{v}'\n")),
-                    EnvFlavour::Podman => text.push_str(&format!("{k}={v}\n")),
-                }
-            }
             out.push(File {
                 rel: env_file_rel(&svc, flavour),
-                contents: text,
+                contents: env_file(s, &svc, flavour, vars)?,
                 mode: 0o600,
             });
         }
     }
     Ok(out)
+}
+
+/// One env file's text.
+fn env_file(
+    s: &Manifest,
+    svc: &Service,
+    flavour: EnvFlavour,
+    vars: &[(String, String)],
+) -> Result<String> {
+    let reader = match flavour {
+        EnvFlavour::Compose => "compose.yml",
+        EnvFlavour::Podman => "the Quadlet unit (podman --env-file syntax: values are literal)",
+    };
+    let mut text = format!(
+        "# {}'s environment for {reader}, derived from envvars by bty-lab (mode 0600).\n\
+         # Edit envvars instead: deploy, upgrade and passwd rewrite this file.\n",
+        svc.name,
+    );
+    for (k, v) in service_vars(s, svc, vars) {
+        if v.contains(['\'', '\n', '\r']) {
+            bail!(
+                "envvars: the value of {k} contains a quote or a line break, which env \
+                 files cannot carry; change it in {}",
+                s.dest.join("envvars").display()
+            );
+        }
+        match flavour {
+            EnvFlavour::Compose => text.push_str(&format!("{k}='{v}'\n")),
+            EnvFlavour::Podman => text.push_str(&format!("{k}={v}\n")),
+        }
+    }
+    Ok(text)
 }
 
 /// The Containerfile of one service's image (also `containers/<name>`).
