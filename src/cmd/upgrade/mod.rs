@@ -41,11 +41,17 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     }
     let env = files::service_env(&plan.new)?;
     swap::swap(&engine, &plan, &previous, &env, &mut steps).await?;
+    finish(&plan)
+}
+
+/// The deploy files on the new version, and the line that says so.
+fn finish(plan: &Plan) -> Result<()> {
     files::write_deploy_files(&plan.new)?;
     boot::served_media(&plan.new);
     eprintln!(
-        "\nupgrade complete: {} now runs bty {target} (was {})",
+        "\nupgrade complete: {} now runs bty {} (was {})",
         plan.new.dest.display(),
+        plan.new.version,
         plan.old.version
     );
     Ok(())
