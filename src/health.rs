@@ -207,6 +207,41 @@ mod tests {
             .ends_with("its last log lines:\n  (no output)"));
     }
 
+    #[tokio::test]
+    async fn a_dead_container_fails_the_wait_at_once_a_slow_one_at_the_deadline() {
+        use crate::engine::fake::{Behaviour, Fake};
+        let m = crate::manifest::tests::sample();
+        let f = Fake::new(Kind::Podman);
+        let svc = crate::stack::CACHE;
+        let spec = crate::containers::spec(&m, &svc, "img", "1", vec![]);
+        f.add_container(&m.container(&svc), spec, "exited");
+        let long = Duration::from_secs(600);
+        let services = [svc];
+        let wait = wait_healthy(&f, &m, &services, long);
+        let u = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("waited for a dead container")
+            .unwrap_err();
+        assert_eq!(u.state, "exited (restarts: 0)");
+        assert_eq!(u.container, m.container(&svc));
+        // Running but never healthy: the deadline, said.
+        f.add_image("img", Default::default());
+        f.behave("img", Behaviour::NeverHealthy);
+        crate::containers::run_service(&f, &m, &svc, "img", "1", vec![])
+            .await
+            .unwrap();
+        let u = wait_healthy(&f, &m, &[svc], Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(u.state, "starting after 0s");
+        // Healthy: done.
+        f.behave("img", Behaviour::Healthy);
+        crate::containers::run_service(&f, &m, &svc, "img", "1", vec![])
+            .await
+            .unwrap();
+        wait_healthy(&f, &m, &[svc], long).await.unwrap();
+    }
+
     #[test]
     fn gone_and_restarting_containers_are_dead_starting_ones_not() {
         assert!(is_dead("exited", 0) && is_dead("stopped", 0) && is_dead("absent", 0));

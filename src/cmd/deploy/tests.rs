@@ -147,7 +147,9 @@ async fn a_container_that_exits_fails_deploy_which_says_what_it_made() {
     let e = e.to_string();
     let web = m.container(&stack::WEB);
     assert!(
-        e.starts_with(&format!("bty-web ({web}) is not healthy: exited")),
+        e.starts_with(&format!(
+            "bty-web ({web}) is not healthy: exited (restarts: 0)\n"
+        )),
         "{e}"
     );
     assert!(e.contains(&format!("  | {web}: panic: no config")), "{e}");

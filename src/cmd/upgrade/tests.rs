@@ -81,7 +81,7 @@ async fn an_unhealthy_new_version_rolls_back_to_the_images_that_ran() {
     assert!(
         e.starts_with(&format!(
             "upgrade to 0.2.0 failed; rolled back to bty 0.1.0 (healthy). Cause:\n\
-             bty-web ({web}) is not healthy: exited"
+             bty-web ({web}) is not healthy: exited (restarts: 0)\n"
         )),
         "{e}"
     );
