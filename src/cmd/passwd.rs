@@ -111,7 +111,8 @@ async fn restart(
 ) -> Result<()> {
     if m.quadlet {
         // The unit reads env/<service>.podman.env at start.
-        quadlet::systemctl(&["restart", &quadlet::service_unit(m, svc)])?;
+        let unit = quadlet::service_unit(m, svc);
+        quadlet::Systemd::systemctl(&quadlet::Host, &["restart", &unit])?;
     } else {
         recreate_same_image(engine, m, svc, env).await?;
     }

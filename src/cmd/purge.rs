@@ -99,7 +99,7 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
     steps.step("removing containers and network");
     if m.quadlet {
         // Stop the units first, or systemd would restart what is removed.
-        r.extend(quadlet::remove(m));
+        r.extend(quadlet::remove(&quadlet::Host, m));
     }
     let engine = engine::connect_for(plan.engine, m.engine.as_ref(), &m.path()).await?;
     remove_from_engine(&engine, &plan, &mut steps, &mut r).await?;

@@ -97,3 +97,77 @@ pub fn engine_with_images(kind: Kind, m: &Manifest) -> Fake {
 pub fn steps() -> ui::Steps {
     ui::Steps::new(9)
 }
+
+/// systemd as the tests see it: a Quadlet dir in a temp dir and every
+/// `systemctl` call recorded. Starting a unit runs the container its
+/// installed unit file describes in `engine`, as Quadlet's generated
+/// service would; stopping one removes it.
+pub struct Units<'a> {
+    pub dir: TempDir,
+    calls: std::sync::Mutex<Vec<String>>,
+    engine: &'a Fake,
+}
+
+impl Units<'_> {
+    pub fn new(engine: &Fake) -> Units<'_> {
+        Units {
+            dir: tempfile::tempdir().unwrap(),
+            calls: Default::default(),
+            engine,
+        }
+    }
+
+    /// Every `systemctl` call, its arguments joined by spaces.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The container a unit file describes: its name and spec.
+    fn unit(&self, service: &str) -> (String, crate::engine::ContainerSpec) {
+        let name = service.trim_end_matches(".service");
+        let file = self.dir.path().join(format!("{name}.container"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut spec = crate::engine::ContainerSpec::default();
+        for line in text.lines() {
+            if let Some(i) = line.strip_prefix("Image=") {
+                spec.image = i.to_string();
+            }
+            if let Some((k, v)) = line.strip_prefix("Label=").and_then(|l| l.split_once('=')) {
+                spec.labels.insert(k.into(), v.into());
+            }
+        }
+        (name.to_string(), spec)
+    }
+}
+
+impl crate::quadlet::Systemd for Units<'_> {
+    fn unit_dir(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn systemctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.calls.lock().unwrap().push(args.join(" "));
+        match args {
+            ["start" | "restart", unit] => {
+                let (name, spec) = self.unit(unit);
+                self.engine.run_now(&name, spec);
+            }
+            ["stop", unit] => self.engine.stop_now(unit.trim_end_matches(".service")),
+            _ => {}
+        }
+        Ok(String::new())
+    }
+}
+
+/// systemd for tests that must not reach it (engine mode).
+pub struct NoSystemd;
+
+impl crate::quadlet::Systemd for NoSystemd {
+    fn unit_dir(&self) -> std::path::PathBuf {
+        panic!("engine mode asked for the Quadlet dir")
+    }
+
+    fn systemctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        panic!("engine mode ran systemctl {args:?}")
+    }
+}

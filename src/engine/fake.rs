@@ -135,6 +135,27 @@ impl Fake {
         st.containers.insert(name.into(), c);
     }
 
+    /// Run a container as something outside the engine API would (systemd
+    /// starting a Quadlet unit): replaced, started, behaving as its image
+    /// was told to.
+    pub fn run_now(&self, name: &str, spec: ContainerSpec) {
+        let mut st = self.st();
+        st.next_id += 1;
+        let (status, health) = settle(&st, &spec.image);
+        let c = FakeContainer {
+            id: format!("id{}", st.next_id),
+            spec,
+            status: status.into(),
+            health: health.into(),
+        };
+        st.containers.insert(name.into(), c);
+    }
+
+    /// Stop and remove a container as systemd would stopping its unit.
+    pub fn stop_now(&self, name: &str) {
+        self.st().containers.remove(name);
+    }
+
     pub fn container(&self, name: &str) -> Option<FakeContainer> {
         self.st().containers.get(name).cloned()
     }
@@ -154,6 +175,20 @@ impl Fake {
             .iter()
             .find(|(n, c)| *n == name || c.id == name)
             .map(|(n, _)| n.clone())
+    }
+}
+
+/// The status and health a container of `image` has once started.
+fn settle(st: &State, image: &str) -> (&'static str, &'static str) {
+    match st
+        .behaviour
+        .get(image)
+        .copied()
+        .unwrap_or(Behaviour::Healthy)
+    {
+        Behaviour::Healthy => ("running", "healthy"),
+        Behaviour::Exits => ("exited", ""),
+        Behaviour::NeverHealthy => ("running", "starting"),
     }
 }
 
@@ -283,15 +318,10 @@ impl ContainerEngine for Fake {
                 "engine said (500): crun: write child: broken pipe: OCI runtime error",
             ));
         }
-        let behaviour = |img: &str| st.behaviour.get(img).copied();
         let Some(c) = st.containers.get(name) else {
             return Err(gone("container", name));
         };
-        let (status, health) = match behaviour(&c.spec.image).unwrap_or(Behaviour::Healthy) {
-            Behaviour::Healthy => ("running", "healthy"),
-            Behaviour::Exits => ("exited", ""),
-            Behaviour::NeverHealthy => ("running", "starting"),
-        };
+        let (status, health) = settle(&st, &c.spec.image);
         let c = st.containers.get_mut(name).expect("looked up above");
         c.status = status.into();
         c.health = health.into();

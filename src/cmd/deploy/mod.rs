@@ -33,7 +33,7 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     lay_out_data(m, operator.as_ref())?;
     steps.step(format!("getting images ({})", images::describe(m.images)));
     images::obtain(&engine, &wanted(m), m.images, &mut source).await?;
-    start::start(&engine, m, &mut steps, plan.timeout).await?;
+    start::start(&engine, &quadlet::Host, m, &mut steps, plan.timeout).await?;
     boot::served_media(m);
     summary(m);
     Ok(())

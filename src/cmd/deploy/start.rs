@@ -11,8 +11,9 @@ use anyhow::Result;
 use crate::cmd::files::{self, Env};
 use crate::engine::ContainerEngine;
 use crate::manifest::Manifest;
+use crate::quadlet::{self, Systemd};
 use crate::stack::Net;
-use crate::{containers, exit, health, quadlet, ui};
+use crate::{containers, exit, health, ui};
 
 /// The steps `start` takes (for the step count).
 pub const STEPS: usize = 3;
@@ -21,19 +22,20 @@ pub const STEPS: usize = 3;
 /// error says what was made and how to look at or remove it.
 pub async fn start(
     engine: &impl ContainerEngine,
+    sd: &impl Systemd,
     m: &Manifest,
     steps: &mut ui::Steps,
     timeout: Duration,
 ) -> Result<()> {
     let mut made = Vec::new();
     let r = if m.quadlet {
-        start_units(engine, m, steps, &mut made, timeout).await
+        start_units(engine, sd, m, steps, timeout).await
     } else {
         start_containers(engine, m, steps, &mut made, timeout).await
     };
     let Err(e) = r else { return Ok(()) };
     Err(if m.quadlet {
-        units_torn_down(&e, m)
+        units_torn_down(&e, sd, m)
     } else {
         containers_left(&e, m, &made)
     })
@@ -110,26 +112,24 @@ async fn wait(
 /// wait for health through the Podman API.
 async fn start_units(
     engine: &impl ContainerEngine,
+    sd: &impl Systemd,
     m: &Manifest,
     steps: &mut ui::Steps,
-    made: &mut Vec<String>,
     timeout: Duration,
 ) -> Result<()> {
     steps.step(format!(
         "installing Quadlet units into {}",
-        quadlet::unit_dir().display()
+        sd.unit_dir().display()
     ));
     replace_engine_mode(engine, m).await?;
-    for p in quadlet::install(&quadlet::units(m)?)? {
+    for p in quadlet::install(&quadlet::units(sd, m)?)? {
         ui::detail(format!("{} (0644)", p.display()));
-        made.push(format!("unit file {}", p.display()));
     }
-    quadlet::systemctl(&["daemon-reload"])?;
+    sd.systemctl(&["daemon-reload"])?;
     steps.step("starting units");
     for svc in m.services() {
         let unit = quadlet::service_unit(m, &svc);
-        quadlet::systemctl(&["start", &unit])?;
-        made.push(format!("unit {unit}"));
+        sd.systemctl(&["start", &unit])?;
         ui::detail(format!("started {unit}"));
     }
     steps.step("waiting for health");
@@ -171,8 +171,8 @@ fn containers_left(e: &anyhow::Error, m: &Manifest, made: &[String]) -> anyhow::
 
 /// Quadlet mode failed: units that systemd would keep restarting are
 /// taken down again.
-fn units_torn_down(e: &anyhow::Error, m: &Manifest) -> anyhow::Error {
-    let (removed, failed) = quadlet::remove(m);
+fn units_torn_down(e: &anyhow::Error, sd: &impl Systemd, m: &Manifest) -> anyhow::Error {
+    let (removed, failed) = quadlet::remove(sd, m);
     exit::reword(
         e,
         format!(

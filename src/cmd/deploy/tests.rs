@@ -109,7 +109,7 @@ async fn auto_builds_from_this_binary_what_a_failed_pull_leaves() {
 async fn the_stack_starts_network_first_then_withcache_web_tftp() {
     let (_t, m) = testkit::lab();
     let f = testkit::engine_with_images(Kind::Docker, &m);
-    start::start(&f, &m, &mut testkit::steps(), TIMEOUT)
+    start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
         .await
         .unwrap();
     let names: Vec<String> = m.services().iter().map(|s| m.container(s)).collect();
@@ -140,7 +140,7 @@ async fn a_container_that_exits_fails_deploy_which_says_what_it_made() {
     let (_t, m) = testkit::lab();
     let f = testkit::engine_with_images(Kind::Docker, &m);
     f.behave(&m.image(&stack::WEB), Behaviour::Exits);
-    let e = start::start(&f, &m, &mut testkit::steps(), TIMEOUT)
+    let e = start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
         .await
         .unwrap_err();
     assert_eq!(exit::code_of(&e), exit::Code::Unhealthy);
@@ -179,7 +179,7 @@ async fn a_service_that_never_gets_healthy_fails_at_the_deadline() {
     let (_t, m) = testkit::lab();
     let f = testkit::engine_with_images(Kind::Docker, &m);
     f.behave(&m.image(&stack::CACHE), Behaviour::NeverHealthy);
-    let e = start::start(&f, &m, &mut testkit::steps(), TIMEOUT)
+    let e = start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
         .await
         .unwrap_err();
     assert_eq!(exit::code_of(&e), exit::Code::Unhealthy);
@@ -197,7 +197,7 @@ async fn podman_s_broken_pipe_start_is_retried_then_given_up() {
     let (_t, m) = testkit::lab();
     let f = testkit::engine_with_images(Kind::Podman, &m);
     f.broken_pipe_starts(2);
-    start::start(&f, &m, &mut testkit::steps(), TIMEOUT)
+    start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
         .await
         .unwrap();
     let cache = m.container(&stack::CACHE);
@@ -209,7 +209,7 @@ async fn podman_s_broken_pipe_start_is_retried_then_given_up() {
     // A third broken pipe in a row is an error, not a loop.
     let f = testkit::engine_with_images(Kind::Podman, &m);
     f.broken_pipe_starts(3);
-    let e = start::start(&f, &m, &mut testkit::steps(), TIMEOUT)
+    let e = start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
         .await
         .unwrap_err();
     assert!(
@@ -228,7 +228,7 @@ async fn a_container_of_another_deploy_is_not_replaced() {
         .labels
         .insert(stack::LABEL_DEPLOY.into(), "/elsewhere".into());
     f.add_container(&m.container(&stack::CACHE), foreign, "running");
-    let e = start::start(&f, &m, &mut testkit::steps(), TIMEOUT)
+    let e = start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
         .await
         .unwrap_err();
     assert!(
@@ -236,4 +236,81 @@ async fn a_container_of_another_deploy_is_not_replaced() {
         "{e:#}"
     );
     assert!(f.calls_of("rm").is_empty(), "removed a foreign container");
+}
+
+/// `m` in Quadlet mode.
+fn quadlet(m: &Manifest) -> Manifest {
+    let mut m = m.clone();
+    m.quadlet = true;
+    m.systemd = true;
+    m
+}
+
+#[tokio::test]
+async fn quadlet_mode_installs_the_units_and_starts_them_in_order() {
+    let (_t, m) = testkit::lab();
+    let m = quadlet(&m);
+    let f = testkit::engine_with_images(Kind::Podman, &m);
+    // An engine-mode container of this deploy holds a unit's name.
+    let web = m.container(&stack::WEB);
+    f.add_container(
+        &web,
+        containers::spec(&m, &stack::WEB, "x", "1", vec![]),
+        "running",
+    );
+    let units = testkit::Units::new(&f);
+    start::start(&f, &units, &m, &mut testkit::steps(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(f.calls_of("rm"), std::slice::from_ref(&web));
+    let mut want = vec!["daemon-reload".to_string()];
+    want.extend(
+        m.services()
+            .iter()
+            .map(|s| format!("start {}.service", m.container(s))),
+    );
+    assert_eq!(units.calls(), want);
+    let unit = std::fs::read_to_string(units.dir.path().join(format!("{web}.container")));
+    assert!(unit
+        .unwrap()
+        .contains(&format!("Image={}", m.image(&stack::WEB))));
+    assert_eq!(f.container(&web).unwrap().status, "running");
+}
+
+#[tokio::test]
+async fn a_failed_quadlet_deploy_tears_its_units_down_and_says_so() {
+    let (_t, m) = testkit::lab();
+    let m = quadlet(&m);
+    let f = testkit::engine_with_images(Kind::Podman, &m);
+    f.behave(&m.image(&stack::WEB), Behaviour::Exits);
+    let units = testkit::Units::new(&f);
+    let e = start::start(&f, &units, &m, &mut testkit::steps(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(exit::code_of(&e), exit::Code::Unhealthy);
+    let e = e.to_string();
+    let web = m.container(&stack::WEB);
+    assert!(e.contains(&format!("(also: journalctl -u {web})")), "{e}");
+    let stopped: Vec<String> = m
+        .services()
+        .iter()
+        .rev()
+        .map(|s| format!("unit {}.service (stopped)", m.container(s)))
+        .collect();
+    assert!(
+        e.contains(&format!("Tore down: {}, unit file ", stopped.join(", "))),
+        "{e}"
+    );
+    assert!(e.contains("Left behind: nothing."), "{e}");
+    assert!(e.contains("The deploy files and data stay in"), "{e}");
+    // Nothing systemd would restart is left.
+    assert!(std::fs::read_dir(units.dir.path())
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(f.container_names().is_empty(), "{:?}", f.container_names());
+    assert_eq!(
+        units.calls().last().map(String::as_str),
+        Some("daemon-reload")
+    );
 }

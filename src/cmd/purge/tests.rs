@@ -22,9 +22,15 @@ fn plan(m: &Manifest, images: bool) -> Plan {
 /// one container of another deploy.
 async fn deployed(m: &Manifest) -> Fake {
     let f = testkit::engine_with_images(Kind::Docker, m);
-    crate::cmd::deploy::start::start(&f, m, &mut testkit::steps(), testkit::TIMEOUT)
-        .await
-        .unwrap();
+    crate::cmd::deploy::start::start(
+        &f,
+        &testkit::NoSystemd,
+        m,
+        &mut testkit::steps(),
+        testkit::TIMEOUT,
+    )
+    .await
+    .unwrap();
     let mut other = containers::spec(m, &stack::WEB, "x", "1", vec![]);
     other
         .labels

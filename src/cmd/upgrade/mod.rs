@@ -37,7 +37,7 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     migrate(&plan.new)?;
     if plan.new.quadlet {
         steps.step(format!("restarting the Quadlet units on bty {target}"));
-        return units::swap(&engine, &plan).await;
+        return units::swap(&engine, &crate::quadlet::Host, &plan).await;
     }
     let env = files::service_env(&plan.new)?;
     swap::swap(&engine, &plan, &previous, &env, &mut steps).await?;

@@ -16,9 +16,15 @@ use crate::stack;
 async fn running() -> (tempfile::TempDir, Fake, Plan) {
     let (t, old) = testkit::lab();
     let f = testkit::engine_with_images(Kind::Docker, &old);
-    crate::cmd::deploy::start::start(&f, &old, &mut testkit::steps(), TIMEOUT)
-        .await
-        .unwrap();
+    crate::cmd::deploy::start::start(
+        &f,
+        &testkit::NoSystemd,
+        &old,
+        &mut testkit::steps(),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
     let mut new = old.clone();
     new.version = "0.2.0".into();
     for (svc, r) in deploy::wanted(&new) {
@@ -135,4 +141,66 @@ async fn the_images_to_roll_back_to_are_those_that_run() {
     let prev = running_images(&empty, &plan.old).await.unwrap();
     assert_eq!(prev[0].1, plan.old.image(&stack::CACHE));
     let _ = Duration::ZERO;
+}
+
+/// `running()`'s deploy in Quadlet mode, its units installed and started.
+async fn running_units(units: &testkit::Units<'_>, f: &Fake, plan: &mut Plan) {
+    for m in [&mut plan.old, &mut plan.new] {
+        m.quadlet = true;
+        m.systemd = true;
+    }
+    let steps = &mut testkit::steps();
+    crate::cmd::deploy::start::start(f, units, &plan.old, steps, TIMEOUT)
+        .await
+        .unwrap();
+}
+
+/// The image the installed unit of `svc` runs.
+fn unit_image(units: &testkit::Units<'_>, m: &Manifest, svc: &stack::Service) -> String {
+    let file = units.dir.path().join(crate::quadlet::unit_file(m, svc));
+    let text = std::fs::read_to_string(file).unwrap();
+    let image = text.lines().find_map(|l| l.strip_prefix("Image="));
+    image.unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_quadlet_upgrade_restarts_the_units_on_the_new_images() {
+    let (_t, f, mut plan) = running().await;
+    let units = testkit::Units::new(&f);
+    running_units(&units, &f, &mut plan).await;
+    units::swap(&f, &units, &plan).await.unwrap();
+    for svc in plan.new.services() {
+        assert_eq!(unit_image(&units, &plan.new, &svc), plan.new.image(&svc));
+        let c = f.container(&plan.new.container(&svc)).unwrap();
+        assert_eq!(c.spec.image, plan.new.image(&svc));
+    }
+    let restarts = units
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("restart "))
+        .count();
+    assert_eq!(restarts, 3);
+}
+
+#[tokio::test]
+async fn an_unhealthy_quadlet_upgrade_puts_the_old_unit_files_back() {
+    let (_t, f, mut plan) = running().await;
+    let units = testkit::Units::new(&f);
+    running_units(&units, &f, &mut plan).await;
+    f.behave(&plan.new.image(&stack::CACHE), Behaviour::NeverHealthy);
+    let e = units::swap(&f, &units, &plan).await.unwrap_err();
+    assert_eq!(exit::code_of(&e), exit::Code::Unhealthy);
+    let e = e.to_string();
+    assert!(
+        e.starts_with("upgrade to 0.2.0 failed; rolled back to bty 0.1.0 (healthy)"),
+        "{e}"
+    );
+    for svc in plan.old.services() {
+        assert_eq!(unit_image(&units, &plan.old, &svc), plan.old.image(&svc));
+        let c = f.container(&plan.old.container(&svc)).unwrap();
+        assert_eq!(
+            (c.spec.image, c.status),
+            (plan.old.image(&svc), "running".into())
+        );
+    }
 }

@@ -10,14 +10,16 @@ use super::Plan;
 use crate::cmd::files;
 use crate::engine::ContainerEngine;
 use crate::manifest::Manifest;
-use crate::{deploydir, exit, health, quadlet, ui};
+use crate::quadlet::{self, Systemd};
+use crate::{deploydir, exit, health, ui};
 
 /// Restart the units on `plan.new`, rolling back to the unit files there
 /// were when that is not healthy.
-pub async fn swap(engine: &impl ContainerEngine, plan: &Plan) -> Result<()> {
+pub async fn swap(engine: &impl ContainerEngine, sd: &impl Systemd, plan: &Plan) -> Result<()> {
     let (old, new) = (&plan.old, &plan.new);
-    let previous = quadlet::snapshot(old);
-    let failure = match quadlet::install(&quadlet::units(new)?).and_then(|_| restart_all(new)) {
+    let previous = quadlet::snapshot(sd, old);
+    let installed = quadlet::install(&quadlet::units(sd, new)?);
+    let failure = match installed.and_then(|_| restart_all(sd, new)) {
         Err(e) => e,
         Ok(()) => match health::require_healthy(engine, new, plan.timeout).await {
             Ok(()) => return finish(plan),
@@ -27,7 +29,7 @@ pub async fn swap(engine: &impl ContainerEngine, plan: &Plan) -> Result<()> {
     ui::warn(format!("bty {} failed: {failure:#}", new.version));
     eprintln!("rolling back to bty {} (previous unit files)", old.version);
     put_back(&previous)?;
-    restart_all(old)?;
+    restart_all(sd, old)?;
     if let Err(e) = health::require_healthy(engine, old, plan.timeout).await {
         return Err(exit::reword(
             &e,
@@ -46,10 +48,10 @@ pub async fn swap(engine: &impl ContainerEngine, plan: &Plan) -> Result<()> {
     ))
 }
 
-fn restart_all(m: &Manifest) -> Result<()> {
-    quadlet::systemctl(&["daemon-reload"])?;
+fn restart_all(sd: &impl Systemd, m: &Manifest) -> Result<()> {
+    sd.systemctl(&["daemon-reload"])?;
     for svc in m.services() {
-        quadlet::systemctl(&["restart", &quadlet::service_unit(m, &svc)])?;
+        sd.systemctl(&["restart", &quadlet::service_unit(m, &svc)])?;
     }
     Ok(())
 }
