@@ -242,23 +242,27 @@ impl Removal {
         }
     }
 
-    pub fn extend(&mut self, (removed, failed): (Vec<String>, Vec<String>)) {
-        self.removed.extend(removed);
-        self.failed.extend(failed);
+    /// Add what another removal did.
+    pub fn absorb(&mut self, other: Removal) {
+        self.removed.extend(other.removed);
+        self.failed.extend(other.failed);
     }
 }
 
 /// Remove every container with our label and the stack network; what is
 /// already gone is fine.
-pub async fn remove_stack(engine: &impl ContainerEngine, m: &Manifest) -> Result<Removal> {
-    let mut r = Removal::default();
+pub async fn remove_stack(
+    engine: &impl ContainerEngine,
+    m: &Manifest,
+    r: &mut Removal,
+) -> Result<()> {
     for c in list_ours(engine, m).await? {
         let gone = force_remove(engine, &c.id).await;
         r.note(format!("container {}", c.name), gone);
     }
     let net = m.network();
     r.note(format!("network {net}"), engine.remove_network(&net).await);
-    Ok(r)
+    Ok(())
 }
 
 /// Remove the deploy's images (`--images`); what is not there is fine.

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::containers::Removal;
 use crate::manifest::Manifest;
 use crate::stack::{self, Service};
 
@@ -154,10 +155,11 @@ pub fn snapshot(sd: &impl Systemd, s: &Manifest) -> Vec<(PathBuf, Option<String>
         .collect()
 }
 
-/// Stop the units, remove their files, daemon-reload. Tolerant: returns
-/// (removed, failed) descriptions.
-pub fn remove(sd: &impl Systemd, s: &Manifest) -> (Vec<String>, Vec<String>) {
-    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+/// Stop the units, remove their files, daemon-reload. Tolerant: says
+/// what it removed and what it could not.
+pub fn remove(sd: &impl Systemd, s: &Manifest) -> Removal {
+    let mut r = Removal::default();
+    let (removed, failed) = (&mut r.removed, &mut r.failed);
     let file = |svc: &Service| sd.unit_dir().join(unit_file(s, svc));
     for svc in s.services().iter().rev().filter(|svc| file(svc).exists()) {
         let unit = service_unit(s, svc);
@@ -176,7 +178,7 @@ pub fn remove(sd: &impl Systemd, s: &Manifest) -> (Vec<String>, Vec<String>) {
     if let Err(e) = sd.systemctl(&["daemon-reload"]) {
         failed.push(format!("{e:#}"));
     }
-    (removed, failed)
+    r
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub async fn run(a: PurgeArgs) -> Result<()> {
     steps.step("removing containers and network");
     if m.quadlet {
         // Stop the units first, or systemd would restart what is removed.
-        r.extend(quadlet::remove(&quadlet::Host, m));
+        r.absorb(quadlet::remove(&quadlet::Host, m));
     }
     let engine = engine::connect_for(plan.engine, m.engine.as_ref(), &m.path()).await?;
     remove_from_engine(&engine, &plan, &mut steps, &mut r).await?;
@@ -118,8 +118,7 @@ pub async fn remove_from_engine(
     steps: &mut ui::Steps,
     r: &mut Removal,
 ) -> Result<()> {
-    let stack = containers::remove_stack(engine, &plan.m).await?;
-    r.extend((stack.removed, stack.failed));
+    containers::remove_stack(engine, &plan.m, r).await?;
     if plan.images {
         steps.step("removing images");
         containers::remove_images(engine, &plan.m, r).await;

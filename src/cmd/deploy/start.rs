@@ -172,14 +172,14 @@ fn containers_left(e: &anyhow::Error, m: &Manifest, made: &[String]) -> anyhow::
 /// Quadlet mode failed: units that systemd would keep restarting are
 /// taken down again.
 fn units_torn_down(e: &anyhow::Error, sd: &impl Systemd, m: &Manifest) -> anyhow::Error {
-    let (removed, failed) = quadlet::remove(sd, m);
+    let r = quadlet::remove(sd, m);
     exit::reword(
         e,
         format!(
             "{e:#}\n\ndeploy did not finish. Tore down: {}.\nLeft behind: {}.\n\
              The deploy files and data stay in {}; re-run deploy after fixing the cause.",
-            nothing_or(&removed, ", "),
-            nothing_or(&failed, "; "),
+            nothing_or(&r.removed, ", "),
+            nothing_or(&r.failed, "; "),
             m.dest.display()
         ),
     )
