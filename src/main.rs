@@ -36,7 +36,7 @@ use clap::{CommandFactory as _, Parser as _};
 
 use cli::{Cli, Command};
 
-/// Was this binary started as the agent (argv[0]'s file name is `bty`)?
+/// Was this binary started as the agent (`argv[0]`'s file name is `bty`)?
 fn invoked_as_agent(argv0: Option<&OsString>) -> bool {
     argv0
         .and_then(|a| Path::new(a).file_name())
