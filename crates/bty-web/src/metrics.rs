@@ -31,14 +31,18 @@ impl Metrics {
     /// Count one answered request by status class.
     pub fn request(&self, status: u16) {
         let i = (status / 100).clamp(1, 5) as usize;
-        self.requests[i].fetch_add(1, Relaxed);
+        if let Some(c) = self.requests.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
     }
 
     /// Count an offer (`plan` false: PXE script, true: JSON plan).
     pub fn offer(&self, kind: &str, plan: bool) {
         if let Some(i) = OFFER_KINDS.iter().position(|k| *k == kind) {
             let arr = if plan { &self.plans } else { &self.offers };
-            arr[i].fetch_add(1, Relaxed);
+            if let Some(c) = arr.get(i) {
+                c.fetch_add(1, Relaxed);
+            }
         }
     }
 
