@@ -13,6 +13,9 @@ pub struct Metrics {
     requests: [AtomicU64; 6],
     offers: [AtomicU64; 4],
     plans: [AtomicU64; 4],
+    /// `GET /pxe-bootstrap.ipxe` answered: machines whose iPXE reached
+    /// bty-web, however their DHCP and TFTP got them there.
+    pub bootstraps: AtomicU64,
     /// Cycles that entered `flashing`.
     pub flashes_started: AtomicU64,
     /// Cycles that ended `done`.
@@ -74,6 +77,11 @@ impl Metrics {
             }
         }
         for (name, help, c) in [
+            (
+                "bty_pxe_bootstraps_total",
+                "iPXE bootstrap scripts served by /pxe-bootstrap.ipxe.",
+                &self.bootstraps,
+            ),
             (
                 "bty_flashes_started_total",
                 "Flash cycles that entered flashing.",

@@ -25,6 +25,7 @@ const MAX_REASON: usize = 2000;
 /// `GET /pxe-bootstrap.ipxe`.
 pub async fn bootstrap(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let host = host(&headers)?;
+    st.metrics.bootstraps.fetch_add(1, Relaxed);
     Ok(ipxe_response(st.templates.bootstrap(&host)))
 }
 
