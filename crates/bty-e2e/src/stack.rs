@@ -258,10 +258,36 @@ pub struct StackOptions {
     /// Deploy the stack in containers with `bty-lab deploy` instead
     /// (takes precedence over `lab`).
     pub deploy: Option<Deploy>,
+    /// Run `lab` or `deploy` exactly as the README says, with none of the
+    /// shortcuts: see [`readme_env`]. `bty-lab serve --bind HOST
+    /// --tftp-port 69` in a fresh working directory (its default
+    /// `./bty-data`); `bty-lab deploy DEST --engine ENGINE --host-addr
+    /// HOST -y` (default images, registry, ports, bty-tftp and its loop
+    /// breaker). `netboot` and `static_catalog` must be unset: the
+    /// binary brings its own media, and images come from `bty-lab image
+    /// add` ([`Stack::lab_image_add`]).
+    pub readme: bool,
+}
+
+/// Remove from a `bty-lab` command's environment every override the
+/// README does not mention (`BTY_*`, among them `BTY_NETBOOT_DIR`, the
+/// static-binary variables and bty-web's `BTY_<SECTION>_<KEY>`;
+/// `WITHCACHE_*`; `XDG_DATA_HOME`), so a README test runs what a user who
+/// followed the README runs, whatever the test runner's environment.
+pub fn readme_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("BTY_") || k.starts_with("WITHCACHE_") || k == "XDG_DATA_HOME" {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
 }
 
 /// `bty-lab deploy --images local --engine ENGINE --netboot MEDIA DEST`
-/// on a LAN in the root namespace ([`Netns::host_lan`]), since the
+/// (or, with [`StackOptions::readme`], the README's `bty-lab deploy DEST
+/// --engine ENGINE` with bty-tftp on the host's udp/69) on a LAN in the
+/// root namespace ([`Netns::host_lan`]), since the
 /// engine publishes its ports there: bty-web on 198.51.100.1:8080,
 /// withcache on 198.51.100.1:3000 (`--host-addr 198.51.100.1`), no bty-tftp (`--no-tftp`:
 /// qemu's PXE ROM is iPXE and the documented DHCP rule sends it straight
@@ -288,6 +314,7 @@ impl Default for StackOptions {
             netboot: None,
             lab: None,
             deploy: None,
+            readme: false,
         }
     }
 }
@@ -297,6 +324,12 @@ struct LabServe {
     bin: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Working directory (the README run's `./bty-data` is in it).
+    cwd: PathBuf,
+    /// State directory (`--data-dir`, or `./bty-data` of `cwd`).
+    data: PathBuf,
+    /// Scrub the environment ([`readme_env`]).
+    readme: bool,
     log: PathBuf,
     proc: Option<Guard>,
 }
@@ -309,7 +342,11 @@ impl LabServe {
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
         let mut cmd = ns.command(&self.bin.display().to_string());
+        if self.readme {
+            readme_env(&mut cmd);
+        }
         cmd.args(&self.args)
+            .current_dir(&self.cwd)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
@@ -332,15 +369,28 @@ struct Deployed {
     engine: String,
     dest: PathBuf,
     log: PathBuf,
+    /// Scrub the environment ([`readme_env`]).
+    readme: bool,
 }
 
 impl Deployed {
-    /// Run `bty-lab ARGS`, output appended to the log; an error with the
-    /// output's tail when it fails.
-    fn lab(&self, args: &[&str]) -> anyhow::Result<()> {
+    /// Run `bty-lab ARGS`, output appended to the log and returned; an
+    /// error with the output when it fails.
+    fn lab(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.lab_env(args, &[])
+    }
+
+    /// [`Deployed::lab`] with extra environment variables; stdout then
+    /// stderr on success.
+    fn lab_env(&self, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
         use std::io::Write as _;
-        let out = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if self.readme {
+            readme_env(&mut cmd);
+        }
+        let out = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running {} {}", self.bin.display(), args.join(" ")))?;
@@ -360,7 +410,11 @@ impl Deployed {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     fn purge(&self) {
@@ -522,7 +576,12 @@ impl Stack {
     }
 
     /// The operator's way: `bty-lab serve --data-dir DIR/lab --bind
-    /// 192.0.2.1 --tftp-port 69 [--netboot MEDIA]` in the namespace.
+    /// 192.0.2.1 --tftp-port 69 [--netboot MEDIA]` in the namespace; with
+    /// [`StackOptions::readme`], the README's `bty-lab serve --bind
+    /// 192.0.2.1 --tftp-port 69` in `DIR/lab` (state in its
+    /// `./bty-data`). The address is a fact of the test LAN: bound to
+    /// 0.0.0.0 in a namespace without a route, serve could not tell the
+    /// machines which address to come back to.
     fn start_lab(
         opts: StackOptions,
         bin: &Path,
@@ -530,29 +589,37 @@ impl Stack {
         ns: Netns,
         rt: tokio::runtime::Runtime,
     ) -> anyhow::Result<Stack> {
-        let data = dir.path().join("lab");
-        let boot = data.join("boot");
-        let mut args: Vec<String> = [
-            "serve",
-            "--bind",
-            &HOST_IP.to_string(),
-            "--port-web",
-            &WEB_PORT.to_string(),
-            "--port-cache",
-            &WITHCACHE_PORT.to_string(),
-            "--tftp-port",
-            "69",
-            "--data-dir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(data.display().to_string());
+        let cwd = dir.path().join("lab");
+        std::fs::create_dir_all(&cwd)?;
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--bind".into(),
+            HOST_IP.to_string(),
+            "--tftp-port".into(),
+            "69".into(),
+        ];
+        let data = if opts.readme {
+            if opts.netboot.is_some() || opts.static_catalog.is_some() {
+                bail!("a README run takes no --netboot and no static catalog");
+            }
+            cwd.join("bty-data")
+        } else {
+            args.extend([
+                "--port-web".into(),
+                WEB_PORT.to_string(),
+                "--port-cache".into(),
+                WITHCACHE_PORT.to_string(),
+                "--data-dir".into(),
+                cwd.display().to_string(),
+            ]);
+            cwd.clone()
+        };
         if let Some(media) = &opts.netboot {
             if serve_has_netboot(bin) {
                 args.push("--netboot".into());
                 args.push(media.display().to_string());
             } else {
+                let boot = data.join("boot");
                 std::fs::create_dir_all(&boot)?;
                 crate::media::install_from(media, &boot)?;
             }
@@ -575,6 +642,9 @@ impl Stack {
                 bin: bin.to_path_buf(),
                 args,
                 env,
+                cwd,
+                data,
+                readme: opts.readme,
                 log: dir.path().join("bty-lab-serve.log"),
                 proc: None,
             }),
@@ -597,12 +667,16 @@ impl Stack {
         ns: Netns,
         rt: tokio::runtime::Runtime,
     ) -> anyhow::Result<Stack> {
+        if opts.readme && (opts.netboot.is_some() || opts.static_catalog.is_some()) {
+            bail!("a README run takes no --netboot and no static catalog");
+        }
         let dest = dir.path().join("deploy");
         let deployed = Deployed {
             bin: d.bin.clone(),
             engine: d.engine.clone(),
             dest: dest.clone(),
             log: dir.path().join("bty-lab-deploy.log"),
+            readme: opts.readme,
         };
         let stack = Stack {
             web: None,
@@ -624,25 +698,32 @@ impl Stack {
         let dest_s = dest.display().to_string();
         let (web_port, cache_port) = (WEB_PORT.to_string(), WITHCACHE_PORT.to_string());
         let host = stack.ns.host_ip().to_string();
+        // The README's deploy: the host address is the one fact of this
+        // machine it needs (the outbound route's address is not on the
+        // test LAN); everything else is a default, bty-tftp included.
         let mut args = vec![
             "deploy",
             &dest_s,
             "--engine",
             &d.engine,
-            "--images",
-            "local",
-            // Own image names, so that the purge removes only ours.
-            "--registry",
-            "bty-e2e.invalid/bty",
             "--host-addr",
             &host,
-            "--port-web",
-            &web_port,
-            "--port-cache",
-            &cache_port,
-            "--no-tftp",
-            "-y",
         ];
+        if !opts.readme {
+            args.extend([
+                "--images",
+                "local",
+                // Own image names, so that the purge removes only ours.
+                "--registry",
+                "bty-e2e.invalid/bty",
+                "--port-web",
+                &web_port,
+                "--port-cache",
+                &cache_port,
+                "--no-tftp",
+            ]);
+        }
+        args.push("-y");
         let media = opts.netboot.as_ref().map(|m| m.display().to_string());
         let netboot_opt = has_netboot_option(&d.bin, "deploy");
         if let (Some(m), true) = (&media, netboot_opt) {
@@ -670,6 +751,62 @@ impl Stack {
         self.lab.is_some()
     }
 
+    /// `bty-lab image add NAME URL`, the README's way to add an image, as
+    /// the admin (password in `BTY_ADMIN_PASSWORD`): for a deploy with
+    /// `--dest DEST` (its manifest knows bty-web's address), for `bty-lab
+    /// serve` from inside the namespace with `--server`, since it listens
+    /// on the test LAN's address, not serve's default 127.0.0.1. Its
+    /// output, or an error with it.
+    pub fn lab_image_add(&self, name: &str, url: &str) -> anyhow::Result<String> {
+        let password = self.password.as_str();
+        if let Some(d) = &self.deployed {
+            let dest = d.dest.display().to_string();
+            return d.lab_env(
+                &["image", "add", name, url, "--dest", &dest],
+                &[("BTY_ADMIN_PASSWORD", password)],
+            );
+        }
+        let Some(lab) = &self.lab else {
+            bail!("`bty-lab image add` needs a bty-lab stack (serve or deploy)");
+        };
+        let mut cmd = self.ns.command(&lab.bin.display().to_string());
+        if lab.readme {
+            readme_env(&mut cmd);
+        }
+        let out = cmd
+            .args(["image", "add", name, url, "--server", &self.web_url()])
+            .env("BTY_ADMIN_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .context("running bty-lab image add")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!(
+                "bty-lab image add {name} {url} failed ({}):\n{text}",
+                out.status
+            );
+        }
+        Ok(text)
+    }
+
+    /// A service's log: `bty-lab logs DEST SERVICE` of a deploy, the whole
+    /// `bty-lab serve` output (all three services) otherwise.
+    pub fn service_log(&self, service: &str) -> anyhow::Result<String> {
+        if let Some(d) = &self.deployed {
+            let dest = d.dest.display().to_string();
+            // `logs` prints the containers' output; keep the text apart
+            // from the deploy log it is also appended to.
+            return d.lab(&[
+                "logs", &dest, service, "--engine", &d.engine, "--tail", "all",
+            ]);
+        }
+        std::fs::read_to_string(self.services_log()).context("reading the services log")
+    }
+
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.rt.as_ref().expect("runtime present until drop")
     }
@@ -691,8 +828,8 @@ impl Stack {
         if let Some(d) = &self.deployed {
             // DEST/data/bty is bty-web's bind-mounted state dir.
             d.dest.join("data/bty/boot")
-        } else if self.lab.is_some() {
-            self.dir.path().join("lab/boot")
+        } else if let Some(l) = &self.lab {
+            l.data.join("boot")
         } else {
             self.dir.path().join("boot")
         }
@@ -780,10 +917,28 @@ impl Stack {
     pub fn start_web(&mut self) -> anyhow::Result<()> {
         if let Some(lab) = self.lab.as_mut() {
             lab.spawn(&self.ns)?;
-            self.wait_healthy(
-                &format!("{}/healthz", self.web_url()),
-                Duration::from_secs(60),
-            )?;
+            // Without --netboot, serve may build the netboot media before
+            // it listens: minutes when apt must download the packages.
+            let patience = if lab.readme { 900 } else { 60 };
+            let until = Instant::now() + Duration::from_secs(patience);
+            let web = format!("{}/healthz", self.web_url());
+            while self.wait_healthy(&web, Duration::from_secs(2)).is_err() {
+                let exited = self
+                    .lab
+                    .as_mut()
+                    .and_then(|l| l.proc.as_mut())
+                    .and_then(|p| p.exited());
+                if let Some(status) = exited {
+                    bail!(
+                        "bty-lab serve exited ({status}) before bty-web answered; its log:\n{}",
+                        crate::process::tail(&self.services_log(), 4000)
+                    );
+                }
+                if Instant::now() >= until {
+                    // One last try, whose error carries the log's tail.
+                    self.wait_healthy(&web, Duration::from_secs(1))?;
+                }
+            }
             return self.wait_healthy(
                 &format!("{}/healthz", self.withcache_url()),
                 Duration::from_secs(30),
@@ -940,6 +1095,21 @@ impl Stack {
                 bail!("{method} {url}: {status}: {text}");
             }
             serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON: {text}"))
+        })
+    }
+
+    /// The status of an anonymous `HEAD` of a bty-web path (what firmware
+    /// and iPXE see; no `?mac=`, so no cycle is touched).
+    pub fn head_status(&self, path: &str) -> anyhow::Result<u16> {
+        let url = format!("{}{path}", self.web_url());
+        self.run(async move {
+            let resp = reqwest::Client::new()
+                .head(&url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .with_context(|| format!("HEAD {url}"))?;
+            Ok(resp.status().as_u16())
         })
     }
 
