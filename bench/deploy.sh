@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # `bty-lab deploy` to all-healthy on the default path (`--images auto`, no
-# flag), with the release build the README installs:
+# flag), with the release build the README installs, netboot media
+# included:
+#   media: `bty-lab media build` once, so the media cache holds this
+#         binary's media (timed: a build from the .debs apt cached, and the
+#         cache hit every deploy below pays);
 #   cold: a fresh DEST and none of the stack's images in the engine, so the
-#         pull is tried, fails, and the images are built from the binary;
-#   warm: deploy again with the same binary: the images are reused, the
-#         containers recreated.
+#         pull is tried, fails, and the images are built from the binary
+#         with its media (a cache hit); bty-web places the media into the
+#         fresh boot dir at start;
+#   warm: deploy again with the same binary: the media is a cache hit, the
+#         images are reused (their boot-files label matches), the
+#         containers recreated, and bty-web finds the media in place.
+# Each deploy must end serving this binary's media (`media status DEST`).
 # Then the peak memory of each container at idle.
 #
 # Usage: bench/deploy.sh [docker|podman] [runs]
-# Needs: a running engine (scripts/engines.sh) and root. Builds the release
-# bty-lab (`cargo build --release`, static by default) unless BTY_LAB_BIN
-# names one. Output: bench/out/deploy.txt. Targets: warm < 10 s, cold < 60 s
-# (netboot media not included yet).
+# Needs: a running engine (scripts/engines.sh), root and apt (or the .debs
+# in the media cache already). Builds the release bty-lab (`cargo build
+# --release`, static by default) unless BTY_LAB_BIN names one. Output:
+# bench/out/deploy.txt. Targets: warm < 10 s, cold < 60 s (media cache
+# filled).
 #
 # No registry is reachable on these machines and the bench must not send
 # traffic off the host, so the registry prefix is a closed loopback port
@@ -49,6 +58,30 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)
 images_line() { grep -m1 -o 'images: .*' "$1" || echo "(no images line)"; }
 purge_all() { "$bin" purge "$1" --all --images --yes >/dev/null 2>&1 || true; }
 
+# The media cache for this binary: a build now (timed; the .debs come from
+# apt's download cache), then the cache hit each deploy pays.
+t0=$(date +%s.%N)
+"$bin" media build --force >/dev/null 2>"$out/media-build.log" \
+  || { cat "$out/media-build.log" >&2; exit 1; }
+t1=$(date +%s.%N)
+media_build=$(secs "$t0" "$t1")
+t0=$(date +%s.%N)
+"$bin" media build >/dev/null 2>&1
+t1=$(date +%s.%N)
+media_hit=$(secs "$t0" "$t1")
+media_size=$(grep -o 'initramfs: [0-9.]* [KM]iB' "$out/media-build.log" | head -1)
+
+# Each deploy must end serving this binary's media.
+check_media() { # dest log
+  "$bin" media status "$1" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin).get("deploy") or {}
+if not d.get("matches"):
+    sys.exit("the deploy does not serve this binary media: " + d.get("summary", "(none)"))
+' || { cat "$2" >&2; exit 1; }
+}
+media_line() { grep -m1 -o 'media: .* serves .*' "$1" || echo "(no media line)"; }
+
 cold=() warm=()
 dest=
 for i in $(seq 1 "$runs"); do
@@ -66,12 +99,15 @@ for i in $(seq 1 "$runs"); do
   t1=$(date +%s.%N)
   cold+=("$(secs "$t0" "$t1")")
   cold_line=$(images_line "$out/deploy-cold.log")
+  check_media "$dest" "$out/deploy-cold.log"
+  cold_media=$(media_line "$out/deploy-cold.log")
   t0=$(date +%s.%N)
   "$bin" deploy "$dest" -y >/dev/null 2>"$out/deploy-warm.log" \
     || { cat "$out/deploy-warm.log" >&2; exit 1; }
   t1=$(date +%s.%N)
   warm+=("$(secs "$t0" "$t1")")
   warm_line=$(images_line "$out/deploy-warm.log")
+  check_media "$dest" "$out/deploy-warm.log"
   case "$warm_line" in
     *"reused the ones"*) ;;
     *) echo "warm deploy did not reuse the images: $warm_line" >&2; exit 1 ;;
@@ -102,9 +138,11 @@ verdict() { # value target
 {
   echo "bty-lab deploy -> all healthy ($engine, --images auto, release build, $runs runs):"
   echo "  binary: $bin ($(ls -l "$bin" | awk '{printf "%.1f MiB", $5/1048576}'))"
-  echo "  cold (fresh DEST, no images): ${cold[*]} s"
+  echo "  media: built in $media_build s ($media_size); a cache hit: $media_hit s"
+  echo "  cold (fresh DEST, no images, media cache filled): ${cold[*]} s"
   echo "    median $(median "${cold[@]}") s ($(verdict "$(median "${cold[@]}")" 60))"
   echo "    $cold_line"
+  echo "    $cold_media"
   echo "  warm (same binary, images present): ${warm[*]} s"
   echo "    median $(median "${warm[@]}") s ($(verdict "$(median "${warm[@]}")" 10))"
   echo "    $warm_line"

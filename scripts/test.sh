@@ -19,20 +19,23 @@ step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 step "rustfmt"
 cargo fmt --all -- --check
 
-# A static bty-lab, built with its own target dir so it never invalidates
-# the test build: it is the entrypoint of the FROM-scratch images the
-# engine tests build, and the agent in the netboot initramfs the VM tests
-# boot (`bty-lab media build`). A debug build (no debuginfo): a release
-# build of the whole stack takes far longer than the tests it serves.
-static="$repo/target/static"
-step "static bty-lab (debug) for the container images and the netboot media"
-CARGO_PROFILE_DEV_DEBUG=0 RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build -p bty-lab --target x86_64-unknown-linux-gnu --target-dir "$static"
+# The product, built exactly as the README tells a user to
+# (`cargo install --locked --path .`: one static bty-lab, see
+# .cargo/config.toml), installed under target/readme instead of ~/.cargo so
+# the run leaves the host's own tools alone. The end-to-end tests of the
+# README path run this binary with deploy's and serve's defaults; the
+# engine tests build their images from it too.
+step "bty-lab as the README installs it (cargo install --locked --path .)"
+cargo install --locked --path . --root "$repo/target/readme"
+export BTY_LAB_README_BIN="$repo/target/readme/bin/bty-lab"
+export BTY_LAB_STATIC_BIN="$BTY_LAB_README_BIN"
 export BTY_ENGINE_TESTS=docker,podman
-export BTY_LAB_STATIC_BIN="$static/x86_64-unknown-linux-gnu/debug/bty-lab"
 
-step "the netboot media (Debian packages through apt, that bty-lab as the agent)"
-"$BTY_LAB_STATIC_BIN" media build --out "$repo/target/media" >/dev/null
+# The netboot media of that binary (Debian packages through apt, cached in
+# /var/cache/bty): the README-path tests get it from deploy/serve
+# themselves; the other VM tests take this directory.
+step "the netboot media (bty-lab media build)"
+"$BTY_LAB_README_BIN" media build --out "$repo/target/media" >/dev/null
 export BTY_E2E_MEDIA="$repo/target/media"
 
 step "fuzz the TFTP packet parser (bounded)"

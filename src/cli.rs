@@ -107,6 +107,16 @@ pub struct RenderArgs {
     pub force: bool,
 }
 
+/// `--netboot DIR`, else a non-empty `$BTY_NETBOOT_DIR` (read here, not
+/// by clap: an empty variable means unset).
+pub fn netboot_dir(flag: Option<&std::path::Path>) -> Option<PathBuf> {
+    flag.map(PathBuf::from).or_else(|| {
+        std::env::var_os("BTY_NETBOOT_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 /// `bty-lab init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -161,11 +171,16 @@ pub struct DeployArgs {
     /// Seconds to wait for every service to report healthy.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-    /// Directory holding the netboot kernel and initrd (`bty-lab media build --out
-    /// DIR`); copied into DATA/bty/boot. Default: $BTY_NETBOOT_DIR, else
-    /// /usr/share/bty/netboot.
+    /// The operator's netboot media (a `bty-lab media build --out DIR`):
+    /// copied into DATA/bty/boot and kept there over the images' own media
+    /// unless older. Default: $BTY_NETBOOT_DIR, else the media bty-web's
+    /// image carries.
     #[arg(long, value_name = "DIR")]
     pub netboot: Option<PathBuf>,
+    /// Build the netboot media the images carry from the .debs in DIR (no
+    /// apt, no network), when images are built here.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
     /// Run the containers through the engine API even where Quadlet units
     /// would be chosen (root, systemd running, Podman >= 4.4).
     #[arg(long, conflicts_with = "systemd")]
@@ -192,6 +207,10 @@ pub struct UpgradeArgs {
     /// Where the new images come from (default: as recorded at deploy).
     #[arg(long, value_enum)]
     pub images: Option<ImagesFrom>,
+    /// Build the netboot media the images carry from the .debs in DIR (no
+    /// apt, no network), when images are built here.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
     /// Seconds to wait for health before rolling back.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -303,11 +322,15 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: std::net::IpAddr,
-    /// Directory holding the netboot kernel and initrd (`bty-lab media build --out
-    /// DIR`); copied into the boot dir. Default: $BTY_NETBOOT_DIR, else
-    /// /usr/share/bty/netboot.
-    #[arg(long, value_name = "DIR")]
+    /// The operator's netboot media (a `bty-lab media build --out DIR`),
+    /// copied into the boot dir. Default: $BTY_NETBOOT_DIR, else this
+    /// binary's media, built (and cached) when missing.
+    #[arg(long, value_name = "DIR", conflicts_with = "from")]
     pub netboot: Option<PathBuf>,
+    /// Build this binary's netboot media from the .debs in DIR (no apt, no
+    /// network).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
 }
 
 /// `bty-lab image`: bty-web's image catalog over its REST API.
@@ -422,6 +445,10 @@ pub struct MediaBuildArgs {
 /// `bty-lab media status`.
 #[derive(Debug, Args)]
 pub struct MediaStatusArgs {
+    /// A deploy directory: also report the media its bty-web serves (its
+    /// boot dir, from its bty.toml and envvars).
+    #[arg(value_name = "DEST")]
+    pub dest: Option<PathBuf>,
     /// Also report the media in this boot directory.
     #[arg(long, value_name = "DIR")]
     pub boot_dir: Option<PathBuf>,
@@ -582,6 +609,29 @@ mod tests {
         assert_eq!(b.from, Some(PathBuf::from("/d")));
         assert_eq!(b.out, Some(PathBuf::from("/o")));
         assert!(b.force && b.cache.is_none());
+    }
+
+    #[test]
+    fn media_flags_of_serve_deploy_upgrade_and_status() {
+        let cli = Cli::try_parse_from(["bty-lab", "serve", "--from", "/debs"]).unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.from, Some(PathBuf::from("/debs")));
+        assert!(
+            Cli::try_parse_from(["bty-lab", "serve", "--from", "/d", "--netboot", "/m"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["bty-lab", "upgrade", "/opt/bty", "--from", "/d"]).unwrap();
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not upgrade")
+        };
+        assert_eq!(u.from, Some(PathBuf::from("/d")));
+        let cli = Cli::try_parse_from(["bty-lab", "media", "status", "/opt/bty"]).unwrap();
+        let Command::Media(MediaCommand::Status(st)) = cli.command else {
+            panic!("not media status")
+        };
+        assert_eq!(st.dest, Some(PathBuf::from("/opt/bty")));
+        assert!(st.boot_dir.is_none());
     }
 
     #[test]

@@ -350,6 +350,30 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// bty-web's boot dir on the host and the kernel/initrd names, from DEST's
+/// bty.toml with envvars' BTY_BOOT_* overrides (what the container will see).
+/// None when `[boot] dir` is outside the bind-mounted state dir.
+pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
+    let path = s.dest.join("bty.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = bty_web::Config::from_toml_str(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let vars = read_envvars(&s.dest)?;
+    let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let dir = var("BTY_BOOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cfg.boot_dir());
+    let kernel = var("BTY_BOOT_KERNEL").unwrap_or(cfg.boot.kernel);
+    let initrd = var("BTY_BOOT_INITRD").unwrap_or(cfg.boot.initrd);
+    let (_, mount) = stack::WEB.data.expect("bty-web has a state dir");
+    let Ok(rest) = dir.strip_prefix(mount) else {
+        return Ok(None);
+    };
+    let host = s.data_dir.join("bty").join(rest);
+    Ok(Some((host, [kernel, initrd])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,13 +3,14 @@
 //! air-gapped lab needs to build them.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cli::Internal;
+use crate::media::{self, Media, Mode};
 use crate::{http, services, stack};
 
 /// Run an internal subcommand.
@@ -23,7 +24,7 @@ pub async fn run(cmd: Internal) -> Result<()> {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "/etc/bty/bty.toml".into());
             let config = services::web_config(&path)?;
-            seed_boot_dir(&config.boot_dir());
+            seed_boot_dir(&config);
             let listen = config.listen_addr()?;
             services::web(config, bind_tcp(listen).await?, shutdown_signal()).await
         }
@@ -68,30 +69,50 @@ fn second_stage_from_env() -> Result<Vec<bty_tftp::SecondStageRule>> {
     }
 }
 
-/// Copy the iPXE bootfiles this image carries into bty-web's boot dir when
-/// that is elsewhere (the bind-mounted state dir, where deploy also places
-/// the netboot kernel/initrd). Only the iPXE names are touched, so media the
-/// operator placed stay; a newer image's iPXE replaces an older one's.
-/// Failures are logged, not fatal: the UI and API work without bootfiles.
-fn seed_boot_dir(boot: &std::path::Path) {
-    let image = std::path::Path::new(stack::IMAGE_BOOT_DIR);
+/// Place the netboot media this image carries (`/srv/bty/boot`: kernel,
+/// initrd and iPXE bootfiles) into bty-web's boot dir when that is
+/// elsewhere (the bind-mounted state dir), by the automatic place rule: a
+/// missing, older or different media is replaced; a newer one, or the
+/// operator's `--netboot` media unless it is older, is kept (see
+/// crate::media::place). This is how a pulled image flashes with no build
+/// on the host. Said in the log; failures are logged, not fatal: the UI
+/// and API work without media.
+fn seed_boot_dir(config: &bty_web::Config) {
+    let boot = config.boot_dir();
+    let image = Path::new(stack::IMAGE_BOOT_DIR);
     if boot == image || !image.is_dir() {
         return;
     }
-    if let Err(e) = std::fs::create_dir_all(boot) {
-        tracing::warn!("creating boot dir {}: {e}", boot.display());
-        return;
-    }
-    for f in stack::IPXE_FILES {
-        let src = image.join(f);
-        if !src.is_file() {
-            continue;
+    let m = match Media::from_dir(image) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(
+                "reading the image's netboot media in {}: {e:#}",
+                image.display()
+            );
+            return;
         }
-        match crate::netboot::copy_atomic(&src, &boot.join(f)) {
-            Ok(crate::netboot::Outcome::Kept) => {}
-            Ok(o) => tracing::info!("{f}: {o:?} into {}", boot.display()),
-            Err(e) => tracing::warn!("copying {f} into {}: {e:#}", boot.display()),
+    };
+    match media::place(
+        &m,
+        &boot,
+        &config.boot.kernel,
+        &config.boot.initrd,
+        Mode::Auto,
+    ) {
+        Ok(placed) => {
+            for (warn, line) in media::summary(&m, &boot, &placed) {
+                if warn {
+                    tracing::warn!("{line}");
+                } else {
+                    tracing::info!("{line}");
+                }
+            }
         }
+        Err(e) => tracing::warn!(
+            "placing the image's netboot media into {}: {e:#}",
+            boot.display()
+        ),
     }
 }
 

@@ -13,7 +13,6 @@ mod hostaddr;
 mod http;
 mod internal;
 mod media;
-mod netboot;
 mod quadlet;
 mod render;
 mod secrets;

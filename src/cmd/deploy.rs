@@ -1,7 +1,7 @@
 //! `bty-lab deploy`: render, lay out data, get images, start, wait healthy.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -12,9 +12,10 @@ use crate::engine::{
     ports::{self, Proto},
     Engine,
 };
+use crate::media::{self, Media, Mode};
 use crate::render::Settings;
 use crate::stack::{self, Net, Service};
-use crate::{deploydir, netboot, quadlet, secrets, ui};
+use crate::{deploydir, quadlet, secrets, ui};
 
 pub async fn run(a: DeployArgs) -> Result<()> {
     let (mut s, old) = super::resolve_settings(&a.render, a.images)?;
@@ -102,6 +103,23 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         ));
     }
     check_ports(&engine, &s).await?;
+    // The netboot media, before anything is written: the operator's must be
+    // complete, and images built here carry this binary's (got now when
+    // they will surely be built, else only if `auto` comes to build).
+    let operator = match crate::cli::netboot_dir(a.netboot.as_deref()) {
+        Some(dir) => Some(operator_media(&dir)?),
+        None => None,
+    };
+    let mut boot = images::Boot::new(
+        media::Options {
+            from: a.from.clone(),
+            cache: None,
+        },
+        super::media_ways_out(s.images != ImagesFrom::Pull, false),
+    );
+    if s.images == ImagesFrom::Local {
+        boot.get().await?;
+    }
 
     steps.step(format!("writing deploy files to {}", s.dest.display()));
     super::write_deploy_files(&s)?;
@@ -110,21 +128,14 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     for d in deploydir::make_data_layout(&s)? {
         ui::detail(format!("created {}", d.display()));
     }
-    place_netboot(&s, a.netboot.as_deref())?;
+    prepare_boot_dir(&s, operator.as_ref())?;
     if let Some(user) = deploydir::chown_to_sudo_user(&s.dest)? {
         ui::detail(format!("{} given back to {user}", s.dest.display()));
     }
 
     steps.step(format!("getting images ({})", images_word(s.images)));
     let services = s.services();
-    obtain_images(
-        &engine,
-        &s,
-        &services,
-        s.images,
-        &images::BootFiles::host_ipxe(),
-    )
-    .await?;
+    obtain_images(&engine, &s, &services, s.images, &mut boot).await?;
 
     let mut created: Vec<String> = Vec::new();
     let timeout = Duration::from_secs(a.timeout);
@@ -164,54 +175,100 @@ pub async fn run(a: DeployArgs) -> Result<()> {
             d = s.dest.display()
         );
     }
+    served_media(&s);
     summary(&s);
     Ok(())
 }
 
-/// bty-web's boot dir on the host and the kernel/initrd names, from DEST's
-/// bty.toml with envvars' BTY_BOOT_* overrides (what the container will see).
-/// None when `[boot] dir` is outside the bind-mounted state dir.
-pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
-    let path = s.dest.join("bty.toml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg = bty_web::Config::from_toml_str(&text)
-        .with_context(|| format!("parsing {}", path.display()))?;
-    let vars = deploydir::read_envvars(&s.dest)?;
-    let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let dir = var("BTY_BOOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cfg.boot_dir());
-    let kernel = var("BTY_BOOT_KERNEL").unwrap_or(cfg.boot.kernel);
-    let initrd = var("BTY_BOOT_INITRD").unwrap_or(cfg.boot.initrd);
-    let (_, mount) = stack::WEB.data.expect("bty-web has a state dir");
-    let Ok(rest) = dir.strip_prefix(mount) else {
-        return Ok(None);
-    };
-    let host = s.data_dir.join("bty").join(rest);
-    Ok(Some((host, [kernel, initrd])))
+/// The operator's `--netboot DIR`, checked to hold a kernel and an initrd.
+pub fn operator_media(dir: &Path) -> Result<Media> {
+    let m = Media::from_dir(dir).with_context(|| format!("reading --netboot {}", dir.display()))?;
+    m.require_pair().context("--netboot: nothing was changed")?;
+    Ok(m)
 }
 
-/// Copy the netboot kernel/initrd into bty-web's bind-mounted boot dir.
-pub fn place_netboot(s: &Settings, flag: Option<&Path>) -> Result<()> {
-    let Some((boot, names)) = boot_target(s)? else {
-        ui::warn(format!(
-            "{}: [boot] dir is outside /var/lib/bty (bty-web's state mount), so deploy cannot \
-             place the netboot kernel/initrd there; put them into that directory yourself",
-            s.dest.join("bty.toml").display()
-        ));
+/// Create bty-web's bind-mounted boot dir (given to the containers' user:
+/// bty-web places its image's media there at start) and put the
+/// operator's media into it. Deploy places nothing else on the host: the
+/// media machines boot comes from bty-web's image, built here or pulled
+/// (see docs/deploy.md, "Netboot media").
+pub fn prepare_boot_dir(s: &Settings, operator: Option<&Media>) -> Result<()> {
+    let Some((boot, [kernel, initrd])) = deploydir::boot_target(s)? else {
+        if operator.is_some() {
+            ui::warn(format!(
+                "{}: [boot] dir is outside /var/lib/bty (bty-web's state mount), so deploy cannot \
+                 place the --netboot media there; bty-web serves its image's media",
+                s.dest.join("bty.toml").display()
+            ));
+        }
         return Ok(());
     };
     std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
-    // bty-web (uid SERVICE_UID) copies its iPXE bootfiles in at start.
     std::os::unix::fs::chown(&boot, Some(stack::SERVICE_UID), Some(stack::SERVICE_UID))
         .with_context(|| format!("giving {} to uid {}", boot.display(), stack::SERVICE_UID))?;
     std::fs::set_permissions(&boot, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let src = netboot::source(flag);
-    let names = [names[0].as_str(), names[1].as_str()];
-    let placed = netboot::place(&src, &boot, &names)?;
-    netboot::report(&src, &boot, &placed);
+    if let Some(m) = operator {
+        let placed = media::place(m, &boot, &kernel, &initrd, Mode::Operator)?;
+        // The pair's line; iPXE bootfiles DIR lacks come from bty-web's
+        // image when it starts, so their absence is no warning here.
+        if let Some((_, line)) = media::summary(m, &boot, &placed).first() {
+            ui::detail(line);
+        }
+        if placed.files[2..]
+            .iter()
+            .any(|(_, o)| *o == media::place::Outcome::Missing)
+        {
+            ui::detail(format!(
+                "media: {} has no iPXE bootfiles; bty-web places its image's",
+                m.dir.display()
+            ));
+        }
+        if stack::compare_versions(&m.info.agent_version, stack::VERSION)
+            == Some(std::cmp::Ordering::Less)
+        {
+            ui::warn(format!(
+                "the --netboot media's agent ({}) is older than this bty-lab ({}): bty-web \
+                 replaces it with the media its image carries when it starts (an operator's \
+                 media is kept only while it is not older)",
+                m.info.agent_version,
+                stack::VERSION
+            ));
+        }
+    }
     Ok(())
+}
+
+/// One line on the media bty-web serves now (after it placed its image's),
+/// compared with this binary; a warning when there is none.
+pub fn served_media(s: &Settings) {
+    let Ok(Some((boot, [kernel, initrd]))) = deploydir::boot_target(s) else {
+        return;
+    };
+    if !boot.join(&kernel).is_file() || !boot.join(&initrd).is_file() {
+        ui::warn(format!(
+            "{} has no netboot kernel and initrd: bty-web's image carries none (an image from \
+             before bty-lab carried the media?), so machines set to flash cannot boot. Deploy \
+             with --images local (the images then carry this binary's media), or pass \
+             --netboot DIR",
+            boot.display()
+        ));
+        return;
+    }
+    match media::status::of_initrd(&boot.join(&initrd)) {
+        Ok(f) => {
+            let whose = if media::OperatorRecord::read(&boot).is_some() {
+                " (the operator's, from --netboot)"
+            } else {
+                ""
+            };
+            let what = match &f.info {
+                Some(_) => f.summary,
+                None => "a kernel and an initrd without a bty info file".to_string(),
+            };
+            ui::detail(format!("media: {} serves {what}{whose}", boot.display()));
+        }
+        Err(e) => ui::warn(format!("media: reading {}: {e:#}", boot.display())),
+    }
 }
 
 fn images_word(i: ImagesFrom) -> &'static str {
@@ -224,13 +281,13 @@ fn images_word(i: ImagesFrom) -> &'static str {
 }
 
 /// Get `services`' images at `s.version` by the chosen route; the images
-/// built here carry the boot files from `boot`.
+/// built here carry this binary's media from `boot`.
 pub async fn obtain_images(
     engine: &Engine,
     s: &Settings,
     services: &[Service],
     how: ImagesFrom,
-    boot: &images::BootFiles,
+    boot: &mut images::Boot,
 ) -> Result<()> {
     let refs: Vec<String> = services.iter().map(|svc| s.image(svc)).collect();
     match how {
@@ -241,7 +298,8 @@ pub async fn obtain_images(
         }
         ImagesFrom::Local => {
             let me = images::static_self()?;
-            images::build_local(engine, services, |svc| s.image(svc), &me, boot).await
+            let (_, files) = boot.get().await?;
+            images::build_local(engine, services, |svc| s.image(svc), &me, files).await
         }
         ImagesFrom::Pull => images::pull(engine, &refs).await,
         ImagesFrom::Present => images::require_present(engine, &refs).await,

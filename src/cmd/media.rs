@@ -25,7 +25,14 @@ fn build(a: MediaBuildArgs) -> Result<()> {
         from: a.from,
         cache: a.cache,
     };
-    let m = media::ensure_with(&opts, a.force)?;
+    let m = media::ensure_with(&opts, a.force).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nWays out: run on a Debian or Ubuntu host whose apt can download the \
+             packages (they come through its signed indexes; `apt-get update` if they are \
+             stale), or download them on one (`bty-lab media download --out DIR`) and build \
+             here with `bty-lab media build --from DIR`."
+        )
+    })?;
     let dir = match &a.out {
         Some(out) => {
             media::copy_out(&m, out)?;

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
-use crate::engine::images::IPXE_DIR;
-use crate::{hostaddr, services, ui};
+use crate::media::{self, Media, Mode};
+use crate::{hostaddr, services};
 
 /// `$XDG_DATA_HOME/bty` when XDG_DATA_HOME is set, else `./bty-data`.
 pub fn default_data_dir() -> PathBuf {
@@ -35,54 +36,57 @@ pub fn serve_toml(state_dir: &Path, web: SocketAddr, withcache_url: &str) -> Str
     )
 }
 
-/// Copy the iPXE bootfiles from `src_dir` into the boot dir (kept if
-/// already there).
-fn populate_boot(src_dir: &Path, boot: &Path) -> Result<usize> {
-    std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
-    let mut n = 0;
-    for f in crate::stack::IPXE_FILES {
-        let src = src_dir.join(f);
-        let dst = boot.join(f);
-        if src.is_file() && !dst.exists() {
-            std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
-            n += 1;
+/// The media serve places: the operator's `--netboot DIR` (both files
+/// there, else an error), else this binary's, cached or built now. Either
+/// way before anything listens: a serve that could not flash a machine
+/// does not start.
+async fn get_media(a: &ServeArgs) -> Result<(Media, Mode)> {
+    if let Some(dir) = crate::cli::netboot_dir(a.netboot.as_deref()) {
+        if a.from.is_some() {
+            anyhow::bail!(
+                "--from builds this binary's media, and $BTY_NETBOOT_DIR names the operator's \
+                 ({}): choose one (unset BTY_NETBOOT_DIR to build)",
+                dir.display()
+            );
         }
+        let m = Media::from_dir(&dir)
+            .with_context(|| format!("reading --netboot {}", dir.display()))?;
+        m.require_pair().context("--netboot")?;
+        return Ok((m, Mode::Operator));
     }
-    Ok(n)
+    let opts = media::Options {
+        from: a.from.clone(),
+        cache: None,
+    };
+    let m = tokio::task::spawn_blocking(move || media::ensure(&opts))
+        .await
+        .context("the media build panicked")?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no netboot media, so no machine could be flashed; nothing was started: {e:#}\n{}",
+                super::media_ways_out(false, true)
+            )
+        })?;
+    Ok((m, Mode::Auto))
 }
 
-pub async fn run(a: ServeArgs) -> Result<()> {
-    let data = crate::deploydir::absolute(&a.data_dir.clone().unwrap_or_else(default_data_dir))?;
-    for sub in ["web", "withcache"] {
-        std::fs::create_dir_all(data.join(sub))
-            .with_context(|| format!("creating {}", data.join(sub).display()))?;
-    }
-    let copied = populate_boot(Path::new(IPXE_DIR), &data.join("boot"))?;
-    let host = if a.bind.is_unspecified() {
-        hostaddr::detect().unwrap_or(a.bind)
-    } else {
-        a.bind
-    };
-    let host = if host.is_unspecified() {
-        "127.0.0.1".parse()?
-    } else {
-        host
-    };
+/// The sockets serve listens on: bty-web's, withcache's, bty-tftp's.
+async fn bind(a: &ServeArgs) -> Result<(TcpListener, TcpListener, Option<UdpSocket>)> {
     let web_addr = SocketAddr::new(a.bind, a.port_web);
     let cache_addr = SocketAddr::new(a.bind, a.port_cache);
     let bind_err = |what: &str, addr: SocketAddr| {
         format!("binding {what} on {addr} (is the port in use? choose another with --port-*)")
     };
-    let web_l = tokio::net::TcpListener::bind(web_addr)
+    let web_l = TcpListener::bind(web_addr)
         .await
         .with_context(|| bind_err("bty-web", web_addr))?;
-    let cache_l = tokio::net::TcpListener::bind(cache_addr)
+    let cache_l = TcpListener::bind(cache_addr)
         .await
         .with_context(|| bind_err("withcache", cache_addr))?;
     let tftp_sock = match a.tftp_port {
         Some(p) => {
             let addr = SocketAddr::new(a.bind, p);
-            Some(tokio::net::UdpSocket::bind(addr).await.with_context(|| {
+            Some(UdpSocket::bind(addr).await.with_context(|| {
                 format!(
                     "binding TFTP on udp {addr}{}",
                     if p < 1024 {
@@ -95,6 +99,30 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    Ok((web_l, cache_l, tftp_sock))
+}
+
+pub async fn run(a: ServeArgs) -> Result<()> {
+    let data = crate::deploydir::absolute(&a.data_dir.clone().unwrap_or_else(default_data_dir))?;
+    for sub in ["web", "withcache"] {
+        std::fs::create_dir_all(data.join(sub))
+            .with_context(|| format!("creating {}", data.join(sub).display()))?;
+    }
+    // A port in use is said at once, not after a media build; then the
+    // media, before anything listens.
+    drop(bind(&a).await?);
+    let (media, mode) = get_media(&a).await?;
+    let host = if a.bind.is_unspecified() {
+        hostaddr::detect().unwrap_or(a.bind)
+    } else {
+        a.bind
+    };
+    let host = if host.is_unspecified() {
+        "127.0.0.1".parse()?
+    } else {
+        host
+    };
+    let (web_l, cache_l, tftp_sock) = bind(&a).await?;
     let withcache_url = format!(
         "http://{}:{}",
         hostaddr::url_host(&host),
@@ -124,15 +152,13 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     // One bty-web -> withcache service token per data dir, for both.
     let token = crate::secrets::load_or_create_token(&data.join("service-token"))?;
     web_config.withcache.token = Some(token.clone());
-    let netboot_src = crate::netboot::source(a.netboot.as_deref());
     let boot_dir = web_config.boot_dir();
-    let placed = crate::netboot::place(
-        &netboot_src,
+    let placed = media::place(
+        &media,
         &boot_dir,
-        &[
-            web_config.boot.kernel.as_str(),
-            web_config.boot.initrd.as_str(),
-        ],
+        &web_config.boot.kernel,
+        &web_config.boot.initrd,
+        mode,
     )?;
     let mut cache_opts = withcache::Options::from_env(data.join("withcache"));
     if cache_opts.admin_password.is_none() && cache_opts.admin_password_hash.is_none() {
@@ -160,18 +186,12 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     }
     let tftp_note = services::describe_second_stage(&second_stage);
     if let Some(sock) = tftp_sock {
-        let (b, s) = (data.join("boot"), stop(rx.clone()));
+        let (b, s) = (boot_dir.clone(), stop(rx.clone()));
         tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, second_stage, s).await) });
     }
 
     eprintln!("bty-lab serve: state in {}", data.display());
-    if copied > 0 {
-        ui::detail(format!(
-            "copied {copied} iPXE bootfiles from {IPXE_DIR} into {}",
-            data.join("boot").display()
-        ));
-    }
-    crate::netboot::report(&netboot_src, &boot_dir, &placed);
+    media::report(&media, &boot_dir, &placed);
     let h = hostaddr::url_host(&host);
     eprintln!(
         "  bty-web UI:  http://{h}:{}/ui   (login: bty-lab / bty-lab)",

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::cli::UpgradeArgs;
-use crate::engine::{self, containers};
+use crate::cli::{ImagesFrom, UpgradeArgs};
+use crate::engine::{self, containers, images};
+use crate::media;
 use crate::render;
 use crate::stack;
 use crate::ui;
@@ -25,13 +26,21 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
             old.dest.display(),
             old.version
         ),
-        Some(Ordering::Equal) if a.images.is_none() => {
-            eprintln!(
-                "{} already runs bty {target}; nothing to do",
+        Some(Ordering::Equal) if a.images.is_none() => match media_behind(&old) {
+            None => {
+                eprintln!(
+                    "{} already runs bty {target}; nothing to do",
+                    old.dest.display()
+                );
+                super::deploy::served_media(&old);
+                return Ok(());
+            }
+            Some(why) => ui::detail(format!(
+                "{} already runs bty {target}, but {why}: recreating the containers, so that \
+                 bty-web places the media its image carries",
                 old.dest.display()
-            );
-            return Ok(());
-        }
+            )),
+        },
         None => ui::warn(format!(
             "cannot compare versions {target} and {}; going ahead",
             old.version
@@ -62,14 +71,14 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     }
 
     steps.step(format!("getting bty {target} images"));
-    super::deploy::obtain_images(
-        &engine,
-        &new,
-        &services,
-        new.images,
-        &crate::engine::images::BootFiles::host_ipxe(),
-    )
-    .await?;
+    let mut boot = images::Boot::new(
+        media::Options {
+            from: a.from.clone(),
+            cache: None,
+        },
+        super::media_ways_out(new.images != ImagesFrom::Pull, false),
+    );
+    super::deploy::obtain_images(&engine, &new, &services, new.images, &mut boot).await?;
 
     steps.step("migrating bty.toml (your edits stay)");
     let fresh = render::deploy_files(&new, None)?;
@@ -85,14 +94,9 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
         crate::deploydir::write_atomic(&toml_path, &merged, 0o644)?;
         ui::detail(format!("added {}", added.join(", ")));
     }
-    // A moved [boot] dir (or new media in $BTY_NETBOOT_DIR / the packaged
-    // dir) must not leave flash boots without a kernel after the upgrade.
-    if let Err(e) = super::deploy::place_netboot(&new, None) {
-        ui::warn(format!(
-            "placing the netboot media: {e:#}; re-run `bty-lab deploy --netboot DIR {}`",
-            new.dest.display()
-        ));
-    }
+    // A moved [boot] dir must exist, owned by bty-web's user, before the
+    // new bty-web places its image's media there.
+    super::deploy::prepare_boot_dir(&new, None)?;
 
     // Deploys from before the bty-web -> withcache token get one now, so
     // the recreated containers (or restarted units) carry it.
@@ -165,12 +169,42 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
         );
     }
     super::write_deploy_files(&new)?;
+    super::deploy::served_media(&new);
     eprintln!(
         "\nupgrade complete: {} now runs bty {target} (was {})",
         new.dest.display(),
         old.version
     );
     Ok(())
+}
+
+/// Why the media `s`'s bty-web serves is behind this bty-lab (None: it is
+/// not): none there, or an agent older than this binary's version, or an
+/// initrd that is not a bty media and not the operator's. The operator's
+/// media (`--netboot`) that is not older counts as current.
+fn media_behind(s: &render::Settings) -> Option<String> {
+    let (boot, [kernel, initrd]) = crate::deploydir::boot_target(s).ok()??;
+    let i = boot.join(&initrd);
+    if !boot.join(&kernel).is_file() || !i.is_file() {
+        return Some(format!(
+            "its boot dir {} has no netboot kernel and initrd",
+            boot.display()
+        ));
+    }
+    match media::inspect(&i) {
+        Ok(Some(info)) => (stack::compare_versions(&info.agent_version, stack::VERSION)
+            == Some(Ordering::Less))
+        .then(|| {
+            format!(
+                "its boot dir {} serves {}, older than this bty-lab ({})",
+                boot.display(),
+                media::place::describe(&info),
+                stack::VERSION
+            )
+        }),
+        _ if media::OperatorRecord::read(&boot).is_some() => None,
+        _ => Some(format!("{} is not a bty initrd", i.display())),
+    }
 }
 
 /// Quadlet mode: write the new units, daemon-reload, restart each, wait for

@@ -1,6 +1,12 @@
 //! Getting the three images into the engine: built FROM scratch out of this
 //! very binary (air-gapped labs), pulled from a registry, already there, or
 //! `auto`: whichever of those fits, said in one line.
+//!
+//! Images built here carry this binary's netboot media in `/srv/bty/boot`
+//! ([`BootFiles`]): bty-web's the kernel, the initrd and the iPXE
+//! bootfiles, bty-tftp's the iPXE bootfiles. bty-web copies them into its
+//! boot dir at start (crate::internal), so a pulled image flashes with no
+//! build on the host.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,16 +19,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
 use super::{engine_msg, is_not_found, Engine};
+use crate::media::{self, Media};
 use crate::render;
 use crate::stack::{self, Service};
-
-/// iPXE bootfiles copied into the bty-web and bty-tftp images when present
-/// (Debian's `ipxe` package): today's default source of [`BootFiles`].
-pub const IPXE_DIR: &str = "/usr/lib/ipxe";
-/// Where packaged netboot media (kernel + initrd) live on the host. They are
-/// not baked into the images: `deploy` copies them into the bind-mounted
-/// boot dir (see crate::netboot), so new media need no image rebuild.
-pub const NETBOOT_DIR: &str = "/usr/share/bty/netboot";
 
 /// Label on locally built images: the sha256 of the bty-lab binary inside.
 /// `--images auto` reuses an image only when it matches the running binary.
@@ -111,8 +110,8 @@ pub type BootFile = (String, Vec<u8>);
 
 /// The files the images carry in their boot dir (`/srv/bty/boot`), read
 /// from one directory: the iPXE bootfiles (bty-web and bty-tftp) and, for
-/// bty-web only, `web_only` (the netboot kernel and initrd, once the media
-/// build provides them). Files missing from `dir` are left out and reported.
+/// bty-web only, `web_only` (the netboot kernel and initrd). Files missing
+/// from `dir` are left out and reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootFiles {
     pub dir: PathBuf,
@@ -121,11 +120,12 @@ pub struct BootFiles {
 }
 
 impl BootFiles {
-    /// Today's source: Debian's `ipxe` package, iPXE bootfiles only.
-    pub fn host_ipxe() -> BootFiles {
+    /// A media directory: bty-web carries its kernel, initrd and iPXE
+    /// bootfiles, bty-tftp the iPXE bootfiles.
+    pub fn from_media(m: &Media) -> BootFiles {
         BootFiles {
-            dir: IPXE_DIR.into(),
-            web_only: Vec::new(),
+            dir: m.dir.clone(),
+            web_only: vec![media::KERNEL.to_string(), media::INITRD.to_string()],
         }
     }
 
@@ -171,6 +171,52 @@ impl BootFiles {
             h.update(data);
         }
         hex(&h.finalize())
+    }
+}
+
+/// The boot files images built here carry: this binary's netboot media,
+/// got (cached, else built: [`media::ensure`]) only when an image is built
+/// or an image of this binary is checked, and only once per command.
+pub struct Boot {
+    opts: media::Options,
+    /// Appended to the error when the media cannot be had: the ways out
+    /// of the command at hand.
+    hint: String,
+    got: Option<Result<(Media, BootFiles), String>>,
+}
+
+impl Boot {
+    pub fn new(opts: media::Options, hint: impl Into<String>) -> Boot {
+        Boot {
+            opts,
+            hint: hint.into(),
+            got: None,
+        }
+    }
+
+    /// The media and the boot files from it; an error (the same one on
+    /// every call) that names the ways out when the media cannot be had.
+    pub async fn get(&mut self) -> Result<&(Media, BootFiles)> {
+        if self.got.is_none() {
+            let opts = self.opts.clone();
+            let r = tokio::task::spawn_blocking(move || media::ensure(&opts))
+                .await
+                .context("the media build panicked")?;
+            self.got = Some(match r {
+                Ok(m) => {
+                    let b = BootFiles::from_media(&m);
+                    Ok((m, b))
+                }
+                Err(e) => Err(format!(
+                    "the netboot media the images carry cannot be had: {e:#}\n{}",
+                    self.hint
+                )),
+            });
+        }
+        match self.got.as_ref().expect("set above") {
+            Ok(x) => Ok(x),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        }
     }
 }
 
@@ -239,8 +285,7 @@ pub async fn build_local(
         let (files, missing) = boot.load(svc)?;
         if !missing.is_empty() {
             crate::ui::warn(format!(
-                "{tag}: no {} in {}; the image is built without {} \
-                 (on Debian: apt-get install ipxe)",
+                "{tag}: no {} in {}; the image is built without {}",
                 missing.join(", "),
                 boot.dir.display(),
                 if missing.len() == 1 { "it" } else { "them" }
@@ -379,48 +424,49 @@ pub enum Found {
     Current,
     /// Pulled from a registry (not built by bty-lab here).
     Pulled,
-    /// Not in the engine.
-    Missing,
     /// There but not to be used; says why.
     Unusable(String),
 }
 
-/// Judge the image tagged `tag` against this binary (`sha256`) and the boot
-/// files `svc` would get (`boot_digest`).
-pub async fn judge(engine: &Engine, tag: &str, sha256: &str, boot_digest: &str) -> Result<Found> {
+/// What the engine holds under `tag`: its labels and registry digests, or
+/// None when it is not there.
+async fn facts(
+    engine: &Engine,
+    tag: &str,
+) -> Result<Option<(HashMap<String, String>, Vec<String>)>> {
     let img = match engine.api.inspect_image(tag).await {
         Ok(i) => i,
-        Err(e) if is_not_found(&e) => return Ok(Found::Missing),
+        Err(e) if is_not_found(&e) => return Ok(None),
         Err(e) => bail!("inspecting image {tag}: {}", engine_msg(&e)),
     };
     let labels = img.config.and_then(|c| c.labels).unwrap_or_default();
-    Ok(judge_labels(
-        tag,
-        &labels,
-        img.repo_digests.as_deref().unwrap_or_default(),
-        sha256,
-        boot_digest,
-    ))
+    Ok(Some((labels, img.repo_digests.unwrap_or_default())))
 }
 
-/// [`judge`] on the inspected facts. A bty-lab-built image (it has the
-/// binary label) must match both digests. One without it counts as pulled
-/// when a registry digest is recorded for its repository; anything else
-/// (`docker load`, a foreign build) is not used: `--images present` is the
-/// way to run such images.
+/// Judge an image (its labels and registry digests) against this binary
+/// (`sha256`) and the boot files it would get (`boot_digest`; None when
+/// this binary's media cannot be had here, then the binary alone decides:
+/// an image built from this binary carries this binary's media). A
+/// bty-lab-built image (it has the binary label) must match both. One
+/// without it counts as pulled when a registry digest is recorded for its
+/// repository; anything else (`docker load`, a foreign build) is not used:
+/// `--images present` is the way to run such images.
 pub fn judge_labels(
     tag: &str,
     labels: &HashMap<String, String>,
     repo_digests: &[String],
     sha256: &str,
-    boot_digest: &str,
+    boot_digest: Option<&str>,
 ) -> Found {
     match labels.get(LABEL_BINARY) {
         Some(b) if b != sha256 => Found::Unusable(format!(
             "{tag} was built from another bty-lab binary (sha256 {})",
             short(b)
         )),
-        Some(_) if labels.get(LABEL_BOOTFILES).map(String::as_str) != Some(boot_digest) => {
+        Some(_)
+            if boot_digest
+                .is_some_and(|d| labels.get(LABEL_BOOTFILES).map(String::as_str) != Some(d)) =>
+        {
             Found::Unusable(format!("{tag} was built with other boot files"))
         }
         Some(_) => Found::Current,
@@ -445,25 +491,52 @@ fn short(sha: &str) -> &str {
 }
 
 /// `--images auto`: keep the images that are current (built from this
-/// binary, or pulled), pull the others, and if a pull fails for any reason
-/// build what is still missing from this binary. Returns the one line that
-/// says which happened and why.
+/// binary and its media, or pulled), pull the others, and if a pull fails
+/// for any reason build what is still missing from this binary (with its
+/// media from `boot`). Returns the one line that says which happened and
+/// why.
 pub async fn auto(
     engine: &Engine,
     services: &[Service],
     image: impl Fn(&Service) -> String,
-    boot: &BootFiles,
+    boot: &mut Boot,
 ) -> Result<String> {
     let me = SelfBinary::read()?;
+    let mut found = Vec::new();
+    for svc in services {
+        found.push((*svc, facts(engine, &image(svc)).await?));
+    }
+    // An image of this binary is current only with this binary's media:
+    // get it (a cache hit, normally) to compare the boot files.
+    let ours = found.iter().any(|(_, f)| {
+        f.as_ref()
+            .is_some_and(|(l, _)| l.get(LABEL_BINARY) == Some(&me.sha256))
+    });
+    let checked = if ours {
+        boot.get().await.ok().map(|(_, b)| b.clone())
+    } else {
+        None
+    };
     let mut kept: Vec<(String, Found)> = Vec::new();
     // Services still to get, with why the image present is not used.
     let mut todo: Vec<(Service, Option<String>)> = Vec::new();
-    for svc in services {
-        let tag = image(svc);
-        let (files, _) = boot.load(svc)?;
-        match judge(engine, &tag, &me.sha256, &BootFiles::digest(&files)).await? {
-            Found::Missing => todo.push((*svc, None)),
-            Found::Unusable(why) => todo.push((*svc, Some(why))),
+    for (svc, f) in found {
+        let Some((labels, digests)) = f else {
+            todo.push((svc, None));
+            continue;
+        };
+        let digest = match &checked {
+            Some(b) => Some(BootFiles::digest(&b.load(&svc)?.0)),
+            None => None,
+        };
+        match judge_labels(
+            &image(&svc),
+            &labels,
+            &digests,
+            &me.sha256,
+            digest.as_deref(),
+        ) {
+            Found::Unusable(why) => todo.push((svc, Some(why))),
             f => kept.push((svc.name.to_string(), f)),
         }
     }
@@ -479,8 +552,13 @@ pub async fn auto(
         } else {
             "pulled earlier or built from this binary".to_string()
         };
+        let unchecked = if ours && checked.is_none() {
+            "; their netboot media not checked: this binary's cannot be had here"
+        } else {
+            ""
+        };
         return Ok(format!(
-            "images: reused the ones in {} ({how}); nothing to pull or build",
+            "images: reused the ones in {} ({how}){unchecked}; nothing to pull or build",
             engine.kind
         ));
     }
@@ -523,6 +601,10 @@ pub async fn auto(
     if let Err(e) = me.require_static() {
         bail!("{because}, and the images cannot be built here instead: {e:#}");
     }
+    let boot = match boot.get().await {
+        Ok((_, b)) => b,
+        Err(e) => bail!("{because}, and the images cannot be built here instead: {e:#}"),
+    };
     build_local(engine, &build, &image, &me, boot).await?;
     Ok(format!(
         "images: built locally from {} ({because})",
@@ -644,8 +726,23 @@ mod tests {
         let before = BootFiles::digest(&tftp);
         std::fs::write(d.path().join("ipxe.efi"), b"efi2").unwrap();
         assert_ne!(BootFiles::digest(&b.load(&stack::TFTP).unwrap().0), before);
-        // Today's default source stays /usr/lib/ipxe.
-        assert_eq!(BootFiles::host_ipxe().dir, std::path::Path::new(IPXE_DIR));
+        // A media directory: bty-web carries the kernel and the initrd too.
+        let m = Media {
+            dir: d.path().to_path_buf(),
+            info: Default::default(),
+        };
+        let b = BootFiles::from_media(&m);
+        assert_eq!(
+            b.names(&stack::WEB),
+            [
+                media::INITRD,
+                media::KERNEL,
+                "ipxe.efi",
+                "snponly.efi",
+                "undionly.kpxe"
+            ]
+        );
+        assert_eq!(b.names(&stack::TFTP).len(), 3);
     }
 
     #[test]
@@ -655,29 +752,34 @@ mod tests {
             (LABEL_BINARY.to_string(), "aa".to_string()),
             (LABEL_BOOTFILES.to_string(), "bb".to_string()),
         ]);
-        assert_eq!(judge_labels(tag, &ours, &[], "aa", "bb"), Found::Current);
-        let Found::Unusable(why) = judge_labels(tag, &ours, &[], "cc", "bb") else {
+        assert_eq!(
+            judge_labels(tag, &ours, &[], "aa", Some("bb")),
+            Found::Current
+        );
+        // This binary's media not to be had here: the binary decides.
+        assert_eq!(judge_labels(tag, &ours, &[], "aa", None), Found::Current);
+        let Found::Unusable(why) = judge_labels(tag, &ours, &[], "cc", Some("bb")) else {
             panic!("another binary's image reused")
         };
         assert!(why.contains("another bty-lab binary"), "{why}");
         assert!(matches!(
-            judge_labels(tag, &ours, &[], "aa", "dd"),
+            judge_labels(tag, &ours, &[], "aa", Some("dd")),
             Found::Unusable(w) if w.contains("other boot files")
         ));
         // A pulled image has a registry digest for its repository.
         let none = HashMap::new();
         let digests = vec!["127.0.0.1:5000/bty/bty-web@sha256:0123".to_string()];
         assert_eq!(
-            judge_labels(tag, &none, &digests, "aa", "bb"),
+            judge_labels(tag, &none, &digests, "aa", Some("bb")),
             Found::Pulled
         );
         let other = vec!["elsewhere/bty-web@sha256:0123".to_string()];
         assert!(matches!(
-            judge_labels(tag, &none, &other, "aa", "bb"),
+            judge_labels(tag, &none, &other, "aa", Some("bb")),
             Found::Unusable(_)
         ));
         assert!(matches!(
-            judge_labels(tag, &none, &[], "aa", "bb"),
+            judge_labels(tag, &none, &[], "aa", Some("bb")),
             Found::Unusable(_)
         ));
     }

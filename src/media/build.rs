@@ -59,7 +59,14 @@ fn cached(dir: &Path, sha256: &str) -> Option<Media> {
         .files
         .iter()
         .all(|(name, f)| std::fs::metadata(dir.join(name)).is_ok_and(|md| md.len() == f.size));
-    (complete && m.info.agent_sha256 == sha256).then(|| Media {
+    if !complete || m.info.agent_sha256 != sha256 {
+        return None;
+    }
+    // Used now: the cache's pruning keeps the most recently used media.
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    Some(Media {
         dir: dir.to_path_buf(),
         info: m.info,
     })

@@ -1,5 +1,6 @@
-//! Where media and downloads are kept: `/var/cache/bty` as root, else the
-//! XDG cache dir (`$XDG_CACHE_HOME/bty`, normally `~/.cache/bty`).
+//! Where media and downloads are kept: `$BTY_MEDIA_CACHE`, else
+//! `/var/cache/bty` as root, else the XDG cache dir (`$XDG_CACHE_HOME/bty`,
+//! normally `~/.cache/bty`).
 //!
 //! ```text
 //! <root>/debs/*.deb                  packages apt downloaded (checked)
@@ -10,6 +11,9 @@
 //!
 //! Media are keyed by this binary's version and SHA-256, so a rebuilt
 //! binary gets new media and the same binary finds its own in a moment.
+//! A cache hit touches the media directory, so pruning keeps the media
+//! most recently used (another binary's deploy on the same host cannot
+//! prune the one a running deploy is building images from).
 
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
@@ -69,8 +73,16 @@ impl SelfExe {
     }
 }
 
-/// The default cache root for this user.
+/// The environment variable naming the cache root for every command that
+/// builds or reads media (`--cache` wins where a command has it).
+pub const CACHE_ENV: &str = "BTY_MEDIA_CACHE";
+
+/// The default cache root for this user: `$BTY_MEDIA_CACHE`, else
+/// `/var/cache/bty` as root, else the XDG cache dir.
 pub fn default_root() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
+        return Ok(d.into());
+    }
     // SAFETY: geteuid(2) cannot fail and has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return Ok("/var/cache/bty".into());
@@ -137,8 +149,8 @@ impl Cache {
         Ok(f)
     }
 
-    /// Remove build leftovers of dead processes and all but the newest
-    /// [`KEEP`] media (never `keep`).
+    /// Remove build leftovers of dead processes and all but the [`KEEP`]
+    /// most recently used media (never `keep`).
     pub fn prune(&self, keep: &str) {
         let Ok(rd) = std::fs::read_dir(self.root.join("media")) else {
             return;

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use super::deb::{Deb, Flow, Kind};
-use crate::engine::images::IPXE_DIR;
 use crate::stack::IPXE_FILES;
+
+/// Where Debian's `ipxe` package puts the bootfiles.
+pub const IPXE_DIR: &str = "/usr/lib/ipxe";
 
 /// The three files and where they came from.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ mod ipxe;
 mod kernel;
 mod modules;
 mod packages;
-mod place;
+pub mod place;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -34,10 +34,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 pub use build::{copy_out, download, ensure_with};
-// `place` and `report` are for deploy/serve/upgrade (issue 10 wires them
-// in); until then only tests and the netboot shim use this module's API.
-#[allow(unused_imports)]
-pub use place::{copy_atomic, place, report, Outcome};
+pub use place::{place, report, summary, Mode, OperatorRecord};
 
 /// The kernel's file name in the media and bty-web's default `[boot] kernel`.
 pub const KERNEL: &str = "bty-netboot-x86_64.vmlinuz";
@@ -141,11 +138,28 @@ impl Media {
             info,
         })
     }
+
+    /// Refuse a directory without the kernel or the initrd (an operator's
+    /// `--netboot DIR` must hold both: they are one unit).
+    pub fn require_pair(&self) -> Result<()> {
+        let missing: Vec<&str> = [KERNEL, INITRD]
+            .into_iter()
+            .filter(|f| !self.dir.join(f).is_file())
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "{} has no {} (a media directory holds {KERNEL} and {INITRD}: \
+                 `bty-lab media build --out DIR` writes one)",
+                self.dir.display(),
+                missing.join(" and ")
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The media for this binary: cached, else built (progress on stderr).
 /// Never returns a half-built directory.
-#[allow(dead_code)] // for deploy/serve/upgrade (issue 10)
 pub fn ensure(opts: &Options) -> Result<Media> {
     ensure_with(opts, false)
 }

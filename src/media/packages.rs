@@ -123,14 +123,12 @@ pub fn from_dir(dir: &Path, need_ipxe: bool) -> Result<Inputs> {
     })
 }
 
-/// The error for a host that has no apt and was given no --from.
+/// The error for a host that has no apt and was given no --from (each
+/// command says its own ways out after it).
 pub fn no_apt_error() -> anyhow::Error {
     anyhow::anyhow!(
-        "this host has no apt-get, and no --from DIR was given, so there is no way to get \
-         Debian's kernel and busybox-static packages. Either run on a Debian or Ubuntu host \
-         with apt (the packages come through its signed indexes), or download them on one \
-         (`bty-lab media download --out DIR`) and build here with `bty-lab media build \
-         --from DIR`"
+        "this host has no apt-get, and no --from DIR was given: there is no way to get \
+         Debian's kernel and busybox-static packages"
     )
 }
 

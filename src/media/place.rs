@@ -2,11 +2,21 @@
 //! through a temp file in that directory and a rename, so a booting machine
 //! never fetches half a kernel.
 //!
-//! A boot dir whose initrd carries a newer agent than the media being
-//! placed keeps its kernel and initrd (an operator, or a newer bty-lab,
-//! put them there); a missing, older or different pair is replaced. The
-//! kernel and initrd are one unit: an initrd's modules only load into its
-//! own kernel.
+//! Two callers, two rules ([`Mode`]):
+//!
+//! - **Automatic** placements (this binary's media by `serve`, an image's
+//!   media by bty-web at container start): a missing, older or different
+//!   media is replaced; a boot dir whose initrd carries a newer agent keeps
+//!   its kernel and initrd (a newer bty-lab put them there).
+//! - **The operator's** media (`--netboot DIR`) is placed as given and
+//!   recorded in [`OPERATOR_RECORD`] in the boot dir; automatic placements
+//!   then keep it (same version with other bytes, or an initrd that is not
+//!   a bty one, included) unless its agent is older than theirs. So a
+//!   custom kernel survives container restarts, and an upgrade still
+//!   replaces an operator's media that fell behind.
+//!
+//! The kernel and initrd are one unit: an initrd's modules only load into
+//! its own kernel.
 
 use std::cmp::Ordering;
 use std::fs;
@@ -15,10 +25,25 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
 
-use super::{inspect, Media, INITRD, KERNEL};
+use super::{inspect, Info, Media, INITRD, KERNEL};
 use crate::stack::compare_versions;
 use crate::stack::IPXE_FILES;
+
+/// The boot dir's record of the operator's media: which files came from
+/// `--netboot DIR` (a hidden file: bty-web never serves it).
+pub const OPERATOR_RECORD: &str = ".operator-media.json";
+
+/// Who is placing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// This binary's media, or an image's: the place rule (module docs).
+    Auto,
+    /// The operator's `--netboot DIR`, named in `source` for messages:
+    /// placed as given and recorded.
+    Operator,
+}
 
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +56,79 @@ pub enum Outcome {
     /// Not in the source directory.
     Missing,
     /// The boot dir's media has a newer agent; left alone.
-    #[allow(dead_code)] // made by `place`, which deploy/serve/upgrade will call
     KeptNewer,
+    /// The operator's media (`--netboot`), not older; left alone.
+    KeptOperator,
+}
+
+impl Outcome {
+    fn written(self) -> bool {
+        matches!(self, Outcome::Copied | Outcome::Replaced)
+    }
+}
+
+/// [`OPERATOR_RECORD`]'s contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Where the files came from (`--netboot /srv/media`).
+    pub source: String,
+    /// The file names in the boot dir that are the operator's.
+    pub files: Vec<String>,
+}
+
+impl OperatorRecord {
+    /// The record in `boot`, if any (an unreadable one counts as none).
+    pub fn read(boot: &Path) -> Option<OperatorRecord> {
+        let text = fs::read_to_string(boot.join(OPERATOR_RECORD)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write(&self, boot: &Path) -> Result<()> {
+        let p = boot.join(OPERATOR_RECORD);
+        let tmp = boot.join(format!(".operator-media.tmp-{}", std::process::id()));
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        let r = (|| -> Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &p)?;
+            Ok(())
+        })();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r.with_context(|| format!("writing {}", p.display()))
+    }
+}
+
+/// What [`place`] did.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// Per file, by its name in the boot dir: the initrd, the kernel, then
+    /// the iPXE bootfiles.
+    pub files: Vec<(String, Outcome)>,
+    /// The info of the initrd the boot dir held before (None: no kernel
+    /// and initrd there, or not a bty initrd).
+    pub before: Option<Info>,
+    /// The operator's record, when the boot dir keeps the operator's media.
+    pub operator: Option<OperatorRecord>,
+}
+
+impl Placed {
+    /// What happened to the kernel and initrd (one outcome for the pair:
+    /// the "most written" of the two).
+    pub fn pair(&self) -> Outcome {
+        let (i, k) = (self.files[0].1, self.files[1].1);
+        match (i, k) {
+            (Outcome::Kept, o) | (o, Outcome::Kept) => o,
+            (o, _) => o,
+        }
+    }
 }
 
 /// Same length and same bytes? Compared in chunks: an initrd can be large.
@@ -99,77 +195,187 @@ pub fn copy_atomic(src: &Path, dst: &Path) -> Result<Outcome> {
 }
 
 /// Put `media`'s kernel and initrd (as `kernel` and `initrd`) and its iPXE
-/// bootfiles into `boot`, each atomically; see the module docs for what is
-/// kept. Returns what happened to each file, by its name in `boot`.
-#[allow(dead_code)] // for deploy/serve/upgrade (issue 10)
-pub fn place(
-    media: &Media,
-    boot: &Path,
-    kernel: &str,
-    initrd: &str,
-) -> Result<Vec<(String, Outcome)>> {
+/// bootfiles into `boot`, each atomically, by `mode`'s rule (module docs).
+/// The operator's media must hold both the kernel and the initrd.
+pub fn place(media: &Media, boot: &Path, kernel: &str, initrd: &str, mode: Mode) -> Result<Placed> {
+    if mode == Mode::Operator {
+        media.require_pair()?;
+    }
     fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
     let (kdst, idst) = (boot.join(kernel), boot.join(initrd));
-    // An unreadable or foreign initrd in the boot dir is simply replaced.
-    let there = if kdst.is_file() && idst.is_file() {
+    let pair_there = kdst.is_file() && idst.is_file();
+    // An unreadable or foreign initrd reads as None.
+    let before = if pair_there {
         inspect(&idst).ok().flatten()
     } else {
         None
     };
-    let keep = there.is_some_and(|t| {
-        compare_versions(&t.agent_version, &media.info.agent_version) == Some(Ordering::Greater)
-    });
-    let mut out = Vec::new();
+    let cmp = before
+        .as_ref()
+        .and_then(|b| compare_versions(&b.agent_version, &media.info.agent_version));
+    let record = match mode {
+        Mode::Auto => OperatorRecord::read(boot)
+            .filter(|r| pair_there && r.files.iter().any(|f| f == kernel || f == initrd)),
+        Mode::Operator => None,
+    };
+    let keep = match (&record, cmp) {
+        (Some(_), Some(Ordering::Less)) => None,
+        (Some(_), _) => Some(Outcome::KeptOperator),
+        (None, Some(Ordering::Greater)) if mode == Mode::Auto => Some(Outcome::KeptNewer),
+        _ => None,
+    };
+    let mut files = Vec::new();
     // Between the two renames a machine could fetch a mismatched pair (its
     // modules would not load, and it retries); the window is one rename.
     for (src, name) in [(INITRD, initrd), (KERNEL, kernel)] {
         let from = media.dir.join(src);
-        let o = if keep {
-            Outcome::KeptNewer
+        let o = match keep {
+            Some(k) => k,
+            None if from.is_file() => {
+                copy_atomic(&from, &boot.join(name)).with_context(|| format!("placing {name}"))?
+            }
+            None => Outcome::Missing,
+        };
+        files.push((name.to_string(), o));
+    }
+    for name in IPXE_FILES {
+        let from = media.dir.join(name);
+        let theirs = keep == Some(Outcome::KeptOperator)
+            && record
+                .as_ref()
+                .is_some_and(|r| r.files.iter().any(|f| f == name))
+            && boot.join(name).is_file();
+        let o = if theirs {
+            Outcome::KeptOperator
         } else if from.is_file() {
             copy_atomic(&from, &boot.join(name)).with_context(|| format!("placing {name}"))?
         } else {
             Outcome::Missing
         };
-        out.push((name.to_string(), o));
+        files.push((name.to_string(), o));
     }
-    for name in IPXE_FILES {
-        let from = media.dir.join(name);
-        let o = if from.is_file() {
-            copy_atomic(&from, &boot.join(name)).with_context(|| format!("placing {name}"))?
+    let pair_written = files[..2].iter().any(|(_, o)| o.written());
+    match mode {
+        Mode::Operator => OperatorRecord {
+            source: media.dir.display().to_string(),
+            files: files
+                .iter()
+                .filter(|(_, o)| o.written() || *o == Outcome::Kept)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+        .write(boot)?,
+        // The operator's media was replaced (it was older), or its files
+        // are gone: the record no longer names anything that is there.
+        Mode::Auto if pair_written && boot.join(OPERATOR_RECORD).exists() => {
+            fs::remove_file(boot.join(OPERATOR_RECORD))
+                .with_context(|| format!("removing {}", boot.join(OPERATOR_RECORD).display()))?;
+        }
+        Mode::Auto => {}
+    }
+    Ok(Placed {
+        files,
+        before,
+        operator: if keep == Some(Outcome::KeptOperator) {
+            record
         } else {
-            Outcome::Missing
-        };
-        out.push((name.to_string(), o));
-    }
-    Ok(out)
+            None
+        },
+    })
 }
 
-/// Tell the operator what [`place`] did, one line per file that changed or
-/// is missing.
-#[allow(dead_code)] // for deploy/serve/upgrade (issue 10)
-pub fn report(media: &Media, boot: &Path, placed: &[(String, Outcome)]) {
-    for (name, o) in placed {
-        match o {
-            Outcome::Kept => {}
-            Outcome::Copied => {
-                crate::ui::detail(format!("media: {name} placed in {}", boot.display()))
-            }
-            Outcome::Replaced => crate::ui::detail(format!(
-                "media: {name} replaced in {} (media {})",
-                boot.display(),
-                media.info.version
-            )),
-            Outcome::KeptNewer => crate::ui::detail(format!(
-                "media: {name} in {} carries a newer agent than {}; kept",
-                boot.display(),
-                media.info.agent_version
-            )),
-            Outcome::Missing => crate::ui::warn(format!(
-                "media: {name} is not in {}; {} has none",
-                media.dir.display(),
-                boot.display()
-            )),
+/// `media 0.1.0-k6.1.0-57-amd64 (agent 0.1.0)`, or what a media without a
+/// bty info file is.
+pub fn describe(info: &Info) -> String {
+    if info.version.is_empty() && info.agent_version.is_empty() {
+        "a kernel and initrd without a bty info file".to_string()
+    } else {
+        format!("media {} (agent {})", info.version, info.agent_version)
+    }
+}
+
+/// One line for people about what [`place`] did, and a second one (a
+/// warning) when files are missing. `(is_warning, text)`.
+pub fn summary(media: &Media, boot: &Path, placed: &Placed) -> Vec<(bool, String)> {
+    let b = boot.display();
+    let ipxe = &placed.files[2..];
+    let ipxe_written = ipxe.iter().filter(|(_, o)| o.written()).count();
+    let ipxe_note = match ipxe_written {
+        0 => String::new(),
+        n => format!(
+            "; {n} iPXE bootfile{} updated",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    let mine = describe(&media.info);
+    let before = placed
+        .before
+        .as_ref()
+        .map(describe)
+        .unwrap_or_else(|| "a kernel and initrd that are not bty's".to_string());
+    let mut lines = Vec::new();
+    let first = match placed.pair() {
+        Outcome::Copied => format!("media: placed {mine} in {b}{ipxe_note}"),
+        Outcome::Replaced => format!("media: placed {mine} in {b}, replacing {before}{ipxe_note}"),
+        Outcome::Kept => format!("media: {b} already holds {mine}{ipxe_note}"),
+        Outcome::KeptNewer => {
+            format!("media: {b} keeps its {before}: newer than {mine}{ipxe_note}")
+        }
+        Outcome::KeptOperator => format!(
+            "media: {b} keeps the operator's {before} from {}: not older than {mine}{ipxe_note}",
+            placed
+                .operator
+                .as_ref()
+                .map(|r| r.source.as_str())
+                .unwrap_or("--netboot")
+        ),
+        Outcome::Missing => format!(
+            "media: {} has no netboot kernel and initrd{ipxe_note}",
+            media.dir.display()
+        ),
+    };
+    lines.push((placed.pair() == Outcome::Missing, first));
+    let missing: Vec<&str> = placed
+        .files
+        .iter()
+        .filter(|(_, o)| *o == Outcome::Missing)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let absent: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|n| !boot.join(n).is_file())
+            .collect();
+        let are = if missing.len() == 1 { "is" } else { "are" };
+        let head = format!(
+            "media: {} {are} not in {}",
+            missing.join(", "),
+            media.dir.display()
+        );
+        lines.push(if absent.is_empty() {
+            (false, format!("{head}; {b} keeps the ones it had"))
+        } else {
+            (
+                true,
+                format!(
+                    "{head}; {b} has no {}, so machines that need {} cannot boot from it",
+                    absent.join(", "),
+                    if absent.len() == 1 { "it" } else { "them" }
+                ),
+            )
+        });
+    }
+    lines
+}
+
+/// [`summary`] on stderr (deploy, serve, upgrade).
+pub fn report(media: &Media, boot: &Path, placed: &Placed) {
+    for (warn, line) in summary(media, boot, placed) {
+        if warn {
+            crate::ui::warn(line);
+        } else {
+            crate::ui::detail(line);
         }
     }
 }
@@ -177,10 +383,11 @@ pub fn report(media: &Media, boot: &Path, placed: &[(String, Outcome)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{cpio, Info, INFO_PATH};
+    use crate::media::{cpio, INFO_PATH};
 
     fn initrd(path: &Path, agent_version: &str) {
         let info = Info {
+            version: format!("{agent_version}-k6.1"),
             agent_version: agent_version.into(),
             ..Info::default()
         };
@@ -204,19 +411,17 @@ mod tests {
         initrd(&dir.join(INITRD), agent_version);
         fs::write(dir.join(KERNEL), kernel).unwrap();
         for f in IPXE_FILES {
-            fs::write(dir.join(f), f.as_bytes()).unwrap();
+            fs::write(dir.join(f), format!("{f} {agent_version}")).unwrap();
         }
-        Media {
-            dir: dir.to_path_buf(),
-            info: Info {
-                agent_version: agent_version.into(),
-                ..Info::default()
-            },
-        }
+        Media::from_dir(dir).unwrap()
     }
 
-    fn outcomes(r: &[(String, Outcome)]) -> Vec<Outcome> {
-        r.iter().map(|x| x.1).collect()
+    fn outcomes(r: &Placed) -> Vec<Outcome> {
+        r.files.iter().map(|x| x.1).collect()
+    }
+
+    fn auto(m: &Media, boot: &Path) -> Placed {
+        place(m, boot, "k", "i", Mode::Auto).unwrap()
     }
 
     #[test]
@@ -225,39 +430,83 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let boot = d.path().join("boot");
         let m1 = media(&d.path().join("m1"), "0.1.0", b"kernel-1");
-        let r = place(&m1, &boot, "k", "i").unwrap();
-        assert_eq!(r[0], ("i".to_string(), Copied));
+        let r = auto(&m1, &boot);
+        assert_eq!(r.files[0], ("i".to_string(), Copied));
         assert_eq!(outcomes(&r), [Copied; 5]);
-        assert_eq!(outcomes(&place(&m1, &boot, "k", "i").unwrap()), [Kept; 5]);
+        assert_eq!(r.pair(), Copied);
+        assert_eq!(outcomes(&auto(&m1, &boot)), [Kept; 5]);
         // Same version, other bytes: replaced.
         let m1b = media(&d.path().join("m1b"), "0.1.0", b"kernel-X");
-        assert_eq!(
-            outcomes(&place(&m1b, &boot, "k", "i").unwrap())[..2],
-            [Kept, Replaced]
-        );
+        let r = auto(&m1b, &boot);
+        assert_eq!(outcomes(&r)[..2], [Kept, Replaced]);
+        assert_eq!(r.pair(), Replaced);
         // A newer agent in the boot dir is kept; an older one replaced.
         let m2 = media(&d.path().join("m2"), "0.2.0", b"kernel-2");
-        assert_eq!(
-            outcomes(&place(&m2, &boot, "k", "i").unwrap())[..2],
-            [Replaced, Replaced]
-        );
-        assert_eq!(
-            outcomes(&place(&m1, &boot, "k", "i").unwrap())[..2],
-            [KeptNewer, KeptNewer]
-        );
+        assert_eq!(outcomes(&auto(&m2, &boot))[..2], [Replaced, Replaced]);
+        let r = auto(&m1, &boot);
+        assert_eq!(outcomes(&r)[..2], [KeptNewer, KeptNewer]);
+        assert_eq!(r.before.unwrap().agent_version, "0.2.0");
         assert_eq!(fs::read(boot.join("k")).unwrap(), b"kernel-2");
         // A boot dir with half a pair is replaced whole.
         fs::remove_file(boot.join("k")).unwrap();
-        assert_eq!(
-            outcomes(&place(&m1, &boot, "k", "i").unwrap())[..2],
-            [Replaced, Copied]
-        );
+        assert_eq!(outcomes(&auto(&m1, &boot))[..2], [Replaced, Copied]);
+        // A foreign initrd is replaced.
+        fs::write(boot.join("i"), b"not a cpio").unwrap();
+        assert_eq!(outcomes(&auto(&m1, &boot))[..2], [Replaced, Kept]);
         let leftovers: Vec<_> = fs::read_dir(&boot)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn the_operators_media_is_kept_unless_older() {
+        use Outcome::*;
+        let d = tempfile::tempdir().unwrap();
+        let boot = d.path().join("boot");
+        let image = media(&d.path().join("image"), "0.2.0", b"kernel-image");
+        // The operator's media of the same version, another kernel.
+        let op = media(&d.path().join("op"), "0.2.0", b"kernel-custom");
+        let r = place(&op, &boot, "k", "i", Mode::Operator).unwrap();
+        assert_eq!(outcomes(&r), [Copied; 5]);
+        let rec = OperatorRecord::read(&boot).unwrap();
+        assert_eq!(rec.source, op.dir.display().to_string());
+        assert_eq!(rec.files.len(), 5);
+        // An automatic placement (a container restart) keeps all of it.
+        let r = auto(&image, &boot);
+        assert_eq!(outcomes(&r), [KeptOperator; 5]);
+        assert_eq!(r.operator.as_ref().unwrap().source, rec.source);
+        assert_eq!(fs::read(boot.join("k")).unwrap(), b"kernel-custom");
+        let s = summary(&image, &boot, &r);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(s[0].1.contains("keeps the operator's"), "{s:?}");
+        // Also when it is not a bty initrd at all.
+        fs::write(boot.join("i"), b"custom initrd").unwrap();
+        assert_eq!(auto(&image, &boot).pair(), KeptOperator);
+        // A newer image replaces an older operator's media, and forgets it.
+        initrd(&boot.join("i"), "0.1.0");
+        let r = auto(&image, &boot);
+        // (Both media's iPXE files are the same bytes.)
+        assert_eq!(outcomes(&r), [Replaced, Replaced, Kept, Kept, Kept]);
+        assert!(OperatorRecord::read(&boot).is_none());
+        assert_eq!(fs::read(boot.join("k")).unwrap(), b"kernel-image");
+        // The operator's placement replaces even a newer media.
+        let old = media(&d.path().join("old"), "0.0.9", b"kernel-old");
+        let r = place(&old, &boot, "k", "i", Mode::Operator).unwrap();
+        assert_eq!(r.pair(), Replaced);
+        assert_eq!(fs::read(boot.join("k")).unwrap(), b"kernel-old");
+    }
+
+    #[test]
+    fn the_operators_media_needs_kernel_and_initrd() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Media::from_dir(d.path()).unwrap();
+        fs::write(d.path().join(KERNEL), b"k").unwrap();
+        let e = place(&m, &d.path().join("boot"), "k", "i", Mode::Operator).unwrap_err();
+        assert!(format!("{e:#}").contains(INITRD), "{e:#}");
+        assert!(!d.path().join("boot").exists());
     }
 
     #[test]
@@ -268,7 +517,11 @@ mod tests {
             info: Info::default(),
         };
         fs::create_dir_all(&m.dir).unwrap();
-        let r = place(&m, &d.path().join("boot"), "k", "i").unwrap();
+        let boot = d.path().join("boot");
+        let r = auto(&m, &boot);
         assert_eq!(outcomes(&r), [Outcome::Missing; 5]);
+        let s = summary(&m, &boot, &r);
+        assert!(s.iter().all(|(warn, _)| *warn), "{s:?}");
+        assert!(s[1].1.contains("cannot boot"), "{s:?}");
     }
 }

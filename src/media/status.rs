@@ -1,7 +1,7 @@
 //! `bty-lab media status`: which media is in place (the cached media for
-//! this binary; a boot dir's; any initrd's), its version, the agent inside
-//! it, and whether that agent is this very binary (by SHA-256; two builds
-//! of one version differ).
+//! this binary; the one a deploy serves; a boot dir's; any initrd's), its
+//! version, the agent inside it, and whether that agent is this very
+//! binary (by SHA-256; two builds of one version differ).
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::cache::{self, Cache, SelfExe};
-use super::{inspect, Info, Manifest, INITRD};
+use super::{inspect, Info, Manifest, OperatorRecord, INITRD};
 use crate::cli::MediaStatusArgs;
 use crate::stack::compare_versions;
 
@@ -40,6 +40,9 @@ pub struct Found {
 pub struct Status {
     pub binary: Binary,
     pub cache: Found,
+    /// The media a deploy DEST's bty-web serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<Found>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_dir: Option<Found>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,14 +94,71 @@ pub fn judge(path: &Path, info: Option<Info>, me: &Binary, none: &str) -> Found 
     }
 }
 
+impl From<&SelfExe> for Binary {
+    fn from(exe: &SelfExe) -> Binary {
+        Binary {
+            path: exe.path.clone(),
+            version: exe.version.to_string(),
+            sha256: exe.sha256.clone(),
+        }
+    }
+}
+
+/// Judge the initrd at `p` against `me`.
+fn inspect_file(p: &Path, me: &Binary) -> Found {
+    match inspect(p) {
+        Ok(info) => judge(
+            p,
+            info,
+            me,
+            if p.exists() {
+                "not a bty initrd"
+            } else {
+                "no such file"
+            },
+        ),
+        Err(e) => Found {
+            path: p.to_path_buf(),
+            info: None,
+            matches: false,
+            summary: format!("unreadable: {e:#}"),
+        },
+    }
+}
+
+/// The initrd at `p`, judged against this binary.
+pub fn of_initrd(p: &Path) -> Result<Found> {
+    Ok(inspect_file(p, &Binary::from(&SelfExe::read()?)))
+}
+
+/// The media deploy DEST's bty-web serves: its boot dir's initrd (names
+/// and place from DEST's bty.toml and envvars, as deploy computes them).
+fn of_deploy(dest: &Path, me: &Binary) -> Result<Found> {
+    let s = crate::deploydir::require_manifest(&crate::deploydir::absolute(dest)?, "media status")?;
+    let Some((boot, [kernel, initrd])) = crate::deploydir::boot_target(&s)? else {
+        return Ok(Found {
+            path: s.dest.join("bty.toml"),
+            info: None,
+            matches: false,
+            summary: "[boot] dir is outside bty-web's state mount (/var/lib/bty): bty-web \
+                      serves its image's own media"
+                .to_string(),
+        });
+    };
+    let mut f = inspect_file(&boot.join(&initrd), me);
+    if f.info.is_some() && !boot.join(&kernel).is_file() {
+        f.summary = format!("{}; but no kernel {kernel} next to it", f.summary);
+    }
+    if OperatorRecord::read(&boot).is_some() {
+        f.summary = format!("{} (the operator's, from --netboot)", f.summary);
+    }
+    Ok(f)
+}
+
 /// Gather the status for `args`.
 pub fn status(args: &MediaStatusArgs) -> Result<Status> {
     let exe = SelfExe::read()?;
-    let me = Binary {
-        path: exe.path.clone(),
-        version: exe.version.to_string(),
-        sha256: exe.sha256.clone(),
-    };
+    let me = Binary::from(&exe);
     let root = match &args.cache {
         Some(c) => c.clone(),
         None => cache::default_root()?,
@@ -111,33 +171,18 @@ pub fn status(args: &MediaStatusArgs) -> Result<Status> {
         &me,
         "none built for this binary yet (`bty-lab media build`)",
     );
-    let inspect_file = |p: &Path| -> Found {
-        match inspect(p) {
-            Ok(info) => judge(
-                p,
-                info,
-                &me,
-                if p.exists() {
-                    "not a bty initrd"
-                } else {
-                    "no such file"
-                },
-            ),
-            Err(e) => Found {
-                path: p.to_path_buf(),
-                info: None,
-                matches: false,
-                summary: format!("unreadable: {e:#}"),
-            },
-        }
-    };
     Ok(Status {
         cache,
+        deploy: args
+            .dest
+            .as_deref()
+            .map(|d| of_deploy(d, &me))
+            .transpose()?,
         boot_dir: args
             .boot_dir
             .as_ref()
-            .map(|d| inspect_file(&d.join(INITRD))),
-        initrd: args.initrd.as_deref().map(inspect_file),
+            .map(|d| inspect_file(&d.join(INITRD), &me)),
+        initrd: args.initrd.as_deref().map(|p| inspect_file(p, &me)),
         binary: me,
     })
 }
@@ -163,6 +208,9 @@ pub fn run(args: &MediaStatusArgs) -> Result<()> {
         )
     };
     line("cache", &s.cache);
+    if let Some(f) = &s.deploy {
+        line("deploy", f);
+    }
     if let Some(f) = &s.boot_dir {
         line("boot dir", f);
     }

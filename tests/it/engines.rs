@@ -297,11 +297,17 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         assert_eq!(code, 200, "{name}");
         assert!(body == *bytes, "{name}: served bytes differ");
     }
+    // The iPXE bootfiles come from the media bty-web's image carries (the
+    // operator's media dir has none): the host's /usr/lib/ipxe here.
     if Path::new("/usr/lib/ipxe/ipxe.efi").exists() {
         let (code, body) = get_bytes(ports.web, "/boot/ipxe.efi");
         assert_eq!(code, 200, "ipxe.efi not seeded into the boot dir");
         assert!(body == std::fs::read("/usr/lib/ipxe/ipxe.efi").unwrap());
     }
+    assert!(
+        dest_p.join("data/bty/boot/.operator-media.json").is_file(),
+        "the operator's media is not recorded as theirs"
+    );
 
     // Each container's environment holds only its own service's keys.
     let rt0 = tokio::runtime::Runtime::new().unwrap();
@@ -418,6 +424,12 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         get(ports.web, mac_path, new),
         200,
         "machine lost by the upgrade"
+    );
+    // The new bty-web kept the operator's media over its image's own.
+    let (code, body) = get_bytes(ports.web, "/boot/bty-netboot-x86_64.vmlinuz");
+    assert!(
+        code == 200 && body == kernel,
+        "the operator's kernel was replaced"
     );
     let manifest = std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap();
     assert!(manifest.contains("version = \"0.99.0\""), "{manifest}");
@@ -618,7 +630,7 @@ fn docker_pull_through_local_registry() {
     let mut args = vec!["init", dest, "--registry", &registry];
     args.extend_from_slice(&base[2..]);
     ok(&lab(&bin, &args));
-    // No netboot media anywhere: deploy works and says clearly what fails.
+    // An operator's --netboot DIR without media is refused before anything.
     let no_media = t.path().join("no-media");
     let mut args = vec![
         "deploy",
@@ -631,14 +643,19 @@ fn docker_pull_through_local_registry() {
     ];
     args.extend_from_slice(&base);
     let o = lab(&bin, &args);
-    ok(&o);
-    let err = stderr(&o);
-    assert!(
-        err.contains("netboot media not found") && err.contains("bty-lab media build --out DIR"),
-        "{err}"
+    fails_with(
+        &o,
+        &format!("{} has no bty-netboot-x86_64.vmlinuz", no_media.display()),
     );
-    assert!(err.contains(no_media.to_str().unwrap()), "{err}");
+    assert!(stderr(&o).contains("nothing was changed"), "{}", stderr(&o));
+    assert!(containers_of("docker", dest).is_empty());
+    // The images built here carry this binary's media.
+    let mut args = vec!["deploy", dest, "--images", "local", "-y"];
+    args.extend_from_slice(&base);
+    ok(&lab(&bin, &args));
     ok(&lab(&bin, &["purge", dest, "--engine", "docker", "--yes"]));
+    // A fresh boot dir: whatever the pulled bty-web serves, it placed.
+    std::fs::remove_dir_all(dest_p.join("data/bty/boot")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = docker_api("docker");
     for svc in ["bty-web", "withcache"] {
@@ -658,15 +675,23 @@ fn docker_pull_through_local_registry() {
                 .unwrap();
         });
     }
-    let o = lab(
+    // The pull needs no media on the host: no apt, an empty media cache.
+    let o = lab_env(
         &bin,
         &[
             "deploy", dest, "--engine", "docker", "--images", "pull", "-y",
         ],
+        &no_media_env(t.path()),
     );
     ok(&o);
     assert!(stderr(&o).contains("pulled"), "{}", stderr(&o));
     assert_all_healthy(&status_json(&bin, dest, "docker"), VERSION);
+    // The pulled bty-web placed its image's media (this binary's) and
+    // serves it: a pulled image flashes with no build on the host.
+    let web_port: u16 = pull_web.parse().unwrap();
+    let initrd = served_initrd(web_port, t.path());
+    assert_eq!(initrd["agent_sha256"], sha256_hex(&bin), "{initrd}");
+    assert!(stderr(&o).contains("matches this binary"), "{}", stderr(&o));
     ok(&lab(
         &bin,
         &[
@@ -1539,4 +1564,402 @@ fn podman_engine_is_remembered_by_every_later_command() {
         assert!(image_facts("podman", &r).is_none(), "{r} left after purge");
     }
     docker_never_saw_it("after purge");
+}
+
+/// `bty-lab ARGS` with extra environment, output echoed.
+fn lab_env(bin: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+    let o = std::process::Command::new(bin)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!("$ bty-lab {}\n{}{}", args.join(" "), stdout(&o), stderr(&o));
+    o
+}
+
+/// An environment in which this binary's media cannot be had: no apt-get
+/// (nor anything else) on PATH and an empty media cache under `dir`.
+fn no_media_env(dir: &Path) -> Vec<(String, String)> {
+    let path = dir.join("no-apt-path");
+    let cache = dir.join("empty-media-cache");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    vec![
+        ("PATH".into(), path.display().to_string()),
+        ("BTY_MEDIA_CACHE".into(), cache.display().to_string()),
+    ]
+}
+
+/// GET bty-web's `/boot/<initrd>` on `port` and say what its info file
+/// names as the agent (`media status --initrd`).
+fn served_initrd(port: u16, dir: &Path) -> serde_json::Value {
+    let (code, body) = get_bytes(port, "/boot/bty-netboot-x86_64.initrd");
+    assert_eq!(code, 200, "no initrd served");
+    let p = dir.join("served.initrd");
+    std::fs::write(&p, body).unwrap();
+    crate::media::initrd_info(&p)
+}
+
+/// Wait until bty-web on `port` answers /healthz (after a restart: it
+/// places its image's media before it listens).
+fn wait_web(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && get(port, "/healthz", None) == 200;
+        if up {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bty-web on {port} did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Restart `container` in `engine` (as the engine does on a crash or a
+/// host reboot) and wait for bty-web on `port`.
+fn restart_web(engine: &str, container: &str, port: u16) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(docker_api(engine).restart_container(container, None))
+        .unwrap();
+    wait_web(port);
+}
+
+/// The default path carries the media. `deploy` with no `--images` and no
+/// `--netboot` (no registry answers) builds images carrying this binary's
+/// media; bty-web places it into its boot dir at start and serves it, and
+/// bty-tftp serves the media's iPXE bootfile; a warm re-deploy rebuilds
+/// nothing. A second DEST running the same images as a pulled image would
+/// (`--images present`, with no apt and an empty media cache: nothing is
+/// built on the host) gets the media into its fresh boot dir from the
+/// image and says so in its log. `media status DEST` tells which media a
+/// deploy serves. `upgrade` replaces an old media; a newer one, and the
+/// operator's `--netboot` media, survive container restarts; an
+/// operator's media that fell behind is replaced by `upgrade`.
+#[test]
+fn docker_deploy_carries_the_media_in_its_images() {
+    let Some(bin) = static_bin("docker") else {
+        return;
+    };
+    let t = TestDir::new();
+    let d1p = t.path().join("lab-media");
+    let d2p = t.path().join("lab-media2");
+    let (d1, d2) = (d1p.to_str().unwrap(), d2p.to_str().unwrap());
+    let _c1 = Cleanup {
+        engine: "docker",
+        dest: d1.to_string(),
+    };
+    let _c2 = Cleanup {
+        engine: "docker",
+        dest: d2.to_string(),
+    };
+    let registry = unreachable_registry("bty-media");
+    let refs = stack_refs(&registry, VERSION);
+    let _images = ImageCleanup {
+        engine: "docker",
+        refs: refs.clone(),
+    };
+    let (pw, pc, pt) = (free_port(), free_port(), free_port());
+    let (pw_s, pc_s, pt_s) = (pw.to_string(), pc.to_string(), pt.to_string());
+    let o = lab(
+        &bin,
+        &[
+            "deploy",
+            d1,
+            "--engine",
+            "docker",
+            "--host-addr",
+            "127.0.0.1",
+            "--registry",
+            &registry,
+            "--port-web",
+            &pw_s,
+            "--port-cache",
+            &pc_s,
+            "--tftp-port",
+            &pt_s,
+            "-y",
+        ],
+    );
+    ok(&o);
+    assert!(
+        images_line(&o).starts_with("images: built locally"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("serves media ") && stderr(&o).contains("matches this binary"),
+        "{}",
+        stderr(&o)
+    );
+    let sha = sha256_hex(&bin);
+    // bty-web serves the initrd whose agent is this binary, and the kernel
+    // and iPXE bootfiles it placed next to it.
+    let boot1 = d1p.join("data/bty/boot");
+    let info = served_initrd(pw, t.path());
+    assert_eq!(info["agent_sha256"], sha, "{info}");
+    for f in [
+        "bty-netboot-x86_64.vmlinuz",
+        "undionly.kpxe",
+        "ipxe.efi",
+        "snponly.efi",
+    ] {
+        let (code, body) = get_bytes(pw, &format!("/boot/{f}"));
+        assert_eq!(code, 200, "{f}");
+        assert!(body == std::fs::read(boot1.join(f)).unwrap(), "{f}");
+    }
+    assert!(!boot1.join(".operator-media.json").exists());
+    // bty-tftp's image carries the same iPXE bootfile.
+    if have_tool("atftp", crate::util::on_path("atftp")) {
+        assert!(
+            atftp_get(pt, "undionly.kpxe", t.path())
+                == std::fs::read(boot1.join("undionly.kpxe")).unwrap(),
+            "bty-tftp serves another undionly.kpxe"
+        );
+    }
+    let ids: Vec<String> = refs
+        .iter()
+        .map(|r| {
+            let (id, labels) = image_facts("docker", r).expect(r);
+            assert_eq!(labels.get("dev.bty.binary"), Some(&sha), "{r}");
+            id
+        })
+        .collect();
+
+    // Warm: the media is a cache hit and the images are reused.
+    let o = lab(&bin, &["deploy", d1, "-y"]);
+    ok(&o);
+    assert!(
+        images_line(&o).starts_with("images: reused the ones in docker (built from this binary"),
+        "{}",
+        stderr(&o)
+    );
+    let again: Vec<String> = refs
+        .iter()
+        .map(|r| image_facts("docker", r).unwrap().0)
+        .collect();
+    assert_eq!(again, ids, "a warm re-deploy rebuilt images");
+
+    // media status DEST: the media the deploy serves is this binary's.
+    let o = lab(&bin, &["media", "status", d1, "--json"]);
+    ok(&o);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["deploy"]["matches"], true, "{st:#}");
+    assert_eq!(
+        st["deploy"]["path"],
+        boot1
+            .join("bty-netboot-x86_64.initrd")
+            .display()
+            .to_string()
+    );
+
+    // The same images under another DEST, as pulled images: nothing is
+    // built on the host, bty-web seeds its empty boot dir from its image.
+    let (pw2, pc2) = (free_port(), free_port());
+    let o = lab_env(
+        &bin,
+        &[
+            "deploy",
+            d2,
+            "--engine",
+            "docker",
+            "--images",
+            "present",
+            "--host-addr",
+            "127.0.0.1",
+            "--registry",
+            &registry,
+            "--port-web",
+            &pw2.to_string(),
+            "--port-cache",
+            &pc2.to_string(),
+            "--no-tftp",
+            "-y",
+        ],
+        &no_media_env(t.path()),
+    );
+    ok(&o);
+    let boot2 = d2p.join("data/bty/boot");
+    assert_eq!(served_initrd(pw2, t.path())["agent_sha256"], sha);
+    assert_eq!(
+        crate::media::sha256(&boot2.join("bty-netboot-x86_64.initrd")),
+        crate::media::sha256(&boot1.join("bty-netboot-x86_64.initrd"))
+    );
+    let o = lab(&bin, &["logs", d2, "bty-web"]);
+    ok(&o);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        log.contains(&format!("media: placed media {VERSION}-k"))
+            && log.contains(&boot_in_container()),
+        "{log}"
+    );
+
+    // An old media in the boot dir (agent behind): `upgrade`, same
+    // version, recreates the stack and the boot dir gets this binary's.
+    let initrd1 = boot1.join("bty-netboot-x86_64.initrd");
+    crate::media::fake_initrd(&initrd1, "0.0.1");
+    let o = lab(&bin, &["upgrade", d1]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("(agent 0.0.1), older than this bty-lab"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(served_initrd(pw, t.path())["agent_sha256"], sha);
+    // Nothing behind any more: nothing to do.
+    let o = lab(&bin, &["upgrade", d1]);
+    ok(&o);
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+
+    // A newer media stays, over an upgrade and a container restart.
+    crate::media::fake_initrd(&initrd1, "9.9.9");
+    let o = lab(&bin, &["upgrade", d1]);
+    ok(&o);
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    restart_web("docker", "lab-media-bty-web", pw);
+    assert_eq!(served_initrd(pw, t.path())["agent_version"], "9.9.9");
+
+    // The operator's media of this very version (another kernel, an
+    // initrd that is not this binary's) survives a restart...
+    let op = t.path().join("operator-media");
+    std::fs::create_dir_all(&op).unwrap();
+    std::fs::write(
+        op.join("bty-netboot-x86_64.vmlinuz"),
+        b"the operator's kernel",
+    )
+    .unwrap();
+    crate::media::fake_initrd(&op.join("bty-netboot-x86_64.initrd"), VERSION);
+    let o = lab(
+        &bin,
+        &["deploy", d1, "--netboot", op.to_str().unwrap(), "-y"],
+    );
+    ok(&o);
+    assert!(
+        stderr(&o).contains("the operator's, from --netboot"),
+        "{}",
+        stderr(&o)
+    );
+    restart_web("docker", "lab-media-bty-web", pw);
+    let (_, kernel) = get_bytes(pw, "/boot/bty-netboot-x86_64.vmlinuz");
+    assert!(
+        kernel == b"the operator's kernel",
+        "a restart clobbered the operator's kernel"
+    );
+    let o = lab(&bin, &["logs", d1, "bty-web", "--tail", "20"]);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(log.contains("keeps the operator's"), "{log}");
+    // ... and once it is older than this binary (as after moving to a
+    // newer bty-lab; here its initrd is swapped for an older one),
+    // `upgrade` replaces it with the image's media.
+    crate::media::fake_initrd(&initrd1, "0.0.2");
+    assert_eq!(served_initrd(pw, t.path())["agent_version"], "0.0.2");
+    let o = lab(&bin, &["upgrade", d1]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("(agent 0.0.2), older"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(served_initrd(pw, t.path())["agent_sha256"], sha);
+    let (_, kernel) = get_bytes(pw, "/boot/bty-netboot-x86_64.vmlinuz");
+    assert!(kernel == std::fs::read(boot2.join("bty-netboot-x86_64.vmlinuz")).unwrap());
+    assert!(!boot1.join(".operator-media.json").exists());
+
+    ok(&lab(&bin, &["purge", d2, "--yes"]));
+    ok(&lab(&bin, &["purge", d1, "--images", "--yes"]));
+}
+
+/// bty-web's boot dir as its container sees it.
+fn boot_in_container() -> String {
+    "/var/lib/bty/boot".to_string()
+}
+
+/// A deploy whose images must be built here, on a host where this
+/// binary's media cannot be had (no apt, an empty cache, no `--from`):
+/// `--images local` fails before it writes anything, `auto` once its pull
+/// has failed; both before any container, naming the ways out.
+#[test]
+fn docker_deploy_without_a_way_to_get_media_fails_before_starting() {
+    let Some(bin) = static_bin("docker") else {
+        return;
+    };
+    let t = TestDir::new();
+    let dest_p = t.path().join("lab-nomedia");
+    let dest = dest_p.to_str().unwrap();
+    let _cleanup = Cleanup {
+        engine: "docker",
+        dest: dest.to_string(),
+    };
+    let registry = unreachable_registry("bty-nomedia");
+    let refs = stack_refs(&registry, VERSION);
+    let _images = ImageCleanup {
+        engine: "docker",
+        refs: refs.clone(),
+    };
+    let (pw, pc) = (free_port().to_string(), free_port().to_string());
+    let env = no_media_env(t.path());
+    let args = |images: Option<&'static str>| {
+        let mut v = vec![
+            "deploy".to_string(),
+            dest.to_string(),
+            "--engine".into(),
+            "docker".into(),
+            "--host-addr".into(),
+            "127.0.0.1".into(),
+            "--registry".into(),
+            registry.clone(),
+            "--port-web".into(),
+            pw.clone(),
+            "--port-cache".into(),
+            pc.clone(),
+            "--no-tftp".into(),
+            "-y".into(),
+        ];
+        if let Some(i) = images {
+            v.extend(["--images".to_string(), i.to_string()]);
+        }
+        v
+    };
+    let a = args(Some("local"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = lab_env(&bin, &a, &env);
+    for needle in [
+        "the netboot media the images carry cannot be had",
+        "no apt-get",
+        "pass --from DIR",
+        "--images pull",
+    ] {
+        fails_with(&o, needle);
+    }
+    assert!(
+        !dest_p.join(".bty-lab.toml").exists(),
+        "deploy wrote files before failing"
+    );
+    assert!(containers_of("docker", dest).is_empty());
+
+    let a = args(None);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = lab_env(&bin, &a, &env);
+    for needle in [
+        &format!("pull of {registry}/withcache:{VERSION} failed"),
+        "the images cannot be built here instead",
+        "no apt-get",
+        "pass --from DIR",
+        "--images pull",
+    ] {
+        fails_with(&o, needle);
+    }
+    assert!(
+        containers_of("docker", dest).is_empty(),
+        "containers started"
+    );
+    for r in &refs {
+        assert!(
+            image_facts("docker", r).is_none(),
+            "{r} built without media"
+        );
+    }
 }

@@ -46,11 +46,29 @@ fn get(port: u16, path: &str, basic: Option<(&str, &str)>) -> Option<(u16, Strin
     ))
 }
 
+/// A media directory with a kernel and an initrd that are not bty's (an
+/// operator's `--netboot DIR`), so tests about other things need no media
+/// build; with `ipxe`, fake iPXE bootfiles too.
+fn fake_media(dir: &std::path::Path, ipxe: bool) -> std::path::PathBuf {
+    let m = dir.join("fake-media");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("bty-netboot-x86_64.vmlinuz"), b"fake kernel").unwrap();
+    std::fs::write(m.join("bty-netboot-x86_64.initrd"), b"fake initrd").unwrap();
+    if ipxe {
+        for f in ["undionly.kpxe", "snponly.efi", "ipxe.efi"] {
+            let bytes: Vec<u8> = f.bytes().cycle().take(3000).collect();
+            std::fs::write(m.join(f), bytes).unwrap();
+        }
+    }
+    m
+}
+
 #[test]
 fn serve_runs_the_stack_and_stops_on_ctrl_c() {
     let t = TestDir::new();
     let (pw, pc, pt) = (free_tcp(), free_tcp(), free_udp());
     let data = t.path().join("data");
+    let media = fake_media(t.path(), true);
     let mut child = Command::new(bin())
         .args([
             "serve",
@@ -58,6 +76,8 @@ fn serve_runs_the_stack_and_stops_on_ctrl_c() {
             "127.0.0.1",
             "--data-dir",
             data.to_str().unwrap(),
+            "--netboot",
+            media.to_str().unwrap(),
         ])
         .args([
             "--port-web",
@@ -100,22 +120,16 @@ fn serve_runs_the_stack_and_stops_on_ctrl_c() {
     // bty-web's config points at the in-process withcache.
     let toml = std::fs::read_to_string(data.join("bty.toml")).unwrap();
     assert!(toml.contains(&format!(":{pc}\"")), "{toml}");
-    // TFTP answers; with iPXE installed the bootfile is really served.
+    // TFTP answers with the media's bootfile (the first block of it).
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     u.send_to(b"\x00\x01undionly.kpxe\x00octet\x00", ("127.0.0.1", pt))
         .unwrap();
     let mut buf = [0u8; 1024];
     let (n, _) = u.recv_from(&mut buf).expect("TFTP reply");
-    let have_ipxe = std::path::Path::new("/usr/lib/ipxe/undionly.kpxe").exists();
-    assert_eq!(
-        buf[1],
-        if have_ipxe { 3 } else { 5 },
-        "TFTP opcode, {n} bytes"
-    );
-    if have_ipxe {
-        assert!(data.join("boot/undionly.kpxe").is_file());
-    }
+    assert_eq!(buf[1], 3, "TFTP opcode, {n} bytes");
+    let kpxe = std::fs::read(media.join("undionly.kpxe")).unwrap();
+    assert_eq!(&buf[4..n], &kpxe[..512]);
 
     // Ctrl-C (SIGINT) stops everything, exit 0.
     // SAFETY: kill(2) on our own child's pid.
@@ -189,11 +203,12 @@ fn get_bytes(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     Some((code, buf[end + 4..].to_vec()))
 }
 
-/// Run `serve` with `netboot` (None: no flag, and no BTY_NETBOOT_DIR), call
+/// Run `serve` with `args` (and no BTY_NETBOOT_DIR) and `env`, call
 /// `check(web_port)` once healthy, stop it; returns its stderr.
 fn with_serve(
     data: &std::path::Path,
-    netboot: Option<&std::path::Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
     check: impl FnOnce(u16),
 ) -> String {
     let (pw, pc) = (free_tcp(), free_tcp());
@@ -206,14 +221,14 @@ fn with_serve(
             "--port-cache",
             &pc.to_string(),
         ])
+        .args(args)
         .env_remove("BTY_NETBOOT_DIR")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(n) = netboot {
-        cmd.arg("--netboot").arg(n);
-    }
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A cold media build (`--from`) comes first.
+    let deadline = Instant::now() + Duration::from_secs(300);
     while get(pw, "/healthz", None).map(|r| r.0) != Some(200) {
         assert!(Instant::now() < deadline, "serve did not become healthy");
         assert!(child.try_wait().unwrap().is_none(), "serve exited early");
@@ -244,7 +259,8 @@ fn serve_places_the_netboot_media_from_netboot_dir() {
     std::fs::write(media.join("bty-netboot-x86_64.vmlinuz"), &kernel).unwrap();
     std::fs::write(media.join("bty-netboot-x86_64.initrd"), &initrd).unwrap();
     let data = t.path().join("data");
-    let err = with_serve(&data, Some(&media), |pw| {
+    let m = media.to_str().unwrap();
+    let err = with_serve(&data, &["--netboot", m], &[], |pw| {
         for (name, bytes) in [
             ("bty-netboot-x86_64.vmlinuz", &kernel),
             ("bty-netboot-x86_64.initrd", &initrd),
@@ -254,43 +270,192 @@ fn serve_places_the_netboot_media_from_netboot_dir() {
             assert!(body == *bytes, "{name}: served bytes differ");
         }
     });
-    assert!(err.contains("copied bty-netboot-x86_64.vmlinuz"), "{err}");
-    assert!(!err.contains("not found"), "{err}");
+    assert!(
+        err.contains("media: placed a kernel and initrd without a bty info file"),
+        "{err}"
+    );
+    // The operator's media is recorded as theirs.
+    let rec = std::fs::read_to_string(data.join("boot/.operator-media.json")).unwrap();
+    assert!(rec.contains(m), "{rec}");
 
-    // New media replace the old (and say so); the identical one is kept.
+    // New media replace the old (and say so).
     let kernel2: Vec<u8> = kernel.iter().map(|b| b ^ 0x55).collect();
     std::fs::write(media.join("bty-netboot-x86_64.vmlinuz"), &kernel2).unwrap();
-    let err = with_serve(&data, Some(&media), |pw| {
+    let err = with_serve(&data, &["--netboot", m], &[], |pw| {
         let (_, body) = get_bytes(pw, "/boot/bty-netboot-x86_64.vmlinuz").unwrap();
         assert!(body == kernel2, "old kernel still served");
     });
-    assert!(err.contains("replaced bty-netboot-x86_64.vmlinuz"), "{err}");
-    assert!(
-        err.contains("bty-netboot-x86_64.initrd is up to date"),
-        "{err}"
-    );
+    assert!(err.contains("replacing"), "{err}");
+    // The same media again: nothing copied.
+    let err = with_serve(&data, &["--netboot", m], &[], |_| {});
+    assert!(err.contains("already holds"), "{err}");
 }
 
+/// `--netboot DIR` without a kernel and an initrd: refused before
+/// anything listens, naming the directory and what it lacks.
 #[test]
-fn serve_without_netboot_media_warns_how_to_build_them() {
+fn serve_refuses_a_netboot_dir_without_media() {
     let t = TestDir::new();
     let missing = t.path().join("no-media-here");
-    let err = with_serve(&t.path().join("data"), Some(&missing), |pw| {
-        assert_eq!(
-            get_bytes(pw, "/boot/bty-netboot-x86_64.vmlinuz").unwrap().0,
-            404
-        );
-    });
-    assert!(err.contains("netboot media not found"), "{err}");
-    assert!(err.contains(&missing.display().to_string()), "{err}");
+    std::fs::create_dir_all(&missing).unwrap();
+    std::fs::write(missing.join("bty-netboot-x86_64.vmlinuz"), b"k").unwrap();
+    let pw = free_tcp();
+    let o = Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+        .arg(t.path().join("data"))
+        .args(["--port-web", &pw.to_string()])
+        .args(["--port-cache", &free_tcp().to_string()])
+        .arg("--netboot")
+        .arg(&missing)
+        .env_remove("BTY_NETBOOT_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} has no bty-netboot-x86_64.initrd",
+            missing.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("bty-lab media build --out DIR"), "{err}");
-    assert!(err.contains("flash"), "{err}");
+    assert!(!err.contains("bty-web UI"), "{err}");
+    assert!(!t.path().join("data/bty.toml").exists());
+    // $BTY_NETBOOT_DIR is the same as the flag.
+    let o = Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+        .arg(t.path().join("data"))
+        .args(["--port-web", &pw.to_string()])
+        .args(["--port-cache", &free_tcp().to_string()])
+        .env("BTY_NETBOOT_DIR", &missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("has no bty-netboot-x86_64.initrd"), "{err}");
+}
+
+/// `serve` with no `--netboot`: this binary's media, built from the test
+/// .debs with `--from` (no apt on PATH, an empty cache), placed into the
+/// boot dir and served by bty-web at /boot/; the next start finds it in
+/// the cache (no `--from`, still no apt).
+#[test]
+fn serve_builds_places_and_serves_this_binarys_media() {
+    let Some(debs) = crate::media::debs() else {
+        return;
+    };
+    let t = TestDir::new();
+    let data = t.path().join("data");
+    let cache = t.path().join("cache");
+    let no_apt = t.path().join("empty-path");
+    std::fs::create_dir_all(&no_apt).unwrap();
+    let env = [
+        ("PATH", no_apt.to_str().unwrap()),
+        ("BTY_MEDIA_CACHE", cache.to_str().unwrap()),
+    ];
+    let boot = data.join("boot");
+    let files = [
+        "bty-netboot-x86_64.vmlinuz",
+        "bty-netboot-x86_64.initrd",
+        "undionly.kpxe",
+        "snponly.efi",
+        "ipxe.efi",
+    ];
+    let err = with_serve(&data, &["--from", debs.to_str().unwrap()], &env, |pw| {
+        for f in files {
+            let (code, body) = get_bytes(pw, &format!("/boot/{f}")).unwrap();
+            assert_eq!(code, 200, "{f}");
+            assert!(
+                body == std::fs::read(boot.join(f)).unwrap(),
+                "{f}: served bytes differ from the boot dir's"
+            );
+        }
+    });
+    assert!(err.contains("media: built "), "{err}");
+    assert!(err.contains("media: placed media "), "{err}");
+    // The initrd's agent is this very binary.
+    let info = crate::media::initrd_info(&boot.join("bty-netboot-x86_64.initrd"));
+    assert_eq!(info["agent_sha256"], crate::media::sha256(&bin()), "{info}");
+    assert_eq!(info["agent_version"], env!("CARGO_PKG_VERSION"));
+    // Each file is the cached media's, byte for byte.
+    let cached: Vec<_> = std::fs::read_dir(cache.join("media"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    for f in files {
+        assert_eq!(
+            crate::media::sha256(&cached[0].join(f)),
+            crate::media::sha256(&boot.join(f)),
+            "{f}"
+        );
+    }
+    assert!(!boot.join(".operator-media.json").exists());
+
+    // Again, no --from: a cache hit, and the boot dir already holds it.
+    let err = with_serve(&data, &[], &env, |_| {});
+    assert!(err.contains("media: using the cached media"), "{err}");
+    assert!(err.contains("already holds media"), "{err}");
+}
+
+/// No apt, no `--from`, an empty cache: serve stops before listening,
+/// naming the ways out; nothing was placed.
+#[test]
+fn serve_without_a_way_to_get_media_does_not_start() {
+    let t = TestDir::new();
+    let no_apt = t.path().join("empty-path");
+    std::fs::create_dir_all(&no_apt).unwrap();
+    let (pw, pc) = (free_tcp(), free_tcp());
+    let data = t.path().join("data");
+    let o = Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+        .arg(&data)
+        .args(["--port-web", &pw.to_string()])
+        .args(["--port-cache", &pc.to_string()])
+        // Empty is unset: this binary's media is wanted.
+        .env("BTY_NETBOOT_DIR", "")
+        .env("PATH", &no_apt)
+        .env("BTY_MEDIA_CACHE", t.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    for needle in [
+        "no netboot media, so no machine could be flashed",
+        "no apt-get",
+        "pass --from DIR",
+        "--netboot DIR",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+    assert!(!err.contains("bty-web UI"), "{err}");
+    assert!(
+        !data.join("bty.toml").exists(),
+        "serve went on after the error"
+    );
+    assert!(
+        !data.join("boot").exists()
+            || std::fs::read_dir(data.join("boot"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    for port in [pw, pc] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} was left bound"
+        );
+    }
 }
 
 /// Start `serve` on 127.0.0.1 with TFTP on `pt` and `extra` flags; wait
 /// until bty-web answers. Returns the child and bty-web's port.
 fn serve_with_tftp(data: &std::path::Path, pt: u16, extra: &[&str]) -> (std::process::Child, u16) {
     let (pw, pc) = (free_tcp(), free_tcp());
+    // Media without iPXE files: the test's own bootfile in the boot dir stays.
+    let media = fake_media(data.parent().unwrap(), false);
     let mut child = Command::new(bin())
         .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
         .arg(data)
@@ -303,6 +468,8 @@ fn serve_with_tftp(data: &std::path::Path, pt: u16, extra: &[&str]) -> (std::pro
             &pt.to_string(),
         ])
         .args(extra)
+        .arg("--netboot")
+        .arg(&media)
         .env_remove("BTY_NETBOOT_DIR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

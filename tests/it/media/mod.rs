@@ -187,3 +187,45 @@ pub fn media_other() -> Option<&'static Built> {
     })
     .as_ref()
 }
+
+/// A gzip'd newc initrd holding only the info file `media inspect` reads,
+/// saying its agent is `agent_version` (an old or a newer media, without
+/// building one with another binary).
+pub fn fake_initrd(path: &Path, agent_version: &str) {
+    let info = serde_json::json!({
+        "version": format!("{agent_version}-k6.1.0-test-amd64"),
+        "agent_version": agent_version,
+        "agent_sha256": "0".repeat(64),
+        "kernel": "linux-image-test",
+    });
+    let body = serde_json::to_vec(&info).unwrap();
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut w = cpio::newc::Builder::new("etc/bty-media.json")
+        .mode(0o100644)
+        .write(gz, body.len() as u32);
+    w.write_all(&body).unwrap();
+    let gz = cpio::newc::trailer(w.finish().unwrap()).unwrap();
+    gz.finish().unwrap();
+}
+
+/// `bty-lab media status --json --initrd FILE` by this binary: what the
+/// initrd says its agent is.
+pub fn initrd_info(initrd: &Path) -> serde_json::Value {
+    let o = lab_env(
+        &bin(),
+        &[
+            "media",
+            "status",
+            "--json",
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&o);
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    s["initrd"]["info"].clone()
+}
