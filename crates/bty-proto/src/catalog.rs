@@ -191,16 +191,17 @@ fn blob_file_name(src: &str) -> String {
     if last.is_empty() {
         return "download".to_string();
     }
-    let mut out = String::with_capacity(last.len());
-    for b in last.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~%".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(last, FILE_NAME).to_string()
 }
+
+/// What [`blob_file_name`] escapes: all but RFC 3986's unreserved
+/// characters and `%` (an origin's own escapes stay as they are).
+const FILE_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'%');
 
 #[cfg(test)]
 mod tests {

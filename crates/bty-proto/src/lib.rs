@@ -12,8 +12,8 @@
 //! - [`text`]: the strict character sets for strings that reach an iPXE
 //!   script or a kernel command line.
 //!
-//! This crate depends only on serde (and base64 for the blob key) because the
-//! static agent links it too.
+//! This crate depends only on serde (and base64 and percent-encoding for
+//! the blob URL) because the static agent links it too.
 #![deny(missing_docs)]
 
 pub mod catalog;
@@ -29,13 +29,50 @@ pub use mode::{BootMode, UnknownBootMode};
 
 use serde::{Deserialize, Serialize};
 
-/// The body of every error response of bty-web and withcache:
-/// `{"error": "..."}`.
+/// The body of every error response of bty-web's and withcache's JSON
+/// APIs: `{"error": "...", "request_id": "..."}`.
+///
+/// `request_id` is the request's `X-Request-Id` (also in the response
+/// header and in the server's log lines for that request), so an operator
+/// can quote it. It is optional both ways: a body from an older server
+/// without it still parses, and none is sent when there is no id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// What went wrong, and where possible what to do about it.
     pub error: String,
+    /// The request's id, as in its `X-Request-Id` response header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl ErrorBody {
+    /// A body with `error` and no request id.
+    pub fn new(error: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            request_id: None,
+        }
+    }
 }
 
 /// Version of the plan and report format served by this build.
 pub const PLAN_VERSION: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorBody;
+
+    #[test]
+    fn error_body_request_id_is_optional_both_ways() {
+        let old: ErrorBody = serde_json::from_str(r#"{"error":"no"}"#).unwrap();
+        assert_eq!(old, ErrorBody::new("no"));
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"error":"no"}"#);
+        let new = ErrorBody {
+            request_id: Some("abc".into()),
+            ..ErrorBody::new("no")
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(text, r#"{"error":"no","request_id":"abc"}"#);
+        assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), new);
+    }
+}

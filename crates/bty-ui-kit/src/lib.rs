@@ -10,8 +10,14 @@
 //! or `login` hides the navigation), `nav_items` (a list of `[id, label]`
 //! pairs linking to `/ui/{id}`), `user` (shows the logout button) and
 //! `version`. Pages fill the `main` block (and may add to `head`); a
-//! service's own base template may fill `banners`. [`install`] adds the shell, the shared macros
-//! (`macros.html`: `ts`, `err`, `described`) and the filters they use.
+//! service's own base template (`base.html`, extending the shell) may fill
+//! `banners`. [`install`] adds the shell, the shared macros (`macros.html`:
+//! `ts`, `err`, `described`), the login and error pages every service
+//! shows alike (`login.html`, `error.html`, both extending the service's
+//! `base.html`) and the filters they use.
+//!
+//! This crate is the look only and knows no web framework; `bty-http`
+//! serves these assets, renders these pages and runs the login flow.
 
 /// Name to register [`SHELL`] under in a minijinja environment.
 pub const SHELL_NAME: &str = "shell.html";
@@ -24,8 +30,17 @@ pub const SHELL: &str = include_str!("../templates/shell.html");
 /// link).
 pub const MACROS: &str = include_str!("../templates/macros.html");
 
-/// Add the shell, the macros and the filters `utc` (RFC 3339 → UTC text),
-/// `bytes` (human size, `–` for none) and `urlencode` (a query value) to
+/// The login page: `layout`, `user` (typed name), `next` (where to go
+/// after) and `error`; in open mode (`layout.open_mode`) it says there is
+/// nothing to log in to instead of showing the form.
+pub const LOGIN: &str = include_str!("../templates/login.html");
+
+/// The error page: `layout`, `status`, `reason`, `message`, `request_id`
+/// and `home_label` (the words for `layout.home`).
+pub const ERROR: &str = include_str!("../templates/error.html");
+
+/// Add the shell, the macros, `login.html`, `error.html` and the filters
+/// `utc` (RFC 3339 → UTC text) and `bytes` (human size, `–` for none) to
 /// `env`.
 pub fn install(env: &mut minijinja::Environment<'static>) {
     env.add_filter("utc", |s: Option<String>| {
@@ -34,20 +49,22 @@ pub fn install(env: &mut minijinja::Environment<'static>) {
     env.add_filter("bytes", |n: Option<u64>| {
         n.map(human_bytes).unwrap_or_else(|| "–".into())
     });
-    env.add_filter("urlencode", |s: Option<String>| {
-        url_encode(&s.unwrap_or_default())
-    });
     env.add_template(SHELL_NAME, SHELL)
         .expect("the shared page shell parses");
     env.add_template("macros.html", MACROS)
         .expect("the shared macros parse");
+    env.add_template("login.html", LOGIN)
+        .expect("the shared login page parses");
+    env.add_template("error.html", ERROR)
+        .expect("the shared error page parses");
 }
 
 /// `Cache-Control` for assets. Their URLs do not change with the content,
 /// so only a short cache: an upgrade shows its assets within minutes.
 pub const ASSET_CACHE_CONTROL: &str = "public, max-age=300";
 
-/// A compiled-in file served under `/ui/static/{name}`.
+/// A compiled-in file served under `/ui/static/{name}` (and the icon also
+/// as `/favicon.ico`, which browsers ask for on their own).
 #[derive(Debug, Clone, Copy)]
 pub struct Asset {
     /// The bytes.
@@ -71,6 +88,10 @@ pub fn asset(name: &str) -> Option<Asset> {
         "htmx-ext-sse.js" => (include_bytes!("../static/htmx-ext-sse.js"), JS),
         "htmx.LICENSE" => (include_bytes!("../static/htmx.LICENSE"), TEXT),
         "htmx-ext-sse.LICENSE" => (include_bytes!("../static/htmx-ext-sse.LICENSE"), TEXT),
+        // The icon: the shell links the SVG; favicon.ico (from
+        // favicon.gen.py) is for what browsers fetch without a page.
+        "favicon.svg" => (include_bytes!("../static/favicon.svg"), "image/svg+xml"),
+        "favicon.ico" => (include_bytes!("../static/favicon.ico"), "image/x-icon"),
         _ => return None,
     };
     Some(Asset { body, content_type })
@@ -95,18 +116,6 @@ pub fn utc_text(rfc3339: &str) -> String {
         }
         Err(_) => rfc3339.to_string(),
     }
-}
-
-/// Percent-encode a query value (RFC 3986 unreserved characters pass).
-pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `1536` → `1.5 KiB`.
@@ -151,6 +160,8 @@ mod tests {
             "htmx-ext-sse.js",
             "htmx.LICENSE",
             "htmx-ext-sse.LICENSE",
+            "favicon.svg",
+            "favicon.ico",
         ] {
             let a = asset(n).unwrap_or_else(|| panic!("{n}"));
             assert!(!a.body.is_empty(), "{n}");
@@ -211,6 +222,5 @@ mod tests {
         assert_eq!(human_duration(-1.0), "–");
         assert_eq!(utc_text("2026-05-17T20:21:09Z"), "2026-05-17 20:21:09 UTC");
         assert_eq!(utc_text("not a time"), "not a time");
-        assert_eq!(url_encode("a b/c"), "a%20b%2Fc");
     }
 }

@@ -313,6 +313,8 @@ impl Driver {
             "goog:chromeOptions".into(),
             json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
+        // Keep the console, for `console_messages`.
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
         let conn = hyper_util::client::legacy::connect::HttpConnector::new();
         fantoccini::ClientBuilder::new(conn)
             .capabilities(caps)
@@ -320,6 +322,62 @@ impl Driver {
             .await
             .context("opening a Chromium session through chromedriver")
     }
+}
+
+/// chromedriver's log endpoint (`POST /session/{id}/se/log`).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+/// The browser console's messages since the last call (level and text),
+/// e.g. `SEVERE http://…/favicon.ico - Failed to load resource: … 404`.
+pub async fn console_messages(b: &fantoccini::Client) -> anyhow::Result<Vec<String>> {
+    let v = b
+        .issue_cmd(BrowserLog)
+        .await
+        .context("reading the browser console through chromedriver")?;
+    Ok(v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    format!(
+                        "{} {}",
+                        m["level"].as_str().unwrap_or("?"),
+                        m["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Fails if the console says a favicon was missing (issue 11: every page
+/// used to log a `/favicon.ico` 404).
+pub async fn assert_no_favicon_404(b: &fantoccini::Client) -> anyhow::Result<()> {
+    let messages = console_messages(b).await?;
+    for m in &messages {
+        eprintln!("console: {m}");
+    }
+    if let Some(m) = messages.iter().find(|m| m.contains("favicon")) {
+        bail!("the console reports a favicon problem: {m}");
+    }
+    Ok(())
 }
 
 /// `<workspace>/target/ui-screenshots`, created.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bty_ui_tests::{
-    screenshot_dir, tool_present, Agent, Driver, Web, IMAGE_SIZE, PASSWORD, SHA, USER,
+    assert_no_favicon_404, screenshot_dir, tool_present, Agent, Driver, Web, IMAGE_SIZE, PASSWORD,
+    SHA, USER,
 };
 use fantoccini::{Client, Locator};
 use serde_json::json;
@@ -69,7 +70,10 @@ async fn operator_walkthrough_in_chromium() -> anyhow::Result<()> {
     let driver = Driver::start().await?;
     let b = driver.browser().await?;
     eprintln!("browser up after {:?}", t0.elapsed());
-    let r = walkthrough(&web, &b).await;
+    let r = match walkthrough(&web, &b).await {
+        Ok(()) => assert_no_favicon_404(&b).await,
+        e => e,
+    };
     if r.is_err() {
         let _ = shot(&b, "zz-failure").await;
         if let Ok(src) = b.source().await {

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bty_ui_tests::{screenshot_dir, tool_present, Cache, Driver, SlowOrigin, PASSWORD, USER};
+use bty_ui_tests::{
+    assert_no_favicon_404, screenshot_dir, tool_present, Cache, Driver, SlowOrigin, PASSWORD, USER,
+};
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
@@ -77,7 +79,10 @@ async fn withcache_walkthrough_in_chromium() -> anyhow::Result<()> {
     let wc = Cache::start().await?;
     let driver = Driver::start().await?;
     let b = driver.browser().await?;
-    let r = walkthrough(&wc, &origin, &b).await;
+    let r = match walkthrough(&wc, &origin, &b).await {
+        Ok(()) => assert_no_favicon_404(&b).await,
+        e => e,
+    };
     if r.is_err() {
         let _ = shot(&b, "zz-failure").await;
         if let Ok(src) = b.source().await {
@@ -112,7 +117,7 @@ async fn walkthrough(wc: &Cache, origin: &SlowOrigin, b: &Client) -> anyhow::Res
         Ok(text(b, "#login-error").await.ok())
     })
     .await?;
-    assert_eq!(err, "invalid user name or password.");
+    assert_eq!(err, "Wrong user name or password.");
     b.find(Locator::Id("password"))
         .await?
         .send_keys(PASSWORD)

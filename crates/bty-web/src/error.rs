@@ -1,10 +1,10 @@
-//! One error type for every handler: JSON `{"error": "..."}` with a status.
+//! One error type for every handler: JSON `bty_proto::ErrorBody` with a
+//! status and the request id.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bty_proto::ErrorBody;
 
 /// An HTTP error with its message.
 #[derive(Debug)]
@@ -50,19 +50,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            axum::Json(ErrorBody {
-                error: self.message,
-            }),
-        )
-            .into_response();
-        if let Some(s) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                r.headers_mut().insert("retry-after", v);
-            }
+        // `ErrorBody` with the request id, as the kit writes it.
+        bty_http::JsonError {
+            status: self.status,
+            message: self.message,
+            retry_after: self.retry_after,
         }
-        r
+        .into_response()
     }
 }
 

@@ -138,11 +138,8 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/api/events", get(routes::api::list_events))
         .route("/api/events/stream", get(sse::stream))
-        .route("/api/settings/dhcp", get(routes::api::dhcp_settings))
-        .route_layer(axum::middleware::from_fn_with_state(
-            st.clone(),
-            routes::require_admin,
-        ));
+        .route("/api/settings/dhcp", get(routes::api::dhcp_settings));
+    let admin = ui::gate(&st).guard_api(admin);
     let open = Router::new()
         .route("/", get(routes::api::root))
         .route("/healthz", get(routes::api::healthz))
@@ -166,7 +163,7 @@ pub fn router(st: AppState) -> Router {
             post(routes::pxe::inventory).layer(DefaultBodyLimit::max(INVENTORY_LIMIT)),
         )
         .route("/boot/{name}", get(routes::boot::serve_file));
-    admin
+    let app = admin
         .merge(open)
         .merge(ui::router(st.clone()))
         .fallback(routes::fallback)
@@ -175,7 +172,8 @@ pub fn router(st: AppState) -> Router {
             st.clone(),
             routes::count_requests,
         ))
-        .with_state(st)
+        .with_state(st);
+    bty_http::request_id::layer(app)
 }
 
 /// Run bty-web on `listener` until `shutdown` resolves.

@@ -1,8 +1,10 @@
-//! Prometheus text metrics. Hand-written: a dozen counters do not need a
-//! metrics framework, and atomics keep the PXE path lock-free.
+//! Prometheus metrics: atomics keep the PXE path lock-free; the text
+//! format is the kit's (`bty_http::metrics`).
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bty_http::metrics::Exposition;
+use bty_http::metrics::Kind::{Counter, Gauge};
 
 /// Offer kinds counted separately (see [`crate::pxe::Offer::kind`]).
 pub const OFFER_KINDS: [&str; 4] = ["local", "flash", "inventory", "parked"];
@@ -43,20 +45,13 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus text exposition (the format is `bty_http::metrics`).
     pub fn render(&self, machines: Option<i64>) -> String {
-        let mut s = String::with_capacity(2048);
-        let _ = writeln!(
-            s,
-            "# HELP bty_http_requests_total HTTP requests answered, by status class."
-        );
-        let _ = writeln!(s, "# TYPE bty_http_requests_total counter");
+        let mut m = Exposition::new();
+        let name = "bty_http_requests_total";
+        m.family(name, Counter, "HTTP requests answered, by status class.");
         for (i, c) in self.requests.iter().enumerate().skip(1) {
-            let _ = writeln!(
-                s,
-                "bty_http_requests_total{{class=\"{i}xx\"}} {}",
-                c.load(Relaxed)
-            );
+            m.sample(name, &[("class", &format!("{i}xx"))], c.load(Relaxed));
         }
         for (name, help, arr) in [
             (
@@ -70,10 +65,9 @@ impl Metrics {
                 &self.plans,
             ),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} counter");
+            m.family(name, Counter, help);
             for (k, c) in OFFER_KINDS.iter().zip(arr.iter()) {
-                let _ = writeln!(s, "{name}{{kind=\"{k}\"}} {}", c.load(Relaxed));
+                m.sample(name, &[("kind", k)], c.load(Relaxed));
             }
         }
         for (name, help, c) in [
@@ -108,15 +102,12 @@ impl Metrics {
                 &self.reports_refused,
             ),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} counter");
-            let _ = writeln!(s, "{name} {}", c.load(Relaxed));
+            m.single(name, Counter, help, c.load(Relaxed));
         }
         if let Some(n) = machines {
-            let _ = writeln!(s, "# HELP bty_machines Registered machines.");
-            let _ = writeln!(s, "# TYPE bty_machines gauge");
-            let _ = writeln!(s, "bty_machines {n}");
+            let n = u64::try_from(n).unwrap_or(0);
+            m.single("bty_machines", Gauge, "Registered machines.", n);
         }
-        s
+        m.finish()
     }
 }

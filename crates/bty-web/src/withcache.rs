@@ -150,6 +150,8 @@ impl Client {
             return Ok(resp);
         }
         let text = resp.text().await.unwrap_or_default();
+        // withcache answers `ErrorBody`; an older one answered plain text.
+        let text = serde_json::from_str::<bty_proto::ErrorBody>(&text).map_or(text, |b| b.error);
         let message = text.trim().chars().take(500).collect::<String>();
         Err(match status {
             401 | 403 => WcError::Refused {

@@ -206,3 +206,36 @@ async fn foreign_origin_is_refused_on_state_changes() {
     assert_eq!(r.status(), 403);
     s.stop().await;
 }
+
+/// issue 11: every answer carries an `X-Request-Id` (the client's when it
+/// sends a usable one), and JSON errors carry the same id in `ErrorBody`;
+/// the browser's own `/favicon.ico` is served, not a 404.
+#[tokio::test]
+async fn request_ids_in_and_out_and_in_error_bodies() {
+    let s = start_with("[admin]\npassword = \"pw\"\n").await;
+    let r = s
+        .client
+        .get(s.url("/api/machines"))
+        .header("x-request-id", "ticket-1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "ticket-1234");
+    let body: bty_proto::ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.request_id.as_deref(), Some("ticket-1234"));
+    // Made up when missing; on open routes and errors alike.
+    for path in ["/healthz", "/api/nope", "/pxe/not-a-mac"] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 16, "{path}: {id}");
+        if !r.status().is_success() {
+            let body: bty_proto::ErrorBody = r.json().await.unwrap();
+            assert_eq!(body.request_id.as_deref(), Some(id.as_str()), "{path}");
+        }
+    }
+    let r = s.client.get(s.url("/favicon.ico")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/x-icon");
+    s.stop().await;
+}

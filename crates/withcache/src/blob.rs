@@ -28,8 +28,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use bty_http::range::{parse_range, ByteRange};
+
+use crate::app::App;
+use crate::catalog::Who;
+use crate::error::Error;
 use crate::store::{Download, Hit, Phase, Store};
-use crate::{App, Error};
 
 /// Body chunk size for the generic path. Large reads amortise the blocking
 /// hop; 1 MiB measured best on loopback (bench/withcache.sh).
@@ -67,10 +71,9 @@ async fn by_key(
     headers: HeaderMap,
 ) -> Response {
     let Some(src) = bty_proto::catalog::decode_blob_key(&key) else {
-        return Error::BadRequest(
+        return plain(Error::BadRequest(
             "missing url: the key is not URL-safe base64 of a UTF-8 URL".into(),
-        )
-        .into_response();
+        ));
     };
     serve(&app, &method, &headers, &src, peer).await
 }
@@ -101,7 +104,9 @@ async fn by_query(
 ) -> Response {
     match q.url.filter(|u| !u.is_empty()) {
         Some(src) => serve(&app, &method, &headers, &src, peer).await,
-        None => Error::BadRequest("missing url: pass ?url=<origin URL>".into()).into_response(),
+        None => plain(Error::BadRequest(
+            "missing url: pass ?url=<origin URL>".into(),
+        )),
     }
 }
 
@@ -112,65 +117,6 @@ pub(crate) struct Plan {
     pub headers: HeaderMap,
     /// Byte range of the file to send (start, length), if any body.
     pub body: Option<(u64, u64)>,
-}
-
-/// A parsed `Range` header against a representation of `size` bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RangeSpec {
-    /// No usable single range: send everything (also for multi-range,
-    /// which RFC 9110 lets a server ignore).
-    Full,
-    /// Inclusive byte range.
-    Part(u64, u64),
-    /// Syntactically valid but outside the representation.
-    Unsatisfiable,
-}
-
-pub(crate) fn parse_range(value: &str, size: u64) -> RangeSpec {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeSpec::Full;
-    };
-    if spec.contains(',') {
-        return RangeSpec::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeSpec::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let num = |s: &str| -> Option<u64> {
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            None
-        } else {
-            s.parse().ok()
-        }
-    };
-    if a.is_empty() {
-        // Suffix range: the last N bytes.
-        return match num(b) {
-            Some(0) => RangeSpec::Unsatisfiable,
-            Some(n) if size == 0 => {
-                let _ = n;
-                RangeSpec::Unsatisfiable
-            }
-            Some(n) => RangeSpec::Part(size.saturating_sub(n), size - 1),
-            None => RangeSpec::Full,
-        };
-    }
-    let Some(start) = num(a) else {
-        return RangeSpec::Full;
-    };
-    let end = if b.is_empty() {
-        None
-    } else {
-        match num(b) {
-            Some(e) if e >= start => Some(e),
-            _ => return RangeSpec::Full,
-        }
-    };
-    if start >= size {
-        return RangeSpec::Unsatisfiable;
-    }
-    RangeSpec::Part(start, end.map_or(size - 1, |e| e.min(size - 1)))
 }
 
 fn etag_matches(list: &str, etag: &str) -> bool {
@@ -213,18 +159,18 @@ pub(crate) fn plan_cached(req: &HeaderMap, hit: &Hit) -> Plan {
             };
         }
     }
-    let mut range = header(RANGE).map_or(RangeSpec::Full, |r| parse_range(r, hit.size));
-    if range != RangeSpec::Full {
+    let mut range = parse_range(header(RANGE), hit.size);
+    if range != ByteRange::Full {
         // If-Range with anything but our current strong ETag (a stale tag
         // or a date) means "send it all".
         if let Some(ir) = header(IF_RANGE) {
             if ir.trim() != etag {
-                range = RangeSpec::Full;
+                range = ByteRange::Full;
             }
         }
     }
     match range {
-        RangeSpec::Full => {
+        ByteRange::Full => {
             h.insert(CONTENT_LENGTH, HeaderValue::from(hit.size));
             Plan {
                 status: StatusCode::OK,
@@ -232,25 +178,17 @@ pub(crate) fn plan_cached(req: &HeaderMap, hit: &Hit) -> Plan {
                 body: Some((0, hit.size)),
             }
         }
-        RangeSpec::Part(a, b) => {
+        ByteRange::Part(a, b) => {
             h.insert(CONTENT_LENGTH, HeaderValue::from(b - a + 1));
-            h.insert(
-                CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {a}-{b}/{}", hit.size))
-                    .expect("digits are a valid header"),
-            );
+            insert_content_range(&mut h, range, hit.size);
             Plan {
                 status: StatusCode::PARTIAL_CONTENT,
                 headers: h,
                 body: Some((a, b - a + 1)),
             }
         }
-        RangeSpec::Unsatisfiable => {
-            h.insert(
-                CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{}", hit.size))
-                    .expect("digits are a valid header"),
-            );
+        ByteRange::Unsatisfiable => {
+            insert_content_range(&mut h, range, hit.size);
             h.insert(CONTENT_LENGTH, HeaderValue::from(0));
             Plan {
                 status: StatusCode::RANGE_NOT_SATISFIABLE,
@@ -259,6 +197,29 @@ pub(crate) fn plan_cached(req: &HeaderMap, hit: &Hit) -> Plan {
             }
         }
     }
+}
+
+fn insert_content_range(h: &mut HeaderMap, range: ByteRange, size: u64) {
+    if let Some(v) = range
+        .content_range(size)
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        h.insert(CONTENT_RANGE, v);
+    }
+}
+
+/// An error for a client of the byte surface: the status and the message
+/// as text (what curl prints), withcache's own failures only as a pointer
+/// to its log.
+pub(crate) fn plain(e: Error) -> Response {
+    let text = if e.is_internal() {
+        tracing::error!(error = %e, "internal error");
+        "internal error; see the withcache log\n".to_string()
+    } else {
+        format!("{e}\n")
+    };
+    let ct = HeaderValue::from_static("text/plain; charset=utf-8");
+    (e.status(), [(CONTENT_TYPE, ct), NOSNIFF], text).into_response()
 }
 
 /// The one entry point for blob requests on the generic path.
@@ -270,8 +231,9 @@ pub(crate) async fn serve(
     peer: SocketAddr,
 ) -> Response {
     if let Err(e) = bty_proto::text::validate_http_url("url", src) {
-        return Error::BadRequest(format!("{e}; only http and https origins are cached"))
-            .into_response();
+        return plain(Error::BadRequest(format!(
+            "{e}; only http and https origins are cached"
+        )));
     }
     let head = method == Method::HEAD;
     // Retry once: a blob evicted between lookup and open is a cold entry.
@@ -284,11 +246,11 @@ pub(crate) async fn serve(
         }
         let dl = match app.store.download(src) {
             Some(dl) => dl,
-            None => match start_for_catalog(app, src, peer) {
+            None => match app.catalog.download_for_client(src, client(peer)) {
                 Ok(Some(dl)) => dl,
                 Ok(None) if app.store.lookup(src).is_some() => continue,
                 Ok(None) => return miss(app, src, peer),
-                Err(e) => return e.into_response(),
+                Err(e) => return plain(e),
             },
         };
         match follow(app.store.clone(), dl, head).await {
@@ -296,7 +258,9 @@ pub(crate) async fn serve(
             None => continue,
         }
     }
-    Error::Origin("the blob vanished while it was being opened; retry".into()).into_response()
+    plain(Error::Origin(
+        "the blob vanished while it was being opened; retry".into(),
+    ))
 }
 
 pub(crate) fn respond_cached(
@@ -362,11 +326,10 @@ impl futures::Stream for ReceiverStream {
 fn miss(app: &Arc<App>, src: &str, peer: SocketAddr) -> Response {
     app.store.metrics.misses.fetch_add(1, Ordering::Relaxed);
     match app.db().record_miss(src) {
-        Ok(true) => app.event(
+        Ok(true) => app.catalog.event(
             "blob.miss.recorded",
             src,
-            "client",
-            Some(peer),
+            client(peer),
             "first request for a URL that is not cached",
         ),
         Ok(false) => {}
@@ -386,32 +349,12 @@ fn miss(app: &Arc<App>, src: &str, peer: SocketAddr) -> Response {
         .into_response()
 }
 
-/// If `src` is a catalog entry's origin, start (or join) its download.
-pub(crate) fn start_for_catalog(
-    app: &Arc<App>,
-    src: &str,
-    peer: SocketAddr,
-) -> Result<Option<Arc<Download>>, Error> {
-    let entries = app.db().entries_by_src(src)?;
-    if entries.is_empty() {
-        return Ok(None);
+/// A client asking for bytes, for the event log.
+pub(crate) fn client(peer: SocketAddr) -> Who<'static> {
+    Who {
+        actor: "client",
+        ip: Some(peer.ip()),
     }
-    let sha = entries.iter().find_map(|e| e.entry.sha256.clone());
-    let size = entries.iter().find_map(|e| e.entry.size);
-    let Some((dl, started)) = app.store.start_download(src, sha, size) else {
-        // Cached a moment ago; the caller looks it up again.
-        return Ok(None);
-    };
-    if started {
-        app.event(
-            "download.requested",
-            &entries[0].entry.name,
-            "client",
-            Some(peer),
-            "a client asked for a catalog entry that was not cached yet",
-        );
-    }
-    Ok(Some(dl))
 }
 
 /// Serve a download in progress. `None` = it finished and the caller should
@@ -435,7 +378,7 @@ async fn follow(store: Arc<Store>, dl: Arc<Download>, head: bool) -> Option<Resp
                 } else {
                     Error::Origin(text)
                 };
-                return Some(err.into_response());
+                return Some(plain(err));
             }
             Phase::Running => break st,
         }
@@ -526,28 +469,5 @@ async fn tail(
             let _ = tx.send(aborted("download ended unexpectedly")).await;
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        use RangeSpec::*;
-        assert_eq!(parse_range("bytes=0-0", 10), Part(0, 0));
-        assert_eq!(parse_range("bytes=-3", 10), Part(7, 9));
-        assert_eq!(parse_range("bytes=-30", 10), Part(0, 9));
-        assert_eq!(parse_range("bytes=4-", 10), Part(4, 9));
-        assert_eq!(parse_range("bytes=4-100", 10), Part(4, 9));
-        assert_eq!(parse_range("bytes=10-", 10), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 10), Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,3-4", 10), Full);
-        assert_eq!(parse_range("bytes=5-2", 10), Full);
-        assert_eq!(parse_range("items=0-1", 10), Full);
-        assert_eq!(parse_range("bytes=x-1", 10), Full);
-        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-5", 0), Unsatisfiable);
     }
 }

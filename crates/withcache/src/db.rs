@@ -11,11 +11,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many ran. Append, never edit: deployed databases already ran the old ones.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE entries (
     name        TEXT PRIMARY KEY,
     src         TEXT NOT NULL,
@@ -59,7 +60,10 @@ CREATE TABLE events (
     summary   TEXT NOT NULL
 );
 CREATE INDEX events_ts ON events(ts);
-"#];
+"#,
+    // A blob keeps the misses its URL collected before it was cached.
+    "ALTER TABLE blobs ADD COLUMN misses INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// Unauthenticated clients create misses and events; keep both bounded.
 const MAX_MISSES: i64 = 1000;
@@ -89,6 +93,8 @@ pub struct BlobRow {
     pub last_access: u64,
     /// GET hits so far.
     pub hits: u64,
+    /// Requests its URLs got as misses before they were cached.
+    pub misses: u64,
 }
 
 /// `(src, digest)`: which blob an origin URL's bytes are.
@@ -308,7 +314,7 @@ impl Db {
     /// Every blob and every source → digest mapping, for the in-memory index.
     pub fn load_index(&self) -> Result<(Vec<BlobRow>, Vec<SourceRow>), Error> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT digest, size, last_access, hits FROM blobs")?;
+        let mut st = conn.prepare("SELECT digest, size, last_access, hits, misses FROM blobs")?;
         let blobs = st
             .query_map([], |r| {
                 Ok(BlobRow {
@@ -316,6 +322,7 @@ impl Db {
                     size: r.get::<_, i64>(1)? as u64,
                     last_access: r.get::<_, i64>(2)? as u64,
                     hits: r.get::<_, i64>(3)? as u64,
+                    misses: r.get::<_, i64>(4)? as u64,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -326,16 +333,26 @@ impl Db {
         Ok((blobs, sources))
     }
 
-    /// Record a verified blob and the source that produced it; clears the
-    /// source's miss row.
-    pub fn add_blob(&self, src: &str, digest: &str, size: u64) -> Result<(), Error> {
+    /// Record a verified blob and the source that produced it. The
+    /// source's miss row is cleared and its count moves to the blob row;
+    /// returns the blob's misses.
+    pub fn add_blob(&self, src: &str, digest: &str, size: u64) -> Result<u64, Error> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now_rfc3339();
-        tx.execute(
-            "INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT(digest) DO UPDATE SET last_access = excluded.last_access",
-            params![digest, size as i64, now, now_unix() as i64],
+        let missed: i64 = tx
+            .query_row("SELECT count FROM misses WHERE src = ?1", [src], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let misses: i64 = tx.query_row(
+            "INSERT INTO blobs (digest, size, created_at, last_access, misses) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(digest) DO UPDATE SET last_access = excluded.last_access, \
+             misses = blobs.misses + excluded.misses RETURNING misses",
+            params![digest, size as i64, now, now_unix() as i64, missed],
+            |r| r.get(0),
         )?;
         tx.execute(
             "INSERT INTO sources (src, digest, fetched_at) VALUES (?1, ?2, ?3) \
@@ -344,7 +361,7 @@ impl Db {
         )?;
         tx.execute("DELETE FROM misses WHERE src = ?1", [src])?;
         tx.commit()?;
-        Ok(())
+        Ok(misses as u64)
     }
 
     /// Forget a blob and every source that mapped to it.

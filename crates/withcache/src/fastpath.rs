@@ -11,7 +11,9 @@
 //! here, using the same header logic as the generic path
 //! (`blob::plan_cached`). Anything else, including malformed input, goes to
 //! hyper with the bytes read so far replayed, and the connection stays
-//! with hyper from then on.
+//! with hyper from then on. Answers here carry an `X-Request-Id` like the
+//! router's (the client's, or a new one); they get no tracing span, which
+//! would cost more per request than it tells about a sendfile.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,14 +24,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bty_http::request_id::{RequestId, X_REQUEST_ID};
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::app::App;
 use crate::blob::plan_cached;
 use crate::store::Phase;
-use crate::App;
 
 /// Longest request head we parse ourselves; longer ones go to hyper.
 const MAX_HEAD: usize = 16 << 10;
@@ -148,6 +151,7 @@ async fn fast_one(
     let Some(src) = blob_src(&path) else {
         return Ok(Step::HandOff);
     };
+    let id = RequestId::from_headers(&req_headers);
     let Some(hit) = app.store.lookup(&src) else {
         return follow(
             app,
@@ -158,6 +162,7 @@ async fn fast_one(
             keep_alive,
             &src,
             peer,
+            &id,
         )
         .await;
     };
@@ -165,7 +170,8 @@ async fn fast_one(
         return Ok(Step::HandOff);
     };
     buf.advance(head_len);
-    let plan = plan_cached(&req_headers, &hit);
+    let mut plan = plan_cached(&req_headers, &hit);
+    plan.headers.insert(X_REQUEST_ID, id.header_value());
     write_head(stream, plan.status, &plan.headers, keep_alive).await?;
     if let (false, Some((start, len))) = (method_head, plan.body) {
         if matches!(plan.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
@@ -215,10 +221,14 @@ async fn follow(
     keep_alive: bool,
     src: &str,
     peer: SocketAddr,
+    id: &RequestId,
 ) -> io::Result<Step> {
     let dl = match app.store.download(src) {
         Some(dl) => dl,
-        None => match crate::blob::start_for_catalog(app, src, peer) {
+        None => match app
+            .catalog
+            .download_for_client(src, crate::blob::client(peer))
+        {
             Ok(Some(dl)) => dl,
             _ => return Ok(Step::HandOff),
         },
@@ -258,6 +268,7 @@ async fn follow(
         h.insert(crate::blob::X_SHA256, v);
     }
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+    h.insert(X_REQUEST_ID, id.header_value());
     write_head(stream, StatusCode::OK, &h, keep_alive).await?;
     if method_head {
         return Ok(Step::Served { keep_alive });

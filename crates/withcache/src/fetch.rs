@@ -1,4 +1,4 @@
-//! The downloader: one task per URL (see `Store::start_download`) that
+//! The downloader: one task per URL (started by [`start`]) that
 //! pulls the origin into a temp file, resumes with `Range` when the
 //! connection drops, restarts from zero when the origin changed, verifies
 //! the sha256 the catalog promises and only then renames the file into the
@@ -86,8 +86,24 @@ enum Attempt {
     Retry(String),
 }
 
+/// Join the download of `src`, or register and start it (single flight,
+/// see `Store::join_or_register`); `true` = started now. `None` if `src`
+/// turned out to be cached.
+pub(crate) fn start(
+    store: &Arc<Store>,
+    src: &str,
+    expected_sha: Option<String>,
+    expected_size: Option<u64>,
+) -> Option<(Arc<Download>, bool)> {
+    let (dl, started) = store.join_or_register(src, expected_sha, expected_size)?;
+    if started {
+        tokio::spawn(run(store.clone(), dl.clone()));
+    }
+    Some((dl, started))
+}
+
 /// Run a download to completion and publish the outcome.
-pub(crate) async fn run(store: Arc<Store>, dl: Arc<Download>) {
+async fn run(store: Arc<Store>, dl: Arc<Download>) {
     let mut reserved = 0u64;
     let mut temp: Option<PathBuf> = None;
     let outcome = fetch(&store, &dl, &mut reserved, &mut temp).await;
@@ -328,7 +344,7 @@ async fn pump(
 ) -> Result<Attempt, String> {
     let mut stream = resp.bytes_stream();
     let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
-    let outcome = loop {
+    let end = loop {
         if dl.cancelled.load(Ordering::Relaxed) {
             return Err("cancelled by the operator".into());
         }
@@ -342,9 +358,11 @@ async fn pump(
                 flush(dl, g, &mut buf).await?;
                 continue;
             }
-            Err(_) => break Attempt::Retry(format!("origin stalled for {read_timeout:?}")),
-            Ok(None) => break Attempt::Complete,
-            Ok(Some(Err(e))) => break Attempt::Retry(format!("origin connection broke: {e}")),
+            Err(_) => break End::Stalled,
+            Ok(None) => break End::Eof,
+            // hyper's own words here are "error decoding response body";
+            // the counts below say more.
+            Ok(Some(Err(e))) => break End::Broke(e.to_string()),
             Ok(Some(Ok(chunk))) => chunk,
         };
         let mut chunk = &item[..];
@@ -390,13 +408,28 @@ async fn pump(
             "origin ended before reaching the resume point".into(),
         ));
     }
-    match (outcome, g.total) {
-        (Attempt::Complete, Some(total)) if g.got < total => Ok(Attempt::Retry(format!(
-            "origin closed the connection after {} of {total} bytes",
+    Ok(match (end, g.total) {
+        (End::Stalled, _) => Attempt::Retry(format!("origin stalled for {read_timeout:?}")),
+        (End::Eof | End::Broke(_), Some(total)) if g.got < total => Attempt::Retry(format!(
+            "the origin declared {total} bytes but closed the connection after {}",
             g.got
-        ))),
-        (o, _) => Ok(o),
-    }
+        )),
+        (End::Broke(e), _) => Attempt::Retry(format!(
+            "origin connection broke after {} bytes: {e}",
+            g.got
+        )),
+        (End::Eof, _) => Attempt::Complete,
+    })
+}
+
+/// How one response body ended.
+enum End {
+    /// The body ended (possibly short of the declared length).
+    Eof,
+    /// The connection broke; hyper's reason.
+    Broke(String),
+    /// Nothing came for the read timeout.
+    Stalled,
 }
 
 async fn flush(dl: &Download, g: &mut Generation, buf: &mut BytesMut) -> Result<(), String> {

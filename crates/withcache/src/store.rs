@@ -1,6 +1,8 @@
 //! The blob store: content-addressed files under `blobs/sha256/`, the
 //! in-memory index the serve path reads, the disk quota with LRU eviction,
-//! and the single-flight map of downloads in progress.
+//! and the single-flight map of downloads in progress. The store only
+//! keeps that map; `fetch` runs the downloads (and depends on the store,
+//! never the other way round).
 //!
 //! Locking: `index` and `downloads` are std mutexes held only for map
 //! operations (never across an await). Eviction deletes files while holding
@@ -15,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 use crate::db::{now_unix, Db};
-use crate::Error;
+use crate::error::Error;
 
 /// Tunables of the download path. The defaults suit a lab; tests shorten
 /// the timeouts.
@@ -82,7 +84,26 @@ struct BlobMeta {
     size: u64,
     last_access: u64,
     hits: u64,
+    /// Requests its URLs got as misses before they were cached.
+    misses: u64,
     dirty: bool,
+}
+
+/// One stored blob, as `GET /blobs` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlobInfo {
+    /// sha256 hex.
+    pub digest: String,
+    /// Length.
+    pub size: u64,
+    /// GET hits.
+    pub hits: u64,
+    /// Unix seconds of the last hit.
+    pub last_access: u64,
+    /// Requests its URLs got as misses before they were cached.
+    pub misses: u64,
+    /// The origin URLs whose bytes it is.
+    pub sources: Vec<String>,
 }
 
 #[derive(Default)]
@@ -209,6 +230,7 @@ impl Store {
                             size: row.size,
                             last_access: row.last_access,
                             hits: row.hits,
+                            misses: row.misses,
                             dirty: false,
                         },
                     );
@@ -320,23 +342,27 @@ impl Store {
         (index.used, index.reserved, self.max_bytes)
     }
 
-    /// Every blob: (digest, size, hits, last access, sources).
-    pub fn blobs(&self) -> Vec<(String, u64, u64, u64, Vec<String>)> {
+    /// Every blob, by digest.
+    pub fn blobs(&self) -> Vec<BlobInfo> {
         let index = lock(&self.index);
         let mut out: Vec<_> = index
             .blobs
             .iter()
-            .map(|(d, m)| {
-                let srcs = index
+            .map(|(d, m)| BlobInfo {
+                digest: d.clone(),
+                size: m.size,
+                hits: m.hits,
+                last_access: m.last_access,
+                misses: m.misses,
+                sources: index
                     .sources
                     .iter()
                     .filter(|(_, v)| *v == d)
                     .map(|(k, _)| k.clone())
-                    .collect();
-                (d.clone(), m.size, m.hits, m.last_access, srcs)
+                    .collect(),
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
         out
     }
 
@@ -449,24 +475,31 @@ impl Store {
     ) -> Result<(), Error> {
         let dest = self.blob_path(digest);
         let mut index = lock(&self.index);
-        if index.blobs.contains_key(digest) {
+        if !index.blobs.contains_key(digest) {
+            std::fs::rename(temp, &dest).map_err(|e| Error::io(&dest, e))?;
+        } else {
             // Same bytes already stored under another URL.
             let _ = std::fs::remove_file(temp);
-        } else {
-            std::fs::rename(temp, &dest).map_err(|e| Error::io(&dest, e))?;
-            index.used += size;
-            index.blobs.insert(
-                digest.to_string(),
-                BlobMeta {
-                    size,
-                    last_access: now_unix(),
-                    hits: 0,
-                    dirty: false,
-                },
-            );
         }
         index.reserved = index.reserved.saturating_sub(reserved);
-        self.db.add_blob(src, digest, size)?;
+        // The row takes over the misses `src` collected before.
+        let misses = self.db.add_blob(src, digest, size)?;
+        match index.blobs.get_mut(digest) {
+            Some(meta) => meta.misses = misses,
+            None => {
+                index.used += size;
+                index.blobs.insert(
+                    digest.to_string(),
+                    BlobMeta {
+                        size,
+                        last_access: now_unix(),
+                        hits: 0,
+                        misses,
+                        dirty: false,
+                    },
+                );
+            }
+        }
         index.sources.insert(src.to_string(), digest.to_string());
         Ok(())
     }
@@ -481,11 +514,13 @@ impl Store {
         lock(&self.downloads).values().cloned().collect()
     }
 
-    /// Join the download of `src`, starting it if none is running (single
-    /// flight: one origin fetch per URL however many clients ask). `None`
-    /// if `src` is cached after all (a download finished just now).
-    pub fn start_download(
-        self: &Arc<Self>,
+    /// Join the download of `src`, or register a new one if none is
+    /// running (single flight: one origin fetch per URL however many
+    /// clients ask); `true` = registered now, and the caller starts it
+    /// (`fetch::start`). `None` if `src` is cached after all (a download
+    /// finished just now).
+    pub fn join_or_register(
+        &self,
         src: &str,
         expected_sha: Option<String>,
         expected_size: Option<u64>,
@@ -518,9 +553,6 @@ impl Store {
         self.metrics
             .downloads_started
             .fetch_add(1, Ordering::Relaxed);
-        let store = self.clone();
-        let task_dl = dl.clone();
-        tokio::spawn(async move { crate::fetch::run(store, task_dl).await });
         Some((dl, true))
     }
 

@@ -176,13 +176,17 @@ pub fn media_other() -> Option<&'static Built> {
         debs()?;
         let d = scratch("other-bin");
         let exe = d.join("bty-lab");
-        std::fs::copy(bin(), &exe).unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&exe)
-            .unwrap()
-            .write_all(b"\n")
+        // Written by a child process: a file this (multi-threaded) test
+        // process had open for writing can be inherited by a sibling test's
+        // fork, and exec'ing it then fails with "Text file busy".
+        let st = Command::new("sh")
+            .args(["-c", "cp \"$1\" \"$2\" && printf '\\n' >> \"$2\""])
+            .arg("sh")
+            .arg(bin())
+            .arg(&exe)
+            .status()
             .unwrap();
+        assert!(st.success(), "copying the binary");
         build("other", &exe, &[("BTY_IPXE_DIR", "/nonexistent/ipxe")])
     })
     .as_ref()

@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use bty_http::range::{parse_range, ByteRange};
+
 use super::{client_ip, host, ipxe_response, parse_mac};
 use crate::cycle;
 use crate::error::{ApiError, ApiResult};
@@ -39,66 +41,6 @@ pub fn valid_basename(name: &str) -> bool {
 #[derive(Deserialize)]
 pub struct BootQuery {
     mac: Option<String>,
-}
-
-/// The byte range to send.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RangeAnswer {
-    /// No (usable) Range header: the whole file.
-    Full,
-    /// `start..=end`.
-    Partial(u64, u64),
-    /// 416.
-    Unsatisfiable,
-}
-
-/// Interpret a `Range` header for a file of `len` bytes. Multiple ranges
-/// and malformed headers are ignored (the whole file is sent), as RFC 9110
-/// allows.
-pub fn parse_range(value: Option<&str>, len: u64) -> RangeAnswer {
-    let Some(v) = value else {
-        return RangeAnswer::Full;
-    };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return RangeAnswer::Full;
-    };
-    if spec.contains(',') {
-        return RangeAnswer::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAnswer::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => RangeAnswer::Full,
-        (true, false) => match b.parse::<u64>() {
-            Ok(0) => RangeAnswer::Unsatisfiable,
-            Ok(n) if len == 0 => {
-                let _ = n;
-                RangeAnswer::Unsatisfiable
-            }
-            Ok(n) => RangeAnswer::Partial(len.saturating_sub(n), len - 1),
-            Err(_) => RangeAnswer::Full,
-        },
-        (false, _) => {
-            let Ok(start) = a.parse::<u64>() else {
-                return RangeAnswer::Full;
-            };
-            let end = if b.is_empty() {
-                len.saturating_sub(1)
-            } else {
-                match b.parse::<u64>() {
-                    Ok(e) if e >= start => e.min(len.saturating_sub(1)),
-                    _ => return RangeAnswer::Full,
-                }
-            };
-            if start >= len {
-                RangeAnswer::Unsatisfiable
-            } else {
-                RangeAnswer::Partial(start, end)
-            }
-        }
-    }
 }
 
 /// `GET`/`HEAD /boot/{name}`.
@@ -149,13 +91,16 @@ pub async fn serve_file(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,
     );
-    if range == RangeAnswer::Unsatisfiable {
+    if range == ByteRange::Unsatisfiable {
         let mut r = ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             format!("range not satisfiable: {name} has {len} bytes"),
         )
         .into_response();
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        if let Some(v) = range
+            .content_range(len)
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
             r.headers_mut().insert(header::CONTENT_RANGE, v);
         }
         return Ok(r);
@@ -170,7 +115,7 @@ pub async fn serve_file(
         st.publish(bus);
     }
     let (status, start, count) = match range {
-        RangeAnswer::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        ByteRange::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         _ => (StatusCode::OK, 0, len),
     };
     let mut resp = Response::builder()
@@ -203,24 +148,6 @@ pub async fn serve_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        use RangeAnswer::*;
-        assert_eq!(parse_range(None, 10), Full);
-        assert_eq!(parse_range(Some("bytes=0-3"), 10), Partial(0, 3));
-        assert_eq!(parse_range(Some("bytes=5-"), 10), Partial(5, 9));
-        assert_eq!(parse_range(Some("bytes=-4"), 10), Partial(6, 9));
-        assert_eq!(parse_range(Some("bytes=-40"), 10), Partial(0, 9));
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), Partial(8, 9));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
-        assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
-        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
-        assert_eq!(parse_range(Some("bytes=x-1"), 10), Full);
-        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
-    }
 
     #[test]
     fn basenames() {

@@ -6,8 +6,8 @@ pub mod pxe;
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bty_proto::Mac;
@@ -64,48 +64,6 @@ pub async fn count_requests(State(st): State<AppState>, req: Request, next: Next
     let r = next.run(req).await;
     st.metrics.request(r.status().as_u16());
     r
-}
-
-/// `/api/*` except login and the OpenAPI document: refuse foreign Origins
-/// on state changes, then require the admin (or open mode).
-pub async fn require_admin(
-    State(st): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if !bty_auth::origin_allowed(req.method(), req.headers()) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross-site request refused: the Origin does not match this server",
-        )
-        .into_response();
-    }
-    match st
-        .auth
-        .authorize(canonical_ip(addr.ip()), req.headers())
-        .await
-    {
-        Ok(_) => next.run(req).await,
-        Err(bty_auth::Denied::Unauthenticated) => {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                bty_auth::Denied::Unauthenticated.to_string(),
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"bty-web\", charset=\"UTF-8\""),
-            );
-            r
-        }
-        Err(e @ bty_auth::Denied::RateLimited(d)) => ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: e.to_string(),
-            retry_after: Some(d.as_secs().max(1)),
-        }
-        .into_response(),
-    }
 }
 
 /// Unknown paths: JSON 404.

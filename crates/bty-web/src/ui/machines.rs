@@ -567,16 +567,7 @@ pub async fn bulk(
 }
 
 fn serde_urlencoded_list(p: &ListParams) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
+    let enc = bty_http::encode::query_value;
     let q = p.query();
     format!(
         "q={}&filter={}&sort={}&dir={}&page={}&per_page={}",

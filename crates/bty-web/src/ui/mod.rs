@@ -14,16 +14,13 @@
 //! queries and changes machines through [`crate::cycle`], the same path as
 //! the REST API, so both validate alike.
 
-mod auth;
 mod data;
 mod live;
 mod machines;
 mod pages;
 mod render;
 
-use axum::extract::Request;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -32,12 +29,17 @@ use crate::state::AppState;
 pub use live::open_streams;
 pub use render::UiError;
 
+/// The guard and login flow of bty-web's UI and API (`bty-http`).
+pub fn gate(st: &AppState) -> bty_http::Gate {
+    bty_http::Gate::new(st.auth.clone(), &render::PAGES)
+}
+
 /// The UI routes, to be merged into the main router.
 pub fn router(st: AppState) -> Router<AppState> {
+    let gate = gate(&st);
     let guarded = Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/dashboard") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/dashboard") }))
-        .route("/ui/logout", post(auth::logout))
         .route("/ui/dashboard", get(pages::dashboard))
         .route("/ui/machines", get(machines::list).post(machines::register))
         .route("/ui/machines/new", get(machines::new_form))
@@ -54,42 +56,13 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/events", get(pages::events))
         .route("/ui/events/ack", post(pages::ack_events))
         .route("/ui/settings", get(pages::settings))
-        .route("/ui/live", get(live::stream))
-        .route_layer(axum::middleware::from_fn_with_state(
-            st.clone(),
-            auth::require_login,
-        ));
-    let open = Router::new()
-        .route("/ui/login", get(auth::login_form).post(auth::login))
-        .route("/ui/static/{name}", get(static_file));
-    guarded.merge(open)
-}
-
-/// `GET /ui/static/{name}`: the compiled-in assets, shared with withcache
-/// through `bty-ui-kit`.
-async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
-    match bty_ui_kit::asset(&name) {
-        Some(a) => (
-            [
-                (header::CONTENT_TYPE, a.content_type),
-                (header::CACHE_CONTROL, bty_ui_kit::ASSET_CACHE_CONTROL),
-            ],
-            a.body,
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
-    }
+        .route("/ui/live", get(live::stream));
+    gate.guard_ui(guarded)
+        .merge(gate.login_routes())
+        .merge(bty_http::ui::assets())
 }
 
 /// Whether a request was made by htmx (it sends `HX-Request: true`).
 fn is_htmx(req_headers: &axum::http::HeaderMap) -> bool {
     req_headers.get("hx-request").is_some_and(|v| v == "true")
-}
-
-/// Used by the middleware to build the `next` parameter of the login page.
-fn path_and_query(req: &Request) -> String {
-    req.uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/ui/dashboard".into())
 }

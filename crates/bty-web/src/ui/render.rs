@@ -1,22 +1,24 @@
-//! Templates, the page shell, human formatting and the HTML error type.
+//! bty-web's templates and brand on the shared kit (`bty-http`: the
+//! environment, the page shell's layout, the error page), human
+//! formatting and the HTML error type.
 
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use minijinja::{Environment, Value};
 use serde::Serialize;
 
-use crate::state::AppState;
+use crate::state::Inner;
 
+pub use bty_http::ui::no_store;
+pub use bty_http::Layout;
 pub use bty_ui_kit::{human_bytes, human_duration};
 
-/// Every template, compiled in. `.html` names turn on HTML auto-escaping.
-/// The shell (`shell.html`) and `macros.html` come from `bty-ui-kit`.
+/// Every template of bty-web, compiled in. `.html` names turn on HTML
+/// auto-escaping. The shell, the macros and the login and error pages
+/// come from `bty-ui-kit`.
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../ui/templates/base.html")),
-    ("login.html", include_str!("../../ui/templates/login.html")),
-    ("error.html", include_str!("../../ui/templates/error.html")),
     (
         "dashboard.html",
         include_str!("../../ui/templates/dashboard.html"),
@@ -75,100 +77,46 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-fn env() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        bty_ui_kit::install(&mut env);
+/// Who bty-web is on its pages.
+pub static BRAND: bty_http::Brand = bty_http::Brand {
+    product: "bty",
+    product_long: "bty-web",
+    home: "/ui/dashboard",
+    home_label: "the dashboard",
+    nav: &[
+        ("dashboard", "Dashboard"),
+        ("machines", "Machines"),
+        ("images", "Images"),
+        ("events", "Events"),
+        ("settings", "Settings"),
+    ],
+    version: env!("CARGO_PKG_VERSION"),
+    realm: "bty-web",
+};
+
+/// bty-web's template environment.
+pub static PAGES: LazyLock<bty_http::Templates> = LazyLock::new(|| {
+    bty_http::Templates::new(&BRAND, TEMPLATES, |env| {
         env.add_filter("hexmac", |s: String| s.replace([':', '-'], ""));
         env.add_filter("short", |s: Option<String>, n: usize| {
             s.map(|s| s.chars().take(n).collect::<String>())
                 .unwrap_or_default()
         });
-        for (name, src) in TEMPLATES {
-            env.add_template(name, src)
-                .unwrap_or_else(|e| panic!("built-in UI template {name} is broken: {e:#}"));
-        }
-        env
     })
-}
+});
 
-/// What the page shell needs; every page context carries it as `layout`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Layout {
-    /// `<title>` and the heading.
-    pub title: String,
-    /// Which nav entry is current.
-    pub nav: &'static str,
-    /// The logged-in user (empty in open mode).
-    pub user: String,
-    /// No password is configured: the UI is open to everybody.
-    pub open_mode: bool,
-    /// The well-known default password is in use.
-    pub default_password: bool,
-    /// bty-web's version.
-    pub version: &'static str,
-    /// Brand and `<title>` suffix (the shared shell's `product`).
-    pub product: &'static str,
-    /// The brand's link.
-    pub home: &'static str,
-    /// The navigation entries: `/ui/{id}` and their labels.
-    pub nav_items: &'static [(&'static str, &'static str)],
-    /// The footer's name.
-    pub product_long: &'static str,
-}
-
-/// bty-web's navigation.
-const NAV: &[(&str, &str)] = &[
-    ("dashboard", "Dashboard"),
-    ("machines", "Machines"),
-    ("images", "Images"),
-    ("events", "Events"),
-    ("settings", "Settings"),
-];
-
-impl Layout {
-    /// The shell for a page of `st`.
-    pub fn new(st: &AppState, title: impl Into<String>, nav: &'static str) -> Layout {
-        let c = st.auth.credentials();
-        let mut l = Layout::bare(title, nav);
-        if !c.is_open() {
-            l.user = c.user().to_string();
-        }
-        l.open_mode = c.is_open();
-        l.default_password = !c.is_open() && c.uses_default_password();
-        l
+impl bty_http::Site for Inner {
+    fn brand(&self) -> &'static bty_http::Brand {
+        &BRAND
     }
-
-    /// The shell without a user (error pages).
-    pub fn bare(title: impl Into<String>, nav: &'static str) -> Layout {
-        Layout {
-            title: title.into(),
-            nav,
-            user: String::new(),
-            open_mode: false,
-            default_password: false,
-            version: env!("CARGO_PKG_VERSION"),
-            product: "bty",
-            home: "/ui/dashboard",
-            nav_items: NAV,
-            product_long: "bty-web",
-        }
+    fn credentials(&self) -> &bty_auth::Credentials {
+        self.auth.credentials()
     }
 }
 
 /// Render `name` with `ctx`; `block` renders only that block.
 pub fn render(name: &str, ctx: &impl Serialize, block: Option<&str>) -> Result<String, UiError> {
-    let t = env().get_template(name).map_err(UiError::internal)?;
-    let value = Value::from_serialize(ctx);
-    match block {
-        None => t.render(value).map_err(UiError::internal),
-        Some(b) => t
-            .render_captured_to(value, std::io::sink())
-            .and_then(|mut c| c.with_state_mut(|s| s.render_block(b)))
-            .map_err(UiError::internal),
-    }
+    PAGES.render(name, ctx, block).map_err(UiError::internal)
 }
 
 /// A full page for a normal request; only the `main` block for an htmx
@@ -189,12 +137,6 @@ pub fn page_or_partial(
     }
     no_store(&mut r);
     Ok(r)
-}
-
-/// Pages show live state: never from a cache.
-pub fn no_store(r: &mut Response) {
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 /// An HTML error page with the status, the message and a request id that
@@ -252,32 +194,7 @@ impl From<rusqlite::Error> for UiError {
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        let id = hex::encode(rand::random::<[u8; 4]>());
-        let shown = if self.status.is_server_error() {
-            tracing::error!(request_id = %id, "UI error: {}", self.message);
-            format!("bty-web hit an internal error. Its log has the details under request id {id}.")
-        } else {
-            tracing::debug!(request_id = %id, "UI refused: {}", self.message);
-            self.message.clone()
-        };
-        #[derive(Serialize)]
-        struct Ctx<'a> {
-            layout: Layout,
-            status: u16,
-            reason: &'a str,
-            message: &'a str,
-            request_id: &'a str,
-        }
-        let ctx = Ctx {
-            layout: Layout::bare(format!("Error {}", self.status.as_u16()), ""),
-            status: self.status.as_u16(),
-            reason: self.status.canonical_reason().unwrap_or(""),
-            message: &shown,
-            request_id: &id,
-        };
-        let body = render("error.html", &ctx, None)
-            .unwrap_or_else(|_| format!("<h1>{}</h1><p>request id {id}</p>", self.status));
-        (self.status, Html(body)).into_response()
+        PAGES.error_page(self.status, &self.message)
     }
 }
 
@@ -288,10 +205,12 @@ mod tests {
 
     #[test]
     fn every_template_compiles() {
-        let e = env();
+        // Templates are compiled when the environment is built.
+        let names = PAGES.names();
         for (name, _) in TEMPLATES {
-            assert!(e.get_template(name).is_ok(), "{name}");
+            assert!(names.contains(name), "{name}");
         }
+        assert!(names.contains(&"login.html") && names.contains(&"error.html"));
     }
 
     #[test]

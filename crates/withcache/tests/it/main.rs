@@ -2,6 +2,7 @@
 //! origin written here (`origin.rs`) with fault injection, real SQLite in a
 //! temp dir, real HTTP clients.
 
+mod issue_11;
 mod origin;
 mod token;
 
@@ -87,6 +88,12 @@ impl Wc {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `GET path` as JSON.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
     }
 
     async fn entry_state(&self, name: &str) -> Value {
