@@ -255,38 +255,11 @@ impl Flash {
     /// withcache with the digest withcache computed.
     fn image_add(&self) {
         let s = &self.stack;
-        let src = format!("http://{}:{ORIGIN_PORT}/{}.img", s.ns.host_ip(), self.name);
         let out = s
-            .lab_image_add(&self.name, &src)
+            .lab_image_add(&self.name, &self.src())
             .unwrap_or_else(|e| panic!("bty-lab image add: {e:#}\n{}", s.report()));
         assert!(out.contains(&format!("added {}", self.name)), "{out}");
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            let v = s
-                .api(reqwest::Method::POST, "/api/images/refresh", None)
-                .expect("refreshing bty-web's catalog");
-            let img = v["images"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| i["name"] == self.name.as_str())
-                .cloned();
-            if let Some(img) = img.filter(|i| i["sha256"] == self.sha().as_str()) {
-                let url = img["url"].as_str().unwrap_or_default();
-                assert!(
-                    url.starts_with(&s.withcache_url()),
-                    "bty-web hands out {url}, not withcache's URL: {img}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "bty-web never offered {} with the image's sha256: {v:#}\n{}",
-                self.name,
-                s.report()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        self.wait_offered(Some(&self.sha()), 120);
     }
 
     /// bty-lab placed the netboot kernel and initrd itself (no --netboot):
@@ -319,11 +292,7 @@ impl Flash {
             "/catalog/entries",
             Some(json!({
                 "name": cache_name,
-                "src": format!(
-                    "http://{}:{ORIGIN_PORT}/{}.img",
-                    s.ns.host_ip(),
-                    self.name
-                ),
+                "src": self.src(),
                 "sha256": self.sha(),
                 "size": self.image.len(),
                 "format": "raw",
@@ -338,7 +307,23 @@ impl Flash {
             )
             .expect("starting withcache's download");
         }
-        let until = Instant::now() + Duration::from_secs(60);
+        self.wait_offered(None, 60);
+    }
+
+    /// The image's URL at the test origin.
+    fn src(&self) -> String {
+        format!(
+            "http://{}:{ORIGIN_PORT}/{}.img",
+            self.stack.ns.host_ip(),
+            self.name
+        )
+    }
+
+    /// Wait up to `secs` until bty-web's catalog offers the image (with
+    /// `sha256`, if given) through withcache's URL.
+    fn wait_offered(&self, sha256: Option<&str>, secs: u64) {
+        let s = &self.stack;
+        let until = Instant::now() + Duration::from_secs(secs);
         loop {
             let v = s
                 .api(reqwest::Method::POST, "/api/images/refresh", None)
@@ -348,6 +333,7 @@ impl Flash {
                 .into_iter()
                 .flatten()
                 .find(|i| i["name"] == self.name.as_str())
+                .filter(|i| sha256.is_none_or(|h| i["sha256"] == h))
                 .cloned();
             if let Some(img) = found {
                 let url = img["url"].as_str().unwrap_or_default();
@@ -359,7 +345,8 @@ impl Flash {
             }
             assert!(
                 Instant::now() < until,
-                "the image never showed up in bty-web's catalog: {v}\n{}",
+                "bty-web's catalog never offered {} (sha256 {sha256:?}): {v:#}\n{}",
+                self.name,
                 s.report()
             );
             std::thread::sleep(Duration::from_millis(500));
