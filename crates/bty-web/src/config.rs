@@ -222,7 +222,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
         for (key, v) in [("kernel", &self.boot.kernel), ("initrd", &self.boot.initrd)] {
-            if !crate::routes::boot::valid_basename(v) {
+            if !valid_basename(v) {
                 bail!("[boot] {key} = {v:?} must be a plain file name (letters, digits, . _ - +)");
             }
         }
@@ -293,6 +293,20 @@ impl Config {
             .filter(|t| !t.is_empty())
             .map(bty_auth::ServiceToken::new)
     }
+}
+
+/// A plain file name: letters, digits and `. _ - +`, starting with a letter
+/// or digit (so never `.`, `..` or a hidden file), at most 255 bytes. The
+/// only names `/boot/` serves and `[boot] kernel`/`initrd` may hold.
+pub fn valid_basename(name: &str) -> bool {
+    name.len() <= 255
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
 }
 
 fn parse_table(s: &str) -> anyhow::Result<toml::Table> {

@@ -1,10 +1,13 @@
-//! One error type for every handler: JSON `bty_proto::ErrorBody` with a
-//! status and the request id.
+//! One error type for every JSON handler: `bty_proto::ErrorBody` with a
+//! status and the request id. Domain errors become one through
+//! `From<DomainError>`.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+
+use crate::domain::DomainError;
 
 /// An HTTP error with its message.
 #[derive(Debug)]
@@ -60,15 +63,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::internal(format!("database: {e}"))
-    }
-}
-
-impl From<crate::db::DbGone> for ApiError {
-    fn from(e: crate::db::DbGone) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+/// The domain's errors as the API has always answered them: 404, 409 for
+/// a refused token or state, 400 naming the field, 502 for withcache, 503
+/// while the database thread is gone, and 500 with the detail only in the
+/// log.
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound(m) => ApiError::not_found(m),
+            DomainError::StaleToken(m) | DomainError::Conflict(m) => ApiError::conflict(m),
+            DomainError::Invalid { msg, .. } => ApiError::bad_request(msg),
+            DomainError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
+            DomainError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            DomainError::Db(_) | DomainError::Internal(_) => ApiError::internal(e),
+        }
     }
 }
 
@@ -123,3 +131,74 @@ where
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: DomainError) -> (u16, serde_json::Value) {
+        let r = ApiError::from(e).into_response();
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Each domain error answers the status and `ErrorBody` the handlers
+    /// answered before the domain layer existed.
+    #[tokio::test]
+    async fn domain_errors_answer_as_before() {
+        let internal = "internal error; see the bty-web log";
+        let cases = [
+            (
+                DomainError::NotFound("no machine 52:54:00:12:34:56 is registered".into()),
+                404,
+                "no machine 52:54:00:12:34:56 is registered",
+            ),
+            (
+                DomainError::StaleToken("stale token: cycle 1 is no longer current".into()),
+                409,
+                "stale token: cycle 1 is no longer current",
+            ),
+            (
+                DomainError::Conflict("cycle 1 is already done".into()),
+                409,
+                "cycle 1 is already done",
+            ),
+            (
+                DomainError::invalid("labels", "labels: at most 32 labels"),
+                400,
+                "labels: at most 32 labels",
+            ),
+            (
+                DomainError::Upstream("withcache: connection refused".into()),
+                502,
+                "withcache: connection refused",
+            ),
+            (
+                DomainError::Db(rusqlite::Error::InvalidQuery),
+                500,
+                internal,
+            ),
+            (DomainError::Internal("a bug".into()), 500, internal),
+            (DomainError::Gone, 503, "the database thread has stopped"),
+        ];
+        for (e, status, message) in cases {
+            // Outside a request there is no request id to carry.
+            let want = serde_json::to_value(bty_proto::ErrorBody::new(message)).unwrap();
+            assert_eq!(answer(e).await, (status, want));
+        }
+    }
+
+    /// A text rule's error keeps its field and its whole message.
+    #[tokio::test]
+    async fn text_errors_become_invalid_with_their_field() {
+        let e = DomainError::from(bty_proto::text::validate_serial("a;b").unwrap_err());
+        assert!(
+            matches!(&e, DomainError::Invalid { field: "target_disk_serial", msg }
+            if msg.starts_with("target_disk_serial: "))
+        );
+        assert_eq!(answer(e).await.0, 400);
+    }
+}

@@ -7,24 +7,15 @@
 //! keeps only characters with no meaning to iPXE.
 
 use minijinja::{context, Environment};
-use serde::Serialize;
+
+use crate::config::BootConfig;
+use crate::domain::cycle::{Answer, AnswerKind};
+
+pub use crate::domain::cycle::ScriptCycle;
 
 /// The compiled templates.
 pub struct Templates {
     env: Environment<'static>,
-}
-
-/// The parts of a cycle a flash script shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScriptCycle {
-    /// Cycle id.
-    pub id: i64,
-    /// Attempt number.
-    pub attempt: u32,
-    /// Catalog entry name.
-    pub image_name: String,
-    /// Target disk serial.
-    pub target_serial: String,
 }
 
 /// Keep letters, digits and `space , . ( ) _ - : / =`; anything else
@@ -80,6 +71,26 @@ impl Templates {
                 tracing::error!("rendering {name}: {e}");
                 "#!ipxe\necho bty-web: internal error, see its log\nexit\n".into()
             })
+    }
+
+    /// The script for `answer`: what `GET /pxe/{mac}` serves and what the
+    /// machine page previews, so the two cannot differ. `host` is the
+    /// validated `Host` the machine reached bty-web at.
+    pub fn answer(&self, host: &str, boot: &BootConfig, answer: &Answer) -> String {
+        let mac = answer.mac.to_string();
+        let mode = answer.mode.as_str();
+        let netboot = |cycle| {
+            let (k, i, c) = (&boot.kernel, &boot.initrd, &boot.console);
+            self.netboot(host, &mac, mode, k, i, c, cycle)
+        };
+        match &answer.kind {
+            AnswerKind::Local { drive, why } => self.local(&mac, mode, drive, why),
+            AnswerKind::Flash(cycle) => netboot(Some(cycle)),
+            AnswerKind::Inventory => netboot(None),
+            AnswerKind::Parked { reason } => {
+                self.parked(host, &mac, &answer.mac.hyphenated(), reason)
+            }
+        }
     }
 
     /// `GET /pxe-bootstrap.ipxe`.

@@ -7,15 +7,13 @@
 
 pub mod catalog;
 pub mod config;
-pub mod cycle;
 pub mod db;
 pub mod dhcp;
+pub mod domain;
 pub mod error;
-pub mod images;
 pub mod ipxe;
 pub mod metrics;
 pub mod openapi;
-pub mod pxe;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -31,7 +29,7 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 pub use config::Config;
 use state::{AppState, Inner};
@@ -51,6 +49,34 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
     let boot_dir = config.boot_dir();
     std::fs::create_dir_all(&boot_dir)
         .with_context(|| format!("creating boot directory {}", boot_dir.display()))?;
+    let auth = admin_auth(&config)?;
+    let catalog = open_catalog(&config, &stop).await?;
+    let bus = domain::bus::Bus::default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let domain = domain::Domain::new(
+        db.clone(),
+        catalog.clone(),
+        bus.clone(),
+        metrics.clone(),
+        config.flash.max_attempts,
+    );
+    Ok(Arc::new(Inner {
+        cfg: config,
+        domain,
+        db,
+        catalog,
+        templates: ipxe::Templates::new(),
+        metrics,
+        bus,
+        auth,
+        stop,
+        started: Instant::now(),
+    }))
+}
+
+/// The admin account (warning when it is open or uses the default
+/// password) and the session key.
+fn admin_auth(config: &Config) -> anyhow::Result<Arc<bty_auth::Auth>> {
     let creds = bty_auth::Credentials::new(
         config.admin.user.clone(),
         config.admin.password.clone(),
@@ -79,7 +105,15 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
                 .context("session secret")?
         }
     };
-    let auth = bty_auth::Auth::new(creds, sessions, COOKIE_NAME);
+    Ok(bty_auth::Auth::new(creds, sessions, COOKIE_NAME))
+}
+
+/// The catalog, its static file read (a broken file stops the start),
+/// withcache polled in the background and kept fresh until `stop`.
+async fn open_catalog(
+    config: &Config,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Arc<catalog::Catalog>> {
     let catalog = Arc::new(catalog::Catalog::new(
         config.images.catalog.clone(),
         config.withcache_url().map(str::to_string),
@@ -96,73 +130,13 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
         tokio::spawn(async move { c.refresh(false, true).await });
     }
     catalog.spawn_refresher(config.withcache.refresh_secs, stop.clone());
-    let (bus, _) = broadcast::channel(1024);
-    Ok(Arc::new(Inner {
-        cfg: config,
-        db,
-        catalog,
-        templates: ipxe::Templates::new(),
-        metrics: metrics::Metrics::default(),
-        bus,
-        auth,
-        stop,
-        started: Instant::now(),
-    }))
+    Ok(catalog)
 }
 
 /// The router over a state.
 pub fn router(st: AppState) -> Router {
-    let admin = Router::new()
-        .route("/api/machines", get(routes::api::list_machines))
-        .route(
-            "/api/machines/{mac}",
-            get(routes::api::get_machine)
-                .put(routes::api::put_machine)
-                .delete(routes::api::delete_machine),
-        )
-        .route(
-            "/api/machines/{mac}/cycles",
-            get(routes::api::machine_cycles),
-        )
-        .route(
-            "/api/images",
-            get(routes::api::images).post(routes::api::add_image),
-        )
-        .route(
-            "/api/images/{name}",
-            axum::routing::delete(routes::api::delete_image),
-        )
-        .route(
-            "/api/images/refresh",
-            post(routes::api::refresh_images).delete(routes::api::delete_image_named_refresh),
-        )
-        .route("/api/events", get(routes::api::list_events))
-        .route("/api/events/stream", get(sse::stream))
-        .route("/api/settings/dhcp", get(routes::api::dhcp_settings));
-    let admin = ui::gate(&st).guard_api(admin);
-    let open = Router::new()
-        .route("/", get(routes::api::root))
-        .route("/healthz", get(routes::api::healthz))
-        .route("/version", get(routes::api::version))
-        .route("/metrics", get(routes::api::metrics))
-        .route("/catalog.toml", get(routes::api::catalog_toml))
-        .route(
-            "/api/openapi.json",
-            get(|| async { axum::Json(openapi::document()) }),
-        )
-        .route("/api/login", post(routes::api::login))
-        .route("/api/logout", post(routes::api::logout))
-        .route("/pxe-bootstrap.ipxe", get(routes::pxe::bootstrap))
-        .route("/pxe/{mac}", get(routes::pxe::script))
-        .route("/pxe/{mac}/plan", get(routes::pxe::plan))
-        .route("/pxe/{mac}/progress", post(routes::pxe::progress))
-        .route("/pxe/{mac}/done", post(routes::pxe::done))
-        .route("/pxe/{mac}/status", post(routes::pxe::status))
-        .route(
-            "/pxe/{mac}/inventory",
-            post(routes::pxe::inventory).layer(DefaultBodyLimit::max(INVENTORY_LIMIT)),
-        )
-        .route("/boot/{name}", get(routes::boot::serve_file));
+    let admin = ui::gate(&st).guard_api(admin_routes());
+    let open = open_routes().merge(pxe_routes());
     let app = admin
         .merge(open)
         .merge(ui::router(st.clone()))
@@ -174,6 +148,67 @@ pub fn router(st: AppState) -> Router {
         ))
         .with_state(st);
     bty_http::request_id::layer(app)
+}
+
+/// `/api/*` for the admin (or everyone in open mode); the kit's gate
+/// guards them.
+fn admin_routes() -> Router<AppState> {
+    use routes::api;
+    Router::new()
+        .route("/api/machines", get(api::list_machines))
+        .route(
+            "/api/machines/{mac}",
+            get(api::get_machine)
+                .put(api::put_machine)
+                .delete(api::delete_machine),
+        )
+        .route("/api/machines/{mac}/cycles", get(api::machine_cycles))
+        .route("/api/images", get(api::images).post(api::add_image))
+        .route(
+            "/api/images/{name}",
+            axum::routing::delete(api::delete_image),
+        )
+        .route(
+            "/api/images/refresh",
+            post(api::refresh_images).delete(api::delete_image_named_refresh),
+        )
+        .route("/api/events", get(api::list_events))
+        .route("/api/events/stream", get(sse::stream))
+        .route("/api/settings/dhcp", get(api::dhcp_settings))
+}
+
+/// Health, version, metrics, the catalog, the OpenAPI document, login.
+fn open_routes() -> Router<AppState> {
+    use routes::api;
+    Router::new()
+        .route("/", get(api::root))
+        .route("/healthz", get(api::healthz))
+        .route("/version", get(api::version))
+        .route("/metrics", get(api::metrics))
+        .route("/catalog.toml", get(api::catalog_toml))
+        .route(
+            "/api/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .route("/api/login", post(api::login))
+        .route("/api/logout", post(api::logout))
+}
+
+/// What firmware, iPXE and the agent reach: open by design.
+fn pxe_routes() -> Router<AppState> {
+    use routes::pxe;
+    Router::new()
+        .route("/pxe-bootstrap.ipxe", get(pxe::bootstrap))
+        .route("/pxe/{mac}", get(pxe::script))
+        .route("/pxe/{mac}/plan", get(pxe::plan))
+        .route("/pxe/{mac}/progress", post(pxe::progress))
+        .route("/pxe/{mac}/done", post(pxe::done))
+        .route("/pxe/{mac}/status", post(pxe::status))
+        .route(
+            "/pxe/{mac}/inventory",
+            post(pxe::inventory).layer(DefaultBodyLimit::max(INVENTORY_LIMIT)),
+        )
+        .route("/boot/{name}", get(routes::boot::serve_file))
 }
 
 /// Run bty-web on `listener` until `shutdown` resolves.
@@ -198,4 +233,56 @@ pub async fn serve(
         })
         .await
         .context("serving HTTP")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// No two modules import each other in a circle (issue 11); the
+    /// script and its rule: scripts/check-module-cycles.py.
+    #[test]
+    fn no_module_cycles() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = dir.join("../../scripts/check-module-cycles.py");
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(dir.join("src"))
+            .output()
+            .expect("running python3 (scripts/setup.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The domain layer knows nothing of HTTP or of the layers above it.
+    #[test]
+    fn the_domain_imports_no_http() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
+        let mut stack = vec![root];
+        let mut seen = 0;
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            seen += 1;
+            for banned in [
+                "axum",
+                "http::",
+                "crate::routes",
+                "crate::ui",
+                "crate::error",
+                "crate::state",
+                "crate::sse",
+            ] {
+                assert!(!text.contains(banned), "{} mentions {banned}", p.display());
+            }
+        }
+        assert!(seen > 5, "read {seen} files of src/domain");
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use bty_http::metrics::Exposition;
 use bty_http::metrics::Kind::{Counter, Gauge};
 
-/// Offer kinds counted separately (see [`crate::pxe::Offer::kind`]).
+/// Offer kinds counted separately (see [`crate::domain::decide::Offer::kind`]).
 pub const OFFER_KINDS: [&str; 4] = ["local", "flash", "inventory", "parked"];
 
 /// All counters.
@@ -17,7 +17,7 @@ pub struct Metrics {
     plans: [AtomicU64; 4],
     /// `GET /pxe-bootstrap.ipxe` answered: machines whose iPXE reached
     /// bty-web, however their DHCP and TFTP got them there.
-    pub bootstraps: AtomicU64,
+    bootstraps: AtomicU64,
     /// Cycles that entered `flashing`.
     pub flashes_started: AtomicU64,
     /// Cycles that ended `done`.
@@ -35,6 +35,11 @@ impl Metrics {
     pub fn request(&self, status: u16) {
         let i = (status / 100).clamp(1, 5) as usize;
         self.requests[i].fetch_add(1, Relaxed);
+    }
+
+    /// Count a `/pxe-bootstrap.ipxe` served.
+    pub fn bootstrap(&self) {
+        self.bootstraps.fetch_add(1, Relaxed);
     }
 
     /// Count an offer (`plan` false: PXE script, true: JSON plan).

@@ -1,8 +1,8 @@
-//! Live updates: a broadcast bus and `GET /api/events/stream` (SSE).
+//! `GET /api/events/stream`: the domain's live bus ([`crate::domain::bus`])
+//! as Server-Sent Events.
 //!
-//! Messages are small and per machine (an event row, a progress sample, a
-//! machine's new state), never whole tables. A subscriber that falls
-//! behind gets a `lagged` message telling it to re-read the REST API.
+//! A subscriber that falls behind gets a `lagged` message telling it to
+//! re-read the REST API.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,71 +10,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 use tokio_stream_shim::BroadcastStream;
 
-use crate::db::events::Event;
 use crate::state::AppState;
 
 /// Keep-alive comment interval.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// One message on the bus.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum BusMsg {
-    /// A new event-log row (SSE `event: event`).
-    Event(Event),
-    /// A progress report (SSE `event: progress`).
-    Progress(ProgressMsg),
-    /// A machine's state changed (SSE `event: machine`).
-    Machine(MachineMsg),
-}
-
-impl BusMsg {
-    fn name(&self) -> &'static str {
-        match self {
-            BusMsg::Event(_) => "event",
-            BusMsg::Progress(_) => "progress",
-            BusMsg::Machine(_) => "machine",
-        }
-    }
-}
-
-/// A progress sample of a cycle.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProgressMsg {
-    /// Machine.
-    pub mac: String,
-    /// Cycle id.
-    pub cycle: i64,
-    /// Bytes done.
-    pub bytes_done: u64,
-    /// Bytes total, when known.
-    pub bytes_total: Option<u64>,
-    /// Phase.
-    pub phase: String,
-    /// Bytes/s.
-    pub rate: Option<f64>,
-}
-
-/// A machine's new state in a few fields.
-#[derive(Debug, Clone, Serialize)]
-pub struct MachineMsg {
-    /// Machine.
-    pub mac: String,
-    /// Boot mode.
-    pub boot_mode: String,
-    /// Current cycle id and state, if any.
-    pub cycle: Option<i64>,
-    /// Current cycle state.
-    pub cycle_state: Option<String>,
-    /// Parked reason.
-    pub parked: Option<String>,
-    /// Deleted.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub deleted: bool,
-}
 
 /// `GET /api/events/stream`.
 pub async fn stream(

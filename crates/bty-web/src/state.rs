@@ -3,14 +3,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Db;
+use crate::domain::bus::Bus;
+use crate::domain::Domain;
 use crate::ipxe::Templates;
 use crate::metrics::Metrics;
-use crate::sse::BusMsg;
 
 /// Shared state; cheap to clone.
 pub type AppState = Arc<Inner>;
@@ -19,29 +20,23 @@ pub type AppState = Arc<Inner>;
 pub struct Inner {
     /// Configuration.
     pub cfg: Config,
-    /// Database thread.
+    /// The domain: every change to machines, cycles and images.
+    pub domain: Domain,
+    /// Database thread (the UI's read queries; changes go through
+    /// [`Inner::domain`]).
     pub db: Db,
     /// Image catalog.
     pub catalog: Arc<Catalog>,
     /// iPXE templates.
     pub templates: Templates,
     /// Counters.
-    pub metrics: Metrics,
-    /// Live updates.
-    pub bus: broadcast::Sender<BusMsg>,
+    pub metrics: Arc<Metrics>,
+    /// Live updates (the domain publishes, SSE streams subscribe).
+    pub bus: Bus,
     /// The admin account and sessions.
     pub auth: Arc<bty_auth::Auth>,
     /// Flips to true when the server stops (ends SSE streams).
     pub stop: watch::Receiver<bool>,
     /// Start time.
     pub started: Instant,
-}
-
-impl Inner {
-    /// Publish messages; nobody listening is fine.
-    pub fn publish(&self, msgs: impl IntoIterator<Item = BusMsg>) {
-        for m in msgs {
-            let _ = self.bus.send(m);
-        }
-    }
 }

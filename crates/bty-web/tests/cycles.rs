@@ -447,3 +447,59 @@ async fn sse_streams_small_events_with_keepalive_headers() {
     drop(body);
     s.stop().await;
 }
+
+/// The machine page's iPXE preview, then the script the next PXE contact
+/// really gets: equal (the preview of a cycle not opened yet shows its id
+/// as 0, and is compared with the served script's id set to 0).
+async fn preview_then_served(s: &Server, mac: &str) -> String {
+    let (st, preview) = s.get_text(&format!("/ui/machines/{mac}/ipxe")).await;
+    assert_eq!(st, 200, "{preview}");
+    let served = s.pxe(mac).await;
+    let opened = s.machine(mac).await["cycle"]["id"].as_i64();
+    let served_as_previewed = match opened {
+        Some(id) if preview.contains("(cycle 0, attempt") => served
+            .replace(&format!("# cycle {id},"), "# cycle 0,")
+            .replace(&format!("(cycle {id},"), "(cycle 0,"),
+        _ => served.clone(),
+    };
+    assert_eq!(preview, served_as_previewed, "preview drifted from /pxe");
+    served
+}
+
+#[tokio::test]
+async fn preview_shows_the_script_the_machine_is_served() {
+    // max_attempts = 1: the second crash parks.
+    let s = Server::start("[flash]\nmax_attempts = 1\n").await;
+    // Discovered: inventory.
+    s.pxe(MAC).await;
+    let script = preview_then_served(&s, MAC).await;
+    assert!(script.contains("netboot env for inventory"), "{script}");
+    // Inventory posted: the disk's turn.
+    let inv = json!({"disks": [{"name": "vda", "serial": "BTYTEST"}], "nics": []});
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &inv).await;
+    assert_eq!(st, 204);
+    assert!(is_local(&preview_then_served(&s, MAC).await));
+    // Flash mode, no cycle yet: a new cycle (previewed as cycle 0).
+    s.flash(MAC, "bty-flash-once").await;
+    assert!(is_flash(&preview_then_served(&s, MAC).await));
+    // Offered, never booted: the same cycle again.
+    let script = preview_then_served(&s, MAC).await;
+    assert!(script.contains("(cycle 1, attempt 1)"), "{script}");
+    // Booted, then silence: out of attempts, parked with the reason the
+    // contact gives (the preview says it before the contact happens).
+    s.boot_kernel(MAC).await;
+    let script = preview_then_served(&s, MAC).await;
+    assert!(is_parked(&script), "{script}");
+    assert!(
+        script.contains("1 flash attempts did not end in done ok"),
+        "{script}"
+    );
+    // Parked: stays so.
+    assert!(is_parked(&preview_then_served(&s, MAC).await));
+    // Released to ipxe-exit on another drive: local.
+    let body = json!({"boot_mode": "ipxe-exit", "sanboot_drive": "0x81"});
+    assert_eq!(s.put_machine(MAC, &body).await.0, 200);
+    let script = preview_then_served(&s, MAC).await;
+    assert!(script.contains("--drive 0x81"), "{script}");
+    s.stop().await;
+}

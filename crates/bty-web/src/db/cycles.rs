@@ -222,41 +222,45 @@ pub struct NewCycle<'a> {
 pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Result<Cycle> {
     let token = hex::encode(rand::random::<[u8; 16]>());
     let flashing_at = (c.state == CycleState::Flashing).then_some(now);
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "INSERT INTO cycles (mac, arm_gen, attempt, token, state, boot_mode, image_name, \
          image_url, image_sha256, image_size, image_format, target_serial, offered_at, flashing_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?
-    .execute(params![
-        c.mac.to_string(),
-        c.arm_gen,
-        c.attempt,
-        token,
-        c.state.as_str(),
-        c.boot_mode,
-        c.image_name,
-        c.image_url,
-        c.image_sha256,
-        c.image_size,
-        c.image_format,
-        c.target_serial,
-        now,
-        flashing_at
-    ])?;
-    let id = conn.last_insert_rowid();
-    get(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING {COLUMNS}"
+    ))?
+    .query_row(
+        params![
+            c.mac.to_string(),
+            c.arm_gen,
+            c.attempt,
+            token,
+            c.state.as_str(),
+            c.boot_mode,
+            c.image_name,
+            c.image_url,
+            c.image_sha256,
+            c.image_size,
+            c.image_format,
+            c.target_serial,
+            now,
+            flashing_at
+        ],
+        from_row,
+    )
 }
 
-/// Move a cycle to `booted` or `flashing`, stamping the time.
-pub fn advance(conn: &Connection, id: i64, to: CycleState, now: &str) -> rusqlite::Result<()> {
-    let sql = match to {
-        CycleState::Booted => "UPDATE cycles SET state = 'booted', booted_at = ?2 WHERE id = ?1",
-        CycleState::Flashing => {
-            "UPDATE cycles SET state = 'flashing', flashing_at = COALESCE(flashing_at, ?2) WHERE id = ?1"
-        }
-        _ => return Err(rusqlite::Error::InvalidQuery),
-    };
-    conn.prepare_cached(sql)?.execute(params![id, now])?;
+/// `offered` -> `booted`: the netboot kernel or initrd was fetched.
+pub fn mark_booted(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE cycles SET state = 'booted', booted_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    Ok(())
+}
+
+/// `offered`/`booted` -> `flashing`: the agent took the plan.
+pub fn mark_flashing(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE cycles SET state = 'flashing', flashing_at = COALESCE(flashing_at, ?2) WHERE id = ?1",
+    )?
+    .execute(params![id, now])?;
     Ok(())
 }
 

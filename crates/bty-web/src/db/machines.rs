@@ -128,19 +128,22 @@ pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
     Ok(out)
 }
 
-/// Register an unknown MAC seen on a PXE contact (`bty-inventory` mode).
-pub fn insert_discovered(conn: &Connection, mac: Mac, ip: &str, now: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+/// Register an unknown MAC seen on a PXE contact (`bty-inventory` mode);
+/// returns it as stored (without labels, which it has none of).
+pub fn insert_discovered(
+    conn: &Connection,
+    mac: Mac,
+    ip: &str,
+    now: &str,
+) -> rusqlite::Result<Machine> {
+    conn.prepare_cached(&format!(
         "INSERT INTO machines (mac, boot_mode, discovered_at, last_seen_at, last_seen_ip, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?4, ?3, ?3)",
-    )?
-    .execute(params![
-        mac.to_string(),
-        BootMode::Inventory.as_str(),
-        now,
-        ip
-    ])?;
-    Ok(())
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?4, ?3, ?3) RETURNING {COLUMNS}"
+    ))?
+    .query_row(
+        params![mac.to_string(), BootMode::Inventory.as_str(), now, ip],
+        from_row,
+    )
 }
 
 /// Record a contact from the machine.

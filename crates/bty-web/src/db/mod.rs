@@ -72,6 +72,17 @@ impl Db {
         self.tx.send(job).map_err(|_| DbGone)?;
         orx.await.map_err(|_| DbGone)
     }
+
+    /// [`Db::call`] for a fallible `f`: one `Result`, a stopped database
+    /// thread becoming `E::from(DbGone)`.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbGone> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.call(f).await?
+    }
 }
 
 /// WAL, no fsync per commit (WAL + NORMAL is still crash-safe: a power cut

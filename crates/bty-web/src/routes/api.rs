@@ -6,50 +6,21 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bty_proto::text;
-use bty_proto::BootMode;
 use serde::{Deserialize, Serialize};
 
 use super::{canonical_ip, parse_mac};
 use crate::catalog::{Image, SourceStatus};
-use crate::cycle;
-use crate::db::cycles::{self, Cycle};
+use crate::db::cycles::Cycle;
 use crate::db::events::{self, Event};
-use crate::db::machines::{self, Machine, Settings};
+use crate::domain::images::NewImage;
+use crate::domain::registry::{MachinePut, MachineView};
+use crate::domain::DomainError;
 use crate::error::{ApiError, ApiResult, Json};
 use crate::state::AppState;
 
-/// Labels per machine at most.
-pub const MAX_LABELS: usize = 32;
-
-/// A machine with its current cycle.
-#[derive(Debug, Serialize)]
-pub struct MachineView {
-    /// The stored machine.
-    #[serde(flatten)]
-    pub machine: Machine,
-    /// Its current cycle (newest of the current arming), if any.
-    pub cycle: Option<Cycle>,
-}
-
-fn view(conn: &rusqlite::Connection, m: Machine) -> rusqlite::Result<MachineView> {
-    let cycle = if m.boot_mode.flashes() {
-        cycles::current(conn, m.mac, m.arm_gen)?
-    } else {
-        None
-    };
-    Ok(MachineView { machine: m, cycle })
-}
-
 /// `GET /api/machines`.
 pub async fn list_machines(State(st): State<AppState>) -> ApiResult<axum::Json<Vec<MachineView>>> {
-    let v = st
-        .db
-        .call(|c| -> rusqlite::Result<Vec<MachineView>> {
-            machines::list(c)?.into_iter().map(|m| view(c, m)).collect()
-        })
-        .await??;
-    Ok(axum::Json(v))
+    Ok(axum::Json(st.domain.machines().await?))
 }
 
 /// `GET /api/machines/{mac}`.
@@ -58,14 +29,7 @@ pub async fn get_machine(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<MachineView>> {
     let mac = parse_mac(&raw)?;
-    let v = st
-        .db
-        .call(move |c| -> rusqlite::Result<Option<MachineView>> {
-            machines::get(c, mac)?.map(|m| view(c, m)).transpose()
-        })
-        .await??;
-    v.map(axum::Json)
-        .ok_or_else(|| ApiError::not_found(format!("no machine {mac} is registered")))
+    Ok(axum::Json(st.domain.machine(mac).await?))
 }
 
 /// `GET /api/machines/{mac}/cycles`: flash history, newest first.
@@ -74,116 +38,23 @@ pub async fn machine_cycles(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<Vec<Cycle>>> {
     let mac = parse_mac(&raw)?;
-    let v = st.db.call(move |c| cycles::history(c, mac, 200)).await??;
-    Ok(axum::Json(v))
+    Ok(axum::Json(st.domain.cycles(mac, 200).await?))
 }
 
-/// `PUT /api/machines/{mac}` body. A full replace: omitted fields become
-/// empty (mode `ipxe-exit`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MachinePut {
-    /// Boot mode name.
-    #[serde(default)]
-    pub boot_mode: Option<String>,
-    /// Catalog entry name.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// Target disk serial.
-    #[serde(default)]
-    pub target_disk_serial: Option<String>,
-    /// BIOS drive (`0x80`).
-    #[serde(default)]
-    pub sanboot_drive: Option<String>,
-    /// Labels.
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Name.
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-fn none_if_empty(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.is_empty())
-}
-
-/// Validate a PUT body against the strict character sets and the catalog.
-pub fn validate_put(st: &AppState, body: MachinePut) -> ApiResult<Settings> {
-    let boot_mode = match none_if_empty(body.boot_mode) {
-        None => BootMode::IpxeExit,
-        Some(s) => s
-            .parse::<BootMode>()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
-    };
-    let name = none_if_empty(body.name);
-    if let Some(n) = &name {
-        text::validate_name("name", n)?;
-    }
-    let image = none_if_empty(body.image);
-    let target = none_if_empty(body.target_disk_serial);
-    if let Some(t) = &target {
-        text::validate_serial(t)?;
-    }
-    let drive = none_if_empty(body.sanboot_drive);
-    if let Some(d) = &drive {
-        text::validate_sanboot_drive(d)?;
-    }
-    if body.labels.len() > MAX_LABELS {
-        return Err(ApiError::bad_request(format!(
-            "labels: at most {MAX_LABELS} labels"
-        )));
-    }
-    let mut labels: Vec<String> = Vec::new();
-    for l in body.labels {
-        text::validate_label(&l)?;
-        if !labels.iter().any(|x| x.eq_ignore_ascii_case(&l)) {
-            labels.push(l);
-        }
-    }
-    if let Some(i) = &image {
-        text::validate_image_name(i)?;
-        let snap = st.catalog.snapshot();
-        if snap.get(i).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "image {i:?} is not in the catalog; {}",
-                snap.describe_sources(st.catalog.file(), st.catalog.withcache_url())
-            )));
-        }
-    }
-    if boot_mode.flashes() && (image.is_none() || target.is_none()) {
-        return Err(ApiError::bad_request(format!(
-            "boot_mode {boot_mode} needs both image and target_disk_serial"
-        )));
-    }
-    Ok(Settings {
-        name,
-        boot_mode,
-        image,
-        target_disk_serial: target,
-        sanboot_drive: drive,
-        labels,
-    })
-}
-
-/// `PUT /api/machines/{mac}`.
+/// `PUT /api/machines/{mac}`: 201 when it created the machine.
 pub async fn put_machine(
     State(st): State<AppState>,
     Path(raw): Path<String>,
     Json(body): Json<MachinePut>,
 ) -> ApiResult<Response> {
     let mac = parse_mac(&raw)?;
-    let settings = validate_put(&st, body)?;
-    let (m, created, bus) = st
-        .db
-        .call(move |c| cycle::put_machine(c, mac, &settings))
-        .await??;
-    st.publish(bus);
+    let settings = st.domain.validate(body)?;
+    let (v, created) = st.domain.put_machine(mac, settings).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let v = st.db.call(move |c| view(c, m)).await??;
     Ok((status, axum::Json(v)).into_response())
 }
 
@@ -193,15 +64,8 @@ pub async fn delete_machine(
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
     let mac = parse_mac(&raw)?;
-    match st.db.call(move |c| cycle::delete_machine(c, mac)).await?? {
-        Some(bus) => {
-            st.publish(bus);
-            Ok(StatusCode::NO_CONTENT)
-        }
-        None => Err(ApiError::not_found(format!(
-            "no machine {mac} is registered"
-        ))),
-    }
+    st.domain.delete_machine(mac).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/images`.
@@ -283,17 +147,15 @@ pub async fn add_image(
     State(st): State<AppState>,
     Json(b): Json<ImagePost>,
 ) -> ApiResult<Response> {
-    let new = crate::images::NewImage {
+    let new = NewImage {
         name: b.name,
         url: b.url,
         sha256: b.sha256,
         size: size_field(b.size)?,
         format: b.format,
     };
-    match crate::images::add(&st, &new).await {
-        Ok(img) => Ok((StatusCode::CREATED, axum::Json(img)).into_response()),
-        Err(e) => Err(ApiError::new(e.status(), e.message())),
-    }
+    let img = st.domain.add_image(&new).await.map_err(DomainError::from)?;
+    Ok((StatusCode::CREATED, axum::Json(img)).into_response())
 }
 
 /// `DELETE /api/images/{name}`: remove a withcache-sourced image.
@@ -301,10 +163,11 @@ pub async fn delete_image(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    match crate::images::remove(&st, &name).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(ApiError::new(e.status(), e.message())),
-    }
+    st.domain
+        .remove_image(&name)
+        .await
+        .map_err(DomainError::from)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/images/refresh`: the image named `refresh` (the path is
@@ -350,7 +213,7 @@ pub async fn list_events(
         before_id: q.before_id,
         limit,
     };
-    let evs = st.db.call(move |c| events::list(c, &query)).await??;
+    let evs = st.domain.events(query).await?;
     let next = if evs.len() as u32 == limit {
         evs.last().map(|e| e.id)
     } else {

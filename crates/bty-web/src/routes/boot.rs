@@ -18,24 +18,13 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use bty_http::range::{parse_range, ByteRange};
 
 use super::{client_ip, host, ipxe_response, parse_mac};
-use crate::cycle;
+use crate::config::valid_basename;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// iPXE bootfiles: requested again by an iPXE that re-DHCPs, they get the
 /// chain script instead of the binary.
 pub const IPXE_BOOTFILES: &[&str] = &["ipxe.efi", "snponly.efi", "undionly.kpxe", "ipxe.pxe"];
-
-/// A plain file name: letters, digits and `. _ - +`, starting with a letter
-/// or digit (so never `.`, `..` or a hidden file), at most 255 bytes.
-pub fn valid_basename(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
-}
 
 /// `?mac=`.
 #[derive(Deserialize)]
@@ -106,13 +95,9 @@ pub async fn serve_file(
         return Ok(r);
     }
     if let (Some(mac), true) = (mac, method == Method::GET) {
-        let ip = client_ip(&addr);
-        let file_name = name.clone();
-        let bus = st
-            .db
-            .call(move |c| cycle::booted(c, mac, &ip, &file_name))
-            .await??;
-        st.publish(bus);
+        st.domain
+            .booted(mac, client_ip(&addr), name.clone())
+            .await?;
     }
     let (status, start, count) = match range {
         ByteRange::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),

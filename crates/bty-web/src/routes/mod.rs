@@ -1,4 +1,5 @@
-//! HTTP routes: thin handlers over [`crate::cycle`], the catalog and the db.
+//! HTTP routes: thin handlers that parse a request, call [`crate::domain`]
+//! and map its answer (or its error, through [`crate::error::ApiError`]).
 
 pub mod api;
 pub mod boot;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::render::{human_bytes, human_duration};
 use crate::db::events::Event;
-use crate::sse::ProgressMsg;
+use crate::domain::bus::ProgressMsg;
 
 /// Which machines the list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -22,10 +22,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::data::{self, EventView, ProgressView};
-use super::machines::{row_html, status_view};
+use super::machine::{status_view, StatusView};
+use super::machines::row_html;
 use super::render::{render, UiError};
 use crate::db::machines;
-use crate::sse::{BusMsg, ProgressMsg};
+use crate::domain::bus::{BusMsg, ProgressMsg};
 use crate::state::AppState;
 
 /// Most rows one list stream watches (the largest page size).
@@ -78,27 +79,7 @@ enum View {
 
 fn parse_view(q: &LiveQuery) -> Result<View, UiError> {
     match q.view.as_str() {
-        "machines" => {
-            let mut set = BTreeSet::new();
-            for k in q
-                .keys
-                .as_deref()
-                .unwrap_or("")
-                .split(',')
-                .filter(|k| !k.is_empty())
-            {
-                let mac: Mac = k
-                    .parse()
-                    .map_err(|e| UiError::bad_request(format!("live: key {k:?}: {e}")))?;
-                set.insert(mac.to_string());
-                if set.len() > MAX_KEYS {
-                    return Err(UiError::bad_request(format!(
-                        "live: at most {MAX_KEYS} rows"
-                    )));
-                }
-            }
-            Ok(View::Machines(set))
-        }
+        "machines" => row_keys(q.keys.as_deref().unwrap_or("")).map(View::Machines),
         "machine" => {
             let raw = q.mac.as_deref().unwrap_or("");
             raw.parse()
@@ -110,6 +91,23 @@ fn parse_view(q: &LiveQuery) -> Result<View, UiError> {
             "live: unknown view {other:?} (machines, machine or dashboard)"
         ))),
     }
+}
+
+/// The list rows a page shows (`aabb..,ccdd..`), at most [`MAX_KEYS`].
+fn row_keys(keys: &str) -> Result<BTreeSet<String>, UiError> {
+    let mut set = BTreeSet::new();
+    for k in keys.split(',').filter(|k| !k.is_empty()) {
+        let mac: Mac = k
+            .parse()
+            .map_err(|e| UiError::bad_request(format!("live: key {k:?}: {e}")))?;
+        set.insert(mac.to_string());
+        if set.len() > MAX_KEYS {
+            return Err(UiError::bad_request(format!(
+                "live: at most {MAX_KEYS} rows"
+            )));
+        }
+    }
+    Ok(set)
 }
 
 /// Render the progress fragment listening on `swap`.
@@ -266,122 +264,148 @@ fn take(view: &View, msg: BusMsg, p: &mut Pending) -> Vec<SseEvent> {
 
 /// Send what accumulated since the last tick.
 async fn flush(st: &AppState, view: &View, p: &mut Pending) -> Vec<SseEvent> {
-    let mut out = Vec::new();
     match view {
-        View::Machines(_) => {
-            let macs: Vec<String> = std::mem::take(&mut p.machines).into_iter().collect();
-            if !macs.is_empty() {
-                let rows = st
-                    .db
-                    .call(
-                        move |c| -> rusqlite::Result<Vec<(String, Option<data::RowView>)>> {
-                            macs.into_iter()
-                                .map(|m| Ok((m.clone(), data::row_of(c, &m)?)))
-                                .collect()
-                        },
-                    )
-                    .await;
-                if let Ok(Ok(rows)) = rows {
-                    for (mac, row) in rows {
-                        let key = mac.replace(':', "");
-                        let html = match row {
-                            Some(r) => row_html(&r).unwrap_or_default(),
-                            None => format!(
-                                "<tr id=\"m-{key}\" class=\"gone\"><td colspan=\"9\">{mac} was deleted.</td></tr>"
-                            ),
-                        };
-                        out.push(ev(&format!("row-{key}"), html));
-                    }
-                }
-            }
-            for (mac, g) in std::mem::take(&mut p.progress) {
-                let key = mac.replace(':', "");
-                let swap = format!("prog-{key}");
-                if let Ok(h) = progress_html(&ProgressView::from_msg(&g), &swap, true) {
-                    out.push(ev(&swap, h));
-                }
-            }
-            if !p.elsewhere.is_empty() {
-                let n = p.elsewhere.len();
-                let first = p.elsewhere.iter().next().cloned().unwrap_or_default();
-                p.elsewhere.clear();
-                let text = if n == 1 {
-                    format!("Machine {first} changed outside this page (new, or not shown by this filter).")
-                } else {
-                    format!("{n} machines changed outside this page (new, or not shown by this filter).")
-                };
-                out.push(ev("notice", notice(&text)));
-            }
+        View::Machines(_) => flush_rows(st, p).await,
+        View::Machine(mac) => flush_status(st, *mac, p).await,
+        View::Dashboard => flush_dashboard(st, p).await,
+    }
+}
+
+/// The list: changed rows, progress bars, a notice for changes elsewhere.
+async fn flush_rows(st: &AppState, p: &mut Pending) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    let macs: Vec<String> = std::mem::take(&mut p.machines).into_iter().collect();
+    if !macs.is_empty() {
+        let rows = st
+            .db
+            .call(
+                move |c| -> rusqlite::Result<Vec<(String, Option<data::RowView>)>> {
+                    macs.into_iter()
+                        .map(|m| Ok((m.clone(), data::row_of(c, &m)?)))
+                        .collect()
+                },
+            )
+            .await;
+        if let Ok(Ok(rows)) = rows {
+            out.extend(rows.into_iter().map(|(mac, row)| row_event(&mac, row)));
         }
-        View::Machine(mac) => {
-            if !p.machines.is_empty() {
-                p.machines.clear();
-                let mac = *mac;
-                let sv = st
-                    .db
-                    .call(move |c| -> rusqlite::Result<_> {
-                        match machines::get(c, mac)? {
-                            Some(m) => Ok(Some(status_view(c, &m)?)),
-                            None => Ok(None),
-                        }
-                    })
-                    .await;
-                if let Ok(Ok(sv)) = sv {
-                    let html = match sv {
-                        Some(s) => render("machine_status.html", &StatusCtx { status: &s }, None).unwrap_or_default(),
-                        None => format!(
-                            "<section id=\"status\" class=\"card\"><p class=\"notice error\">{mac} was deleted.</p></section>"
-                        ),
-                    };
-                    out.push(ev("status", html));
-                }
-            }
-            for (_, g) in std::mem::take(&mut p.progress) {
-                if let Ok(h) = progress_html(&ProgressView::from_msg(&g), "progress", false) {
-                    out.push(ev("progress", h));
-                }
-            }
+    }
+    for (mac, g) in std::mem::take(&mut p.progress) {
+        let swap = format!("prog-{}", mac.replace(':', ""));
+        if let Ok(h) = progress_html(&ProgressView::from_msg(&g), &swap, true) {
+            out.push(ev(&swap, h));
         }
-        View::Dashboard => {
-            if std::mem::take(&mut p.dashboard) {
-                let r = st
-                    .db
-                    .call(|c| -> rusqlite::Result<_> {
-                        Ok((data::counts(c)?, data::active_flashes(c, 50)?))
-                    })
-                    .await;
-                if let Ok(Ok((counts, flashes))) = r {
-                    #[derive(Serialize)]
-                    struct C<'a> {
-                        counts: &'a data::Counts,
-                        flashes: &'a [data::ActiveFlash],
-                    }
-                    let ctx = C {
-                        counts: &counts,
-                        flashes: &flashes,
-                    };
-                    if let Ok(h) = render("counts.html", &ctx, None) {
-                        out.push(ev("counts", h));
-                    }
-                    if let Ok(h) = render("flashes.html", &ctx, None) {
-                        out.push(ev("flashes", h));
-                    }
-                    // The list was re-rendered with the stored progress.
-                    p.progress.clear();
-                }
-            }
-            for (mac, g) in std::mem::take(&mut p.progress) {
-                let swap = format!("dprog-{}", mac.replace(':', ""));
-                if let Ok(h) = progress_html(&ProgressView::from_msg(&g), &swap, false) {
-                    out.push(ev(&swap, h));
-                }
-            }
+    }
+    out.extend(elsewhere(p));
+    out
+}
+
+/// A list row again, or a note that its machine was deleted.
+fn row_event(mac: &str, row: Option<data::RowView>) -> SseEvent {
+    let key = mac.replace(':', "");
+    let html = match row {
+        Some(r) => row_html(&r).unwrap_or_default(),
+        None => format!(
+            "<tr id=\"m-{key}\" class=\"gone\"><td colspan=\"9\">{mac} was deleted.</td></tr>"
+        ),
+    };
+    ev(&format!("row-{key}"), html)
+}
+
+/// One notice for the machines that changed but are not on this page.
+fn elsewhere(p: &mut Pending) -> Option<SseEvent> {
+    let n = p.elsewhere.len();
+    let first = std::mem::take(&mut p.elsewhere).into_iter().next()?;
+    let text = if n == 1 {
+        format!("Machine {first} changed outside this page (new, or not shown by this filter).")
+    } else {
+        format!("{n} machines changed outside this page (new, or not shown by this filter).")
+    };
+    Some(ev("notice", notice(&text)))
+}
+
+/// The detail page: its status fragment again, or its progress bar.
+async fn flush_status(st: &AppState, mac: Mac, p: &mut Pending) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    if !p.machines.is_empty() {
+        p.machines.clear();
+        out.extend(status_event(st, mac).await);
+    }
+    for (_, g) in std::mem::take(&mut p.progress) {
+        if let Ok(h) = progress_html(&ProgressView::from_msg(&g), "progress", false) {
+            out.push(ev("progress", h));
         }
     }
     out
 }
 
+/// The machine's status fragment, or a note that it was deleted (none
+/// when the database could not be read).
+async fn status_event(st: &AppState, mac: Mac) -> Option<SseEvent> {
+    let sv = st
+        .db
+        .call(move |c| -> rusqlite::Result<_> {
+            match machines::get(c, mac)? {
+                Some(m) => Ok(Some(status_view(c, &m)?)),
+                None => Ok(None),
+            }
+        })
+        .await;
+    let html = match sv.ok()?.ok()? {
+        Some(s) => render("machine_status.html", &StatusCtx { status: &s }, None).unwrap_or_default(),
+        None => format!(
+            "<section id=\"status\" class=\"card\"><p class=\"notice error\">{mac} was deleted.</p></section>"
+        ),
+    };
+    Some(ev("status", html))
+}
+
+/// The dashboard: counts and open flashes again, or progress bars.
+async fn flush_dashboard(st: &AppState, p: &mut Pending) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    if std::mem::take(&mut p.dashboard) {
+        if let Some(fragments) = dashboard_fragments(st).await {
+            out = fragments;
+            // The list was re-rendered with the stored progress.
+            p.progress.clear();
+        }
+    }
+    for (mac, g) in std::mem::take(&mut p.progress) {
+        let swap = format!("dprog-{}", mac.replace(':', ""));
+        if let Ok(h) = progress_html(&ProgressView::from_msg(&g), &swap, false) {
+            out.push(ev(&swap, h));
+        }
+    }
+    out
+}
+
+/// The dashboard's counts and flashes fragments (none when the database
+/// could not be read).
+async fn dashboard_fragments(st: &AppState) -> Option<Vec<SseEvent>> {
+    let r = st
+        .db
+        .call(|c| -> rusqlite::Result<_> { Ok((data::counts(c)?, data::active_flashes(c, 50)?)) })
+        .await;
+    let Ok(Ok((counts, flashes))) = r else {
+        return None;
+    };
+    #[derive(Serialize)]
+    struct C<'a> {
+        counts: &'a data::Counts,
+        flashes: &'a [data::ActiveFlash],
+    }
+    let ctx = C {
+        counts: &counts,
+        flashes: &flashes,
+    };
+    let fragments = ["counts", "flashes"].into_iter().filter_map(|name| {
+        let h = render(&format!("{name}.html"), &ctx, None).ok()?;
+        Some(ev(name, h))
+    });
+    Some(fragments.collect())
+}
+
 #[derive(Serialize)]
 struct StatusCtx<'a> {
-    status: &'a super::machines::StatusView,
+    status: &'a StatusView,
 }

@@ -11,14 +11,21 @@
 //!
 //! This module owns no storage of its own (event acknowledgements are the
 //! `acked_at` column of the registry's `events`); it reads the registry through its own
-//! queries and changes machines through [`crate::cycle`], the same path as
-//! the REST API, so both validate alike.
+//! queries and changes machines and images through [`crate::domain`], the
+//! same path as the REST API, so both validate alike.
 
+mod dashboard;
 mod data;
+mod errors;
+mod events;
+mod health;
+mod images;
 mod live;
+mod machine;
+mod machine_form;
 mod machines;
-mod pages;
 mod render;
+mod settings;
 
 use axum::response::Redirect;
 use axum::routing::{get, post};
@@ -40,22 +47,19 @@ pub fn router(st: AppState) -> Router<AppState> {
     let guarded = Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/dashboard") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/dashboard") }))
-        .route("/ui/dashboard", get(pages::dashboard))
+        .route("/ui/dashboard", get(dashboard::show))
         .route("/ui/machines", get(machines::list).post(machines::register))
         .route("/ui/machines/new", get(machines::new_form))
         .route("/ui/machines/bulk", post(machines::bulk))
-        .route(
-            "/ui/machines/{mac}",
-            get(machines::show).post(machines::edit),
-        )
-        .route("/ui/machines/{mac}/delete", post(machines::delete))
-        .route("/ui/machines/{mac}/ipxe", get(machines::ipxe_preview))
-        .route("/ui/images", get(pages::images).post(pages::add_image))
-        .route("/ui/images/{name}/delete", post(pages::delete_image))
-        .route("/ui/images/refresh", post(pages::refresh_images))
-        .route("/ui/events", get(pages::events))
-        .route("/ui/events/ack", post(pages::ack_events))
-        .route("/ui/settings", get(pages::settings))
+        .route("/ui/machines/{mac}", get(machine::show).post(machine::edit))
+        .route("/ui/machines/{mac}/delete", post(machine::delete))
+        .route("/ui/machines/{mac}/ipxe", get(machine::ipxe_preview))
+        .route("/ui/images", get(images::show).post(images::add))
+        .route("/ui/images/{name}/delete", post(images::delete))
+        .route("/ui/images/refresh", post(images::refresh))
+        .route("/ui/events", get(events::list))
+        .route("/ui/events/ack", post(events::ack))
+        .route("/ui/settings", get(settings::show))
         .route("/ui/live", get(live::stream));
     gate.guard_ui(guarded)
         .merge(gate.login_routes())

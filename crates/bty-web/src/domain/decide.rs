@@ -1,7 +1,8 @@
 //! The boot decision: a pure function from a machine's state to what its
-//! PXE contact (or its plan request) gets. No I/O here; [`crate::cycle`]
-//! reads the state, calls [`decide`] and applies the effects in one
-//! transaction.
+//! PXE contact (or its plan request) gets. No I/O here;
+//! [`crate::domain::cycle`] reads the state, calls [`decide`] and applies
+//! the effects in one transaction, and its preview calls it on the same
+//! inputs without applying anything.
 
 use bty_proto::BootMode;
 
@@ -192,87 +193,103 @@ fn decide_flash(i: &Inputs, contact: Contact) -> Decision {
     if i.parked {
         return plain(Offer::Park(ParkWhy::Already));
     }
-    let usable = i.has_image && i.has_target && i.image_available;
+    if let Some(why) = unbound(i, contact) {
+        return plain(Offer::Local(why));
+    }
+    let Some(c) = i.current else {
+        return fresh(i, 1);
+    };
+    match (contact, c.state) {
+        (_, CycleState::Cancelled) => fresh(i, 1),
+        // Nothing of it ran yet (PXE), or the agent asks for its plan.
+        (Contact::Pxe, CycleState::Offered)
+        | (Contact::Plan, CycleState::Offered | CycleState::Booted | CycleState::Flashing) => {
+            reuse(i, c)
+        }
+        (Contact::Pxe, CycleState::Booted | CycleState::Flashing | CycleState::Failed)
+        | (Contact::Plan, CycleState::Failed) => retry(i, c),
+        (Contact::Plan, CycleState::Done) => plain(Offer::Local(LocalWhy::CycleDone)),
+        (Contact::Pxe, CycleState::Done) => after_done(i, c),
+    }
+}
+
+/// No image or no target bound: the local disk, unless a PXE contact
+/// follows a cycle that may have touched the disk (that one retries or
+/// parks instead).
+fn unbound(i: &Inputs, contact: Contact) -> Option<LocalWhy> {
     let unfinished = matches!(
         i.current.map(|c| c.state),
         Some(CycleState::Booted | CycleState::Flashing | CycleState::Failed)
     );
-    if !unfinished || contact == Contact::Plan {
-        if !i.has_image {
-            return plain(Offer::Local(LocalWhy::NoImage));
-        }
-        if !i.has_target {
-            return plain(Offer::Local(LocalWhy::NoTarget));
-        }
+    if unfinished && contact == Contact::Pxe {
+        return None;
     }
-    let fresh = |attempt: u32| {
-        if i.image_available {
-            plain(Offer::Flash(CycleChoice::New { attempt }))
-        } else {
-            plain(Offer::Local(LocalWhy::ImageUnavailable))
-        }
-    };
-    // A cycle that may have written to the disk but did not end in `done
-    // ok`: never the local disk. Retry, or park when out of attempts.
-    let retry = |c: CycleFacts| {
-        if c.attempt >= i.max_attempts {
-            Decision {
-                offer: Offer::Park(ParkWhy::AttemptsExhausted),
-                effects: Effects {
-                    park: true,
-                    ..Effects::default()
-                },
-            }
-        } else if !usable {
-            Decision {
-                offer: Offer::Park(ParkWhy::ImageVanished),
-                effects: Effects {
-                    park: true,
-                    ..Effects::default()
-                },
-            }
-        } else {
-            plain(Offer::Flash(CycleChoice::New {
-                attempt: c.attempt + 1,
-            }))
-        }
-    };
-    let Some(c) = i.current else {
-        return fresh(1);
-    };
-    match (contact, c.state) {
-        (_, CycleState::Cancelled) => fresh(1),
-        (Contact::Pxe, CycleState::Offered) => {
-            // Nothing of it ran yet: serve the same cycle again.
-            if i.image_available {
-                plain(Offer::Flash(CycleChoice::Reuse(c.id)))
-            } else {
-                plain(Offer::Local(LocalWhy::ImageUnavailable))
-            }
-        }
-        (Contact::Pxe, CycleState::Booted | CycleState::Flashing | CycleState::Failed) => retry(c),
-        (Contact::Plan, CycleState::Offered | CycleState::Booted | CycleState::Flashing) => {
-            if i.image_available {
-                plain(Offer::Flash(CycleChoice::Reuse(c.id)))
-            } else {
-                // The agent reboots; the PXE contact then parks the machine
-                // if the disk may have been touched.
-                plain(Offer::Local(LocalWhy::ImageUnavailable))
-            }
-        }
-        (Contact::Plan, CycleState::Failed) => retry(c),
-        (Contact::Plan, CycleState::Done) => plain(Offer::Local(LocalWhy::CycleDone)),
-        (Contact::Pxe, CycleState::Done) => match i.mode {
-            BootMode::FlashAlways if !c.local_served => Decision {
-                offer: Offer::Local(LocalWhy::AfterFlash),
-                effects: Effects {
-                    mark_local_served: Some(c.id),
-                    ..Effects::default()
-                },
-            },
-            BootMode::FlashAlways => fresh(1),
-            _ => plain(Offer::Local(LocalWhy::FlashedOnce)),
+    if !i.has_image {
+        Some(LocalWhy::NoImage)
+    } else if !i.has_target {
+        Some(LocalWhy::NoTarget)
+    } else {
+        None
+    }
+}
+
+/// A new cycle with this attempt number, if the image is there.
+fn fresh(i: &Inputs, attempt: u32) -> Decision {
+    if i.image_available {
+        plain(Offer::Flash(CycleChoice::New { attempt }))
+    } else {
+        plain(Offer::Local(LocalWhy::ImageUnavailable))
+    }
+}
+
+/// The current cycle again, if the image is still there. Otherwise the
+/// local disk: nothing was written yet (PXE), or the agent reboots and
+/// its next PXE contact parks the machine if the disk may have been
+/// touched (plan).
+fn reuse(i: &Inputs, c: CycleFacts) -> Decision {
+    if i.image_available {
+        plain(Offer::Flash(CycleChoice::Reuse(c.id)))
+    } else {
+        plain(Offer::Local(LocalWhy::ImageUnavailable))
+    }
+}
+
+/// A cycle that may have written to the disk but did not end in `done
+/// ok`: never the local disk. Retry, or park when out of attempts or
+/// when the image (or binding) is gone.
+fn retry(i: &Inputs, c: CycleFacts) -> Decision {
+    let usable = i.has_image && i.has_target && i.image_available;
+    let park = |why| Decision {
+        offer: Offer::Park(why),
+        effects: Effects {
+            park: true,
+            ..Effects::default()
         },
+    };
+    if c.attempt >= i.max_attempts {
+        park(ParkWhy::AttemptsExhausted)
+    } else if !usable {
+        park(ParkWhy::ImageVanished)
+    } else {
+        plain(Offer::Flash(CycleChoice::New {
+            attempt: c.attempt + 1,
+        }))
+    }
+}
+
+/// PXE after a finished flash: flash-once boots the disk for good;
+/// flash-always boots it once, then flashes again.
+fn after_done(i: &Inputs, c: CycleFacts) -> Decision {
+    match i.mode {
+        BootMode::FlashAlways if !c.local_served => Decision {
+            offer: Offer::Local(LocalWhy::AfterFlash),
+            effects: Effects {
+                mark_local_served: Some(c.id),
+                ..Effects::default()
+            },
+        },
+        BootMode::FlashAlways => fresh(i, 1),
+        _ => plain(Offer::Local(LocalWhy::FlashedOnce)),
     }
 }
 

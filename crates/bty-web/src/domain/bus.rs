@@ -1,0 +1,126 @@
+//! The live-message bus: what the domain announces after each change (an
+//! event row, a progress sample, a machine's new state), for the API's SSE
+//! stream (`GET /api/events/stream`) and the UI's live fragments. The
+//! domain publishes; readers subscribe. Messages are small and per
+//! machine, never whole tables.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::db::cycles::Cycle;
+use crate::db::events::Event;
+use crate::db::machines::Machine;
+
+/// Messages a slow subscriber may fall behind by before it is told it
+/// lagged.
+const CAPACITY: usize = 1024;
+
+/// One message on the bus.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum BusMsg {
+    /// A new event-log row (SSE `event: event`).
+    Event(Event),
+    /// A progress report (SSE `event: progress`).
+    Progress(ProgressMsg),
+    /// A machine's state changed (SSE `event: machine`).
+    Machine(MachineMsg),
+}
+
+impl BusMsg {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BusMsg::Event(_) => "event",
+            BusMsg::Progress(_) => "progress",
+            BusMsg::Machine(_) => "machine",
+        }
+    }
+
+    /// A machine's summary, with its current cycle if any.
+    pub fn machine(m: &Machine, c: Option<&Cycle>) -> BusMsg {
+        BusMsg::Machine(MachineMsg {
+            mac: m.mac.to_string(),
+            boot_mode: m.boot_mode.to_string(),
+            cycle: c.map(|c| c.id),
+            cycle_state: c.map(|c| c.state.as_str().to_string()),
+            parked: m.parked_reason.clone(),
+            deleted: false,
+        })
+    }
+
+    /// A machine was deleted.
+    pub fn deleted(mac: &str) -> BusMsg {
+        BusMsg::Machine(MachineMsg {
+            mac: mac.to_string(),
+            boot_mode: String::new(),
+            cycle: None,
+            cycle_state: None,
+            parked: None,
+            deleted: true,
+        })
+    }
+}
+
+/// A progress sample of a cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressMsg {
+    /// Machine.
+    pub mac: String,
+    /// Cycle id.
+    pub cycle: i64,
+    /// Bytes done.
+    pub bytes_done: u64,
+    /// Bytes total, when known.
+    pub bytes_total: Option<u64>,
+    /// Phase.
+    pub phase: String,
+    /// Bytes/s.
+    pub rate: Option<f64>,
+}
+
+/// A machine's new state in a few fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineMsg {
+    /// Machine.
+    pub mac: String,
+    /// Boot mode.
+    pub boot_mode: String,
+    /// Current cycle id and state, if any.
+    pub cycle: Option<i64>,
+    /// Current cycle state.
+    pub cycle_state: Option<String>,
+    /// Parked reason.
+    pub parked: Option<String>,
+    /// Deleted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// The bus itself; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<BusMsg>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl Bus {
+    /// Publish messages; nobody listening is fine.
+    pub fn publish(&self, msgs: impl IntoIterator<Item = BusMsg>) {
+        for m in msgs {
+            let _ = self.tx.send(m);
+        }
+    }
+
+    /// A new subscriber, seeing messages published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BusMsg> {
+        self.tx.subscribe()
+    }
+}

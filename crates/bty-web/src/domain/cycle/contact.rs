@@ -1,0 +1,368 @@
+//! A PXE or plan contact, as named steps of one transaction:
+//!
+//! 1. `Visit::arrive`: register an unknown MAC (`bty-inventory`), or note
+//!    the contact; read the machine's current cycle.
+//! 2. `Visit::decide`: [`decide`] on the same inputs the preview uses
+//!    (`super::inputs`).
+//! 3. `Visit::apply`: the decision's effects (the inventory alternation,
+//!    flash-always's disk turn) and `Visit::park`.
+//! 4. `Visit::take_cycle`: the cycle a flash offer uses, the current one
+//!    (moved to `flashing` by a plan) or a new attempt.
+//! 5. `Visit::log_offer`: what a PXE contact was offered, in the event log.
+
+use bty_proto::Mac;
+use rusqlite::{Connection, TransactionBehavior};
+use serde_json::json;
+
+use super::{current_cycle, inputs, park_reason};
+use crate::catalog::{Image, Snapshot};
+use crate::db::cycles::{self, Cycle, CycleState, Finish, NewCycle};
+use crate::db::machines::{self, Machine};
+use crate::domain::bus::BusMsg;
+use crate::domain::decide::{decide, Contact, CycleChoice, Decision, Effects, Offer};
+use crate::domain::journal::Journal;
+use crate::domain::{DomainError, Result};
+
+/// How a cycle that never reported `done` is closed when its machine
+/// boots again.
+const ABANDONED: Finish<'static> = Finish {
+    ok: false,
+    reason: Some("no done report before the machine booted again"),
+    disk_sha256: None,
+    duration_s: None,
+};
+
+/// What a PXE or plan contact produced.
+#[derive(Debug)]
+pub struct Contacted {
+    /// The machine after the contact (labels and inventory not loaded).
+    pub machine: Machine,
+    /// The decision.
+    pub decision: Decision,
+    /// The cycle of a flash offer.
+    pub cycle: Option<Cycle>,
+    /// Why the machine is parked, for a park offer.
+    pub park_reason: Option<String>,
+    /// A cycle entered `flashing` (metrics).
+    pub flash_started: bool,
+    /// An unfinished cycle was closed as failed (metrics).
+    pub flash_abandoned: bool,
+}
+
+/// `GET /pxe/{mac}` and `GET /pxe/{mac}/plan`: register if unknown, decide,
+/// apply.
+pub fn contact(
+    conn: &mut Connection,
+    mac: Mac,
+    ip: &str,
+    contact: Contact,
+    max_attempts: u32,
+    catalog: &Snapshot,
+) -> Result<(Contacted, Vec<BusMsg>)> {
+    // Deferred: a repeated plan of a flashing cycle reads only, and the
+    // database thread is the only writer, so the upgrade cannot conflict.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let mut v = Visit::arrive(&tx, mac, ip, contact)?;
+    let image = v.machine.image.as_deref().and_then(|n| catalog.get(n));
+    let decision = v.decide(image.is_some(), max_attempts);
+    v.apply(decision.effects)?;
+    let park_reason = if decision.effects.park {
+        Some(v.park(decision.offer, max_attempts)?)
+    } else {
+        v.machine.parked_reason.clone()
+    };
+    let cycle = v.take_cycle(decision.offer, image)?;
+    if contact == Contact::Pxe {
+        v.log_offer(decision.offer, cycle.as_ref(), park_reason.as_deref(), ip)?;
+    }
+    let out = v.finish(decision, cycle, park_reason);
+    tx.commit()?;
+    Ok(out)
+}
+
+/// One contact in progress.
+pub(super) struct Visit<'t> {
+    tx: &'t Connection,
+    pub(super) j: Journal,
+    mac: Mac,
+    contact: Contact,
+    pub(super) machine: Machine,
+    pub(super) current: Option<Cycle>,
+    /// The machine's state changed (announce it).
+    pub(super) changed: bool,
+    pub(super) flash_started: bool,
+    pub(super) flash_abandoned: bool,
+}
+
+impl<'t> Visit<'t> {
+    /// Step 1: the machine, registered now if unknown, and its current cycle.
+    pub(super) fn arrive(
+        tx: &'t Connection,
+        mac: Mac,
+        ip: &str,
+        contact: Contact,
+    ) -> Result<Visit<'t>> {
+        let mut j = Journal::start();
+        let (machine, changed) = match machines::get_for_decision(tx, mac)? {
+            Some(m) => {
+                touch(tx, &m, ip, &j.now)?;
+                (m, false)
+            }
+            None => (register(tx, &mut j, mac, ip, contact)?, true),
+        };
+        Ok(Visit {
+            current: current_cycle(tx, &machine)?,
+            tx,
+            j,
+            mac,
+            contact,
+            machine,
+            changed,
+            flash_started: false,
+            flash_abandoned: false,
+        })
+    }
+
+    /// Step 2: what this contact gets.
+    pub(super) fn decide(&self, image_available: bool, max_attempts: u32) -> Decision {
+        let current = self.current.as_ref();
+        let i = inputs(&self.machine, current, image_available, max_attempts);
+        decide(&i, self.contact)
+    }
+
+    /// Step 3: the effects that are not about a cycle.
+    pub(super) fn apply(&mut self, e: Effects) -> rusqlite::Result<()> {
+        if e.clear_inventory_local {
+            machines::set_inventory_local_next(self.tx, self.mac, false)?;
+        }
+        if let Some(id) = e.mark_local_served {
+            cycles::mark_local_served(self.tx, id)?;
+        }
+        Ok(())
+    }
+
+    /// Step 3, parking: close an open cycle as failed and park the machine
+    /// (it neither flashes nor boots its disk until an operator acts).
+    /// Returns the reason.
+    pub(super) fn park(&mut self, offer: Offer, max_attempts: u32) -> rusqlite::Result<String> {
+        let reason = park_reason(offer, self.current.as_ref(), max_attempts);
+        self.abandon_open()?;
+        machines::set_parked(self.tx, self.mac, Some(&reason), &self.j.now)?;
+        let mac = self.mac;
+        self.j.event(
+            self.tx,
+            "machine.parked",
+            mac,
+            format!("{mac} parked: {reason}"),
+            json!({"reason": reason, "cycle": self.current.as_ref().map(|c| c.id)}),
+        )?;
+        self.changed = true;
+        Ok(reason)
+    }
+
+    /// Close the current cycle as failed if it is still open.
+    fn abandon_open(&mut self) -> rusqlite::Result<()> {
+        if let Some(c) = self.current.as_ref().filter(|c| c.state.is_open()) {
+            cycles::finish(self.tx, c.id, &ABANDONED, &self.j.now)?;
+            self.flash_abandoned = true;
+        }
+        Ok(())
+    }
+
+    /// Step 4: the cycle a flash offer uses.
+    pub(super) fn take_cycle(
+        &mut self,
+        offer: Offer,
+        image: Option<&Image>,
+    ) -> Result<Option<Cycle>> {
+        match offer {
+            Offer::Flash(CycleChoice::Reuse(id)) => {
+                let c = self.current.clone().filter(|c| c.id == id).ok_or_else(|| {
+                    DomainError::Internal(format!("decide reused cycle {id}, which is not current"))
+                })?;
+                Ok(Some(self.reuse(c)?))
+            }
+            Offer::Flash(CycleChoice::New { attempt }) => {
+                let img = image.ok_or_else(|| {
+                    DomainError::Internal("decide offered a new cycle without an image".into())
+                })?;
+                Ok(Some(self.open(attempt, img)?))
+            }
+            Offer::Park(_) | Offer::Local(_) | Offer::Inventory => Ok(None),
+        }
+    }
+
+    /// The current cycle again; a plan for one not yet flashing starts it.
+    fn reuse(&mut self, mut c: Cycle) -> rusqlite::Result<Cycle> {
+        let starts = matches!(c.state, CycleState::Offered | CycleState::Booted);
+        if self.contact == Contact::Plan && starts {
+            cycles::mark_flashing(self.tx, c.id, &self.j.now)?;
+            c.state = CycleState::Flashing;
+            self.flash_started = true;
+            self.changed = true;
+            let mac = self.mac;
+            self.j.event(
+                self.tx,
+                "flash.started",
+                mac,
+                format!(
+                    "{mac} took the plan of cycle {} ({} onto {})",
+                    c.id, c.image_name, c.target_serial
+                ),
+                json!({"cycle": c.id, "attempt": c.attempt, "image": c.image_name}),
+            )?;
+        }
+        Ok(c)
+    }
+
+    /// A new cycle (attempt `attempt`) for `img`, closing an open one as
+    /// failed first. From a plan it starts `flashing` at once.
+    fn open(&mut self, attempt: u32, img: &Image) -> rusqlite::Result<Cycle> {
+        self.abandon_open()?;
+        let m = &self.machine;
+        let state = match self.contact {
+            Contact::Pxe => CycleState::Offered,
+            Contact::Plan => CycleState::Flashing,
+        };
+        let new = NewCycle {
+            mac: self.mac,
+            arm_gen: m.arm_gen,
+            attempt,
+            state,
+            boot_mode: m.boot_mode.as_str(),
+            image_name: &img.entry.name,
+            image_url: &img.url,
+            image_sha256: img.entry.sha256.as_deref(),
+            image_size: img.entry.size,
+            image_format: img.resolved_format.as_str(),
+            target_serial: m.target_disk_serial.as_deref().unwrap_or_default(),
+        };
+        let c = cycles::insert(self.tx, &new, &self.j.now)?;
+        self.log_open(&c)?;
+        self.changed = true;
+        Ok(c)
+    }
+
+    fn log_open(&mut self, c: &Cycle) -> rusqlite::Result<()> {
+        let retry = match &self.current {
+            Some(p) if c.attempt > 1 => format!(
+                ", retry after cycle {} ended {} without done ok",
+                p.id,
+                p.state.as_str()
+            ),
+            _ => String::new(),
+        };
+        let (kind, verb) = match self.contact {
+            Contact::Pxe => ("cycle.offered", "offered"),
+            Contact::Plan => {
+                self.flash_started = true;
+                ("flash.started", "started from a plan")
+            }
+        };
+        let mac = self.mac;
+        self.j.event(
+            self.tx,
+            kind,
+            mac,
+            format!(
+                "{mac}: flash cycle {} {verb}: {} onto disk {} (attempt {}{retry})",
+                c.id, c.image_name, c.target_serial, c.attempt
+            ),
+            json!({"cycle": c.id, "attempt": c.attempt, "image": c.image_name,
+                   "url": c.image_url, "target_serial": c.target_serial}),
+        )
+    }
+
+    /// Step 5: the `pxe.offered` event.
+    pub(super) fn log_offer(
+        &mut self,
+        offer: Offer,
+        cycle: Option<&Cycle>,
+        park_reason: Option<&str>,
+        ip: &str,
+    ) -> rusqlite::Result<()> {
+        let (reason, cycle_id) = match (offer, cycle) {
+            (Offer::Local(w), _) => (Some(w.text()), None),
+            (Offer::Park(_), _) => (park_reason, None),
+            (_, Some(c)) => (None, Some(c.id)),
+            _ => (None, None),
+        };
+        let mac = self.mac;
+        let summary = match reason {
+            Some(r) => format!("{mac} offered {}: {r}", offer.kind()),
+            None => format!("{mac} offered {}", offer.kind()),
+        };
+        self.j.event(
+            self.tx,
+            "pxe.offered",
+            mac,
+            summary,
+            json!({"offer": offer.kind(), "boot_mode": self.machine.boot_mode.as_str(),
+                   "reason": reason, "cycle": cycle_id, "ip": ip}),
+        )
+    }
+
+    /// The result, and the live messages (a machine message when its state
+    /// changed).
+    fn finish(
+        mut self,
+        decision: Decision,
+        cycle: Option<Cycle>,
+        park_reason: Option<String>,
+    ) -> (Contacted, Vec<BusMsg>) {
+        let machine = Machine {
+            parked_reason: park_reason.clone(),
+            ..self.machine
+        };
+        if self.changed {
+            let shown = cycle.as_ref().or(self.current.as_ref());
+            self.j.push(BusMsg::machine(&machine, shown));
+        }
+        let out = Contacted {
+            machine,
+            decision,
+            cycle,
+            park_reason,
+            flash_started: self.flash_started,
+            flash_abandoned: self.flash_abandoned,
+        };
+        (out, self.j.bus)
+    }
+}
+
+/// Note a contact from a known machine. `last_seen` has one-second
+/// resolution: at most one write per machine and second from polling
+/// (keeps the plan path cheap).
+fn touch(tx: &Connection, m: &Machine, ip: &str, now: &str) -> rusqlite::Result<()> {
+    let same_second = m
+        .last_seen_at
+        .as_deref()
+        .is_some_and(|t| t.get(..19) == now.get(..19));
+    if !same_second || m.last_seen_ip.as_deref() != Some(ip) {
+        machines::touch(tx, m.mac, ip, now)?;
+    }
+    Ok(())
+}
+
+/// Register an unknown MAC in `bty-inventory` mode.
+fn register(
+    tx: &Connection,
+    j: &mut Journal,
+    mac: Mac,
+    ip: &str,
+    contact: Contact,
+) -> rusqlite::Result<Machine> {
+    let m = machines::insert_discovered(tx, mac, ip, &j.now)?;
+    let via = match contact {
+        Contact::Pxe => "pxe",
+        Contact::Plan => "plan",
+    };
+    j.event(
+        tx,
+        "machine.discovered",
+        mac,
+        format!("new machine {mac} registered in bty-inventory mode"),
+        json!({"ip": ip, "via": via}),
+    )?;
+    Ok(m)
+}

@@ -1,0 +1,108 @@
+//! What the agent reports about the machine besides its flash: the netboot
+//! files being fetched (a cycle is `booted`) and the hardware inventory.
+
+use bty_proto::inventory::Inventory;
+use bty_proto::{BootMode, Mac};
+use rusqlite::{Connection, TransactionBehavior};
+use serde_json::json;
+
+use super::current_cycle;
+use crate::db::cycles::{self, CycleState};
+use crate::db::machines;
+use crate::domain::bus::BusMsg;
+use crate::domain::journal::Journal;
+use crate::domain::{DomainError, Result};
+
+/// Most disks (and most NICs) an inventory may list.
+pub const MAX_DEVICES: usize = 256;
+
+/// `GET /boot/{name}?mac=`: the file was found and is being served. Moves
+/// an `offered` cycle to `booted`; an unknown MAC changes nothing.
+pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> Result<Vec<BusMsg>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut j = Journal::start();
+    let Some(m) = machines::get(&tx, mac)? else {
+        return Ok(j.bus);
+    };
+    machines::touch(&tx, mac, ip, &j.now)?;
+    if let Some(mut c) = current_cycle(&tx, &m)?.filter(|c| c.state == CycleState::Offered) {
+        cycles::mark_booted(&tx, c.id, &j.now)?;
+        c.state = CycleState::Booted;
+        j.event(
+            &tx,
+            "cycle.booted",
+            mac,
+            format!("{mac}: cycle {} booted the netboot env ({file})", c.id),
+            json!({"cycle": c.id, "file": file}),
+        )?;
+        j.push(BusMsg::machine(&m, Some(&c)));
+    }
+    tx.commit()?;
+    Ok(j.bus)
+}
+
+/// A posted inventory, checked: the JSON text to store and a one-line
+/// summary.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CheckedInventory {
+    /// The body as posted (unknown fields kept).
+    pub json: String,
+    /// `2 disk(s), 1 NIC(s)`.
+    pub summary: String,
+}
+
+/// Check a posted inventory: a JSON object that reads as an
+/// [`Inventory`] of at most [`MAX_DEVICES`] disks and NICs.
+pub fn check(body: &serde_json::Value) -> Result<CheckedInventory> {
+    if !body.is_object() {
+        return Err(DomainError::invalid(
+            "inventory",
+            "inventory must be a JSON object",
+        ));
+    }
+    let inv: Inventory = serde_json::from_value(body.clone())
+        .map_err(|e| DomainError::invalid("inventory", format!("bad inventory: {e}")))?;
+    if inv.disks.len() > MAX_DEVICES || inv.nics.len() > MAX_DEVICES {
+        return Err(DomainError::invalid(
+            "inventory",
+            format!("inventory lists more than {MAX_DEVICES} disks or NICs"),
+        ));
+    }
+    Ok(CheckedInventory {
+        json: body.to_string(),
+        summary: format!("{} disk(s), {} NIC(s)", inv.disks.len(), inv.nics.len()),
+    })
+}
+
+/// `POST /pxe/{mac}/inventory`: store it; in inventory mode the next PXE
+/// contact then boots the disk. An unknown MAC is logged as an orphan
+/// report and refused with [`DomainError::NotFound`].
+pub fn inventory(
+    conn: &mut Connection,
+    mac: Mac,
+    ip: &str,
+    inv: &CheckedInventory,
+) -> Result<Vec<BusMsg>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut j = Journal::start();
+    let Some(m) = machines::get(&tx, mac)? else {
+        super::log_orphan(&tx, &mut j, mac, ip, "inventory")?;
+        tx.commit()?;
+        return Err(DomainError::NotFound(format!(
+            "no machine {mac} is registered; it registers on its first PXE contact"
+        )));
+    };
+    machines::set_inventory(&tx, mac, &inv.json, ip, &j.now)?;
+    if m.boot_mode == BootMode::Inventory {
+        machines::set_inventory_local_next(&tx, mac, true)?;
+    }
+    j.event(
+        &tx,
+        "machine.inventory",
+        mac,
+        format!("{mac} reported inventory: {}", inv.summary),
+        json!({"ip": ip}),
+    )?;
+    tx.commit()?;
+    Ok(j.bus)
+}

@@ -1,0 +1,309 @@
+//! A machine's own page: its record, inventory, live cycle, history and
+//! events, the iPXE script it would get now, the edit form and delete.
+//!
+//! The script preview is the domain's [`crate::domain::cycle::preview`]
+//! rendered by [`crate::ipxe::Templates::answer`], the same two steps as
+//! `GET /pxe/{mac}`, so it shows what the machine would really be served.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use bty_proto::inventory::Inventory;
+use bty_proto::{BootMode, Mac};
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::data::{self, EventQuery, EventView, ProgressView, RowView};
+use super::is_htmx;
+use super::machine_form::MachineForm;
+use super::machine_form::{disk_options, inventory_of, validate, DiskOption, FieldErrors};
+use super::machines::image_names;
+use super::render::{page_or_partial, Layout, UiError};
+use crate::db::cycles::{self, Cycle};
+use crate::db::machines::{self, Machine};
+use crate::domain::cycle::{AnswerKind, Preview};
+use crate::domain::DomainError;
+use crate::state::AppState;
+
+/// Everything the detail page shows about the current state; also the
+/// `status` fragment the live stream swaps.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// Machine.
+    pub mac: String,
+    /// Its row (state word, labels).
+    pub row: Option<RowView>,
+    /// The current cycle.
+    pub cycle: Option<Cycle>,
+    /// Its progress when open.
+    pub progress: Option<ProgressView>,
+    /// Latest successful flash.
+    pub last_flash: Option<Cycle>,
+}
+
+/// Load the status fragment's data.
+pub fn status_view(conn: &Connection, m: &Machine) -> rusqlite::Result<StatusView> {
+    let mac = m.mac.to_string();
+    let cycle = cycles::current(conn, m.mac, m.arm_gen)?;
+    let progress = cycle.as_ref().filter(|c| c.state.is_open()).map(|c| {
+        ProgressView::new(
+            c.id,
+            c.state.as_str(),
+            c.phase.as_deref(),
+            c.bytes_done,
+            c.bytes_total,
+            c.rate,
+        )
+    });
+    Ok(StatusView {
+        row: data::row_of(conn, &mac)?,
+        last_flash: last_flash(conn, &mac)?,
+        mac,
+        cycle,
+        progress,
+    })
+}
+
+/// The machine's latest cycle that ended `done`.
+fn last_flash(conn: &Connection, mac: &str) -> rusqlite::Result<Option<Cycle>> {
+    let id: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM cycles WHERE mac = ?1 AND state = 'done' ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([mac], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => cycles::get(conn, id),
+        None => Ok(None),
+    }
+}
+
+#[derive(Serialize)]
+struct DetailView {
+    layout: Layout,
+    machine: Machine,
+    key: String,
+    status: StatusView,
+    history: Vec<Cycle>,
+    events: Vec<EventView>,
+    inventory: Option<Inventory>,
+    disks: Option<Vec<DiskOption>>,
+    ipxe: String,
+    ipxe_note: String,
+    form: MachineForm,
+    errors: FieldErrors,
+    images: Vec<String>,
+    modes: Vec<&'static str>,
+    action: String,
+    saved: Option<String>,
+}
+
+fn parse_path_mac(raw: &str) -> Result<Mac, UiError> {
+    raw.parse::<Mac>()
+        .map_err(|e| UiError::bad_request(format!("{raw:?} is not a MAC address: {e}")))
+}
+
+/// What the page shows besides the machine: the form as typed with its
+/// problems (after a refused edit), or a "saved" notice.
+struct Shown {
+    form: Option<MachineForm>,
+    errors: FieldErrors,
+    saved: Option<String>,
+    status: StatusCode,
+}
+
+impl Shown {
+    /// The form as typed with its problems (422).
+    fn refused(form: MachineForm, errors: FieldErrors) -> Shown {
+        Shown {
+            form: Some(form),
+            errors,
+            saved: None,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+}
+
+/// The machine, its status, its last 50 cycles and its last 20 events.
+type Loaded = (Machine, StatusView, Vec<Cycle>, Vec<EventView>);
+
+fn load(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Loaded>> {
+    let Some(m) = machines::get(conn, mac)? else {
+        return Ok(None);
+    };
+    let status = status_view(conn, &m)?;
+    let history = cycles::history(conn, mac, 50)?;
+    let q = EventQuery {
+        mac: Some(mac.to_string()),
+        limit: 20,
+        ..Default::default()
+    };
+    let events = data::events(conn, &q)?;
+    Ok(Some((m, status, history, events)))
+}
+
+async fn detail_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    mac: Mac,
+    shown: Shown,
+) -> Result<Response, UiError> {
+    let Some(loaded) = st.db.call(move |c| load(c, mac)).await?? else {
+        return Err(UiError::not_found(format!(
+            "No machine {mac} is registered. It may have been deleted; see Machines."
+        )));
+    };
+    let status = shown.status;
+    let view = detail_view(st, headers, loaded, shown)?;
+    let mut r = page_or_partial(is_htmx(headers), "machine.html", &view, None)?;
+    *r.status_mut() = status;
+    Ok(r)
+}
+
+fn detail_view(
+    st: &AppState,
+    headers: &HeaderMap,
+    (m, status, history, events): Loaded,
+    shown: Shown,
+) -> Result<DetailView, UiError> {
+    let p = st.domain.preview_of(&m, status.cycle.as_ref())?;
+    let inventory = inventory_of(&m);
+    let title = m.name.clone().unwrap_or_else(|| m.mac.to_string());
+    Ok(DetailView {
+        layout: Layout::new(st, title, "machines"),
+        key: m.mac.to_string().replace(':', ""),
+        form: shown.form.unwrap_or_else(|| MachineForm::from_machine(&m)),
+        disks: disk_options(inventory.as_ref()),
+        inventory,
+        status,
+        history,
+        events,
+        ipxe: script(st, headers, &p),
+        ipxe_note: note(&p),
+        errors: shown.errors,
+        images: image_names(st),
+        modes: BootMode::ALL.iter().map(|m| m.as_str()).collect(),
+        action: format!("/ui/machines/{}", m.mac.hyphenated()),
+        saved: shown.saved,
+        machine: m,
+    })
+}
+
+/// `GET /ui/machines/{mac}` query.
+#[derive(Deserialize)]
+pub struct ShowQuery {
+    saved: Option<String>,
+}
+
+/// `GET /ui/machines/{mac}`.
+pub async fn show(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Response, UiError> {
+    let mac = parse_path_mac(&raw)?;
+    let saved = match q.saved.as_deref() {
+        Some("registered") => Some("Machine registered.".to_string()),
+        Some("updated") => Some("Changes saved.".to_string()),
+        _ => None,
+    };
+    let shown = Shown {
+        form: None,
+        errors: FieldErrors::new(),
+        saved,
+        status: StatusCode::OK,
+    };
+    detail_page(&st, &headers, mac, shown).await
+}
+
+/// `POST /ui/machines/{mac}`: save the edit form.
+pub async fn edit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    form: Result<Form<MachineForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, UiError> {
+    let mac = parse_path_mac(&raw)?;
+    let Form(mut f) =
+        form.map_err(|e| UiError::bad_request(format!("the form was malformed: {e}")))?;
+    f.mac = mac.to_string();
+    let Some(m) = st.db.call(move |c| machines::get(c, mac)).await?? else {
+        return Err(UiError::not_found(format!(
+            "No machine {mac} is registered; nothing was saved."
+        )));
+    };
+    match validate(&st, &f, inventory_of(&m).as_ref()) {
+        Ok(settings) => {
+            st.domain.put_machine(mac, settings).await?;
+            let to = format!("/ui/machines/{}?saved=updated", mac.hyphenated());
+            Ok(Redirect::to(&to).into_response())
+        }
+        Err(errors) => detail_page(&st, &headers, mac, Shown::refused(f, errors)).await,
+    }
+}
+
+/// `POST /ui/machines/{mac}/delete`.
+pub async fn delete(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, UiError> {
+    let mac = parse_path_mac(&raw)?;
+    match st.domain.delete_machine(mac).await {
+        Ok(()) => {
+            let to = format!("/ui/machines?done=deleted&what={}", mac.hyphenated());
+            Ok(Redirect::to(&to).into_response())
+        }
+        Err(DomainError::NotFound(_)) => Err(UiError::not_found(format!(
+            "No machine {mac} is registered; nothing was deleted."
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The preview's script, for the host this page was reached at.
+fn script(st: &AppState, headers: &HeaderMap, p: &Preview) -> String {
+    let host = crate::routes::host(headers).unwrap_or_else(|_| st.cfg.server.listen.clone());
+    st.templates.answer(&host, &st.cfg.boot, &p.answer)
+}
+
+/// One line on what the preview shows.
+fn note(p: &Preview) -> String {
+    match &p.answer.kind {
+        AnswerKind::Local { why, .. } => format!("Local disk boot: {why}."),
+        AnswerKind::Flash(c) if p.new_cycle => format!(
+            "Flash chain. The next PXE contact opens a new cycle (attempt {}); \
+             its id is shown here as 0.",
+            c.attempt
+        ),
+        AnswerKind::Flash(c) => format!("Flash chain of the open cycle {}.", c.id),
+        AnswerKind::Inventory => "Netboot environment to report inventory.".into(),
+        AnswerKind::Parked { .. } => {
+            "Parked: the machine waits and asks again until an operator changes it.".into()
+        }
+    }
+}
+
+/// `GET /ui/machines/{mac}/ipxe`: the preview as plain text.
+pub async fn ipxe_preview(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, UiError> {
+    let mac = parse_path_mac(&raw)?;
+    let p = match st.domain.preview(mac).await {
+        Err(DomainError::NotFound(_)) => {
+            return Err(UiError::not_found(format!(
+                "No machine {mac} is registered."
+            )))
+        }
+        p => p?,
+    };
+    let script = script(&st, &headers, &p);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        script,
+    )
+        .into_response())
+}
