@@ -15,6 +15,9 @@ pub struct Metrics {
     requests: [AtomicU64; 6],
     offers: [AtomicU64; 4],
     plans: [AtomicU64; 4],
+    /// `GET /pxe-bootstrap.ipxe` answered: machines whose iPXE reached
+    /// bty-web, however their DHCP and TFTP got them there.
+    bootstraps: AtomicU64,
     /// Cycles that entered `flashing`.
     pub flashes_started: AtomicU64,
     /// Cycles that ended `done`.
@@ -34,6 +37,11 @@ impl Metrics {
         if let Some(c) = self.requests.get(i) {
             c.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Count a `/pxe-bootstrap.ipxe` served.
+    pub fn bootstrap(&self) {
+        self.bootstraps.fetch_add(1, Relaxed);
     }
 
     /// Count an offer (`plan` false: PXE script, true: JSON plan).
@@ -72,6 +80,11 @@ impl Metrics {
             }
         }
         for (name, help, c) in [
+            (
+                "bty_pxe_bootstraps_total",
+                "iPXE bootstrap scripts served by /pxe-bootstrap.ipxe.",
+                &self.bootstraps,
+            ),
             (
                 "bty_flashes_started_total",
                 "Flash cycles that entered flashing.",
