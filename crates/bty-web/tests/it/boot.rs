@@ -1,15 +1,14 @@
 //! `/boot/{name}`: Range, HEAD, traversal, `?mac=` and the iPXE chain.
 
-mod common;
-
-use common::*;
+use bty_proto::BootMode;
+use bty_testkit::web::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn range_head_and_full() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let url = s.url("/boot/bty-netboot-x86_64.vmlinuz");
-    let r = s.client.get(&url).send().await.unwrap();
+    let r = s.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["accept-ranges"], "bytes");
     assert_eq!(
@@ -20,7 +19,7 @@ async fn range_head_and_full() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), KERNEL_BYTES);
 
     let r = s
-        .client
+        .http
         .get(&url)
         .header("range", "bytes=2-5")
         .send()
@@ -34,7 +33,7 @@ async fn range_head_and_full() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), &KERNEL_BYTES[2..=5]);
 
     let r = s
-        .client
+        .http
         .get(&url)
         .header("range", "bytes=-3")
         .send()
@@ -47,7 +46,7 @@ async fn range_head_and_full() {
     );
 
     let r = s
-        .client
+        .http
         .get(&url)
         .header("range", "bytes=999-")
         .send()
@@ -62,7 +61,7 @@ async fn range_head_and_full() {
     assert!(e["error"].as_str().unwrap().contains("range"));
 
     let r = s
-        .client
+        .http
         .get(&url)
         .header("range", "bytes=0-1,4-5")
         .send()
@@ -70,7 +69,7 @@ async fn range_head_and_full() {
         .unwrap();
     assert_eq!(r.status(), 200, "multiple ranges: whole file");
 
-    let r = s.client.head(&url).send().await.unwrap();
+    let r = s.http.head(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-length"],
@@ -82,7 +81,7 @@ async fn range_head_and_full() {
 
 #[tokio::test]
 async fn traversal_and_symlink_escape_are_refused() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     std::fs::write(s.path().join("secret"), b"no").unwrap();
     std::os::unix::fs::symlink(s.path().join("secret"), s.path().join("boot/link")).unwrap();
     std::fs::create_dir(s.path().join("boot/sub")).unwrap();
@@ -116,11 +115,11 @@ async fn traversal_and_symlink_escape_are_refused() {
 
 #[tokio::test]
 async fn mac_query_marks_booted_only_when_the_file_is_served() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     let r = s
-        .client
+        .http
         .get(s.url(&format!("/boot/missing?mac={MAC}")))
         .send()
         .await
@@ -128,7 +127,7 @@ async fn mac_query_marks_booted_only_when_the_file_is_served() {
     assert_eq!(r.status(), 404);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "offered");
     let r = s
-        .client
+        .http
         .head(s.url(&format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}")))
         .send()
         .await
@@ -140,7 +139,7 @@ async fn mac_query_marks_booted_only_when_the_file_is_served() {
         "HEAD does not arm"
     );
     let r = s
-        .client
+        .http
         .get(s.url("/boot/bty-netboot-x86_64.vmlinuz?mac=zz"))
         .send()
         .await
@@ -160,9 +159,9 @@ async fn mac_query_marks_booted_only_when_the_file_is_served() {
 
 #[tokio::test]
 async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let r = s
-        .client
+        .http
         .get(s.url("/boot/ipxe.efi"))
         .header("user-agent", "iPXE/1.21.1+ (g4bd064de)")
         .send()
@@ -178,7 +177,7 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
     // Firmware (UEFI HTTP Boot) and curl get the binary.
     for ua in ["UefiHttpBoot/1.0", "curl/7.88.1"] {
         let r = s
-            .client
+            .http
             .get(s.url("/boot/ipxe.efi"))
             .header("user-agent", ua)
             .send()
@@ -188,7 +187,7 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
     }
     // Non-bootfiles are served as files even to iPXE.
     let r = s
-        .client
+        .http
         .get(s.url("/boot/bty-netboot-x86_64.vmlinuz"))
         .header("user-agent", "iPXE/1.21.1")
         .send()

@@ -1,36 +1,34 @@
 //! Auth through real requests: open mode, plain, argon2 hash, sessions,
 //! rate limit, Origin, non-ASCII passwords. PXE stays open.
 
-mod common;
-
-use common::*;
+use bty_testkit::web::*;
 use serde_json::json;
 
 const PW: &str = "pässwörd ü-€ 密码";
 
-async fn start_with(admin: &str) -> Server {
-    Server::start(admin).await
+async fn start_with(admin: &str) -> Web {
+    Web::start(admin).await
 }
 
 #[tokio::test]
 async fn open_mode_lets_the_api_in() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (st, _) = s.get_json("/api/machines").await;
     assert_eq!(st, 200);
     s.stop().await;
 }
 
-async fn basic_and_pxe_checks(s: &Server) {
+async fn basic_and_pxe_checks(s: &Web) {
     let (st, e) = s.get_json("/api/machines").await;
     assert_eq!(st, 401);
     assert!(e["error"].as_str().unwrap().contains("login required"));
-    let r = s.client.get(s.url("/api/machines")).send().await.unwrap();
+    let r = s.http.get(s.url("/api/machines")).send().await.unwrap();
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .unwrap()
         .starts_with("Basic"));
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .basic_auth("bty-lab", Some(PW))
         .send()
@@ -38,7 +36,7 @@ async fn basic_and_pxe_checks(s: &Server) {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .basic_auth("bty-lab", Some("wrong"))
         .send()
@@ -46,7 +44,7 @@ async fn basic_and_pxe_checks(s: &Server) {
         .unwrap();
     assert_eq!(r.status(), 401);
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .basic_auth("root", Some(PW))
         .send()
@@ -84,7 +82,7 @@ async fn argon2_hash_and_session_cookie() {
     basic_and_pxe_checks(&s).await;
     // Login sets an HttpOnly SameSite=Strict cookie that authorizes.
     let r = s
-        .client
+        .http
         .post(s.url("/api/login"))
         .json(&json!({"password": PW}))
         .send()
@@ -98,7 +96,7 @@ async fn argon2_hash_and_session_cookie() {
     );
     let pair = cookie.split(';').next().unwrap().to_string();
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .header("cookie", &pair)
         .send()
@@ -106,7 +104,7 @@ async fn argon2_hash_and_session_cookie() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = s
-        .client
+        .http
         .post(s.url("/api/logout"))
         .header("cookie", &pair)
         .send()
@@ -119,7 +117,7 @@ async fn argon2_hash_and_session_cookie() {
         .contains("Max-Age=0"));
     // A forged cookie does not.
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .header("cookie", "bty-session=forged.x")
         .send()
@@ -134,7 +132,7 @@ async fn failed_logins_are_rate_limited() {
     let s = start_with("[admin]\npassword = \"right\"\n").await;
     for _ in 0..5 {
         let r = s
-            .client
+            .http
             .post(s.url("/api/login"))
             .json(&json!({"password": "nope"}))
             .send()
@@ -143,7 +141,7 @@ async fn failed_logins_are_rate_limited() {
         assert_eq!(r.status(), 401);
     }
     let r = s
-        .client
+        .http
         .post(s.url("/api/login"))
         .json(&json!({"password": "right"}))
         .send()
@@ -154,7 +152,7 @@ async fn failed_logins_are_rate_limited() {
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("too many"));
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .basic_auth("bty-lab", Some("right"))
         .send()
@@ -170,7 +168,7 @@ async fn foreign_origin_is_refused_on_state_changes() {
     let body = json!({"boot_mode": "ipxe-exit"});
     let put = |origin: Option<String>| {
         let mut r = s
-            .client
+            .http
             .put(s.url(&format!("/api/machines/{MAC}")))
             .basic_auth("bty-lab", Some("pw"))
             .json(&body);
@@ -184,7 +182,7 @@ async fn foreign_origin_is_refused_on_state_changes() {
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("Origin"));
     let r = s
-        .client
+        .http
         .get(s.url(&format!("/api/machines/{MAC}")))
         .basic_auth("bty-lab", Some("pw"))
         .send()
@@ -196,7 +194,7 @@ async fn foreign_origin_is_refused_on_state_changes() {
     let r = put(None).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = s
-        .client
+        .http
         .post(s.url("/api/login"))
         .header("origin", "http://evil.example")
         .json(&json!({"password": "pw"}))
@@ -214,7 +212,7 @@ async fn foreign_origin_is_refused_on_state_changes() {
 async fn request_ids_in_and_out_and_in_error_bodies() {
     let s = start_with("[admin]\npassword = \"pw\"\n").await;
     let r = s
-        .client
+        .http
         .get(s.url("/api/machines"))
         .header("x-request-id", "ticket-1234")
         .send()
@@ -226,7 +224,7 @@ async fn request_ids_in_and_out_and_in_error_bodies() {
     assert_eq!(body.request_id.as_deref(), Some("ticket-1234"));
     // Made up when missing; on open routes and errors alike.
     for path in ["/healthz", "/api/nope", "/pxe/not-a-mac"] {
-        let r = s.client.get(s.url(path)).send().await.unwrap();
+        let r = s.http.get(s.url(path)).send().await.unwrap();
         let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
         assert_eq!(id.len(), 16, "{path}: {id}");
         if !r.status().is_success() {
@@ -234,7 +232,7 @@ async fn request_ids_in_and_out_and_in_error_bodies() {
             assert_eq!(body.request_id.as_deref(), Some(id.as_str()), "{path}");
         }
     }
-    let r = s.client.get(s.url("/favicon.ico")).send().await.unwrap();
+    let r = s.http.get(s.url("/favicon.ico")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/x-icon");
     s.stop().await;
