@@ -7,12 +7,13 @@ use std::time::Duration;
 use bty_proto::ErrorBody;
 use serde_json::{json, Value};
 
-use super::origin::{data, Fault, Origin};
-use super::Wc;
+use bty_testkit::{data, Fault, Origin};
+
+use super::{start, start_in};
 
 #[tokio::test]
 async fn issue_11_api_errors_are_error_bodies_with_the_request_id() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let cases = [
         (
             wc.http
@@ -50,7 +51,7 @@ async fn issue_11_api_errors_are_error_bodies_with_the_request_id() {
     }
     wc.stop().await;
     // With a password: 401 as ErrorBody with a Basic challenge.
-    let wc = Wc::start(|o| o.admin_password = Some("pw".into())).await;
+    let wc = start(|o| o.admin_password = Some("pw".into())).await;
     let r = wc.http.get(wc.url("/events")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers()["www-authenticate"]
@@ -72,7 +73,7 @@ async fn issue_11_api_errors_are_error_bodies_with_the_request_id() {
 #[tokio::test]
 async fn issue_11_a_download_cut_short_names_declared_and_received_bytes() {
     let body = data(300_000, 40);
-    let origin = Origin::start(body).await;
+    let origin = Origin::start(body);
     // Declares all 300 000 bytes, sends 100 000, closes; no Range, no
     // validators, so every attempt starts over.
     origin.with(|c| {
@@ -80,7 +81,7 @@ async fn issue_11_a_download_cut_short_names_declared_and_received_bytes() {
         c.ranges = false;
         c.etag = false;
     });
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     wc.add(json!({"name": "short", "src": origin.url("short.img")}))
         .await;
     let r = wc
@@ -92,7 +93,7 @@ async fn issue_11_a_download_cut_short_names_declared_and_received_bytes() {
     assert_eq!(r.status(), 202);
     let mut failed = None;
     for _ in 0..250 {
-        let events: Vec<Value> = wc.get_json("/events?limit=100").await;
+        let events: Vec<Value> = wc.get_as("/events?limit=100").await;
         failed = events
             .into_iter()
             .find(|e| e["kind"] == "download.failed")
@@ -113,8 +114,8 @@ async fn issue_11_a_download_cut_short_names_declared_and_received_bytes() {
 
 #[tokio::test]
 async fn issue_11_a_blob_keeps_the_misses_its_url_collected() {
-    let origin = Origin::start(data(20_000, 41)).await;
-    let wc = Wc::start(|_| {}).await;
+    let origin = Origin::start(data(20_000, 41));
+    let wc = start(|_| {}).await;
     let src = origin.url("vendor/tool.run");
     for _ in 0..3 {
         let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
@@ -133,24 +134,24 @@ async fn issue_11_a_blob_keeps_the_misses_its_url_collected() {
         .unwrap()
         .to_string();
     wc.wait_cached(&name).await;
-    let blobs: Value = wc.get_json("/blobs").await;
+    let blobs: Value = wc.get_as("/blobs").await;
     let blob = &blobs["blobs"][0];
     assert_eq!(blob["sources"], json!([src]));
     assert_eq!(blob["misses"], 3, "{blobs}");
     // The miss row itself is gone: the URL is cached now.
-    let misses: Vec<Value> = wc.get_json("/misses").await;
+    let misses: Vec<Value> = wc.get_as("/misses").await;
     assert!(misses.is_empty(), "{misses:?}");
     // And the count survives a restart (it is in the database).
     let dir = wc.stop().await;
-    let wc = Wc::start_in(dir, |_| {}).await;
-    let blobs: Value = wc.get_json("/blobs").await;
+    let wc = start_in(dir, |_| {}).await;
+    let blobs: Value = wc.get_as("/blobs").await;
     assert_eq!(blobs["blobs"][0]["misses"], 3, "{blobs}");
     wc.stop().await;
 }
 
 #[tokio::test]
 async fn issue_11_open_mode_login_page_says_the_ui_is_open() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let r = wc
         .http
         .get(wc.url("/ui/login?next=/ui/misses"))

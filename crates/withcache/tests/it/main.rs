@@ -3,162 +3,30 @@
 //! temp dir, real HTTP clients.
 
 mod issue_11;
-mod origin;
 mod token;
 
 use std::time::Duration;
 
-use bty_proto::catalog::blob_url;
+use bty_testkit::cache::Cache;
+use bty_testkit::{data, sha256_hex as sha, Fault, Origin};
 use bytes::Bytes;
-use origin::{data, sha, Fault, Origin};
 use serde_json::{json, Value};
 
-struct Wc {
-    base: String,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    http: reqwest::Client,
+/// A withcache whose fetches give up and retry within milliseconds (so a
+/// fault costs little time), changed by `f`.
+async fn start(f: impl FnOnce(&mut withcache::Options)) -> Cache {
+    start_in(tempfile::tempdir().unwrap(), f).await
 }
 
-fn opts(dir: &std::path::Path) -> withcache::Options {
-    let mut o = withcache::Options::from_env(dir.to_path_buf());
-    o.admin_password = None;
-    o.admin_password_hash = None;
-    o.session_secret = Some("test-secret-test-secret-test-secret".into());
-    o.fetch.retry_base_delay = Duration::from_millis(20);
-    o.fetch.read_timeout = Duration::from_millis(800);
-    o.fetch.max_attempts = 5;
-    o
-}
-
-impl Wc {
-    async fn start(f: impl FnOnce(&mut withcache::Options)) -> Wc {
-        let dir = tempfile::tempdir().unwrap();
-        Wc::start_in(dir, f).await
-    }
-
-    async fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut withcache::Options)) -> Wc {
-        let mut o = opts(dir.path());
-        f(&mut o);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(withcache::serve(o, listener, async move {
-            let _ = rx.await;
-        }));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        for _ in 0..100 {
-            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-                assert_eq!(r.status(), 200);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Wc {
-            base,
-            dir,
-            stop: Some(tx),
-            task: Some(task),
-            http,
-        }
-    }
-
-    async fn stop(mut self) -> tempfile::TempDir {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-        self.dir
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-
-    fn blob(&self, src: &str) -> String {
-        blob_url(&self.base, src)
-    }
-
-    async fn add(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url("/catalog/entries"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `GET path` as JSON.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        r.json().await.unwrap()
-    }
-
-    async fn entry_state(&self, name: &str) -> Value {
-        self.http
-            .get(self.url(&format!("/catalog/entries/{name}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Start a download through the API and wait until it is cached.
-    async fn download(&self, name: &str) {
-        let r = self
-            .http
-            .post(self.url(&format!("/catalog/entries/{name}/download")))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        self.wait_cached(name).await;
-    }
-
-    async fn wait_cached(&self, name: &str) {
-        for _ in 0..500 {
-            if self.entry_state(name).await["state"] == "cached" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "{name} never became cached: {}",
-            self.entry_state(name).await
-        );
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("withcache_{name} ")))
-            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
-            .parse()
-            .unwrap()
-    }
-
-    async fn events(&self) -> Vec<Value> {
-        self.http
-            .get(self.url("/events?limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
+/// [`start`] on an existing data dir.
+async fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut withcache::Options)) -> Cache {
+    Cache::start_in(dir, |o| {
+        o.fetch.retry_base_delay = Duration::from_millis(20);
+        o.fetch.read_timeout = Duration::from_millis(800);
+        o.fetch.max_attempts = 5;
+        f(o)
+    })
+    .await
 }
 
 /// GET a URL and return the body, or Err if the transfer failed.
@@ -179,9 +47,11 @@ async fn get_body(
 async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
     let body = data(300_000, 1);
     let truth = sha(&body);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
+    // withcache answers octet-stream whatever the origin said.
+    origin.with(|c| c.content_type = "text/html");
     for sendfile in [true, false] {
-        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let wc = start(|o| o.sendfile = sendfile).await;
         let src = origin.url("img/disk.img");
         let r = wc.add(json!({"name": "disk", "src": src})).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
@@ -327,13 +197,13 @@ async fn single_flight_32_clients_on_a_cold_entry_read_while_fetch() {
     for sendfile in [true, false] {
         let body = data(4 << 20, 2);
         let truth = sha(&body);
-        let origin = Origin::start(body.clone()).await;
+        let origin = Origin::start(body.clone());
         // A slow origin so clients join while the download runs.
         origin.with(|c| {
             c.chunk = 128 << 10;
             c.delay = Duration::from_millis(15);
         });
-        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let wc = start(|o| o.sendfile = sendfile).await;
         let src = origin.url("big.img");
         let r = wc
             .add(json!({"name": "big", "src": src, "sha256": truth, "size": body.len()}))
@@ -382,13 +252,13 @@ async fn resume_after_dropped_connection_and_after_stall() {
             Fault::Stall(300_000),
             Fault::Lie(200_000),
         ] {
-            let origin = Origin::start(body.clone()).await;
+            let origin = Origin::start(body.clone());
             origin.with(|c| {
                 c.faults.push_back(fault);
                 c.faults.push_back(Fault::Drop(100_000));
                 c.delay = Duration::from_millis(2);
             });
-            let wc = Wc::start(|o| {
+            let wc = start(|o| {
                 o.fetch.read_timeout = Duration::from_millis(300);
                 o.sendfile = sendfile;
             })
@@ -419,13 +289,13 @@ async fn resume_after_dropped_connection_and_after_stall() {
 async fn origin_without_range_support_is_read_past_when_unchanged() {
     let body = data(1 << 20, 4);
     let truth = sha(&body);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     origin.with(|c| {
         c.ranges = false;
         c.faults.push_back(Fault::Drop(400_000));
         c.delay = Duration::from_millis(2);
     });
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let src = origin.url("norange.img");
     wc.add(json!({"name": "n", "src": src})).await;
     let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
@@ -441,13 +311,13 @@ async fn origin_changing_mid_resume_restarts_and_never_splices() {
     for sendfile in [true, false] {
         let old = data(1 << 20, 5);
         let new = data(1 << 20, 6);
-        let origin = Origin::start(old.clone()).await;
+        let origin = Origin::start(old.clone());
         origin.with(|c| {
             c.faults.push_back(Fault::Drop(500_000));
             c.swap_after_first = Some(new.clone());
             c.delay = Duration::from_millis(2);
         });
-        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let wc = start(|o| o.sendfile = sendfile).await;
         let src = origin.url("moving.img");
         wc.add(json!({"name": "m", "src": src})).await;
         // This client started on the old version: it must fail, not get a mix.
@@ -472,9 +342,9 @@ async fn origin_changing_mid_resume_restarts_and_never_splices() {
 #[tokio::test]
 async fn sha_mismatch_and_lying_origin_are_never_servable() {
     let body = data(600_000, 7);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     origin.with(|c| c.delay = Duration::from_millis(2));
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let src = origin.url("bad.img");
     let wrong = "0".repeat(64);
     wc.add(json!({"name": "bad", "src": src, "sha256": wrong}))
@@ -524,7 +394,7 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
     assert_eq!(tmp, 0, "the temp file is removed");
 
     // An origin that always sends less than it declares.
-    let liar = Origin::start(body.clone()).await;
+    let liar = Origin::start(body.clone());
     liar.with(|c| c.always = Fault::Lie(100_000));
     let src = liar.url("liar.img");
     wc.add(json!({"name": "liar", "src": src})).await;
@@ -533,10 +403,10 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
         Ok((st, _, b)) => assert!(st != 200 || b.len() < body.len()),
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(wc.entry_state("liar").await["state"], "absent");
+    assert_eq!(wc.entry("liar").await["state"], "absent");
     assert_eq!(liar.requests(), 5, "bounded retries");
     // A catalog size that disagrees with the origin is refused up front.
-    let sized = Origin::start(body.clone()).await;
+    let sized = Origin::start(body.clone());
     let src = sized.url("sized.img");
     wc.add(json!({"name": "sized", "src": src, "size": 5}))
         .await;
@@ -557,12 +427,12 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     let c = data(100_000, 12);
     let big = data(400_000, 13);
     let (oa, ob, oc, obig) = (
-        Origin::start(a.clone()).await,
-        Origin::start(b.clone()).await,
-        Origin::start(c.clone()).await,
-        Origin::start(big.clone()).await,
+        Origin::start(a.clone()),
+        Origin::start(b.clone()),
+        Origin::start(c.clone()),
+        Origin::start(big.clone()),
     );
-    let wc = Wc::start(|o| o.max_bytes = Some(250_000)).await;
+    let wc = start(|o| o.max_bytes = Some(250_000)).await;
     wc.add(json!({"name": "a", "src": oa.url("a")})).await;
     wc.add(json!({"name": "b", "src": ob.url("b")})).await;
     wc.add(json!({"name": "c", "src": oc.url("c"), "pinned": true}))
@@ -575,8 +445,8 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     // Touch a: b is now least recently used.
     get_body(&wc.http, &wc.blob(&oa.url("a"))).await.unwrap();
     wc.download("c").await;
-    assert_eq!(wc.entry_state("b").await["state"], "absent", "LRU evicted");
-    assert_eq!(wc.entry_state("a").await["state"], "cached");
+    assert_eq!(wc.entry("b").await["state"], "absent", "LRU evicted");
+    assert_eq!(wc.entry("a").await["state"], "cached");
     assert_eq!(wc.metric("evictions_total").await, 1);
     // Bigger than the quota: clear error, nothing evicted.
     let r = wc.http.get(wc.blob(&obig.url("big"))).send().await.unwrap();
@@ -584,12 +454,8 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     assert!(r.text().await.unwrap().contains("--max-bytes"));
     // Fill with a (unpinned) + c (pinned); then b needs room: a goes, c stays.
     wc.download("b").await;
-    assert_eq!(wc.entry_state("a").await["state"], "absent");
-    assert_eq!(
-        wc.entry_state("c").await["state"],
-        "cached",
-        "pinned is kept"
-    );
+    assert_eq!(wc.entry("a").await["state"], "absent");
+    assert_eq!(wc.entry("c").await["state"], "cached", "pinned is kept");
     // Two pinned entries fill the quota: "full".
     let r = wc
         .http
@@ -599,7 +465,7 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let od = Origin::start(data(100_000, 14)).await;
+    let od = Origin::start(data(100_000, 14));
     wc.add(json!({"name": "d", "src": od.url("d")})).await;
     let r = wc.http.get(wc.blob(&od.url("d"))).send().await.unwrap();
     assert_eq!(r.status(), 507);
@@ -623,7 +489,7 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
 
 #[tokio::test]
 async fn only_http_and_https_origins() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     for bad in [
         "file:///etc/passwd",
         "ftp://h/x.img",
@@ -661,7 +527,7 @@ async fn only_http_and_https_origins() {
 
 #[tokio::test]
 async fn catalog_name_rules_and_bad_bodies() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let src = "http://127.0.0.1:9/x.img";
     for (body, why) in [
         (json!({"name": "has space", "src": src}), "image"),
@@ -731,7 +597,7 @@ async fn catalog_name_rules_and_bad_bodies() {
 
 #[tokio::test]
 async fn import_merges_and_never_drops_operator_entries() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let r = wc
         .add(json!({"name": "mine", "src": "http://127.0.0.1:9/mine.img"}))
         .await;
@@ -769,7 +635,7 @@ src = "http://127.0.0.1:9/x.img"
     assert_eq!(rep["kept_operator"], json!(["mine"]));
     assert_eq!(rep["rejected"][0]["name"], "bad name");
     assert_eq!(
-        wc.entry_state("mine").await["src"],
+        wc.entry("mine").await["src"],
         "http://127.0.0.1:9/mine.img",
         "operator entry untouched"
     );
@@ -777,7 +643,7 @@ src = "http://127.0.0.1:9/x.img"
     let toml2 = "version = 1\n[[images]]\nname = \"new\"\nsrc = \"http://127.0.0.1:9/n.img\"\n";
     let (_, rep) = import(toml2.into()).await;
     assert_eq!(rep["added"], json!(["new"]));
-    assert_eq!(wc.entry_state("deb").await["size"], 10, "never deleted");
+    assert_eq!(wc.entry("deb").await["size"], 10, "never deleted");
     let toml3 = "version = 1\n[[images]]\nname = \"deb\"\nsrc = \"http://127.0.0.1:9/deb2.img\"\n";
     let (_, rep) = import(toml3.into()).await;
     assert_eq!(rep["updated"], json!(["deb"]));
@@ -788,8 +654,7 @@ src = "http://127.0.0.1:9/x.img"
     // From a URL.
     let origin = Origin::start(Bytes::from(
         "version = 1\n[[images]]\nname = \"remote\"\nsrc = \"http://127.0.0.1:9/r.img\"\n",
-    ))
-    .await;
+    ));
     let r = wc
         .http
         .post(wc.url("/catalog/import"))
@@ -816,10 +681,10 @@ src = "http://127.0.0.1:9/x.img"
 #[tokio::test]
 async fn auth_open_plain_and_hash() {
     let body = data(1000, 20);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     let src = origin.url("auth.img");
     // Open: writes work without credentials.
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     assert_eq!(wc.add(json!({"name": "a", "src": src})).await.status(), 201);
     let r = wc.http.get(wc.url("/ui/catalog")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -827,13 +692,13 @@ async fn auth_open_plain_and_hash() {
 
     let hash = bty_auth::hash_password("s3cret-pw").unwrap();
     for (plain, hash) in [(Some("s3cret-pw".to_string()), None), (None, Some(hash))] {
-        let wc = Wc::start(|o| {
+        let wc = start(|o| {
             o.admin_password = plain.clone();
             o.admin_password_hash = hash.clone();
             o.admin_user = "ops".into();
         })
         .await;
-        let r = wc.add(json!({"name": "a", "src": src})).await;
+        let r = wc.anonymous().add(json!({"name": "a", "src": src})).await;
         assert_eq!(r.status(), 401);
         assert!(r.headers()["www-authenticate"]
             .to_str()
@@ -951,8 +816,8 @@ async fn auth_open_plain_and_hash() {
 #[tokio::test]
 async fn misses_events_metrics_and_one_click_fetch() {
     let body = data(50_000, 30);
-    let origin = Origin::start(body.clone()).await;
-    let wc = Wc::start(|_| {}).await;
+    let origin = Origin::start(body.clone());
+    let wc = start(|_| {}).await;
     let src = origin.url("vendor/cuda.run?sig=abc");
     let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -1046,8 +911,8 @@ async fn misses_events_metrics_and_one_click_fetch() {
 #[tokio::test]
 async fn delete_blob_and_restart_keeps_the_index() {
     let body = data(70_000, 40);
-    let origin = Origin::start(body.clone()).await;
-    let wc = Wc::start(|_| {}).await;
+    let origin = Origin::start(body.clone());
+    let wc = start(|_| {}).await;
     let src = origin.url("keep.img");
     wc.add(json!({"name": "keep", "src": src, "sha256": sha(&body)}))
         .await;
@@ -1055,7 +920,7 @@ async fn delete_blob_and_restart_keeps_the_index() {
     // Leave a stray temp file: the next start sweeps it.
     std::fs::write(wc.dir.path().join("tmp/stray.part"), b"x").unwrap();
     let dir = wc.stop().await;
-    let wc = Wc::start_in(dir, |_| {}).await;
+    let wc = start_in(dir, |_| {}).await;
     assert_eq!(
         std::fs::read_dir(wc.dir.path().join("tmp"))
             .unwrap()
@@ -1107,14 +972,14 @@ async fn delete_blob_and_restart_keeps_the_index() {
 async fn concurrent_clients_during_a_failing_download_all_fail_cleanly() {
     for sendfile in [true, false] {
         let body = data(2 << 20, 50);
-        let origin = Origin::start(body.clone()).await;
+        let origin = Origin::start(body.clone());
         origin.with(|c| {
             c.always = Fault::Drop(700_000);
             c.ranges = false;
             c.etag = false;
             c.delay = Duration::from_millis(3);
         });
-        let wc = Wc::start(|o| {
+        let wc = start(|o| {
             o.fetch.max_attempts = 3;
             o.sendfile = sendfile;
         })
@@ -1170,14 +1035,14 @@ async fn raw_get_for(addr: &str, path: &str, window: Duration) -> (String, usize
 async fn last_byte_is_held_back_until_the_download_is_verified() {
     let body = data(200_000, 60);
     for sendfile in [true, false] {
-        let origin = Origin::start(body.clone()).await;
+        let origin = Origin::start(body.clone());
         // All bytes, then the chunked body never ends: the download has
         // every byte but cannot know it is complete.
         origin.with(|c| {
             c.no_length = true;
             c.faults.push_back(Fault::Stall(200_000));
         });
-        let wc = Wc::start(|o| {
+        let wc = start(|o| {
             o.sendfile = sendfile;
             o.fetch.read_timeout = Duration::from_millis(1500);
         })
@@ -1209,17 +1074,14 @@ async fn last_byte_is_held_back_until_the_download_is_verified() {
 #[tokio::test]
 async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     let slow = data(300_000, 70);
-    let (o1, o2) = (
-        Origin::start(slow.clone()).await,
-        Origin::start(slow.clone()).await,
-    );
+    let (o1, o2) = (Origin::start(slow.clone()), Origin::start(slow.clone()));
     for o in [&o1, &o2] {
         o.with(|c| {
             c.chunk = 32 << 10;
             c.delay = Duration::from_millis(20);
         });
     }
-    let wc = Wc::start(|o| {
+    let wc = start(|o| {
         o.fetch.max_downloads = 1;
         o.max_bytes = Some(1_000_000);
     })
@@ -1258,7 +1120,7 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     wc.wait_cached("two").await;
     // Nothing is pinned, so a third download evicts to fit: used stays
     // within the quota.
-    let o3 = Origin::start(data(600_000, 71)).await;
+    let o3 = Origin::start(data(600_000, 71));
     o3.with(|c| c.no_length = true);
     wc.add(json!({"name": "three", "src": o3.url("3")})).await;
     wc.download("three").await;
@@ -1278,7 +1140,7 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     // Pin everything that is cached: an unknown-length download that
     // outgrows the room fails while downloading, with the quota message.
     for n in ["one", "two", "three"] {
-        let e = wc.entry_state(n).await;
+        let e = wc.entry(n).await;
         wc.http
             .put(wc.url(&format!("/catalog/entries/{n}")))
             .json(&json!({"src": e["src"], "pinned": true}))
@@ -1286,7 +1148,7 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
             .await
             .unwrap();
     }
-    let o4 = Origin::start(data(3_000_000, 72)).await;
+    let o4 = Origin::start(data(3_000_000, 72));
     o4.with(|c| c.no_length = true);
     wc.add(json!({"name": "four", "src": o4.url("4")})).await;
     let r = wc.http.get(wc.blob(&o4.url("4"))).send().await.unwrap();
