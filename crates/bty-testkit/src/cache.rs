@@ -14,14 +14,15 @@ use crate::client::{Client, Fetch};
 /// the same data dir keeps sessions valid).
 pub const SESSION_SECRET: &str = "test-secret-test-secret-test-secret";
 
-/// A running withcache. It derefs to its [`CacheClient`], which sends the
-/// admin login when the options set a password. Its `http` client does
-/// not follow redirects.
+/// A running withcache. It derefs to its anonymous [`CacheClient`] (as
+/// the fleet and a browser reach it); [`Cache::admin`] is the one that
+/// logs in. Its `http` client does not follow redirects.
 #[derive(Debug)]
 pub struct Cache {
     /// Its data dir (database, blobs, temp files); kept until drop.
     pub dir: tempfile::TempDir,
     client: CacheClient,
+    admin: CacheClient,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -83,7 +84,8 @@ impl Cache {
         };
         let mut cache = Cache {
             dir,
-            client: CacheClient(admin),
+            client: CacheClient(anonymous.clone()),
+            admin: CacheClient(admin),
             stop: Some(tx),
             task: Some(task),
         };
@@ -102,6 +104,12 @@ impl Cache {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         bail!("withcache did not become healthy")
+    }
+
+    /// The client that sends the admin login of the options (HTTP Basic);
+    /// the anonymous one when they set no password.
+    pub fn admin(&self) -> CacheClient {
+        self.admin.clone()
     }
 
     /// Stop the server, wait for it, and hand back the data dir.
@@ -133,11 +141,6 @@ impl Deref for CacheClient {
 }
 
 impl CacheClient {
-    /// The same client without the login.
-    pub fn anonymous(&self) -> CacheClient {
-        CacheClient(self.0.anonymous())
-    }
-
     /// withcache's URL for `src` (`/b/{key}/{name}`).
     pub fn blob(&self, src: &str) -> String {
         blob_url(&self.base, src)

@@ -46,10 +46,19 @@ pub fn slashes(page: String) -> String {
     page.replace("&#x2f;", "/")
 }
 
-/// The first `name=value` pair of a `Set-Cookie` header, ready for a
+/// The header `name` as text; panics when it is missing or not ASCII.
+pub fn header(h: &HeaderMap, name: &str) -> String {
+    match h.get(name).map(|v| v.to_str()) {
+        Some(Ok(v)) => v.to_string(),
+        Some(Err(_)) => panic!("the {name} header is not ASCII"),
+        None => panic!("no {name} header in {h:?}"),
+    }
+}
+
+/// The first `name=value` pair of the `Set-Cookie` header, ready for a
 /// `Cookie` header.
-pub fn cookie_pair(r: &Response) -> String {
-    let v = r.headers()["set-cookie"].to_str().expect("an ASCII cookie");
+pub fn cookie_pair(h: &HeaderMap) -> String {
+    let v = header(h, "set-cookie");
     v.split(';').next().unwrap_or_default().to_string()
 }
 

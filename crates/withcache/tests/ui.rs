@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use bty_proto::catalog::blob_url;
 use bty_testkit::cache::{Cache, CacheClient};
-use bty_testkit::client::{cookie_pair, location, slashes};
+use bty_testkit::client::{cookie_pair, header, location, slashes, Fetch};
 use bty_testkit::sse;
 use bty_testkit::{data, sha256_hex as sha, Origin};
 
-/// withcache with a 64 MiB quota and `password` (its client sends it to
-/// the API).
+/// withcache with a 64 MiB quota and `password`.
 async fn start(password: Option<&str>) -> Cache {
     Cache::start(|o| {
         o.admin_password = password.map(str::to_string);
@@ -22,10 +21,10 @@ async fn start(password: Option<&str>) -> Cache {
     .await
 }
 
-/// Post a form as a browser does (no login, no redirect followed):
-/// status, the page, `Location`.
+/// Post a form as a browser does (no redirect followed): status, the
+/// page, `Location`.
 async fn post(wc: &CacheClient, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-    let (st, page, h) = wc.anonymous().post_form(path, form).await;
+    let (st, page, h) = wc.post_form(path, form).await;
     (st, page, location(&h))
 }
 
@@ -33,11 +32,11 @@ async fn post(wc: &CacheClient, path: &str, form: &[(&str, &str)]) -> (u16, Stri
 async fn ui_login_logout_guard_and_rate_limit() {
     let wc = start(Some("correct horse")).await;
     // Not logged in: pages send you to the login form and back afterwards.
-    let r = wc.http.get(wc.url("/ui/misses")).send().await.unwrap();
+    let r = wc.get("/ui/misses").fetch().await;
     assert_eq!(r.status(), 303);
     // The shared login flow keeps the path's slashes readable.
     assert_eq!(r.headers()["location"], "/ui/login?next=/ui/misses");
-    let (st, page) = wc.anonymous().page("/ui/login?next=%2Fui%2Fmisses").await;
+    let (st, page) = wc.page("/ui/login?next=%2Fui%2Fmisses").await;
     assert_eq!(st, 200);
     assert!(page.contains("Log in to withcache"), "{page}");
     assert!(page.contains("value=\"/ui/misses\""), "{page}");
@@ -51,7 +50,7 @@ async fn ui_login_logout_guard_and_rate_limit() {
     .await;
     assert_eq!(st, 303);
     assert!(loc.starts_with("/ui/login"), "{loc}");
-    assert!(wc.entries().await.is_empty());
+    assert!(wc.admin().entries().await.is_empty());
     // Wrong password: 401, the message, the typed user kept.
     let (st, page, _) = post(
         &wc,
@@ -68,68 +67,51 @@ async fn ui_login_logout_guard_and_rate_limit() {
     assert!(page.contains("value=\"bty-lab\""), "{page}");
     // Right password: a session cookie and back to the page asked for.
     let r = wc
-        .http
-        .post(wc.url("/ui/login"))
+        .post("/ui/login")
         .form(&[
             ("user", "bty-lab"),
             ("password", "correct horse"),
             ("next", "/ui/misses"),
         ])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/ui/misses");
-    let cookie = cookie_pair(&r);
-    let r = wc
-        .http
-        .get(wc.url("/ui/misses"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let cookie = cookie_pair(r.headers());
+    let r = wc.get("/ui/misses").header("cookie", &cookie).fetch().await;
     assert_eq!(r.status(), 200);
     let page = slashes(r.text().await.unwrap());
     assert!(page.contains("id=\"logout\""), "{page}");
     assert!(page.contains("aria-current=\"page\">Misses<"), "{page}");
     // A cross-site form post is refused even with the session.
     let r = wc
-        .http
-        .post(wc.url("/ui/catalog/add"))
+        .post("/ui/catalog/add")
         .header("cookie", &cookie)
         .header("origin", "http://evil.example")
         .form(&[("name", "x"), ("src", "http://127.0.0.1:9/x.img")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
-    assert!(wc.entries().await.is_empty());
+    assert!(wc.admin().entries().await.is_empty());
     // An open redirect through next is not possible.
     let r = wc
-        .http
-        .post(wc.url("/ui/login"))
+        .post("/ui/login")
         .form(&[
             ("user", "bty-lab"),
             ("password", "correct horse"),
             ("next", "//evil.example/ui/"),
         ])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.headers()["location"], "/ui/catalog");
     // Logout clears the cookie.
     let r = wc
-        .http
-        .post(wc.url("/ui/logout"))
+        .post("/ui/logout")
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
+    assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
     // Guessing is slowed down, with a message that says so.
     let mut limited = None;
     for _ in 0..30 {
@@ -217,7 +199,10 @@ async fn ui_add_bad_input_saves_nothing() {
                 "{form:?}: {k} not kept: {page}"
             );
         }
-        assert!(wc.entries().await.is_empty(), "{form:?} saved something");
+        assert!(
+            wc.admin().entries().await.is_empty(),
+            "{form:?} saved something"
+        );
     }
     // A good entry, then the same name again: 409, the first one intact.
     let (st, _, loc) = post(
@@ -234,7 +219,7 @@ async fn ui_add_bad_input_saves_nothing() {
     .await;
     assert_eq!(st, 303);
     assert_eq!(loc, "/ui/catalog?done=added&what=debian-12");
-    let (_, page) = wc.anonymous().page(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(page.contains("Added debian-12."), "{page}");
     let (st, page, _) = post(
         &wc,
@@ -247,7 +232,7 @@ async fn ui_add_bad_input_saves_nothing() {
     .await;
     assert_eq!(st, 409);
     assert!(page.contains("exists already"), "{page}");
-    let e = wc.entries().await;
+    let e = wc.admin().entries().await;
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["src"], "http://127.0.0.1:9/debian-12.img.zst");
     assert_eq!(e[0]["size"], 2048);
@@ -297,8 +282,8 @@ async fn ui_other_forms_report_bad_input() {
     let (st, page, _) = post(&wc, "/ui/catalog/add", &[]).await;
     assert_eq!(st, 400);
     assert!(page.contains("name: required"), "{page}");
-    assert!(wc.entries().await.is_empty());
-    let (st, page) = wc.anonymous().page("/ui/events?before=abc").await;
+    assert!(wc.admin().entries().await.is_empty());
+    let (st, page) = wc.page("/ui/events?before=abc").await;
     assert_eq!(st, 200);
     assert!(page.contains("is not a number"), "{page}");
     wc.stop().await;
@@ -311,45 +296,47 @@ async fn ui_pages_misses_import_events_and_settings() {
     let wc = start(None).await;
     // A client asks for an unknown URL: a miss on the Misses page.
     let src = origin.url("vendor/tool.img");
-    let r = wc.http.get(blob_url(&wc.base, &src)).send().await.unwrap();
+    let r = wc.http.get(blob_url(&wc.base, &src)).fetch().await;
     assert_eq!(r.status(), 404);
-    let (st, page) = wc.anonymous().page("/ui/misses").await;
+    let (st, page) = wc.page("/ui/misses").await;
     assert_eq!(st, 200);
     assert!(page.contains(&src), "{page}");
     // One click adds it and downloads it.
     let (st, _, loc) = post(&wc, "/ui/misses/fetch", &[("url", &src)]).await;
     assert_eq!(st, 303);
     assert!(loc.starts_with("/ui/catalog?done=promoted"), "{loc}");
-    let name = wc.entries().await[0]["name"].as_str().unwrap().to_string();
+    let name = wc.admin().entries().await[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let t = Instant::now();
     while wc.state(&name).await != "cached" {
         assert!(t.elapsed() < Duration::from_secs(20), "never cached");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, page) = wc.anonymous().page("/ui/catalog").await;
+    let (_, page) = wc.page("/ui/catalog").await;
     assert!(
         page.contains(&format!("sha256 {}", &sha(&body)[..12])),
         "{page}"
     );
     assert!(page.contains("Download again"), "{page}");
     // Once cached it is no longer a miss.
-    let (_, page) = wc.anonymous().page("/ui/misses").await;
+    let (_, page) = wc.page("/ui/misses").await;
     assert!(page.contains("No misses."), "{page}");
     // Another miss, dismissed.
     let other = origin.url("vendor/other.img");
-    wc.http
-        .get(blob_url(&wc.base, &other))
-        .send()
-        .await
-        .unwrap();
-    let (_, page) = wc.anonymous().page("/ui/misses").await;
+    wc.http.get(blob_url(&wc.base, &other)).fetch().await;
+    let (_, page) = wc.page("/ui/misses").await;
     assert!(page.contains(&other), "{page}");
     let (st, _, loc) = post(&wc, "/ui/misses/dismiss", &[("url", &other)]).await;
     assert_eq!((st, loc.as_str()), (303, "/ui/misses?done=dismissed&what="));
-    let (_, page) = wc.anonymous().page(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(page.contains("Dismissed the miss."), "{page}");
     assert!(page.contains("No misses."), "{page}");
-    assert!(wc.entries().await.len() == 1, "dismissing adds nothing");
+    assert!(
+        wc.admin().entries().await.len() == 1,
+        "dismissing adds nothing"
+    );
     // Import a catalog served by the origin.
     origin.with(|c| {
         c.body = format!(
@@ -365,15 +352,15 @@ async fn ui_pages_misses_import_events_and_settings() {
     )
     .await;
     assert_eq!(st, 303, "{loc}");
-    let (_, page) = wc.anonymous().page(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(page.contains("Imported the catalog: 1 added"), "{page}");
     assert!(page.contains("id=\"e-alpine\""), "{page}");
     // Delete it again.
     let (st, _, _) = post(&wc, "/ui/catalog/delete", &[("name", "alpine")]).await;
     assert_eq!(st, 303);
-    assert_eq!(wc.entries().await.len(), 1);
+    assert_eq!(wc.admin().entries().await.len(), 1);
     // Events: everything above, searchable.
-    let (_, page) = wc.anonymous().page("/ui/events").await;
+    let (_, page) = wc.page("/ui/events").await;
     for kind in [
         "catalog.entry.added",
         "catalog.imported",
@@ -381,11 +368,11 @@ async fn ui_pages_misses_import_events_and_settings() {
     ] {
         assert!(page.contains(kind), "{kind}: {page}");
     }
-    let (_, page) = wc.anonymous().page("/ui/events?q=imported").await;
+    let (_, page) = wc.page("/ui/events?q=imported").await;
     assert!(page.contains("catalog.imported"), "{page}");
     assert!(!page.contains("catalog.entry.deleted"), "{page}");
     // Settings: where the data is, the quota, the limits, the version.
-    let (st, page) = wc.anonymous().page("/ui/settings").await;
+    let (st, page) = wc.page("/ui/settings").await;
     assert_eq!(st, 200);
     assert!(page.contains("64.0 MiB"), "{page}");
     assert!(page.contains("Free on the file system"), "{page}");
@@ -395,19 +382,14 @@ async fn ui_pages_misses_import_events_and_settings() {
     );
     assert!(page.contains("No admin password is set"), "{page}");
     // The shared assets.
-    let r = wc
-        .http
-        .get(wc.url("/ui/static/app.css"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.get("/ui/static/app.css").fetch().await;
     assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
     assert!(r
         .text()
         .await
         .unwrap()
         .contains("prefers-color-scheme: dark"));
-    let (st, _) = wc.anonymous().page("/ui/static/nope.js").await;
+    let (st, _) = wc.page("/ui/static/nope.js").await;
     assert_eq!(st, 404);
     wc.stop().await;
 }
@@ -435,12 +417,7 @@ async fn ui_catalog_stream_sends_only_changed_rows() {
         .await;
         assert_eq!(st, 303, "{page}");
     }
-    let resp = wc
-        .http
-        .get(wc.url("/ui/catalog/live"))
-        .send()
-        .await
-        .unwrap();
+    let resp = wc.get("/ui/catalog/live").fetch().await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let (st, _, loc) = post(&wc, "/ui/catalog/download", &[("name", "slow")]).await;
@@ -449,7 +426,7 @@ async fn ui_catalog_stream_sends_only_changed_rows() {
         (303, "/ui/catalog?done=download&what=slow")
     );
     // Without JavaScript the page refreshes itself while downloads run.
-    let (_, page) = wc.anonymous().page(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(
         page.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"),
         "{page}"
@@ -514,22 +491,16 @@ async fn ui_catalog_stream_tells_once_when_entries_change_elsewhere() {
     )
     .await;
     assert_eq!(st, 303);
-    let resp = wc
-        .http
-        .get(wc.url("/ui/catalog/live"))
-        .send()
-        .await
-        .unwrap();
+    let resp = wc.get("/ui/catalog/live").fetch().await;
     // Someone else adds two entries through the API.
     for n in ["second", "third"] {
-        let r = wc
-            .http
-            .post(wc.url("/catalog/entries"))
-            .json(&serde_json::json!({"name": n, "src": format!("http://127.0.0.1:9/{n}.img")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let (st, _) = wc
+            .post_json(
+                "/catalog/entries",
+                &serde_json::json!({"name": n, "src": format!("http://127.0.0.1:9/{n}.img")}),
+            )
+            .await;
+        assert_eq!(st, 201);
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let events: Vec<(String, String)> = sse::Reader::new(resp)

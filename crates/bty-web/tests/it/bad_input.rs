@@ -2,6 +2,7 @@
 //! nothing is written.
 
 use bty_proto::BootMode;
+use bty_testkit::client::Fetch;
 use bty_testkit::web::*;
 use serde_json::json;
 
@@ -33,35 +34,21 @@ async fn oversized_bodies_are_413() {
     let s = Web::start("").await;
     let big = "x".repeat(200 * 1024);
     let r = s
-        .http
-        .put(s.url(&format!("/api/machines/{MAC}")))
+        .put(&format!("/api/machines/{MAC}"))
         .json(&json!({"name": big}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 413);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("too large"));
     let huge = json!({"disks": [], "lshw": "y".repeat(5 * 1024 * 1024)});
-    let r = s
-        .http
-        .post(s.url(&format!("/pxe/{MAC}/inventory")))
-        .json(&huge)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &huge).await;
+    assert_eq!(st, 413);
     // 1 MiB inventory is fine (lshw blobs are big).
     s.pxe(MAC).await;
     let ok = json!({"disks": [], "lshw": "y".repeat(1024 * 1024)});
-    let r = s
-        .http
-        .post(s.url(&format!("/pxe/{MAC}/inventory")))
-        .json(&ok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &ok).await;
+    assert_eq!(st, 204);
     s.stop().await;
 }
 
@@ -169,21 +156,17 @@ async fn unknown_mode_unknown_image_missing_binding_unknown_field() {
         "{v}"
     );
     let r = s
-        .http
-        .put(s.url(&format!("/api/machines/{MAC}")))
+        .put(&format!("/api/machines/{MAC}"))
         .header("content-type", "application/json")
         .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 400);
     let r = s
-        .http
-        .put(s.url(&format!("/api/machines/{MAC}")))
+        .put(&format!("/api/machines/{MAC}"))
         .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 400, "missing content type");
     let (st, _) = s.get_json(&format!("/api/machines/{MAC}")).await;
     assert_eq!(st, 404);
@@ -243,19 +226,9 @@ async fn machine_api_round_trip_and_delete() {
     );
     let (_, doc) = s.get_json("/api/openapi.json").await;
     assert!(doc["paths"]["/pxe/{mac}/plan"]["get"].is_object());
-    let r = s
-        .http
-        .delete(s.url(&format!("/api/machines/{MAC}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/api/machines/{MAC}")).fetch().await;
     assert_eq!(r.status(), 204);
-    let r = s
-        .http
-        .delete(s.url(&format!("/api/machines/{MAC}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/api/machines/{MAC}")).fetch().await;
     assert_eq!(r.status(), 404);
     assert!(
         s.events(MAC)

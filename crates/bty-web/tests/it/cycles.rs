@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bty_proto::BootMode;
-use bty_testkit::client::Fetch;
+use bty_testkit::client::{header, Fetch};
 use bty_testkit::sse;
 use bty_testkit::web::*;
 use serde_json::{json, Value};
@@ -284,14 +284,8 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
         .any(|e| e["kind"] == "machine.discovered"));
     assert_eq!(s.plan(MAC).await["mode"], "inventory");
     let inv = json!({"disks": [{"name": "vda", "serial": "BTYTEST", "size_bytes": 1000}], "nics": [], "lshw": {"x": 1}});
-    let r = s
-        .http
-        .post(s.url(&format!("/pxe/{MAC}/inventory")))
-        .json(&inv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &inv).await;
+    assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["inventory"]["lshw"]["x"], 1);
     assert!(is_local(&s.pxe(MAC).await), "disk after inventory");
     assert!(
@@ -299,14 +293,8 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
         "then inventory again"
     );
     // Unknown machine inventory: 404 + orphan event.
-    let r = s
-        .http
-        .post(s.url("/pxe/52:54:00:00:00:77/inventory"))
-        .json(&inv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (st, _) = s.post_json("/pxe/52:54:00:00:00:77/inventory", &inv).await;
+    assert_eq!(st, 404);
     // Plan auto-registers too.
     assert_eq!(s.plan("52:54:00:00:00:78").await["mode"], "inventory");
     // ipxe-exit with a custom drive.
@@ -336,42 +324,29 @@ async fn legacy_status_closes_the_open_cycle_without_a_token() {
     s.pxe(MAC).await;
     s.boot_kernel(MAC).await;
     s.plan(MAC).await;
-    let r = s
-        .http
-        .post(s.url(&format!("/pxe/{MAC}/status")))
-        .json(&json!({"status": "done"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s
+        .post_json(&format!("/pxe/{MAC}/status"), &json!({"status": "done"}))
+        .await;
+    assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
     assert!(is_local(&s.pxe(MAC).await));
     // No open cycle: accepted, nothing changes.
-    let r = s
-        .http
-        .post(s.url(&format!("/pxe/{MAC}/status")))
-        .json(&json!({"status": "failed", "reason": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s
+        .post_json(
+            &format!("/pxe/{MAC}/status"),
+            &json!({"status": "failed", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
-    let r = s
-        .http
-        .post(s.url(&format!("/pxe/{MAC}/status")))
-        .json(&json!({"status": "maybe"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = s
-        .http
-        .post(s.url("/pxe/52:54:00:00:00:55/status"))
-        .json(&json!({"status": "done"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (st, _) = s
+        .post_json(&format!("/pxe/{MAC}/status"), &json!({"status": "maybe"}))
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .post_json("/pxe/52:54:00:00:00:55/status", &json!({"status": "done"}))
+        .await;
+    assert_eq!(st, 404);
     s.stop().await;
 }
 
@@ -418,10 +393,7 @@ async fn sse_streams_small_events_with_keepalive_headers() {
     let s = Web::start("").await;
     let r = s.get("/api/events/stream").fetch().await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(header(r.headers(), "content-type").starts_with("text/event-stream"));
     let mut stream = sse::Reader::new(r);
     s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bty_proto::catalog::blob_url;
 use bty_testkit::cache::{Cache, CacheClient};
-use bty_testkit::client::{cookie_pair, slashes};
+use bty_testkit::client::{cookie_pair, slashes, Fetch};
 use bty_testkit::poll::until;
 use bty_testkit::web::{Web, MAC};
 use bty_testkit::{data, sha256_hex as sha, Origin};
@@ -20,8 +20,7 @@ const WC_PW: &str = "withcache-password";
 /// How long a background step (a registration, a download) may take.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A real withcache with an admin password and (maybe) the service token;
-/// its client logs in.
+/// A real withcache with an admin password and (maybe) the service token.
 async fn withcache(token: Option<&str>) -> Cache {
     Cache::start(|o| {
         o.admin_password = Some(WC_PW.into());
@@ -125,7 +124,7 @@ async fn image_added_through_the_api_flows_to_a_flash_plan() {
     })
     .await;
     assert_eq!(cached["sha256"], sha(&body));
-    let w = wc.entries().await;
+    let w = wc.admin().entries().await;
     let e = w.iter().find(|e| e["name"] == "lab-image").unwrap();
     assert_eq!(e["src"], src);
     assert_eq!(e["state"], "cached");
@@ -143,7 +142,7 @@ async fn image_added_through_the_api_flows_to_a_flash_plan() {
         "withcache served other bytes than the origin's"
     );
     assert_eq!(o.gets(), 1, "the origin was fetched once");
-    assert_eq!(wc.misses().await, Vec::<Value>::new());
+    assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
 }
 
 #[tokio::test]
@@ -151,7 +150,7 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
     let o = Origin::files(vec![("a.img", data(1000, 1))]);
     let wc = withcache(Some(TOKEN)).await;
     wc_add(
-        &wc,
+        &wc.admin(),
         "taken-in-withcache",
         &format!("{}/taken.img", o.base()),
     )
@@ -160,7 +159,7 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
     // The static entries are registered in withcache in the background;
     // let that finish so "unchanged" below means something.
     until(WAIT, "the static entries in withcache", || async {
-        let n = wc.names().await;
+        let n = wc.admin().names().await;
         (n.contains(&"debian-12".into()) && n.contains(&"alpine".into())).then_some(())
     })
     .await;
@@ -168,7 +167,7 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
         image(&s, "taken-in-withcache").await
     })
     .await;
-    let wc_before = wc.names().await;
+    let wc_before = wc.admin().names().await;
     let web_before = image_names(&s).await;
     assert_eq!(wc_before.len(), 3, "{wc_before:?}");
 
@@ -230,59 +229,47 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
     let (st, _) = add(&s, json!({"name": "new", "url": url, "pinned": true})).await;
     assert_eq!(st, 400);
     // No login: 401.
-    let r = s
-        .http
-        .post(s.url("/api/images"))
-        .json(&json!({"name": "new", "url": url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let (st, _) = s
+        .post_json("/api/images", &json!({"name": "new", "url": url}))
+        .await;
+    assert_eq!(st, 401);
     // A cookie session from a foreign page: 403.
     let r = s
-        .http
-        .post(s.url("/api/login"))
+        .post("/api/login")
         .json(&json!({"password": PW}))
-        .send()
-        .await
-        .unwrap();
-    let pair = cookie_pair(&r);
+        .fetch()
+        .await;
+    let pair = cookie_pair(r.headers());
     let r = s
-        .http
-        .post(s.url("/api/images"))
+        .post("/api/images")
         .header("cookie", &pair)
         .header("origin", "http://evil.example")
         .json(&json!({"name": "new", "url": url}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
 
     // Nothing changed anywhere, even after withcache is read again.
-    s.http
-        .post(s.url("/api/images/refresh"))
+    s.post("/api/images/refresh")
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wc.names().await, wc_before);
+        .fetch()
+        .await;
+    assert_eq!(wc.admin().names().await, wc_before);
     assert_eq!(image_names(&s).await, web_before);
 
     // The same cookie from bty-web's own page works (the refusal above was
     // the Origin, not the session).
     let r = s
-        .http
-        .post(s.url("/api/images"))
+        .post("/api/images")
         .header("cookie", &pair)
         .header("origin", &s.base)
         .json(
             &json!({"name": "via-cookie", "url": url, "sha256": sha(&data(1000, 1)), "size": 1000}),
         )
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 201);
-    assert!(wc.names().await.contains(&"via-cookie".to_string()));
+    assert!(wc.admin().names().await.contains(&"via-cookie".to_string()));
 }
 
 #[tokio::test]
@@ -318,7 +305,7 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
         msg.contains("BTY_WITHCACHE_TOKEN") && msg.contains("WITHCACHE_API_TOKEN"),
         "{msg}"
     );
-    assert!(!wc.names().await.contains(&"new".to_string()));
+    assert!(!wc.admin().names().await.contains(&"new".to_string()));
     // The catalog page says so too (and the open catalog is still read).
     let problems = until(WAIT, "the token problem", || async {
         let v = images(&s).await;
@@ -363,16 +350,20 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     // src and the src of "shared-static" under another name; and, added by
     // bty-web (with the token) from an older version of the file, "moved"
     // for its old src.
-    wc_add(&wc, "clash", "http://127.0.0.1:9/other.img").await;
-    wc_add(&wc, "already-there", &format!("{}/shared.img", o.base())).await;
+    wc_add(&wc.admin(), "clash", "http://127.0.0.1:9/other.img").await;
+    wc_add(
+        &wc.admin(),
+        "already-there",
+        &format!("{}/shared.img", o.base()),
+    )
+    .await;
     let r = wc
         .http
         .post(format!("{}/catalog/entries", wc.base))
         .bearer_auth(TOKEN)
         .json(&json!({"name": "moved", "src": "http://127.0.0.1:9/old.img"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 201);
     let catalog = |static_src: &str| {
         format!(
@@ -391,13 +382,14 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
 
     // Registered with no withcache step: nobody called withcache's API.
     until(WAIT, "static-img in withcache", || async {
-        wc.names()
+        wc.admin()
+            .names()
             .await
             .contains(&"static-img".to_string())
             .then_some(())
     })
     .await;
-    let entries = wc.entries().await;
+    let entries = wc.admin().entries().await;
     let e = |n: &str| entries.iter().find(|e| e["name"] == n).cloned();
     assert_eq!(e("static-img").unwrap()["src"], src);
     assert_eq!(e("static-img").unwrap()["format"], "img");
@@ -438,7 +430,7 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     );
     let got = bytes(&blob_url(&wc.base, &format!("{}/shared.img", o.base()))).await;
     assert!(got == shared);
-    assert_eq!(wc.misses().await, Vec::<Value>::new());
+    assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
     // Once cached, the static entry shows withcache's state and measured
     // digest (it gave none). The download was the agent's doing, which
     // bty-web does not see: read withcache now rather than in 600 s.
@@ -459,7 +451,7 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     std::fs::write(s.path().join("catalog.toml"), catalog_v2).unwrap();
     let src2 = format!("{}/static-v2.img", o.base());
     until(WAIT, "withcache to follow the edited file", || async {
-        let e = wc.entries().await;
+        let e = wc.admin().entries().await;
         e.iter()
             .any(|e| e["name"] == "static-img" && e["src"] == src2.as_str())
             .then_some(())
@@ -468,7 +460,7 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     let img = image(&s, "static-img").await.unwrap();
     assert_eq!(img["url"], blob_url(&wc.base, &src2));
     assert!(bytes(&blob_url(&wc.base, &src2)).await == v2);
-    assert_eq!(wc.misses().await, Vec::<Value>::new());
+    assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
 }
 
 #[tokio::test]
@@ -481,16 +473,15 @@ async fn delete_removes_withcache_entries_and_refuses_static_ones() {
     )
     .await;
     assert_eq!(st, 201, "{v}");
-    let r = s
-        .http
-        .delete(s.url("/api/images/to-delete+1"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("/api/images/to-delete+1").fetch().await;
     assert_eq!(r.status(), 401);
     let (st, v) = api(&s, Method::DELETE, "/api/images/to-delete+1", None).await;
     assert_eq!(st, 204, "{v}");
-    assert!(!wc.names().await.contains(&"to-delete+1".to_string()));
+    assert!(!wc
+        .admin()
+        .names()
+        .await
+        .contains(&"to-delete+1".to_string()));
     assert!(image(&s, "to-delete+1").await.is_none());
     let (st, _) = api(&s, Method::DELETE, "/api/images/to-delete+1", None).await;
     assert_eq!(st, 404);
@@ -508,7 +499,7 @@ async fn delete_removes_withcache_entries_and_refuses_static_ones() {
     assert_eq!(st, 201);
     let (st, _) = api(&s, Method::DELETE, "/api/images/refresh", None).await;
     assert_eq!(st, 204);
-    assert!(!wc.names().await.contains(&"refresh".to_string()));
+    assert!(!wc.admin().names().await.contains(&"refresh".to_string()));
 }
 
 #[tokio::test]
@@ -530,10 +521,10 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     let admin = s.admin("bty-lab", PW);
     let page = || async { admin.page("/ui/images").await.1 };
     until(WAIT, "the static entries in withcache", || async {
-        (wc.names().await.len() == 2).then_some(())
+        (wc.admin().names().await.len() == 2).then_some(())
     })
     .await;
-    let wc_before = wc.names().await;
+    let wc_before = wc.admin().names().await;
     assert!(page().await.contains("id=\"image-form\""));
 
     // Bad input: 422, every field's message next to it, the typed values
@@ -570,7 +561,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         body.contains("id=\"err-name\"") && body.contains("exists already"),
         "{body}"
     );
-    assert_eq!(wc.names().await, wc_before);
+    assert_eq!(wc.admin().names().await, wc_before);
 
     // From another site: refused.
     let r = post(
@@ -581,7 +572,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(wc.names().await, wc_before);
+    assert_eq!(wc.admin().names().await, wc_before);
 
     // Good input: added, back to the page with a notice and the row.
     let r = post(
@@ -596,9 +587,8 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     let r = c
         .get(s.url("/ui/images?added=ui-image"))
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let body = slashes(r.text().await.unwrap());
     assert!(body.contains("Image ui-image added"), "{body}");
     assert!(body.contains("id=\"img-ui-image\"") && body.contains("id=\"delete-ui-image\""));
@@ -606,7 +596,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         !body.contains("id=\"delete-debian-12\""),
         "static rows have no delete"
     );
-    assert!(wc.names().await.contains(&"ui-image".to_string()));
+    assert!(wc.admin().names().await.contains(&"ui-image".to_string()));
 
     // Delete: refused from another site, done from ours.
     let r = post(
@@ -617,13 +607,13 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(wc.names().await.contains(&"ui-image".to_string()));
+    assert!(wc.admin().names().await.contains(&"ui-image".to_string()));
     let r = post("/ui/images/ui-image/delete", &[], Some(&s.base))
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/ui/images?deleted=ui-image");
-    assert!(!wc.names().await.contains(&"ui-image".to_string()));
+    assert!(!wc.admin().names().await.contains(&"ui-image".to_string()));
     assert!(!page().await.contains("id=\"img-ui-image\""));
     // A static entry cannot be deleted here; the page says where it lives.
     let r = post("/ui/images/debian-12/delete", &[], None)
@@ -646,9 +636,8 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         .post(s.url("/ui/images"))
         .basic_auth("bty-lab", Some(PW))
         .form(&[("name", "ui-image"), ("url", url.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 502);
     let body = slashes(r.text().await.unwrap());
     assert!(
@@ -665,9 +654,8 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     let r = c
         .get(s.url("/ui/images"))
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let body = slashes(r.text().await.unwrap());
     assert!(!body.contains("id=\"image-form\""), "{body}");
     assert!(

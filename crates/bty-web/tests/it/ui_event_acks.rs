@@ -3,6 +3,7 @@
 //! `ui_event_acks` is upgraded in place and keeps every ack.
 
 use bty_proto::BootMode;
+use bty_testkit::client::{header, Fetch};
 use bty_testkit::web::{Web, MAC};
 use bty_web::db::schema;
 use rusqlite::Connection;
@@ -98,11 +99,10 @@ async fn ui_ack_then_unack_round_trips_through_the_column() {
         let r = client
             .post(s.url("/ui/events/ack"))
             .form(&[("id", id.to_string().as_str()), ("action", action)])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 303);
-        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        let loc = header(r.headers(), "location");
         assert!(loc.ends_with(expect), "{action}: {loc}");
     }
     let (_, page) = s.get_text("/ui/events?only=unacked").await;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bty_proto::BootMode;
-use bty_testkit::client::{location, Fetch};
+use bty_testkit::client::{cookie_pair, header, location, Fetch};
 use bty_testkit::sse;
 use bty_testkit::web::{Web, MAC};
 use serde_json::{json, Value};
@@ -19,7 +19,7 @@ async fn ui_login_logout_and_guard() {
     let s = Web::start("[admin]\npassword = \"correct horse\"\n").await;
     let c = &s.no_redirect;
     // Not logged in: pages redirect to the login form, keeping the target.
-    let r = c.get(s.url("/ui/machines?page=2")).send().await.unwrap();
+    let r = c.get(s.url("/ui/machines?page=2")).fetch().await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         location(r.headers()),
@@ -29,9 +29,8 @@ async fn ui_login_logout_and_guard() {
     let r = c
         .get(s.url("/ui/machines"))
         .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(
         r.headers().get("hx-redirect").unwrap(),
         "/ui/login?next=/ui/machines"
@@ -67,9 +66,8 @@ async fn ui_login_logout_and_guard() {
         .post(s.url("/ui/login"))
         .header("origin", "http://evil.example")
         .form(&[("user", "bty-lab"), ("password", "correct horse")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("set-cookie").is_none());
     // Right password: a session cookie and on to `next` (only local paths).
@@ -85,36 +83,21 @@ async fn ui_login_logout_and_guard() {
         .await;
     assert_eq!(st, 303);
     assert_eq!(location(&h), "/ui/dashboard");
-    let cookie = h
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(h
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .contains("HttpOnly"));
+    let cookie = cookie_pair(&h);
+    assert!(header(&h, "set-cookie").contains("HttpOnly"));
     let r = c
         .get(s.url("/ui/machines"))
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<h1>Machines</h1>"));
     // Logged in: the login page moves on.
     let r = c
         .get(s.url("/ui/login"))
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     // A state change from a foreign Origin is refused even with the cookie,
     // and nothing is saved.
@@ -123,17 +106,15 @@ async fn ui_login_logout_and_guard() {
         .header("cookie", &cookie)
         .header("origin", "http://evil.example")
         .form(&[("mac", MAC), ("boot_mode", "ipxe-exit")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("another site"));
     let r = c
         .get(s.url("/api/machines"))
         .basic_auth("bty-lab", Some("correct horse"))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
     // Same-origin POST works.
     let r = c
@@ -141,26 +122,18 @@ async fn ui_login_logout_and_guard() {
         .header("cookie", &cookie)
         .header("origin", s.base.clone())
         .form(&[("mac", MAC), ("boot_mode", "ipxe-exit")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
     // Logout clears the cookie.
     let r = c
         .post(s.url("/ui/logout"))
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(r.headers()), "/ui/login");
-    assert!(r
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
+    assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
     s.stop().await;
 }
 
@@ -174,13 +147,7 @@ async fn ui_login_rate_limit_message() {
             .await;
         last = (st, body);
         if st == 429 {
-            let secs: u64 = h
-                .get("retry-after")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let secs: u64 = header(&h, "retry-after").parse().unwrap();
             assert!(secs >= 1);
             break;
         }
@@ -620,12 +587,10 @@ async fn ui_pages_render_and_preview_has_no_side_effects() {
     );
     // htmx gets only the main block.
     let r = s
-        .http
-        .get(s.url("/ui/machines"))
+        .get("/ui/machines")
         .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let frag = r.text().await.unwrap();
     assert!(
         frag.contains("<h1>Machines</h1>") && !frag.contains("<html"),

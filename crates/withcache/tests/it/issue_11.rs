@@ -10,38 +10,33 @@ use serde_json::{json, Value};
 use bty_testkit::{data, Fault, Origin};
 
 use super::{start, start_in};
+use bty_testkit::client::{header, Fetch};
 
 #[tokio::test]
 async fn issue_11_api_errors_are_error_bodies_with_the_request_id() {
     let wc = start(|_| {}).await;
     let cases = [
         (
-            wc.http
-                .post(wc.url("/catalog/entries"))
+            wc.post("/catalog/entries")
                 .json(&json!({"name": "has space", "src": "http://127.0.0.1:9/x.img"})),
             400,
             "image:",
         ),
+        (wc.get("/catalog/entries/nope"), 404, "no catalog entry"),
         (
-            wc.http.get(wc.url("/catalog/entries/nope")),
-            404,
-            "no catalog entry",
-        ),
-        (
-            wc.http.post(wc.url("/catalog/entries")).body("not json"),
+            wc.post("/catalog/entries").body("not json"),
             400,
             "invalid JSON body",
         ),
         (
-            wc.http
-                .delete(wc.url(&format!("/blobs/{}", "a".repeat(64)))),
+            wc.delete(&format!("/blobs/{}", "a".repeat(64))),
             404,
             "no blob",
         ),
     ];
     for (i, (req, status, text)) in cases.into_iter().enumerate() {
         let id = format!("issue-11-{i}");
-        let r = req.header("x-request-id", &id).send().await.unwrap();
+        let r = req.header("x-request-id", &id).fetch().await;
         assert_eq!(r.status(), status, "{text}");
         assert_eq!(r.headers()["content-type"], "application/json", "{text}");
         assert_eq!(r.headers()["x-request-id"], id.as_str());
@@ -52,18 +47,15 @@ async fn issue_11_api_errors_are_error_bodies_with_the_request_id() {
     wc.stop().await;
     // With a password: 401 as ErrorBody with a Basic challenge.
     let wc = start(|o| o.admin_password = Some("pw".into())).await;
-    let r = wc.http.get(wc.url("/events")).send().await.unwrap();
+    let r = wc.get("/events").fetch().await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .contains("realm=\"withcache\""));
-    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(header(r.headers(), "www-authenticate").contains("realm=\"withcache\""));
+    let id = header(r.headers(), "x-request-id");
     let body: ErrorBody = r.json().await.unwrap();
     assert!(body.error.contains("login required"), "{body:?}");
     assert_eq!(body.request_id, Some(id));
     // The byte surface stays text (curl prints it), with an id too.
-    let r = wc.http.get(wc.url("/blob")).send().await.unwrap();
+    let r = wc.get("/blob").fetch().await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(r.headers()["x-request-id"].len(), 16);
@@ -84,12 +76,7 @@ async fn issue_11_a_download_cut_short_names_declared_and_received_bytes() {
     let wc = start(|_| {}).await;
     wc.add(json!({"name": "short", "src": origin.url("short.img")}))
         .await;
-    let r = wc
-        .http
-        .post(wc.url("/catalog/entries/short/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.post("/catalog/entries/short/download").fetch().await;
     assert_eq!(r.status(), 202);
     let mut failed = None;
     for _ in 0..250 {
@@ -118,21 +105,12 @@ async fn issue_11_a_blob_keeps_the_misses_its_url_collected() {
     let wc = start(|_| {}).await;
     let src = origin.url("vendor/tool.run");
     for _ in 0..3 {
-        let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
+        let r = wc.http.get(wc.blob(&src)).fetch().await;
         assert_eq!(r.status(), 404);
     }
-    let r = wc
-        .http
-        .post(wc.url("/misses/fetch"))
-        .json(&json!({"url": src}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let name = r.json::<Value>().await.unwrap()["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (st, v) = wc.post_json("/misses/fetch", &json!({"url": src})).await;
+    assert_eq!(st, 202);
+    let name = v["name"].as_str().unwrap().to_string();
     wc.wait_cached(&name).await;
     let blobs: Value = wc.get_as("/blobs").await;
     let blob = &blobs["blobs"][0];
@@ -152,12 +130,7 @@ async fn issue_11_a_blob_keeps_the_misses_its_url_collected() {
 #[tokio::test]
 async fn issue_11_open_mode_login_page_says_the_ui_is_open() {
     let wc = start(|_| {}).await;
-    let r = wc
-        .http
-        .get(wc.url("/ui/login?next=/ui/misses"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.get("/ui/login?next=/ui/misses").fetch().await;
     assert_eq!(r.status(), 200, "no redirect away");
     let page = r.text().await.unwrap();
     assert!(page.contains("No admin password is set"), "{page}");

@@ -8,6 +8,7 @@ mod token;
 use std::time::Duration;
 
 use bty_testkit::cache::Cache;
+use bty_testkit::client::{cookie_pair, header, Fetch};
 use bty_testkit::{data, sha256_hex as sha, Fault, Origin};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -71,7 +72,7 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
 
         // HEAD: same headers, no body; does not count as a hit.
         let hits = wc.metric("hits_total").await;
-        let r = wc.http.head(&url).send().await.unwrap();
+        let r = wc.http.head(&url).fetch().await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-length"], "300000");
         assert_eq!(r.headers()["etag"], etag.as_str());
@@ -81,7 +82,7 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
         let range = |spec: &'static str| {
             let (http, url) = (wc.http.clone(), url.clone());
             async move {
-                let r = http.get(&url).header("range", spec).send().await.unwrap();
+                let r = http.get(&url).header("range", spec).fetch().await;
                 let st = r.status();
                 let cr = r
                     .headers()
@@ -124,9 +125,8 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
             .get(&url)
             .header("range", "bytes=0-9")
             .header("if-range", "\"stale\"")
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), 300_000);
         let r = wc
@@ -134,9 +134,8 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
             .get(&url)
             .header("range", "bytes=0-9")
             .header("if-range", &etag)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 206);
         assert_eq!(&r.bytes().await.unwrap()[..], &body[..10]);
         // If-None-Match.
@@ -144,17 +143,15 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
             .http
             .get(&url)
             .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 304);
         let r = wc
             .http
             .get(&url)
             .header("if-none-match", "\"other\"")
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), 300_000);
         // The legacy query shape.
@@ -360,25 +357,9 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
     }
     // Nothing cached, nothing in /catalog, a failure event.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cat: Value = wc
-        .http
-        .get(wc.url("/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cat: Value = wc.get("/catalog").fetch().await.json().await.unwrap();
     assert_eq!(cat["entries"], json!([]));
-    let blobs: Value = wc
-        .http
-        .get(wc.url("/blobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blobs: Value = wc.get("/blobs").fetch().await.json().await.unwrap();
     assert_eq!(blobs["blobs"], json!([]));
     assert_eq!(blobs["reserved_bytes"], 0);
     assert!(wc
@@ -410,7 +391,7 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
     let src = sized.url("sized.img");
     wc.add(json!({"name": "sized", "src": src, "size": 5}))
         .await;
-    let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&src)).fetch().await;
     assert_eq!(r.status(), 502);
     assert!(r
         .text()
@@ -449,7 +430,7 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     assert_eq!(wc.entry("a").await["state"], "cached");
     assert_eq!(wc.metric("evictions_total").await, 1);
     // Bigger than the quota: clear error, nothing evicted.
-    let r = wc.http.get(wc.blob(&obig.url("big"))).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&obig.url("big"))).fetch().await;
     assert_eq!(r.status(), 507);
     assert!(r.text().await.unwrap().contains("--max-bytes"));
     // Fill with a (unpinned) + c (pinned); then b needs room: a goes, c stays.
@@ -457,30 +438,22 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     assert_eq!(wc.entry("a").await["state"], "absent");
     assert_eq!(wc.entry("c").await["state"], "cached", "pinned is kept");
     // Two pinned entries fill the quota: "full".
-    let r = wc
-        .http
-        .put(wc.url("/catalog/entries/b"))
-        .json(&json!({"src": ob.url("b"), "pinned": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (st, _) = wc
+        .send_json(
+            reqwest::Method::PUT,
+            "/catalog/entries/b",
+            Some(&json!({"src": ob.url("b"), "pinned": true})),
+        )
+        .await;
+    assert_eq!(st, 200);
     let od = Origin::start(data(100_000, 14));
     wc.add(json!({"name": "d", "src": od.url("d")})).await;
-    let r = wc.http.get(wc.blob(&od.url("d"))).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&od.url("d"))).fetch().await;
     assert_eq!(r.status(), 507);
     let text = r.text().await.unwrap();
     assert!(text.contains("cache full"), "{text}");
     let (used, _, _) = {
-        let v: Value = wc
-            .http
-            .get(wc.url("/blobs"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = wc.get("/blobs").fetch().await.json().await.unwrap();
         (v["used_bytes"].as_u64().unwrap(), 0, 0)
     };
     assert!(used <= 250_000);
@@ -499,29 +472,23 @@ async fn only_http_and_https_origins() {
         let r = wc.add(json!({"name": "x", "src": bad})).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert!(r.text().await.unwrap().contains("http"));
-        let r = wc.http.get(wc.blob(bad)).send().await.unwrap();
+        let r = wc.http.get(wc.blob(bad)).fetch().await;
         assert_eq!(r.status(), 400, "{bad}");
         let r = wc
-            .http
-            .get(wc.url(&format!("/blob?url={}", urlencode(bad))))
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("/blob?url={}", urlencode(bad)))
+            .fetch()
+            .await;
         assert_eq!(r.status(), 400, "{bad}");
     }
-    let r = wc.http.get(wc.url("/b/!!!/x")).send().await.unwrap();
+    let r = wc.get("/b/!!!/x").fetch().await;
     assert_eq!(r.status(), 400);
-    let r = wc.http.get(wc.url("/blob")).send().await.unwrap();
+    let r = wc.get("/blob").fetch().await;
     assert_eq!(r.status(), 400);
     // Import refuses non-http URLs too.
-    let r = wc
-        .http
-        .post(wc.url("/catalog/import"))
-        .json(&json!({"url": "file:///etc/passwd"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (st, _) = wc
+        .post_json("/catalog/import", &json!({"url": "file:///etc/passwd"}))
+        .await;
+    assert_eq!(st, 400);
     wc.stop().await;
 }
 
@@ -549,13 +516,7 @@ async fn catalog_name_rules_and_bad_bodies() {
         let text = r.text().await.unwrap();
         assert!(text.contains(why), "{body}: {text}");
     }
-    let r = wc
-        .http
-        .post(wc.url("/catalog/entries"))
-        .body("not json")
-        .send()
-        .await
-        .unwrap();
+    let r = wc.post("/catalog/entries").body("not json").fetch().await;
     assert_eq!(r.status(), 400);
     let r = wc
         .add(json!({"name": "debian-12+b1_x86.img.zst", "src": src, "size_bytes": 7, "arch": "x86_64"}))
@@ -570,27 +531,20 @@ async fn catalog_name_rules_and_bad_bodies() {
         .add(json!({"name": "debian-12+b1_x86.img.zst", "src": src}))
         .await;
     assert_eq!(r.status(), 409);
-    let r = wc
-        .http
-        .put(wc.url("/catalog/entries/debian-12+b1_x86.img.zst"))
-        .json(&json!({"name": "other", "src": src}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = wc
-        .http
-        .delete(wc.url("/catalog/entries/nope"))
-        .send()
-        .await
-        .unwrap();
+    let (st, _) = wc
+        .send_json(
+            reqwest::Method::PUT,
+            "/catalog/entries/debian-12+b1_x86.img.zst",
+            Some(&json!({"name": "other", "src": src})),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let r = wc.delete("/catalog/entries/nope").fetch().await;
     assert_eq!(r.status(), 404);
     let r = wc
-        .http
-        .delete(wc.url("/catalog/entries/debian-12+b1_x86.img.zst"))
-        .send()
-        .await
-        .unwrap();
+        .delete("/catalog/entries/debian-12+b1_x86.img.zst")
+        .fetch()
+        .await;
     assert_eq!(r.status(), 204);
     wc.stop().await;
 }
@@ -623,9 +577,8 @@ src = "http://127.0.0.1:9/x.img"
                 .post(url)
                 .header("content-type", "application/toml")
                 .body(body)
-                .send()
-                .await
-                .unwrap();
+                .fetch()
+                .await;
             (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
@@ -656,20 +609,16 @@ src = "http://127.0.0.1:9/x.img"
         "version = 1\n[[images]]\nname = \"remote\"\nsrc = \"http://127.0.0.1:9/r.img\"\n",
     ));
     let r = wc
-        .http
-        .post(wc.url("/catalog/import"))
+        .post("/catalog/import")
         .json(&json!({"url": origin.url("catalog.toml")}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["added"], json!(["remote"]));
     let all: Vec<Value> = wc
-        .http
-        .get(wc.url("/catalog/entries"))
-        .send()
+        .get("/catalog/entries")
+        .fetch()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -686,7 +635,7 @@ async fn auth_open_plain_and_hash() {
     // Open: writes work without credentials.
     let wc = start(|_| {}).await;
     assert_eq!(wc.add(json!({"name": "a", "src": src})).await.status(), 201);
-    let r = wc.http.get(wc.url("/ui/catalog")).send().await.unwrap();
+    let r = wc.get("/ui/catalog").fetch().await;
     assert_eq!(r.status(), 200);
     wc.stop().await;
 
@@ -698,15 +647,11 @@ async fn auth_open_plain_and_hash() {
             o.admin_user = "ops".into();
         })
         .await;
-        let r = wc.anonymous().add(json!({"name": "a", "src": src})).await;
+        let r = wc.add(json!({"name": "a", "src": src})).await;
         assert_eq!(r.status(), 401);
-        assert!(r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Basic"));
+        assert!(header(r.headers(), "www-authenticate").starts_with("Basic"));
         let post = |user: &str, pw: &str| {
-            wc.http
-                .post(wc.url("/catalog/entries"))
+            wc.post("/catalog/entries")
                 .basic_auth(user, Some(pw))
                 .json(&json!({"name": "a", "src": src}))
                 .send()
@@ -721,86 +666,62 @@ async fn auth_open_plain_and_hash() {
             "/catalog/entries",
             "/downloads",
         ] {
-            let r = wc.http.get(wc.url(p)).send().await.unwrap();
+            let r = wc.get(p).fetch().await;
             assert_eq!(r.status(), 401, "{p}");
         }
         let r = wc
-            .http
-            .delete(wc.url(&format!("/blobs/{}", "a".repeat(64))))
-            .send()
-            .await
-            .unwrap();
+            .delete(&format!("/blobs/{}", "a".repeat(64)))
+            .fetch()
+            .await;
         assert_eq!(r.status(), 401);
         // Reads stay open: the fleet never logs in.
         for p in ["/healthz", "/catalog", "/metrics"] {
-            let r = wc.http.get(wc.url(p)).send().await.unwrap();
+            let r = wc.get(p).fetch().await;
             assert_eq!(r.status(), 200, "{p}");
         }
         let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
         assert_eq!(st, 200);
         assert_eq!(b, body);
         // UI: redirect to login; a login sets a session cookie that works.
-        let r = wc.http.get(wc.url("/ui/catalog")).send().await.unwrap();
+        let r = wc.get("/ui/catalog").fetch().await;
         assert_eq!(r.status(), 303);
         assert_eq!(r.headers()["location"], "/ui/login");
         let r = wc
-            .http
-            .post(wc.url("/ui/login"))
+            .post("/ui/login")
             .form(&[("user", "ops"), ("password", "nope")])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 401);
         let r = wc
-            .http
-            .post(wc.url("/ui/login"))
+            .post("/ui/login")
             .form(&[("user", "ops"), ("password", "s3cret-pw")])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 303);
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let cookie = cookie_pair(r.headers());
         let r = wc
-            .http
-            .get(wc.url("/ui/catalog"))
+            .get("/ui/catalog")
             .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("auth.img"));
         // The session also works for the API; a foreign Origin does not.
-        let r = wc
-            .http
-            .get(wc.url("/events"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = wc.get("/events").header("cookie", &cookie).fetch().await;
         assert_eq!(r.status(), 200);
         let r = wc
-            .http
-            .post(wc.url("/ui/catalog/delete"))
+            .post("/ui/catalog/delete")
             .header("cookie", &cookie)
             .header("origin", "http://evil.example")
             .form(&[("name", "a")])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 403);
         let kinds: Vec<String> = wc
-            .http
-            .get(wc.url("/events?limit=100"))
+            .get("/events?limit=100")
             .basic_auth("ops", Some("s3cret-pw"))
-            .send()
+            .fetch()
             .await
-            .unwrap()
             .json::<Vec<Value>>()
             .await
             .unwrap()
@@ -819,45 +740,27 @@ async fn misses_events_metrics_and_one_click_fetch() {
     let origin = Origin::start(body.clone());
     let wc = start(|_| {}).await;
     let src = origin.url("vendor/cuda.run?sig=abc");
-    let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&src)).fetch().await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
     assert!(r.text().await.unwrap().contains("cache miss"));
-    let r = wc.http.head(wc.blob(&src)).send().await.unwrap();
+    let r = wc.http.head(wc.blob(&src)).fetch().await;
     assert_eq!(r.status(), 404, "HEAD misses are recorded too");
     assert_eq!(origin.requests(), 0, "a miss never reaches the origin");
-    let misses: Vec<Value> = wc
-        .http
-        .get(wc.url("/misses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let misses: Vec<Value> = wc.get("/misses").fetch().await.json().await.unwrap();
     assert_eq!(misses.len(), 1);
     assert_eq!(misses[0]["src"], src.as_str());
     assert_eq!(misses[0]["count"], 2);
     assert_eq!(wc.metric("misses_total").await, 2);
     // One click: the miss becomes a catalog entry and is downloaded.
     let r = wc
-        .http
-        .post(wc.url("/ui/misses/fetch"))
+        .post("/ui/misses/fetch")
         .form(&[("url", src.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     wc.wait_cached("cuda.run").await;
-    let misses: Vec<Value> = wc
-        .http
-        .get(wc.url("/misses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let misses: Vec<Value> = wc.get("/misses").fetch().await.json().await.unwrap();
     assert!(misses.is_empty(), "a stored URL is no longer a miss");
     for _ in 0..3 {
         let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
@@ -869,15 +772,7 @@ async fn misses_events_metrics_and_one_click_fetch() {
     assert_eq!(wc.metric("origin_bytes_total").await, 50_000);
     assert_eq!(wc.metric("stored_bytes").await, 50_000);
     // /catalog lists it with the measured sha and size.
-    let cat: Value = wc
-        .http
-        .get(wc.url("/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cat: Value = wc.get("/catalog").fetch().await.json().await.unwrap();
     assert_eq!(cat["entries"][0]["name"], "cuda.run");
     assert_eq!(cat["entries"][0]["sha256"], sha(&body).as_str());
     assert_eq!(cat["entries"][0]["size"], 50_000);
@@ -902,7 +797,7 @@ async fn misses_events_metrics_and_one_click_fetch() {
     }
     // UI pages render.
     for p in ["/ui/catalog", "/ui/misses", "/ui/events", "/ui/settings"] {
-        let r = wc.http.get(wc.url(p)).send().await.unwrap();
+        let r = wc.get(p).fetch().await;
         assert_eq!(r.status(), 200, "{p}");
     }
     wc.stop().await;
@@ -933,37 +828,14 @@ async fn delete_blob_and_restart_keeps_the_index() {
     assert_eq!(origin.requests(), 1, "served from disk after restart");
     let digest = sha(&body);
     assert!(wc.dir.path().join("blobs/sha256").join(&digest).exists());
-    let r = wc
-        .http
-        .delete(wc.url("/blobs/not-a-digest"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete("/blobs/not-a-digest").fetch().await;
     assert_eq!(r.status(), 400);
-    let r = wc
-        .http
-        .delete(wc.url(&format!("/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete(&format!("/blobs/{digest}")).fetch().await;
     assert_eq!(r.status(), 204);
-    let r = wc
-        .http
-        .delete(wc.url(&format!("/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete(&format!("/blobs/{digest}")).fetch().await;
     assert_eq!(r.status(), 404);
     assert!(!wc.dir.path().join("blobs/sha256").join(&digest).exists());
-    let cat: Value = wc
-        .http
-        .get(wc.url("/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cat: Value = wc.get("/catalog").fetch().await.json().await.unwrap();
     assert_eq!(cat["entries"], json!([]));
     wc.stop().await;
 }
@@ -1090,23 +962,13 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     wc.add(json!({"name": "two", "src": o2.url("2")})).await;
     for n in ["one", "two"] {
         let r = wc
-            .http
-            .post(wc.url(&format!("/catalog/entries/{n}/download")))
-            .send()
-            .await
-            .unwrap();
+            .post(&format!("/catalog/entries/{n}/download"))
+            .fetch()
+            .await;
         assert_eq!(r.status(), 202);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let d: Value = wc
-        .http
-        .get(wc.url("/downloads"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = wc.get("/downloads").fetch().await.json().await.unwrap();
     let mut phases: Vec<&str> = d["downloads"]
         .as_array()
         .unwrap()
@@ -1124,15 +986,7 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     o3.with(|c| c.no_length = true);
     wc.add(json!({"name": "three", "src": o3.url("3")})).await;
     wc.download("three").await;
-    let blobs: Value = wc
-        .http
-        .get(wc.url("/blobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blobs: Value = wc.get("/blobs").fetch().await.json().await.unwrap();
     assert!(
         blobs["used_bytes"].as_u64().unwrap() <= 1_000_000,
         "{blobs}"
@@ -1141,17 +995,15 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     // outgrows the room fails while downloading, with the quota message.
     for n in ["one", "two", "three"] {
         let e = wc.entry(n).await;
-        wc.http
-            .put(wc.url(&format!("/catalog/entries/{n}")))
+        wc.put(&format!("/catalog/entries/{n}"))
             .json(&json!({"src": e["src"], "pinned": true}))
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
     }
     let o4 = Origin::start(data(3_000_000, 72));
     o4.with(|c| c.no_length = true);
     wc.add(json!({"name": "four", "src": o4.url("4")})).await;
-    let r = wc.http.get(wc.blob(&o4.url("4"))).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&o4.url("4"))).fetch().await;
     // Headers went out (chunked) before the quota ran out: the body must
     // not complete.
     if r.status() == 200 {
@@ -1170,19 +1022,9 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
         .any(|e| e["kind"] == "download.failed"
             && e["summary"].as_str().unwrap().contains("cache full")));
     // Python-compatible delete by query.
-    let r = wc
-        .http
-        .delete(wc.url("/catalog/entries?name=four"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete("/catalog/entries?name=four").fetch().await;
     assert_eq!(r.status(), 204);
-    let r = wc
-        .http
-        .delete(wc.url("/catalog/entries"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete("/catalog/entries").fetch().await;
     assert_eq!(r.status(), 400);
     wc.stop().await;
 }
