@@ -300,6 +300,14 @@ impl WebClient {
             .await
     }
 
+    /// `PUT /api/machines/{mac}`, which must succeed (200 or 201): the
+    /// machine as saved.
+    pub async fn put_machine_ok(&self, mac: &str, body: &Value) -> Value {
+        let (s, v) = self.put_machine(mac, body).await;
+        assert!(s == 200 || s == 201, "PUT {mac}: {s} {v}");
+        v
+    }
+
     /// Set `mac` to flash `debian-12` onto disk `BTYTEST` in `mode`
     /// (asserts 200 or 201).
     pub async fn flash(&self, mac: &str, mode: BootMode) {
@@ -364,7 +372,7 @@ pub fn is_parked(script: &str) -> bool {
 /// A simulated `bty` agent for one machine: PXE contact, plan, progress,
 /// done, over the open endpoints the real agent uses, with `bty-proto`'s
 /// types. Errors are values (for tests that return `anyhow::Result`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SimAgent {
     client: WebClient,
     /// The machine.
@@ -394,7 +402,8 @@ impl SimAgent {
         Ok(())
     }
 
-    fn token(&self) -> anyhow::Result<String> {
+    /// The token of the flash plan taken.
+    pub fn token(&self) -> anyhow::Result<String> {
         self.plan
             .as_ref()
             .and_then(|p| p.token.clone())
