@@ -2,15 +2,19 @@
 # VM power-on -> flashed -> booted-from-disk seconds for one BIOS flash
 # (issue 6's benchmark line; target < 30 s for 256 MiB under KVM).
 #
-# Runs the e2e test bios_flash_once_from_withcache_then_boots_the_disk
-# with BTY_E2E_IMAGE_MIB set (the whole real chain: SeaBIOS, qemu's iPXE
-# ROM, `bty-lab serve`, withcache, the netboot env, the agent writing a
-# virtio disk, reboot, sanboot) and extracts the timing line it prints.
+# Runs the e2e test readme_serve_bios_one_bootfile_flashes_and_boots with
+# BTY_E2E_IMAGE_MIB set: the README's path, whole and real (the bty-lab the
+# README builds, `bty-lab serve --tftp-port 69` with no --netboot, so it
+# brings its own netboot media; `bty-lab image add`; SeaBIOS, qemu's iPXE
+# ROM, DHCP handing out undionly.kpxe alone, bty-tftp's chain script,
+# withcache, the agent writing a virtio disk, reboot, sanboot) and
+# extracts the timing line it prints.
 #
 # Usage: bench/vm-flash.sh [MiB ...]          (default: 6 256)
-# Needs: root, the e2e packages (docs/testing-e2e.md), a bty-lab binary in
-# BTY_LAB_STATIC_BIN or BTY_LAB_BIN, the netboot media (BTY_E2E_MEDIA, else
-# `bty-lab media build` of that binary). Output: bench/out/vm-flash.txt
+# Needs: root, the e2e packages (docs/testing-e2e.md). The bty-lab is
+# $BTY_LAB_README_BIN, else the README's `cargo install --locked --path .`
+# into target/readme (a release build: minutes the first time).
+# Output: bench/out/vm-flash.txt
 #
 # The VM always runs under TCG (qemu's software CPU): on this host a Linux
 # kernel stalls under KVM (crates/bty-e2e/src/vm.rs), so the figures are
@@ -23,20 +27,22 @@ out=bench/out
 mkdir -p "$out"
 sizes=("$@")
 [ ${#sizes[@]} -eq 0 ] && sizes=(6 256)
-if [ -z "${BTY_LAB_STATIC_BIN:-}${BTY_LAB_BIN:-}" ]; then
-  cargo build -p bty-lab >&2
-  export BTY_LAB_BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/debug/bty-lab
+if [ -z "${BTY_LAB_README_BIN:-}" ]; then
+  cargo install --locked --path . --root target/readme >&2
+  export BTY_LAB_README_BIN=$PWD/target/readme/bin/bty-lab
 fi
+echo "bty-lab: $BTY_LAB_README_BIN ($("$BTY_LAB_README_BIN" --version))" >&2
 accel="tcg (qemu software CPU; /dev/kvm $([ -e /dev/kvm ] && echo present but not used: kernels stall under KVM here || echo absent))"
 {
   echo "# bench/vm-flash.sh $(date -u +%FT%TZ) $(nproc) cores, accel: $accel"
+  echo "# bty-lab: $BTY_LAB_README_BIN ($("$BTY_LAB_README_BIN" --version)), the README's build and path"
   echo "# image MiB | power-on -> flash script s | -> flashed s | -> booted from disk s | MiB / (flashed - script) s, kernel boot included"
 } >"$out/vm-flash.txt"
 for mib in "${sizes[@]}"; do
   log="$out/vm-flash-$mib.log"
   echo "flashing a $mib MiB image in a VM (TCG: minutes)..." >&2
   if ! BTY_E2E_IMAGE_MIB=$mib BTY_REQUIRE_TOOLS=1 cargo test -p bty-e2e --test flash \
-      bios_flash_once_from_withcache_then_boots_the_disk -- --exact --nocapture >"$log" 2>&1; then
+      readme_serve_bios_one_bootfile_flashes_and_boots -- --exact --nocapture >"$log" 2>&1; then
     echo "the $mib MiB run failed; see $log" >&2
     exit 1
   fi
@@ -47,4 +53,10 @@ for mib in "${sizes[@]}"; do
   printf '%9s | %26s | %12s | %20s | %s\n' "$mib" "$a" "$b" "$c" "$rate" >>"$out/vm-flash.txt"
 done
 cat "$out/vm-flash.txt"
+# The same figures as one line per size, power-on first.
+while IFS='|' read -r mib a b c _; do
+  case $mib in \#*) continue ;; esac
+  printf 'image %s MiB: power-on -> flashed %s s -> booted from disk %s s (flash script at %s s)\n' \
+    "$(echo $mib)" "$(echo $b)" "$(echo $c)" "$(echo $a)"
+done <"$out/vm-flash.txt"
 echo "target (issue 6): 256 MiB power-on -> booted from disk < 30 s under KVM; these are TCG figures"

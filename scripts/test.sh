@@ -44,6 +44,9 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # the stable toolchain accept them.
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run packet -- -max_total_time=45)
 
+step "fuzz the agent's qcow2 header and cluster map (bounded)"
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run qcow2 -- -max_total_time=30)
+
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 

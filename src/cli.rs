@@ -11,7 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// and bty-tftp images, and drives Docker or Podman through the engine API.
 /// `bty-lab serve` runs the whole stack in one process with no engine.
 #[derive(Debug, Parser)]
-#[command(name = "bty-lab", version, propagate_version = true)]
+#[command(
+    name = "bty-lab",
+    version,
+    propagate_version = true,
+    after_help = crate::exit::help()
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -489,6 +494,17 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Exit status:"), "{help}");
+        assert!(help.contains("  3  refused"), "{help}");
+        // Subcommands keep their own help short.
+        let mut cmd = Cli::command();
+        let deploy = cmd.find_subcommand_mut("deploy").unwrap().render_help();
+        assert!(!deploy.to_string().contains("Exit status:"));
     }
 
     #[test]

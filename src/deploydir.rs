@@ -1,5 +1,7 @@
-//! The deploy directory on disk: the manifest (`.bty-lab.toml`), envvars,
-//! atomic writes, the data layout and the bty.toml migration.
+//! The deploy directory on disk: atomic writes of the rendered files, what
+//! in DEST is foreign, the data layout and its owners, the bty.toml
+//! migration and where bty-web's boot dir lands on the host. The manifest
+//! is [`crate::manifest`]'s, envvars' text [`crate::envvars`]'s.
 
 use std::fs;
 use std::io::Write as _;
@@ -8,15 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::render::{File, Settings};
+use crate::envvars;
+use crate::manifest::{self, Manifest};
+use crate::render::File;
 use crate::stack;
-
-/// Name of the manifest recording a deploy's settings.
-pub const MANIFEST: &str = ".bty-lab.toml";
 
 /// Files bty-lab writes into DEST (anything else there is foreign).
 const OURS: &[&str] = &[
-    MANIFEST,
+    manifest::FILE,
     "compose.yml",
     "bty.toml",
     "README.md",
@@ -41,45 +42,6 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
         }
     }
     Ok(out)
-}
-
-/// Read DEST's manifest, if this is a bty-lab deploy dir.
-pub fn read_manifest(dest: &Path) -> Result<Option<Settings>> {
-    let path = dest.join(MANIFEST);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let s: Settings =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(Some(s))
-}
-
-/// Like [`read_manifest`] but a missing manifest is an error naming the fix.
-pub fn require_manifest(dest: &Path, cmd: &str) -> Result<Settings> {
-    match read_manifest(dest)? {
-        Some(s) => Ok(s),
-        None => bail!(
-            "{} is not a bty-lab deploy (no {MANIFEST}); run `bty-lab deploy {}` first, \
-             or pass the right DEST to `bty-lab {cmd}`",
-            dest.display(),
-            dest.display()
-        ),
-    }
-}
-
-/// The manifest file for `s`.
-pub fn manifest_file(s: &Settings) -> Result<File> {
-    let body = toml::to_string_pretty(s).context("encoding the manifest")?;
-    Ok(File {
-        rel: MANIFEST.into(),
-        contents: format!(
-            "# bty-lab deploy settings, read back by upgrade, passwd, purge and status.\n\
-             # Change them with `bty-lab deploy --force` flags, not by hand.\n{body}"
-        ),
-        mode: 0o644,
-    })
 }
 
 /// Names in DEST that bty-lab did not write.
@@ -119,27 +81,29 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
     }
     let dir = path.parent().context("file has no parent directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()?;
+    let name = path.file_name().context("file has no name")?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    write_synced(&tmp, contents, mode).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(if old.is_some() {
         Change::Updated
     } else {
         Change::Created
     })
+}
+
+/// Write `path` afresh with `mode`, on disk when this returns.
+fn write_synced(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Write every file under DEST; returns what changed, for the report.
@@ -150,99 +114,6 @@ pub fn write_files(dest: &Path, files: &[File]) -> Result<Vec<(PathBuf, Change)>
         out.push((f.rel.clone(), c));
     }
     Ok(out)
-}
-
-/// Parsed `KEY=VALUE` lines of envvars (quotes removed), in file order.
-pub fn parse_envvars(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let v = if v.len() >= 2
-            && ((v.starts_with('\'') && v.ends_with('\''))
-                || (v.starts_with('"') && v.ends_with('"')))
-        {
-            &v[1..v.len() - 1]
-        } else {
-            v
-        };
-        out.push((k.trim().to_string(), v.to_string()));
-    }
-    out
-}
-
-/// Read DEST/envvars.
-pub fn read_envvars(dest: &Path) -> Result<Vec<(String, String)>> {
-    let p = dest.join("envvars");
-    let t = fs::read_to_string(&p).with_context(|| {
-        format!(
-            "reading {} (re-create it with `bty-lab deploy --force {}`)",
-            p.display(),
-            dest.display()
-        )
-    })?;
-    Ok(parse_envvars(&t))
-}
-
-/// Set keys in envvars text, keeping every other line and comment.
-pub fn set_envvars(text: &str, updates: &[(&str, &str)]) -> String {
-    let mut done = vec![false; updates.len()];
-    let mut out = String::new();
-    for line in text.lines() {
-        let key = line
-            .trim()
-            .split_once('=')
-            .map(|(k, _)| k.trim().to_string());
-        if let Some(i) = key.and_then(|k| updates.iter().position(|(u, _)| *u == k)) {
-            out.push_str(&format!("{}='{}'\n", updates[i].0, updates[i].1));
-            done[i] = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    for (i, (k, v)) in updates.iter().enumerate() {
-        if !done[i] {
-            out.push_str(&format!("{k}='{v}'\n"));
-        }
-    }
-    out
-}
-
-/// envvars keys of the bty-web → withcache service token (one value).
-pub const SERVICE_TOKEN_KEYS: [&str; 2] = ["BTY_WITHCACHE_TOKEN", "WITHCACHE_API_TOKEN"];
-
-/// envvars text with the service token keys added when one is missing
-/// (deploys from before the token), every other line kept; `None` when
-/// both are there. A key present alone lends its value to the other.
-pub fn add_service_token(text: &str, fresh: &str) -> Option<String> {
-    let vars = parse_envvars(text);
-    let value = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let [web, cache] = SERVICE_TOKEN_KEYS.map(value);
-    if web.is_some() && cache.is_some() {
-        return None;
-    }
-    let token = web.or(cache).unwrap_or_else(|| fresh.to_string());
-    let mut out = text.to_string();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str(
-        "\n# bty-web -> withcache service token (added by bty-lab): bty-web adds images\n\
-         # to withcache's catalog with it. The same value twice, as each container\n\
-         # gets only its own key.\n",
-    );
-    Some(set_envvars(
-        &out,
-        &SERVICE_TOKEN_KEYS.map(|k| (k, token.as_str())),
-    ))
 }
 
 /// Add keys a new version of bty-web needs to an existing bty.toml,
@@ -268,8 +139,13 @@ pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)
             }
         }
     }
-    // Defaults an older bty-lab wrote that this one changed: moved only when
-    // the operator left the old default in place.
+    move_defaults(&mut doc, &mut added);
+    Ok((doc.to_string(), added))
+}
+
+/// Defaults an older bty-lab wrote that this one changed: moved only when
+/// the operator left the old default in place.
+fn move_defaults(doc: &mut toml_edit::DocumentMut, added: &mut Vec<String>) {
     for (section, key, from, to) in MOVED_DEFAULTS {
         let Some(t) = doc.get_mut(section).and_then(|i| i.as_table_mut()) else {
             continue;
@@ -279,7 +155,6 @@ pub fn migrate_bty_toml(text: &str, fresh: &str) -> Result<(String, Vec<String>)
             added.push(format!("[{section}] {key} moved from {from:?} to {to:?}"));
         }
     }
-    Ok((doc.to_string(), added))
 }
 
 /// (section, key, old default, new default). `[boot] dir` moved out of the
@@ -290,7 +165,7 @@ const MOVED_DEFAULTS: &[(&str, &str, &str, &str)] =
 
 /// Create the bind-mount layout with the owners the containers run as.
 /// Returns the directories created. Needs root for the chown.
-pub fn make_data_layout(s: &Settings) -> Result<Vec<PathBuf>> {
+pub fn make_data_layout(s: &Manifest) -> Result<Vec<PathBuf>> {
     let mut made = Vec::new();
     for svc in s.services() {
         let Some((sub, _)) = svc.data else { continue };
@@ -353,13 +228,13 @@ pub fn is_root() -> bool {
 /// bty-web's boot dir on the host and the kernel/initrd names, from DEST's
 /// bty.toml with envvars' BTY_BOOT_* overrides (what the container will see).
 /// None when `[boot] dir` is outside the bind-mounted state dir.
-pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
+pub fn boot_target(s: &Manifest) -> Result<Option<(PathBuf, [String; 2])>> {
     let path = s.dest.join("bty.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let cfg = bty_web::Config::from_toml_str(&text)
         .with_context(|| format!("parsing {}", path.display()))?;
-    let vars = read_envvars(&s.dest)?;
+    let vars = envvars::read(&s.dest)?;
     let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let dir = var("BTY_BOOT_DIR")
         .map(PathBuf::from)
@@ -377,49 +252,6 @@ pub fn boot_target(s: &Settings) -> Result<Option<(PathBuf, [String; 2])>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envvars_parse_quotes_and_comments() {
-        let v = parse_envvars("# c\nA='$x$y'\nB=\"q\"\nexport C=plain\n\nbad line\n");
-        assert_eq!(
-            v,
-            vec![
-                ("A".into(), "$x$y".into()),
-                ("B".into(), "q".into()),
-                ("C".into(), "plain".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn set_envvars_replaces_in_place_and_appends() {
-        let t = "# keep\nA='1'\nB='2'\n";
-        let out = set_envvars(t, &[("B", "3"), ("C", "4")]);
-        assert_eq!(out, "# keep\nA='1'\nB='3'\nC='4'\n");
-    }
-
-    #[test]
-    fn service_token_is_added_once_keeping_every_line() {
-        let old = "# mine\nBTY_ADMIN_PASSWORD_HASH='$a$b'\nWITHCACHE_LOG='debug'";
-        let out = add_service_token(old, "tok-0123456789abcdef").unwrap();
-        assert!(out.starts_with(&format!("{old}\n")), "{out}");
-        let v = parse_envvars(&out);
-        let get = |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.as_str());
-        assert_eq!(get("BTY_WITHCACHE_TOKEN"), Some("tok-0123456789abcdef"));
-        assert_eq!(get("WITHCACHE_API_TOKEN"), Some("tok-0123456789abcdef"));
-        assert_eq!(get("BTY_ADMIN_PASSWORD_HASH"), Some("$a$b"));
-        assert_eq!(add_service_token(&out, "other"), None, "added twice");
-        // One key alone: the other gets its value, not a new one.
-        let half = "WITHCACHE_API_TOKEN='kept-0123456789abcdef'\n";
-        let out = add_service_token(half, "fresh").unwrap();
-        assert_eq!(
-            parse_envvars(&out),
-            vec![
-                ("WITHCACHE_API_TOKEN".into(), "kept-0123456789abcdef".into()),
-                ("BTY_WITHCACHE_TOKEN".into(), "kept-0123456789abcdef".into())
-            ]
-        );
-    }
 
     #[test]
     fn migration_keeps_edits_and_comments_and_adds_missing() {

@@ -44,6 +44,16 @@ pub fn get(url: &str, basic: Option<(&str, &str)>, timeout: Duration) -> Result<
         .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    s.write_all(request(&hostport, &path, basic).as_bytes())?;
+    let mut buf = Vec::new();
+    s.take(1 << 20)
+        .read_to_end(&mut buf)
+        .context("reading the response")?;
+    parse_response(url, &String::from_utf8_lossy(&buf))
+}
+
+/// The HTTP/1.0 GET request, with Basic auth when given.
+fn request(hostport: &str, path: &str, basic: Option<(&str, &str)>) -> String {
     let mut req = format!(
         "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: bty-lab\r\nConnection: close\r\n"
     );
@@ -52,20 +62,18 @@ pub fn get(url: &str, basic: Option<(&str, &str)>, timeout: Duration) -> Result<
         req.push_str(&format!("Authorization: Basic {token}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut buf = Vec::new();
-    s.take(1 << 20)
-        .read_to_end(&mut buf)
-        .context("reading the response")?;
-    let text = String::from_utf8_lossy(&buf);
+    req
+}
+
+/// (status, body) of a response to `url`.
+fn parse_response(url: &str, text: &str) -> Result<(u16, String)> {
     let status_line = text.lines().next().unwrap_or_default();
-    let code: u16 = match status_line
+    let code = status_line
         .split_whitespace()
         .nth(1)
-        .and_then(|c| c.parse().ok())
-    {
-        Some(c) => c,
-        None => bail!("not an HTTP response from {url}: {status_line:?}"),
+        .and_then(|c| c.parse().ok());
+    let Some(code) = code else {
+        bail!("not an HTTP response from {url}: {status_line:?}");
     };
     let body = text
         .split_once("\r\n\r\n")

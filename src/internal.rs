@@ -18,44 +18,54 @@ pub async fn run(cmd: Internal) -> Result<()> {
     match cmd {
         Internal::Healthcheck { url } => healthcheck(&url),
         Internal::DummyHttp { listen } => dummy_http(listen, shutdown_signal()).await,
-        Internal::Web => {
-            services::init_tracing();
-            let path = std::env::var_os("BTY_CONFIG_FILE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/etc/bty/bty.toml".into());
-            let config = services::web_config(&path)?;
-            seed_boot_dir(&config);
-            let listen = config.listen_addr()?;
-            services::web(config, bind_tcp(listen).await?, shutdown_signal()).await
-        }
-        Internal::Withcache => {
-            services::init_tracing();
-            let listen = env_addr("WITHCACHE_LISTEN", "0.0.0.0:3000")?;
-            let data = std::env::var_os("WITHCACHE_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/data".into());
-            let opts = withcache::Options::from_env(data);
-            services::withcache(opts, bind_tcp(listen).await?, shutdown_signal()).await
-        }
-        Internal::Tftp => {
-            services::init_tracing();
-            let listen = env_addr("BTY_TFTP_LISTEN", "0.0.0.0:69")?;
-            let root = std::env::var_os("BTY_TFTP_ROOT")
-                .filter(|r| !r.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| stack::IMAGE_BOOT_DIR.into());
-            let rules = second_stage_from_env()?;
-            let sock = tokio::net::UdpSocket::bind(listen)
-                .await
-                .with_context(|| format!("binding udp {listen}"))?;
-            tracing::info!(
-                "bty-tftp on udp {listen}, serving {}; {}",
-                root.display(),
-                services::describe_second_stage(&rules)
-            );
-            services::tftp(root, sock, rules, shutdown_signal()).await
-        }
+        Internal::Web => web().await,
+        Internal::Withcache => cache().await,
+        Internal::Tftp => tftp().await,
     }
+}
+
+/// bty-web from `$BTY_CONFIG_FILE` (default /etc/bty/bty.toml) + BTY_* env,
+/// after placing the media the image carries.
+async fn web() -> Result<()> {
+    services::init_tracing();
+    let path = std::env::var_os("BTY_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/bty/bty.toml".into());
+    let config = services::web_config(&path)?;
+    seed_boot_dir(&config);
+    let listen = config.listen_addr()?;
+    services::web(config, bind_tcp(listen).await?, shutdown_signal()).await
+}
+
+/// withcache from WITHCACHE_* env, data in `$WITHCACHE_DATA_DIR` (/data).
+async fn cache() -> Result<()> {
+    services::init_tracing();
+    let listen = env_addr("WITHCACHE_LISTEN", "0.0.0.0:3000")?;
+    let data = std::env::var_os("WITHCACHE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/data".into());
+    let opts = withcache::Options::from_env(data);
+    services::withcache(opts, bind_tcp(listen).await?, shutdown_signal()).await
+}
+
+/// bty-tftp serving `$BTY_TFTP_ROOT` (the image's boot dir).
+async fn tftp() -> Result<()> {
+    services::init_tracing();
+    let listen = env_addr("BTY_TFTP_LISTEN", "0.0.0.0:69")?;
+    let root = std::env::var_os("BTY_TFTP_ROOT")
+        .filter(|r| !r.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| stack::IMAGE_BOOT_DIR.into());
+    let rules = second_stage_from_env()?;
+    let sock = tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("binding udp {listen}"))?;
+    let breaker = services::describe_second_stage(&rules);
+    tracing::info!(
+        "bty-tftp on udp {listen}, serving {}; {breaker}",
+        root.display()
+    );
+    services::tftp(root, sock, rules, shutdown_signal()).await
 }
 
 /// The loop breaker from `BTY_TFTP_SECOND_STAGE` (deploy renders it with
@@ -86,20 +96,12 @@ fn seed_boot_dir(config: &bty_web::Config) {
     let m = match Media::from_dir(image) {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!(
-                "reading the image's netboot media in {}: {e:#}",
-                image.display()
-            );
-            return;
+            let at = image.display();
+            return tracing::warn!("reading the image's netboot media in {at}: {e:#}");
         }
     };
-    match media::place(
-        &m,
-        &boot,
-        &config.boot.kernel,
-        &config.boot.initrd,
-        Mode::Auto,
-    ) {
+    let (kernel, initrd) = (&config.boot.kernel, &config.boot.initrd);
+    match media::place(&m, &boot, kernel, initrd, Mode::Auto) {
         Ok(placed) => {
             for (warn, line) in media::summary(&m, &boot, &placed) {
                 if warn {
@@ -143,38 +145,40 @@ pub async fn shutdown_signal() {
 pub fn healthcheck(url: &str) -> Result<()> {
     let timeout = Duration::from_secs(2);
     if let Some(rest) = url.strip_prefix("tftp://") {
-        let (hostport, file) = rest.split_once('/').unwrap_or((rest, "undionly.kpxe"));
-        let addr: SocketAddr = hostport
-            .parse()
-            .with_context(|| format!("{hostport}: need ip:port"))?;
-        let bind = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        };
-        let s = UdpSocket::bind(bind)?;
-        s.set_read_timeout(Some(timeout))?;
-        let mut rrq = vec![0, 1];
-        rrq.extend_from_slice(file.as_bytes());
-        rrq.push(0);
-        rrq.extend_from_slice(b"octet\0");
-        s.send_to(&rrq, addr)?;
-        let mut buf = [0u8; 1024];
-        let (n, from) = s
-            .recv_from(&mut buf)
-            .with_context(|| format!("no TFTP answer from {addr}"))?;
-        if n >= 4 && buf[1] == 3 {
-            // Be polite: ERROR (opcode 5, code 0) ends the transfer we started.
-            let _ = s.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from);
-        }
-        if n < 4 || !matches!(buf[1], 3 | 5 | 6) {
-            bail!("unexpected TFTP reply from {addr}");
-        }
-        return Ok(());
+        return tftp_answers(rest, timeout);
     }
     let (code, _) = http::get(url, None, timeout)?;
     if code != 200 {
         bail!("{url} answered {code}");
+    }
+    Ok(())
+}
+
+/// Does the TFTP server at `HOST:PORT[/FILE]` answer a read request?
+fn tftp_answers(rest: &str, timeout: Duration) -> Result<()> {
+    let (hostport, file) = rest.split_once('/').unwrap_or((rest, "undionly.kpxe"));
+    let addr: SocketAddr = hostport
+        .parse()
+        .with_context(|| format!("{hostport}: need ip:port"))?;
+    let bind = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.set_read_timeout(Some(timeout))?;
+    let rrq = [&[0, 1], file.as_bytes(), b"\0octet\0"].concat();
+    s.send_to(&rrq, addr)?;
+    let mut buf = [0u8; 1024];
+    let (n, from) = s
+        .recv_from(&mut buf)
+        .with_context(|| format!("no TFTP answer from {addr}"))?;
+    if n >= 4 && buf[1] == 3 {
+        // Be polite: ERROR (opcode 5, code 0) ends the transfer we started.
+        let _ = s.send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from);
+    }
+    if n < 4 || !matches!(buf[1], 3 | 5 | 6) {
+        bail!("unexpected TFTP reply from {addr}");
     }
     Ok(())
 }
@@ -201,40 +205,34 @@ pub async fn serve_dummy(
     eprintln!("dummy-http listening on {listen}");
     tokio::pin!(shutdown);
     loop {
-        let (mut sock, _) = tokio::select! {
+        let (sock, _) = tokio::select! {
             r = l.accept() => r?,
             _ = &mut shutdown => return Ok(()),
         };
-        let hash = hash.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let status = if path == "/healthz" {
-                "200 OK"
-            } else {
-                let ok = tokio::task::spawn_blocking(move || basic_ok(&req, hash.as_deref()))
-                    .await
-                    .unwrap_or(false);
-                if ok {
-                    "200 OK"
-                } else {
-                    "401 Unauthorized"
-                }
-            };
-            let body = if status.starts_with("200") {
-                "{\"status\":\"ok\"}"
-            } else {
-                "{\"message\":\"login required\"}"
-            };
-            let resp = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
+        tokio::spawn(answer_dummy(sock, hash.clone()));
     }
+}
+
+/// One request to the dummy: `/healthz` is open, the rest needs the login.
+async fn answer_dummy(mut sock: tokio::net::TcpStream, hash: Option<String>) {
+    let mut buf = vec![0u8; 8192];
+    let n = sock.read(&mut buf).await.unwrap_or(0);
+    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+    let open = req.split_whitespace().nth(1) == Some("/healthz");
+    let ok = open
+        || tokio::task::spawn_blocking(move || basic_ok(&req, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let (status, body) = if ok {
+        ("200 OK", "{\"status\":\"ok\"}")
+    } else {
+        ("401 Unauthorized", "{\"message\":\"login required\"}")
+    };
+    let resp = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
 }
 
 fn basic_ok(req: &str, hash: Option<&str>) -> bool {

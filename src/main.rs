@@ -7,12 +7,20 @@
 
 mod cli;
 mod cmd;
+mod containers;
 mod deploydir;
+mod elf;
 mod engine;
+mod envvars;
+mod exit;
+mod health;
 mod hostaddr;
 mod http;
+mod images;
 mod internal;
+mod manifest;
 mod media;
+mod ports;
 mod quadlet;
 mod render;
 mod secrets;
@@ -28,7 +36,7 @@ use clap::{CommandFactory as _, Parser as _};
 
 use cli::{Cli, Command};
 
-/// Was this binary started as the agent (argv[0]'s file name is `bty`)?
+/// Was this binary started as the agent (`argv[0]`'s file name is `bty`)?
 fn invoked_as_agent(argv0: Option<&OsString>) -> bool {
     argv0
         .and_then(|a| Path::new(a).file_name())
@@ -39,57 +47,52 @@ fn main() -> ExitCode {
     if invoked_as_agent(std::env::args_os().next().as_ref()) {
         return bty_agent::cli::main(std::env::args_os());
     }
-    let cli = Cli::parse();
     // The agent and the media commands are synchronous: no runtime.
-    let cli = match cli.command {
+    match Cli::parse().command {
         Command::Agent { args } => {
             let argv0 = OsString::from("bty-lab agent");
-            return bty_agent::cli::main(std::iter::once(argv0).chain(args));
+            bty_agent::cli::main(std::iter::once(argv0).chain(args))
         }
-        Command::Media(m) => return exit(cmd::media::run(m)),
-        command => Cli { command },
-    };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bty-lab: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let r = rt.block_on(async {
-        match cli.command {
-            Command::Init(a) => cmd::init::run(a),
-            Command::Deploy(a) => cmd::deploy::run(a).await,
-            Command::Upgrade(a) => cmd::upgrade::run(a).await,
-            Command::Passwd(a) => cmd::passwd::run(a).await,
-            Command::Purge(a) => cmd::purge::run(a).await,
-            Command::Status(a) => cmd::status::run(a).await,
-            Command::Logs(a) => cmd::logs::run(a).await,
-            Command::Serve(a) => cmd::serve::run(a).await,
-            Command::Image(c) => cmd::image::run(c).await,
-            Command::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "bty-lab",
-                    &mut std::io::stdout(),
-                );
-                Ok(())
+        Command::Media(m) => exit(cmd::media::run(m)),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(rt) => exit(rt.block_on(run(command))),
+            Err(e) => {
+                eprintln!("bty-lab: starting the async runtime: {e}");
+                exit::Code::Failure.into()
             }
-            Command::Internal(i) => internal::run(i).await,
-            Command::Agent { .. } | Command::Media(_) => unreachable!("dispatched above"),
-        }
-    });
-    exit(r)
+        },
+    }
 }
 
-/// Print the error chain, if any; the exit code.
+/// Dispatch a command that runs on the async runtime.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(a) => cmd::init::run(a),
+        Command::Deploy(a) => cmd::deploy::run(a).await,
+        Command::Upgrade(a) => cmd::upgrade::run(a).await,
+        Command::Passwd(a) => cmd::passwd::run(a).await,
+        Command::Purge(a) => cmd::purge::run(a).await,
+        Command::Status(a) => cmd::status::run(a).await,
+        Command::Logs(a) => cmd::logs::run(a).await,
+        Command::Serve(a) => cmd::serve::run(a).await,
+        Command::Image(c) => cmd::image::run(c).await,
+        Command::Completions { shell } => {
+            let out = &mut std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "bty-lab", out);
+            Ok(())
+        }
+        Command::Internal(i) => internal::run(i).await,
+        Command::Agent { .. } | Command::Media(_) => unreachable!("dispatched in main"),
+    }
+}
+
+/// Print the error chain, if any; the exit code it means (crate::exit).
 fn exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => exit::Code::Ok.into(),
         Err(e) => {
             eprintln!("bty-lab: {e:#}");
-            ExitCode::FAILURE
+            exit::code_of(&e).into()
         }
     }
 }

@@ -1,13 +1,16 @@
 //! Quadlet mode: the rendered units installed into systemd's Quadlet
 //! directory and driven with `systemctl`; health is still read from the
-//! Podman API, the same way as in engine mode.
+//! Podman API, the same way as in engine mode. What is asked of systemd
+//! goes through the [`Systemd`] trait ([`Host`] is this host's), so the
+//! Quadlet paths of deploy and upgrade are unit-tested like engine mode.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::render::Settings;
+use crate::containers::Removal;
+use crate::manifest::Manifest;
 use crate::stack::{self, Service};
 
 /// Where rootful Quadlet reads `.container` units.
@@ -32,19 +35,6 @@ pub fn systemd_running() -> bool {
     p.is_dir()
 }
 
-/// Refuse Quadlet mode when systemd does not run; nothing is touched yet.
-pub fn require_systemd() -> Result<()> {
-    if !systemd_running() {
-        bail!(
-            "--systemd installs Quadlet units for systemd, but systemd is not running on this \
-             host (no /run/systemd/system; PID 1 is something else, as in most containers). \
-             Nothing was changed. Deploy without --systemd to run the stack through the engine \
-             API, or use `bty-lab init --systemd` to only render the units"
-        );
-    }
-    Ok(())
-}
-
 /// Podman runs Quadlet units from 4.4 on.
 pub fn podman_has_quadlet(version: &str) -> bool {
     matches!(
@@ -55,17 +45,40 @@ pub fn podman_has_quadlet(version: &str) -> bool {
 
 /// Installed file name: prefixed with the project so two deploys on one host
 /// do not share units.
-pub fn unit_file(s: &Settings, svc: &Service) -> String {
-    format!("{}.container", stack::container_name(&s.project(), svc))
+pub fn unit_file(s: &Manifest, svc: &Service) -> String {
+    format!("{}.container", s.container(svc))
 }
 
 /// The systemd service Quadlet generates from [`unit_file`].
-pub fn service_unit(s: &Settings, svc: &Service) -> String {
-    format!("{}.service", stack::container_name(&s.project(), svc))
+pub fn service_unit(s: &Manifest, svc: &Service) -> String {
+    format!("{}.service", s.container(svc))
+}
+
+/// What bty-lab asks of systemd: where the Quadlet units go, and
+/// `systemctl ARGS`.
+pub trait Systemd: Sync {
+    /// The Quadlet directory the units are installed into.
+    fn unit_dir(&self) -> PathBuf;
+    /// Run `systemctl args`; the error carries its output.
+    fn systemctl(&self, args: &[&str]) -> Result<String>;
+}
+
+/// This host's systemd.
+#[derive(Debug, Clone, Copy)]
+pub struct Host;
+
+impl Systemd for Host {
+    fn unit_dir(&self) -> PathBuf {
+        unit_dir()
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Result<String> {
+        systemctl(args)
+    }
 }
 
 /// Run `systemctl args`; the error carries its output.
-pub fn systemctl(args: &[&str]) -> Result<String> {
+fn systemctl(args: &[&str]) -> Result<String> {
     let o = Command::new("systemctl")
         .args(args)
         .output()
@@ -103,9 +116,9 @@ pub fn unit_state(unit: &str) -> String {
 }
 
 /// The rendered units of `s`, by installed path.
-pub fn units(s: &Settings) -> Result<Vec<(PathBuf, String)>> {
+pub fn units(sd: &impl Systemd, s: &Manifest) -> Result<Vec<(PathBuf, String)>> {
     let files = crate::render::deploy_files(s, None)?;
-    let dir = unit_dir();
+    let dir = sd.unit_dir();
     let mut out = Vec::new();
     for svc in s.services() {
         let rel = PathBuf::from(format!("quadlet/{}.container", svc.name));
@@ -131,44 +144,41 @@ pub fn install(units: &[(PathBuf, String)]) -> Result<Vec<PathBuf>> {
 
 /// Current contents of the installed units (None where absent), so an
 /// upgrade can put them back.
-pub fn snapshot(s: &Settings) -> Vec<(PathBuf, Option<String>)> {
+pub fn snapshot(sd: &impl Systemd, s: &Manifest) -> Vec<(PathBuf, Option<String>)> {
     s.services()
         .iter()
         .map(|svc| {
-            let p = unit_dir().join(unit_file(s, svc));
+            let p = sd.unit_dir().join(unit_file(s, svc));
             let t = std::fs::read_to_string(&p).ok();
             (p, t)
         })
         .collect()
 }
 
-/// Stop the units, remove their files, daemon-reload. Tolerant: returns
-/// (removed, failed) descriptions.
-pub fn remove(s: &Settings) -> (Vec<String>, Vec<String>) {
-    let (mut removed, mut failed) = (Vec::new(), Vec::new());
-    for svc in s.services().iter().rev() {
+/// Stop the units, remove their files, daemon-reload. Tolerant: says
+/// what it removed and what it could not.
+pub fn remove(sd: &impl Systemd, s: &Manifest) -> Removal {
+    let mut r = Removal::default();
+    let (removed, failed) = (&mut r.removed, &mut r.failed);
+    let file = |svc: &Service| sd.unit_dir().join(unit_file(s, svc));
+    for svc in s.services().iter().rev().filter(|svc| file(svc).exists()) {
         let unit = service_unit(s, svc);
-        let file = unit_dir().join(unit_file(s, svc));
-        if !file.exists() {
-            continue;
-        }
-        match systemctl(&["stop", &unit]) {
+        match sd.systemctl(&["stop", &unit]) {
             Ok(_) => removed.push(format!("unit {unit} (stopped)")),
             Err(e) => failed.push(format!("{e:#}")),
         }
     }
-    for svc in s.services() {
-        let file = unit_dir().join(unit_file(s, &svc));
-        match std::fs::remove_file(&file) {
-            Ok(()) => removed.push(format!("unit file {}", file.display())),
+    for f in s.services().iter().map(file) {
+        match std::fs::remove_file(&f) {
+            Ok(()) => removed.push(format!("unit file {}", f.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => failed.push(format!("{}: {e}", file.display())),
+            Err(e) => failed.push(format!("{}: {e}", f.display())),
         }
     }
-    if let Err(e) = systemctl(&["daemon-reload"]) {
+    if let Err(e) = sd.systemctl(&["daemon-reload"]) {
         failed.push(format!("{e:#}"));
     }
-    (removed, failed)
+    r
 }
 
 #[cfg(test)]

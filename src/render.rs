@@ -1,17 +1,16 @@
 //! Rendering the deploy files from the templates compiled into the binary.
-//! Pure: settings + secrets in, file contents out. Golden tests pin it.
+//! Pure: the manifest + secrets in, file contents out. Golden tests pin it.
+//! Writing them is [`crate::deploydir`]'s.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use minijinja::Environment;
 use serde::Serialize;
 
-use crate::cli::ImagesFrom;
-use crate::engine::Remembered;
-use crate::hostaddr;
+use crate::envvars;
+use crate::manifest::{Manifest, Ports};
 use crate::stack::{self, Service};
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -37,59 +36,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Host ports of the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Ports {
-    pub web: u16,
-    pub cache: u16,
-    pub tftp: u16,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Ports {
-            web: 8080,
-            cache: 3000,
-            tftp: 69,
-        }
-    }
-}
-
-/// Everything that decides what a deploy looks like; recorded in
-/// `DEST/.bty-lab.toml` so later commands need no flags repeated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Settings {
-    /// Image tag deployed.
-    pub version: String,
-    pub dest: PathBuf,
-    pub data_dir: PathBuf,
-    pub host_addr: IpAddr,
-    pub registry: String,
-    pub images: ImagesFrom,
-    pub tftp: bool,
-    /// bty-tftp answers iPXE's second request for its own bootfile with a
-    /// chain script to bty-web (the loop breaker). Absent in manifests from
-    /// before it existed: on.
-    #[serde(default = "yes")]
-    pub second_stage: bool,
-    pub systemd: bool,
-    #[serde(default)]
-    pub ports: Ports,
-    /// The units are installed into systemd (Quadlet mode) rather than the
-    /// containers created through the engine API.
-    #[serde(default)]
-    pub quadlet: bool,
-    /// The engine the stack was deployed on; later commands use it unless
-    /// `--engine` says otherwise. Absent before the first deploy (and in
-    /// manifests from before it was recorded): auto.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<Remembered>,
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// The secrets written into a fresh envvars.
 #[derive(Debug, Clone, Serialize)]
 pub struct Secrets {
@@ -114,93 +60,6 @@ impl Secrets {
             service_token: session_secret(),
         })
     }
-}
-
-impl Settings {
-    /// Services this deploy runs.
-    pub fn services(&self) -> Vec<Service> {
-        stack::ALL
-            .into_iter()
-            .filter(|s| self.tftp || s.name != stack::TFTP.name)
-            .collect()
-    }
-
-    /// Compose project / container-name prefix from the deploy dir's name.
-    pub fn project(&self) -> String {
-        project_name(&self.dest)
-    }
-
-    pub fn image(&self, svc: &Service) -> String {
-        stack::image_ref(&self.registry, svc, &self.version)
-    }
-
-    pub fn web_url(&self) -> String {
-        format!(
-            "http://{}:{}",
-            hostaddr::url_host(&self.host_addr),
-            self.ports.web
-        )
-    }
-
-    /// The bootstrap script bty-web serves iPXE, as machines reach it.
-    pub fn bootstrap_url(&self) -> String {
-        format!("{}/pxe-bootstrap.ipxe", self.web_url())
-    }
-
-    /// `BTY_TFTP_SECOND_STAGE` for bty-tftp: `off`, or every iPXE bootfile
-    /// chaining to this deploy's bty-web.
-    pub fn second_stage_spec(&self) -> String {
-        if self.second_stage {
-            stack::second_stage_spec(&self.bootstrap_url())
-        } else {
-            "off".to_string()
-        }
-    }
-
-    pub fn withcache_url(&self) -> String {
-        format!(
-            "http://{}:{}",
-            hostaddr::url_host(&self.host_addr),
-            self.ports.cache
-        )
-    }
-}
-
-/// `bty-host` → `bty-host`; anything outside [a-z0-9_-] becomes `-`.
-pub fn project_name(dest: &Path) -> String {
-    let base = dest
-        .file_name()
-        .map(|s| s.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let mut p: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    p = p.trim_matches('-').to_string();
-    if p.is_empty() || !p.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        p = format!("bty{p}");
-    }
-    p
-}
-
-/// Refuse paths that compose, Quadlet or bind-mount syntax would misread.
-pub fn check_path(what: &str, p: &Path) -> Result<()> {
-    let s = p
-        .to_str()
-        .with_context(|| format!("{what} {} is not UTF-8", p.display()))?;
-    if let Some(c) = s
-        .chars()
-        .find(|c| matches!(c, ':' | ',' | '"' | '\'' | '$' | '#' | '\\') || c.is_control())
-    {
-        bail!("{what} {s:?} contains {c:?}, which bind-mount and compose syntax cannot carry; choose another path");
-    }
-    Ok(())
 }
 
 fn env() -> Environment<'static> {
@@ -239,7 +98,7 @@ struct Ctx<'a> {
     secrets: Option<&'a Secrets>,
 }
 
-fn ctx<'a>(s: &'a Settings, secrets: Option<&'a Secrets>) -> Ctx<'a> {
+fn ctx<'a>(s: &'a Manifest, secrets: Option<&'a Secrets>) -> Ctx<'a> {
     Ctx {
         version: &s.version,
         dest: s.dest.display().to_string(),
@@ -269,23 +128,22 @@ pub struct File {
     pub mode: u32,
 }
 
+/// The manifest as a file to write into DEST.
+pub fn manifest_file(m: &Manifest) -> Result<File> {
+    Ok(File {
+        rel: crate::manifest::FILE.into(),
+        contents: m.to_toml()?,
+        mode: 0o644,
+    })
+}
+
 /// Render the deploy files. `secrets` is None when envvars already exists
 /// (it is then kept, not rendered).
-pub fn deploy_files(s: &Settings, secrets: Option<&Secrets>) -> Result<Vec<File>> {
+pub fn deploy_files(s: &Manifest, secrets: Option<&Secrets>) -> Result<Vec<File>> {
     let env = env();
     let c = ctx(s, secrets);
     let mut out = Vec::new();
-    let mut names = vec!["compose.yml", "bty.toml", "README.md"];
-    if secrets.is_some() {
-        names.push("envvars");
-    }
-    if s.systemd {
-        names.extend(["quadlet/withcache.container", "quadlet/bty-web.container"]);
-        if s.tftp {
-            names.push("quadlet/bty-tftp.container");
-        }
-    }
-    for name in names {
+    for name in templates(s, secrets.is_some()) {
         let contents = env
             .get_template(name)?
             .render(&c)
@@ -298,10 +156,25 @@ pub fn deploy_files(s: &Settings, secrets: Option<&Secrets>) -> Result<Vec<File>
         });
     }
     if let Some(envvars) = out.iter().find(|f| f.rel == Path::new("envvars")) {
-        let vars = crate::deploydir::parse_envvars(&envvars.contents);
+        let vars = envvars::parse(&envvars.contents);
         out.extend(env_files(s, &vars)?);
     }
     Ok(out)
+}
+
+/// The templates a deploy renders (`envvars`: a fresh envvars too).
+fn templates(s: &Manifest, envvars: bool) -> Vec<&'static str> {
+    let mut names = vec!["compose.yml", "bty.toml", "README.md"];
+    if envvars {
+        names.push("envvars");
+    }
+    if s.systemd {
+        names.extend(["quadlet/withcache.container", "quadlet/bty-web.container"]);
+        if s.tftp {
+            names.push("quadlet/bty-tftp.container");
+        }
+    }
+    names
 }
 
 /// Where a service's own env files live, relative to DEST: the compose
@@ -330,7 +203,7 @@ pub enum EnvFlavour {
 /// path and the env files compose/Quadlet read both come from here, so a
 /// container never sees another service's secrets.
 pub fn service_vars(
-    s: &Settings,
+    s: &Manifest,
     svc: &Service,
     vars: &[(String, String)],
 ) -> Vec<(String, String)> {
@@ -357,41 +230,50 @@ pub fn service_vars(
 /// `DEST/env/<service>.{compose,podman}.env` for each service (mode 0600),
 /// derived from envvars: compose.yml and the Quadlet units hand each
 /// container only its own keys.
-pub fn env_files(s: &Settings, vars: &[(String, String)]) -> Result<Vec<File>> {
+pub fn env_files(s: &Manifest, vars: &[(String, String)]) -> Result<Vec<File>> {
     let mut out = Vec::new();
     for svc in s.services() {
         for flavour in [EnvFlavour::Compose, EnvFlavour::Podman] {
-            let mut text = format!(
-                "# {}'s environment for {}, derived from envvars by bty-lab (mode 0600).\n\
-                 # Edit envvars instead: deploy, upgrade and passwd rewrite this file.\n",
-                svc.name,
-                match flavour {
-                    EnvFlavour::Compose => "compose.yml",
-                    EnvFlavour::Podman =>
-                        "the Quadlet unit (podman --env-file syntax: values are literal)",
-                }
-            );
-            for (k, v) in service_vars(s, &svc, vars) {
-                if v.contains(['\'', '\n', '\r']) {
-                    bail!(
-                        "envvars: the value of {k} contains a quote or a line break, which env \
-                         files cannot carry; change it in {}",
-                        s.dest.join("envvars").display()
-                    );
-                }
-                match flavour {
-                    EnvFlavour::Compose => text.push_str(&format!("{k}='{v}'\n")),
-                    EnvFlavour::Podman => text.push_str(&format!("{k}={v}\n")),
-                }
-            }
             out.push(File {
                 rel: env_file_rel(&svc, flavour),
-                contents: text,
+                contents: env_file(s, &svc, flavour, vars)?,
                 mode: 0o600,
             });
         }
     }
     Ok(out)
+}
+
+/// One env file's text.
+fn env_file(
+    s: &Manifest,
+    svc: &Service,
+    flavour: EnvFlavour,
+    vars: &[(String, String)],
+) -> Result<String> {
+    let reader = match flavour {
+        EnvFlavour::Compose => "compose.yml",
+        EnvFlavour::Podman => "the Quadlet unit (podman --env-file syntax: values are literal)",
+    };
+    let mut text = format!(
+        "# {}'s environment for {reader}, derived from envvars by bty-lab (mode 0600).\n\
+         # Edit envvars instead: deploy, upgrade and passwd rewrite this file.\n",
+        svc.name,
+    );
+    for (k, v) in service_vars(s, svc, vars) {
+        if v.contains(['\'', '\n', '\r']) {
+            bail!(
+                "envvars: the value of {k} contains a quote or a line break, which env \
+                 files cannot carry; change it in {}",
+                s.dest.join("envvars").display()
+            );
+        }
+        match flavour {
+            EnvFlavour::Compose => text.push_str(&format!("{k}='{v}'\n")),
+            EnvFlavour::Podman => text.push_str(&format!("{k}={v}\n")),
+        }
+    }
+    Ok(text)
 }
 
 /// The Containerfile of one service's image (also `containers/<name>`).
@@ -421,23 +303,6 @@ pub fn containerfile(svc: &Service, version: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings() -> Settings {
-        Settings {
-            version: "0.1.0".into(),
-            dest: "/opt/bty".into(),
-            data_dir: "/opt/bty/data".into(),
-            host_addr: "10.0.0.5".parse().unwrap(),
-            registry: stack::DEFAULT_REGISTRY.into(),
-            images: ImagesFrom::Auto,
-            tftp: true,
-            second_stage: true,
-            systemd: false,
-            ports: Ports::default(),
-            quadlet: false,
-            engine: None,
-        }
-    }
 
     /// Compare with tests/golden/<name>, or rewrite it when BTY_BLESS=1.
     fn golden(name: &str, actual: &str) {
@@ -471,8 +336,8 @@ mod tests {
     }
 
     /// Every flag combination that changes a template's output.
-    pub fn combos() -> Vec<(&'static str, Settings)> {
-        let base = settings();
+    pub fn combos() -> Vec<(&'static str, Manifest)> {
+        let base = crate::manifest::tests::sample();
         let mut systemd = base.clone();
         systemd.systemd = true;
         let mut no_tftp = systemd.clone();
@@ -530,23 +395,8 @@ mod tests {
     }
 
     #[test]
-    fn project_names_are_safe() {
-        assert_eq!(project_name(Path::new("/opt/bty-host")), "bty-host");
-        assert_eq!(project_name(Path::new("/x/My Lab")), "my-lab");
-        assert_eq!(project_name(Path::new("/x/..--")), "bty");
-        assert_eq!(project_name(Path::new("/x/_a")), "bty_a");
-    }
-
-    #[test]
-    fn paths_with_mount_syntax_are_refused() {
-        assert!(check_path("DEST", Path::new("/opt/a:b")).is_err());
-        assert!(check_path("DEST", Path::new("/opt/$HOME")).is_err());
-        assert!(check_path("DEST", Path::new("/opt/my lab")).is_ok());
-    }
-
-    #[test]
     fn bty_toml_escapes_and_parses() {
-        let s = settings();
+        let s = crate::manifest::tests::sample();
         let files = deploy_files(&s, None).unwrap();
         let t = &files
             .iter()
@@ -560,7 +410,7 @@ mod tests {
 
     #[test]
     fn tftp_env_carries_the_loop_breaker_and_envvars_wins() {
-        let s = settings();
+        let s = crate::manifest::tests::sample();
         let vars = service_vars(&s, &stack::TFTP, &[]);
         let spec = vars
             .iter()
@@ -588,29 +438,8 @@ mod tests {
     }
 
     #[test]
-    fn manifests_from_before_the_new_keys_still_parse() {
-        let old = "version = \"0.1.0\"\ndest = \"/opt/bty\"\ndata_dir = \"/opt/bty/data\"\n\
-                   host_addr = \"10.0.0.5\"\nregistry = \"ghcr.io/bty-rs\"\nimages = \"pull\"\n\
-                   tftp = true\nsystemd = false\n";
-        let s: Settings = toml::from_str(old).unwrap();
-        assert!(s.second_stage, "loop breaker off for an old manifest");
-        assert_eq!(s.engine, None);
-        assert_eq!(s.images, ImagesFrom::Pull);
-        // And the new keys round-trip.
-        let mut s = settings();
-        s.second_stage = false;
-        s.engine = Some(Remembered {
-            kind: crate::engine::Kind::Podman,
-            addr: "/run/podman/podman.sock".into(),
-        });
-        let text = toml::to_string_pretty(&s).unwrap();
-        assert!(text.contains("[engine]"), "{text}");
-        assert_eq!(toml::from_str::<Settings>(&text).unwrap(), s);
-    }
-
-    #[test]
     fn no_tftp_leaves_tftp_out_everywhere() {
-        let mut s = settings();
+        let mut s = crate::manifest::tests::sample();
         s.tftp = false;
         s.systemd = true;
         for f in deploy_files(&s, None).unwrap() {

@@ -14,7 +14,7 @@ use indicatif::HumanBytes;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::cli::{ImageCommand, ServerArgs};
+use crate::cli::{ImageAddArgs, ImageCommand, ImageLsArgs, ImageRmArgs, ServerArgs};
 use crate::deploydir;
 
 /// Where `bty-lab serve` listens by default.
@@ -22,50 +22,56 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 pub async fn run(c: ImageCommand) -> Result<()> {
     match c {
-        ImageCommand::Add(a) => {
-            let mut api = Api::new(&a.server)?;
-            let body = json!({
-                "name": a.name, "url": a.url, "sha256": a.sha256,
-                "size": a.size, "format": a.format,
-            });
-            let img = api.call(Method::POST, "/api/images", Some(&body)).await?;
-            println!(
-                "added {}: withcache is downloading it from {}; machines can be assigned it now",
-                str_of(&img["name"]),
-                str_of(&img["src"])
-            );
-            println!("  machines fetch it from {}", str_of(&img["url"]));
-        }
-        ImageCommand::Ls(a) => {
-            let mut api = Api::new(&a.server)?;
-            let v = api.call(Method::GET, "/api/images", None).await?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{}", table(&v));
-                for p in v["problems"].as_array().into_iter().flatten() {
-                    crate::ui::warn(str_of(p));
-                }
-                for (name, key) in [("withcache", "withcache"), ("static file", "static_file")] {
-                    if v[key]["state"] == "unreachable" {
-                        crate::ui::warn(format!(
-                            "{name} is unreachable: {}",
-                            str_of(&v[key]["error"])
-                        ));
-                    }
-                }
-            }
-        }
-        ImageCommand::Rm(a) => {
-            let mut api = Api::new(&a.server)?;
-            let path = format!("/api/images/{}", a.name.replace('+', "%2B"));
-            api.call(Method::DELETE, &path, None).await?;
-            println!(
-                "removed {} (withcache keeps its bytes until it needs the room)",
-                a.name
-            );
+        ImageCommand::Add(a) => add(a).await,
+        ImageCommand::Ls(a) => ls(a).await,
+        ImageCommand::Rm(a) => rm(a).await,
+    }
+}
+
+async fn add(a: ImageAddArgs) -> Result<()> {
+    let mut api = Api::new(&a.server)?;
+    let body = json!({
+        "name": a.name, "url": a.url, "sha256": a.sha256,
+        "size": a.size, "format": a.format,
+    });
+    let img = api.call(Method::POST, "/api/images", Some(&body)).await?;
+    println!(
+        "added {}: withcache is downloading it from {}; machines can be assigned it now",
+        str_of(&img["name"]),
+        str_of(&img["src"])
+    );
+    println!("  machines fetch it from {}", str_of(&img["url"]));
+    Ok(())
+}
+
+async fn ls(a: ImageLsArgs) -> Result<()> {
+    let mut api = Api::new(&a.server)?;
+    let v = api.call(Method::GET, "/api/images", None).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!("{}", table(&v));
+    for p in v["problems"].as_array().into_iter().flatten() {
+        crate::ui::warn(str_of(p));
+    }
+    for (name, key) in [("withcache", "withcache"), ("static file", "static_file")] {
+        if v[key]["state"] == "unreachable" {
+            let why = str_of(&v[key]["error"]);
+            crate::ui::warn(format!("{name} is unreachable: {why}"));
         }
     }
+    Ok(())
+}
+
+async fn rm(a: ImageRmArgs) -> Result<()> {
+    let mut api = Api::new(&a.server)?;
+    let path = format!("/api/images/{}", a.name.replace('+', "%2B"));
+    api.call(Method::DELETE, &path, None).await?;
+    println!(
+        "removed {} (withcache keeps its bytes until it needs the room)",
+        a.name
+    );
     Ok(())
 }
 
@@ -83,7 +89,7 @@ fn server_url(a: &ServerArgs) -> Result<String> {
         return Ok(s.to_string());
     }
     let dest = deploydir::absolute(&a.dest)?;
-    Ok(match deploydir::read_manifest(&dest)? {
+    Ok(match crate::manifest::Manifest::read(&dest)? {
         Some(settings) => settings.web_url(),
         None => DEFAULT_SERVER.to_string(),
     })
@@ -128,18 +134,7 @@ impl Api {
         let asked = self.password.is_none();
         let mut resp = self.send(&method, &url, body).await?;
         if resp.status() == StatusCode::UNAUTHORIZED && asked {
-            if !std::io::stdin().is_terminal() {
-                bail!(
-                    "bty-web at {} wants a login: set BTY_ADMIN_PASSWORD, pass \
-                     --password-stdin, or run this on a terminal to be asked",
-                    self.base
-                );
-            }
-            self.password = Some(
-                dialoguer::Password::new()
-                    .with_prompt(format!("Password of {} at {}", self.user, self.base))
-                    .interact()?,
-            );
+            self.ask_password()?;
             resp = self.send(&method, &url, body).await?;
         }
         let status = resp.status();
@@ -147,19 +142,39 @@ impl Api {
         if status.is_success() {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
-        let message = serde_json::from_str::<Value>(&text)
+        Err(self.refusal(status, &text))
+    }
+
+    /// The password, asked on a terminal (there is none: an error that
+    /// says how else to give it).
+    fn ask_password(&mut self) -> Result<()> {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "bty-web at {} wants a login: set BTY_ADMIN_PASSWORD, pass \
+                 --password-stdin, or run this on a terminal to be asked",
+                self.base
+            );
+        }
+        let prompt = format!("Password of {} at {}", self.user, self.base);
+        self.password = Some(dialoguer::Password::new().with_prompt(prompt).interact()?);
+        Ok(())
+    }
+
+    /// bty-web's answer to a failed request, in its own words.
+    fn refusal(&self, status: StatusCode, text: &str) -> anyhow::Error {
+        let message = serde_json::from_str::<Value>(text)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_else(|| text.trim().chars().take(300).collect());
         if status == StatusCode::UNAUTHORIZED {
-            bail!(
+            return anyhow::anyhow!(
                 "bty-web at {} refused the login of {} ({message}); check the password \
                  (BTY_ADMIN_PASSWORD, --password-stdin) and --user",
                 self.base,
                 self.user
             );
         }
-        bail!(
+        anyhow::anyhow!(
             "{message} (bty-web at {}: HTTP {})",
             self.base,
             status.as_u16()
@@ -192,32 +207,9 @@ impl Api {
 /// The `image ls` table: name, source, format, size, sha256 prefix and
 /// withcache's state.
 fn table(v: &Value) -> String {
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "SOURCE".into(),
-        "FORMAT".into(),
-        "SIZE".into(),
-        "SHA256".into(),
-        "STATE".into(),
-    ]];
-    for i in v["images"].as_array().into_iter().flatten() {
-        let size = i["size"]
-            .as_u64()
-            .map(|n| HumanBytes(n).to_string())
-            .unwrap_or_else(|| "-".into());
-        let sha = i["sha256"]
-            .as_str()
-            .map(|s| s.chars().take(12).collect::<String>())
-            .unwrap_or_else(|| "-".into());
-        rows.push([
-            str_of(&i["name"]).to_string(),
-            str_of(&i["source"]).to_string(),
-            str_of(&i["resolved_format"]).to_string(),
-            size,
-            sha,
-            state(&i["cache"]),
-        ]);
-    }
+    let head = ["NAME", "SOURCE", "FORMAT", "SIZE", "SHA256", "STATE"].map(String::from);
+    let images = v["images"].as_array().into_iter().flatten();
+    let rows: Vec<[String; 6]> = std::iter::once(head).chain(images.map(row)).collect();
     if rows.len() == 1 {
         return "no images; add one with `bty-lab image add NAME URL`\n".into();
     }
@@ -226,15 +218,29 @@ fn table(v: &Value) -> String {
         .collect();
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r
+        let cells: Vec<String> = r
             .iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        out.push_str(line.join("  ").trim_end());
+        out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out
+}
+
+/// One image's cells.
+fn row(i: &Value) -> [String; 6] {
+    let size = i["size"].as_u64().map(|n| HumanBytes(n).to_string());
+    let sha = i["sha256"].as_str().map(|s| s.chars().take(12).collect());
+    [
+        str_of(&i["name"]).to_string(),
+        str_of(&i["source"]).to_string(),
+        str_of(&i["resolved_format"]).to_string(),
+        size.unwrap_or_else(|| "-".into()),
+        sha.unwrap_or_else(|| "-".into()),
+        state(&i["cache"]),
+    ]
 }
 
 /// withcache's word for an image's bytes, with progress while it downloads.
@@ -295,7 +301,7 @@ mod tests {
         // A manifest as deploy writes it (text, so fields added later with
         // serde defaults do not break this test).
         std::fs::write(
-            d.path().join(deploydir::MANIFEST),
+            d.path().join(crate::manifest::FILE),
             format!(
                 "version = \"0.1.0\"\ndest = {0:?}\ndata_dir = {0:?}\nhost_addr = \"10.0.0.5\"\n\
                  registry = \"r\"\nimages = \"pull\"\ntftp = true\nsystemd = false\n\

@@ -3,17 +3,19 @@
 use anyhow::Result;
 
 use crate::cli::InitArgs;
+use crate::cmd::{files, resolve};
 use crate::{deploydir, ui};
 
 pub fn run(a: InitArgs) -> Result<()> {
-    let (s, old) = super::resolve_settings(&a.render, None)?;
-    super::check_dest(&s.dest, old.is_some(), a.render.force)?;
+    let r = resolve::resolve(&a.render, None)?;
+    let s = r.manifest;
+    resolve::check_dest(&s.dest, r.old.is_some(), a.render.force)?;
     eprintln!(
         "bty-lab init: rendering {} (bty {})",
         s.dest.display(),
         s.version
     );
-    super::write_deploy_files(&s)?;
+    files::write_deploy_files(&s)?;
     let made = std::fs::create_dir_all(s.data_dir.join("bty"))
         .and_then(|_| std::fs::create_dir_all(s.data_dir.join("withcache")));
     if let Err(e) = made {

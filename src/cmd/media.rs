@@ -1,10 +1,12 @@
 //! `bty-lab media build|status|download`: the netboot media from the
 //! command line (the work is in crate::media).
 
+use std::path::Path;
+
 use anyhow::Result;
 
 use crate::cli::{MediaBuildArgs, MediaCommand};
-use crate::media::{self, build::human, Manifest, Options};
+use crate::media::{self, build::human, Manifest, Media, Options};
 
 /// Run a media subcommand.
 pub fn run(cmd: MediaCommand) -> Result<()> {
@@ -40,22 +42,24 @@ fn build(a: MediaBuildArgs) -> Result<()> {
         }
         None => m.dir.clone(),
     };
-    let manifest = Manifest::read(&dir)?;
     println!("{}", dir.display());
+    list(&m, &dir)
+}
+
+/// What the media in `dir` is, file by file, on stderr.
+fn list(m: &Media, dir: &Path) -> Result<()> {
+    let i = &m.info;
     eprintln!(
         "media {} (agent {}, kernel {} {}) in {}:",
-        m.info.version,
-        m.info.agent_version,
-        m.info.kernel,
-        m.info.kernel_version,
+        i.version,
+        i.agent_version,
+        i.kernel,
+        i.kernel_version,
         dir.display()
     );
-    for (name, f) in &manifest.files {
-        eprintln!(
-            "  {name:<30} {:>10}  sha256 {}",
-            human(f.size),
-            &f.sha256[..16]
-        );
+    for (name, f) in &Manifest::read(dir)?.files {
+        let sha = &f.sha256[..16];
+        eprintln!("  {name:<30} {:>10}  sha256 {sha}", human(f.size));
     }
     Ok(())
 }

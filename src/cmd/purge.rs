@@ -1,119 +1,188 @@
-//! `bty-lab purge`: remove the stack, tolerant of what is already gone.
+//! `bty-lab purge`: say what will go, confirm the destructive part, then
+//! remove the stack, tolerant of what is already gone, and report what
+//! was removed and what was left.
+
+use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::cli::PurgeArgs;
-use crate::engine::{self, containers, engine_msg, is_not_found};
-use crate::{deploydir, ui};
+use crate::cli::{EngineChoice, PurgeArgs};
+use crate::cmd::{confirm, files, stdin_is_terminal};
+use crate::containers::{self, Removal};
+use crate::engine::{self, ContainerEngine};
+use crate::manifest::Manifest;
+use crate::{deploydir, exit, quadlet, ui};
+
+/// What `purge` will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub m: Manifest,
+    pub engine: Option<EngineChoice>,
+    /// Delete the host state (`--data`, `--all`).
+    pub data: bool,
+    /// Delete DEST too.
+    pub all: bool,
+    pub images: bool,
+    pub yes: bool,
+}
+
+impl Plan {
+    pub fn new(a: &PurgeArgs, m: Manifest) -> Plan {
+        Plan {
+            m,
+            engine: a.engine.engine,
+            data: a.data || a.all,
+            all: a.all,
+            images: a.images,
+            yes: a.yes,
+        }
+    }
+
+    /// Does it delete something a redeploy cannot bring back?
+    pub fn destructive(&self) -> bool {
+        self.data || self.images
+    }
+
+    /// The numbered steps it takes.
+    pub fn steps(&self) -> usize {
+        1 + usize::from(self.images) + usize::from(self.data) + usize::from(self.all)
+    }
+
+    /// What it will do, one line each.
+    pub fn list(&self) -> Vec<String> {
+        let m = &self.m;
+        let mut v = vec!["stop and remove the stack's containers and network".to_string()];
+        if m.quadlet {
+            v.push(format!(
+                "stop the Quadlet units and remove their files from {}",
+                quadlet::unit_dir().display()
+            ));
+        }
+        if self.images {
+            let refs: Vec<String> = m.services().iter().map(|s| m.image(s)).collect();
+            v.push(format!("remove the images {}", refs.join(", ")));
+        }
+        if self.data {
+            for svc in m.services() {
+                if let Some((sub, _)) = svc.data {
+                    let d = m.data_dir.join(sub);
+                    v.push(format!("DELETE {} ({} state)", d.display(), svc.name));
+                }
+            }
+        }
+        if self.all {
+            v.push(format!("DELETE the deploy directory {}", m.dest.display()));
+        }
+        v
+    }
+
+    /// Say what will go; the destructive part needs a yes (`terminal`:
+    /// there is one to ask on).
+    pub fn confirm(&self, terminal: bool) -> Result<()> {
+        eprintln!("bty-lab purge {}:", self.m.dest.display());
+        for p in self.list() {
+            eprintln!("  - {p}");
+        }
+        if self.destructive() && !confirm("Proceed?", self.yes, terminal)? {
+            return Err(exit::refused("aborted; nothing was changed"));
+        }
+        Ok(())
+    }
+}
 
 pub async fn run(a: PurgeArgs) -> Result<()> {
-    let s = super::deploy::manifest(&a.dest, "purge")?;
-    let data = a.data || a.all;
-    let mut plan = vec!["stop and remove the stack's containers and network".to_string()];
-    if s.quadlet {
-        plan.push(format!(
-            "stop the Quadlet units and remove their files from {}",
-            crate::quadlet::unit_dir().display()
-        ));
-    }
-    if a.images {
-        plan.push(format!(
-            "remove the images {}",
-            s.services()
-                .iter()
-                .map(|svc| s.image(svc))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if data {
-        for svc in s.services() {
-            if let Some((sub, _)) = svc.data {
-                plan.push(format!(
-                    "DELETE {} ({} state)",
-                    s.data_dir.join(sub).display(),
-                    svc.name
-                ));
-            }
-        }
-    }
-    if a.all {
-        plan.push(format!("DELETE the deploy directory {}", s.dest.display()));
-    }
-    eprintln!("bty-lab purge {}:", s.dest.display());
-    for p in &plan {
-        eprintln!("  - {p}");
-    }
-    if (data || a.images) && !super::confirm("Proceed?", a.yes)? {
-        bail!("aborted; nothing was changed");
-    }
-
-    let mut steps = ui::Steps::new(1 + a.images as usize + data as usize + a.all as usize);
-    let mut removed = Vec::new();
-    let mut failed = Vec::new();
+    let plan = Plan::new(&a, files::manifest(&a.dest, "purge")?);
+    plan.confirm(stdin_is_terminal())?;
+    let m = &plan.m;
+    let mut steps = ui::Steps::new(plan.steps());
+    let mut r = Removal::default();
     steps.step("removing containers and network");
-    if s.quadlet {
+    if m.quadlet {
         // Stop the units first, or systemd would restart what is removed.
-        let (r, f) = crate::quadlet::remove(&s);
-        removed.extend(r);
-        failed.extend(f);
+        r.absorb(quadlet::remove(&quadlet::Host, m));
     }
-    let engine = engine::connect_for(a.engine.engine, s.engine.as_ref(), &s.dest).await?;
-    let r = containers::remove_stack(&engine, &s).await?;
-    removed.extend(r.removed);
-    failed.extend(r.failed);
-    if a.images {
-        steps.step("removing images");
-        for svc in s.services() {
-            let img = s.image(&svc);
-            match engine.api.remove_image(&img, None, None).await {
-                Ok(_) => removed.push(format!("image {img}")),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => failed.push(format!("image {img}: {}", engine_msg(&e))),
-            }
-        }
-    }
-    if data {
-        steps.step("deleting host state");
-        for svc in s.services() {
-            let Some((sub, _)) = svc.data else { continue };
-            let d = s.data_dir.join(sub);
-            remove_dir(&d, &mut removed, &mut failed);
-        }
-        if s.data_dir.read_dir().is_ok_and(|mut r| r.next().is_none()) {
-            let _ = std::fs::remove_dir(&s.data_dir);
-        }
-    }
-    if a.all {
-        steps.step("deleting the deploy directory");
-        remove_dir(&s.dest, &mut removed, &mut failed);
-    }
-    eprintln!();
-    if removed.is_empty() {
-        eprintln!("nothing was left to remove");
-    }
-    for r in &removed {
-        eprintln!("  removed {r}");
-    }
-    for f in &failed {
-        eprintln!("  FAILED  {f}");
-    }
-    if !failed.is_empty() {
-        bail!("purge left {} item(s) behind (listed above)", failed.len());
-    }
-    if !a.all {
-        let _ = deploydir::chown_to_sudo_user(&s.dest);
+    let engine = engine::connect_for(plan.engine, m.engine.as_ref(), &m.path()).await?;
+    remove_from_engine(&engine, &plan, &mut steps, &mut r).await?;
+    remove_from_host(&plan, &mut steps, &mut r);
+    report(&r)?;
+    if !plan.all {
+        let _ = deploydir::chown_to_sudo_user(&m.dest);
     }
     Ok(())
 }
 
-fn remove_dir(d: &std::path::Path, removed: &mut Vec<String>, failed: &mut Vec<String>) {
-    match std::fs::remove_dir_all(d) {
-        Ok(()) => removed.push(d.display().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => failed.push(format!("{}: {e}", d.display())),
+/// The containers and the network, and the images when asked.
+pub async fn remove_from_engine(
+    engine: &impl ContainerEngine,
+    plan: &Plan,
+    steps: &mut ui::Steps,
+    r: &mut Removal,
+) -> Result<()> {
+    containers::remove_stack(engine, &plan.m, r).await?;
+    if plan.images {
+        steps.step("removing images");
+        containers::remove_images(engine, &plan.m, r).await;
     }
-    if d.exists() {
-        failed.push(format!("{} still exists", d.display()));
+    Ok(())
+}
+
+/// The host state and DEST, when asked.
+fn remove_from_host(plan: &Plan, steps: &mut ui::Steps, r: &mut Removal) {
+    let m = &plan.m;
+    if plan.data {
+        steps.step("deleting host state");
+        for svc in m.services() {
+            if let Some((sub, _)) = svc.data {
+                remove_dir(&m.data_dir.join(sub), r);
+            }
+        }
+        if m.data_dir.read_dir().is_ok_and(|mut d| d.next().is_none()) {
+            let _ = std::fs::remove_dir(&m.data_dir);
+        }
+    }
+    if plan.all {
+        steps.step("deleting the deploy directory");
+        remove_dir(&m.dest, r);
     }
 }
+
+fn remove_dir(d: &Path, r: &mut Removal) {
+    match std::fs::remove_dir_all(d) {
+        Ok(()) => r.removed.push(d.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => r.failed.push(format!("{}: {e}", d.display())),
+    }
+    if d.exists() {
+        r.failed.push(format!("{} still exists", d.display()));
+    }
+}
+
+/// The report's lines.
+pub fn report_lines(r: &Removal) -> Vec<String> {
+    let mut v = Vec::new();
+    if r.removed.is_empty() {
+        v.push("nothing was left to remove".to_string());
+    }
+    v.extend(r.removed.iter().map(|x| format!("  removed {x}")));
+    v.extend(r.failed.iter().map(|x| format!("  FAILED  {x}")));
+    v
+}
+
+/// Print what was removed and what was not; an error when something was
+/// left behind.
+fn report(r: &Removal) -> Result<()> {
+    eprintln!();
+    for line in report_lines(r) {
+        eprintln!("{line}");
+    }
+    if !r.failed.is_empty() {
+        bail!(
+            "purge left {} item(s) behind (listed above)",
+            r.failed.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,16 +1,73 @@
 //! `bty-lab serve`: bty-web, withcache and (optionally) bty-tftp in this
-//! one process, no container engine: the embedded "one box" setup.
+//! one process, no container engine: the embedded "one box" setup. The
+//! plan is checked first; a port in use is said before the media is got,
+//! and nothing listens until the media is in place.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::cli::ServeArgs;
 use crate::media::{self, Media, Mode};
 use crate::{hostaddr, services};
+
+/// What `serve` will run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The state directory (absolute).
+    pub data: PathBuf,
+    pub bind: IpAddr,
+    pub port_web: u16,
+    pub port_cache: u16,
+    pub tftp_port: Option<u16>,
+    pub second_stage: bool,
+    /// The operator's media (`--netboot`, `$BTY_NETBOOT_DIR`), else this
+    /// binary's, built from `from` when not cached.
+    pub netboot: Option<PathBuf>,
+    pub from: Option<PathBuf>,
+}
+
+impl Plan {
+    pub fn new(a: &ServeArgs) -> Result<Plan> {
+        let data = a.data_dir.clone().unwrap_or_else(default_data_dir);
+        let netboot = crate::cli::netboot_dir(a.netboot.as_deref());
+        if let (Some(dir), Some(_)) = (&netboot, &a.from) {
+            anyhow::bail!(
+                "--from builds this binary's media, and $BTY_NETBOOT_DIR names the operator's \
+                 ({}): choose one (unset BTY_NETBOOT_DIR to build)",
+                dir.display()
+            );
+        }
+        Ok(Plan {
+            data: crate::deploydir::absolute(&data)?,
+            bind: a.bind,
+            port_web: a.port_web,
+            port_cache: a.port_cache,
+            tftp_port: a.tftp_port,
+            second_stage: !a.no_second_stage,
+            netboot,
+            from: a.from.clone(),
+        })
+    }
+
+    /// The address machines reach this host on, for the URLs.
+    fn public_host(&self) -> Result<IpAddr> {
+        let host = if self.bind.is_unspecified() {
+            hostaddr::detect().unwrap_or(self.bind)
+        } else {
+            self.bind
+        };
+        Ok(if host.is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            host
+        })
+    }
+}
 
 /// `$XDG_DATA_HOME/bty` when XDG_DATA_HOME is set, else `./bty-data`.
 pub fn default_data_dir() -> PathBuf {
@@ -18,6 +75,124 @@ pub fn default_data_dir() -> PathBuf {
         Some(x) if !x.is_empty() => PathBuf::from(x).join("bty"),
         _ => PathBuf::from("bty-data"),
     }
+}
+
+/// The sockets serve listens on.
+struct Sockets {
+    web: TcpListener,
+    cache: TcpListener,
+    tftp: Option<UdpSocket>,
+}
+
+/// What the services are told about each other, as machines reach them.
+struct Urls {
+    withcache: String,
+    /// bty-web's `/pxe-bootstrap.ipxe` (the loop breaker chains to it).
+    bootstrap: String,
+}
+
+pub async fn run(a: ServeArgs) -> Result<()> {
+    let plan = Plan::new(&a)?;
+    make_dirs(&plan.data)?;
+    // A port in use is said at once, not after a media build.
+    drop(bind(&plan).await?);
+    let (media, mode) = get_media(&plan).await?;
+    let host = plan.public_host()?;
+    let sockets = bind(&plan).await?;
+    let urls = urls(host, &sockets)?;
+    let toml_path = write_toml(&plan, &sockets, &urls)?;
+    services::init_tracing();
+    let (web_config, cache_opts) = configure(&plan, &toml_path)?;
+    let boot_dir = web_config.boot_dir();
+    let (kernel, initrd) = (&web_config.boot.kernel, &web_config.boot.initrd);
+    let placed = media::place(&media, &boot_dir, kernel, initrd, mode)?;
+    let rules = second_stage(&plan, &urls)?;
+    let tftp_note = services::describe_second_stage(&rules);
+    let (tx, tasks) = spawn(sockets, web_config, cache_opts, &boot_dir, rules);
+    eprintln!("bty-lab serve: state in {}", plan.data.display());
+    media::report(&media, &boot_dir, &placed);
+    banner(&plan, host, &urls, &tftp_note);
+    wait(tx, tasks).await
+}
+
+fn make_dirs(data: &Path) -> Result<()> {
+    for sub in ["web", "withcache"] {
+        let d = data.join(sub);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
+}
+
+/// The media serve places: the operator's (both files there, else an
+/// error), else this binary's, cached or built now. Either way before
+/// anything listens: a serve that could not flash a machine does not
+/// start.
+async fn get_media(plan: &Plan) -> Result<(Media, Mode)> {
+    if let Some(dir) = &plan.netboot {
+        let m =
+            Media::from_dir(dir).with_context(|| format!("reading --netboot {}", dir.display()))?;
+        m.require_pair().context("--netboot")?;
+        return Ok((m, Mode::Operator));
+    }
+    let opts = media::Options {
+        from: plan.from.clone(),
+        cache: None,
+    };
+    let m = tokio::task::spawn_blocking(move || media::ensure(&opts))
+        .await
+        .context("the media build panicked")?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no netboot media, so no machine could be flashed; nothing was started: {e:#}\n{}",
+                super::media_ways_out(false, true)
+            )
+        })?;
+    Ok((m, Mode::Auto))
+}
+
+async fn bind_tcp(what: &str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding {what} on {addr} (is the port in use? choose another with --port-*)")
+    })
+}
+
+async fn bind(plan: &Plan) -> Result<Sockets> {
+    let web = bind_tcp("bty-web", SocketAddr::new(plan.bind, plan.port_web)).await?;
+    let cache = bind_tcp("withcache", SocketAddr::new(plan.bind, plan.port_cache)).await?;
+    let tftp = match plan.tftp_port {
+        Some(p) => {
+            let addr = SocketAddr::new(plan.bind, p);
+            let root = if p < 1024 {
+                " (ports below 1024 need root)"
+            } else {
+                ""
+            };
+            let s = UdpSocket::bind(addr).await;
+            Some(s.with_context(|| format!("binding TFTP on udp {addr}{root}"))?)
+        }
+        None => None,
+    };
+    Ok(Sockets { web, cache, tftp })
+}
+
+fn urls(host: IpAddr, s: &Sockets) -> Result<Urls> {
+    let h = hostaddr::url_host(&host);
+    Ok(Urls {
+        withcache: format!("http://{h}:{}", s.cache.local_addr()?.port()),
+        bootstrap: format!(
+            "http://{h}:{}/pxe-bootstrap.ipxe",
+            s.web.local_addr()?.port()
+        ),
+    })
+}
+
+/// The loop breaker: iPXE's second TFTP fetch of its own bootfile gets a
+/// script chaining to this bty-web, as machines reach it.
+fn second_stage(plan: &Plan, urls: &Urls) -> Result<Vec<bty_tftp::SecondStageRule>> {
+    if !plan.second_stage {
+        return Ok(Vec::new());
+    }
+    services::second_stage_rules(&urls.bootstrap)
 }
 
 /// The bty.toml `serve` runs bty-web with.
@@ -36,178 +211,76 @@ pub fn serve_toml(state_dir: &Path, web: SocketAddr, withcache_url: &str) -> Str
     )
 }
 
-/// The media serve places: the operator's `--netboot DIR` (both files
-/// there, else an error), else this binary's, cached or built now. Either
-/// way before anything listens: a serve that could not flash a machine
-/// does not start.
-async fn get_media(a: &ServeArgs) -> Result<(Media, Mode)> {
-    if let Some(dir) = crate::cli::netboot_dir(a.netboot.as_deref()) {
-        if a.from.is_some() {
-            anyhow::bail!(
-                "--from builds this binary's media, and $BTY_NETBOOT_DIR names the operator's \
-                 ({}): choose one (unset BTY_NETBOOT_DIR to build)",
-                dir.display()
-            );
-        }
-        let m = Media::from_dir(&dir)
-            .with_context(|| format!("reading --netboot {}", dir.display()))?;
-        m.require_pair().context("--netboot")?;
-        return Ok((m, Mode::Operator));
-    }
-    let opts = media::Options {
-        from: a.from.clone(),
-        cache: None,
-    };
-    let m = tokio::task::spawn_blocking(move || media::ensure(&opts))
-        .await
-        .context("the media build panicked")?
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "no netboot media, so no machine could be flashed; nothing was started: {e:#}\n{}",
-                super::media_ways_out(false, true)
-            )
-        })?;
-    Ok((m, Mode::Auto))
+fn write_toml(plan: &Plan, s: &Sockets, urls: &Urls) -> Result<PathBuf> {
+    let path = plan.data.join("bty.toml");
+    let text = serve_toml(&plan.data, s.web.local_addr()?, &urls.withcache);
+    crate::deploydir::write_atomic(&path, &text, 0o600)?;
+    Ok(path)
 }
 
-/// The sockets serve listens on: bty-web's, withcache's, bty-tftp's.
-async fn bind(a: &ServeArgs) -> Result<(TcpListener, TcpListener, Option<UdpSocket>)> {
-    let web_addr = SocketAddr::new(a.bind, a.port_web);
-    let cache_addr = SocketAddr::new(a.bind, a.port_cache);
-    let bind_err = |what: &str, addr: SocketAddr| {
-        format!("binding {what} on {addr} (is the port in use? choose another with --port-*)")
-    };
-    let web_l = TcpListener::bind(web_addr)
-        .await
-        .with_context(|| bind_err("bty-web", web_addr))?;
-    let cache_l = TcpListener::bind(cache_addr)
-        .await
-        .with_context(|| bind_err("withcache", cache_addr))?;
-    let tftp_sock = match a.tftp_port {
-        Some(p) => {
-            let addr = SocketAddr::new(a.bind, p);
-            Some(UdpSocket::bind(addr).await.with_context(|| {
-                format!(
-                    "binding TFTP on udp {addr}{}",
-                    if p < 1024 {
-                        " (ports below 1024 need root)"
-                    } else {
-                        ""
-                    }
-                )
-            })?)
-        }
-        None => None,
-    };
-    Ok((web_l, cache_l, tftp_sock))
+/// bty-web's config and withcache's options: the default password where
+/// none is set, one service token per data dir for both.
+fn configure(plan: &Plan, toml_path: &Path) -> Result<(bty_web::Config, withcache::Options)> {
+    let mut web = services::web_config(toml_path)?;
+    let token = crate::secrets::load_or_create_token(&plan.data.join("service-token"))?;
+    web.withcache.token = Some(token.clone());
+    let mut cache = withcache::Options::from_env(plan.data.join("withcache"));
+    if cache.admin_password.is_none() && cache.admin_password_hash.is_none() {
+        cache.admin_password = Some(crate::secrets::DEFAULT_PASSWORD.to_string());
+    }
+    cache.api_token = Some(bty_auth::ServiceToken::new(token));
+    Ok((web, cache))
 }
 
-pub async fn run(a: ServeArgs) -> Result<()> {
-    let data = crate::deploydir::absolute(&a.data_dir.clone().unwrap_or_else(default_data_dir))?;
-    for sub in ["web", "withcache"] {
-        std::fs::create_dir_all(data.join(sub))
-            .with_context(|| format!("creating {}", data.join(sub).display()))?;
-    }
-    // A port in use is said at once, not after a media build; then the
-    // media, before anything listens.
-    drop(bind(&a).await?);
-    let (media, mode) = get_media(&a).await?;
-    let host = if a.bind.is_unspecified() {
-        hostaddr::detect().unwrap_or(a.bind)
-    } else {
-        a.bind
-    };
-    let host = if host.is_unspecified() {
-        "127.0.0.1".parse()?
-    } else {
-        host
-    };
-    let (web_l, cache_l, tftp_sock) = bind(&a).await?;
-    let withcache_url = format!(
-        "http://{}:{}",
-        hostaddr::url_host(&host),
-        cache_l.local_addr()?.port()
-    );
-    // The loop breaker: iPXE's second TFTP fetch of its own bootfile gets a
-    // script chaining to this bty-web, as machines reach it.
-    let bootstrap_url = format!(
-        "http://{}:{}/pxe-bootstrap.ipxe",
-        hostaddr::url_host(&host),
-        web_l.local_addr()?.port()
-    );
-    let second_stage = if a.no_second_stage {
-        Vec::new()
-    } else {
-        services::second_stage_rules(&bootstrap_url)?
-    };
-    let toml_path = data.join("bty.toml");
-    crate::deploydir::write_atomic(
-        &toml_path,
-        &serve_toml(&data, web_l.local_addr()?, &withcache_url),
-        0o600,
-    )?;
+type Tasks = JoinSet<(&'static str, Result<()>)>;
 
-    crate::services::init_tracing();
-    let mut web_config = services::web_config(&toml_path)?;
-    // One bty-web -> withcache service token per data dir, for both.
-    let token = crate::secrets::load_or_create_token(&data.join("service-token"))?;
-    web_config.withcache.token = Some(token.clone());
-    let boot_dir = web_config.boot_dir();
-    let placed = media::place(
-        &media,
-        &boot_dir,
-        &web_config.boot.kernel,
-        &web_config.boot.initrd,
-        mode,
-    )?;
-    let mut cache_opts = withcache::Options::from_env(data.join("withcache"));
-    if cache_opts.admin_password.is_none() && cache_opts.admin_password_hash.is_none() {
-        cache_opts.admin_password = Some(crate::secrets::DEFAULT_PASSWORD.to_string());
-    }
-    cache_opts.api_token = Some(bty_auth::ServiceToken::new(token));
-
+/// Start each service; they stop when `true` is sent.
+fn spawn(
+    s: Sockets,
+    web: bty_web::Config,
+    cache: withcache::Options,
+    boot_dir: &Path,
+    rules: Vec<bty_tftp::SecondStageRule>,
+) -> (watch::Sender<bool>, Tasks) {
     let (tx, rx) = watch::channel(false);
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let s = stop(rx.clone());
-        tasks.spawn(async move { ("bty-web", services::web(web_config, web_l, s).await) });
+    let mut tasks = JoinSet::new();
+    let st = stop(rx.clone());
+    tasks.spawn(async move { ("bty-web", services::web(web, s.web, st).await) });
+    let st = stop(rx.clone());
+    tasks.spawn(async move { ("withcache", services::withcache(cache, s.cache, st).await) });
+    if let Some(sock) = s.tftp {
+        let (b, st) = (boot_dir.to_path_buf(), stop(rx));
+        tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, rules, st).await) });
     }
-    {
-        let s = stop(rx.clone());
-        tasks.spawn(async move {
-            (
-                "withcache",
-                services::withcache(cache_opts, cache_l, s).await,
-            )
-        });
-    }
-    let tftp_note = services::describe_second_stage(&second_stage);
-    if let Some(sock) = tftp_sock {
-        let (b, s) = (boot_dir.clone(), stop(rx.clone()));
-        tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, second_stage, s).await) });
-    }
+    (tx, tasks)
+}
 
-    eprintln!("bty-lab serve: state in {}", data.display());
-    media::report(&media, &boot_dir, &placed);
+fn banner(plan: &Plan, host: IpAddr, urls: &Urls, tftp_note: &str) {
     let h = hostaddr::url_host(&host);
     eprintln!(
         "  bty-web UI:  http://{h}:{}/ui   (login: bty-lab / bty-lab)",
-        a.port_web
+        plan.port_web
     );
-    eprintln!("  withcache:   {withcache_url}/     (login: bty-lab / bty-lab)");
-    if let Some(p) = a.tftp_port {
+    eprintln!(
+        "  withcache:   {}/     (login: bty-lab / bty-lab)",
+        urls.withcache
+    );
+    if let Some(p) = plan.tftp_port {
         eprintln!("  TFTP:        udp/{p}; {tftp_note}");
     }
     eprintln!("Ctrl-C stops everything.");
+}
 
+/// Until Ctrl-C (or SIGTERM), or a service stopping on its own, which is
+/// an error that takes the rest down.
+async fn wait(tx: watch::Sender<bool>, mut tasks: Tasks) -> Result<()> {
     let mut result = Ok(());
     tokio::select! {
         _ = crate::internal::shutdown_signal() => {}
         Some(done) = tasks.join_next() => {
-            // A service stopping on its own is an error: take the rest down.
             let (name, r) = done.context("a service task panicked")?;
             result = match r {
                 Ok(()) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
@@ -227,4 +300,41 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         eprintln!("bty-lab serve: stopped");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn plan(argv: &[&str]) -> Result<Plan> {
+        let argv = [&["bty-lab", "serve"], argv].concat();
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Serve(a) => Plan::new(&a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_plan_is_absolute_and_second_stage_on_by_default() {
+        let p = plan(&["--data-dir", "rel/data", "--netboot", "/m"]).unwrap();
+        assert!(p.data.is_absolute() && p.data.ends_with("rel/data"));
+        assert!(p.second_stage && p.tftp_port.is_none());
+        assert_eq!(p.netboot, Some(PathBuf::from("/m")));
+        let p = plan(&["--no-second-stage", "--tftp-port", "6969", "--from", "/d"]);
+        let p = p.unwrap();
+        assert!(!p.second_stage && p.tftp_port == Some(6969));
+    }
+
+    #[test]
+    fn the_toml_quotes_every_path() {
+        let t = serve_toml(
+            Path::new("/srv/a \"b\""),
+            "127.0.0.1:8080".parse().unwrap(),
+            "http://h:3000",
+        );
+        let v: toml_edit::DocumentMut = t.parse().unwrap();
+        assert_eq!(v["server"]["state_dir"].as_str(), Some("/srv/a \"b\"/web"));
+        assert_eq!(v["withcache"]["url"].as_str(), Some("http://h:3000"));
+    }
 }

@@ -1,18 +1,29 @@
-//! The container engine, reached only through its HTTP API with bollard
-//! (Docker's socket or Podman's Docker-compatible one); never by running
-//! `docker`/`podman`.
+//! The container engine: the [`ContainerEngine`] trait, what bty-lab's
+//! commands ask of Docker or Podman, in the engine's own terms (images,
+//! networks, containers, logs), knowing nothing of deploys. [`Bollard`]
+//! implements it over the engine's HTTP API (Docker's socket or Podman's
+//! Docker-compatible one), never by running `docker`/`podman`; [`connect`]
+//! finds the socket. Tests use the in-memory `fake::Fake`.
+//!
+//! What a deploy makes of these calls (names, labels, health, the stack's
+//! order) is [`crate::containers`], [`crate::health`] and
+//! [`crate::images`].
 
-pub mod containers;
-pub mod images;
-pub mod ports;
+pub mod connect;
+mod docker;
+#[cfg(test)]
+pub mod fake;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-use bollard::Docker;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::EngineChoice;
+pub use connect::{connect_for, try_connect};
+pub use docker::{split_ref, Bollard};
 
 /// Which engine answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,23 +33,13 @@ pub enum Kind {
     Podman,
 }
 
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Kind::Docker => "docker",
             Kind::Podman => "podman",
         })
     }
-}
-
-/// A connected engine.
-#[derive(Debug, Clone)]
-pub struct Engine {
-    pub api: Docker,
-    pub kind: Kind,
-    /// Where we connected (socket path or URL), for messages.
-    pub addr: String,
-    pub version: String,
 }
 
 /// The engine a deploy ran on, recorded in DEST's manifest (`[engine]`)
@@ -50,210 +51,180 @@ pub struct Remembered {
     pub addr: String,
 }
 
-impl Engine {
+/// An engine call that failed: the engine's own words, and whether it
+/// said "no such thing" (a 404), which callers that tolerate absence test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub not_found: bool,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Error {
+        Error {
+            not_found: false,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error {
+            not_found: true,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An image in the engine: what `--images auto` judges it by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    pub labels: HashMap<String, String>,
+    /// `repo@sha256:...` for each registry it was pulled from.
+    pub repo_digests: Vec<String>,
+}
+
+/// What a container is created from. Every container restarts unless
+/// stopped, and runs `health_cmd` as its health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// `host`, or the bridge network the container joins.
+    pub network_mode: String,
+    /// The container port (`8080/tcp`) published on a host port.
+    pub publish: Option<(String, u16)>,
+    /// `host path:container path[:ro]`.
+    pub binds: Vec<String>,
+    /// The health check, run without a shell.
+    pub health_cmd: Vec<String>,
+}
+
+/// What inspecting a container tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Container {
+    /// running, exited, created, restarting, stopped (Podman), ...
+    pub status: String,
+    /// The engine's health status (`healthy`, `starting`, ...) or "".
+    pub health: String,
+    pub restarts: i64,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// A container in a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    /// Without the leading `/` Docker puts there.
+    pub name: String,
+    /// running, exited, ...
+    pub state: String,
+}
+
+/// Pull progress: bytes done and bytes in all, over the layers seen.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+/// What bty-lab's commands need of a container engine. Every future is
+/// `Send`, so callers may spawn them.
+pub trait ContainerEngine: Sync {
+    /// Docker or Podman.
+    fn kind(&self) -> Kind;
+    /// The engine's version (`24.0.7`, `4.3.1`).
+    fn version(&self) -> &str;
+    /// Where it was reached (socket path or URL), for messages.
+    fn addr(&self) -> &str;
+
     /// What a deploy records about this engine.
-    pub fn remembered(&self) -> Remembered {
+    fn remembered(&self) -> Remembered {
         Remembered {
-            kind: self.kind,
-            addr: self.addr.clone(),
+            kind: self.kind(),
+            addr: self.addr().to_string(),
         }
     }
-}
 
-fn candidates(choice: EngineChoice) -> Vec<String> {
-    let docker = vec!["/var/run/docker.sock".to_string()];
-    let mut podman = vec!["/run/podman/podman.sock".to_string()];
-    // Rootless Podman: $XDG_RUNTIME_DIR/podman/podman.sock.
-    if let Some(rt) = dirs::runtime_dir() {
-        podman.push(rt.join("podman/podman.sock").display().to_string());
-    }
-    match choice {
-        EngineChoice::Docker => docker,
-        EngineChoice::Podman => podman,
-        EngineChoice::Auto => {
-            // An explicit DOCKER_HOST is the operator's choice: never fall
-            // back to another engine behind their back.
-            if let Ok(h) = std::env::var("DOCKER_HOST") {
-                if !h.is_empty() {
-                    return vec![h];
-                }
-            }
-            let mut v = docker;
-            v.extend(podman);
-            v
-        }
-    }
-}
+    /// The image tagged `r`, or None.
+    fn inspect_image(&self, r: &str) -> impl Future<Output = Result<Option<Image>>> + Send;
 
-/// Connect to `addr` (a socket path, `unix://`, `tcp://` or `http://`
-/// URL); Err says why not in a few words.
-pub async fn try_connect(addr: &str) -> Result<Engine, String> {
-    let api = if let Some(path) = addr
-        .strip_prefix("unix://")
-        .or(addr.starts_with('/').then_some(addr))
-    {
-        if !std::path::Path::new(path).exists() {
-            return Err("absent".into());
-        }
-        Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| e.to_string())?
-    } else if addr.starts_with("tcp://") || addr.starts_with("http://") {
-        Docker::connect_with_http(addr, 120, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| e.to_string())?
-    } else {
-        return Err("unsupported address (use unix:///path or tcp://host:port)".into());
-    };
-    let v = api
-        .version()
-        .await
-        .map_err(|e| format!("not answering: {e}"))?;
-    let podman = v
-        .components
-        .as_ref()
-        .is_some_and(|c| c.iter().any(|c| c.name.to_lowercase().contains("podman")));
-    Ok(Engine {
-        api,
-        kind: if podman { Kind::Podman } else { Kind::Docker },
-        addr: addr.to_string(),
-        version: v.version.unwrap_or_default(),
-    })
-}
+    /// Pull `r`, reporting `progress`; give up when nothing comes for
+    /// `stall`. Done only when the engine then holds `r`.
+    fn pull_image(
+        &self,
+        r: &str,
+        progress: Progress<'_>,
+        stall: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
-/// Connect to the chosen (or first answering) engine. The error lists every
-/// socket tried and how to get an engine running.
-pub async fn connect(choice: EngineChoice) -> Result<Engine> {
-    let mut tried = Vec::new();
-    for addr in candidates(choice) {
-        match try_connect(&addr).await {
-            Ok(e) => return Ok(e),
-            Err(why) => tried.push(format!("  {addr}: {why}")),
-        }
-    }
-    bail!(
-        "no container engine answered. Tried:\n{}\n\
-         Install and start one of:\n  \
-         Docker: apt-get install docker.io && systemctl enable --now docker\n  \
-         Podman: apt-get install podman && systemctl enable --now podman.socket\n          \
-         (without systemd: podman system service --time=0 unix:///run/podman/podman.sock &)\n\
-         or point DOCKER_HOST at the engine's socket.",
-        tried.join("\n")
-    )
-}
+    /// Build `tag` from a tar `context` holding `Containerfile`, with
+    /// `labels`. The error is the whole sentence ("building TAG: ...",
+    /// with the build's last lines).
+    fn build_image(
+        &self,
+        tag: &str,
+        context: Vec<u8>,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
-/// The engine for a command on the deploy at `dest`: `--engine` when given,
-/// else the engine the deploy ran on (`remembered`), else auto. A
-/// remembered engine that does not answer is an error that says so; it never
-/// falls back to another engine, which would not hold DEST's containers.
-pub async fn connect_for(
-    choice: Option<EngineChoice>,
-    remembered: Option<&Remembered>,
-    dest: &Path,
-) -> Result<Engine> {
-    let r = match (choice, remembered) {
-        (Some(c), _) => return connect(c).await,
-        (None, None) => return connect(EngineChoice::Auto).await,
-        (None, Some(r)) => r,
-    };
-    match try_connect(&r.addr).await {
-        Ok(e) => {
-            if e.kind != r.kind {
-                crate::ui::warn(format!(
-                    "{} answers as {}, but {} was deployed on {} there",
-                    r.addr,
-                    e.kind,
-                    dest.display(),
-                    r.kind
-                ));
-            }
-            Ok(e)
-        }
-        Err(why) => bail!("{}", remembered_down(r, &why, dest)),
-    }
-}
+    fn remove_image(&self, r: &str) -> impl Future<Output = Result<()>> + Send;
 
-/// The error for a remembered engine that does not answer.
-pub fn remembered_down(r: &Remembered, why: &str, dest: &Path) -> String {
-    let path = r
-        .addr
-        .strip_prefix("unix://")
-        .unwrap_or(&r.addr)
-        .to_string();
-    let start = if !path.starts_with('/') {
-        format!("start the {} engine that listens at {}", r.kind, r.addr)
-    } else {
-        match r.kind {
-            Kind::Docker => "systemctl start docker (without systemd: dockerd &)".to_string(),
-            Kind::Podman => format!(
-                "systemctl enable --now podman.socket\n    \
-                 (without systemd: podman system service --time=0 unix://{path} &)"
-            ),
-        }
-    };
-    format!(
-        "the {kind} engine at {addr} does not answer ({why}).\n\
-         {dest} was deployed on {kind} at {addr}; bty-lab remembered that from the deploy \
-         ({manifest}) and uses it for every later command.\n\
-         Start it:\n    {start}\n\
-         or pass --engine docker|podman|auto to use another engine for this command.",
-        kind = r.kind,
-        addr = r.addr,
-        dest = dest.display(),
-        manifest = dest.join(crate::deploydir::MANIFEST).display(),
-    )
-}
+    /// The labels of network `name`, or None when there is none.
+    fn inspect_network(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<HashMap<String, String>>>> + Send;
 
-/// Turn a bollard error into the engine's own message.
-pub fn engine_msg(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
-            format!("engine said ({status_code}): {message}")
-        }
-        // An error the engine sent inside a streamed answer (a Podman pull
-        // or build); bollard's Display would drop the text.
-        bollard::errors::Error::DockerStreamError { error } => format!("engine said: {error}"),
-        e => e.to_string(),
-    }
-}
+    /// Create bridge network `name` with `labels`.
+    fn create_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
-/// Is this bollard error a 404?
-pub fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+
+    fn create_container(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn start_container(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Remove a container (by name or id) and its anonymous volumes,
+    /// stopping it first.
+    fn remove_container(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The container named `name`, or None.
+    fn inspect_container(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Container>>> + Send;
+
+    /// Every container (running or not) carrying `label` (`key=value`).
+    fn list_containers(&self, label: &str) -> impl Future<Output = Result<Vec<Listed>>> + Send;
+
+    /// Run `cmd` in container `name`; true when it exits 0. Podman without
+    /// systemd runs no health timers, so bty-lab probes by hand.
+    fn exec_ok(&self, name: &str, cmd: &[String]) -> impl Future<Output = bool> + Send;
+
+    /// The log of `name` from `tail` lines before the end (`all`), stdout
+    /// and stderr together; with `follow`, until the container stops.
+    fn logs(&self, name: &str, tail: &str, follow: bool) -> BoxStream<'_, Result<String>>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_remembered_engine_that_is_down_is_named_not_replaced() {
-        let r = Remembered {
-            kind: Kind::Podman,
-            addr: "/nonexistent/bty-test/podman.sock".into(),
-        };
-        let e = connect_for(None, Some(&r), Path::new("/opt/bty"))
-            .await
-            .unwrap_err()
-            .to_string();
-        for needle in [
-            "podman engine at /nonexistent/bty-test/podman.sock does not answer (absent)",
-            "/opt/bty was deployed on podman",
-            "remembered",
-            "/opt/bty/.bty-lab.toml",
-            "podman system service --time=0 unix:///nonexistent/bty-test/podman.sock",
-            "--engine",
-        ] {
-            assert!(e.contains(needle), "{needle:?} not in:\n{e}");
-        }
-    }
 
     #[test]
     fn the_manifest_spells_the_engine_in_lowercase() {

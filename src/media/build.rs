@@ -261,7 +261,7 @@ fn busybox_binary(p: &Pkg) -> Result<Vec<u8>> {
     })?;
     let b = found
         .with_context(|| format!("{}: no bin/busybox in the package", p.deb.path.display()))?;
-    if crate::engine::images::elf_is_dynamic(&b)? {
+    if crate::elf::is_dynamic(&b)? {
         bail!(
             "{}: bin/busybox is dynamically linked",
             p.deb.path.display()

@@ -54,7 +54,7 @@ impl SelfExe {
     /// Refuse a dynamically linked binary: the initramfs has no dynamic
     /// loader to start it as the agent.
     pub fn require_static(self) -> Result<SelfExe> {
-        if crate::engine::images::elf_is_dynamic(&self.bytes)
+        if crate::elf::is_dynamic(&self.bytes)
             .with_context(|| format!("inspecting {}", self.path.display()))?
         {
             bail!(

@@ -113,7 +113,7 @@ pub fn is_module(path: &str) -> bool {
 
 /// The named sections of a little-endian ELF64 file: (name, offset, size).
 ///
-/// Hand-parsed (as `engine::images::elf_is_dynamic` is): the section table
+/// Hand-parsed (as `crate::elf::is_dynamic` is): the section table
 /// is all we need from a module, and it is a few fixed-offset fields.
 fn sections(elf: &[u8]) -> Result<Vec<(&str, usize, usize)>> {
     if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {

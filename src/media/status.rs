@@ -134,7 +134,7 @@ pub fn of_initrd(p: &Path) -> Result<Found> {
 /// The media deploy DEST's bty-web serves: its boot dir's initrd (names
 /// and place from DEST's bty.toml and envvars, as deploy computes them).
 fn of_deploy(dest: &Path, me: &Binary) -> Result<Found> {
-    let s = crate::deploydir::require_manifest(&crate::deploydir::absolute(dest)?, "media status")?;
+    let s = crate::manifest::Manifest::require(&crate::deploydir::absolute(dest)?, "media status")?;
     let Some((boot, [kernel, initrd])) = crate::deploydir::boot_target(&s)? else {
         return Ok(Found {
             path: s.dest.join("bty.toml"),

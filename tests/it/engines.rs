@@ -13,7 +13,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures::StreamExt as _;
 
-use crate::util::{atftp_get, fails_with, have_tool, ok, run_with, stderr, stdout, TestDir};
+use crate::util::{
+    atftp_get, exits_with, fails_with, have_tool, ok, run_with, stderr, stdout, TestDir,
+};
+
+/// The exit status of a deploy or upgrade that ended unhealthy
+/// (`bty-lab --help`, "Exit status").
+const UNHEALTHY: i32 = 5;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -464,6 +470,7 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         ],
     );
     fails_with(&o, "rolled back to bty 0.99.0");
+    exits_with(&o, UNHEALTHY);
     assert_all_healthy(&status_json(&bin, dest, engine), "0.99.0");
     assert_eq!(
         get(
@@ -910,6 +917,7 @@ fn podman_quadlet_install_upgrade_purge_with_stub_systemctl() {
         ],
     );
     fails_with(&o, "rolled back to bty 0.99.0");
+    exits_with(&o, UNHEALTHY);
     assert!(std::fs::read_to_string(&web_unit)
         .unwrap()
         .contains(&format!("Image={registry}/bty-web:0.99.0")));
@@ -1038,6 +1046,7 @@ fn podman_quadlet_failed_deploy_tears_down() {
         ],
     );
     fails_with(&o, "Tore down");
+    exits_with(&o, UNHEALTHY);
     assert!(
         stderr(&o).contains("Left behind: nothing"),
         "{}",

@@ -3,6 +3,7 @@
 //! from real Debian packages, booted in qemu.
 
 mod engines;
+mod exit;
 mod image;
 mod media;
 mod render;

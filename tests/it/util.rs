@@ -86,6 +86,18 @@ pub fn fails_with(o: &Output, needle: &str) {
     );
 }
 
+/// Assert the exit status is `code` (see `bty-lab --help`, "Exit status").
+#[track_caller]
+pub fn exits_with(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status\nstdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
 /// The tool rule: a missing tool fails under BTY_REQUIRE_TOOLS=1, else the
 /// test prints why it skips. Returns false to skip.
 pub fn have_tool(name: &str, present: bool) -> bool {

@@ -16,7 +16,7 @@ pub fn sniff(head: &[u8]) -> Option<ImageFormat> {
         Some(ImageFormat::Xz)
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Some(ImageFormat::Zst)
-    } else if head.len() >= 4 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
+    } else if matches!(head, [b'B', b'Z', b'h', b'1'..=b'9', ..]) {
         Some(ImageFormat::Bz2)
     } else if head.starts_with(b"QFI\xfb") {
         Some(ImageFormat::Qcow2)
@@ -94,8 +94,13 @@ pub fn zstd_content_size(head: &[u8]) -> Option<u64> {
     let fhd = *head.get(4)?;
     let fcs_flag = fhd >> 6;
     let single = fhd & 0x20 != 0;
-    let did_len = [0usize, 1, 2, 4][(fhd & 3) as usize];
-    let mut i = 5 + usize::from(!single) + did_len;
+    let did_len = match fhd & 3 {
+        0 => 0,
+        1 => 1,
+        2 => 2,
+        _ => 4,
+    };
+    let i = 5 + usize::from(!single) + did_len;
     let len = match (fcs_flag, single) {
         (0, true) => 1,
         (0, false) => return None,
@@ -104,28 +109,26 @@ pub fn zstd_content_size(head: &[u8]) -> Option<u64> {
         _ => 8,
     };
     let b = head.get(i..i + len)?;
-    i += len;
-    let _ = i;
     let mut v = [0u8; 8];
-    v[..len].copy_from_slice(b);
+    v.get_mut(..len)?.copy_from_slice(b);
     let n = u64::from_le_bytes(v);
     Some(if len == 2 { n + 256 } else { n })
 }
 
 /// gzip: ISIZE, the size mod 2^32, from the last 4 bytes.
 pub fn gzip_isize(tail: &[u8]) -> Option<u64> {
-    let t = tail.get(tail.len().checked_sub(4)?..)?;
-    Some(u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as u64)
+    Some(u32::from_le_bytes(*tail.last_chunk::<4>()?) as u64)
 }
 
 /// xz: the stream footer (last 12 bytes) says how long the index is.
 /// Returns the index size in bytes.
 pub fn xz_index_size(footer: &[u8]) -> Option<u64> {
-    let f = footer.get(footer.len().checked_sub(12)?..)?;
-    if &f[10..12] != b"YZ" {
+    // CRC32 (4), Backward Size (4), Stream Flags (2), "YZ".
+    let [_, _, _, _, b0, b1, b2, b3, _, _, y, z] = *footer.last_chunk::<12>()?;
+    if [y, z] != *b"YZ" {
         return None;
     }
-    let backward = u32::from_le_bytes([f[4], f[5], f[6], f[7]]) as u64;
+    let backward = u32::from_le_bytes([b0, b1, b2, b3]) as u64;
     Some((backward + 1) * 4)
 }
 

@@ -118,11 +118,16 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         // Errors raised inside a Read chain (source, decompressor) travel as
         // io::Error; unwrap ours back out so the reason stays precise.
-        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            let inner = e.into_inner().expect("checked above");
-            return *inner.downcast::<Error>().expect("checked above");
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::Stream(e);
         }
-        Error::Stream(e)
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(ours)) => *ours,
+            // Not reached: checked above.
+            Some(Err(other)) => Error::Stream(std::io::Error::new(kind, other)),
+            None => Error::Stream(kind.into()),
+        }
     }
 }
 

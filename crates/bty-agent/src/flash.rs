@@ -282,7 +282,7 @@ fn stream(
     for _ in 0..6 {
         free_tx
             .send(AlignedBuf::new(BLOCK))
-            .expect("receiver alive");
+            .map_err(|_| Error::Stream(io::Error::other("write buffers dropped")))?;
     }
     let raw = image.format == ImageFormat::Raw;
     let fetched = rep.progress.fetched.clone();
@@ -314,10 +314,9 @@ fn stream(
                     let Ok(mut buf) = free_rx.recv() else {
                         return Err(Error::Stream(io::Error::other("writer stopped")));
                     };
-                    let cap = buf.capacity();
                     let mut n = 0;
-                    while n < cap {
-                        match decoded.read(&mut buf.spare()[n..cap]) {
+                    while let Some(rest) = buf.spare().get_mut(n..).filter(|r| !r.is_empty()) {
+                        match decoded.read(rest) {
                             Ok(0) => break,
                             Ok(k) => n += k,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -9,6 +9,15 @@
 //! `bty` binary and bty-lab's multicall both enter there); [`clock`] sets
 //! the system clock from bty-web's `Date` header.
 
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod cli;
 pub mod clock;
 pub mod cmdline;

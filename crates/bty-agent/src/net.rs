@@ -11,7 +11,7 @@
 //! crates.io all pull in an async runtime for one lookup per boot.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 /// Timeouts of the shared client.
@@ -120,19 +120,28 @@ fn dns_a_query(ns: IpAddr, name: &str) -> io::Result<Ipv4Addr> {
         q.extend_from_slice(label.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
-    let bind: SocketAddr = if ns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .expect("literal");
+    let bind = SocketAddr::new(
+        if ns.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        },
+        0,
+    );
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(Duration::from_secs(3)))?;
     sock.send_to(&q, SocketAddr::new(ns, 53))?;
     let mut buf = [0u8; 1500];
     let n = sock.recv(&mut buf)?;
-    let r = &buf[..n];
-    if n < 12 || r[0..2] != id.to_be_bytes() || r[3] & 0x0f != 0 {
+    let r = buf.get(..n).ok_or_else(|| bad("bad DNS answer"))?;
+    // ID (2), flags (2, RCODE in the low 4 bits), QDCOUNT, ANCOUNT, ...
+    let &[id0, id1, _, flags, _, _, an0, an1, _, _, _, _, ..] = r else {
+        return Err(bad("bad DNS answer"));
+    };
+    if [id0, id1] != id.to_be_bytes() || flags & 0x0f != 0 {
         return Err(bad("bad DNS answer"));
     }
-    let answers = u16::from_be_bytes([r[6], r[7]]);
+    let answers = u16::from_be_bytes([an0, an1]);
     let skip_name = |mut i: usize| -> Option<usize> {
         loop {
             let l = *r.get(i)? as usize;
@@ -148,15 +157,20 @@ fn dns_a_query(ns: IpAddr, name: &str) -> io::Result<Ipv4Addr> {
     let mut i = skip_name(12).ok_or_else(|| bad("short"))? + 4;
     for _ in 0..answers {
         i = skip_name(i).ok_or_else(|| bad("short"))?;
-        let h = r.get(i..i + 10).ok_or_else(|| bad("short"))?;
+        // TYPE (2), CLASS (2), TTL (4), RDLENGTH (2).
+        let Some(&[t0, t1, _, _, _, _, _, _, l0, l1]) = r.get(i..i + 10) else {
+            return Err(bad("short"));
+        };
         let (ty, len) = (
-            u16::from_be_bytes([h[0], h[1]]),
-            u16::from_be_bytes([h[8], h[9]]) as usize,
+            u16::from_be_bytes([t0, t1]),
+            u16::from_be_bytes([l0, l1]) as usize,
         );
         i += 10;
         if ty == 1 && len == 4 {
-            let a = r.get(i..i + 4).ok_or_else(|| bad("short"))?;
-            return Ok(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+            let Some(&[a, b, c, d]) = r.get(i..i + 4) else {
+                return Err(bad("short"));
+            };
+            return Ok(Ipv4Addr::new(a, b, c, d));
         }
         i += len;
     }

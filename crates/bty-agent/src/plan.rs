@@ -34,7 +34,13 @@ pub fn post_inventory(
     console: &Console,
 ) -> bool {
     let url = ep.url("inventory");
-    let body = serde_json::to_value(inv).expect("inventory serialises");
+    let body = match serde_json::to_value(inv) {
+        Ok(body) => body,
+        Err(e) => {
+            console.line(format!("inventory not sent: {e}"));
+            return false;
+        }
+    };
     for attempt in 0..4 {
         match http
             .post(&url)

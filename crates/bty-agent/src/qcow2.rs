@@ -29,6 +29,17 @@ const L1_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const COMPRESSED: u64 = 1 << 62;
 const ZERO_FLAG: u64 = 1;
 
+/// A version 2 header ends at byte 72; version 3 adds the feature bits
+/// and the header length, 104 bytes in all.
+const V2_HEADER_LEN: usize = 72;
+const V3_HEADER_LEN: usize = 104;
+
+/// The most guest clusters the map holds: 8 bytes each, so 128 MiB of
+/// map, a guest disk of 1 TiB at qemu's default 64 KiB clusters (32 TiB at
+/// 2 MiB). The header's virtual size is the image's own word: this bound
+/// keeps a hostile or broken header from making the agent allocate more.
+pub const MAX_MAP_CLUSTERS: u64 = 16 << 20;
+
 /// The parts of a qcow2 image the reader needs.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -39,11 +50,25 @@ pub struct Layout {
     map: Vec<u64>,
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+/// The big-endian `N` bytes of `b` at `at`; a header too short for them
+/// is corrupt.
+fn field<const N: usize>(b: &[u8], at: usize) -> Result<[u8; N]> {
+    b.get(at..)
+        .and_then(|rest| rest.get(..N))
+        .and_then(|f| f.try_into().ok())
+        .ok_or_else(|| {
+            Error::Corrupt(format!(
+                "qcow2 header cut short: {} bytes, a field ends at byte {}",
+                b.len(),
+                at.saturating_add(N)
+            ))
+        })
 }
-fn be64(b: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+fn be32(b: &[u8], at: usize) -> Result<u32> {
+    field(b, at).map(u32::from_be_bytes)
+}
+fn be64(b: &[u8], at: usize) -> Result<u64> {
+    field(b, at).map(u64::from_be_bytes)
 }
 
 /// What the 104-byte header says, checked for features we refuse.
@@ -61,23 +86,34 @@ pub struct Header {
 
 /// Parse and vet the header.
 pub fn parse_header(h: &[u8]) -> Result<Header> {
-    if h.len() < 72 || &h[..4] != b"QFI\xfb" {
+    if !h.starts_with(b"QFI\xfb") {
         return Err(Error::Corrupt("not a qcow2 header".into()));
     }
-    let version = be32(h, 4);
+    let version = be32(h, 4)?;
     if version != 2 && version != 3 {
         return Err(Error::Unsupported(format!("qcow2 version {version}")));
     }
-    if be64(h, 8) != 0 {
+    let need = if version == 3 {
+        V3_HEADER_LEN
+    } else {
+        V2_HEADER_LEN
+    };
+    if h.len() < need {
+        return Err(Error::Corrupt(format!(
+            "qcow2 version {version} header cut short: {} of {need} bytes",
+            h.len()
+        )));
+    }
+    if be64(h, 8)? != 0 {
         return Err(Error::Unsupported(
             "qcow2 with a backing file; flatten it with qemu-img convert".into(),
         ));
     }
-    if be32(h, 32) != 0 {
+    if be32(h, 32)? != 0 {
         return Err(Error::Unsupported("encrypted qcow2".into()));
     }
     if version == 3 {
-        let incompatible = be64(h, 72);
+        let incompatible = be64(h, 72)?;
         for (bit, what) in [
             (1, "marked corrupt"),
             (2, "an external data file"),
@@ -93,16 +129,63 @@ pub fn parse_header(h: &[u8]) -> Result<Header> {
             )));
         }
     }
-    let cluster_bits = be32(h, 20);
-    if !(9..=21).contains(&cluster_bits) {
-        return Err(Error::Corrupt(format!("qcow2 cluster_bits {cluster_bits}")));
+    let header = Header {
+        virtual_size: be64(h, 24)?,
+        cluster_bits: be32(h, 20)?,
+        l1_size: be32(h, 36)?,
+        l1_offset: be64(h, 40)?,
+    };
+    header.vet()?;
+    Ok(header)
+}
+
+impl Header {
+    /// Refuse sizes the reader cannot hold or address: a cluster size
+    /// outside 512 B..2 MiB, a map over [`MAX_MAP_CLUSTERS`], an L1 table
+    /// larger than the disk needs or one that ends past 2^64.
+    fn vet(&self) -> Result<()> {
+        if !(9..=21).contains(&self.cluster_bits) {
+            return Err(Error::Corrupt(format!(
+                "qcow2 cluster_bits {}",
+                self.cluster_bits
+            )));
+        }
+        let cs = self.cluster_size();
+        let clusters = self.virtual_size.div_ceil(cs);
+        if clusters > MAX_MAP_CLUSTERS {
+            return Err(Error::Unsupported(format!(
+                "qcow2 virtual size {} bytes in {cs}-byte clusters: its cluster map would \
+                 take {} MiB, the agent holds at most {} MiB; re-create it with larger \
+                 clusters (qemu-img convert -O qcow2 -o cluster_size=2M)",
+                self.virtual_size,
+                clusters.saturating_mul(8) >> 20,
+                (MAX_MAP_CLUSTERS * 8) >> 20
+            )));
+        }
+        // Each L2 table maps cs / 8 clusters.
+        if u64::from(self.l1_size) > clusters.div_ceil(cs / 8) + 1 {
+            return Err(Error::Corrupt(format!(
+                "qcow2 L1 table of {} entries",
+                self.l1_size
+            )));
+        }
+        if self.l1_offset.checked_add(self.l1_len()).is_none() {
+            return Err(Error::Corrupt(format!(
+                "qcow2 L1 table at {} runs past the end of any file",
+                self.l1_offset
+            )));
+        }
+        Ok(())
     }
-    Ok(Header {
-        virtual_size: be64(h, 24),
-        cluster_bits,
-        l1_size: be32(h, 36),
-        l1_offset: be64(h, 40),
-    })
+
+    fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    /// Bytes of the L1 table.
+    fn l1_len(&self) -> u64 {
+        u64::from(self.l1_size) * 8
+    }
 }
 
 impl Layout {
@@ -113,29 +196,33 @@ impl Layout {
         l1: &[u8],
         mut load_l2: impl FnMut(u64) -> Result<Vec<u8>>,
     ) -> Result<Layout> {
-        let cs = 1u64 << h.cluster_bits;
-        let clusters = h.virtual_size.div_ceil(cs);
-        let per_l2 = cs / 8;
-        let mut map = vec![0u64; clusters as usize];
-        for (i, e) in l1.chunks_exact(8).enumerate() {
-            let l2_off = u64::from_be_bytes(e.try_into().expect("8")) & L1_OFFSET_MASK;
+        h.vet()?;
+        let cs = h.cluster_size();
+        // At most MAX_MAP_CLUSTERS (vetted above).
+        let clusters = h.virtual_size.div_ceil(cs) as usize;
+        let mut map = Vec::new();
+        map.try_reserve_exact(clusters).map_err(|e| {
+            Error::Unsupported(format!(
+                "no memory for the qcow2 cluster map ({clusters} clusters): {e}"
+            ))
+        })?;
+        map.resize(clusters, 0u64);
+        // L1 entry i maps the clusters of its L2 table: i * cs/8 onwards.
+        for (slots, e) in map.chunks_mut((cs / 8) as usize).zip(l1.chunks_exact(8)) {
+            let l2_off = be64(e, 0)? & L1_OFFSET_MASK;
             if l2_off == 0 {
                 continue;
             }
             let l2 = load_l2(l2_off)?;
-            for (j, e) in l2.chunks_exact(8).enumerate() {
-                let g = i as u64 * per_l2 + j as u64;
-                if g >= clusters {
-                    break;
-                }
-                let v = u64::from_be_bytes(e.try_into().expect("8"));
+            for (slot, e) in slots.iter_mut().zip(l2.chunks_exact(8)) {
+                let v = be64(e, 0)?;
                 if v & COMPRESSED != 0 {
                     return Err(Error::Unsupported(
                         "qcow2 with compressed clusters; re-create it with qemu-img convert -O qcow2 (no -c)".into(),
                     ));
                 }
                 if v & ZERO_FLAG == 0 {
-                    map[g as usize] = v & L1_OFFSET_MASK;
+                    *slot = v & L1_OFFSET_MASK;
                 }
             }
         }
@@ -150,26 +237,22 @@ impl Layout {
     pub fn fetch(http: &ureq::Agent, url: &str) -> Result<Layout> {
         let (head, _) = range_get(http, url, "0-4095", 4096)?;
         let h = parse_header(&head)?;
-        let cs = 1u64 << h.cluster_bits;
-        if h.l1_size as u64 > (h.virtual_size.div_ceil(cs * (cs / 8))) + 1 {
-            return Err(Error::Corrupt(format!(
-                "qcow2 L1 table of {} entries",
-                h.l1_size
-            )));
-        }
-        let l1_len = h.l1_size as u64 * 8;
+        let cs = h.cluster_size();
+        let l1_len = h.l1_len();
         let l1 = if l1_len == 0 {
             Vec::new()
         } else {
+            // l1_offset + l1_len does not overflow (vetted).
             let (l1, _) = range_get(
                 http,
                 url,
-                &format!("{}-{}", h.l1_offset, h.l1_offset + l1_len - 1),
+                &format!("{}-{}", h.l1_offset, h.l1_offset + (l1_len - 1)),
                 l1_len,
             )?;
             l1
         };
         Layout::from_tables(h, &l1, |off| {
+            // `off` is masked to 56 bits: `off + cs` does not overflow.
             let (t, _) = range_get(http, url, &format!("{}-{}", off, off + cs - 1), cs)?;
             if t.len() as u64 != cs {
                 return Err(Error::Corrupt(format!("qcow2 L2 table at {off} is short")));
@@ -191,11 +274,20 @@ pub struct Reader<R: Read> {
     http: ureq::Agent,
     url: String,
     guest: u64,
+    /// One cluster (`cluster_size` bytes).
     cluster: Vec<u8>,
     /// Valid bytes of `cluster` and the guest offset it starts at.
     loaded: Option<u64>,
     /// Clusters fetched out of order with a Range request.
     pub random_reads: u64,
+}
+
+/// A guest offset the map does not cover: a bug, said as an I/O error.
+fn outside_map(guest: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("qcow2 guest offset {guest} lies outside the cluster map"),
+    )
 }
 
 impl<R: Read> Reader<R> {
@@ -215,8 +307,9 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    fn load(&mut self, idx: usize) -> io::Result<()> {
-        let host = self.layout.map[idx];
+    /// Load guest cluster `idx`, which the map places at host offset
+    /// `host` (not 0).
+    fn load(&mut self, idx: usize, host: u64) -> io::Result<()> {
         let cs = self.layout.cluster_size();
         if host >= self.stream_pos {
             io::copy(
@@ -225,24 +318,27 @@ impl<R: Read> Reader<R> {
             )?;
             self.stream_pos = host;
             let mut n = 0;
-            while n < cs as usize {
-                match self.stream.read(&mut self.cluster[n..])? {
+            while let Some(rest) = self.cluster.get_mut(n..).filter(|r| !r.is_empty()) {
+                match self.stream.read(rest)? {
                     0 => break,
                     k => n += k,
                 }
             }
             self.stream_pos += n as u64;
             // The last cluster of a file may be cut short; the rest is zeroes.
-            self.cluster[n..].fill(0);
+            self.cluster.get_mut(n..).unwrap_or_default().fill(0);
         } else {
+            // At most `cs` bytes: the rest of the cluster is zeroes.
             let (bytes, _) = range_get(
                 &self.http,
                 &self.url,
                 &format!("{}-{}", host, host + cs - 1),
                 cs,
             )?;
-            self.cluster[..bytes.len()].copy_from_slice(&bytes);
-            self.cluster[bytes.len()..].fill(0);
+            self.cluster.fill(0);
+            for (d, s) in self.cluster.iter_mut().zip(&bytes) {
+                *d = *s;
+            }
             self.random_reads += 1;
         }
         self.loaded = Some(idx as u64 * cs);
@@ -261,17 +357,29 @@ impl<R: Read> Read for Reader<R> {
         }
         let cs = self.layout.cluster_size();
         let idx = (self.guest / cs) as usize;
-        let within = self.guest % cs;
-        let n = (cs - within)
+        let within = (self.guest % cs) as usize;
+        let n = (cs - within as u64)
             .min(self.layout.virtual_size - self.guest)
             .min(buf.len() as u64) as usize;
-        if self.layout.map[idx] == 0 {
-            buf[..n].fill(0);
+        let host = *self
+            .layout
+            .map
+            .get(idx)
+            .ok_or_else(|| outside_map(self.guest))?;
+        // n <= buf.len() (the min above).
+        let (out, _) = buf.split_at_mut(n);
+        if host == 0 {
+            out.fill(0);
         } else {
             if self.loaded != Some(idx as u64 * cs) {
-                self.load(idx)?;
+                self.load(idx, host)?;
             }
-            buf[..n].copy_from_slice(&self.cluster[within as usize..within as usize + n]);
+            // within + n <= cs = cluster.len() (the min above).
+            let from = self
+                .cluster
+                .get(within..within + n)
+                .ok_or_else(|| outside_map(self.guest))?;
+            out.copy_from_slice(from);
         }
         self.guest += n as u64;
         Ok(n)
@@ -314,6 +422,124 @@ mod tests {
             .contains("extended L2"));
         assert!(parse_header(&header(1, 1, 16)).is_err());
         assert!(parse_header(b"QFI").is_err());
+    }
+
+    #[test]
+    fn a_header_cut_short_is_an_error_not_a_panic() {
+        let v3 = header(3, 1 << 30, 16);
+        for len in 0..v3.len() {
+            assert!(parse_header(&v3[..len]).is_err(), "{len} bytes");
+        }
+        // 72..=79 bytes: a version 2 header's length, short of the version
+        // 3 feature bits (which used to be read regardless).
+        for len in 72..=79 {
+            let e = parse_header(&v3[..len]).unwrap_err();
+            assert!(matches!(e, Error::Corrupt(_)), "{len} bytes: {e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("header cut short: {len} of 104 bytes")),
+                "{e}"
+            );
+        }
+        // A version 2 header is 72 bytes and needs no more.
+        let v2 = header(2, 1 << 30, 16);
+        for len in 72..=79 {
+            assert_eq!(parse_header(&v2[..len]).unwrap().virtual_size, 1 << 30);
+        }
+        let e = parse_header(&v2[..71]).unwrap_err();
+        assert!(e.to_string().contains("71 of 72 bytes"), "{e}");
+    }
+
+    #[test]
+    fn absurd_header_sizes_are_refused_before_anything_is_allocated() {
+        for (size, bits) in [
+            (u64::MAX, 9),
+            (u64::MAX, 21),
+            (1 << 62, 16),
+            (MAX_MAP_CLUSTERS * 512 + 1, 9),
+            ((MAX_MAP_CLUSTERS << 16) + 1, 16),
+        ] {
+            let e = parse_header(&header(3, size, bits)).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(_)), "{e}");
+            assert!(e.to_string().contains("cluster map"), "{e}");
+        }
+        // The largest map allowed parses (the map is built later).
+        let h = parse_header(&header(3, MAX_MAP_CLUSTERS << 16, 16)).unwrap();
+        assert_eq!(h.virtual_size, 1 << 40);
+
+        for bits in [0, 8, 22, 63, 64, u32::MAX] {
+            let e = parse_header(&header(3, 1 << 30, bits)).unwrap_err();
+            assert!(e.to_string().contains("cluster_bits"), "{bits}: {e}");
+        }
+
+        // 1 GiB at 64 KiB clusters needs 2 L1 entries.
+        let mut b = header(3, 1 << 30, 16);
+        b[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = parse_header(&b).unwrap_err();
+        assert!(
+            e.to_string().contains("L1 table of 4294967295 entries"),
+            "{e}"
+        );
+        b[36..40].copy_from_slice(&3u32.to_be_bytes());
+        assert!(parse_header(&b).is_ok());
+
+        let mut b = header(3, 1 << 30, 16);
+        b[40..48].copy_from_slice(&(u64::MAX - 4).to_be_bytes());
+        let e = parse_header(&b).unwrap_err();
+        assert!(e.to_string().contains("runs past the end"), "{e}");
+
+        // A header made by hand gets the same checks before the map.
+        let absurd = Header {
+            virtual_size: u64::MAX,
+            cluster_bits: 16,
+            l1_size: 0,
+            l1_offset: 0,
+        };
+        let e = Layout::from_tables(absurd, &[], |_| panic!("no L2 load")).unwrap_err();
+        assert!(e.to_string().contains("cluster map"), "{e}");
+        let e = Layout::from_tables(
+            Header {
+                cluster_bits: 64,
+                ..absurd
+            },
+            &[],
+            |_| panic!("no L2 load"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cluster_bits"), "{e}");
+    }
+
+    #[test]
+    fn reader_emits_the_guest_disk_in_order() {
+        // 512-byte clusters: guest 0 at host 1024, guest 1 unallocated,
+        // guest 2 at 2048, guest 3 (100 bytes of it in the guest) at 2560,
+        // where the container ends after 300 bytes.
+        let h = Header {
+            virtual_size: 3 * 512 + 100,
+            cluster_bits: 9,
+            l1_size: 1,
+            l1_offset: 0,
+        };
+        let l1 = (512u64 | (1 << 63)).to_be_bytes();
+        let mut l2 = vec![0u8; 512];
+        for (i, host) in [(0, 1024u64), (2, 2048), (3, 2560)] {
+            l2[i * 8..i * 8 + 8].copy_from_slice(&(host | (1 << 63)).to_be_bytes());
+        }
+        let layout = Layout::from_tables(h, &l1, |_| Ok(l2.clone())).unwrap();
+        let mut container = vec![0u8; 2560 + 300];
+        for (i, b) in container.iter_mut().enumerate().skip(1024) {
+            *b = (i % 251) as u8 | 1;
+        }
+        let mut reader = Reader::new(layout, &container[..], ureq::agent(), "http://unused");
+        let mut guest = Vec::new();
+        reader.read_to_end(&mut guest).unwrap();
+        let mut want = container[1024..1536].to_vec();
+        want.extend_from_slice(&[0; 512]);
+        want.extend_from_slice(&container[2048..2560]);
+        want.extend_from_slice(&container[2560..2660]);
+        assert_eq!(guest.len(), want.len());
+        assert!(guest == want);
+        assert_eq!(reader.random_reads, 0);
     }
 
     #[test]

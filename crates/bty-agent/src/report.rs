@@ -34,7 +34,9 @@ const PHASES: [Phase; 4] = [
 impl Progress {
     /// Current phase.
     pub fn phase(&self) -> Phase {
-        PHASES[self.phase.load(Ordering::Relaxed) as usize % PHASES.len()]
+        // `phase` stores an index into PHASES (0 for one it does not know).
+        let i = usize::from(self.phase.load(Ordering::Relaxed));
+        PHASES.get(i).copied().unwrap_or(Phase::Preflight)
     }
 }
 
@@ -63,14 +65,16 @@ pub struct Reporter {
 }
 
 fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
+    let mut unit = "B";
+    for u in ["KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 {
+            break;
+        }
         v /= 1024.0;
-        i += 1;
+        unit = u;
     }
-    format!("{v:.1} {}", U[i])
+    format!("{v:.1} {unit}")
 }
 
 impl Reporter {

@@ -239,8 +239,11 @@ impl Read for HttpSource {
                     ))?;
                 }
                 Ok(n) => {
+                    let got = buf.get(..n).ok_or_else(|| {
+                        io::Error::other("the HTTP body reader claimed more bytes than asked")
+                    })?;
                     if let Some(h) = self.hasher.as_mut() {
-                        h.update(&buf[..n]);
+                        h.update(got);
                     }
                     self.pos += n as u64;
                     self.failures = 0;

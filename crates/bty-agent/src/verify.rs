@@ -67,7 +67,7 @@ pub fn digest(
     for _ in 0..IN_FLIGHT {
         free_tx
             .send(AlignedBuf::new(BLOCK))
-            .expect("receiver alive");
+            .map_err(|_| Error::Stream(std::io::Error::other("read-back buffers dropped")))?;
     }
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -79,7 +79,10 @@ pub fn digest(
                 // Direct reads need whole sectors: read up to the next
                 // boundary and hash only what belongs to the image.
                 let ask = want.div_ceil(ALIGN) * ALIGN;
-                let r = match read_at_full(&f, &mut buf.spare()[..ask], pos, direct) {
+                let read = buf
+                    .spare_prefix(ask)
+                    .and_then(|b| read_at_full(&f, b, pos, direct));
+                let r = match read {
                     Err(e) => Err(Error::io("reading back", path)(e)),
                     Ok(got) if got < want => Err(Error::Corrupt(format!(
                         "{} ends at byte {} but the image is {to} bytes",
@@ -175,9 +178,11 @@ impl ReadBack {
     pub fn finish(mut self, len: u64, head: &[u8]) -> Result<(String, ReadMode)> {
         self.send(len, head, true);
         self.tx = None;
-        self.thread
-            .take()
-            .expect("joined once")
+        // Only `finish` (which takes self) and `drop` take the thread.
+        let Some(thread) = self.thread.take() else {
+            return Err(Error::Corrupt("the read-back thread is gone".into()));
+        };
+        thread
             .join()
             .map_err(|_| Error::Corrupt("the read-back thread panicked".into()))?
     }
@@ -255,7 +260,9 @@ fn follow(
                 // Direct reads need whole sectors: read up to the next
                 // boundary and hash only what belongs to the image.
                 let ask = want.div_ceil(ALIGN) * ALIGN;
-                let got = read_at_full(&f, &mut buf.spare()[..ask], at, direct)
+                let got = buf
+                    .spare_prefix(ask)
+                    .and_then(|b| read_at_full(&f, b, at, direct))
                     .map_err(Error::io("reading back", path))?;
                 if got < want {
                     return Err(Error::Corrupt(format!(
@@ -265,7 +272,8 @@ fn follow(
                         s.upto
                     )));
                 }
-                h.update(&buf.spare()[..want]);
+                // want <= got <= ask, which spare_prefix checked.
+                h.update(buf.spare().get(..want).unwrap_or_default());
                 verified.fetch_add(want as u64, Ordering::Relaxed);
                 at += want as u64;
             }
@@ -286,8 +294,8 @@ fn follow(
 /// device past its end fails with EINVAL; retry that last piece buffered.
 fn read_at_full(f: &File, buf: &mut [u8], off: u64, direct: bool) -> std::io::Result<usize> {
     let mut n = 0;
-    while n < buf.len() {
-        match f.read_at(&mut buf[n..], off + n as u64) {
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match f.read_at(rest, off + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -295,7 +303,7 @@ fn read_at_full(f: &File, buf: &mut [u8], off: u64, direct: bool) -> std::io::Re
                 let mut plain = File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
                 use std::io::Seek;
                 plain.seek(std::io::SeekFrom::Start(off + n as u64))?;
-                let k = plain.read(&mut buf[n..])?;
+                let k = plain.read(rest)?;
                 if k == 0 {
                     break;
                 }
@@ -313,11 +321,12 @@ pub fn check_head(path: &Path, head: &[u8]) -> Result<()> {
     let mut buf = AlignedBuf::new(head.len().div_ceil(ALIGN).max(1) * ALIGN);
     let got = read_at_full(&f, buf.spare(), 0, mode == ReadMode::Direct)
         .map_err(Error::io("reading back", path))?;
-    if got < head.len() || buf.spare()[..head.len()] != *head {
+    let back = buf.spare().get(..got.min(head.len())).unwrap_or_default();
+    if back != head {
         return Err(Error::ChecksumMismatch {
             what: "first MiB read-back",
             expected: hex::encode(Sha256::digest(head)),
-            actual: hex::encode(Sha256::digest(&buf.spare()[..got.min(head.len())])),
+            actual: hex::encode(Sha256::digest(back)),
         });
     }
     Ok(())

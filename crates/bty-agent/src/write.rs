@@ -32,6 +32,11 @@ unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
     /// A zeroed buffer of `cap` bytes (a multiple of [`ALIGN`]).
+    #[allow(
+        clippy::expect_used,
+        reason = "ALIGN is a power of two and every size is the crate's own (at most a few MiB), \
+                  so the layout is valid"
+    )]
     pub fn new(cap: usize) -> AlignedBuf {
         let layout = Layout::from_size_align(cap.max(ALIGN), ALIGN).expect("valid layout");
         // SAFETY: layout has non-zero size.
@@ -50,10 +55,28 @@ impl AlignedBuf {
         // SAFETY: ptr is valid for cap bytes and uniquely borrowed.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.cap) }
     }
-    /// The bytes in use.
+    /// The first `n` bytes of the capacity, for filling (an error if the
+    /// buffer is smaller).
+    pub fn spare_prefix(&mut self, n: usize) -> std::io::Result<&mut [u8]> {
+        let cap = self.cap;
+        self.spare().get_mut(..n).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{n} bytes asked of a {cap}-byte buffer"),
+            )
+        })
+    }
+    /// `len` zero bytes, in use.
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let mut b = AlignedBuf::new(len);
+        b.len = len;
+        b
+    }
+    /// The bytes in use (`len`, at most the capacity).
     pub fn data(&self) -> &[u8] {
-        // SAFETY: ptr is valid for cap >= len bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        // SAFETY: ptr is valid for cap bytes, and the length is clamped
+        // to cap (`len` is a public field).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len.min(self.cap)) }
     }
     /// Capacity.
     pub fn capacity(&self) -> usize {
@@ -253,8 +276,7 @@ impl Sink {
             return Ok(()); // truncated: already zeroes
         }
         let n = HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK));
-        let zeros = AlignedBuf::new(HOLD_BACK as usize);
-        self.pwrite(0, &zeros_slice(&zeros)[..n as usize])?;
+        self.pwrite(0, AlignedBuf::zeroed(n as usize).data())?;
         self.sync()
     }
 
@@ -295,27 +317,41 @@ impl Sink {
         let mut pos = off;
         let mut rest = data;
         if pos < HOLD_BACK {
+            // n <= rest.len(), and pos + n <= HOLD_BACK, the hold's size.
             let n = ((HOLD_BACK - pos) as usize).min(rest.len());
-            self.hold.spare()[pos as usize..pos as usize + n].copy_from_slice(&rest[..n]);
-            self.hold.len = self.hold.len.max(pos as usize + n);
+            let (head, tail) = rest.split_at(n);
+            let at = pos as usize;
+            self.hold
+                .spare()
+                .get_mut(at..at + n)
+                .ok_or_else(|| {
+                    Error::Stream(std::io::Error::other(
+                        "the held-back head is smaller than the first MiB",
+                    ))
+                })?
+                .copy_from_slice(head);
+            self.hold.len = self.hold.len.max(at + n);
             pos += n as u64;
-            rest = &rest[n..];
+            rest = tail;
         }
         // Coalesce: one write per run of data, one zero-out per run of zeroes.
-        while !rest.is_empty() {
-            let zero = is_zero(&rest[..ZERO_CHUNK.min(rest.len())]);
-            let mut n = 0;
-            while n < rest.len() && is_zero(&rest[n..(n + ZERO_CHUNK).min(rest.len())]) == zero {
-                n = (n + ZERO_CHUNK).min(rest.len());
-            }
+        while let Some(first) = rest.chunks(ZERO_CHUNK).next() {
+            let zero = is_zero(first);
+            let n: usize = rest
+                .chunks(ZERO_CHUNK)
+                .take_while(|c| is_zero(c) == zero)
+                .map(<[u8]>::len)
+                .sum();
+            // n <= rest.len(): the sum of some of its chunks.
+            let (run, tail) = rest.split_at(n);
             if zero {
                 self.zeroes(pos, n as u64)?;
             } else {
                 self.flush_zero_run()?;
-                self.pwrite(pos, &rest[..n])?;
+                self.pwrite(pos, run)?;
             }
             pos += n as u64;
-            rest = &rest[n..];
+            rest = tail;
         }
         Ok(())
     }
@@ -341,11 +377,13 @@ impl Sink {
                 Ok(())
             }
             Kind::Block { .. } | Kind::Prezeroed => {
-                let zeros = AlignedBuf::new(ZERO_CHUNK);
+                let zeros = AlignedBuf::zeroed(ZERO_CHUNK);
                 let mut done = 0;
                 while done < len {
+                    // n <= ZERO_CHUNK, the length of `zeros`.
                     let n = (len - done).min(ZERO_CHUNK as u64) as usize;
-                    self.pwrite(off + done, &zeros_slice(&zeros)[..n])?;
+                    let (chunk, _) = zeros.data().split_at(n);
+                    self.pwrite(off + done, chunk)?;
                     done += n as u64;
                 }
                 Ok(())
@@ -403,8 +441,10 @@ impl Sink {
         } else {
             0
         } as usize;
+        // aligned <= data.len(): a multiple of align rounded down from it.
+        let (direct, buffered) = data.split_at(aligned);
         if aligned > 0 {
-            match self.direct.write_all_at(&data[..aligned], off) {
+            match self.direct.write_all_at(direct, off) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     // Some file systems accept O_DIRECT at open and refuse
@@ -416,9 +456,9 @@ impl Sink {
                 Err(e) => return Err(Error::io("writing to", &self.path)(e)),
             }
         }
-        if aligned < data.len() {
+        if !buffered.is_empty() {
             self.buffered
-                .write_all_at(&data[aligned..], off + aligned as u64)
+                .write_all_at(buffered, off + aligned as u64)
                 .map_err(Error::io("writing to", &self.path))?;
         }
         self.written += data.len() as u64;
@@ -460,9 +500,8 @@ impl Sink {
 
     /// Write the held-back head and sync: from here the disk boots.
     pub fn commit_head(&mut self) -> Result<()> {
-        let n = self.hold.len;
         let hold = std::mem::replace(&mut self.hold, AlignedBuf::new(ALIGN));
-        let r = self.pwrite(0, &hold.data()[..n]).and_then(|_| self.sync());
+        let r = self.pwrite(0, hold.data()).and_then(|_| self.sync());
         self.hold = hold;
         r?;
         if self.kind != Kind::FreshFile {
@@ -486,8 +525,7 @@ impl Sink {
                 HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK))
             }
         };
-        let zeros = AlignedBuf::new(HOLD_BACK as usize);
-        self.pwrite(0, &zeros_slice(&zeros)[..n as usize])?;
+        self.pwrite(0, AlignedBuf::zeroed(n as usize).data())?;
         self.sync()
     }
 
@@ -499,11 +537,6 @@ impl Sink {
             .sync_data()
             .map_err(Error::io("syncing", &self.path))
     }
-}
-
-fn zeros_slice(b: &AlignedBuf) -> &[u8] {
-    // SAFETY: the allocation is zeroed and cap bytes long.
-    unsafe { std::slice::from_raw_parts(b.ptr, b.cap) }
 }
 
 #[cfg(test)]

@@ -19,6 +19,14 @@
 //! The crate knows `http` types but no web framework, so each service wires
 //! it into its own router.
 #![deny(missing_docs)]
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod credentials;
 mod limiter;

@@ -32,8 +32,10 @@ impl LoginLimiter {
         if q.len() < MAX_FAILURES {
             return Ok(());
         }
-        let oldest = *q.front().expect("non-empty: len >= MAX_FAILURES");
-        Err(WINDOW.saturating_sub(oldest.elapsed()))
+        match q.front() {
+            Some(oldest) => Err(WINDOW.saturating_sub(oldest.elapsed())),
+            None => Ok(()),
+        }
     }
 
     /// Record a failed attempt from `ip`.

@@ -116,6 +116,10 @@ impl SessionKey {
         m.finalize().into_bytes().into()
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "HMAC takes a key of any length: new_from_slice never fails for Hmac<Sha256>"
+    )]
     fn mac(&self, payload: &str) -> HmacSha256 {
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
         m.update(payload.as_bytes());

@@ -47,23 +47,53 @@ pub fn on_path(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The `bty-lab` binary whose `serve` (and `deploy`) the flash tests run:
-/// `$BTY_LAB_STATIC_BIN` (CI's static build, also what the container
-/// images need) or `$BTY_LAB_BIN`. `None` means skip (the caller
-/// returns); with `BTY_REQUIRE_TOOLS=1` a missing binary panics.
-pub fn lab_bin(test: &str) -> Option<std::path::PathBuf> {
-    let found = ["BTY_LAB_STATIC_BIN", "BTY_LAB_BIN"]
-        .into_iter()
+/// A missing binary: skip, or panic under `BTY_REQUIRE_TOOLS=1`.
+fn no_binary(what: &str, test: &str) {
+    if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{test}: BTY_REQUIRE_TOOLS=1 but {what} is missing");
+    }
+    eprintln!("skipping: {what} not installed ({test})");
+}
+
+/// The first of `vars` naming an existing file.
+fn bin_from(vars: &[&str]) -> Option<std::path::PathBuf> {
+    vars.iter()
         .filter_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
         .map(std::path::PathBuf::from)
-        .find(|p| p.is_file());
+        .find(|p| p.is_file())
+}
+
+/// The `bty-lab` the README builds (`cargo install --locked --path .`;
+/// scripts/test.sh installs it into `target/readme` and names it in
+/// `$BTY_LAB_README_BIN`): what the README-path tests run, with no other
+/// binary to fall back on. `None` means skip (the caller returns); with
+/// `BTY_REQUIRE_TOOLS=1` a missing binary panics.
+pub fn readme_bin(test: &str) -> Option<std::path::PathBuf> {
+    let found = bin_from(&["BTY_LAB_README_BIN"]);
     if found.is_none() {
-        let what =
-            "a bty-lab binary (set BTY_LAB_STATIC_BIN or BTY_LAB_BIN; scripts/test.sh builds one)";
-        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{test}: BTY_REQUIRE_TOOLS=1 but {what} is missing");
-        }
-        eprintln!("skipping: {what} not installed ({test})");
+        no_binary(
+            "the README's bty-lab (BTY_LAB_README_BIN, from `cargo install --locked --path . \
+             --root target/readme`; scripts/test.sh builds it)",
+            test,
+        );
+    }
+    found
+}
+
+/// The `bty-lab` binary whose `serve` (and `deploy`) the other flash tests
+/// run: the README's (`$BTY_LAB_README_BIN`, so its netboot media is the
+/// same cache hit for every test), else `$BTY_LAB_STATIC_BIN` (a static
+/// debug build, also fit for the container images) or `$BTY_LAB_BIN`.
+/// `None` means skip (the caller returns); with `BTY_REQUIRE_TOOLS=1` a
+/// missing binary panics.
+pub fn lab_bin(test: &str) -> Option<std::path::PathBuf> {
+    let found = bin_from(&["BTY_LAB_README_BIN", "BTY_LAB_STATIC_BIN", "BTY_LAB_BIN"]);
+    if found.is_none() {
+        no_binary(
+            "a bty-lab binary (set BTY_LAB_README_BIN, BTY_LAB_STATIC_BIN or BTY_LAB_BIN; \
+             scripts/test.sh builds them)",
+            test,
+        );
     }
     found
 }

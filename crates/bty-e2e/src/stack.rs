@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,11 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::netns::{Netns, HOST_IP};
-use crate::process::Guard;
+
+mod lab;
+
+pub use lab::readme_env;
+use lab::{Deployed, LabServe};
 
 /// Admin account of the test's bty-web (and withcache).
 pub const ADMIN_USER: &str = "bty-lab";
@@ -258,16 +261,27 @@ pub struct StackOptions {
     /// Deploy the stack in containers with `bty-lab deploy` instead
     /// (takes precedence over `lab`).
     pub deploy: Option<Deploy>,
+    /// Run `lab` or `deploy` exactly as the README says, with none of the
+    /// shortcuts: see [`readme_env`]. `bty-lab serve --bind HOST
+    /// --tftp-port 69` in a fresh working directory (its default
+    /// `./bty-data`); `bty-lab deploy DEST --engine ENGINE --host-addr
+    /// HOST -y` (default images, registry, ports, bty-tftp and its loop
+    /// breaker). `netboot` and `static_catalog` must be unset: the
+    /// binary brings its own media, and images come from `bty-lab image
+    /// add` ([`Stack::lab_image_add`]).
+    pub readme: bool,
 }
 
-/// `bty-lab deploy --images local --engine ENGINE --netboot MEDIA DEST`
-/// on a LAN in the root namespace ([`Netns::host_lan`]), since the
-/// engine publishes its ports there: bty-web on 198.51.100.1:8080,
-/// withcache on 198.51.100.1:3000 (`--host-addr 198.51.100.1`), no bty-tftp (`--no-tftp`:
-/// qemu's PXE ROM is iPXE and the documented DHCP rule sends it straight
-/// to bty-web; TFTP on the host's port 69 could collide with a host
-/// tftpd). `bty-lab purge --all --images` runs on drop, also when the test
-/// fails.
+/// A container deploy on a LAN in the root namespace
+/// ([`Netns::host_lan`]), since the engine publishes its ports there:
+/// bty-web on 198.51.100.1:8080, withcache on 198.51.100.1:3000
+/// (`--host-addr 198.51.100.1`). With [`StackOptions::readme`] the
+/// README's `bty-lab deploy DEST --engine ENGINE` (images auto, bty-tftp
+/// with its loop breaker on the host's udp/69); else the shortcuts
+/// `--images local --registry bty-e2e.invalid/bty --no-tftp --netboot
+/// MEDIA` (qemu's PXE ROM is iPXE and the user-class DHCP rule sends it
+/// straight to bty-web). `bty-lab purge --all --images` runs on drop, also
+/// when the test fails.
 #[derive(Debug, Clone)]
 pub struct Deploy {
     /// A static `bty-lab` (the container images are built from it).
@@ -288,111 +302,9 @@ impl Default for StackOptions {
             netboot: None,
             lab: None,
             deploy: None,
+            readme: false,
         }
     }
-}
-
-/// `bty-lab serve` as a child process inside the namespace.
-struct LabServe {
-    bin: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    proc: Option<Guard>,
-}
-
-impl LabServe {
-    fn spawn(&mut self, ns: &Netns) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut cmd = ns.command(&self.bin.display().to_string());
-        cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(
-                "RUST_LOG",
-                std::env::var("BTY_E2E_LOG").unwrap_or("info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} serve", self.bin.display()))?;
-        self.proc = Some(Guard::new("bty-lab serve", child));
-        Ok(())
-    }
-}
-
-/// A deploy made by the test; purged on drop.
-struct Deployed {
-    bin: PathBuf,
-    engine: String,
-    dest: PathBuf,
-    log: PathBuf,
-}
-
-impl Deployed {
-    /// Run `bty-lab ARGS`, output appended to the log; an error with the
-    /// output's tail when it fails.
-    fn lab(&self, args: &[&str]) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        let out = Command::new(&self.bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {} {}", self.bin.display(), args.join(" ")))?;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        writeln!(log, "$ bty-lab {}", args.join(" "))?;
-        log.write_all(&out.stdout)?;
-        log.write_all(&out.stderr)?;
-        if !out.status.success() {
-            bail!(
-                "bty-lab {} failed ({}):\n{}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    fn purge(&self) {
-        let dest = self.dest.display().to_string();
-        if let Err(e) = self.lab(&[
-            "purge",
-            &dest,
-            "--engine",
-            &self.engine,
-            "--all",
-            "--images",
-            "-y",
-        ]) {
-            eprintln!("bty-e2e: purging the test deploy failed: {e:#}");
-        }
-    }
-}
-
-/// Whether `bin SUB --help` lists `--netboot DIR` (added after the first
-/// static builds; with older binaries the test copies the media itself).
-fn has_netboot_option(bin: &Path, sub: &str) -> bool {
-    Command::new(bin)
-        .args([sub, "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--netboot"))
-        .unwrap_or(false)
-}
-
-/// Whether `bin serve` takes `--netboot DIR` (added after the first
-/// static builds; older binaries get the media copied by the test).
-fn serve_has_netboot(bin: &Path) -> bool {
-    has_netboot_option(bin, "serve")
 }
 
 /// The running stack. Drop order matters: services stop, then the
@@ -521,150 +433,6 @@ impl Stack {
         Ok(stack)
     }
 
-    /// The operator's way: `bty-lab serve --data-dir DIR/lab --bind
-    /// 192.0.2.1 --tftp-port 69 [--netboot MEDIA]` in the namespace.
-    fn start_lab(
-        opts: StackOptions,
-        bin: &Path,
-        dir: tempfile::TempDir,
-        ns: Netns,
-        rt: tokio::runtime::Runtime,
-    ) -> anyhow::Result<Stack> {
-        let data = dir.path().join("lab");
-        let boot = data.join("boot");
-        let mut args: Vec<String> = [
-            "serve",
-            "--bind",
-            &HOST_IP.to_string(),
-            "--port-web",
-            &WEB_PORT.to_string(),
-            "--port-cache",
-            &WITHCACHE_PORT.to_string(),
-            "--tftp-port",
-            "69",
-            "--data-dir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(data.display().to_string());
-        if let Some(media) = &opts.netboot {
-            if serve_has_netboot(bin) {
-                args.push("--netboot".into());
-                args.push(media.display().to_string());
-            } else {
-                std::fs::create_dir_all(&boot)?;
-                crate::media::install_from(media, &boot)?;
-            }
-        }
-        let mut env = Vec::new();
-        if opts.static_catalog.is_some() {
-            env.push((
-                "BTY_IMAGES_CATALOG".to_string(),
-                dir.path().join("catalog.toml").display().to_string(),
-            ));
-        }
-        let web_config = bty_web::Config::from_toml_str("")?;
-        let mut stack = Stack {
-            web: None,
-            tftp: None,
-            withcache: None,
-            extra: Vec::new(),
-            rt: Some(rt),
-            lab: Some(LabServe {
-                bin: bin.to_path_buf(),
-                args,
-                env,
-                log: dir.path().join("bty-lab-serve.log"),
-                proc: None,
-            }),
-            deployed: None,
-            password: LAB_SERVE_PASSWORD.to_string(),
-            requests: RequestLog::default(),
-            web_config,
-            ns,
-            dir,
-        };
-        stack.start_web()?;
-        Ok(stack)
-    }
-
-    /// The containers' way, see [`Deploy`].
-    fn start_deploy(
-        opts: StackOptions,
-        d: Deploy,
-        dir: tempfile::TempDir,
-        ns: Netns,
-        rt: tokio::runtime::Runtime,
-    ) -> anyhow::Result<Stack> {
-        let dest = dir.path().join("deploy");
-        let deployed = Deployed {
-            bin: d.bin.clone(),
-            engine: d.engine.clone(),
-            dest: dest.clone(),
-            log: dir.path().join("bty-lab-deploy.log"),
-        };
-        let stack = Stack {
-            web: None,
-            tftp: None,
-            withcache: None,
-            extra: Vec::new(),
-            rt: Some(rt),
-            lab: None,
-            // From here on Drop purges the deploy, even if it fails.
-            deployed: Some(deployed),
-            // `bty-lab deploy` keeps the well-known default until
-            // `bty-lab passwd` (it warns).
-            password: LAB_SERVE_PASSWORD.to_string(),
-            requests: RequestLog::default(),
-            web_config: bty_web::Config::from_toml_str("")?,
-            ns,
-            dir,
-        };
-        let dest_s = dest.display().to_string();
-        let (web_port, cache_port) = (WEB_PORT.to_string(), WITHCACHE_PORT.to_string());
-        let host = stack.ns.host_ip().to_string();
-        let mut args = vec![
-            "deploy",
-            &dest_s,
-            "--engine",
-            &d.engine,
-            "--images",
-            "local",
-            // Own image names, so that the purge removes only ours.
-            "--registry",
-            "bty-e2e.invalid/bty",
-            "--host-addr",
-            &host,
-            "--port-web",
-            &web_port,
-            "--port-cache",
-            &cache_port,
-            "--no-tftp",
-            "-y",
-        ];
-        let media = opts.netboot.as_ref().map(|m| m.display().to_string());
-        let netboot_opt = has_netboot_option(&d.bin, "deploy");
-        if let (Some(m), true) = (&media, netboot_opt) {
-            args.push("--netboot");
-            args.push(m);
-        }
-        let deployed = stack.deployed.as_ref().expect("set above");
-        deployed.lab(&args)?;
-        if let (Some(m), false) = (&opts.netboot, netboot_opt) {
-            crate::media::install_from(m, &stack.boot_dir())?;
-        }
-        stack.wait_healthy(
-            &format!("{}/healthz", stack.web_url()),
-            Duration::from_secs(60),
-        )?;
-        stack.wait_healthy(
-            &format!("{}/healthz", stack.withcache_url()),
-            Duration::from_secs(30),
-        )?;
-        Ok(stack)
-    }
-
     /// Whether the services are `bty-lab serve`.
     pub fn is_lab(&self) -> bool {
         self.lab.is_some()
@@ -691,8 +459,8 @@ impl Stack {
         if let Some(d) = &self.deployed {
             // DEST/data/bty is bty-web's bind-mounted state dir.
             d.dest.join("data/bty/boot")
-        } else if self.lab.is_some() {
-            self.dir.path().join("lab/boot")
+        } else if let Some(l) = &self.lab {
+            l.data.join("boot")
         } else {
             self.dir.path().join("boot")
         }
@@ -780,10 +548,28 @@ impl Stack {
     pub fn start_web(&mut self) -> anyhow::Result<()> {
         if let Some(lab) = self.lab.as_mut() {
             lab.spawn(&self.ns)?;
-            self.wait_healthy(
-                &format!("{}/healthz", self.web_url()),
-                Duration::from_secs(60),
-            )?;
+            // Without --netboot, serve may build the netboot media before
+            // it listens: minutes when apt must download the packages.
+            let patience = if lab.readme { 900 } else { 60 };
+            let until = Instant::now() + Duration::from_secs(patience);
+            let web = format!("{}/healthz", self.web_url());
+            while self.wait_healthy(&web, Duration::from_secs(2)).is_err() {
+                let exited = self
+                    .lab
+                    .as_mut()
+                    .and_then(|l| l.proc.as_mut())
+                    .and_then(|p| p.exited());
+                if let Some(status) = exited {
+                    bail!(
+                        "bty-lab serve exited ({status}) before bty-web answered; its log:\n{}",
+                        crate::process::tail(&self.services_log(), 4000)
+                    );
+                }
+                if Instant::now() >= until {
+                    // One last try, whose error carries the log's tail.
+                    self.wait_healthy(&web, Duration::from_secs(1))?;
+                }
+            }
             return self.wait_healthy(
                 &format!("{}/healthz", self.withcache_url()),
                 Duration::from_secs(30),
@@ -940,6 +726,21 @@ impl Stack {
                 bail!("{method} {url}: {status}: {text}");
             }
             serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON: {text}"))
+        })
+    }
+
+    /// The status of an anonymous `HEAD` of a bty-web path (what firmware
+    /// and iPXE see; no `?mac=`, so no cycle is touched).
+    pub fn head_status(&self, path: &str) -> anyhow::Result<u16> {
+        let url = format!("{}{path}", self.web_url());
+        self.run(async move {
+            let resp = reqwest::Client::new()
+                .head(&url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .with_context(|| format!("HEAD {url}"))?;
+            Ok(resp.status().as_u16())
         })
     }
 

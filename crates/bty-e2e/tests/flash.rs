@@ -2,16 +2,26 @@
 //! flashes its disk from a catalog image held in withcache, the VM reboots
 //! and boots the flashed disk.
 //!
-//! The services are the operator's: `bty-lab serve --netboot MEDIA` (the
-//! binary from `BTY_LAB_STATIC_BIN`), run in the test's network namespace
-//! with `ip netns exec`. Assertions on the server side go through
-//! bty-web's API (cycles, events, machines, `/metrics`), withcache's API
-//! and the test origin's own request record.
+//! The services are the operator's. The two `readme_*` tests run the
+//! README's path and nothing else: the bty-lab the README builds
+//! (`BTY_LAB_README_BIN`), `bty-lab serve` or `bty-lab deploy` with no
+//! `--netboot`, `--images` or `--registry`, the image added with `bty-lab
+//! image add`, and DHCP handing out `undionly.kpxe` alone. The others take
+//! shortcuts for speed: `bty-lab serve --netboot MEDIA` (the README's
+//! binary when there is one, else `BTY_LAB_STATIC_BIN`/`BTY_LAB_BIN`),
+//! images put straight into withcache, and the iPXE user-class DHCP rule.
+//! All run the services in the test's network namespace with `ip netns
+//! exec` (the deploy on a bridge in the root namespace). Assertions on the
+//! server side go through bty-web's API (cycles, events, machines,
+//! `/metrics`), withcache's API, the services' logs and the test origin's
+//! own request record.
 //!
-//! Chain (BIOS): SeaBIOS → qemu's iPXE ROM → dnsmasq (the documented
-//! snippet: `undionly.kpxe`, and the bootstrap URL for user class `iPXE`)
-//! → `undionly.kpxe` from bty-tftp → bty-web `/pxe-bootstrap.ipxe` →
-//! per-MAC flash script → netboot kernel +
+//! Chain (BIOS): SeaBIOS → qemu's iPXE ROM → dnsmasq (`undionly.kpxe`;
+//! outside the README tests, the bootstrap URL for user class `iPXE`)
+//! → `undionly.kpxe` from bty-tftp → (README tests: that iPXE's own
+//! DHCP and TFTP request for `undionly.kpxe`, answered by bty-tftp's chain
+//! script) → bty-web `/pxe-bootstrap.ipxe` → per-MAC flash script →
+//! netboot kernel +
 //! initrd from bty-web → agent: inventory, plan, stream from withcache
 //! (which pulled the image once from the test's origin on 192.0.2.1:8081),
 //! write the disk with `serial=BTYTEST`, verify, `done`, reboot → PXE again
@@ -96,6 +106,11 @@ struct Setup {
     /// Deploy the stack in containers of this engine with `bty-lab
     /// deploy` (default: `bty-lab serve`).
     engine: Option<&'static str>,
+    /// The README's path, no shortcut ([`StackOptions::readme`]): its
+    /// binary (`BTY_LAB_README_BIN`), no `--netboot`, the image added
+    /// with `bty-lab image add`, and DHCP handing out one TFTP boot file
+    /// (`undionly.kpxe`) with no user-class rule.
+    readme: bool,
 }
 
 impl Setup {
@@ -110,7 +125,15 @@ impl Setup {
             claimed_sha256: None,
             target_serial: SERIAL,
             engine: None,
+            readme: false,
         }
+    }
+
+    /// The README's path (see [`Setup::readme`]), BIOS flash-once.
+    fn readme(test: &'static str, mac: &'static str) -> Setup {
+        let mut su = Setup::new(test, mac, "bty-flash-once", Firmware::Bios);
+        su.readme = true;
+        su
     }
 }
 
@@ -120,7 +143,11 @@ impl Flash {
     /// in bty-web's catalog, and the machine registered. `None`: skip (no
     /// bty-lab binary).
     fn setup(su: Setup) -> Option<Flash> {
-        let lab = bty_e2e::lab_bin(su.test)?;
+        let lab = if su.readme {
+            bty_e2e::readme_bin(su.test)?
+        } else {
+            bty_e2e::lab_bin(su.test)?
+        };
         let name = format!("e2e-{}", su.test);
         let marker = format!("BTY-E2E-DISK-BOOTED {}", su.test);
         let tmp = tempfile::tempdir().expect("temp dir");
@@ -154,11 +181,15 @@ impl Flash {
             bin: lab.clone(),
             engine: engine.to_string(),
         });
+        // The README's binary brings its own netboot media.
+        let netboot =
+            (!su.readme).then(|| bty_e2e::media::netboot_dir(&lab).expect("netboot environment"));
         let mut stack = Stack::start(StackOptions {
             static_catalog,
-            netboot: Some(bty_e2e::media::netboot_dir(&lab).expect("netboot environment")),
+            netboot,
             lab: Some(lab),
             deploy,
+            readme: su.readme,
             ..StackOptions::default()
         })
         .expect("starting the stack (bty-lab serve or deploy)");
@@ -175,6 +206,9 @@ impl Flash {
             });
         }
         let rule = match su.firmware {
+            // One boot file, no user-class rule: bty-tftp's second stage
+            // must break the loop (docs/dhcp.md).
+            Firmware::Bios if su.readme => BootRule::TftpOnly,
             Firmware::Bios => BootRule::TftpWithUserClass,
             Firmware::UefiHttp | Firmware::UefiDisk => BootRule::UefiHttp("snponly.efi".into()),
         };
@@ -206,9 +240,42 @@ impl Flash {
         } else {
             f.name.clone()
         };
-        f.publish(&cache_name, su.prefetch);
+        if su.readme {
+            f.image_add();
+            f.expect_netboot_media();
+        } else {
+            f.publish(&cache_name, su.prefetch);
+        }
         f.register(su.mode, su.target_serial);
         Some(f)
+    }
+
+    /// The README's way: `bty-lab image add NAME URL` (no sha256: withcache
+    /// finds it), then wait until bty-web offers the image through
+    /// withcache with the digest withcache computed.
+    fn image_add(&self) {
+        let s = &self.stack;
+        let out = s
+            .lab_image_add(&self.name, &self.src())
+            .unwrap_or_else(|e| panic!("bty-lab image add: {e:#}\n{}", s.report()));
+        assert!(out.contains(&format!("added {}", self.name)), "{out}");
+        self.wait_offered(Some(&self.sha()), 120);
+    }
+
+    /// bty-lab placed the netboot kernel and initrd itself (no --netboot):
+    /// bty-web serves both. Checked before the VM starts, so a missing
+    /// media fails in seconds with the reason, not in minutes at iPXE.
+    fn expect_netboot_media(&self) {
+        for f in [bty_e2e::media::KERNEL, bty_e2e::media::INITRD] {
+            let status = self.stack.head_status(&format!("/boot/{f}"));
+            if status.as_ref().ok() != Some(&200) {
+                panic!(
+                    "bty-web does not serve /boot/{f} ({status:?}): the README's bty-lab \
+                     placed no netboot media without --netboot\n{}",
+                    self.stack.report()
+                );
+            }
+        }
     }
 
     fn sha(&self) -> String {
@@ -225,11 +292,7 @@ impl Flash {
             "/catalog/entries",
             Some(json!({
                 "name": cache_name,
-                "src": format!(
-                    "http://{}:{ORIGIN_PORT}/{}.img",
-                    s.ns.host_ip(),
-                    self.name
-                ),
+                "src": self.src(),
                 "sha256": self.sha(),
                 "size": self.image.len(),
                 "format": "raw",
@@ -244,7 +307,23 @@ impl Flash {
             )
             .expect("starting withcache's download");
         }
-        let until = Instant::now() + Duration::from_secs(60);
+        self.wait_offered(None, 60);
+    }
+
+    /// The image's URL at the test origin.
+    fn src(&self) -> String {
+        format!(
+            "http://{}:{ORIGIN_PORT}/{}.img",
+            self.stack.ns.host_ip(),
+            self.name
+        )
+    }
+
+    /// Wait up to `secs` until bty-web's catalog offers the image (with
+    /// `sha256`, if given) through withcache's URL.
+    fn wait_offered(&self, sha256: Option<&str>, secs: u64) {
+        let s = &self.stack;
+        let until = Instant::now() + Duration::from_secs(secs);
         loop {
             let v = s
                 .api(reqwest::Method::POST, "/api/images/refresh", None)
@@ -254,6 +333,7 @@ impl Flash {
                 .into_iter()
                 .flatten()
                 .find(|i| i["name"] == self.name.as_str())
+                .filter(|i| sha256.is_none_or(|h| i["sha256"] == h))
                 .cloned();
             if let Some(img) = found {
                 let url = img["url"].as_str().unwrap_or_default();
@@ -265,7 +345,8 @@ impl Flash {
             }
             assert!(
                 Instant::now() < until,
-                "the image never showed up in bty-web's catalog: {v}\n{}",
+                "bty-web's catalog never offered {} (sha256 {sha256:?}): {v:#}\n{}",
+                self.name,
                 s.report()
             );
             std::thread::sleep(Duration::from_millis(500));
@@ -468,35 +549,75 @@ impl Timing {
     }
 }
 
-/// BIOS, flash-once: flash, reboot, disk; every later boot stays on disk.
-/// Prints the power-on → flashed → booted-from-disk seconds.
-#[test]
-fn bios_flash_once_from_withcache_then_boots_the_disk() {
-    let Some(_gate) = bty_e2e::gate("bios_flash_once_from_withcache_then_boots_the_disk") else {
-        return;
-    };
-    let Some(mut f) = Flash::setup(Setup::new(
-        "bios-once",
-        "52:54:00:e2:e6:01",
-        "bty-flash-once",
-        Firmware::Bios,
-    )) else {
-        return;
-    };
+/// The README's path on a BIOS machine, from power-on to its flashed
+/// disk: flash-once, the reboot, the disk's marker, and with `again` the
+/// disk again on the next boot (flash-once stays on disk; bty-web's
+/// policy, the same in both stacks, so one test pays the extra boot).
+/// Prints the power-on -> flashed -> booted-from-disk seconds
+/// (bench/vm-flash.sh greps them).
+///
+/// Checks what every flash test checks (one cycle done with the disk's
+/// sha256, withcache pulled the origin once, the disk holds the image, the
+/// decoy is untouched), and that the one boot file worked: the firmware's
+/// iPXE loaded `undionly.kpxe` over TFTP, that iPXE's own request for it
+/// got bty-tftp's chain script (its log says `second_stage=true`), bty-web
+/// served `/pxe-bootstrap.ipxe` on every boot, and DHCP never handed out
+/// anything but `undionly.kpxe`.
+fn readme_flash_once_then_disk(f: &mut Flash, again: bool) {
     f.boot();
     let t = f.expect_flash_then_disk();
     println!("{}", t.line(f.image.len()));
-    // The disk's boot sector resets the VM: the next PXE contact is the
-    // local boot again (flash-once stays on disk).
-    f.expect(&f.marker.clone(), 120);
+    if again {
+        // The disk's boot sector resets the VM: the next PXE contact is
+        // the local boot again (flash-once stays on disk).
+        f.expect(&f.marker.clone(), 120);
+    }
+    let host = f.stack.ns.host_ip();
+    let serial = f.vm().serial().replace('\n', "");
+    let chain =
+        format!("bty-tftp: iPXE is running, chaining to http://{host}:8080/pxe-bootstrap.ipxe");
+    if !serial.contains(&format!("tftp://{host}/undionly.kpxe")) || !serial.contains(&chain) {
+        f.fail(
+            "the console does not show undionly.kpxe over TFTP answered by bty-tftp's chain script",
+        );
+    }
+    // Stop the machine before counting, so no boot is half-way through.
+    f.vm().kill();
     f.check_cycles(1);
-    // bty-web's counters (one process all along): one flash script, then
-    // local boots.
+    // bty-web's counters: one flash script, then local boots, each boot
+    // through /pxe-bootstrap.ipxe (the TFTP chain script's target).
     let flash = f.metric("bty_pxe_offers_total{kind=\"flash\"}");
     let local = f.metric("bty_pxe_offers_total{kind=\"local\"}");
-    if flash != 1 || local < 2 {
+    let bootstraps = f.metric("bty_pxe_bootstraps_total");
+    let boots = if again { 2 } else { 1 };
+    if flash != 1 || local < boots || bootstraps < flash + local {
         f.fail(&format!(
-            "expected one flash script and at least two local boots, got {flash} and {local}"
+            "expected one flash script, at least {boots} local boot(s) and a bootstrap for \
+             each; got {flash}, {local} and {bootstraps} bootstraps"
+        ));
+    }
+    let tftp = f.stack.service_log("bty-tftp").expect("bty-tftp's log");
+    let chained = tftp
+        .lines()
+        .filter(|l| l.contains("file=undionly.kpxe") && l.contains("second_stage=true"))
+        .count();
+    if chained < 2 {
+        f.fail(&format!(
+            "bty-tftp logged {chained} second-stage answers for undionly.kpxe, expected one per boot:\n{tftp}"
+        ));
+    }
+    // DHCP handed out the one TFTP boot file and nothing else (no URL for
+    // iPXE: dnsmasq has no user-class rule): every boot file dnsmasq
+    // logged sending is undionly.kpxe.
+    let dhcp = std::fs::read_to_string(f.stack.dir.path().join("dnsmasq.log")).unwrap_or_default();
+    let files: Vec<&str> = dhcp
+        .lines()
+        .filter(|l| l.contains("option: 67 bootfile-name") || l.contains("bootfile name:"))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    if files.is_empty() || files.iter().any(|f| *f != "undionly.kpxe") {
+        f.fail(&format!(
+            "dnsmasq handed out {files:?}, expected undionly.kpxe alone"
         ));
     }
     // withcache pulled the image from the origin exactly once.
@@ -520,6 +641,47 @@ fn bios_flash_once_from_withcache_then_boots_the_disk() {
         f.fail(&format!("inventory does not list the {SERIAL} disk: {m:#}"));
     }
     f.check_disks();
+}
+
+/// The README's `bty-lab serve` (as root, `--tftp-port 69`; `--bind` the
+/// test LAN's address), no `--netboot`: serve brings the netboot media
+/// itself. See [`readme_flash_once_then_disk`].
+#[test]
+fn readme_serve_bios_one_bootfile_flashes_and_boots() {
+    let test = "readme_serve_bios_one_bootfile_flashes_and_boots";
+    let Some(_gate) = bty_e2e::gate(test) else {
+        return;
+    };
+    let Some(mut f) = Flash::setup(Setup::readme("readme-serve", "52:54:00:e2:e6:01")) else {
+        return;
+    };
+    readme_flash_once_then_disk(&mut f, true);
+}
+
+/// The README's `bty-lab deploy DEST --engine docker` (`--host-addr` the
+/// test LAN's address on its bridge in the root namespace, `-y`), with no
+/// `--images`, `--netboot`, `--registry` or `--no-tftp`: the images are
+/// built from the README's binary (no registry answers here) and carry the
+/// netboot media, bty-tftp runs on the host's udp/69 with its loop
+/// breaker. The deploy is purged with its images (the default
+/// `ghcr.io/bty-rs/*:VERSION` tags, used by no other test) when the test
+/// ends, also on failure. Gated like bty-lab's engine tests:
+/// `BTY_ENGINE_TESTS` must name docker. See [`readme_flash_once_then_disk`].
+#[test]
+fn readme_deploy_bios_one_bootfile_flashes_and_boots() {
+    let test = "readme_deploy_bios_one_bootfile_flashes_and_boots";
+    let Some(_gate) = bty_e2e::gate(test) else {
+        return;
+    };
+    if !bty_e2e::engine_wanted("docker", test) {
+        return;
+    }
+    let mut su = Setup::readme("readme-deploy", "52:54:00:e2:e6:08");
+    su.engine = Some("docker");
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
+    readme_flash_once_then_disk(&mut f, false);
 }
 
 /// BIOS, flash-always: flash, disk, flash, disk, flash, disk, each flash a
@@ -745,51 +907,5 @@ fn bios_bty_web_killed_mid_flash_flash_completes() {
         f.fail("the agent's download was never interrupted: the kill came too late");
     }
     f.check_cycles(1);
-    f.check_disks();
-}
-
-/// The stack in containers: `bty-lab deploy --images local --engine docker
-/// --netboot MEDIA DEST` (images built from the static bty-lab), its
-/// ports published on a LAN bridge in the root namespace (198.51.100.1/24,
-/// the VM's tap on it, dnsmasq bound to it only), then the BIOS
-/// flash-once flow against the containers. The deploy is purged with its
-/// images when the test ends, also on failure. Gated like bty-lab's engine
-/// tests: `BTY_ENGINE_TESTS` must name docker.
-#[test]
-fn docker_deploy_bios_flash_once_then_boots_the_disk() {
-    let test = "docker_deploy_bios_flash_once_then_boots_the_disk";
-    let Some(_gate) = bty_e2e::gate(test) else {
-        return;
-    };
-    if !bty_e2e::engine_wanted("docker", test) {
-        return;
-    }
-    let mut su = Setup::new(
-        "docker-once",
-        "52:54:00:e2:e6:08",
-        "bty-flash-once",
-        Firmware::Bios,
-    );
-    su.engine = Some("docker");
-    let Some(mut f) = Flash::setup(su) else {
-        return;
-    };
-    f.boot();
-    f.expect_flash_then_disk();
-    f.expect(&f.marker.clone(), 120);
-    f.check_cycles(1);
-    // withcache, in its container, pulled the image from the origin on
-    // the host once.
-    let pulls = f
-        .origin
-        .requests()
-        .iter()
-        .filter(|(m, _, _)| m == "GET")
-        .count();
-    if pulls != 1 {
-        f.fail(&format!(
-            "the origin served {pulls} GETs; withcache should pull once"
-        ));
-    }
     f.check_disks();
 }

@@ -26,6 +26,14 @@
 //! crate is the only one of the four that knows axum. Nothing here knows
 //! machines, images or blobs.
 #![deny(missing_docs)]
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod auth;
 pub mod encode;

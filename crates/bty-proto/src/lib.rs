@@ -15,6 +15,14 @@
 //! This crate depends only on serde (and base64 and percent-encoding for
 //! the blob URL) because the static agent links it too.
 #![deny(missing_docs)]
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod catalog;
 pub mod inventory;

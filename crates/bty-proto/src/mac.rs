@@ -59,8 +59,9 @@ impl FromStr for Mac {
             input: input.chars().take(64).collect(),
         };
         let s = input.trim();
+        let b = s.as_bytes();
         let hex: String = if s.len() == 17 {
-            let sep = s.as_bytes()[2];
+            let sep = b.get(2).copied().ok_or_else(err)?;
             if sep != b':' && sep != b'-' {
                 return Err(err());
             }
@@ -71,7 +72,7 @@ impl FromStr for Mac {
                 }
             }
             s.split(sep as char).collect()
-        } else if s.len() == 14 && s.as_bytes()[4] == b'.' && s.as_bytes()[9] == b'.' {
+        } else if s.len() == 14 && b.get(4) == Some(&b'.') && b.get(9) == Some(&b'.') {
             s.split('.').collect()
         } else if s.len() == 12 {
             s.to_string()
@@ -82,8 +83,10 @@ impl FromStr for Mac {
             return Err(err());
         }
         let mut octets = [0u8; 6];
-        for (i, o) in octets.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+        // 12 hex digits (checked above): six pairs, one per octet.
+        for (o, pair) in octets.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| err())?;
+            *o = u8::from_str_radix(pair, 16).map_err(|_| err())?;
         }
         Ok(Mac(octets))
     }

@@ -25,6 +25,15 @@
 //! does the block arithmetic including rollover, [`path`] confines names to
 //! the root. `server` and `transfer` are the thin socket loop around them.
 
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod options;
 pub mod packet;
 pub mod path;

@@ -147,31 +147,23 @@ pub enum ParseError {
 
 /// Parse one datagram.
 pub fn parse(buf: &[u8]) -> Result<Packet<'_>, ParseError> {
-    if buf.len() < 2 {
-        return Err(ParseError::Truncated);
-    }
-    let opcode = u16::from_be_bytes([buf[0], buf[1]]);
-    let body = &buf[2..];
+    let (opcode, body) = read_u16(buf)?;
     match opcode {
         OP_RRQ => parse_request(body).map(Packet::Rrq),
         OP_WRQ => parse_request(body).map(Packet::Wrq),
         OP_DATA => {
-            let block = read_u16(body)?;
-            Ok(Packet::Data {
-                block,
-                data: &body[2..],
-            })
+            let (block, data) = read_u16(body)?;
+            Ok(Packet::Data { block, data })
         }
-        OP_ACK => read_u16(body).map(Packet::Ack),
+        OP_ACK => read_u16(body).map(|(block, _)| Packet::Ack(block)),
         OP_ERROR => {
-            let code = read_u16(body)?;
+            let (code, rest) = read_u16(body)?;
             // Some clients omit the final NUL of the message; accept that,
             // an error packet ends the transfer either way.
-            let rest = &body[2..];
-            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            let message = rest.split(|&b| b == 0).next().unwrap_or_default();
             Ok(Packet::Error {
                 code,
-                message: String::from_utf8_lossy(&rest[..end]).into_owned(),
+                message: String::from_utf8_lossy(message).into_owned(),
             })
         }
         OP_OACK => {
@@ -182,9 +174,10 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, ParseError> {
     }
 }
 
-fn read_u16(body: &[u8]) -> Result<u16, ParseError> {
+/// A big-endian `u16` off the front of `body`, and what follows it.
+fn read_u16(body: &[u8]) -> Result<(u16, &[u8]), ParseError> {
     match body {
-        [a, b, ..] => Ok(u16::from_be_bytes([*a, *b])),
+        [a, b, rest @ ..] => Ok((u16::from_be_bytes([*a, *b]), rest)),
         _ => Err(ParseError::Truncated),
     }
 }
@@ -207,8 +200,10 @@ impl<'a> Fields<'a> {
             .iter()
             .position(|&b| b == 0)
             .ok_or(ParseError::Unterminated)?;
-        let field = std::str::from_utf8(&self.rest[..end]).map_err(|_| ParseError::NotUtf8)?;
-        self.rest = &self.rest[end + 1..];
+        let (field, rest) = self.rest.split_at(end);
+        let field = std::str::from_utf8(field).map_err(|_| ParseError::NotUtf8)?;
+        // `rest` starts with the NUL found above.
+        self.rest = rest.get(1..).unwrap_or_default();
         Ok(Some(field))
     }
 }

@@ -153,7 +153,11 @@ async fn listen(
             reply_error(origin, ErrorCode::IllegalOperation, "request too large").await;
             continue;
         }
-        handle_datagram(&shared, origin, &buf[..len]).await;
+        // recvmsg never reports more than the buffer holds.
+        let Some(datagram) = buf.get(..len) else {
+            continue;
+        };
+        handle_datagram(&shared, origin, datagram).await;
     }
 }
 

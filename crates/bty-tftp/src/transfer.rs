@@ -110,7 +110,7 @@ pub async fn send(
             let (off, len) = window.span(index);
             out.clear();
             packet::data_header(wire(index), &mut out);
-            out.extend_from_slice(reader.slice(off, len));
+            out.extend_from_slice(reader.slice(off, len).ok_or(TransferError::FileChanged)?);
             socket.send_to(&out, peer).await?;
         }
         let deadline = Instant::now() + neg.timeout;
@@ -154,7 +154,7 @@ async fn wait_ack(
             let _ = socket.send_to(&err, from).await;
             continue;
         }
-        match packet::parse(&buf[..len]) {
+        match packet::parse(buf.get(..len).unwrap_or_default()) {
             Ok(Packet::Ack(b)) if accept(b) => return Ok(Some(b)),
             Ok(Packet::Error { code, message }) => {
                 return Err(TransferError::ClientAbort { code, message })
@@ -201,8 +201,8 @@ impl Reader {
         let data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
             let mut data = vec![0u8; want];
             let mut filled = 0;
-            while filled < want {
-                match file.read_at(&mut data[filled..], start + filled as u64)? {
+            while let Some(rest) = data.get_mut(filled..).filter(|r| !r.is_empty()) {
+                match file.read_at(rest, start + filled as u64)? {
                     0 => break,
                     n => filled += n,
                 }
@@ -220,9 +220,11 @@ impl Reader {
         Ok(())
     }
 
-    fn slice(&self, off: u64, len: usize) -> &[u8] {
-        let from = (off - self.start) as usize;
-        &self.buf[from..from + len]
+    /// Bytes `off..off + len`, which [`Reader::ensure`] made available
+    /// (`None` if it did not: the source is shorter than its size).
+    fn slice(&self, off: u64, len: usize) -> Option<&[u8]> {
+        let from = usize::try_from(off.checked_sub(self.start)?).ok()?;
+        self.buf.get(from..from.checked_add(len)?)
     }
 }
 

@@ -19,6 +19,15 @@
 //! This crate is the look only and knows no web framework; `bty-http`
 //! serves these assets, renders these pages and runs the login flow.
 
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 /// Name to register [`SHELL`] under in a minijinja environment.
 pub const SHELL_NAME: &str = "shell.html";
 
@@ -42,6 +51,15 @@ pub const ERROR: &str = include_str!("../templates/error.html");
 /// Add the shell, the macros, `login.html`, `error.html` and the filters
 /// `utc` (RFC 3339 → UTC text) and `bytes` (human size, `–` for none) to
 /// `env`.
+///
+/// # Panics
+///
+/// If a compiled-in template does not parse: a build defect, which this
+/// crate's tests and every service's template test catch.
+#[allow(
+    clippy::expect_used,
+    reason = "the templates are compiled in (include_str!); the tests parse each one"
+)]
 pub fn install(env: &mut minijinja::Environment<'static>) {
     env.add_filter("utc", |s: Option<String>| {
         s.map(|s| utc_text(&s)).unwrap_or_default()
@@ -120,17 +138,19 @@ pub fn utc_text(rfc3339: &str) -> String {
 
 /// `1536` → `1.5 KiB`.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
+    let mut unit = None;
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
         v /= 1024.0;
-        u += 1;
+        unit = Some(u);
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+    match unit {
+        None => format!("{n} B"),
+        Some(u) => format!("{v:.1} {u}"),
     }
 }
 

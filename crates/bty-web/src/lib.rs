@@ -4,6 +4,14 @@
 //! The binary is a thin wrapper around [`Config::load`] and [`serve`];
 //! `bty-lab serve` calls the same two. See docs/bty-web.md.
 #![deny(missing_docs)]
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod catalog;
 pub mod config;

@@ -1,5 +1,14 @@
 //! `bty-web [--config PATH]`: load the configuration and serve.
 
+// A server or the agent must not panic on what it is sent (a request, a
+// packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
+// the invariant that makes it safe. Tests keep them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -28,13 +37,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr} ([server] listen)"))?;
-    bty_web::serve(config, listener, async {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    bty_web::serve(config, listener, async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing the SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

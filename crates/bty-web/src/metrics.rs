@@ -15,6 +15,9 @@ pub struct Metrics {
     requests: [AtomicU64; 6],
     offers: [AtomicU64; 4],
     plans: [AtomicU64; 4],
+    /// `GET /pxe-bootstrap.ipxe` answered: machines whose iPXE reached
+    /// bty-web, however their DHCP and TFTP got them there.
+    bootstraps: AtomicU64,
     /// Cycles that entered `flashing`.
     pub flashes_started: AtomicU64,
     /// Cycles that ended `done`.
@@ -31,14 +34,23 @@ impl Metrics {
     /// Count one answered request by status class.
     pub fn request(&self, status: u16) {
         let i = (status / 100).clamp(1, 5) as usize;
-        self.requests[i].fetch_add(1, Relaxed);
+        if let Some(c) = self.requests.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Count a `/pxe-bootstrap.ipxe` served.
+    pub fn bootstrap(&self) {
+        self.bootstraps.fetch_add(1, Relaxed);
     }
 
     /// Count an offer (`plan` false: PXE script, true: JSON plan).
     pub fn offer(&self, kind: &str, plan: bool) {
         if let Some(i) = OFFER_KINDS.iter().position(|k| *k == kind) {
             let arr = if plan { &self.plans } else { &self.offers };
-            arr[i].fetch_add(1, Relaxed);
+            if let Some(c) = arr.get(i) {
+                c.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -68,6 +80,11 @@ impl Metrics {
             }
         }
         for (name, help, c) in [
+            (
+                "bty_pxe_bootstraps_total",
+                "iPXE bootstrap scripts served by /pxe-bootstrap.ipxe.",
+                &self.bootstraps,
+            ),
             (
                 "bty_flashes_started_total",
                 "Flash cycles that entered flashing.",

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 fn op(summary: &str, tag: &str, auth: bool, responses: Value) -> Value {
     let mut o = json!({"summary": summary, "tags": [tag], "responses": responses});
-    if !auth {
-        o["security"] = json!([]);
+    if let (false, Some(o)) = (auth, o.as_object_mut()) {
+        o.insert("security".into(), json!([]));
     }
     o
 }
@@ -55,8 +55,8 @@ pub fn document() -> Value {
     let ipxe = json!({"description": "iPXE script", "content": {"text/plain": {}}});
     let mut paths = serde_json::Map::new();
     let mut add = |path: &str, method: &str, mut v: Value| {
-        if path.contains("{mac}") {
-            v["parameters"] = mac_param();
+        if let (true, Some(v)) = (path.contains("{mac}"), v.as_object_mut()) {
+            v.insert("parameters".into(), mac_param());
         }
         paths
             .entry(path.to_string())

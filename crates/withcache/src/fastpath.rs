@@ -370,8 +370,7 @@ impl AsyncRead for Rewind {
     ) -> Poll<io::Result<()>> {
         if !self.pre.is_empty() {
             let n = self.pre.len().min(out.remaining());
-            out.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
+            out.put_slice(&self.pre.split_to(n));
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, out)

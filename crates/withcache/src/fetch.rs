@@ -213,8 +213,11 @@ async fn fetch(
         };
         let status = resp.status();
         let mut skip = 0u64;
-        if resume_at > 0 && status == StatusCode::PARTIAL_CONTENT {
-            let g = gen.as_ref().expect("resume implies a generation");
+        // A resume (`resume_at > 0`) always has a generation.
+        let resumed = gen
+            .as_ref()
+            .filter(|_| resume_at > 0 && status == StatusCode::PARTIAL_CONTENT);
+        if let Some(g) = resumed {
             let (start, len) = content_range(&resp).unwrap_or((u64::MAX, None));
             let now = Validators::from(&resp, len.or(g.validators.length));
             if start != resume_at || !g.validators.same(&now) {
@@ -286,7 +289,9 @@ async fn fetch(
             last_error = format!("origin answered {status}");
             continue;
         }
-        let g = gen.as_mut().expect("a generation is set up above");
+        let Some(g) = gen.as_mut() else {
+            return Err("internal error: no download file was set up".into());
+        };
         match pump(store, dl, g, resp, skip, reserved, cfg.read_timeout).await? {
             Attempt::Complete => {
                 let digest = hex::encode(std::mem::take(&mut g.hasher).finalize());
@@ -368,7 +373,7 @@ async fn pump(
         let mut chunk = &item[..];
         if skip > 0 {
             let n = (skip as usize).min(chunk.len());
-            chunk = &chunk[n..];
+            chunk = chunk.get(n..).unwrap_or_default();
             skip -= n as u64;
         }
         if chunk.is_empty() {

@@ -120,8 +120,14 @@ pub fn migrate_to(conn: &mut Connection, target: u32) -> anyhow::Result<()> {
         }
     }
     for v in current..target {
+        let Some(sql) = MIGRATIONS.get(v as usize) else {
+            bail!(
+                "no migration to schema version {} (this build knows {LATEST})",
+                v + 1
+            );
+        };
         let tx = conn.transaction()?;
-        tx.execute_batch(MIGRATIONS[v as usize])
+        tx.execute_batch(sql)
             .with_context(|| format!("migrating the database to schema version {}", v + 1))?;
         tx.pragma_update(None, "user_version", v + 1)?;
         tx.commit()?;

@@ -17,6 +17,7 @@ use crate::state::AppState;
 /// `GET /pxe-bootstrap.ipxe`.
 pub async fn bootstrap(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let host = host(&headers)?;
+    st.metrics.bootstrap();
     Ok(ipxe_response(st.templates.bootstrap(&host)))
 }
 

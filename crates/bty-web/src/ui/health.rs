@@ -127,19 +127,19 @@ async fn probe_tftp(target: &str) -> Result<Option<String>, String> {
         .await
         .map_err(|_| "no answer within 0.8 s".to_string())?
         .map_err(|e| e.to_string())?;
-    match (n >= 4, buf[1]) {
-        (true, 3) => {
+    match buf.get(..n).unwrap_or_default() {
+        [_, 3, _, _, ..] => {
             // Stop the transfer politely so the server does not retransmit.
             let _ = sock
                 .send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from)
                 .await;
             Ok(None)
         }
-        (true, 5) => Ok(Some(format!(
+        [_, 5, _, _, message @ ..] => Ok(Some(format!(
             "error {}",
-            String::from_utf8_lossy(&buf[4..n]).trim_end_matches('\0')
+            String::from_utf8_lossy(message).trim_end_matches('\0')
         ))),
-        (true, 6) => {
+        [_, 6, _, _, ..] => {
             let _ = sock
                 .send_to(&[0, 5, 0, 0, b'p', b'r', b'o', b'b', b'e', 0], from)
                 .await;

@@ -164,3 +164,18 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
     let _ = json!({});
     s.stop().await;
 }
+
+#[tokio::test]
+async fn bootstrap_fetches_are_counted() {
+    let s = Server::start("").await;
+    let (_, m) = s.get_text("/metrics").await;
+    assert!(m.contains("bty_pxe_bootstraps_total 0\n"), "{m}");
+    for _ in 0..2 {
+        let (status, body) = s.get_text("/pxe-bootstrap.ipxe").await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("#!ipxe\n"), "{body}");
+    }
+    let (_, m) = s.get_text("/metrics").await;
+    assert!(m.contains("bty_pxe_bootstraps_total 2\n"), "{m}");
+    s.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Is a host port free, and if not, who holds it?
 
 use std::fs;
+use std::path::Path;
 
 /// Protocol of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,55 +27,57 @@ pub fn is_free(port: u16, proto: Proto) -> bool {
 /// The process holding `port`, from /proc/net and /proc/*/fd ("pid 12 (nginx)").
 /// Best effort: None when /proc does not tell (other namespaces, no rights).
 pub fn owner(port: u16, proto: Proto) -> Option<String> {
+    let inodes = socket_inodes(port, proto);
+    if inodes.is_empty() {
+        return None;
+    }
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|p| holder(&p.path(), &inodes))
+}
+
+/// `socket:[INODE]` of every socket listening on `port` (TCP) or bound to
+/// it unconnected (UDP).
+fn socket_inodes(port: u16, proto: Proto) -> Vec<String> {
     let files: &[&str] = match proto {
         Proto::Tcp => &["/proc/net/tcp", "/proc/net/tcp6"],
         Proto::Udp => &["/proc/net/udp", "/proc/net/udp6"],
     };
+    // 0A = LISTEN for TCP; 07 = unconnected for UDP.
+    let state = if proto == Proto::Tcp { "0A" } else { "07" };
     let mut inodes = Vec::new();
-    for f in files {
-        let Ok(t) = fs::read_to_string(f) else {
-            continue;
-        };
-        for line in t.lines().skip(1) {
+    for text in files.iter().filter_map(|f| fs::read_to_string(f).ok()) {
+        for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 {
+            let [_, local, _, st, _, _, _, _, _, inode, ..] = cols[..] else {
                 continue;
-            }
-            let local_port = cols[1]
+            };
+            let local_port = local
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            // 0A = LISTEN for TCP; 07 = unconnected for UDP.
-            let state_ok = match proto {
-                Proto::Tcp => cols[3] == "0A",
-                Proto::Udp => cols[3] == "07",
-            };
-            if local_port == Some(port) && state_ok {
-                inodes.push(format!("socket:[{}]", cols[9]));
+            if local_port == Some(port) && st == state {
+                inodes.push(format!("socket:[{inode}]"));
             }
         }
     }
-    if inodes.is_empty() {
+    inodes
+}
+
+/// "pid N (comm)" when the process at `/proc/N` holds one of `inodes`.
+fn holder(proc: &Path, inodes: &[String]) -> Option<String> {
+    let name = proc.file_name()?.to_str()?;
+    if !name.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    for proc in fs::read_dir("/proc").ok()?.flatten() {
-        let name = proc.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(proc.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
-                    let comm = fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
-                    return Some(format!("pid {name} ({})", comm.trim()));
-                }
-            }
-        }
-    }
-    None
+    let holds = fs::read_dir(proc.join("fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .any(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()));
+    let comm = fs::read_to_string(proc.join("comm")).unwrap_or_default();
+    holds.then(|| format!("pid {name} ({})", comm.trim()))
 }
 
 #[cfg(test)]

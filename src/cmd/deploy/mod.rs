@@ -1,0 +1,156 @@
+//! `bty-lab deploy`: check, write the deploy files, lay out the data, get
+//! the images, start the stack, wait until it is healthy. The plan and
+//! the checks that need no engine are [`plan`]'s, starting is [`start`]'s.
+
+pub mod plan;
+pub mod start;
+
+use anyhow::Result;
+
+use crate::cli::{DeployArgs, ImagesFrom};
+use crate::cmd::{boot, checks, files, media_ways_out, Host};
+use crate::engine::{self, Bollard, ContainerEngine};
+use crate::images::{self, Source};
+use crate::manifest::Manifest;
+use crate::media::{self, Media};
+use crate::{deploydir, quadlet, secrets, ui};
+pub use plan::Plan;
+
+pub async fn run(a: DeployArgs) -> Result<()> {
+    let mut plan = Plan::new(&a)?;
+    let mut steps = ui::Steps::new(4 + start::STEPS);
+    steps.step("checking");
+    let host = Host::this();
+    plan.check(&host)?;
+    let engine = connect(&mut plan).await?;
+    settle_mode(&engine, &mut plan, &host)?;
+    checks::ports_free(&engine, &plan.m).await?;
+    let (operator, mut source) = media_first(&plan).await?;
+    let m = &plan.m;
+    steps.step(format!("writing deploy files to {}", m.dest.display()));
+    files::write_deploy_files(m)?;
+    steps.step(format!("creating data layout in {}", m.data_dir.display()));
+    lay_out_data(m, operator.as_ref())?;
+    steps.step(format!("getting images ({})", images::describe(m.images)));
+    images::obtain(&engine, &wanted(m), m.images, &mut source).await?;
+    start::start(&engine, &quadlet::Host, m, &mut steps, plan.timeout).await?;
+    boot::served_media(m);
+    summary(m);
+    Ok(())
+}
+
+/// Connect to the engine the plan names (or DEST remembers), refuse to
+/// move DEST off another engine still running it, and remember this one.
+async fn connect(plan: &mut Plan) -> Result<Bollard> {
+    let m = &plan.m;
+    let engine = engine::connect_for(plan.engine, m.engine.as_ref(), &m.path()).await?;
+    let remembered = plan.engine.is_none() && m.engine.is_some();
+    ui::detail(format!(
+        "engine: {} {} at {}{}",
+        engine.kind(),
+        engine.version(),
+        engine.addr(),
+        if remembered {
+            " (remembered from the last deploy)"
+        } else {
+            ""
+        }
+    ));
+    checks::engine_switch(&engine, m).await?;
+    plan.m.engine = Some(engine.remembered());
+    Ok(engine)
+}
+
+/// Say the host address, and settle engine or Quadlet mode.
+fn settle_mode(engine: &impl ContainerEngine, plan: &mut Plan, host: &Host) -> Result<()> {
+    ui::detail(format!("host address: {}", plan.m.host_addr));
+    if plan.m.host_addr.is_loopback() {
+        ui::warn(
+            "the host address is loopback: machines on the LAN, and bty-web inside its \
+             container, cannot reach withcache there; pass --host-addr with the LAN address",
+        );
+    }
+    if plan.quadlet_on(host, engine.kind(), engine.version(), engine.addr())? {
+        plan.m.quadlet = true;
+        plan.m.systemd = true;
+        ui::detail(format!(
+            "mode: Quadlet units in {} (systemd starts the containers)",
+            quadlet::unit_dir().display()
+        ));
+    }
+    Ok(())
+}
+
+/// The netboot media, before anything is written: the operator's must be
+/// complete, and images built here carry this binary's (got now when
+/// they will surely be built, else only if `auto` comes to build).
+async fn media_first(plan: &Plan) -> Result<(Option<Media>, Source)> {
+    let operator = match &plan.netboot {
+        Some(dir) => Some(boot::operator_media(dir)?),
+        None => None,
+    };
+    let opts = media::Options {
+        from: plan.from.clone(),
+        cache: None,
+    };
+    let hint = media_ways_out(plan.m.images != ImagesFrom::Pull, false);
+    let mut source = Source::new(opts, hint);
+    if plan.m.images == ImagesFrom::Local {
+        source.media().await?;
+    }
+    Ok((operator, source))
+}
+
+/// The data dirs with their owners, bty-web's boot dir (with the
+/// operator's media), and DEST given back to the sudo user.
+fn lay_out_data(m: &Manifest, operator: Option<&Media>) -> Result<()> {
+    for d in deploydir::make_data_layout(m)? {
+        ui::detail(format!("created {}", d.display()));
+    }
+    boot::prepare_boot_dir(m, operator)?;
+    if let Some(user) = deploydir::chown_to_sudo_user(&m.dest)? {
+        ui::detail(format!("{} given back to {user}", m.dest.display()));
+    }
+    Ok(())
+}
+
+/// Each service with the image it runs.
+pub fn wanted(m: &Manifest) -> Vec<images::Wanted> {
+    m.services()
+        .into_iter()
+        .map(|svc| (svc, m.image(&svc)))
+        .collect()
+}
+
+/// Does envvars still hold the default password's hash?
+fn default_password(m: &Manifest) -> bool {
+    crate::envvars::read(&m.dest).is_ok_and(|v| {
+        v.iter().any(|(k, h)| {
+            k.ends_with("_ADMIN_PASSWORD_HASH")
+                && secrets::verify_password(secrets::DEFAULT_PASSWORD, h)
+        })
+    })
+}
+
+fn summary(m: &Manifest) {
+    eprintln!(
+        "\ndeploy complete: bty {} at {}",
+        m.version,
+        m.dest.display()
+    );
+    eprintln!("  bty-web UI:  {}/ui   (login: bty-lab)", m.web_url());
+    eprintln!("  withcache:   {}/     (login: bty-lab)", m.withcache_url());
+    if m.tftp {
+        eprintln!("  TFTP:        udp/{} on {}", m.ports.tftp, m.host_addr);
+    }
+    if default_password(m) {
+        ui::warn(format!(
+            "the password is still the default `bty-lab`; change it before exposing the host: \
+             bty-lab passwd {}",
+            m.dest.display()
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests;

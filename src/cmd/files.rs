@@ -1,0 +1,136 @@
+//! Writing DEST's files, shared by init, deploy, upgrade and passwd: the
+//! rendered files (keeping envvars and the operator's bty.toml edits), the
+//! per-service env files, the manifest, and each container's environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _, Result};
+
+use crate::deploydir::{self, Change};
+use crate::manifest::Manifest;
+use crate::render::{self, File, Secrets};
+use crate::{envvars, ui};
+
+/// Render and write the deploy files, keeping envvars and the operator's
+/// bty.toml (only adding keys it lacks). Prints what changed.
+pub fn write_deploy_files(m: &Manifest) -> Result<()> {
+    let envvars_exists = m.dest.join("envvars").exists();
+    let secrets = if envvars_exists {
+        None
+    } else {
+        Some(Secrets::generate()?)
+    };
+    let mut files = render::deploy_files(m, secrets.as_ref())?;
+    let note = keep_bty_toml(m, &mut files)?;
+    let token_added = envvars_exists && keep_envvars(m, &mut files)?;
+    files.push(render::manifest_file(m)?);
+    std::fs::create_dir_all(&m.dest).map_err(|e| {
+        anyhow!(
+            "creating {}: {e} (choose a writable DEST or run with sudo)",
+            m.dest.display()
+        )
+    })?;
+    report(deploydir::write_files(&m.dest, &files)?, note.as_deref());
+    if token_added {
+        ui::detail(format!(
+            "envvars: kept, added {} (the bty-web -> withcache service token)",
+            envvars::SERVICE_TOKEN_KEYS.join(" and ")
+        ));
+    } else if envvars_exists {
+        ui::detail("envvars: kept (secrets unchanged)");
+    }
+    Ok(())
+}
+
+/// An existing envvars is kept (private, given the service token when it
+/// lacks one: true); the per-service env files follow it as it is now
+/// (the operator may have edited it, or passwd rotated a secret).
+fn keep_envvars(m: &Manifest, files: &mut Vec<File>) -> Result<bool> {
+    let token_added = add_service_token(m)?;
+    let path = m.dest.join("envvars");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    files.extend(render::env_files(m, &envvars::read(&m.dest)?)?);
+    Ok(token_added)
+}
+
+/// An existing bty.toml is the operator's: replace the rendered one with
+/// it, plus the keys it lacks. The line that says so, if it exists.
+fn keep_bty_toml(m: &Manifest, files: &mut [File]) -> Result<Option<String>> {
+    let Ok(existing) = std::fs::read_to_string(m.dest.join("bty.toml")) else {
+        return Ok(None);
+    };
+    let Some(f) = files.iter_mut().find(|f| f.rel == Path::new("bty.toml")) else {
+        return Ok(None);
+    };
+    let (merged, added) = deploydir::migrate_bty_toml(&existing, &f.contents)?;
+    f.contents = merged;
+    Ok(Some(if added.is_empty() {
+        "kept (your edits stay)".to_string()
+    } else {
+        format!("kept, added {}", added.join(", "))
+    }))
+}
+
+/// One line per file written; bty.toml says it was kept, if it was.
+fn report(changes: Vec<(PathBuf, Change)>, bty_toml: Option<&str>) {
+    for (rel, change) in changes {
+        if let Some(note) = bty_toml.filter(|_| rel == Path::new("bty.toml")) {
+            ui::detail(format!("{}: {note}", rel.display()));
+            continue;
+        }
+        let what = match change {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        ui::detail(format!("{}: {what}", rel.display()));
+    }
+}
+
+/// Give an envvars from before the service token one (both keys, one
+/// value), keeping every other line. True when it was added.
+pub fn add_service_token(m: &Manifest) -> Result<bool> {
+    let path = m.dest.join("envvars");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    match envvars::add_service_token(&text, &crate::secrets::session_secret()) {
+        Some(new) => {
+            deploydir::write_atomic(&path, &new, 0o600)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Rewrite `DEST/env/<service>.env` from envvars (after it changed).
+pub fn write_env_files(m: &Manifest) -> Result<()> {
+    let files = render::env_files(m, &envvars::read(&m.dest)?)?;
+    deploydir::write_files(&m.dest, &files)?;
+    Ok(())
+}
+
+/// Each service's container environment, by service name.
+pub type Env = BTreeMap<&'static str, Vec<String>>;
+
+/// Env for each service's container from envvars: only its own keys, the
+/// same set its `env/<service>.env` file holds for compose and Quadlet.
+pub fn service_env(m: &Manifest) -> Result<Env> {
+    let vars = envvars::read(&m.dest)?;
+    Ok(m.services()
+        .iter()
+        .map(|svc| {
+            let env = render::service_vars(m, svc, &vars)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (svc.name, env)
+        })
+        .collect())
+}
+
+/// DEST's manifest, for a command that needs an existing deploy.
+pub fn manifest(dest: &Path, cmd: &str) -> Result<Manifest> {
+    let dest = deploydir::absolute(dest)?;
+    Manifest::require(&dest, cmd).with_context(|| format!("bty-lab {cmd}"))
+}
