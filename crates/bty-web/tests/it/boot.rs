@@ -167,7 +167,7 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
 
 #[tokio::test]
 async fn bootstrap_fetches_are_counted() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (_, m) = s.get_text("/metrics").await;
     assert!(m.contains("bty_pxe_bootstraps_total 0\n"), "{m}");
     for _ in 0..2 {
