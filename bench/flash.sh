@@ -27,6 +27,13 @@ if [ ! -x "$bty" ]; then
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p bty-agent \
         --target x86_64-unknown-linux-gnu --manifest-path "$repo/Cargo.toml"
 fi
+# the plan: a real bty-web (the test kit's bty-dev-web), the machine in
+# bty-flash-always, armed again before each agent run
+dev_web=${BTY_DEV_WEB:-}
+if [ -z "$dev_web" ]; then
+    cargo build -q -p bty-testkit --features web --bin bty-dev-web --manifest-path "$repo/Cargo.toml"
+    dev_web="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/debug/bty-dev-web"
+fi
 
 echo "== making images in $www" >&2
 python3 "$here/flash/mkimages.py" "$www"
@@ -90,6 +97,7 @@ peer() { # image decompressor target size
 ours() { # image format target-kind target
     local img=$1 fmt=$2 kind=$3 tgt=$4 t0 t1 flag
     [ "$kind" = file ] && flag=(--target-file "$tgt") || flag=(--target-device "$tgt")
+    "$dev_web" arm --server "http://127.0.0.1:$pport" --mac 52:54:00:be:4c:00
     t0=$(now)
     # status lines with a timestamp each, to see where the time goes
     "$bty" --server "http://127.0.0.1:$pport" --mac 52:54:00:be:4c:00 --once --no-reboot "${flag[@]}" 2>&1 \
@@ -107,13 +115,13 @@ for spec in "dense.img img cat" "dense.img.zst img.zst zstd -dc" "dense.img.gz i
     img=$1 fmt=$2; shift 2; dec="$*"
     case " ${IMAGES:-$img} " in *" $img "*) ;; *) continue ;; esac
     size=$(stat -c %s "$www/${img%%.img*}.img")
-    # a plan server per image (it hashes the image once at start)
+    # a bty-web per image (bty-dev-web hashes the image once at start)
     rm -f "$out/pport"
-    python3 "$repo/media/plan-server.py" --listen 127.0.0.1:0 --port-file "$out/pport" --image "$www/$img" \
-        --image-url "http://127.0.0.1:$port/$img" --format "$fmt" --mac 52:54:00:be:4c:00 \
-        --log "$out/reports.jsonl" --advertise "http://127.0.0.1:PORT" --always &
+    "$dev_web" serve --image "$www/$img" --image-url "http://127.0.0.1:$port/$img" --format "$fmt" \
+        --mac 52:54:00:be:4c:00 --mode bty-flash-always --port-file "$out/pport" >> "$out/dev-web.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do [ -s "$out/pport" ] && break; sleep 0.2; done
+    [ -s "$out/pport" ] || { echo "bty-dev-web did not start:" >&2; cat "$out/dev-web.log" >&2; exit 1; }
     pport=$(cat "$out/pport")
     for kind in $targets; do
         : > "$out/peer.times"; : > "$out/ours.times"

@@ -1,13 +1,18 @@
 #!/bin/bash
 # Boot the netboot environment in qemu (TCG) with user networking, a
 # virtio disk with serial=BTYTEST and a decoy disk, against
-# media/plan-server.py on 127.0.0.1; check the agent flashed the disk.
+# a real bty-web on 127.0.0.1 (bty-dev-web, from the test kit, with the
+# machine set to flash-once the image); check the agent flashed the disk
+# and bty-web recorded one good flash.
 #   media/boot-test.sh [--media DIR] [--format img|img.zst] [--append "EXTRA CMDLINE"]
 # Without --media, the media of `${BTY_LAB:-bty-lab} media build` (built
-# or taken from bty-lab's cache). The serial log and the reports are left
-# in ${TMPDIR:-/tmp}/bty-boot-test.*.
+# or taken from bty-lab's cache). bty-dev-web is $BTY_DEV_WEB, or built
+# here (cargo build -p bty-testkit --features web --bin bty-dev-web). The
+# serial log, bty-dev-web's output and the machine's events are left in
+# ${TMPDIR:-/tmp}/bty-boot-test.*.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
 out=""
 format=img.zst
 extra=""
@@ -21,6 +26,12 @@ while [ $# -gt 0 ]; do
 done
 command -v qemu-system-x86_64 >/dev/null || { echo "skipping: qemu-system-x86_64 not installed"; exit 0; }
 [ -n "$out" ] || out=$("${BTY_LAB:-bty-lab}" media build)
+dev_web=${BTY_DEV_WEB:-}
+if [ -z "$dev_web" ]; then
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+    cargo build -q -p bty-testkit --features web --bin bty-dev-web --manifest-path "$repo/Cargo.toml"
+    dev_web="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/debug/bty-dev-web"
+fi
 work=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
@@ -40,10 +51,13 @@ case "$format" in
     *) echo "format $format not handled here" >&2; exit 2 ;;
 esac
 truncate -s 256M "$work/disk.img" "$work/decoy.img"
-python3 "$here/plan-server.py" --listen 127.0.0.1:0 --port-file "$work/port" --image "$work/serve" \
-    --format "$format" --mac "$mac" --log "$work/reports.jsonl" --advertise "http://10.0.2.2:PORT" &
+# bty-web, and the image served beside it at http://10.0.2.2:PORT/serve
+# (the guest reaches the host's loopback as 10.0.2.2)
+"$dev_web" serve --image "$work/serve" --format "$format" --mac "$mac" --serial BTYTEST \
+    --mode bty-flash-once --guest-host 10.0.2.2 --port-file "$work/port" > "$work/server.log" 2>&1 &
 srv=$!
-for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.1; done
+[ -s "$work/port" ] || { cat "$work/server.log" >&2; echo "boot-test: bty-dev-web did not start" >&2; exit 1; }
 port=$(cat "$work/port")
 
 start=$(date +%s.%N)
@@ -57,14 +71,17 @@ timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -display none -no-reboo
 end=$(date +%s.%N)
 logs="${TMPDIR:-/tmp}/bty-boot-test"
 cp "$work/serial.log" "$logs.serial.log"
-cp "$work/reports.jsonl" "$logs.reports.jsonl" 2>/dev/null || true
+cp "$work/server.log" "$logs.server.log"
+curl -s "http://127.0.0.1:$port/api/events?mac=$mac&limit=500" > "$logs.events.json" 2>/dev/null || true
 
 fail() { echo "boot-test: FAIL: $*" >&2; tail -40 "$work/serial.log" >&2; exit 1; }
 grep -q "bty: flash complete; rebooting" "$work/serial.log" || fail "no 'flash complete' on the serial console"
 cmp -n $((64 << 20)) "$work/image.img" "$work/disk.img" || fail "disk bytes differ from the image"
 cmp -n $((1 << 20)) /dev/zero "$work/decoy.img" || fail "the decoy disk was written"
-grep -q '"kind": "done"' "$work/reports.jsonl" || fail "no done report"
-[ "$(grep -c '"kind": "done"' "$work/reports.jsonl")" = 1 ] || fail "done reported more than once"
+# one cycle, closed done and ok by one done report, with the image's
+# digest read back from the disk
+"$dev_web" check --server "http://127.0.0.1:$port" --mac "$mac" \
+    --disk-sha256 "$(sha256sum "$work/image.img" | cut -d' ' -f1)" || fail "bty-web did not record one good flash"
 agent_at=$(sed -n 's/.*starting agent, uptime \([0-9.]*\)s.*/\1/p' "$work/serial.log" | head -1)
 printf 'boot-test: OK (%s): kernel start -> agent start %ss (guest uptime, TCG); qemu start -> flashed + reboot %.1fs\n' \
     "$format" "$agent_at" "$(echo "$end - $start" | bc)"

@@ -6,86 +6,28 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bty_ui_tests::{
-    assert_no_favicon_404, screenshot_dir, tool_present, Agent, Driver, Web, IMAGE_SIZE, PASSWORD,
-    SHA, USER,
-};
+use bty_testkit::browser::{self, js, shot, text, until, Driver};
+use bty_testkit::web::{SimAgent, Web};
+use bty_ui_tests::{admin, IMAGE_SIZE, PASSWORD, SHA, USER};
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
 const MAC: &str = "52:54:00:c0:ff:ee";
 
-async fn shot(b: &Client, name: &str) -> anyhow::Result<()> {
-    let png = b.screenshot().await?;
-    let path = screenshot_dir().join(format!("{name}.png"));
-    std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
-    println!("screenshot {}", path.display());
-    Ok(())
-}
-
-async fn text(b: &Client, css: &str) -> anyhow::Result<String> {
-    // One script call: live swaps can replace an element between a find
-    // and a read, which WebDriver reports as a stale element.
-    let v = b
-        .execute(
-            "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;",
-            vec![json!(css)],
-        )
-        .await?;
-    v.as_str()
-        .map(str::to_string)
-        .with_context(|| format!("no element matches {css}"))
-}
-
-/// Poll `f` until it returns `Some`, for at most `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > end {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn js(b: &Client, script: &str) -> anyhow::Result<serde_json::Value> {
-    Ok(b.execute(script, vec![]).await?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_walkthrough_in_chromium() -> anyhow::Result<()> {
-    if !tool_present("/usr/bin/chromedriver") || !tool_present("/usr/bin/chromium") {
+    if !browser::present() {
         return Ok(());
     }
     let t0 = Instant::now();
-    let web = Web::start().await?;
+    let web = bty_ui_tests::web().await?;
     let driver = Driver::start().await?;
     let b = driver.browser().await?;
     eprintln!("browser up after {:?}", t0.elapsed());
-    let r = match walkthrough(&web, &b).await {
-        Ok(()) => assert_no_favicon_404(&b).await,
-        e => e,
-    };
-    if r.is_err() {
-        let _ = shot(&b, "zz-failure").await;
-        if let Ok(src) = b.source().await {
-            eprintln!(
-                "page at failure:\n{}",
-                src.chars().take(4000).collect::<String>()
-            );
-        }
-    }
+    let r = browser::conclude(&b, "", walkthrough(&web, &b).await).await;
     eprintln!("walkthrough took {:?}", t0.elapsed());
     let _ = b.close().await;
-    web.stop().await?;
+    web.stop().await;
     r
 }
 
@@ -135,7 +77,7 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(saved.text().await?, "Machine registered.");
-    let m = web.machine(MAC).await?;
+    let m = admin(web).machine(MAC).await;
     assert_eq!(m["name"], "bench-07");
 
     // 3. Assign an image with the bulk action on the list.
@@ -154,7 +96,7 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(notice.text().await?, "1 machine(s) updated.");
-    assert_eq!(web.machine(MAC).await?["image"], "debian-12");
+    assert_eq!(admin(web).machine(MAC).await["image"], "debian-12");
     // Then flash-once onto a disk, on the machine's own page.
     b.goto(&web.url("/ui/machines/52-54-00-c0-ff-ee")).await?;
     b.find(Locator::Id("f-mode"))
@@ -170,7 +112,7 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
         Ok(b.find(Locator::Id("saved")).await.ok())
     })
     .await?;
-    let m = web.machine(MAC).await?;
+    let m = admin(web).machine(MAC).await;
     assert_eq!(
         (m["boot_mode"].as_str(), m["target_disk_serial"].as_str()),
         (Some("bty-flash-once"), Some("BTYTEST"))
@@ -183,7 +125,7 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
     shot(b, "03-machine-assigned").await?;
 
     // 4. The agent flashes; the bar moves live (no reload).
-    let mut agent = Agent::new(web, MAC);
+    let mut agent = SimAgent::new(web, MAC);
     agent.start_flash().await?;
     until(10, "the progress bar", || async {
         Ok(b.find(Locator::Css("#status .progress")).await.ok())
@@ -265,21 +207,23 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
     for i in 0..40u32 {
         let mac = format!("52:54:00:00:10:{i:02x}");
         if i % 4 == 0 {
-            web.put_machine(
-                &mac,
-                &json!({"boot_mode": "bty-flash-once", "image": "debian-12",
+            admin(web)
+                .put_machine_ok(
+                    &mac,
+                    &json!({"boot_mode": "bty-flash-once", "image": "debian-12",
                 "target_disk_serial": format!("DISK{i}"), "name": format!("node{i:02}")}),
-            )
-            .await?;
-            let mut a = Agent::new(web, &mac);
+                )
+                .await;
+            let mut a = SimAgent::new(web, &mac);
             a.start_flash().await?;
             agents.push(a);
         } else {
-            web.put_machine(
-                &mac,
-                &json!({"boot_mode": "ipxe-exit", "name": format!("node{i:02}")}),
-            )
-            .await?;
+            admin(web)
+                .put_machine_ok(
+                    &mac,
+                    &json!({"boot_mode": "ipxe-exit", "name": format!("node{i:02}")}),
+                )
+                .await;
         }
     }
     // Pages left behind must not keep their live streams open (the
@@ -312,29 +256,17 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
         .await?;
     // Page 2 holds 52:54:00:00:10:0a..13; 0c and 10 are flashing there.
     let stream = {
-        let agents: Vec<(String, Option<String>)> = agents
-            .iter()
-            .map(|a| (a.mac.clone(), a.token.clone()))
-            .collect();
-        let web_base = web.base.clone();
+        let agents = agents.clone();
+        let web = web.anonymous();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
             for step in 1..=20u64 {
-                for (mac, token) in &agents {
-                    let _ = http
-                        .post(format!("{web_base}/pxe/{mac}/progress"))
-                        .json(
-                            &json!({"token": token, "bytes_done": IMAGE_SIZE * step / 25,
-                                      "bytes_total": IMAGE_SIZE, "phase": "writing", "rate": 1e8}),
-                        )
-                        .send()
-                        .await;
+                for a in &agents {
+                    let done = IMAGE_SIZE * step / 25;
+                    let _ = a.progress(done, IMAGE_SIZE, 1e8).await;
                 }
                 // A stranger PXE-boots: it must not push into this page.
                 if step <= 8 {
-                    let _ = http
-                        .get(format!("{web_base}/pxe/52:54:00:00:20:{step:02x}"))
-                        .send()
+                    web.get_text(&format!("/pxe/52:54:00:00:20:{step:02x}"))
                         .await;
                 }
                 tokio::time::sleep(Duration::from_millis(400)).await;

@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use bty_ui_tests::{Agent, Web, IMAGE_SIZE, PASSWORD, USER};
+use bty_testkit::client::Fetch;
+use bty_testkit::web::SimAgent;
+use bty_ui_tests::{admin, IMAGE_SIZE};
 use serde_json::json;
 
 const MACHINES: u32 = 500;
@@ -35,28 +37,31 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_under_load() -> anyhow::Result<()> {
-    let web = Web::start().await?;
+    let web = bty_ui_tests::web().await?;
+    let admin = admin(&web);
     // 500 machines; every 25th flashes.
     let mut agents = Vec::new();
     for i in 0..MACHINES {
         let m = mac(i);
         if i % (MACHINES / FLASHING) == 0 {
-            web.put_machine(
-                &m,
-                &json!({"boot_mode": "bty-flash-once", "image": "debian-12",
+            admin
+                .put_machine_ok(
+                    &m,
+                    &json!({"boot_mode": "bty-flash-once", "image": "debian-12",
                         "target_disk_serial": format!("S{i}"), "name": format!("n{i:03}"),
                         "labels": ["load"]}),
-            )
-            .await?;
-            let mut a = Agent::new(&web, &m);
+                )
+                .await;
+            let mut a = SimAgent::new(&web, &m);
             a.start_flash().await?;
             agents.push(a);
         } else {
-            web.put_machine(
-                &m,
-                &json!({"boot_mode": "ipxe-exit", "name": format!("n{i:03}")}),
-            )
-            .await?;
+            admin
+                .put_machine_ok(
+                    &m,
+                    &json!({"boot_mode": "ipxe-exit", "name": format!("n{i:03}")}),
+                )
+                .await;
         }
     }
     assert_eq!(agents.len() as u32, FLASHING);
@@ -85,13 +90,7 @@ async fn ui_under_load() -> anyhow::Result<()> {
     ];
     let mut counters = Vec::new();
     for (name, path) in &streams {
-        let r = web
-            .http
-            .get(web.url(path))
-            .basic_auth(USER, Some(PASSWORD))
-            .send()
-            .await?
-            .error_for_status()?;
+        let r = admin.get(path).fetch().await.error_for_status()?;
         counters.push((*name, tokio::spawn(count_stream(r, SECONDS))));
     }
 
@@ -129,12 +128,7 @@ async fn ui_under_load() -> anyhow::Result<()> {
         let mut server_times = Vec::new();
         for _ in 0..15 {
             let t = Instant::now();
-            let r = web
-                .http
-                .get(web.url(p))
-                .basic_auth(USER, Some(PASSWORD))
-                .send()
-                .await?;
+            let r = admin.get(p).fetch().await;
             assert_eq!(r.status(), 200, "{p}");
             let server = server_time(r.headers());
             let body = r.text().await?;
@@ -221,7 +215,7 @@ async fn ui_under_load() -> anyhow::Result<()> {
             "{name}: the stream sent nothing while machines flashed"
         );
     }
-    web.stop().await?;
+    web.stop().await;
     Ok(())
 }
 

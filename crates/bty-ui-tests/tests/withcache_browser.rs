@@ -7,10 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bty_ui_tests::{
-    assert_no_favicon_404, screenshot_dir, tool_present, Cache, Driver, SlowOrigin, PASSWORD, USER,
-};
+use anyhow::bail;
+use bty_testkit::browser::{self, js, path_is, text, until, Driver};
+use bty_testkit::cache::Cache;
+use bty_testkit::Origin;
+use bty_ui_tests::{PASSWORD, USER};
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
@@ -18,90 +19,32 @@ use serde_json::json;
 const IMAGE_LEN: usize = 3 << 20;
 const CHUNK: usize = 48 << 10;
 
+/// A screenshot named `wc-{name}`.
 async fn shot(b: &Client, name: &str) -> anyhow::Result<()> {
-    let png = b.screenshot().await?;
-    let path = screenshot_dir().join(format!("wc-{name}.png"));
-    std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
-    println!("screenshot {}", path.display());
-    Ok(())
-}
-
-async fn js(b: &Client, script: &str) -> anyhow::Result<serde_json::Value> {
-    Ok(b.execute(script, vec![]).await?)
-}
-
-/// `innerText` of the first match of `css`, read in one script call (a
-/// live swap may replace the element between a find and a read).
-async fn text(b: &Client, css: &str) -> anyhow::Result<String> {
-    let v = b
-        .execute(
-            "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;",
-            vec![json!(css)],
-        )
-        .await?;
-    v.as_str()
-        .map(str::to_string)
-        .with_context(|| format!("no element matches {css}"))
-}
-
-/// Poll `f` until it returns `Some`, for at most `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > end {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn path_is(b: &Client, path: &str) -> anyhow::Result<()> {
-    until(10, path, || async {
-        Ok((b.current_url().await?.path() == path).then_some(()))
-    })
-    .await
+    browser::shot(b, &format!("wc-{name}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withcache_walkthrough_in_chromium() -> anyhow::Result<()> {
-    if !tool_present("/usr/bin/chromedriver") || !tool_present("/usr/bin/chromium") {
+    if !browser::present() {
         return Ok(());
     }
     let body: Vec<u8> = (0..IMAGE_LEN).map(|i| (i * 7 % 251) as u8).collect();
-    let origin = SlowOrigin::start(body, CHUNK, Duration::from_millis(100)).await?;
-    let wc = Cache::start().await?;
+    let origin = bty_ui_tests::slow_origin(body, CHUNK, Duration::from_millis(100));
+    let wc = bty_ui_tests::cache().await?;
     let driver = Driver::start().await?;
     let b = driver.browser().await?;
-    let r = match walkthrough(&wc, &origin, &b).await {
-        Ok(()) => assert_no_favicon_404(&b).await,
-        e => e,
-    };
-    if r.is_err() {
-        let _ = shot(&b, "zz-failure").await;
-        if let Ok(src) = b.source().await {
-            eprintln!(
-                "page at failure:\n{}",
-                src.chars().take(4000).collect::<String>()
-            );
-        }
-    }
+    let r = browser::conclude(&b, "wc-", walkthrough(&wc, &origin, &b).await).await;
     let _ = b.close().await;
     let r = match r {
         Ok(()) => dark(&wc, &driver).await,
         e => e,
     };
-    wc.stop().await?;
+    wc.stop().await;
     r
 }
 
-async fn walkthrough(wc: &Cache, origin: &SlowOrigin, b: &Client) -> anyhow::Result<()> {
+async fn walkthrough(wc: &Cache, origin: &Origin, b: &Client) -> anyhow::Result<()> {
     // 1. Log in; a wrong password first shows the message.
     b.goto(&wc.url("/ui/misses")).await?;
     path_is(b, "/ui/login").await?;
@@ -229,7 +172,7 @@ async fn walkthrough(wc: &Cache, origin: &SlowOrigin, b: &Client) -> anyhow::Res
 
     // 4. A client asks for a URL that is not in the catalog: a miss.
     let miss = origin.url("vendor/not-in-catalog.img");
-    let r = reqwest::get(bty_proto::catalog::blob_url(&wc.base, &miss)).await?;
+    let r = reqwest::get(wc.blob(&miss)).await?;
     assert_eq!(r.status(), 404);
     b.goto(&wc.url("/ui/misses")).await?;
     let table = text(b, "#misses").await?;

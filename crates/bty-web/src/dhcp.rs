@@ -484,6 +484,8 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
+    use bty_testkit::tools;
+
     const EXAMPLE_HOST: &str = "192.0.2.10";
 
     fn examples_dir() -> PathBuf {
@@ -608,24 +610,6 @@ mod tests {
         );
     }
 
-    /// Tool gate: fail under BTY_REQUIRE_TOOLS=1, otherwise skip.
-    fn have(tool: &str, package: &str) -> bool {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            assert!(
-                std::env::var("BTY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-                "{tool} is required (BTY_REQUIRE_TOOLS=1): apt-get install -y {package}"
-            );
-            eprintln!("skipping: {tool} not installed");
-        }
-        found
-    }
-
     fn check(tool: &str, args: &[&str], file: &str) {
         let path = examples_dir().join(file);
         let out = Command::new(tool).args(args).arg(&path).output().unwrap();
@@ -640,7 +624,7 @@ mod tests {
 
     #[test]
     fn dnsmasq_accepts_the_snippets() {
-        if !have("dnsmasq", "dnsmasq-base") {
+        if !tools::have("dnsmasq", "dnsmasq-base") {
             return;
         }
         check("dnsmasq", &["--test", "-C"], "dnsmasq-full.conf");
@@ -649,7 +633,7 @@ mod tests {
 
     #[test]
     fn isc_dhcpd_accepts_the_snippet() {
-        if !have("dhcpd", "isc-dhcp-server") {
+        if !tools::have("dhcpd", "isc-dhcp-server") {
             return;
         }
         check("dhcpd", &["-t", "-cf"], "isc-dhcpd.conf");
@@ -657,7 +641,7 @@ mod tests {
 
     #[test]
     fn kea_accepts_the_snippet() {
-        if !have("kea-dhcp4", "kea-dhcp4-server") {
+        if !tools::have("kea-dhcp4", "kea-dhcp4-server") {
             return;
         }
         check("kea-dhcp4", &["-t"], "kea-dhcp4.json");

@@ -4,227 +4,123 @@
 //! pages, and the catalog's live stream sending only the rows that change
 //! while a real (slow) origin written here is downloaded.
 
-#[allow(dead_code)]
-#[path = "it/origin.rs"]
-mod origin;
-
 use std::time::{Duration, Instant};
 
 use bty_proto::catalog::blob_url;
-use futures::StreamExt;
-use origin::{data, sha, Origin};
-use serde_json::Value;
+use bty_testkit::cache::{Cache, CacheClient};
+use bty_testkit::client::{cookie_pair, header, location, slashes, Fetch};
+use bty_testkit::sse;
+use bty_testkit::{data, sha256_hex as sha, Origin};
 
-/// minijinja escapes `/` in HTML; undo that one escape so assertions can
-/// name URLs as a browser shows them.
-fn slashes(page: String) -> String {
-    page.replace("&#x2f;", "/")
-}
-
-struct Wc {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    http: reqwest::Client,
-    password: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Wc {
-    async fn start(password: Option<&str>) -> Wc {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = withcache::Options::from_env(dir.path().to_path_buf());
+/// withcache with a 64 MiB quota and `password`.
+async fn start(password: Option<&str>) -> Cache {
+    Cache::start(|o| {
         o.admin_password = password.map(str::to_string);
-        o.admin_password_hash = None;
-        o.session_secret = Some("test-secret-test-secret-test-secret".into());
         o.max_bytes = Some(64 << 20);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(withcache::serve(o, listener, async move {
-            let _ = rx.await;
-        }));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        for _ in 0..100 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Wc {
-            base,
-            stop: Some(tx),
-            task: Some(task),
-            http,
-            password: password.map(str::to_string),
-            _dir: dir,
-        }
-    }
+    })
+    .await
+}
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-
-    async fn get(&self, p: &str) -> (u16, String) {
-        let r = self.http.get(self.url(p)).send().await.unwrap();
-        (r.status().as_u16(), slashes(r.text().await.unwrap()))
-    }
-
-    /// Post a form; (status, body, Location).
-    async fn post(&self, p: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        let r = self.http.post(self.url(p)).form(form).send().await.unwrap();
-        let loc = r
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (r.status().as_u16(), slashes(r.text().await.unwrap()), loc)
-    }
-
-    /// The catalog through the JSON API (basic auth when a password is set).
-    async fn entries(&self) -> Vec<Value> {
-        let mut req = self.http.get(self.url("/catalog/entries"));
-        if let Some(p) = &self.password {
-            req = req.basic_auth("bty-lab", Some(p));
-        }
-        req.send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn state(&self, name: &str) -> String {
-        let v: Value = self
-            .http
-            .get(self.url(&format!("/catalog/entries/{name}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["state"].as_str().unwrap_or_default().to_string()
-    }
+/// Post a form as a browser does (no redirect followed): status, the
+/// page, `Location`.
+async fn post(wc: &CacheClient, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+    let (st, page, h) = wc.post_form(path, form).await;
+    (st, page, location(&h))
 }
 
 #[tokio::test]
 async fn ui_login_logout_guard_and_rate_limit() {
-    let wc = Wc::start(Some("correct horse")).await;
+    let wc = start(Some("correct horse")).await;
     // Not logged in: pages send you to the login form and back afterwards.
-    let r = wc.http.get(wc.url("/ui/misses")).send().await.unwrap();
+    let r = wc.get("/ui/misses").fetch().await;
     assert_eq!(r.status(), 303);
     // The shared login flow keeps the path's slashes readable.
     assert_eq!(r.headers()["location"], "/ui/login?next=/ui/misses");
-    let (st, page) = wc.get("/ui/login?next=%2Fui%2Fmisses").await;
+    let (st, page) = wc.page("/ui/login?next=%2Fui%2Fmisses").await;
     assert_eq!(st, 200);
     assert!(page.contains("Log in to withcache"), "{page}");
     assert!(page.contains("value=\"/ui/misses\""), "{page}");
     assert!(page.contains("href=\"/ui/static/app.css\""), "{page}");
     // A post without a session changes nothing and goes to the login.
-    let (st, _, loc) = wc
-        .post(
-            "/ui/catalog/add",
-            &[("name", "x"), ("src", "http://127.0.0.1:9/x.img")],
-        )
-        .await;
+    let (st, _, loc) = post(
+        &wc,
+        "/ui/catalog/add",
+        &[("name", "x"), ("src", "http://127.0.0.1:9/x.img")],
+    )
+    .await;
     assert_eq!(st, 303);
     assert!(loc.starts_with("/ui/login"), "{loc}");
-    assert!(wc.entries().await.is_empty());
+    assert!(wc.admin().entries().await.is_empty());
     // Wrong password: 401, the message, the typed user kept.
-    let (st, page, _) = wc
-        .post(
-            "/ui/login",
-            &[
-                ("user", "bty-lab"),
-                ("password", "nope"),
-                ("next", "/ui/misses"),
-            ],
-        )
-        .await;
+    let (st, page, _) = post(
+        &wc,
+        "/ui/login",
+        &[
+            ("user", "bty-lab"),
+            ("password", "nope"),
+            ("next", "/ui/misses"),
+        ],
+    )
+    .await;
     assert_eq!(st, 401);
     assert!(page.contains("Wrong user name or password."), "{page}");
     assert!(page.contains("value=\"bty-lab\""), "{page}");
     // Right password: a session cookie and back to the page asked for.
     let r = wc
-        .http
-        .post(wc.url("/ui/login"))
+        .post("/ui/login")
         .form(&[
             ("user", "bty-lab"),
             ("password", "correct horse"),
             ("next", "/ui/misses"),
         ])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/ui/misses");
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let r = wc
-        .http
-        .get(wc.url("/ui/misses"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let cookie = cookie_pair(r.headers());
+    let r = wc.get("/ui/misses").header("cookie", &cookie).fetch().await;
     assert_eq!(r.status(), 200);
     let page = slashes(r.text().await.unwrap());
     assert!(page.contains("id=\"logout\""), "{page}");
     assert!(page.contains("aria-current=\"page\">Misses<"), "{page}");
     // A cross-site form post is refused even with the session.
     let r = wc
-        .http
-        .post(wc.url("/ui/catalog/add"))
+        .post("/ui/catalog/add")
         .header("cookie", &cookie)
         .header("origin", "http://evil.example")
         .form(&[("name", "x"), ("src", "http://127.0.0.1:9/x.img")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
-    assert!(wc.entries().await.is_empty());
+    assert!(wc.admin().entries().await.is_empty());
     // An open redirect through next is not possible.
     let r = wc
-        .http
-        .post(wc.url("/ui/login"))
+        .post("/ui/login")
         .form(&[
             ("user", "bty-lab"),
             ("password", "correct horse"),
             ("next", "//evil.example/ui/"),
         ])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.headers()["location"], "/ui/catalog");
     // Logout clears the cookie.
     let r = wc
-        .http
-        .post(wc.url("/ui/logout"))
+        .post("/ui/logout")
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
+    assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
     // Guessing is slowed down, with a message that says so.
     let mut limited = None;
     for _ in 0..30 {
-        let (st, page, _) = wc
-            .post("/ui/login", &[("user", "bty-lab"), ("password", "guess")])
-            .await;
+        let (st, page, _) = post(
+            &wc,
+            "/ui/login",
+            &[("user", "bty-lab"), ("password", "guess")],
+        )
+        .await;
         if st == 429 {
             limited = Some(page);
             break;
@@ -238,7 +134,7 @@ async fn ui_login_logout_guard_and_rate_limit() {
 
 #[tokio::test]
 async fn ui_add_bad_input_saves_nothing() {
-    let wc = Wc::start(None).await;
+    let wc = start(None).await;
     let sha_ok = "a".repeat(64);
     // (form, message, field the message sits at)
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
@@ -288,7 +184,7 @@ async fn ui_add_bad_input_saves_nothing() {
         ),
     ];
     for (form, msg, field) in cases {
-        let (st, page, _) = wc.post("/ui/catalog/add", form).await;
+        let (st, page, _) = post(&wc, "/ui/catalog/add", form).await;
         assert_eq!(st, 400, "{form:?}: {page}");
         assert!(page.contains(msg), "{form:?}: wants {msg:?} in {page}");
         assert!(page.contains("Nothing was saved."), "{form:?}: {page}");
@@ -303,37 +199,40 @@ async fn ui_add_bad_input_saves_nothing() {
                 "{form:?}: {k} not kept: {page}"
             );
         }
-        assert!(wc.entries().await.is_empty(), "{form:?} saved something");
+        assert!(
+            wc.admin().entries().await.is_empty(),
+            "{form:?} saved something"
+        );
     }
     // A good entry, then the same name again: 409, the first one intact.
-    let (st, _, loc) = wc
-        .post(
-            "/ui/catalog/add",
-            &[
-                ("name", "debian-12"),
-                ("src", "http://127.0.0.1:9/debian-12.img.zst"),
-                ("sha256", &sha_ok),
-                ("size", "2K"),
-                ("pinned", "on"),
-            ],
-        )
-        .await;
+    let (st, _, loc) = post(
+        &wc,
+        "/ui/catalog/add",
+        &[
+            ("name", "debian-12"),
+            ("src", "http://127.0.0.1:9/debian-12.img.zst"),
+            ("sha256", &sha_ok),
+            ("size", "2K"),
+            ("pinned", "on"),
+        ],
+    )
+    .await;
     assert_eq!(st, 303);
     assert_eq!(loc, "/ui/catalog?done=added&what=debian-12");
-    let (_, page) = wc.get(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(page.contains("Added debian-12."), "{page}");
-    let (st, page, _) = wc
-        .post(
-            "/ui/catalog/add",
-            &[
-                ("name", "debian-12"),
-                ("src", "http://127.0.0.1:9/other.img"),
-            ],
-        )
-        .await;
+    let (st, page, _) = post(
+        &wc,
+        "/ui/catalog/add",
+        &[
+            ("name", "debian-12"),
+            ("src", "http://127.0.0.1:9/other.img"),
+        ],
+    )
+    .await;
     assert_eq!(st, 409);
     assert!(page.contains("exists already"), "{page}");
-    let e = wc.entries().await;
+    let e = wc.admin().entries().await;
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["src"], "http://127.0.0.1:9/debian-12.img.zst");
     assert_eq!(e[0]["size"], 2048);
@@ -345,43 +244,46 @@ async fn ui_add_bad_input_saves_nothing() {
 
 #[tokio::test]
 async fn ui_other_forms_report_bad_input() {
-    let wc = Wc::start(None).await;
-    let (st, page, _) = wc.post("/ui/catalog/download", &[("name", "nope")]).await;
+    let wc = start(None).await;
+    let (st, page, _) = post(&wc, "/ui/catalog/download", &[("name", "nope")]).await;
     assert_eq!(st, 404);
     assert!(page.contains("no catalog entry named"), "{page}");
-    let (st, page, _) = wc.post("/ui/catalog/delete", &[("name", "nope")]).await;
+    let (st, page, _) = post(&wc, "/ui/catalog/delete", &[("name", "nope")]).await;
     assert_eq!(st, 404);
     assert!(page.contains("Nothing was deleted."), "{page}");
-    let (st, page, _) = wc.post("/ui/catalog/import", &[("url", "")]).await;
+    let (st, page, _) = post(&wc, "/ui/catalog/import", &[("url", "")]).await;
     assert_eq!(st, 400);
     assert!(page.contains("url: required"), "{page}");
     // Port 9 on loopback: nothing listens there.
-    let (st, page, _) = wc
-        .post(
-            "/ui/catalog/import",
-            &[("url", "http://127.0.0.1:9/catalog.toml")],
-        )
-        .await;
+    let (st, page, _) = post(
+        &wc,
+        "/ui/catalog/import",
+        &[("url", "http://127.0.0.1:9/catalog.toml")],
+    )
+    .await;
     assert_eq!(st, 502);
     assert!(page.contains("fetching the catalog"), "{page}");
     assert!(
         page.contains("value=\"http://127.0.0.1:9/catalog.toml\""),
         "{page}"
     );
-    let (st, page, _) = wc.post("/ui/misses/fetch", &[("url", "not a url")]).await;
+    let (st, page, _) = post(&wc, "/ui/misses/fetch", &[("url", "not a url")]).await;
     assert_eq!(st, 400);
     assert!(page.contains("url:"), "{page}");
-    let (st, page, _) = wc
-        .post("/ui/misses/dismiss", &[("url", "http://127.0.0.1:9/x")])
-        .await;
+    let (st, page, _) = post(
+        &wc,
+        "/ui/misses/dismiss",
+        &[("url", "http://127.0.0.1:9/x")],
+    )
+    .await;
     assert_eq!(st, 404);
     assert!(page.contains("No miss is recorded"), "{page}");
     // A form with no fields at all is a message, not a framework error.
-    let (st, page, _) = wc.post("/ui/catalog/add", &[]).await;
+    let (st, page, _) = post(&wc, "/ui/catalog/add", &[]).await;
     assert_eq!(st, 400);
     assert!(page.contains("name: required"), "{page}");
-    assert!(wc.entries().await.is_empty());
-    let (st, page) = wc.get("/ui/events?before=abc").await;
+    assert!(wc.admin().entries().await.is_empty());
+    let (st, page) = wc.page("/ui/events?before=abc").await;
     assert_eq!(st, 200);
     assert!(page.contains("is not a number"), "{page}");
     wc.stop().await;
@@ -390,49 +292,51 @@ async fn ui_other_forms_report_bad_input() {
 #[tokio::test]
 async fn ui_pages_misses_import_events_and_settings() {
     let body = data(20_000, 7);
-    let origin = Origin::start(body.clone()).await;
-    let wc = Wc::start(None).await;
+    let origin = Origin::start(body.clone());
+    let wc = start(None).await;
     // A client asks for an unknown URL: a miss on the Misses page.
     let src = origin.url("vendor/tool.img");
-    let r = wc.http.get(blob_url(&wc.base, &src)).send().await.unwrap();
+    let r = wc.http.get(blob_url(&wc.base, &src)).fetch().await;
     assert_eq!(r.status(), 404);
-    let (st, page) = wc.get("/ui/misses").await;
+    let (st, page) = wc.page("/ui/misses").await;
     assert_eq!(st, 200);
     assert!(page.contains(&src), "{page}");
     // One click adds it and downloads it.
-    let (st, _, loc) = wc.post("/ui/misses/fetch", &[("url", &src)]).await;
+    let (st, _, loc) = post(&wc, "/ui/misses/fetch", &[("url", &src)]).await;
     assert_eq!(st, 303);
     assert!(loc.starts_with("/ui/catalog?done=promoted"), "{loc}");
-    let name = wc.entries().await[0]["name"].as_str().unwrap().to_string();
+    let name = wc.admin().entries().await[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let t = Instant::now();
     while wc.state(&name).await != "cached" {
         assert!(t.elapsed() < Duration::from_secs(20), "never cached");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, page) = wc.get("/ui/catalog").await;
+    let (_, page) = wc.page("/ui/catalog").await;
     assert!(
         page.contains(&format!("sha256 {}", &sha(&body)[..12])),
         "{page}"
     );
     assert!(page.contains("Download again"), "{page}");
     // Once cached it is no longer a miss.
-    let (_, page) = wc.get("/ui/misses").await;
+    let (_, page) = wc.page("/ui/misses").await;
     assert!(page.contains("No misses."), "{page}");
     // Another miss, dismissed.
     let other = origin.url("vendor/other.img");
-    wc.http
-        .get(blob_url(&wc.base, &other))
-        .send()
-        .await
-        .unwrap();
-    let (_, page) = wc.get("/ui/misses").await;
+    wc.http.get(blob_url(&wc.base, &other)).fetch().await;
+    let (_, page) = wc.page("/ui/misses").await;
     assert!(page.contains(&other), "{page}");
-    let (st, _, loc) = wc.post("/ui/misses/dismiss", &[("url", &other)]).await;
+    let (st, _, loc) = post(&wc, "/ui/misses/dismiss", &[("url", &other)]).await;
     assert_eq!((st, loc.as_str()), (303, "/ui/misses?done=dismissed&what="));
-    let (_, page) = wc.get(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(page.contains("Dismissed the miss."), "{page}");
     assert!(page.contains("No misses."), "{page}");
-    assert!(wc.entries().await.len() == 1, "dismissing adds nothing");
+    assert!(
+        wc.admin().entries().await.len() == 1,
+        "dismissing adds nothing"
+    );
     // Import a catalog served by the origin.
     origin.with(|c| {
         c.body = format!(
@@ -441,22 +345,22 @@ async fn ui_pages_misses_import_events_and_settings() {
         )
         .into()
     });
-    let (st, _, loc) = wc
-        .post(
-            "/ui/catalog/import",
-            &[("url", &origin.url("catalog.toml"))],
-        )
-        .await;
+    let (st, _, loc) = post(
+        &wc,
+        "/ui/catalog/import",
+        &[("url", &origin.url("catalog.toml"))],
+    )
+    .await;
     assert_eq!(st, 303, "{loc}");
-    let (_, page) = wc.get(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(page.contains("Imported the catalog: 1 added"), "{page}");
     assert!(page.contains("id=\"e-alpine\""), "{page}");
     // Delete it again.
-    let (st, _, _) = wc.post("/ui/catalog/delete", &[("name", "alpine")]).await;
+    let (st, _, _) = post(&wc, "/ui/catalog/delete", &[("name", "alpine")]).await;
     assert_eq!(st, 303);
-    assert_eq!(wc.entries().await.len(), 1);
+    assert_eq!(wc.admin().entries().await.len(), 1);
     // Events: everything above, searchable.
-    let (_, page) = wc.get("/ui/events").await;
+    let (_, page) = wc.page("/ui/events").await;
     for kind in [
         "catalog.entry.added",
         "catalog.imported",
@@ -464,11 +368,11 @@ async fn ui_pages_misses_import_events_and_settings() {
     ] {
         assert!(page.contains(kind), "{kind}: {page}");
     }
-    let (_, page) = wc.get("/ui/events?q=imported").await;
+    let (_, page) = wc.page("/ui/events?q=imported").await;
     assert!(page.contains("catalog.imported"), "{page}");
     assert!(!page.contains("catalog.entry.deleted"), "{page}");
     // Settings: where the data is, the quota, the limits, the version.
-    let (st, page) = wc.get("/ui/settings").await;
+    let (st, page) = wc.page("/ui/settings").await;
     assert_eq!(st, 200);
     assert!(page.contains("64.0 MiB"), "{page}");
     assert!(page.contains("Free on the file system"), "{page}");
@@ -478,113 +382,65 @@ async fn ui_pages_misses_import_events_and_settings() {
     );
     assert!(page.contains("No admin password is set"), "{page}");
     // The shared assets.
-    let r = wc
-        .http
-        .get(wc.url("/ui/static/app.css"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.get("/ui/static/app.css").fetch().await;
     assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
     assert!(r
         .text()
         .await
         .unwrap()
         .contains("prefers-color-scheme: dark"));
-    let (st, _) = wc.get("/ui/static/nope.js").await;
+    let (st, _) = wc.page("/ui/static/nope.js").await;
     assert_eq!(st, 404);
     wc.stop().await;
-}
-
-/// Read SSE events from `resp` until `until` returns true or `limit` passes.
-async fn read_events(
-    resp: reqwest::Response,
-    limit: Duration,
-    mut until: impl FnMut(&str, &str) -> bool,
-) -> (Vec<(String, String)>, usize) {
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    let mut total = 0;
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, stream.next()).await {
-        let chunk = chunk.unwrap();
-        total += chunk.len();
-        buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut name = String::from("message");
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push(v.to_string());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.to_string());
-                }
-            }
-            if data.is_empty() {
-                continue; // keep-alive comment
-            }
-            let data = data.join("\n");
-            let stop = until(&name, &data);
-            out.push((name, data));
-            if stop {
-                return (out, total);
-            }
-        }
-    }
-    (out, total)
 }
 
 #[tokio::test]
 async fn ui_catalog_stream_sends_only_changed_rows() {
     // 1 MiB in 32 KiB chunks every 100 ms: about 3 s of download.
     let body = data(1 << 20, 11);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     origin.with(|c| {
         c.chunk = 32 << 10;
         c.delay = Duration::from_millis(100);
     });
-    let wc = Wc::start(None).await;
+    let wc = start(None).await;
     for (name, path) in [("slow", "slow.img"), ("idle", "idle.img")] {
-        let (st, page, _) = wc
-            .post(
-                "/ui/catalog/add",
-                &[
-                    ("name", name),
-                    ("src", &origin.url(path)),
-                    ("sha256", &sha(&body)),
-                ],
-            )
-            .await;
+        let (st, page, _) = post(
+            &wc,
+            "/ui/catalog/add",
+            &[
+                ("name", name),
+                ("src", &origin.url(path)),
+                ("sha256", &sha(&body)),
+            ],
+        )
+        .await;
         assert_eq!(st, 303, "{page}");
     }
-    let resp = wc
-        .http
-        .get(wc.url("/ui/catalog/live"))
-        .send()
-        .await
-        .unwrap();
+    let resp = wc.get("/ui/catalog/live").fetch().await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let (st, _, loc) = wc.post("/ui/catalog/download", &[("name", "slow")]).await;
+    let (st, _, loc) = post(&wc, "/ui/catalog/download", &[("name", "slow")]).await;
     assert_eq!(
         (st, loc.as_str()),
         (303, "/ui/catalog?done=download&what=slow")
     );
     // Without JavaScript the page refreshes itself while downloads run.
-    let (_, page) = wc.get(&loc).await;
+    let (_, page) = wc.page(&loc).await;
     assert!(
         page.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"),
         "{page}"
     );
     assert!(page.contains("The download of slow started."), "{page}");
     let t = Instant::now();
-    let (events, bytes) = read_events(resp, Duration::from_secs(30), |name, data| {
-        name == "row-slow" && data.contains("data-state=\"cached\"")
-    })
-    .await;
+    let mut stream = sse::Reader::new(resp);
+    let events = stream
+        .collect(Duration::from_secs(30), |name, data| {
+            name == "row-slow" && data.contains("data-state=\"cached\"")
+        })
+        .await;
+    let bytes = stream.bytes;
+    let events: Vec<(String, String)> = events.into_iter().map(|e| (e.name, e.data)).collect();
     let secs = t.elapsed().as_secs_f64();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert!(
@@ -627,33 +483,32 @@ async fn ui_catalog_stream_sends_only_changed_rows() {
 
 #[tokio::test]
 async fn ui_catalog_stream_tells_once_when_entries_change_elsewhere() {
-    let wc = Wc::start(None).await;
-    let (st, _, _) = wc
-        .post(
-            "/ui/catalog/add",
-            &[("name", "first"), ("src", "http://127.0.0.1:9/first.img")],
-        )
-        .await;
+    let wc = start(None).await;
+    let (st, _, _) = post(
+        &wc,
+        "/ui/catalog/add",
+        &[("name", "first"), ("src", "http://127.0.0.1:9/first.img")],
+    )
+    .await;
     assert_eq!(st, 303);
-    let resp = wc
-        .http
-        .get(wc.url("/ui/catalog/live"))
-        .send()
-        .await
-        .unwrap();
+    let resp = wc.get("/ui/catalog/live").fetch().await;
     // Someone else adds two entries through the API.
     for n in ["second", "third"] {
-        let r = wc
-            .http
-            .post(wc.url("/catalog/entries"))
-            .json(&serde_json::json!({"name": n, "src": format!("http://127.0.0.1:9/{n}.img")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let (st, _) = wc
+            .post_json(
+                "/catalog/entries",
+                &serde_json::json!({"name": n, "src": format!("http://127.0.0.1:9/{n}.img")}),
+            )
+            .await;
+        assert_eq!(st, 201);
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let (events, _) = read_events(resp, Duration::from_secs(2), |_, _| false).await;
+    let events: Vec<(String, String)> = sse::Reader::new(resp)
+        .collect(Duration::from_secs(2), |_, _| false)
+        .await
+        .into_iter()
+        .map(|e| (e.name, e.data))
+        .collect();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["notice"], "one notice, no rows: {events:?}");
     assert!(events[0].1.contains("reload"), "{events:?}");

@@ -3,162 +3,31 @@
 //! temp dir, real HTTP clients.
 
 mod issue_11;
-mod origin;
 mod token;
 
 use std::time::Duration;
 
-use bty_proto::catalog::blob_url;
+use bty_testkit::cache::Cache;
+use bty_testkit::client::{cookie_pair, header, Fetch};
+use bty_testkit::{data, sha256_hex as sha, Fault, Origin};
 use bytes::Bytes;
-use origin::{data, sha, Fault, Origin};
 use serde_json::{json, Value};
 
-struct Wc {
-    base: String,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    http: reqwest::Client,
+/// A withcache whose fetches give up and retry within milliseconds (so a
+/// fault costs little time), changed by `f`.
+async fn start(f: impl FnOnce(&mut withcache::Options)) -> Cache {
+    start_in(tempfile::tempdir().unwrap(), f).await
 }
 
-fn opts(dir: &std::path::Path) -> withcache::Options {
-    let mut o = withcache::Options::from_env(dir.to_path_buf());
-    o.admin_password = None;
-    o.admin_password_hash = None;
-    o.session_secret = Some("test-secret-test-secret-test-secret".into());
-    o.fetch.retry_base_delay = Duration::from_millis(20);
-    o.fetch.read_timeout = Duration::from_millis(800);
-    o.fetch.max_attempts = 5;
-    o
-}
-
-impl Wc {
-    async fn start(f: impl FnOnce(&mut withcache::Options)) -> Wc {
-        let dir = tempfile::tempdir().unwrap();
-        Wc::start_in(dir, f).await
-    }
-
-    async fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut withcache::Options)) -> Wc {
-        let mut o = opts(dir.path());
-        f(&mut o);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(withcache::serve(o, listener, async move {
-            let _ = rx.await;
-        }));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        for _ in 0..100 {
-            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-                assert_eq!(r.status(), 200);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Wc {
-            base,
-            dir,
-            stop: Some(tx),
-            task: Some(task),
-            http,
-        }
-    }
-
-    async fn stop(mut self) -> tempfile::TempDir {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-        self.dir
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-
-    fn blob(&self, src: &str) -> String {
-        blob_url(&self.base, src)
-    }
-
-    async fn add(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url("/catalog/entries"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `GET path` as JSON.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        r.json().await.unwrap()
-    }
-
-    async fn entry_state(&self, name: &str) -> Value {
-        self.http
-            .get(self.url(&format!("/catalog/entries/{name}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Start a download through the API and wait until it is cached.
-    async fn download(&self, name: &str) {
-        let r = self
-            .http
-            .post(self.url(&format!("/catalog/entries/{name}/download")))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        self.wait_cached(name).await;
-    }
-
-    async fn wait_cached(&self, name: &str) {
-        for _ in 0..500 {
-            if self.entry_state(name).await["state"] == "cached" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "{name} never became cached: {}",
-            self.entry_state(name).await
-        );
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("withcache_{name} ")))
-            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
-            .parse()
-            .unwrap()
-    }
-
-    async fn events(&self) -> Vec<Value> {
-        self.http
-            .get(self.url("/events?limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
+/// [`start`] on an existing data dir.
+async fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut withcache::Options)) -> Cache {
+    Cache::start_in(dir, |o| {
+        o.fetch.retry_base_delay = Duration::from_millis(20);
+        o.fetch.read_timeout = Duration::from_millis(800);
+        o.fetch.max_attempts = 5;
+        f(o)
+    })
+    .await
 }
 
 /// GET a URL and return the body, or Err if the transfer failed.
@@ -179,9 +48,11 @@ async fn get_body(
 async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
     let body = data(300_000, 1);
     let truth = sha(&body);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
+    // withcache answers octet-stream whatever the origin said.
+    origin.with(|c| c.content_type = "text/html");
     for sendfile in [true, false] {
-        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let wc = start(|o| o.sendfile = sendfile).await;
         let src = origin.url("img/disk.img");
         let r = wc.add(json!({"name": "disk", "src": src})).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
@@ -201,7 +72,7 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
 
         // HEAD: same headers, no body; does not count as a hit.
         let hits = wc.metric("hits_total").await;
-        let r = wc.http.head(&url).send().await.unwrap();
+        let r = wc.http.head(&url).fetch().await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-length"], "300000");
         assert_eq!(r.headers()["etag"], etag.as_str());
@@ -211,7 +82,7 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
         let range = |spec: &'static str| {
             let (http, url) = (wc.http.clone(), url.clone());
             async move {
-                let r = http.get(&url).header("range", spec).send().await.unwrap();
+                let r = http.get(&url).header("range", spec).fetch().await;
                 let st = r.status();
                 let cr = r
                     .headers()
@@ -254,9 +125,8 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
             .get(&url)
             .header("range", "bytes=0-9")
             .header("if-range", "\"stale\"")
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), 300_000);
         let r = wc
@@ -264,9 +134,8 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
             .get(&url)
             .header("range", "bytes=0-9")
             .header("if-range", &etag)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 206);
         assert_eq!(&r.bytes().await.unwrap()[..], &body[..10]);
         // If-None-Match.
@@ -274,17 +143,15 @@ async fn cached_blob_headers_ranges_and_conditionals_on_both_paths() {
             .http
             .get(&url)
             .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 304);
         let r = wc
             .http
             .get(&url)
             .header("if-none-match", "\"other\"")
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), 300_000);
         // The legacy query shape.
@@ -327,13 +194,13 @@ async fn single_flight_32_clients_on_a_cold_entry_read_while_fetch() {
     for sendfile in [true, false] {
         let body = data(4 << 20, 2);
         let truth = sha(&body);
-        let origin = Origin::start(body.clone()).await;
+        let origin = Origin::start(body.clone());
         // A slow origin so clients join while the download runs.
         origin.with(|c| {
             c.chunk = 128 << 10;
             c.delay = Duration::from_millis(15);
         });
-        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let wc = start(|o| o.sendfile = sendfile).await;
         let src = origin.url("big.img");
         let r = wc
             .add(json!({"name": "big", "src": src, "sha256": truth, "size": body.len()}))
@@ -382,13 +249,13 @@ async fn resume_after_dropped_connection_and_after_stall() {
             Fault::Stall(300_000),
             Fault::Lie(200_000),
         ] {
-            let origin = Origin::start(body.clone()).await;
+            let origin = Origin::start(body.clone());
             origin.with(|c| {
                 c.faults.push_back(fault);
                 c.faults.push_back(Fault::Drop(100_000));
                 c.delay = Duration::from_millis(2);
             });
-            let wc = Wc::start(|o| {
+            let wc = start(|o| {
                 o.fetch.read_timeout = Duration::from_millis(300);
                 o.sendfile = sendfile;
             })
@@ -419,13 +286,13 @@ async fn resume_after_dropped_connection_and_after_stall() {
 async fn origin_without_range_support_is_read_past_when_unchanged() {
     let body = data(1 << 20, 4);
     let truth = sha(&body);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     origin.with(|c| {
         c.ranges = false;
         c.faults.push_back(Fault::Drop(400_000));
         c.delay = Duration::from_millis(2);
     });
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let src = origin.url("norange.img");
     wc.add(json!({"name": "n", "src": src})).await;
     let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
@@ -441,13 +308,13 @@ async fn origin_changing_mid_resume_restarts_and_never_splices() {
     for sendfile in [true, false] {
         let old = data(1 << 20, 5);
         let new = data(1 << 20, 6);
-        let origin = Origin::start(old.clone()).await;
+        let origin = Origin::start(old.clone());
         origin.with(|c| {
             c.faults.push_back(Fault::Drop(500_000));
             c.swap_after_first = Some(new.clone());
             c.delay = Duration::from_millis(2);
         });
-        let wc = Wc::start(|o| o.sendfile = sendfile).await;
+        let wc = start(|o| o.sendfile = sendfile).await;
         let src = origin.url("moving.img");
         wc.add(json!({"name": "m", "src": src})).await;
         // This client started on the old version: it must fail, not get a mix.
@@ -472,9 +339,9 @@ async fn origin_changing_mid_resume_restarts_and_never_splices() {
 #[tokio::test]
 async fn sha_mismatch_and_lying_origin_are_never_servable() {
     let body = data(600_000, 7);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     origin.with(|c| c.delay = Duration::from_millis(2));
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let src = origin.url("bad.img");
     let wrong = "0".repeat(64);
     wc.add(json!({"name": "bad", "src": src, "sha256": wrong}))
@@ -490,25 +357,9 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
     }
     // Nothing cached, nothing in /catalog, a failure event.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cat: Value = wc
-        .http
-        .get(wc.url("/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cat: Value = wc.get("/catalog").fetch().await.json().await.unwrap();
     assert_eq!(cat["entries"], json!([]));
-    let blobs: Value = wc
-        .http
-        .get(wc.url("/blobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blobs: Value = wc.get("/blobs").fetch().await.json().await.unwrap();
     assert_eq!(blobs["blobs"], json!([]));
     assert_eq!(blobs["reserved_bytes"], 0);
     assert!(wc
@@ -524,7 +375,7 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
     assert_eq!(tmp, 0, "the temp file is removed");
 
     // An origin that always sends less than it declares.
-    let liar = Origin::start(body.clone()).await;
+    let liar = Origin::start(body.clone());
     liar.with(|c| c.always = Fault::Lie(100_000));
     let src = liar.url("liar.img");
     wc.add(json!({"name": "liar", "src": src})).await;
@@ -533,14 +384,14 @@ async fn sha_mismatch_and_lying_origin_are_never_servable() {
         Ok((st, _, b)) => assert!(st != 200 || b.len() < body.len()),
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(wc.entry_state("liar").await["state"], "absent");
+    assert_eq!(wc.entry("liar").await["state"], "absent");
     assert_eq!(liar.requests(), 5, "bounded retries");
     // A catalog size that disagrees with the origin is refused up front.
-    let sized = Origin::start(body.clone()).await;
+    let sized = Origin::start(body.clone());
     let src = sized.url("sized.img");
     wc.add(json!({"name": "sized", "src": src, "size": 5}))
         .await;
-    let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&src)).fetch().await;
     assert_eq!(r.status(), 502);
     assert!(r
         .text()
@@ -557,12 +408,12 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     let c = data(100_000, 12);
     let big = data(400_000, 13);
     let (oa, ob, oc, obig) = (
-        Origin::start(a.clone()).await,
-        Origin::start(b.clone()).await,
-        Origin::start(c.clone()).await,
-        Origin::start(big.clone()).await,
+        Origin::start(a.clone()),
+        Origin::start(b.clone()),
+        Origin::start(c.clone()),
+        Origin::start(big.clone()),
     );
-    let wc = Wc::start(|o| o.max_bytes = Some(250_000)).await;
+    let wc = start(|o| o.max_bytes = Some(250_000)).await;
     wc.add(json!({"name": "a", "src": oa.url("a")})).await;
     wc.add(json!({"name": "b", "src": ob.url("b")})).await;
     wc.add(json!({"name": "c", "src": oc.url("c"), "pinned": true}))
@@ -575,46 +426,34 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
     // Touch a: b is now least recently used.
     get_body(&wc.http, &wc.blob(&oa.url("a"))).await.unwrap();
     wc.download("c").await;
-    assert_eq!(wc.entry_state("b").await["state"], "absent", "LRU evicted");
-    assert_eq!(wc.entry_state("a").await["state"], "cached");
+    assert_eq!(wc.entry("b").await["state"], "absent", "LRU evicted");
+    assert_eq!(wc.entry("a").await["state"], "cached");
     assert_eq!(wc.metric("evictions_total").await, 1);
     // Bigger than the quota: clear error, nothing evicted.
-    let r = wc.http.get(wc.blob(&obig.url("big"))).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&obig.url("big"))).fetch().await;
     assert_eq!(r.status(), 507);
     assert!(r.text().await.unwrap().contains("--max-bytes"));
     // Fill with a (unpinned) + c (pinned); then b needs room: a goes, c stays.
     wc.download("b").await;
-    assert_eq!(wc.entry_state("a").await["state"], "absent");
-    assert_eq!(
-        wc.entry_state("c").await["state"],
-        "cached",
-        "pinned is kept"
-    );
+    assert_eq!(wc.entry("a").await["state"], "absent");
+    assert_eq!(wc.entry("c").await["state"], "cached", "pinned is kept");
     // Two pinned entries fill the quota: "full".
-    let r = wc
-        .http
-        .put(wc.url("/catalog/entries/b"))
-        .json(&json!({"src": ob.url("b"), "pinned": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let od = Origin::start(data(100_000, 14)).await;
+    let (st, _) = wc
+        .send_json(
+            reqwest::Method::PUT,
+            "/catalog/entries/b",
+            Some(&json!({"src": ob.url("b"), "pinned": true})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let od = Origin::start(data(100_000, 14));
     wc.add(json!({"name": "d", "src": od.url("d")})).await;
-    let r = wc.http.get(wc.blob(&od.url("d"))).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&od.url("d"))).fetch().await;
     assert_eq!(r.status(), 507);
     let text = r.text().await.unwrap();
     assert!(text.contains("cache full"), "{text}");
     let (used, _, _) = {
-        let v: Value = wc
-            .http
-            .get(wc.url("/blobs"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = wc.get("/blobs").fetch().await.json().await.unwrap();
         (v["used_bytes"].as_u64().unwrap(), 0, 0)
     };
     assert!(used <= 250_000);
@@ -623,7 +462,7 @@ async fn quota_evicts_lru_keeps_pinned_and_reports_full() {
 
 #[tokio::test]
 async fn only_http_and_https_origins() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     for bad in [
         "file:///etc/passwd",
         "ftp://h/x.img",
@@ -633,35 +472,29 @@ async fn only_http_and_https_origins() {
         let r = wc.add(json!({"name": "x", "src": bad})).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert!(r.text().await.unwrap().contains("http"));
-        let r = wc.http.get(wc.blob(bad)).send().await.unwrap();
+        let r = wc.http.get(wc.blob(bad)).fetch().await;
         assert_eq!(r.status(), 400, "{bad}");
         let r = wc
-            .http
-            .get(wc.url(&format!("/blob?url={}", urlencode(bad))))
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("/blob?url={}", urlencode(bad)))
+            .fetch()
+            .await;
         assert_eq!(r.status(), 400, "{bad}");
     }
-    let r = wc.http.get(wc.url("/b/!!!/x")).send().await.unwrap();
+    let r = wc.get("/b/!!!/x").fetch().await;
     assert_eq!(r.status(), 400);
-    let r = wc.http.get(wc.url("/blob")).send().await.unwrap();
+    let r = wc.get("/blob").fetch().await;
     assert_eq!(r.status(), 400);
     // Import refuses non-http URLs too.
-    let r = wc
-        .http
-        .post(wc.url("/catalog/import"))
-        .json(&json!({"url": "file:///etc/passwd"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (st, _) = wc
+        .post_json("/catalog/import", &json!({"url": "file:///etc/passwd"}))
+        .await;
+    assert_eq!(st, 400);
     wc.stop().await;
 }
 
 #[tokio::test]
 async fn catalog_name_rules_and_bad_bodies() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let src = "http://127.0.0.1:9/x.img";
     for (body, why) in [
         (json!({"name": "has space", "src": src}), "image"),
@@ -683,13 +516,7 @@ async fn catalog_name_rules_and_bad_bodies() {
         let text = r.text().await.unwrap();
         assert!(text.contains(why), "{body}: {text}");
     }
-    let r = wc
-        .http
-        .post(wc.url("/catalog/entries"))
-        .body("not json")
-        .send()
-        .await
-        .unwrap();
+    let r = wc.post("/catalog/entries").body("not json").fetch().await;
     assert_eq!(r.status(), 400);
     let r = wc
         .add(json!({"name": "debian-12+b1_x86.img.zst", "src": src, "size_bytes": 7, "arch": "x86_64"}))
@@ -704,34 +531,27 @@ async fn catalog_name_rules_and_bad_bodies() {
         .add(json!({"name": "debian-12+b1_x86.img.zst", "src": src}))
         .await;
     assert_eq!(r.status(), 409);
-    let r = wc
-        .http
-        .put(wc.url("/catalog/entries/debian-12+b1_x86.img.zst"))
-        .json(&json!({"name": "other", "src": src}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = wc
-        .http
-        .delete(wc.url("/catalog/entries/nope"))
-        .send()
-        .await
-        .unwrap();
+    let (st, _) = wc
+        .send_json(
+            reqwest::Method::PUT,
+            "/catalog/entries/debian-12+b1_x86.img.zst",
+            Some(&json!({"name": "other", "src": src})),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let r = wc.delete("/catalog/entries/nope").fetch().await;
     assert_eq!(r.status(), 404);
     let r = wc
-        .http
-        .delete(wc.url("/catalog/entries/debian-12+b1_x86.img.zst"))
-        .send()
-        .await
-        .unwrap();
+        .delete("/catalog/entries/debian-12+b1_x86.img.zst")
+        .fetch()
+        .await;
     assert_eq!(r.status(), 204);
     wc.stop().await;
 }
 
 #[tokio::test]
 async fn import_merges_and_never_drops_operator_entries() {
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     let r = wc
         .add(json!({"name": "mine", "src": "http://127.0.0.1:9/mine.img"}))
         .await;
@@ -757,9 +577,8 @@ src = "http://127.0.0.1:9/x.img"
                 .post(url)
                 .header("content-type", "application/toml")
                 .body(body)
-                .send()
-                .await
-                .unwrap();
+                .fetch()
+                .await;
             (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
@@ -769,7 +588,7 @@ src = "http://127.0.0.1:9/x.img"
     assert_eq!(rep["kept_operator"], json!(["mine"]));
     assert_eq!(rep["rejected"][0]["name"], "bad name");
     assert_eq!(
-        wc.entry_state("mine").await["src"],
+        wc.entry("mine").await["src"],
         "http://127.0.0.1:9/mine.img",
         "operator entry untouched"
     );
@@ -777,7 +596,7 @@ src = "http://127.0.0.1:9/x.img"
     let toml2 = "version = 1\n[[images]]\nname = \"new\"\nsrc = \"http://127.0.0.1:9/n.img\"\n";
     let (_, rep) = import(toml2.into()).await;
     assert_eq!(rep["added"], json!(["new"]));
-    assert_eq!(wc.entry_state("deb").await["size"], 10, "never deleted");
+    assert_eq!(wc.entry("deb").await["size"], 10, "never deleted");
     let toml3 = "version = 1\n[[images]]\nname = \"deb\"\nsrc = \"http://127.0.0.1:9/deb2.img\"\n";
     let (_, rep) = import(toml3.into()).await;
     assert_eq!(rep["updated"], json!(["deb"]));
@@ -788,23 +607,18 @@ src = "http://127.0.0.1:9/x.img"
     // From a URL.
     let origin = Origin::start(Bytes::from(
         "version = 1\n[[images]]\nname = \"remote\"\nsrc = \"http://127.0.0.1:9/r.img\"\n",
-    ))
-    .await;
+    ));
     let r = wc
-        .http
-        .post(wc.url("/catalog/import"))
+        .post("/catalog/import")
         .json(&json!({"url": origin.url("catalog.toml")}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["added"], json!(["remote"]));
     let all: Vec<Value> = wc
-        .http
-        .get(wc.url("/catalog/entries"))
-        .send()
+        .get("/catalog/entries")
+        .fetch()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -816,18 +630,18 @@ src = "http://127.0.0.1:9/x.img"
 #[tokio::test]
 async fn auth_open_plain_and_hash() {
     let body = data(1000, 20);
-    let origin = Origin::start(body.clone()).await;
+    let origin = Origin::start(body.clone());
     let src = origin.url("auth.img");
     // Open: writes work without credentials.
-    let wc = Wc::start(|_| {}).await;
+    let wc = start(|_| {}).await;
     assert_eq!(wc.add(json!({"name": "a", "src": src})).await.status(), 201);
-    let r = wc.http.get(wc.url("/ui/catalog")).send().await.unwrap();
+    let r = wc.get("/ui/catalog").fetch().await;
     assert_eq!(r.status(), 200);
     wc.stop().await;
 
     let hash = bty_auth::hash_password("s3cret-pw").unwrap();
     for (plain, hash) in [(Some("s3cret-pw".to_string()), None), (None, Some(hash))] {
-        let wc = Wc::start(|o| {
+        let wc = start(|o| {
             o.admin_password = plain.clone();
             o.admin_password_hash = hash.clone();
             o.admin_user = "ops".into();
@@ -835,13 +649,9 @@ async fn auth_open_plain_and_hash() {
         .await;
         let r = wc.add(json!({"name": "a", "src": src})).await;
         assert_eq!(r.status(), 401);
-        assert!(r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Basic"));
+        assert!(header(r.headers(), "www-authenticate").starts_with("Basic"));
         let post = |user: &str, pw: &str| {
-            wc.http
-                .post(wc.url("/catalog/entries"))
+            wc.post("/catalog/entries")
                 .basic_auth(user, Some(pw))
                 .json(&json!({"name": "a", "src": src}))
                 .send()
@@ -856,86 +666,62 @@ async fn auth_open_plain_and_hash() {
             "/catalog/entries",
             "/downloads",
         ] {
-            let r = wc.http.get(wc.url(p)).send().await.unwrap();
+            let r = wc.get(p).fetch().await;
             assert_eq!(r.status(), 401, "{p}");
         }
         let r = wc
-            .http
-            .delete(wc.url(&format!("/blobs/{}", "a".repeat(64))))
-            .send()
-            .await
-            .unwrap();
+            .delete(&format!("/blobs/{}", "a".repeat(64)))
+            .fetch()
+            .await;
         assert_eq!(r.status(), 401);
         // Reads stay open: the fleet never logs in.
         for p in ["/healthz", "/catalog", "/metrics"] {
-            let r = wc.http.get(wc.url(p)).send().await.unwrap();
+            let r = wc.get(p).fetch().await;
             assert_eq!(r.status(), 200, "{p}");
         }
         let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
         assert_eq!(st, 200);
         assert_eq!(b, body);
         // UI: redirect to login; a login sets a session cookie that works.
-        let r = wc.http.get(wc.url("/ui/catalog")).send().await.unwrap();
+        let r = wc.get("/ui/catalog").fetch().await;
         assert_eq!(r.status(), 303);
         assert_eq!(r.headers()["location"], "/ui/login");
         let r = wc
-            .http
-            .post(wc.url("/ui/login"))
+            .post("/ui/login")
             .form(&[("user", "ops"), ("password", "nope")])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 401);
         let r = wc
-            .http
-            .post(wc.url("/ui/login"))
+            .post("/ui/login")
             .form(&[("user", "ops"), ("password", "s3cret-pw")])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 303);
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let cookie = cookie_pair(r.headers());
         let r = wc
-            .http
-            .get(wc.url("/ui/catalog"))
+            .get("/ui/catalog")
             .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("auth.img"));
         // The session also works for the API; a foreign Origin does not.
-        let r = wc
-            .http
-            .get(wc.url("/events"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = wc.get("/events").header("cookie", &cookie).fetch().await;
         assert_eq!(r.status(), 200);
         let r = wc
-            .http
-            .post(wc.url("/ui/catalog/delete"))
+            .post("/ui/catalog/delete")
             .header("cookie", &cookie)
             .header("origin", "http://evil.example")
             .form(&[("name", "a")])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 403);
         let kinds: Vec<String> = wc
-            .http
-            .get(wc.url("/events?limit=100"))
+            .get("/events?limit=100")
             .basic_auth("ops", Some("s3cret-pw"))
-            .send()
+            .fetch()
             .await
-            .unwrap()
             .json::<Vec<Value>>()
             .await
             .unwrap()
@@ -951,48 +737,30 @@ async fn auth_open_plain_and_hash() {
 #[tokio::test]
 async fn misses_events_metrics_and_one_click_fetch() {
     let body = data(50_000, 30);
-    let origin = Origin::start(body.clone()).await;
-    let wc = Wc::start(|_| {}).await;
+    let origin = Origin::start(body.clone());
+    let wc = start(|_| {}).await;
     let src = origin.url("vendor/cuda.run?sig=abc");
-    let r = wc.http.get(wc.blob(&src)).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&src)).fetch().await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
     assert!(r.text().await.unwrap().contains("cache miss"));
-    let r = wc.http.head(wc.blob(&src)).send().await.unwrap();
+    let r = wc.http.head(wc.blob(&src)).fetch().await;
     assert_eq!(r.status(), 404, "HEAD misses are recorded too");
     assert_eq!(origin.requests(), 0, "a miss never reaches the origin");
-    let misses: Vec<Value> = wc
-        .http
-        .get(wc.url("/misses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let misses: Vec<Value> = wc.get("/misses").fetch().await.json().await.unwrap();
     assert_eq!(misses.len(), 1);
     assert_eq!(misses[0]["src"], src.as_str());
     assert_eq!(misses[0]["count"], 2);
     assert_eq!(wc.metric("misses_total").await, 2);
     // One click: the miss becomes a catalog entry and is downloaded.
     let r = wc
-        .http
-        .post(wc.url("/ui/misses/fetch"))
+        .post("/ui/misses/fetch")
         .form(&[("url", src.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     wc.wait_cached("cuda.run").await;
-    let misses: Vec<Value> = wc
-        .http
-        .get(wc.url("/misses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let misses: Vec<Value> = wc.get("/misses").fetch().await.json().await.unwrap();
     assert!(misses.is_empty(), "a stored URL is no longer a miss");
     for _ in 0..3 {
         let (st, _, b) = get_body(&wc.http, &wc.blob(&src)).await.unwrap();
@@ -1004,15 +772,7 @@ async fn misses_events_metrics_and_one_click_fetch() {
     assert_eq!(wc.metric("origin_bytes_total").await, 50_000);
     assert_eq!(wc.metric("stored_bytes").await, 50_000);
     // /catalog lists it with the measured sha and size.
-    let cat: Value = wc
-        .http
-        .get(wc.url("/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cat: Value = wc.get("/catalog").fetch().await.json().await.unwrap();
     assert_eq!(cat["entries"][0]["name"], "cuda.run");
     assert_eq!(cat["entries"][0]["sha256"], sha(&body).as_str());
     assert_eq!(cat["entries"][0]["size"], 50_000);
@@ -1037,7 +797,7 @@ async fn misses_events_metrics_and_one_click_fetch() {
     }
     // UI pages render.
     for p in ["/ui/catalog", "/ui/misses", "/ui/events", "/ui/settings"] {
-        let r = wc.http.get(wc.url(p)).send().await.unwrap();
+        let r = wc.get(p).fetch().await;
         assert_eq!(r.status(), 200, "{p}");
     }
     wc.stop().await;
@@ -1046,8 +806,8 @@ async fn misses_events_metrics_and_one_click_fetch() {
 #[tokio::test]
 async fn delete_blob_and_restart_keeps_the_index() {
     let body = data(70_000, 40);
-    let origin = Origin::start(body.clone()).await;
-    let wc = Wc::start(|_| {}).await;
+    let origin = Origin::start(body.clone());
+    let wc = start(|_| {}).await;
     let src = origin.url("keep.img");
     wc.add(json!({"name": "keep", "src": src, "sha256": sha(&body)}))
         .await;
@@ -1055,7 +815,7 @@ async fn delete_blob_and_restart_keeps_the_index() {
     // Leave a stray temp file: the next start sweeps it.
     std::fs::write(wc.dir.path().join("tmp/stray.part"), b"x").unwrap();
     let dir = wc.stop().await;
-    let wc = Wc::start_in(dir, |_| {}).await;
+    let wc = start_in(dir, |_| {}).await;
     assert_eq!(
         std::fs::read_dir(wc.dir.path().join("tmp"))
             .unwrap()
@@ -1068,37 +828,14 @@ async fn delete_blob_and_restart_keeps_the_index() {
     assert_eq!(origin.requests(), 1, "served from disk after restart");
     let digest = sha(&body);
     assert!(wc.dir.path().join("blobs/sha256").join(&digest).exists());
-    let r = wc
-        .http
-        .delete(wc.url("/blobs/not-a-digest"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete("/blobs/not-a-digest").fetch().await;
     assert_eq!(r.status(), 400);
-    let r = wc
-        .http
-        .delete(wc.url(&format!("/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete(&format!("/blobs/{digest}")).fetch().await;
     assert_eq!(r.status(), 204);
-    let r = wc
-        .http
-        .delete(wc.url(&format!("/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete(&format!("/blobs/{digest}")).fetch().await;
     assert_eq!(r.status(), 404);
     assert!(!wc.dir.path().join("blobs/sha256").join(&digest).exists());
-    let cat: Value = wc
-        .http
-        .get(wc.url("/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cat: Value = wc.get("/catalog").fetch().await.json().await.unwrap();
     assert_eq!(cat["entries"], json!([]));
     wc.stop().await;
 }
@@ -1107,14 +844,14 @@ async fn delete_blob_and_restart_keeps_the_index() {
 async fn concurrent_clients_during_a_failing_download_all_fail_cleanly() {
     for sendfile in [true, false] {
         let body = data(2 << 20, 50);
-        let origin = Origin::start(body.clone()).await;
+        let origin = Origin::start(body.clone());
         origin.with(|c| {
             c.always = Fault::Drop(700_000);
             c.ranges = false;
             c.etag = false;
             c.delay = Duration::from_millis(3);
         });
-        let wc = Wc::start(|o| {
+        let wc = start(|o| {
             o.fetch.max_attempts = 3;
             o.sendfile = sendfile;
         })
@@ -1170,14 +907,14 @@ async fn raw_get_for(addr: &str, path: &str, window: Duration) -> (String, usize
 async fn last_byte_is_held_back_until_the_download_is_verified() {
     let body = data(200_000, 60);
     for sendfile in [true, false] {
-        let origin = Origin::start(body.clone()).await;
+        let origin = Origin::start(body.clone());
         // All bytes, then the chunked body never ends: the download has
         // every byte but cannot know it is complete.
         origin.with(|c| {
             c.no_length = true;
             c.faults.push_back(Fault::Stall(200_000));
         });
-        let wc = Wc::start(|o| {
+        let wc = start(|o| {
             o.sendfile = sendfile;
             o.fetch.read_timeout = Duration::from_millis(1500);
         })
@@ -1209,17 +946,14 @@ async fn last_byte_is_held_back_until_the_download_is_verified() {
 #[tokio::test]
 async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     let slow = data(300_000, 70);
-    let (o1, o2) = (
-        Origin::start(slow.clone()).await,
-        Origin::start(slow.clone()).await,
-    );
+    let (o1, o2) = (Origin::start(slow.clone()), Origin::start(slow.clone()));
     for o in [&o1, &o2] {
         o.with(|c| {
             c.chunk = 32 << 10;
             c.delay = Duration::from_millis(20);
         });
     }
-    let wc = Wc::start(|o| {
+    let wc = start(|o| {
         o.fetch.max_downloads = 1;
         o.max_bytes = Some(1_000_000);
     })
@@ -1228,23 +962,13 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     wc.add(json!({"name": "two", "src": o2.url("2")})).await;
     for n in ["one", "two"] {
         let r = wc
-            .http
-            .post(wc.url(&format!("/catalog/entries/{n}/download")))
-            .send()
-            .await
-            .unwrap();
+            .post(&format!("/catalog/entries/{n}/download"))
+            .fetch()
+            .await;
         assert_eq!(r.status(), 202);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let d: Value = wc
-        .http
-        .get(wc.url("/downloads"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = wc.get("/downloads").fetch().await.json().await.unwrap();
     let mut phases: Vec<&str> = d["downloads"]
         .as_array()
         .unwrap()
@@ -1258,19 +982,11 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     wc.wait_cached("two").await;
     // Nothing is pinned, so a third download evicts to fit: used stays
     // within the quota.
-    let o3 = Origin::start(data(600_000, 71)).await;
+    let o3 = Origin::start(data(600_000, 71));
     o3.with(|c| c.no_length = true);
     wc.add(json!({"name": "three", "src": o3.url("3")})).await;
     wc.download("three").await;
-    let blobs: Value = wc
-        .http
-        .get(wc.url("/blobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blobs: Value = wc.get("/blobs").fetch().await.json().await.unwrap();
     assert!(
         blobs["used_bytes"].as_u64().unwrap() <= 1_000_000,
         "{blobs}"
@@ -1278,18 +994,16 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
     // Pin everything that is cached: an unknown-length download that
     // outgrows the room fails while downloading, with the quota message.
     for n in ["one", "two", "three"] {
-        let e = wc.entry_state(n).await;
-        wc.http
-            .put(wc.url(&format!("/catalog/entries/{n}")))
+        let e = wc.entry(n).await;
+        wc.put(&format!("/catalog/entries/{n}"))
             .json(&json!({"src": e["src"], "pinned": true}))
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
     }
-    let o4 = Origin::start(data(3_000_000, 72)).await;
+    let o4 = Origin::start(data(3_000_000, 72));
     o4.with(|c| c.no_length = true);
     wc.add(json!({"name": "four", "src": o4.url("4")})).await;
-    let r = wc.http.get(wc.blob(&o4.url("4"))).send().await.unwrap();
+    let r = wc.http.get(wc.blob(&o4.url("4"))).fetch().await;
     // Headers went out (chunked) before the quota ran out: the body must
     // not complete.
     if r.status() == 200 {
@@ -1308,19 +1022,9 @@ async fn downloads_are_bounded_and_quota_holds_for_unknown_lengths() {
         .any(|e| e["kind"] == "download.failed"
             && e["summary"].as_str().unwrap().contains("cache full")));
     // Python-compatible delete by query.
-    let r = wc
-        .http
-        .delete(wc.url("/catalog/entries?name=four"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete("/catalog/entries?name=four").fetch().await;
     assert_eq!(r.status(), 204);
-    let r = wc
-        .http
-        .delete(wc.url("/catalog/entries"))
-        .send()
-        .await
-        .unwrap();
+    let r = wc.delete("/catalog/entries").fetch().await;
     assert_eq!(r.status(), 400);
     wc.stop().await;
 }

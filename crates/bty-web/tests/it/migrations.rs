@@ -1,10 +1,10 @@
 //! Migrations on real database files: an old schema is upgraded in place
 //! with its data, foreign and newer databases are left untouched.
 
-mod common;
-
+use bty_testkit::web::*;
 use bty_web::db::schema;
-use common::*;
+
+use crate::inode;
 use rusqlite::Connection;
 
 #[tokio::test]
@@ -24,10 +24,8 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
         .unwrap();
         assert_eq!(schema::version(&c).unwrap(), 1);
     }
-    let inode = std::fs::metadata(&db)
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap();
-    let s = Server::start_in(dir, "").await;
+    let before = inode(&db);
+    let s = Web::start_in(dir, "").await;
     let m = s.machine(MAC).await;
     assert_eq!(m["name"], "runner-1");
     assert_eq!(m["labels"], serde_json::json!(["rack1"]));
@@ -38,11 +36,9 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
     let dir = s.stop().await;
     let c = Connection::open(dir.path().join("state.db")).unwrap();
     assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
-    let inode2 = std::fs::metadata(dir.path().join("state.db"))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap();
     assert_eq!(
-        inode, inode2,
+        before,
+        inode(&dir.path().join("state.db")),
         "the file was upgraded in place, not replaced"
     );
     let baks = std::fs::read_dir(dir.path())

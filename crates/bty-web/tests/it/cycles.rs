@@ -1,8 +1,11 @@
 //! The flash cycle through real HTTP requests on a real listening socket.
 
-mod common;
+use std::time::Duration;
 
-use common::*;
+use bty_proto::BootMode;
+use bty_testkit::client::{header, Fetch};
+use bty_testkit::sse;
+use bty_testkit::web::*;
 use serde_json::{json, Value};
 
 fn token(plan: &Value) -> String {
@@ -13,7 +16,7 @@ fn token(plan: &Value) -> String {
 }
 
 /// One full cycle: pxe → boot?mac → plan → progress → done. Returns the plan.
-async fn full_cycle(s: &Server, mac: &str) -> Value {
+async fn full_cycle(s: &Web, mac: &str) -> Value {
     let script = s.pxe(mac).await;
     assert!(is_flash(&script), "{script}");
     s.boot_kernel(mac).await;
@@ -31,8 +34,8 @@ async fn full_cycle(s: &Server, mac: &str) -> Value {
 
 #[tokio::test]
 async fn walk_flash_once_then_three_flash_always_cycles() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let plan = full_cycle(&s, MAC).await;
     assert_eq!(plan["version"], 1);
     assert_eq!(plan["image"]["name"], "debian-12");
@@ -56,7 +59,7 @@ async fn walk_flash_once_then_three_flash_always_cycles() {
     assert_eq!(s.plan(MAC).await["mode"], "exit");
 
     // Switch to flash-always: re-arms; flash, disk, flash, disk, flash, disk.
-    s.flash(MAC, "bty-flash-always").await;
+    s.flash(MAC, BootMode::FlashAlways).await;
     let mut cycles = Vec::new();
     for _ in 0..3 {
         let plan = full_cycle(&s, MAC).await;
@@ -84,8 +87,8 @@ async fn walk_flash_once_then_three_flash_always_cycles() {
 
 #[tokio::test]
 async fn crash_mid_cycle_reflashes_never_local_then_parks_and_put_unparks() {
-    let s = Server::start("[flash]\nmax_attempts = 2\n").await;
-    for mode in ["bty-flash-once", "bty-flash-always"] {
+    let s = Web::start("[flash]\nmax_attempts = 2\n").await;
+    for mode in [BootMode::FlashOnce, BootMode::FlashAlways] {
         s.flash(MAC, mode).await;
         // Attempt 1: booted, then the machine reboots without done.
         assert!(is_flash(&s.pxe(MAC).await));
@@ -143,7 +146,7 @@ async fn crash_mid_cycle_reflashes_never_local_then_parks_and_put_unparks() {
     s.stop().await;
 }
 
-async fn full_cycle_from_offered(s: &Server) {
+async fn full_cycle_from_offered(s: &Web) {
     s.boot_kernel(MAC).await;
     let p = s.plan(MAC).await;
     assert_eq!(s.done(MAC, &token(&p), true).await.0, 200);
@@ -151,8 +154,8 @@ async fn full_cycle_from_offered(s: &Server) {
 
 #[tokio::test]
 async fn offered_cycle_is_reserved_without_spending_an_attempt() {
-    let s = Server::start("[flash]\nmax_attempts = 1\n").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("[flash]\nmax_attempts = 1\n").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let a = s.pxe(MAC).await;
     let b = s.pxe(MAC).await;
     assert!(is_flash(&a) && is_flash(&b));
@@ -162,10 +165,10 @@ async fn offered_cycle_is_reserved_without_spending_an_attempt() {
 
 #[tokio::test]
 async fn stale_foreign_missing_tokens_and_replayed_done() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let other = "52:54:00:00:00:02";
-    s.flash(MAC, "bty-flash-once").await;
-    s.flash(other, "bty-flash-once").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
+    s.flash(other, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     s.pxe(other).await;
     let p = s.plan(MAC).await;
@@ -221,8 +224,8 @@ async fn stale_foreign_missing_tokens_and_replayed_done() {
 
 #[tokio::test]
 async fn operator_change_rearms_flash_once_and_cancels_open_cycles() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     let p = s.plan(MAC).await;
     // Change the image mid-flash: the open cycle is cancelled, its token stale.
@@ -265,7 +268,7 @@ async fn operator_change_rearms_flash_once_and_cancels_open_cycles() {
 
 #[tokio::test]
 async fn discovery_inventory_alternation_and_ipxe_exit() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let script = s.pxe(MAC).await;
     assert!(script.contains("netboot env for inventory"), "{script}");
     assert!(script.contains(&format!(
@@ -281,14 +284,8 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
         .any(|e| e["kind"] == "machine.discovered"));
     assert_eq!(s.plan(MAC).await["mode"], "inventory");
     let inv = json!({"disks": [{"name": "vda", "serial": "BTYTEST", "size_bytes": 1000}], "nics": [], "lshw": {"x": 1}});
-    let r = s
-        .client
-        .post(s.url(&format!("/pxe/{MAC}/inventory")))
-        .json(&inv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &inv).await;
+    assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["inventory"]["lshw"]["x"], 1);
     assert!(is_local(&s.pxe(MAC).await), "disk after inventory");
     assert!(
@@ -296,14 +293,8 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
         "then inventory again"
     );
     // Unknown machine inventory: 404 + orphan event.
-    let r = s
-        .client
-        .post(s.url("/pxe/52:54:00:00:00:77/inventory"))
-        .json(&inv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (st, _) = s.post_json("/pxe/52:54:00:00:00:77/inventory", &inv).await;
+    assert_eq!(st, 404);
     // Plan auto-registers too.
     assert_eq!(s.plan("52:54:00:00:00:78").await["mode"], "inventory");
     // ipxe-exit with a custom drive.
@@ -328,54 +319,41 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
 
 #[tokio::test]
 async fn legacy_status_closes_the_open_cycle_without_a_token() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     s.boot_kernel(MAC).await;
     s.plan(MAC).await;
-    let r = s
-        .client
-        .post(s.url(&format!("/pxe/{MAC}/status")))
-        .json(&json!({"status": "done"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s
+        .post_json(&format!("/pxe/{MAC}/status"), &json!({"status": "done"}))
+        .await;
+    assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
     assert!(is_local(&s.pxe(MAC).await));
     // No open cycle: accepted, nothing changes.
-    let r = s
-        .client
-        .post(s.url(&format!("/pxe/{MAC}/status")))
-        .json(&json!({"status": "failed", "reason": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s
+        .post_json(
+            &format!("/pxe/{MAC}/status"),
+            &json!({"status": "failed", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
-    let r = s
-        .client
-        .post(s.url(&format!("/pxe/{MAC}/status")))
-        .json(&json!({"status": "maybe"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = s
-        .client
-        .post(s.url("/pxe/52:54:00:00:00:55/status"))
-        .json(&json!({"status": "done"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (st, _) = s
+        .post_json(&format!("/pxe/{MAC}/status"), &json!({"status": "maybe"}))
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .post_json("/pxe/52:54:00:00:00:55/status", &json!({"status": "done"}))
+        .await;
+    assert_eq!(st, 404);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn image_leaving_the_catalog_mid_flash_parks_instead_of_local() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-always").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashAlways).await;
     s.pxe(MAC).await;
     s.boot_kernel(MAC).await;
     s.plan(MAC).await;
@@ -399,12 +377,12 @@ async fn image_leaving_the_catalog_mid_flash_parks_instead_of_local() {
 
 #[tokio::test]
 async fn state_survives_a_restart() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     let p = s.plan(MAC).await;
     let dir = s.stop().await;
-    let s = Server::start_in(dir, "").await;
+    let s = Web::start_in(dir, "").await;
     assert_eq!(s.done(MAC, &token(&p), true).await.0, 200);
     assert!(is_local(&s.pxe(MAC).await));
     s.stop().await;
@@ -412,46 +390,34 @@ async fn state_survives_a_restart() {
 
 #[tokio::test]
 async fn sse_streams_small_events_with_keepalive_headers() {
-    use futures::StreamExt;
-    let s = Server::start("").await;
-    let r = s
-        .client
-        .get(s.url("/api/events/stream"))
-        .send()
-        .await
-        .unwrap();
+    let s = Web::start("").await;
+    let r = s.get("/api/events/stream").fetch().await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let mut body = r.bytes_stream();
-    s.flash(MAC, "bty-flash-once").await;
+    assert!(header(r.headers(), "content-type").starts_with("text/event-stream"));
+    let mut stream = sse::Reader::new(r);
+    s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     let p = s.plan(MAC).await;
     s.progress(MAC, &token(&p), 77).await;
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !seen.contains("event: progress") {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
+    let seen = stream
+        .collect(Duration::from_secs(5), |name, _| name == "progress")
+        .await;
+    let names: Vec<&str> = seen.iter().map(|e| e.name.as_str()).collect();
+    for name in ["hello", "machine", "event", "progress"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
     }
-    assert!(seen.contains("event: hello"));
-    assert!(seen.contains("event: machine"));
-    assert!(seen.contains("event: event"));
-    assert!(seen.contains("\"bytes_done\":77"), "{seen}");
-    drop(body);
+    assert!(
+        seen.iter().any(|e| e.data.contains("\"bytes_done\":77")),
+        "{seen:?}"
+    );
+    drop(stream);
     s.stop().await;
 }
 
 /// The machine page's iPXE preview, then the script the next PXE contact
 /// really gets: equal (the preview of a cycle not opened yet shows its id
 /// as 0, and is compared with the served script's id set to 0).
-async fn preview_then_served(s: &Server, mac: &str) -> String {
+async fn preview_then_served(s: &Web, mac: &str) -> String {
     let (st, preview) = s.get_text(&format!("/ui/machines/{mac}/ipxe")).await;
     assert_eq!(st, 200, "{preview}");
     let served = s.pxe(mac).await;
@@ -469,7 +435,7 @@ async fn preview_then_served(s: &Server, mac: &str) -> String {
 #[tokio::test]
 async fn preview_shows_the_script_the_machine_is_served() {
     // max_attempts = 1: the second crash parks.
-    let s = Server::start("[flash]\nmax_attempts = 1\n").await;
+    let s = Web::start("[flash]\nmax_attempts = 1\n").await;
     // Discovered: inventory.
     s.pxe(MAC).await;
     let script = preview_then_served(&s, MAC).await;
@@ -480,7 +446,7 @@ async fn preview_shows_the_script_the_machine_is_served() {
     assert_eq!(st, 204);
     assert!(is_local(&preview_then_served(&s, MAC).await));
     // Flash mode, no cycle yet: a new cycle (previewed as cycle 0).
-    s.flash(MAC, "bty-flash-once").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     assert!(is_flash(&preview_then_served(&s, MAC).await));
     // Offered, never booted: the same cycle again.
     let script = preview_then_served(&s, MAC).await;

@@ -1,15 +1,15 @@
 //! `/boot/{name}`: Range, HEAD, traversal, `?mac=` and the iPXE chain.
 
-mod common;
-
-use common::*;
+use bty_proto::BootMode;
+use bty_testkit::client::Fetch;
+use bty_testkit::web::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn range_head_and_full() {
-    let s = Server::start("").await;
-    let url = s.url("/boot/bty-netboot-x86_64.vmlinuz");
-    let r = s.client.get(&url).send().await.unwrap();
+    let s = Web::start("").await;
+    let kernel = "/boot/bty-netboot-x86_64.vmlinuz";
+    let r = s.get(kernel).fetch().await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["accept-ranges"], "bytes");
     assert_eq!(
@@ -19,13 +19,7 @@ async fn range_head_and_full() {
     assert!(r.headers().contains_key("date"));
     assert_eq!(r.bytes().await.unwrap().as_ref(), KERNEL_BYTES);
 
-    let r = s
-        .client
-        .get(&url)
-        .header("range", "bytes=2-5")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(kernel).header("range", "bytes=2-5").fetch().await;
     assert_eq!(r.status(), 206);
     assert_eq!(
         r.headers()["content-range"],
@@ -33,26 +27,14 @@ async fn range_head_and_full() {
     );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &KERNEL_BYTES[2..=5]);
 
-    let r = s
-        .client
-        .get(&url)
-        .header("range", "bytes=-3")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(kernel).header("range", "bytes=-3").fetch().await;
     assert_eq!(r.status(), 206);
     assert_eq!(
         r.bytes().await.unwrap().as_ref(),
         &KERNEL_BYTES[KERNEL_BYTES.len() - 3..]
     );
 
-    let r = s
-        .client
-        .get(&url)
-        .header("range", "bytes=999-")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(kernel).header("range", "bytes=999-").fetch().await;
     assert_eq!(r.status(), 416);
     assert_eq!(
         r.headers()["content-range"],
@@ -61,16 +43,10 @@ async fn range_head_and_full() {
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("range"));
 
-    let r = s
-        .client
-        .get(&url)
-        .header("range", "bytes=0-1,4-5")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(kernel).header("range", "bytes=0-1,4-5").fetch().await;
     assert_eq!(r.status(), 200, "multiple ranges: whole file");
 
-    let r = s.client.head(&url).send().await.unwrap();
+    let r = s.head(kernel).fetch().await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-length"],
@@ -82,7 +58,7 @@ async fn range_head_and_full() {
 
 #[tokio::test]
 async fn traversal_and_symlink_escape_are_refused() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     std::fs::write(s.path().join("secret"), b"no").unwrap();
     std::os::unix::fs::symlink(s.path().join("secret"), s.path().join("boot/link")).unwrap();
     std::fs::create_dir(s.path().join("boot/sub")).unwrap();
@@ -116,23 +92,16 @@ async fn traversal_and_symlink_escape_are_refused() {
 
 #[tokio::test]
 async fn mac_query_marks_booted_only_when_the_file_is_served() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/boot/missing?mac={MAC}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/boot/missing?mac={MAC}")).fetch().await;
     assert_eq!(r.status(), 404);
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "offered");
     let r = s
-        .client
-        .head(s.url(&format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}")))
-        .send()
-        .await
-        .unwrap();
+        .head(&format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}"))
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         s.machine(MAC).await["cycle"]["state"],
@@ -140,11 +109,9 @@ async fn mac_query_marks_booted_only_when_the_file_is_served() {
         "HEAD does not arm"
     );
     let r = s
-        .client
-        .get(s.url("/boot/bty-netboot-x86_64.vmlinuz?mac=zz"))
-        .send()
-        .await
-        .unwrap();
+        .get("/boot/bty-netboot-x86_64.vmlinuz?mac=zz")
+        .fetch()
+        .await;
     assert_eq!(r.status(), 400);
     s.boot_kernel(MAC).await;
     assert_eq!(s.machine(MAC).await["cycle"]["state"], "booted");
@@ -160,14 +127,12 @@ async fn mac_query_marks_booted_only_when_the_file_is_served() {
 
 #[tokio::test]
 async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let r = s
-        .client
-        .get(s.url("/boot/ipxe.efi"))
+        .get("/boot/ipxe.efi")
         .header("user-agent", "iPXE/1.21.1+ (g4bd064de)")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert!(body.starts_with("#!ipxe\n"), "{body}");
@@ -178,22 +143,18 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
     // Firmware (UEFI HTTP Boot) and curl get the binary.
     for ua in ["UefiHttpBoot/1.0", "curl/7.88.1"] {
         let r = s
-            .client
-            .get(s.url("/boot/ipxe.efi"))
+            .get("/boot/ipxe.efi")
             .header("user-agent", ua)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.bytes().await.unwrap().as_ref(), b"MZ-fake-ipxe-efi");
     }
     // Non-bootfiles are served as files even to iPXE.
     let r = s
-        .client
-        .get(s.url("/boot/bty-netboot-x86_64.vmlinuz"))
+        .get("/boot/bty-netboot-x86_64.vmlinuz")
         .header("user-agent", "iPXE/1.21.1")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), KERNEL_BYTES);
     // The chain script carries the validated Host only.
     let resp = s
@@ -206,7 +167,7 @@ async fn ipxe_asking_for_its_bootfile_gets_the_chain_script() {
 
 #[tokio::test]
 async fn bootstrap_fetches_are_counted() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (_, m) = s.get_text("/metrics").await;
     assert!(m.contains("bty_pxe_bootstraps_total 0\n"), "{m}");
     for _ in 0..2 {

@@ -3,146 +3,37 @@
 //! withcache, against a real withcache (with its service token), a real
 //! bty-web and a real origin, all on 127.0.0.1.
 
-mod common;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bty_proto::catalog::blob_url;
-use common::{Server, MAC};
+use bty_testkit::cache::{Cache, CacheClient};
+use bty_testkit::client::{cookie_pair, slashes, Fetch};
+use bty_testkit::poll::until;
+use bty_testkit::web::{Web, MAC};
+use bty_testkit::{data, sha256_hex as sha, Origin};
+use reqwest::Method;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "bty-web-to-withcache-0123456789abcdef";
 const PW: &str = "admin-password";
 const WC_PW: &str = "withcache-password";
-
-/// Deterministic pseudo-random bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// An image origin: GET `/<name>` answers the file with a length, and
-/// every GET is counted.
-struct Origin {
-    base: String,
-    gets: Arc<AtomicUsize>,
-}
-
-async fn origin(files: Vec<(&'static str, Vec<u8>)>) -> Origin {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    type St = (Arc<Vec<(&'static str, Vec<u8>)>>, Arc<AtomicUsize>);
-    async fn file(State((files, gets)): State<St>, Path(name): Path<String>) -> impl IntoResponse {
-        gets.fetch_add(1, Ordering::SeqCst);
-        match files.iter().find(|(n, _)| *n == name) {
-            Some((_, b)) => (StatusCode::OK, b.clone()).into_response(),
-            None => (StatusCode::NOT_FOUND, "no such file").into_response(),
-        }
-    }
-    let gets = Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new()
-        .route("/{*name}", axum::routing::get(file))
-        .with_state((Arc::new(files), gets.clone()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    Origin { base, gets }
-}
+/// How long a background step (a registration, a download) may take.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A real withcache with an admin password and (maybe) the service token.
-struct Wc {
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+async fn withcache(token: Option<&str>) -> Cache {
+    Cache::start(|o| {
+        o.admin_password = Some(WC_PW.into());
+        o.api_token = token.map(bty_auth::ServiceToken::new);
+    })
+    .await
 }
 
-async fn withcache(token: Option<&str>) -> Wc {
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = withcache::Options::from_env(dir.path().to_path_buf());
-    o.admin_password = Some(WC_PW.into());
-    o.admin_password_hash = None;
-    o.session_secret = Some("withcache-test-session-secret-0123".into());
-    o.api_token = token.map(bty_auth::ServiceToken::new);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(withcache::serve(o, l, std::future::pending()));
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Wc {
-        base,
-        http,
-        _dir: dir,
-    }
-}
-
-impl Wc {
-    /// Every entry of withcache's catalog, by its own admin API.
-    async fn entries(&self) -> Vec<Value> {
-        self.http
-            .get(format!("{}/catalog/entries", self.base))
-            .basic_auth("bty-lab", Some(WC_PW))
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<Value>>()
-            .await
-            .unwrap()
-    }
-
-    async fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self
-            .entries()
-            .await
-            .iter()
-            .map(|e| e["name"].as_str().unwrap().to_string())
-            .collect();
-        n.sort();
-        n
-    }
-
-    async fn add(&self, name: &str, src: &str) {
-        let r = self
-            .http
-            .post(format!("{}/catalog/entries", self.base))
-            .basic_auth("bty-lab", Some(WC_PW))
-            .json(&json!({"name": name, "src": src}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    }
-
-    async fn misses(&self) -> Vec<Value> {
-        self.http
-            .get(format!("{}/misses", self.base))
-            .basic_auth("bty-lab", Some(WC_PW))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
+/// An operator's entry in withcache.
+async fn wc_add(wc: &CacheClient, name: &str, src: &str) {
+    let r = wc.add(json!({"name": name, "src": src})).await;
+    let st = r.status();
+    assert_eq!(st, 201, "{}", r.text().await.unwrap());
 }
 
 /// bty-web's config: the admin password, withcache at `wc` with `token`,
@@ -159,73 +50,39 @@ fn web_toml(wc: Option<&str>, token: Option<&str>) -> String {
 }
 
 /// bty-web with a static catalog file of `catalog` (TOML).
-async fn web_with_catalog(catalog: &str, toml: &str) -> Server {
+async fn web_with_catalog(catalog: &str, toml: &str) -> Web {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("catalog.toml"), catalog).unwrap();
-    Server::start_in(dir, toml).await
+    Web::start_in(dir, toml).await
 }
 
-async fn api(s: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut rb = s
-        .client
-        .request(method, s.url(path))
-        .basic_auth("bty-lab", Some(PW));
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
+async fn api(s: &Web, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    s.admin("bty-lab", PW)
+        .send_json(method, path, body.as_ref())
+        .await
 }
 
-async fn add(s: &Server, body: Value) -> (u16, Value) {
-    api(s, reqwest::Method::POST, "/api/images", Some(body)).await
+async fn add(s: &Web, body: Value) -> (u16, Value) {
+    api(s, Method::POST, "/api/images", Some(body)).await
 }
 
-async fn images(s: &Server) -> Value {
-    let (st, v) = api(s, reqwest::Method::GET, "/api/images", None).await;
+/// `GET /api/images`, whole.
+async fn images(s: &Web) -> Value {
+    let (st, v) = api(s, Method::GET, "/api/images", None).await;
     assert_eq!(st, 200, "{v}");
     v
 }
 
-async fn image_names(s: &Server) -> Vec<String> {
-    images(s).await["images"]
-        .as_array()
-        .unwrap()
-        .iter()
+async fn image_names(s: &Web) -> Vec<String> {
+    let all = s.admin("bty-lab", PW).images().await;
+    all.iter()
         .map(|i| i["name"].as_str().unwrap().to_string())
         .collect()
 }
 
-async fn image(s: &Server, name: &str) -> Option<Value> {
-    images(s).await["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .cloned()
-}
-
-/// Wait (up to 30 s) until `check` holds.
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn plan(s: &Server) -> Value {
-    let (st, v) = s.get_json(&format!("/pxe/{MAC}/plan")).await;
-    assert_eq!(st, 200, "{v}");
-    v
+async fn image(s: &Web, name: &str) -> Option<Value> {
+    let all = s.admin("bty-lab", PW).images().await;
+    all.into_iter().find(|i| i["name"] == name)
 }
 
 async fn bytes(url: &str) -> Vec<u8> {
@@ -237,10 +94,10 @@ async fn bytes(url: &str) -> Vec<u8> {
 #[tokio::test]
 async fn image_added_through_the_api_flows_to_a_flash_plan() {
     let body = data(3 << 20, 7);
-    let o = origin(vec![("images/lab.img.gz", body.clone())]).await;
+    let o = Origin::files(vec![("images/lab.img.gz", body.clone())]);
     let wc = withcache(Some(TOKEN)).await;
-    let s = Server::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
-    let src = format!("{}/images/lab.img.gz", o.base);
+    let s = Web::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
+    let src = format!("{}/images/lab.img.gz", o.base());
 
     let (st, v) = add(&s, json!({"name": "lab-image", "url": src})).await;
     assert_eq!(st, 201, "{v}");
@@ -253,27 +110,27 @@ async fn image_added_through_the_api_flows_to_a_flash_plan() {
     assert!(image_names(&s).await.contains(&"lab-image".to_string()));
     let (st, m) = api(
         &s,
-        reqwest::Method::PUT,
+        Method::PUT,
         &format!("/api/machines/{MAC}"),
         Some(json!({"boot_mode": "bty-flash-once", "image": "lab-image", "target_disk_serial": "BTYTEST"})),
     )
     .await;
     assert_eq!(st, 201, "{m}");
     // withcache downloads it (started by the add, no other request).
-    let cached = until("withcache to cache lab-image", || async {
+    let cached = until(WAIT, "withcache to cache lab-image", || async {
         image(&s, "lab-image")
             .await
             .filter(|i| i["cache"]["state"] == "cached")
     })
     .await;
     assert_eq!(cached["sha256"], sha(&body));
-    let w = wc.entries().await;
+    let w = wc.admin().entries().await;
     let e = w.iter().find(|e| e["name"] == "lab-image").unwrap();
     assert_eq!(e["src"], src);
     assert_eq!(e["state"], "cached");
     // The plan: withcache's URL, with the sha256 and size withcache measured
     // (none were given), and behind it the origin's bytes.
-    let p = plan(&s).await;
+    let p = s.plan(MAC).await;
     assert_eq!(p["mode"], "flash", "{p}");
     assert_eq!(p["image"]["url"], blob_url(&wc.base, &src));
     assert_eq!(p["image"]["sha256"], sha(&body));
@@ -284,37 +141,37 @@ async fn image_added_through_the_api_flows_to_a_flash_plan() {
         got == body,
         "withcache served other bytes than the origin's"
     );
-    assert_eq!(
-        o.gets.load(Ordering::SeqCst),
-        1,
-        "the origin was fetched once"
-    );
-    assert_eq!(wc.misses().await, Vec::<Value>::new());
+    assert_eq!(o.gets(), 1, "the origin was fetched once");
+    assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
 }
 
 #[tokio::test]
 async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
-    let o = origin(vec![("a.img", data(1000, 1))]).await;
+    let o = Origin::files(vec![("a.img", data(1000, 1))]);
     let wc = withcache(Some(TOKEN)).await;
-    wc.add("taken-in-withcache", &format!("{}/taken.img", o.base))
-        .await;
-    let s = Server::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
+    wc_add(
+        &wc.admin(),
+        "taken-in-withcache",
+        &format!("{}/taken.img", o.base()),
+    )
+    .await;
+    let s = Web::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
     // The static entries are registered in withcache in the background;
     // let that finish so "unchanged" below means something.
-    until("the static entries in withcache", || async {
-        let n = wc.names().await;
+    until(WAIT, "the static entries in withcache", || async {
+        let n = wc.admin().names().await;
         (n.contains(&"debian-12".into()) && n.contains(&"alpine".into())).then_some(())
     })
     .await;
-    until("bty-web to list withcache's entry", || async {
+    until(WAIT, "bty-web to list withcache's entry", || async {
         image(&s, "taken-in-withcache").await
     })
     .await;
-    let wc_before = wc.names().await;
+    let wc_before = wc.admin().names().await;
     let web_before = image_names(&s).await;
     assert_eq!(wc_before.len(), 3, "{wc_before:?}");
 
-    let url = format!("{}/a.img", o.base);
+    let url = format!("{}/a.img", o.base());
     let cases = [
         ("url", json!({"name": "new", "url": "ftp://h/a.img"})),
         ("url", json!({"name": "new", "url": "not a url"})),
@@ -344,7 +201,7 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
         ),
         (
             "format",
-            json!({"name": "new", "url": format!("{}/a.iso", o.base)}),
+            json!({"name": "new", "url": format!("{}/a.iso", o.base())}),
         ),
     ];
     for (field, body) in cases {
@@ -372,60 +229,47 @@ async fn bad_image_input_is_a_400_naming_the_field_and_saves_nothing() {
     let (st, _) = add(&s, json!({"name": "new", "url": url, "pinned": true})).await;
     assert_eq!(st, 400);
     // No login: 401.
-    let r = s
-        .client
-        .post(s.url("/api/images"))
-        .json(&json!({"name": "new", "url": url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let (st, _) = s
+        .post_json("/api/images", &json!({"name": "new", "url": url}))
+        .await;
+    assert_eq!(st, 401);
     // A cookie session from a foreign page: 403.
     let r = s
-        .client
-        .post(s.url("/api/login"))
+        .post("/api/login")
         .json(&json!({"password": PW}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    let pair = cookie.split(';').next().unwrap().to_string();
+        .fetch()
+        .await;
+    let pair = cookie_pair(r.headers());
     let r = s
-        .client
-        .post(s.url("/api/images"))
+        .post("/api/images")
         .header("cookie", &pair)
         .header("origin", "http://evil.example")
         .json(&json!({"name": "new", "url": url}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
 
     // Nothing changed anywhere, even after withcache is read again.
-    s.client
-        .post(s.url("/api/images/refresh"))
+    s.post("/api/images/refresh")
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wc.names().await, wc_before);
+        .fetch()
+        .await;
+    assert_eq!(wc.admin().names().await, wc_before);
     assert_eq!(image_names(&s).await, web_before);
 
     // The same cookie from bty-web's own page works (the refusal above was
     // the Origin, not the session).
     let r = s
-        .client
-        .post(s.url("/api/images"))
+        .post("/api/images")
         .header("cookie", &pair)
         .header("origin", &s.base)
         .json(
             &json!({"name": "via-cookie", "url": url, "sha256": sha(&data(1000, 1)), "size": 1000}),
         )
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 201);
-    assert!(wc.names().await.contains(&"via-cookie".to_string()));
+    assert!(wc.admin().names().await.contains(&"via-cookie".to_string()));
 }
 
 #[tokio::test]
@@ -435,7 +279,7 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let s = Server::start(&web_toml(Some(&dead_url), Some(TOKEN))).await;
+    let s = Web::start(&web_toml(Some(&dead_url), Some(TOKEN))).await;
     let before = image_names(&s).await;
     let (st, v) = add(&s, json!({"name": "new", "url": url})).await;
     assert_eq!(st, 502, "{v}");
@@ -449,7 +293,7 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
 
     // withcache runs but bty-web's token is not its token.
     let wc = withcache(Some(TOKEN)).await;
-    let s = Server::start(&web_toml(
+    let s = Web::start(&web_toml(
         Some(&wc.base),
         Some("not-the-withcache-token-000"),
     ))
@@ -461,9 +305,9 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
         msg.contains("BTY_WITHCACHE_TOKEN") && msg.contains("WITHCACHE_API_TOKEN"),
         "{msg}"
     );
-    assert!(!wc.names().await.contains(&"new".to_string()));
+    assert!(!wc.admin().names().await.contains(&"new".to_string()));
     // The catalog page says so too (and the open catalog is still read).
-    let problems = until("the token problem", || async {
+    let problems = until(WAIT, "the token problem", || async {
         let v = images(&s).await;
         (!v["problems"].as_array().unwrap().is_empty()).then_some(v["problems"].clone())
     })
@@ -477,7 +321,7 @@ async fn withcache_missing_refusing_or_absent_is_a_clear_error_and_saves_nothing
 
     // No withcache at all: images come from the static file, and the
     // error says which.
-    let s = Server::start(&web_toml(None, None)).await;
+    let s = Web::start(&web_toml(None, None)).await;
     let (st, v) = add(&s, json!({"name": "new", "url": url})).await;
     assert_eq!(st, 409, "{v}");
     let msg = v["error"].as_str().unwrap();
@@ -496,28 +340,30 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     let body = data(2 << 20, 3);
     let shared = data(5000, 4);
     let v2 = data(7000, 5);
-    let o = origin(vec![
+    let o = Origin::files(vec![
         ("static.img", body.clone()),
         ("shared.img", shared.clone()),
         ("static-v2.img", v2.clone()),
-    ])
-    .await;
+    ]);
     let wc = withcache(Some(TOKEN)).await;
     // withcache already has, added by an operator, a "clash" for another
     // src and the src of "shared-static" under another name; and, added by
     // bty-web (with the token) from an older version of the file, "moved"
     // for its old src.
-    wc.add("clash", "http://127.0.0.1:9/other.img").await;
-    wc.add("already-there", &format!("{}/shared.img", o.base))
-        .await;
+    wc_add(&wc.admin(), "clash", "http://127.0.0.1:9/other.img").await;
+    wc_add(
+        &wc.admin(),
+        "already-there",
+        &format!("{}/shared.img", o.base()),
+    )
+    .await;
     let r = wc
         .http
         .post(format!("{}/catalog/entries", wc.base))
         .bearer_auth(TOKEN)
         .json(&json!({"name": "moved", "src": "http://127.0.0.1:9/old.img"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 201);
     let catalog = |static_src: &str| {
         format!(
@@ -526,23 +372,24 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
              [[images]]\nname = \"clash\"\nsrc = \"{0}/clash.img\"\n\
              [[images]]\nname = \"shared-static\"\nsrc = \"{0}/shared.img\"\n\
              [[images]]\nname = \"moved\"\nsrc = \"{0}/moved.img\"\n",
-            o.base
+            o.base()
         )
     };
     let catalog_v2 = catalog("static-v2.img");
     let catalog = catalog("static.img");
     let s = web_with_catalog(&catalog, &web_toml(Some(&wc.base), Some(TOKEN))).await;
-    let src = format!("{}/static.img", o.base);
+    let src = format!("{}/static.img", o.base());
 
     // Registered with no withcache step: nobody called withcache's API.
-    until("static-img in withcache", || async {
-        wc.names()
+    until(WAIT, "static-img in withcache", || async {
+        wc.admin()
+            .names()
             .await
             .contains(&"static-img".to_string())
             .then_some(())
     })
     .await;
-    let entries = wc.entries().await;
+    let entries = wc.admin().entries().await;
     let e = |n: &str| entries.iter().find(|e| e["name"] == n).cloned();
     assert_eq!(e("static-img").unwrap()["src"], src);
     assert_eq!(e("static-img").unwrap()["format"], "img");
@@ -551,7 +398,10 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     // not added twice; bty-web's own "moved" follows the file.
     assert_eq!(e("clash").unwrap()["src"], "http://127.0.0.1:9/other.img");
     assert!(e("shared-static").is_none(), "{entries:?}");
-    assert_eq!(e("moved").unwrap()["src"], format!("{}/moved.img", o.base));
+    assert_eq!(
+        e("moved").unwrap()["src"],
+        format!("{}/moved.img", o.base())
+    );
     assert_eq!(entries.len(), 4, "{entries:?}");
     let problems = images(&s).await["problems"].clone();
     assert_eq!(problems.as_array().unwrap().len(), 1, "{problems}");
@@ -565,27 +415,27 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     // the origin's bytes while it fetches them, and records no miss.
     let (st, m) = api(
         &s,
-        reqwest::Method::PUT,
+        Method::PUT,
         &format!("/api/machines/{MAC}"),
         Some(json!({"boot_mode": "bty-flash-once", "image": "static-img", "target_disk_serial": "BTYTEST"})),
     )
     .await;
     assert_eq!(st, 201, "{m}");
-    let p = plan(&s).await;
+    let p = s.plan(MAC).await;
     assert_eq!(p["image"]["url"], blob_url(&wc.base, &src));
     let got = bytes(p["image"]["url"].as_str().unwrap()).await;
     assert!(
         got == body,
         "withcache served other bytes than the origin's"
     );
-    let got = bytes(&blob_url(&wc.base, &format!("{}/shared.img", o.base))).await;
+    let got = bytes(&blob_url(&wc.base, &format!("{}/shared.img", o.base()))).await;
     assert!(got == shared);
-    assert_eq!(wc.misses().await, Vec::<Value>::new());
+    assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
     // Once cached, the static entry shows withcache's state and measured
     // digest (it gave none). The download was the agent's doing, which
     // bty-web does not see: read withcache now rather than in 600 s.
-    let img = until("static-img cached", || async {
-        api(&s, reqwest::Method::POST, "/api/images/refresh", None).await;
+    let img = until(WAIT, "static-img cached", || async {
+        api(&s, Method::POST, "/api/images/refresh", None).await;
         image(&s, "static-img")
             .await
             .filter(|i| i["cache"]["state"] == "cached")
@@ -599,9 +449,9 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     // seconds withcache's entry (bty-web's own) follows, and the image is
     // served from the new src.
     std::fs::write(s.path().join("catalog.toml"), catalog_v2).unwrap();
-    let src2 = format!("{}/static-v2.img", o.base);
-    until("withcache to follow the edited file", || async {
-        let e = wc.entries().await;
+    let src2 = format!("{}/static-v2.img", o.base());
+    until(WAIT, "withcache to follow the edited file", || async {
+        let e = wc.admin().entries().await;
         e.iter()
             .any(|e| e["name"] == "static-img" && e["src"] == src2.as_str())
             .then_some(())
@@ -610,33 +460,32 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     let img = image(&s, "static-img").await.unwrap();
     assert_eq!(img["url"], blob_url(&wc.base, &src2));
     assert!(bytes(&blob_url(&wc.base, &src2)).await == v2);
-    assert_eq!(wc.misses().await, Vec::<Value>::new());
+    assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
 }
 
 #[tokio::test]
 async fn delete_removes_withcache_entries_and_refuses_static_ones() {
     let wc = withcache(Some(TOKEN)).await;
-    let s = Server::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
+    let s = Web::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
     let (st, v) = add(
         &s,
         json!({"name": "to-delete+1", "url": "http://127.0.0.1:9/x.img.xz"}),
     )
     .await;
     assert_eq!(st, 201, "{v}");
-    let r = s
-        .client
-        .delete(s.url("/api/images/to-delete+1"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("/api/images/to-delete+1").fetch().await;
     assert_eq!(r.status(), 401);
-    let (st, v) = api(&s, reqwest::Method::DELETE, "/api/images/to-delete+1", None).await;
+    let (st, v) = api(&s, Method::DELETE, "/api/images/to-delete+1", None).await;
     assert_eq!(st, 204, "{v}");
-    assert!(!wc.names().await.contains(&"to-delete+1".to_string()));
+    assert!(!wc
+        .admin()
+        .names()
+        .await
+        .contains(&"to-delete+1".to_string()));
     assert!(image(&s, "to-delete+1").await.is_none());
-    let (st, _) = api(&s, reqwest::Method::DELETE, "/api/images/to-delete+1", None).await;
+    let (st, _) = api(&s, Method::DELETE, "/api/images/to-delete+1", None).await;
     assert_eq!(st, 404);
-    let (st, v) = api(&s, reqwest::Method::DELETE, "/api/images/debian-12", None).await;
+    let (st, v) = api(&s, Method::DELETE, "/api/images/debian-12", None).await;
     assert_eq!(st, 409);
     let file = s.path().join("catalog.toml").display().to_string();
     assert!(v["error"].as_str().unwrap().contains(&file), "{v}");
@@ -648,29 +497,17 @@ async fn delete_removes_withcache_entries_and_refuses_static_ones() {
     )
     .await;
     assert_eq!(st, 201);
-    let (st, _) = api(&s, reqwest::Method::DELETE, "/api/images/refresh", None).await;
+    let (st, _) = api(&s, Method::DELETE, "/api/images/refresh", None).await;
     assert_eq!(st, 204);
-    assert!(!wc.names().await.contains(&"refresh".to_string()));
-}
-
-fn no_redirect() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// minijinja escapes `/` in HTML; undo that one escape.
-fn slashes(page: String) -> String {
-    page.replace("&#x2f;", "/")
+    assert!(!wc.admin().names().await.contains(&"refresh".to_string()));
 }
 
 #[tokio::test]
 async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
-    let o = origin(vec![("ui.img.zst", data(4096, 9))]).await;
+    let o = Origin::files(vec![("ui.img.zst", data(4096, 9))]);
     let wc = withcache(Some(TOKEN)).await;
-    let s = Server::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
-    let c = no_redirect();
+    let s = Web::start(&web_toml(Some(&wc.base), Some(TOKEN))).await;
+    let c = s.no_redirect.clone();
     let post = |path: &str, form: &[(&str, &str)], origin: Option<&str>| {
         let mut rb = c
             .post(s.url(path))
@@ -681,20 +518,13 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         }
         rb.send()
     };
-    let page = || async {
-        let r = c
-            .get(s.url("/ui/images"))
-            .basic_auth("bty-lab", Some(PW))
-            .send()
-            .await
-            .unwrap();
-        slashes(r.text().await.unwrap())
-    };
-    until("the static entries in withcache", || async {
-        (wc.names().await.len() == 2).then_some(())
+    let admin = s.admin("bty-lab", PW);
+    let page = || async { admin.page("/ui/images").await.1 };
+    until(WAIT, "the static entries in withcache", || async {
+        (wc.admin().names().await.len() == 2).then_some(())
     })
     .await;
-    let wc_before = wc.names().await;
+    let wc_before = wc.admin().names().await;
     assert!(page().await.contains("id=\"image-form\""));
 
     // Bad input: 422, every field's message next to it, the typed values
@@ -721,7 +551,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     assert!(body.contains("value=\"ftp://h/x.img\""), "{body}");
     assert!(body.contains("must be exactly 64 hex digits"), "{body}");
     // A taken name, with good other fields.
-    let url = format!("{}/ui.img.zst", o.base);
+    let url = format!("{}/ui.img.zst", o.base());
     let r = post("/ui/images", &[("name", "debian-12"), ("url", &url)], None)
         .await
         .unwrap();
@@ -731,7 +561,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         body.contains("id=\"err-name\"") && body.contains("exists already"),
         "{body}"
     );
-    assert_eq!(wc.names().await, wc_before);
+    assert_eq!(wc.admin().names().await, wc_before);
 
     // From another site: refused.
     let r = post(
@@ -742,7 +572,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(wc.names().await, wc_before);
+    assert_eq!(wc.admin().names().await, wc_before);
 
     // Good input: added, back to the page with a notice and the row.
     let r = post(
@@ -757,9 +587,8 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     let r = c
         .get(s.url("/ui/images?added=ui-image"))
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let body = slashes(r.text().await.unwrap());
     assert!(body.contains("Image ui-image added"), "{body}");
     assert!(body.contains("id=\"img-ui-image\"") && body.contains("id=\"delete-ui-image\""));
@@ -767,7 +596,7 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
         !body.contains("id=\"delete-debian-12\""),
         "static rows have no delete"
     );
-    assert!(wc.names().await.contains(&"ui-image".to_string()));
+    assert!(wc.admin().names().await.contains(&"ui-image".to_string()));
 
     // Delete: refused from another site, done from ours.
     let r = post(
@@ -778,13 +607,13 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(wc.names().await.contains(&"ui-image".to_string()));
+    assert!(wc.admin().names().await.contains(&"ui-image".to_string()));
     let r = post("/ui/images/ui-image/delete", &[], Some(&s.base))
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/ui/images?deleted=ui-image");
-    assert!(!wc.names().await.contains(&"ui-image".to_string()));
+    assert!(!wc.admin().names().await.contains(&"ui-image".to_string()));
     assert!(!page().await.contains("id=\"img-ui-image\""));
     // A static entry cannot be deleted here; the page says where it lives.
     let r = post("/ui/images/debian-12/delete", &[], None)
@@ -802,14 +631,13 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let s = Server::start(&web_toml(Some(&dead_url), Some(TOKEN))).await;
+    let s = Web::start(&web_toml(Some(&dead_url), Some(TOKEN))).await;
     let r = c
         .post(s.url("/ui/images"))
         .basic_auth("bty-lab", Some(PW))
         .form(&[("name", "ui-image"), ("url", url.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 502);
     let body = slashes(r.text().await.unwrap());
     assert!(
@@ -822,13 +650,12 @@ async fn ui_add_image_form_shows_field_errors_adds_and_deletes() {
     s.stop().await;
 
     // Without withcache the page has no form and says where images come from.
-    let s = Server::start(&web_toml(None, None)).await;
+    let s = Web::start(&web_toml(None, None)).await;
     let r = c
         .get(s.url("/ui/images"))
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let body = slashes(r.text().await.unwrap());
     assert!(!body.contains("id=\"image-form\""), "{body}");
     assert!(

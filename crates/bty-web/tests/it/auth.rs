@@ -1,57 +1,47 @@
 //! Auth through real requests: open mode, plain, argon2 hash, sessions,
 //! rate limit, Origin, non-ASCII passwords. PXE stays open.
 
-mod common;
-
-use common::*;
+use bty_testkit::client::{header, Fetch};
+use bty_testkit::web::*;
 use serde_json::json;
 
 const PW: &str = "pässwörd ü-€ 密码";
 
-async fn start_with(admin: &str) -> Server {
-    Server::start(admin).await
+async fn start_with(admin: &str) -> Web {
+    Web::start(admin).await
 }
 
 #[tokio::test]
 async fn open_mode_lets_the_api_in() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (st, _) = s.get_json("/api/machines").await;
     assert_eq!(st, 200);
     s.stop().await;
 }
 
-async fn basic_and_pxe_checks(s: &Server) {
+async fn basic_and_pxe_checks(s: &Web) {
     let (st, e) = s.get_json("/api/machines").await;
     assert_eq!(st, 401);
     assert!(e["error"].as_str().unwrap().contains("login required"));
-    let r = s.client.get(s.url("/api/machines")).send().await.unwrap();
-    assert!(r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Basic"));
+    let r = s.get("/api/machines").fetch().await;
+    assert!(header(r.headers(), "www-authenticate").starts_with("Basic"));
     let r = s
-        .client
-        .get(s.url("/api/machines"))
+        .get("/api/machines")
         .basic_auth("bty-lab", Some(PW))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     let r = s
-        .client
-        .get(s.url("/api/machines"))
+        .get("/api/machines")
         .basic_auth("bty-lab", Some("wrong"))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 401);
     let r = s
-        .client
-        .get(s.url("/api/machines"))
+        .get("/api/machines")
         .basic_auth("root", Some(PW))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 401);
     // PXE, boot, health, catalog and the OpenAPI document stay open.
     for p in [
@@ -84,47 +74,28 @@ async fn argon2_hash_and_session_cookie() {
     basic_and_pxe_checks(&s).await;
     // Login sets an HttpOnly SameSite=Strict cookie that authorizes.
     let r = s
-        .client
-        .post(s.url("/api/login"))
+        .post("/api/login")
         .json(&json!({"password": PW}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 204);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = header(r.headers(), "set-cookie");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap().to_string();
-    let r = s
-        .client
-        .get(s.url("/api/machines"))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/api/machines").header("cookie", &pair).fetch().await;
     assert_eq!(r.status(), 200);
-    let r = s
-        .client
-        .post(s.url("/api/logout"))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/api/logout").header("cookie", &pair).fetch().await;
     assert_eq!(r.status(), 204);
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
+    assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
     // A forged cookie does not.
     let r = s
-        .client
-        .get(s.url("/api/machines"))
+        .get("/api/machines")
         .header("cookie", "bty-session=forged.x")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 401);
     s.stop().await;
 }
@@ -133,33 +104,25 @@ async fn argon2_hash_and_session_cookie() {
 async fn failed_logins_are_rate_limited() {
     let s = start_with("[admin]\npassword = \"right\"\n").await;
     for _ in 0..5 {
-        let r = s
-            .client
-            .post(s.url("/api/login"))
-            .json(&json!({"password": "nope"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
+        let (st, _) = s
+            .post_json("/api/login", &json!({"password": "nope"}))
+            .await;
+        assert_eq!(st, 401);
     }
     let r = s
-        .client
-        .post(s.url("/api/login"))
+        .post("/api/login")
         .json(&json!({"password": "right"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("too many"));
     let r = s
-        .client
-        .get(s.url("/api/machines"))
+        .get("/api/machines")
         .basic_auth("bty-lab", Some("right"))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 429, "Basic is limited too");
     s.stop().await;
 }
@@ -170,8 +133,7 @@ async fn foreign_origin_is_refused_on_state_changes() {
     let body = json!({"boot_mode": "ipxe-exit"});
     let put = |origin: Option<String>| {
         let mut r = s
-            .client
-            .put(s.url(&format!("/api/machines/{MAC}")))
+            .put(&format!("/api/machines/{MAC}"))
             .basic_auth("bty-lab", Some("pw"))
             .json(&body);
         if let Some(o) = origin {
@@ -184,25 +146,21 @@ async fn foreign_origin_is_refused_on_state_changes() {
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("Origin"));
     let r = s
-        .client
-        .get(s.url(&format!("/api/machines/{MAC}")))
+        .get(&format!("/api/machines/{MAC}"))
         .basic_auth("bty-lab", Some("pw"))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 404, "nothing was written");
     let r = put(Some(format!("http://{}", s.addr))).await.unwrap();
     assert_eq!(r.status(), 201);
     let r = put(None).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = s
-        .client
-        .post(s.url("/api/login"))
+        .post("/api/login")
         .header("origin", "http://evil.example")
         .json(&json!({"password": "pw"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
     s.stop().await;
 }
@@ -214,27 +172,25 @@ async fn foreign_origin_is_refused_on_state_changes() {
 async fn request_ids_in_and_out_and_in_error_bodies() {
     let s = start_with("[admin]\npassword = \"pw\"\n").await;
     let r = s
-        .client
-        .get(s.url("/api/machines"))
+        .get("/api/machines")
         .header("x-request-id", "ticket-1234")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["x-request-id"], "ticket-1234");
     let body: bty_proto::ErrorBody = r.json().await.unwrap();
     assert_eq!(body.request_id.as_deref(), Some("ticket-1234"));
     // Made up when missing; on open routes and errors alike.
     for path in ["/healthz", "/api/nope", "/pxe/not-a-mac"] {
-        let r = s.client.get(s.url(path)).send().await.unwrap();
-        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let r = s.get(path).fetch().await;
+        let id = header(r.headers(), "x-request-id");
         assert_eq!(id.len(), 16, "{path}: {id}");
         if !r.status().is_success() {
             let body: bty_proto::ErrorBody = r.json().await.unwrap();
             assert_eq!(body.request_id.as_deref(), Some(id.as_str()), "{path}");
         }
     }
-    let r = s.client.get(s.url("/favicon.ico")).send().await.unwrap();
+    let r = s.get("/favicon.ico").fetch().await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/x-icon");
     s.stop().await;

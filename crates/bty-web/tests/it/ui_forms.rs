@@ -3,54 +3,23 @@
 //! the REST API afterwards), bulk actions, acknowledgements, the pages and
 //! the live stream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, MAC};
+use bty_proto::BootMode;
+use bty_testkit::client::{cookie_pair, header, location, Fetch};
+use bty_testkit::sse;
+use bty_testkit::web::{Web, MAC};
 use serde_json::{json, Value};
 
 const MAC2: &str = "52:54:00:ab:cd:02";
-
-fn no_redirect() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn post_form(
-    s: &Server,
-    path: &str,
-    form: &[(&str, &str)],
-) -> (u16, String, reqwest::header::HeaderMap) {
-    let r = no_redirect()
-        .post(s.url(path))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, r.text().await.unwrap(), headers)
-}
-
-async fn machines(s: &Server) -> Vec<Value> {
-    let (st, v) = s.get_json("/api/machines").await;
-    assert_eq!(st, 200, "{v}");
-    v.as_array().cloned().unwrap()
-}
-
-fn location(h: &reqwest::header::HeaderMap) -> String {
-    h.get("location").unwrap().to_str().unwrap().to_string()
-}
+const FIVE: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn ui_login_logout_and_guard() {
-    let s = Server::start("[admin]\npassword = \"correct horse\"\n").await;
-    let c = no_redirect();
+    let s = Web::start("[admin]\npassword = \"correct horse\"\n").await;
+    let c = &s.no_redirect;
     // Not logged in: pages redirect to the login form, keeping the target.
-    let r = c.get(s.url("/ui/machines?page=2")).send().await.unwrap();
+    let r = c.get(s.url("/ui/machines?page=2")).fetch().await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         location(r.headers()),
@@ -60,9 +29,8 @@ async fn ui_login_logout_and_guard() {
     let r = c
         .get(s.url("/ui/machines"))
         .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(
         r.headers().get("hx-redirect").unwrap(),
         "/ui/login?next=/ui/machines"
@@ -75,19 +43,18 @@ async fn ui_login_logout_and_guard() {
         "{body}"
     );
     // Empty fields.
-    let (st, body, _) = post_form(&s, "/ui/login", &[("user", "bty-lab"), ("password", "")]).await;
+    let (st, body, _) = s
+        .post_form("/ui/login", &[("user", "bty-lab"), ("password", "")])
+        .await;
     assert_eq!(st, 422);
     assert!(
         body.contains("Enter both the user name and the password."),
         "{body}"
     );
     // Wrong password: a clear message, the user name kept, no cookie.
-    let (st, body, h) = post_form(
-        &s,
-        "/ui/login",
-        &[("user", "bty-lab"), ("password", "wrong")],
-    )
-    .await;
+    let (st, body, h) = s
+        .post_form("/ui/login", &[("user", "bty-lab"), ("password", "wrong")])
+        .await;
     assert_eq!(st, 401);
     assert!(
         body.contains("Wrong user name or password.") && body.contains("value=\"bty-lab\""),
@@ -99,54 +66,38 @@ async fn ui_login_logout_and_guard() {
         .post(s.url("/ui/login"))
         .header("origin", "http://evil.example")
         .form(&[("user", "bty-lab"), ("password", "correct horse")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("set-cookie").is_none());
     // Right password: a session cookie and on to `next` (only local paths).
-    let (st, _, h) = post_form(
-        &s,
-        "/ui/login",
-        &[
-            ("user", "bty-lab"),
-            ("password", "correct horse"),
-            ("next", "https://evil.example/"),
-        ],
-    )
-    .await;
+    let (st, _, h) = s
+        .post_form(
+            "/ui/login",
+            &[
+                ("user", "bty-lab"),
+                ("password", "correct horse"),
+                ("next", "https://evil.example/"),
+            ],
+        )
+        .await;
     assert_eq!(st, 303);
     assert_eq!(location(&h), "/ui/dashboard");
-    let cookie = h
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(h
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .contains("HttpOnly"));
+    let cookie = cookie_pair(&h);
+    assert!(header(&h, "set-cookie").contains("HttpOnly"));
     let r = c
         .get(s.url("/ui/machines"))
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<h1>Machines</h1>"));
     // Logged in: the login page moves on.
     let r = c
         .get(s.url("/ui/login"))
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     // A state change from a foreign Origin is refused even with the cookie,
     // and nothing is saved.
@@ -155,17 +106,15 @@ async fn ui_login_logout_and_guard() {
         .header("cookie", &cookie)
         .header("origin", "http://evil.example")
         .form(&[("mac", MAC), ("boot_mode", "ipxe-exit")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("another site"));
     let r = c
         .get(s.url("/api/machines"))
         .basic_auth("bty-lab", Some("correct horse"))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
     // Same-origin POST works.
     let r = c
@@ -173,49 +122,32 @@ async fn ui_login_logout_and_guard() {
         .header("cookie", &cookie)
         .header("origin", s.base.clone())
         .form(&[("mac", MAC), ("boot_mode", "ipxe-exit")])
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
     // Logout clears the cookie.
     let r = c
         .post(s.url("/ui/logout"))
         .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(r.headers()), "/ui/login");
-    assert!(r
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
+    assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
     s.stop().await;
 }
 
 #[tokio::test]
 async fn ui_login_rate_limit_message() {
-    let s = Server::start("[admin]\npassword = \"correct horse\"\n").await;
+    let s = Web::start("[admin]\npassword = \"correct horse\"\n").await;
     let mut last = (0, String::new());
     for _ in 0..30 {
-        let (st, body, h) = post_form(
-            &s,
-            "/ui/login",
-            &[("user", "bty-lab"), ("password", "nope")],
-        )
-        .await;
+        let (st, body, h) = s
+            .post_form("/ui/login", &[("user", "bty-lab"), ("password", "nope")])
+            .await;
         last = (st, body);
         if st == 429 {
-            let secs: u64 = h
-                .get("retry-after")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let secs: u64 = header(&h, "retry-after").parse().unwrap();
             assert!(secs >= 1);
             break;
         }
@@ -229,12 +161,12 @@ async fn ui_login_rate_limit_message() {
         last.1
     );
     // Even the right password is refused while limited.
-    let (st, _, h) = post_form(
-        &s,
-        "/ui/login",
-        &[("user", "bty-lab"), ("password", "correct horse")],
-    )
-    .await;
+    let (st, _, h) = s
+        .post_form(
+            "/ui/login",
+            &[("user", "bty-lab"), ("password", "correct horse")],
+        )
+        .await;
     assert_eq!(st, 429);
     assert!(h.get("set-cookie").is_none());
     s.stop().await;
@@ -242,7 +174,7 @@ async fn ui_login_rate_limit_message() {
 
 #[tokio::test]
 async fn ui_default_password_banner_points_at_passwd() {
-    let s = Server::start("[admin]\npassword = \"bty-lab\"\n").await;
+    let s = Web::start("[admin]\npassword = \"bty-lab\"\n").await;
     let (_, body) = s.get_text("/ui/login").await;
     assert!(
         body.contains("well-known default") && body.contains("bty-lab passwd"),
@@ -250,7 +182,7 @@ async fn ui_default_password_banner_points_at_passwd() {
     );
     s.stop().await;
     // Open mode says so on every page.
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (st, body) = s.get_text("/ui/dashboard").await;
     assert_eq!(st, 200);
     assert!(body.contains("No admin password is set"), "{body}");
@@ -262,7 +194,7 @@ type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a [&'a str]);
 
 #[tokio::test]
 async fn ui_register_bad_input_saves_nothing() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let cases: &[Case] = &[
         (
             &[("mac", "52:54:00:zz:00:01"), ("boot_mode", "ipxe-exit")],
@@ -326,7 +258,7 @@ async fn ui_register_bad_input_saves_nothing() {
         ),
     ];
     for (form, status, needles) in cases {
-        let (st, body, _) = post_form(&s, "/ui/machines", form).await;
+        let (st, body, _) = s.post_form("/ui/machines", form).await;
         assert_eq!(st, *status, "{form:?}: {body}");
         assert!(body.contains("Nothing was saved"), "{form:?}: {body}");
         for n in *needles {
@@ -338,22 +270,22 @@ async fn ui_register_bad_input_saves_nothing() {
                 assert!(body.contains(&format!("value=\"{name}\"")), "{body}");
             }
         }
-        assert!(machines(&s).await.is_empty(), "{form:?} saved something");
+        assert!(s.machines().await.is_empty(), "{form:?} saved something");
     }
     // Registered fine, then the same MAC again: 409 with a link to it.
-    let (st, _, h) = post_form(
-        &s,
-        "/ui/machines",
-        &[
-            ("mac", "52-54-00-12-34-56"),
-            ("name", "node1"),
-            ("boot_mode", "bty-flash-once"),
-            ("image", "debian-12"),
-            ("target_disk_serial", "BTYTEST"),
-            ("labels", "rack3, gpu"),
-        ],
-    )
-    .await;
+    let (st, _, h) = s
+        .post_form(
+            "/ui/machines",
+            &[
+                ("mac", "52-54-00-12-34-56"),
+                ("name", "node1"),
+                ("boot_mode", "bty-flash-once"),
+                ("image", "debian-12"),
+                ("target_disk_serial", "BTYTEST"),
+                ("labels", "rack3, gpu"),
+            ],
+        )
+        .await;
     assert_eq!(st, 303);
     assert_eq!(
         location(&h),
@@ -362,7 +294,9 @@ async fn ui_register_bad_input_saves_nothing() {
     let m = s.machine(MAC).await;
     assert_eq!(m["name"], "node1");
     assert_eq!(m["labels"], json!(["gpu", "rack3"]));
-    let (st, body, _) = post_form(&s, "/ui/machines", &[("mac", MAC), ("name", "other")]).await;
+    let (st, body, _) = s
+        .post_form("/ui/machines", &[("mac", MAC), ("name", "other")])
+        .await;
     assert_eq!(st, 409);
     assert!(
         body.contains("already registered") && body.contains("/ui/machines/52-54-00-12-34-56"),
@@ -374,20 +308,20 @@ async fn ui_register_bad_input_saves_nothing() {
 
 #[tokio::test]
 async fn ui_edit_bad_input_keeps_the_record() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let before = s.machine(MAC).await;
     let path = "/ui/machines/52-54-00-12-34-56";
-    let (st, body, _) = post_form(
-        &s,
-        path,
-        &[
-            ("boot_mode", "bty-flash-always"),
-            ("image", "debian-12"),
-            ("sanboot_drive", "zz"),
-        ],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form(
+            path,
+            &[
+                ("boot_mode", "bty-flash-always"),
+                ("image", "debian-12"),
+                ("sanboot_drive", "zz"),
+            ],
+        )
+        .await;
     assert_eq!(st, 422);
     assert!(
         body.contains("sanboot_drive:") && body.contains("writes a disk"),
@@ -416,16 +350,16 @@ async fn ui_edit_bad_input_keeps_the_record() {
         "{page}"
     );
     let before = s.machine(MAC).await;
-    let (st, body, _) = post_form(
-        &s,
-        path,
-        &[
-            ("boot_mode", "bty-flash-once"),
-            ("image", "debian-12"),
-            ("target_disk_serial", "NOT-THERE"),
-        ],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form(
+            path,
+            &[
+                ("boot_mode", "bty-flash-once"),
+                ("image", "debian-12"),
+                ("target_disk_serial", "NOT-THERE"),
+            ],
+        )
+        .await;
     assert_eq!(st, 422);
     assert!(
         body.contains("is not one of the disks this machine reported (BTYTEST, SPARE-1)"),
@@ -433,17 +367,17 @@ async fn ui_edit_bad_input_keeps_the_record() {
     );
     assert_eq!(s.machine(MAC).await, before);
     // A good edit saves and redirects.
-    let (st, _, h) = post_form(
-        &s,
-        path,
-        &[
-            ("boot_mode", "bty-flash-once"),
-            ("image", "debian-12"),
-            ("target_disk_serial", "SPARE-1"),
-            ("name", "n2"),
-        ],
-    )
-    .await;
+    let (st, _, h) = s
+        .post_form(
+            path,
+            &[
+                ("boot_mode", "bty-flash-once"),
+                ("image", "debian-12"),
+                ("target_disk_serial", "SPARE-1"),
+                ("name", "n2"),
+            ],
+        )
+        .await;
     assert_eq!(st, 303);
     assert!(location(&h).ends_with("?saved=updated"));
     let m = s.machine(MAC).await;
@@ -452,18 +386,18 @@ async fn ui_edit_bad_input_keeps_the_record() {
         (Some("SPARE-1"), Some("n2"))
     );
     // Unknown machine and a bad MAC in the path.
-    let (st, body, _) = post_form(
-        &s,
-        "/ui/machines/52-54-00-00-00-09",
-        &[("boot_mode", "ipxe-exit")],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form(
+            "/ui/machines/52-54-00-00-00-09",
+            &[("boot_mode", "ipxe-exit")],
+        )
+        .await;
     assert_eq!(st, 404);
     assert!(body.contains("nothing was saved"), "{body}");
     let (st, _) = s.get_text("/ui/machines/not-a-mac").await;
     assert_eq!(st, 400);
     // Delete, then deleting again says so.
-    let (st, _, h) = post_form(&s, &format!("{path}/delete"), &[]).await;
+    let (st, _, h) = s.post_form(&format!("{path}/delete"), &[]).await;
     assert_eq!(st, 303);
     assert_eq!(
         location(&h),
@@ -474,94 +408,91 @@ async fn ui_edit_bad_input_keeps_the_record() {
         list.contains("Machine 52:54:00:12:34:56 deleted."),
         "{list}"
     );
-    let (st, _, _) = post_form(&s, &format!("{path}/delete"), &[]).await;
+    let (st, _, _) = s.post_form(&format!("{path}/delete"), &[]).await;
     assert_eq!(st, 404);
-    assert!(machines(&s).await.is_empty());
+    assert!(s.machines().await.is_empty());
     s.stop().await;
 }
 
 #[tokio::test]
 async fn ui_bulk_is_all_or_nothing() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let (st, _) = s
         .put_machine(MAC2, &json!({"boot_mode": "ipxe-exit"}))
         .await;
     assert_eq!(st, 201);
-    let snapshot = machines(&s).await;
+    let snapshot = s.machines().await;
     // No selection.
-    let (st, body, _) = post_form(
-        &s,
-        "/ui/machines/bulk",
-        &[("action", "assign"), ("image", "alpine")],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form(
+            "/ui/machines/bulk",
+            &[("action", "assign"), ("image", "alpine")],
+        )
+        .await;
     assert_eq!(st, 422);
     assert!(body.contains("Select at least one machine"), "{body}");
     // No action value.
-    let (st, body, _) = post_form(
-        &s,
-        "/ui/machines/bulk",
-        &[("mac", MAC), ("action", "assign")],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form("/ui/machines/bulk", &[("mac", MAC), ("action", "assign")])
+        .await;
     assert_eq!(st, 422);
     assert!(body.contains("Pick the image to assign."), "{body}");
     // Flash mode for both: MAC2 has no image or target, so nothing changes.
-    let (st, body, _) = post_form(
-        &s,
-        "/ui/machines/bulk",
-        &[
-            ("mac", MAC),
-            ("mac", MAC2),
-            ("action", "mode"),
-            ("boot_mode", "bty-flash-always"),
-            ("page", "1"),
-            ("filter", "all"),
-        ],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form(
+            "/ui/machines/bulk",
+            &[
+                ("mac", MAC),
+                ("mac", MAC2),
+                ("action", "mode"),
+                ("boot_mode", "bty-flash-always"),
+                ("page", "1"),
+                ("filter", "all"),
+            ],
+        )
+        .await;
     assert_eq!(st, 422);
     assert!(
         body.contains("Nothing was changed") && body.contains(&format!("{MAC2}: ")),
         "{body}"
     );
-    assert_eq!(machines(&s).await, snapshot);
+    assert_eq!(s.machines().await, snapshot);
     // A bad MAC among the selection.
-    let (st, body, _) = post_form(
-        &s,
-        "/ui/machines/bulk",
-        &[
-            ("mac", "xx"),
-            ("action", "mode"),
-            ("boot_mode", "ipxe-exit"),
-        ],
-    )
-    .await;
+    let (st, body, _) = s
+        .post_form(
+            "/ui/machines/bulk",
+            &[
+                ("mac", "xx"),
+                ("action", "mode"),
+                ("boot_mode", "ipxe-exit"),
+            ],
+        )
+        .await;
     assert_eq!(st, 422);
     assert!(body.contains("&quot;xx&quot;: invalid MAC"), "{body}");
-    assert_eq!(machines(&s).await, snapshot);
+    assert_eq!(s.machines().await, snapshot);
     // Assign an image to both: fine.
-    let (st, _, h) = post_form(
-        &s,
-        "/ui/machines/bulk",
-        &[
-            ("mac", MAC),
-            ("mac", MAC2),
-            ("action", "assign"),
-            ("image", "alpine"),
-            ("filter", "assigned"),
-            ("per_page", "10"),
-        ],
-    )
-    .await;
+    let (st, _, h) = s
+        .post_form(
+            "/ui/machines/bulk",
+            &[
+                ("mac", MAC),
+                ("mac", MAC2),
+                ("action", "assign"),
+                ("image", "alpine"),
+                ("filter", "assigned"),
+                ("per_page", "10"),
+            ],
+        )
+        .await;
     assert_eq!(st, 303);
     assert!(
         location(&h).contains("filter=assigned") && location(&h).contains("done=updated&what=2"),
         "{}",
         location(&h)
     );
-    for m in machines(&s).await {
+    for m in s.machines().await {
         assert_eq!(m["image"], "alpine", "{m}");
     }
     s.stop().await;
@@ -569,35 +500,38 @@ async fn ui_bulk_is_all_or_nothing() {
 
 #[tokio::test]
 async fn ui_events_acknowledge() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let evs = s.events(MAC).await;
     assert!(!evs.is_empty());
     let id = evs[0]["id"].as_i64().unwrap().to_string();
-    let (st, body, _) = post_form(&s, "/ui/events/ack", &[("action", "ack")]).await;
+    let (st, body, _) = s.post_form("/ui/events/ack", &[("action", "ack")]).await;
     assert_eq!(st, 400);
     assert!(body.contains("Select at least one event"), "{body}");
-    let (st, body, _) = post_form(&s, "/ui/events/ack", &[("id", "1; drop table events")]).await;
+    let (st, body, _) = s
+        .post_form("/ui/events/ack", &[("id", "1; drop table events")])
+        .await;
     assert_eq!(st, 400);
     assert!(
         body.contains("is not a number; nothing was changed"),
         "{body}"
     );
-    let (st, body, _) =
-        post_form(&s, "/ui/events/ack", &[("id", &id), ("action", "explode")]).await;
+    let (st, body, _) = s
+        .post_form("/ui/events/ack", &[("id", &id), ("action", "explode")])
+        .await;
     assert_eq!(st, 400, "{body}");
     let (_, page) = s.get_text("/ui/events?only=unacked").await;
     assert!(page.contains(&format!("value=\"{id}\"")), "{page}");
-    let (st, _, h) = post_form(
-        &s,
-        "/ui/events/ack",
-        &[
-            ("id", &id),
-            ("action", "ack"),
-            ("return_to", "/ui/events?only=unacked"),
-        ],
-    )
-    .await;
+    let (st, _, h) = s
+        .post_form(
+            "/ui/events/ack",
+            &[
+                ("id", &id),
+                ("action", "ack"),
+                ("return_to", "/ui/events?only=unacked"),
+            ],
+        )
+        .await;
     assert_eq!(st, 303);
     assert_eq!(location(&h), "/ui/events?only=unacked&acked=1");
     let (_, page) = s.get_text("/ui/events?only=unacked").await;
@@ -605,12 +539,12 @@ async fn ui_events_acknowledge() {
     let (_, page) = s.get_text("/ui/events").await;
     assert!(page.contains("acknowledged"), "{page}");
     // An open redirect through return_to is not possible.
-    let (_, _, h) = post_form(
-        &s,
-        "/ui/events/ack",
-        &[("id", &id), ("return_to", "//evil.example/ui/events")],
-    )
-    .await;
+    let (_, _, h) = s
+        .post_form(
+            "/ui/events/ack",
+            &[("id", &id), ("return_to", "//evil.example/ui/events")],
+        )
+        .await;
     assert!(
         location(&h).starts_with("/ui/events?acked="),
         "{}",
@@ -627,8 +561,8 @@ async fn ui_events_acknowledge() {
 
 #[tokio::test]
 async fn ui_pages_render_and_preview_has_no_side_effects() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     for p in [
         "/ui/dashboard",
         "/ui/machines",
@@ -653,12 +587,10 @@ async fn ui_pages_render_and_preview_has_no_side_effects() {
     );
     // htmx gets only the main block.
     let r = s
-        .client
-        .get(s.url("/ui/machines"))
+        .get("/ui/machines")
         .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let frag = r.text().await.unwrap();
     assert!(
         frag.contains("<h1>Machines</h1>") && !frag.contains("<html"),
@@ -697,7 +629,7 @@ async fn ui_pages_render_and_preview_has_no_side_effects() {
 
 #[tokio::test]
 async fn ui_list_filters_sort_and_paging() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     for i in 0..30u8 {
         let mac = format!("52:54:00:00:01:{i:02x}");
         let body = if i % 3 == 0 {
@@ -742,73 +674,31 @@ async fn ui_list_filters_sort_and_paging() {
     s.stop().await;
 }
 
-/// Read SSE frames until `pred` matches one, or time out.
-async fn sse_until(
-    resp: &mut reqwest::Response,
-    secs: u64,
-    pred: impl Fn(&str, &str) -> bool,
-) -> Option<(String, String)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let mut buf = String::new();
-    loop {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .ok()?
-            .ok()??;
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame = buf[..end].to_string();
-            buf.drain(..end + 2);
-            let mut name = String::new();
-            let mut data = Vec::new();
-            for line in frame.lines() {
-                if let Some(n) = line.strip_prefix("event:") {
-                    name = n.trim().to_string();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
-                }
-            }
-            let data = data.join("\n");
-            if pred(&name, &data) {
-                return Some((name, data));
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn ui_live_sends_only_what_the_page_shows() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
-    s.flash(MAC2, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
+    s.flash(MAC2, BootMode::FlashOnce).await;
     // The list page shows only MAC; the detail page is about MAC.
-    let mut list = s
-        .client
-        .get(s.url("/ui/live?view=machines&keys=525400123456"))
-        .send()
-        .await
-        .unwrap();
-    let mut detail = s
-        .client
-        .get(s.url("/ui/live?view=machine&mac=525400123456"))
-        .send()
-        .await
-        .unwrap();
-    assert!(sse_until(&mut list, 5, |n, _| n == "hello").await.is_some());
-    assert!(sse_until(&mut detail, 5, |n, _| n == "hello")
-        .await
-        .is_some());
+    let list = s.get("/ui/live?view=machines&keys=525400123456");
+    let mut list = sse::Reader::new(list.fetch().await);
+    let detail = s.get("/ui/live?view=machine&mac=525400123456");
+    let mut detail = sse::Reader::new(detail.fetch().await);
+    assert!(list.until(FIVE, |n, _| n == "hello").await.is_some());
+    assert!(detail.until(FIVE, |n, _| n == "hello").await.is_some());
     s.pxe(MAC).await;
     let plan = s.plan(MAC).await;
     let token = plan["token"].as_str().unwrap().to_string();
     s.progress(MAC, &token, 500).await;
     // Either the bar alone, or (when the cycle's state changed in the same
     // tick) the status section that holds it.
-    let (_, bar) = sse_until(&mut detail, 5, |n, d| {
-        (n == "progress" || n == "status") && d.contains("50%")
-    })
-    .await
-    .expect("progress on the detail page");
+    let bar = detail
+        .until(FIVE, |n, d| {
+            (n == "progress" || n == "status") && d.contains("50%")
+        })
+        .await
+        .expect("progress on the detail page")
+        .data;
     assert!(
         bar.contains("value=\"50") && bar.contains("sse-swap=\"progress\""),
         "{bar}"
@@ -816,17 +706,20 @@ async fn ui_live_sends_only_what_the_page_shows() {
     // A later report comes as the bar alone.
     tokio::time::sleep(Duration::from_millis(600)).await;
     s.progress(MAC, &token, 750).await;
-    let (_, bar) = sse_until(&mut detail, 5, |n, d| n == "progress" && d.contains("75%"))
+    let bar = detail
+        .until(FIVE, |n, d| n == "progress" && d.contains("75%"))
         .await
-        .expect("bar only");
+        .expect("bar only")
+        .data;
     assert!(bar.starts_with("<div class=\"progress\""), "{bar}");
     // MAC2 changes: the list gets a notice, never a row of MAC2.
     s.pxe(MAC2).await;
-    let (name, data) = sse_until(&mut list, 5, |n, _| {
-        n == "notice" || n.starts_with("row-") || n.starts_with("prog-")
-    })
-    .await
-    .expect("list update");
+    let sse::Event { name, data } = list
+        .until(FIVE, |n, _| {
+            n == "notice" || n.starts_with("row-") || n.starts_with("prog-")
+        })
+        .await
+        .expect("list update");
     assert!(
         !name.contains("525400abcd02") && !data.contains("52:54:00:ab:cd:02<"),
         "{name}: {data}"
@@ -834,16 +727,20 @@ async fn ui_live_sends_only_what_the_page_shows() {
     // done: the detail page gets the status with last-flashed filled in.
     let (st, _) = s.done(MAC, &token, true).await;
     assert_eq!(st, 200);
-    let (_, status) = sse_until(&mut detail, 5, |n, _| n == "status")
+    let status = detail
+        .until(FIVE, |n, _| n == "status")
         .await
-        .expect("status");
+        .expect("status")
+        .data;
     assert!(
         status.contains("id=\"last-flashed\"><time datetime="),
         "{status}"
     );
-    let (_, row) = sse_until(&mut list, 5, |n, _| n == "row-525400123456")
+    let row = list
+        .until(FIVE, |n, _| n == "row-525400123456")
         .await
-        .expect("row");
+        .expect("row")
+        .data;
     assert!(
         row.starts_with("<tr id=\"m-525400123456\"") && row.contains("flashed"),
         "{row}"

@@ -1,14 +1,14 @@
 //! Bad input: every error is JSON `{"error"}` with the right status and
 //! nothing is written.
 
-mod common;
-
-use common::*;
+use bty_proto::BootMode;
+use bty_testkit::client::Fetch;
+use bty_testkit::web::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn bad_mac_is_400_with_the_reason() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     for p in [
         "/pxe/nope",
         "/pxe/aa:bb:cc:dd:ee/plan",
@@ -31,44 +31,30 @@ async fn bad_mac_is_400_with_the_reason() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let big = "x".repeat(200 * 1024);
     let r = s
-        .client
-        .put(s.url(&format!("/api/machines/{MAC}")))
+        .put(&format!("/api/machines/{MAC}"))
         .json(&json!({"name": big}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 413);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("too large"));
     let huge = json!({"disks": [], "lshw": "y".repeat(5 * 1024 * 1024)});
-    let r = s
-        .client
-        .post(s.url(&format!("/pxe/{MAC}/inventory")))
-        .json(&huge)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &huge).await;
+    assert_eq!(st, 413);
     // 1 MiB inventory is fine (lshw blobs are big).
     s.pxe(MAC).await;
     let ok = json!({"disks": [], "lshw": "y".repeat(1024 * 1024)});
-    let r = s
-        .client
-        .post(s.url(&format!("/pxe/{MAC}/inventory")))
-        .json(&ok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &ok).await;
+    assert_eq!(st, 204);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn injection_strings_are_refused_at_the_api() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let evil = [
         "x\n#!ipxe\nchain http://evil/",
         "a${net0/mac}",
@@ -99,7 +85,7 @@ async fn injection_strings_are_refused_at_the_api() {
 
 #[tokio::test]
 async fn host_header_injection_is_refused() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     for host in ["evil/x", "a b", "h\tchain", "h${x}", "h;x", "h\"x"] {
         for path in [
             "/pxe-bootstrap.ipxe",
@@ -126,7 +112,7 @@ async fn host_header_injection_is_refused() {
 
 #[tokio::test]
 async fn unknown_mode_unknown_image_missing_binding_unknown_field() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (st, v) = s.put_machine(MAC, &json!({"boot_mode": "bty-tui"})).await;
     assert_eq!(st, 400);
     assert!(
@@ -170,21 +156,17 @@ async fn unknown_mode_unknown_image_missing_binding_unknown_field() {
         "{v}"
     );
     let r = s
-        .client
-        .put(s.url(&format!("/api/machines/{MAC}")))
+        .put(&format!("/api/machines/{MAC}"))
         .header("content-type", "application/json")
         .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 400);
     let r = s
-        .client
-        .put(s.url(&format!("/api/machines/{MAC}")))
+        .put(&format!("/api/machines/{MAC}"))
         .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), 400, "missing content type");
     let (st, _) = s.get_json(&format!("/api/machines/{MAC}")).await;
     assert_eq!(st, 404);
@@ -223,7 +205,7 @@ async fn unknown_mode_unknown_image_missing_binding_unknown_field() {
 
 #[tokio::test]
 async fn machine_api_round_trip_and_delete() {
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let (st, m) = s
         .put_machine(MAC, &json!({"boot_mode": "bty-flash-once", "image": "debian-12", "target_disk_serial": "WD-WCC4N7KX1234",
                                   "sanboot_drive": "0x81", "labels": ["rack 3/row:2", "ci", "CI"], "name": "runner-07"}))
@@ -244,19 +226,9 @@ async fn machine_api_round_trip_and_delete() {
     );
     let (_, doc) = s.get_json("/api/openapi.json").await;
     assert!(doc["paths"]["/pxe/{mac}/plan"]["get"].is_object());
-    let r = s
-        .client
-        .delete(s.url(&format!("/api/machines/{MAC}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/api/machines/{MAC}")).fetch().await;
     assert_eq!(r.status(), 204);
-    let r = s
-        .client
-        .delete(s.url(&format!("/api/machines/{MAC}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/api/machines/{MAC}")).fetch().await;
     assert_eq!(r.status(), 404);
     assert!(
         s.events(MAC)
@@ -266,7 +238,7 @@ async fn machine_api_round_trip_and_delete() {
         "events kept"
     );
     // Re-created after delete starts a clean history.
-    s.flash(MAC, "bty-flash-once").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let (_, hist) = s.get_json(&format!("/api/machines/{MAC}/cycles")).await;
     assert_eq!(hist, json!([]));
     let (st, page) = s.get_json(&format!("/api/events?mac={MAC}&limit=2")).await;

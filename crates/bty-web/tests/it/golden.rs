@@ -1,12 +1,11 @@
 //! Every iPXE script against a golden file in tests/golden/.
-//! `BTY_BLESS=1 cargo test -p bty-web --test golden` rewrites them.
-
-mod common;
+//! `BTY_BLESS=1 cargo test -p bty-web --test it golden` rewrites them.
 
 use std::path::PathBuf;
 
+use bty_proto::BootMode;
+use bty_testkit::web::*;
 use bty_web::ipxe::{ScriptCycle, Templates};
-use common::*;
 use serde_json::json;
 
 fn check(name: &str, got: &str) {
@@ -114,14 +113,14 @@ fn exact_contract_lines() {
 async fn served_scripts_match_golden_files() {
     // The same scripts as the server sends them (Host = the test socket,
     // so normalise it).
-    let s = Server::start("").await;
+    let s = Web::start("").await;
     let norm = |t: String| t.replace(&s.addr.to_string(), "HOST");
     check(
         "served-bootstrap.ipxe",
         &norm(s.get_text("/pxe-bootstrap.ipxe").await.1),
     );
     check("served-inventory.ipxe", &norm(s.pxe(MAC).await));
-    s.flash(MAC, "bty-flash-once").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     check("served-flash.ipxe", &norm(s.pxe(MAC).await));
     let (st, _) = s.put_machine(MAC, &json!({"boot_mode": "ipxe-exit"})).await;
     assert_eq!(st, 200);

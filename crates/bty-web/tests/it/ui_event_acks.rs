@@ -2,15 +2,13 @@
 //! written by a release that kept acks in the UI's side table
 //! `ui_event_acks` is upgraded in place and keeps every ack.
 
-mod common;
-
+use bty_proto::BootMode;
+use bty_testkit::client::{header, Fetch};
+use bty_testkit::web::{Web, MAC};
 use bty_web::db::schema;
-use common::{Server, MAC};
 use rusqlite::Connection;
 
-fn inode(p: &std::path::Path) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
-}
+use crate::inode;
 
 #[tokio::test]
 async fn ui_acks_from_the_old_side_table_survive_the_migration() {
@@ -31,7 +29,7 @@ async fn ui_acks_from_the_old_side_table_survive_the_migration() {
         .unwrap();
     }
     let before = inode(&db);
-    let s = Server::start_in(dir, "").await;
+    let s = Web::start_in(dir, "").await;
     let (st, page) = s.get_text("/ui/events?only=unacked").await;
     assert_eq!(st, 200);
     assert!(page.contains("old open failure"), "{page}");
@@ -90,8 +88,8 @@ fn ui_acks_migration_works_without_the_side_table() {
 
 #[tokio::test]
 async fn ui_ack_then_unack_round_trips_through_the_column() {
-    let s = Server::start("").await;
-    s.flash(MAC, "bty-flash-once").await;
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
     let id = s.events(MAC).await[0]["id"].as_i64().unwrap();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -101,11 +99,10 @@ async fn ui_ack_then_unack_round_trips_through_the_column() {
         let r = client
             .post(s.url("/ui/events/ack"))
             .form(&[("id", id.to_string().as_str()), ("action", action)])
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), 303);
-        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        let loc = header(r.headers(), "location");
         assert!(loc.ends_with(expect), "{action}: {loc}");
     }
     let (_, page) = s.get_text("/ui/events?only=unacked").await;

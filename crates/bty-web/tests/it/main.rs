@@ -1,0 +1,21 @@
+//! bty-web's integration tests: one binary, a module per area, each test
+//! against a real bty-web on 127.0.0.1 with a temp state dir (the test
+//! kit's `Web`), real SQLite files and real HTTP clients. The golden
+//! scripts stay in `tests/golden/`; `BTY_BLESS=1 cargo test -p bty-web
+//! --test it golden` rewrites them.
+
+mod auth;
+mod bad_input;
+mod boot;
+mod curl_walkthrough;
+mod cycles;
+mod golden;
+mod images;
+mod migrations;
+mod ui_event_acks;
+mod ui_forms;
+
+/// The inode of `p` (a migration must upgrade the file in place).
+fn inode(p: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+}
