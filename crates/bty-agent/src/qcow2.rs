@@ -476,7 +476,10 @@ mod tests {
         let mut b = header(3, 1 << 30, 16);
         b[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
         let e = parse_header(&b).unwrap_err();
-        assert!(e.to_string().contains("L1 table of 4294967295 entries"), "{e}");
+        assert!(
+            e.to_string().contains("L1 table of 4294967295 entries"),
+            "{e}"
+        );
         b[36..40].copy_from_slice(&3u32.to_be_bytes());
         assert!(parse_header(&b).is_ok());
 
