@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::blob::plan_cached;
-use crate::store::{DlState, Download, Hit, Phase};
+use crate::store::{settled, DlState, Download, Hit, Phase};
 
 /// Longest request head we parse ourselves; longer ones go to hyper.
 const MAX_HEAD: usize = 16 << 10;
@@ -268,7 +268,11 @@ async fn follow(
         return Ok(Step::HandOff);
     };
     let mut rx = dl.state.subscribe();
-    let Some(st) = running(&mut rx).await else {
+    // Finished or failed: the generic path has the wording.
+    let Some(st) = settled(&mut rx)
+        .await
+        .filter(|st| st.phase == Phase::Running)
+    else {
         return Ok(Step::HandOff);
     };
     let (Some(total), Some(path)) = (st.total, st.path.clone()) else {
@@ -278,11 +282,11 @@ async fn follow(
         return Ok(Step::HandOff);
     };
     buf.advance(head.len);
-    let mut h = downloading_headers(&dl, total);
+    let mut h = crate::blob::downloading_headers(&dl, Some(total));
     h.insert(X_REQUEST_ID, id.header_value());
     write_head(stream, StatusCode::OK, &h, head.keep_alive).await?;
     if !head.head_only {
-        send_growing(app, stream, &file, &mut rx, st.generation, total).await?;
+        send_growing(app, stream, &file, &mut rx, st.generation).await?;
     }
     Ok(Step::Served {
         keep_alive: head.keep_alive,
@@ -302,36 +306,6 @@ fn download_of(app: &App, src: &str, peer: SocketAddr) -> Option<Arc<Download>> 
     }
 }
 
-/// Wait until the download is writing its file; `None` once it is over
-/// (finished or failed: the generic path has the wording).
-async fn running(rx: &mut watch::Receiver<DlState>) -> Option<DlState> {
-    loop {
-        let st = rx.borrow_and_update().clone();
-        match st.phase {
-            Phase::Queued | Phase::Connecting => rx.changed().await.ok()?,
-            Phase::Running => return Some(st),
-            _ => return None,
-        }
-    }
-}
-
-fn downloading_headers(dl: &Download, total: u64) -> HeaderMap {
-    let mut h = crate::blob::base_headers();
-    h.insert(
-        crate::blob::X_STATE,
-        HeaderValue::from_static("downloading"),
-    );
-    if let Some(v) = dl
-        .expected_sha
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
-        h.insert(crate::blob::X_SHA256, v);
-    }
-    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
-    h
-}
-
 /// Send the temp file as it grows, until the download is done.
 async fn send_growing(
     app: &Arc<App>,
@@ -339,7 +313,6 @@ async fn send_growing(
     file: &std::fs::File,
     rx: &mut watch::Receiver<DlState>,
     generation: u32,
-    total: u64,
 ) -> io::Result<()> {
     let mut pos = 0u64;
     loop {
@@ -347,12 +320,7 @@ async fn send_growing(
         if st.generation != generation {
             return Err(io::Error::other("download restarted"));
         }
-        let (avail, done) = match &st.phase {
-            Phase::Failed(msg) => return Err(io::Error::other(msg.clone())),
-            Phase::Done { size, .. } => (*size, true),
-            _ if st.verified => (st.written, true),
-            _ => (st.written.min(total.saturating_sub(1)), false),
-        };
+        let (avail, done) = st.readable().map_err(io::Error::other)?;
         if pos < avail {
             send_file(app, stream, file, pos, avail - pos).await?;
             pos = avail;

@@ -154,6 +154,36 @@ pub struct DlState {
     pub verified: bool,
 }
 
+impl DlState {
+    /// How many bytes of the temp file a reader may send now, and whether
+    /// that is all of them: the last byte waits for verification, so a
+    /// download that fails its check never reaches a client complete.
+    /// `Err` is why the download failed.
+    pub(crate) fn readable(&self) -> Result<(u64, bool), &str> {
+        match &self.phase {
+            Phase::Failed(msg) => Err(msg),
+            Phase::Done { size, .. } => Ok((*size, true)),
+            _ if self.verified => Ok((self.written, true)),
+            _ => match self.total {
+                Some(t) => Ok((self.written.min(t.saturating_sub(1)), false)),
+                None => Ok((self.written, false)),
+            },
+        }
+    }
+}
+
+/// Wait until the origin answered: the state once the download runs or is
+/// over; `None` if it vanished.
+pub(crate) async fn settled(rx: &mut watch::Receiver<DlState>) -> Option<DlState> {
+    loop {
+        let st = rx.borrow_and_update().clone();
+        if !matches!(st.phase, Phase::Queued | Phase::Connecting) {
+            return Some(st);
+        }
+        rx.changed().await.ok()?;
+    }
+}
+
 /// One download; shared by everyone who asked for it (single flight).
 #[derive(Debug)]
 pub struct Download {
