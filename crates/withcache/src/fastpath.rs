@@ -17,7 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -358,18 +358,7 @@ async fn send_file(
     while left > 0 {
         stream.writable().await?;
         let chunk = left.min(1 << 30) as usize;
-        let r = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: both descriptors are open for the duration of the
-            // call (we hold `stream` and `file`), and `off` is a valid
-            // pointer to a local.
-            let n = unsafe { libc::sendfile(sock, fd, &mut off, chunk) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as u64)
-            }
-        });
-        match r {
+        match stream.try_io(Interest::WRITABLE, || sendfile(sock, fd, &mut off, chunk)) {
             Ok(0) => {
                 // The file is shorter than its index entry says: abort the
                 // connection rather than end the body short.
@@ -390,6 +379,18 @@ async fn send_file(
         }
     }
     Ok(())
+}
+
+/// One `sendfile(2)` of up to `chunk` bytes from `*off`, which it advances.
+fn sendfile(sock: RawFd, fd: RawFd, off: &mut libc::off_t, chunk: usize) -> io::Result<u64> {
+    // SAFETY: `off` is a valid pointer to an off_t; the descriptors are
+    // the caller's, held open for the call (a closed one is EBADF, not UB).
+    let n = unsafe { libc::sendfile(sock, fd, off, chunk) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as u64)
+    }
 }
 
 /// A stream that first replays bytes already read from it.

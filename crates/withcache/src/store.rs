@@ -311,6 +311,46 @@ fn cache_full(index: &Index, pinned: usize, n: u64, max: u64) -> Error {
     ))
 }
 
+/// Index a blob just stored; one stored before under another URL keeps its
+/// entry and takes the misses of this one.
+fn index_blob(index: &mut Index, digest: &str, size: u64, misses: u64) {
+    match index.blobs.get_mut(digest) {
+        Some(meta) => meta.misses = misses,
+        None => {
+            index.used += size;
+            index.blobs.insert(
+                digest.to_string(),
+                BlobMeta {
+                    size,
+                    last_access: now_unix(),
+                    hits: 0,
+                    misses,
+                    dirty: false,
+                },
+            );
+        }
+    }
+}
+
+/// A download not started yet.
+fn queued(src: &str, expected_sha: Option<String>, expected_size: Option<u64>) -> Download {
+    let (tx, _) = watch::channel(DlState {
+        phase: Phase::Queued,
+        generation: 0,
+        path: None,
+        written: 0,
+        total: expected_size,
+        verified: false,
+    });
+    Download {
+        src: src.to_string(),
+        expected_sha,
+        expected_size,
+        state: tx,
+        cancelled: Default::default(),
+    }
+}
+
 impl Store {
     /// Open the store under `data_dir`: sweep temp files a crash left
     /// behind, load the index and drop rows whose file is gone.
@@ -547,22 +587,7 @@ impl Store {
         index.reserved = index.reserved.saturating_sub(reserved);
         // The row takes over the misses `src` collected before.
         let misses = self.db.add_blob(src, digest, size)?;
-        match index.blobs.get_mut(digest) {
-            Some(meta) => meta.misses = misses,
-            None => {
-                index.used += size;
-                index.blobs.insert(
-                    digest.to_string(),
-                    BlobMeta {
-                        size,
-                        last_access: now_unix(),
-                        hits: 0,
-                        misses,
-                        dirty: false,
-                    },
-                );
-            }
-        }
+        index_blob(&mut index, digest, size, misses);
         index.sources.insert(src.to_string(), digest.to_string());
         Ok(())
     }
@@ -597,21 +622,7 @@ impl Store {
         if self.lookup(src).is_some() {
             return None;
         }
-        let (tx, _) = watch::channel(DlState {
-            phase: Phase::Queued,
-            generation: 0,
-            path: None,
-            written: 0,
-            total: expected_size,
-            verified: false,
-        });
-        let dl = Arc::new(Download {
-            src: src.to_string(),
-            expected_sha,
-            expected_size,
-            state: tx,
-            cancelled: Default::default(),
-        });
+        let dl = Arc::new(queued(src, expected_sha, expected_size));
         downloads.insert(src.to_string(), dl.clone());
         self.metrics
             .downloads_started
