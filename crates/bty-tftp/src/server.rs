@@ -56,17 +56,7 @@ pub async fn serve_sockets(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!sockets.is_empty(), "no socket to serve TFTP on");
-    let root = opts.root.canonicalize().with_context(|| {
-        format!(
-            "opening the TFTP root {}: create it (it holds ipxe.efi and undionly.kpxe) or pass --root",
-            opts.root.display()
-        )
-    })?;
-    anyhow::ensure!(
-        root.is_dir(),
-        "TFTP root {} is not a directory",
-        root.display()
-    );
+    let root = open_root(&opts)?;
     let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
     let shared = Arc::new(Shared {
         sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
@@ -96,8 +86,29 @@ pub async fn serve_sockets(
     }
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
-    // Let running transfers finish; a boot in progress should not fail
-    // because the container is being restarted.
+    drain(&shared).await;
+    Ok(())
+}
+
+/// The root, canonical, so that `path::open` can tell what is inside it.
+fn open_root(opts: &Options) -> anyhow::Result<PathBuf> {
+    let root = opts.root.canonicalize().with_context(|| {
+        format!(
+            "opening the TFTP root {}: create it (it holds ipxe.efi and undionly.kpxe) or pass --root",
+            opts.root.display()
+        )
+    })?;
+    anyhow::ensure!(
+        root.is_dir(),
+        "TFTP root {} is not a directory",
+        root.display()
+    );
+    Ok(root)
+}
+
+/// Let running transfers finish; a boot in progress should not fail
+/// because the container is being restarted.
+async fn drain(shared: &Shared) {
     let max = shared.opts.max_sessions.max(1) as u32;
     if tokio::time::timeout(SHUTDOWN_GRACE, shared.sessions.acquire_many(max))
         .await
@@ -105,7 +116,6 @@ pub async fn serve_sockets(
     {
         tracing::warn!("shutting down with TFTP transfers still running");
     }
-    Ok(())
 }
 
 /// Ask the kernel for the destination address of each datagram. Failing
@@ -203,12 +213,7 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
     let peer = origin.peer;
     // A client that retransmits its RRQ while the first one is being
     // answered must not start a second transfer.
-    if !shared
-        .active
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(peer)
-    {
+    if !shared.active(|a| a.insert(peer)) {
         return;
     }
     let filename = req.filename.to_string();
@@ -219,11 +224,7 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
-        shared
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
+        shared.active(|a| a.remove(&peer));
         tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
         tokio::spawn(reply_error(
             origin,
@@ -237,33 +238,41 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         let _permit = permit;
         let started = Instant::now();
         let result = run_read(&shared, origin, &filename, mode, &options).await;
-        let ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(done) => tracing::info!(
-                client = %peer,
-                file = %filename,
-                bytes = done.bytes,
-                duration_ms = ms,
-                blksize = done.blksize,
-                windowsize = done.windowsize,
-                second_stage = done.second_stage,
-                outcome = "ok",
-                "tftp transfer"
-            ),
-            Err(e) => tracing::warn!(
-                client = %peer,
-                file = %filename,
-                duration_ms = ms,
-                outcome = %e,
-                "tftp transfer failed"
-            ),
-        }
-        shared
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
+        log_read(peer, &filename, started, &result);
+        shared.active(|a| a.remove(&peer));
     });
+}
+
+impl Shared {
+    /// Work on the set of clients with a transfer running.
+    fn active<R>(&self, f: impl FnOnce(&mut HashSet<SocketAddr>) -> R) -> R {
+        f(&mut self.active.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One line per transfer, whatever its outcome.
+fn log_read(peer: SocketAddr, filename: &str, started: Instant, result: &Result<Done, ReadError>) {
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(done) => tracing::info!(
+            client = %peer,
+            file = %filename,
+            bytes = done.bytes,
+            duration_ms = ms,
+            blksize = done.blksize,
+            windowsize = done.windowsize,
+            second_stage = done.second_stage,
+            outcome = "ok",
+            "tftp transfer"
+        ),
+        Err(e) => tracing::warn!(
+            client = %peer,
+            file = %filename,
+            duration_ms = ms,
+            outcome = %e,
+            "tftp transfer failed"
+        ),
+    }
 }
 
 struct Done {
@@ -299,71 +308,88 @@ async fn run_read(
         return Err(ReadError::Refused(msg));
     }
     let client_ip = canonical_ip(peer.ip());
-    let (source, size, second_stage) =
-        if let Some(script) = shared.second_stage.script_for(client_ip, filename) {
-            let size = script.len() as u64;
-            (Source::Memory(script), size, true)
-        } else {
-            let root = shared.root.clone();
-            let name = filename.to_string();
-            let opened = tokio::task::spawn_blocking(move || path::open(&root, &name))
-                .await
-                .map_err(|e| ReadError::Refused(e.to_string()))?;
-            match opened {
-                Ok(o) => (Source::File(Arc::new(o.file)), o.size, false),
-                Err(e) => {
-                    let msg = match &e {
-                        PathError::Io(_) => "cannot read file".to_string(),
-                        other => other.to_string(),
-                    };
-                    send_error(&socket, peer, e.code(), &msg).await;
-                    return Err(ReadError::Refused(e.to_string()));
-                }
-            }
-        };
+    let (source, size, second_stage) = match source(shared, client_ip, filename).await? {
+        Ok(found) => found,
+        Err(e) => {
+            let msg = match &e {
+                PathError::Io(_) => "cannot read file".to_string(),
+                other => other.to_string(),
+            };
+            send_error(&socket, peer, e.code(), &msg).await;
+            return Err(ReadError::Refused(e.to_string()));
+        }
+    };
     let opts: Vec<(&str, &str)> = options
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // IPv4-mapped clients on a dual-stack socket travel as IPv4.
-    let max_blksize = if client_ip.is_ipv6() {
-        shared.opts.max_blksize_v6
-    } else {
-        shared.opts.max_blksize
-    };
-    let limits = Limits {
-        max_blksize: max_blksize.clamp(RFC_MIN_BLKSIZE, RFC_MAX_BLKSIZE),
-        // A window must stay well below 65536 blocks so an ACK number maps
-        // to one block (see window.rs).
-        max_windowsize: shared.opts.max_windowsize.clamp(1, 4096),
-        default_timeout: shared.opts.timeout,
-    };
-    let neg = negotiate(&opts, size, &limits);
+    let neg = negotiate(&opts, size, &limits(&shared.opts, client_ip));
     let policy = Retransmit {
         retries: shared.opts.retries,
     };
-    match transfer::send(&socket, peer, source, size, &neg, policy).await {
-        Ok(bytes) => {
-            shared
-                .second_stage
-                .record(client_ip, filename, second_stage);
-            Ok(Done {
-                bytes,
-                blksize: neg.blksize,
-                windowsize: neg.windowsize,
-                second_stage,
-            })
-        }
+    let bytes = match transfer::send(&socket, peer, source, size, &neg, policy).await {
+        Ok(bytes) => bytes,
         Err(e) => {
-            match &e {
-                TransferError::ClientAbort { .. } => {}
-                TransferError::Timeout { .. } => {
-                    send_error(&socket, peer, ErrorCode::NotDefined, "timed out").await
-                }
-                _ => send_error(&socket, peer, ErrorCode::NotDefined, "transfer failed").await,
-            }
-            Err(e.into())
+            tell_failure(&socket, peer, &e).await;
+            return Err(e.into());
         }
+    };
+    shared
+        .second_stage
+        .record(client_ip, filename, second_stage);
+    Ok(Done {
+        bytes,
+        blksize: neg.blksize,
+        windowsize: neg.windowsize,
+        second_stage,
+    })
+}
+
+/// What to send for `filename`: this client's second-stage script, or the
+/// file under the root (`Ok(Err)`: refused, with why); its size; whether it
+/// is the script.
+async fn source(
+    shared: &Shared,
+    client_ip: IpAddr,
+    filename: &str,
+) -> Result<Result<(Source, u64, bool), PathError>, ReadError> {
+    if let Some(script) = shared.second_stage.script_for(client_ip, filename) {
+        let size = script.len() as u64;
+        return Ok(Ok((Source::Memory(script), size, true)));
+    }
+    let root = shared.root.clone();
+    let name = filename.to_string();
+    let opened = tokio::task::spawn_blocking(move || path::open(&root, &name))
+        .await
+        .map_err(|e| ReadError::Refused(e.to_string()))?;
+    Ok(opened.map(|o| (Source::File(Arc::new(o.file)), o.size, false)))
+}
+
+/// The option limits for a client at `client_ip`.
+fn limits(opts: &Options, client_ip: IpAddr) -> Limits {
+    // IPv4-mapped clients on a dual-stack socket travel as IPv4.
+    let max_blksize = if client_ip.is_ipv6() {
+        opts.max_blksize_v6
+    } else {
+        opts.max_blksize
+    };
+    Limits {
+        max_blksize: max_blksize.clamp(RFC_MIN_BLKSIZE, RFC_MAX_BLKSIZE),
+        // A window must stay well below 65536 blocks so an ACK number maps
+        // to one block (see window.rs).
+        max_windowsize: opts.max_windowsize.clamp(1, 4096),
+        default_timeout: opts.timeout,
+    }
+}
+
+/// Tell the client why the transfer ended, unless it ended it itself.
+async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: &TransferError) {
+    match e {
+        TransferError::ClientAbort { .. } => {}
+        TransferError::Timeout { .. } => {
+            send_error(socket, peer, ErrorCode::NotDefined, "timed out").await
+        }
+        _ => send_error(socket, peer, ErrorCode::NotDefined, "transfer failed").await,
     }
 }
 
@@ -431,26 +457,9 @@ async fn recv_with_origin(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usi
             let mut local = None;
             let mut ifindex = 0;
             if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::Ipv4PacketInfo(info) => {
-                            // ipi_spec_dst is the local address, not the
-                            // header destination (which may be broadcast).
-                            local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                                info.ipi_spec_dst.s_addr,
-                            ))));
-                            ifindex = info.ipi_ifindex as u32;
-                        }
-                        ControlMessageOwned::Ipv6PacketInfo(info) => {
-                            let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                            local = Some(match ip.to_ipv4_mapped() {
-                                Some(v4) => IpAddr::V4(v4),
-                                None => IpAddr::V6(ip),
-                            });
-                            ifindex = info.ipi6_ifindex;
-                        }
-                        _ => {}
-                    }
+                for (ip, index) in cmsgs.filter_map(packet_info) {
+                    local = Some(ip);
+                    ifindex = index;
                 }
             }
             let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
@@ -465,6 +474,27 @@ async fn recv_with_origin(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usi
             ))
         })
         .await
+}
+
+/// The local address and interface a packet-info message names.
+fn packet_info(c: ControlMessageOwned) -> Option<(IpAddr, u32)> {
+    match c {
+        ControlMessageOwned::Ipv4PacketInfo(info) => {
+            // ipi_spec_dst is the local address, not the header
+            // destination (which may be broadcast).
+            let ip = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+            Some((IpAddr::V4(ip), info.ipi_ifindex as u32))
+        }
+        ControlMessageOwned::Ipv6PacketInfo(info) => {
+            let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+            let local = match ip.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(ip),
+            };
+            Some((local, info.ipi6_ifindex))
+        }
+        _ => None,
+    }
 }
 
 fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
