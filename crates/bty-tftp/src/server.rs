@@ -56,24 +56,11 @@ pub async fn serve_sockets(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!sockets.is_empty(), "no socket to serve TFTP on");
-    let root = open_root(&opts)?;
-    let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
-    let shared = Arc::new(Shared {
-        sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
-        active: Mutex::new(HashSet::new()),
-        root,
-        second_stage,
-        opts,
-    });
+    let shared = Arc::new(Shared::new(opts)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = tokio::task::JoinSet::new();
     for socket in sockets {
-        let addr = socket
-            .local_addr()
-            .context("reading the TFTP socket address")?;
-        enable_pktinfo(&socket, addr.is_ipv6());
-        tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
-        listeners.spawn(listen(shared.clone(), socket, stop_rx.clone()));
+        listeners.spawn(listen(shared.clone(), socket, stop_rx.clone())?);
     }
     tokio::select! {
         _ = shutdown => {}
@@ -88,6 +75,20 @@ pub async fn serve_sockets(
     while listeners.join_next().await.is_some() {}
     drain(&shared).await;
     Ok(())
+}
+
+impl Shared {
+    fn new(opts: Options) -> anyhow::Result<Shared> {
+        let root = open_root(&opts)?;
+        let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
+        Ok(Shared {
+            sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
+            active: Mutex::new(HashSet::new()),
+            root,
+            second_stage,
+            opts,
+        })
+    }
 }
 
 /// The root, canonical, so that `path::open` can tell what is inside it.
@@ -137,13 +138,29 @@ pub(crate) fn enable_pktinfo(socket: &impl std::os::fd::AsFd, v6: bool) {
     }
 }
 
-async fn listen(
+/// Get `socket` ready to listen and log it; the future serves it.
+fn listen(
     shared: Arc<Shared>,
     socket: UdpSocket,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    let addr = socket
+        .local_addr()
+        .context("reading the TFTP socket address")?;
+    enable_pktinfo(&socket, addr.is_ipv6());
+    tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
+    Ok(receive(shared, socket, addr.ip(), stop))
+}
+
+/// Receive requests on `socket` until told to stop; `fallback` is the
+/// reply address when the kernel does not say where a datagram went.
+async fn receive(
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    fallback: IpAddr,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; RECV_BUF];
-    let fallback = socket.local_addr()?.ip();
     loop {
         let received = tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -161,13 +178,10 @@ async fn listen(
         }
         if truncated {
             reply_error(origin, ErrorCode::IllegalOperation, "request too large").await;
-            continue;
+        } else if let Some(datagram) = buf.get(..len) {
+            // (recvmsg never reports more than the buffer holds.)
+            handle_datagram(&shared, origin, datagram).await;
         }
-        // recvmsg never reports more than the buffer holds.
-        let Some(datagram) = buf.get(..len) else {
-            continue;
-        };
-        handle_datagram(&shared, origin, datagram).await;
     }
 }
 
@@ -224,13 +238,7 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
-        shared.active(|a| a.remove(&peer));
-        tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
-        tokio::spawn(reply_error(
-            origin,
-            ErrorCode::NotDefined,
-            "server busy: too many transfers, retry later",
-        ));
+        refuse_busy(shared, origin, &filename);
         return;
     };
     let shared = shared.clone();
@@ -241,6 +249,18 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         log_read(peer, &filename, started, &result);
         shared.active(|a| a.remove(&peer));
     });
+}
+
+/// The session limit is reached: tell the client to come back later.
+fn refuse_busy(shared: &Shared, origin: Origin, filename: &str) {
+    let peer = origin.peer;
+    shared.active(|a| a.remove(&peer));
+    tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
+    tokio::spawn(reply_error(
+        origin,
+        ErrorCode::NotDefined,
+        "server busy: too many transfers, retry later",
+    ));
 }
 
 impl Shared {
@@ -454,14 +474,13 @@ async fn recv_with_origin(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usi
                 .as_ref()
                 .and_then(to_std)
                 .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-            let mut local = None;
-            let mut ifindex = 0;
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for (ip, index) in cmsgs.filter_map(packet_info) {
-                    local = Some(ip);
-                    ifindex = index;
-                }
-            }
+            let (local, ifindex) = match msg.cmsgs() {
+                Ok(cmsgs) => cmsgs
+                    .filter_map(packet_info)
+                    .last()
+                    .map_or((None, 0), |(ip, index)| (Some(ip), index)),
+                Err(_) => (None, 0),
+            };
             let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
             Ok((
                 msg.bytes,
