@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -323,21 +323,12 @@ async fn run_read(
     let socket = reply_socket(origin).await.map_err(ReadError::Socket)?;
     let peer = origin.peer;
     if mode != Mode::Octet {
-        let msg = format!("{mode} mode is not supported: request the file in octet (binary) mode");
-        send_error(&socket, peer, ErrorCode::IllegalOperation, &msg).await;
-        return Err(ReadError::Refused(msg));
+        return Err(refuse_mode(&socket, peer, mode).await);
     }
     let client_ip = canonical_ip(peer.ip());
     let (source, size, second_stage) = match source(shared, client_ip, filename).await? {
         Ok(found) => found,
-        Err(e) => {
-            let msg = match &e {
-                PathError::Io(_) => "cannot read file".to_string(),
-                other => other.to_string(),
-            };
-            send_error(&socket, peer, e.code(), &msg).await;
-            return Err(ReadError::Refused(e.to_string()));
-        }
+        Err(e) => return Err(refuse_path(&socket, peer, e).await),
     };
     let opts: Vec<(&str, &str)> = options
         .iter()
@@ -349,10 +340,7 @@ async fn run_read(
     };
     let bytes = match transfer::send(&socket, peer, source, size, &neg, policy).await {
         Ok(bytes) => bytes,
-        Err(e) => {
-            tell_failure(&socket, peer, &e).await;
-            return Err(e.into());
-        }
+        Err(e) => return Err(tell_failure(&socket, peer, e).await),
     };
     shared
         .second_stage
@@ -363,6 +351,25 @@ async fn run_read(
         windowsize: neg.windowsize,
         second_stage,
     })
+}
+
+/// Only octet mode is served; netascii would need a translation no boot
+/// loader uses.
+async fn refuse_mode(socket: &UdpSocket, peer: SocketAddr, mode: Mode) -> ReadError {
+    let msg = format!("{mode} mode is not supported: request the file in octet (binary) mode");
+    send_error(socket, peer, ErrorCode::IllegalOperation, &msg).await;
+    ReadError::Refused(msg)
+}
+
+/// Tell the client why its file cannot be served; an I/O error's details
+/// stay in the log.
+async fn refuse_path(socket: &UdpSocket, peer: SocketAddr, e: PathError) -> ReadError {
+    let msg = match &e {
+        PathError::Io(_) => "cannot read file".to_string(),
+        other => other.to_string(),
+    };
+    send_error(socket, peer, e.code(), &msg).await;
+    ReadError::Refused(e.to_string())
 }
 
 /// What to send for `filename`: this client's second-stage script, or the
@@ -403,14 +410,15 @@ fn limits(opts: &Options, client_ip: IpAddr) -> Limits {
 }
 
 /// Tell the client why the transfer ended, unless it ended it itself.
-async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: &TransferError) {
-    match e {
+async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: TransferError) -> ReadError {
+    match &e {
         TransferError::ClientAbort { .. } => {}
         TransferError::Timeout { .. } => {
             send_error(socket, peer, ErrorCode::NotDefined, "timed out").await
         }
         _ => send_error(socket, peer, ErrorCode::NotDefined, "transfer failed").await,
     }
+    e.into()
 }
 
 /// IPv4 clients reaching a dual-stack socket appear as `::ffff:a.b.c.d`;
@@ -464,35 +472,35 @@ async fn reply_error(origin: Origin, code: ErrorCode, msg: &str) {
 async fn recv_with_origin(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, bool, Origin)> {
     let fd = socket.as_raw_fd();
     socket
-        .async_io(Interest::READABLE, || {
-            let mut iov = [IoSliceMut::new(&mut *buf)];
-            let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
-            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                .map_err(io::Error::from)?;
-            let peer = msg
-                .address
-                .as_ref()
-                .and_then(to_std)
-                .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-            let (local, ifindex) = match msg.cmsgs() {
-                Ok(cmsgs) => cmsgs
-                    .filter_map(packet_info)
-                    .last()
-                    .map_or((None, 0), |(ip, index)| (Some(ip), index)),
-                Err(_) => (None, 0),
-            };
-            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-            Ok((
-                msg.bytes,
-                truncated,
-                Origin {
-                    peer,
-                    local,
-                    ifindex,
-                },
-            ))
-        })
+        .async_io(Interest::READABLE, || recv_now(fd, buf))
         .await
+}
+
+/// One `recvmsg` on the ready socket `fd`.
+fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool, Origin)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let peer = msg
+        .address
+        .as_ref()
+        .and_then(to_std)
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    let (local, ifindex) = match msg.cmsgs() {
+        Ok(cmsgs) => cmsgs
+            .filter_map(packet_info)
+            .last()
+            .map_or((None, 0), |(ip, index)| (Some(ip), index)),
+        Err(_) => (None, 0),
+    };
+    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    let origin = Origin {
+        peer,
+        local,
+        ifindex,
+    };
+    Ok((msg.bytes, truncated, origin))
 }
 
 /// The local address and interface a packet-info message names.
