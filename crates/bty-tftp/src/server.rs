@@ -330,11 +330,7 @@ async fn run_read(
         Ok(found) => found,
         Err(e) => return Err(refuse_path(&socket, peer, e).await),
     };
-    let opts: Vec<(&str, &str)> = options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let neg = negotiate(&opts, size, &limits(&shared.opts, client_ip));
+    let neg = negotiate(&borrowed(options), size, &limits(&shared.opts, client_ip));
     let policy = Retransmit {
         retries: shared.opts.retries,
     };
@@ -390,6 +386,13 @@ async fn source(
         .await
         .map_err(|e| ReadError::Refused(e.to_string()))?;
     Ok(opened.map(|o| (Source::File(Arc::new(o.file)), o.size, false)))
+}
+
+fn borrowed(options: &[(String, String)]) -> Vec<(&str, &str)> {
+    options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// The option limits for a client at `client_ip`.
