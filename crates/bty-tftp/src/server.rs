@@ -388,6 +388,7 @@ async fn source(
     Ok(opened.map(|o| (Source::File(Arc::new(o.file)), o.size, false)))
 }
 
+/// The options as `negotiate` takes them.
 fn borrowed(options: &[(String, String)]) -> Vec<(&str, &str)> {
     options
         .iter()

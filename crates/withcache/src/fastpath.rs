@@ -179,6 +179,7 @@ fn head_of(req: &httparse::Request<'_, '_>, len: usize) -> Option<Head> {
     })
 }
 
+/// httparse's headers as a `HeaderMap`; `None` if one is not valid HTTP.
 fn header_map(raw: &[httparse::Header<'_>]) -> Option<HeaderMap> {
     let mut headers = HeaderMap::new();
     for h in raw {

@@ -507,6 +507,7 @@ enum Read {
     End(End),
 }
 
+/// Wait up to `wait` for the next piece of the body.
 async fn read<S>(stream: &mut S, wait: Duration, buffered: bool) -> Read
 where
     S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
