@@ -19,6 +19,9 @@ step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 step "rustfmt"
 cargo fmt --all -- --check
 
+step "shape: no module cycles, function p90 (scripts/check-shape.sh)"
+scripts/check-shape.sh
+
 # The product, built exactly as the README tells a user to
 # (`cargo install --locked --path .`: one static bty-lab, see
 # .cargo/config.toml), installed under target/readme instead of ~/.cargo so

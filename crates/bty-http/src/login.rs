@@ -17,6 +17,18 @@ use crate::auth::{safe_next, Gate, LoginAttempt};
 use crate::ui::Layout;
 
 impl Gate {
+    /// A service's whole UI: `pages` behind the UI guard, the login flow
+    /// ([`Gate::login_routes`]) and the static assets
+    /// ([`crate::ui::assets`]).
+    pub fn ui<S>(&self, pages: Router<S>) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.guard_ui(pages)
+            .merge(self.login_routes())
+            .merge(crate::ui::assets())
+    }
+
     /// `GET|POST /ui/login` (open) and `POST /ui/logout` (guarded).
     pub fn login_routes<S>(&self) -> Router<S>
     where

@@ -56,30 +56,40 @@ pub fn negotiate(options: &[(&str, &str)], file_size: u64, limits: &Limits) -> N
         let Ok(n) = value.parse::<u64>() else {
             continue;
         };
+        if let Some(answer) = out.grant(key, n, file_size, limits) {
+            out.oack.push((key, answer));
+        }
+    }
+    out
+}
+
+impl Negotiated {
+    /// Apply option `key` asked with `n`; the value to acknowledge, or
+    /// `None` to leave the option out (the client keeps the default).
+    fn grant(&mut self, key: &str, n: u64, file_size: u64, limits: &Limits) -> Option<String> {
         match key {
             "blksize" if n >= u64::from(RFC_MIN_BLKSIZE) => {
                 let granted = n
                     .min(u64::from(RFC_MAX_BLKSIZE))
                     .min(u64::from(limits.max_blksize)) as u16;
-                out.blksize = granted;
-                out.oack.push((key, granted.to_string()));
+                self.blksize = granted;
+                Some(granted.to_string())
             }
             "timeout" if (1..=255).contains(&n) => {
-                out.timeout = Duration::from_secs(n);
-                out.oack.push((key, n.to_string()));
+                self.timeout = Duration::from_secs(n);
+                Some(n.to_string())
             }
             // RFC 2349: on a read request the client sends 0 and the server
             // answers with the size.
-            "tsize" => out.oack.push((key, file_size.to_string())),
+            "tsize" => Some(file_size.to_string()),
             "windowsize" if n >= 1 => {
                 let granted = n.min(u64::from(limits.max_windowsize)).max(1) as u16;
-                out.windowsize = granted;
-                out.oack.push((key, granted.to_string()));
+                self.windowsize = granted;
+                Some(granted.to_string())
             }
-            _ => {}
+            _ => None,
         }
     }
-    out
 }
 
 fn known(name: &str) -> Option<&'static str> {

@@ -85,17 +85,22 @@ pub fn relative(name: &str) -> Result<PathBuf, PathError> {
     Ok(rel)
 }
 
+/// The canonical form of `joined`; a missing file or a file used as a
+/// directory is "not found".
+fn resolve(joined: &Path) -> Result<PathBuf, PathError> {
+    match joined.canonicalize() {
+        Ok(p) => Ok(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(PathError::NotFound),
+        // ENOTDIR: a path component is a file.
+        Err(e) if e.raw_os_error() == Some(20) => Err(PathError::NotFound),
+        Err(e) => Err(PathError::Io(e)),
+    }
+}
+
 /// Resolve `name` under `root` (already canonical) and open it.
 pub fn open(root: &Path, name: &str) -> Result<Opened, PathError> {
     let rel = relative(name)?;
-    let joined = root.join(rel);
-    let canonical = match joined.canonicalize() {
-        Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(PathError::NotFound),
-        // ENOTDIR: a path component is a file.
-        Err(e) if e.raw_os_error() == Some(20) => return Err(PathError::NotFound),
-        Err(e) => return Err(PathError::Io(e)),
-    };
+    let canonical = resolve(&root.join(rel))?;
     if !canonical.starts_with(root) {
         return Err(PathError::Denied("path leaves the TFTP root"));
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,34 +56,11 @@ pub async fn serve_sockets(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!sockets.is_empty(), "no socket to serve TFTP on");
-    let root = opts.root.canonicalize().with_context(|| {
-        format!(
-            "opening the TFTP root {}: create it (it holds ipxe.efi and undionly.kpxe) or pass --root",
-            opts.root.display()
-        )
-    })?;
-    anyhow::ensure!(
-        root.is_dir(),
-        "TFTP root {} is not a directory",
-        root.display()
-    );
-    let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
-    let shared = Arc::new(Shared {
-        sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
-        active: Mutex::new(HashSet::new()),
-        root,
-        second_stage,
-        opts,
-    });
+    let shared = Arc::new(Shared::new(opts)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = tokio::task::JoinSet::new();
     for socket in sockets {
-        let addr = socket
-            .local_addr()
-            .context("reading the TFTP socket address")?;
-        enable_pktinfo(&socket, addr.is_ipv6());
-        tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
-        listeners.spawn(listen(shared.clone(), socket, stop_rx.clone()));
+        listeners.spawn(listen(shared.clone(), socket, stop_rx.clone())?);
     }
     tokio::select! {
         _ = shutdown => {}
@@ -96,8 +73,43 @@ pub async fn serve_sockets(
     }
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
-    // Let running transfers finish; a boot in progress should not fail
-    // because the container is being restarted.
+    drain(&shared).await;
+    Ok(())
+}
+
+impl Shared {
+    fn new(opts: Options) -> anyhow::Result<Shared> {
+        let root = open_root(&opts)?;
+        let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
+        Ok(Shared {
+            sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
+            active: Mutex::new(HashSet::new()),
+            root,
+            second_stage,
+            opts,
+        })
+    }
+}
+
+/// The root, canonical, so that `path::open` can tell what is inside it.
+fn open_root(opts: &Options) -> anyhow::Result<PathBuf> {
+    let root = opts.root.canonicalize().with_context(|| {
+        format!(
+            "opening the TFTP root {}: create it (it holds ipxe.efi and undionly.kpxe) or pass --root",
+            opts.root.display()
+        )
+    })?;
+    anyhow::ensure!(
+        root.is_dir(),
+        "TFTP root {} is not a directory",
+        root.display()
+    );
+    Ok(root)
+}
+
+/// Let running transfers finish; a boot in progress should not fail
+/// because the container is being restarted.
+async fn drain(shared: &Shared) {
     let max = shared.opts.max_sessions.max(1) as u32;
     if tokio::time::timeout(SHUTDOWN_GRACE, shared.sessions.acquire_many(max))
         .await
@@ -105,7 +117,6 @@ pub async fn serve_sockets(
     {
         tracing::warn!("shutting down with TFTP transfers still running");
     }
-    Ok(())
 }
 
 /// Ask the kernel for the destination address of each datagram. Failing
@@ -127,13 +138,29 @@ pub(crate) fn enable_pktinfo(socket: &impl std::os::fd::AsFd, v6: bool) {
     }
 }
 
-async fn listen(
+/// Get `socket` ready to listen and log it; the future serves it.
+fn listen(
     shared: Arc<Shared>,
     socket: UdpSocket,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    let addr = socket
+        .local_addr()
+        .context("reading the TFTP socket address")?;
+    enable_pktinfo(&socket, addr.is_ipv6());
+    tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
+    Ok(receive(shared, socket, addr.ip(), stop))
+}
+
+/// Receive requests on `socket` until told to stop; `fallback` is the
+/// reply address when the kernel does not say where a datagram went.
+async fn receive(
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    fallback: IpAddr,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; RECV_BUF];
-    let fallback = socket.local_addr()?.ip();
     loop {
         let received = tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -151,13 +178,10 @@ async fn listen(
         }
         if truncated {
             reply_error(origin, ErrorCode::IllegalOperation, "request too large").await;
-            continue;
+        } else if let Some(datagram) = buf.get(..len) {
+            // (recvmsg never reports more than the buffer holds.)
+            handle_datagram(&shared, origin, datagram).await;
         }
-        // recvmsg never reports more than the buffer holds.
-        let Some(datagram) = buf.get(..len) else {
-            continue;
-        };
-        handle_datagram(&shared, origin, datagram).await;
     }
 }
 
@@ -203,12 +227,7 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
     let peer = origin.peer;
     // A client that retransmits its RRQ while the first one is being
     // answered must not start a second transfer.
-    if !shared
-        .active
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(peer)
-    {
+    if !shared.active(|a| a.insert(peer)) {
         return;
     }
     let filename = req.filename.to_string();
@@ -219,17 +238,7 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
-        shared
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
-        tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
-        tokio::spawn(reply_error(
-            origin,
-            ErrorCode::NotDefined,
-            "server busy: too many transfers, retry later",
-        ));
+        refuse_busy(shared, origin, &filename);
         return;
     };
     let shared = shared.clone();
@@ -237,33 +246,53 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         let _permit = permit;
         let started = Instant::now();
         let result = run_read(&shared, origin, &filename, mode, &options).await;
-        let ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(done) => tracing::info!(
-                client = %peer,
-                file = %filename,
-                bytes = done.bytes,
-                duration_ms = ms,
-                blksize = done.blksize,
-                windowsize = done.windowsize,
-                second_stage = done.second_stage,
-                outcome = "ok",
-                "tftp transfer"
-            ),
-            Err(e) => tracing::warn!(
-                client = %peer,
-                file = %filename,
-                duration_ms = ms,
-                outcome = %e,
-                "tftp transfer failed"
-            ),
-        }
-        shared
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
+        log_read(peer, &filename, started, &result);
+        shared.active(|a| a.remove(&peer));
     });
+}
+
+/// The session limit is reached: tell the client to come back later.
+fn refuse_busy(shared: &Shared, origin: Origin, filename: &str) {
+    let peer = origin.peer;
+    shared.active(|a| a.remove(&peer));
+    tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
+    tokio::spawn(reply_error(
+        origin,
+        ErrorCode::NotDefined,
+        "server busy: too many transfers, retry later",
+    ));
+}
+
+impl Shared {
+    /// Work on the set of clients with a transfer running.
+    fn active<R>(&self, f: impl FnOnce(&mut HashSet<SocketAddr>) -> R) -> R {
+        f(&mut self.active.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One line per transfer, whatever its outcome.
+fn log_read(peer: SocketAddr, filename: &str, started: Instant, result: &Result<Done, ReadError>) {
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(done) => tracing::info!(
+            client = %peer,
+            file = %filename,
+            bytes = done.bytes,
+            duration_ms = ms,
+            blksize = done.blksize,
+            windowsize = done.windowsize,
+            second_stage = done.second_stage,
+            outcome = "ok",
+            "tftp transfer"
+        ),
+        Err(e) => tracing::warn!(
+            client = %peer,
+            file = %filename,
+            duration_ms = ms,
+            outcome = %e,
+            "tftp transfer failed"
+        ),
+    }
 }
 
 struct Done {
@@ -294,77 +323,106 @@ async fn run_read(
     let socket = reply_socket(origin).await.map_err(ReadError::Socket)?;
     let peer = origin.peer;
     if mode != Mode::Octet {
-        let msg = format!("{mode} mode is not supported: request the file in octet (binary) mode");
-        send_error(&socket, peer, ErrorCode::IllegalOperation, &msg).await;
-        return Err(ReadError::Refused(msg));
+        return Err(refuse_mode(&socket, peer, mode).await);
     }
     let client_ip = canonical_ip(peer.ip());
-    let (source, size, second_stage) =
-        if let Some(script) = shared.second_stage.script_for(client_ip, filename) {
-            let size = script.len() as u64;
-            (Source::Memory(script), size, true)
-        } else {
-            let root = shared.root.clone();
-            let name = filename.to_string();
-            let opened = tokio::task::spawn_blocking(move || path::open(&root, &name))
-                .await
-                .map_err(|e| ReadError::Refused(e.to_string()))?;
-            match opened {
-                Ok(o) => (Source::File(Arc::new(o.file)), o.size, false),
-                Err(e) => {
-                    let msg = match &e {
-                        PathError::Io(_) => "cannot read file".to_string(),
-                        other => other.to_string(),
-                    };
-                    send_error(&socket, peer, e.code(), &msg).await;
-                    return Err(ReadError::Refused(e.to_string()));
-                }
-            }
-        };
-    let opts: Vec<(&str, &str)> = options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    // IPv4-mapped clients on a dual-stack socket travel as IPv4.
-    let max_blksize = if client_ip.is_ipv6() {
-        shared.opts.max_blksize_v6
-    } else {
-        shared.opts.max_blksize
+    let (source, size, second_stage) = match source(shared, client_ip, filename).await? {
+        Ok(found) => found,
+        Err(e) => return Err(refuse_path(&socket, peer, e).await),
     };
-    let limits = Limits {
-        max_blksize: max_blksize.clamp(RFC_MIN_BLKSIZE, RFC_MAX_BLKSIZE),
-        // A window must stay well below 65536 blocks so an ACK number maps
-        // to one block (see window.rs).
-        max_windowsize: shared.opts.max_windowsize.clamp(1, 4096),
-        default_timeout: shared.opts.timeout,
-    };
-    let neg = negotiate(&opts, size, &limits);
+    let neg = negotiate(&borrowed(options), size, &limits(&shared.opts, client_ip));
     let policy = Retransmit {
         retries: shared.opts.retries,
     };
-    match transfer::send(&socket, peer, source, size, &neg, policy).await {
-        Ok(bytes) => {
-            shared
-                .second_stage
-                .record(client_ip, filename, second_stage);
-            Ok(Done {
-                bytes,
-                blksize: neg.blksize,
-                windowsize: neg.windowsize,
-                second_stage,
-            })
-        }
-        Err(e) => {
-            match &e {
-                TransferError::ClientAbort { .. } => {}
-                TransferError::Timeout { .. } => {
-                    send_error(&socket, peer, ErrorCode::NotDefined, "timed out").await
-                }
-                _ => send_error(&socket, peer, ErrorCode::NotDefined, "transfer failed").await,
-            }
-            Err(e.into())
-        }
+    let bytes = match transfer::send(&socket, peer, source, size, &neg, policy).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(tell_failure(&socket, peer, e).await),
+    };
+    shared
+        .second_stage
+        .record(client_ip, filename, second_stage);
+    Ok(Done {
+        bytes,
+        blksize: neg.blksize,
+        windowsize: neg.windowsize,
+        second_stage,
+    })
+}
+
+/// Only octet mode is served; netascii would need a translation no boot
+/// loader uses.
+async fn refuse_mode(socket: &UdpSocket, peer: SocketAddr, mode: Mode) -> ReadError {
+    let msg = format!("{mode} mode is not supported: request the file in octet (binary) mode");
+    send_error(socket, peer, ErrorCode::IllegalOperation, &msg).await;
+    ReadError::Refused(msg)
+}
+
+/// Tell the client why its file cannot be served; an I/O error's details
+/// stay in the log.
+async fn refuse_path(socket: &UdpSocket, peer: SocketAddr, e: PathError) -> ReadError {
+    let msg = match &e {
+        PathError::Io(_) => "cannot read file".to_string(),
+        other => other.to_string(),
+    };
+    send_error(socket, peer, e.code(), &msg).await;
+    ReadError::Refused(e.to_string())
+}
+
+/// What to send for `filename`: this client's second-stage script, or the
+/// file under the root (`Ok(Err)`: refused, with why); its size; whether it
+/// is the script.
+async fn source(
+    shared: &Shared,
+    client_ip: IpAddr,
+    filename: &str,
+) -> Result<Result<(Source, u64, bool), PathError>, ReadError> {
+    if let Some(script) = shared.second_stage.script_for(client_ip, filename) {
+        let size = script.len() as u64;
+        return Ok(Ok((Source::Memory(script), size, true)));
     }
+    let root = shared.root.clone();
+    let name = filename.to_string();
+    let opened = tokio::task::spawn_blocking(move || path::open(&root, &name))
+        .await
+        .map_err(|e| ReadError::Refused(e.to_string()))?;
+    Ok(opened.map(|o| (Source::File(Arc::new(o.file)), o.size, false)))
+}
+
+/// The options as `negotiate` takes them.
+fn borrowed(options: &[(String, String)]) -> Vec<(&str, &str)> {
+    options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The option limits for a client at `client_ip`.
+fn limits(opts: &Options, client_ip: IpAddr) -> Limits {
+    // IPv4-mapped clients on a dual-stack socket travel as IPv4.
+    let max_blksize = if client_ip.is_ipv6() {
+        opts.max_blksize_v6
+    } else {
+        opts.max_blksize
+    };
+    Limits {
+        max_blksize: max_blksize.clamp(RFC_MIN_BLKSIZE, RFC_MAX_BLKSIZE),
+        // A window must stay well below 65536 blocks so an ACK number maps
+        // to one block (see window.rs).
+        max_windowsize: opts.max_windowsize.clamp(1, 4096),
+        default_timeout: opts.timeout,
+    }
+}
+
+/// Tell the client why the transfer ended, unless it ended it itself.
+async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: TransferError) -> ReadError {
+    match &e {
+        TransferError::ClientAbort { .. } => {}
+        TransferError::Timeout { .. } => {
+            send_error(socket, peer, ErrorCode::NotDefined, "timed out").await
+        }
+        _ => send_error(socket, peer, ErrorCode::NotDefined, "transfer failed").await,
+    }
+    e.into()
 }
 
 /// IPv4 clients reaching a dual-stack socket appear as `::ffff:a.b.c.d`;
@@ -418,53 +476,56 @@ async fn reply_error(origin: Origin, code: ErrorCode, msg: &str) {
 async fn recv_with_origin(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, bool, Origin)> {
     let fd = socket.as_raw_fd();
     socket
-        .async_io(Interest::READABLE, || {
-            let mut iov = [IoSliceMut::new(&mut *buf)];
-            let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
-            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                .map_err(io::Error::from)?;
-            let peer = msg
-                .address
-                .as_ref()
-                .and_then(to_std)
-                .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-            let mut local = None;
-            let mut ifindex = 0;
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::Ipv4PacketInfo(info) => {
-                            // ipi_spec_dst is the local address, not the
-                            // header destination (which may be broadcast).
-                            local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                                info.ipi_spec_dst.s_addr,
-                            ))));
-                            ifindex = info.ipi_ifindex as u32;
-                        }
-                        ControlMessageOwned::Ipv6PacketInfo(info) => {
-                            let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                            local = Some(match ip.to_ipv4_mapped() {
-                                Some(v4) => IpAddr::V4(v4),
-                                None => IpAddr::V6(ip),
-                            });
-                            ifindex = info.ipi6_ifindex;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-            Ok((
-                msg.bytes,
-                truncated,
-                Origin {
-                    peer,
-                    local,
-                    ifindex,
-                },
-            ))
-        })
+        .async_io(Interest::READABLE, || recv_now(fd, buf))
         .await
+}
+
+/// One `recvmsg` on the ready socket `fd`.
+fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool, Origin)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let peer = msg
+        .address
+        .as_ref()
+        .and_then(to_std)
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    let (local, ifindex) = match msg.cmsgs() {
+        Ok(cmsgs) => cmsgs
+            .filter_map(packet_info)
+            .last()
+            .map_or((None, 0), |(ip, index)| (Some(ip), index)),
+        Err(_) => (None, 0),
+    };
+    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    let origin = Origin {
+        peer,
+        local,
+        ifindex,
+    };
+    Ok((msg.bytes, truncated, origin))
+}
+
+/// The local address and interface a packet-info message names.
+fn packet_info(c: ControlMessageOwned) -> Option<(IpAddr, u32)> {
+    match c {
+        ControlMessageOwned::Ipv4PacketInfo(info) => {
+            // ipi_spec_dst is the local address, not the header
+            // destination (which may be broadcast).
+            let ip = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+            Some((IpAddr::V4(ip), info.ipi_ifindex as u32))
+        }
+        ControlMessageOwned::Ipv6PacketInfo(info) => {
+            let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+            let local = match ip.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(ip),
+            };
+            Some((local, info.ipi6_ifindex))
+        }
+        _ => None,
+    }
 }
 
 fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {

@@ -75,63 +75,97 @@ pub async fn send(
     let mut reader = Reader::new(source, size);
     let mut recv_buf = vec![0u8; 1024];
     if !neg.oack.is_empty() {
-        let oack = packet::oack(
-            &neg.oack
-                .iter()
-                .map(|(k, v)| (*k, v.clone()))
-                .collect::<Vec<_>>(),
-        );
-        let mut tries = 0;
-        loop {
-            socket.send_to(&oack, peer).await?;
-            let deadline = Instant::now() + neg.timeout;
-            match wait_ack(socket, peer, &mut recv_buf, deadline, |b| b == 0).await? {
-                Some(_) => break,
-                None if tries == policy.retries => {
-                    return Err(TransferError::Timeout {
-                        block: 0,
-                        retries: tries,
-                    })
-                }
-                None => tries += 1,
-            }
-        }
+        send_oack(socket, peer, neg, policy, &mut recv_buf).await?;
     }
-
     let mut window = Window::new(size, neg.blksize, neg.windowsize);
     let mut out = Vec::with_capacity(4 + usize::from(neg.blksize));
     let mut tries = 0;
     loop {
-        let pending = window.pending();
-        let (start, _) = window.span(*pending.start());
-        let (end_off, end_len) = window.span(*pending.end());
-        reader.ensure(start, end_off + end_len as u64).await?;
-        for index in pending.clone() {
-            let (off, len) = window.span(index);
-            out.clear();
-            packet::data_header(wire(index), &mut out);
-            out.extend_from_slice(reader.slice(off, len).ok_or(TransferError::FileChanged)?);
-            socket.send_to(&out, peer).await?;
-        }
-        let deadline = Instant::now() + neg.timeout;
-        let mut effect = AckEffect::Ignored;
-        let got = wait_ack(socket, peer, &mut recv_buf, deadline, |b| {
-            effect = window.on_ack(b);
-            effect != AckEffect::Ignored
-        })
-        .await?;
-        match (got, effect) {
-            (Some(_), AckEffect::Done) => return Ok(window.acked_bytes()),
-            (Some(_), _) => tries = 0,
-            (None, _) if tries == policy.retries => {
+        let first = wire(*window.pending().start());
+        send_window(socket, peer, &window, &mut reader, &mut out).await?;
+        match window_ack(socket, peer, &mut window, &mut recv_buf, neg.timeout).await? {
+            Some(AckEffect::Done) => return Ok(window.acked_bytes()),
+            Some(_) => tries = 0,
+            None if tries == policy.retries => {
                 return Err(TransferError::Timeout {
-                    block: wire(*pending.start()),
+                    block: first,
                     retries: tries,
                 })
             }
-            (None, _) => tries += 1,
+            None => tries += 1,
         }
     }
+}
+
+/// Send the OACK until the client acknowledges it (ACK 0).
+async fn send_oack(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    neg: &Negotiated,
+    policy: Retransmit,
+    recv_buf: &mut [u8],
+) -> Result<(), TransferError> {
+    let oack = packet::oack(
+        &neg.oack
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let mut tries = 0;
+    loop {
+        socket.send_to(&oack, peer).await?;
+        let deadline = Instant::now() + neg.timeout;
+        match wait_ack(socket, peer, recv_buf, deadline, |b| b == 0).await? {
+            Some(_) => return Ok(()),
+            None if tries == policy.retries => {
+                return Err(TransferError::Timeout {
+                    block: 0,
+                    retries: tries,
+                })
+            }
+            None => tries += 1,
+        }
+    }
+}
+
+/// Send the blocks of the window that are not acknowledged yet.
+async fn send_window(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    window: &Window,
+    reader: &mut Reader,
+    out: &mut Vec<u8>,
+) -> Result<(), TransferError> {
+    let pending = window.pending();
+    let (start, _) = window.span(*pending.start());
+    let (end_off, end_len) = window.span(*pending.end());
+    reader.ensure(start, end_off + end_len as u64).await?;
+    for index in pending {
+        let (off, len) = window.span(index);
+        out.clear();
+        packet::data_header(wire(index), out);
+        out.extend_from_slice(reader.slice(off, len).ok_or(TransferError::FileChanged)?);
+        socket.send_to(out.as_slice(), peer).await?;
+    }
+    Ok(())
+}
+
+/// Wait one timeout for an ACK that moves the window; `None` if none came.
+async fn window_ack(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    window: &mut Window,
+    recv_buf: &mut [u8],
+    timeout: Duration,
+) -> Result<Option<AckEffect>, TransferError> {
+    let deadline = Instant::now() + timeout;
+    let mut effect = AckEffect::Ignored;
+    let got = wait_ack(socket, peer, recv_buf, deadline, |b| {
+        effect = window.on_ack(b);
+        effect != AckEffect::Ignored
+    })
+    .await?;
+    Ok(got.map(|_| effect))
 }
 
 /// Wait until `deadline` for an ACK from `peer` that `accept` takes.
@@ -163,6 +197,20 @@ async fn wait_ack(
             _ => {}
         }
     }
+}
+
+/// Up to `want` bytes of `file` from `start`; fewer only at its end.
+fn read_up_to(file: &File, start: u64, want: usize) -> io::Result<Vec<u8>> {
+    let mut data = vec![0u8; want];
+    let mut filled = 0;
+    while let Some(rest) = data.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match file.read_at(rest, start + filled as u64)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    data.truncate(filled);
+    Ok(data)
 }
 
 /// Read-ahead buffer over the source.
@@ -198,20 +246,9 @@ impl Reader {
         };
         let want = (end - start).max(CHUNK as u64).min(self.size - start) as usize;
         let file = file.clone();
-        let data = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-            let mut data = vec![0u8; want];
-            let mut filled = 0;
-            while let Some(rest) = data.get_mut(filled..).filter(|r| !r.is_empty()) {
-                match file.read_at(rest, start + filled as u64)? {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            data.truncate(filled);
-            Ok(data)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let data = tokio::task::spawn_blocking(move || read_up_to(&file, start, want))
+            .await
+            .map_err(io::Error::other)??;
         if (data.len() as u64) < end - start {
             return Err(TransferError::FileChanged);
         }

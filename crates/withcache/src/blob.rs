@@ -26,14 +26,14 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use bty_http::range::{parse_range, ByteRange};
 
 use crate::app::App;
 use crate::catalog::Who;
 use crate::error::Error;
-use crate::store::{Download, Hit, Phase, Store};
+use crate::store::{settled, DlState, Download, Hit, Phase, Store};
 
 /// Body chunk size for the generic path. Large reads amortise the blocking
 /// hop; 1 MiB measured best on loopback (bench/withcache.sh).
@@ -139,62 +139,60 @@ pub(crate) fn base_headers() -> HeaderMap {
 /// Status, headers and byte range for a cached blob.
 pub(crate) fn plan_cached(req: &HeaderMap, hit: &Hit) -> Plan {
     let etag = format!("\"{}\"", hit.digest);
+    let h = cached_headers(hit, &etag);
+    let header = |name| req.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if header(IF_NONE_MATCH).is_some_and(|inm| etag_matches(inm, &etag)) {
+        return Plan {
+            status: StatusCode::NOT_MODIFIED,
+            headers: h,
+            body: None,
+        };
+    }
+    let mut range = parse_range(header(RANGE), hit.size);
+    // If-Range with anything but our current strong ETag (a stale tag
+    // or a date) means "send it all".
+    if range != ByteRange::Full && header(IF_RANGE).is_some_and(|ir| ir.trim() != etag) {
+        range = ByteRange::Full;
+    }
+    plan_range(h, range, hit.size)
+}
+
+/// The headers every answer about a cached blob carries.
+fn cached_headers(hit: &Hit, etag: &str) -> HeaderMap {
     let mut h = base_headers();
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // The digest is hex, which is always a valid header value.
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&hit.digest) {
         h.insert(X_SHA256, v);
     }
-    let header = |name| req.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    if let Some(inm) = header(IF_NONE_MATCH) {
-        if etag_matches(inm, &etag) {
-            return Plan {
-                status: StatusCode::NOT_MODIFIED,
-                headers: h,
-                body: None,
-            };
-        }
-    }
-    let mut range = parse_range(header(RANGE), hit.size);
-    if range != ByteRange::Full {
-        // If-Range with anything but our current strong ETag (a stale tag
-        // or a date) means "send it all".
-        if let Some(ir) = header(IF_RANGE) {
-            if ir.trim() != etag {
-                range = ByteRange::Full;
-            }
-        }
-    }
-    match range {
+    h
+}
+
+/// The answer for `range` of a blob of `size` bytes.
+fn plan_range(mut h: HeaderMap, range: ByteRange, size: u64) -> Plan {
+    let (status, body) = match range {
         ByteRange::Full => {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(hit.size));
-            Plan {
-                status: StatusCode::OK,
-                headers: h,
-                body: Some((0, hit.size)),
-            }
+            h.insert(CONTENT_LENGTH, HeaderValue::from(size));
+            (StatusCode::OK, Some((0, size)))
         }
         ByteRange::Part(a, b) => {
             h.insert(CONTENT_LENGTH, HeaderValue::from(b - a + 1));
-            insert_content_range(&mut h, range, hit.size);
-            Plan {
-                status: StatusCode::PARTIAL_CONTENT,
-                headers: h,
-                body: Some((a, b - a + 1)),
-            }
+            insert_content_range(&mut h, range, size);
+            (StatusCode::PARTIAL_CONTENT, Some((a, b - a + 1)))
         }
         ByteRange::Unsatisfiable => {
-            insert_content_range(&mut h, range, hit.size);
+            insert_content_range(&mut h, range, size);
             h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-            Plan {
-                status: StatusCode::RANGE_NOT_SATISFIABLE,
-                headers: h,
-                body: None,
-            }
+            (StatusCode::RANGE_NOT_SATISFIABLE, None)
         }
+    };
+    Plan {
+        status,
+        headers: h,
+        body,
     }
 }
 
@@ -237,29 +235,38 @@ pub(crate) async fn serve(
     let head = method == Method::HEAD;
     // Retry once: a blob evicted between lookup and open is a cold entry.
     for _ in 0..2 {
-        if let Some(hit) = app.store.lookup(src) {
-            let Ok(file) = std::fs::File::open(&hit.path) else {
-                continue;
-            };
-            return respond_cached(&app.store, req, &hit, file, head);
-        }
-        let dl = match app.store.download(src) {
-            Some(dl) => dl,
-            None => match app.catalog.download_for_client(src, client(peer)) {
-                Ok(Some(dl)) => dl,
-                Ok(None) if app.store.lookup(src).is_some() => continue,
-                Ok(None) => return miss(app, src, peer),
-                Err(e) => return plain(e),
-            },
-        };
-        match follow(app.store.clone(), dl, head).await {
-            Some(resp) => return resp,
-            None => continue,
+        if let Some(resp) = serve_once(app, req, src, peer, head).await {
+            return resp;
         }
     }
     plain(Error::Origin(
         "the blob vanished while it was being opened; retry".into(),
     ))
+}
+
+/// Answer from the store, a download in progress, or with a miss; `None`
+/// when the blob moved underneath and a second look may find it.
+async fn serve_once(
+    app: &Arc<App>,
+    req: &HeaderMap,
+    src: &str,
+    peer: SocketAddr,
+    head: bool,
+) -> Option<Response> {
+    if let Some(hit) = app.store.lookup(src) {
+        let file = std::fs::File::open(&hit.path).ok()?;
+        return Some(respond_cached(&app.store, req, &hit, file, head));
+    }
+    let dl = match app.store.download(src) {
+        Some(dl) => dl,
+        None => match app.catalog.download_for_client(src, client(peer)) {
+            Ok(Some(dl)) => dl,
+            Ok(None) if app.store.lookup(src).is_some() => return None,
+            Ok(None) => return Some(miss(app, src, peer)),
+            Err(e) => return Some(plain(e)),
+        },
+    };
+    follow(app.store.clone(), dl, head).await
 }
 
 pub(crate) fn respond_cached(
@@ -360,54 +367,63 @@ pub(crate) fn client(peer: SocketAddr) -> Who<'static> {
 /// look the blob up again.
 async fn follow(store: Arc<Store>, dl: Arc<Download>, head: bool) -> Option<Response> {
     let mut rx = dl.state.subscribe();
-    // Wait until the origin answered (or the download ended).
-    let st = loop {
-        let st = rx.borrow_and_update().clone();
-        match st.phase {
-            Phase::Queued | Phase::Connecting => {
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-            Phase::Done { .. } => return None,
-            Phase::Failed(msg) => {
-                let text = format!("downloading {} failed: {msg}", dl.src);
-                let err = if msg.starts_with("cache full") || msg.contains("--max-bytes") {
-                    Error::Full(text)
-                } else {
-                    Error::Origin(text)
-                };
-                return Some(plain(err));
-            }
-            Phase::Running => break st,
-        }
-    };
-    let mut h = base_headers();
-    h.insert(X_STATE, HeaderValue::from_static("downloading"));
-    if let Some(sha) = &dl.expected_sha {
-        if let Ok(v) = HeaderValue::from_str(sha) {
-            h.insert(X_SHA256, v);
-        }
+    let st = settled(&mut rx).await?;
+    match &st.phase {
+        Phase::Running => {}
+        Phase::Failed(msg) => return Some(plain(download_failed(&dl.src, msg))),
+        _ => return None,
     }
-    if let Some(total) = st.total {
-        h.insert(CONTENT_LENGTH, HeaderValue::from(total));
-    }
+    let h = downloading_headers(&dl, st.total);
     let body = if head {
         Body::empty()
     } else {
-        let path = st.path.clone()?;
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            // Renamed into the store or replaced by a restart: start over.
-            Err(_) => return None,
-        };
-        let (tx, rx_body) = mpsc::channel(4);
-        tokio::spawn(tail(store, dl.clone(), rx, st.generation, file, tx));
-        Body::from_stream(ReceiverStream(rx_body))
+        tail_body(store, dl, rx, &st).await?
     };
     let mut resp = Response::new(body);
     *resp.headers_mut() = h;
     Some(resp)
+}
+
+/// A failed download as the client of a blob sees it.
+fn download_failed(src: &str, msg: &str) -> Error {
+    let text = format!("downloading {src} failed: {msg}");
+    if msg.starts_with("cache full") || msg.contains("--max-bytes") {
+        Error::Full(text)
+    } else {
+        Error::Origin(text)
+    }
+}
+
+/// The headers of an answer from a download in progress.
+pub(crate) fn downloading_headers(dl: &Download, total: Option<u64>) -> HeaderMap {
+    let mut h = base_headers();
+    h.insert(X_STATE, HeaderValue::from_static("downloading"));
+    if let Some(v) = dl
+        .expected_sha
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        h.insert(X_SHA256, v);
+    }
+    if let Some(total) = total {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    h
+}
+
+/// A body that follows the temp file of `st`; `None` when the file is
+/// gone (renamed into the store or replaced by a restart: start over).
+async fn tail_body(
+    store: Arc<Store>,
+    dl: Arc<Download>,
+    rx: watch::Receiver<DlState>,
+    st: &DlState,
+) -> Option<Body> {
+    let path = st.path.clone()?;
+    let file = tokio::fs::File::open(&path).await.ok()?;
+    let (tx, rx_body) = mpsc::channel(4);
+    tokio::spawn(tail(store, dl, rx, st.generation, file, tx));
+    Some(Body::from_stream(ReceiverStream(rx_body)))
 }
 
 fn aborted(why: &str) -> std::io::Result<Bytes> {
@@ -420,7 +436,7 @@ async fn tail(
     store: Arc<Store>,
     // Held so the watch sender outlives this reader.
     _dl: Arc<Download>,
-    mut rx: tokio::sync::watch::Receiver<crate::store::DlState>,
+    mut rx: watch::Receiver<DlState>,
     generation: u32,
     mut file: tokio::fs::File,
     tx: mpsc::Sender<std::io::Result<Bytes>>,
@@ -432,33 +448,18 @@ async fn tail(
             let _ = tx.send(aborted("origin changed; download restarted")).await;
             return;
         }
-        let (avail, done) = match &st.phase {
-            Phase::Failed(msg) => {
+        let (avail, done) = match st.readable() {
+            Ok(readable) => readable,
+            Err(msg) => {
                 let _ = tx.send(aborted(msg)).await;
                 return;
             }
-            Phase::Done { size, .. } => (*size, true),
-            _ if st.verified => (st.written, true),
-            _ => match st.total {
-                Some(t) => (st.written.min(t.saturating_sub(1)), false),
-                None => (st.written, false),
-            },
         };
         if pos < avail {
-            let n = (avail - pos).min(READ_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; n];
-            if let Err(e) = file.read_exact(&mut buf).await {
-                let _ = tx.send(Err(e)).await;
+            let Some(n) = send_chunk(&store, &mut file, &tx, avail - pos).await else {
                 return;
-            }
-            pos += n as u64;
-            store
-                .metrics
-                .bytes_served
-                .fetch_add(n as u64, Ordering::Relaxed);
-            if tx.send(Ok(Bytes::from(buf))).await.is_err() {
-                return;
-            }
+            };
+            pos += n;
             continue;
         }
         if done {
@@ -469,4 +470,26 @@ async fn tail(
             return;
         }
     }
+}
+
+/// Read up to `left` bytes (one chunk) and send them; `None` when the
+/// client is gone or the read failed (the client is told).
+async fn send_chunk(
+    store: &Store,
+    file: &mut tokio::fs::File,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    left: u64,
+) -> Option<u64> {
+    let n = left.min(READ_CHUNK as u64) as usize;
+    let mut buf = vec![0u8; n];
+    if let Err(e) = file.read_exact(&mut buf).await {
+        let _ = tx.send(Err(e)).await;
+        return None;
+    }
+    store
+        .metrics
+        .bytes_served
+        .fetch_add(n as u64, Ordering::Relaxed);
+    tx.send(Ok(Bytes::from(buf))).await.ok()?;
+    Some(n as u64)
 }

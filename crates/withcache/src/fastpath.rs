@@ -17,7 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,10 +29,11 @@ use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::app::App;
 use crate::blob::plan_cached;
-use crate::store::Phase;
+use crate::store::{settled, DlState, Download, Hit, Phase};
 
 /// Longest request head we parse ourselves; longer ones go to hyper.
 const MAX_HEAD: usize = 16 << 10;
@@ -85,101 +86,145 @@ enum Step {
     Closed,
 }
 
+/// A parsed request head this front end may answer.
+struct Head {
+    /// Its length in the buffer.
+    len: usize,
+    /// `HEAD` rather than `GET`.
+    head_only: bool,
+    path: String,
+    headers: HeaderMap,
+    keep_alive: bool,
+}
+
 async fn fast_one(
     app: &Arc<App>,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
 ) -> io::Result<Step> {
-    // Read until a complete head is buffered.
-    let (head_len, method_head, path, req_headers, keep_alive) = loop {
-        let mut hs = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut hs);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let method = req.method.unwrap_or("");
-                let head = match method {
-                    "GET" => false,
-                    "HEAD" => true,
-                    _ => return Ok(Step::HandOff),
-                };
-                let path = req.path.unwrap_or("").to_string();
-                let version = req.version.unwrap_or(0);
-                let mut headers = HeaderMap::new();
-                for h in req.headers.iter() {
-                    let (Ok(k), Ok(v)) = (
-                        HeaderName::from_bytes(h.name.as_bytes()),
-                        HeaderValue::from_bytes(h.value),
-                    ) else {
-                        return Ok(Step::HandOff);
-                    };
-                    headers.append(k, v);
-                }
-                if headers.contains_key(http::header::CONTENT_LENGTH)
-                    || headers.contains_key(http::header::TRANSFER_ENCODING)
-                    || headers.contains_key(http::header::UPGRADE)
-                    || headers.contains_key(http::header::EXPECT)
-                {
-                    return Ok(Step::HandOff);
-                }
-                let conn = headers
-                    .get_all(http::header::CONNECTION)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>();
-                let keep = version == 1 && !conn.iter().any(|t| t == "close");
-                break (n, head, path, headers, keep);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            _ => return Ok(Step::HandOff),
+    let head = match read_head(stream, buf).await? {
+        Ok(head) => head,
+        Err(step) => return Ok(step),
+    };
+    let Some(src) = blob_src(&head.path) else {
+        return Ok(Step::HandOff);
+    };
+    let id = RequestId::from_headers(&head.headers);
+    match app.store.lookup(&src) {
+        Some(hit) => serve_cached(app, stream, buf, &head, &hit, &id).await,
+        None => follow(app, stream, buf, &head, &src, peer, &id).await,
+    }
+}
+
+/// Read until a complete head is buffered; `Err` is what to do with the
+/// connection instead.
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Result<Head, Step>> {
+    loop {
+        if let Some(parsed) = parse_head(buf) {
+            return Ok(parsed);
         }
         buf.reserve(4096);
         let n = match tokio::time::timeout(IDLE, stream.read_buf(buf)).await {
             Ok(r) => r?,
-            Err(_) => return Ok(Step::Closed),
+            Err(_) => return Ok(Err(Step::Closed)),
         };
         if n == 0 {
-            return if buf.is_empty() {
-                Ok(Step::Closed)
+            return Ok(Err(if buf.is_empty() {
+                Step::Closed
             } else {
-                Ok(Step::HandOff)
-            };
+                Step::HandOff
+            }));
         }
+    }
+}
+
+/// Parse the buffered bytes; `None` while the head is incomplete (and
+/// short enough to keep waiting for).
+fn parse_head(buf: &[u8]) -> Option<Result<Head, Step>> {
+    let mut hs = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut hs);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Some(head_of(&req, n).ok_or(Step::HandOff)),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
+        _ => Some(Err(Step::HandOff)),
+    }
+}
+
+/// The head of a GET or HEAD without a body; anything else (`None`) is
+/// hyper's to answer.
+fn head_of(req: &httparse::Request<'_, '_>, len: usize) -> Option<Head> {
+    let head_only = match req.method.unwrap_or("") {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
     };
-    let Some(src) = blob_src(&path) else {
-        return Ok(Step::HandOff);
-    };
-    let id = RequestId::from_headers(&req_headers);
-    let Some(hit) = app.store.lookup(&src) else {
-        return follow(
-            app,
-            stream,
-            buf,
-            head_len,
-            method_head,
-            keep_alive,
-            &src,
-            peer,
-            &id,
-        )
-        .await;
-    };
+    let headers = header_map(req.headers)?;
+    let with_body = [
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+        http::header::EXPECT,
+    ];
+    if with_body.iter().any(|h| headers.contains_key(h)) {
+        return None;
+    }
+    let keep_alive = req.version.unwrap_or(0) == 1 && !asks_close(&headers);
+    Some(Head {
+        len,
+        head_only,
+        path: req.path.unwrap_or("").to_string(),
+        headers,
+        keep_alive,
+    })
+}
+
+/// httparse's headers as a `HeaderMap`; `None` if one is not valid HTTP.
+fn header_map(raw: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for h in raw {
+        let k = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let v = HeaderValue::from_bytes(h.value).ok()?;
+        headers.append(k, v);
+    }
+    Some(headers)
+}
+
+/// Whether `Connection` lists `close`.
+fn asks_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
+/// Answer from a cached, verified blob.
+async fn serve_cached(
+    app: &Arc<App>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &Head,
+    hit: &Hit,
+    id: &RequestId,
+) -> io::Result<Step> {
     let Ok(file) = std::fs::File::open(&hit.path) else {
         return Ok(Step::HandOff);
     };
-    buf.advance(head_len);
-    let mut plan = plan_cached(&req_headers, &hit);
+    buf.advance(head.len);
+    let mut plan = plan_cached(&head.headers, hit);
     plan.headers.insert(X_REQUEST_ID, id.header_value());
-    write_head(stream, plan.status, &plan.headers, keep_alive).await?;
-    if let (false, Some((start, len))) = (method_head, plan.body) {
+    write_head(stream, plan.status, &plan.headers, head.keep_alive).await?;
+    if let (false, Some((start, len))) = (head.head_only, plan.body) {
         if matches!(plan.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
             app.store.touch(&hit.digest);
         }
         send_file(app, stream, &file, start, len).await?;
     }
-    Ok(Step::Served { keep_alive })
+    Ok(Step::Served {
+        keep_alive: head.keep_alive,
+    })
 }
 
 async fn write_head(
@@ -211,87 +256,79 @@ async fn write_head(
 /// a failed or restarted download cuts the connection short of
 /// Content-Length. Cases this does not cover (unknown length, anything
 /// surprising before the head is written) go to the generic path.
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     app: &Arc<App>,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    head_len: usize,
-    method_head: bool,
-    keep_alive: bool,
+    head: &Head,
     src: &str,
     peer: SocketAddr,
     id: &RequestId,
 ) -> io::Result<Step> {
-    let dl = match app.store.download(src) {
-        Some(dl) => dl,
-        None => match app
-            .catalog
-            .download_for_client(src, crate::blob::client(peer))
-        {
-            Ok(Some(dl)) => dl,
-            _ => return Ok(Step::HandOff),
-        },
+    let Some(dl) = download_of(app, src, peer) else {
+        return Ok(Step::HandOff);
     };
     let mut rx = dl.state.subscribe();
-    let st = loop {
-        let st = rx.borrow_and_update().clone();
-        match st.phase {
-            Phase::Queued | Phase::Connecting => {
-                if rx.changed().await.is_err() {
-                    return Ok(Step::HandOff);
-                }
-            }
-            Phase::Running => break st,
-            // Finished or failed: the generic path has the wording.
-            _ => return Ok(Step::HandOff),
-        }
+    // Finished or failed: the generic path has the wording.
+    let Some(st) = settled(&mut rx)
+        .await
+        .filter(|st| st.phase == Phase::Running)
+    else {
+        return Ok(Step::HandOff);
     };
     let (Some(total), Some(path)) = (st.total, st.path.clone()) else {
         return Ok(Step::HandOff);
     };
-    let generation = st.generation;
     let Ok(file) = std::fs::File::open(&path) else {
         return Ok(Step::HandOff);
     };
-    buf.advance(head_len);
-    let mut h = crate::blob::base_headers();
-    h.insert(
-        crate::blob::X_STATE,
-        HeaderValue::from_static("downloading"),
-    );
-    if let Some(v) = dl
-        .expected_sha
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
-        h.insert(crate::blob::X_SHA256, v);
-    }
-    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+    buf.advance(head.len);
+    let mut h = crate::blob::downloading_headers(&dl, Some(total));
     h.insert(X_REQUEST_ID, id.header_value());
-    write_head(stream, StatusCode::OK, &h, keep_alive).await?;
-    if method_head {
-        return Ok(Step::Served { keep_alive });
+    write_head(stream, StatusCode::OK, &h, head.keep_alive).await?;
+    if !head.head_only {
+        send_growing(app, stream, &file, &mut rx, st.generation).await?;
     }
+    Ok(Step::Served {
+        keep_alive: head.keep_alive,
+    })
+}
+
+/// The download of `src` under way, or one started for this client as
+/// the catalog allows.
+fn download_of(app: &App, src: &str, peer: SocketAddr) -> Option<Arc<Download>> {
+    match app.store.download(src) {
+        Some(dl) => Some(dl),
+        None => app
+            .catalog
+            .download_for_client(src, crate::blob::client(peer))
+            .ok()
+            .flatten(),
+    }
+}
+
+/// Send the temp file as it grows, until the download is done.
+async fn send_growing(
+    app: &Arc<App>,
+    stream: &TcpStream,
+    file: &std::fs::File,
+    rx: &mut watch::Receiver<DlState>,
+    generation: u32,
+) -> io::Result<()> {
     let mut pos = 0u64;
     loop {
         let st = rx.borrow_and_update().clone();
         if st.generation != generation {
             return Err(io::Error::other("download restarted"));
         }
-        let (avail, done) = match &st.phase {
-            Phase::Failed(msg) => return Err(io::Error::other(msg.clone())),
-            Phase::Done { size, .. } => (*size, true),
-            _ if st.verified => (st.written, true),
-            _ => (st.written.min(total.saturating_sub(1)), false),
-        };
+        let (avail, done) = st.readable().map_err(io::Error::other)?;
         if pos < avail {
-            send_file(app, stream, &file, pos, avail - pos).await?;
+            send_file(app, stream, file, pos, avail - pos).await?;
             pos = avail;
             continue;
         }
         if done {
-            return Ok(Step::Served { keep_alive });
+            return Ok(());
         }
         if rx.changed().await.is_err() {
             return Err(io::Error::other("download ended unexpectedly"));
@@ -322,18 +359,7 @@ async fn send_file(
     while left > 0 {
         stream.writable().await?;
         let chunk = left.min(1 << 30) as usize;
-        let r = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: both descriptors are open for the duration of the
-            // call (we hold `stream` and `file`), and `off` is a valid
-            // pointer to a local.
-            let n = unsafe { libc::sendfile(sock, fd, &mut off, chunk) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as u64)
-            }
-        });
-        match r {
+        match stream.try_io(Interest::WRITABLE, || sendfile(sock, fd, &mut off, chunk)) {
             Ok(0) => {
                 // The file is shorter than its index entry says: abort the
                 // connection rather than end the body short.
@@ -354,6 +380,18 @@ async fn send_file(
         }
     }
     Ok(())
+}
+
+/// One `sendfile(2)` of up to `chunk` bytes from `*off`, which it advances.
+fn sendfile(sock: RawFd, fd: RawFd, off: &mut libc::off_t, chunk: usize) -> io::Result<u64> {
+    // SAFETY: `off` is a valid pointer to an off_t; the descriptors are
+    // the caller's, held open for the call (a closed one is EBADF, not UB).
+    let n = unsafe { libc::sendfile(sock, fd, off, chunk) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as u64)
+    }
 }
 
 /// A stream that first replays bytes already read from it.

@@ -106,41 +106,47 @@ pub(crate) fn start(
 async fn run(store: Arc<Store>, dl: Arc<Download>) {
     let mut reserved = 0u64;
     let mut temp: Option<PathBuf> = None;
-    let outcome = fetch(&store, &dl, &mut reserved, &mut temp).await;
-    match outcome {
-        Ok((digest, size)) => {
-            store
-                .metrics
-                .downloads_completed
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = store.db().event(
-                "download.completed",
-                &dl.src,
-                "system",
-                None,
-                &format!("stored {size} bytes, sha256 {digest}"),
-            );
-            tracing::info!(src = %dl.src, %digest, size, "download completed");
-            dl.state
-                .send_modify(|s| s.phase = Phase::Done { digest, size });
-        }
-        Err(msg) => {
-            if let Some(t) = temp {
-                let _ = tokio::fs::remove_file(t).await;
-            }
-            store.release(reserved);
-            store
-                .metrics
-                .downloads_failed
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(src = %dl.src, error = %msg, "download failed");
-            let _ = store
-                .db()
-                .event("download.failed", &dl.src, "system", None, &msg);
-            dl.state.send_modify(|s| s.phase = Phase::Failed(msg));
-        }
+    match fetch(&store, &dl, &mut reserved, &mut temp).await {
+        Ok((digest, size)) => completed(&store, &dl, digest, size),
+        Err(msg) => failed(&store, &dl, msg, reserved, temp).await,
     }
     store.finish(&dl.src);
+}
+
+/// Count, log and publish a download that was stored.
+fn completed(store: &Store, dl: &Download, digest: String, size: u64) {
+    store
+        .metrics
+        .downloads_completed
+        .fetch_add(1, Ordering::Relaxed);
+    let _ = store.db().event(
+        "download.completed",
+        &dl.src,
+        "system",
+        None,
+        &format!("stored {size} bytes, sha256 {digest}"),
+    );
+    tracing::info!(src = %dl.src, %digest, size, "download completed");
+    dl.state
+        .send_modify(|s| s.phase = Phase::Done { digest, size });
+}
+
+/// Drop what a failed download held (its temp file, its reservation),
+/// then count, log and publish the failure.
+async fn failed(store: &Store, dl: &Download, msg: String, reserved: u64, temp: Option<PathBuf>) {
+    if let Some(t) = temp {
+        let _ = tokio::fs::remove_file(t).await;
+    }
+    store.release(reserved);
+    store
+        .metrics
+        .downloads_failed
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(src = %dl.src, error = %msg, "download failed");
+    let _ = store
+        .db()
+        .event("download.failed", &dl.src, "system", None, &msg);
+    dl.state.send_modify(|s| s.phase = Phase::Failed(msg));
 }
 
 fn backoff(cfg_base: Duration, attempt: u32) -> Duration {
@@ -162,6 +168,16 @@ fn content_range(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
     Some((a.parse().ok()?, len))
 }
 
+/// What to do with one origin response.
+enum Next {
+    /// Copy its body into the generation, dropping this many bytes first.
+    Pump(u64),
+    /// Try again; the message says why.
+    Retry(String),
+}
+
+/// Attempt the download until it is stored, fails for good, or runs out
+/// of attempts; `reserved` and `temp` tell the caller what to clean up.
 async fn fetch(
     store: &Arc<Store>,
     dl: &Arc<Download>,
@@ -174,15 +190,7 @@ async fn fetch(
         .acquire()
         .await
         .map_err(|_| "shutting down".to_string())?;
-    dl.state.send_modify(|s| s.phase = Phase::Connecting);
-    let _ = store.db().event(
-        "download.started",
-        &dl.src,
-        "system",
-        None,
-        "download started",
-    );
-
+    announce_start(store, dl);
     let mut gen: Option<Generation> = None;
     let mut last_error = String::from("no attempt made");
     for attempt in 0..cfg.max_attempts {
@@ -192,143 +200,9 @@ async fn fetch(
         if dl.cancelled.load(Ordering::Relaxed) {
             return Err("cancelled by the operator".into());
         }
-        let mut req = store.client.get(&dl.src);
-        let resume_at = gen.as_ref().map_or(0, |g| g.got);
-        if let Some(g) = gen.as_ref().filter(|g| g.got > 0) {
-            req = req.header(RANGE, format!("bytes={}-", g.got));
-            if let Some(v) = g.validators.if_range() {
-                req = req.header(IF_RANGE, v);
-            }
-        }
-        let resp = match tokio::time::timeout(cfg.read_timeout, req.send()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                last_error = format!("requesting {}: {e}", dl.src);
-                continue;
-            }
-            Err(_) => {
-                last_error = format!("origin did not answer within {:?}", cfg.read_timeout);
-                continue;
-            }
-        };
-        let status = resp.status();
-        let mut skip = 0u64;
-        // A resume (`resume_at > 0`) always has a generation.
-        let resumed = gen
-            .as_ref()
-            .filter(|_| resume_at > 0 && status == StatusCode::PARTIAL_CONTENT);
-        if let Some(g) = resumed {
-            let (start, len) = content_range(&resp).unwrap_or((u64::MAX, None));
-            let now = Validators::from(&resp, len.or(g.validators.length));
-            if start != resume_at || !g.validators.same(&now) {
-                last_error = "origin changed during the download; restarting from byte 0".into();
-                gen = None;
-                // Retry right away: this is not an origin fault to back off from.
-                continue;
-            }
-        } else if status == StatusCode::OK {
-            let v = Validators::from(&resp, resp.content_length());
-            let keep = gen.as_ref().is_some_and(|g| {
-                g.got > 0
-                    && g.validators.same(&v)
-                    && (g.validators.etag.is_some() || g.validators.last_modified.is_some())
-            });
-            if keep {
-                // The origin ignored Range but sends the same version:
-                // read past what we have instead of voiding the readers.
-                skip = resume_at;
-            } else {
-                let total = resp.content_length();
-                if let (Some(want), Some(have)) = (dl.expected_size, total) {
-                    if want != have {
-                        return Err(format!(
-                            "origin length {have} differs from the catalog size {want}; \
-                             fix the catalog entry or the origin"
-                        ));
-                    }
-                }
-                let need = total.or(dl.expected_size).unwrap_or(0);
-                if need > *reserved {
-                    store.reserve(need - *reserved).map_err(|e| e.to_string())?;
-                    *reserved = need;
-                }
-                if let Some(old) = temp.take() {
-                    let _ = tokio::fs::remove_file(old).await;
-                }
-                let path = store.temp_path();
-                let file = tokio::fs::File::create(&path)
-                    .await
-                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
-                *temp = Some(path.clone());
-                dl.state.send_modify(|s| {
-                    s.generation += 1;
-                    s.path = Some(path.clone());
-                    s.written = 0;
-                    s.total = dl.expected_size.or(total);
-                    s.phase = Phase::Running;
-                });
-                gen = Some(Generation {
-                    path,
-                    file,
-                    hasher: Sha256::new(),
-                    got: 0,
-                    total,
-                    validators: v,
-                });
-            }
-        } else if status == StatusCode::RANGE_NOT_SATISFIABLE && resume_at > 0 {
-            last_error = "origin refused to resume (416); restarting from byte 0".into();
-            gen = None;
-            continue;
-        } else if status.is_client_error()
-            && status != StatusCode::REQUEST_TIMEOUT
-            && status != StatusCode::TOO_MANY_REQUESTS
-        {
-            return Err(format!("origin answered {status} for {}", dl.src));
-        } else {
-            last_error = format!("origin answered {status}");
-            continue;
-        }
-        let Some(g) = gen.as_mut() else {
-            return Err("internal error: no download file was set up".into());
-        };
-        match pump(store, dl, g, resp, skip, reserved, cfg.read_timeout).await? {
-            Attempt::Complete => {
-                let digest = hex::encode(std::mem::take(&mut g.hasher).finalize());
-                let size = g.got;
-                if let Some(want) = &dl.expected_sha {
-                    if *want != digest {
-                        return Err(format!(
-                            "sha256 mismatch: the catalog says {want}, the origin's bytes are \
-                             {digest}; nothing was stored"
-                        ));
-                    }
-                }
-                if let Some(want) = dl.expected_size {
-                    if want != size {
-                        return Err(format!(
-                            "size mismatch: the catalog says {want} bytes, the origin sent {size}"
-                        ));
-                    }
-                }
-                // The bytes are right: let streaming clients finish now
-                // rather than after the fsync below.
-                dl.state.send_modify(|s| s.verified = true);
-                g.file
-                    .sync_all()
-                    .await
-                    .map_err(|e| format!("syncing {}: {e}", g.path.display()))?;
-                let path = g.path.clone();
-                store
-                    .commit(&dl.src, &path, &digest, size, *reserved)
-                    .map_err(|e| e.to_string())?;
-                *temp = None;
-                *reserved = 0;
-                return Ok((digest, size));
-            }
-            Attempt::Retry(why) => {
-                last_error = why;
-            }
+        match try_once(store, dl, &mut gen, reserved, temp, cfg.read_timeout).await? {
+            Tried::Stored(digest, size) => return Ok((digest, size)),
+            Tried::Retry(why) => last_error = why,
         }
     }
     Err(format!(
@@ -337,10 +211,254 @@ async fn fetch(
     ))
 }
 
+/// How one attempt ended, short of a failure for good.
+enum Tried {
+    /// The bytes are verified and in the store: digest, size.
+    Stored(String, u64),
+    /// Try again; the message says why.
+    Retry(String),
+}
+
+/// One request to the origin and as much of its body as it sends.
+async fn try_once(
+    store: &Store,
+    dl: &Download,
+    gen: &mut Option<Generation>,
+    reserved: &mut u64,
+    temp: &mut Option<PathBuf>,
+    read_timeout: Duration,
+) -> Result<Tried, String> {
+    let resp = match request(store, dl, gen.as_ref(), read_timeout).await {
+        Ok(resp) => resp,
+        Err(why) => return Ok(Tried::Retry(why)),
+    };
+    let skip = match accept(store, dl, gen, &resp, reserved, temp).await? {
+        Next::Pump(skip) => skip,
+        Next::Retry(why) => return Ok(Tried::Retry(why)),
+    };
+    let Some(g) = gen.as_mut() else {
+        return Err("internal error: no download file was set up".into());
+    };
+    match pump(store, dl, g, resp, skip, reserved, read_timeout).await? {
+        Attempt::Complete => {
+            let (digest, size) = store_verified(store, dl, g, reserved, temp).await?;
+            Ok(Tried::Stored(digest, size))
+        }
+        Attempt::Retry(why) => Ok(Tried::Retry(why)),
+    }
+}
+
+/// Tell readers and the event log that the download is under way.
+fn announce_start(store: &Store, dl: &Download) {
+    dl.state.send_modify(|s| s.phase = Phase::Connecting);
+    let _ = store.db().event(
+        "download.started",
+        &dl.src,
+        "system",
+        None,
+        "download started",
+    );
+}
+
+/// Ask the origin for the bytes, from where the generation stopped when
+/// there is one to resume.
+async fn request(
+    store: &Store,
+    dl: &Download,
+    gen: Option<&Generation>,
+    read_timeout: Duration,
+) -> Result<reqwest::Response, String> {
+    let mut req = store.client.get(&dl.src);
+    if let Some(g) = gen.filter(|g| g.got > 0) {
+        req = req.header(RANGE, format!("bytes={}-", g.got));
+        if let Some(v) = g.validators.if_range() {
+            req = req.header(IF_RANGE, v);
+        }
+    }
+    match tokio::time::timeout(read_timeout, req.send()).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(format!("requesting {}: {e}", dl.src)),
+        Err(_) => Err(format!("origin did not answer within {read_timeout:?}")),
+    }
+}
+
+/// Judge the origin's answer: resume the generation, start a new one, try
+/// again, or give up (`Err`) when retrying cannot help.
+async fn accept(
+    store: &Store,
+    dl: &Download,
+    gen: &mut Option<Generation>,
+    resp: &reqwest::Response,
+    reserved: &mut u64,
+    temp: &mut Option<PathBuf>,
+) -> Result<Next, String> {
+    let status = resp.status();
+    let resume_at = gen.as_ref().map_or(0, |g| g.got);
+    if resume_at > 0 && status == StatusCode::PARTIAL_CONTENT {
+        return Ok(check_resume(gen, resp, resume_at));
+    }
+    if status == StatusCode::OK {
+        return whole_body(store, dl, gen, resp, reserved, temp).await;
+    }
+    if status == StatusCode::RANGE_NOT_SATISFIABLE && resume_at > 0 {
+        *gen = None;
+        return Ok(Next::Retry(
+            "origin refused to resume (416); restarting from byte 0".into(),
+        ));
+    }
+    if status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+    {
+        return Err(format!("origin answered {status} for {}", dl.src));
+    }
+    Ok(Next::Retry(format!("origin answered {status}")))
+}
+
+/// A `206` must continue the same version at the byte we asked for;
+/// anything else voids the generation.
+fn check_resume(gen: &mut Option<Generation>, resp: &reqwest::Response, resume_at: u64) -> Next {
+    let Some(g) = gen.as_ref() else {
+        return Next::Pump(0);
+    };
+    let (start, len) = content_range(resp).unwrap_or((u64::MAX, None));
+    let now = Validators::from(resp, len.or(g.validators.length));
+    if start != resume_at || !g.validators.same(&now) {
+        *gen = None;
+        // Retry right away: this is not an origin fault to back off from.
+        return Next::Retry("origin changed during the download; restarting from byte 0".into());
+    }
+    Next::Pump(0)
+}
+
+/// A `200` sends the body from byte 0: keep the generation when it is
+/// provably the same version, else start a new one.
+async fn whole_body(
+    store: &Store,
+    dl: &Download,
+    gen: &mut Option<Generation>,
+    resp: &reqwest::Response,
+    reserved: &mut u64,
+    temp: &mut Option<PathBuf>,
+) -> Result<Next, String> {
+    let v = Validators::from(resp, resp.content_length());
+    let keep = gen.as_ref().filter(|g| {
+        g.got > 0
+            && g.validators.same(&v)
+            && (g.validators.etag.is_some() || g.validators.last_modified.is_some())
+    });
+    if let Some(g) = keep {
+        // The origin ignored Range but sends the same version:
+        // read past what we have instead of voiding the readers.
+        return Ok(Next::Pump(g.got));
+    }
+    let total = resp.content_length();
+    check_declared_size(dl, total)?;
+    reserve_up_to(store, total.or(dl.expected_size).unwrap_or(0), reserved)?;
+    *gen = Some(new_generation(store, dl, total, v, temp).await?);
+    Ok(Next::Pump(0))
+}
+
+/// An origin whose length contradicts the catalog will never match it.
+fn check_declared_size(dl: &Download, total: Option<u64>) -> Result<(), String> {
+    match (dl.expected_size, total) {
+        (Some(want), Some(have)) if want != have => Err(format!(
+            "origin length {have} differs from the catalog size {want}; \
+             fix the catalog entry or the origin"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Hold at least `need` bytes of the store for this download.
+fn reserve_up_to(store: &Store, need: u64, reserved: &mut u64) -> Result<(), String> {
+    if need > *reserved {
+        store.reserve(need - *reserved).map_err(|e| e.to_string())?;
+        *reserved = need;
+    }
+    Ok(())
+}
+
+/// Replace the temp file with an empty one and point readers at it.
+async fn new_generation(
+    store: &Store,
+    dl: &Download,
+    total: Option<u64>,
+    validators: Validators,
+    temp: &mut Option<PathBuf>,
+) -> Result<Generation, String> {
+    if let Some(old) = temp.take() {
+        let _ = tokio::fs::remove_file(old).await;
+    }
+    let path = store.temp_path();
+    let file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    *temp = Some(path.clone());
+    dl.state.send_modify(|s| {
+        s.generation += 1;
+        s.path = Some(path.clone());
+        s.written = 0;
+        s.total = dl.expected_size.or(total);
+        s.phase = Phase::Running;
+    });
+    Ok(Generation {
+        path,
+        file,
+        hasher: Sha256::new(),
+        got: 0,
+        total,
+        validators,
+    })
+}
+
+/// Check a complete generation against the catalog, make it durable and
+/// move it into the store.
+async fn store_verified(
+    store: &Store,
+    dl: &Download,
+    g: &mut Generation,
+    reserved: &mut u64,
+    temp: &mut Option<PathBuf>,
+) -> Result<(String, u64), String> {
+    let digest = hex::encode(std::mem::take(&mut g.hasher).finalize());
+    let size = g.got;
+    verify(dl, &digest, size)?;
+    // The bytes are right: let streaming clients finish now
+    // rather than after the fsync below.
+    dl.state.send_modify(|s| s.verified = true);
+    g.file
+        .sync_all()
+        .await
+        .map_err(|e| format!("syncing {}: {e}", g.path.display()))?;
+    store
+        .commit(&dl.src, &g.path, &digest, size, *reserved)
+        .map_err(|e| e.to_string())?;
+    *temp = None;
+    *reserved = 0;
+    Ok((digest, size))
+}
+
+/// The bytes must be the ones the catalog promises, if it promises any.
+fn verify(dl: &Download, digest: &str, size: u64) -> Result<(), String> {
+    if let Some(want) = dl.expected_sha.as_deref().filter(|want| *want != digest) {
+        return Err(format!(
+            "sha256 mismatch: the catalog says {want}, the origin's bytes are \
+             {digest}; nothing was stored"
+        ));
+    }
+    if let Some(want) = dl.expected_size.filter(|want| *want != size) {
+        return Err(format!(
+            "size mismatch: the catalog says {want} bytes, the origin sent {size}"
+        ));
+    }
+    Ok(())
+}
+
 /// Copy one response body into the generation's file.
 async fn pump(
-    store: &Arc<Store>,
-    dl: &Arc<Download>,
+    store: &Store,
+    dl: &Download,
     g: &mut Generation,
     resp: reqwest::Response,
     mut skip: u64,
@@ -358,62 +476,110 @@ async fn pump(
         } else {
             FLUSH_IDLE
         };
-        let item = match tokio::time::timeout(wait, stream.next()).await {
-            Err(_) if !buf.is_empty() => {
+        let item = match read(&mut stream, wait, !buf.is_empty()).await {
+            Read::Chunk(item) => item,
+            Read::Idle => {
                 flush(dl, g, &mut buf).await?;
                 continue;
             }
-            Err(_) => break End::Stalled,
-            Ok(None) => break End::Eof,
-            // hyper's own words here are "error decoding response body";
-            // the counts below say more.
-            Ok(Some(Err(e))) => break End::Broke(e.to_string()),
-            Ok(Some(Ok(chunk))) => chunk,
+            Read::End(end) => break end,
         };
-        let mut chunk = &item[..];
-        if skip > 0 {
-            let n = (skip as usize).min(chunk.len());
-            chunk = chunk.get(n..).unwrap_or_default();
-            skip -= n as u64;
-        }
+        let chunk = past_skip(&item, &mut skip);
         if chunk.is_empty() {
             continue;
         }
-        store
-            .metrics
-            .origin_bytes
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        let after = g.got + buf.len() as u64 + chunk.len() as u64;
-        if let Some(total) = g.total {
-            if after > total {
-                return Err(format!(
-                    "origin sent more than the {total} bytes it declared"
-                ));
-            }
-        }
-        if after > *reserved {
-            // Unknown length: grow the reservation as bytes arrive.
-            // Reserve in steps of up to 1 MiB (within the free room, so a
-            // step never evicts more than the bytes need).
-            let need = after - *reserved;
-            let (used, held, max) = store.usage();
-            let room = max.map_or(u64::MAX, |m| m.saturating_sub(used + held));
-            let more = need.max(room.min(1 << 20));
-            store.reserve(more).map_err(|e| e.to_string())?;
-            *reserved += more;
-        }
-        buf.extend_from_slice(chunk);
+        take(store, g, &mut buf, chunk, reserved)?;
         if buf.len() >= WRITE_CHUNK {
             flush(dl, g, &mut buf).await?;
         }
     };
     flush(dl, g, &mut buf).await?;
-    if skip > 0 {
-        return Ok(Attempt::Retry(
-            "origin ended before reaching the resume point".into(),
+    Ok(verdict(end, g, skip, read_timeout))
+}
+
+/// What waiting `wait` for the next piece of the body brought.
+enum Read {
+    /// Bytes.
+    Chunk(bytes::Bytes),
+    /// Nothing yet, with bytes buffered: time to hand them to readers.
+    Idle,
+    /// The body is over, one way or another.
+    End(End),
+}
+
+/// Wait up to `wait` for the next piece of the body.
+async fn read<S>(stream: &mut S, wait: Duration, buffered: bool) -> Read
+where
+    S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+{
+    match tokio::time::timeout(wait, stream.next()).await {
+        Err(_) if buffered => Read::Idle,
+        Err(_) => Read::End(End::Stalled),
+        Ok(None) => Read::End(End::Eof),
+        // hyper's own words here are "error decoding response body";
+        // the counts in `verdict` say more.
+        Ok(Some(Err(e))) => Read::End(End::Broke(e.to_string())),
+        Ok(Some(Ok(chunk))) => Read::Chunk(chunk),
+    }
+}
+
+/// The part of `item` past the bytes still to skip (those the generation
+/// already has, when the origin resent them).
+fn past_skip<'a>(item: &'a [u8], skip: &mut u64) -> &'a [u8] {
+    if *skip == 0 {
+        return item;
+    }
+    let n = (*skip as usize).min(item.len());
+    *skip -= n as u64;
+    item.get(n..).unwrap_or_default()
+}
+
+/// Buffer `chunk`, after checking it fits the declared length and the
+/// reservation.
+fn take(
+    store: &Store,
+    g: &Generation,
+    buf: &mut BytesMut,
+    chunk: &[u8],
+    reserved: &mut u64,
+) -> Result<(), String> {
+    store
+        .metrics
+        .origin_bytes
+        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    let after = g.got + buf.len() as u64 + chunk.len() as u64;
+    if let Some(total) = g.total.filter(|total| after > *total) {
+        return Err(format!(
+            "origin sent more than the {total} bytes it declared"
         ));
     }
-    Ok(match (end, g.total) {
+    grow_reservation(store, after, reserved)?;
+    buf.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// Unknown length: grow the reservation as bytes arrive, in steps of up
+/// to 1 MiB (within the free room, so a step never evicts more than the
+/// bytes need).
+fn grow_reservation(store: &Store, after: u64, reserved: &mut u64) -> Result<(), String> {
+    if after <= *reserved {
+        return Ok(());
+    }
+    let need = after - *reserved;
+    let (used, held, max) = store.usage();
+    let room = max.map_or(u64::MAX, |m| m.saturating_sub(used + held));
+    let more = need.max(room.min(1 << 20));
+    store.reserve(more).map_err(|e| e.to_string())?;
+    *reserved += more;
+    Ok(())
+}
+
+/// How the attempt went, from how the body ended.
+fn verdict(end: End, g: &Generation, skip: u64, read_timeout: Duration) -> Attempt {
+    if skip > 0 {
+        return Attempt::Retry("origin ended before reaching the resume point".into());
+    }
+    match (end, g.total) {
         (End::Stalled, _) => Attempt::Retry(format!("origin stalled for {read_timeout:?}")),
         (End::Eof | End::Broke(_), Some(total)) if g.got < total => Attempt::Retry(format!(
             "the origin declared {total} bytes but closed the connection after {}",
@@ -424,7 +590,7 @@ async fn pump(
             g.got
         )),
         (End::Eof, _) => Attempt::Complete,
-    })
+    }
 }
 
 /// How one response body ended.

@@ -65,25 +65,14 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
         opts.admin_password_hash.clone(),
     )
     .context("setting up the admin account")?;
-    if creds.is_open() {
-        tracing::warn!(
-            "no WITHCACHE_ADMIN_PASSWORD or WITHCACHE_ADMIN_PASSWORD_HASH set: the catalog API \
-             and the UI are OPEN to anyone who can reach this port"
-        );
-    } else if creds.uses_default_password() {
-        tracing::warn!("the admin password is the default one; change it");
-    }
+    warn_if_weak(&creds);
     if let Some(t) = &opts.api_token {
         t.check().context("WITHCACHE_API_TOKEN")?;
         tracing::info!(
             "a service token is set: the admin API also accepts it as Authorization: Bearer"
         );
     }
-    let sessions = match &opts.session_secret {
-        Some(s) => bty_auth::SessionKey::from_secret(s.as_bytes()),
-        None => bty_auth::SessionKey::load_or_create(&opts.data_dir.join("session-secret"))
-            .context("loading the session secret")?,
-    };
+    let sessions = session_key(&opts)?;
     let auth = bty_auth::Auth::new(creds, sessions, "withcache_session");
     let catalog = catalog::Catalog::new(store.clone());
     Ok(Arc::new(App {
@@ -92,6 +81,30 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
         auth,
         opts,
     }))
+}
+
+/// An open or default-password account is the operator's choice, but
+/// never a silent one.
+fn warn_if_weak(creds: &bty_auth::Credentials) {
+    if creds.is_open() {
+        tracing::warn!(
+            "no WITHCACHE_ADMIN_PASSWORD or WITHCACHE_ADMIN_PASSWORD_HASH set: the catalog API \
+             and the UI are OPEN to anyone who can reach this port"
+        );
+    } else if creds.uses_default_password() {
+        tracing::warn!("the admin password is the default one; change it");
+    }
+}
+
+/// The key of UI sessions: the configured secret, else one kept in the
+/// data dir so sessions survive a restart.
+fn session_key(opts: &Options) -> anyhow::Result<bty_auth::SessionKey> {
+    use anyhow::Context;
+    Ok(match &opts.session_secret {
+        Some(s) => bty_auth::SessionKey::from_secret(s.as_bytes()),
+        None => bty_auth::SessionKey::load_or_create(&opts.data_dir.join("session-secret"))
+            .context("loading the session secret")?,
+    })
 }
 
 /// Every route, behind request ids and spans. The API takes the service
@@ -134,18 +147,39 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, data_dir = %app.opts.data_dir.display(), "withcache listening");
     }
-    let flusher = {
-        let store = app.store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                if let Err(e) = store.flush_access() {
-                    tracing::warn!(error = %e, "could not save hit counters");
-                }
-            }
-        })
-    };
+    let flusher = tokio::spawn(flush_access_every(
+        app.store.clone(),
+        Duration::from_secs(5),
+    ));
+    accept_until(&listener, &app, &router, shutdown).await;
+    flusher.abort();
+    for dl in app.store.downloads() {
+        dl.cancelled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    app.store.flush_access()?;
+    Ok(())
+}
+
+/// Hit counters are kept in memory and saved now and then, not on every
+/// request.
+async fn flush_access_every(store: Arc<store::Store>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.flush_access() {
+            tracing::warn!(error = %e, "could not save hit counters");
+        }
+    }
+}
+
+/// Serve connections until `shutdown` resolves, then drop the open ones.
+async fn accept_until(
+    listener: &tokio::net::TcpListener,
+    app: &Arc<App>,
+    router: &axum::Router,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -169,11 +203,4 @@ pub async fn serve(
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
-    flusher.abort();
-    for dl in app.store.downloads() {
-        dl.cancelled
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    app.store.flush_access()?;
-    Ok(())
 }

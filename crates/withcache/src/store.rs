@@ -154,6 +154,36 @@ pub struct DlState {
     pub verified: bool,
 }
 
+impl DlState {
+    /// How many bytes of the temp file a reader may send now, and whether
+    /// that is all of them: the last byte waits for verification, so a
+    /// download that fails its check never reaches a client complete.
+    /// `Err` is why the download failed.
+    pub(crate) fn readable(&self) -> Result<(u64, bool), &str> {
+        match &self.phase {
+            Phase::Failed(msg) => Err(msg),
+            Phase::Done { size, .. } => Ok((*size, true)),
+            _ if self.verified => Ok((self.written, true)),
+            _ => match self.total {
+                Some(t) => Ok((self.written.min(t.saturating_sub(1)), false)),
+                None => Ok((self.written, false)),
+            },
+        }
+    }
+}
+
+/// Wait until the origin answered: the state once the download runs or is
+/// over; `None` if it vanished.
+pub(crate) async fn settled(rx: &mut watch::Receiver<DlState>) -> Option<DlState> {
+    loop {
+        let st = rx.borrow_and_update().clone();
+        if !matches!(st.phase, Phase::Queued | Phase::Connecting) {
+            return Some(st);
+        }
+        rx.changed().await.ok()?;
+    }
+}
+
 /// One download; shared by everyone who asked for it (single flight).
 #[derive(Debug)]
 pub struct Download {
@@ -198,6 +228,129 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Partial downloads do not survive a restart: their single-flight owner
+/// is gone, and a resume would need validators we did not keep.
+fn sweep(tmp: &Path) -> Result<(), Error> {
+    for ent in std::fs::read_dir(tmp).map_err(|e| Error::io(tmp, e))? {
+        let ent = ent.map_err(|e| Error::io(tmp, e))?;
+        let _ = std::fs::remove_file(ent.path());
+    }
+    Ok(())
+}
+
+/// The index as the database has it, without the blobs whose file is
+/// missing or has the wrong size (their rows are deleted).
+fn load_index(db: &Db, blobs: &Path) -> Result<Index, Error> {
+    let (rows, sources) = db.load_index()?;
+    let mut index = Index::default();
+    for row in rows {
+        match std::fs::metadata(blobs.join(&row.digest)) {
+            Ok(m) if m.len() == row.size => {
+                index.used += row.size;
+                index.blobs.insert(
+                    row.digest,
+                    BlobMeta {
+                        size: row.size,
+                        last_access: row.last_access,
+                        hits: row.hits,
+                        misses: row.misses,
+                        dirty: false,
+                    },
+                );
+            }
+            _ => {
+                tracing::warn!(digest = %row.digest, "blob file missing or wrong size; forgetting it");
+                db.delete_blob(&row.digest)?;
+            }
+        }
+    }
+    for (src, digest) in sources {
+        if index.blobs.contains_key(&digest) {
+            index.sources.insert(src, digest);
+        }
+    }
+    Ok(index)
+}
+
+/// The client downloads go through.
+fn origin_client(fetch: &FetchConfig) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(fetch.connect_timeout)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            // Redirects may not leave http/https (no file://, no ftp://).
+            if !matches!(attempt.url().scheme(), "http" | "https") {
+                attempt.error("origin redirected to a non-http(s) URL")
+            } else if attempt.previous().len() >= 10 {
+                attempt.error("origin redirected more than 10 times")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .user_agent(concat!("withcache/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))
+}
+
+/// The least recently used blob that is not pinned.
+fn lru_unpinned(index: &Index, pinned: &HashSet<String>) -> Option<String> {
+    index
+        .blobs
+        .iter()
+        .filter(|(d, _)| !pinned.contains(*d))
+        .min_by_key(|(_, m)| m.last_access)
+        .map(|(d, _)| d.clone())
+}
+
+/// Why `n` more bytes cannot fit, and what the operator can do.
+fn cache_full(index: &Index, pinned: usize, n: u64, max: u64) -> Error {
+    Error::Full(format!(
+        "cache full: {} bytes stored ({pinned} pinned), {} reserved by running downloads, \
+         quota {max}; {n} more bytes needed. Unpin or delete blobs \
+         (DELETE /blobs/{{digest}}) or raise --max-bytes",
+        index.used, index.reserved
+    ))
+}
+
+/// Index a blob just stored; one stored before under another URL keeps its
+/// entry and takes the misses of this one.
+fn index_blob(index: &mut Index, digest: &str, size: u64, misses: u64) {
+    match index.blobs.get_mut(digest) {
+        Some(meta) => meta.misses = misses,
+        None => {
+            index.used += size;
+            index.blobs.insert(
+                digest.to_string(),
+                BlobMeta {
+                    size,
+                    last_access: now_unix(),
+                    hits: 0,
+                    misses,
+                    dirty: false,
+                },
+            );
+        }
+    }
+}
+
+/// A download not started yet.
+fn queued(src: &str, expected_sha: Option<String>, expected_size: Option<u64>) -> Download {
+    let (tx, _) = watch::channel(DlState {
+        phase: Phase::Queued,
+        generation: 0,
+        path: None,
+        written: 0,
+        total: expected_size,
+        verified: false,
+    });
+    Download {
+        src: src.to_string(),
+        expected_sha,
+        expected_size,
+        state: tx,
+        cancelled: Default::default(),
+    }
+}
+
 impl Store {
     /// Open the store under `data_dir`: sweep temp files a crash left
     /// behind, load the index and drop rows whose file is gone.
@@ -211,56 +364,9 @@ impl Store {
         let tmp = data_dir.join("tmp");
         std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        // Partial downloads do not survive a restart: their single-flight
-        // owner is gone, and a resume would need validators we did not keep.
-        for ent in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
-            let ent = ent.map_err(|e| Error::io(&tmp, e))?;
-            let _ = std::fs::remove_file(ent.path());
-        }
-        let (rows, sources) = db.load_index()?;
-        let mut index = Index::default();
-        for row in rows {
-            let path = blobs.join(&row.digest);
-            match std::fs::metadata(&path) {
-                Ok(m) if m.len() == row.size => {
-                    index.used += row.size;
-                    index.blobs.insert(
-                        row.digest,
-                        BlobMeta {
-                            size: row.size,
-                            last_access: row.last_access,
-                            hits: row.hits,
-                            misses: row.misses,
-                            dirty: false,
-                        },
-                    );
-                }
-                _ => {
-                    tracing::warn!(digest = %row.digest, "blob file missing or wrong size; forgetting it");
-                    db.delete_blob(&row.digest)?;
-                }
-            }
-        }
-        for (src, digest) in sources {
-            if index.blobs.contains_key(&digest) {
-                index.sources.insert(src, digest);
-            }
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(fetch.connect_timeout)
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Redirects may not leave http/https (no file://, no ftp://).
-                if !matches!(attempt.url().scheme(), "http" | "https") {
-                    attempt.error("origin redirected to a non-http(s) URL")
-                } else if attempt.previous().len() >= 10 {
-                    attempt.error("origin redirected more than 10 times")
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .user_agent(concat!("withcache/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        sweep(&tmp)?;
+        let index = load_index(&db, &blobs)?;
+        let client = origin_client(&fetch)?;
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
             db,
@@ -379,45 +485,42 @@ impl Store {
                  raise --max-bytes"
             )));
         }
-        {
-            // Common case first: it fits, no eviction, no database query.
-            let mut index = lock(&self.index);
-            if index.used + index.reserved + n <= max {
-                index.reserved += n;
-                return Ok(());
-            }
+        if self.reserve_in_room(n, max) {
+            return Ok(());
         }
         let pinned: HashSet<String> = self.db.pinned_digests()?.into_iter().collect();
         let mut index = lock(&self.index);
         while index.used + index.reserved + n > max {
-            let victim = index
-                .blobs
-                .iter()
-                .filter(|(d, _)| !pinned.contains(*d))
-                .min_by_key(|(_, m)| m.last_access)
-                .map(|(d, _)| d.clone());
-            let Some(victim) = victim else {
-                return Err(Error::Full(format!(
-                    "cache full: {} bytes stored ({} pinned), {} reserved by running downloads, \
-                     quota {max}; {n} more bytes needed. Unpin or delete blobs \
-                     (DELETE /blobs/{{digest}}) or raise --max-bytes",
-                    index.used,
-                    pinned.len(),
-                    index.reserved
-                )));
-            };
-            self.remove_locked(&mut index, &victim)?;
-            self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(digest = %victim, "evicted to make room");
-            let _ = self.db.event(
-                "blob.evicted",
-                &victim,
-                "system",
-                None,
-                "evicted (least recently used) to make room for a download",
-            );
+            let victim = lru_unpinned(&index, &pinned)
+                .ok_or_else(|| cache_full(&index, pinned.len(), n, max))?;
+            self.evict(&mut index, &victim)?;
         }
         index.reserved += n;
+        Ok(())
+    }
+
+    /// The common case: it fits, no eviction, no database query.
+    fn reserve_in_room(&self, n: u64, max: u64) -> bool {
+        let mut index = lock(&self.index);
+        let fits = index.used + index.reserved + n <= max;
+        if fits {
+            index.reserved += n;
+        }
+        fits
+    }
+
+    /// Evict `victim` to make room for a download.
+    fn evict(&self, index: &mut Index, victim: &str) -> Result<(), Error> {
+        self.remove_locked(index, victim)?;
+        self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(digest = %victim, "evicted to make room");
+        let _ = self.db.event(
+            "blob.evicted",
+            victim,
+            "system",
+            None,
+            "evicted (least recently used) to make room for a download",
+        );
         Ok(())
     }
 
@@ -484,22 +587,7 @@ impl Store {
         index.reserved = index.reserved.saturating_sub(reserved);
         // The row takes over the misses `src` collected before.
         let misses = self.db.add_blob(src, digest, size)?;
-        match index.blobs.get_mut(digest) {
-            Some(meta) => meta.misses = misses,
-            None => {
-                index.used += size;
-                index.blobs.insert(
-                    digest.to_string(),
-                    BlobMeta {
-                        size,
-                        last_access: now_unix(),
-                        hits: 0,
-                        misses,
-                        dirty: false,
-                    },
-                );
-            }
-        }
+        index_blob(&mut index, digest, size, misses);
         index.sources.insert(src.to_string(), digest.to_string());
         Ok(())
     }
@@ -534,21 +622,7 @@ impl Store {
         if self.lookup(src).is_some() {
             return None;
         }
-        let (tx, _) = watch::channel(DlState {
-            phase: Phase::Queued,
-            generation: 0,
-            path: None,
-            written: 0,
-            total: expected_size,
-            verified: false,
-        });
-        let dl = Arc::new(Download {
-            src: src.to_string(),
-            expected_sha,
-            expected_size,
-            state: tx,
-            cancelled: Default::default(),
-        });
+        let dl = Arc::new(queued(src, expected_sha, expected_size));
         downloads.insert(src.to_string(), dl.clone());
         self.metrics
             .downloads_started

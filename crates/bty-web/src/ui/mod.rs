@@ -61,9 +61,7 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/events/ack", post(events::ack))
         .route("/ui/settings", get(settings::show))
         .route("/ui/live", get(live::stream));
-    gate.guard_ui(guarded)
-        .merge(gate.login_routes())
-        .merge(bty_http::ui::assets())
+    gate.ui(guarded)
 }
 
 /// Whether a request was made by htmx (it sends `HX-Request: true`).

@@ -67,11 +67,7 @@ impl RowView {
             description: e.description.clone(),
             pinned: s.row.pinned,
             state: s.state,
-            badge: match s.state {
-                "cached" => "done",
-                "downloading" | "queued" => "flashing",
-                _ => "discovered",
-            },
+            badge: badge(s.state),
             digest: s.digest.clone(),
             size_text: known_size
                 .map(bty_ui_kit::human_bytes)
@@ -79,23 +75,40 @@ impl RowView {
             live,
             pct,
             pct_text: pct.map(|p| format!("{p}%")).unwrap_or_else(|| "–".into()),
-            bytes_text: match (s.written, known_size) {
-                (Some(w), Some(t)) => format!(
-                    "{} of {}",
-                    bty_ui_kit::human_bytes(w),
-                    bty_ui_kit::human_bytes(t)
-                ),
-                (Some(w), None) => bty_ui_kit::human_bytes(w),
-                _ => String::new(),
-            },
-            rate_text: match rate {
-                Some(r) if live && r > 0.0 => {
-                    format!("{}/s", bty_ui_kit::human_bytes(r as u64))
-                }
-                _ => String::new(),
-            },
+            bytes_text: bytes_text(s.written, known_size),
+            rate_text: rate_text(rate.filter(|_| live)),
             written: s.written,
         }
+    }
+}
+
+/// The UI kit's badge for an entry state.
+fn badge(state: &str) -> &'static str {
+    match state {
+        "cached" => "done",
+        "downloading" | "queued" => "flashing",
+        _ => "discovered",
+    }
+}
+
+/// "1.2 GiB of 3 GiB", or what is known of it.
+fn bytes_text(written: Option<u64>, known_size: Option<u64>) -> String {
+    match (written, known_size) {
+        (Some(w), Some(t)) => format!(
+            "{} of {}",
+            bty_ui_kit::human_bytes(w),
+            bty_ui_kit::human_bytes(t)
+        ),
+        (Some(w), None) => bty_ui_kit::human_bytes(w),
+        _ => String::new(),
+    }
+}
+
+/// The rate of a live row; nothing when it is stalled or unknown.
+fn rate_text(rate: Option<f64>) -> String {
+    match rate {
+        Some(r) if r > 0.0 => format!("{}/s", bty_ui_kit::human_bytes(r as u64)),
+        _ => String::new(),
     }
 }
 

@@ -44,46 +44,19 @@ struct EventsCtx {
 }
 
 pub(super) async fn show(State(app): State<Arc<App>>, Query(q): Query<EventsQuery>) -> Response {
-    let mut error = None;
-    let before = match q.before.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(b) => match b.parse::<i64>() {
-            Ok(v) => Some(v),
-            Err(_) => {
-                error = Some(format!(
-                    "The page cursor {b:?} is not a number; showing the newest events."
-                ));
-                None
-            }
-        },
-    };
+    let (before, error) = cursor(q.before.as_deref());
     let all = match app.db().events(EVENTS_SCANNED, None) {
         Ok(e) => e,
         Err(e) => return broken(&e),
     };
     let needle = q.q.trim().to_lowercase();
-    let mut matching = all.into_iter().filter(|e| {
-        before.is_none_or(|b| e.id < b)
-            && (needle.is_empty()
-                || [
-                    e.kind.as_str(),
-                    e.subject.as_str(),
-                    e.actor.as_str(),
-                    e.source_ip.as_deref().unwrap_or(""),
-                    e.summary.as_str(),
-                ]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&needle)))
-    });
+    let mut matching = all
+        .into_iter()
+        .filter(|e| before.is_none_or(|b| e.id < b) && mentions(e, &needle));
     let events: Vec<EventView> = matching
         .by_ref()
         .take(EVENTS_PAGE)
-        .map(|e| EventView {
-            problem: e.kind.contains("fail")
-                || e.kind.contains("refused")
-                || e.kind.contains("error"),
-            e,
-        })
+        .map(EventView::of)
         .collect();
     let older = if matching.next().is_some() {
         events.last().map(|e| e.e.id)
@@ -100,4 +73,45 @@ pub(super) async fn show(State(app): State<Arc<App>>, Query(q): Query<EventsQuer
         notice: None,
     };
     page(StatusCode::OK, "events.html", &ctx)
+}
+
+/// The page cursor, or none and why when it is not a number.
+fn cursor(before: Option<&str>) -> (Option<i64>, Option<String>) {
+    match before.map(str::trim) {
+        None | Some("") => (None, None),
+        Some(b) => match b.parse::<i64>() {
+            Ok(v) => (Some(v), None),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "The page cursor {b:?} is not a number; showing the newest events."
+                )),
+            ),
+        },
+    }
+}
+
+/// Whether any field of `e` contains `needle` (lowercase; empty matches).
+fn mentions(e: &EventRow, needle: &str) -> bool {
+    needle.is_empty()
+        || [
+            e.kind.as_str(),
+            e.subject.as_str(),
+            e.actor.as_str(),
+            e.source_ip.as_deref().unwrap_or(""),
+            e.summary.as_str(),
+        ]
+        .iter()
+        .any(|f| f.to_lowercase().contains(needle))
+}
+
+impl EventView {
+    fn of(e: EventRow) -> EventView {
+        EventView {
+            problem: e.kind.contains("fail")
+                || e.kind.contains("refused")
+                || e.kind.contains("error"),
+            e,
+        }
+    }
 }

@@ -56,72 +56,107 @@ impl LiveWatch {
     /// The fragments to send now: changed rows, the usage line, and one
     /// notice when entries were added or deleted elsewhere.
     fn step(&mut self, app: &App) -> Vec<SseEvent> {
-        let mut out = Vec::new();
         let states: Vec<EntryState> = match app.catalog.list() {
             Ok(states) => states,
             Err(e) => {
                 tracing::warn!(error = %e, "catalog stream could not read the catalog");
-                return out;
+                return Vec::new();
             }
         };
         let now = Instant::now();
         let names: BTreeSet<String> = states.iter().map(|s| s.row.entry.name.clone()).collect();
-        for s in states {
-            let name = s.row.entry.name.clone();
-            let rate = match (s.written, self.samples.get(&name)) {
-                (Some(w), Some((w0, t0))) if w >= *w0 => {
-                    let dt = now.duration_since(*t0).as_secs_f64();
-                    (dt > 0.0).then(|| (w - w0) as f64 / dt)
-                }
-                _ => None,
-            };
-            let view = RowView::new(s, rate);
-            match view.written {
-                Some(w) if view.live => {
-                    self.samples.insert(name.clone(), (w, now));
-                }
-                _ => {
-                    self.samples.remove(&name);
-                }
-            }
-            if !self.names.contains(&name) {
-                continue; // not on the page; covered by the notice
-            }
-            // The rate alone changing is not worth a row.
-            let same = self
-                .rows
-                .get(&name)
-                .is_some_and(|old| old.same_but_rate(&view));
-            if !same {
-                match PAGES.render(
-                    "catalog_row.html",
-                    &minijinja::context! { e => &view },
-                    None,
-                ) {
-                    Ok(html) => {
-                        out.push(SseEvent::default().event(format!("row-{name}")).data(html))
-                    }
-                    Err(e) => tracing::error!(error = %e, "rendering a catalog row failed"),
-                }
-                self.rows.insert(name, view);
-            }
-        }
-        if names != self.names && !self.told_reload {
-            self.told_reload = true;
-            out.push(SseEvent::default().event("notice").data(
-                "Entries were added or deleted since this page was loaded: \
-                 <a href=\"/ui/catalog\">reload</a> to see them.",
-            ));
-        }
-        let usage = UsageView::of(app);
-        if usage != self.usage {
-            match PAGES.render("usage.html", &minijinja::context! { u => &usage }, None) {
-                Ok(html) => out.push(SseEvent::default().event("usage").data(html)),
-                Err(e) => tracing::error!(error = %e, "rendering the usage line failed"),
-            }
-            self.usage = usage;
-        }
+        let mut out: Vec<SseEvent> = states
+            .into_iter()
+            .filter_map(|s| self.row(s, now))
+            .collect();
+        out.extend(self.notice(&names));
+        out.extend(self.usage(app));
         out
+    }
+
+    /// The row of one entry, when it changed on the page.
+    fn row(&mut self, s: EntryState, now: Instant) -> Option<SseEvent> {
+        let name = s.row.entry.name.clone();
+        let rate = self.rate(&name, s.written, now);
+        let view = RowView::new(s, rate);
+        match view.written {
+            Some(w) if view.live => {
+                self.samples.insert(name.clone(), (w, now));
+            }
+            _ => {
+                self.samples.remove(&name);
+            }
+        }
+        if !self.names.contains(&name) {
+            return None; // not on the page; covered by the notice
+        }
+        // The rate alone changing is not worth a row.
+        if self
+            .rows
+            .get(&name)
+            .is_some_and(|old| old.same_but_rate(&view))
+        {
+            return None;
+        }
+        let event = fragment(
+            format!("row-{name}"),
+            "catalog_row.html",
+            minijinja::context! { e => &view },
+            "a catalog row",
+        );
+        self.rows.insert(name, view);
+        event
+    }
+
+    /// Bytes per second since the last sample of `name`.
+    fn rate(&self, name: &str, written: Option<u64>, now: Instant) -> Option<f64> {
+        match (written, self.samples.get(name)) {
+            (Some(w), Some((w0, t0))) if w >= *w0 => {
+                let dt = now.duration_since(*t0).as_secs_f64();
+                (dt > 0.0).then(|| (w - w0) as f64 / dt)
+            }
+            _ => None,
+        }
+    }
+
+    /// Once per stream: entries came or went, which rows cannot show.
+    fn notice(&mut self, names: &BTreeSet<String>) -> Option<SseEvent> {
+        if *names == self.names || self.told_reload {
+            return None;
+        }
+        self.told_reload = true;
+        Some(SseEvent::default().event("notice").data(
+            "Entries were added or deleted since this page was loaded: \
+             <a href=\"/ui/catalog\">reload</a> to see them.",
+        ))
+    }
+
+    /// The usage line, when it changed.
+    fn usage(&mut self, app: &App) -> Option<SseEvent> {
+        let usage = UsageView::of(app);
+        if usage == self.usage {
+            return None;
+        }
+        let event = fragment(
+            "usage".into(),
+            "usage.html",
+            minijinja::context! { u => &usage },
+            "the usage line",
+        );
+        self.usage = usage;
+        event
+    }
+}
+
+/// `event` with `template` rendered; a template that fails is logged and
+/// the fragment skipped, so one bad row does not end the stream.
+fn fragment(event: String, template: &str, ctx: minijinja::Value, what: &str) -> Option<SseEvent> {
+    match PAGES.render(template, &ctx, None) {
+        Ok(html) => Some(SseEvent::default().event(event).data(html)),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering {what} failed");
+            None
+        }
     }
 }
 

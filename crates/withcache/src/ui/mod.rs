@@ -103,9 +103,7 @@ pub(crate) fn routes(gate: &Gate) -> axum::Router<Arc<App>> {
         .route("/", get(|| async { Redirect::to("/ui/catalog") }))
         .route("/ui", get(|| async { Redirect::to("/ui/catalog") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/catalog") }))
-        .merge(gate.guard_ui(guarded))
-        .merge(gate.login_routes())
-        .merge(bty_http::ui::assets())
+        .merge(gate.ui(guarded))
 }
 
 /// A whole page (never cached).
