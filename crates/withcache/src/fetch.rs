@@ -325,7 +325,8 @@ fn check_resume(gen: &mut Option<Generation>, resp: &reqwest::Response, resume_a
     let now = Validators::from(resp, len.or(g.validators.length));
     if start != resume_at || !g.validators.same(&now) {
         *gen = None;
-        // Retry right away: this is not an origin fault to back off from.
+        // Start again from byte 0 (after the retry loop's usual backoff, so a
+        // file that keeps changing cannot make us hammer the origin).
         return Next::Retry("origin changed during the download; restarting from byte 0".into());
     }
     Next::Pump(0)
