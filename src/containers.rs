@@ -196,33 +196,61 @@ pub async fn run_service(
 /// Podman 4.3 now and then fails a start with "write child: broken pipe"
 /// (conmon's sync pipe closed early; seen under load, and the same start
 /// works when retried). Recreate and start again a couple of times before
-/// giving up; every other error fails at once.
+/// giving up. The failed attempt's port forwarder may hold the published
+/// ports for a few seconds after the removal, so a retry that finds a port
+/// "already in use" waits longer and tries again; that answer on a first
+/// attempt is a real conflict and fails at once, like every other error.
 async fn create_and_start(
     engine: &impl ContainerEngine,
     name: &str,
     spec: &ContainerSpec,
 ) -> Result<()> {
     let image = &spec.image;
-    for attempt in 0.. {
+    let mut retry = StartRetry::default();
+    loop {
         engine
             .create_container(name, spec)
             .await
             .map_err(|e| anyhow!("creating container {name} from {image}: {e}"))?;
-        match engine.start_container(name).await {
-            Ok(()) => break,
-            Err(e) if attempt < 2 && e.message.contains("broken pipe") => {
-                crate::ui::warn(format!(
-                    "starting container {name}: engine said {e}; recreating it and trying again"
-                ));
-                force_remove(engine, name)
-                    .await
-                    .map_err(|e| anyhow!("removing container {name}: {e}"))?;
-                tokio::time::sleep(RETRY_PAUSE * 2).await;
-            }
-            Err(e) => bail!("starting container {name}: {e}"),
-        }
+        let e = match engine.start_container(name).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some(pause) = retry.after(&e.message) else {
+            bail!("starting container {name}: {e}");
+        };
+        crate::ui::warn(format!(
+            "starting container {name}: engine said {e}; recreating it and trying again"
+        ));
+        force_remove(engine, name)
+            .await
+            .map_err(|e| anyhow!("removing container {name}: {e}"))?;
+        tokio::time::sleep(pause).await;
     }
-    Ok(())
+}
+
+/// Which failed starts are worth another go, and how long to wait first.
+#[derive(Debug, Default)]
+struct StartRetry {
+    broken_pipes: u32,
+    busy_ports: u32,
+}
+
+impl StartRetry {
+    /// Two broken pipes in a row are retried; then up to four busy ports
+    /// (1, 2, 3, 4 pauses: about 5 s in all), but only after a broken pipe.
+    fn after(&mut self, message: &str) -> Option<Duration> {
+        if message.contains("broken pipe") && self.broken_pipes < 2 {
+            self.broken_pipes += 1;
+            return Some(RETRY_PAUSE * 2);
+        }
+        let busy = message.contains("address already in use");
+        if busy && self.broken_pipes > 0 && self.busy_ports < 4 {
+            self.busy_ports += 1;
+            return Some(RETRY_PAUSE * 2 * self.busy_ports);
+        }
+        None
+    }
 }
 
 /// What a removal did, item by item.

@@ -45,6 +45,8 @@ struct State {
     build_fails: Option<String>,
     /// The next this many starts fail with a broken pipe.
     broken_pipes: usize,
+    /// After those, this many starts find a published port still in use.
+    busy_ports: usize,
     behaviour: HashMap<String, Behaviour>,
     remove_fails: HashMap<String, String>,
 }
@@ -110,6 +112,12 @@ impl Fake {
     /// load.
     pub fn broken_pipe_starts(&self, n: usize) {
         self.st().broken_pipes = n;
+    }
+
+    /// The next `n` starts after the broken pipes find a published port
+    /// still held (Podman's forwarder of a removed container).
+    pub fn busy_port_starts(&self, n: usize) {
+        self.st().busy_ports = n;
     }
 
     /// How containers from image `r` behave once started.
@@ -316,6 +324,12 @@ impl ContainerEngine for Fake {
             st.broken_pipes -= 1;
             return Err(Error::new(
                 "engine said (500): crun: write child: broken pipe: OCI runtime error",
+            ));
+        }
+        if st.busy_ports > 0 {
+            st.busy_ports -= 1;
+            return Err(Error::new(
+                "engine said (500): cannot listen on the TCP port: listen tcp4 :3000: bind: address already in use",
             ));
         }
         let Some(c) = st.containers.get(name) else {

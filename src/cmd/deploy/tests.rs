@@ -220,6 +220,41 @@ async fn podman_s_broken_pipe_start_is_retried_then_given_up() {
 }
 
 #[tokio::test]
+async fn a_port_held_after_a_broken_pipe_is_waited_for_but_not_on_a_first_start() {
+    let (_t, m) = testkit::lab();
+    let cache = m.container(&stack::CACHE);
+    // Seen with Podman 4.3 under load: broken pipe, broken pipe, then the
+    // removed container's forwarder still holds the port for a while.
+    let f = testkit::engine_with_images(Kind::Podman, &m);
+    f.broken_pipe_starts(2);
+    f.busy_port_starts(2);
+    start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.calls_of("start").iter().filter(|n| **n == cache).count(),
+        5
+    );
+    // A busy port on the first start is a real conflict: no retry.
+    let f = testkit::engine_with_images(Kind::Podman, &m);
+    f.busy_port_starts(1);
+    let e = start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("address already in use"), "{e:#}");
+    assert_eq!(f.calls_of("start"), [cache.clone()]);
+    // And it is not waited for forever.
+    let f = testkit::engine_with_images(Kind::Podman, &m);
+    f.broken_pipe_starts(1);
+    f.busy_port_starts(5);
+    let e = start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("address already in use"), "{e:#}");
+    assert_eq!(f.calls_of("start").len(), 6);
+}
+
+#[tokio::test]
 async fn a_container_of_another_deploy_is_not_replaced() {
     let (_t, m) = testkit::lab();
     let f = testkit::engine_with_images(Kind::Docker, &m);
