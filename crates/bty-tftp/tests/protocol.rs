@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bty_tftp::packet::{self, Packet, OP_RRQ, OP_WRQ};
 
@@ -740,4 +740,96 @@ fn stock_ipxe_in_qemu_chains_to_http_on_its_second_fetch() {
         req_rx.recv_timeout(Duration::from_secs(5)).unwrap(),
         "GET /pxe-bootstrap.ipxe HTTP/1.1"
     );
+}
+
+/// Issue 12, "the LAN is hostile": one host opens 64 sessions (one per
+/// source port, the whole default pool) asking for `timeout=255` and never
+/// ACKs. Another host (127.0.0.2; all of 127/8 is loopback on Linux) must
+/// still fetch its boot file within a few seconds, retrying on "busy" as
+/// firmware does.
+#[test]
+fn held_sessions_from_one_host_do_not_stop_another_hosts_transfer() {
+    let s = Server::start(|_| {});
+    let data = s.write("boot.bin", &random_bytes(100_000, 12));
+    let rrq = packet::request(OP_RRQ, "boot.bin", "octet", &[("timeout", "255")]);
+    let attackers: Vec<UdpSocket> = (0..64)
+        .map(|_| {
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            a.send_to(&rrq, s.v4).unwrap();
+            a
+        })
+        .collect();
+    // Wait until the server has answered every attacker (OACK or busy).
+    let (mut held, mut busy) = (0, 0);
+    let mut buf = vec![0u8; 2048];
+    for a in &attackers {
+        a.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (n, _) = a.recv_from(&mut buf).expect("server did not answer an RRQ");
+        match packet::parse(&buf[..n]).unwrap() {
+            // Today's server echoes `timeout` in an OACK; with the option
+            // left out there is none, and DATA 1 comes instead.
+            Packet::Oack(_) | Packet::Data { .. } => held += 1,
+            Packet::Error { .. } => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!("attacker: {held} sessions held, {busy} refused busy");
+    let started = Instant::now();
+    let got = fetch_retrying("127.0.0.2:0", s.v4, "boot.bin", Duration::from_secs(5));
+    let took = started.elapsed();
+    let summary = got.as_ref().map(Vec::len);
+    eprintln!("honest client on 127.0.0.2: {summary:?} after {took:?}");
+    assert!(got == Ok(data), "{summary:?} after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(attackers);
+}
+
+/// Fetch `name` lock-step (no options) from a socket bound to `bind`,
+/// resending the RRQ on "busy" (after 200 ms) or silence, until `give_up`.
+fn fetch_retrying(
+    bind: &str,
+    server: SocketAddr,
+    name: &str,
+    give_up: Duration,
+) -> Result<Vec<u8>, String> {
+    let sock = UdpSocket::bind(bind).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let end = Instant::now() + give_up;
+    let rrq = packet::request(OP_RRQ, name, "octet", &[]);
+    let mut last = String::from("no answer");
+    let mut buf = vec![0u8; 2048];
+    'request: while Instant::now() < end {
+        sock.send_to(&rrq, server).unwrap();
+        let mut out = Vec::new();
+        let mut next: u16 = 1;
+        while Instant::now() < end {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                if next == 1 {
+                    continue 'request;
+                }
+                continue;
+            };
+            match packet::parse(&buf[..n]).unwrap() {
+                Packet::Data { block, data } if block == next => {
+                    out.extend_from_slice(data);
+                    sock.send_to(&packet::ack(block), from).unwrap();
+                    if data.len() < 512 {
+                        return Ok(out);
+                    }
+                    next = next.wrapping_add(1);
+                }
+                Packet::Data { .. } => {
+                    let _ = sock.send_to(&packet::ack(next.wrapping_sub(1)), from);
+                }
+                Packet::Error { message, .. } if message.contains("busy") => {
+                    last = message.to_string();
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue 'request;
+                }
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+    }
+    Err(format!("gave up; last: {last}"))
 }
