@@ -833,3 +833,54 @@ fn fetch_retrying(
     }
     Err(format!("gave up; last: {last}"))
 }
+
+/// A `timeout` above the cap (5 s) is left out of the OACK, a fifth
+/// session from one IP is refused "busy", and a client that ACKs just
+/// often enough to avoid the retransmit timeout is cut off at the deadline.
+#[test]
+fn client_timeout_is_capped_and_a_slow_transfer_meets_its_deadline() {
+    let s = Server::start(|o| {
+        o.transfer_deadline = Duration::from_secs(1);
+        o.max_sessions_per_client = 1;
+    });
+    s.write("f", &random_bytes(20 * 512, 13));
+    let c = Raw::new(s.v4);
+    c.send(&packet::request(
+        OP_RRQ,
+        "f",
+        "octet",
+        &[("timeout", "255"), ("tsize", "0")],
+    ));
+    let (buf, tid) = c.recv().unwrap();
+    assert_eq!(
+        packet::parse(&buf).unwrap(),
+        Packet::Oack(vec![("tsize", "10240")])
+    );
+    // Over the per-client cap of 1: busy, and the transfer goes on.
+    let other_port = Raw::new(s.v4);
+    other_port.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let (code, msg) = other_port.expect_error();
+    assert_eq!(code, 0);
+    assert!(
+        msg.contains("busy") && msg.contains("your address"),
+        "{msg}"
+    );
+    // ACK every 400 ms (the retransmit timeout is 2 s): the 1 s deadline
+    // ends it after a few blocks with an error.
+    let started = Instant::now();
+    c.ack(tid, 0);
+    let message = loop {
+        let (buf, _) = c.recv().expect("server went silent");
+        match packet::parse(&buf).unwrap() {
+            Packet::Data { block, .. } => {
+                std::thread::sleep(Duration::from_millis(400));
+                c.ack(tid, block);
+            }
+            Packet::Error { message, .. } => break message.to_string(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(message.contains("too long"), "{message}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
