@@ -18,10 +18,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 max_blksize: 1468,
                 max_windowsize: 64,
                 default_timeout: Duration::from_secs(1),
+                max_timeout: Duration::from_secs(5),
             };
             let n = negotiate(&req.options, u64::MAX, &limits);
             assert!((8..=1468).contains(&n.blksize) || n.blksize == 512);
             assert!((1..=64).contains(&n.windowsize));
+            assert!(n.timeout <= Duration::from_secs(5));
             if let Ok(rel) = bty_tftp::path::relative(req.filename) {
                 assert!(rel.is_relative());
                 assert!(!rel.components().any(|c| c == std::path::Component::ParentDir));

@@ -39,6 +39,7 @@ pub mod packet;
 pub mod path;
 pub mod second_stage;
 mod server;
+pub mod sessions;
 pub mod transfer;
 pub mod window;
 
@@ -56,6 +57,18 @@ pub const DEFAULT_MAX_BLKSIZE: u16 = 1468;
 
 /// Default cap on blksize for IPv6 clients: the IPv6 header is 40 bytes.
 pub const DEFAULT_MAX_BLKSIZE_V6: u16 = 1448;
+
+/// Default concurrent transfers per client IP. A machine booting needs
+/// one (two with a `tsize` probe); a few more cover NAT and retries.
+pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 4;
+
+/// Default wall time for one transfer. A bootfile (< 2 MiB) takes well
+/// under 10 s even lock-step at 512 bytes with 1 ms each way.
+pub const DEFAULT_TRANSFER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Default minimum average rate (64 KiB/s), which sets the deadline of
+/// files too large for [`DEFAULT_TRANSFER_DEADLINE`].
+pub const DEFAULT_MIN_RATE: u64 = 64 * 1024;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -75,6 +88,17 @@ pub struct Options {
     pub retries: u32,
     /// Concurrent transfers; requests beyond get a "server busy" error.
     pub max_sessions: usize,
+    /// Concurrent transfers per client IP (of `max_sessions`), so one host
+    /// cannot take the whole pool; requests beyond get "server busy".
+    pub max_sessions_per_client: usize,
+    /// Largest `timeout` option (RFC 2349) granted; a larger one is left
+    /// out of the OACK and `timeout` applies.
+    pub max_client_timeout: Duration,
+    /// Wall time one transfer may take, at least; see `min_rate`.
+    pub transfer_deadline: Duration,
+    /// Bytes per second a transfer must average: a file larger than
+    /// `transfer_deadline × min_rate` gets `size / min_rate` instead.
+    pub min_rate: u64,
     /// Boot files that trigger the second-stage rule.
     pub second_stage: Vec<SecondStageRule>,
     /// How long after a complete transfer of such a file a new request for
@@ -84,7 +108,9 @@ pub struct Options {
 
 impl Options {
     /// Defaults for `root`: blksize ≤ 1468 (IPv6: 1448), windowsize ≤ 64, 1 s timeout,
-    /// 5 retransmits, 64 sessions, no second-stage rule, 60 s window.
+    /// 5 retransmits, 64 sessions (4 per client IP), client timeout ≤ 5 s,
+    /// 60 s per transfer (more for files over 3.75 MiB: 64 KiB/s), no
+    /// second-stage rule, 60 s window.
     pub fn new(root: impl Into<PathBuf>) -> Options {
         Options {
             root: root.into(),
@@ -94,6 +120,10 @@ impl Options {
             timeout: transfer::DEFAULT_TIMEOUT,
             retries: 5,
             max_sessions: 64,
+            max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            max_client_timeout: options::DEFAULT_MAX_TIMEOUT,
+            transfer_deadline: DEFAULT_TRANSFER_DEADLINE,
+            min_rate: DEFAULT_MIN_RATE,
             second_stage: Vec::new(),
             second_stage_window: Duration::from_secs(60),
         }

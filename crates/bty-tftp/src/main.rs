@@ -65,6 +65,28 @@ struct Cli {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_sessions: u64,
 
+    /// Concurrent transfers per client IP; more get "server busy". Keeps
+    /// one host from taking every session.
+    #[arg(long, default_value_t = bty_tftp::DEFAULT_MAX_SESSIONS_PER_CLIENT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_sessions_per_client: u64,
+
+    /// Largest `timeout` option (seconds) granted to a client; a larger
+    /// one is left out of the OACK and --timeout-ms applies.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=255))]
+    max_client_timeout: u64,
+
+    /// Seconds one transfer may take (longer for files bigger than this
+    /// times --min-rate).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    transfer_deadline: u64,
+
+    /// Bytes per second a transfer must average; sets the deadline of
+    /// large files (size / rate when over --transfer-deadline).
+    #[arg(long, default_value_t = bty_tftp::DEFAULT_MIN_RATE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    min_rate: u64,
+
     /// Break the stock-iPXE reload loop for boot file NAME: a client that
     /// completed a transfer of NAME within --second-stage-window gets an
     /// iPXE script chaining to URL instead (default URL:
@@ -120,6 +142,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timeout: Duration::from_millis(cli.timeout_ms),
             retries: cli.retries,
             max_sessions: cli.max_sessions as usize,
+            max_sessions_per_client: cli.max_sessions_per_client as usize,
+            max_client_timeout: Duration::from_secs(cli.max_client_timeout),
+            transfer_deadline: Duration::from_secs(cli.transfer_deadline),
+            min_rate: cli.min_rate,
             second_stage: cli.second_stage,
             second_stage_window: Duration::from_secs(cli.second_stage_window),
             ..bty_tftp::Options::new(cli.root)

@@ -13,6 +13,10 @@ pub const DEFAULT_BLKSIZE: u16 = 512;
 pub const RFC_MAX_BLKSIZE: u16 = 65464;
 /// Smallest blksize RFC 2348 allows.
 pub const RFC_MIN_BLKSIZE: u16 = 8;
+/// Default largest `timeout` option granted. RFC 2349 allows up to 255 s;
+/// a client that asks for that and never ACKs would hold a session for
+/// minutes (255 s per retransmit). See `docs/tftp.md`.
+pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Server-side limits applied to what a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,9 @@ pub struct Limits {
     pub max_windowsize: u16,
     /// Retransmit timeout used when the client does not ask for one.
     pub default_timeout: Duration,
+    /// Largest `timeout` option granted; a larger one is left out of the
+    /// OACK and the transfer runs with `default_timeout`.
+    pub max_timeout: Duration,
 }
 
 /// What a transfer runs with after negotiation.
@@ -75,7 +82,9 @@ impl Negotiated {
                 self.blksize = granted;
                 Some(granted.to_string())
             }
-            "timeout" if (1..=255).contains(&n) => {
+            // RFC 2349 wants the OACK to echo the client's value, so a
+            // larger one is not clamped but left out (the default applies).
+            "timeout" if (1..=255).contains(&n) && Duration::from_secs(n) <= limits.max_timeout => {
                 self.timeout = Duration::from_secs(n);
                 Some(n.to_string())
             }
@@ -106,6 +115,7 @@ mod tests {
         max_blksize: 1468,
         max_windowsize: 64,
         default_timeout: Duration::from_secs(1),
+        max_timeout: Duration::from_secs(5),
     };
 
     #[test]
@@ -165,5 +175,17 @@ mod tests {
         let n = negotiate(&[("blksize", "8"), ("blksize", "1000")], 1, &LIMITS);
         assert_eq!(n.blksize, 8);
         assert_eq!(n.oack, vec![("blksize", "8".to_string())]);
+    }
+
+    #[test]
+    fn timeout_above_the_cap_is_left_out_and_the_default_applies() {
+        for asked in ["6", "255"] {
+            let n = negotiate(&[("timeout", asked), ("tsize", "0")], 7, &LIMITS);
+            assert_eq!(n.timeout, Duration::from_secs(1), "{asked}");
+            assert_eq!(n.oack, vec![("tsize", "7".to_string())], "{asked}");
+        }
+        let n = negotiate(&[("timeout", "5")], 7, &LIMITS);
+        assert_eq!(n.timeout, Duration::from_secs(5));
+        assert_eq!(n.oack, vec![("timeout", "5".to_string())]);
     }
 }

@@ -2,7 +2,6 @@
 //! to), refuse what is not a read of a file in the root, and run each read
 //! on its own socket bound to that local address.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -17,12 +16,13 @@ use nix::sys::socket::{
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::options::{negotiate, Limits, RFC_MAX_BLKSIZE, RFC_MIN_BLKSIZE};
+use crate::options::{negotiate, Limits, Negotiated, RFC_MAX_BLKSIZE, RFC_MIN_BLKSIZE};
 use crate::packet::{self, ErrorCode, Mode, Packet, Request};
 use crate::path::{self, PathError};
 use crate::second_stage::SecondStage;
+use crate::sessions::{canonical_ip, Admit, Sessions};
 use crate::transfer::{self, Retransmit, Source, TransferError};
 use crate::Options;
 
@@ -37,7 +37,8 @@ struct Shared {
     opts: Options,
     root: PathBuf,
     sessions: Arc<Semaphore>,
-    active: Mutex<HashSet<SocketAddr>>,
+    /// Transfers by peer and client IP (the per-client cap).
+    clients: Mutex<Sessions>,
     second_stage: SecondStage,
 }
 
@@ -83,7 +84,7 @@ impl Shared {
         let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
         Ok(Shared {
             sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
-            active: Mutex::new(HashSet::new()),
+            clients: Mutex::new(Sessions::new(opts.max_sessions_per_client)),
             root,
             second_stage,
             opts,
@@ -225,11 +226,13 @@ async fn handle_datagram(shared: &Arc<Shared>, origin: Origin, data: &[u8]) {
 
 fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
     let peer = origin.peer;
-    // A client that retransmits its RRQ while the first one is being
-    // answered must not start a second transfer.
-    if !shared.active(|a| a.insert(peer)) {
-        return;
-    }
+    let permit = match admit(shared, peer) {
+        Ok(permit) => permit,
+        // A client that retransmits its RRQ while the first one is being
+        // answered must not start a second transfer.
+        Err(None) => return,
+        Err(Some(busy)) => return refuse_busy(origin, req.filename, busy),
+    };
     let filename = req.filename.to_string();
     let mode = req.mode;
     let options: Vec<(String, String)> = req
@@ -237,36 +240,60 @@ fn start_read(shared: &Arc<Shared>, origin: Origin, req: Request<'_>) {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
-        refuse_busy(shared, origin, &filename);
-        return;
-    };
     let shared = shared.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let started = Instant::now();
         let result = run_read(&shared, origin, &filename, mode, &options).await;
         log_read(peer, &filename, started, &result);
-        shared.active(|a| a.remove(&peer));
+        shared.clients(|c| c.end(peer));
     });
 }
 
-/// The session limit is reached: tell the client to come back later.
-fn refuse_busy(shared: &Shared, origin: Origin, filename: &str) {
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy)]
+enum Busy {
+    /// `max_sessions_per_client` transfers run for this client IP.
+    Client,
+    /// `max_sessions` transfers run.
+    Server,
+}
+
+/// Record a transfer for `peer` and take a session permit. `Err(None)`:
+/// `peer` already has a transfer; `Err(Some)`: a limit is reached.
+fn admit(shared: &Shared, peer: SocketAddr) -> Result<OwnedSemaphorePermit, Option<Busy>> {
+    match shared.clients(|c| c.begin(peer)) {
+        Admit::Started => {}
+        Admit::Duplicate => return Err(None),
+        Admit::OverCap => return Err(Some(Busy::Client)),
+    }
+    shared.sessions.clone().try_acquire_owned().map_err(|_| {
+        shared.clients(|c| c.end(peer));
+        Some(Busy::Server)
+    })
+}
+
+/// A session limit is reached: tell the client to come back later.
+fn refuse_busy(origin: Origin, filename: &str, busy: Busy) {
     let peer = origin.peer;
-    shared.active(|a| a.remove(&peer));
-    tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: session limit reached");
-    tokio::spawn(reply_error(
-        origin,
-        ErrorCode::NotDefined,
-        "server busy: too many transfers, retry later",
-    ));
+    let (why, msg) = match busy {
+        Busy::Client => (
+            "per-client session limit reached",
+            "server busy: too many transfers from your address, retry later",
+        ),
+        Busy::Server => (
+            "session limit reached",
+            "server busy: too many transfers, retry later",
+        ),
+    };
+    tracing::warn!(client = %peer, file = %filename, outcome = "busy", "tftp transfer refused: {why}");
+    tokio::spawn(reply_error(origin, ErrorCode::NotDefined, msg));
 }
 
 impl Shared {
-    /// Work on the set of clients with a transfer running.
-    fn active<R>(&self, f: impl FnOnce(&mut HashSet<SocketAddr>) -> R) -> R {
-        f(&mut self.active.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Work on the record of running transfers.
+    fn clients<R>(&self, f: impl FnOnce(&mut Sessions) -> R) -> R {
+        f(&mut self.clients.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -331,10 +358,7 @@ async fn run_read(
         Err(e) => return Err(refuse_path(&socket, peer, e).await),
     };
     let neg = negotiate(&borrowed(options), size, &limits(&shared.opts, client_ip));
-    let policy = Retransmit {
-        retries: shared.opts.retries,
-    };
-    let bytes = match transfer::send(&socket, peer, source, size, &neg, policy).await {
+    let bytes = match send_within_deadline(&shared.opts, &socket, peer, source, size, &neg).await {
         Ok(bytes) => bytes,
         Err(e) => return Err(tell_failure(&socket, peer, e).await),
     };
@@ -347,6 +371,28 @@ async fn run_read(
         windowsize: neg.windowsize,
         second_stage,
     })
+}
+
+/// Run the transfer, ended once it takes longer than its deadline (a
+/// client ACKing just often enough must not hold a session for hours).
+async fn send_within_deadline(
+    opts: &Options,
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    source: Source,
+    size: u64,
+    neg: &Negotiated,
+) -> Result<u64, TransferError> {
+    let limit = transfer::deadline(opts.transfer_deadline, opts.min_rate, size);
+    let policy = Retransmit {
+        retries: opts.retries,
+    };
+    tokio::time::timeout(
+        limit,
+        transfer::send(socket, peer, source, size, neg, policy),
+    )
+    .await
+    .unwrap_or(Err(TransferError::Deadline { limit }))
 }
 
 /// Only octet mode is served; netascii would need a translation no boot
@@ -410,6 +456,7 @@ fn limits(opts: &Options, client_ip: IpAddr) -> Limits {
         // to one block (see window.rs).
         max_windowsize: opts.max_windowsize.clamp(1, 4096),
         default_timeout: opts.timeout,
+        max_timeout: opts.max_client_timeout,
     }
 }
 
@@ -420,21 +467,13 @@ async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: TransferError) ->
         TransferError::Timeout { .. } => {
             send_error(socket, peer, ErrorCode::NotDefined, "timed out").await
         }
+        TransferError::Deadline { .. } => {
+            let msg = "transfer took too long: deadline exceeded";
+            send_error(socket, peer, ErrorCode::NotDefined, msg).await
+        }
         _ => send_error(socket, peer, ErrorCode::NotDefined, "transfer failed").await,
     }
     e.into()
-}
-
-/// IPv4 clients reaching a dual-stack socket appear as `::ffff:a.b.c.d`;
-/// key per-client state by the plain address.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
 }
 
 /// A fresh socket (new transfer ID) bound to the local address the request

@@ -39,6 +39,12 @@ pub enum TransferError {
         /// Message sent by the client.
         message: String,
     },
+    /// The whole transfer took longer than its deadline ([`deadline`]).
+    #[error("deadline of {limit:?} exceeded")]
+    Deadline {
+        /// The deadline the transfer had.
+        limit: Duration,
+    },
     /// The file shrank while it was being served.
     #[error("file changed while being served")]
     FileChanged,
@@ -53,6 +59,15 @@ pub enum Source {
     File(Arc<File>),
     /// Bytes in memory (the second-stage script).
     Memory(Arc<[u8]>),
+}
+
+/// Wall time allowed for a transfer of `size` bytes: `base`, or the time
+/// at `min_rate` bytes per second if that is longer (0 means no rate term).
+pub fn deadline(base: Duration, min_rate: u64, size: u64) -> Duration {
+    match size.checked_div(min_rate) {
+        Some(secs) => base.max(Duration::from_secs(secs.saturating_add(1))),
+        None => base,
+    }
 }
 
 /// Retransmit policy.
@@ -267,3 +282,21 @@ impl Reader {
 
 /// Default retransmit timeout when the client sends no `timeout` option.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_is_the_base_for_bootfiles_and_grows_with_large_files() {
+        let base = Duration::from_secs(60);
+        let rate = 64 * 1024;
+        // ipxe.efi is about 1 MiB, undionly.kpxe 70 KiB.
+        assert_eq!(deadline(base, rate, 2 << 20), base);
+        assert_eq!(deadline(base, rate, 0), base);
+        // 100 MiB at 64 KiB/s: 1600 s (rounded up by a second).
+        assert_eq!(deadline(base, rate, 100 << 20), Duration::from_secs(1601));
+        assert_eq!(deadline(base, 0, u64::MAX), base);
+        assert_eq!(deadline(base, 1, u64::MAX), Duration::from_secs(u64::MAX));
+    }
+}

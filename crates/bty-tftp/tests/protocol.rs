@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bty_tftp::packet::{self, Packet, OP_RRQ, OP_WRQ};
 
@@ -740,4 +740,147 @@ fn stock_ipxe_in_qemu_chains_to_http_on_its_second_fetch() {
         req_rx.recv_timeout(Duration::from_secs(5)).unwrap(),
         "GET /pxe-bootstrap.ipxe HTTP/1.1"
     );
+}
+
+/// Issue 12, "the LAN is hostile": one host opens 64 sessions (one per
+/// source port, the whole default pool) asking for `timeout=255` and never
+/// ACKs. Another host (127.0.0.2; all of 127/8 is loopback on Linux) must
+/// still fetch its boot file within a few seconds, retrying on "busy" as
+/// firmware does.
+#[test]
+fn held_sessions_from_one_host_do_not_stop_another_hosts_transfer() {
+    let s = Server::start(|_| {});
+    let data = s.write("boot.bin", &random_bytes(100_000, 12));
+    let rrq = packet::request(OP_RRQ, "boot.bin", "octet", &[("timeout", "255")]);
+    let attackers: Vec<UdpSocket> = (0..64)
+        .map(|_| {
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            a.send_to(&rrq, s.v4).unwrap();
+            a
+        })
+        .collect();
+    // Wait until the server has answered every attacker (OACK or busy).
+    let (mut held, mut busy) = (0, 0);
+    let mut buf = vec![0u8; 2048];
+    for a in &attackers {
+        a.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (n, _) = a.recv_from(&mut buf).expect("server did not answer an RRQ");
+        match packet::parse(&buf[..n]).unwrap() {
+            // Today's server echoes `timeout` in an OACK; with the option
+            // left out there is none, and DATA 1 comes instead.
+            Packet::Oack(_) | Packet::Data { .. } => held += 1,
+            Packet::Error { .. } => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!("attacker: {held} sessions held, {busy} refused busy");
+    let started = Instant::now();
+    let got = fetch_retrying("127.0.0.2:0", s.v4, "boot.bin", Duration::from_secs(5));
+    let took = started.elapsed();
+    let summary = got.as_ref().map(Vec::len);
+    eprintln!("honest client on 127.0.0.2: {summary:?} after {took:?}");
+    assert!(got == Ok(data), "{summary:?} after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(attackers);
+}
+
+/// Fetch `name` lock-step (no options) from a socket bound to `bind`,
+/// resending the RRQ on "busy" (after 200 ms) or silence, until `give_up`.
+fn fetch_retrying(
+    bind: &str,
+    server: SocketAddr,
+    name: &str,
+    give_up: Duration,
+) -> Result<Vec<u8>, String> {
+    let sock = UdpSocket::bind(bind).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let end = Instant::now() + give_up;
+    let rrq = packet::request(OP_RRQ, name, "octet", &[]);
+    let mut last = String::from("no answer");
+    let mut buf = vec![0u8; 2048];
+    'request: while Instant::now() < end {
+        sock.send_to(&rrq, server).unwrap();
+        let mut out = Vec::new();
+        let mut next: u16 = 1;
+        while Instant::now() < end {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                if next == 1 {
+                    continue 'request;
+                }
+                continue;
+            };
+            match packet::parse(&buf[..n]).unwrap() {
+                Packet::Data { block, data } if block == next => {
+                    out.extend_from_slice(data);
+                    sock.send_to(&packet::ack(block), from).unwrap();
+                    if data.len() < 512 {
+                        return Ok(out);
+                    }
+                    next = next.wrapping_add(1);
+                }
+                Packet::Data { .. } => {
+                    let _ = sock.send_to(&packet::ack(next.wrapping_sub(1)), from);
+                }
+                Packet::Error { message, .. } if message.contains("busy") => {
+                    last = message.to_string();
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue 'request;
+                }
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+    }
+    Err(format!("gave up; last: {last}"))
+}
+
+/// A `timeout` above the cap (5 s) is left out of the OACK, a fifth
+/// session from one IP is refused "busy", and a client that ACKs just
+/// often enough to avoid the retransmit timeout is cut off at the deadline.
+#[test]
+fn client_timeout_is_capped_and_a_slow_transfer_meets_its_deadline() {
+    let s = Server::start(|o| {
+        o.transfer_deadline = Duration::from_secs(1);
+        o.max_sessions_per_client = 1;
+    });
+    s.write("f", &random_bytes(20 * 512, 13));
+    let c = Raw::new(s.v4);
+    c.send(&packet::request(
+        OP_RRQ,
+        "f",
+        "octet",
+        &[("timeout", "255"), ("tsize", "0")],
+    ));
+    let (buf, tid) = c.recv().unwrap();
+    assert_eq!(
+        packet::parse(&buf).unwrap(),
+        Packet::Oack(vec![("tsize", "10240")])
+    );
+    // Over the per-client cap of 1: busy, and the transfer goes on.
+    let other_port = Raw::new(s.v4);
+    other_port.send(&packet::request(OP_RRQ, "f", "octet", &[]));
+    let (code, msg) = other_port.expect_error();
+    assert_eq!(code, 0);
+    assert!(
+        msg.contains("busy") && msg.contains("your address"),
+        "{msg}"
+    );
+    // ACK every 400 ms (the retransmit timeout is 2 s): the 1 s deadline
+    // ends it after a few blocks with an error.
+    let started = Instant::now();
+    c.ack(tid, 0);
+    let message = loop {
+        let (buf, _) = c.recv().expect("server went silent");
+        match packet::parse(&buf).unwrap() {
+            Packet::Data { block, .. } => {
+                std::thread::sleep(Duration::from_millis(400));
+                c.ack(tid, block);
+            }
+            Packet::Error { message, .. } => break message.to_string(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(message.contains("too long"), "{message}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
