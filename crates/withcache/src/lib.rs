@@ -120,6 +120,11 @@ fn router(app: Arc<App>) -> axum::Router {
                     "operator",
                     "logged in to the UI".into(),
                 ),
+                Err(e) if a.suppressed > 0 => (
+                    "auth.login.failed",
+                    "client",
+                    format!("{e} ({} more failed logins not recorded)", a.suppressed),
+                ),
                 Err(e) => ("auth.login.failed", "client", e.to_string()),
             };
             let who = catalog::Who {
