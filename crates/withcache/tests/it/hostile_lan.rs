@@ -89,3 +89,32 @@ async fn a_cross_origin_login_post_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 303);
 }
+
+/// A client that never finishes its request head is cut off after the
+/// header timeout on withcache's own head reader (the sendfile path) too,
+/// however slowly it drips bytes.
+#[tokio::test]
+async fn a_slowloris_is_cut_off_by_the_fast_path() {
+    use tokio::io::AsyncWriteExt;
+    let wc = Cache::start(|o| o.http.header_timeout = std::time::Duration::from_secs(2)).await;
+    let addr = wc.admin().base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /b/").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = None;
+    while started.elapsed() < std::time::Duration::from_secs(8) {
+        let mut b = [0u8; 64];
+        let gone = match s.try_read(&mut b) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        if gone || s.write_all(b"x").await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!("withcache slowloris cut off after {cut:?}");
+    let cut = cut.expect("never disconnected");
+    assert!(cut < std::time::Duration::from_secs(4), "{cut:?}");
+}
