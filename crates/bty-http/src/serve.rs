@@ -351,4 +351,15 @@ mod tests {
         drop(p1);
         assert!(caps.admit(a).is_some());
     }
+
+    #[tokio::test]
+    async fn a_write_the_client_never_reads_times_out() {
+        use tokio::io::AsyncWriteExt;
+        let (near, _far) = tokio::io::duplex(64);
+        let mut s = Stalls::new(near, Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let e = s.write_all(&[0u8; 4096]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 }

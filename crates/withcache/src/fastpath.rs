@@ -464,3 +464,14 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sendfile_answer_has_30_s_plus_1_s_per_mib() {
+        assert_eq!(send_deadline(0), Duration::from_secs(30));
+        assert_eq!(send_deadline(4 << 30), Duration::from_secs(30 + 4096));
+    }
+}

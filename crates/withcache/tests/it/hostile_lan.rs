@@ -118,3 +118,19 @@ async fn a_slowloris_is_cut_off_by_the_fast_path() {
     let cut = cut.expect("never disconnected");
     assert!(cut < std::time::Duration::from_secs(4), "{cut:?}");
 }
+
+/// Request bodies are capped at 1 MiB (axum's default was 2 MiB).
+#[tokio::test]
+async fn a_large_request_body_is_refused() {
+    let wc = Cache::start(|_| {}).await;
+    let big = format!("{{\"name\": \"x\", \"src\": \"{}\"}}", "a".repeat(3 << 19));
+    let r = wc
+        .admin()
+        .post("/catalog/entries")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}
