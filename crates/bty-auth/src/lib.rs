@@ -9,7 +9,9 @@
 //! - [`SessionKey`]: signed, expiring session tokens. There is no server-side
 //!   session store; rotating the secret logs every session out, which is what
 //!   `bty-lab passwd` does.
-//! - [`LoginLimiter`]: failed logins are rate-limited per client address.
+//! - [`LoginLimiter`]: logins are rate-limited per client address (an
+//!   IPv6 /64), counted before the password is checked; at most
+//!   [`MAX_VERIFYING`] argon2 verifications run at once.
 //! - [`origin_allowed`]: state-changing requests from a foreign `Origin` are
 //!   refused (CSRF defence in depth on top of `SameSite=Strict`).
 //! - [`ServiceToken`]: a shared secret one service sends another as
@@ -35,7 +37,7 @@ mod session;
 mod token;
 
 pub use credentials::{hash_password, Credentials, DEFAULT_PASSWORD, DEFAULT_USER};
-pub use limiter::LoginLimiter;
+pub use limiter::{client_key, LoginLimiter};
 pub use origin::origin_allowed;
 pub use session::{SessionKey, SESSION_TTL};
 pub use token::{bearer, ServiceToken, MIN_TOKEN_LEN};
@@ -112,12 +114,18 @@ pub struct Auth {
     credentials: Credentials,
     sessions: SessionKey,
     limiter: LoginLimiter,
+    /// Bounds the argon2 verifications running at once (each takes
+    /// ~19 MiB and a core for tens of milliseconds).
+    verifying: tokio::sync::Semaphore,
     cookie_name: String,
     /// Recently verified HTTP Basic credentials, keyed by a keyed digest of
     /// `user:password`, so API clients that send Basic on every request do
     /// not pay an argon2 verification each time.
     basic_cache: Mutex<Vec<([u8; 32], Instant)>>,
 }
+
+/// Password verifications (argon2) that may run at once; more wait.
+pub const MAX_VERIFYING: usize = 2;
 
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
 const BASIC_CACHE_MAX: usize = 64;
@@ -129,6 +137,7 @@ impl Auth {
             credentials,
             sessions,
             limiter: LoginLimiter::default(),
+            verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
             cookie_name: cookie_name.to_string(),
             basic_cache: Mutex::new(Vec::new()),
         })
@@ -164,13 +173,12 @@ impl Auth {
         if self.basic_cached(&digest) {
             return Ok(Principal::Admin(user));
         }
-        self.limiter.check(ip).map_err(Denied::RateLimited)?;
+        self.limiter.begin(ip).map_err(Denied::RateLimited)?;
         if self.verify(&user, &password).await {
             self.limiter.success(ip);
             self.remember_basic(digest);
             Ok(Principal::Admin(user))
         } else {
-            self.limiter.failure(ip);
             Err(Denied::Unauthenticated)
         }
     }
@@ -183,13 +191,12 @@ impl Auth {
         user: &str,
         password: &str,
     ) -> Result<String, LoginError> {
-        self.limiter.check(ip).map_err(LoginError::RateLimited)?;
+        self.limiter.begin(ip).map_err(LoginError::RateLimited)?;
         if self.verify(user, password).await {
             self.limiter.success(ip);
             let token = self.sessions.issue(self.credentials.user());
             Ok(session_cookie(&self.cookie_name, &token, SESSION_TTL))
         } else {
-            self.limiter.failure(ip);
             Err(LoginError::Invalid)
         }
     }
@@ -202,7 +209,13 @@ impl Auth {
         )
     }
 
+    /// Verify off the reactor, at most [`MAX_VERIFYING`] at once. The
+    /// attempt was counted by the limiter before this is called.
     async fn verify(&self, user: &str, password: &str) -> bool {
+        // A closed semaphore (never: it is not closed) fails the login.
+        let Ok(_permit) = self.verifying.acquire().await else {
+            return false;
+        };
         // argon2 takes tens of milliseconds of CPU: keep it off the reactor.
         let creds = self.credentials.clone();
         let (user, password) = (user.to_string(), password.to_string());

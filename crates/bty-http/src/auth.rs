@@ -15,7 +15,8 @@
 //! Handlers behind either guard may take a [`Caller`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::middleware::Next;
@@ -55,11 +56,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// as an event).
 pub type LoginHook = Arc<dyn Fn(&LoginAttempt<'_>) + Send + Sync>;
 
-/// One login attempt.
+/// One login attempt. Failed ones are reported at most
+/// [`FAILED_LOGINS_REPORTED`] per minute, so a flood leaves a bounded trace.
 #[derive(Debug)]
 pub struct LoginAttempt<'a> {
-    /// The user name typed.
+    /// The user name typed, fit for a log: control and non-ASCII characters
+    /// escaped, cut to [`LOGGED_USER_CHARS`] characters plus its length.
     pub user: &'a str,
+    /// Failed attempts not reported since the last reported one.
+    pub suppressed: u64,
     /// The client.
     pub peer: SocketAddr,
     /// `Ok` or why not.
@@ -75,6 +80,60 @@ pub(crate) struct Inner {
     pub(crate) templates: &'static Templates,
     token: Option<ServiceToken>,
     pub(crate) on_login: Option<LoginHook>,
+    pub(crate) failed_logins: Arc<Mutex<LogBudget>>,
+}
+
+/// Failed logins reported to the hook per minute at most.
+pub const FAILED_LOGINS_REPORTED: u32 = 10;
+/// Characters of a typed user name a report keeps.
+pub const LOGGED_USER_CHARS: usize = 32;
+
+/// The failed-login reports left in the current minute.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    since: Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget {
+            since: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// `Some(suppressed so far)` when this failure may be reported.
+    pub(crate) fn take(&mut self) -> Option<u64> {
+        if self.since.elapsed() >= Duration::from_secs(60) {
+            self.since = Instant::now();
+            self.used = 0;
+        }
+        if self.used >= FAILED_LOGINS_REPORTED {
+            self.suppressed += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// `user` fit for a log line or an event: escaped (`\n`, `\u{1b}`), cut to
+/// [`LOGGED_USER_CHARS`] characters, with its length when cut.
+pub fn loggable_user(user: &str) -> String {
+    let mut out: String = user
+        .chars()
+        .take(LOGGED_USER_CHARS)
+        .flat_map(char::escape_default)
+        .collect();
+    if user.chars().count() > LOGGED_USER_CHARS {
+        out.push_str(&format!("… ({} bytes)", user.len()));
+    }
+    out
 }
 
 impl std::fmt::Debug for Gate {
@@ -93,6 +152,7 @@ impl Gate {
             templates,
             token: None,
             on_login: None,
+            failed_logins: Arc::default(),
         }))
     }
 
@@ -112,6 +172,7 @@ impl Gate {
             templates: self.0.templates,
             token: self.0.token.clone(),
             on_login: self.0.on_login.clone(),
+            failed_logins: self.0.failed_logins.clone(),
         };
         f(&mut inner);
         Gate(Arc::new(inner))
@@ -310,5 +371,28 @@ mod tests {
         ] {
             assert_eq!(safe_next(bad, home), home, "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_are_reported_within_a_budget_and_users_escaped() {
+        let mut b = LogBudget::default();
+        for _ in 0..FAILED_LOGINS_REPORTED {
+            assert_eq!(b.take(), Some(0));
+        }
+        assert_eq!(b.take(), None);
+        assert_eq!(b.take(), None);
+        b.since -= Duration::from_secs(61);
+        assert_eq!(b.take(), Some(2));
+        assert_eq!(loggable_user("bty-lab"), "bty-lab");
+        let u = loggable_user(&format!("a\n\u{1b}{}", "x".repeat(100)));
+        assert!(
+            u.starts_with("a\\n\\u{1b}xx") && u.ends_with("(103 bytes)"),
+            "{u}"
+        );
     }
 }

@@ -20,6 +20,9 @@
 //! - [`range`]: `Range: bytes=` for files and blobs.
 //! - [`encode`]: percent-encoding for query values.
 //! - [`metrics`]: the Prometheus text format.
+//! - [`serve`]: the accept loop both servers' `serve()` run: connection
+//!   caps (in all and per client), the request-head timeout (hyper with a
+//!   timer), the stalled-write timeout and the request-body backstop.
 //!
 //! Layering: `bty-proto` (wire types) and `bty-auth` (the account, no
 //! framework) and `bty-ui-kit` (the look, no framework) sit below; this
@@ -42,6 +45,7 @@ mod login;
 pub mod metrics;
 pub mod range;
 pub mod request_id;
+pub mod serve;
 pub mod ui;
 
 pub use auth::{safe_next, Caller, Gate};

@@ -13,7 +13,7 @@ use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{safe_next, Gate, LoginAttempt};
+use crate::auth::{loggable_user, safe_next, Gate, LoginAttempt};
 use crate::ui::Layout;
 
 impl Gate {
@@ -157,13 +157,7 @@ pub(crate) async fn submit(
         .auth
         .login(peer.ip().to_canonical(), user, &f.password)
         .await;
-    if let Some(hook) = &g.on_login {
-        hook(&LoginAttempt {
-            user,
-            peer,
-            outcome: outcome.as_ref().map(|_| ()),
-        });
-    }
+    report(&gate, user, peer, outcome.as_ref().map(|_| ()));
     match outcome {
         Ok(cookie) => {
             let mut r = Redirect::to(next).into_response();
@@ -189,6 +183,29 @@ pub(crate) async fn submit(
             r
         }
     }
+}
+
+/// Tell the login hook, if any: every success, failures within the
+/// budget (a flood of failed logins leaves a bounded trace).
+fn report(gate: &Gate, user: &str, peer: SocketAddr, outcome: Result<(), &bty_auth::LoginError>) {
+    let g = gate.inner();
+    let Some(hook) = &g.on_login else { return };
+    let suppressed = match outcome {
+        Ok(()) => 0,
+        Err(_) => {
+            let mut budget = g.failed_logins.lock().unwrap_or_else(|e| e.into_inner());
+            match budget.take() {
+                Some(n) => n,
+                None => return,
+            }
+        }
+    };
+    hook(&LoginAttempt {
+        user: &loggable_user(user),
+        peer,
+        suppressed,
+        outcome,
+    });
 }
 
 /// `POST /ui/logout`: clear the cookie and go to the login page.

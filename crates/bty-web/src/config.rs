@@ -28,10 +28,21 @@ pub const KEYS: &[(&str, &str)] = &[
     ("admin", "password"),
     ("admin", "password_hash"),
     ("flash", "max_attempts"),
+    ("http", "header_timeout_secs"),
+    ("http", "idle_timeout_secs"),
+    ("http", "max_connections"),
+    ("http", "max_connections_per_ip"),
 ];
 
 /// Keys whose value is an integer (the environment override is parsed).
-const INT_KEYS: &[(&str, &str)] = &[("withcache", "refresh_secs"), ("flash", "max_attempts")];
+const INT_KEYS: &[(&str, &str)] = &[
+    ("withcache", "refresh_secs"),
+    ("flash", "max_attempts"),
+    ("http", "header_timeout_secs"),
+    ("http", "idle_timeout_secs"),
+    ("http", "max_connections"),
+    ("http", "max_connections_per_ip"),
+];
 
 /// The loaded, layered configuration of bty-web.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,6 +60,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[flash]`
     pub flash: FlashConfig,
+    /// `[http]`
+    pub http: HttpConfig,
 }
 
 /// `[server]`: where to listen and where state lives.
@@ -164,6 +177,47 @@ pub struct FlashConfig {
 impl Default for FlashConfig {
     fn default() -> Self {
         FlashConfig { max_attempts: 3 }
+    }
+}
+
+/// `[http]`: connection and request limits (bty-http's `serve::Limits`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Seconds a request head may take (also ends idle keep-alive
+    /// connections).
+    pub header_timeout_secs: u64,
+    /// Seconds a response write may make no progress.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let l = bty_http::serve::Limits::default();
+        HttpConfig {
+            header_timeout_secs: l.header_timeout.as_secs(),
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The limits `serve` runs with (zeros count as 1).
+    pub fn limits(&self) -> bty_http::serve::Limits {
+        use std::time::Duration;
+        bty_http::serve::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip.max(1),
+            ..bty_http::serve::Limits::default()
+        }
     }
 }
 

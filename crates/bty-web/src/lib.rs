@@ -29,7 +29,6 @@ pub mod ui;
 pub mod withcache;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -233,14 +232,13 @@ pub async fn serve(
         env!("CARGO_PKG_VERSION"),
         addr.map(|a| a.to_string()).unwrap_or_default()
     );
-    let app = router(st).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .context("serving HTTP")
+    let limits = st.cfg.http.limits();
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    bty_http::serve::serve(&listener, router(st), limits, stop).await;
+    Ok(())
 }
 
 #[cfg(test)]

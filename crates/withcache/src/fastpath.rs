@@ -37,20 +37,25 @@ use crate::store::{settled, DlState, Download, Hit, Phase};
 
 /// Longest request head we parse ourselves; longer ones go to hyper.
 const MAX_HEAD: usize = 16 << 10;
-/// How long an idle keep-alive connection may wait for its next request.
-const IDLE: Duration = Duration::from_secs(75);
+/// The slowest a client may take a `sendfile` answer: its deadline is
+/// [`SEND_SLACK`] plus its length at this rate.
+const MIN_RATE: u64 = 1 << 20;
+/// The fixed part of a `sendfile` answer's deadline.
+const SEND_SLACK: Duration = Duration::from_secs(30);
 
 /// Serve one accepted connection.
 pub(crate) async fn connection(
     app: Arc<App>,
     router: axum::Router,
     mut stream: TcpStream,
-    peer: SocketAddr,
+    conn: bty_http::serve::Conn,
 ) {
+    let peer = conn.peer;
+    let wait = conn.limits().header_timeout;
     let mut buf = BytesMut::with_capacity(4096);
     if app.opts.sendfile {
         loop {
-            match fast_one(&app, &mut stream, &mut buf, peer).await {
+            match fast_one(&app, &mut stream, &mut buf, peer, wait).await {
                 Ok(Step::Served { keep_alive: true }) => continue,
                 Ok(Step::Served { keep_alive: false }) | Ok(Step::Closed) => return,
                 Ok(Step::HandOff) => break,
@@ -61,23 +66,11 @@ pub(crate) async fn connection(
             }
         }
     }
-    let io = hyper_util::rt::TokioIo::new(Rewind {
+    let io = Rewind {
         pre: buf,
         inner: stream,
-    });
-    let svc = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        tower::ServiceExt::oneshot(router.clone(), req)
-    });
-    let svc = hyper_util::service::TowerToHyperService::new(svc);
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(io, svc)
-        .await
-    {
-        tracing::debug!(error = %e, %peer, "connection ended");
-    }
+    };
+    conn.serve(io, router).await;
 }
 
 enum Step {
@@ -102,8 +95,9 @@ async fn fast_one(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
+    wait: Duration,
 ) -> io::Result<Step> {
-    let head = match read_head(stream, buf).await? {
+    let head = match read_head(stream, buf, wait).await? {
         Ok(head) => head,
         Err(step) => return Ok(step),
     };
@@ -117,15 +111,21 @@ async fn fast_one(
     }
 }
 
-/// Read until a complete head is buffered; `Err` is what to do with the
-/// connection instead.
-async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Result<Head, Step>> {
+/// Read until a complete head is buffered, all of it within `wait` (a
+/// client dripping a byte at a time does not extend it, as in hyper);
+/// `Err` is what to do with the connection instead.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    wait: Duration,
+) -> io::Result<Result<Head, Step>> {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(parsed) = parse_head(buf) {
             return Ok(parsed);
         }
         buf.reserve(4096);
-        let n = match tokio::time::timeout(IDLE, stream.read_buf(buf)).await {
+        let n = match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
             Ok(r) => r?,
             Err(_) => return Ok(Err(Step::Closed)),
         };
@@ -346,7 +346,31 @@ fn blob_src(path: &str) -> Option<String> {
     Some(src)
 }
 
+/// Send `len` bytes of `file` from `start`, within [`send_deadline`].
 async fn send_file(
+    app: &Arc<App>,
+    stream: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
+    let deadline = send_deadline(len);
+    match tokio::time::timeout(deadline, send_all(app, stream, file, start, len)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client took more than {deadline:?} for {len} bytes"),
+        )),
+    }
+}
+
+/// How long sending `len` bytes may take: [`SEND_SLACK`] plus `len` at
+/// [`MIN_RATE`].
+fn send_deadline(len: u64) -> Duration {
+    SEND_SLACK + Duration::from_secs(len / MIN_RATE)
+}
+
+async fn send_all(
     app: &Arc<App>,
     stream: &TcpStream,
     file: &std::fs::File,
@@ -438,5 +462,16 @@ impl AsyncWrite for Rewind {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sendfile_answer_has_30_s_plus_1_s_per_mib() {
+        assert_eq!(send_deadline(0), Duration::from_secs(30));
+        assert_eq!(send_deadline(4 << 30), Duration::from_secs(30 + 4096));
     }
 }

@@ -107,6 +107,9 @@ fn session_key(opts: &Options) -> anyhow::Result<bty_auth::SessionKey> {
     })
 }
 
+/// Largest request body (catalog entries, settings, form posts).
+const BODY_LIMIT: usize = 1 << 20;
+
 /// Every route, behind request ids and spans. The API takes the service
 /// token, the UI does not; UI logins are recorded as events.
 fn router(app: Arc<App>) -> axum::Router {
@@ -120,6 +123,11 @@ fn router(app: Arc<App>) -> axum::Router {
                     "operator",
                     "logged in to the UI".into(),
                 ),
+                Err(e) if a.suppressed > 0 => (
+                    "auth.login.failed",
+                    "client",
+                    format!("{e} ({} more failed logins not recorded)", a.suppressed),
+                ),
                 Err(e) => ("auth.login.failed", "client", e.to_string()),
             };
             let who = catalog::Who {
@@ -132,6 +140,7 @@ fn router(app: Arc<App>) -> axum::Router {
         .merge(blob::routes())
         .merge(api::routes(&gate))
         .merge(ui::routes(&gate))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app);
     bty_http::request_id::layer(router)
 }
@@ -173,34 +182,18 @@ async fn flush_access_every(store: Arc<store::Store>, period: Duration) {
     }
 }
 
-/// Serve connections until `shutdown` resolves, then drop the open ones.
+/// Serve connections until `shutdown` resolves, then drop the open ones;
+/// bty-http's accept loop caps the connections, the fast path or hyper
+/// serves each.
 async fn accept_until(
     listener: &tokio::net::TcpListener,
     app: &Arc<App>,
     router: &axum::Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                conns.spawn(fastpath::connection(app.clone(), router.clone(), stream, peer));
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
+    let router = app.opts.http.limit_bodies(router.clone());
+    bty_http::serve::accept_until(listener, app.opts.http, shutdown, |stream, conn| {
+        fastpath::connection(app.clone(), router.clone(), stream, conn)
+    })
+    .await;
 }

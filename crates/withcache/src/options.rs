@@ -32,6 +32,9 @@ pub struct Options {
     /// with `Authorization: Bearer <token>` is let in without a login.
     /// bty-web uses it to add catalog entries. The UI does not take it.
     pub api_token: Option<bty_auth::ServiceToken>,
+    /// Connection and request limits (bty-http's defaults; open
+    /// connections are dropped at once at shutdown).
+    pub http: bty_http::serve::Limits,
 }
 
 impl Options {
@@ -49,6 +52,10 @@ impl Options {
             fetch: FetchConfig::default(),
             sendfile: true,
             api_token: var("WITHCACHE_API_TOKEN").map(bty_auth::ServiceToken::new),
+            http: bty_http::serve::Limits {
+                shutdown_grace: std::time::Duration::ZERO,
+                ..bty_http::serve::Limits::default()
+            },
         }
     }
 }

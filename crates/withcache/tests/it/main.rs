@@ -2,6 +2,7 @@
 //! origin written here (`origin.rs`) with fault injection, real SQLite in a
 //! temp dir, real HTTP clients.
 
+mod hostile_lan;
 mod issue_11;
 mod token;
 
