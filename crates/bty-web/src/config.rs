@@ -28,10 +28,23 @@ pub const KEYS: &[(&str, &str)] = &[
     ("admin", "password"),
     ("admin", "password_hash"),
     ("flash", "max_attempts"),
+    ("pxe", "legacy_status"),
+    ("pxe", "repeat_window_secs"),
+    ("discovery", "max_unassigned"),
+    ("discovery", "per_ip_per_minute"),
 ];
 
 /// Keys whose value is an integer (the environment override is parsed).
-const INT_KEYS: &[(&str, &str)] = &[("withcache", "refresh_secs"), ("flash", "max_attempts")];
+const INT_KEYS: &[(&str, &str)] = &[
+    ("withcache", "refresh_secs"),
+    ("flash", "max_attempts"),
+    ("pxe", "repeat_window_secs"),
+    ("discovery", "max_unassigned"),
+    ("discovery", "per_ip_per_minute"),
+];
+
+/// Keys whose value is a boolean (the environment override is parsed).
+const BOOL_KEYS: &[(&str, &str)] = &[("pxe", "legacy_status")];
 
 /// The loaded, layered configuration of bty-web.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,6 +62,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[flash]`
     pub flash: FlashConfig,
+    /// `[pxe]`
+    pub pxe: PxeConfig,
+    /// `[discovery]`
+    pub discovery: DiscoveryConfig,
 }
 
 /// `[server]`: where to listen and where state lives.
@@ -167,6 +184,50 @@ impl Default for FlashConfig {
     }
 }
 
+/// `[pxe]`: the open PXE and agent endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PxeConfig {
+    /// Accept the Python live env's tokenless `POST /pxe/{mac}/status`.
+    /// Even on, it can only fail an open cycle, never complete one.
+    pub legacy_status: bool,
+    /// `GET /pxe/{mac}` again from the same address within this many
+    /// seconds, with nothing changed in between, is the same contact: it
+    /// gets the same answer and changes nothing. 0 turns this off.
+    pub repeat_window_secs: u64,
+}
+
+impl Default for PxeConfig {
+    fn default() -> Self {
+        PxeConfig {
+            legacy_status: false,
+            repeat_window_secs: 10,
+        }
+    }
+}
+
+/// `[discovery]`: how unknown MACs that contact bty-web are registered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryConfig {
+    /// Most discovered machines nobody has assigned (still in
+    /// `bty-inventory` mode, no name, image or labels); the oldest are
+    /// removed to make room, with a `machine.pruned` event.
+    pub max_unassigned: u32,
+    /// Most new MACs one client address may register per minute; more are
+    /// refused (429) and not stored.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            max_unassigned: 1000,
+            per_ip_per_minute: 60,
+        }
+    }
+}
+
 impl Config {
     /// Load `path` (when given; it must exist) or `$BTY_CONFIG_FILE` or
     /// `/etc/bty/bty.toml` (when present), then apply `BTY_<SECTION>_<KEY>`.
@@ -245,6 +306,9 @@ impl Config {
         if self.flash.max_attempts == 0 {
             bail!("[flash] max_attempts must be at least 1");
         }
+        if self.discovery.max_unassigned == 0 {
+            bail!("[discovery] max_unassigned must be at least 1");
+        }
         if self.admin.user.is_empty() {
             bail!("[admin] user must not be empty");
         }
@@ -321,7 +385,13 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) -> a
         let Some(raw) = get(&name).filter(|v| !v.is_empty()) else {
             continue;
         };
-        let value = if INT_KEYS.contains(&(section, key)) {
+        let value = if BOOL_KEYS.contains(&(section, key)) {
+            match raw.trim() {
+                "true" | "1" | "yes" => toml::Value::Boolean(true),
+                "false" | "0" | "no" => toml::Value::Boolean(false),
+                _ => bail!("{name}={raw:?} is not true or false"),
+            }
+        } else if INT_KEYS.contains(&(section, key)) {
             let n: i64 = raw
                 .trim()
                 .parse()
