@@ -59,6 +59,10 @@ srv=$!
 for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.1; done
 [ -s "$work/port" ] || { cat "$work/server.log" >&2; echo "boot-test: bty-dev-web did not start" >&2; exit 1; }
 port=$(cat "$work/port")
+# qemu boots the kernel directly (no iPXE): make the PXE contact and the
+# kernel fetch iPXE would, from 127.0.0.1 as the guest appears too, so the
+# agent gets its plan.
+"$dev_web" arm --server "http://127.0.0.1:$port" --mac "$mac"
 
 start=$(date +%s.%N)
 timeout 300 qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -display none -no-reboot \

@@ -239,7 +239,13 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
         "{row}"
     );
 
-    // The plan: withcache's URL, the sha256 and size withcache measured.
+    // The machine PXE-boots and fetches the netboot kernel (a plan goes
+    // only to the address that did), then the plan: withcache's URL, the
+    // sha256 and size withcache measured.
+    let (code, _) = http(web, "GET", &format!("/pxe/{MAC}"), None);
+    assert_eq!(code, 200);
+    let kernel = format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}");
+    assert_eq!(http(web, "GET", &kernel, None).0, 200);
     let (code, plan) = http(web, "GET", &format!("/pxe/{MAC}/plan"), None);
     assert_eq!(code, 200);
     let plan: serde_json::Value = serde_json::from_slice(&plan).unwrap();

@@ -99,6 +99,25 @@ impl Client {
         }
     }
 
+    /// The same client, its connections made from the local address `ip`
+    /// (a `127.0.0.x` is another LAN host to a server on 127.0.0.1).
+    pub fn from_ip(&self, ip: std::net::IpAddr) -> Client {
+        let build = |follow: bool| {
+            let b = reqwest::Client::builder().local_address(ip);
+            let b = if follow {
+                b
+            } else {
+                b.redirect(reqwest::redirect::Policy::none())
+            };
+            b.build().expect("a reqwest client")
+        };
+        Client {
+            http: build(true),
+            no_redirect: build(false),
+            ..self.clone()
+        }
+    }
+
     /// The same client without a login.
     pub fn anonymous(&self) -> Client {
         Client {

@@ -96,8 +96,15 @@ impl Web {
         std::fs::write(boot.join("bty-netboot-x86_64.vmlinuz"), KERNEL_BYTES)?;
         std::fs::write(boot.join("bty-netboot-x86_64.initrd"), b"INITRD")?;
         std::fs::write(boot.join("ipxe.efi"), b"MZ-fake-ipxe-efi")?;
+        // The kit's agents reboot in milliseconds: each PXE contact is a
+        // new one unless the test sets its own `[pxe]`.
+        let pxe = if extra.contains("[pxe]") {
+            ""
+        } else {
+            "[pxe]\nrepeat_window_secs = 0\n"
+        };
         let toml = format!(
-            "[server]\nstate_dir = {:?}\n[images]\ncatalog = {:?}\n{extra}",
+            "[server]\nstate_dir = {:?}\n[images]\ncatalog = {:?}\n{pxe}{extra}",
             state.display().to_string(),
             cat.display().to_string()
         );
@@ -391,9 +398,11 @@ impl SimAgent {
         }
     }
 
-    /// PXE contact, then the plan; fails unless the plan is a flash.
+    /// PXE contact, the netboot kernel (as iPXE fetches it), then the
+    /// plan; fails unless the plan is a flash.
     pub async fn start_flash(&mut self) -> anyhow::Result<()> {
         self.client.pxe(&self.mac).await;
+        self.client.boot_kernel(&self.mac).await;
         let p = self.client.plan_typed(&self.mac).await;
         if p.mode != PlanMode::Flash {
             bail!("{}: plan is not a flash: {p:?}", self.mac);

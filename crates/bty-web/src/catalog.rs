@@ -65,6 +65,15 @@ pub struct Image {
     pub cache: Option<CacheState>,
 }
 
+impl Image {
+    /// Both its sha256 and its size are known (given, or measured by
+    /// withcache): only such an image is flashed, so every flash plan lets
+    /// the agent check the bytes it writes.
+    pub fn measured(&self) -> bool {
+        self.entry.sha256.is_some() && self.entry.size.is_some()
+    }
+}
+
 /// State of one catalog source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]

@@ -32,6 +32,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("http", "idle_timeout_secs"),
     ("http", "max_connections"),
     ("http", "max_connections_per_ip"),
+    ("pxe", "legacy_status"),
+    ("pxe", "repeat_window_secs"),
+    ("discovery", "max_unassigned"),
+    ("discovery", "per_ip_per_minute"),
 ];
 
 /// Keys whose value is an integer (the environment override is parsed).
@@ -42,7 +46,13 @@ const INT_KEYS: &[(&str, &str)] = &[
     ("http", "idle_timeout_secs"),
     ("http", "max_connections"),
     ("http", "max_connections_per_ip"),
+    ("pxe", "repeat_window_secs"),
+    ("discovery", "max_unassigned"),
+    ("discovery", "per_ip_per_minute"),
 ];
+
+/// Keys whose value is a boolean (the environment override is parsed).
+const BOOL_KEYS: &[(&str, &str)] = &[("pxe", "legacy_status")];
 
 /// The loaded, layered configuration of bty-web.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,6 +72,10 @@ pub struct Config {
     pub flash: FlashConfig,
     /// `[http]`
     pub http: HttpConfig,
+    /// `[pxe]`
+    pub pxe: PxeConfig,
+    /// `[discovery]`
+    pub discovery: DiscoveryConfig,
 }
 
 /// `[server]`: where to listen and where state lives.
@@ -207,6 +221,28 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[pxe]`: the open PXE and agent endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PxeConfig {
+    /// Accept the Python live env's tokenless `POST /pxe/{mac}/status`.
+    /// Even on, it can only fail an open cycle, never complete one.
+    pub legacy_status: bool,
+    /// `GET /pxe/{mac}` again from the same address within this many
+    /// seconds, with nothing changed in between, is the same contact: it
+    /// gets the same answer and changes nothing. 0 turns this off.
+    pub repeat_window_secs: u64,
+}
+
+impl Default for PxeConfig {
+    fn default() -> Self {
+        PxeConfig {
+            legacy_status: false,
+            repeat_window_secs: 10,
+        }
+    }
+}
+
 impl HttpConfig {
     /// The limits `serve` runs with (zeros count as 1).
     pub fn limits(&self) -> bty_http::serve::Limits {
@@ -217,6 +253,28 @@ impl HttpConfig {
             max_connections: self.max_connections.max(1),
             max_connections_per_ip: self.max_connections_per_ip.max(1),
             ..bty_http::serve::Limits::default()
+        }
+    }
+}
+
+/// `[discovery]`: how unknown MACs that contact bty-web are registered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryConfig {
+    /// Most discovered machines nobody has assigned (still in
+    /// `bty-inventory` mode, no name, image or labels); the oldest are
+    /// removed to make room, with a `machine.pruned` event.
+    pub max_unassigned: u32,
+    /// Most new MACs one client address may register per minute; more are
+    /// refused (429) and not stored.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            max_unassigned: 1000,
+            per_ip_per_minute: 60,
         }
     }
 }
@@ -299,6 +357,9 @@ impl Config {
         if self.flash.max_attempts == 0 {
             bail!("[flash] max_attempts must be at least 1");
         }
+        if self.discovery.max_unassigned == 0 {
+            bail!("[discovery] max_unassigned must be at least 1");
+        }
         if self.admin.user.is_empty() {
             bail!("[admin] user must not be empty");
         }
@@ -375,7 +436,13 @@ fn apply_env(table: &mut toml::Table, get: impl Fn(&str) -> Option<String>) -> a
         let Some(raw) = get(&name).filter(|v| !v.is_empty()) else {
             continue;
         };
-        let value = if INT_KEYS.contains(&(section, key)) {
+        let value = if BOOL_KEYS.contains(&(section, key)) {
+            match raw.trim() {
+                "true" | "1" | "yes" => toml::Value::Boolean(true),
+                "false" | "0" | "no" => toml::Value::Boolean(false),
+                _ => bail!("{name}={raw:?} is not true or false"),
+            }
+        } else if INT_KEYS.contains(&(section, key)) {
             let n: i64 = raw
                 .trim()
                 .parse()

@@ -73,6 +73,8 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(m) => ApiError::not_found(m),
             DomainError::StaleToken(m) | DomainError::Conflict(m) => ApiError::conflict(m),
             DomainError::Invalid { msg, .. } => ApiError::bad_request(msg),
+            DomainError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            DomainError::TooMany(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, m),
             DomainError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
             DomainError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             DomainError::Db(_) | DomainError::Internal(_) => ApiError::internal(e),

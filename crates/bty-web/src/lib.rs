@@ -52,10 +52,8 @@ pub const INVENTORY_LIMIT: usize = 4 * 1024 * 1024;
 /// Open the database, load the catalog and the account, and build the
 /// state. `stop` flips to true when the server stops.
 pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow::Result<AppState> {
+    check_boot_dir(&config)?;
     let db = db::Db::open(&config.db_path())?;
-    let boot_dir = config.boot_dir();
-    std::fs::create_dir_all(&boot_dir)
-        .with_context(|| format!("creating boot directory {}", boot_dir.display()))?;
     let auth = admin_auth(&config)?;
     let catalog = open_catalog(&config, &stop).await?;
     let bus = domain::bus::Bus::default();
@@ -65,7 +63,7 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
         catalog.clone(),
         bus.clone(),
         metrics.clone(),
-        config.flash.max_attempts,
+        domain::Policy::of(&config),
     );
     Ok(Arc::new(Inner {
         cfg: config,
@@ -79,6 +77,34 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
         stop,
         started: Instant::now(),
     }))
+}
+
+/// Create the boot directory and refuse one that is the state directory or
+/// holds it: `/boot/` serves every file in it to anyone, and the state
+/// directory holds the database (tokens) and the session secret.
+fn check_boot_dir(config: &Config) -> anyhow::Result<()> {
+    let boot_dir = config.boot_dir();
+    let state_dir = &config.server.state_dir;
+    for (what, d) in [
+        ("boot directory", &boot_dir),
+        ("state directory", state_dir),
+    ] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {what} {}", d.display()))?;
+    }
+    let real = |d: &std::path::Path| {
+        std::fs::canonicalize(d).with_context(|| format!("resolving {}", d.display()))
+    };
+    let (boot, state) = (real(&boot_dir)?, real(state_dir)?);
+    if state.starts_with(&boot) {
+        anyhow::bail!(
+            "[boot] dir {} is or contains [server] state_dir {}: /boot/ would serve the \
+             database and the session secret to anyone on the network. Point [boot] dir at \
+             a directory outside the state directory (the default is <state_dir>/boot)",
+            boot.display(),
+            state.display()
+        );
+    }
+    Ok(())
 }
 
 /// The admin account (warning when it is open or uses the default

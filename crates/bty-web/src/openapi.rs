@@ -79,23 +79,23 @@ pub fn document() -> Value {
         "/pxe/{mac}/plan",
         "get",
         op(
-            "The agent's plan (bty_proto::plan::Plan)",
+            "The agent's plan (bty_proto::plan::Plan); a flash plan only once the cycle's kernel was fetched (409 before) and only to that address (403)",
             "pxe",
             false,
-            json!({"200": ok_json("plan"), "400": err}),
+            json!({"200": ok_json("plan"), "400": err, "403": err, "409": err, "429": err}),
         ),
     );
     add(
         "/pxe/{mac}/progress",
         "post",
         op(
-            "Progress of the current cycle; needs its token",
+            "Progress of the current cycle; needs its token, from the address that booted it",
             "pxe",
             false,
-            json!({"200": ok_json("ReportAck"), "400": err, "404": err, "409": err, "413": err}),
+            json!({"200": ok_json("ReportAck"), "400": err, "403": err, "404": err, "409": err, "413": err}),
         ),
     );
-    add("/pxe/{mac}/done", "post", op("End of the current cycle; needs its token; a replay is acknowledged with recorded=false", "pxe", false, json!({"200": ok_json("ReportAck"), "400": err, "404": err, "409": err, "413": err})));
+    add("/pxe/{mac}/done", "post", op("End of the current cycle; needs its token, from the address that booted it; a replay is acknowledged with recorded=false", "pxe", false, json!({"200": ok_json("ReportAck"), "400": err, "403": err, "404": err, "409": err, "413": err})));
     add(
         "/pxe/{mac}/inventory",
         "post",
@@ -110,10 +110,10 @@ pub fn document() -> Value {
         "/pxe/{mac}/status",
         "post",
         op(
-            "Python live env terminal report {status: done|failed, reason}; no token (weaker path)",
+            "Python live env terminal report {status: failed, reason}; no token, so off unless [pxe] legacy_status and never completes a cycle (done: 409)",
             "pxe",
             false,
-            json!({"204": {"description": "applied"}, "400": err, "404": err}),
+            json!({"204": {"description": "applied"}, "400": err, "403": err, "404": err, "409": err}),
         ),
     );
     add("/boot/{name}", "get", op("Boot artifact; HEAD and single Range supported; ?mac= marks the cycle booted; iPXE asking for an iPXE bootfile gets a chain script", "boot", false, json!({"200": {"description": "file"}, "206": {"description": "range"}, "400": err, "404": err, "416": err})));

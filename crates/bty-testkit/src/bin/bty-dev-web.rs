@@ -18,7 +18,10 @@
 //! and reports are bty-web's own, `bty-proto` on both ends.
 //!
 //! `arm` makes PXE contacts until the next plan is a flash (for
-//! `bty-flash-always`, which boots the disk once after each flash).
+//! `bty-flash-always`, which boots the disk once after each flash), then
+//! fetches the netboot kernel as iPXE would: bty-web hands the plan only to
+//! the address that did (127.0.0.1, which a qemu guest on user networking
+//! also appears as).
 //! `check` passes when the machine has exactly one flash cycle, closed
 //! `done` and ok by one `flash.done` event, with the digest read back
 //! equal to `--disk-sha256`.
@@ -201,6 +204,7 @@ async fn arm(t: Target) -> anyhow::Result<()> {
     let c = client(&t);
     for _ in 0..3 {
         if is_flash(&c.pxe(&t.mac).await) {
+            c.boot_kernel(&t.mac).await;
             return Ok(());
         }
     }

@@ -114,12 +114,16 @@ pub struct Cycle {
     pub disk_sha256: Option<String>,
     /// Flash wall time the agent reported.
     pub duration_s: Option<f64>,
+    /// The client address that fetched the netboot kernel (moved it to
+    /// `booted`): the only one its plan and reports are taken from.
+    #[serde(skip)]
+    pub booted_ip: Option<String>,
 }
 
 const COLUMNS: &str = "id, mac, arm_gen, attempt, token, state, boot_mode, image_name, image_url, \
     image_sha256, image_size, image_format, target_serial, local_served, offered_at, booted_at, \
     flashing_at, finished_at, bytes_done, bytes_total, phase, rate, progress_at, ok, reason, \
-    disk_sha256, duration_s";
+    disk_sha256, duration_s, booted_ip";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
     let state: String = r.get(5)?;
@@ -157,6 +161,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
         reason: r.get(24)?,
         disk_sha256: r.get(25)?,
         duration_s: r.get(26)?,
+        booted_ip: r.get(27)?,
     })
 }
 
@@ -248,10 +253,13 @@ pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Resul
     )
 }
 
-/// `offered` -> `booted`: the netboot kernel or initrd was fetched.
-pub fn mark_booted(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE cycles SET state = 'booted', booted_at = ?2 WHERE id = ?1")?
-        .execute(params![id, now])?;
+/// `offered` -> `booted`: the netboot kernel or initrd was fetched, by
+/// the client at `ip`.
+pub fn mark_booted(conn: &Connection, id: i64, ip: &str, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE cycles SET state = 'booted', booted_at = ?2, booted_ip = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, now, ip])?;
     Ok(())
 }
 

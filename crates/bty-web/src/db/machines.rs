@@ -111,9 +111,11 @@ pub fn get_for_decision(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<
         .optional()
 }
 
-/// Every machine, ordered by MAC.
+/// Every machine, ordered by MAC, without its inventory (a list never
+/// loads the posted blobs; one machine's view does).
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
-    let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM machines ORDER BY mac"))?;
+    let cols = COLUMNS.replace("inventory, inventory_at", "NULL, inventory_at");
+    let mut st = conn.prepare_cached(&format!("SELECT {cols} FROM machines ORDER BY mac"))?;
     let mut out: Vec<Machine> = st.query_map([], from_row)?.collect::<Result<_, _>>()?;
     let mut lst =
         conn.prepare_cached("SELECT mac, label FROM machine_labels ORDER BY mac, label")?;
@@ -144,6 +146,31 @@ pub fn insert_discovered(
         params![mac.to_string(), BootMode::Inventory.as_str(), now, ip],
         from_row,
     )
+}
+
+/// What "discovered and not assigned" means: registered by a contact, still
+/// in `bty-inventory` mode, and given nothing by an operator (no name,
+/// image, target or labels).
+const UNASSIGNED: &str = "discovered_at IS NOT NULL AND boot_mode = 'bty-inventory' \
+    AND name IS NULL AND image IS NULL AND target_disk_serial IS NULL \
+    AND NOT EXISTS (SELECT 1 FROM machine_labels l WHERE l.mac = machines.mac)";
+
+/// The discovered machines nobody assigned beyond the newest `keep`,
+/// oldest first (the ones to prune).
+pub fn unassigned_beyond(conn: &Connection, keep: u32) -> rusqlite::Result<Vec<Mac>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT mac FROM machines WHERE {UNASSIGNED} \
+         ORDER BY discovered_at DESC, mac DESC LIMIT -1 OFFSET ?1"
+    ))?;
+    let rows = st.query_map([keep], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Ok(m) = r?.parse::<Mac>() {
+            out.push(m);
+        }
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// Record a contact from the machine.

@@ -85,6 +85,9 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE events SET acked_at = (SELECT a.at FROM ui_event_acks a WHERE a.event_id = events.id)
         WHERE id IN (SELECT event_id FROM ui_event_acks);
     DROP TABLE ui_event_acks;",
+    // 4: the address that booted a cycle (its plan and reports are taken
+    // from that address only).
+    "ALTER TABLE cycles ADD COLUMN booted_ip TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -41,6 +41,8 @@ pub struct Inputs {
     pub has_target: bool,
     /// The bound image is in the catalog with a usable format.
     pub image_available: bool,
+    /// Its sha256 and size are known (a plan without them is never made).
+    pub image_measured: bool,
     /// The machine is parked.
     pub parked: bool,
     /// Inventory mode: the next contact boots the disk.
@@ -70,6 +72,9 @@ pub enum LocalWhy {
     NoTarget,
     /// The bound image is not in the catalog (nothing was written yet).
     ImageUnavailable,
+    /// The bound image's sha256 or size is not known yet (withcache has
+    /// not measured it): the disk boots until it has.
+    ImageNotMeasured,
 }
 
 impl LocalWhy {
@@ -84,6 +89,9 @@ impl LocalWhy {
             LocalWhy::NoImage => "flash mode but no image is bound",
             LocalWhy::NoTarget => "flash mode but no target_disk_serial is set",
             LocalWhy::ImageUnavailable => "the bound image is not in the catalog",
+            LocalWhy::ImageNotMeasured => {
+                "the bound image's sha256 and size are not known yet (withcache has not measured it)"
+            }
         }
     }
 
@@ -91,7 +99,10 @@ impl LocalWhy {
     pub const fn is_problem(self) -> bool {
         matches!(
             self,
-            LocalWhy::NoImage | LocalWhy::NoTarget | LocalWhy::ImageUnavailable
+            LocalWhy::NoImage
+                | LocalWhy::NoTarget
+                | LocalWhy::ImageUnavailable
+                | LocalWhy::ImageNotMeasured
         )
     }
 }
@@ -235,10 +246,20 @@ fn unbound(i: &Inputs, contact: Contact) -> Option<LocalWhy> {
 
 /// A new cycle with this attempt number, if the image is there.
 fn fresh(i: &Inputs, attempt: u32) -> Decision {
-    if i.image_available {
-        plain(Offer::Flash(CycleChoice::New { attempt }))
+    match not_flashable(i) {
+        None => plain(Offer::Flash(CycleChoice::New { attempt })),
+        Some(why) => plain(Offer::Local(why)),
+    }
+}
+
+/// Why the bound image cannot be flashed now, if it cannot.
+fn not_flashable(i: &Inputs) -> Option<LocalWhy> {
+    if !i.image_available {
+        Some(LocalWhy::ImageUnavailable)
+    } else if !i.image_measured {
+        Some(LocalWhy::ImageNotMeasured)
     } else {
-        plain(Offer::Local(LocalWhy::ImageUnavailable))
+        None
     }
 }
 
@@ -247,10 +268,9 @@ fn fresh(i: &Inputs, attempt: u32) -> Decision {
 /// its next PXE contact parks the machine if the disk may have been
 /// touched (plan).
 fn reuse(i: &Inputs, c: CycleFacts) -> Decision {
-    if i.image_available {
-        plain(Offer::Flash(CycleChoice::Reuse(c.id)))
-    } else {
-        plain(Offer::Local(LocalWhy::ImageUnavailable))
+    match not_flashable(i) {
+        None => plain(Offer::Flash(CycleChoice::Reuse(c.id))),
+        Some(why) => plain(Offer::Local(why)),
     }
 }
 
@@ -258,7 +278,7 @@ fn reuse(i: &Inputs, c: CycleFacts) -> Decision {
 /// ok`: never the local disk. Retry, or park when out of attempts or
 /// when the image (or binding) is gone.
 fn retry(i: &Inputs, c: CycleFacts) -> Decision {
-    let usable = i.has_image && i.has_target && i.image_available;
+    let usable = i.has_image && i.has_target && not_flashable(i).is_none();
     let park = |why| Decision {
         offer: Offer::Park(why),
         effects: Effects {
@@ -304,6 +324,7 @@ mod tests {
             has_image: true,
             has_target: true,
             image_available: true,
+            image_measured: true,
             parked: false,
             inventory_local_next: false,
             current: None,
@@ -322,6 +343,26 @@ mod tests {
 
     const FLASH_MODES: [BootMode; 2] = [BootMode::FlashOnce, BootMode::FlashAlways];
     const STATES: [CycleState; 6] = [Offered, Booted, Flashing, Done, Failed, Cancelled];
+
+    #[test]
+    fn an_unmeasured_image_is_never_flashed() {
+        for mode in FLASH_MODES {
+            let mut i = base(mode);
+            i.image_measured = false;
+            for contact in [Contact::Pxe, Contact::Plan] {
+                for cur in [None, cyc(Offered, 1, false), cyc(Cancelled, 1, false)] {
+                    i.current = cur;
+                    let d = decide(&i, contact);
+                    assert_eq!(d.offer, Offer::Local(LocalWhy::ImageNotMeasured), "{cur:?}");
+                }
+            }
+            i.current = cyc(Flashing, 1, false);
+            assert_eq!(
+                decide(&i, Contact::Pxe).offer,
+                Offer::Park(ParkWhy::ImageVanished)
+            );
+        }
+    }
 
     #[test]
     fn ipxe_exit_is_always_local_whatever_the_state() {

@@ -30,6 +30,14 @@ pub enum DomainError {
     /// cycle, a static image that only its file can remove).
     #[error("{0}")]
     Conflict(String),
+    /// A request the PXE surface does not take from this caller: a report
+    /// from another address than the one that booted the cycle, a tokenless
+    /// report path that is off, a browser. The message says which.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests of a kind from one address; try again later.
+    #[error("{0}")]
+    TooMany(String),
     /// withcache could not be reached, or failed the change.
     #[error("{0}")]
     Upstream(String),

@@ -28,6 +28,7 @@ pub mod registry;
 mod test_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -37,6 +38,36 @@ use crate::metrics::Metrics;
 use bus::{Bus, BusMsg};
 pub use error::{DomainError, Result};
 
+/// The rules the configuration sets for the domain.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `[flash] max_attempts`.
+    pub max_attempts: u32,
+    /// `[pxe] legacy_status`: the tokenless status report is accepted (it
+    /// can only fail a cycle).
+    pub legacy_status: bool,
+    /// `[pxe] repeat_window_secs`: a repeated PXE contact from the same
+    /// address within it, with nothing changed, is the same contact.
+    pub repeat_window: Duration,
+    /// `[discovery] max_unassigned`.
+    pub max_unassigned: u32,
+    /// `[discovery] per_ip_per_minute`.
+    pub per_ip_per_minute: u32,
+}
+
+impl Policy {
+    /// The policy of a configuration.
+    pub fn of(cfg: &crate::config::Config) -> Policy {
+        Policy {
+            max_attempts: cfg.flash.max_attempts,
+            legacy_status: cfg.pxe.legacy_status,
+            repeat_window: Duration::from_secs(cfg.pxe.repeat_window_secs),
+            max_unassigned: cfg.discovery.max_unassigned,
+            per_ip_per_minute: cfg.discovery.per_ip_per_minute,
+        }
+    }
+}
+
 /// What the domain's operations run against; cheap to clone.
 #[derive(Clone)]
 pub struct Domain {
@@ -45,24 +76,32 @@ pub struct Domain {
     bus: Bus,
     metrics: Arc<Metrics>,
     max_attempts: u32,
+    policy: Arc<Policy>,
+    recent: Arc<cycle::repeat::Recent>,
+    gate: Arc<cycle::discovery::Gate>,
 }
 
 impl Domain {
-    /// The domain over these handles. `max_attempts` is
-    /// `[flash] max_attempts`.
+    /// The domain over these handles, with the rules of `policy`.
     pub fn new(
         db: Db,
         catalog: Arc<Catalog>,
         bus: Bus,
         metrics: Arc<Metrics>,
-        max_attempts: u32,
+        policy: Policy,
     ) -> Domain {
         Domain {
             db,
             catalog,
             bus,
             metrics,
-            max_attempts,
+            max_attempts: policy.max_attempts,
+            gate: Arc::new(cycle::discovery::Gate::new(
+                policy.per_ip_per_minute,
+                policy.max_unassigned,
+            )),
+            policy: Arc::new(policy),
+            recent: Arc::default(),
         }
     }
 

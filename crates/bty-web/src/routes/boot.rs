@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use bty_http::range::{parse_range, ByteRange};
 
-use super::{client_ip, host, ipxe_response, parse_mac};
+use super::{client_ip, from_browser, host, ipxe_response, parse_mac};
 use crate::config::valid_basename;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -94,7 +94,9 @@ pub async fn serve_file(
         }
         return Ok(r);
     }
-    if let (Some(mac), true) = (mac, method == Method::GET) {
+    // Only iPXE's fetch boots a cycle: a browser's (a page can make one
+    // load any URL) is served like a HEAD and changes nothing.
+    if let (Some(mac), true) = (mac, method == Method::GET && !from_browser(&headers)) {
         st.domain
             .booted(mac, client_ip(&addr), name.clone())
             .await?;

@@ -16,6 +16,27 @@ use bty_proto::Mac;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// A request a browser made: it carries `Origin` or a `Sec-Fetch-*` header,
+/// which firmware, iPXE and the agent never send. A page on any site can
+/// make a browser on the LAN send GETs (and simple POSTs) here, so such a
+/// request changes nothing on the PXE and `/boot/` surface.
+pub fn from_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
+}
+
+/// Refuse a browser's request to an endpoint that changes state.
+pub fn refuse_browser(headers: &HeaderMap) -> Result<(), ApiError> {
+    if from_browser(headers) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "the PXE and agent endpoints take no requests from a browser (Origin or \
+             Sec-Fetch-* header present)",
+        ));
+    }
+    Ok(())
+}
+
 /// Parse a MAC from a path segment (400 with the reason).
 pub fn parse_mac(raw: &str) -> Result<Mac, ApiError> {
     raw.parse::<Mac>().map_err(ApiError::from)

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bty_proto::plan::{DoneReport, LegacyStatus, ProgressReport, ReportAck};
 
-use super::{client_ip, host, ipxe_response, parse_mac};
+use super::{client_ip, from_browser, host, ipxe_response, parse_mac, refuse_browser};
 use crate::domain::decide::Contact;
 use crate::error::{ApiResult, Json};
 use crate::state::AppState;
@@ -30,11 +30,15 @@ pub async fn script(
 ) -> ApiResult<Response> {
     let mac = parse_mac(&raw)?;
     let host = host(&headers)?;
-    let r = st
-        .domain
-        .contact(mac, client_ip(&addr), Contact::Pxe)
-        .await?;
-    let script = st.templates.answer(&host, &st.cfg.boot, &r.answer()?);
+    // A browser gets the preview: what the machine would be answered,
+    // applying nothing (no registration, no cycle, no attempt).
+    let answer = if from_browser(&headers) {
+        st.domain.preview(mac).await?.answer
+    } else {
+        let r = st.domain.contact(mac, client_ip(&addr), Contact::Pxe);
+        r.await?.answer()?
+    };
+    let script = st.templates.answer(&host, &st.cfg.boot, &answer);
     Ok(ipxe_response(script))
 }
 
@@ -46,6 +50,7 @@ pub async fn plan(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let mac = parse_mac(&raw)?;
+    refuse_browser(&headers)?;
     let host = host(&headers)?;
     let r = st
         .domain
@@ -60,9 +65,11 @@ pub async fn progress(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     Json(p): Json<ProgressReport>,
 ) -> ApiResult<axum::Json<ReportAck>> {
     let mac = parse_mac(&raw)?;
+    refuse_browser(&headers)?;
     let ack = st.domain.progress(mac, client_ip(&addr), p).await?;
     Ok(axum::Json(ack))
 }
@@ -72,22 +79,27 @@ pub async fn done(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     Json(d): Json<DoneReport>,
 ) -> ApiResult<axum::Json<ReportAck>> {
     let mac = parse_mac(&raw)?;
+    refuse_browser(&headers)?;
     let ack = st.domain.done(mac, client_ip(&addr), d).await?;
     Ok(axum::Json(ack))
 }
 
-/// `POST /pxe/{mac}/status`: the Python live env's terminal report. It has
-/// no token, so it is the weaker path: it closes whatever cycle is open.
+/// `POST /pxe/{mac}/status`: the Python live env's terminal report, only
+/// with `[pxe] legacy_status = true`. It has no token, so it can only fail
+/// the open cycle, never complete it.
 pub async fn status(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     Json(s): Json<LegacyStatus>,
 ) -> ApiResult<StatusCode> {
     let mac = parse_mac(&raw)?;
+    refuse_browser(&headers)?;
     st.domain.legacy_status(mac, client_ip(&addr), s).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -97,9 +109,11 @@ pub async fn inventory(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<StatusCode> {
     let mac = parse_mac(&raw)?;
+    refuse_browser(&headers)?;
     st.domain.inventory(mac, client_ip(&addr), &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,6 +14,8 @@ impl From<DomainError> for UiError {
             DomainError::NotFound(_) => StatusCode::NOT_FOUND,
             DomainError::StaleToken(_) | DomainError::Conflict(_) => StatusCode::CONFLICT,
             DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DomainError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             DomainError::Upstream(_) => StatusCode::BAD_GATEWAY,
             DomainError::Db(_) | DomainError::Gone | DomainError::Internal(_) => {
                 return UiError::internal(e)

@@ -171,6 +171,8 @@ async fn stale_foreign_missing_tokens_and_replayed_done() {
     s.flash(other, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     s.pxe(other).await;
+    s.boot_kernel(MAC).await;
+    s.boot_kernel(other).await;
     let p = s.plan(MAC).await;
     let po = s.plan(other).await;
     let before = s.machine(MAC).await;
@@ -224,9 +226,15 @@ async fn stale_foreign_missing_tokens_and_replayed_done() {
 
 #[tokio::test]
 async fn operator_change_rearms_flash_once_and_cancels_open_cycles() {
-    let s = Web::start("").await;
+    // `alpine` measured (an unmeasured image is never flashed).
+    let dir = tempfile::tempdir().unwrap();
+    let measured = format!("alpine.img.gz\"\nsha256 = \"{SHA}\"\nsize = 99\n");
+    let cat = catalog_toml().replace("alpine.img.gz\"\n", &measured);
+    std::fs::write(dir.path().join("catalog.toml"), cat).unwrap();
+    let s = Web::start_in(dir, "").await;
     s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
     let p = s.plan(MAC).await;
     // Change the image mid-flash: the open cycle is cancelled, its token stale.
     let (st, _) = s
@@ -236,6 +244,7 @@ async fn operator_change_rearms_flash_once_and_cancels_open_cycles() {
     assert_eq!(s.done(MAC, &token(&p), true).await.0, 409);
     let script = s.pxe(MAC).await;
     assert!(is_flash(&script) && script.contains("alpine"), "{script}");
+    s.boot_kernel(MAC).await;
     let p2 = s.plan(MAC).await;
     assert_eq!(p2["image"]["format"], "img.gz");
     assert_eq!(s.done(MAC, &token(&p2), true).await.0, 200);
@@ -318,33 +327,43 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
 }
 
 #[tokio::test]
-async fn legacy_status_closes_the_open_cycle_without_a_token() {
+async fn legacy_status_is_off_and_can_only_fail_a_cycle() {
+    let path = format!("/pxe/{MAC}/status");
     let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
+    s.pxe(MAC).await;
+    let (st, _) = s.post_json(&path, &json!({"status": "failed"})).await;
+    assert_eq!(st, 403, "off by default");
+    assert_eq!(s.machine(MAC).await["cycle"]["state"], "offered");
+    s.stop().await;
+
+    let s = Web::start("[pxe]\nlegacy_status = true\n").await;
     s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
     s.boot_kernel(MAC).await;
     s.plan(MAC).await;
+    let (st, _) = s.post_json(&path, &json!({"status": "done"})).await;
+    assert_eq!(st, 409, "never completes a cycle");
+    assert_eq!(s.machine(MAC).await["cycle"]["state"], "flashing");
     let (st, _) = s
-        .post_json(&format!("/pxe/{MAC}/status"), &json!({"status": "done"}))
+        .post_json(&path, &json!({"status": "failed", "reason": "x"}))
         .await;
     assert_eq!(st, 204);
-    assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
-    assert!(is_local(&s.pxe(MAC).await));
+    assert_eq!(s.machine(MAC).await["cycle"]["state"], "failed");
     // No open cycle: accepted, nothing changes.
+    s.put_machine_ok(MAC, &json!({"boot_mode": "ipxe-exit"}))
+        .await;
     let (st, _) = s
-        .post_json(
-            &format!("/pxe/{MAC}/status"),
-            &json!({"status": "failed", "reason": "x"}),
-        )
+        .post_json(&path, &json!({"status": "failed", "reason": "x"}))
         .await;
     assert_eq!(st, 204);
-    assert_eq!(s.machine(MAC).await["cycle"]["state"], "done");
-    let (st, _) = s
-        .post_json(&format!("/pxe/{MAC}/status"), &json!({"status": "maybe"}))
-        .await;
+    let (st, _) = s.post_json(&path, &json!({"status": "maybe"})).await;
     assert_eq!(st, 400);
     let (st, _) = s
-        .post_json("/pxe/52:54:00:00:00:55/status", &json!({"status": "done"}))
+        .post_json(
+            "/pxe/52:54:00:00:00:55/status",
+            &json!({"status": "failed"}),
+        )
         .await;
     assert_eq!(st, 404);
     s.stop().await;
@@ -380,6 +399,7 @@ async fn state_survives_a_restart() {
     let s = Web::start("").await;
     s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
     let p = s.plan(MAC).await;
     let dir = s.stop().await;
     let s = Web::start_in(dir, "").await;
@@ -397,6 +417,7 @@ async fn sse_streams_small_events_with_keepalive_headers() {
     let mut stream = sse::Reader::new(r);
     s.flash(MAC, BootMode::FlashOnce).await;
     s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
     let p = s.plan(MAC).await;
     s.progress(MAC, &token(&p), 77).await;
     let seen = stream

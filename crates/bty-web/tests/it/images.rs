@@ -130,6 +130,8 @@ async fn image_added_through_the_api_flows_to_a_flash_plan() {
     assert_eq!(e["state"], "cached");
     // The plan: withcache's URL, with the sha256 and size withcache measured
     // (none were given), and behind it the origin's bytes.
+    s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
     let p = s.plan(MAC).await;
     assert_eq!(p["mode"], "flash", "{p}");
     assert_eq!(p["image"]["url"], blob_url(&wc.base, &src));
@@ -411,8 +413,25 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
         "{p0}"
     );
 
+    // Once cached, the static entry shows withcache's state and measured
+    // digest (it gave none); only then is it flashable (a plan always
+    // carries sha256 and size). withcache fetched it when bty-web
+    // registered it, or now that its blob is asked for; read withcache now
+    // rather than in 600 s.
+    let got = bytes(&blob_url(&wc.base, &src)).await;
+    assert!(
+        got == body,
+        "withcache served other bytes than the origin's"
+    );
+    let img = until(WAIT, "static-img cached", || async {
+        api(&s, Method::POST, "/api/images/refresh", None).await;
+        image(&s, "static-img")
+            .await
+            .filter(|i| i["cache"]["state"] == "cached")
+    })
+    .await;
     // A machine flashes it: the plan points at withcache, withcache serves
-    // the origin's bytes while it fetches them, and records no miss.
+    // the origin's bytes, and records no miss.
     let (st, m) = api(
         &s,
         Method::PUT,
@@ -421,6 +440,8 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     )
     .await;
     assert_eq!(st, 201, "{m}");
+    s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
     let p = s.plan(MAC).await;
     assert_eq!(p["image"]["url"], blob_url(&wc.base, &src));
     let got = bytes(p["image"]["url"].as_str().unwrap()).await;
@@ -431,16 +452,6 @@ async fn static_entries_are_registered_in_withcache_and_served_without_a_withcac
     let got = bytes(&blob_url(&wc.base, &format!("{}/shared.img", o.base()))).await;
     assert!(got == shared);
     assert_eq!(wc.admin().misses().await, Vec::<Value>::new());
-    // Once cached, the static entry shows withcache's state and measured
-    // digest (it gave none). The download was the agent's doing, which
-    // bty-web does not see: read withcache now rather than in 600 s.
-    let img = until(WAIT, "static-img cached", || async {
-        api(&s, Method::POST, "/api/images/refresh", None).await;
-        image(&s, "static-img")
-            .await
-            .filter(|i| i["cache"]["state"] == "cached")
-    })
-    .await;
     assert_eq!(img["source"], "static");
     assert_eq!(img["sha256"], sha(&body));
     assert_eq!(img["size"], body.len() as u64);

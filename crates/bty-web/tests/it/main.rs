@@ -10,6 +10,7 @@ mod boot;
 mod curl_walkthrough;
 mod cycles;
 mod golden;
+mod hostile;
 mod images;
 mod migrations;
 mod ui_event_acks;

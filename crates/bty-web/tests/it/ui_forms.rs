@@ -687,6 +687,7 @@ async fn ui_live_sends_only_what_the_page_shows() {
     assert!(list.until(FIVE, |n, _| n == "hello").await.is_some());
     assert!(detail.until(FIVE, |n, _| n == "hello").await.is_some());
     s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
     let plan = s.plan(MAC).await;
     let token = plan["token"].as_str().unwrap().to_string();
     s.progress(MAC, &token, 500).await;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::contact::Contacted;
 use crate::db::cycles::Cycle;
 use crate::db::machines::Machine;
-use crate::domain::decide::Offer;
+use crate::domain::decide::{LocalWhy, Offer};
 use crate::domain::{DomainError, Result};
 
 /// The BIOS drive a local boot uses when the machine names none.
@@ -146,8 +146,16 @@ impl Contacted {
     }
 }
 
-/// A flash plan for cycle `c`.
+/// A flash plan for cycle `c`. A cycle without the image's sha256 and
+/// size (one opened by an older bty-web) gets no flash plan: the agent
+/// could not check what it writes. It gets `exit` and reboots.
 fn flash_plan(c: &Cycle, mac: Mac, host: &str) -> Result<Plan> {
+    if c.image_sha256.is_none() || c.image_size.is_none() {
+        return Ok(Plan::simple(
+            PlanMode::Exit,
+            Some(LocalWhy::ImageNotMeasured.text().to_string()),
+        ));
+    }
     let format = c
         .image_format
         .parse::<ImageFormat>()

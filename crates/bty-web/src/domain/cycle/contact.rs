@@ -14,7 +14,8 @@ use bty_proto::Mac;
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
 
-use super::{current_cycle, inputs, park_reason};
+use super::discovery::{prune, Gate};
+use super::{check_booter, current_cycle, inputs, park_reason};
 use crate::catalog::{Image, Snapshot};
 use crate::db::cycles::{self, Cycle, CycleState, Finish, NewCycle};
 use crate::db::machines::{self, Machine};
@@ -33,7 +34,7 @@ const ABANDONED: Finish<'static> = Finish {
 };
 
 /// What a PXE or plan contact produced.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Contacted {
     /// The machine after the contact (labels and inventory not loaded).
     pub machine: Machine,
@@ -47,10 +48,12 @@ pub struct Contacted {
     pub flash_started: bool,
     /// An unfinished cycle was closed as failed (metrics).
     pub flash_abandoned: bool,
+    /// A PXE contact: what a repeat of it must find unchanged.
+    pub mark: Option<Mark>,
 }
 
 /// `GET /pxe/{mac}` and `GET /pxe/{mac}/plan`: register if unknown, decide,
-/// apply.
+/// apply. Discovery is not limited ([`contact_gated`] with an open gate).
 pub fn contact(
     conn: &mut Connection,
     mac: Mac,
@@ -59,12 +62,40 @@ pub fn contact(
     max_attempts: u32,
     catalog: &Snapshot,
 ) -> Result<(Contacted, Vec<BusMsg>)> {
+    contact_gated(conn, mac, ip, contact, max_attempts, catalog, &Gate::open())
+}
+
+/// [`contact`], an unknown MAC registered only as `gate` allows
+/// ([`DomainError::TooMany`] otherwise, nothing stored), and the oldest
+/// unassigned machines pruned beyond its cap.
+pub fn contact_gated(
+    conn: &mut Connection,
+    mac: Mac,
+    ip: &str,
+    contact: Contact,
+    max_attempts: u32,
+    catalog: &Snapshot,
+    gate: &Gate,
+) -> Result<(Contacted, Vec<BusMsg>)> {
     // Deferred: a repeated plan of a flashing cycle reads only, and the
     // database thread is the only writer, so the upgrade cannot conflict.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let new = machines::get_for_decision(&tx, mac)?.is_none();
+    if new && !gate.admit(ip) {
+        return Err(DomainError::TooMany(format!(
+            "{ip} registered more new machines than [discovery] per_ip_per_minute allows; \
+             {mac} was not registered, try again in a minute"
+        )));
+    }
     let mut v = Visit::arrive(&tx, mac, ip, contact)?;
+    if new {
+        prune(&tx, &mut v.j, gate.max_unassigned)?;
+    }
     let image = v.machine.image.as_deref().and_then(|n| catalog.get(n));
-    let decision = v.decide(image.is_some(), max_attempts);
+    let decision = v.decide(image, max_attempts);
+    if contact == Contact::Plan {
+        v.check_plan(decision.offer, ip)?;
+    }
     v.apply(decision.effects)?;
     let park_reason = if decision.effects.park {
         Some(v.park(decision.offer, max_attempts)?)
@@ -75,7 +106,10 @@ pub fn contact(
     if contact == Contact::Pxe {
         v.log_offer(decision.offer, cycle.as_ref(), park_reason.as_deref(), ip)?;
     }
-    let out = v.finish(decision, cycle, park_reason);
+    let mut out = v.finish(decision, cycle, park_reason);
+    if contact == Contact::Pxe {
+        out.0.mark = mark(&tx, mac)?;
+    }
     tx.commit()?;
     Ok(out)
 }
@@ -124,10 +158,29 @@ impl<'t> Visit<'t> {
     }
 
     /// Step 2: what this contact gets.
-    pub(super) fn decide(&self, image_available: bool, max_attempts: u32) -> Decision {
+    pub(super) fn decide(&self, image: Option<&Image>, max_attempts: u32) -> Decision {
         let current = self.current.as_ref();
-        let i = inputs(&self.machine, current, image_available, max_attempts);
+        let i = inputs(&self.machine, current, image, max_attempts);
         decide(&i, self.contact)
+    }
+
+    /// Step 2, for a plan: a flash plan carries the cycle's token, so it is
+    /// handed out only for the current cycle once its netboot kernel was
+    /// fetched, and only to the address that fetched it. A plan never
+    /// opens a cycle.
+    pub(super) fn check_plan(&self, offer: Offer, ip: &str) -> Result<()> {
+        let Offer::Flash(choice) = offer else {
+            return Ok(());
+        };
+        let mac = self.mac;
+        match (choice, self.current.as_ref()) {
+            (CycleChoice::Reuse(id), Some(c)) if c.id == id => check_booter(mac, c, ip),
+            _ => Err(DomainError::Conflict(format!(
+                "{mac} has no flash cycle whose netboot kernel was fetched: a plan is handed \
+                 out only after the machine PXE-booted (GET /pxe/{mac}) and fetched the \
+                 netboot kernel of the cycle offered to it"
+            ))),
+        }
     }
 
     /// Step 3: the effects that are not about a cycle.
@@ -325,6 +378,7 @@ impl<'t> Visit<'t> {
             park_reason,
             flash_started: self.flash_started,
             flash_abandoned: self.flash_abandoned,
+            mark: None,
         };
         (out, self.j.bus)
     }
@@ -365,4 +419,37 @@ fn register(
         json!({"ip": ip, "via": via}),
     )?;
     Ok(m)
+}
+
+/// What a repeat must find unchanged: the machine's settings, its arming,
+/// its parking and inventory turn, and which cycle is current and whether
+/// it is still open. A cycle moving from `offered` to `booted` or
+/// `flashing` is the machine's own doing and does not count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    settings: (i64, &'static str, Option<String>, Option<String>),
+    parked: Option<String>,
+    inventory_local_next: bool,
+    cycle: Option<(i64, bool)>,
+    drive: Option<String>,
+}
+
+/// The mark of `mac` now; `None` for an unknown MAC.
+pub fn mark(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Mark>> {
+    let Some(m) = machines::get_for_decision(conn, mac)? else {
+        return Ok(None);
+    };
+    let cycle = current_cycle(conn, &m)?.map(|c| (c.id, c.state.is_open()));
+    Ok(Some(Mark {
+        settings: (
+            m.arm_gen,
+            m.boot_mode.as_str(),
+            m.image,
+            m.target_disk_serial,
+        ),
+        parked: m.parked_reason,
+        inventory_local_next: m.inventory_local_next,
+        cycle,
+        drive: m.sanboot_drive,
+    }))
 }

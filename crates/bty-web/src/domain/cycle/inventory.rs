@@ -16,6 +16,11 @@ use crate::domain::{DomainError, Result};
 /// Most disks (and most NICs) an inventory may list.
 pub const MAX_DEVICES: usize = 256;
 
+/// Most bytes of inventory JSON stored per machine. A larger body keeps
+/// only what bty-proto's [`Inventory`] names (the other keys are dropped);
+/// if even that is larger, it is refused.
+pub const MAX_STORED: usize = 256 * 1024;
+
 /// `GET /boot/{name}?mac=`: the file was found and is being served. Moves
 /// an `offered` cycle to `booted`; an unknown MAC changes nothing.
 pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> Result<Vec<BusMsg>> {
@@ -26,14 +31,14 @@ pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> Result<V
     };
     machines::touch(&tx, mac, ip, &j.now)?;
     if let Some(mut c) = current_cycle(&tx, &m)?.filter(|c| c.state == CycleState::Offered) {
-        cycles::mark_booted(&tx, c.id, &j.now)?;
+        cycles::mark_booted(&tx, c.id, ip, &j.now)?;
         c.state = CycleState::Booted;
         j.event(
             &tx,
             "cycle.booted",
             mac,
             format!("{mac}: cycle {} booted the netboot env ({file})", c.id),
-            json!({"cycle": c.id, "file": file}),
+            json!({"cycle": c.id, "file": file, "ip": ip}),
         )?;
         j.push(BusMsg::machine(&m, Some(&c)));
     }
@@ -68,10 +73,19 @@ pub fn check(body: &serde_json::Value) -> Result<CheckedInventory> {
             format!("inventory lists more than {MAX_DEVICES} disks or NICs"),
         ));
     }
-    Ok(CheckedInventory {
-        json: body.to_string(),
-        summary: format!("{} disk(s), {} NIC(s)", inv.disks.len(), inv.nics.len()),
-    })
+    let summary = format!("{} disk(s), {} NIC(s)", inv.disks.len(), inv.nics.len());
+    let mut json = body.to_string();
+    if json.len() > MAX_STORED {
+        json = serde_json::to_string(&inv)
+            .map_err(|e| DomainError::Internal(format!("inventory: {e}")))?;
+    }
+    if json.len() > MAX_STORED {
+        return Err(DomainError::invalid(
+            "inventory",
+            format!("inventory is larger than {MAX_STORED} bytes even without its extra keys"),
+        ));
+    }
+    Ok(CheckedInventory { json, summary })
 }
 
 /// `POST /pxe/{mac}/inventory`: store it; in inventory mode the next PXE

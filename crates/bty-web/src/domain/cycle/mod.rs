@@ -15,7 +15,9 @@
 
 pub mod answer;
 pub mod contact;
+pub mod discovery;
 pub mod inventory;
+pub mod repeat;
 pub mod reports;
 #[cfg(test)]
 mod tests;
@@ -33,7 +35,7 @@ pub use contact::Contacted;
 use super::decide::{decide, Contact, CycleChoice, CycleFacts, Inputs, Offer, ParkWhy};
 use super::journal::Journal;
 use super::{registry, Domain, DomainError, Result};
-use crate::catalog::Snapshot;
+use crate::catalog::{Image, Snapshot};
 use crate::db::cycles::{self, Cycle};
 use crate::db::machines::Machine;
 
@@ -51,18 +53,19 @@ fn current_cycle(conn: &Connection, m: &Machine) -> rusqlite::Result<Option<Cycl
 }
 
 /// What [`decide`] is asked about `m`, for a contact and for the preview
-/// alike. `image_available`: its image is in the catalog now.
+/// alike. `image`: its image as the catalog has it now.
 fn inputs(
     m: &Machine,
     current: Option<&Cycle>,
-    image_available: bool,
+    image: Option<&Image>,
     max_attempts: u32,
 ) -> Inputs {
     Inputs {
         mode: m.boot_mode,
         has_image: m.image.is_some(),
         has_target: m.target_disk_serial.is_some(),
-        image_available,
+        image_available: image.is_some(),
+        image_measured: image.is_some_and(Image::measured),
         parked: m.parked_reason.is_some(),
         inventory_local_next: m.inventory_local_next,
         current: current.map(|c| CycleFacts {
@@ -89,6 +92,28 @@ fn park_reason(offer: Offer, current: Option<&Cycle>, max_attempts: u32) -> Stri
             "{attempts} flash attempts did not end in done ok (limit flash.max_attempts = {max_attempts})"
         ),
     }
+}
+
+/// A plan (which carries the token) and the reports of cycle `c` are
+/// taken only once its netboot kernel was fetched, and only from the
+/// address that fetched it: knowing the MAC, or even the token, is not
+/// enough from another host.
+fn check_booter(mac: Mac, c: &Cycle, ip: &str) -> Result<()> {
+    if c.booted_at.is_none() {
+        return Err(DomainError::Conflict(format!(
+            "{mac}: cycle {} was offered but its netboot kernel was not fetched yet \
+             (GET /boot/...?mac=); no plan or report is taken before",
+            c.id
+        )));
+    }
+    if c.booted_ip.as_deref() != Some(ip) {
+        return Err(DomainError::Forbidden(format!(
+            "{mac}: cycle {} was booted from another address than {ip}; its plan and \
+             reports are taken only from the address that fetched its netboot kernel",
+            c.id
+        )));
+    }
+    Ok(())
 }
 
 /// A report from a MAC no machine has (`what`: `inventory`, ...).
@@ -129,8 +154,8 @@ pub fn preview(
 ) -> Result<Preview> {
     // As `current_cycle`: a mode that does not flash has none.
     let current = current.filter(|_| m.boot_mode.flashes());
-    let available = m.image.as_deref().and_then(|n| catalog.get(n)).is_some();
-    let d = decide(&inputs(m, current, available, max_attempts), Contact::Pxe);
+    let image = m.image.as_deref().and_then(|n| catalog.get(n));
+    let d = decide(&inputs(m, current, image, max_attempts), Contact::Pxe);
     let (cycle, new_cycle) = match d.offer {
         Offer::Flash(CycleChoice::Reuse(id)) if current.is_some_and(|c| c.id == id) => {
             (current.map(ScriptCycle::of), false)
@@ -174,12 +199,35 @@ fn check_reason(reason: Option<&str>) -> Result<()> {
 
 impl Domain {
     /// A PXE (`Contact::Pxe`) or plan contact from `mac` at `ip`.
+    /// A PXE contact repeating the last one (same address, within `[pxe]
+    /// repeat_window_secs`, nothing changed) gets its answer again and
+    /// changes nothing ([`repeat`]).
     pub async fn contact(&self, mac: Mac, ip: String, contact: Contact) -> Result<Contacted> {
+        let window = self.policy.repeat_window;
+        let watch = contact == Contact::Pxe && !window.is_zero();
+        if let Some((then, prev)) = watch
+            .then(|| self.recent.candidate(mac, &ip, window))
+            .flatten()
+        {
+            let now = self.read(move |c| Ok(contact::mark(c, mac)?)).await?;
+            if now.as_ref() == Some(&then) {
+                return Ok(Contacted {
+                    flash_started: false,
+                    flash_abandoned: false,
+                    ..prev
+                });
+            }
+        }
         let snap = self.catalog.snapshot();
         let max = self.max_attempts;
+        let at = ip.clone();
+        let gate = self.gate.clone();
         let r = self
-            .write(move |c| contact::contact(c, mac, &ip, contact, max, &snap))
+            .write(move |c| contact::contact_gated(c, mac, &at, contact, max, &snap, &gate))
             .await?;
+        if let Some(mark) = r.mark.clone().filter(|_| watch) {
+            self.recent.remember(mac, ip, mark, r.clone(), window);
+        }
         let m = &self.metrics;
         m.offer(r.decision.offer.kind(), contact == Contact::Plan);
         if r.flash_started {
@@ -246,6 +294,13 @@ impl Domain {
 
     /// A legacy (tokenless) status report.
     pub async fn legacy_status(&self, mac: Mac, ip: String, s: LegacyStatus) -> Result<()> {
+        if !self.policy.legacy_status {
+            return Err(DomainError::Forbidden(
+                "the tokenless POST /pxe/{mac}/status is off ([pxe] legacy_status = false); \
+                 the agent reports with the token of its plan"
+                    .into(),
+            ));
+        }
         check_reason(s.reason.as_deref())?;
         let r = self
             .write(move |c| reports::legacy_status(c, mac, &ip, s.status, s.reason.as_deref()))

@@ -7,7 +7,7 @@ use bty_proto::Mac;
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
 
-use super::current_cycle;
+use super::{check_booter, current_cycle};
 use crate::db::cycles::{self, Cycle, CycleState, Finish};
 use crate::db::machines::{self, Machine};
 use crate::domain::bus::{BusMsg, ProgressMsg};
@@ -83,6 +83,7 @@ pub fn progress(
 ) -> Result<(Progressed, Vec<BusMsg>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (_, c) = check_token(&tx, mac, &p.token)?;
+    check_booter(mac, &c, ip)?;
     if !c.state.is_open() {
         return Err(DomainError::Conflict(format!(
             "cycle {} is already {}; progress is no longer accepted",
@@ -187,6 +188,7 @@ pub fn done(
 ) -> Result<(Closed, Vec<BusMsg>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (m, c) = check_token(&tx, mac, &d.token)?;
+    check_booter(mac, &c, ip)?;
     if !c.state.is_open() {
         let ack = ReportAck {
             recorded: false,
@@ -207,9 +209,11 @@ pub fn done(
     Ok((r, j.bus))
 }
 
-/// `POST /pxe/{mac}/status` (the Python live env): applies to the current
-/// open cycle without a token. An unknown machine is logged as an orphan
-/// report and refused with [`DomainError::NotFound`].
+/// `POST /pxe/{mac}/status` (the Python live env, only with `[pxe]
+/// legacy_status = true`): fails the current open cycle without a token.
+/// It carries no token, so it can never complete a cycle: `done` is
+/// refused with [`DomainError::Conflict`]. An unknown machine is logged as
+/// an orphan report and refused with [`DomainError::NotFound`].
 pub fn legacy_status(
     conn: &mut Connection,
     mac: Mac,
@@ -217,6 +221,12 @@ pub fn legacy_status(
     status: LegacyStatusKind,
     reason: Option<&str>,
 ) -> Result<(Closed, Vec<BusMsg>)> {
+    if status == LegacyStatusKind::Done {
+        return Err(DomainError::Conflict(format!(
+            "{mac}: a tokenless status report cannot complete a flash cycle; only the \
+             agent's done report with the cycle's token does (status failed is accepted)"
+        )));
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut j = Journal::start();
     let Some(m) = machines::get(&tx, mac)? else {
@@ -225,7 +235,7 @@ pub fn legacy_status(
         return Err(registry::not_registered(mac));
     };
     machines::touch(&tx, mac, ip, &j.now)?;
-    let ok = status == LegacyStatusKind::Done;
+    let ok = false;
     let f = Finish {
         ok,
         reason,

@@ -187,6 +187,11 @@ fn reports_need_the_current_token() {
     ));
     put(&c, &settings(BootMode::FlashOnce));
     let t = pxe(&mut c, 3).0.cycle.unwrap().token;
+    let early = progress(&mut c, mac(), IP, &report(&t, 1));
+    assert!(matches!(early, Err(DomainError::Conflict(m)) if m.contains("not fetched")));
+    booted(&mut c, mac(), IP, "k").unwrap();
+    let elsewhere = done(&mut c, mac(), "192.0.2.99", &done_ok(&t));
+    assert!(matches!(elsewhere, Err(DomainError::Forbidden(_))));
     let empty = check_token(&c, mac(), "");
     assert!(matches!(empty, Err(DomainError::StaleToken(m)) if m.contains("no token")));
     let (p, bus) = progress(&mut c, mac(), IP, &report(&t, 400)).unwrap();
@@ -236,16 +241,22 @@ fn refusals_say_why() {
 #[test]
 fn legacy_status_fails_the_open_cycle_or_changes_nothing() {
     let mut c = conn();
-    let unknown = legacy_status(&mut c, mac(), IP, LegacyStatusKind::Done, None);
+    let fail = LegacyStatusKind::Failed;
+    let unknown = legacy_status(&mut c, mac(), IP, fail, None);
     assert!(matches!(unknown, Err(DomainError::NotFound(_))));
     put(&c, &settings(BootMode::FlashOnce));
-    let (none, bus) = legacy_status(&mut c, mac(), IP, LegacyStatusKind::Done, None).unwrap();
+    let (none, bus) = legacy_status(&mut c, mac(), IP, fail, None).unwrap();
     assert_eq!(
         (none.ok, kinds(&bus)),
         (None, vec!["pxe.status".to_string()])
     );
     pxe(&mut c, 3);
     let kind = LegacyStatusKind::Failed;
+    let done = legacy_status(&mut c, mac(), IP, LegacyStatusKind::Done, None);
+    assert!(
+        matches!(done, Err(DomainError::Conflict(_))),
+        "never completes"
+    );
     let (failed, _) = legacy_status(&mut c, mac(), IP, kind, Some("x")).unwrap();
     assert_eq!(
         (failed.ok, failed.ack.state.as_str()),
@@ -285,10 +296,37 @@ fn plans_follow_the_offer() {
     let plan = r.plan("bty:8080").unwrap();
     assert_eq!(plan.mode, bty_proto::plan::PlanMode::Inventory);
     put(&c, &settings(BootMode::FlashOnce));
+    let unbooted = contact(&mut c, mac(), IP, Contact::Plan, 3, &snapshot());
+    assert!(
+        matches!(unbooted, Err(DomainError::Conflict(_))),
+        "no cycle"
+    );
+    pxe(&mut c, 3);
+    let unbooted = contact(&mut c, mac(), IP, Contact::Plan, 3, &snapshot());
+    assert!(matches!(unbooted, Err(DomainError::Conflict(_))), "offered");
+    booted(&mut c, mac(), IP, "k").unwrap();
+    let other = contact(&mut c, mac(), "192.0.2.99", Contact::Plan, 3, &snapshot());
+    assert!(
+        matches!(other, Err(DomainError::Forbidden(_))),
+        "another address"
+    );
     let (r, _) = contact(&mut c, mac(), IP, Contact::Plan, 3, &snapshot()).unwrap();
     let plan = r.plan("bty:8080").unwrap();
     assert_eq!(plan.mode, bty_proto::plan::PlanMode::Flash);
     let report = plan.report.unwrap();
     assert_eq!(report.done, "http://bty:8080/pxe/52-54-00-12-34-56/done");
     assert_eq!(plan.token, r.cycle.map(|c| c.token));
+}
+
+#[test]
+fn a_large_inventory_is_stored_without_its_extra_keys() {
+    let big = "x".repeat(super::inventory::MAX_STORED);
+    let body = serde_json::json!({"disks": [{"name": "vda"}], "nics": [], "lshw": big});
+    let inv = check(&body).unwrap();
+    assert!(inv.json.len() <= super::inventory::MAX_STORED);
+    assert!(
+        !inv.json.contains("lshw") && inv.json.contains("vda"),
+        "{}",
+        inv.json
+    );
 }
