@@ -415,3 +415,56 @@ fn plan_fetch_retries_until_the_server_answers() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("retrying"));
 }
+
+/// A flash plan whose image lacks `field` (or has it set to `value`) is
+/// refused: a failed flash reported to bty-web with `reason_has` in the
+/// reason, nothing downloaded, the target file untouched.
+fn refused_plan(field: &str, value: Option<serde_json::Value>, reason_has: &str) {
+    let s = Server::start();
+    s.flash_plan("a", image(2, 4), "img", "X");
+    {
+        let mut st = s.state.lock().unwrap();
+        let img = st.plan["image"].as_object_mut().unwrap();
+        match value {
+            Some(v) => img.insert(field.to_string(), v),
+            None => img.remove(field),
+        };
+    }
+    let t = tempfile::tempdir().unwrap();
+    let target = tmpfile(&t, "disk.img");
+    let before: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    std::fs::write(&target, &before).unwrap();
+    let out = s.agent(&["--target-file", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{field}: must fail");
+    let done = done_once(&s);
+    assert_eq!(done["ok"], false);
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("invalid plan: ") && reason.contains(reason_has),
+        "{field}: {reason}"
+    );
+    assert!(
+        std::fs::read(&target).unwrap() == before,
+        "{field}: the target must be untouched"
+    );
+    let gets = s.state.lock().unwrap().image_gets.clone();
+    assert!(
+        gets.is_empty(),
+        "{field}: nothing may be downloaded: {gets:?}"
+    );
+}
+
+#[test]
+fn plan_without_sha256_is_refused_and_target_untouched() {
+    refused_plan("sha256", None, "has no sha256");
+}
+
+#[test]
+fn plan_with_malformed_sha256_is_refused_and_target_untouched() {
+    refused_plan("sha256", Some(serde_json::json!("abc")), "malformed sha256");
+}
+
+#[test]
+fn plan_without_size_is_refused_and_target_untouched() {
+    refused_plan("size", None, "has no size");
+}
