@@ -105,12 +105,12 @@ pub fn run(job: &Job, plan: &Plan, rep: &Reporter) -> Result<Outcome> {
     };
     job.console.line(format!("writing with {}", sink.mode()));
 
-    // 4. from here on, a failure leaves the first MiB zeroed
+    // 4. from here on, a failure leaves the first and the last MiB zeroed
     let result = write_and_verify(job, image, &expect, hint, layout, &mut sink, rep);
     if result.is_err() {
         if let Err(e) = sink.invalidate() {
             job.console.line(format!(
-                "could not zero the first MiB after the failure: {e}"
+                "could not zero the first and last MiB after the failure: {e}"
             ));
         }
     }
@@ -172,8 +172,8 @@ fn write_and_verify(
     sink: &mut Sink,
     rep: &Reporter,
 ) -> Result<(String, u64)> {
-    // 5. wipe the head, then stream → decompress → write
-    sink.wipe_head()?;
+    // 5. wipe the first and last MiB, then stream → decompress → write
+    sink.wipe_ends()?;
     if sink.prezero(hint.exact)? {
         job.console.line(format!(
             "zeroed the image range with BLKZEROOUT: {}",
