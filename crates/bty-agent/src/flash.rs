@@ -66,10 +66,11 @@ pub fn run(job: &Job, plan: &Plan, rep: &Reporter) -> Result<Outcome> {
         .image
         .as_ref()
         .ok_or_else(|| Error::BadPlan("flash plan without an image".into()))?;
+    let expect = Expected::of(image)?;
     let serial = plan.target.as_ref().map(|t| t.serial.as_str());
 
-    // 2. how big the image is: plan, HEAD, or the container's header
-    let (hint, layout) = size_of(job.http, image)?;
+    // 2. how big the image is: the plan, or the container's header
+    let (hint, layout) = size_of(job.http, image, expect.size)?;
     job.console.line(format!(
         "image {} ({}), {}",
         image.name,
@@ -104,12 +105,12 @@ pub fn run(job: &Job, plan: &Plan, rep: &Reporter) -> Result<Outcome> {
     };
     job.console.line(format!("writing with {}", sink.mode()));
 
-    // 4. from here on, a failure leaves the first MiB zeroed
-    let result = write_and_verify(job, image, hint, layout, &mut sink, rep);
+    // 4. from here on, a failure leaves the first and the last MiB zeroed
+    let result = write_and_verify(job, image, &expect, hint, layout, &mut sink, rep);
     if result.is_err() {
         if let Err(e) = sink.invalidate() {
             job.console.line(format!(
-                "could not zero the first MiB after the failure: {e}"
+                "could not zero the first and last MiB after the failure: {e}"
             ));
         }
     }
@@ -121,16 +122,58 @@ pub fn run(job: &Job, plan: &Plan, rep: &Reporter) -> Result<Outcome> {
     })
 }
 
+/// What the download must be, from the plan. The LAN is not trusted: a
+/// plan that cannot say which bytes it means (no sha256, no size) is
+/// refused before anything is opened, let alone written, because without
+/// them a truncated or substituted download could be reported good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// sha256 of the download, lower-case hex.
+    pub sha256: String,
+    /// Length of the download in bytes.
+    pub size: u64,
+}
+
+impl Expected {
+    /// The plan image's sha256 and size, or why the plan is refused.
+    pub fn of(image: &PlanImage) -> Result<Expected> {
+        let name = &image.name;
+        let sha256 = image.sha256.as_deref().ok_or_else(|| {
+            Error::BadPlan(format!(
+                "image {name} has no sha256 in the plan; refusing to write bytes that cannot \
+                 be checked (give the catalog entry a sha256)"
+            ))
+        })?;
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::BadPlan(format!(
+                "image {name} has a malformed sha256 in the plan ({:?}); expected 64 hex digits",
+                sha256.chars().take(80).collect::<String>()
+            )));
+        }
+        let size = image.size.ok_or_else(|| {
+            Error::BadPlan(format!(
+                "image {name} has no size in the plan; refusing to write bytes that cannot \
+                 be checked (give the catalog entry a size)"
+            ))
+        })?;
+        Ok(Expected {
+            sha256: sha256.to_ascii_lowercase(),
+            size,
+        })
+    }
+}
+
 fn write_and_verify(
     job: &Job,
     image: &PlanImage,
+    expect: &Expected,
     hint: SizeHint,
     layout: Option<qcow2::Layout>,
     sink: &mut Sink,
     rep: &Reporter,
 ) -> Result<(String, u64)> {
-    // 5. wipe the head, then stream → decompress → write
-    sink.wipe_head()?;
+    // 5. wipe the first and last MiB, then stream → decompress → write
+    sink.wipe_ends()?;
     if sink.prezero(hint.exact)? {
         job.console.line(format!(
             "zeroed the image range with BLKZEROOUT: {}",
@@ -147,27 +190,20 @@ fn write_and_verify(
     let len = sink.end();
 
     // 6. the download must be the catalog's bytes, the image its full size
-    if let Some(expected) = &image.size {
-        if download.0 != *expected {
-            return Err(Error::Corrupt(format!(
-                "downloaded {} bytes, the catalog says {expected}",
-                download.0
-            )));
-        }
+    if download.0 != expect.size {
+        return Err(Error::Corrupt(format!(
+            "downloaded {} bytes, the catalog says {}",
+            download.0, expect.size
+        )));
     }
-    match &image.sha256 {
-        Some(expected) if !expected.eq_ignore_ascii_case(&download.1) => {
-            return Err(Error::ChecksumMismatch {
-                what: "download",
-                expected: expected.clone(),
-                actual: download.1,
-            })
-        }
-        Some(_) => job.console.line("download sha256 matches the catalog"),
-        None => job
-            .console
-            .line("the plan has no sha256: download not checked against the catalog"),
+    if !expect.sha256.eq_ignore_ascii_case(&download.1) {
+        return Err(Error::ChecksumMismatch {
+            what: "download",
+            expected: expect.sha256.clone(),
+            actual: download.1,
+        });
     }
+    job.console.line("download sha256 matches the catalog");
     if let Some(exact) = hint.exact {
         if len != exact {
             return Err(Error::Corrupt(format!(
@@ -208,17 +244,15 @@ fn write_and_verify(
 }
 
 /// The size the image will have once decoded, from what is cheapest to
-/// ask: the plan, a HEAD, or a Range GET of the container's header or
-/// trailer. For qcow2 this also loads the cluster map.
-fn size_of(http: &ureq::Agent, image: &PlanImage) -> Result<(SizeHint, Option<qcow2::Layout>)> {
+/// ask: the plan's download `size`, or a Range GET of the container's
+/// header or trailer. For qcow2 this also loads the cluster map.
+fn size_of(
+    http: &ureq::Agent,
+    image: &PlanImage,
+    size: u64,
+) -> Result<(SizeHint, Option<qcow2::Layout>)> {
     let url = &image.url;
-    let len = image.size.or_else(|| {
-        http.head(url)
-            .timeout(Duration::from_secs(15))
-            .call()
-            .ok()
-            .and_then(|r| r.header("content-length")?.parse().ok())
-    });
+    let len = Some(size);
     let mut hint = SizeHint::default();
     match image.format {
         ImageFormat::Raw => hint.exact = len,

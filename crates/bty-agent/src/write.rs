@@ -269,14 +269,29 @@ impl Sink {
         self.end
     }
 
-    /// Zero the first MiB on the target now, so that from here on, until
-    /// [`Sink::commit_head`], the disk does not boot whatever it held.
-    pub fn wipe_head(&mut self) -> Result<()> {
+    /// Zero the first and the last MiB of the target now, so that from
+    /// here on, until [`Sink::commit_head`], the disk does not boot
+    /// whatever it held: the first MiB holds the MBR and the primary GPT,
+    /// the last the backup GPT, from which UEFI firmware would otherwise
+    /// restore the old partition table once the primary reads as zeroes.
+    pub fn wipe_ends(&mut self) -> Result<()> {
         if self.kind == Kind::FreshFile {
             return Ok(()); // truncated: already zeroes
         }
-        let n = HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK));
-        self.pwrite(0, AlignedBuf::zeroed(n as usize).data())?;
+        let len = self.capacity.unwrap_or(HOLD_BACK);
+        self.zero_ends(len)
+    }
+
+    /// Write zeroes over `[0, 1 MiB)` and the last MiB before `len` (one
+    /// range when `len` is under 2 MiB), then sync.
+    fn zero_ends(&mut self, len: u64) -> Result<()> {
+        let head = HOLD_BACK.min(len);
+        let tail = len.saturating_sub(HOLD_BACK).max(head);
+        // Both ranges are at most HOLD_BACK (1 MiB) long.
+        self.pwrite(0, AlignedBuf::zeroed(head as usize).data())?;
+        if len > tail {
+            self.pwrite(tail, AlignedBuf::zeroed((len - tail) as usize).data())?;
+        }
         self.sync()
     }
 
@@ -513,20 +528,21 @@ impl Sink {
         Ok(())
     }
 
-    /// After a failure: zero the first MiB so a half-written image never
-    /// boots, and sync.
+    /// After a failure: zero the first and the last MiB (see
+    /// [`Sink::wipe_ends`]) so neither a half-written image nor the old
+    /// table ever boots, and sync. A file stands for a disk as long as it
+    /// is.
     pub fn invalidate(&mut self) -> Result<()> {
         self.zero_run = None;
-        let n = match self.kind {
-            Kind::FreshFile => {
-                HOLD_BACK.min(self.buffered.metadata().map(|m| m.len()).unwrap_or(0))
-            }
-            Kind::Block { .. } | Kind::Prezeroed => {
-                HOLD_BACK.min(self.capacity.unwrap_or(HOLD_BACK))
-            }
+        let len = match self.kind {
+            Kind::FreshFile => self
+                .buffered
+                .metadata()
+                .map_err(Error::io("reading size of", &self.path))?
+                .len(),
+            Kind::Block { .. } | Kind::Prezeroed => self.capacity.unwrap_or(HOLD_BACK),
         };
-        self.pwrite(0, AlignedBuf::zeroed(n as usize).data())?;
-        self.sync()
+        self.zero_ends(len)
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -591,7 +607,12 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), img);
         s.invalidate().unwrap();
         let after = std::fs::read(&p).unwrap();
-        assert!(is_zero(&after[..1 << 20]) && after[1 << 20..] == img[1 << 20..]);
+        assert_eq!(after.len(), img.len());
+        assert!(is_zero(&after[..1 << 20]) && after[1 << 20..2 << 20] == img[1 << 20..2 << 20]);
+        assert!(
+            is_zero(&after[2 << 20..]),
+            "a file's last MiB is zeroed too"
+        );
     }
 
     #[test]
@@ -647,7 +668,7 @@ mod tests {
         let dev = refusing_device(&t, 8 << 20);
         let img = sparse_image();
         let mut s = Sink::open_device(&dev).unwrap();
-        s.wipe_head().unwrap();
+        s.wipe_ends().unwrap();
         assert!(
             !s.prezero(Some(img.len() as u64)).unwrap(),
             "must report it did not zero"
@@ -665,9 +686,64 @@ mod tests {
         let on_disk = std::fs::read(&dev.path).unwrap();
         assert_eq!(on_disk[..img.len()], img[..]);
         assert!(
-            on_disk[img.len()..].iter().all(|&b| b == 0xaa),
-            "past the image: untouched"
+            on_disk[img.len()..(7 << 20)].iter().all(|&b| b == 0xaa),
+            "past the image: untouched up to the last MiB"
         );
+        assert!(is_zero(&on_disk[7 << 20..]), "the last MiB is wiped");
+    }
+
+    /// The device's last MiB as a GPT leaves it: backup partition entries,
+    /// then the backup header in the last sector.
+    fn gpt_like_tail(dev: &Target) {
+        let mut tail = vec![0x5au8; 1 << 20];
+        tail[(1 << 20) - 512..(1 << 20) - 504].copy_from_slice(b"EFI PART");
+        let f = OpenOptions::new().write(true).open(&dev.path).unwrap();
+        f.write_all_at(&tail, dev.size - (1 << 20)).unwrap();
+    }
+
+    #[test]
+    fn wipe_zeroes_first_and_last_mib_of_a_device() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = refusing_device(&t, 8 << 20);
+        gpt_like_tail(&dev);
+        let mut s = Sink::open_device(&dev).unwrap();
+        s.wipe_ends().unwrap();
+        let on_disk = std::fs::read(&dev.path).unwrap();
+        assert!(is_zero(&on_disk[..1 << 20]), "first MiB");
+        assert!(
+            on_disk[1 << 20..7 << 20].iter().all(|&b| b == 0xaa),
+            "the middle is left alone"
+        );
+        assert!(is_zero(&on_disk[7 << 20..]), "the backup GPT must be gone");
+    }
+
+    #[test]
+    fn invalidate_zeroes_first_and_last_mib_of_a_device() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = refusing_device(&t, 8 << 20);
+        let img = sparse_image();
+        let mut s = Sink::open_device(&dev).unwrap();
+        s.put(0, buf_with(&img).data()).unwrap();
+        s.finish_body().unwrap();
+        s.commit_head().unwrap();
+        // What a failed flash finds: an image, and a table at the end.
+        gpt_like_tail(&dev);
+        s.invalidate().unwrap();
+        let after = std::fs::read(&dev.path).unwrap();
+        assert!(is_zero(&after[..1 << 20]), "first MiB");
+        assert_eq!(after[1 << 20..img.len()], img[1 << 20..]);
+        assert!(is_zero(&after[7 << 20..]), "the backup GPT must be gone");
+    }
+
+    #[test]
+    fn ends_of_a_target_under_two_mib_are_one_range() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = refusing_device(&t, 1536 << 10);
+        let mut s = Sink::open_device(&dev).unwrap();
+        s.wipe_ends().unwrap();
+        let on_disk = std::fs::read(&dev.path).unwrap();
+        assert_eq!(on_disk.len(), 1536 << 10, "never written past the end");
+        assert!(is_zero(&on_disk));
     }
 
     #[test]
@@ -676,7 +752,7 @@ mod tests {
         let dev = refusing_device(&t, 8 << 20);
         let img = sparse_image();
         let mut s = Sink::open_device(&dev).unwrap();
-        s.wipe_head().unwrap();
+        s.wipe_ends().unwrap();
         assert!(!s.prezero(None).unwrap());
         assert!(s.zeroout_refused().is_none(), "not asked yet");
         // Two puts, so a zero run is pending across them when the refusal

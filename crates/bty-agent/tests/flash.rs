@@ -415,3 +415,187 @@ fn plan_fetch_retries_until_the_server_answers() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("retrying"));
 }
+
+/// A flash plan whose image lacks `field` (or has it set to `value`) is
+/// refused: a failed flash reported to bty-web with `reason_has` in the
+/// reason, nothing downloaded, the target file untouched.
+fn refused_plan(field: &str, value: Option<serde_json::Value>, reason_has: &str) {
+    let s = Server::start();
+    s.flash_plan("a", image(2, 4), "img", "X");
+    {
+        let mut st = s.state.lock().unwrap();
+        let img = st.plan["image"].as_object_mut().unwrap();
+        match value {
+            Some(v) => img.insert(field.to_string(), v),
+            None => img.remove(field),
+        };
+    }
+    let t = tempfile::tempdir().unwrap();
+    let target = tmpfile(&t, "disk.img");
+    let before: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    std::fs::write(&target, &before).unwrap();
+    let out = s.agent(&["--target-file", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{field}: must fail");
+    let done = done_once(&s);
+    assert_eq!(done["ok"], false);
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("invalid plan: ") && reason.contains(reason_has),
+        "{field}: {reason}"
+    );
+    assert!(
+        std::fs::read(&target).unwrap() == before,
+        "{field}: the target must be untouched"
+    );
+    let gets = s.state.lock().unwrap().image_gets.clone();
+    assert!(
+        gets.is_empty(),
+        "{field}: nothing may be downloaded: {gets:?}"
+    );
+}
+
+#[test]
+fn plan_without_sha256_is_refused_and_target_untouched() {
+    refused_plan("sha256", None, "has no sha256");
+}
+
+#[test]
+fn plan_with_malformed_sha256_is_refused_and_target_untouched() {
+    refused_plan("sha256", Some(serde_json::json!("abc")), "malformed sha256");
+}
+
+#[test]
+fn plan_without_size_is_refused_and_target_untouched() {
+    refused_plan("size", None, "has no size");
+}
+
+/// A disk stand-in for [`bty_agent::flash::Destination::Device`]: a
+/// regular file under a `dev` directory of its own, described by a fake
+/// sysfs, 0xAA throughout but for a GPT-like last MiB (backup partition
+/// entries, then the backup header "EFI PART" in the last sector).
+struct FakeDisk {
+    _dir: tempfile::TempDir,
+    host: bty_agent::target::Host,
+    path: std::path::PathBuf,
+}
+
+const FAKE_DISK: usize = 8 << 20;
+
+fn gpt_like_tail() -> Vec<u8> {
+    let mut tail = vec![0x5au8; 1 << 20];
+    let last = tail.len() - 512;
+    tail[last..last + 8].copy_from_slice(b"EFI PART");
+    tail
+}
+
+impl FakeDisk {
+    fn new() -> FakeDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let proc_ = dir.path().join("proc");
+        let dev = dir.path().join("dev");
+        let d = sys.join("block/fakedisk");
+        std::fs::create_dir_all(d.join("queue")).unwrap();
+        std::fs::write(d.join("size"), format!("{}\n", FAKE_DISK / 512)).unwrap();
+        std::fs::create_dir_all(proc_.join("self")).unwrap();
+        std::fs::write(proc_.join("self/mountinfo"), "").unwrap();
+        std::fs::create_dir_all(&dev).unwrap();
+        let path = dev.join("fakedisk");
+        let mut old = vec![0xaau8; FAKE_DISK - (1 << 20)];
+        old.extend(gpt_like_tail());
+        std::fs::write(&path, old).unwrap();
+        FakeDisk {
+            _dir: dir,
+            host: bty_agent::target::Host {
+                sys,
+                proc: proc_,
+                dev,
+            },
+            path,
+        }
+    }
+
+    /// Run the plan `s` serves against this disk through the library.
+    fn flash(&self, s: &Server) -> bty_agent::Result<bty_agent::flash::Outcome> {
+        use bty_agent::{console::Console, flash, net, report};
+        let plan: bty_proto::plan::Plan =
+            serde_json::from_value(s.state.lock().unwrap().plan.clone()).unwrap();
+        let http = net::agent(net::Timeouts {
+            connect: std::time::Duration::from_secs(5),
+            stall: std::time::Duration::from_secs(5),
+        });
+        let console = Console::new(&[]);
+        let urls = plan.report.clone().unwrap();
+        let rep = report::Reporter::start(
+            http.clone(),
+            report::Channel {
+                progress: urls.progress,
+                done: urls.done,
+                token: TOKEN.into(),
+            },
+            console.clone(),
+            std::time::Duration::from_millis(50),
+        );
+        let dest = flash::Destination::Device(self.host.clone(), "fakedisk".into());
+        let job = flash::Job {
+            http: &http,
+            console: &console,
+            dest: &dest,
+            retry: bty_agent::source::Retry::default(),
+        };
+        flash::run(&job, &plan, &rep)
+    }
+}
+
+#[test]
+fn wipe_zeroes_the_gpt_backup_in_the_last_mib() {
+    let disk = FakeDisk::new();
+    let s = Server::start();
+    let img = image(2, 8);
+    s.flash_plan("a", img.clone(), "img", "X");
+    let out = disk.flash(&s).unwrap();
+    assert_eq!(out.sha256, sha(&img));
+    let on_disk = std::fs::read(&disk.path).unwrap();
+    assert_eq!(on_disk.len(), FAKE_DISK);
+    assert!(on_disk[..img.len()] == img[..], "image bytes differ");
+    assert!(
+        on_disk[img.len()..FAKE_DISK - (1 << 20)]
+            .iter()
+            .all(|&b| b == 0xaa),
+        "between the image and the last MiB: untouched"
+    );
+    assert!(
+        on_disk[FAKE_DISK - (1 << 20)..].iter().all(|&b| b == 0),
+        "the old backup GPT in the last MiB must be gone"
+    );
+}
+
+#[test]
+fn failed_flash_zeroes_the_first_and_last_mib() {
+    let disk = FakeDisk::new();
+    let s = Server::start();
+    s.flash_plan("a", image(2, 9), "img", "X");
+    s.state.lock().unwrap().plan["image"]["sha256"] = serde_json::json!("cd".repeat(32));
+    let err = disk.flash(&s).unwrap_err();
+    assert!(
+        err.to_string().starts_with("download sha256 mismatch"),
+        "{err}"
+    );
+    let on_disk = std::fs::read(&disk.path).unwrap();
+    assert!(on_disk[..1 << 20].iter().all(|&b| b == 0), "first MiB");
+    assert!(
+        on_disk[FAKE_DISK - (1 << 20)..].iter().all(|&b| b == 0),
+        "last MiB: no backup GPT may survive a failed flash"
+    );
+
+    // A failure before the wipe (a plan without sha256) writes nothing.
+    let disk = FakeDisk::new();
+    let before = std::fs::read(&disk.path).unwrap();
+    s.state.lock().unwrap().plan["image"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sha256");
+    let err = disk.flash(&s).unwrap_err();
+    assert!(err.to_string().contains("has no sha256"), "{err}");
+    assert!(std::fs::read(&disk.path).unwrap() == before, "untouched");
+}

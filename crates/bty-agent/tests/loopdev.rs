@@ -67,11 +67,11 @@ fn loop_device_gets_exact_bytes_then_a_failed_flash_zeroes_the_head() {
         read_dev(&lo.0, img.len()) == img,
         "device bytes differ from the image"
     );
-    // Past the image, the old content is untouched.
-    assert_eq!(
-        std::fs::read(&lo.0).unwrap()[img.len() + 512..img.len() + 1024],
-        [0xaa; 512]
-    );
+    // Past the image, the old content is untouched, but for the last MiB
+    // (where a backup GPT lives): wiped.
+    let dev = std::fs::read(&lo.0).unwrap();
+    assert_eq!(dev[img.len() + 512..img.len() + 1024], [0xaa; 512]);
+    assert!(dev[(15 << 20)..].iter().all(|&b| b == 0), "last MiB wiped");
     assert_eq!(s.accepted_done()[0]["sha256"], sha(&img));
 
     // gzip does not say its size up front: zero runs are zeroed one by one.
@@ -85,7 +85,16 @@ fn loop_device_gets_exact_bytes_then_a_failed_flash_zeroes_the_head() {
         "device bytes differ from the gz image"
     );
 
-    // Same disk, a corrupt download: the old head must not survive.
+    // Same disk, with a backup GPT in its last MiB, and a corrupt
+    // download: neither the old head nor the old backup table may survive.
+    {
+        use std::os::unix::fs::FileExt;
+        let mut tail = vec![0x5au8; 1 << 20];
+        tail[(1 << 20) - 512..(1 << 20) - 504].copy_from_slice(b"EFI PART");
+        let f = std::fs::OpenOptions::new().write(true).open(&lo.0).unwrap();
+        f.write_all_at(&tail, 15 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
     let s2 = Server::start();
     s2.flash_plan("b", compress("img.gz", &image(6, 22)), "img.gz", "X");
     s2.state.lock().unwrap().plan["image"]["sha256"] = serde_json::json!("ab".repeat(32));
@@ -95,6 +104,12 @@ fn loop_device_gets_exact_bytes_then_a_failed_flash_zeroes_the_head() {
     assert!(
         dev[..1 << 20].iter().all(|&b| b == 0),
         "first MiB must be zero after a failed flash"
+    );
+    assert!(
+        std::fs::read(&lo.0).unwrap()[15 << 20..]
+            .iter()
+            .all(|&b| b == 0),
+        "last MiB must be zero after a failed flash"
     );
     assert_eq!(s2.accepted_done()[0]["ok"], false);
 }
