@@ -242,7 +242,7 @@ async fn a_port_held_after_a_broken_pipe_is_waited_for_but_not_on_a_first_start(
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("address already in use"), "{e:#}");
-    assert_eq!(f.calls_of("start"), [cache.clone()]);
+    assert_eq!(f.calls_of("start"), [cache]);
     // And it is not waited for forever.
     let f = testkit::engine_with_images(Kind::Podman, &m);
     f.broken_pipe_starts(1);
