@@ -4,8 +4,6 @@
 //! is [`crate::manifest`]'s, envvars' text [`crate::envvars`]'s.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -13,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::envvars;
 use crate::manifest::{self, Manifest};
 use crate::render::File;
-use crate::stack;
+use crate::{safefs, stack};
 
 /// Files bty-lab writes into DEST (anything else there is foreign).
 const OURS: &[&str] = &[
@@ -70,21 +68,19 @@ pub enum Change {
     Unchanged,
 }
 
-/// Write `contents` to `path` through a temp file + rename, so a reader
-/// never sees half a file and a failure leaves the old one intact.
+/// Write `contents` to `path` through a fresh temp file + rename, so a
+/// reader never sees half a file and a failure leaves the old one intact.
+/// A link at `path` or at its directory is refused, never followed.
 pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
-    let old = fs::read_to_string(path).ok();
+    let dir = path.parent().context("file has no parent directory")?;
+    let name = path.file_name().context("file has no name")?;
+    let d = safefs::make_dir(dir)?;
+    let old = d.read_text(name)?;
     if old.as_deref() == Some(contents) {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        d.chmod(name, mode)?;
         return Ok(Change::Unchanged);
     }
-    let dir = path.parent().context("file has no parent directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("file has no name")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    write_synced(&tmp, contents, mode).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    d.write_new(name, contents.as_bytes(), mode)?;
     Ok(if old.is_some() {
         Change::Updated
     } else {
@@ -92,17 +88,26 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
     })
 }
 
-/// Write `path` afresh with `mode`, on disk when this returns.
-fn write_synced(path: &Path, contents: &str, mode: u32) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
+/// Refuse, before anything is written, a link where bty-lab keeps a file
+/// or directory: DEST itself, its names in DEST, what is in its
+/// subdirectories, and the services' data dirs.
+pub fn refuse_links(m: &Manifest) -> Result<()> {
+    safefs::refuse_link(&m.dest)?;
+    for name in OURS {
+        let p = m.dest.join(name);
+        safefs::refuse_link(&p)?;
+        if *name == "data" || !p.is_dir() {
+            continue;
+        }
+        for e in fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
+            safefs::refuse_link(&e?.path())?;
+        }
+    }
+    for svc in m.services() {
+        if let Some((sub, _)) = svc.data {
+            safefs::refuse_link(&m.data_dir.join(sub))?;
+        }
+    }
     Ok(())
 }
 
@@ -170,24 +175,28 @@ pub fn make_data_layout(s: &Manifest) -> Result<Vec<PathBuf>> {
     for svc in s.services() {
         let Some((sub, _)) = svc.data else { continue };
         let d = s.data_dir.join(sub);
+        safefs::refuse_link(&d)?;
         if !d.exists() {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
             made.push(d.clone());
         }
         if svc.non_root {
-            let uid = stack::SERVICE_UID;
-            if let Err(e) = std::os::unix::fs::chown(&d, Some(uid), Some(uid)) {
-                bail!(
-                    "giving {} to uid {uid} (the {} container's user) failed: {e}; \
-                     this step needs root: re-run with sudo",
-                    d.display(),
-                    svc.name
-                );
-            }
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o750))?;
+            give_to_service(&safefs::Dir::open(&d)?, svc.name)?;
         }
     }
     Ok(made)
+}
+
+/// Data dir `d` to the non-root containers' user, mode 0750.
+fn give_to_service(d: &safefs::Dir, service: &str) -> Result<()> {
+    let uid = stack::SERVICE_UID;
+    if let Err(e) = d.chown(uid, uid) {
+        bail!(
+            "giving it to uid {uid} (the {service} container's user) failed: {e:#}; \
+             this step needs root: re-run with sudo"
+        );
+    }
+    d.set_mode(0o750)
 }
 
 /// Under sudo, give DEST (not the data, which belongs to the containers)
@@ -199,24 +208,30 @@ pub fn chown_to_sudo_user(dest: &Path) -> Result<Option<String>> {
     let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
         return Ok(None);
     };
-    let mut paths = vec![dest.to_path_buf()];
-    for e in fs::read_dir(dest)? {
-        let p = e?.path();
-        if p.file_name().is_some_and(|n| n == "data") {
+    chown_ours(dest, uid, gid).context("giving DEST to the sudo user")?;
+    Ok(std::env::var("SUDO_USER").ok())
+}
+
+/// DEST, bty-lab's names in it but `data` (anything else is not ours to
+/// give) and what is in its subdirectories, to `uid:gid`. Never through a
+/// link: each directory is opened with O_NOFOLLOW, each name is lchown'd.
+fn chown_ours(dest: &Path, uid: u32, gid: u32) -> Result<()> {
+    let d = safefs::Dir::open(dest)?;
+    for name in d.names()? {
+        if name == "data" || !OURS.iter().any(|o| name == *o) {
             continue;
         }
-        if p.is_dir() {
-            for e in fs::read_dir(&p)? {
-                paths.push(e?.path());
+        if d.kind(&name).is_some_and(|k| k.is_dir()) {
+            let sub = d.open_sub(&name)?;
+            for n in sub.names()? {
+                sub.lchown(&n, uid, gid)?;
             }
+            sub.chown(uid, gid)?;
+        } else {
+            d.lchown(&name, uid, gid)?;
         }
-        paths.push(p);
     }
-    for p in &paths {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-            .with_context(|| format!("chown {} to the sudo user", p.display()))?;
-    }
-    Ok(std::env::var("SUDO_USER").ok())
+    d.chown(uid, gid)
 }
 
 /// Is this process root?
@@ -245,6 +260,13 @@ pub fn boot_target(s: &Manifest) -> Result<Option<(PathBuf, [String; 2])>> {
     let Ok(rest) = dir.strip_prefix(mount) else {
         return Ok(None);
     };
+    // `..` would climb out of the state dir (bty.toml is the sudo user's).
+    if rest
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Ok(None);
+    }
     let host = s.data_dir.join("bty").join(rest);
     Ok(Some((host, [kernel, initrd])))
 }
@@ -252,6 +274,7 @@ pub fn boot_target(s: &Manifest) -> Result<Option<(PathBuf, [String; 2])>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn migration_keeps_edits_and_comments_and_adds_missing() {
