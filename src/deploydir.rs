@@ -319,4 +319,100 @@ mod tests {
         fs::write(d.path().join("notes.txt"), "").unwrap();
         assert_eq!(foreign_entries(d.path()).unwrap(), vec!["notes.txt"]);
     }
+
+    /// A root-owned 0755 directory to aim links at.
+    fn victim() -> tempfile::TempDir {
+        let v = tempfile::tempdir().unwrap();
+        fs::set_permissions(v.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(v.path().join("secret"), "root-only\n").unwrap();
+        v
+    }
+
+    #[track_caller]
+    fn untouched(v: &Path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = fs::metadata(v).unwrap();
+        let me = fs::metadata("/proc/self").unwrap();
+        assert_eq!((m.uid(), m.gid()), (me.uid(), me.gid()), "chowned");
+        assert_eq!(m.permissions().mode() & 0o777, 0o755);
+        assert_eq!(fs::read_to_string(v.join("secret")).unwrap(), "root-only\n");
+    }
+
+    #[test]
+    fn the_data_layout_refuses_a_link_and_chowns_nothing_through_it() {
+        let (_d, m) = crate::cmd::testkit::lab();
+        let v = victim();
+        fs::create_dir_all(&m.data_dir).unwrap();
+        std::os::unix::fs::symlink(v.path(), m.data_dir.join("bty")).unwrap();
+        let e = make_data_layout(&m).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        assert!(format!("{e:#}").contains("data/bty"), "{e:#}");
+        untouched(v.path());
+        let e = refuse_links(&m).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn chown_walks_only_our_names_and_no_links() {
+        let (_d, m) = crate::cmd::testkit::lab();
+        let v = victim();
+        fs::create_dir_all(m.dest.join("env")).unwrap();
+        std::os::unix::fs::symlink(v.path(), m.dest.join("x")).unwrap();
+        std::os::unix::fs::symlink(v.path().join("secret"), m.dest.join("env/a.env")).unwrap();
+        std::os::unix::fs::symlink(v.path(), m.dest.join("quadlet")).unwrap();
+        // To another uid as root (tests run as root here), else to our own.
+        use std::os::unix::fs::MetadataExt as _;
+        let me = fs::metadata("/proc/self").unwrap();
+        let to = if me.uid() == 0 { 4242 } else { me.uid() };
+        chown_ours(&m.dest, to, to).unwrap();
+        untouched(v.path());
+        assert_eq!(fs::metadata(&m.dest).unwrap().uid(), to);
+        assert_eq!(fs::metadata(m.dest.join("envvars")).unwrap().uid(), to);
+        assert!(fs::symlink_metadata(m.dest.join("quadlet"))
+            .unwrap()
+            .is_symlink());
+    }
+
+    #[test]
+    fn atomic_write_refuses_a_link_at_the_file_and_its_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let v = victim();
+        let p = d.path().join("envvars");
+        std::os::unix::fs::symlink(v.path().join("secret"), &p).unwrap();
+        let e = write_atomic(&p, "x", 0o600).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        std::os::unix::fs::symlink(v.path(), d.path().join("env")).unwrap();
+        let e = write_atomic(&d.path().join("env/a.env"), "x", 0o600).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        untouched(v.path());
+        assert_eq!(fs::read_dir(v.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        write_atomic(&d.path().join("a"), "1", 0o644).unwrap();
+        write_atomic(&d.path().join("a"), "2", 0o644).unwrap();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["a"]);
+    }
 }
