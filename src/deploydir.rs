@@ -215,10 +215,18 @@ pub fn chown_to_sudo_user(dest: &Path) -> Result<Option<String>> {
 /// DEST, bty-lab's names in it but `data` (anything else is not ours to
 /// give) and what is in its subdirectories, to `uid:gid`. Never through a
 /// link: each directory is opened with O_NOFOLLOW, each name is lchown'd.
+///
+/// DEST itself only when nothing else is in it: `--force` into a directory
+/// holding others' files (`/etc`, say) must not hand that directory over.
 fn chown_ours(dest: &Path, uid: u32, gid: u32) -> Result<()> {
     let d = safefs::Dir::open(dest)?;
+    let mut foreign = false;
     for name in d.names()? {
-        if name == "data" || !OURS.iter().any(|o| name == *o) {
+        if !OURS.iter().any(|o| name == *o) {
+            foreign = true;
+            continue;
+        }
+        if name == "data" {
             continue;
         }
         if d.kind(&name).is_some_and(|k| k.is_dir()) {
@@ -230,6 +238,9 @@ fn chown_ours(dest: &Path, uid: u32, gid: u32) -> Result<()> {
         } else {
             d.lchown(&name, uid, gid)?;
         }
+    }
+    if foreign {
+        return Ok(());
     }
     d.chown(uid, gid)
 }
@@ -374,8 +385,12 @@ mod tests {
         let to = if me.uid() == 0 { 4242 } else { me.uid() };
         chown_ours(&m.dest, to, to).unwrap();
         untouched(v.path());
-        assert_eq!(fs::metadata(&m.dest).unwrap().uid(), to);
         assert_eq!(fs::metadata(m.dest.join("envvars")).unwrap().uid(), to);
+        // DEST itself holds `x`, not ours: it stays whose it was.
+        assert_eq!(fs::metadata(&m.dest).unwrap().uid(), me.uid());
+        fs::remove_file(m.dest.join("x")).unwrap();
+        chown_ours(&m.dest, to, to).unwrap();
+        assert_eq!(fs::metadata(&m.dest).unwrap().uid(), to);
         assert!(fs::symlink_metadata(m.dest.join("quadlet"))
             .unwrap()
             .is_symlink());
