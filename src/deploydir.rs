@@ -4,8 +4,6 @@
 //! is [`crate::manifest`]'s, envvars' text [`crate::envvars`]'s.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -13,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::envvars;
 use crate::manifest::{self, Manifest};
 use crate::render::File;
-use crate::stack;
+use crate::{safefs, stack};
 
 /// Files bty-lab writes into DEST (anything else there is foreign).
 const OURS: &[&str] = &[
@@ -70,21 +68,19 @@ pub enum Change {
     Unchanged,
 }
 
-/// Write `contents` to `path` through a temp file + rename, so a reader
-/// never sees half a file and a failure leaves the old one intact.
+/// Write `contents` to `path` through a fresh temp file + rename, so a
+/// reader never sees half a file and a failure leaves the old one intact.
+/// A link at `path` or at its directory is refused, never followed.
 pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
-    let old = fs::read_to_string(path).ok();
+    let dir = path.parent().context("file has no parent directory")?;
+    let name = path.file_name().context("file has no name")?;
+    let d = safefs::make_dir(dir)?;
+    let old = d.read_text(name)?;
     if old.as_deref() == Some(contents) {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        d.chmod(name, mode)?;
         return Ok(Change::Unchanged);
     }
-    let dir = path.parent().context("file has no parent directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("file has no name")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    write_synced(&tmp, contents, mode).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    d.write_new(name, contents.as_bytes(), mode)?;
     Ok(if old.is_some() {
         Change::Updated
     } else {
@@ -92,17 +88,26 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<Change> {
     })
 }
 
-/// Write `path` afresh with `mode`, on disk when this returns.
-fn write_synced(path: &Path, contents: &str, mode: u32) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
+/// Refuse, before anything is written, a link where bty-lab keeps a file
+/// or directory: DEST itself, its names in DEST, what is in its
+/// subdirectories, and the services' data dirs.
+pub fn refuse_links(m: &Manifest) -> Result<()> {
+    safefs::refuse_link(&m.dest)?;
+    for name in OURS {
+        let p = m.dest.join(name);
+        safefs::refuse_link(&p)?;
+        if *name == "data" || !p.is_dir() {
+            continue;
+        }
+        for e in fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
+            safefs::refuse_link(&e?.path())?;
+        }
+    }
+    for svc in m.services() {
+        if let Some((sub, _)) = svc.data {
+            safefs::refuse_link(&m.data_dir.join(sub))?;
+        }
+    }
     Ok(())
 }
 
@@ -170,24 +175,28 @@ pub fn make_data_layout(s: &Manifest) -> Result<Vec<PathBuf>> {
     for svc in s.services() {
         let Some((sub, _)) = svc.data else { continue };
         let d = s.data_dir.join(sub);
+        safefs::refuse_link(&d)?;
         if !d.exists() {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
             made.push(d.clone());
         }
         if svc.non_root {
-            let uid = stack::SERVICE_UID;
-            if let Err(e) = std::os::unix::fs::chown(&d, Some(uid), Some(uid)) {
-                bail!(
-                    "giving {} to uid {uid} (the {} container's user) failed: {e}; \
-                     this step needs root: re-run with sudo",
-                    d.display(),
-                    svc.name
-                );
-            }
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o750))?;
+            give_to_service(&safefs::Dir::open(&d)?, svc.name)?;
         }
     }
     Ok(made)
+}
+
+/// Data dir `d` to the non-root containers' user, mode 0750.
+fn give_to_service(d: &safefs::Dir, service: &str) -> Result<()> {
+    let uid = stack::SERVICE_UID;
+    if let Err(e) = d.chown(uid, uid) {
+        bail!(
+            "giving it to uid {uid} (the {service} container's user) failed: {e:#}; \
+             this step needs root: re-run with sudo"
+        );
+    }
+    d.set_mode(0o750)
 }
 
 /// Under sudo, give DEST (not the data, which belongs to the containers)
@@ -199,24 +208,41 @@ pub fn chown_to_sudo_user(dest: &Path) -> Result<Option<String>> {
     let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
         return Ok(None);
     };
-    let mut paths = vec![dest.to_path_buf()];
-    for e in fs::read_dir(dest)? {
-        let p = e?.path();
-        if p.file_name().is_some_and(|n| n == "data") {
+    chown_ours(dest, uid, gid).context("giving DEST to the sudo user")?;
+    Ok(std::env::var("SUDO_USER").ok())
+}
+
+/// DEST, bty-lab's names in it but `data` (anything else is not ours to
+/// give) and what is in its subdirectories, to `uid:gid`. Never through a
+/// link: each directory is opened with O_NOFOLLOW, each name is lchown'd.
+///
+/// DEST itself only when nothing else is in it: `--force` into a directory
+/// holding others' files (`/etc`, say) must not hand that directory over.
+fn chown_ours(dest: &Path, uid: u32, gid: u32) -> Result<()> {
+    let d = safefs::Dir::open(dest)?;
+    let mut foreign = false;
+    for name in d.names()? {
+        if !OURS.iter().any(|o| name == *o) {
+            foreign = true;
             continue;
         }
-        if p.is_dir() {
-            for e in fs::read_dir(&p)? {
-                paths.push(e?.path());
-            }
+        if name == "data" {
+            continue;
         }
-        paths.push(p);
+        if d.kind(&name).is_some_and(|k| k.is_dir()) {
+            let sub = d.open_sub(&name)?;
+            for n in sub.names()? {
+                sub.lchown(&n, uid, gid)?;
+            }
+            sub.chown(uid, gid)?;
+        } else {
+            d.lchown(&name, uid, gid)?;
+        }
     }
-    for p in &paths {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-            .with_context(|| format!("chown {} to the sudo user", p.display()))?;
+    if foreign {
+        return Ok(());
     }
-    Ok(std::env::var("SUDO_USER").ok())
+    d.chown(uid, gid)
 }
 
 /// Is this process root?
@@ -245,6 +271,13 @@ pub fn boot_target(s: &Manifest) -> Result<Option<(PathBuf, [String; 2])>> {
     let Ok(rest) = dir.strip_prefix(mount) else {
         return Ok(None);
     };
+    // `..` would climb out of the state dir (bty.toml is the sudo user's).
+    if rest
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Ok(None);
+    }
     let host = s.data_dir.join("bty").join(rest);
     Ok(Some((host, [kernel, initrd])))
 }
@@ -252,6 +285,7 @@ pub fn boot_target(s: &Manifest) -> Result<Option<(PathBuf, [String; 2])>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn migration_keeps_edits_and_comments_and_adds_missing() {
@@ -295,5 +329,105 @@ mod tests {
         fs::write(d.path().join("compose.yml"), "").unwrap();
         fs::write(d.path().join("notes.txt"), "").unwrap();
         assert_eq!(foreign_entries(d.path()).unwrap(), vec!["notes.txt"]);
+    }
+
+    /// A root-owned 0755 directory to aim links at.
+    fn victim() -> tempfile::TempDir {
+        let v = tempfile::tempdir().unwrap();
+        fs::set_permissions(v.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(v.path().join("secret"), "root-only\n").unwrap();
+        v
+    }
+
+    #[track_caller]
+    fn untouched(v: &Path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = fs::metadata(v).unwrap();
+        let me = fs::metadata("/proc/self").unwrap();
+        assert_eq!((m.uid(), m.gid()), (me.uid(), me.gid()), "chowned");
+        assert_eq!(m.permissions().mode() & 0o777, 0o755);
+        assert_eq!(fs::read_to_string(v.join("secret")).unwrap(), "root-only\n");
+    }
+
+    #[test]
+    fn the_data_layout_refuses_a_link_and_chowns_nothing_through_it() {
+        let (_d, m) = crate::cmd::testkit::lab();
+        let v = victim();
+        fs::create_dir_all(&m.data_dir).unwrap();
+        std::os::unix::fs::symlink(v.path(), m.data_dir.join("bty")).unwrap();
+        let e = make_data_layout(&m).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        assert!(format!("{e:#}").contains("data/bty"), "{e:#}");
+        untouched(v.path());
+        let e = refuse_links(&m).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn chown_walks_only_our_names_and_no_links() {
+        let (_d, m) = crate::cmd::testkit::lab();
+        let v = victim();
+        fs::create_dir_all(m.dest.join("env")).unwrap();
+        std::os::unix::fs::symlink(v.path(), m.dest.join("x")).unwrap();
+        std::os::unix::fs::symlink(v.path().join("secret"), m.dest.join("env/a.env")).unwrap();
+        std::os::unix::fs::symlink(v.path(), m.dest.join("quadlet")).unwrap();
+        // To another uid as root (tests run as root here), else to our own.
+        use std::os::unix::fs::MetadataExt as _;
+        let me = fs::metadata("/proc/self").unwrap();
+        let to = if me.uid() == 0 { 4242 } else { me.uid() };
+        chown_ours(&m.dest, to, to).unwrap();
+        untouched(v.path());
+        assert_eq!(fs::metadata(m.dest.join("envvars")).unwrap().uid(), to);
+        // DEST itself holds `x`, not ours: it stays whose it was.
+        assert_eq!(fs::metadata(&m.dest).unwrap().uid(), me.uid());
+        fs::remove_file(m.dest.join("x")).unwrap();
+        chown_ours(&m.dest, to, to).unwrap();
+        assert_eq!(fs::metadata(&m.dest).unwrap().uid(), to);
+        assert!(fs::symlink_metadata(m.dest.join("quadlet"))
+            .unwrap()
+            .is_symlink());
+    }
+
+    #[test]
+    fn atomic_write_refuses_a_link_at_the_file_and_its_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let v = victim();
+        let p = d.path().join("envvars");
+        std::os::unix::fs::symlink(v.path().join("secret"), &p).unwrap();
+        let e = write_atomic(&p, "x", 0o600).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        std::os::unix::fs::symlink(v.path(), d.path().join("env")).unwrap();
+        let e = write_atomic(&d.path().join("env/a.env"), "x", 0o600).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        untouched(v.path());
+        assert_eq!(fs::read_dir(v.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        write_atomic(&d.path().join("a"), "1", 0o644).unwrap();
+        write_atomic(&d.path().join("a"), "2", 0o644).unwrap();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["a"]);
     }
 }

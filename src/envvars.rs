@@ -35,13 +35,16 @@ pub fn parse(text: &str) -> Vec<(String, String)> {
 /// Read DEST/envvars.
 pub fn read(dest: &Path) -> Result<Vec<(String, String)>> {
     let p = dest.join("envvars");
-    let t = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "reading {} (re-create it with `bty-lab deploy --force {}`)",
-            p.display(),
-            dest.display()
-        )
-    })?;
+    let t = crate::safefs::Dir::open(dest)
+        .and_then(|d| d.read_text("envvars".as_ref()))
+        .and_then(|t| t.context("no such file"))
+        .with_context(|| {
+            format!(
+                "reading {} (re-create it with `bty-lab deploy --force {}`)",
+                p.display(),
+                dest.display()
+            )
+        })?;
     Ok(parse(&t))
 }
 

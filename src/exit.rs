@@ -43,7 +43,8 @@ impl Code {
                 "refused, nothing was changed: files in DEST bty-lab did not\n     \
                  write, not root, --systemd without systemd, a downgrade\n     \
                  without --allow-downgrade, DEST deployed on another engine,\n     \
-                 a destructive purge without --yes or a terminal"
+                 a destructive purge without --yes or a terminal, a\n     \
+                 symbolic link where bty-lab writes in DEST or the data dir"
             }
             Code::EngineUnreachable => {
                 "no container engine answered (or not the one DEST was\n     \

@@ -23,6 +23,7 @@ mod media;
 mod ports;
 mod quadlet;
 mod render;
+mod safefs;
 mod secrets;
 mod services;
 mod stack;

@@ -1,7 +1,5 @@
 //! Random secrets and password hashes written into envvars.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::{anyhow, Context as _, Result};
@@ -29,25 +27,16 @@ pub fn generated_password() -> String {
 /// `bty-lab serve` gives it to both bty-web and withcache, so a data dir
 /// keeps one token across restarts.
 pub fn load_or_create_token(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let dir = path.parent().context("the token file has no directory")?;
+    let name = path.file_name().context("the token file has no name")?;
+    // A link at the token (or its directory) is refused, not followed.
+    let d = crate::safefs::Dir::open(dir)?;
+    match d.read_text(name)? {
+        Some(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        _ => {}
     }
     let token = session_secret();
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(format!("{token}\n").as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("creating {}", path.display()))?;
+    d.write_new(name, format!("{token}\n").as_bytes(), 0o600)?;
     Ok(token)
 }
 
@@ -98,5 +87,21 @@ mod tests {
         assert!(h.starts_with("$argon2id$v=19$"), "{h}");
         assert!(verify_password("pw", &h));
         assert!(!verify_password("other", &h));
+    }
+
+    #[test]
+    fn a_link_at_the_token_is_refused_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let v = d.path().join("victim");
+        std::fs::write(&v, "root-only\n").unwrap();
+        let p = d.path().join("service-token");
+        std::os::unix::fs::symlink(&v, &p).unwrap();
+        let e = load_or_create_token(&p).unwrap_err();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&v).unwrap(), "root-only\n");
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 
 use crate::manifest::Manifest;
 use crate::media::{self, place::Outcome, Media, Mode};
-use crate::{deploydir, stack, ui};
+use crate::{deploydir, safefs, stack, ui};
 
 /// The operator's `--netboot DIR`, checked to hold a kernel and an initrd.
 pub fn operator_media(dir: &Path) -> Result<Media> {
@@ -35,20 +35,27 @@ pub fn prepare_boot_dir(m: &Manifest, operator: Option<&Media>) -> Result<()> {
         }
         return Ok(());
     };
-    make_boot_dir(&boot)?;
+    make_boot_dir(&m.data_dir.join("bty"), &boot)?;
     if let Some(op) = operator {
         place_operator_media(op, &boot, &kernel, &initrd)?;
     }
     Ok(())
 }
 
-fn make_boot_dir(boot: &Path) -> Result<()> {
+/// `boot` (under bty-web's state dir `state`, which the container's user
+/// owns) made and given to that user, never through a link on the way.
+fn make_boot_dir(state: &Path, boot: &Path) -> Result<()> {
     let uid = stack::SERVICE_UID;
-    std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
-    std::os::unix::fs::chown(boot, Some(uid), Some(uid))
+    let rel = boot
+        .strip_prefix(state)
+        .context("the boot dir is not in the state dir")?;
+    let mut d = safefs::make_dir(state)?;
+    for c in rel.components() {
+        d = d.make_sub(c.as_os_str())?;
+    }
+    d.chown(uid, uid)
         .with_context(|| format!("giving {} to uid {uid}", boot.display()))?;
-    std::fs::set_permissions(boot, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    Ok(())
+    d.set_mode(0o755)
 }
 
 fn place_operator_media(op: &Media, boot: &Path, kernel: &str, initrd: &str) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::{envvars, ui};
 /// Render and write the deploy files, keeping envvars and the operator's
 /// bty.toml (only adding keys it lacks). Prints what changed.
 pub fn write_deploy_files(m: &Manifest) -> Result<()> {
+    deploydir::refuse_links(m)?;
     let envvars_exists = m.dest.join("envvars").exists();
     let secrets = if envvars_exists {
         None
@@ -48,8 +49,7 @@ pub fn write_deploy_files(m: &Manifest) -> Result<()> {
 /// (the operator may have edited it, or passwd rotated a secret).
 fn keep_envvars(m: &Manifest, files: &mut Vec<File>) -> Result<bool> {
     let token_added = add_service_token(m)?;
-    let path = m.dest.join("envvars");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    crate::safefs::Dir::open(&m.dest)?.chmod("envvars".as_ref(), 0o600)?;
     files.extend(render::env_files(m, &envvars::read(&m.dest)?)?);
     Ok(token_added)
 }

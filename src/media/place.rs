@@ -85,13 +85,16 @@ impl OperatorRecord {
 
     fn write(&self, boot: &Path) -> Result<()> {
         let p = boot.join(OPERATOR_RECORD);
-        let tmp = boot.join(format!(".operator-media.tmp-{}", std::process::id()));
+        let tmp = boot.join(format!(
+            ".operator-media.tmp-{:016x}",
+            rand::random::<u64>()
+        ));
         let text = serde_json::to_string_pretty(self)? + "\n";
         let r = (|| -> Result<()> {
             let mut f = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o644)
                 .open(&tmp)?;
             f.write_all(text.as_bytes())?;
@@ -161,18 +164,20 @@ pub fn copy_atomic(src: &Path, dst: &Path) -> Result<Outcome> {
         return Ok(Outcome::Kept);
     }
     let dir = dst.parent().context("destination has no directory")?;
+    // A fresh name, created O_EXCL|O_NOFOLLOW: the boot dir is the
+    // containers' user's, a link planted there is not written through.
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{:016x}",
         dst.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
+        rand::random::<u64>()
     ));
     let result = (|| -> Result<()> {
         let mut input =
             fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
         let mut out = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o644)
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;

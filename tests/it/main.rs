@@ -5,6 +5,7 @@
 mod engines;
 mod exit;
 mod image;
+mod links;
 mod media;
 mod render;
 mod serve;
