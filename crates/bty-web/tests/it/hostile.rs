@@ -213,8 +213,21 @@ async fn attack_ten_thousand_random_macs_stay_within_the_cap() {
     }
     let ms = s.machines().await;
     assert!(ms.len() <= 50, "{} machines", ms.len());
-    s.stop().await;
+    // What the flood leaves on disk (machines, events, WAL) is bounded too.
+    let dir = s.stop().await;
+    let bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    eprintln!("10 000 random MACs: {} KiB of state on disk", bytes >> 10);
+    assert!(bytes < STATE_BOUND_MIB << 20, "{bytes} bytes of state");
 }
+
+/// The state a 10 000-MAC flood may leave on disk (it is ~3 events per MAC
+/// until events are pruned).
+const STATE_BOUND_MIB: u64 = 32;
 
 #[tokio::test]
 async fn attack_one_address_cannot_register_macs_without_limit() {
