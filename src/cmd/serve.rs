@@ -94,6 +94,8 @@ struct Urls {
 pub async fn run(a: ServeArgs) -> Result<()> {
     let plan = Plan::new(&a)?;
     make_dirs(&plan.data)?;
+    // Before anything listens: whoever sees a port open finds the token.
+    let token = crate::secrets::load_or_create_token(&plan.data.join("service-token"))?;
     // A port in use is said at once, not after a media build.
     drop(bind(&plan).await?);
     let (media, mode) = get_media(&plan).await?;
@@ -102,7 +104,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let urls = urls(host, &sockets)?;
     let toml_path = write_toml(&plan, &sockets, &urls)?;
     services::init_tracing();
-    let (web_config, cache_opts) = configure(&plan, &toml_path)?;
+    let (web_config, cache_opts) = configure(&plan, &toml_path, token)?;
     let boot_dir = web_config.boot_dir();
     let (kernel, initrd) = (&web_config.boot.kernel, &web_config.boot.initrd);
     let placed = media::place(&media, &boot_dir, kernel, initrd, mode)?;
@@ -220,9 +222,12 @@ fn write_toml(plan: &Plan, s: &Sockets, urls: &Urls) -> Result<PathBuf> {
 
 /// bty-web's config and withcache's options: the default password where
 /// none is set, one service token per data dir for both.
-fn configure(plan: &Plan, toml_path: &Path) -> Result<(bty_web::Config, withcache::Options)> {
+fn configure(
+    plan: &Plan,
+    toml_path: &Path,
+    token: String,
+) -> Result<(bty_web::Config, withcache::Options)> {
     let mut web = services::web_config(toml_path)?;
-    let token = crate::secrets::load_or_create_token(&plan.data.join("service-token"))?;
     web.withcache.token = Some(token.clone());
     let mut cache = withcache::Options::from_env(plan.data.join("withcache"));
     if cache.admin_password.is_none() && cache.admin_password_hash.is_none() {
