@@ -14,10 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::db::{now_unix, Db};
 use crate::error::Error;
+
+mod download;
+
+use download::queued;
+pub(crate) use download::settled;
+pub use download::{DlState, Download, Phase};
 
 /// Tunables of the download path. The defaults suit a lab; tests shorten
 /// the timeouts.
@@ -112,98 +118,6 @@ struct Index {
     blobs: HashMap<String, BlobMeta>,
     used: u64,
     reserved: u64,
-}
-
-/// Where a download is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for a download slot.
-    Queued,
-    /// Asking the origin.
-    Connecting,
-    /// Bytes are landing in the temp file.
-    Running,
-    /// Verified and stored.
-    Done {
-        /// sha256 hex.
-        digest: String,
-        /// Length.
-        size: u64,
-    },
-    /// Gave up; nothing was stored.
-    Failed(String),
-}
-
-/// What readers of a download in progress watch.
-#[derive(Debug, Clone)]
-pub struct DlState {
-    /// Where it is.
-    pub phase: Phase,
-    /// Bumped whenever the download restarts from byte 0 (the origin
-    /// changed, or ignored a resume): bytes a reader got from an earlier
-    /// generation are void, so readers abort on a bump.
-    pub generation: u32,
-    /// The temp file of this generation.
-    pub path: Option<PathBuf>,
-    /// Bytes written to `path` and readable.
-    pub written: u64,
-    /// The length the origin (or the catalog) declared.
-    pub total: Option<u64>,
-    /// All bytes are in and their sha256 (and size) checked: readers may
-    /// finish, even before the file is synced and renamed into the store.
-    pub verified: bool,
-}
-
-impl DlState {
-    /// How many bytes of the temp file a reader may send now, and whether
-    /// that is all of them: the last byte waits for verification, so a
-    /// download that fails its check never reaches a client complete.
-    /// `Err` is why the download failed.
-    pub(crate) fn readable(&self) -> Result<(u64, bool), &str> {
-        match &self.phase {
-            Phase::Failed(msg) => Err(msg),
-            Phase::Done { size, .. } => Ok((*size, true)),
-            _ if self.verified => Ok((self.written, true)),
-            _ => match self.total {
-                Some(t) => Ok((self.written.min(t.saturating_sub(1)), false)),
-                None => Ok((self.written, false)),
-            },
-        }
-    }
-}
-
-/// Wait until the origin answered: the state once the download runs or is
-/// over; `None` if it vanished.
-pub(crate) async fn settled(rx: &mut watch::Receiver<DlState>) -> Option<DlState> {
-    loop {
-        let st = rx.borrow_and_update().clone();
-        if !matches!(st.phase, Phase::Queued | Phase::Connecting) {
-            return Some(st);
-        }
-        rx.changed().await.ok()?;
-    }
-}
-
-/// One download; shared by everyone who asked for it (single flight).
-#[derive(Debug)]
-pub struct Download {
-    /// Origin URL.
-    pub src: String,
-    /// sha256 the catalog promises, checked before the blob is kept.
-    pub expected_sha: Option<String>,
-    /// Length the catalog promises.
-    pub expected_size: Option<u64>,
-    /// Progress.
-    pub state: watch::Sender<DlState>,
-    /// Set to ask the downloader to stop.
-    pub cancelled: std::sync::atomic::AtomicBool,
-}
-
-impl Download {
-    /// A snapshot of the state.
-    pub fn snapshot(&self) -> DlState {
-        self.state.borrow().clone()
-    }
 }
 
 /// The store.
@@ -329,25 +243,6 @@ fn index_blob(index: &mut Index, digest: &str, size: u64, misses: u64) {
                 },
             );
         }
-    }
-}
-
-/// A download not started yet.
-fn queued(src: &str, expected_sha: Option<String>, expected_size: Option<u64>) -> Download {
-    let (tx, _) = watch::channel(DlState {
-        phase: Phase::Queued,
-        generation: 0,
-        path: None,
-        written: 0,
-        total: expected_size,
-        verified: false,
-    });
-    Download {
-        src: src.to_string(),
-        expected_sha,
-        expected_size,
-        state: tx,
-        cancelled: Default::default(),
     }
 }
 
