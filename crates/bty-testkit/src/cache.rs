@@ -114,16 +114,7 @@ impl Cache {
 
     /// Stop the server, wait for it, and hand back the data dir.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            match t.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("withcache failed: {e:#}"),
-                Err(e) => panic!("withcache's task: {e}"),
-            }
-        }
+        crate::stop_server("withcache", self.stop.take(), self.task.take()).await;
         let empty = tempfile::tempdir().expect("a temp dir");
         std::mem::replace(&mut self.dir, empty)
     }

@@ -48,4 +48,23 @@ pub mod sse;
 pub mod web;
 
 pub use data::{data, sha256_hex};
+
+/// Stop a server the kit started in a task: signal it, wait for it, and
+/// fail the test if it ended with an error or panicked (`what` names it).
+pub async fn stop_server(
+    what: &str,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) {
+    if let Some(tx) = stop {
+        let _ = tx.send(());
+    }
+    if let Some(t) = task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{what} failed: {e:#}"),
+            Err(e) => panic!("{what}'s task: {e}"),
+        }
+    }
+}
 pub use origin::{Fault, Origin};

@@ -142,16 +142,7 @@ impl Web {
     /// Stop the server, wait for it, and hand back the state dir (to start
     /// again on the same database).
     pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            match t.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("bty-web failed: {e:#}"),
-                Err(e) => panic!("bty-web's task: {e}"),
-            }
-        }
+        crate::stop_server("bty-web", self.stop.take(), self.task.take()).await;
         let empty = tempfile::tempdir().expect("a temp dir");
         std::mem::replace(&mut self.dir, empty)
     }
