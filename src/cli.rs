@@ -190,6 +190,11 @@ pub struct DeployArgs {
     /// would be chosen (root, systemd running, Podman >= 4.4).
     #[arg(long, conflicts_with = "systemd")]
     pub no_systemd: bool,
+    /// The admin password of both UIs, from the first line of stdin (a
+    /// fresh DEST only; at least 8 characters). Default: a random one,
+    /// shown once at the end.
+    #[arg(long)]
+    pub password_stdin: bool,
     /// Answer yes to questions (no prompts).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -324,9 +329,16 @@ pub struct ServeArgs {
     /// again, not as a chain script to bty-web (the loop breaker).
     #[arg(long)]
     pub no_second_stage: bool,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on. The default, loopback, is for trying bty
+    /// out on this host; machines on the LAN need `--bind 0.0.0.0` (or
+    /// the LAN address).
+    #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
+    /// Set the admin password of both UIs from the first line of stdin
+    /// (kept as an argon2 hash in the data dir). Default: the one kept
+    /// there, else a random one, shown once.
+    #[arg(long)]
+    pub password_stdin: bool,
     /// The operator's netboot media (a `bty-lab media build --out DIR`),
     /// copied into the boot dir. Default: $BTY_NETBOOT_DIR, else this
     /// binary's media, built (and cached) when missing.

@@ -49,13 +49,14 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// Fresh random session secrets and hashes of the default password.
-    pub fn generate() -> Result<Secrets> {
-        use crate::secrets::{hash_password, session_secret, DEFAULT_PASSWORD};
+    /// Fresh random session secrets, and hashes of `password` (both UIs
+    /// log in with it; each hash has its own salt).
+    pub fn generate(password: &str) -> Result<Secrets> {
+        use crate::secrets::{hash_password, session_secret};
         Ok(Secrets {
-            web_password_hash: hash_password(DEFAULT_PASSWORD)?,
+            web_password_hash: hash_password(password)?,
             web_session_secret: session_secret(),
-            cache_password_hash: hash_password(DEFAULT_PASSWORD)?,
+            cache_password_hash: hash_password(password)?,
             cache_session_secret: session_secret(),
             service_token: session_secret(),
         })

@@ -6,8 +6,12 @@ use anyhow::{anyhow, Context as _, Result};
 use base64::Engine as _;
 use rand::RngCore;
 
-/// The first password of both UIs; deploy warns to change it.
+/// The password deploys before this release gave both UIs; deploy still
+/// warns when a DEST has it, and no command accepts it as a new one.
 pub const DEFAULT_PASSWORD: &str = "bty-lab";
+
+/// The admin user of both UIs.
+pub const ADMIN_USER: &str = "bty-lab";
 
 /// 32 random bytes from the OS, base64url without padding (43 chars).
 pub fn session_secret() -> String {
@@ -21,6 +25,44 @@ pub fn generated_password() -> String {
     let mut b = [0u8; 18];
     rand::rngs::OsRng.fill_bytes(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The first line of stdin without its line ending (`--password-stdin`),
+/// checked with [`check_strength`].
+pub fn password_from_stdin() -> Result<String> {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    check_strength(&pw)?;
+    Ok(pw)
+}
+
+/// Refuse a password that would not guard a UI on the LAN.
+pub fn check_strength(pw: &str) -> Result<()> {
+    if pw.chars().count() < 8 {
+        anyhow::bail!(
+            "the password is shorter than 8 characters; choose a longer one (or leave it out \
+             and bty-lab makes a random one)"
+        );
+    }
+    if pw == DEFAULT_PASSWORD {
+        anyhow::bail!("`{DEFAULT_PASSWORD}` was the well-known default password; choose another");
+    }
+    Ok(())
+}
+
+/// The line that shows a new admin password, the only time it is shown
+/// (only its argon2 hash is kept). Tests read the password back from
+/// `login: USER / PASSWORD`.
+pub fn new_login_line(password: &str, change: &str) -> String {
+    format!(
+        "  login:       {ADMIN_USER} / {password}\n               \
+         (shown only now: only its argon2 hash is kept; {change})"
+    )
 }
 
 /// The service token kept in `path` (mode 0600), created on first use:

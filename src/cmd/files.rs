@@ -13,14 +13,28 @@ use crate::render::{self, File, Secrets};
 use crate::{envvars, ui};
 
 /// Render and write the deploy files, keeping envvars and the operator's
-/// bty.toml (only adding keys it lacks). Prints what changed.
-pub fn write_deploy_files(m: &Manifest) -> Result<()> {
+/// bty.toml (only adding keys it lacks). Prints what changed. A new
+/// envvars gets the hash of `chosen`, else of a random password, which is
+/// returned: the caller shows it once, nothing keeps it.
+pub fn write_deploy_files(m: &Manifest, chosen: Option<&str>) -> Result<Option<String>> {
     deploydir::refuse_links(m)?;
     let envvars_exists = m.dest.join("envvars").exists();
+    // Callers refuse this before doing anything (deploy's --password-stdin).
+    anyhow::ensure!(
+        !(envvars_exists && chosen.is_some()),
+        "a chosen password only goes into a new envvars"
+    );
+    let mut generated = None;
     let secrets = if envvars_exists {
         None
     } else {
-        Some(Secrets::generate()?)
+        let password = match chosen {
+            Some(p) => p.to_string(),
+            None => generated
+                .insert(crate::secrets::generated_password())
+                .clone(),
+        };
+        Some(Secrets::generate(&password)?)
     };
     let mut files = render::deploy_files(m, secrets.as_ref())?;
     let note = keep_bty_toml(m, &mut files)?;
@@ -40,6 +54,16 @@ pub fn write_deploy_files(m: &Manifest) -> Result<()> {
         ));
     } else if envvars_exists {
         ui::detail("envvars: kept (secrets unchanged)");
+    }
+    Ok(generated)
+}
+
+/// The deploy files with no chosen password (init, upgrade): a new
+/// envvars' random password is shown here, once.
+pub fn rewrite_deploy_files(m: &Manifest) -> Result<()> {
+    if let Some(pw) = write_deploy_files(m, None)? {
+        let change = format!("change it with `sudo bty-lab passwd {}`", m.dest.display());
+        eprintln!("{}", crate::secrets::new_login_line(&pw, &change));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ pub fn run(a: InitArgs) -> Result<()> {
         s.dest.display(),
         s.version
     );
-    files::write_deploy_files(&s)?;
+    files::rewrite_deploy_files(&s)?;
     let made = std::fs::create_dir_all(s.data_dir.join("bty"))
         .and_then(|_| std::fs::create_dir_all(s.data_dir.join("withcache")));
     if let Err(e) = made {

@@ -1,7 +1,6 @@
 //! `bty-lab passwd`: new argon2id hash + new session secret in envvars,
 //! recreate the service, prove the new password works and others do not.
 
-use std::io::BufRead as _;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -17,7 +16,7 @@ pub async fn run(a: PasswdArgs) -> Result<()> {
     let m = files::manifest(&a.dest, "passwd")?;
     let targets = targets(a.service);
     let password = new_password(&a)?;
-    check_strength(&password)?;
+    secrets::check_strength(&password)?;
     let engine = engine::connect_for(a.engine.engine, m.engine.as_ref(), &m.path()).await?;
     let timeout = Duration::from_secs(a.timeout);
     let mut steps = ui::Steps::new(1 + 2 * targets.len());
@@ -56,12 +55,7 @@ fn new_password(a: &PasswdArgs) -> Result<String> {
         return Ok(secrets::generated_password());
     }
     if a.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+        return secrets::password_from_stdin();
     }
     if !stdin_is_terminal() {
         bail!("stdin is not a terminal; pass --password-stdin or --generate");
@@ -70,16 +64,6 @@ fn new_password(a: &PasswdArgs) -> Result<String> {
         .with_prompt("New password")
         .with_confirmation("Repeat it", "the two entries differ")
         .interact()?)
-}
-
-fn check_strength(pw: &str) -> Result<()> {
-    if pw.chars().count() < 8 {
-        bail!("the password is shorter than 8 characters; choose a longer one or use --generate");
-    }
-    if pw == secrets::DEFAULT_PASSWORD {
-        bail!("that is the default password; choose another");
-    }
-    Ok(())
 }
 
 /// A new hash and session secret for each target in envvars, and the env

@@ -93,18 +93,24 @@ struct Urls {
 
 pub async fn run(a: ServeArgs) -> Result<()> {
     let plan = Plan::new(&a)?;
+    let chosen = match a.password_stdin {
+        true => Some(crate::secrets::password_from_stdin()?),
+        false => None,
+    };
     make_dirs(&plan.data)?;
-    // Before anything listens: whoever sees a port open finds the token.
+    // Before anything listens: whoever sees a port open finds the token,
+    // and the login works.
     let token = crate::secrets::load_or_create_token(&plan.data.join("service-token"))?;
+    let login = admin_login(&plan.data, chosen)?;
     // A port in use is said at once, not after a media build.
     drop(bind(&plan).await?);
     let (media, mode) = get_media(&plan).await?;
     let host = plan.public_host()?;
     let sockets = bind(&plan).await?;
     let urls = urls(host, &sockets)?;
-    let toml_path = write_toml(&plan, &sockets, &urls)?;
+    let toml_path = write_toml(&plan, &sockets, &urls, &login.hash)?;
     services::init_tracing();
-    let (web_config, cache_opts) = configure(&plan, &toml_path, token)?;
+    let (web_config, cache_opts) = configure(&plan, &toml_path, token, &login.hash)?;
     let boot_dir = web_config.boot_dir();
     let (kernel, initrd) = (&web_config.boot.kernel, &web_config.boot.initrd);
     let placed = media::place(&media, &boot_dir, kernel, initrd, mode)?;
@@ -113,8 +119,60 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let (tx, tasks) = spawn(sockets, web_config, cache_opts, &boot_dir, rules);
     eprintln!("bty-lab serve: state in {}", plan.data.display());
     media::report(&media, &boot_dir, &placed);
-    banner(&plan, host, &urls, &tftp_note);
+    banner(&plan, host, &urls, &tftp_note, &login);
     wait(tx, tasks).await
+}
+
+/// Where a data dir keeps the admin password: its argon2 hash only.
+pub const PASSWORD_HASH_FILE: &str = "admin-password-hash";
+
+/// The admin login of both UIs.
+struct Login {
+    /// argon2id PHC string.
+    hash: String,
+    /// How it came to be.
+    origin: LoginOrigin,
+}
+
+enum LoginOrigin {
+    /// Made now; the only time it is shown.
+    Generated(String),
+    /// `--password-stdin`.
+    Chosen,
+    /// Kept from an earlier start.
+    Kept,
+}
+
+/// `--password-stdin`'s password, else the one the data dir keeps, else a
+/// random one; the data dir keeps its hash (mode 0600) either way.
+fn admin_login(data: &Path, chosen: Option<String>) -> Result<Login> {
+    use crate::secrets::{generated_password, hash_password, ADMIN_USER};
+    let d = crate::safefs::Dir::open(data)?;
+    let name = std::ffi::OsStr::new(PASSWORD_HASH_FILE);
+    let (password, origin) = match chosen {
+        Some(p) => (p, LoginOrigin::Chosen),
+        None => match d.read_text(name)? {
+            Some(h) if !h.trim().is_empty() => {
+                let hash = h.trim().to_string();
+                bty_auth::Credentials::new(ADMIN_USER, None, Some(hash.clone())).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not a password hash ({e}); set a password with \
+                         --password-stdin, or remove the file for a random one",
+                        d.shown(name).display()
+                    )
+                })?;
+                let origin = LoginOrigin::Kept;
+                return Ok(Login { hash, origin });
+            }
+            _ => {
+                let p = generated_password();
+                (p.clone(), LoginOrigin::Generated(p))
+            }
+        },
+    };
+    let hash = hash_password(&password)?;
+    d.write_new(name, format!("{hash}\n").as_bytes(), 0o600)?;
+    Ok(Login { hash, origin })
 }
 
 fn make_dirs(data: &Path) -> Result<()> {
@@ -198,40 +256,48 @@ fn second_stage(plan: &Plan, urls: &Urls) -> Result<Vec<bty_tftp::SecondStageRul
 }
 
 /// The bty.toml `serve` runs bty-web with.
-pub fn serve_toml(state_dir: &Path, web: SocketAddr, withcache_url: &str) -> String {
+pub fn serve_toml(
+    state_dir: &Path,
+    web: SocketAddr,
+    withcache_url: &str,
+    password_hash: &str,
+) -> String {
     let q = |s: &str| toml_edit::Value::from(s).to_string().trim().to_string();
     format!(
         "# Written by `bty-lab serve`; rewritten on every start.\n\
          [server]\nlisten = {}\nstate_dir = {}\n\n\
          [boot]\ndir = {}\n\n\
          [withcache]\nurl = {}\n\n\
-         [admin]\nuser = \"bty-lab\"\npassword = \"bty-lab\"\n",
+         [admin]\nuser = {}\npassword_hash = {}\n",
         q(&web.to_string()),
         q(&state_dir.join("web").display().to_string()),
         q(&state_dir.join("boot").display().to_string()),
         q(withcache_url),
+        q(crate::secrets::ADMIN_USER),
+        q(password_hash),
     )
 }
 
-fn write_toml(plan: &Plan, s: &Sockets, urls: &Urls) -> Result<PathBuf> {
+fn write_toml(plan: &Plan, s: &Sockets, urls: &Urls, hash: &str) -> Result<PathBuf> {
     let path = plan.data.join("bty.toml");
-    let text = serve_toml(&plan.data, s.web.local_addr()?, &urls.withcache);
+    let text = serve_toml(&plan.data, s.web.local_addr()?, &urls.withcache, hash);
     crate::deploydir::write_atomic(&path, &text, 0o600)?;
     Ok(path)
 }
 
-/// bty-web's config and withcache's options: the default password where
-/// none is set, one service token per data dir for both.
+/// bty-web's config and withcache's options: the data dir's login where
+/// withcache's environment sets none, one service token for both.
 fn configure(
     plan: &Plan,
     toml_path: &Path,
     token: String,
+    hash: &str,
 ) -> Result<(bty_web::Config, withcache::Options)> {
     let mut web = services::web_config(toml_path)?;
     web.withcache.token = Some(token.clone());
     let mut cache = withcache::Options::from_env(plan.data.join("withcache"));
     if cache.admin_password.is_none() && cache.admin_password_hash.is_none() {
-        cache.admin_password = Some(crate::secrets::DEFAULT_PASSWORD.to_string());
+        cache.admin_password_hash = Some(hash.to_string());
     }
     cache.api_token = Some(bty_auth::ServiceToken::new(token));
     Ok((web, cache))
@@ -263,18 +329,31 @@ fn spawn(
     (tx, tasks)
 }
 
-fn banner(plan: &Plan, host: IpAddr, urls: &Urls, tftp_note: &str) {
+fn banner(plan: &Plan, host: IpAddr, urls: &Urls, tftp_note: &str, login: &Login) {
     let h = hostaddr::url_host(&host);
-    eprintln!(
-        "  bty-web UI:  http://{h}:{}/ui   (login: bty-lab / bty-lab)",
-        plan.port_web
-    );
-    eprintln!(
-        "  withcache:   {}/     (login: bty-lab / bty-lab)",
-        urls.withcache
-    );
+    eprintln!("  bty-web UI:  http://{h}:{}/ui", plan.port_web);
+    eprintln!("  withcache:   {}/", urls.withcache);
     if let Some(p) = plan.tftp_port {
         eprintln!("  TFTP:        udp/{p}; {tftp_note}");
+    }
+    let user = crate::secrets::ADMIN_USER;
+    match &login.origin {
+        LoginOrigin::Generated(pw) => eprintln!(
+            "{}",
+            crate::secrets::new_login_line(pw, "choose one with --password-stdin")
+        ),
+        LoginOrigin::Chosen => eprintln!("  login:       {user} (the password given on stdin)"),
+        LoginOrigin::Kept => eprintln!(
+            "  login:       {user} (the password shown at the first start; \
+             --password-stdin sets another)"
+        ),
+    }
+    if plan.bind.is_loopback() {
+        eprintln!(
+            "  listening on {} only: machines on the LAN cannot reach it; \
+             pass --bind 0.0.0.0 (or the LAN address) to serve them",
+            plan.bind
+        );
     }
     eprintln!("Ctrl-C stops everything.");
 }
@@ -332,14 +411,82 @@ mod tests {
     }
 
     #[test]
+    fn the_login_is_random_once_then_kept_and_only_its_hash_is_stored() {
+        use crate::secrets::verify_password;
+        let d = tempfile::tempdir().unwrap();
+        let first = admin_login(d.path(), None).unwrap();
+        let LoginOrigin::Generated(pw) = &first.origin else {
+            panic!("a fresh data dir gets a generated password")
+        };
+        assert!(pw.len() >= 20 && verify_password(pw, &first.hash));
+        let stored = std::fs::read_to_string(d.path().join(PASSWORD_HASH_FILE)).unwrap();
+        assert_eq!(stored.trim(), first.hash);
+        assert!(!stored.contains(pw.as_str()));
+        let other = tempfile::tempdir().unwrap();
+        let LoginOrigin::Generated(pw2) = admin_login(other.path(), None).unwrap().origin else {
+            panic!("generated")
+        };
+        assert_ne!(pw, &pw2, "two data dirs get different passwords");
+
+        let again = admin_login(d.path(), None).unwrap();
+        assert!(matches!(again.origin, LoginOrigin::Kept));
+        assert_eq!(again.hash, first.hash);
+
+        let chosen = admin_login(d.path(), Some("correct horse".into())).unwrap();
+        assert!(matches!(chosen.origin, LoginOrigin::Chosen));
+        assert!(verify_password("correct horse", &chosen.hash));
+        assert!(!verify_password(pw, &chosen.hash));
+        let kept = admin_login(d.path(), None).unwrap();
+        assert_eq!(kept.hash, chosen.hash, "a chosen password is kept too");
+    }
+
+    #[test]
+    fn a_bad_or_linked_hash_file_is_refused_not_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(PASSWORD_HASH_FILE);
+        std::fs::write(&p, "plain-text-password\n").unwrap();
+        let e = admin_login(d.path(), None).err().unwrap();
+        assert!(format!("{e:#}").contains("--password-stdin"), "{e:#}");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "plain-text-password\n"
+        );
+        std::fs::remove_file(&p).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "x").unwrap();
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let e = admin_login(d.path(), None).err().unwrap();
+        assert_eq!(
+            crate::exit::code_of(&e),
+            crate::exit::Code::Refused,
+            "{e:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_unless_told() {
+        let p = plan(&["--data-dir", "d"]).unwrap();
+        assert!(p.bind.is_loopback(), "{}", p.bind);
+        let p = plan(&["--data-dir", "d", "--bind", "0.0.0.0"]).unwrap();
+        assert!(p.bind.is_unspecified());
+    }
+
+    #[test]
     fn the_toml_quotes_every_path() {
         let t = serve_toml(
             Path::new("/srv/a \"b\""),
             "127.0.0.1:8080".parse().unwrap(),
             "http://h:3000",
+            "$argon2id$v=19$x",
         );
         let v: toml_edit::DocumentMut = t.parse().unwrap();
         assert_eq!(v["server"]["state_dir"].as_str(), Some("/srv/a \"b\"/web"));
         assert_eq!(v["withcache"]["url"].as_str(), Some("http://h:3000"));
+        assert_eq!(
+            v["admin"]["password_hash"].as_str(),
+            Some("$argon2id$v=19$x")
+        );
+        assert!(v["admin"].get("password").is_none());
     }
 }

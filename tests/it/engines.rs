@@ -287,9 +287,14 @@ fn lifecycle(engine: &'static str, ports: Ports) {
     args.extend_from_slice(&base);
     let o = lab(&bin, &args);
     ok(&o);
+    // A random password, shown once with the URLs; no well-known default.
+    let first = crate::util::printed_password(&stderr(&o)).expect("deploy shows the password");
+    assert!(first.len() >= 20, "{first}");
+    assert!(!stderr(&o).contains("still the default"), "{}", stderr(&o));
+    let envvars = std::fs::read_to_string(dest_p.join("envvars")).unwrap();
     assert!(
-        stderr(&o).contains("bty-lab passwd"),
-        "no default-password warning"
+        !envvars.contains(&first),
+        "envvars holds the password itself"
     );
     assert_all_healthy(&status_json(&bin, dest, engine), VERSION);
 
@@ -362,17 +367,26 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         std::fs::read_to_string(dest_p.join("envvars")).unwrap(),
         env_before
     );
+    assert_eq!(crate::util::printed_password(&stderr(&o)), None);
+    // --password-stdin sets only a fresh DEST's: refused, nothing changed.
+    let o = run_with(
+        &bin,
+        &["deploy", dest, "--engine", engine, "--password-stdin", "-y"],
+        Some("another good password\n"),
+    );
+    exits_with(&o, 3);
+    fails_with(&o, "bty-lab passwd");
+    assert_eq!(
+        std::fs::read_to_string(dest_p.join("envvars")).unwrap(),
+        env_before
+    );
 
-    // Default password logs in on both UIs.
+    // The shown password logs in on both UIs, the old default does not.
     assert_eq!(get(ports.web, "/healthz", None), 200);
-    assert_eq!(
-        get(ports.web, "/api/machines", Some(("bty-lab", "bty-lab"))),
-        200
-    );
-    assert_eq!(
-        get(ports.cache, "/blobs", Some(("bty-lab", "bty-lab"))),
-        200
-    );
+    for (port, path) in [(ports.web, "/api/machines"), (ports.cache, "/blobs")] {
+        assert_eq!(get(port, path, Some(("bty-lab", &first))), 200, "{path}");
+        assert_eq!(get(port, path, Some(("bty-lab", "bty-lab"))), 401, "{path}");
+    }
 
     // passwd: old refused, new accepted, on both.
     let o = run_with(
@@ -389,7 +403,7 @@ fn lifecycle(engine: &'static str, ports: Ports) {
             "/blobs"
         };
         assert_eq!(
-            get(port, path, Some(("bty-lab", "bty-lab"))),
+            get(port, path, Some(("bty-lab", &first))),
             401,
             "old password still works on {port}"
         );
@@ -850,14 +864,12 @@ fn podman_quadlet_install_upgrade_purge_with_stub_systemctl() {
     );
     let st = status_json(&bin, dest, "podman");
     assert_all_healthy(&st, VERSION);
-    // The default login works: the Podman-flavour env file reached the
+    // The shown login works: the Podman-flavour env file reached the
     // container with the argon2 hash intact.
+    let shown = crate::util::printed_password(&stderr(&o)).expect("deploy shows the password");
+    let web_port = qw.parse().unwrap();
     assert_eq!(
-        get(
-            qw.parse().unwrap(),
-            "/api/machines",
-            Some(("bty-lab", "bty-lab"))
-        ),
+        get(web_port, "/api/machines", Some(("bty-lab", &shown))),
         200
     );
     let manifest = std::fs::read_to_string(dest_p.join(".bty-lab.toml")).unwrap();

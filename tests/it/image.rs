@@ -59,11 +59,14 @@ fn origin(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
     (port, gets)
 }
 
+/// The admin password this test gives `serve` (`--password-stdin`).
+const PW: &str = "image-test-password";
+
 /// One HTTP/1.0 request to 127.0.0.1:`port`; (status, body bytes).
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode("bty-lab:bty-lab");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("bty-lab:{PW}"));
     let body = body.unwrap_or("");
     write!(
         s,
@@ -142,17 +145,21 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
     std::fs::write(media.join("bty-netboot-x86_64.initrd"), b"initrd").unwrap();
     let mut serve = Serve(
         Command::new(bin())
-            .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+            .args(["serve", "--password-stdin", "--data-dir"])
             .arg(&data)
             .args(["--port-web", &web.to_string()])
             .args(["--port-cache", &cache.to_string()])
             .arg("--netboot")
             .arg(&media)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    let mut stdin = serve.0.stdin.take().unwrap();
+    writeln!(stdin, "{PW}").unwrap();
+    drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", web)).is_err()
         || std::net::TcpStream::connect(("127.0.0.1", cache)).is_err()
@@ -188,12 +195,12 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
     let o = image(
         web,
         &["add", "lab-image", &src, "--sha256", &"a".repeat(63)],
-        Some("bty-lab"),
+        Some(PW),
         None,
     );
     fails_with(&o, "sha256: must be exactly 64 hex digits");
     fails_with(&o, "HTTP 400");
-    let o = image(web, &["ls"], Some("bty-lab"), None);
+    let o = image(web, &["ls"], Some(PW), None);
     ok(&o);
     assert!(!stdout(&o).contains("lab-image"), "{}", stdout(&o));
 
@@ -202,7 +209,7 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
         web,
         &["add", "lab-image", &src, "--password-stdin"],
         None,
-        Some("bty-lab\n"),
+        Some(&format!("{PW}\n")),
     );
     ok(&o);
     assert!(stdout(&o).contains("added lab-image"), "{}", stdout(&o));
@@ -219,7 +226,7 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
     // `image ls` shows withcache's state until the download is done.
     let deadline = Instant::now() + Duration::from_secs(60);
     let table = loop {
-        let o = image(web, &["ls"], Some("bty-lab"), None);
+        let o = image(web, &["ls"], Some(PW), None);
         ok(&o);
         let out = stdout(&o);
         let row = out
@@ -270,11 +277,11 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
     );
 
     // rm: gone; a second rm is the server's 404 message.
-    let o = image(web, &["rm", "lab-image"], Some("bty-lab"), None);
+    let o = image(web, &["rm", "lab-image"], Some(PW), None);
     ok(&o);
-    let o = image(web, &["ls"], Some("bty-lab"), None);
+    let o = image(web, &["ls"], Some(PW), None);
     assert!(!stdout(&o).contains("lab-image"), "{}", stdout(&o));
-    let o = image(web, &["rm", "lab-image"], Some("bty-lab"), None);
+    let o = image(web, &["rm", "lab-image"], Some(PW), None);
     fails_with(&o, "no image named \"lab-image\"");
     assert!(stderr(&o).contains("HTTP 404"), "{}", stderr(&o));
     drop(serve);

@@ -14,7 +14,9 @@ fn init(t: &TestDir, extra: &[&str]) -> std::process::Output {
 #[test]
 fn init_writes_the_deploy_files_with_private_envvars() {
     let t = TestDir::new();
-    ok(&init(&t, &["--systemd"]));
+    let o = init(&t, &["--systemd"]);
+    ok(&o);
+    let shown = crate::util::printed_password(&stderr(&o)).expect("init shows the new password");
     let d = t.path().join("lab");
     for f in [
         "compose.yml",
@@ -37,6 +39,11 @@ fn init_writes_the_deploy_files_with_private_envvars() {
     let env = std::fs::read_to_string(d.join("envvars")).unwrap();
     assert!(env.contains("BTY_ADMIN_PASSWORD_HASH='$argon2id$"), "{env}");
     assert!(!env.contains("bty-lab'"), "plaintext password in envvars");
+    assert!(!env.contains(&shown), "the shown password is in envvars");
+    // Shown once: a second init keeps envvars and shows nothing.
+    let again = init(&t, &[]);
+    ok(&again);
+    assert_eq!(crate::util::printed_password(&stderr(&again)), None);
     assert!(d.join("data/bty").is_dir() && d.join("data/withcache").is_dir());
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::util::{atftp_get, bin, have_tool, on_path, TestDir};
+use crate::util::{atftp_get, bin, have_tool, lan_address, on_path, Collected, TestDir};
 
 fn free_tcp() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -63,6 +63,8 @@ fn fake_media(dir: &std::path::Path, ipxe: bool) -> std::path::PathBuf {
     m
 }
 
+/// The default serve (no --bind, no password given): loopback only, a
+/// random password shown once, only its hash kept.
 #[test]
 fn serve_runs_the_stack_and_stops_on_ctrl_c() {
     let t = TestDir::new();
@@ -72,8 +74,6 @@ fn serve_runs_the_stack_and_stops_on_ctrl_c() {
     let mut child = Command::new(bin())
         .args([
             "serve",
-            "--bind",
-            "127.0.0.1",
             "--data-dir",
             data.to_str().unwrap(),
             "--netboot",
@@ -91,6 +91,7 @@ fn serve_runs_the_stack_and_stops_on_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let out = Collected::stderr_of(&mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while get(pw, "/healthz", None).map(|r| r.0) != Some(200)
         || get(pc, "/healthz", None).map(|r| r.0) != Some(200)
@@ -99,18 +100,38 @@ fn serve_runs_the_stack_and_stops_on_ctrl_c() {
         assert!(child.try_wait().unwrap().is_none(), "serve exited early");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Both UIs want a login, and the default one works.
+    // Both UIs want a login: the shown random password, not the old
+    // well-known `bty-lab`.
+    let password = out.password(30);
+    assert!(password.len() >= 20, "{password}");
     assert_eq!(get(pw, "/api/machines", None).unwrap().0, 401);
-    assert_eq!(
-        get(pw, "/api/machines", Some(("bty-lab", "bty-lab")))
+    for (port, path) in [(pw, "/api/machines"), (pc, "/blobs")] {
+        let old = get(port, path, Some(("bty-lab", "bty-lab"))).unwrap().0;
+        assert_eq!(old, 401, "{path} took the old default password");
+        let ok = get(port, path, Some(("bty-lab", &password))).unwrap().0;
+        assert_eq!(ok, 200, "{path} refused the shown password");
+    }
+    // Only the hash is on disk, private.
+    let hash = std::fs::read_to_string(data.join("admin-password-hash")).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    for f in ["admin-password-hash", "bty.toml"] {
+        let text = std::fs::read_to_string(data.join(f)).unwrap();
+        assert!(!text.contains(&password), "{f} holds the password");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join(f))
             .unwrap()
-            .0,
-        200
-    );
-    assert_eq!(
-        get(pc, "/blobs", Some(("bty-lab", "bty-lab"))).unwrap().0,
-        200
-    );
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{f} is readable by others: {mode:o}");
+    }
+    // Loopback only: the host's LAN address gets no answer.
+    assert!(out.text().contains("--bind 0.0.0.0"), "{}", out.text());
+    if let Some(lan) = lan_address() {
+        assert!(
+            std::net::TcpStream::connect((lan, pw)).is_err(),
+            "bty-web answers on {lan} without --bind"
+        );
+    }
     assert_eq!(
         get(pc, "/blobs", Some(("bty-lab", "wrong-password")))
             .unwrap()
@@ -145,18 +166,92 @@ fn serve_runs_the_stack_and_stops_on_ctrl_c() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let err = out.text();
     assert!(status.success(), "exit {status:?}\n{err}");
     assert!(err.contains("stopped"), "{err}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", pw)).is_err(),
         "bty-web still listening"
+    );
+}
+
+/// `--password-stdin` sets the password both UIs take, and a later start
+/// keeps it; a weak one is refused before anything is started.
+#[test]
+fn serve_password_stdin_sets_the_login_and_a_weak_one_starts_nothing() {
+    let t = TestDir::new();
+    let data = t.path().join("data");
+    let media = fake_media(t.path(), false);
+    let (pw, pc) = (free_tcp(), free_tcp());
+    let start = |stdin: &str| {
+        let mut c = Command::new(bin())
+            .args(["serve", "--password-stdin", "--data-dir"])
+            .arg(&data)
+            .arg("--netboot")
+            .arg(&media)
+            .args([
+                "--port-web",
+                &pw.to_string(),
+                "--port-cache",
+                &pc.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        c
+    };
+    for weak in ["short\n", "bty-lab\n"] {
+        let o = start(weak).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("choose"), "{err}");
+        assert!(get(pw, "/healthz", None).is_none(), "something listens");
+        assert!(!data.join("admin-password-hash").exists());
+    }
+    let mut child = start("correct horse battery\n");
+    let out = Collected::stderr_of(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(pc, "/healthz", None).map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {}",
+            out.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        out.text().contains("the password given on stdin"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        crate::util::printed_password(&out.text()),
+        None,
+        "nothing to show"
+    );
+    for (port, path) in [(pw, "/api/machines"), (pc, "/blobs")] {
+        let ok = get(port, path, Some(("bty-lab", "correct horse battery")));
+        assert_eq!(ok.unwrap().0, 200, "{path}");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success(), "{}", out.text());
+    // The next start without --password-stdin keeps it.
+    let err = with_serve(&data, &["--netboot", media.to_str().unwrap()], &[], |p| {
+        let ok = get(
+            p,
+            "/api/machines",
+            Some(("bty-lab", "correct horse battery")),
+        );
+        assert_eq!(ok.unwrap().0, 200);
+    });
+    assert!(
+        err.contains("the password shown at the first start"),
+        "{err}"
     );
 }
 

@@ -139,3 +139,69 @@ pub fn atftp_get(port: u16, name: &str, dir: &Path) -> Vec<u8> {
     );
     std::fs::read(&local).unwrap()
 }
+
+/// The password a command showed once, on its `login: USER / PASSWORD`
+/// line (deploy's summary, serve's banner).
+pub fn printed_password(output: &str) -> Option<String> {
+    output.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("login:")?.trim();
+        let pw = rest.strip_prefix("bty-lab / ")?;
+        Some(pw.split_whitespace().next()?.to_string())
+    })
+}
+
+/// A child's stderr, collected while it runs (serve shows its password
+/// once, in a banner, and goes on running).
+pub struct Collected(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Collected {
+    /// Read `child`'s piped stderr on a thread from now on.
+    pub fn stderr_of(child: &mut std::process::Child) -> Collected {
+        use std::io::Read as _;
+        let mut err = child.stderr.take().expect("stderr piped");
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let b = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Collected(buf)
+    }
+
+    /// Everything so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The shown password, waiting up to `secs` for it.
+    pub fn password(&self, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(p) = printed_password(&self.text()) {
+                return p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `login: bty-lab / PASSWORD` line:\n{}",
+                self.text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// This host's address on its outbound route, if it has one that is not
+/// loopback (a UDP connect picks it and sends nothing).
+pub fn lan_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}

@@ -32,9 +32,6 @@ use lab::{Deployed, LabServe};
 pub const ADMIN_USER: &str = "bty-lab";
 /// Its password for the in-process services.
 pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
-/// The password `bty-lab serve` gives both services (what an operator
-/// logs in with after a plain `bty-lab serve`).
-pub const LAB_SERVE_PASSWORD: &str = "bty-lab";
 /// bty-web's port on the test LAN.
 pub const WEB_PORT: u16 = 8080;
 /// withcache's port on the test LAN.
@@ -570,10 +567,11 @@ impl Stack {
                     self.wait_healthy(&web, Duration::from_secs(1))?;
                 }
             }
-            return self.wait_healthy(
+            self.wait_healthy(
                 &format!("{}/healthz", self.withcache_url()),
                 Duration::from_secs(30),
-            );
+            )?;
+            return self.read_shown_password();
         }
         let cfg = self.web_config.clone();
         let log = self.requests.clone();

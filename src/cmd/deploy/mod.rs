@@ -18,6 +18,7 @@ pub use plan::Plan;
 
 pub async fn run(a: DeployArgs) -> Result<()> {
     let mut plan = Plan::new(&a)?;
+    let chosen = chosen_password(&a, &plan)?;
     let mut steps = ui::Steps::new(4 + start::STEPS);
     steps.step("checking");
     let host = Host::this();
@@ -28,15 +29,33 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     let (operator, mut source) = media_first(&plan).await?;
     let m = &plan.m;
     steps.step(format!("writing deploy files to {}", m.dest.display()));
-    files::write_deploy_files(m)?;
+    let generated = files::write_deploy_files(m, chosen.as_deref())?;
     steps.step(format!("creating data layout in {}", m.data_dir.display()));
     lay_out_data(m, operator.as_ref())?;
     steps.step(format!("getting images ({})", images::describe(m.images)));
     images::obtain(&engine, &wanted(m), m.images, &mut source).await?;
     start::start(&engine, &quadlet::Host, m, &mut steps, plan.timeout).await?;
     boot::served_media(m);
-    summary(m);
+    summary(m, generated.as_deref());
     Ok(())
+}
+
+/// `--password-stdin`'s password, read before anything is done; only a
+/// fresh DEST takes one (`passwd` changes an existing one).
+fn chosen_password(a: &DeployArgs, plan: &Plan) -> Result<Option<String>> {
+    if !a.password_stdin {
+        return Ok(None);
+    }
+    let dest = &plan.m.dest;
+    if dest.join("envvars").exists() {
+        return Err(crate::exit::refused(format!(
+            "{} already has a password; --password-stdin only sets the first one. Change it \
+             with `bty-lab passwd {} --password-stdin`",
+            dest.display(),
+            dest.display()
+        )));
+    }
+    secrets::password_from_stdin().map(Some)
 }
 
 /// Connect to the engine the plan names (or DEST remembers), refuse to
@@ -132,16 +151,30 @@ fn default_password(m: &Manifest) -> bool {
     })
 }
 
-fn summary(m: &Manifest) {
+/// The URLs, and the login: the generated password, shown only now.
+fn summary(m: &Manifest, generated: Option<&str>) {
     eprintln!(
         "\ndeploy complete: bty {} at {}",
         m.version,
         m.dest.display()
     );
-    eprintln!("  bty-web UI:  {}/ui   (login: bty-lab)", m.web_url());
-    eprintln!("  withcache:   {}/     (login: bty-lab)", m.withcache_url());
+    eprintln!("  bty-web UI:  {}/ui", m.web_url());
+    eprintln!("  withcache:   {}/", m.withcache_url());
     if m.tftp {
         eprintln!("  TFTP:        udp/{} on {}", m.ports.tftp, m.host_addr);
+    }
+    match generated {
+        Some(pw) => eprintln!(
+            "{}",
+            secrets::new_login_line(
+                pw,
+                &format!("change it with `sudo bty-lab passwd {}`", m.dest.display())
+            )
+        ),
+        None => eprintln!(
+            "  login:       {} (the password set at the first deploy, or with passwd)",
+            secrets::ADMIN_USER
+        ),
     }
     if default_password(m) {
         ui::warn(format!(

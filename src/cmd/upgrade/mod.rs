@@ -46,7 +46,7 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
 
 /// The deploy files on the new version, and the line that says so.
 fn finish(plan: &Plan) -> Result<()> {
-    files::write_deploy_files(&plan.new)?;
+    files::rewrite_deploy_files(&plan.new)?;
     boot::served_media(&plan.new);
     eprintln!(
         "\nupgrade complete: {} now runs bty {} (was {})",

@@ -72,7 +72,7 @@ fn put_back(previous: &[(PathBuf, Option<String>)]) -> Result<()> {
 }
 
 fn finish(plan: &Plan) -> Result<()> {
-    files::write_deploy_files(&plan.new)?;
+    files::rewrite_deploy_files(&plan.new)?;
     eprintln!(
         "\nupgrade complete: {} now runs bty {} (was {}; units restarted)",
         plan.new.dest.display(),

@@ -5,13 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{
-    Deploy, RequestLog, Stack, StackOptions, HOST_IP, LAB_SERVE_PASSWORD, WEB_PORT, WITHCACHE_PORT,
-};
+use super::{Deploy, RequestLog, Stack, StackOptions, HOST_IP, WEB_PORT, WITHCACHE_PORT};
 use crate::netns::Netns;
 use crate::process::Guard;
 
@@ -160,7 +158,39 @@ fn serve_has_netboot(bin: &Path) -> bool {
     has_netboot_option(bin, "serve")
 }
 
+/// The password `bty-lab deploy` or `serve` showed, the one time it does:
+/// its `login: bty-lab / PASSWORD` line.
+fn shown_password(output: &str) -> Option<String> {
+    output.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("login:")?.trim();
+        let pw = rest.strip_prefix("bty-lab / ")?;
+        Some(pw.split_whitespace().next()?.to_string())
+    })
+}
+
 impl Stack {
+    /// The admin password serve showed at its first start (in its log,
+    /// where an operator reads it); later starts keep it.
+    pub(super) fn read_shown_password(&mut self) -> anyhow::Result<()> {
+        let Some(lab) = &self.lab else { return Ok(()) };
+        // The banner follows the sockets by a moment.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&lab.log).unwrap_or_default();
+            if let Some(pw) = shown_password(&log) {
+                self.password = pw;
+                return Ok(());
+            }
+            if !self.password.is_empty() && log.contains("the password shown at the first start") {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                bail!("serve showed no `login: bty-lab / PASSWORD` line; its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The operator's way: `bty-lab serve --data-dir DIR/lab --bind
     /// 192.0.2.1 --tftp-port 69 [--netboot MEDIA]` in the namespace; with
     /// [`StackOptions::readme`], the README's `bty-lab serve --bind
@@ -235,7 +265,8 @@ impl Stack {
                 proc: None,
             }),
             deployed: None,
-            password: LAB_SERVE_PASSWORD.to_string(),
+            // Shown once by serve's first start (read_shown_password).
+            password: String::new(),
             requests: RequestLog::default(),
             web_config,
             ns,
@@ -264,7 +295,7 @@ impl Stack {
             log: dir.path().join("bty-lab-deploy.log"),
             readme: opts.readme,
         };
-        let stack = Stack {
+        let mut stack = Stack {
             web: None,
             tftp: None,
             withcache: None,
@@ -273,9 +304,8 @@ impl Stack {
             lab: None,
             // From here on Drop purges the deploy, even if it fails.
             deployed: Some(deployed),
-            // `bty-lab deploy` keeps the well-known default until
-            // `bty-lab passwd` (it warns).
-            password: LAB_SERVE_PASSWORD.to_string(),
+            // Shown once, by the deploy below.
+            password: String::new(),
             requests: RequestLog::default(),
             web_config: bty_web::Config::from_toml_str("")?,
             ns,
@@ -317,7 +347,10 @@ impl Stack {
             args.push(m);
         }
         let deployed = stack.deployed.as_ref().expect("set above");
-        deployed.lab(&args)?;
+        let out = deployed.lab(&args)?;
+        stack.password = shown_password(&out).with_context(|| {
+            format!("deploy showed no `login: bty-lab / PASSWORD` line:\n{out}")
+        })?;
         if let (Some(m), false) = (&opts.netboot, netboot_opt) {
             crate::media::install_from(m, &stack.boot_dir())?;
         }
