@@ -195,6 +195,8 @@ async fn loopback_and_metadata_origins_are_refused_at_registration() {
     assert_refusal(&refused(r).await, "127.0.0.1 is a loopback address");
 
     assert!(wc.admin().names().await.is_empty());
+    let (_, page) = wc.admin().page("/ui/settings").await;
+    assert!(page.contains(r#"id="private-origins">refused"#), "{page}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(origin.requests(), 0, "{:?}", origin.log());
 }
