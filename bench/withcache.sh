@@ -93,11 +93,13 @@ wait_catalog() { # base name
 }
 
 # ---- this withcache ---------------------------------------------------------
+# The origins are on 127.0.0.1, which withcache refuses by default (issue
+# 12): WITHCACHE_ALLOW_PRIVATE_ORIGINS=1 below is the documented opt-out.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 (cd "$root" && cargo build --release -p withcache >&2)
 WC_BIN="$CARGO_TARGET_DIR/release/withcache"
 rm -rf "$out/rs-data" "$out/rs-cold"
-env -u WITHCACHE_ADMIN_PASSWORD -u WITHCACHE_ADMIN_PASSWORD_HASH WITHCACHE_LOG=warn \
+env -u WITHCACHE_ADMIN_PASSWORD -u WITHCACHE_ADMIN_PASSWORD_HASH WITHCACHE_LOG=warn WITHCACHE_ALLOW_PRIVATE_ORIGINS=1 \
     "$WC_BIN" --listen 127.0.0.1:$P_RS --data-dir "$out/rs-data" >"$out/logs/rs.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$P_RS/healthz"
@@ -177,7 +179,7 @@ done
 # ---- cold misses: COLD_CLIENTS clients on an entry nobody fetched yet -------
 log "cold: one plain fetch of $COLD_SIZE bytes from the origin (limit_rate ${COLD_RATE})"
 t_plain=$(curl -fs -o /dev/null -w '%{time_total}' "$COLD_ORIGIN")
-env -u WITHCACHE_ADMIN_PASSWORD -u WITHCACHE_ADMIN_PASSWORD_HASH WITHCACHE_LOG=warn \
+env -u WITHCACHE_ADMIN_PASSWORD -u WITHCACHE_ADMIN_PASSWORD_HASH WITHCACHE_LOG=warn WITHCACHE_ALLOW_PRIVATE_ORIGINS=1 \
     "$WC_BIN" --listen 127.0.0.1:$P_RS_COLD --data-dir "$out/rs-cold" >"$out/logs/rs-cold.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$P_RS_COLD/healthz"

@@ -348,6 +348,11 @@ pub struct ServeArgs {
     /// network).
     #[arg(long, value_name = "DIR")]
     pub from: Option<PathBuf>,
+    /// Let withcache fetch from loopback and link-local origins (refused by
+    /// default; a mirror on 10.x or 192.168.x needs no flag). Same as
+    /// WITHCACHE_ALLOW_PRIVATE_ORIGINS=1.
+    #[arg(long)]
+    pub allow_private_origins: bool,
 }
 
 /// `bty-lab image`: bty-web's image catalog over its REST API.

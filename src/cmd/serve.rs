@@ -29,6 +29,8 @@ pub struct Plan {
     /// binary's, built from `from` when not cached.
     pub netboot: Option<PathBuf>,
     pub from: Option<PathBuf>,
+    /// `--allow-private-origins` (or'd with withcache's env).
+    pub allow_private_origins: bool,
 }
 
 impl Plan {
@@ -51,6 +53,7 @@ impl Plan {
             second_stage: !a.no_second_stage,
             netboot,
             from: a.from.clone(),
+            allow_private_origins: a.allow_private_origins,
         })
     }
 
@@ -300,6 +303,7 @@ fn configure(
         cache.admin_password_hash = Some(hash.to_string());
     }
     cache.api_token = Some(bty_auth::ServiceToken::new(token));
+    cache.allow_private_origins |= plan.allow_private_origins;
     Ok((web, cache))
 }
 

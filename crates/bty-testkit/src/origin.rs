@@ -1,5 +1,6 @@
-//! An image origin on 127.0.0.1 with fault injection: what withcache
-//! downloads from and what the agent streams from.
+//! An image origin on 127.0.0.1 (or another address of this host) with
+//! fault injection: what withcache downloads from and what the agent
+//! streams from.
 //!
 //! It serves one body at every path ([`Origin::start`]) or named files
 //! only ([`Origin::files`]), with `Range` (`a-b`, `a-`, `-n`), `If-Range`
@@ -115,21 +116,30 @@ impl Drop for Origin {
 impl Origin {
     /// Serve `body` at every path.
     pub fn start(body: impl Into<Bytes>) -> Origin {
-        Self::with_cfg(Cfg {
-            body: body.into(),
-            files: BTreeMap::new(),
-            fallback: true,
-            ranges: true,
-            etag: true,
-            faults: VecDeque::new(),
-            always: Fault::None,
-            faults_hit_ranges: true,
-            swap_after_first: None,
-            chunk: 64 << 10,
-            delay: Duration::ZERO,
-            no_length: false,
-            content_type: "application/octet-stream",
-        })
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST.into(), body)
+    }
+
+    /// [`Origin::start`] listening on `ip` (one of this host's addresses)
+    /// instead of 127.0.0.1: an origin withcache accepts by default.
+    pub fn start_at(ip: std::net::IpAddr, body: impl Into<Bytes>) -> Origin {
+        Self::with_cfg(
+            ip,
+            Cfg {
+                body: body.into(),
+                files: BTreeMap::new(),
+                fallback: true,
+                ranges: true,
+                etag: true,
+                faults: VecDeque::new(),
+                always: Fault::None,
+                faults_hit_ranges: true,
+                swap_after_first: None,
+                chunk: 64 << 10,
+                delay: Duration::ZERO,
+                no_length: false,
+                content_type: "application/octet-stream",
+            },
+        )
     }
 
     /// Serve each `(path, bytes)` (path without the leading `/`); any
@@ -148,13 +158,13 @@ impl Origin {
         o
     }
 
-    fn with_cfg(cfg: Cfg) -> Origin {
+    fn with_cfg(ip: std::net::IpAddr, cfg: Cfg) -> Origin {
         let shared = Arc::new(Mutex::new(Shared {
             cfg,
             log: Vec::new(),
             slots_taken: 0,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the origin");
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("binding the origin");
         let addr = listener.local_addr().expect("the origin's address");
         listener
             .set_nonblocking(true)
@@ -188,12 +198,12 @@ impl Origin {
         }
     }
 
-    /// `http://127.0.0.1:port`.
+    /// `http://127.0.0.1:port` (its address).
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// `http://127.0.0.1:port/{path}`.
+    /// `http://127.0.0.1:port/{path}` (its address).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
     }

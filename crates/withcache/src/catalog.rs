@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::db::{EntryRow, MissRow};
 use crate::error::Error;
 use crate::fetch;
+use crate::origin::Refused;
 use crate::store::{Download, Phase, Store};
 
 /// Largest catalog file accepted by an import from a URL.
@@ -209,8 +210,19 @@ impl Catalog {
         Ok(entries)
     }
 
+    /// Refuse an origin withcache will not connect to (see `origin`),
+    /// as an error on `field`: the entry is not stored and nothing is
+    /// fetched.
+    fn check_origin(&self, field: &'static str, src: &str) -> Result<(), Error> {
+        self.store
+            .origins
+            .check_new(src)
+            .map_err(|r| Error::invalid(field, format!("{field}: {r}")))
+    }
+
     /// Add a new entry; a taken name is a conflict.
     pub fn add(&self, row: &EntryRow, who: Who<'_>) -> Result<(), Error> {
+        self.check_origin("src", &row.entry.src)?;
         if !self.store.db().insert_entry(row)? {
             return Err(Error::Conflict(format!(
                 "a catalog entry named {:?} exists; PUT /catalog/entries/{} to change it",
@@ -224,6 +236,7 @@ impl Catalog {
 
     /// Create or replace the entry `row` names; `true` = created.
     pub fn put(&self, row: &EntryRow, who: Who<'_>) -> Result<bool, Error> {
+        self.check_origin("src", &row.entry.src)?;
         let name = &row.entry.name;
         let db = self.store.db();
         let created = match db.entry(name)? {
@@ -336,7 +349,8 @@ impl Catalog {
         if e.format.is_none() {
             e.format = format_of(&e.src);
         }
-        if let Err(err) = validate(&e) {
+        let checked = validate(&e).and_then(|()| self.check_origin("src", &e.src));
+        if let Err(err) = checked {
             let rejected = serde_json::json!({"name": e.name, "reason": err.to_string()});
             report.rejected.push(rejected);
             return Ok(());
@@ -363,6 +377,7 @@ impl Catalog {
     /// Fetch a catalog file from an http(s) URL, at most 4 MiB.
     pub async fn fetch_file(&self, url: &str) -> Result<String, Error> {
         text::validate_http_url("url", url).map_err(|e| invalid("url", e))?;
+        self.check_origin("url", url)?;
         let mut resp = self
             .store
             .client
@@ -370,7 +385,10 @@ impl Catalog {
             .timeout(std::time::Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| Error::Origin(format!("fetching the catalog from {url}: {e}")))?;
+            .map_err(|e| match Refused::find(&e) {
+                Some(r) => Error::invalid("url", format!("url: {r}")),
+                None => Error::Origin(format!("fetching the catalog from {url}: {e}")),
+            })?;
         if !resp.status().is_success() {
             return Err(Error::Origin(format!(
                 "fetching the catalog from {url}: the server answered {}",

@@ -10,8 +10,8 @@
 //! operator, never fetched on a client's say-so.
 //!
 //! Module map, each depending only on the ones before it:
-//! [`error`], [`db`] (SQLite), [`store`] (blobs, quota, the single-flight
-//! map), `fetch` (the downloader), `catalog` (the catalog's rules, no
+//! [`error`], [`db`] (SQLite), `origin` (which origin addresses may be
+//! connected to), [`store`] (blobs, quota, the single-flight map), `fetch` (the downloader), `catalog` (the catalog's rules, no
 //! HTTP), `app` (the shared state); the HTTP surfaces `blob` (serving,
 //! ranges), `fastpath` (sendfile for cached blobs), `api` (JSON) and `ui`
 //! (HTML), on the kit in `bty-http`.
@@ -35,6 +35,7 @@ pub mod error;
 mod fastpath;
 mod fetch;
 mod options;
+mod origin;
 pub mod store;
 mod ui;
 
@@ -56,8 +57,14 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
         db::Db::open(&opts.data_dir.join("withcache.db")).context("opening the database")?,
     );
     let store = Arc::new(
-        store::Store::open(&opts.data_dir, db, opts.max_bytes, opts.fetch.clone())
-            .context("opening the blob store")?,
+        store::Store::open(
+            &opts.data_dir,
+            db,
+            opts.max_bytes,
+            opts.fetch.clone(),
+            opts.allow_private_origins,
+        )
+        .context("opening the blob store")?,
     );
     let creds = bty_auth::Credentials::new(
         opts.admin_user.clone(),
@@ -66,6 +73,7 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
     )
     .context("setting up the admin account")?;
     warn_if_weak(&creds);
+    warn_if_private_origins(&opts);
     if let Some(t) = &opts.api_token {
         t.check().context("WITHCACHE_API_TOKEN")?;
         tracing::info!(
@@ -93,6 +101,17 @@ fn warn_if_weak(creds: &bty_auth::Credentials) {
         );
     } else if creds.uses_default_password() {
         tracing::warn!("the admin password is the default one; change it");
+    }
+}
+
+/// Private origins are the operator's choice too, never a silent one.
+fn warn_if_private_origins(opts: &Options) {
+    if opts.allow_private_origins {
+        tracing::warn!(
+            "allow-private-origins is on: origins on loopback and link-local addresses (this \
+             host, the cloud metadata service) are allowed, so anyone who can add a catalog \
+             entry can read them through the cache"
+        );
     }
 }
 

@@ -1,4 +1,5 @@
-//! `withcache --listen 0.0.0.0:3000 --data-dir /data [--max-bytes SIZE]`
+//! `withcache --listen 0.0.0.0:3000 --data-dir /data [--max-bytes SIZE]
+//! [--allow-private-origins]`
 
 // A server or the agent must not panic on what it is sent (a request, a
 // packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
@@ -22,6 +23,7 @@ use clap::Parser;
 /// bty-lab), WITHCACHE_ADMIN_PASSWORD_HASH (argon2id PHC) or
 /// WITHCACHE_ADMIN_PASSWORD; neither = open. WITHCACHE_SESSION_SECRET signs
 /// UI sessions (default: <data-dir>/session-secret).
+/// WITHCACHE_ALLOW_PRIVATE_ORIGINS=1 is --allow-private-origins.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -37,6 +39,13 @@ struct Cli {
     /// Downloads to run at once.
     #[arg(long, default_value_t = 4)]
     max_downloads: usize,
+    /// Also fetch from origins on loopback, link-local (incl. the cloud
+    /// metadata address 169.254.169.254), unspecified, multicast and
+    /// broadcast addresses, as a catalog URL or a redirect names them.
+    /// Without it they are refused; private networks (10/8, 172.16/12,
+    /// 192.168/16, 100.64/10, fc00::/7) and public origins work either way.
+    #[arg(long)]
+    allow_private_origins: bool,
 }
 
 #[tokio::main]
@@ -57,6 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut opts = withcache::Options::from_env(cli.data_dir);
     opts.max_bytes = cli.max_bytes;
     opts.fetch.max_downloads = cli.max_downloads;
+    opts.allow_private_origins |= cli.allow_private_origins;
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listening on {}", cli.listen))?;

@@ -35,6 +35,14 @@ pub struct Options {
     /// Connection and request limits (bty-http's defaults; open
     /// connections are dropped at once at shutdown).
     pub http: bty_http::serve::Limits,
+    /// Fetch from origins on loopback, link-local (incl. the cloud
+    /// metadata address), unspecified, multicast or broadcast addresses
+    /// (`WITHCACHE_ALLOW_PRIVATE_ORIGINS=1`, `--allow-private-origins`).
+    /// Off by default: a catalog URL or a redirect must not turn the cache
+    /// into a reader of this host's own services. RFC 1918, CGNAT, ULA and
+    /// public origins are allowed either way (a lab's mirror on 10.x needs
+    /// no flag).
+    pub allow_private_origins: bool,
 }
 
 impl Options {
@@ -56,8 +64,17 @@ impl Options {
                 shutdown_grace: std::time::Duration::ZERO,
                 ..bty_http::serve::Limits::default()
             },
+            allow_private_origins: var("WITHCACHE_ALLOW_PRIVATE_ORIGINS")
+                .is_some_and(|v| is_yes(&v)),
         }
     }
+}
+
+/// `1`, `true`, `yes` or `on` (any case); anything else is no.
+fn is_yes(v: &str) -> bool {
+    ["1", "true", "yes", "on"]
+        .iter()
+        .any(|y| v.trim().eq_ignore_ascii_case(y))
 }
 
 /// Parse a size with an optional 1024-based suffix: `500M`, `1.5T`, `42`.
@@ -82,7 +99,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{is_yes, parse_size};
+
+    #[test]
+    fn yes_values() {
+        for y in ["1", "true", "YES", " on "] {
+            assert!(is_yes(y), "{y}");
+        }
+        for n in ["0", "false", "no", "off", "", "2"] {
+            assert!(!is_yes(n), "{n}");
+        }
+    }
 
     #[test]
     fn sizes() {

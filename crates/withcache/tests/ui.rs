@@ -381,6 +381,8 @@ async fn ui_pages_misses_import_events_and_settings() {
         "{page}"
     );
     assert!(page.contains("No admin password is set"), "{page}");
+    // The kit's withcache allows loopback origins, and the page says so.
+    assert!(page.contains(r#"id="private-origins">allowed"#), "{page}");
     // The shared assets.
     let r = wc.get("/ui/static/app.css").fetch().await;
     assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");

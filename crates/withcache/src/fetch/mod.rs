@@ -16,6 +16,7 @@ use http::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 
+use crate::origin::Refused;
 use crate::store::{Download, Phase, Store};
 
 mod body;
@@ -185,6 +186,12 @@ async fn fetch(
         .await
         .map_err(|_| "shutting down".to_string())?;
     announce_start(store, dl);
+    // An entry stored before the rule, or while private origins were
+    // allowed, fails here for good; names are checked as they resolve.
+    store
+        .origins
+        .check_src(&dl.src)
+        .map_err(|r| r.to_string())?;
     let mut gen: Option<Generation> = None;
     let mut last_error = String::from("no attempt made");
     for attempt in 0..cfg.max_attempts {
@@ -222,7 +229,7 @@ async fn try_once(
     temp: &mut Option<PathBuf>,
     read_timeout: Duration,
 ) -> Result<Tried, String> {
-    let resp = match request(store, dl, gen.as_ref(), read_timeout).await {
+    let resp = match request(store, dl, gen.as_ref(), read_timeout).await? {
         Ok(resp) => resp,
         Err(why) => return Ok(Tried::Retry(why)),
     };
@@ -255,13 +262,15 @@ fn announce_start(store: &Store, dl: &Download) {
 }
 
 /// Ask the origin for the bytes, from where the generation stopped when
-/// there is one to resume.
+/// there is one to resume: the answer, or (inner `Err`) why to try again.
+/// A refused origin (its name resolved to, or a redirect led to, an
+/// address withcache does not connect to) fails for good (outer `Err`).
 async fn request(
     store: &Store,
     dl: &Download,
     gen: Option<&Generation>,
     read_timeout: Duration,
-) -> Result<reqwest::Response, String> {
+) -> Result<Result<reqwest::Response, String>, String> {
     let mut req = store.client.get(&dl.src);
     if let Some(g) = gen.filter(|g| g.got > 0) {
         req = req.header(RANGE, format!("bytes={}-", g.got));
@@ -270,9 +279,14 @@ async fn request(
         }
     }
     match tokio::time::timeout(read_timeout, req.send()).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(format!("requesting {}: {e}", dl.src)),
-        Err(_) => Err(format!("origin did not answer within {read_timeout:?}")),
+        Ok(Ok(r)) => Ok(Ok(r)),
+        Ok(Err(e)) => match Refused::find(&e) {
+            Some(r) => Err(format!("requesting {}: {r}", dl.src)),
+            None => Ok(Err(format!("requesting {}: {e}", dl.src))),
+        },
+        Err(_) => Ok(Err(format!(
+            "origin did not answer within {read_timeout:?}"
+        ))),
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::db::{now_unix, Db};
 use crate::error::Error;
+use crate::origin::{GuardedResolver, Policy};
 
 mod download;
 
@@ -131,8 +132,10 @@ pub struct Store {
     pub metrics: Metrics,
     /// Bounds concurrent downloads.
     pub(crate) slots: Semaphore,
-    /// Origin client.
+    /// Origin client: its resolver and redirect policy apply `origins`.
     pub(crate) client: reqwest::Client,
+    /// Which origin addresses may be connected to.
+    pub(crate) origins: Policy,
     /// Tunables.
     pub(crate) fetch: FetchConfig,
     tmp_seq: AtomicU64,
@@ -186,21 +189,29 @@ fn load_index(db: &Db, blobs: &Path) -> Result<Index, Error> {
     Ok(index)
 }
 
-/// The client downloads go through.
-fn origin_client(fetch: &FetchConfig) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+/// The client downloads go through. Unless private origins are allowed,
+/// its resolver drops refused addresses and every redirect hop's IP
+/// literal is checked (see `origin`).
+fn origin_client(fetch: &FetchConfig, origins: Policy) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(fetch.connect_timeout)
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             // Redirects may not leave http/https (no file://, no ftp://).
             if !matches!(attempt.url().scheme(), "http" | "https") {
                 attempt.error("origin redirected to a non-http(s) URL")
             } else if attempt.previous().len() >= 10 {
                 attempt.error("origin redirected more than 10 times")
+            } else if let Err(refused) = origins.check_url(attempt.url()) {
+                attempt.error(refused)
             } else {
                 attempt.follow()
             }
         }))
-        .user_agent(concat!("withcache/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("withcache/", env!("CARGO_PKG_VERSION")));
+    if !origins.allow_private {
+        builder = builder.dns_resolver(std::sync::Arc::new(GuardedResolver));
+    }
+    builder
         .build()
         .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))
 }
@@ -249,11 +260,13 @@ fn index_blob(index: &mut Index, digest: &str, size: u64, misses: u64) {
 impl Store {
     /// Open the store under `data_dir`: sweep temp files a crash left
     /// behind, load the index and drop rows whose file is gone.
+    /// `allow_private_origins` is [`crate::Options::allow_private_origins`].
     pub fn open(
         data_dir: &Path,
         db: Arc<Db>,
         max_bytes: Option<u64>,
         fetch: FetchConfig,
+        allow_private_origins: bool,
     ) -> Result<Store, Error> {
         let blobs = data_dir.join("blobs").join("sha256");
         let tmp = data_dir.join("tmp");
@@ -261,7 +274,10 @@ impl Store {
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         sweep(&tmp)?;
         let index = load_index(&db, &blobs)?;
-        let client = origin_client(&fetch)?;
+        let origins = Policy {
+            allow_private: allow_private_origins,
+        };
+        let client = origin_client(&fetch, origins)?;
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
             db,
@@ -271,6 +287,7 @@ impl Store {
             metrics: Metrics::default(),
             slots: Semaphore::new(fetch.max_downloads.max(1)),
             client,
+            origins,
             fetch,
             tmp_seq: AtomicU64::new(0),
         })

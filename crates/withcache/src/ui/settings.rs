@@ -30,6 +30,7 @@ struct SettingsView {
     read_timeout: String,
     connect_timeout: String,
     sendfile: bool,
+    private_origins: bool,
     admin: String,
     auth: &'static str,
 }
@@ -86,6 +87,7 @@ pub(super) async fn show(State(app): State<Arc<App>>) -> Response {
         read_timeout: secs(f.read_timeout),
         connect_timeout: secs(f.connect_timeout),
         sendfile: app.opts.sendfile,
+        private_origins: app.opts.allow_private_origins,
         admin: creds.user().to_string(),
         auth,
     };

@@ -4,6 +4,7 @@
 
 mod hostile_lan;
 mod issue_11;
+mod private_origins;
 mod token;
 
 use std::time::Duration;
