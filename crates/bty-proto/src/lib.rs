@@ -9,6 +9,8 @@
 //! - [`plan`]: the JSON plan the agent fetches and the reports it posts.
 //! - [`inventory`]: what the agent reports about the hardware it runs on.
 //! - [`catalog`]: image catalog entries and the withcache blob key.
+//! - [`stick`]: the USB stick's manifest and layout, between `bty-lab usb
+//!   build` and the agent's wizard.
 //! - [`text`]: the strict character sets for strings that reach an iPXE
 //!   script or a kernel command line.
 //!
@@ -29,6 +31,7 @@ pub mod inventory;
 mod mac;
 mod mode;
 pub mod plan;
+pub mod stick;
 pub mod text;
 
 pub use catalog::{CatalogEntry, ImageFormat};
