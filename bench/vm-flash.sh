@@ -4,7 +4,7 @@
 #
 # Runs the e2e test readme_serve_bios_one_bootfile_flashes_and_boots with
 # BTY_E2E_IMAGE_MIB set: the README's path, whole and real (the bty-lab the
-# README builds, `bty-lab serve --tftp-port 69` with no --netboot, so it
+# README builds, `bty-lab serve --bind ... --tftp-port 69` with no --netboot, so it
 # brings its own netboot media; `bty-lab image add`; SeaBIOS, qemu's iPXE
 # ROM, DHCP handing out undionly.kpxe alone, bty-tftp's chain script,
 # withcache, the agent writing a virtio disk, reboot, sanboot) and
