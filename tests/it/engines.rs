@@ -1482,7 +1482,8 @@ fn podman_engine_is_remembered_by_every_later_command() {
     };
     let (pw, pc, pt) = (free_port(), free_port(), free_port());
     let (pw_s, pc_s, pt_s) = (pw.to_string(), pc.to_string(), pt.to_string());
-    let o = lab(
+    // The operator's own password on a fresh DEST (--password-stdin).
+    let o = run_with(
         &bin,
         &[
             "deploy",
@@ -1500,9 +1501,20 @@ fn podman_engine_is_remembered_by_every_later_command() {
             "--tftp-port",
             &pt_s,
             "-y",
+            "--password-stdin",
         ],
+        Some("chosen at deploy\n"),
     );
+    eprintln!("{}", stderr(&o));
     ok(&o);
+    assert_eq!(crate::util::printed_password(&stderr(&o)), None);
+    for (port, path) in [(pw, "/api/machines"), (pc, "/blobs")] {
+        assert_eq!(
+            get(port, path, Some(("bty-lab", "chosen at deploy"))),
+            200,
+            "{path}"
+        );
+    }
     assert!(
         images_line(&o).starts_with("images: built locally from"),
         "{}",

@@ -630,3 +630,18 @@ fn quadlet_generator_accepts_the_units_when_present() {
         assert!(out.contains("ExecStart="), "{out}");
     }
 }
+
+/// `deploy --password-stdin` reads and checks the password before it does
+/// anything: a weak one leaves no DEST behind.
+#[test]
+fn deploy_refuses_a_weak_chosen_password_before_writing() {
+    let t = TestDir::new();
+    let dest = t.path().join("lab");
+    let o = crate::util::run_with(
+        &crate::util::bin(),
+        &["deploy", dest.to_str().unwrap(), "--password-stdin", "-y"],
+        Some("short\n"),
+    );
+    fails_with(&o, "shorter than 8");
+    assert!(!dest.exists(), "deploy wrote {}", dest.display());
+}
