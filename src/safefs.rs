@@ -4,13 +4,19 @@
 //! that descriptor (`/proc/self/fd/N/name`), so a link planted in it, or a
 //! subdirectory swapped for one meanwhile, is refused rather than followed.
 //! Temp files get a fresh random name and `O_EXCL`.
+//!
+//! DEST itself is opened once per run ([`anchor`]): every later directory
+//! under it is reached by walking down from that descriptor, one
+//! `O_NOFOLLOW` component at a time, so a directory *above* DEST that its
+//! owner swaps for a link midway changes nothing either.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context as _, Result};
 
@@ -47,9 +53,51 @@ fn open_error(e: std::io::Error, real: &Path, shown: &Path) -> anyhow::Error {
     anyhow::Error::new(e).context(format!("opening {}", shown.display()))
 }
 
+/// Directories opened once for this run (DEST), by their absolute path.
+static ANCHORS: Mutex<Vec<Dir>> = Mutex::new(Vec::new());
+
+/// Open `dir` (absolute; a link there is refused) for the rest of this
+/// run: a later [`Dir::open`] or [`make_dir`] of a path inside it starts
+/// from this descriptor instead of resolving the path again.
+pub fn anchor(dir: &Path) -> Result<()> {
+    let d = Dir::open(dir)?;
+    let mut anchors = ANCHORS.lock().unwrap_or_else(|e| e.into_inner());
+    anchors.retain(|a| a.path != d.path);
+    anchors.push(d);
+    Ok(())
+}
+
+/// The anchored directory `p` is in, and the path below it; None when `p`
+/// is in none or has a component other than a plain name below it.
+fn anchored(p: &Path) -> Result<Option<(Dir, Vec<OsString>)>> {
+    let anchors = ANCHORS.lock().unwrap_or_else(|e| e.into_inner());
+    // The deepest anchor wins (a data dir anchored inside DEST).
+    let best = anchors
+        .iter()
+        .filter_map(|a| Some((a, p.strip_prefix(&a.path).ok()?)))
+        .max_by_key(|(a, _)| a.path.as_os_str().len());
+    let Some((a, rest)) = best else {
+        return Ok(None);
+    };
+    let mut names = Vec::new();
+    for c in rest.components() {
+        match c {
+            Component::Normal(n) => names.push(n.to_os_string()),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some((a.dup()?, names)))
+}
+
 /// Create directory `p` (and its parents) unless it exists, refusing a
 /// link at `p`, and open it.
 pub fn make_dir(p: &Path) -> Result<Dir> {
+    if let Some((mut d, names)) = anchored(p)? {
+        for n in names {
+            d = d.make_sub(&n)?;
+        }
+        return Ok(d);
+    }
     refuse_link(p)?;
     fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     Dir::open(p)
@@ -62,12 +110,31 @@ pub struct Dir {
 }
 
 impl Dir {
-    /// Open directory `path`; a link there is a refusal.
+    /// Open directory `path`; a link there is a refusal. Inside an
+    /// [`anchor`]ed directory, walked down from its descriptor.
     pub fn open(path: &Path) -> Result<Dir> {
+        if let Some((mut d, names)) = anchored(path)? {
+            for n in names {
+                d = d.open_sub(&n)?;
+            }
+            return Ok(d);
+        }
         let fd = open_nofollow(path, libc::O_DIRECTORY).map_err(|e| open_error(e, path, path))?;
         Ok(Dir {
             fd,
             path: path.to_path_buf(),
+        })
+    }
+
+    /// The same directory on a new descriptor.
+    fn dup(&self) -> Result<Dir> {
+        let fd = self
+            .fd
+            .try_clone()
+            .with_context(|| format!("duplicating the descriptor of {}", self.path.display()))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
         })
     }
 
@@ -210,4 +277,54 @@ fn open_nofollow(p: &Path, flags: libc::c_int) -> std::io::Result<File> {
 fn not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The owner of the directory above DEST swaps it for a link to
+    /// somewhere root owns, after DEST was opened: the run goes on in the
+    /// DEST it opened, and nothing lands at the link's target.
+    #[test]
+    fn a_swapped_parent_of_an_anchored_dest_changes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("home");
+        let dest = parent.join("lab");
+        std::fs::create_dir_all(&dest).unwrap();
+        anchor(&dest).unwrap();
+        // The swap: home -> elsewhere, where a "lab" also exists.
+        let elsewhere = t.path().join("etc");
+        std::fs::create_dir_all(elsewhere.join("lab")).unwrap();
+        std::fs::rename(&parent, t.path().join("home.moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &parent).unwrap();
+
+        let d = make_dir(&dest.join("data/bty")).unwrap();
+        d.write_new("f".as_ref(), b"x", 0o600).unwrap();
+        Dir::open(&dest)
+            .unwrap()
+            .write_new("envvars".as_ref(), b"secret", 0o600)
+            .unwrap();
+        let moved = t.path().join("home.moved/lab");
+        assert_eq!(std::fs::read(moved.join("data/bty/f")).unwrap(), b"x");
+        assert_eq!(std::fs::read(moved.join("envvars")).unwrap(), b"secret");
+        let leaked: Vec<_> = std::fs::read_dir(elsewhere.join("lab")).unwrap().collect();
+        assert!(leaked.is_empty(), "written through the link: {leaked:?}");
+        // The control: resolved again, the same path now leads through the
+        // link (what every step did before DEST was opened once).
+        std::fs::write(dest.join("probe"), b"p").unwrap();
+        assert!(elsewhere.join("lab/probe").exists());
+    }
+
+    /// A link planted inside an anchored DEST is still refused.
+    #[test]
+    fn a_link_inside_an_anchored_dest_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("lab2");
+        std::fs::create_dir_all(&dest).unwrap();
+        anchor(&dest).unwrap();
+        std::os::unix::fs::symlink(t.path(), dest.join("data")).unwrap();
+        let e = make_dir(&dest.join("data/bty")).err().unwrap();
+        assert_eq!(exit::code_of(&e), exit::Code::Refused, "{e:#}");
+    }
 }

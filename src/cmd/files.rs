@@ -46,6 +46,8 @@ pub fn write_deploy_files(m: &Manifest, chosen: Option<&str>) -> Result<Option<S
             m.dest.display()
         )
     })?;
+    // From here on DEST is this directory, whatever happens above it.
+    crate::safefs::anchor(&m.dest)?;
     report(deploydir::write_files(&m.dest, &files)?, note.as_deref());
     if token_added {
         ui::detail(format!(
@@ -156,5 +158,9 @@ pub fn service_env(m: &Manifest) -> Result<Env> {
 /// DEST's manifest, for a command that needs an existing deploy.
 pub fn manifest(dest: &Path, cmd: &str) -> Result<Manifest> {
     let dest = deploydir::absolute(dest)?;
+    // DEST is opened once for the whole command (see safefs::anchor).
+    if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+        crate::safefs::anchor(&dest)?;
+    }
     Manifest::require(&dest, cmd).with_context(|| format!("bty-lab {cmd}"))
 }
