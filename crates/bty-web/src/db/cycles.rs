@@ -118,12 +118,16 @@ pub struct Cycle {
     /// `booted`): the only one its plan and reports are taken from.
     #[serde(skip)]
     pub booted_ip: Option<String>,
+    /// The client address the cycle was offered to (None: a cycle from
+    /// before schema 5): only it can move the cycle to `booted`.
+    #[serde(skip)]
+    pub offered_ip: Option<String>,
 }
 
 const COLUMNS: &str = "id, mac, arm_gen, attempt, token, state, boot_mode, image_name, image_url, \
     image_sha256, image_size, image_format, target_serial, local_served, offered_at, booted_at, \
     flashing_at, finished_at, bytes_done, bytes_total, phase, rate, progress_at, ok, reason, \
-    disk_sha256, duration_s, booted_ip";
+    disk_sha256, duration_s, booted_ip, offered_ip";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
     let state: String = r.get(5)?;
@@ -162,6 +166,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
         disk_sha256: r.get(25)?,
         duration_s: r.get(26)?,
         booted_ip: r.get(27)?,
+        offered_ip: r.get(28)?,
     })
 }
 
@@ -221,6 +226,8 @@ pub struct NewCycle<'a> {
     pub image_format: &'a str,
     /// Target serial.
     pub target_serial: &'a str,
+    /// The address the cycle is offered to (the PXE contact's).
+    pub offered_ip: &'a str,
 }
 
 /// Insert a cycle with a fresh 128-bit token; returns it as stored.
@@ -229,8 +236,9 @@ pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Resul
     let flashing_at = (c.state == CycleState::Flashing).then_some(now);
     conn.prepare_cached(&format!(
         "INSERT INTO cycles (mac, arm_gen, attempt, token, state, boot_mode, image_name, \
-         image_url, image_sha256, image_size, image_format, target_serial, offered_at, flashing_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING {COLUMNS}"
+         image_url, image_sha256, image_size, image_format, target_serial, offered_at, flashing_at, offered_ip) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         RETURNING {COLUMNS}"
     ))?
     .query_row(
         params![
@@ -247,7 +255,8 @@ pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Resul
             c.image_format,
             c.target_serial,
             now,
-            flashing_at
+            flashing_at,
+            c.offered_ip
         ],
         from_row,
     )

@@ -88,6 +88,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: the address that booted a cycle (its plan and reports are taken
     // from that address only).
     "ALTER TABLE cycles ADD COLUMN booted_ip TEXT;",
+    // 5: the address a cycle was offered to (only it can boot the cycle).
+    "ALTER TABLE cycles ADD COLUMN offered_ip TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -99,6 +99,34 @@ async fn attack_plan_and_reports_from_another_address_are_refused() {
     s.stop().await;
 }
 
+/// Another host polls `/boot/...?mac=` for the machine, hoping to fetch
+/// the netboot kernel between the machine's PXE contact and its own kernel
+/// fetch: the cycle is the machine's address's, so the polls boot
+/// nothing, and the plan stays out of the attacker's reach.
+#[tokio::test]
+async fn attack_racing_the_kernel_fetch_from_another_address_boots_nothing() {
+    let s = Web::start("").await;
+    s.flash(MAC, BootMode::FlashOnce).await;
+    assert!(is_flash(&s.pxe(MAC).await)); // offered to 127.0.0.1
+    let a = attacker(&s);
+    let kernel = format!("/boot/bty-netboot-x86_64.vmlinuz?mac={MAC}");
+    for _ in 0..3 {
+        let st = a.get(&kernel).fetch().await.status();
+        assert!(st == 200 || st == 404, "{st}");
+        assert_eq!(s.machine(MAC).await["cycle"]["state"], "offered");
+    }
+    let (st, v) = a.get_json(&format!("/pxe/{MAC}/plan")).await;
+    assert_eq!(st, 409, "not booted, so no plan for anyone: {v}");
+    assert!(v.get("token").is_none(), "{v}");
+    // The machine's own fetch boots it, and its plan comes.
+    s.boot_kernel(MAC).await;
+    assert_eq!(s.machine(MAC).await["cycle"]["state"], "booted");
+    let (st, v) = a.get_json(&format!("/pxe/{MAC}/plan")).await;
+    assert_eq!(st, 403, "{v}");
+    token(&s.plan(MAC).await);
+    s.stop().await;
+}
+
 /// What a browser adds to a request a page makes (`<img src>`, `fetch`).
 const BROWSER: [(&str, &str); 2] = [
     ("sec-fetch-mode", "no-cors"),

@@ -119,6 +119,8 @@ pub(super) struct Visit<'t> {
     tx: &'t Connection,
     pub(super) j: Journal,
     mac: Mac,
+    /// The contacting client's address.
+    ip: String,
     contact: Contact,
     pub(super) machine: Machine,
     pub(super) current: Option<Cycle>,
@@ -149,6 +151,7 @@ impl<'t> Visit<'t> {
             tx,
             j,
             mac,
+            ip: ip.to_string(),
             contact,
             machine,
             changed,
@@ -289,6 +292,7 @@ impl<'t> Visit<'t> {
             image_size: img.entry.size,
             image_format: img.resolved_format.as_str(),
             target_serial: m.target_disk_serial.as_deref().unwrap_or_default(),
+            offered_ip: &self.ip,
         };
         let c = cycles::insert(self.tx, &new, &self.j.now)?;
         self.log_open(&c)?;

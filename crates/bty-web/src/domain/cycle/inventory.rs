@@ -22,7 +22,10 @@ pub const MAX_DEVICES: usize = 256;
 pub const MAX_STORED: usize = 256 * 1024;
 
 /// `GET /boot/{name}?mac=`: the file was found and is being served. Moves
-/// an `offered` cycle to `booted`; an unknown MAC changes nothing.
+/// an `offered` cycle to `booted` when the client is the one the cycle
+/// was offered to (another host polling `/boot/...?mac=` for this MAC
+/// cannot make the cycle, its plan and its token its own); an unknown MAC
+/// changes nothing.
 pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> Result<Vec<BusMsg>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut j = Journal::start();
@@ -30,7 +33,10 @@ pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> Result<V
         return Ok(j.bus);
     };
     machines::touch(&tx, mac, ip, &j.now)?;
-    if let Some(mut c) = current_cycle(&tx, &m)?.filter(|c| c.state == CycleState::Offered) {
+    let offered_here = |c: &cycles::Cycle| c.offered_ip.as_deref().is_none_or(|o| o == ip);
+    if let Some(mut c) =
+        current_cycle(&tx, &m)?.filter(|c| c.state == CycleState::Offered && offered_here(c))
+    {
         cycles::mark_booted(&tx, c.id, ip, &j.now)?;
         c.state = CycleState::Booted;
         j.event(
