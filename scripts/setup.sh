@@ -11,6 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 #   nginx-light wrk python3-venv    - benchmark peers and load
 #   busybox-static cpio kmod        - building the netboot initramfs
 #   dosfstools mtools               - the UEFI test image's ESP (no mount)
+#   syslinux syslinux-common systemd-boot-efi fdisk e2fsprogs
+#                                   - `bty-lab usb build` (boot loaders,
+#                                     GPT, the stick's ext4 data partition)
 #   zstd xz-utils bzip2 pigz        - making compressed test images
 #   chromium chromium-driver        - operator UI tests in a real browser
 #   isc-dhcp-server kea-dhcp4-server - check the DHCP snippets bty-web hands out
@@ -22,6 +25,7 @@ PKGS=(
   atftp tftp-hpa tftpd-hpa
   nginx-light wrk python3-venv curl
   busybox-static cpio kmod file iproute2 util-linux dosfstools mtools
+  syslinux syslinux-common systemd-boot-efi fdisk e2fsprogs
   zstd xz-utils bzip2 pigz sqlite3 ca-certificates
   chromium chromium-driver
   isc-dhcp-server kea-dhcp4-server bc python3

@@ -46,6 +46,9 @@ pub enum Command {
     /// Build and check the netboot media (kernel, initramfs, iPXE files).
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Build (and write) the USB stick that flashes machines without PXE.
+    #[command(subcommand)]
+    Usb(UsbCommand),
     /// Run the netboot agent (`bty`) with ARGS; see `bty-lab agent --help`.
     ///
     /// The initramfs carries this binary as /bin/bty; invoked under that
@@ -120,6 +123,42 @@ pub fn netboot_dir(flag: Option<&std::path::Path>) -> Option<PathBuf> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     })
+}
+
+/// `bty-lab usb ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsbCommand {
+    /// Write a stick image (BIOS + UEFI boot, the netboot kernel and
+    /// initramfs, the images and their manifest) to dd onto a USB stick.
+    Build(UsbBuildArgs),
+}
+
+/// `bty-lab usb build`.
+#[derive(Debug, Args)]
+pub struct UsbBuildArgs {
+    /// The stick image to write (replaced only once complete).
+    #[arg(long, default_value = "bty-stick.img")]
+    pub out: PathBuf,
+    /// An image for the stick, as NAME=PATH or NAME=URL (http/https); the
+    /// format comes from the file name (.img, .img.zst, .qcow2...). Repeat
+    /// for more images; the wizard lists them in this order.
+    #[arg(long = "image", value_name = "NAME=PATH|URL")]
+    pub images: Vec<String>,
+    /// A bty-web the stick's wizard may offer and report to (recorded in
+    /// the manifest).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Flash without questions: image=NAME,disk-serial=SERIAL,after=reboot|poweroff.
+    #[arg(long, value_name = "SPEC")]
+    pub auto: Option<String>,
+    /// Build the netboot media the stick boots from the .debs in DIR (no
+    /// apt, no network).
+    #[arg(long, value_name = "DIR", conflicts_with = "netboot")]
+    pub from: Option<PathBuf>,
+    /// Take the netboot kernel and initrd from DIR (a `bty-lab media build
+    /// --out DIR`) instead of this binary's media.
+    #[arg(long, value_name = "DIR")]
+    pub netboot: Option<PathBuf>,
 }
 
 /// `bty-lab init`.

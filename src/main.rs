@@ -28,6 +28,7 @@ mod secrets;
 mod services;
 mod stack;
 mod ui;
+mod usb;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -48,13 +49,14 @@ fn main() -> ExitCode {
     if invoked_as_agent(std::env::args_os().next().as_ref()) {
         return bty_agent::cli::main(std::env::args_os());
     }
-    // The agent and the media commands are synchronous: no runtime.
+    // The agent, the media and the usb commands are synchronous: no runtime.
     match Cli::parse().command {
         Command::Agent { args } => {
             let argv0 = OsString::from("bty-lab agent");
             bty_agent::cli::main(std::iter::once(argv0).chain(args))
         }
         Command::Media(m) => exit(cmd::media::run(m)),
+        Command::Usb(u) => exit(cmd::usb::run(u)),
         command => match tokio::runtime::Runtime::new() {
             Ok(rt) => exit(rt.block_on(run(command))),
             Err(e) => {
@@ -83,7 +85,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Internal(i) => internal::run(i).await,
-        Command::Agent { .. } | Command::Media(_) => unreachable!("dispatched in main"),
+        Command::Agent { .. } | Command::Media(_) | Command::Usb(_) => {
+            unreachable!("dispatched in main")
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod status;
 #[cfg(test)]
 pub mod testkit;
 pub mod upgrade;
+pub mod usb;
 
 use anyhow::Result;
 

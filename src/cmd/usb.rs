@@ -1,0 +1,44 @@
+//! `bty-lab usb build`: the USB stick from the command line (the work is
+//! in crate::usb).
+
+use anyhow::Result;
+
+use crate::cli::{UsbBuildArgs, UsbCommand};
+use crate::usb;
+
+/// Run a usb subcommand.
+pub fn run(cmd: UsbCommand) -> Result<()> {
+    match cmd {
+        UsbCommand::Build(a) => build(a),
+    }
+}
+
+fn build(a: UsbBuildArgs) -> Result<()> {
+    let o = usb::Options {
+        out: a.out,
+        images: a.images,
+        server: a.server,
+        auto: a.auto,
+        from: a.from,
+        netboot: crate::cli::netboot_dir(a.netboot.as_deref()),
+    };
+    let built = usb::build(&o)?;
+    println!("{}", o.out.display());
+    eprintln!(
+        "  ESP {} MiB at {} MiB, data {} MiB at {} MiB",
+        built.layout.esp_size >> 20,
+        built.layout.esp_start >> 20,
+        built.layout.data_size >> 20,
+        built.layout.data_start >> 20
+    );
+    for i in &built.manifest.images {
+        eprintln!(
+            "  {:24} {:8} {:>12} bytes  sha256 {}",
+            i.name,
+            i.format.as_str(),
+            i.stored_size,
+            i.stored_sha256
+        );
+    }
+    Ok(())
+}
