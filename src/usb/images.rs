@@ -267,7 +267,9 @@ fn fetch(name: &str, url: &str, to: &Path) -> Result<(String, u64)> {
             .with_context(|| format!("fetching {url}"))?
             .error_for_status()
             .with_context(|| format!("fetching {url}"))?;
-        let pb = bar(r.content_length(), format!("fetching {name}"));
+        // Read it now: once the body is consumed reqwest reports 0 left.
+        let expected = r.content_length();
+        let pb = bar(expected, format!("fetching {name}"));
         let mut h = Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = r.chunk().await.with_context(|| format!("fetching {url}"))? {
@@ -278,7 +280,7 @@ fn fetch(name: &str, url: &str, to: &Path) -> Result<(String, u64)> {
             pb.inc(chunk.len() as u64);
         }
         pb.finish_and_clear();
-        if let Some(want) = r.content_length().filter(|&l| l != n) {
+        if let Some(want) = expected.filter(|&l| l != n) {
             bail!("fetching {url}: got {n} bytes of {want}");
         }
         Ok((hex::encode(h.finalize()), n))

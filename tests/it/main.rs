@@ -9,4 +9,5 @@ mod links;
 mod media;
 mod render;
 mod serve;
+mod usb;
 mod util;
