@@ -1,4 +1,5 @@
-//! A qemu VM on the test LAN, watched through its serial console.
+//! A qemu VM on the test LAN (or with no network, booting a USB stick),
+//! watched through its serial console.
 //!
 //! Always TCG: on these machines a Linux kernel stalls under KVM right
 //! after "Probing EDD" (see TESTING.md), and SeaBIOS/OVMF/iPXE run fine
@@ -147,6 +148,67 @@ impl Vm {
                 ));
         }
         let stderr_path = dir.join(format!("qemu-{}.stderr", cfg.mac.replace(':', "")));
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("creating {}", stderr_path.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        Ok(Vm {
+            guard: Guard::new("qemu", child),
+            serial,
+            cursor: 0,
+            started: Instant::now(),
+            diag: vec![("qemu stderr".to_string(), stderr_path)],
+        })
+    }
+
+    /// Start a VM with no network (`-nic none`) booting `stick` as a USB
+    /// mass-storage device on an xHCI controller (what a USB stick is to
+    /// the firmware), files under `dir`. `firmware`: [`Firmware::Bios`]
+    /// (SeaBIOS) or [`Firmware::UefiDisk`] (OVMF).
+    pub fn start_stick(
+        dir: &Path,
+        firmware: Firmware,
+        stick: &Path,
+        memory_mb: u32,
+    ) -> anyhow::Result<Vm> {
+        let tag = match firmware {
+            Firmware::Bios => "bios",
+            _ => "uefi",
+        };
+        let serial = dir.join(format!("serial-stick-{tag}.log"));
+        let _ = std::fs::remove_file(&serial);
+        let mut cmd = std::process::Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-nodefaults", "-nographic"])
+            .args(["-display", "none", "-monitor", "none", "-vga", "none"])
+            .args(["-m", &memory_mb.to_string(), "-nic", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()));
+        if firmware != Firmware::Bios {
+            let vars = dir.join(format!("OVMF_VARS-stick-{tag}.fd"));
+            std::fs::copy(OVMF_VARS, &vars)
+                .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        cmd.args(["-device", "qemu-xhci"])
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=stick,format=raw,cache=unsafe,file={}",
+                stick.display()
+            ))
+            .args(["-device", "usb-storage,drive=stick,bootindex=0"]);
+        let stderr_path = dir.join(format!("qemu-stick-{tag}.stderr"));
         let stderr = std::fs::File::create(&stderr_path)
             .with_context(|| format!("creating {}", stderr_path.display()))?;
         let child = cmd
