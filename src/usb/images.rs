@@ -269,6 +269,11 @@ fn fetch(name: &str, url: &str, to: &Path) -> Result<(String, u64)> {
             .with_context(|| format!("fetching {url}"))?;
         // Read it now: once the body is consumed reqwest reports 0 left.
         let expected = r.content_length();
+        let claimed = r
+            .headers()
+            .get("x-withcache-sha256")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let pb = bar(expected, format!("fetching {name}"));
         let mut h = Sha256::new();
         let mut n = 0u64;
@@ -283,7 +288,13 @@ fn fetch(name: &str, url: &str, to: &Path) -> Result<(String, u64)> {
         if let Some(want) = expected.filter(|&l| l != n) {
             bail!("fetching {url}: got {n} bytes of {want}");
         }
-        Ok((hex::encode(h.finalize()), n))
+        let sha = hex::encode(h.finalize());
+        // withcache names the blob's verified sha256: a mismatch is a
+        // transfer gone wrong, not an image to put on a stick.
+        if let Some(want) = claimed.filter(|w| !w.eq_ignore_ascii_case(&sha)) {
+            bail!("fetching {url}: its bytes hash to {sha}, the server said {want}; try again");
+        }
+        Ok((sha, n))
     })
 }
 

@@ -234,7 +234,9 @@ fn usb_build_writes_a_gpt_stick_with_both_loaders_and_the_images() {
     }
 }
 
-/// `--image NAME=URL`: fetched over HTTP (a loopback server here).
+/// `--image NAME=URL`: fetched over HTTP (a loopback server here, talking
+/// like withcache: it names the blob's sha256); a blob whose bytes do not
+/// match what the server claims is refused.
 #[test]
 fn usb_build_fetches_an_image_url() {
     if !tools_present() {
@@ -246,20 +248,25 @@ fn usb_build_fetches_an_image_url() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let served = body.clone();
+    let good = sha256(&body);
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let mut s = s.unwrap();
             let mut req = [0u8; 4096];
             let n = s.read(&mut req).unwrap_or(0);
-            let head = String::from_utf8_lossy(&req[..n]).starts_with("HEAD");
+            let req = String::from_utf8_lossy(&req[..n]);
+            let claim = if req.contains("/bad.img") {
+                "0".repeat(64)
+            } else {
+                good.clone()
+            };
             let _ = write!(
                 s,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Withcache-Sha256: {claim}\r\n\
+                 Connection: close\r\n\r\n",
                 served.len()
             );
-            if !head {
-                let _ = s.write_all(&served);
-            }
+            let _ = s.write_all(&served);
         }
     });
     let out = t.path().join("stick.img");
@@ -295,6 +302,18 @@ fn usb_build_fetches_an_image_url() {
         &["-R", &format!("dump /images/web.img {}", got.display()), d],
     );
     assert_eq!(std::fs::read(&got).unwrap(), body);
+
+    let o = run(&[
+        "usb",
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--netboot",
+        media.to_str().unwrap(),
+        "--image",
+        &format!("bad=http://127.0.0.1:{port}/b/key/bad.img"),
+    ]);
+    fails_with(&o, "the server said 0000");
 }
 
 /// Bad input is refused before anything is written, and a build that
