@@ -14,13 +14,21 @@ pub fn run(cmd: UsbCommand) -> Result<()> {
 }
 
 fn build(a: UsbBuildArgs) -> Result<()> {
+    let netboot = crate::cli::netboot_dir(a.netboot.as_deref());
+    if let (Some(dir), Some(_)) = (&netboot, &a.from) {
+        anyhow::bail!(
+            "--from builds this binary's media, and $BTY_NETBOOT_DIR names the operator's \
+             ({}): choose one (unset BTY_NETBOOT_DIR to build)",
+            dir.display()
+        );
+    }
     let o = usb::Options {
         out: a.out,
         images: a.images,
         server: a.server,
         auto: a.auto,
         from: a.from,
-        netboot: crate::cli::netboot_dir(a.netboot.as_deref()),
+        netboot,
     };
     let built = usb::build(&o)?;
     println!("{}", o.out.display());

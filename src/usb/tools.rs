@@ -49,18 +49,25 @@ pub fn missing() -> Vec<(String, &'static str)> {
 /// Refuse to start when a tool is missing, naming all of them and the
 /// apt-get line that installs them.
 pub fn require() -> Result<()> {
-    let m = missing();
+    match refusal(&missing()) {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
+}
+
+/// What [`require`] says about `m` (none missing: nothing).
+fn refusal(m: &[(String, &str)]) -> Option<String> {
     if m.is_empty() {
-        return Ok(());
+        return None;
     }
     let what: Vec<String> = m.iter().map(|(w, p)| format!("{w} ({p})")).collect();
     let mut pkgs: Vec<&str> = m.iter().map(|(_, p)| *p).collect();
     pkgs.dedup();
-    bail!(
+    Some(format!(
         "building a USB stick needs {}; install with: apt-get install -y {}",
         what.join(", "),
         pkgs.join(" ")
-    )
+    ))
 }
 
 /// `prog` on PATH, else in the sbin dirs (mkfs.fat and sfdisk live there
@@ -119,4 +126,25 @@ pub fn run_with_stdin(prog: &str, args: &[&std::ffi::OsStr], stdin: Option<&str>
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_named_with_its_package() {
+        assert_eq!(refusal(&[]), None);
+        let m = vec![
+            ("mcopy".to_string(), "mtools"),
+            ("mmd".to_string(), "mtools"),
+            (GPTMBR.to_string(), "syslinux-common"),
+        ];
+        assert_eq!(
+            refusal(&m).unwrap(),
+            "building a USB stick needs mcopy (mtools), mmd (mtools), \
+             /usr/lib/syslinux/mbr/gptmbr.bin (syslinux-common); \
+             install with: apt-get install -y mtools syslinux-common"
+        );
+    }
 }
