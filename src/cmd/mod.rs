@@ -82,31 +82,6 @@ pub fn stdin_is_terminal() -> bool {
     std::io::stdin().is_terminal()
 }
 
-/// What to do when this binary's netboot media cannot be had; `pull`:
-/// the command can use pulled images instead (they carry the media).
-pub fn media_ways_out(pull: bool, netboot: bool) -> String {
-    let mut ways = vec![
-        "let this host's apt download Debian's kernel and busybox-static packages (a Debian \
-         or Ubuntu host; `apt-get update` if its indexes are stale)"
-            .to_string(),
-        "pass --from DIR with those .debs (`bty-lab media download --out DIR` fills DIR on a \
-         host with apt)"
-            .to_string(),
-    ];
-    if pull {
-        ways.push(
-            "use --images pull where a registry has the images (they carry the media)".into(),
-        );
-    }
-    if netboot {
-        ways.push(
-            "pass --netboot DIR with media built elsewhere (`bty-lab media build --out DIR`)"
-                .into(),
-        );
-    }
-    format!("Ways out: {}.", ways.join("; or "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,31 +186,18 @@ fn make_dirs(data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The media serve places: the operator's (both files there, else an
-/// error), else this binary's, cached or built now. Either way before
-/// anything listens: a serve that could not flash a machine does not
-/// start.
+/// The media serve places (see [`media::obtain`]), before anything
+/// listens: a serve that could not flash a machine does not start.
 async fn get_media(plan: &Plan) -> Result<(Media, Mode)> {
-    if let Some(dir) = &plan.netboot {
-        let m =
-            Media::from_dir(dir).with_context(|| format!("reading --netboot {}", dir.display()))?;
-        m.require_pair().context("--netboot")?;
-        return Ok((m, Mode::Operator));
-    }
-    let opts = media::Options {
-        from: plan.from.clone(),
-        cache: None,
-    };
-    let m = tokio::task::spawn_blocking(move || media::ensure(&opts))
+    let (netboot, from) = (plan.netboot.clone(), plan.from.clone());
+    tokio::task::spawn_blocking(move || media::obtain(netboot.as_deref(), from))
         .await
         .context("the media build panicked")?
         .map_err(|e| {
             anyhow::anyhow!(
-                "no netboot media, so no machine could be flashed; nothing was started: {e:#}\n{}",
-                super::media_ways_out(false, true)
+                "no netboot media, so no machine could be flashed; nothing was started: {e:#}"
             )
-        })?;
-    Ok((m, Mode::Auto))
+        })
 }
 
 async fn bind_tcp(what: &str, addr: SocketAddr) -> Result<TcpListener> {

@@ -158,6 +158,47 @@ impl Media {
     }
 }
 
+/// What to do when this binary's netboot media cannot be had; `pull`:
+/// the command can use pulled images instead (they carry the media).
+pub fn ways_out(pull: bool, netboot: bool) -> String {
+    let mut ways = vec![
+        "let this host's apt download Debian's kernel and busybox-static packages (a Debian \
+         or Ubuntu host; `apt-get update` if its indexes are stale)"
+            .to_string(),
+        "pass --from DIR with those .debs (`bty-lab media download --out DIR` fills DIR on a \
+         host with apt)"
+            .to_string(),
+    ];
+    if pull {
+        ways.push(
+            "use --images pull where a registry has the images (they carry the media)".into(),
+        );
+    }
+    if netboot {
+        ways.push(
+            "pass --netboot DIR with media built elsewhere (`bty-lab media build --out DIR`)"
+                .into(),
+        );
+    }
+    format!("Ways out: {}.", ways.join("; or "))
+}
+
+/// The media a command boots machines with: the operator's `netboot` dir
+/// (both files there, else an error), else this binary's, cached or built
+/// now (`from`: from those .debs, no apt). Blocking (a build takes a
+/// minute); the error carries the ways out.
+pub fn obtain(netboot: Option<&Path>, from: Option<PathBuf>) -> Result<(Media, Mode)> {
+    if let Some(dir) = netboot {
+        let m =
+            Media::from_dir(dir).with_context(|| format!("reading --netboot {}", dir.display()))?;
+        m.require_pair().context("--netboot")?;
+        return Ok((m, Mode::Operator));
+    }
+    let opts = Options { from, cache: None };
+    let m = ensure(&opts).map_err(|e| anyhow::anyhow!("{e:#}\n{}", ways_out(false, true)))?;
+    Ok((m, Mode::Auto))
+}
+
 /// The media for this binary: cached, else built (progress on stderr).
 /// Never returns a half-built directory.
 pub fn ensure(opts: &Options) -> Result<Media> {

@@ -148,26 +148,11 @@ pub fn build(o: &Options) -> Result<Built> {
     Ok(Built { layout, manifest })
 }
 
-/// The media the stick boots: `--netboot DIR` (both files there, else an
-/// error), else this binary's, cached or built now (`--from DIR`: from
-/// those .debs) — as `serve` gets it.
+/// The media the stick boots, got as `serve` gets it ([`media::obtain`]).
 fn get_media(o: &Options) -> Result<Media> {
-    if let Some(dir) = &o.netboot {
-        let m =
-            Media::from_dir(dir).with_context(|| format!("reading --netboot {}", dir.display()))?;
-        m.require_pair().context("--netboot")?;
-        return Ok(m);
-    }
-    let opts = media::Options {
-        from: o.from.clone(),
-        cache: None,
-    };
-    media::ensure(&opts).map_err(|e| {
-        anyhow!(
-            "no netboot media for the stick: {e:#}\n{}",
-            crate::cmd::media_ways_out(false, true)
-        )
-    })
+    media::obtain(o.netboot.as_deref(), o.from.clone())
+        .map(|(m, _)| m)
+        .map_err(|e| anyhow!("no netboot media for the stick: {e:#}"))
 }
 
 /// Copy `from` into `to` at `offset`, skipping all-zero MiBs (the target

@@ -8,7 +8,7 @@ pub mod start;
 use anyhow::Result;
 
 use crate::cli::{DeployArgs, ImagesFrom};
-use crate::cmd::{boot, checks, files, media_ways_out, Host};
+use crate::cmd::{boot, checks, files, Host};
 use crate::engine::{self, Bollard, ContainerEngine};
 use crate::images::{self, Source};
 use crate::manifest::Manifest;
@@ -112,7 +112,7 @@ async fn media_first(plan: &Plan) -> Result<(Option<Media>, Source)> {
         from: plan.from.clone(),
         cache: None,
     };
-    let hint = media_ways_out(plan.m.images != ImagesFrom::Pull, false);
+    let hint = media::ways_out(plan.m.images != ImagesFrom::Pull, false);
     let mut source = Source::new(opts, hint);
     if plan.m.images == ImagesFrom::Local {
         source.media().await?;

@@ -10,7 +10,7 @@ pub mod units;
 use anyhow::{anyhow, Result};
 
 use crate::cli::{ImagesFrom, UpgradeArgs};
-use crate::cmd::{boot, checks, deploy, files, media_ways_out, Host};
+use crate::cmd::{boot, checks, deploy, files, Host};
 use crate::engine::{self, Bollard, ContainerEngine};
 use crate::images::{self, Source, Wanted};
 use crate::manifest::Manifest;
@@ -91,7 +91,7 @@ async fn get_images(engine: &impl ContainerEngine, plan: &Plan) -> Result<()> {
         from: plan.from.clone(),
         cache: None,
     };
-    let hint = media_ways_out(plan.new.images != ImagesFrom::Pull, false);
+    let hint = media::ways_out(plan.new.images != ImagesFrom::Pull, false);
     let mut source = Source::new(opts, hint);
     let wanted = deploy::wanted(&plan.new);
     images::obtain(engine, &wanted, plan.new.images, &mut source).await
