@@ -11,6 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 #   nginx-light wrk python3-venv    - benchmark peers and load
 #   busybox-static cpio kmod        - building the netboot initramfs
 #   dosfstools mtools               - the UEFI test image's ESP (no mount)
+#   e2fsprogs                       - the wizard tests' stick (mkfs.ext4 -L BTY-DATA)
 #   zstd xz-utils bzip2 pigz        - making compressed test images
 #   chromium chromium-driver        - operator UI tests in a real browser
 #   isc-dhcp-server kea-dhcp4-server - check the DHCP snippets bty-web hands out
@@ -21,7 +22,7 @@ PKGS=(
   ipxe ovmf seabios dnsmasq-base
   atftp tftp-hpa tftpd-hpa
   nginx-light wrk python3-venv curl
-  busybox-static cpio kmod file iproute2 util-linux dosfstools mtools
+  busybox-static cpio kmod file iproute2 util-linux dosfstools mtools e2fsprogs
   zstd xz-utils bzip2 pigz sqlite3 ca-certificates
   chromium chromium-driver
   isc-dhcp-server kea-dhcp4-server bc python3

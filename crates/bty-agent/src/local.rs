@@ -20,6 +20,9 @@ pub struct LocalJob<'a> {
     pub expect_stored_sha256: Option<&'a str>,
     /// sha256 of the decoded image, if known: the read-back must match.
     pub expect_sha256: Option<&'a str>,
+    /// Decoded size, if known: a too-small disk is refused before the
+    /// first write.
+    pub expect_size: Option<u64>,
     /// Status lines.
     pub console: &'a Console,
 }
@@ -45,7 +48,16 @@ pub struct LocalOutcome {
 }
 
 /// Placeholder: refuses, writes nothing.
-pub fn flash(_job: &LocalJob, _progress: &mut dyn FnMut(&Progress)) -> Result<LocalOutcome> {
+pub fn flash(job: &LocalJob, progress: &mut dyn FnMut(&Progress)) -> Result<LocalOutcome> {
+    flash_on(&crate::target::Host::default(), job, progress)
+}
+
+/// Placeholder: refuses, writes nothing.
+pub fn flash_on(
+    _host: &crate::target::Host,
+    _job: &LocalJob,
+    _progress: &mut dyn FnMut(&Progress),
+) -> Result<LocalOutcome> {
     Err(Error::Unsupported(
         "local flash is not in this build yet (branch localflash)".into(),
     ))

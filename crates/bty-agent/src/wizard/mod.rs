@@ -341,9 +341,10 @@ fn flash(ctx: &Ctx, ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<()> {
         device: &disk.path,
         expect_stored_sha256: Some(&img.stored_sha256),
         expect_sha256: img.sha256.as_deref(),
+        expect_size: img.size,
         console: ctx.console,
     };
-    let out = local::flash(&job, &mut |p| ui.progress(p))
+    let out = local::flash_on(&ctx.host, &job, &mut |p| ui.progress(p))
         .with_context(|| format!("flashing {} onto /dev/{}", img.name, disk.name))?;
     ui.say(format!(
         "verified: {} written to /dev/{} in {:.1}s, read-back sha256 {}",
