@@ -39,7 +39,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context as _, Result};
 
 /// The drivers the netboot environment carries, each with its closure:
-/// NICs and disks common in labs, plus what qemu emulates.
+/// NICs and disks common in labs, plus what qemu emulates, plus
+/// [`STICK`].
 pub const WANTED: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -59,6 +60,40 @@ pub const WANTED: &[&str] = &[
     "nvme",
     "sd_mod",
     "af_packet",
+    "xhci_pci",
+    "ehci_pci",
+    "uhci_hcd",
+    "ohci_pci",
+    "usb_storage",
+    "uas",
+    "ext4",
+    "usbhid",
+    "hid_generic",
+];
+
+/// What the wizard mode of /init loads by name, in this order, to read the
+/// USB stick and let a USB keyboard type: the USB host controllers (EHCI
+/// before its UHCI/OHCI companions, as the kernel asks), USB mass storage
+/// (both protocols) with the SCSI disk driver, ext4 for the data partition,
+/// and the HID drivers. All are modules in Debian 12's kernel (its config
+/// has `CONFIG_USB_XHCI_PCI=m`, `CONFIG_USB_STORAGE=m`, `CONFIG_EXT4_FS=m`,
+/// `CONFIG_USB_HID=m`, `CONFIG_HID_GENERIC=m`, ...); one that a kernel
+/// builds in is simply reported as builtin. By name rather than by alias:
+/// nothing runs udev here, so the HID devices that usbhid creates would
+/// find no driver, and the controllers must be up before a USB alias exists.
+/// Taking over the controller ends the firmware's USB keyboard emulation,
+/// so usbhid must come with it.
+pub const STICK: &[&str] = &[
+    "xhci_pci",
+    "ehci_pci",
+    "uhci_hcd",
+    "ohci_pci",
+    "usb_storage",
+    "uas",
+    "sd_mod",
+    "ext4",
+    "usbhid",
+    "hid_generic",
 ];
 
 /// One module, as its `.modinfo` describes it.
@@ -535,6 +570,17 @@ pub mod tests {
             "net_failover"
         );
         assert_eq!(modname("af_packet.ko"), "af_packet");
+    }
+
+    #[test]
+    fn the_stick_modules_are_all_in_the_image() {
+        for m in STICK {
+            assert!(WANTED.contains(m), "{m} is loaded in wizard mode but not in WANTED");
+        }
+        let ehci = STICK.iter().position(|m| *m == "ehci_pci").unwrap();
+        for companion in ["uhci_hcd", "ohci_pci"] {
+            assert!(STICK.iter().position(|m| *m == companion).unwrap() > ehci);
+        }
     }
 
     #[test]
