@@ -26,6 +26,7 @@ pub mod decompress;
 mod error;
 pub mod flash;
 pub mod inventory;
+pub mod local;
 pub mod net;
 pub mod plan;
 pub mod qcow2;
