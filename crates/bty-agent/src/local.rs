@@ -80,6 +80,10 @@ pub struct Progress {
     pub total: Option<u64>,
     /// Since the flash started.
     pub elapsed: Duration,
+    /// The target has been written to (its ends wiped, at least): from here
+    /// on a failure leaves its first and last MiB zeroed. Until then, a
+    /// failure changed nothing.
+    pub writing: bool,
 }
 
 /// A verified flash.
@@ -114,6 +118,15 @@ pub fn flash_on(
             written,
             total,
             elapsed: started.elapsed(),
+            writing: false,
+        })
+    };
+    let tick_writing = |written: u64, total: Option<u64>, progress: &mut dyn FnMut(&Progress)| {
+        progress(&Progress {
+            written,
+            total,
+            elapsed: started.elapsed(),
+            writing: true,
         })
     };
     tick(0, None, progress);
@@ -203,7 +216,7 @@ pub fn flash_on(
         });
         loop {
             let t = total.load(Ordering::Relaxed);
-            tick(
+            tick_writing(
                 counters.bytes.load(Ordering::Relaxed),
                 (t > 0).then_some(t),
                 progress,
@@ -227,7 +240,7 @@ pub fn flash_on(
         }
     }
     let (sha256, bytes) = result?;
-    tick(bytes, Some(bytes), progress);
+    tick_writing(bytes, Some(bytes), progress);
     Ok(LocalOutcome {
         bytes,
         sha256,
@@ -411,7 +424,7 @@ fn open_target(host: &Host, source: &Path, device: &Path, hint: SizeHint) -> Res
     };
     match meta {
         Some(m) if m.file_type().is_block_device() => {
-            let name = block_name(host, m.rdev(), device)?;
+            let name = disk_name(host, device)?.unwrap_or_default();
             let t = target::for_name(host, &name)?;
             target::check_fits(device, t.size, hint.need())?;
             Sink::open_device(&t)
@@ -436,10 +449,16 @@ fn open_target(host: &Host, source: &Path, device: &Path, hint: SizeHint) -> Res
     }
 }
 
-/// The kernel name of the whole disk with device number `rdev`, from
-/// `/sys/dev/block/MAJ:MIN`; a partition is refused (an image is a whole
-/// disk: its partition table would land inside a partition).
-fn block_name(host: &Host, rdev: u64, device: &Path) -> Result<String> {
+/// The kernel name of the whole disk `device` is (any path to its node:
+/// `/dev/sdb`, `/dev/disk/by-id/...`), from `/sys/dev/block/MAJ:MIN`;
+/// `None` when it is not a block device. A partition is refused (an image
+/// is a whole disk: its partition table would land inside a partition).
+pub fn disk_name(host: &Host, device: &Path) -> Result<Option<String>> {
+    let m = std::fs::metadata(device).map_err(Error::io("inspecting", device))?;
+    if !m.file_type().is_block_device() {
+        return Ok(None);
+    }
+    let rdev = m.rdev();
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     let link = host.sys.join(format!("dev/block/{major}:{minor}"));
     let real = std::fs::canonicalize(&link).map_err(Error::io("resolving", &link))?;
@@ -458,7 +477,7 @@ fn block_name(host: &Host, rdev: u64, device: &Path) -> Result<String> {
             device.display()
         )));
     }
-    Ok(name)
+    Ok(Some(name))
 }
 
 /// The stored bytes as they are read, hashed on the way when asked.
