@@ -285,3 +285,118 @@ fn unattended_refuses_an_absent_disk_without_asking() {
     assert!(out.contains("nothing was written"), "{out}");
     assert!(untouched(&disk));
 }
+
+/// The device's first `len` bytes.
+fn head(l: &Loop, len: usize) -> Vec<u8> {
+    let mut v = std::fs::read(&l.0).unwrap();
+    v.truncate(len);
+    v
+}
+
+/// The menu number of each device, as the wizard sorts them (by name).
+fn menu_order(devs: &[&Loop]) -> Vec<String> {
+    let mut names: Vec<String> = devs.iter().map(|l| l.0.clone()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn pick_confirm_and_the_disk_reads_back_as_the_image() {
+    let t = tempfile::tempdir().unwrap();
+    let (Some(a), Some(b)) = (
+        loop_sized(t.path(), "a", 16 << 20),
+        loop_sized(t.path(), "b", 16 << 20),
+    ) else {
+        return;
+    };
+    let mut s = Stick::new(&t.path().join("stick"));
+    s.add("rescue", "img", &image(1, 6));
+    let img = image(3, 7);
+    s.add("debian", "img.zst", &img);
+    let n = menu_order(&[&a, &b])
+        .iter()
+        .position(|d| *d == b.0)
+        .unwrap()
+        + 1;
+    let o = wizard(
+        &s.root,
+        &[(&a, "SER-A"), (&b, "SER-B")],
+        &format!("2\n{n}\nSER-B\n\n"),
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("2) debian  (img.zst, "), "{out}");
+    assert!(
+        out.contains(&format!("verified: 3.0 MiB written to {}", b.0)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("read-back sha256 {}", sha(&img))),
+        "{out}"
+    );
+    assert!(out.contains("100%  3.0 MiB of 3.0 MiB"), "{out}");
+    assert!(out.contains("done; would reboot (--after-exit)"), "{out}");
+    assert!(
+        head(&b, img.len()) == img,
+        "the disk differs from the image"
+    );
+    assert!(untouched(&a), "the other disk was written");
+}
+
+#[test]
+fn an_image_that_no_longer_matches_the_manifest_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(disk) = loop_sized(t.path(), "disk", 16 << 20) else {
+        return;
+    };
+    let mut s = Stick::new(&t.path().join("stick"));
+    s.add("debian", "img", &image(2, 8));
+    // One byte of the stored file rots after the stick was built.
+    let f = s.root.join("images/debian.img");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[(1 << 20) + 7] ^= 1;
+    std::fs::write(&f, &bytes).unwrap();
+    let o = wizard(&s.root, &[(&disk, "SER")], "1\n1\nSER\nq\n");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("stored image sha256 mismatch"), "{out}");
+    assert!(
+        out.contains("nothing was written: the disk is as it was"),
+        "{out}"
+    );
+    assert!(untouched(&disk), "a rotten image must write nothing");
+}
+
+#[test]
+fn unattended_mode_flashes_without_input() {
+    let t = tempfile::tempdir().unwrap();
+    let (Some(a), Some(b)) = (
+        loop_sized(t.path(), "a", 16 << 20),
+        loop_sized(t.path(), "b", 16 << 20),
+    ) else {
+        return;
+    };
+    let mut s = Stick::new(&t.path().join("stick"));
+    let img = image(2, 9);
+    s.add("debian", "img.gz", &img);
+    s.auto = Some(json!({"image": "debian", "disk_serial": "SER-A", "after": "poweroff"}));
+    s.write();
+    // No input at all: stdin is closed at once.
+    let o = wizard(&s.root, &[(&a, "SER-A"), (&b, "SER-B")], "");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("unattended: debian onto the disk with serial SER-A, then power off"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("target: {}", a.0)), "{out}");
+    assert!(
+        out.contains("done; would power off (--after-exit)"),
+        "{out}"
+    );
+    assert!(
+        head(&a, img.len()) == img,
+        "the disk differs from the image"
+    );
+    assert!(untouched(&b));
+}

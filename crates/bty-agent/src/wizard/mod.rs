@@ -253,9 +253,9 @@ fn interactive(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
                 };
                 return finish(ctx, ui, after);
             }
-            Err(e) => {
-                ui.say(format!("FLASH FAILED: {e:#}"));
-                ui.say("the disk does not boot now (its first MiB is zeroed); pick again to retry");
+            Err(f) => {
+                f.say(ui);
+                ui.say("pick again to retry, or q to quit");
             }
         }
     }
@@ -327,9 +327,38 @@ fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Result<Option<Disk>>
     }
 }
 
+/// Why a flash failed, and whether the disk was touched.
+struct Failed {
+    error: anyhow::Error,
+    /// The disk was written to: its first and last MiB are now zeroed.
+    wrote: bool,
+}
+
+impl Failed {
+    fn say(&self, ui: &mut Ui) {
+        ui.say(format!("FLASH FAILED: {:#}", self.error));
+        ui.say(if self.wrote {
+            "the disk does not boot now: its first and last MiB are zeroed"
+        } else {
+            "nothing was written: the disk is as it was"
+        });
+    }
+}
+
 /// Flash `img` onto `disk` with the progress bar; local::flash checks the
 /// stored sha256 before the first write and verifies the read-back.
-fn flash(ctx: &Ctx, ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<()> {
+fn flash(ctx: &Ctx, ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<(), Failed> {
+    let mut wrote = false;
+    flash_inner(ctx, ui, img, disk, &mut wrote).map_err(|error| Failed { error, wrote })
+}
+
+fn flash_inner(
+    ctx: &Ctx,
+    ui: &mut Ui,
+    img: &StickImage,
+    disk: &Disk,
+    wrote: &mut bool,
+) -> Result<()> {
     let source = stick::file_of(&ctx.args.stick, img)?;
     ui.say(format!(
         "flashing {} onto /dev/{}: checking the image's sha256 first",
@@ -344,8 +373,11 @@ fn flash(ctx: &Ctx, ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<()> {
         expect_size: img.size,
         console: ctx.console,
     };
-    let out = local::flash_on(&ctx.host, &job, &mut |p| ui.progress(p))
-        .with_context(|| format!("flashing {} onto /dev/{}", img.name, disk.name))?;
+    let out = local::flash_on(&ctx.host, &job, &mut |p| {
+        *wrote |= p.writing;
+        ui.progress(p)
+    })
+    .with_context(|| format!("flashing {} onto /dev/{}", img.name, disk.name))?;
     ui.say(format!(
         "verified: {} written to /dev/{} in {:.1}s, read-back sha256 {}",
         human(out.bytes),
@@ -396,9 +428,9 @@ fn unattended(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
         }
     }
     ui.say(format!("target: {}", disk_line(disk)));
-    if let Err(e) = flash(ctx, ui, img, disk) {
-        ui.say(format!("FLASH FAILED: {e:#}"));
-        return Ok(ExitCode::from(1));
+    if let Err(f) = flash(ctx, ui, img, disk) {
+        f.say(ui);
+        return Ok(ExitCode::from(if f.wrote { 1 } else { 3 }));
     }
     finish(ctx, ui, auto.after)
 }

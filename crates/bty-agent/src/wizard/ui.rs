@@ -184,8 +184,15 @@ impl Ui {
     }
 }
 
-/// `[#######-------------]  35%  700.0 MiB of 2.0 GiB  95.2 MiB/s  0:14 left`
+/// `[#######-------------]  35%  700.0 MiB of 2.0 GiB  95.2 MiB/s  0:14 left`,
+/// or what happens before the first write.
 pub fn bar(p: &Progress) -> String {
+    if !p.writing {
+        return format!(
+            "checking the image and the disk before writing ({}s)",
+            p.elapsed.as_secs()
+        );
+    }
     let secs = p.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         p.written as f64 / secs
@@ -273,6 +280,7 @@ mod tests {
             written: 512 << 20,
             total: Some(2 << 30),
             elapsed: Duration::from_secs(4),
+            writing: true,
         };
         assert_eq!(
             bar(&p),
@@ -282,7 +290,18 @@ mod tests {
             written: 1 << 20,
             total: None,
             elapsed: Duration::from_secs(1),
+            writing: true,
         };
         assert_eq!(bar(&p), "1.0 MiB written  1.0 MiB/s");
+        let p = Progress {
+            written: 0,
+            total: None,
+            elapsed: Duration::from_secs(3),
+            writing: false,
+        };
+        assert_eq!(
+            bar(&p),
+            "checking the image and the disk before writing (3s)"
+        );
     }
 }
