@@ -180,7 +180,10 @@ mod tests {
         // Wizard mode: its kernel argument, the stick's modules by name,
         // the data partition's label, and the agent's wizard.
         assert!(init.contains("bty.mode=wizard)"), "{init}");
-        assert!(init.contains("modprobe -qa xhci_pci ehci_pci uhci_hcd"), "{init}");
+        assert!(
+            init.contains("modprobe -qa xhci_pci ehci_pci uhci_hcd"),
+            "{init}"
+        );
         assert!(init.contains("findfs LABEL=BTY-DATA"), "{init}");
         assert!(init.contains("/bin/bty wizard --stick /stick"), "{init}");
         assert!(!init.contains("{{"), "{init}");

@@ -16,6 +16,7 @@ mod build;
 mod contents;
 mod modules;
 mod status;
+mod wizard;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

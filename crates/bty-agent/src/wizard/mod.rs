@@ -122,6 +122,16 @@ impl Ctx<'_> {
             self.stick_disk.as_deref(),
         )
     }
+
+    /// The stick's disk when it is one the machine has (under `--disks`,
+    /// one of those), for the "never offered" line.
+    fn stick_among_disks(&self) -> Option<&str> {
+        let s = self.stick_disk.as_deref()?;
+        match &self.test_disks {
+            Some(t) => t.iter().any(|d| d.name == s).then_some(s),
+            None => Some(s),
+        }
+    }
 }
 
 fn run(args: &Args, ui: &mut Ui, console: &Console) -> Result<ExitCode> {
@@ -282,7 +292,7 @@ fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Result<Option<Disk>>
                 human(need.unwrap_or(0))
             ));
         }
-        if let Some(s) = &ctx.stick_disk {
+        if let Some(s) = ctx.stick_among_disks() {
             ui.say(format!("  -) /dev/{s}: the stick itself, never offered"));
         }
         if fit.is_empty() {
