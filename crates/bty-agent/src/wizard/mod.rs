@@ -274,67 +274,78 @@ fn interactive(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
 /// The disk menu for `img`, then the typed confirmation; `None` to go back
 /// to the images.
 fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Result<Option<Disk>> {
-    let need = stick::needed_bytes(img);
     loop {
-        let all = ctx.disks();
-        let (fit, small): (Vec<Disk>, Vec<Disk>) = all
-            .into_iter()
-            .partition(|d| need.is_none_or(|n| d.size >= n));
-        ui.say(format!("\nDisks for {}:", img.name));
-        for (i, d) in fit.iter().enumerate() {
-            ui.say(format!("  {}) {}", i + 1, disk_line(d)));
-        }
-        for d in &small {
-            ui.say(format!(
-                "  -) /dev/{} {}: too small for this image (needs {}), not offered",
-                d.name,
-                human(d.size),
-                human(need.unwrap_or(0))
-            ));
-        }
-        if let Some(s) = ctx.stick_among_disks() {
-            ui.say(format!("  -) /dev/{s}: the stick itself, never offered"));
-        }
+        let fit = show_disks(ctx, ui, img);
         if fit.is_empty() {
             ui.say("no disk on this machine can take this image");
             return Ok(None);
         }
-        let Some(i) = pick(
-            ui,
-            "Disk number (b to go back, q to quit):",
-            fit.len(),
-            true,
-        )?
-        else {
+        let prompt = "Disk number (b to go back, q to quit):";
+        let Some(i) = pick(ui, prompt, fit.len(), true)? else {
             return Ok(None);
         };
         let Some(disk) = fit.get(i) else { continue };
-        ui.say(format!(
-            "\nThis ERASES /dev/{} ({}, {}) and writes {} onto it.",
-            disk.name,
-            human(disk.size),
-            disk.model.as_deref().unwrap_or("no model"),
-            img.name
-        ));
-        let what = if disk.serial.is_some() {
-            "serial"
-        } else {
-            "name (it has no serial)"
-        };
-        let Some(typed) = ui.ask(&format!(
-            "Type the disk's {what} {} to confirm (anything else goes back):",
-            disk.confirm_word()
-        )) else {
-            bail!("the consoles closed: nothing written");
-        };
-        if disks::confirms(disk, &typed) {
+        if confirm(ui, img, disk)? {
             return Ok(Some(disk.clone()));
         }
+    }
+}
+
+/// List the disks for `img`: those that can take it, numbered, and the
+/// ones never offered with why; returns the numbered ones.
+fn show_disks(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Vec<Disk> {
+    let need = stick::needed_bytes(img);
+    let (fit, small): (Vec<Disk>, Vec<Disk>) = ctx
+        .disks()
+        .into_iter()
+        .partition(|d| need.is_none_or(|n| d.size >= n));
+    ui.say(format!("\nDisks for {}:", img.name));
+    for (i, d) in fit.iter().enumerate() {
+        ui.say(format!("  {}) {}", i + 1, disk_line(d)));
+    }
+    for d in &small {
         ui.say(format!(
-            "{typed:?} is not {:?}: nothing written",
-            disk.confirm_word()
+            "  -) /dev/{} {}: too small for this image (needs {}), not offered",
+            d.name,
+            human(d.size),
+            human(need.unwrap_or(0))
         ));
     }
+    if let Some(s) = ctx.stick_among_disks() {
+        ui.say(format!("  -) /dev/{s}: the stick itself, never offered"));
+    }
+    fit
+}
+
+/// Say what is about to happen and have the disk's serial typed; false
+/// (nothing written) on anything else.
+fn confirm(ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<bool> {
+    ui.say(format!(
+        "\nThis ERASES /dev/{} ({}, {}) and writes {} onto it.",
+        disk.name,
+        human(disk.size),
+        disk.model.as_deref().unwrap_or("no model"),
+        img.name
+    ));
+    let what = if disk.serial.is_some() {
+        "serial"
+    } else {
+        "name (it has no serial)"
+    };
+    let Some(typed) = ui.ask(&format!(
+        "Type the disk's {what} {} to confirm (anything else goes back):",
+        disk.confirm_word()
+    )) else {
+        bail!("the consoles closed: nothing written");
+    };
+    if disks::confirms(disk, &typed) {
+        return Ok(true);
+    }
+    ui.say(format!(
+        "{typed:?} is not {:?}: nothing written",
+        disk.confirm_word()
+    ));
+    Ok(false)
 }
 
 /// Why a flash failed, and whether the disk was touched.
