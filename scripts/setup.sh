@@ -11,10 +11,14 @@ export DEBIAN_FRONTEND=noninteractive
 #   nginx-light wrk python3-venv    - benchmark peers and load
 #   busybox-static cpio kmod        - building the netboot initramfs
 #   dosfstools mtools               - the UEFI test image's ESP (no mount)
-#   e2fsprogs                       - the wizard tests' stick (mkfs.ext4 -L BTY-DATA)
 #   zstd xz-utils bzip2 pigz        - making compressed test images
 #   chromium chromium-driver        - operator UI tests in a real browser
 #   isc-dhcp-server kea-dhcp4-server - check the DHCP snippets bty-web hands out
+#   e2fsprogs bsdutils coreutils    - local flash and wizard tests: a mounted
+#                                     ext4 loop device (the wizard's BTY-DATA
+#                                     stick), the prompt on a pty (script),
+#                                     / in a chroot (util-linux: losetup,
+#                                     lsblk, unshare)
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
 PKGS=(
@@ -22,10 +26,11 @@ PKGS=(
   ipxe ovmf seabios dnsmasq-base
   atftp tftp-hpa tftpd-hpa
   nginx-light wrk python3-venv curl
-  busybox-static cpio kmod file iproute2 util-linux dosfstools mtools e2fsprogs
+  busybox-static cpio kmod file iproute2 util-linux dosfstools mtools
   zstd xz-utils bzip2 pigz sqlite3 ca-certificates
   chromium chromium-driver
   isc-dhcp-server kea-dhcp4-server bc python3
+  e2fsprogs bsdutils coreutils
 )
 
 need=0

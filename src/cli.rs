@@ -46,6 +46,11 @@ pub enum Command {
     /// Build and check the netboot media (kernel, initramfs, iPXE files).
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Write an image (file or URL) onto a local disk and verify it.
+    Flash(FlashArgs),
+    /// USB sticks that flash machines without PXE.
+    #[command(subcommand)]
+    Usb(UsbCommand),
     /// Run the netboot agent (`bty`) with ARGS; see `bty-lab agent --help`.
     ///
     /// The initramfs carries this binary as /bin/bty; invoked under that
@@ -425,6 +430,46 @@ pub struct ImageRmArgs {
     pub name: String,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// `bty-lab flash`.
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// The image: a file, or an http(s) URL (downloaded to $TMPDIR first).
+    pub image: String,
+    /// The whole disk to erase (/dev/sdX, /dev/disk/by-id/...), or an
+    /// existing regular file.
+    pub device: PathBuf,
+    /// The image's format (img, img.gz, img.xz, img.zst, img.bz2, qcow2);
+    /// default: from its name.
+    #[arg(long, value_name = "F")]
+    pub format: Option<String>,
+    /// sha256 of the image file as stored (what sha256sum prints), checked
+    /// before the disk is touched.
+    #[arg(long, value_name = "H")]
+    pub sha256: Option<String>,
+    /// Do not ask to type the disk's serial.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `bty-lab usb ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsbCommand {
+    /// Write a stick image onto a USB stick, verified.
+    Write(UsbWriteArgs),
+}
+
+/// `bty-lab usb write`.
+#[derive(Debug, Args)]
+pub struct UsbWriteArgs {
+    /// The stick image (raw).
+    pub file: PathBuf,
+    /// The stick (/dev/sdX, /dev/disk/by-id/usb-...).
+    pub device: PathBuf,
+    /// Do not ask to type the stick's serial.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `bty-lab media ...`.

@@ -55,6 +55,8 @@ fn main() -> ExitCode {
             bty_agent::cli::main(std::iter::once(argv0).chain(args))
         }
         Command::Media(m) => exit(cmd::media::run(m)),
+        Command::Flash(a) => exit(cmd::flash::run(a)),
+        Command::Usb(cli::UsbCommand::Write(a)) => exit(cmd::flash::usb_write(a)),
         command => match tokio::runtime::Runtime::new() {
             Ok(rt) => exit(rt.block_on(run(command))),
             Err(e) => {
@@ -83,7 +85,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Internal(i) => internal::run(i).await,
-        Command::Agent { .. } | Command::Media(_) => unreachable!("dispatched in main"),
+        Command::Agent { .. } | Command::Media(_) | Command::Flash(_) | Command::Usb(_) => {
+            unreachable!("dispatched in main")
+        }
     }
 }
 
