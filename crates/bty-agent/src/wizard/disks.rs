@@ -92,7 +92,9 @@ pub fn list(host: &Host, test_disks: Option<&[TestDisk]>, exclude: Option<&str>)
         .filter(|(d, _)| Some(d.name.as_str()) != exclude)
         .filter_map(|(d, serial)| {
             let size = d.size_bytes.filter(|s| *s > 0)?;
-            let model = [d.vendor.as_deref(), d.model.as_deref()]
+            // virtio's "vendor" is a PCI id (0x1af4), not a name.
+            let vendor = d.vendor.as_deref().filter(|v| !v.starts_with("0x"));
+            let model = [vendor, d.model.as_deref()]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()

@@ -76,17 +76,22 @@ pub fn main(args: &Args) -> ExitCode {
     } else {
         args.ttys.clone()
     };
-    let (mut ui, console) = if args.stdio {
-        (Ui::stdio(), Console::new(&[]))
+    let mut ui = if args.stdio {
+        Ui::stdio()
     } else {
         match Ui::terminals(&ttys) {
-            Ok(ui) => (ui, Console::new(&ttys)),
+            Ok(ui) => ui,
             Err(e) => {
                 eprintln!("bty wizard: {e:#}");
                 return ExitCode::from(1);
             }
         }
     };
+    // The flash's own status lines (write mode, zeroing, digests) go to
+    // stdout only (the /init sends it to /run/bty-wizard.log): on the
+    // terminals they would land in the middle of the progress bar, and
+    // the wizard says what the technician needs itself.
+    let console = Console::new(&[]);
     ui.say(format!("bty {} — USB stick wizard", crate::VERSION));
     match run(args, &mut ui, &console) {
         Ok(code) => code,
@@ -381,10 +386,7 @@ fn flash_inner(
     wrote: &mut bool,
 ) -> Result<()> {
     let source = stick::file_of(&ctx.args.stick, img)?;
-    ui.say(format!(
-        "flashing {} onto /dev/{}: checking the image's sha256 first",
-        img.name, disk.name
-    ));
+    ui.say(format!("flashing {} onto /dev/{}", img.name, disk.name));
     let job = LocalJob {
         source: &source,
         format: img.format,
@@ -394,6 +396,7 @@ fn flash_inner(
         expect_size: img.size,
         console: ctx.console,
     };
+    ui.start_progress();
     let out = local::flash_on(&ctx.host, &job, &mut |p| {
         *wrote |= p.writing;
         ui.progress(p)

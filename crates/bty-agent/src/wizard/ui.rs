@@ -157,9 +157,23 @@ impl Ui {
         Some(line.trim().to_string())
     }
 
+    /// Start a new progress display (one flash).
+    pub fn start_progress(&mut self) {
+        self.end_bar();
+        self.last_bar = None;
+    }
+
     /// Redraw the progress bar (at most twice a second, and always at the
     /// end) on the current line.
     pub fn progress(&mut self, p: &Progress) {
+        if !p.writing {
+            // Hashing the stored file and vetting the disk: one line, once.
+            if self.last_bar.is_none() {
+                self.last_bar = Some(Instant::now());
+                self.say("checking the image's sha256 and the disk before writing");
+            }
+            return;
+        }
         let done = p.total.is_some_and(|t| p.written >= t);
         if !done
             && self
@@ -184,15 +198,8 @@ impl Ui {
     }
 }
 
-/// `[#######-------------]  35%  700.0 MiB of 2.0 GiB  95.2 MiB/s  0:14 left`,
-/// or what happens before the first write.
+/// `[#######-------------]  35%  700.0 MiB of 2.0 GiB  95.2 MiB/s  0:14 left`
 pub fn bar(p: &Progress) -> String {
-    if !p.writing {
-        return format!(
-            "checking the image and the disk before writing ({}s)",
-            p.elapsed.as_secs()
-        );
-    }
     let secs = p.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         p.written as f64 / secs
@@ -275,6 +282,30 @@ mod tests {
     }
 
     #[test]
+    fn checking_is_said_once_then_the_bar_redraws_in_place() {
+        let out = Shared::default();
+        let mut ui = Ui::new(Vec::new(), vec![(Box::new(out.clone()), true)]);
+        let p = |written, writing| Progress {
+            written,
+            total: Some(4 << 20),
+            elapsed: Duration::from_secs(1),
+            writing,
+        };
+        ui.start_progress();
+        ui.progress(&p(0, false));
+        ui.progress(&p(0, false));
+        ui.progress(&p(4 << 20, true));
+        ui.say("verified");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "checking the image's sha256 and the disk before writing\r\n\
+             \r[####################] 100%  4.0 MiB of 4.0 MiB  4.0 MiB/s  0:00 left\x1b[K\r\n\
+             verified\r\n"
+        );
+    }
+
+    #[test]
     fn the_bar_shows_bytes_rate_and_time_left() {
         let p = Progress {
             written: 512 << 20,
@@ -293,15 +324,5 @@ mod tests {
             writing: true,
         };
         assert_eq!(bar(&p), "1.0 MiB written  1.0 MiB/s");
-        let p = Progress {
-            written: 0,
-            total: None,
-            elapsed: Duration::from_secs(3),
-            writing: false,
-        };
-        assert_eq!(
-            bar(&p),
-            "checking the image and the disk before writing (3s)"
-        );
     }
 }
