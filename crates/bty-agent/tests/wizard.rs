@@ -400,3 +400,23 @@ fn unattended_mode_flashes_without_input() {
     );
     assert!(untouched(&b));
 }
+
+#[test]
+fn unattended_refuses_a_disk_too_small_without_writing() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(disk) = loop_sized(t.path(), "disk", 4 << 20) else {
+        return;
+    };
+    let mut s = Stick::new(&t.path().join("stick"));
+    s.add("debian", "img.xz", &image(8, 10));
+    s.auto = Some(json!({"image": "debian", "disk_serial": "SMALL", "after": "reboot"}));
+    s.write();
+    let o = wizard(&s.root, &[(&disk, "SMALL")], "");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains(&format!("debian needs 8.0 MiB but {} has 4.0 MiB", disk.0)),
+        "{out}"
+    );
+    assert!(untouched(&disk));
+}
