@@ -46,7 +46,9 @@ pub enum Command {
     /// Build and check the netboot media (kernel, initramfs, iPXE files).
     #[command(subcommand)]
     Media(MediaCommand),
-    /// Build (and write) the USB stick that flashes machines without PXE.
+    /// Write an image (file or URL) onto a local disk and verify it.
+    Flash(FlashArgs),
+    /// Build and write the USB stick that flashes machines without PXE.
     #[command(subcommand)]
     Usb(UsbCommand),
     /// Run the netboot agent (`bty`) with ARGS; see `bty-lab agent --help`.
@@ -131,6 +133,8 @@ pub enum UsbCommand {
     /// Write a stick image (BIOS + UEFI boot, the netboot kernel and
     /// initramfs, the images and their manifest) to dd onto a USB stick.
     Build(UsbBuildArgs),
+    /// Write a stick image onto a USB stick, verified.
+    Write(UsbWriteArgs),
 }
 
 /// `bty-lab usb build`.
@@ -464,6 +468,39 @@ pub struct ImageRmArgs {
     pub name: String,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// `bty-lab flash`.
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// The image: a file, or an http(s) URL (downloaded to $TMPDIR first).
+    pub image: String,
+    /// The whole disk to erase (/dev/sdX, /dev/disk/by-id/...), or an
+    /// existing regular file.
+    pub device: PathBuf,
+    /// The image's format (img, img.gz, img.xz, img.zst, img.bz2, qcow2);
+    /// default: from its name.
+    #[arg(long, value_name = "F")]
+    pub format: Option<String>,
+    /// sha256 of the image file as stored (what sha256sum prints), checked
+    /// before the disk is touched.
+    #[arg(long, value_name = "H")]
+    pub sha256: Option<String>,
+    /// Do not ask to type the disk's serial.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `bty-lab usb write`.
+#[derive(Debug, Args)]
+pub struct UsbWriteArgs {
+    /// The stick image (raw).
+    pub file: PathBuf,
+    /// The stick (/dev/sdX, /dev/disk/by-id/usb-...).
+    pub device: PathBuf,
+    /// Do not ask to type the stick's serial.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `bty-lab media ...`.

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             bty_agent::cli::main(std::iter::once(argv0).chain(args))
         }
         Command::Media(m) => exit(cmd::media::run(m)),
+        Command::Flash(a) => exit(cmd::flash::run(a)),
         Command::Usb(u) => exit(cmd::usb::run(u)),
         command => match tokio::runtime::Runtime::new() {
             Ok(rt) => exit(rt.block_on(run(command))),
@@ -85,7 +86,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Internal(i) => internal::run(i).await,
-        Command::Agent { .. } | Command::Media(_) | Command::Usb(_) => {
+        Command::Agent { .. } | Command::Media(_) | Command::Flash(_) | Command::Usb(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -9,6 +9,7 @@ pub mod boot;
 pub mod checks;
 pub mod deploy;
 pub mod files;
+pub mod flash;
 pub mod image;
 pub mod init;
 pub mod logs;

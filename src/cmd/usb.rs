@@ -10,6 +10,7 @@ use crate::usb;
 pub fn run(cmd: UsbCommand) -> Result<()> {
     match cmd {
         UsbCommand::Build(a) => build(a),
+        UsbCommand::Write(a) => super::flash::usb_write(a),
     }
 }
 

@@ -20,7 +20,8 @@ const INIT: &str = include_str!("../../templates/netboot/init.j2");
 const UDHCPC: &str = include_str!("../../templates/netboot/udhcpc.script");
 
 /// Render `/init` for `info`, loading `modules` when the alias pass finds
-/// no NIC.
+/// no NIC, and running the wizard from the stick under
+/// [`bty_proto::stick::MODE_ARG`].
 pub fn render_init(info: &Info, modules: &[String]) -> Result<String> {
     let mut env = Environment::new();
     env.set_keep_trailing_newline(true);
@@ -31,6 +32,10 @@ pub fn render_init(info: &Info, modules: &[String]) -> Result<String> {
         version => info.version,
         agent_version => info.agent_version,
         modules => modules.join(" "),
+        stick_modules => super::modules::STICK.join(" "),
+        wizard_arg => bty_proto::stick::MODE_ARG,
+        data_label => bty_proto::stick::DATA_LABEL,
+        stick_dir => "/stick",
     })
     .context("rendering /init")
 }
@@ -172,6 +177,15 @@ mod tests {
         assert!(init.contains("for m in virtio_net e1000; do"));
         assert!(init.contains("/bin/bty --set-clock"));
         assert!(!init.contains("wget"), "{init}");
+        // Wizard mode: its kernel argument, the stick's modules by name,
+        // the data partition's label, and the agent's wizard.
+        assert!(init.contains("bty.mode=wizard)"), "{init}");
+        assert!(
+            init.contains("modprobe -qa xhci_pci ehci_pci uhci_hcd"),
+            "{init}"
+        );
+        assert!(init.contains("findfs LABEL=BTY-DATA"), "{init}");
+        assert!(init.contains("/bin/bty wizard --stick /stick"), "{init}");
         assert!(!init.contains("{{"), "{init}");
     }
 

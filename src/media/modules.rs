@@ -39,7 +39,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context as _, Result};
 
 /// The drivers the netboot environment carries, each with its closure:
-/// NICs and disks common in labs, plus what qemu emulates.
+/// NICs and disks common in labs, plus what qemu emulates, plus
+/// [`STICK`].
 pub const WANTED: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -59,6 +60,40 @@ pub const WANTED: &[&str] = &[
     "nvme",
     "sd_mod",
     "af_packet",
+    "xhci_pci",
+    "ehci_pci",
+    "uhci_hcd",
+    "ohci_pci",
+    "usb_storage",
+    "uas",
+    "ext4",
+    "usbhid",
+    "hid_generic",
+];
+
+/// What the wizard mode of /init loads by name, in this order, to read the
+/// USB stick and let a USB keyboard type: the USB host controllers (EHCI
+/// before its UHCI/OHCI companions, as the kernel asks), USB mass storage
+/// (both protocols) with the SCSI disk driver, ext4 for the data partition,
+/// and the HID drivers. All are modules in Debian 12's kernel (its config
+/// has `CONFIG_USB_XHCI_PCI=m`, `CONFIG_USB_STORAGE=m`, `CONFIG_EXT4_FS=m`,
+/// `CONFIG_USB_HID=m`, `CONFIG_HID_GENERIC=m`, ...); one that a kernel
+/// builds in is simply reported as builtin. By name rather than by alias:
+/// nothing runs udev here, so the HID devices that usbhid creates would
+/// find no driver, and the controllers must be up before a USB alias exists.
+/// Taking over the controller ends the firmware's USB keyboard emulation,
+/// so usbhid must come with it.
+pub const STICK: &[&str] = &[
+    "xhci_pci",
+    "ehci_pci",
+    "uhci_hcd",
+    "ohci_pci",
+    "usb_storage",
+    "uas",
+    "sd_mod",
+    "ext4",
+    "usbhid",
+    "hid_generic",
 ];
 
 /// One module, as its `.modinfo` describes it.
@@ -251,6 +286,27 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     go(pattern.as_bytes(), name.as_bytes())
 }
 
+/// An alias with `-` as `_` outside `[...]` (kmod's alias_normalize), as
+/// module names and softdep names are compared.
+fn normalize_alias(alias: &str) -> String {
+    let mut in_brackets = false;
+    alias
+        .chars()
+        .map(|c| match c {
+            '[' => {
+                in_brackets = true;
+                c
+            }
+            ']' => {
+                in_brackets = false;
+                c
+            }
+            '-' if !in_brackets => '_',
+            c => c,
+        })
+        .collect()
+}
+
 /// Every module of a kernel package, plus the names built into the kernel.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -282,13 +338,16 @@ impl Index {
     /// The modules a softdep names: the module of that name, else (as
     /// kmod does) every module with an alias matching it (crc-t10dif's
     /// `pre: crct10dif` is crct10dif_pclmul and crct10dif_generic).
+    /// Softdep names are stored with `-` as `_`, so aliases are compared
+    /// the same way (kmod's alias_normalize: ext4's `pre: crypto-crc32c`
+    /// is crc32c_generic's alias `crypto-crc32c`).
     fn resolve<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
         if self.modules.contains_key(name) {
             return vec![name];
         }
         self.modules
             .values()
-            .filter(|m| m.aliases.iter().any(|a| glob(a, name)))
+            .filter(|m| m.aliases.iter().any(|a| glob(&normalize_alias(a), name)))
             .map(|m| m.name.as_str())
             .collect()
     }
@@ -535,6 +594,37 @@ pub mod tests {
             "net_failover"
         );
         assert_eq!(modname("af_packet.ko"), "af_packet");
+    }
+
+    #[test]
+    fn hyphenated_softdeps_resolve_through_aliases() {
+        assert_eq!(normalize_alias("a-b[x-z]-c"), "a_b[x-z]_c");
+        // ext4 (and jbd2) in Debian 12: `softdep=pre: crypto-crc32c`.
+        let ix = index(&[
+            ("k/ext4.ko", &["depends=", "softdep=pre: crypto-crc32c"]),
+            (
+                "k/crc32c_generic.ko",
+                &["depends=", "alias=crypto-crc32c", "alias=crc32c"],
+            ),
+            ("k/crc32c-intel.ko", &["depends=", "alias=crypto-crc32c"]),
+        ]);
+        let c = ix.closure(&["ext4"]);
+        assert_eq!(c.modules, ["crc32c_generic", "crc32c_intel", "ext4"]);
+        assert!(c.missing.is_empty(), "{:?}", c.missing);
+    }
+
+    #[test]
+    fn the_stick_modules_are_all_in_the_image() {
+        for m in STICK {
+            assert!(
+                WANTED.contains(m),
+                "{m} is loaded in wizard mode but not in WANTED"
+            );
+        }
+        let ehci = STICK.iter().position(|m| *m == "ehci_pci").unwrap();
+        for companion in ["uhci_hcd", "ohci_pci"] {
+            assert!(STICK.iter().position(|m| *m == companion).unwrap() > ehci);
+        }
     }
 
     #[test]

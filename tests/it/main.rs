@@ -4,6 +4,7 @@
 
 mod engines;
 mod exit;
+mod flash;
 mod image;
 mod links;
 mod media;

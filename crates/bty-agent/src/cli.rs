@@ -26,8 +26,11 @@ use crate::{cmdline, inventory, net};
 
 /// Flash this machine from its bty plan.
 #[derive(Parser, Debug)]
-#[command(name = "bty", version)]
+#[command(name = "bty", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Without a subcommand: flash from bty-web's plan.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// bty-web base URL (default: `bty.server=` on the kernel command line).
     #[arg(long)]
     server: Option<String>,
@@ -75,6 +78,14 @@ struct Args {
     set_clock: bool,
 }
 
+/// What else the agent does.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Flash this machine from a bty USB stick, at its console (what the
+    /// netboot environment runs under `bty.mode=wizard`).
+    Wizard(crate::wizard::Args),
+}
+
 /// Run the agent with `args` (the first item is the program name, as in
 /// `std::env::args_os()`); returns the process exit code.
 pub fn main<I, T>(args: I) -> ExitCode
@@ -90,6 +101,9 @@ where
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
+    if let Some(Command::Wizard(w)) = &args.command {
+        return crate::wizard::main(w);
+    }
     let consoles = if !args.consoles.is_empty() {
         args.consoles.clone()
     } else if args.target_file.is_some() {

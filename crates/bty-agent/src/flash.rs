@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use bty_proto::plan::{Phase, Plan, PlanImage};
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::console::Console;
 use crate::decompress::{self, SizeHint};
 use crate::qcow2;
-use crate::report::Reporter;
+use crate::report::{Progress, Reporter};
 use crate::source::{range_get, HttpSource, Retry};
 use crate::target::{self, Host};
 use crate::verify;
@@ -163,6 +163,8 @@ impl Expected {
     }
 }
 
+/// The network flow's step 5 to 8: the shared core fed by an
+/// [`HttpSource`], with the catalog's checks of the download.
 fn write_and_verify(
     job: &Job,
     image: &PlanImage,
@@ -172,38 +174,172 @@ fn write_and_verify(
     sink: &mut Sink,
     rep: &Reporter,
 ) -> Result<(String, u64)> {
+    let raw = image.format == ImageFormat::Raw;
+    let fetched = rep.progress.fetched.clone();
+    let fetch = move |pump: &mut Pump| -> Result<(u64, Option<String>)> {
+        let mut src = HttpSource::open(
+            job.http.clone(),
+            &image.url,
+            job.retry,
+            job.console.clone(),
+            fetched,
+        )?;
+        if raw {
+            src.hashed_by_caller();
+        }
+        {
+            let mut decoded: Box<dyn Read + Send + '_> = match layout {
+                Some(l) => {
+                    let mut head = [0u8; 4];
+                    src.read_exact(&mut head)?;
+                    decompress::confirm(ImageFormat::Qcow2, &head)?;
+                    let chained = io::Cursor::new(head).chain(&mut src);
+                    let origin = qcow2::Origin::Http {
+                        http: job.http.clone(),
+                        url: image.url.clone(),
+                    };
+                    Box::new(qcow2::Reader::new(l, chained, origin))
+                }
+                None => decompress::open(image.format, &mut src)?,
+            };
+            pump.pump(&mut decoded)?;
+        }
+        // Trailing bytes after the last frame still count for the digest.
+        io::copy(&mut src, &mut io::sink())?;
+        if src.resumes() > 0 {
+            job.console
+                .line(format!("download resumed {} time(s)", src.resumes()));
+        }
+        Ok(src.finish())
+    };
+    // 6. the download must be the catalog's bytes
+    let check = |s: &Streamed| -> Result<()> {
+        // Raw: the source left the hashing to the core (same bytes, same order).
+        let download_sha = s.source_sha256.as_deref().unwrap_or(&s.decoded_sha256);
+        if s.source_len != expect.size {
+            return Err(Error::Corrupt(format!(
+                "downloaded {} bytes, the catalog says {}",
+                s.source_len, expect.size
+            )));
+        }
+        if !expect.sha256.eq_ignore_ascii_case(download_sha) {
+            return Err(Error::ChecksumMismatch {
+                what: "download",
+                expected: expect.sha256.clone(),
+                actual: download_sha.to_string(),
+            });
+        }
+        job.console.line("download sha256 matches the catalog");
+        Ok(())
+    };
+    let phase = |p: Phase, total: Option<u64>| rep.phase(p, total);
+    let core = Core {
+        console: job.console,
+        progress: &rep.progress,
+        phase: &phase,
+        hint,
+    };
+    write_and_verify_core(&core, sink, fetch, check)
+}
+
+/// What the shared write-and-verify core reports to: the network flow's
+/// [`Reporter`], or the local flow's progress poller.
+pub(crate) struct Core<'a> {
+    /// Status lines.
+    pub console: &'a Console,
+    /// The byte counters (read by the reporter or the poller).
+    pub progress: &'a Progress,
+    /// Entering a phase, with its total when known.
+    pub phase: &'a dyn Fn(Phase, Option<u64>),
+    /// The decoded size, as far as known before the first byte.
+    pub hint: SizeHint,
+}
+
+/// What the stream turned out to be, for the flow's own checks.
+pub(crate) struct Streamed {
+    /// Bytes read from the source (the download, the stored file).
+    pub source_len: u64,
+    /// Their sha256, when the source hashed them.
+    pub source_sha256: Option<String>,
+    /// sha256 of the decoded image as it went to the target.
+    pub decoded_sha256: String,
+}
+
+/// The fetch thread's end of the pipeline: it fills the writer's
+/// buffers from a decoded stream.
+pub(crate) struct Pump {
+    free_rx: Receiver<AlignedBuf>,
+    full_tx: SyncSender<AlignedBuf>,
+}
+
+impl Pump {
+    /// Hand all of `decoded` to the writer, in [`BLOCK`]-sized buffers.
+    pub fn pump(&mut self, decoded: &mut dyn Read) -> Result<()> {
+        loop {
+            // The writer hung up: it failed, and said why.
+            let Ok(mut buf) = self.free_rx.recv() else {
+                return Err(Error::Stream(io::Error::other("writer stopped")));
+            };
+            let mut n = 0;
+            while let Some(rest) = buf.spare().get_mut(n..).filter(|r| !r.is_empty()) {
+                match decoded.read(rest) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            buf.len = n;
+            if self.full_tx.send(buf).is_err() {
+                return Err(Error::Stream(io::Error::other("writer stopped")));
+            }
+        }
+    }
+}
+
+/// Steps 5 to 8, shared by the network and the local flow: wipe the ends,
+/// stream the decoded image (from `fetch`, on its own thread) onto the
+/// target while the read-back follows, let the flow `check` the source,
+/// compare the read-back with the decoded stream's digest, and only then
+/// write the first MiB. Returns the read-back's sha256 and the length.
+pub(crate) fn write_and_verify_core<F, C>(
+    core: &Core,
+    sink: &mut Sink,
+    fetch: F,
+    check: C,
+) -> Result<(String, u64)>
+where
+    F: FnOnce(&mut Pump) -> Result<(u64, Option<String>)> + Send,
+    C: FnOnce(&Streamed) -> Result<()>,
+{
+    let hint = core.hint;
     // 5. wipe the first and last MiB, then stream → decompress → write
     sink.wipe_ends()?;
     if sink.prezero(hint.exact)? {
-        job.console.line(format!(
+        core.console.line(format!(
             "zeroed the image range with BLKZEROOUT: {}",
             sink.mode()
         ));
     } else if let Some(why) = sink.zeroout_refused() {
-        job.console.line(format!(
+        core.console.line(format!(
             "the device refused BLKZEROOUT ({why}): writing zero blocks instead"
         ));
     }
-    rep.phase(Phase::Writing, hint.exact);
+    (core.phase)(Phase::Writing, hint.exact);
     let mut readback = verify::ReadBack::start(sink.path());
-    let (download, stream_digest) = stream(job, image, layout, sink, rep, &mut readback)?;
+    let ((source_len, source_sha256), decoded_sha256) =
+        stream(core.progress, sink, &mut readback, fetch)?;
     let len = sink.end();
 
-    // 6. the download must be the catalog's bytes, the image its full size
-    if download.0 != expect.size {
-        return Err(Error::Corrupt(format!(
-            "downloaded {} bytes, the catalog says {}",
-            download.0, expect.size
-        )));
-    }
-    if !expect.sha256.eq_ignore_ascii_case(&download.1) {
-        return Err(Error::ChecksumMismatch {
-            what: "download",
-            expected: expect.sha256.clone(),
-            actual: download.1,
-        });
-    }
-    job.console.line("download sha256 matches the catalog");
+    // 6. the source must be what the flow expects, the image its full size
+    check(&Streamed {
+        source_len,
+        source_sha256,
+        decoded_sha256: decoded_sha256.clone(),
+    })?;
     if let Some(exact) = hint.exact {
         if len != exact {
             return Err(Error::Corrupt(format!(
@@ -215,28 +351,28 @@ fn write_and_verify(
     // 7. make it durable; the read-back, which followed the writes, reads
     // the rest
     sink.finish_body()?;
-    rep.phase(Phase::Verifying, Some(len));
+    (core.phase)(Phase::Verifying, Some(len));
     let head_len = HOLD_BACK.min(len);
     let (on_disk, mode) = readback.finish(len, sink.head())?;
-    rep.progress.bytes.store(len, Ordering::Relaxed);
+    core.progress.bytes.store(len, Ordering::Relaxed);
     if let verify::ReadMode::DroppedCache(why) = mode {
-        job.console.line(format!(
+        core.console.line(format!(
             "read-back through the page cache after dropping it ({why})"
         ));
     }
-    if on_disk != stream_digest {
+    if on_disk != decoded_sha256 {
         return Err(Error::ChecksumMismatch {
             what: "read-back",
-            expected: stream_digest,
+            expected: decoded_sha256,
             actual: on_disk,
         });
     }
 
     // 8. only now write the head, and check it landed
-    rep.phase(Phase::Finishing, Some(head_len));
+    (core.phase)(Phase::Finishing, Some(head_len));
     sink.commit_head()?;
     verify::check_head(sink.path(), sink.head())?;
-    job.console.line(format!(
+    core.console.line(format!(
         "wrote {len} bytes ({} written, {} zero bytes skipped), sha256 {on_disk}",
         sink.written, sink.skipped
     ));
@@ -294,22 +430,23 @@ fn size_of(
 /// syncs it costs stay few (16 per GiB).
 const SETTLE_EVERY: u64 = 64 << 20;
 
-/// Step 5: a fetch thread (HTTP, download hash, decoding) fills 4 MiB
+/// Step 5: a fetch thread (source, its hash, decoding) fills 4 MiB
 /// aligned buffers; this thread writes them and passes them on to a hash
 /// thread, which hashes the decoded stream and hands them back to the
 /// fetch thread. Writing waits on the device, hashing on the core: on
 /// their own threads, they overlap.
-/// For a raw image the download is the decoded stream, so only the hash
+/// For a raw image the source is the decoded stream, so only the hash
 /// thread hashes it: the fetch thread then only receives.
-/// Returns ((download length, download sha256), decoded stream sha256).
-fn stream(
-    job: &Job,
-    image: &PlanImage,
-    layout: Option<qcow2::Layout>,
+/// Returns ((source length, source sha256 if hashed), decoded stream sha256).
+fn stream<F>(
+    progress: &Progress,
     sink: &mut Sink,
-    rep: &Reporter,
     readback: &mut verify::ReadBack,
-) -> Result<((u64, String), String)> {
+    fetch: F,
+) -> Result<((u64, Option<String>), String)>
+where
+    F: FnOnce(&mut Pump) -> Result<(u64, Option<String>)> + Send,
+{
     let (full_tx, full_rx) = sync_channel::<AlignedBuf>(3);
     let (hash_tx, hash_rx) = channel::<AlignedBuf>();
     let (free_tx, free_rx) = channel::<AlignedBuf>();
@@ -318,62 +455,8 @@ fn stream(
             .send(AlignedBuf::new(BLOCK))
             .map_err(|_| Error::Stream(io::Error::other("write buffers dropped")))?;
     }
-    let raw = image.format == ImageFormat::Raw;
-    let fetched = rep.progress.fetched.clone();
     std::thread::scope(|s| {
-        let fetcher = s.spawn(move || -> Result<(u64, Option<String>)> {
-            let mut src = HttpSource::open(
-                job.http.clone(),
-                &image.url,
-                job.retry,
-                job.console.clone(),
-                fetched,
-            )?;
-            if raw {
-                src.hashed_by_caller();
-            }
-            {
-                let mut decoded: Box<dyn Read + Send + '_> = match layout {
-                    Some(l) => {
-                        let mut head = [0u8; 4];
-                        src.read_exact(&mut head)?;
-                        decompress::confirm(ImageFormat::Qcow2, &head)?;
-                        let chained = io::Cursor::new(head).chain(&mut src);
-                        Box::new(qcow2::Reader::new(l, chained, job.http.clone(), &image.url))
-                    }
-                    None => decompress::open(image.format, &mut src)?,
-                };
-                loop {
-                    // The writer hung up: it failed, and said why.
-                    let Ok(mut buf) = free_rx.recv() else {
-                        return Err(Error::Stream(io::Error::other("writer stopped")));
-                    };
-                    let mut n = 0;
-                    while let Some(rest) = buf.spare().get_mut(n..).filter(|r| !r.is_empty()) {
-                        match decoded.read(rest) {
-                            Ok(0) => break,
-                            Ok(k) => n += k,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    if n == 0 {
-                        break;
-                    }
-                    buf.len = n;
-                    if full_tx.send(buf).is_err() {
-                        return Err(Error::Stream(io::Error::other("writer stopped")));
-                    }
-                }
-            }
-            // Trailing bytes after the last frame still count for the digest.
-            io::copy(&mut src, &mut io::sink())?;
-            if src.resumes() > 0 {
-                job.console
-                    .line(format!("download resumed {} time(s)", src.resumes()));
-            }
-            Ok(src.finish())
-        });
+        let fetcher = s.spawn(move || fetch(&mut Pump { free_rx, full_tx }));
         let hash_free = free_tx.clone();
         let hash = s.spawn(move || {
             let mut hasher = Sha256::new();
@@ -403,7 +486,7 @@ fn stream(
                 }
                 next_settle = off + SETTLE_EVERY;
             }
-            rep.progress.bytes.store(off, Ordering::Relaxed);
+            progress.bytes.store(off, Ordering::Relaxed);
             let _ = hash_tx.send(buf);
         }
         // Hang up on both: the hash thread ends, and with it the last
@@ -413,13 +496,10 @@ fn stream(
         let decoded = hash
             .join()
             .map_err(|_| Error::Stream(io::Error::other("hash thread panicked")))?;
-        let download = fetcher
+        let source = fetcher
             .join()
             .map_err(|_| Error::Stream(io::Error::other("fetch thread panicked")))?;
         wrote?;
-        let (len, download_sha) = download?;
-        // Raw: the source left the hashing to us (same bytes, same order).
-        let download_sha = download_sha.unwrap_or_else(|| decoded.clone());
-        Ok(((len, download_sha), decoded))
+        Ok((source?, decoded))
     })
 }

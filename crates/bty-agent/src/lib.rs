@@ -7,7 +7,9 @@
 //! [`decompress`] / [`qcow2`] → [`write`] → [`verify`] → [`report`], with
 //! [`flash`] running the steps in order. [`cli`] is the command line (the
 //! `bty` binary and bty-lab's multicall both enter there); [`clock`] sets
-//! the system clock from bty-web's `Date` header.
+//! the system clock from bty-web's `Date` header. [`wizard`] is the other
+//! way in: `bty wizard` flashes from a USB stick at the machine's console
+//! (docs/wizard.md).
 
 // A server or the agent must not panic on what it is sent (a request, a
 // packet, an image): no unwrap/expect/[] in non-test code. An `allow` names
@@ -26,6 +28,7 @@ pub mod decompress;
 mod error;
 pub mod flash;
 pub mod inventory;
+pub mod local;
 pub mod net;
 pub mod plan;
 pub mod qcow2;
@@ -33,6 +36,7 @@ pub mod report;
 pub mod source;
 pub mod target;
 pub mod verify;
+pub mod wizard;
 pub mod write;
 
 pub use error::{Error, Result};

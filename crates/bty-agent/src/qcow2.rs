@@ -21,6 +21,7 @@
 //! with a reason (`qemu-img convert -O qcow2` without `-c` avoids them).
 
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 
 use crate::source::range_get;
 use crate::{Error, Result};
@@ -235,7 +236,16 @@ impl Layout {
 
     /// Fetch header and tables with Range requests.
     pub fn fetch(http: &ureq::Agent, url: &str) -> Result<Layout> {
-        let (head, _) = range_get(http, url, "0-4095", 4096)?;
+        Layout::load(&Origin::Http {
+            http: http.clone(),
+            url: url.to_string(),
+        })
+    }
+
+    /// Read header and tables from `origin` (HTTP Range requests, or
+    /// positioned reads of a local file).
+    pub fn load(origin: &Origin) -> Result<Layout> {
+        let head = origin.read_range(0, 4096)?;
         let h = parse_header(&head)?;
         let cs = h.cluster_size();
         let l1_len = h.l1_len();
@@ -243,17 +253,11 @@ impl Layout {
             Vec::new()
         } else {
             // l1_offset + l1_len does not overflow (vetted).
-            let (l1, _) = range_get(
-                http,
-                url,
-                &format!("{}-{}", h.l1_offset, h.l1_offset + (l1_len - 1)),
-                l1_len,
-            )?;
-            l1
+            origin.read_range(h.l1_offset, l1_len)?
         };
         Layout::from_tables(h, &l1, |off| {
             // `off` is masked to 56 bits: `off + cs` does not overflow.
-            let (t, _) = range_get(http, url, &format!("{}-{}", off, off + cs - 1), cs)?;
+            let t = origin.read_range(off, cs)?;
             if t.len() as u64 != cs {
                 return Err(Error::Corrupt(format!("qcow2 L2 table at {off} is short")));
             }
@@ -266,13 +270,53 @@ impl Layout {
     }
 }
 
+/// Where the container can be read at any offset: the tables, and the
+/// clusters that lie behind the sequential stream.
+pub enum Origin {
+    /// Range requests to `url`.
+    Http {
+        /// Shared client.
+        http: ureq::Agent,
+        /// The container's URL.
+        url: String,
+    },
+    /// Positioned reads of a local file (the USB stick's images).
+    File(std::fs::File),
+}
+
+impl Origin {
+    /// Up to `len` bytes from `off`: fewer at the end of the container.
+    pub fn read_range(&self, off: u64, len: u64) -> Result<Vec<u8>> {
+        match self {
+            Origin::Http { http, url } => {
+                let last = off.saturating_add(len.max(1) - 1);
+                Ok(range_get(http, url, &format!("{off}-{last}"), len)?.0)
+            }
+            Origin::File(f) => {
+                // Table sizes are vetted (MAX_MAP_CLUSTERS) before this.
+                let mut out = vec![0u8; len as usize];
+                let mut n = 0;
+                while let Some(rest) = out.get_mut(n..).filter(|r| !r.is_empty()) {
+                    match f.read_at(rest, off + n as u64) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                out.truncate(n);
+                Ok(out)
+            }
+        }
+    }
+}
+
 /// The guest disk, in order, from one sequential pass over the container.
 pub struct Reader<R: Read> {
     layout: Layout,
     stream: R,
     stream_pos: u64,
-    http: ureq::Agent,
-    url: String,
+    origin: Origin,
     guest: u64,
     /// One cluster (`cluster_size` bytes).
     cluster: Vec<u8>,
@@ -292,14 +336,13 @@ fn outside_map(guest: u64) -> io::Error {
 
 impl<R: Read> Reader<R> {
     /// `stream` must be the container from byte 0.
-    pub fn new(layout: Layout, stream: R, http: ureq::Agent, url: &str) -> Self {
+    pub fn new(layout: Layout, stream: R, origin: Origin) -> Self {
         let cs = layout.cluster_size() as usize;
         Reader {
             layout,
             stream,
             stream_pos: 0,
-            http,
-            url: url.to_string(),
+            origin,
             guest: 0,
             cluster: vec![0; cs],
             loaded: None,
@@ -329,12 +372,7 @@ impl<R: Read> Reader<R> {
             self.cluster.get_mut(n..).unwrap_or_default().fill(0);
         } else {
             // At most `cs` bytes: the rest of the cluster is zeroes.
-            let (bytes, _) = range_get(
-                &self.http,
-                &self.url,
-                &format!("{}-{}", host, host + cs - 1),
-                cs,
-            )?;
+            let bytes = self.origin.read_range(host, cs)?;
             self.cluster.fill(0);
             for (d, s) in self.cluster.iter_mut().zip(&bytes) {
                 *d = *s;
@@ -530,7 +568,14 @@ mod tests {
         for (i, b) in container.iter_mut().enumerate().skip(1024) {
             *b = (i % 251) as u8 | 1;
         }
-        let mut reader = Reader::new(layout, &container[..], ureq::agent(), "http://unused");
+        let mut reader = Reader::new(
+            layout,
+            &container[..],
+            Origin::Http {
+                http: ureq::agent(),
+                url: "http://unused".into(),
+            },
+        );
         let mut guest = Vec::new();
         reader.read_to_end(&mut guest).unwrap();
         let mut want = container[1024..1536].to_vec();

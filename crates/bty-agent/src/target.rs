@@ -76,6 +76,12 @@ pub fn select(host: &Host, serial: &str) -> Result<Target> {
 /// The disk called `name` (as in `/sys/block/<name>`), checked with
 /// [`check_free`]. Used directly by `--target-device`.
 pub fn for_name(host: &Host, name: &str) -> Result<Target> {
+    if root_disks(host).iter().any(|d| d == name) {
+        return Err(Error::TargetBusy {
+            device: format!("/dev/{name}"),
+            holders: "it is the disk the running system's / is on".into(),
+        });
+    }
     let d = read_disk(&host.sys, name);
     let size = d.size_bytes.ok_or_else(|| {
         Error::BadPlan(format!(
@@ -165,6 +171,77 @@ pub fn check_free(host: &Host, name: &str) -> Result<()> {
             device: format!("/dev/{name}"),
             holders: uses.join("; "),
         })
+    }
+}
+
+/// The whole disks the running system's `/` lives on: the device of the
+/// topmost `/` mount (its `major:minor` in mountinfo, else its source when
+/// that is a `/dev` path, as for btrfs whose device numbers are anonymous),
+/// up through partitions to their disk and down through device mapper and
+/// md to the disks under them. Empty when `/` is on no block device
+/// (tmpfs, overlay, the netboot initramfs).
+pub fn root_disks(host: &Host) -> Vec<String> {
+    let mountinfo = fs::read_to_string(host.proc.join("self/mountinfo")).unwrap_or_default();
+    let Some(line) = mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
+    else {
+        return Vec::new();
+    };
+    let majmin = line.split(' ').nth(2).unwrap_or("");
+    let source = line
+        .split(" - ")
+        .nth(1)
+        .and_then(|r| r.split(' ').nth(1))
+        .unwrap_or("");
+    let by_dev = host.sys.join("dev/block").join(majmin);
+    let start = if !majmin.starts_with("0:") && by_dev.exists() {
+        fs::canonicalize(by_dev).ok()
+    } else if let Some(name) = source.strip_prefix("/dev/") {
+        let name = fs::canonicalize(host.dev.join(name))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| name.to_string());
+        fs::canonicalize(host.sys.join("class/block").join(name)).ok()
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    if let Some(dir) = start {
+        disks_under(&dir, &mut out, 0);
+    }
+    out
+}
+
+/// The whole disks `dir` (a sysfs block device directory) is on.
+fn disks_under(dir: &Path, out: &mut Vec<String>, depth: u32) {
+    // Stacks of dm on md on partitions are a few deep; a loop is a bug.
+    if depth > 8 {
+        return;
+    }
+    let disk = if dir.join("partition").exists() {
+        dir.parent().map(Path::to_path_buf)
+    } else {
+        Some(dir.to_path_buf())
+    };
+    let Some(disk) = disk else { return };
+    let slaves: Vec<PathBuf> = fs::read_dir(dir.join("slaves"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::canonicalize(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if slaves.is_empty() {
+        if let Some(n) = disk.file_name() {
+            let n = n.to_string_lossy().into_owned();
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    for s in slaves {
+        disks_under(&s, out, depth + 1);
     }
 }
 
@@ -291,6 +368,42 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("held by dm-0"));
+    }
+
+    #[test]
+    fn the_disk_under_root_is_found_through_partitions_and_device_mapper() {
+        let t = tempfile::tempdir().unwrap();
+        let h = host(t.path());
+        fake::disk(&h.sys, "sda", 1 << 30, Some("ROOT"));
+        fake::disk(&h.sys, "sdb", 1 << 30, Some("OTHER"));
+        fake::disk(&h.sys, "dm-0", 1 << 30, None);
+        let part = h.sys.join("block/sda/sda2");
+        fs::create_dir_all(&part).unwrap();
+        fs::write(part.join("partition"), "2\n").unwrap();
+        fs::create_dir_all(h.sys.join("dev/block")).unwrap();
+        std::os::unix::fs::symlink(&part, h.sys.join("dev/block/8:2")).unwrap();
+        std::os::unix::fs::symlink(h.sys.join("block/dm-0"), h.sys.join("dev/block/254:0"))
+            .unwrap();
+        fs::create_dir_all(h.sys.join("block/dm-0/slaves")).unwrap();
+        std::os::unix::fs::symlink(&part, h.sys.join("block/dm-0/slaves/sda2")).unwrap();
+        assert!(root_disks(&h).is_empty(), "rootfs is on no disk");
+
+        let on = |majmin: &str| {
+            fs::write(
+                h.proc.join("self/mountinfo"),
+                format!(
+                    "22 1 0:21 / / rw - rootfs rootfs rw\n30 22 {majmin} / / rw - ext4 /dev/x rw\n"
+                ),
+            )
+            .unwrap();
+        };
+        on("8:2");
+        assert_eq!(root_disks(&h), ["sda"]);
+        on("254:0");
+        assert_eq!(root_disks(&h), ["sda"]);
+        let e = for_name(&h, "sda").unwrap_err();
+        assert!(e.to_string().contains("running system's / is on"), "{e}");
+        for_name(&h, "sdb").unwrap();
     }
 
     #[test]

@@ -4,46 +4,15 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::loops::{loop_sized, Loop};
 use common::*;
-
-struct Loop(String);
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
 
 fn setup(t: &tempfile::TempDir) -> Option<Loop> {
     setup_sized(t, 16 << 20)
 }
 
 fn setup_sized(t: &tempfile::TempDir, size: usize) -> Option<Loop> {
-    if !have_tool("losetup") {
-        return None;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: loop devices need root");
-        return None;
-    }
-    let backing = tmpfile(t, "backing.img");
-    std::fs::write(&backing, vec![0xaau8; size]).unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "losetup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(Loop(
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
-    ))
+    loop_sized(t.path(), "backing.img", size)
 }
 
 fn read_dev(dev: &str, len: usize) -> Vec<u8> {

@@ -16,6 +16,7 @@ mod build;
 mod contents;
 mod modules;
 mod status;
+mod wizard;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use crate::util::{bin, have_tool, ok, on_path, stderr, stdout};
 const KERNEL: &str = "bty-netboot-x86_64.vmlinuz";
 pub const INITRD: &str = "bty-netboot-x86_64.initrd";
 pub const IPXE: [&str; 3] = ["ipxe.efi", "snponly.efi", "undionly.kpxe"];
-pub const WANTED: [&str; 18] = [
+pub const WANTED: [&str; 27] = [
     "virtio_pci",
     "virtio_net",
     "e1000",
@@ -46,6 +47,15 @@ pub const WANTED: [&str; 18] = [
     "nvme",
     "sd_mod",
     "af_packet",
+    "xhci_pci",
+    "ehci_pci",
+    "uhci_hcd",
+    "ohci_pci",
+    "usb_storage",
+    "uas",
+    "ext4",
+    "usbhid",
+    "hid_generic",
 ];
 
 /// `exe args` with extra environment; stdin closed.

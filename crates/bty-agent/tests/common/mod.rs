@@ -4,6 +4,8 @@
 //! two requests.
 #![allow(dead_code)]
 
+pub mod loops;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,285 @@
+//! `bty_agent::local::flash`: a local image file onto a real loop device
+//! (over a backing file pre-filled with 0xAA, so a skipped zero block that
+//! the device did not zero would show). Needs root and losetup.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bty_agent::console::Console;
+use bty_agent::local::{self, LocalJob, LocalOutcome};
+use bty_agent::Error;
+use bty_proto::ImageFormat;
+use common::*;
+
+const FILL: u8 = 0xaa;
+
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn loopdev(t: &tempfile::TempDir, size: usize) -> Option<Loop> {
+    if !have_tool("losetup") {
+        return None;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: loop devices need root");
+        return None;
+    }
+    let backing = t.path().join(format!("backing-{size}.img"));
+    std::fs::write(&backing, vec![FILL; size]).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Loop(
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    ))
+}
+
+fn write_file(t: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = t.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn run(
+    src: &Path,
+    format: ImageFormat,
+    dev: &str,
+    stored: Option<&str>,
+    decoded: Option<&str>,
+) -> (bty_agent::Result<LocalOutcome>, usize) {
+    let console = Console::default();
+    let mut job = LocalJob::new(src, format, Path::new(dev), &console);
+    job.expect_stored_sha256 = stored;
+    job.expect_sha256 = decoded;
+    let mut calls = 0;
+    let r = local::flash(&job, &mut |_| calls += 1);
+    (r, calls)
+}
+
+/// 80% zero blocks (4 MiB runs of zeroes between 1 MiB of data).
+fn sparse(mib: usize) -> Vec<u8> {
+    let mut v = image(mib, 7);
+    for (i, c) in v.chunks_mut(1 << 20).enumerate() {
+        if i % 5 != 0 {
+            c.fill(0);
+        }
+    }
+    v[..512].fill(0x55);
+    v
+}
+
+#[test]
+fn raw_zst_qcow2_and_sparse_images_land_exactly() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 16 << 20) else {
+        return;
+    };
+    let img = image(6, 21);
+    let raw = write_file(&t, "a.img", &img);
+    let zst = write_file(&t, "a.img.zst", &compress("img.zst", &img));
+    let mut cases = vec![
+        (raw, ImageFormat::Raw, img.clone()),
+        (zst, ImageFormat::Zst, img.clone()),
+    ];
+    let sp = sparse(10);
+    cases.push((write_file(&t, "s.img", &sp), ImageFormat::Raw, sp));
+    if have_tool("qemu-img") {
+        let q = t.path().join("a.qcow2");
+        let raw = t.path().join("a.img");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&q)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // qcow2's virtual size is rounded up to a sector.
+        let mut padded = img.clone();
+        padded.resize(img.len().div_ceil(512) * 512, 0);
+        cases.push((q, ImageFormat::Qcow2, padded));
+    }
+    for (src, format, want) in cases {
+        std::fs::write(&lo.0, vec![FILL; 16 << 20]).unwrap();
+        let (r, calls) = run(&src, format, &lo.0, None, Some(&sha(&want)));
+        let out = r.unwrap_or_else(|e| panic!("{format}: {e}"));
+        assert_eq!(out.bytes, want.len() as u64, "{format}");
+        assert_eq!(out.sha256, sha(&want), "{format}");
+        assert!(calls >= 2, "{format}: progress called {calls} times");
+        let dev = std::fs::read(&lo.0).unwrap();
+        assert!(dev[..want.len()] == want[..], "{format}: device differs");
+        // The last MiB (a backup GPT's place) was wiped; between, the old
+        // bytes stay.
+        assert!(dev[(15 << 20)..].iter().all(|&b| b == 0), "{format}");
+        assert_eq!(dev[want.len() + 512], FILL, "{format}");
+    }
+}
+
+#[test]
+fn a_stored_sha_mismatch_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 8 << 20) else {
+        return;
+    };
+    let img = image(2, 3);
+    let src = write_file(&t, "a.img.zst", &compress("img.zst", &img));
+    let (r, _) = run(&src, ImageFormat::Zst, &lo.0, Some(&sha(b"other")), None);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ChecksumMismatch {
+                what: "stored image",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(std::fs::read(&lo.0).unwrap().iter().all(|&b| b == FILL));
+
+    // The right one goes through.
+    let stored = sha(&std::fs::read(&src).unwrap());
+    let (r, _) = run(&src, ImageFormat::Zst, &lo.0, Some(&stored), None);
+    assert_eq!(r.unwrap().sha256, sha(&img));
+}
+
+#[test]
+fn a_too_small_device_is_refused_before_any_write() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 4 << 20) else {
+        return;
+    };
+    let img = image(6, 5);
+    let console = Console::default();
+    // Raw: the file's size; zstd with a content size in its frame header;
+    // gzip, whose ISIZE is a lower bound, told the exact size too.
+    let cases = [
+        ("a.img", ImageFormat::Raw, img.clone(), None),
+        (
+            "a.img.zst",
+            ImageFormat::Zst,
+            zstd::bulk::compress(&img, 3).unwrap(),
+            None,
+        ),
+        (
+            "a.img.gz",
+            ImageFormat::Gz,
+            compress("img.gz", &img),
+            Some(img.len() as u64),
+        ),
+    ];
+    for (name, format, bytes, size) in cases {
+        let src = write_file(&t, name, &bytes);
+        let mut job = LocalJob::new(&src, format, Path::new(&lo.0), &console);
+        job.expect_size = size;
+        let e = local::flash(&job, &mut |_| {}).unwrap_err();
+        assert!(matches!(e, Error::TargetTooSmall { .. }), "{format}: {e}");
+        assert!(
+            std::fs::read(&lo.0).unwrap().iter().all(|&b| b == FILL),
+            "{format}: the device was written"
+        );
+    }
+    // bzip2, which says nothing of its size, with no size known: refused
+    // when the write reaches the end of the device, the ends left zeroed.
+    let src = write_file(&t, "b.img.bz2", &compress("img.bz2", &img));
+    let (r, _) = run(&src, ImageFormat::Bz2, &lo.0, None, None);
+    assert!(matches!(r.unwrap_err(), Error::TargetTooSmall { .. }));
+    let dev = std::fs::read(&lo.0).unwrap();
+    assert!(dev[..1 << 20].iter().all(|&b| b == 0));
+    assert!(dev[(3 << 20)..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_mounted_device_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    if !have_tool("mkfs.ext4") {
+        return;
+    }
+    let Some(lo) = loopdev(&t, 16 << 20) else {
+        return;
+    };
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-F", &lo.0])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount").arg(&lo.0).arg(&mnt).status().unwrap();
+    assert!(st.success());
+    let before = std::fs::read(&lo.0).unwrap();
+    let src = write_file(&t, "a.img", &image(2, 9));
+    let (r, _) = run(&src, ImageFormat::Raw, &lo.0, None, None);
+    // Read before unmounting: unmounting writes the superblock.
+    let after = std::fs::read(&lo.0).unwrap();
+    let umount = Command::new("umount").arg(&mnt).status().unwrap();
+    let e = r.unwrap_err();
+    assert!(umount.success());
+    assert!(matches!(e, Error::TargetBusy { .. }), "{e}");
+    assert!(e.to_string().contains("mounted at"), "{e}");
+    assert!(after == before, "device changed");
+}
+
+#[test]
+fn a_decoded_sha_mismatch_leaves_the_ends_zeroed() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 16 << 20) else {
+        return;
+    };
+    let img = image(6, 11);
+    let src = write_file(&t, "a.img.zst", &compress("img.zst", &img));
+    let (r, _) = run(&src, ImageFormat::Zst, &lo.0, None, Some(&sha(b"not it")));
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, Error::ChecksumMismatch { what: "image", .. }),
+        "{e}"
+    );
+    let dev = std::fs::read(&lo.0).unwrap();
+    assert!(
+        dev[..1 << 20].iter().all(|&b| b == 0),
+        "first MiB not zeroed"
+    );
+    assert!(
+        dev[(15 << 20)..].iter().all(|&b| b == 0),
+        "last MiB not zeroed"
+    );
+    // The body was written (the failure came after it), the head was not.
+    assert!(dev[1 << 20..2 << 20] == img[1 << 20..2 << 20]);
+}
+
+#[test]
+fn regular_file_targets_and_refusals() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(3, 13);
+    let src = write_file(&t, "a.img.zst", &compress("img.zst", &img));
+    let out = t.path().join("out.img");
+    let (r, _) = run(&src, ImageFormat::Zst, out.to_str().unwrap(), None, None);
+    assert_eq!(r.unwrap().bytes, img.len() as u64);
+    assert!(std::fs::read(&out).unwrap() == img);
+
+    // Onto itself, a character device, a partition-less wrong format.
+    let (r, _) = run(&src, ImageFormat::Zst, src.to_str().unwrap(), None, None);
+    assert!(r.unwrap_err().to_string().contains("image itself"));
+    let (r, _) = run(&src, ImageFormat::Zst, "/dev/null", None, None);
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("neither a block device nor a regular file"));
+    let (r, _) = run(&src, ImageFormat::Gz, out.to_str().unwrap(), None, None);
+    assert!(matches!(r.unwrap_err(), Error::FormatMismatch { .. }));
+}
