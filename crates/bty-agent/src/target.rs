@@ -184,8 +184,7 @@ pub fn root_disks(host: &Host) -> Vec<String> {
     let mountinfo = fs::read_to_string(host.proc.join("self/mountinfo")).unwrap_or_default();
     let Some(line) = mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
     else {
         return Vec::new();
     };
