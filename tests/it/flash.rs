@@ -324,6 +324,56 @@ fn missing_paths_and_character_devices_are_refused_files_are_not() {
     assert!(std::fs::read(&out).unwrap() == image(1, 1));
 }
 
+#[test]
+fn a_partition_is_refused_and_the_disk_named() {
+    let t = TestDir::new();
+    if !have_tool("sfdisk", on_path("sfdisk")) {
+        return;
+    }
+    let Some(lo) = Loop::new(t.path(), 16 << 20) else {
+        return;
+    };
+    let mut sf = Command::new("sfdisk")
+        .args(["-q", &lo.0])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,8M\n")
+        .unwrap();
+    assert!(sf.wait().unwrap().success());
+    // Have the kernel read the table: /dev/loopNp1 appears.
+    assert!(
+        Command::new("losetup")
+            .args(["-c", "-P", &lo.0])
+            .status()
+            .unwrap()
+            .success()
+            || Command::new("partx")
+                .args(["-a", &lo.0])
+                .status()
+                .unwrap()
+                .success()
+    );
+    let part = format!("{}p1", lo.0);
+    for _ in 0..50 {
+        if Path::new(&part).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let before = lo.bytes();
+    let raw = t.path().join("a.img");
+    std::fs::write(&raw, image(1, 2)).unwrap();
+    let o = flash(&[raw.to_str().unwrap(), &part, "--yes"]);
+    exits_with(&o, 3);
+    fails_with(&o, &format!("give the whole disk ({})", lo.0));
+    assert!(lo.bytes() == before, "the disk changed");
+}
+
 /// `/` is the loop device's file system (a chroot in a private mount
 /// namespace): bty-lab refuses it before anything else.
 #[test]
