@@ -17,10 +17,11 @@ export DEBIAN_FRONTEND=noninteractive
 #   zstd xz-utils bzip2 pigz        - making compressed test images
 #   chromium chromium-driver        - operator UI tests in a real browser
 #   isc-dhcp-server kea-dhcp4-server - check the DHCP snippets bty-web hands out
-#   e2fsprogs bsdutils coreutils    - local flash and wizard tests: a mounted
-#                                     ext4 loop device (the wizard's BTY-DATA
-#                                     stick), the prompt on a pty (script),
-#                                     / in a chroot (util-linux: losetup,
+#   e2fsprogs bsdutils coreutils fdisk - local flash and wizard tests: a
+#                                     mounted ext4 loop device (the wizard's
+#                                     BTY-DATA stick), the prompt on a pty
+#                                     (script), / in a chroot, a partition
+#                                     (sfdisk; util-linux: losetup,
 #                                     lsblk, unshare)
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
@@ -34,7 +35,7 @@ PKGS=(
   zstd xz-utils bzip2 pigz sqlite3 ca-certificates
   chromium chromium-driver
   isc-dhcp-server kea-dhcp4-server bc python3
-  e2fsprogs bsdutils coreutils
+  bsdutils coreutils
 )
 
 need=0

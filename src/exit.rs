@@ -44,7 +44,8 @@ impl Code {
                  write, not root, --systemd without systemd, a downgrade\n     \
                  without --allow-downgrade, DEST deployed on another engine,\n     \
                  a destructive purge without --yes or a terminal, a\n     \
-                 symbolic link where bty-lab writes in DEST or the data dir"
+                 symbolic link where bty-lab writes in DEST or the data dir,\n     \
+                 a flash onto a disk in use, too small or not confirmed"
             }
             Code::EngineUnreachable => {
                 "no container engine answered (or not the one DEST was\n     \

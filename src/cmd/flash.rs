@@ -53,6 +53,11 @@ pub fn run(a: FlashArgs) -> Result<()> {
             )
         })?,
     };
+    // Before the operator is asked anything: the image is there.
+    if !is_url(&a.image) {
+        std::fs::metadata(&a.image)
+            .map_err(|e| exit::refused(format!("image {}: {e}; nothing was written", a.image)))?;
+    }
     let disk = inspect(&Host::default(), &a.device)?;
     disk.show(&format!("Flashing {} ({format}) onto:", a.image));
     confirm(&disk, a.yes)?;
@@ -68,6 +73,12 @@ pub fn run(a: FlashArgs) -> Result<()> {
 
 /// `bty-lab usb write`: a stick image (raw, as `usb build` makes it).
 pub fn usb_write(a: UsbWriteArgs) -> Result<()> {
+    std::fs::metadata(&a.file).map_err(|e| {
+        exit::refused(format!(
+            "stick image {}: {e}; nothing was written",
+            a.file.display()
+        ))
+    })?;
     let disk = inspect(&Host::default(), &a.device)?;
     disk.show(&format!(
         "This will erase everything on this disk and write the stick image {} onto it:",

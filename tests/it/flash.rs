@@ -311,6 +311,9 @@ fn missing_paths_and_character_devices_are_refused_files_are_not() {
         fails_with(&o, needle);
     }
     assert!(!Path::new("/dev/bty-no-such-disk").exists());
+    let o = flash(&["/nonexistent/a.img", "/dev/null", "--yes"]);
+    exits_with(&o, 3);
+    fails_with(&o, "image /nonexistent/a.img");
     // A regular file is a valid target (a disk image file).
     let out = t.path().join("out.img");
     std::fs::write(&out, b"old").unwrap();
@@ -322,6 +325,48 @@ fn missing_paths_and_character_devices_are_refused_files_are_not() {
         "--yes",
     ]));
     assert!(std::fs::read(&out).unwrap() == image(1, 1));
+}
+
+#[test]
+fn a_partition_is_refused_and_the_disk_named() {
+    let t = TestDir::new();
+    if !have_tool("sfdisk", on_path("sfdisk")) {
+        return;
+    }
+    let Some(lo) = Loop::new(t.path(), 16 << 20) else {
+        return;
+    };
+    let mut sf = Command::new("sfdisk")
+        .args(["-q", &lo.0])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,8M\n")
+        .unwrap();
+    assert!(sf.wait().unwrap().success());
+    // Have the kernel know the partition: sfdisk's re-read does it when the
+    // loop device scans partitions; else partx adds it (its status is
+    // not telling: "already exists" fails too).
+    let part = format!("{}p1", lo.0);
+    let _ = Command::new("partx").args(["-a", &lo.0]).output();
+    for _ in 0..50 {
+        if Path::new(&part).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(Path::new(&part).exists(), "{part} did not appear");
+    let before = lo.bytes();
+    let raw = t.path().join("a.img");
+    std::fs::write(&raw, image(1, 2)).unwrap();
+    let o = flash(&[raw.to_str().unwrap(), &part, "--yes"]);
+    exits_with(&o, 3);
+    fails_with(&o, &format!("give the whole disk ({})", lo.0));
+    assert!(lo.bytes() == before, "the disk changed");
 }
 
 /// `/` is the loop device's file system (a chroot in a private mount

@@ -397,7 +397,9 @@ fn size_of(
         ImageFormat::Xz => {
             hint.exact = (|| {
                 let footer = tail(12)?;
-                let idx = decompress::xz_index_size(&footer)?;
+                // A real index is a few KiB per GiB; a footer claiming more
+                // is corrupt and must not size an allocation.
+                let idx = decompress::xz_index_size(&footer).filter(|&i| i <= 64 << 20)?;
                 let index = tail(12 + idx)?;
                 decompress::xz_index_uncompressed(index.get(..idx as usize)?)
             })();

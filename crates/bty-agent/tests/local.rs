@@ -271,6 +271,16 @@ fn regular_file_targets_and_refusals() {
     let (r, _) = run(&src, ImageFormat::Zst, out.to_str().unwrap(), None, None);
     assert_eq!(r.unwrap().bytes, img.len() as u64);
     assert!(std::fs::read(&out).unwrap() == img);
+    for (name, format) in [
+        ("img.gz", ImageFormat::Gz),
+        ("img.xz", ImageFormat::Xz),
+        ("img.bz2", ImageFormat::Bz2),
+    ] {
+        let src = write_file(&t, name, &compress(name, &img));
+        let (r, _) = run(&src, format, out.to_str().unwrap(), None, Some(&sha(&img)));
+        assert_eq!(r.unwrap().bytes, img.len() as u64, "{format}");
+        assert!(std::fs::read(&out).unwrap() == img, "{format}");
+    }
 
     // Onto itself, a character device, a partition-less wrong format.
     let (r, _) = run(&src, ImageFormat::Zst, src.to_str().unwrap(), None, None);
