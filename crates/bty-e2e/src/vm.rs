@@ -72,6 +72,28 @@ pub struct Vm {
     started: Instant,
     /// Other logs (name, path) whose tails go into failure messages.
     diag: Vec<(String, PathBuf)>,
+    /// The serial console's input, when the test types into it.
+    input: Option<std::process::ChildStdin>,
+}
+
+/// A machine that boots a USB stick: the stick on an xHCI controller
+/// (what a stick is to the firmware) first in the boot order, the
+/// machine's own virtio disks after it, no NIC. (SeaBIOS tries only the
+/// first hard disk of its boot order, so an empty disk before the stick
+/// would stop it; a technician pulls the stick to boot the flashed disk,
+/// and a test does the same: `stick: None`.)
+#[derive(Debug, Clone)]
+pub struct StickConfig {
+    /// [`Firmware::Bios`] (SeaBIOS) or [`Firmware::UefiDisk`] (OVMF).
+    pub firmware: Firmware,
+    /// The stick's raw image; None: the stick is pulled.
+    pub stick: Option<PathBuf>,
+    /// The machine's disks.
+    pub disks: Vec<Disk>,
+    /// Memory in MiB.
+    pub memory_mb: u32,
+    /// Exit qemu when the guest reboots.
+    pub no_reboot: bool,
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -162,33 +184,33 @@ impl Vm {
             cursor: 0,
             started: Instant::now(),
             diag: vec![("qemu stderr".to_string(), stderr_path)],
+            input: None,
         })
     }
 
-    /// Start a VM with no network (`-nic none`) booting `stick` as a USB
-    /// mass-storage device on an xHCI controller (what a USB stick is to
-    /// the firmware), files under `dir`. `firmware`: [`Firmware::Bios`]
-    /// (SeaBIOS) or [`Firmware::UefiDisk`] (OVMF).
-    pub fn start_stick(
-        dir: &Path,
-        firmware: Firmware,
-        stick: &Path,
-        memory_mb: u32,
-    ) -> anyhow::Result<Vm> {
-        let tag = match firmware {
-            Firmware::Bios => "bios",
-            _ => "uefi",
+    /// Start a machine with no network (`-nic none`) that boots a USB
+    /// stick ([`StickConfig`]), files under `dir`. Its serial console is
+    /// qemu's stdio: what the guest writes goes to the log the waits read,
+    /// and [`Vm::send_line`] types into it.
+    pub fn start_stick(dir: &Path, cfg: &StickConfig) -> anyhow::Result<Vm> {
+        let tag = match (cfg.firmware, cfg.stick.is_some()) {
+            (Firmware::Bios, true) => "stick-bios",
+            (Firmware::Bios, false) => "disk-bios",
+            (_, true) => "stick-uefi",
+            (_, false) => "disk-uefi",
         };
-        let serial = dir.join(format!("serial-stick-{tag}.log"));
-        let _ = std::fs::remove_file(&serial);
+        let serial = dir.join(format!("serial-{tag}.log"));
+        std::fs::write(&serial, b"").with_context(|| format!("creating {}", serial.display()))?;
         let mut cmd = std::process::Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-nodefaults", "-nographic"])
+        cmd.args(["-accel", "tcg", "-nodefaults"])
             .args(["-display", "none", "-monitor", "none", "-vga", "none"])
-            .args(["-m", &memory_mb.to_string(), "-nic", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()));
-        if firmware != Firmware::Bios {
-            let vars = dir.join(format!("OVMF_VARS-stick-{tag}.fd"));
+            .args(["-m", &cfg.memory_mb.to_string(), "-nic", "none"])
+            .args(["-serial", "stdio"]);
+        if cfg.no_reboot {
+            cmd.arg("-no-reboot");
+        }
+        if cfg.firmware != Firmware::Bios {
+            let vars = dir.join(format!("OVMF_VARS-{tag}.fd"));
             std::fs::copy(OVMF_VARS, &vars)
                 .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
             cmd.arg("-drive")
@@ -201,29 +223,75 @@ impl Vm {
                     vars.display()
                 ));
         }
-        cmd.args(["-device", "qemu-xhci"])
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=stick,format=raw,cache=unsafe,file={}",
-                stick.display()
-            ))
-            .args(["-device", "usb-storage,drive=stick,bootindex=0"]);
-        let stderr_path = dir.join(format!("qemu-stick-{tag}.stderr"));
+        if let Some(stick) = &cfg.stick {
+            cmd.args(["-device", "qemu-xhci,id=xhci"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=none,id=stick,format=raw,cache=unsafe,file={}",
+                    stick.display()
+                ))
+                .args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+        }
+        for (i, d) in cfg.disks.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=d{i},format=raw,cache=unsafe,file={}",
+                    d.path.display()
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-blk-pci,drive=d{i},serial={},bootindex={}",
+                    d.serial,
+                    i + 1
+                ));
+        }
+        let stderr_path = dir.join(format!("qemu-{tag}.stderr"));
         let stderr = std::fs::File::create(&stderr_path)
             .with_context(|| format!("creating {}", stderr_path.display()))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .context("starting qemu-system-x86_64")?;
+        let input = child.stdin.take();
+        let mut out = child.stdout.take().context("qemu's stdout")?;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&serial)
+            .with_context(|| format!("opening {}", serial.display()))?;
+        std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || log.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
         Ok(Vm {
             guard: Guard::new("qemu", child),
             serial,
             cursor: 0,
             started: Instant::now(),
             diag: vec![("qemu stderr".to_string(), stderr_path)],
+            input,
         })
+    }
+
+    /// Type `line` and Enter on the serial console (a machine started
+    /// with [`Vm::start_stick`]).
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write as _;
+        let r = match self.input.as_mut() {
+            Some(i) => i
+                .write_all(format!("{line}\r").as_bytes())
+                .and_then(|_| i.flush()),
+            None => Err(std::io::Error::other("this VM's console takes no input")),
+        };
+        if let Err(e) = r {
+            panic!("{}", self.report(&format!("typing {line:?}: {e}")));
+        }
     }
 
     /// Add a log whose tail goes into failure messages.

@@ -1,18 +1,21 @@
-//! Issue 13: the USB stick `bty-lab usb build` writes boots on both
-//! firmwares. A VM with no network gets the stick as USB mass storage on
-//! xHCI (bootindex 0); SeaBIOS (gptmbr.bin → syslinux) and OVMF
-//! (`\EFI\BOOT\BOOTX64.EFI` = systemd-boot) each must reach the netboot
-//! kernel with `bty.mode=wizard` on its command line and the initramfs's
-//! /init. What the wizard does then is tested with the wizard.
-//!
-//! The stick carries the real netboot media (`$BTY_E2E_MEDIA`, else built
-//! by the bty-lab under test) and one small image.
+//! Issue 13, the USB-stick flow as a technician meets it: the README's
+//! `bty-lab` (`cargo install`ed, default media) runs `bty-lab usb build`
+//! with two bootable test images; a machine with no network, an empty
+//! virtio disk (serial BTYTARGET) and the stick on xHCI boots it, on
+//! SeaBIOS (gptmbr.bin -> syslinux) and on OVMF (systemd-boot as
+//! `\EFI\BOOT\BOOTX64.EFI`). The test types into the wizard on the serial
+//! console (image, disk, the disk's serial, Enter to reboot); as the
+//! technician pulls the stick, the machine then starts with the disk alone
+//! and boots it: its marker shows on the console, and the disk holds the
+//! image byte for byte. A second stick is unattended (`--auto`): it
+//! flashes and reboots with no input at all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bty_e2e::vm::{Firmware, Vm};
+use bty_e2e::disk::{mbr_image, uefi_image, AfterMarker};
+use bty_e2e::vm::{Disk, Firmware, StickConfig, Vm};
 
 /// The usb build's own tools, with their packages.
 const STICK_TOOLS: &[(&str, &str)] = &[
@@ -39,19 +42,42 @@ fn stick_tools(test: &str) -> bool {
     false
 }
 
-/// Build a stick with the bty-lab under test; its path.
-fn build_stick(lab: &Path, dir: &Path) -> std::path::PathBuf {
-    let media = bty_e2e::media::netboot_dir(lab).expect("the netboot media");
-    let image = dir.join("tiny.img");
-    std::fs::write(&image, vec![0x5au8; 1 << 20]).unwrap();
-    let stick = dir.join("stick.img");
+/// The two images a stick carries: one BIOS-bootable, one UEFI-bootable,
+/// each printing its marker when booted (and halting).
+struct Images {
+    bios: (PathBuf, Vec<u8>),
+    uefi: (PathBuf, Vec<u8>),
+}
+
+const BIOS_MARKER: &str = "BTY-USB-FLASHED-BIOS-DISK";
+const UEFI_MARKER: &str = "BTY-USB-FLASHED-UEFI-DISK";
+
+fn images(dir: &Path) -> Images {
+    let bios = mbr_image(BIOS_MARKER, AfterMarker::Halt, 4 << 20);
+    let uefi = uefi_image(UEFI_MARKER, AfterMarker::Halt, 8 << 20, dir).expect("the UEFI image");
+    let (bp, up) = (dir.join("bios-disk.img"), dir.join("uefi-disk.img"));
+    std::fs::write(&bp, &bios).unwrap();
+    std::fs::write(&up, &uefi).unwrap();
+    Images {
+        bios: (bp, bios),
+        uefi: (up, uefi),
+    }
+}
+
+/// `bty-lab usb build --out STICK --image bios-disk=.. --image uefi-disk=..
+/// [EXTRA]`, as the README's binary runs it: its own netboot media.
+fn build_stick(lab: &Path, dir: &Path, name: &str, im: &Images, extra: &[&str]) -> PathBuf {
+    let stick = dir.join(name);
+    let t0 = Instant::now();
     let out = Command::new(lab)
         .args(["usb", "build", "--out"])
         .arg(&stick)
-        .arg("--netboot")
-        .arg(&media)
         .arg("--image")
-        .arg(format!("tiny={}", image.display()))
+        .arg(format!("bios-disk={}", im.bios.0.display()))
+        .arg("--image")
+        .arg(format!("uefi-disk={}", im.uefi.0.display()))
+        .args(extra)
+        .env_remove("BTY_NETBOOT_DIR")
         .output()
         .expect("running bty-lab usb build");
     assert!(
@@ -60,78 +86,171 @@ fn build_stick(lab: &Path, dir: &Path) -> std::path::PathBuf {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("usb build {name}: {:.1} s", t0.elapsed().as_secs_f64());
     stick
 }
 
-/// Boot `stick` (a copy: a guest may write to its disk) with `firmware`;
-/// the seconds from qemu's start to the initramfs's first line.
-fn boots_to_the_initramfs(dir: &Path, stick: &Path, firmware: Firmware) -> f64 {
-    let copy = dir.join(format!("stick-{firmware:?}.img"));
-    std::fs::copy(stick, &copy).unwrap();
-    let mut vm = Vm::start_stick(dir, firmware, &copy, 512).expect("starting qemu");
-    let started = Instant::now();
-    // The kernel prints its command line first thing; under TCG the whole
-    // way (firmware, loader, ~24 MiB read over emulated USB, kernel) takes
-    // tens of seconds: the deadlines leave room for a loaded CI machine.
+/// The machine: `stick` (None: pulled) and its disk `target` (serial
+/// BTYTARGET); qemu exits when the guest reboots.
+fn machine(dir: &Path, firmware: Firmware, stick: Option<&Path>, target: &Path) -> Vm {
+    let cfg = StickConfig {
+        firmware,
+        stick: stick.map(Path::to_path_buf),
+        disks: vec![Disk {
+            path: target.to_path_buf(),
+            serial: "BTYTARGET".into(),
+        }],
+        memory_mb: 1024,
+        no_reboot: true,
+    };
+    Vm::start_stick(dir, &cfg).expect("starting qemu")
+}
+
+/// An empty 32 MiB disk for `firmware`'s machine.
+fn empty_disk(dir: &Path, firmware: Firmware) -> PathBuf {
+    let target = dir.join(format!("target-{firmware:?}.img"));
+    std::fs::write(&target, vec![0u8; 32 << 20]).unwrap();
+    target
+}
+
+/// The stick pulled, the machine boots its flashed disk: `marker` shows.
+/// Seconds to the marker.
+fn boots_the_disk(dir: &Path, firmware: Firmware, target: &Path, marker: &str) -> f64 {
+    let mut vm = machine(dir, firmware, None, target);
+    vm.expect(marker, Duration::from_secs(120));
+    let secs = vm.elapsed().as_secs_f64();
+    vm.kill();
+    secs
+}
+
+/// The stick boots the netboot kernel in wizard mode, the way `firmware`
+/// boots a stick: syslinux (its banner, BOOT_IMAGE=) or OVMF's boot
+/// manager starting the USB disk's removable-media loader (systemd-boot,
+/// the kernel's EFI stub).
+fn boots_the_wizard_kernel(vm: &mut Vm, firmware: Firmware) -> f64 {
     vm.expect("Command line:", Duration::from_secs(240));
     vm.expect("bty.mode=wizard", Duration::from_secs(5));
     vm.expect("bty-netboot: init", Duration::from_secs(240));
-    let secs = started.elapsed().as_secs_f64();
+    let secs = vm.elapsed().as_secs_f64();
     let serial = vm.serial();
-    let line = serial
-        .lines()
-        .find(|l| l.contains("Command line:"))
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        line.contains("console=ttyS0,115200n8"),
-        "{}",
-        vm.report(&format!(
-            "the command line lacks the serial console: {line}"
-        ))
-    );
-    // Which way it came: syslinux (its banner on COM1, BOOT_IMAGE= on
-    // the command line) or OVMF's boot manager starting the USB disk's
-    // removable-media loader, systemd-boot (the kernel's EFI stub).
-    let (marks, via): (&[&str], _) = match firmware {
-        Firmware::Bios => (&["SYSLINUX 6", "BOOT_IMAGE=/bty/vmlinuz"], "syslinux"),
-        _ => (
-            &["BdsDxe: starting", "USB HARDDRIVE", "EFI stub:"],
-            "OVMF and systemd-boot",
-        ),
+    let marks: &[&str] = match firmware {
+        Firmware::Bios => &["SYSLINUX 6", "BOOT_IMAGE=/bty/vmlinuz"],
+        _ => &["BdsDxe: starting", "USB HARDDRIVE", "EFI stub:"],
     };
     for m in marks {
         assert!(
             serial.contains(m),
             "{}",
-            vm.report(&format!(
-                "booted, but not via {via}: no {m:?} on the console"
-            ))
+            vm.report(&format!("booted, but without {m:?} on the console"))
         );
     }
-    vm.kill();
-    eprintln!("usb stick, {firmware:?}: the initramfs's /init after {secs:.1} s (TCG)");
     secs
 }
 
+/// The disk holds `image` from its first byte.
+fn holds(target: &Path, image: &[u8]) {
+    let disk = std::fs::read(target).unwrap();
+    assert!(
+        disk.len() >= image.len() && disk[..image.len()] == image[..],
+        "the flashed disk does not hold the image"
+    );
+}
+
 #[test]
-fn usb_stick_boots_on_seabios_and_ovmf_into_the_wizard_kernel() {
-    const TEST: &str = "usb_stick_boots_on_seabios_and_ovmf_into_the_wizard_kernel";
+fn readme_usb_stick_wizard_flashes_and_the_disk_boots_on_seabios_and_ovmf() {
+    const TEST: &str = "readme_usb_stick_wizard_flashes_and_the_disk_boots_on_seabios_and_ovmf";
     let Some(_gate) = bty_e2e::gate(TEST) else {
         return;
     };
     if !stick_tools(TEST) {
         return;
     }
-    let Some(lab) = bty_e2e::lab_bin(TEST) else {
+    let Some(lab) = bty_e2e::readme_bin(TEST) else {
         return;
     };
     let dir = tempfile::Builder::new()
         .prefix("bty-usb-e2e")
         .tempdir()
         .unwrap();
-    let stick = build_stick(&lab, dir.path());
-    let bios = boots_to_the_initramfs(dir.path(), &stick, Firmware::Bios);
-    let uefi = boots_to_the_initramfs(dir.path(), &stick, Firmware::UefiDisk);
-    eprintln!("usb stick boot to initramfs under TCG: SeaBIOS {bios:.1} s, OVMF {uefi:.1} s");
+    let im = images(dir.path());
+    let stick = build_stick(&lab, dir.path(), "stick.img", &im, &[]);
+    // (firmware, which image in the wizard's list, its bytes, its marker)
+    let runs = [
+        (Firmware::Bios, "1", &im.bios.1, BIOS_MARKER),
+        (Firmware::UefiDisk, "2", &im.uefi.1, UEFI_MARKER),
+    ];
+    for (firmware, pick, image, marker) in runs {
+        let copy = dir.path().join(format!("stick-{firmware:?}.img"));
+        std::fs::copy(&stick, &copy).unwrap();
+        let target = empty_disk(dir.path(), firmware);
+        let mut vm = machine(dir.path(), firmware, Some(&copy), &target);
+        let to_wizard = boots_the_wizard_kernel(&mut vm, firmware);
+        vm.expect("Image number (q to quit):", Duration::from_secs(120));
+        vm.send_line(pick);
+        vm.expect(
+            "Disk number (b to go back, q to quit):",
+            Duration::from_secs(30),
+        );
+        vm.send_line("1");
+        vm.expect(
+            "Type the disk's serial BTYTARGET to confirm",
+            Duration::from_secs(30),
+        );
+        vm.send_line("BTYTARGET");
+        vm.expect("or type off to power off", Duration::from_secs(180));
+        let flashed = vm.elapsed().as_secs_f64();
+        holds(&target, image);
+        // Enter reboots (qemu exits on the guest's reboot).
+        vm.send_line("");
+        vm.expect_exit(Duration::from_secs(60));
+        let booted = boots_the_disk(dir.path(), firmware, &target, marker);
+        eprintln!(
+            "usb stick, {firmware:?} (TCG): wizard on the console {to_wizard:.1} s after power-on, \
+             flashed and verified at {flashed:.1} s; the flashed disk boots in {booted:.1} s"
+        );
+    }
+}
+
+#[test]
+fn readme_usb_stick_unattended_flashes_and_boots_without_input() {
+    const TEST: &str = "readme_usb_stick_unattended_flashes_and_boots_without_input";
+    let Some(_gate) = bty_e2e::gate(TEST) else {
+        return;
+    };
+    if !stick_tools(TEST) {
+        return;
+    }
+    let Some(lab) = bty_e2e::readme_bin(TEST) else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("bty-usb-auto")
+        .tempdir()
+        .unwrap();
+    let im = images(dir.path());
+    let auto = "image=bios-disk,disk-serial=BTYTARGET,after=reboot";
+    let stick = build_stick(&lab, dir.path(), "auto.img", &im, &["--auto", auto]);
+    let target = empty_disk(dir.path(), Firmware::Bios);
+    let mut vm = machine(dir.path(), Firmware::Bios, Some(&stick), &target);
+    boots_the_wizard_kernel(&mut vm, Firmware::Bios);
+    // No input: the wizard flashes, verifies and reboots by itself.
+    vm.expect_exit(Duration::from_secs(300));
+    let flashed = vm.elapsed().as_secs_f64();
+    let serial = vm.serial();
+    assert!(
+        !serial.contains("Image number"),
+        "{}",
+        vm.report("the unattended stick asked a question")
+    );
+    assert!(
+        serial.contains("unattended: bios-disk onto the disk with serial BTYTARGET"),
+        "{}",
+        vm.report("no unattended flash on the console")
+    );
+    holds(&target, &im.bios.1);
+    let booted = boots_the_disk(dir.path(), Firmware::Bios, &target, BIOS_MARKER);
+    eprintln!(
+        "usb stick unattended (SeaBIOS, TCG): flashed, verified and rebooted {flashed:.1} s \
+         after power-on; the flashed disk boots in {booted:.1} s"
+    );
 }
