@@ -15,39 +15,9 @@ use common::*;
 
 const FILL: u8 = 0xaa;
 
-struct Loop(String);
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-fn loopdev(t: &tempfile::TempDir, size: usize) -> Option<Loop> {
-    if !have_tool("losetup") {
-        return None;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: loop devices need root");
-        return None;
-    }
-    let backing = t.path().join(format!("backing-{size}.img"));
-    std::fs::write(&backing, vec![FILL; size]).unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "losetup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(Loop(
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
-    ))
+/// A loop device of `size` bytes (backing file pre-filled with [`FILL`]).
+fn loopdev(t: &tempfile::TempDir, size: usize) -> Option<loops::Loop> {
+    loops::loop_sized(t.path(), &format!("backing-{size}.img"), size)
 }
 
 fn write_file(t: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {

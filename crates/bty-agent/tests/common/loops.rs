@@ -1,5 +1,6 @@
 //! Real loop devices over files pre-filled with 0xAA (so bytes that were
-//! not written show), detached on drop. Needs root and losetup.
+//! not written show), unmounted (if a test mounted one) and detached on
+//! drop. Needs root and losetup.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +12,7 @@ pub struct Loop(pub String);
 
 impl Drop for Loop {
     fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
         let _ = Command::new("losetup").args(["-d", &self.0]).status();
     }
 }
