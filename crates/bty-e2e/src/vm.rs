@@ -99,6 +99,24 @@ pub struct StickConfig {
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// OVMF as the firmware: its code read-only, a fresh copy of its
+/// variable store (`DIR/OVMF_VARS-<tag>.fd`) per machine.
+fn ovmf(cmd: &mut std::process::Command, dir: &Path, tag: &str) -> anyhow::Result<()> {
+    let vars = dir.join(format!("OVMF_VARS-{tag}.fd"));
+    std::fs::copy(OVMF_VARS, &vars)
+        .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
+    cmd.arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+    Ok(())
+}
+
 impl Vm {
     /// Start the VM in `ns`, attached to its tap, files under `dir`.
     pub fn start(ns: &Netns, dir: &Path, cfg: &VmConfig) -> anyhow::Result<Vm> {
@@ -124,21 +142,10 @@ impl Vm {
         match cfg.firmware {
             Firmware::Bios => {}
             Firmware::UefiHttp | Firmware::UefiDisk => {
-                let vars = dir.join(format!("OVMF_VARS-{}.fd", cfg.mac.replace(':', "")));
-                std::fs::copy(OVMF_VARS, &vars)
-                    .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
-                cmd.arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-                    ))
-                    .arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=1,file={}",
-                        vars.display()
-                    ))
-                    // Only HTTP Boot on the NIC: PXE would first wait for
-                    // a TFTP offer that never comes.
-                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
+                ovmf(&mut cmd, dir, &cfg.mac.replace(':', ""))?;
+                // Only HTTP Boot on the NIC: PXE would first wait for
+                // a TFTP offer that never comes.
+                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
                     .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
                 // No iPXE ROM: OVMF's own virtio-net driver and HttpBoot.
                 nic.push_str(",romfile=");
@@ -210,18 +217,7 @@ impl Vm {
             cmd.arg("-no-reboot");
         }
         if cfg.firmware != Firmware::Bios {
-            let vars = dir.join(format!("OVMF_VARS-{tag}.fd"));
-            std::fs::copy(OVMF_VARS, &vars)
-                .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
+            ovmf(&mut cmd, dir, tag)?;
         }
         if let Some(stick) = &cfg.stick {
             cmd.args(["-device", "qemu-xhci,id=xhci"])
