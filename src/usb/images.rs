@@ -306,6 +306,7 @@ pub fn manifest(images: Vec<StickImage>, server: Option<String>, auto: Option<Au
         images,
         server,
         auto,
+        key: None,
     }
 }
 

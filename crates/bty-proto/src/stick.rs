@@ -47,6 +47,12 @@ pub struct Manifest {
     /// Unattended mode: flash without questions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<Auto>,
+    /// The stick key `bty-lab usb build --server` minted on that bty-web
+    /// (`POST /api/sticks`): sent as `Authorization: Bearer KEY` to
+    /// [`CATALOG_PATH`] and [`FLASH_PATH`]. Without it the wizard uses
+    /// no server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// One image on the stick.
@@ -94,6 +100,89 @@ pub enum After {
     Poweroff,
 }
 
+/// `GET` here (with the stick key) lists the server's flashable images as
+/// a [`ServerCatalog`].
+pub const CATALOG_PATH: &str = "/stick/catalog";
+
+/// `POST` a [`FlashStart`] here (with the stick key) before the first
+/// write; a registered machine gets a [`FlashStarted`].
+pub const FLASH_PATH: &str = "/stick/flash";
+
+/// The prefix of a stick key, so a key pasted in the wrong place is
+/// recognisable (and greppable in logs that should never hold one).
+pub const KEY_PREFIX: &str = "btystick_";
+
+/// `GET /stick/catalog`: the images a bty-web can hand a stick's wizard.
+/// Only images whose sha256 and size withcache has measured are listed
+/// (the wizard, like the agent, never flashes bytes it cannot check).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCatalog {
+    /// In the catalog's order.
+    pub images: Vec<ServerImage>,
+}
+
+/// One image of a [`ServerCatalog`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerImage {
+    /// Catalog entry name.
+    pub name: String,
+    /// Where to GET the bytes (withcache's blob URL, as in a plan).
+    pub url: String,
+    /// Container format.
+    pub format: ImageFormat,
+    /// sha256 of the bytes at `url`, lowercase hex.
+    pub sha256: String,
+    /// Length of the download in bytes.
+    pub size: u64,
+}
+
+/// Where the image a stick flash writes comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// A file on the stick's data partition.
+    Stick,
+    /// The server's catalog ([`ServerImage::url`]).
+    Server,
+}
+
+/// `POST /stick/flash`: the wizard is about to flash; record it on the
+/// machine's page if one of `macs` is registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashStart {
+    /// Every NIC's MAC of the machine the stick booted; the first one
+    /// registered is the machine.
+    pub macs: Vec<crate::Mac>,
+    /// The image's name (on the stick or in the catalog).
+    pub image: String,
+    /// Where the image comes from.
+    pub source: ImageSource,
+    /// Container format.
+    pub format: ImageFormat,
+    /// sha256 of the bytes read (stored file or download), lowercase hex.
+    pub sha256: String,
+    /// Length of those bytes.
+    pub size: u64,
+    /// Serial of the disk being written.
+    pub target_serial: String,
+}
+
+/// The answer to a [`FlashStart`] for a registered machine: a cycle of
+/// its own (it does not touch the machine's boot mode or PXE cycles), and
+/// where to report on it, exactly as with a plan's token. Reports are taken
+/// only from the address that started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashStarted {
+    /// The registered machine among [`FlashStart::macs`].
+    pub mac: crate::Mac,
+    /// The cycle's id.
+    pub cycle: String,
+    /// The cycle's secret; every report carries it.
+    pub token: String,
+    /// Where progress and done go (`/pxe/{mac}/progress`, `/done`).
+    pub report: crate::plan::ReportUrls,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +202,7 @@ mod tests {
                 sha256: None,
             }],
             server: None,
+            key: None,
             auto: Some(Auto {
                 image: "debian-12".into(),
                 disk_serial: "S1".into(),
@@ -121,7 +211,7 @@ mod tests {
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(
-            !text.contains("server") && !text.contains("\"size\""),
+            !text.contains("server") && !text.contains("\"size\"") && !text.contains("key"),
             "{text}"
         );
         assert!(text.contains("\"after\":\"reboot\""), "{text}");
