@@ -245,4 +245,88 @@ mod tests {
         let sh = e.iter().find(|e| e.path == "bin/sh").unwrap();
         assert_eq!(sh.node, Node::Symlink("/bin/busybox".into()));
     }
+
+    /// Whether `tool` is on PATH; missing, the test skips (fails under
+    /// BTY_REQUIRE_TOOLS=1, so a green CI run means it ran).
+    fn have(tool: &str) -> bool {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        if !found {
+            assert!(
+                std::env::var("BTY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+                "{tool} is required (BTY_REQUIRE_TOOLS=1) but not installed"
+            );
+            eprintln!("skipping: {tool} not installed");
+        }
+        found
+    }
+
+    /// The udhcpc hook, run by busybox's sh as udhcpc runs it, in network
+    /// and mount namespaces of its own (a dummy NIC, a private /run and
+    /// /etc/resolv.conf): it configures the NIC and writes the lease file
+    /// the stick wizard reads, with hostile values unable to add a line,
+    /// and the wizard's parser takes only what is sane.
+    #[test]
+    fn the_udhcpc_hook_writes_the_lease_for_the_wizard() {
+        if !have("unshare") || !have("busybox") || !have("ip") {
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: namespaces need root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let script = t.path().join("udhcpc.script");
+        std::fs::write(&script, UDHCPC).unwrap();
+        std::fs::write(t.path().join("resolv.conf"), "").unwrap();
+        let inner = r#"set -e
+mount -t tmpfs tmpfs /run
+mount --bind "$T/resolv.conf" /etc/resolv.conf
+ip link add d0 type dummy
+ip link set d0 up
+interface=d0 ip=10.9.0.2 mask=24 dns=10.9.0.53 siaddr=10.9.0.1 serverid=10.9.0.254   tftp="$(printf 'boot.lab
+siaddr=6.6.6.6')" bootfile='undionly.kpxe;reboot'   busybox sh "$T/udhcpc.script" bound
+cat /run/bty-dhcp.env
+echo ---
+ip -4 -o addr show dev d0
+cat /etc/resolv.conf
+"#;
+        let out = std::process::Command::new("unshare")
+            .args([
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                inner,
+            ])
+            .env("T", t.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (lease, rest) = text.split_once("---\n").unwrap();
+        assert_eq!(
+            lease,
+            "interface=d0\nip=10.9.0.2\nsiaddr=10.9.0.1\nserverid=10.9.0.254\n\
+             tftp=boot.labsiaddr6.6.6.6\nboot_file=undionly.kpxereboot\n",
+            "the injected newline and shell characters must be gone"
+        );
+        assert!(rest.contains("inet 10.9.0.2/24"), "{rest}");
+        assert!(rest.contains("nameserver 10.9.0.53"), "{rest}");
+        let l = bty_agent::wizard::server::parse_lease(lease);
+        assert_eq!(l.siaddr, Some("10.9.0.1".parse().unwrap()));
+        assert_eq!(l.serverid, Some("10.9.0.254".parse().unwrap()));
+        assert_eq!(l.boot_file.as_deref(), Some("undionly.kpxereboot"));
+        assert_eq!(
+            bty_agent::wizard::server::candidates(None, Some(&l))[0],
+            "http://10.9.0.1:8080"
+        );
+    }
 }

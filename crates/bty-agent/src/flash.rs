@@ -70,7 +70,7 @@ pub fn run(job: &Job, plan: &Plan, rep: &Reporter) -> Result<Outcome> {
     let serial = plan.target.as_ref().map(|t| t.serial.as_str());
 
     // 2. how big the image is: the plan, or the container's header
-    let (hint, layout) = size_of(job.http, image, expect.size)?;
+    let (hint, layout) = size_of(job.http, &image.url, image.format, expect.size)?;
     job.console.line(format!(
         "image {} ({}), {}",
         image.name,
@@ -137,8 +137,13 @@ pub struct Expected {
 impl Expected {
     /// The plan image's sha256 and size, or why the plan is refused.
     pub fn of(image: &PlanImage) -> Result<Expected> {
-        let name = &image.name;
-        let sha256 = image.sha256.as_deref().ok_or_else(|| {
+        Expected::named(&image.name, image.sha256.as_deref(), image.size)
+    }
+
+    /// The same checks for any image's catalog sha256 and size (a stick
+    /// wizard's server image).
+    pub fn named(name: &str, sha256: Option<&str>, size: Option<u64>) -> Result<Expected> {
+        let sha256 = sha256.ok_or_else(|| {
             Error::BadPlan(format!(
                 "image {name} has no sha256 in the plan; refusing to write bytes that cannot \
                  be checked (give the catalog entry a sha256)"
@@ -150,7 +155,7 @@ impl Expected {
                 sha256.chars().take(80).collect::<String>()
             )));
         }
-        let size = image.size.ok_or_else(|| {
+        let size = size.ok_or_else(|| {
             Error::BadPlan(format!(
                 "image {name} has no size in the plan; refusing to write bytes that cannot \
                  be checked (give the catalog entry a size)"
@@ -174,64 +179,16 @@ fn write_and_verify(
     sink: &mut Sink,
     rep: &Reporter,
 ) -> Result<(String, u64)> {
-    let raw = image.format == ImageFormat::Raw;
-    let fetched = rep.progress.fetched.clone();
-    let fetch = move |pump: &mut Pump| -> Result<(u64, Option<String>)> {
-        let mut src = HttpSource::open(
-            job.http.clone(),
-            &image.url,
-            job.retry,
-            job.console.clone(),
-            fetched,
-        )?;
-        if raw {
-            src.hashed_by_caller();
-        }
-        {
-            let mut decoded: Box<dyn Read + Send + '_> = match layout {
-                Some(l) => {
-                    let mut head = [0u8; 4];
-                    src.read_exact(&mut head)?;
-                    decompress::confirm(ImageFormat::Qcow2, &head)?;
-                    let chained = io::Cursor::new(head).chain(&mut src);
-                    let origin = qcow2::Origin::Http {
-                        http: job.http.clone(),
-                        url: image.url.clone(),
-                    };
-                    Box::new(qcow2::Reader::new(l, chained, origin))
-                }
-                None => decompress::open(image.format, &mut src)?,
-            };
-            pump.pump(&mut decoded)?;
-        }
-        // Trailing bytes after the last frame still count for the digest.
-        io::copy(&mut src, &mut io::sink())?;
-        if src.resumes() > 0 {
-            job.console
-                .line(format!("download resumed {} time(s)", src.resumes()));
-        }
-        Ok(src.finish())
+    let download = Download {
+        http: job.http,
+        url: &image.url,
+        format: image.format,
+        retry: job.retry,
+        console: job.console,
     };
+    let fetch = download.fetcher(layout, rep.progress.fetched.clone());
     // 6. the download must be the catalog's bytes
-    let check = |s: &Streamed| -> Result<()> {
-        // Raw: the source left the hashing to the core (same bytes, same order).
-        let download_sha = s.source_sha256.as_deref().unwrap_or(&s.decoded_sha256);
-        if s.source_len != expect.size {
-            return Err(Error::Corrupt(format!(
-                "downloaded {} bytes, the catalog says {}",
-                s.source_len, expect.size
-            )));
-        }
-        if !expect.sha256.eq_ignore_ascii_case(download_sha) {
-            return Err(Error::ChecksumMismatch {
-                what: "download",
-                expected: expect.sha256.clone(),
-                actual: download_sha.to_string(),
-            });
-        }
-        job.console.line("download sha256 matches the catalog");
-        Ok(())
-    };
+    let check = |s: &Streamed| expect.check(s, job.console);
     let phase = |p: Phase, total: Option<u64>| rep.phase(p, total);
     let core = Core {
         console: job.console,
@@ -240,6 +197,100 @@ fn write_and_verify(
         hint,
     };
     write_and_verify_core(&core, sink, fetch, check)
+}
+
+/// An image's bytes over HTTP, for the shared core: the network flow's
+/// plan image, or a stick wizard's server image ([`crate::local`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Download<'a> {
+    /// Shared HTTP client.
+    pub http: &'a ureq::Agent,
+    /// Where the bytes are.
+    pub url: &'a str,
+    /// How they are encoded.
+    pub format: ImageFormat,
+    /// Resume policy.
+    pub retry: Retry,
+    /// Status lines.
+    pub console: &'a Console,
+}
+
+impl<'a> Download<'a> {
+    /// Decoded size as far as the container says (Range probes), and the
+    /// qcow2 cluster map; `size` is the download's length.
+    pub fn size_hint(&self, size: u64) -> Result<(SizeHint, Option<qcow2::Layout>)> {
+        size_of(self.http, self.url, self.format, size)
+    }
+
+    /// The core's fetch step: stream, resume, decode, and hash the
+    /// download (a raw image is hashed by the core, the same bytes).
+    pub fn fetcher(
+        self,
+        layout: Option<qcow2::Layout>,
+        fetched: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> impl FnOnce(&mut Pump) -> Result<(u64, Option<String>)> + Send + 'a {
+        let raw = self.format == ImageFormat::Raw;
+        move |pump: &mut Pump| -> Result<(u64, Option<String>)> {
+            let mut src = HttpSource::open(
+                self.http.clone(),
+                self.url,
+                self.retry,
+                self.console.clone(),
+                fetched,
+            )?;
+            if raw {
+                src.hashed_by_caller();
+            }
+            {
+                let mut decoded: Box<dyn Read + Send + '_> = match layout {
+                    Some(l) => {
+                        let mut head = [0u8; 4];
+                        src.read_exact(&mut head)?;
+                        decompress::confirm(ImageFormat::Qcow2, &head)?;
+                        let chained = io::Cursor::new(head).chain(&mut src);
+                        let origin = qcow2::Origin::Http {
+                            http: self.http.clone(),
+                            url: self.url.to_string(),
+                        };
+                        Box::new(qcow2::Reader::new(l, chained, origin))
+                    }
+                    None => decompress::open(self.format, &mut src)?,
+                };
+                pump.pump(&mut decoded)?;
+            }
+            // Trailing bytes after the last frame still count for the digest.
+            io::copy(&mut src, &mut io::sink())?;
+            if src.resumes() > 0 {
+                self.console
+                    .line(format!("download resumed {} time(s)", src.resumes()));
+            }
+            Ok(src.finish())
+        }
+    }
+}
+
+impl Expected {
+    /// Step 6: the download must be the catalog's bytes (length and
+    /// sha256).
+    pub(crate) fn check(&self, s: &Streamed, console: &Console) -> Result<()> {
+        // Raw: the source left the hashing to the core (same bytes, same order).
+        let download_sha = s.source_sha256.as_deref().unwrap_or(&s.decoded_sha256);
+        if s.source_len != self.size {
+            return Err(Error::Corrupt(format!(
+                "downloaded {} bytes, the catalog says {}",
+                s.source_len, self.size
+            )));
+        }
+        if !self.sha256.eq_ignore_ascii_case(download_sha) {
+            return Err(Error::ChecksumMismatch {
+                what: "download",
+                expected: self.sha256.clone(),
+                actual: download_sha.to_string(),
+            });
+        }
+        console.line("download sha256 matches the catalog");
+        Ok(())
+    }
 }
 
 /// What the shared write-and-verify core reports to: the network flow's
@@ -384,13 +435,13 @@ where
 /// header or trailer. For qcow2 this also loads the cluster map.
 fn size_of(
     http: &ureq::Agent,
-    image: &PlanImage,
+    url: &str,
+    format: ImageFormat,
     size: u64,
 ) -> Result<(SizeHint, Option<qcow2::Layout>)> {
-    let url = &image.url;
     let len = Some(size);
     let mut hint = SizeHint::default();
-    match image.format {
+    match format {
         ImageFormat::Raw => hint.exact = len,
         ImageFormat::Zst => {
             hint.exact = range_get(http, url, "0-17", 18)

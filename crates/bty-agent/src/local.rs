@@ -1,7 +1,10 @@
 //! A flash of a local file (the USB stick's images, `bty-lab flash`) with
 //! exactly the network flow's write-and-verify core
 //! ([`crate::flash`]): zero-block skipping, the read-back that follows
-//! the writes, and the first MiB written last.
+//! the writes, and the first MiB written last. The stick wizard's server
+//! images take the same path with a [`Remote`] source: the network flow's
+//! download (Range resume, stall timeouts) and its catalog check in place
+//! of the file.
 //!
 //! The order of the checks is the point: the stored file is hashed and the
 //! target vetted (mounted, held, too small) before the first byte is
@@ -22,8 +25,10 @@ use sha2::{Digest, Sha256};
 
 use crate::console::Console;
 use crate::decompress::{self, SizeHint};
-use crate::flash::{write_and_verify_core, Core, Pump, Streamed};
+use crate::flash::{write_and_verify_core, Core, Download, Expected, Pump, Streamed};
 use crate::qcow2;
+use crate::report::Reporter;
+use crate::source::Retry;
 use crate::target::{self, Host};
 use crate::write::Sink;
 use crate::{Error, Result};
@@ -49,6 +54,26 @@ pub struct LocalJob<'a> {
     pub expect_size: Option<u64>,
     /// Status lines.
     pub console: &'a Console,
+    /// Stream the image from a URL instead of reading `source`, which then
+    /// only names it in messages (a stick wizard's server image).
+    pub remote: Option<Remote<'a>>,
+    /// Also post progress to a bty-web that records this flash (the stick
+    /// wizard's report; the caller posts `done`).
+    pub reporter: Option<&'a Reporter>,
+}
+
+/// An image's bytes over HTTP, checked like a plan's download: its length
+/// and sha256 must be the catalog's.
+#[derive(Clone, Copy)]
+pub struct Remote<'a> {
+    /// Shared HTTP client (its stall timeout applies).
+    pub http: &'a ureq::Agent,
+    /// Where the bytes are.
+    pub url: &'a str,
+    /// The catalog's sha256 and size of the download.
+    pub expect: &'a Expected,
+    /// Resume policy.
+    pub retry: Retry,
 }
 
 impl<'a> LocalJob<'a> {
@@ -67,6 +92,8 @@ impl<'a> LocalJob<'a> {
             expect_sha256: None,
             expect_size: None,
             console,
+            remote: None,
+            reporter: None,
         }
     }
 }
@@ -139,33 +166,20 @@ pub fn flash_on(
         .map(|h| hex_digest("expected image", h))
         .transpose()?;
 
-    // 1. the file: what it is stored as, and (when asked) its digest
-    let file = File::open(job.source).map_err(Error::io("opening the image", job.source))?;
-    let stored_len = file
-        .metadata()
-        .map_err(Error::io("reading the size of", job.source))?
-        .len();
-    let mut head = [0u8; 18];
-    let n = read_at_most(&file, &mut head, 0)?;
-    decompress::confirm(job.format, head.get(..n).unwrap_or_default())?;
-    if let Some(want) = &expect_stored {
-        // The pre-hash reports no bytes written: nothing is, yet.
-        let got = hash_file(&file, &mut || tick(0, None, progress))?;
-        if &got != want {
-            return Err(Error::ChecksumMismatch {
-                what: "stored image",
-                expected: want.clone(),
-                actual: got,
-            });
+    // 1. and 2. the bytes, and how big the decoded image is, from the
+    // container or the caller
+    let (file, hint, layout) = match &job.remote {
+        None => {
+            let (file, hint, layout) = open_file(job, expect_stored.as_deref(), &mut |n| {
+                tick(n, None, progress)
+            })?;
+            (Some(file), hint, layout)
         }
-        job.console.line(format!(
-            "{} sha256 matches ({stored_len} bytes)",
-            job.source.display()
-        ));
-    }
-
-    // 2. how big the decoded image is, from the container or the caller
-    let (hint, layout) = size_of(&file, job.format, stored_len, head.get(..n))?;
+        Some(r) => {
+            let (hint, layout) = download(job, r).size_hint(r.expect.size)?;
+            (None, hint, layout)
+        }
+    };
     let hint = match (hint.exact, job.expect_size) {
         (None, Some(size)) => SizeHint {
             exact: Some(size),
@@ -181,7 +195,8 @@ pub fn flash_on(
     };
 
     // 3. the target: refuse anything in use or too small, before writing
-    let mut sink = open_target(host, job.source, job.device, hint)?;
+    let own = job.remote.is_none().then_some(job.source);
+    let mut sink = open_target(host, own, job.device, hint)?;
     job.console.line(format!(
         "writing {} ({}) to {} with {}",
         job.source.display(),
@@ -193,11 +208,12 @@ pub fn flash_on(
     // 4. from here on, a failure leaves the first and last MiB zeroed; the
     // core runs on its own thread so that `progress` (which need not be
     // Send: a terminal progress bar) is called here
-    let counters = crate::report::Progress::default();
+    let mine = crate::report::Progress::default();
+    let counters = job.reporter.map_or(&mine, |r| &*r.progress);
     let total = AtomicU64::new(hint.exact.unwrap_or(0));
     let (done_tx, done_rx) = channel::<()>();
     let result = std::thread::scope(|s| {
-        let (file, counters, total) = (&file, &counters, &total);
+        let (file, total) = (file.as_ref(), &total);
         let (expect_stored, expect_decoded) = (&expect_stored, &expect_decoded);
         let worker = s.spawn(move || {
             let r = write_and_run(
@@ -252,7 +268,7 @@ pub fn flash_on(
 #[allow(clippy::too_many_arguments)]
 fn write_and_run(
     job: &LocalJob,
-    file: &File,
+    file: Option<&File>,
     layout: Option<qcow2::Layout>,
     hint: SizeHint,
     sink: &mut Sink,
@@ -261,36 +277,21 @@ fn write_and_run(
     expect_stored: &Option<String>,
     expect_decoded: &Option<String>,
 ) -> Result<(String, u64)> {
-    let format = job.format;
-    // Hashing the stored bytes again while streaming catches a file that
-    // changed after the pre-hash; for raw the core's digest is the same
-    // bytes, so only compressed formats pay for it.
-    let rehash = expect_stored.is_some() && format != ImageFormat::Raw;
-    let src = file
-        .try_clone()
-        .map_err(Error::io("reopening", job.source))?;
-    let random = file
-        .try_clone()
-        .map_err(Error::io("reopening", job.source))?;
-    let fetch = move |pump: &mut Pump| -> Result<(u64, Option<String>)> {
-        let mut src = Hashing::new(src, rehash);
-        {
-            let mut decoded: Box<dyn Read + Send + '_> = match layout {
-                Some(l) => Box::new(qcow2::Reader::new(
-                    l,
-                    io::BufReader::with_capacity(1 << 20, &mut src),
-                    qcow2::Origin::File(random),
-                )),
-                None => decompress::open(format, &mut src)?,
-            };
-            pump.pump(&mut decoded)?;
+    let fetch: Fetch = match (&job.remote, file) {
+        (Some(r), _) => Box::new(download(job, r).fetcher(layout, counters.fetched.clone())),
+        (None, Some(file)) => file_fetcher(job, file, layout, expect_stored.is_some())?,
+        (None, None) => {
+            return Err(Error::BadPlan(
+                "neither a file nor a URL to flash from".into(),
+            ))
         }
-        io::copy(&mut src, &mut io::sink())?;
-        Ok(src.finish())
     };
     let check = |s: &Streamed| -> Result<()> {
+        if let Some(r) = &job.remote {
+            r.expect.check(s, job.console)?;
+        }
         if let (Some(want), Some(got)) = (expect_stored, &s.source_sha256) {
-            if want != got {
+            if job.remote.is_none() && want != got {
                 return Err(Error::ChecksumMismatch {
                     what: "stored image (changed while being written)",
                     expected: want.clone(),
@@ -311,6 +312,9 @@ fn write_and_run(
         Ok(())
     };
     let phase = |p: Phase, t: Option<u64>| {
+        if let Some(r) = job.reporter {
+            r.phase(p, t);
+        }
         if p == Phase::Writing {
             total.store(t.unwrap_or(0), Ordering::Relaxed);
         }
@@ -322,6 +326,92 @@ fn write_and_run(
         hint,
     };
     write_and_verify_core(&core, sink, fetch, check)
+}
+
+/// The core's fetch step, boxed: a file's or a download's.
+type Fetch<'a> = Box<dyn FnOnce(&mut Pump) -> Result<(u64, Option<String>)> + Send + 'a>;
+
+/// The network flow's download of `r`, as the shared core takes it.
+fn download<'a>(job: &LocalJob<'a>, r: &Remote<'a>) -> Download<'a> {
+    Download {
+        http: r.http,
+        url: r.url,
+        format: job.format,
+        retry: r.retry,
+        console: job.console,
+    }
+}
+
+/// Steps 1 and 2 for a file: open it, check its header is the format,
+/// hash it when a stored sha256 is expected (`tick` with 0 bytes written
+/// as it goes), and read its decoded size from the container.
+fn open_file(
+    job: &LocalJob,
+    expect_stored: Option<&str>,
+    tick: &mut dyn FnMut(u64),
+) -> Result<(File, SizeHint, Option<qcow2::Layout>)> {
+    let file = File::open(job.source).map_err(Error::io("opening the image", job.source))?;
+    let stored_len = file
+        .metadata()
+        .map_err(Error::io("reading the size of", job.source))?
+        .len();
+    let mut head = [0u8; 18];
+    let n = read_at_most(&file, &mut head, 0)?;
+    decompress::confirm(job.format, head.get(..n).unwrap_or_default())?;
+    if let Some(want) = expect_stored {
+        // The pre-hash reports no bytes written: nothing is, yet.
+        let got = hash_file(&file, &mut || tick(0))?;
+        if got != want {
+            return Err(Error::ChecksumMismatch {
+                what: "stored image",
+                expected: want.to_string(),
+                actual: got,
+            });
+        }
+        job.console.line(format!(
+            "{} sha256 matches ({stored_len} bytes)",
+            job.source.display()
+        ));
+    }
+    let (hint, layout) = size_of(&file, job.format, stored_len, head.get(..n))?;
+    Ok((file, hint, layout))
+}
+
+/// The core's fetch step for a file: read, decode, and (`rehash`) hash
+/// the stored bytes again on the way.
+fn file_fetcher<'a>(
+    job: &LocalJob<'a>,
+    file: &File,
+    layout: Option<qcow2::Layout>,
+    rehash: bool,
+) -> Result<Fetch<'a>> {
+    let format = job.format;
+    // Hashing the stored bytes again while streaming catches a file that
+    // changed after the pre-hash; for raw the core's digest is the same
+    // bytes, so only compressed formats pay for it.
+    let rehash = rehash && format != ImageFormat::Raw;
+    let src = file
+        .try_clone()
+        .map_err(Error::io("reopening", job.source))?;
+    let random = file
+        .try_clone()
+        .map_err(Error::io("reopening", job.source))?;
+    Ok(Box::new(move |pump: &mut Pump| {
+        let mut src = Hashing::new(src, rehash);
+        {
+            let mut decoded: Box<dyn Read + Send + '_> = match layout {
+                Some(l) => Box::new(qcow2::Reader::new(
+                    l,
+                    io::BufReader::with_capacity(1 << 20, &mut src),
+                    qcow2::Origin::File(random),
+                )),
+                None => decompress::open(format, &mut src)?,
+            };
+            pump.pump(&mut decoded)?;
+        }
+        io::copy(&mut src, &mut io::sink())?;
+        Ok(src.finish())
+    }))
 }
 
 /// A sha256 given by the caller, lower-cased, or why it is refused.
@@ -418,7 +508,7 @@ fn size_of(
 /// Open the target for writing after the checks: a whole-disk block
 /// device that nothing uses and that is big enough, or a regular file
 /// (created when missing). Anything else is refused.
-fn open_target(host: &Host, source: &Path, device: &Path, hint: SizeHint) -> Result<Sink> {
+fn open_target(host: &Host, source: Option<&Path>, device: &Path, hint: SizeHint) -> Result<Sink> {
     let meta = match std::fs::metadata(device) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -434,8 +524,9 @@ fn open_target(host: &Host, source: &Path, device: &Path, hint: SizeHint) -> Res
         None => Sink::open_file(device, hint.exact),
         Some(m) if m.is_file() => {
             // Truncating the target must not truncate the image itself.
-            let same =
-                std::fs::metadata(source).is_ok_and(|s| (s.dev(), s.ino()) == (m.dev(), m.ino()));
+            let same = source.is_some_and(|source| {
+                std::fs::metadata(source).is_ok_and(|s| (s.dev(), s.ino()) == (m.dev(), m.ino()))
+            });
             if same {
                 return Err(Error::BadPlan(format!(
                     "{} is the image itself; refusing to write it onto itself",

@@ -172,7 +172,14 @@ impl Reporter {
 
     /// Stop the progress thread, then post `done` until the server
     /// acknowledges it: 2xx, or 409 (the cycle is gone; nothing to retry).
-    pub fn done(mut self, report: &DoneReport) -> DoneOutcome {
+    pub fn done(self, report: &DoneReport) -> DoneOutcome {
+        self.done_within(report, u32::MAX)
+    }
+
+    /// [`Reporter::done`] that gives up after `attempts` failed posts
+    /// ([`DoneOutcome::GaveUp`]): a stick flash at a technician's console
+    /// must not hang on a bty-web that went away.
+    pub fn done_within(mut self, report: &DoneReport, attempts: u32) -> DoneOutcome {
         self.stop_progress();
         let mut attempt = 0;
         loop {
@@ -188,6 +195,13 @@ impl Reporter {
                         "server says this flash cycle is no longer current (409); not retrying",
                     );
                     return DoneOutcome::CycleGone;
+                }
+                Err(e) if attempt + 1 >= attempts => {
+                    self.console.line(format!(
+                        "reporting done failed ({}); giving up",
+                        describe(&e)
+                    ));
+                    return DoneOutcome::GaveUp(describe(&e));
                 }
                 Err(e) => {
                     let wait = backoff(attempt, self.backoff_base, Duration::from_secs(30));
@@ -219,10 +233,12 @@ impl Drop for Reporter {
 }
 
 /// How a `done` post ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DoneOutcome {
     /// 2xx.
     Acknowledged,
     /// 409: the server no longer knows this cycle.
     CycleGone,
+    /// [`Reporter::done_within`] ran out of attempts; the last error.
+    GaveUp(String),
 }

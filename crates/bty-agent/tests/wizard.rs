@@ -6,93 +6,13 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use common::loops::{loop_sized, Loop};
+use common::stick::{text, untouched, wizard, Stick};
 use common::*;
 use serde_json::json;
-
-/// A stick's data partition: `images/<name>` files and the manifest.
-struct Stick {
-    root: PathBuf,
-    images: Vec<serde_json::Value>,
-    auto: Option<serde_json::Value>,
-    version: u32,
-}
-
-impl Stick {
-    fn new(root: &Path) -> Stick {
-        std::fs::create_dir_all(root.join("images")).unwrap();
-        Stick {
-            root: root.to_path_buf(),
-            images: Vec::new(),
-            auto: None,
-            version: 1,
-        }
-    }
-
-    /// Store `decoded` as `format` under `name`; the manifest gets its
-    /// stored and decoded sizes and digests.
-    fn add(&mut self, name: &str, format: &str, decoded: &[u8]) {
-        let stored = compress(format, decoded);
-        let file = format!("images/{name}.{format}");
-        std::fs::write(self.root.join(&file), &stored).unwrap();
-        self.images.push(json!({
-            "name": name, "file": file, "format": format,
-            "stored_size": stored.len(), "stored_sha256": sha(&stored),
-            "size": decoded.len(), "sha256": sha(decoded),
-        }));
-        self.write();
-    }
-
-    fn write(&self) {
-        let mut m = json!({"version": self.version, "built_by": "test", "images": self.images});
-        if let Some(a) = &self.auto {
-            m["auto"] = a.clone();
-        }
-        std::fs::write(
-            self.root.join("bty-stick.json"),
-            serde_json::to_vec_pretty(&m).unwrap(),
-        )
-        .unwrap();
-    }
-}
-
-/// `bty wizard --stdio` over `stick` with `disks` (`(loop, serial)`),
-/// answering `input`.
-fn wizard(stick: &Path, disks: &[(&Loop, &str)], input: &str) -> Output {
-    let spec: Vec<String> = disks.iter().map(|(l, s)| format!("{}={s}", l.0)).collect();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bty"))
-        .arg("wizard")
-        .arg("--stdio")
-        .arg("--after-exit")
-        .arg("--stick")
-        .arg(stick)
-        .arg("--disks")
-        .arg(spec.join(","))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    c.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The device still holds only the fixture's 0xAA fill.
-fn untouched(l: &Loop) -> bool {
-    std::fs::read(&l.0).unwrap().iter().all(|&b| b == 0xaa)
-}
 
 #[test]
 fn a_wrong_serial_writes_nothing() {
@@ -107,6 +27,12 @@ fn a_wrong_serial_writes_nothing() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("1) debian  (img, 2.0 MiB)"), "{out}");
+    assert!(
+        out.contains(
+            "no server key on this stick: images from a bty-web need a stick built with --server"
+        ),
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "1) {}  16.0 MiB  loop device (test)  serial SER-A",

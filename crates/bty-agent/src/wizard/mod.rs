@@ -10,6 +10,12 @@
 //! progress bar, and reboots or powers off. With `auto` in the manifest it
 //! asks nothing.
 //!
+//! A stick with a server key ([`server`]) also offers the catalog of the
+//! bty-web it names (or the DHCP lease's next-server) and flashes those
+//! images through the same path, streamed like the network agent's; and
+//! it tells that bty-web about every flash, so a registered machine's page
+//! shows it as a cycle with live progress.
+//!
 //! The UI ([`ui`]) is line-based and runs on the VGA console and the serial
 //! console at once (see the module's docs for why).
 //!
@@ -19,19 +25,27 @@
 //! target that is absent or unfit).
 
 pub mod disks;
+pub mod server;
 pub mod stick;
 pub mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use bty_proto::stick::{After, Manifest, StickImage};
+use bty_proto::plan::DoneReport;
+use bty_proto::stick::{After, FlashStart, ImageSource, Manifest, ServerImage, StickImage};
+use bty_proto::{ImageFormat, Mac};
 
 use crate::console::Console;
-use crate::local::{self, LocalJob};
+use crate::flash::Expected;
+use crate::local::{self, LocalJob, Remote};
+use crate::report::{Channel, DoneOutcome, Reporter};
+use crate::source::Retry;
 use crate::target::Host;
 use disks::{human, Disk, TestDisk};
+use server::{Server, Started, Unavailable};
 use ui::Ui;
 
 /// `bty wizard`: flash this machine from the stick mounted at `--stick`.
@@ -62,6 +76,17 @@ pub struct Args {
     /// procfs root (test seam).
     #[arg(long, default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// The DHCP lease the udhcpc hook writes (next-server, TFTP server).
+    #[arg(long, default_value = server::DHCP_ENV)]
+    pub dhcp_env: PathBuf,
+    /// How long to wait for a DHCP lease before the first menu when the
+    /// stick has a server key (Enter skips the wait).
+    #[arg(long, default_value_t = 20)]
+    pub network_wait: u64,
+    /// Test seam: tell the server these MACs (comma-separated) instead of
+    /// the NICs' in <sysfs-root>/class/net.
+    #[arg(long, hide = true)]
+    pub macs: Option<String>,
 }
 
 /// A refusal before anything was written (exit code 3).
@@ -115,6 +140,93 @@ struct Ctx<'a> {
     test_disks: Option<Vec<TestDisk>>,
     stick_disk: Option<String>,
     console: &'a Console,
+}
+
+/// The bty-web side: the server that answered, its images, and the one
+/// line the image menu says about it.
+#[derive(Default)]
+struct Net {
+    server: Option<Server>,
+    images: Vec<ServerImage>,
+    note: Option<String>,
+}
+
+impl Net {
+    /// Ask the candidate servers for their catalog (no-op without a key).
+    fn refresh(ctx: &Ctx) -> Net {
+        let Some(key) = ctx.manifest.key.as_deref() else {
+            return Net {
+                note: Some(
+                    "no server key on this stick: images from a bty-web need a stick built \
+                     with --server"
+                        .into(),
+                ),
+                ..Net::default()
+            };
+        };
+        let lease = server::read_lease(&ctx.args.dhcp_env);
+        let urls = server::candidates(ctx.manifest.server.as_deref(), lease.as_ref());
+        match server::discover(&urls, key) {
+            Ok((s, images)) => Net {
+                note: Some(format!(
+                    "server {}: {} image{}",
+                    s.url,
+                    images.len(),
+                    if images.len() == 1 { "" } else { "s" }
+                )),
+                server: Some(s),
+                images,
+            },
+            Err(Unavailable::Refused(m)) => Net {
+                note: Some(format!("{m}; stick images only (r retries the server)")),
+                ..Net::default()
+            },
+            Err(Unavailable::Unreachable(m)) => Net {
+                note: Some(format!(
+                    "no bty-web reachable ({m}); stick images only (r retries the server)"
+                )),
+                ..Net::default()
+            },
+        }
+    }
+}
+
+/// An image on either menu: the stick's or the server's.
+#[derive(Clone, Copy)]
+enum Choice<'a> {
+    Stick(&'a StickImage),
+    Server(&'a ServerImage),
+}
+
+impl Choice<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Choice::Stick(i) => &i.name,
+            Choice::Server(i) => &i.name,
+        }
+    }
+
+    fn line(&self) -> String {
+        match self {
+            Choice::Stick(i) => image_line(i),
+            Choice::Server(i) => format!(
+                "{}  (server, {} .{})",
+                i.name,
+                human(i.size),
+                i.format.as_str()
+            ),
+        }
+    }
+
+    /// The bytes the target must hold, when known before streaming (a
+    /// compressed server image's decoded size is checked by the flash
+    /// itself before the first write, as the network agent does).
+    fn need(&self) -> Option<u64> {
+        match self {
+            Choice::Stick(i) => stick::needed_bytes(i),
+            Choice::Server(i) => (i.format == ImageFormat::Raw).then_some(i.size),
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -177,10 +289,41 @@ fn run(args: &Args, ui: &mut Ui, console: &Console) -> Result<ExitCode> {
         stick_disk,
         console,
     };
+    wait_for_network(&ctx, ui);
+    let mut net = Net::refresh(&ctx);
     if ctx.manifest.auto.is_some() {
-        return unattended(&ctx, ui);
+        return unattended(&ctx, &net, ui);
     }
-    interactive(&ctx, ui)
+    interactive(&ctx, &mut net, ui)
+}
+
+/// With a server key, give DHCP (started in the background by /init) up
+/// to `--network-wait` seconds to bring a lease, so the first menu can
+/// list the server's images; Enter skips.
+fn wait_for_network(ctx: &Ctx, ui: &mut Ui) {
+    if ctx.manifest.key.is_none() || ctx.args.network_wait == 0 {
+        return;
+    }
+    let lease = &ctx.args.dhcp_env;
+    if lease.exists() {
+        return;
+    }
+    ui.say(format!(
+        "waiting for the network ... (up to {} s; Enter skips)",
+        ctx.args.network_wait
+    ));
+    let until = Instant::now() + Duration::from_secs(ctx.args.network_wait);
+    while Instant::now() < until {
+        if ui.line_within(Duration::from_millis(250)) {
+            ui.say("not waiting for the network");
+            return;
+        }
+        if lease.exists() {
+            ui.say("network up");
+            return;
+        }
+    }
+    ui.say("no DHCP lease yet: going on without waiting");
 }
 
 /// What the image needs, for the menus.
@@ -231,33 +374,90 @@ fn pick(ui: &mut Ui, prompt: &str, n: usize, back: bool) -> Result<Option<usize>
     }
 }
 
-fn interactive(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
-    if ctx.manifest.images.is_empty() {
+/// What was typed at the image menu.
+enum Picked {
+    Image(usize),
+    Retry,
+}
+
+/// A number from 1 to `n`, or `r` (retry the server) when `retry`.
+fn pick_image(ui: &mut Ui, n: usize, retry: bool) -> Result<Picked> {
+    let prompt = if retry {
+        "Image number (r to retry the server, q to quit):"
+    } else {
+        "Image number (q to quit):"
+    };
+    loop {
+        let Some(answer) = ui.ask(prompt) else {
+            bail!("the consoles closed: nothing written");
+        };
+        match answer.as_str() {
+            "q" | "quit" => bail!("quit: nothing written"),
+            "r" | "retry" if retry => return Ok(Picked::Retry),
+            a => match a.parse::<usize>() {
+                Ok(i) if (1..=n).contains(&i) => return Ok(Picked::Image(i - 1)),
+                _ => ui.say(format!(
+                    "type a number from 1 to {n}{}, or q to quit",
+                    if retry { ", r to retry the server" } else { "" }
+                )),
+            },
+        }
+    }
+}
+
+fn interactive(ctx: &Ctx, net: &mut Net, ui: &mut Ui) -> Result<ExitCode> {
+    let key = ctx.manifest.key.is_some();
+    if ctx.manifest.images.is_empty() && !key {
         bail!(Refused(
             "the stick has no images: rebuild it with `bty-lab usb build`".into()
         ));
     }
     loop {
+        let choices: Vec<Choice> = ctx
+            .manifest
+            .images
+            .iter()
+            .map(Choice::Stick)
+            .chain(net.images.iter().map(Choice::Server))
+            .collect();
         ui.say("\nImages on the stick:");
-        for (i, img) in ctx.manifest.images.iter().enumerate() {
-            ui.say(format!("  {}) {}", i + 1, image_line(img)));
+        let mut n = 0;
+        for img in &ctx.manifest.images {
+            n += 1;
+            ui.say(format!("  {n}) {}", image_line(img)));
         }
-        let Some(i) = pick(
-            ui,
-            "Image number (q to quit):",
-            ctx.manifest.images.len(),
-            false,
-        )?
-        else {
-            continue;
+        if ctx.manifest.images.is_empty() {
+            ui.say("  (none)");
+        }
+        if let Some(s) = &net.server {
+            ui.say(format!("Images on {}:", s.url));
+            for img in &net.images {
+                n += 1;
+                ui.say(format!("  {n}) {}", Choice::Server(img).line()));
+            }
+        }
+        if let Some(note) = &net.note {
+            ui.say(note);
+        }
+        if choices.is_empty() {
+            // Only a server could give images: nothing to pick but r.
+            ui.say("no image to flash yet");
+        }
+        let i = match pick_image(ui, choices.len(), key)? {
+            Picked::Retry => {
+                ui.say("asking the server again ...");
+                *net = Net::refresh(ctx);
+                continue;
+            }
+            Picked::Image(i) => i,
         };
-        let Some(img) = ctx.manifest.images.get(i) else {
+        let Some(img) = choices.get(i).copied() else {
             continue;
         };
         let Some(disk) = choose_disk(ctx, ui, img)? else {
             continue;
         };
-        match flash(ctx, ui, img, &disk) {
+        match flash(ctx, net, ui, img, &disk) {
             Ok(()) => {
                 let after = match ui.ask(
                     "Flashed and verified. Remove the stick, then press Enter to boot the \
@@ -278,7 +478,7 @@ fn interactive(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
 
 /// The disk menu for `img`, then the typed confirmation; `None` to go back
 /// to the images.
-fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Result<Option<Disk>> {
+fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: Choice) -> Result<Option<Disk>> {
     loop {
         let fit = show_disks(ctx, ui, img);
         if fit.is_empty() {
@@ -290,7 +490,7 @@ fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Result<Option<Disk>>
             return Ok(None);
         };
         let Some(disk) = fit.get(i) else { continue };
-        if confirm(ui, img, disk)? {
+        if confirm(ui, img.name(), disk)? {
             return Ok(Some(disk.clone()));
         }
     }
@@ -298,13 +498,13 @@ fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Result<Option<Disk>>
 
 /// List the disks for `img`: those that can take it, numbered, and the
 /// ones never offered with why; returns the numbered ones.
-fn show_disks(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Vec<Disk> {
-    let need = stick::needed_bytes(img);
+fn show_disks(ctx: &Ctx, ui: &mut Ui, img: Choice) -> Vec<Disk> {
+    let need = img.need();
     let (fit, small): (Vec<Disk>, Vec<Disk>) = ctx
         .disks()
         .into_iter()
         .partition(|d| need.is_none_or(|n| d.size >= n));
-    ui.say(format!("\nDisks for {}:", img.name));
+    ui.say(format!("\nDisks for {}:", img.name()));
     for (i, d) in fit.iter().enumerate() {
         ui.say(format!("  {}) {}", i + 1, disk_line(d)));
     }
@@ -324,13 +524,13 @@ fn show_disks(ctx: &Ctx, ui: &mut Ui, img: &StickImage) -> Vec<Disk> {
 
 /// Say what is about to happen and have the disk's serial typed; false
 /// (nothing written) on anything else.
-fn confirm(ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<bool> {
+fn confirm(ui: &mut Ui, img: &str, disk: &Disk) -> Result<bool> {
     ui.say(format!(
         "\nThis ERASES /dev/{} ({}, {}) and writes {} onto it.",
         disk.name,
         human(disk.size),
         disk.model.as_deref().unwrap_or("no model"),
-        img.name
+        img
     ));
     let what = if disk.serial.is_some() {
         "serial"
@@ -371,37 +571,163 @@ impl Failed {
     }
 }
 
-/// Flash `img` onto `disk` with the progress bar; local::flash checks the
-/// stored sha256 before the first write and verifies the read-back.
-fn flash(ctx: &Ctx, ui: &mut Ui, img: &StickImage, disk: &Disk) -> Result<(), Failed> {
+/// Flash `img` onto `disk` with the progress bar, telling the server
+/// (when there is one) so a registered machine's page shows it.
+fn flash(ctx: &Ctx, net: &Net, ui: &mut Ui, img: Choice, disk: &Disk) -> Result<(), Failed> {
     let mut wrote = false;
-    flash_inner(ctx, ui, img, disk, &mut wrote).map_err(|error| Failed { error, wrote })
+    let reporter = net
+        .server
+        .as_ref()
+        .and_then(|s| report_start(ctx, s, ui, img, disk));
+    let started = Instant::now();
+    let result = flash_inner(ctx, net, ui, img, disk, reporter.as_ref(), &mut wrote);
+    if let Some((rep, token)) = reporter {
+        let report = match &result {
+            Ok(sha256) => DoneReport {
+                token,
+                ok: true,
+                reason: None,
+                sha256: Some(sha256.clone()),
+                duration_s: Some(started.elapsed().as_secs_f64()),
+            },
+            Err(e) => DoneReport {
+                token,
+                ok: false,
+                reason: Some(format!("{e:#}").chars().take(500).collect()),
+                sha256: None,
+                duration_s: None,
+            },
+        };
+        // A few tries: the flash's outcome does not depend on the report.
+        if let DoneOutcome::GaveUp(why) = rep.done_within(&report, 4) {
+            ui.say(format!(
+                "could not tell the server the flash ended ({why}); the disk is as said above"
+            ));
+        }
+    }
+    result.map(|_| ()).map_err(|error| Failed { error, wrote })
 }
 
+/// `POST /stick/flash`, and the reporter for the cycle it starts; one
+/// line when the flash is not recorded (it goes on regardless).
+fn report_start(
+    ctx: &Ctx,
+    server: &Server,
+    ui: &mut Ui,
+    img: Choice,
+    disk: &Disk,
+) -> Option<(Reporter, String)> {
+    let (source, format, sha256, size) = match img {
+        Choice::Stick(i) => (
+            ImageSource::Stick,
+            i.format,
+            i.stored_sha256.clone(),
+            i.stored_size,
+        ),
+        Choice::Server(i) => (ImageSource::Server, i.format, i.sha256.clone(), i.size),
+    };
+    let body = FlashStart {
+        macs: macs(ctx),
+        image: img.name().to_string(),
+        source,
+        format,
+        sha256,
+        size,
+        target_serial: disk.serial.clone().unwrap_or_else(|| disk.name.clone()),
+    };
+    match server.start(&body) {
+        Started::Recorded(s) => {
+            ui.say(format!(
+                "recording this flash in bty-web at {} (machine {}, cycle {})",
+                server.url, s.mac, s.cycle
+            ));
+            let channel = Channel {
+                progress: s.report.progress,
+                done: s.report.done,
+                token: s.token.clone(),
+            };
+            let rep = Reporter::start(
+                server.http.clone(),
+                channel,
+                ctx.console.clone(),
+                Duration::from_millis(500),
+            );
+            Some((rep, s.token))
+        }
+        Started::NotRegistered => {
+            ui.say(format!(
+                "this machine is not registered in bty-web at {}: the flash is not recorded there",
+                server.url
+            ));
+            None
+        }
+        Started::Failed(why) => {
+            ui.say(format!(
+                "could not record this flash in bty-web at {} ({why}): flashing anyway",
+                server.url
+            ));
+            None
+        }
+    }
+}
+
+/// The MACs to tell the server: `--macs`, else every NIC's.
+fn macs(ctx: &Ctx) -> Vec<Mac> {
+    match &ctx.args.macs {
+        Some(list) => list
+            .split(',')
+            .filter_map(|m| m.trim().parse().ok())
+            .collect(),
+        None => server::macs(&ctx.host.sys),
+    }
+}
+
+/// The flash itself; the read-back sha256 when verified.
 fn flash_inner(
     ctx: &Ctx,
+    net: &Net,
     ui: &mut Ui,
-    img: &StickImage,
+    img: Choice,
     disk: &Disk,
+    reporter: Option<&(Reporter, String)>,
     wrote: &mut bool,
-) -> Result<()> {
-    let source = stick::file_of(&ctx.args.stick, img)?;
-    ui.say(format!("flashing {} onto /dev/{}", img.name, disk.name));
-    let job = LocalJob {
-        source: &source,
-        format: img.format,
-        device: &disk.path,
-        expect_stored_sha256: Some(&img.stored_sha256),
-        expect_sha256: img.sha256.as_deref(),
-        expect_size: img.size,
-        console: ctx.console,
+) -> Result<String> {
+    let name = img.name();
+    ui.say(format!("flashing {name} onto /dev/{}", disk.name));
+    let expect;
+    let (source, job_remote) = match img {
+        Choice::Stick(i) => (stick::file_of(&ctx.args.stick, i)?, None),
+        Choice::Server(i) => {
+            let server = net
+                .server
+                .as_ref()
+                .context("the server that listed this image is gone")?;
+            expect = Expected::named(&i.name, Some(&i.sha256), Some(i.size))?;
+            (
+                PathBuf::from(&i.url),
+                Some(Remote {
+                    http: &server.http,
+                    url: &i.url,
+                    expect: &expect,
+                    retry: Retry::default(),
+                }),
+            )
+        }
     };
+    let mut job = LocalJob::new(&source, format_of(img), &disk.path, ctx.console);
+    if let Choice::Stick(i) = img {
+        job.expect_stored_sha256 = Some(&i.stored_sha256);
+        job.expect_sha256 = i.sha256.as_deref();
+        job.expect_size = i.size;
+    }
+    job.remote = job_remote;
+    job.reporter = reporter.map(|(r, _)| r);
     ui.start_progress();
     let out = local::flash_on(&ctx.host, &job, &mut |p| {
         *wrote |= p.writing;
         ui.progress(p)
     })
-    .with_context(|| format!("flashing {} onto /dev/{}", img.name, disk.name))?;
+    .with_context(|| format!("flashing {name} onto /dev/{}", disk.name))?;
     ui.say(format!(
         "verified: {} written to /dev/{} in {:.1}s, read-back sha256 {}",
         human(out.bytes),
@@ -409,12 +735,19 @@ fn flash_inner(
         out.duration.as_secs_f64(),
         out.sha256
     ));
-    Ok(())
+    Ok(out.sha256)
 }
 
-fn unattended(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
+fn format_of(img: Choice) -> ImageFormat {
+    match img {
+        Choice::Stick(i) => i.format,
+        Choice::Server(i) => i.format,
+    }
+}
+
+fn unattended(ctx: &Ctx, net: &Net, ui: &mut Ui) -> Result<ExitCode> {
     let Some(auto) = &ctx.manifest.auto else {
-        return interactive(ctx, ui);
+        bail!("unattended without an auto section");
     };
     ui.say(format!(
         "unattended: {} onto the disk with serial {}, then {}",
@@ -422,13 +755,28 @@ fn unattended(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
         auto.disk_serial,
         after_word(auto.after)
     ));
-    // stick::load checked that the image is on the stick.
+    if let Some(note) = &net.note {
+        ui.say(note);
+    }
+    // A stick image wins; else the server's of that name.
     let img = ctx
         .manifest
         .images
         .iter()
         .find(|i| i.name == auto.image)
-        .with_context(|| format!("image {:?} is not on the stick", auto.image))
+        .map(Choice::Stick)
+        .or_else(|| {
+            net.images
+                .iter()
+                .find(|i| i.name == auto.image)
+                .map(Choice::Server)
+        })
+        .with_context(|| {
+            format!(
+                "image {:?} is neither on the stick nor in a reachable bty-web's catalog",
+                auto.image
+            )
+        })
         .map_err(|e| Refused(format!("{e:#}")))?;
     let all = ctx.disks();
     let disk = disks::by_serial(&all, &auto.disk_serial).map_err(|e| {
@@ -440,11 +788,11 @@ fn unattended(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
             }
         ))
     })?;
-    if let Some(need) = stick::needed_bytes(img) {
+    if let Some(need) = img.need() {
         if need > disk.size {
             bail!(Refused(format!(
                 "{} needs {} but /dev/{} has {}",
-                img.name,
+                img.name(),
                 human(need),
                 disk.name,
                 human(disk.size)
@@ -452,7 +800,7 @@ fn unattended(ctx: &Ctx, ui: &mut Ui) -> Result<ExitCode> {
         }
     }
     ui.say(format!("target: {}", disk_line(disk)));
-    if let Err(f) = flash(ctx, ui, img, disk) {
+    if let Err(f) = flash(ctx, net, ui, img, disk) {
         f.say(ui);
         return Ok(ExitCode::from(if f.wrote { 1 } else { 3 }));
     }

@@ -37,10 +37,13 @@ pub fn load(stick: &Path) -> Result<Manifest> {
     for img in &m.images {
         file_of(stick, img)?;
     }
-    if let Some(auto) = &m.auto {
+    // With a key, `auto` may name a server image: that is checked once
+    // the catalog is in.
+    if let Some(auto) = m.auto.as_ref().filter(|_| m.key.is_none()) {
         if !m.images.iter().any(|i| i.name == auto.image) {
             bail!(
-                "{}: auto names image {:?}, which is not on the stick",
+                "{}: auto names image {:?}, which is not on the stick (and the stick has no \
+                 server key to take it from a bty-web)",
                 path.display(),
                 auto.image
             );

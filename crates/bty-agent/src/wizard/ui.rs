@@ -157,6 +157,23 @@ impl Ui {
         Some(line.trim().to_string())
     }
 
+    /// Wait up to `d` for a line (Enter) on any terminal: true when one
+    /// came (and was taken), false when the time ran out or every
+    /// terminal is closed (then after sleeping `d`, so a caller's polling
+    /// loop keeps its pace).
+    pub fn line_within(&mut self, d: Duration) -> bool {
+        use std::sync::mpsc::RecvTimeoutError;
+        let start = Instant::now();
+        match self.lines.recv_timeout(d) {
+            Ok(_) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(d.saturating_sub(start.elapsed()));
+                false
+            }
+        }
+    }
+
     /// Start a new progress display (one flash).
     pub fn start_progress(&mut self) {
         self.end_bar();
