@@ -262,8 +262,8 @@ mod tests {
     }
 
     /// The udhcpc hook, run by busybox's sh as udhcpc runs it, in network
-    /// and mount namespaces of its own (a dummy NIC, a private /run and
-    /// /etc/resolv.conf): it configures the NIC and writes the lease file
+    /// and mount namespaces of its own (the namespace's loopback as the NIC,
+    /// a private /run and /etc/resolv.conf): it configures the NIC and writes the lease file
     /// the stick wizard reads, with hostile values unable to add a line,
     /// and the wizard's parser takes only what is sane.
     #[test]
@@ -283,13 +283,12 @@ mod tests {
         let inner = r#"set -e
 mount -t tmpfs tmpfs /run
 mount --bind "$T/resolv.conf" /etc/resolv.conf
-ip link add d0 type dummy
-ip link set d0 up
-interface=d0 ip=10.9.0.2 mask=24 dns=10.9.0.53 siaddr=10.9.0.1 serverid=10.9.0.254   tftp="$(printf 'boot.lab
+ip link set lo up
+interface=lo ip=10.9.0.2 mask=24 dns=10.9.0.53 siaddr=10.9.0.1 serverid=10.9.0.254   tftp="$(printf 'boot.lab
 siaddr=6.6.6.6')" bootfile='undionly.kpxe;reboot'   busybox sh "$T/udhcpc.script" bound
 cat /run/bty-dhcp.env
 echo ---
-ip -4 -o addr show dev d0
+ip -4 -o addr show dev lo
 cat /etc/resolv.conf
 "#;
         let out = std::process::Command::new("unshare")
@@ -314,7 +313,7 @@ cat /etc/resolv.conf
         let (lease, rest) = text.split_once("---\n").unwrap();
         assert_eq!(
             lease,
-            "interface=d0\nip=10.9.0.2\nsiaddr=10.9.0.1\nserverid=10.9.0.254\n\
+            "interface=lo\nip=10.9.0.2\nsiaddr=10.9.0.1\nserverid=10.9.0.254\n\
              tftp=boot.labsiaddr6.6.6.6\nboot_file=undionly.kpxereboot\n",
             "the injected newline and shell characters must be gone"
         );

@@ -230,13 +230,13 @@ pub fn flash_on(
             drop(done_tx);
             (r, sink)
         });
+        // A reporter's phase change zeroes the counter (bty-web shows each
+        // phase's own bytes); the bar here only ever goes forward.
+        let mut shown = 0u64;
         loop {
             let t = total.load(Ordering::Relaxed);
-            tick_writing(
-                counters.bytes.load(Ordering::Relaxed),
-                (t > 0).then_some(t),
-                progress,
-            );
+            shown = shown.max(counters.bytes.load(Ordering::Relaxed));
+            tick_writing(shown, (t > 0).then_some(t), progress);
             // The worker hangs up when it ends (or panics).
             match done_rx.recv_timeout(TICK) {
                 Err(RecvTimeoutError::Timeout) => {}

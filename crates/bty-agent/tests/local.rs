@@ -263,3 +263,90 @@ fn regular_file_targets_and_refusals() {
     let (r, _) = run(&src, ImageFormat::Gz, out.to_str().unwrap(), None, None);
     assert!(matches!(r.unwrap_err(), Error::FormatMismatch { .. }));
 }
+
+/// A stick wizard's server image: the same core fed by the network flow's
+/// download (here cut after 300 kB, so it resumes with a Range request),
+/// checked against the catalog's sha256 and size.
+#[test]
+fn a_remote_image_resumes_and_lands_through_the_same_core() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 16 << 20) else {
+        return;
+    };
+    let img = image(3, 31);
+    let stored = compress("img.zst", &img);
+    let s = Server::start();
+    {
+        let mut st = s.state.lock().unwrap();
+        st.images.insert("d.img.zst".into(), stored.clone());
+        st.faults.drop_after = Some(300_000);
+    }
+    let url = format!("{}/img/d.img.zst", s.base);
+    let http = bty_agent::net::agent(bty_agent::net::Timeouts::default());
+    let expect = bty_agent::flash::Expected::named("d", Some(&sha(&stored)), Some(stored.len() as u64))
+        .unwrap();
+    let console = Console::default();
+    let name = PathBuf::from(&url);
+    let mut job = LocalJob::new(&name, ImageFormat::Zst, Path::new(&lo.0), &console);
+    job.remote = Some(local::Remote {
+        http: &http,
+        url: &url,
+        expect: &expect,
+        retry: bty_agent::source::Retry {
+            base: std::time::Duration::from_millis(10),
+            ..Default::default()
+        },
+    });
+    let out = local::flash(&job, &mut |_| {}).unwrap();
+    assert_eq!(out.sha256, sha(&img));
+    assert_eq!(out.bytes, img.len() as u64);
+    let on_disk = std::fs::read(&lo.0).unwrap();
+    assert!(on_disk[..img.len()] == img[..], "the device is not the image");
+    let gets = s.state.lock().unwrap().image_gets.clone();
+    assert!(
+        gets.iter().any(|(_, r)| r.as_deref().is_some_and(|r| r.starts_with("bytes=3"))),
+        "no Range resume: {gets:?}"
+    );
+}
+
+/// Other bytes than the catalog's: the flash fails after writing began,
+/// and the head of the disk is zeroed, never the image's.
+#[test]
+fn a_remote_image_with_other_bytes_fails_and_does_not_boot() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 16 << 20) else {
+        return;
+    };
+    let img = image(2, 32);
+    let mut served = img.clone();
+    served[(1 << 20) + 9] ^= 0xff;
+    let s = Server::start();
+    s.state
+        .lock()
+        .unwrap()
+        .images
+        .insert("d.img".into(), served);
+    let url = format!("{}/img/d.img", s.base);
+    let http = bty_agent::net::agent(bty_agent::net::Timeouts::default());
+    let expect =
+        bty_agent::flash::Expected::named("d", Some(&sha(&img)), Some(img.len() as u64)).unwrap();
+    let console = Console::default();
+    let name = PathBuf::from(&url);
+    let mut job = LocalJob::new(&name, ImageFormat::Raw, Path::new(&lo.0), &console);
+    job.remote = Some(local::Remote {
+        http: &http,
+        url: &url,
+        expect: &expect,
+        retry: bty_agent::source::Retry::default(),
+    });
+    let e = local::flash(&job, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&e, Error::ChecksumMismatch { what: "download", .. }),
+        "{e}"
+    );
+    let on_disk = std::fs::read(&lo.0).unwrap();
+    assert!(
+        on_disk[..1 << 20].iter().all(|&b| b == 0),
+        "the first MiB is not zeroed after the failure"
+    );
+}
