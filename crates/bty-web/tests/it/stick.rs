@@ -459,3 +459,78 @@ async fn a_new_stick_flash_supersedes_the_open_one_and_operators_do_not_cancel_i
     assert!(is_flash(&s.pxe(MAC).await));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn settings_lists_stick_keys_and_revokes_them_and_the_machine_page_marks_stick_flashes() {
+    let s = Web::start("[admin]\npassword = \"pw\"\n").await;
+    let admin = s.admin("bty-lab", "pw");
+    let (_, page) = admin.page("/ui/settings").await;
+    assert!(
+        page.contains("id=\"sticks\"") && page.contains("No stick key yet"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "bty-lab usb build --server http://{} --image NAME=URL",
+            s.addr
+        )),
+        "{page}"
+    );
+    let (id, key) = mint(&admin, "rack-3 stick").await;
+    let (_, page) = admin.page("/ui/settings").await;
+    assert!(page.contains("rack-3 stick"), "{page}");
+    assert!(!page.contains(&key[9..]), "the page never shows a key");
+    let action = format!("/ui/settings/sticks/{id}/revoke");
+    assert!(page.contains(&format!("action=\"{action}\"")), "{page}");
+
+    // Not logged in, or from another site: nothing is revoked.
+    let (st, _, _) = s.post_form(&action, &[]).await;
+    assert!(st == 303 || st == 401, "{st}");
+    let r = admin
+        .no_redirect
+        .post(admin.url(&action))
+        .basic_auth("bty-lab", Some("pw"))
+        .header("origin", "http://evil.example")
+        .form(&[("x", "1")])
+        .fetch()
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(admin.get_json("/api/sticks").await.1[0]["revoked_at"].is_null());
+    assert_eq!(stick_get(&s, Some(&key)).await.0, 200);
+
+    let (st, _, h) = admin.post_form(&action, &[]).await;
+    assert_eq!(st, 303);
+    let to = bty_testkit::client::location(&h);
+    assert_eq!(to, format!("/ui/settings?revoked={id}#sticks"));
+    let (_, page) = admin.page(&to).await;
+    assert!(page.contains(&format!("Stick key {id} revoked")), "{page}");
+    assert!(page.contains("revoked</span>"), "{page}");
+    assert!(
+        !page.contains(&format!("action=\"{action}\"")),
+        "no second Revoke button"
+    );
+    assert!(admin.get_json("/api/sticks").await.1[0]["revoked_at"].is_string());
+    assert_eq!(stick_get(&s, Some(&key)).await.0, 401);
+    let (st, _, _) = admin.post_form("/ui/settings/sticks/77/revoke", &[]).await;
+    assert_eq!(st, 404);
+
+    // A stick flash shows on the machine's page while it runs and in the
+    // history once done.
+    let (_, key) = mint(&admin, "second").await;
+    admin.flash(MAC, BootMode::FlashAlways).await;
+    let (_, v) = stick_flash(&s, Some(&key), &start_body(&[MAC])).await;
+    let token = v["token"].as_str().unwrap().to_string();
+    assert_eq!(s.progress(MAC, &token, 250).await.0, 200);
+    let (_, page) = admin.page(&format!("/ui/machines/{MAC_HYP}")).await;
+    assert!(page.contains("USB stick flash, cycle"), "{page}");
+    assert!(page.contains("image from the server"), "{page}");
+    assert!(page.contains("id=\"stick-state\">flashing"), "{page}");
+    assert_eq!(s.done(MAC, &token, true).await.0, 200);
+    let (_, page) = admin.page(&format!("/ui/machines/{MAC_HYP}")).await;
+    assert!(!page.contains("USB stick flash, cycle"), "closed: {page}");
+    assert!(
+        page.contains(">USB stick</span>"),
+        "history marks it: {page}"
+    );
+    s.stop().await;
+}
