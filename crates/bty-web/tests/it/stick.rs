@@ -534,3 +534,76 @@ async fn settings_lists_stick_keys_and_revokes_them_and_the_machine_page_marks_s
     );
     s.stop().await;
 }
+
+/// With a real withcache, an image added without sha256 or size appears in
+/// the stick's catalog once withcache has measured it, with withcache's
+/// blob URL and digest, exactly as a flash plan gives them, and the bytes
+/// behind that URL are the origin's.
+#[tokio::test]
+async fn the_catalog_lists_withcache_images_once_measured_with_the_plans_url() {
+    use bty_proto::catalog::blob_url;
+    use bty_testkit::cache::Cache;
+    use bty_testkit::poll::until;
+    use bty_testkit::{data, sha256_hex, Origin};
+
+    const TOKEN: &str = "bty-web-to-withcache-0123456789abcdef";
+    let body = data(1 << 20, 3);
+    let o = Origin::files(vec![("images/lab.img.gz", body.clone())]);
+    let wc = Cache::start(|c| {
+        c.admin_password = Some("withcache-password".into());
+        c.api_token = Some(bty_auth::ServiceToken::new(TOKEN));
+    })
+    .await;
+    let toml = format!(
+        "[withcache]\nurl = \"{}\"\nrefresh_secs = 600\ntoken = \"{TOKEN}\"\n",
+        wc.base
+    );
+    let s = Web::start(&toml).await;
+    let (_, key) = mint(&s, "wc").await;
+    let src = format!("{}/images/lab.img.gz", o.base());
+    let (st, v) = s
+        .post_json("/api/images", &json!({"name": "lab-image", "url": src}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let listed = until(
+        std::time::Duration::from_secs(30),
+        "lab-image measured",
+        || async {
+            let (_, v) = stick_get(&s, Some(&key)).await;
+            let cat: ServerCatalog = contract("the stick catalog", &v);
+            cat.images.into_iter().find(|i| i.name == "lab-image")
+        },
+    )
+    .await;
+    assert_eq!(listed.url, blob_url(&wc.base, &src));
+    assert_eq!(listed.sha256, sha256_hex(&body));
+    assert_eq!(listed.size, body.len() as u64);
+    s.put_machine_ok(
+        MAC,
+        &json!({"boot_mode": "bty-flash-once", "image": "lab-image", "target_disk_serial": "BTYTEST"}),
+    )
+    .await;
+    s.pxe(MAC).await;
+    s.boot_kernel(MAC).await;
+    let plan = s.plan(MAC).await;
+    assert_eq!(plan["image"]["url"], listed.url);
+    assert_eq!(plan["image"]["sha256"], listed.sha256);
+    let got = reqwest::get(&listed.url)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got.as_ref() == &body[..], "withcache served other bytes");
+    // A server-image stick flash records the catalog's URL.
+    let mut start = start_body(&[MAC]);
+    start["image"] = json!("lab-image");
+    start["format"] = json!("img.gz");
+    start["sha256"] = json!(listed.sha256);
+    let (st, v) = stick_flash(&s, Some(&key), &start).await;
+    assert_eq!(st, 200, "{v}");
+    let c = by_id(&s.cycles(MAC).await, v["cycle"].as_str().unwrap());
+    assert_eq!(c["image_url"], listed.url);
+    assert_eq!(c["image_source"], "server");
+    s.stop().await;
+}
