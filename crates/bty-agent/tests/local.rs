@@ -283,8 +283,9 @@ fn a_remote_image_resumes_and_lands_through_the_same_core() {
     }
     let url = format!("{}/img/d.img.zst", s.base);
     let http = bty_agent::net::agent(bty_agent::net::Timeouts::default());
-    let expect = bty_agent::flash::Expected::named("d", Some(&sha(&stored)), Some(stored.len() as u64))
-        .unwrap();
+    let expect =
+        bty_agent::flash::Expected::named("d", Some(&sha(&stored)), Some(stored.len() as u64))
+            .unwrap();
     let console = Console::default();
     let name = PathBuf::from(&url);
     let mut job = LocalJob::new(&name, ImageFormat::Zst, Path::new(&lo.0), &console);
@@ -301,10 +302,14 @@ fn a_remote_image_resumes_and_lands_through_the_same_core() {
     assert_eq!(out.sha256, sha(&img));
     assert_eq!(out.bytes, img.len() as u64);
     let on_disk = std::fs::read(&lo.0).unwrap();
-    assert!(on_disk[..img.len()] == img[..], "the device is not the image");
+    assert!(
+        on_disk[..img.len()] == img[..],
+        "the device is not the image"
+    );
     let gets = s.state.lock().unwrap().image_gets.clone();
     assert!(
-        gets.iter().any(|(_, r)| r.as_deref().is_some_and(|r| r.starts_with("bytes=3"))),
+        gets.iter()
+            .any(|(_, r)| r.as_deref().is_some_and(|r| r.starts_with("bytes=3"))),
         "no Range resume: {gets:?}"
     );
 }
@@ -341,7 +346,13 @@ fn a_remote_image_with_other_bytes_fails_and_does_not_boot() {
     });
     let e = local::flash(&job, &mut |_| {}).unwrap_err();
     assert!(
-        matches!(&e, Error::ChecksumMismatch { what: "download", .. }),
+        matches!(
+            &e,
+            Error::ChecksumMismatch {
+                what: "download",
+                ..
+            }
+        ),
         "{e}"
     );
     let on_disk = std::fs::read(&lo.0).unwrap();

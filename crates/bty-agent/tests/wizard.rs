@@ -346,3 +346,43 @@ fn unattended_refuses_a_disk_too_small_without_writing() {
     );
     assert!(untouched(&disk));
 }
+
+/// A stick with a server key waits for a DHCP lease before the first menu
+/// (the network comes up in the background); Enter skips the wait, and a
+/// server that is not there costs one line, not the stick's images.
+#[test]
+fn with_a_key_the_wizard_waits_for_the_network_and_enter_skips() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(disk) = loop_sized(t.path(), "disk", 16 << 20) else {
+        return;
+    };
+    let mut s = Stick::new(&t.path().join("stick"));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    s.server = Some(format!("http://{}", dead.local_addr().unwrap()));
+    drop(dead);
+    s.key = Some("btystick_k".into());
+    s.add("debian", "img", &image(1, 11));
+    let no_lease = t.path().join("no-lease.env");
+    let o = common::stick::wizard_with(
+        &s.root,
+        &[(&disk, "SER")],
+        "\nq\n",
+        &[
+            "--dhcp-env",
+            no_lease.to_str().unwrap(),
+            "--network-wait",
+            "30",
+        ],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("waiting for the network ... (up to 30 s; Enter skips)"),
+        "{out}"
+    );
+    assert!(out.contains("not waiting for the network"), "{out}");
+    assert!(out.contains("1) debian  (img, 1.0 MiB)"), "{out}");
+    assert!(out.contains("no bty-web reachable ("), "{out}");
+    assert!(out.contains("quit: nothing written"), "{out}");
+    assert!(untouched(&disk));
+}

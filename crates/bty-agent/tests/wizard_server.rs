@@ -120,7 +120,7 @@ impl Lab {
     async fn register(&self) {
         let (st, v) = self
             .admin
-            .put_machine(MAC, &json!({"boot_mode": "local"}))
+            .put_machine(MAC, &json!({"boot_mode": "ipxe-exit"}))
             .await;
         assert!(st == 200 || st == 201, "{st} {v}");
     }
@@ -206,7 +206,7 @@ async fn a_server_image_is_offered_flashed_and_recorded() {
             .find(|c| c["via"] == "stick" && c["state"] == "done")
     })
     .await;
-    assert_eq!(c["sha256"], sha(&img), "{c}");
+    assert_eq!(c["disk_sha256"], sha(&img), "{c}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,7 +369,7 @@ async fn a_tampered_server_image_fails_and_is_reported_failed() {
             .find(|c| c["via"] == "stick" && c["state"] == "failed")
     })
     .await;
-    assert!(c["sha256"].is_null(), "{c}");
+    assert!(c["disk_sha256"].is_null(), "{c}");
     // Whatever landed, the disk does not boot: its head is zeroed or
     // untouched, never the image's.
     assert!(

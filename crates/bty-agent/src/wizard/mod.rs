@@ -631,7 +631,7 @@ fn report_start(
         image: img.name().to_string(),
         source,
         format,
-        sha256,
+        sha256: sha256.to_ascii_lowercase(),
         size,
         target_serial: disk.serial.clone().unwrap_or_else(|| disk.name.clone()),
     };

@@ -290,6 +290,7 @@ pub fn discover(urls: &[String], key: &str) -> Result<(Server, Vec<ServerImage>)
             Err(Unavailable::Refused(m)) => {
                 refused.get_or_insert(format!("{u} refused this stick's key: {m}"));
             }
+            Err(Unavailable::Unreachable(m)) if m.contains(u.as_str()) => unreachable.push(m),
             Err(Unavailable::Unreachable(m)) => unreachable.push(format!("{u}: {m}")),
         }
     }
