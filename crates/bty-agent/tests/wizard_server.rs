@@ -289,6 +289,31 @@ async fn a_wrong_key_shows_the_refusal_and_stick_images_still_flash() {
         lab.cycles().await.is_empty(),
         "a refused key recorded a flash"
     );
+
+    // A key the admin revoked: the server says so, the stick still works.
+    let (st, v) = lab.admin.get_json("/api/sticks").await;
+    assert_eq!(st, 200, "{v}");
+    let id = v[0]["id"].as_i64().unwrap();
+    let r = lab
+        .admin
+        .delete(&format!("/api/sticks/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let s = stick(&t.path().join("revoked"), &lab.web.base.clone(), &lab.key);
+    let o = run(&s, &disk, "1\n1\nSER\n\n").await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("key (") && out.contains("was revoked on"),
+        "{out}"
+    );
+    assert!(out.contains("verified:"), "{out}");
+    assert!(
+        lab.cycles().await.is_empty(),
+        "a revoked key recorded a flash"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
