@@ -152,3 +152,38 @@ impl Api {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_is_the_flag_then_the_deploy_then_serve_default() {
+        let d = tempfile::tempdir().unwrap();
+        let args = |server: Option<&str>| ServerArgs {
+            server: server.map(str::to_string),
+            dest: d.path().to_path_buf(),
+            user: "bty-lab".into(),
+            password_stdin: false,
+        };
+        assert_eq!(
+            server_url(&args(Some("http://h:9/"))).unwrap(),
+            "http://h:9"
+        );
+        assert!(server_url(&args(Some("h:9"))).is_err());
+        assert_eq!(server_url(&args(None)).unwrap(), DEFAULT_SERVER);
+        // A manifest as deploy writes it (text, so fields added later with
+        // serde defaults do not break this test).
+        std::fs::write(
+            d.path().join(crate::manifest::FILE),
+            format!(
+                "version = \"0.1.0\"\ndest = {0:?}\ndata_dir = {0:?}\nhost_addr = \"10.0.0.5\"\n\
+                 registry = \"r\"\nimages = \"pull\"\ntftp = true\nsystemd = false\n\
+                 [ports]\nweb = 9080\ncache = 3000\ntftp = 69\n",
+                d.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        assert_eq!(server_url(&args(None)).unwrap(), "http://10.0.0.5:9080");
+    }
+}
