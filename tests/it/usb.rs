@@ -545,12 +545,20 @@ fn usb_build_with_server_fetches_through_its_withcache_and_mints_a_stick_key() {
         s.read_to_string(&mut buf).unwrap();
         buf
     };
-    let answer = catalog(Some(&key));
-    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
-    assert!(
-        answer.contains("\"lab\"") && answer.contains(&hex_sha(&body)),
-        "{answer}"
-    );
+    // (bty-web learns withcache's measurement on its next poll.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let answer = catalog(Some(&key));
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        if answer.contains("\"lab\"") && answer.contains(&hex_sha(&body)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed: {answer}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
     let closed = catalog(None);
     assert!(closed.starts_with("HTTP/1.0 401"), "{closed}");
     drop(serve);
