@@ -64,7 +64,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The domain's errors as the API has always answered them: 404, 409 for
-/// a refused token or state, 400 naming the field, 502 for withcache, 503
+/// a refused token or state, 401 for a refused stick key, 400 naming the field, 502 for withcache, 503
 /// while the database thread is gone, and 500 with the detail only in the
 /// log.
 impl From<DomainError> for ApiError {
@@ -74,6 +74,7 @@ impl From<DomainError> for ApiError {
             DomainError::StaleToken(m) | DomainError::Conflict(m) => ApiError::conflict(m),
             DomainError::Invalid { msg, .. } => ApiError::bad_request(msg),
             DomainError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            DomainError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
             DomainError::TooMany(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, m),
             DomainError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
             DomainError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

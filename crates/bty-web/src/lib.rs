@@ -208,6 +208,8 @@ fn admin_routes() -> Router<AppState> {
         .route("/api/events", get(api::list_events))
         .route("/api/events/stream", get(sse::stream))
         .route("/api/settings/dhcp", get(api::dhcp_settings))
+        .route("/api/sticks", get(api::list_sticks).post(api::mint_stick))
+        .route("/api/sticks/{id}", axum::routing::delete(api::revoke_stick))
 }
 
 /// Health, version, metrics, the catalog, the OpenAPI document, login.
@@ -242,6 +244,9 @@ fn pxe_routes() -> Router<AppState> {
             post(pxe::inventory).layer(DefaultBodyLimit::max(INVENTORY_LIMIT)),
         )
         .route("/boot/{name}", get(routes::boot::serve_file))
+        // Open to the LAN like the PXE routes, gated by the stick key.
+        .route(bty_proto::stick::CATALOG_PATH, get(routes::stick::catalog))
+        .route(bty_proto::stick::FLASH_PATH, post(routes::stick::flash))
 }
 
 /// Run bty-web on `listener` until `shutdown` resolves.

@@ -45,6 +45,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/events"),
     ("get", "/api/events/stream"),
     ("get", "/api/settings/dhcp"),
+    ("get", "/api/sticks"),
+    ("post", "/api/sticks"),
+    ("delete", "/api/sticks/{id}"),
+    ("get", "/stick/catalog"),
+    ("post", "/stick/flash"),
     ("get", "/api/openapi.json"),
 ];
 
@@ -295,6 +300,63 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "/api/sticks",
+        "post",
+        json!({
+            "summary": "Mint a USB-stick key for `bty-lab usb build --server`: {label} (1-80 printable \
+                        characters). 201 {id, label, key, created_at}: the key (btystick_ + 32 random \
+                        bytes, base64url) is shown only in this answer; bty-web keeps its sha256.",
+            "tags": ["sticks"],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewStick"}}}},
+            "responses": {"201": ok_json("{id, label, key, created_at}"), "400": err, "401": err, "403": err}
+        }),
+    );
+    add(
+        "/api/sticks",
+        "get",
+        op(
+            "Stick keys [{id, label, created_at, last_used_at, last_ip, revoked_at}], never the keys",
+            "sticks",
+            true,
+            json!({"200": ok_json("sticks"), "401": err}),
+        ),
+    );
+    add(
+        "/api/sticks/{id}",
+        "delete",
+        json!({
+            "summary": "Revoke a stick key: from now on it gets 401 (revoking twice keeps the first date)",
+            "tags": ["sticks"],
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+            "responses": {"204": {"description": "revoked"}, "401": err, "403": err, "404": err}
+        }),
+    );
+    add(
+        "/stick/catalog",
+        "get",
+        json!({
+            "summary": "The measured images (bty_proto::stick::ServerCatalog) with the URLs a plan gives; \
+                        needs a stick key (Authorization: Bearer btystick_...; 401 without a valid one); \
+                        a browser gets 403",
+            "tags": ["stick"],
+            "security": [{"stick": []}],
+            "responses": {"200": ok_json("ServerCatalog"), "400": err, "401": err, "403": err}
+        }),
+    );
+    add(
+        "/stick/flash",
+        "post",
+        json!({
+            "summary": "A stick's wizard starts a flash (bty_proto::stick::FlashStart): the first registered \
+                        MAC gets a stick cycle (FlashStarted: token and report URLs, reports only from this \
+                        address); none registered: 404, nothing stored. Needs a stick key (401); a browser \
+                        gets 403. A stick cycle never changes the machine's PXE boot decision.",
+            "tags": ["stick"],
+            "security": [{"stick": []}],
+            "responses": {"200": ok_json("FlashStarted"), "400": err, "401": err, "403": err, "404": err}
+        }),
+    );
+    add(
         "/api/openapi.json",
         "get",
         op(
@@ -311,6 +373,14 @@ pub fn document() -> Value {
         "components": {
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "NewStick": {
+                    "type": "object",
+                    "required": ["label"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "label": {"type": "string", "minLength": 1, "maxLength": 80, "description": "printable characters, not only spaces"}
+                    }
+                },
                 "NewImage": {
                     "type": "object",
                     "required": ["name", "url"],
@@ -326,7 +396,8 @@ pub fn document() -> Value {
             },
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic"},
-                "cookie": {"type": "apiKey", "in": "cookie", "name": crate::COOKIE_NAME}
+                "cookie": {"type": "apiKey", "in": "cookie", "name": crate::COOKIE_NAME},
+                "stick": {"type": "http", "scheme": "bearer", "description": "a stick key from POST /api/sticks"}
             }
         },
         "security": [{"basic": []}, {"cookie": []}]

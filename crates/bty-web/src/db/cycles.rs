@@ -122,12 +122,34 @@ pub struct Cycle {
     /// before schema 5): only it can move the cycle to `booted`.
     #[serde(skip)]
     pub offered_ip: Option<String>,
+    /// How the flash was started: `pxe` (a PXE boot and a plan) or
+    /// `stick` (a USB stick's wizard, `POST /stick/flash`). A stick cycle
+    /// is history and live progress only: the PXE decision never reads it.
+    pub via: String,
+    /// A stick cycle's image source: `stick` (a file on the stick) or
+    /// `server` (this bty-web's catalog); None for PXE cycles.
+    pub image_source: Option<String>,
 }
+
+impl Cycle {
+    /// Started by a USB stick's wizard.
+    pub fn is_stick(&self) -> bool {
+        self.via == VIA_STICK
+    }
+}
+
+/// [`Cycle::via`] of a PXE cycle.
+pub const VIA_PXE: &str = "pxe";
+/// [`Cycle::via`] of a stick cycle.
+pub const VIA_STICK: &str = "stick";
+
+/// The boot mode a stick cycle records (it booted no PXE mode).
+pub const STICK_BOOT_MODE: &str = "usb-stick";
 
 const COLUMNS: &str = "id, mac, arm_gen, attempt, token, state, boot_mode, image_name, image_url, \
     image_sha256, image_size, image_format, target_serial, local_served, offered_at, booted_at, \
     flashing_at, finished_at, bytes_done, bytes_total, phase, rate, progress_at, ok, reason, \
-    disk_sha256, duration_s, booted_ip, offered_ip";
+    disk_sha256, duration_s, booted_ip, offered_ip, via, image_source";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
     let state: String = r.get(5)?;
@@ -167,13 +189,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
         duration_s: r.get(26)?,
         booted_ip: r.get(27)?,
         offered_ip: r.get(28)?,
+        via: r.get(29)?,
+        image_source: r.get(30)?,
     })
 }
 
-/// The machine's current cycle: the newest one of its arming generation.
+/// The machine's current cycle: the newest PXE cycle of its arming
+/// generation (stick cycles never take part in the PXE decision).
 pub fn current(conn: &Connection, mac: Mac, arm_gen: i64) -> rusqlite::Result<Option<Cycle>> {
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND arm_gen = ?2 ORDER BY id DESC LIMIT 1"
+        "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND arm_gen = ?2 AND via = 'pxe' \
+         ORDER BY id DESC LIMIT 1"
     ))?
     .query_row(params![mac.to_string(), arm_gen], from_row)
     .optional()
@@ -341,7 +367,9 @@ pub fn mark_local_served(conn: &Connection, id: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Cancel the machine's open cycles (an operator change replaced them).
+/// Cancel the machine's open PXE cycles (an operator change replaced
+/// them). A stick flash goes on whatever the operator changes: the
+/// stick, not bty-web, drives it.
 pub fn cancel_open(
     conn: &Connection,
     mac: Mac,
@@ -350,7 +378,89 @@ pub fn cancel_open(
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE cycles SET state = 'cancelled', reason = ?2, finished_at = ?3 \
-         WHERE mac = ?1 AND state IN ('offered', 'booted', 'flashing')",
+         WHERE mac = ?1 AND via = 'pxe' AND state IN ('offered', 'booted', 'flashing')",
     )?
     .execute(params![mac.to_string(), reason, now])
+}
+
+/// The machine's open stick cycle, if any (at most one is open: a new
+/// stick flash fails the previous one).
+pub fn open_stick(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Cycle>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND via = 'stick' \
+         AND state IN ('offered', 'booted', 'flashing') ORDER BY id DESC LIMIT 1"
+    ))?
+    .query_row([mac.to_string()], from_row)
+    .optional()
+}
+
+/// The machine's newest stick cycle, open or not (the only one whose
+/// token is still taken: a done replayed after it closed is acknowledged).
+pub fn latest_stick(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Cycle>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND via = 'stick' ORDER BY id DESC LIMIT 1"
+    ))?
+    .query_row([mac.to_string()], from_row)
+    .optional()
+}
+
+/// What a new stick cycle is made of.
+pub struct NewStickCycle<'a> {
+    /// Machine.
+    pub mac: Mac,
+    /// The machine's arming generation (kept for the history's sake; the
+    /// decision ignores stick cycles whatever their generation).
+    pub arm_gen: i64,
+    /// Image name.
+    pub image_name: &'a str,
+    /// The server image's URL, or `stick:NAME`.
+    pub image_url: &'a str,
+    /// sha256 of the bytes the stick reads.
+    pub image_sha256: &'a str,
+    /// Their length.
+    pub image_size: u64,
+    /// Format.
+    pub image_format: &'a str,
+    /// `stick` or `server`.
+    pub image_source: &'a str,
+    /// Target serial.
+    pub target_serial: &'a str,
+    /// The address that started it: the only one its reports are taken
+    /// from.
+    pub ip: &'a str,
+}
+
+/// Insert a stick cycle, already `flashing` (offered, booted and flashing
+/// at `now`, from `ip`), with a fresh 128-bit token.
+pub fn insert_stick(
+    conn: &Connection,
+    c: &NewStickCycle<'_>,
+    now: &str,
+) -> rusqlite::Result<Cycle> {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    conn.prepare_cached(&format!(
+        "INSERT INTO cycles (mac, arm_gen, attempt, token, state, boot_mode, image_name, \
+         image_url, image_sha256, image_size, image_format, target_serial, offered_at, booted_at, \
+         flashing_at, offered_ip, booted_ip, via, image_source) \
+         VALUES (?1, ?2, 1, ?3, 'flashing', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12, ?12, \
+         'stick', ?13) RETURNING {COLUMNS}"
+    ))?
+    .query_row(
+        params![
+            c.mac.to_string(),
+            c.arm_gen,
+            token,
+            STICK_BOOT_MODE,
+            c.image_name,
+            c.image_url,
+            c.image_sha256,
+            c.image_size,
+            c.image_format,
+            c.target_serial,
+            now,
+            c.ip,
+            c.image_source
+        ],
+        from_row,
+    )
 }

@@ -11,6 +11,7 @@ pub mod cycles;
 pub mod events;
 pub mod machines;
 pub mod schema;
+pub mod sticks;
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -90,6 +90,22 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE cycles ADD COLUMN booted_ip TEXT;",
     // 5: the address a cycle was offered to (only it can boot the cycle).
     "ALTER TABLE cycles ADD COLUMN offered_ip TEXT;",
+    // 6: USB-stick keys (only their sha256) and stick cycles. A stick
+    // cycle (`via = 'stick'`) is history and live progress only: the PXE
+    // decision never reads it. `image_source` says where a stick flash
+    // took its bytes (`stick` or `server`; NULL for PXE cycles).
+    "CREATE TABLE sticks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        label TEXT NOT NULL,
+        key_sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        last_ip TEXT,
+        revoked_at TEXT
+    );
+    ALTER TABLE cycles ADD COLUMN via TEXT NOT NULL DEFAULT 'pxe';
+    ALTER TABLE cycles ADD COLUMN image_source TEXT;
+    CREATE INDEX cycles_via_idx ON cycles(mac, via, id);",
 ];
 
 /// The schema version this build writes.

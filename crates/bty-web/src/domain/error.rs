@@ -35,6 +35,10 @@ pub enum DomainError {
     /// report path that is off, a browser. The message says which.
     #[error("{0}")]
     Forbidden(String),
+    /// A credential the request needs is missing, unknown or revoked (a
+    /// stick key); the message says what to do.
+    #[error("{0}")]
+    Unauthorized(String),
     /// Too many requests of a kind from one address; try again later.
     #[error("{0}")]
     TooMany(String),

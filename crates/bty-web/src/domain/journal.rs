@@ -47,6 +47,20 @@ impl Journal {
         Ok(())
     }
 
+    /// Log an event about no machine in particular (a stick key minted or
+    /// revoked), and announce it.
+    pub fn note(
+        &mut self,
+        conn: &Connection,
+        kind: &str,
+        summary: String,
+        details: serde_json::Value,
+    ) -> rusqlite::Result<()> {
+        let e = events::insert(conn, kind, None, &summary, Some(&details), &self.now)?;
+        self.bus.push(BusMsg::Event(e));
+        Ok(())
+    }
+
     /// Announce a message that is not an event.
     pub fn push(&mut self, msg: BusMsg) {
         self.bus.push(msg);

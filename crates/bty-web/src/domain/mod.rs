@@ -10,6 +10,7 @@
 //!   script for both `GET /pxe/{mac}` and the UI's preview.
 //! - [`decide`]: the pure boot decision the cycle applies.
 //! - [`images`]: adding and removing images in withcache's catalog.
+//! - [`sticks`]: USB-stick keys, the stick's catalog and stick cycles.
 //! - [`bus`]: the live messages published after each change.
 //!
 //! Every write is one SQLite transaction on the database thread (a
@@ -24,6 +25,7 @@ mod error;
 pub mod images;
 mod journal;
 pub mod registry;
+pub mod sticks;
 #[cfg(test)]
 mod test_support;
 

@@ -12,6 +12,7 @@ use super::{canonical_ip, parse_mac};
 use crate::catalog::{Image, SourceStatus};
 use crate::db::cycles::Cycle;
 use crate::db::events::{self, Event};
+use crate::db::sticks::Stick;
 use crate::domain::images::NewImage;
 use crate::domain::registry::{MachinePut, MachineView};
 use crate::domain::DomainError;
@@ -65,6 +66,47 @@ pub async fn delete_machine(
 ) -> ApiResult<StatusCode> {
     let mac = parse_mac(&raw)?;
     st.domain.delete_machine(mac).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/sticks` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickPost {
+    /// What to call the key (1 to 80 printable characters).
+    #[serde(default)]
+    pub label: String,
+}
+
+/// `POST /api/sticks`: mint a stick key; 201 with the key, shown only
+/// here.
+pub async fn mint_stick(
+    State(st): State<AppState>,
+    Json(body): Json<StickPost>,
+) -> ApiResult<Response> {
+    let m = st.domain.mint_stick(body.label).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(m),
+    )
+        .into_response())
+}
+
+/// `GET /api/sticks`: every key, without the keys.
+pub async fn list_sticks(State(st): State<AppState>) -> ApiResult<axum::Json<Vec<Stick>>> {
+    Ok(axum::Json(st.domain.sticks().await?))
+}
+
+/// `DELETE /api/sticks/{id}`: revoke a key.
+pub async fn revoke_stick(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id: i64 = raw
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no stick key {raw:?}")))?;
+    st.domain.revoke_stick(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod boot;
 pub mod pxe;
+pub mod stick;
 
 use std::net::{IpAddr, SocketAddr};
 

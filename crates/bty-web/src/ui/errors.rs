@@ -15,6 +15,7 @@ impl From<DomainError> for UiError {
             DomainError::StaleToken(_) | DomainError::Conflict(_) => StatusCode::CONFLICT,
             DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
             DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DomainError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             DomainError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             DomainError::Upstream(_) => StatusCode::BAD_GATEWAY,
             DomainError::Db(_) | DomainError::Gone | DomainError::Internal(_) => {

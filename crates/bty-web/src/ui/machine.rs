@@ -34,9 +34,12 @@ pub struct StatusView {
     pub mac: String,
     /// Its row (state word, labels).
     pub row: Option<RowView>,
-    /// The current cycle.
+    /// The current (PXE) cycle.
     pub cycle: Option<Cycle>,
-    /// Its progress when open.
+    /// An open USB-stick flash (it runs beside the PXE cycles).
+    pub stick: Option<Cycle>,
+    /// The progress of the open stick flash, else of the current cycle
+    /// when open: one progress bar, the one the live stream updates.
     pub progress: Option<ProgressView>,
     /// Latest successful flash.
     pub last_flash: Option<Cycle>,
@@ -46,7 +49,9 @@ pub struct StatusView {
 pub fn status_view(conn: &Connection, m: &Machine) -> rusqlite::Result<StatusView> {
     let mac = m.mac.to_string();
     let cycle = cycles::current(conn, m.mac, m.arm_gen)?;
-    let progress = cycle.as_ref().filter(|c| c.state.is_open()).map(|c| {
+    let stick = cycles::open_stick(conn, m.mac)?;
+    let open = cycle.as_ref().filter(|c| c.state.is_open());
+    let progress = stick.as_ref().or(open).map(|c| {
         ProgressView::new(
             c.id,
             c.state.as_str(),
@@ -61,6 +66,7 @@ pub fn status_view(conn: &Connection, m: &Machine) -> rusqlite::Result<StatusVie
         last_flash: last_flash(conn, &mac)?,
         mac,
         cycle,
+        stick,
         progress,
     })
 }

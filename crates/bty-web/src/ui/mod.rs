@@ -60,6 +60,10 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/events", get(events::list))
         .route("/ui/events/ack", post(events::ack))
         .route("/ui/settings", get(settings::show))
+        .route(
+            "/ui/settings/sticks/{id}/revoke",
+            post(settings::revoke_stick),
+        )
         .route("/ui/live", get(live::stream));
     gate.ui(guarded)
 }

@@ -2,10 +2,10 @@
 //! bty-web at, the effective configuration (secrets hidden), versions and
 //! the TFTP sidecar's health.
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use serde::Serialize;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
 
 use super::health::{tftp_health, Health};
 use super::is_htmx;
@@ -105,6 +105,18 @@ struct SettingsView {
     plan: u32,
     uptime: String,
     open_mode: bool,
+    sticks: Vec<crate::db::sticks::Stick>,
+    /// The URL `bty-lab usb build --server` should name (this host).
+    server_url: String,
+    /// The stick key just revoked (`?revoked=ID`).
+    revoked: Option<i64>,
+}
+
+/// `?revoked=ID` after a revocation.
+#[derive(Debug, Default, Deserialize)]
+pub struct Shown {
+    #[serde(default)]
+    revoked: Option<i64>,
 }
 
 /// Split a `Host` header. The port the operator reached us on beats the
@@ -129,7 +141,11 @@ fn host_and_port(host: &str, configured: u16) -> (String, u16) {
 }
 
 /// `GET /ui/settings`.
-pub async fn show(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, UiError> {
+pub async fn show(
+    State(st): State<AppState>,
+    Query(shown): Query<Shown>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
     // The host the operator reached us by is the best guess for DHCP.
     let host = headers
         .get(axum::http::header::HOST)
@@ -150,8 +166,28 @@ pub async fn show(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
         plan: bty_proto::PLAN_VERSION,
         uptime: super::render::human_duration(st.started.elapsed().as_secs_f64()),
         open_mode: st.auth.credentials().is_open(),
+        sticks: st.domain.sticks().await?,
+        server_url: if bty_proto::text::validate_host(&host).is_err() {
+            "http://THIS-HOST:PORT".to_string()
+        } else {
+            format!("http://{host}")
+        },
+        revoked: shown.revoked,
     };
     page_or_partial(is_htmx(&headers), "settings.html", &view, None)
+}
+
+/// `POST /ui/settings/sticks/{id}/revoke`: revoke a stick key (the UI's
+/// `DELETE /api/sticks/{id}`).
+pub async fn revoke_stick(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, UiError> {
+    let id: i64 = raw
+        .parse()
+        .map_err(|_| UiError::not_found(format!("No stick key {raw:?}.")))?;
+    st.domain.revoke_stick(id).await?;
+    Ok(Redirect::to(&format!("/ui/settings?revoked={id}#sticks")).into_response())
 }
 
 #[cfg(test)]

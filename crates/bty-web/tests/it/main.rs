@@ -13,6 +13,7 @@ mod golden;
 mod hostile;
 mod images;
 mod migrations;
+mod stick;
 mod ui_event_acks;
 mod ui_forms;
 

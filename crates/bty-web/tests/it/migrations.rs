@@ -120,3 +120,37 @@ fn python_and_newer_databases_are_refused_untouched() {
     let e = bty_web::db::Db::open(&db2).err().unwrap();
     assert!(format!("{e:#}").contains("newer bty-web"), "{e:#}");
 }
+
+/// Schema 6: the cycles of an older database become PXE cycles (the
+/// decision keeps reading them) and the stick keys' table starts empty.
+#[tokio::test]
+async fn schema_5_cycles_become_pxe_cycles_and_sticks_start_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    {
+        let mut c = Connection::open(&db).unwrap();
+        schema::migrate_to(&mut c, 5).unwrap();
+        c.execute_batch(
+            "INSERT INTO machines (mac, name, boot_mode, image, target_disk_serial, created_at, updated_at)
+               VALUES ('52:54:00:12:34:56', 'runner-1', 'bty-flash-once', 'debian-12', 'BTYTEST', 't0', 't0');
+             INSERT INTO cycles (mac, arm_gen, attempt, token, state, boot_mode, image_name, image_url,
+               image_sha256, image_size, image_format, target_serial, offered_at, offered_ip)
+               VALUES ('52:54:00:12:34:56', 0, 1, 'aaaa', 'offered', 'bty-flash-once', 'debian-12',
+               'https://images.example/debian-12.img.zst', 'x', 1234, 'img.zst', 'BTYTEST', 't0', '127.0.0.1');",
+        )
+        .unwrap();
+    }
+    let s = Web::start_in(dir, "").await;
+    let hist = s.cycles(MAC).await;
+    assert_eq!(hist.len(), 1);
+    assert_eq!(hist[0]["via"], "pxe");
+    assert!(hist[0]["image_source"].is_null());
+    // Still the machine's current cycle: the same one is offered again.
+    assert_eq!(s.machine(MAC).await["cycle"]["id"], hist[0]["id"]);
+    assert!(is_flash(&s.pxe(MAC).await));
+    assert_eq!(s.cycles(MAC).await.len(), 1, "no new cycle was opened");
+    assert_eq!(s.get_json("/api/sticks").await.1, serde_json::json!([]));
+    let dir = s.stop().await;
+    let c = Connection::open(dir.path().join("state.db")).unwrap();
+    assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
+}

@@ -106,6 +106,13 @@ fn check_booter(mac: Mac, c: &Cycle, ip: &str) -> Result<()> {
             c.id
         )));
     }
+    if c.is_stick() && c.booted_ip.as_deref() != Some(ip) {
+        return Err(DomainError::Forbidden(format!(
+            "{mac}: stick flash cycle {} was started from another address than {ip}; its \
+             reports are taken only from the address that started it",
+            c.id
+        )));
+    }
     if c.booted_ip.as_deref() != Some(ip) {
         return Err(DomainError::Forbidden(format!(
             "{mac}: cycle {} was booted from another address than {ip}; its plan and \

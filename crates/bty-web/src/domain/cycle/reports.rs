@@ -24,7 +24,8 @@ fn token_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The machine and its current cycle when `token` is that cycle's token;
+/// The machine and the cycle a report is about when `token` is its
+/// current (PXE) cycle's token or its newest stick cycle's;
 /// [`DomainError::StaleToken`] saying why not otherwise.
 pub fn check_token(conn: &Connection, mac: Mac, token: &str) -> Result<(Machine, Cycle)> {
     let m = registry::get(conn, mac)?;
@@ -36,6 +37,12 @@ pub fn check_token(conn: &Connection, mac: Mac, token: &str) -> Result<(Machine,
     let current = cycles::current(conn, mac, m.arm_gen)?;
     if let Some(c) = current.as_ref().filter(|c| token_eq(&c.token, token)) {
         let c = c.clone();
+        return Ok((m, c));
+    }
+    // A stick cycle runs beside the PXE ones; only the newest of the
+    // machine's stick cycles takes reports (a new stick flash supersedes
+    // the previous one).
+    if let Some(c) = cycles::latest_stick(conn, mac)?.filter(|c| token_eq(&c.token, token)) {
         return Ok((m, c));
     }
     let holder = cycles::by_token(conn, token)?;
@@ -52,6 +59,14 @@ pub(super) fn refusal(mac: Mac, holder: Option<&Cycle>, current: Option<&Cycle>)
         (Some(other), _) if other.mac != mac.to_string() => {
             "the token belongs to another machine's cycle".to_string()
         }
+        (Some(old), _) if old.is_stick() => format!(
+            "stale token: stick flash cycle {} is {} ({})",
+            old.id,
+            old.state.as_str(),
+            old.reason
+                .as_deref()
+                .unwrap_or("a newer stick flash took its place")
+        ),
         (Some(old), Some(c)) => format!(
             "stale token: cycle {} was replaced by cycle {} ({})",
             old.id,
@@ -158,24 +173,24 @@ fn log_close(
     f: &Finish<'_>,
     via: &str,
 ) -> rusqlite::Result<()> {
+    let what = match c.image_source.as_deref().filter(|_| c.is_stick()) {
+        Some(src) => format!("USB stick flash cycle {} (image from the {src})", c.id),
+        None => format!("cycle {}", c.id),
+    };
     let (kind, summary) = if f.ok {
-        let what = format!("{} is on disk {}", c.image_name, c.target_serial);
-        ("flash.done", format!("{mac}: cycle {} done: {what}", c.id))
+        let on = format!("{} is on disk {}", c.image_name, c.target_serial);
+        ("flash.done", format!("{mac}: {what} done: {on}"))
     } else {
         let why = f.reason.unwrap_or("no reason given");
-        (
-            "flash.failed",
-            format!("{mac}: cycle {} failed: {why}", c.id),
-        )
+        ("flash.failed", format!("{mac}: {what} failed: {why}"))
     };
-    j.event(
-        tx,
-        kind,
-        mac,
-        summary,
-        json!({"cycle": c.id, "attempt": c.attempt, "ok": f.ok, "reason": f.reason,
-               "sha256": f.disk_sha256, "duration_s": f.duration_s, "via": via}),
-    )
+    let mut details = json!({"cycle": c.id, "attempt": c.attempt, "ok": f.ok, "reason": f.reason,
+           "sha256": f.disk_sha256, "duration_s": f.duration_s, "via": via});
+    if let (true, Some(d)) = (c.is_stick(), details.as_object_mut()) {
+        d.insert("stick".into(), json!(true));
+        d.insert("source".into(), json!(c.image_source));
+    }
+    j.event(tx, kind, mac, summary, details)
 }
 
 /// `POST /pxe/{mac}/done`: close the current cycle once; a replay for a
