@@ -148,10 +148,23 @@ pub struct UsbBuildArgs {
     /// for more images; the wizard lists them in this order.
     #[arg(long = "image", value_name = "NAME=PATH|URL")]
     pub images: Vec<String>,
-    /// A bty-web the stick's wizard may offer and report to (recorded in
-    /// the manifest).
+    /// A bty-web whose catalog the stick's wizard offers and whose machine
+    /// pages its flashes show on. URL images are then fetched through that
+    /// bty-web's withcache, and a stick key is minted there (admin login)
+    /// and stored on the stick.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    /// Admin user at --server.
+    #[arg(long, default_value = "bty-lab", requires = "server")]
+    pub user: String,
+    /// Read --server's admin password from the first line of stdin.
+    /// Otherwise BTY_ADMIN_PASSWORD, else a prompt on a terminal.
+    #[arg(long, requires = "server")]
+    pub password_stdin: bool,
+    /// The stick key's label on --server's Settings page (default: the
+    /// stick's file name, this host's name and the date).
+    #[arg(long, value_name = "TEXT", requires = "server")]
+    pub key_label: Option<String>,
     /// Flash without questions: image=NAME,disk-serial=SERIAL,after=reboot|poweroff.
     #[arg(long, value_name = "SPEC")]
     pub auto: Option<String>,

@@ -29,6 +29,7 @@ mod services;
 mod stack;
 mod ui;
 mod usb;
+mod webapi;
 
 use std::ffi::OsString;
 use std::path::Path;

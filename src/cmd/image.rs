@@ -7,18 +7,13 @@
 //! (`bty-lab serve`'s default). The password is asked for only when
 //! bty-web wants one.
 
-use std::io::{BufRead as _, IsTerminal as _};
-
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use indicatif::HumanBytes;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{ImageAddArgs, ImageCommand, ImageLsArgs, ImageRmArgs, ServerArgs};
-use crate::deploydir;
-
-/// Where `bty-lab serve` listens by default.
-const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+use crate::cli::{ImageAddArgs, ImageCommand, ImageLsArgs, ImageRmArgs};
+use crate::webapi::Api;
 
 pub async fn run(c: ImageCommand) -> Result<()> {
     match c {
@@ -29,7 +24,7 @@ pub async fn run(c: ImageCommand) -> Result<()> {
 }
 
 async fn add(a: ImageAddArgs) -> Result<()> {
-    let mut api = Api::new(&a.server)?;
+    let mut api = Api::for_args(&a.server)?;
     let body = json!({
         "name": a.name, "url": a.url, "sha256": a.sha256,
         "size": a.size, "format": a.format,
@@ -45,7 +40,7 @@ async fn add(a: ImageAddArgs) -> Result<()> {
 }
 
 async fn ls(a: ImageLsArgs) -> Result<()> {
-    let mut api = Api::new(&a.server)?;
+    let mut api = Api::for_args(&a.server)?;
     let v = api.call(Method::GET, "/api/images", None).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -65,7 +60,7 @@ async fn ls(a: ImageLsArgs) -> Result<()> {
 }
 
 async fn rm(a: ImageRmArgs) -> Result<()> {
-    let mut api = Api::new(&a.server)?;
+    let mut api = Api::for_args(&a.server)?;
     let path = format!("/api/images/{}", a.name.replace('+', "%2B"));
     api.call(Method::DELETE, &path, None).await?;
     println!(
@@ -77,131 +72,6 @@ async fn rm(a: ImageRmArgs) -> Result<()> {
 
 fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
-}
-
-/// bty-web's base URL for these flags.
-fn server_url(a: &ServerArgs) -> Result<String> {
-    if let Some(s) = &a.server {
-        let s = s.trim_end_matches('/');
-        if !(s.starts_with("http://") || s.starts_with("https://")) {
-            bail!("--server {s:?} is not an http(s) URL such as http://10.0.0.5:8080");
-        }
-        return Ok(s.to_string());
-    }
-    let dest = deploydir::absolute(&a.dest)?;
-    Ok(match crate::manifest::Manifest::read(&dest)? {
-        Some(settings) => settings.web_url(),
-        None => DEFAULT_SERVER.to_string(),
-    })
-}
-
-/// A bty-web and the credentials for it, found out as needed.
-struct Api {
-    base: String,
-    user: String,
-    password: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(a: &ServerArgs) -> Result<Api> {
-        let password = if a.password_stdin {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .context("reading the password from stdin")?;
-            Some(line.trim_end_matches(['\r', '\n']).to_string())
-        } else {
-            std::env::var("BTY_ADMIN_PASSWORD")
-                .ok()
-                .filter(|p| !p.is_empty())
-        };
-        Ok(Api {
-            base: server_url(a)?,
-            user: a.user.clone(),
-            password,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()?,
-        })
-    }
-
-    /// One request; on a 401 without a password yet, ask for one (on a
-    /// terminal) and try once more. Errors carry bty-web's own message.
-    async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let asked = self.password.is_none();
-        let mut resp = self.send(&method, &url, body).await?;
-        if resp.status() == StatusCode::UNAUTHORIZED && asked {
-            self.ask_password()?;
-            resp = self.send(&method, &url, body).await?;
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
-        }
-        Err(self.refusal(status, &text))
-    }
-
-    /// The password, asked on a terminal (there is none: an error that
-    /// says how else to give it).
-    fn ask_password(&mut self) -> Result<()> {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "bty-web at {} wants a login: set BTY_ADMIN_PASSWORD, pass \
-                 --password-stdin, or run this on a terminal to be asked",
-                self.base
-            );
-        }
-        let prompt = format!("Password of {} at {}", self.user, self.base);
-        self.password = Some(dialoguer::Password::new().with_prompt(prompt).interact()?);
-        Ok(())
-    }
-
-    /// bty-web's answer to a failed request, in its own words.
-    fn refusal(&self, status: StatusCode, text: &str) -> anyhow::Error {
-        let message = serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.trim().chars().take(300).collect());
-        if status == StatusCode::UNAUTHORIZED {
-            return anyhow::anyhow!(
-                "bty-web at {} refused the login of {} ({message}); check the password \
-                 (BTY_ADMIN_PASSWORD, --password-stdin) and --user",
-                self.base,
-                self.user
-            );
-        }
-        anyhow::anyhow!(
-            "{message} (bty-web at {}: HTTP {})",
-            self.base,
-            status.as_u16()
-        )
-    }
-
-    async fn send(
-        &self,
-        method: &Method,
-        url: &str,
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response> {
-        let mut rb = self.http.request(method.clone(), url);
-        if let Some(p) = &self.password {
-            rb = rb.basic_auth(&self.user, Some(p));
-        }
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        rb.send().await.with_context(|| {
-            format!(
-                "cannot reach bty-web at {} (is it running? pass --server URL, or --dest \
-                 with the deploy directory)",
-                self.base
-            )
-        })
-    }
 }
 
 /// The `image ls` table: name, source, format, size, sha256 prefix and
@@ -281,35 +151,5 @@ mod tests {
         assert!(lines[2].ends_with("downloading 25%"), "{t}");
         assert!(lines[3].ends_with('-'), "{t}");
         assert!(table(&json!({"images": []})).contains("bty-lab image add"));
-    }
-
-    #[test]
-    fn server_is_the_flag_then_the_deploy_then_serve_default() {
-        let d = tempfile::tempdir().unwrap();
-        let args = |server: Option<&str>| ServerArgs {
-            server: server.map(str::to_string),
-            dest: d.path().to_path_buf(),
-            user: "bty-lab".into(),
-            password_stdin: false,
-        };
-        assert_eq!(
-            server_url(&args(Some("http://h:9/"))).unwrap(),
-            "http://h:9"
-        );
-        assert!(server_url(&args(Some("h:9"))).is_err());
-        assert_eq!(server_url(&args(None)).unwrap(), DEFAULT_SERVER);
-        // A manifest as deploy writes it (text, so fields added later with
-        // serde defaults do not break this test).
-        std::fs::write(
-            d.path().join(crate::manifest::FILE),
-            format!(
-                "version = \"0.1.0\"\ndest = {0:?}\ndata_dir = {0:?}\nhost_addr = \"10.0.0.5\"\n\
-                 registry = \"r\"\nimages = \"pull\"\ntftp = true\nsystemd = false\n\
-                 [ports]\nweb = 9080\ncache = 3000\ntftp = 69\n",
-                d.path().display().to_string()
-            ),
-        )
-        .unwrap();
-        assert_eq!(server_url(&args(None)).unwrap(), "http://10.0.0.5:9080");
     }
 }

@@ -27,6 +27,9 @@ fn build(a: UsbBuildArgs) -> Result<()> {
         out: a.out,
         images: a.images,
         server: a.server,
+        user: a.user,
+        password_stdin: a.password_stdin,
+        key_label: a.key_label,
         auto: a.auto,
         from: a.from,
         netboot,
@@ -47,6 +50,13 @@ fn build(a: UsbBuildArgs) -> Result<()> {
             i.format.as_str(),
             i.stored_size,
             i.stored_sha256
+        );
+    }
+    if let Some(server) = &built.manifest.server {
+        eprintln!(
+            "  server {server}: its catalog is offered and flashes show on its machine pages \
+             (stick key \"{}\"; revoke it on the Settings page)",
+            built.key_label.as_deref().unwrap_or("")
         );
     }
     Ok(())

@@ -13,6 +13,7 @@ use bty_proto::stick::{Manifest, DATA_LABEL, MANIFEST_FILE};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::layout::{self, Layout};
+use super::server::{self, Server};
 use super::{images, loader, tools};
 use crate::media::{self, Media};
 
@@ -23,8 +24,15 @@ pub struct Options {
     pub out: PathBuf,
     /// `--image NAME=PATH|URL`, in order.
     pub images: Vec<String>,
-    /// A bty-web URL for the manifest.
+    /// A bty-web URL for the manifest: URL images come through its
+    /// withcache and a stick key is minted there.
     pub server: Option<String>,
+    /// Admin user at `server`.
+    pub user: String,
+    /// `server`'s password from stdin's first line.
+    pub password_stdin: bool,
+    /// The stick key's label (default [`server::default_label`]).
+    pub key_label: Option<String>,
     /// `--auto image=...,disk-serial=...,after=...`.
     pub auto: Option<String>,
     /// Build the media from the .debs in this directory.
@@ -40,6 +48,8 @@ pub struct Built {
     pub layout: Layout,
     /// The manifest on the data partition.
     pub manifest: Manifest,
+    /// The label of the stick key minted on `server`.
+    pub key_label: Option<String>,
 }
 
 fn say(msg: impl AsRef<str>) {
@@ -59,7 +69,7 @@ fn spinner(msg: String) -> ProgressBar {
 /// Build the stick image at `o.out`.
 pub fn build(o: &Options) -> Result<Built> {
     tools::require()?;
-    let specs = images::parse_specs(&o.images)?;
+    let mut specs = images::parse_specs(&o.images)?;
     let auto = o
         .auto
         .as_deref()
@@ -96,6 +106,17 @@ pub fn build(o: &Options) -> Result<Built> {
             )
         })?;
 
+    // Log in (and route URL images through the server's withcache) before
+    // the slow steps, so a wrong password fails in a second.
+    let mut server = match &o.server {
+        Some(url) => {
+            let mut sv = Server::new(url, &o.user, o.password_stdin)?;
+            images::runtime()?.block_on(sv.through_cache(&mut specs))?;
+            Some(sv)
+        }
+        None => None,
+    };
+
     let media = get_media(o)?;
     let kernel = media.dir.join(media::KERNEL);
     let initrd = media.dir.join(media::INITRD);
@@ -105,7 +126,18 @@ pub fn build(o: &Options) -> Result<Built> {
     std::fs::create_dir(&data_root).with_context(|| format!("creating {}", data_root.display()))?;
     let entries = images::stage(&specs, &data_root)?;
     let image_bytes: u64 = entries.iter().map(|e| e.stored_size).sum();
-    let manifest = images::manifest(entries, o.server.clone(), auto);
+    let key = match server.as_mut() {
+        Some(sv) => {
+            let label = o
+                .key_label
+                .clone()
+                .unwrap_or_else(|| server::default_label(&o.out));
+            Some(images::runtime()?.block_on(sv.mint_key(&label))?)
+        }
+        None => None,
+    };
+    let mut manifest = images::manifest(entries, o.server.clone(), auto);
+    manifest.key = key.as_ref().map(|k| k.key.clone());
     let text = serde_json::to_string_pretty(&manifest).context("encoding the manifest")?;
     std::fs::write(data_root.join(MANIFEST_FILE), text + "\n")
         .with_context(|| format!("writing {MANIFEST_FILE}"))?;
@@ -145,7 +177,11 @@ pub fn build(o: &Options) -> Result<Built> {
         manifest.images.len(),
         o.out.display()
     ));
-    Ok(Built { layout, manifest })
+    Ok(Built {
+        layout,
+        manifest,
+        key_label: key.map(|k| k.label),
+    })
 }
 
 /// The media the stick boots, got as `serve` gets it ([`media::obtain`]).

@@ -199,7 +199,8 @@ fn pump(
     Ok((hex::encode(h.finalize()), n))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A runtime for one blocking step of the build.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

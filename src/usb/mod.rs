@@ -7,13 +7,15 @@
 //! One module per piece: [`tools`] (the host programs and files the build
 //! drives, checked up front), [`layout`] (partition table and offsets),
 //! [`loader`] (the EFI system partition with both boot loaders),
-//! [`images`] (the images and the manifest), [`build`] (all of it into a
-//! temp file renamed onto `--out`).
+//! [`images`] (the images and the manifest), [`server`] (the bty-web named
+//! by `--server`: URL images through its withcache, the stick key),
+//! [`build`] (all of it into a temp file renamed onto `--out`).
 
 pub mod build;
 pub mod images;
 pub mod layout;
 pub mod loader;
+pub mod server;
 pub mod tools;
 
 pub use build::{build, Options};

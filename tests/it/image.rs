@@ -19,7 +19,7 @@ use crate::util::{bin, fails_with, ok, stderr, stdout, TestDir};
 const MAC: &str = "52:54:00:aa:bb:01";
 
 /// An origin on 127.0.0.1 serving `body` at `/lab.img`, counting GETs.
-fn origin(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+pub fn origin(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let gets = Arc::new(AtomicUsize::new(0));
@@ -60,10 +60,10 @@ fn origin(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
 }
 
 /// The admin password this test gives `serve` (`--password-stdin`).
-const PW: &str = "image-test-password";
+pub const PW: &str = "image-test-password";
 
 /// One HTTP/1.0 request to 127.0.0.1:`port`; (status, body bytes).
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
+pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("bty-lab:{PW}"));
@@ -96,7 +96,7 @@ fn free_port() -> u16 {
 }
 
 /// `bty-lab serve` on loopback ports, stopped (SIGINT) on drop.
-struct Serve(Child);
+pub struct Serve(Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -131,12 +131,11 @@ fn image(web: u16, args: &[&str], password: Option<&str>, stdin: Option<&str>) -
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
-    let t = TestDir::new();
-    let body: Vec<u8> = (0..(2u32 << 20)).map(|i| (i * 31 % 251) as u8).collect();
-    let sha = hex_sha(&body);
-    let (origin_port, gets) = origin(body.clone());
+/// `bty-lab serve` on free loopback ports with the data dir `t/data`, fake
+/// netboot media, the admin password [`PW`] and private origins allowed
+/// (the test origins are on 127.0.0.1); (serve, web port, cache port) once
+/// both answer.
+pub fn start_serve(t: &TestDir) -> (Serve, u16, u16) {
     let (web, cache) = (free_port(), free_port());
     let data = t.path().join("data");
     let media = t.path().join("media");
@@ -151,7 +150,7 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
             .args(["--port-cache", &cache.to_string()])
             .arg("--netboot")
             .arg(&media)
-            // The origin below is on 127.0.0.1, which withcache refuses by
+            // The test origins are on 127.0.0.1, which withcache refuses by
             // default (issue 12); this is the documented opt-out.
             .arg("--allow-private-origins")
             .stdin(Stdio::piped())
@@ -171,6 +170,17 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
         assert!(serve.0.try_wait().unwrap().is_none(), "serve exited early");
         std::thread::sleep(Duration::from_millis(200));
     }
+    (serve, web, cache)
+}
+
+#[test]
+fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
+    let t = TestDir::new();
+    let body: Vec<u8> = (0..(2u32 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+    let sha = hex_sha(&body);
+    let (origin_port, gets) = origin(body.clone());
+    let (serve, web, cache) = start_serve(&t);
+    let data = t.path().join("data");
     // serve made one service token for the data dir, private, and gave it
     // to both (the add below works only if withcache takes bty-web's).
     let token_file = data.join("service-token");
@@ -290,7 +300,7 @@ fn image_add_by_url_flows_to_a_flash_plan_through_serve() {
     drop(serve);
 }
 
-fn hex_sha(b: &[u8]) -> String {
+pub fn hex_sha(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
         .map(|x| format!("{x:02x}"))

@@ -109,8 +109,6 @@ fn usb_build_writes_a_gpt_stick_with_both_loaders_and_the_images() {
         &format!("deb12={}", t.path().join("debian-12.img").display()),
         "--image",
         &format!("win={}", t.path().join("win.img.zst").display()),
-        "--server",
-        "http://10.0.0.1:8080",
         "--auto",
         "image=deb12,disk-serial=WD-123,after=poweroff",
     ]);
@@ -205,7 +203,9 @@ fn usb_build_writes_a_gpt_stick_with_both_loaders_and_the_images() {
     let m: serde_json::Value =
         serde_json::from_slice(&tool("debugfs", &["-R", "cat /bty-stick.json", d])).unwrap();
     assert_eq!(m["version"], 1, "{m}");
-    assert_eq!(m["server"], "http://10.0.0.1:8080");
+    // No --server: no server and no key (the server's test is
+    // usb_build_with_server_fetches_through_its_withcache_and_mints_a_stick_key).
+    assert!(m.get("server").is_none() && m.get("key").is_none(), "{m}");
     assert_eq!(m["auto"]["image"], "deb12");
     assert_eq!(m["auto"]["disk_serial"], "WD-123");
     assert_eq!(m["auto"]["after"], "poweroff");
@@ -408,4 +408,177 @@ fn usb_build_refuses_bad_input_and_leaves_nothing_behind() {
         ]),
         "is a directory",
     );
+}
+
+/// `usb build --server`: the password is checked before anything is
+/// built; a URL image comes through that bty-web's withcache (the catalog
+/// gains an entry for it, the origin is fetched once for two sticks); each
+/// stick gets its own key, listed by label on the server and accepted by
+/// its stick catalog; without the key the catalog is closed.
+#[test]
+fn usb_build_with_server_fetches_through_its_withcache_and_mints_a_stick_key() {
+    if !tools_present() {
+        return;
+    }
+    use crate::image::{hex_sha, http, origin, start_serve, PW};
+    use crate::util::run_with;
+    use std::sync::atomic::Ordering;
+
+    let t = TestDir::new();
+    let media = fake_media(t.path());
+    let body = pattern(1_500_000, 7);
+    let (origin_port, gets) = origin(body.clone());
+    let (serve, web, _cache) = start_serve(&t);
+    let src = format!("http://127.0.0.1:{origin_port}/lab.img");
+    let server = format!("http://127.0.0.1:{web}");
+    let out = t.path().join("stick.img");
+    let build = |out: &Path, password: &str| {
+        run_with(
+            &crate::util::bin(),
+            &[
+                "usb",
+                "build",
+                "--out",
+                out.to_str().unwrap(),
+                "--netboot",
+                media.to_str().unwrap(),
+                "--image",
+                &format!("lab={src}"),
+                "--server",
+                &server,
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        )
+    };
+
+    // A wrong password: refused at once, no stick, no key, no image added.
+    let o = build(&out, "not-the-password");
+    fails_with(&o, "refused the login");
+    assert!(!out.exists());
+    assert_eq!(
+        entries(t.path())
+            .iter()
+            .filter(|e| e.starts_with(".bty-usb"))
+            .count(),
+        0
+    );
+    let (code, b) = http(web, "GET", "/api/sticks", None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&b).unwrap(),
+        serde_json::json!([])
+    );
+    assert_eq!(gets.load(Ordering::SeqCst), 0, "nothing fetched");
+
+    let o = build(&out, PW);
+    ok(&o);
+    let said = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(said.contains("added lab to the catalog"), "{said}");
+    assert!(said.contains("comes through withcache"), "{said}");
+    let m = stick_manifest(t.path(), &out);
+    assert_eq!(m["server"], server.as_str(), "{m}");
+    let key = m["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("btystick_") && key.len() > 40, "{m}");
+    assert_eq!(m["images"][0]["stored_sha256"], hex_sha(&body), "{m}");
+    // The catalog has the origin URL as an entry; its bytes came from
+    // withcache, which fetched the origin once.
+    let (_, b) = http(web, "GET", "/api/images", None);
+    let images: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let lab = images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "lab")
+        .unwrap_or_else(|| panic!("no entry lab: {images}"));
+    assert_eq!(lab["src"], src.as_str(), "{lab}");
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
+
+    // A second stick: the existing entry is used (no second add, the
+    // origin is not fetched again) and a second key is minted.
+    let out2 = t.path().join("stick2.img");
+    let o = build(&out2, PW);
+    ok(&o);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("added lab"));
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        1,
+        "the origin was fetched once for two sticks"
+    );
+    let key2 = stick_manifest(t.path(), &out2)["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(key, key2);
+    let (_, b) = http(web, "GET", "/api/sticks", None);
+    let sticks: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let labels: Vec<&str> = sticks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 2, "{sticks}");
+    assert!(
+        labels
+            .iter()
+            .any(|l| l.starts_with("stick.img (usb build on")),
+        "{labels:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&b).contains(&key),
+        "the list never shows a key"
+    );
+
+    // The key opens the stick catalog; no key does not.
+    let catalog = |auth: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
+        let auth = auth
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET /stick/catalog HTTP/1.0\r\nHost: 127.0.0.1:{web}\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    };
+    // (bty-web learns withcache's measurement on its next poll.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let answer = catalog(Some(&key));
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        if answer.contains("\"lab\"") && answer.contains(&hex_sha(&body)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed: {answer}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let closed = catalog(None);
+    assert!(closed.starts_with("HTTP/1.0 401"), "{closed}");
+    drop(serve);
+}
+
+/// The manifest on the data partition of the stick image `stick`.
+fn stick_manifest(dir: &Path, stick: &Path) -> serde_json::Value {
+    let j: serde_json::Value =
+        serde_json::from_str(&text("sfdisk", &["--json", stick.to_str().unwrap()])).unwrap();
+    let p = &j["partitiontable"]["partitions"][1];
+    let data = dir.join("manifest-data.ext4");
+    extract(
+        stick,
+        p["start"].as_u64().unwrap() * 512,
+        p["size"].as_u64().unwrap() * 512,
+        &data,
+    );
+    let m = tool(
+        "debugfs",
+        &["-R", "cat /bty-stick.json", data.to_str().unwrap()],
+    );
+    serde_json::from_slice(&m).unwrap()
 }

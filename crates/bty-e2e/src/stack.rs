@@ -742,6 +742,12 @@ impl Stack {
         })
     }
 
+    /// The admin password the stack's bty-web takes (for commands the test
+    /// runs as the operator, e.g. `--password-stdin`).
+    pub fn admin_password(&self) -> &str {
+        &self.password
+    }
+
     /// `GET` a bty-web path as the admin; the body as text.
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.web_url());

@@ -94,6 +94,32 @@ pub struct StickConfig {
     pub memory_mb: u32,
     /// Exit qemu when the guest reboots.
     pub no_reboot: bool,
+    /// The machine's NIC, on a test LAN; None: no network at all.
+    pub lan: Option<StickLan>,
+}
+
+/// A stick machine's NIC: a virtio NIC on a namespace's tap, with no boot
+/// ROM (the machine boots the stick, the NIC only carries the wizard's
+/// traffic to a bty-web).
+#[derive(Debug, Clone)]
+pub struct StickLan {
+    /// The namespace qemu runs in ([`Netns::name`]).
+    pub netns: String,
+    /// Its tap ([`Netns::tap`]).
+    pub tap: String,
+    /// The NIC's MAC.
+    pub mac: String,
+}
+
+impl StickLan {
+    /// The NIC `mac` on `ns`'s LAN.
+    pub fn on(ns: &Netns, mac: &str) -> StickLan {
+        StickLan {
+            netns: ns.name().to_string(),
+            tap: ns.tap().to_string(),
+            mac: mac.to_string(),
+        }
+    }
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -195,8 +221,8 @@ impl Vm {
         })
     }
 
-    /// Start a machine with no network (`-nic none`) that boots a USB
-    /// stick ([`StickConfig`]), files under `dir`. Its serial console is
+    /// Start a machine that boots a USB stick ([`StickConfig`]; no
+    /// network unless [`StickConfig::lan`]), files under `dir`. Its serial console is
     /// qemu's stdio: what the guest writes goes to the log the waits read,
     /// and [`Vm::send_line`] types into it.
     pub fn start_stick(dir: &Path, cfg: &StickConfig) -> anyhow::Result<Vm> {
@@ -208,11 +234,32 @@ impl Vm {
         };
         let serial = dir.join(format!("serial-{tag}.log"));
         std::fs::write(&serial, b"").with_context(|| format!("creating {}", serial.display()))?;
-        let mut cmd = std::process::Command::new("qemu-system-x86_64");
+        let mut cmd = match &cfg.lan {
+            Some(lan) if !lan.netns.is_empty() => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", &lan.netns, "qemu-system-x86_64"]);
+                c
+            }
+            _ => std::process::Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-accel", "tcg", "-nodefaults"])
             .args(["-display", "none", "-monitor", "none", "-vga", "none"])
-            .args(["-m", &cfg.memory_mb.to_string(), "-nic", "none"])
+            .args(["-m", &cfg.memory_mb.to_string()])
             .args(["-serial", "stdio"]);
+        match &cfg.lan {
+            None => {
+                cmd.args(["-nic", "none"]);
+            }
+            Some(lan) => {
+                cmd.arg("-netdev")
+                    .arg(format!(
+                        "tap,id=n0,ifname={},script=no,downscript=no",
+                        lan.tap
+                    ))
+                    .arg("-device")
+                    .arg(format!("virtio-net-pci,netdev=n0,mac={},romfile=", lan.mac));
+            }
+        }
         if cfg.no_reboot {
             cmd.arg("-no-reboot");
         }

@@ -15,7 +15,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bty_e2e::disk::{mbr_image, uefi_image, AfterMarker};
-use bty_e2e::vm::{Disk, Firmware, StickConfig, Vm};
+use bty_e2e::dnsmasq::{BootRule, Dnsmasq};
+use bty_e2e::origin::Origin;
+use bty_e2e::stack::{Stack, StackOptions};
+use bty_e2e::vm::{Disk, Firmware, StickConfig, StickLan, Vm};
+use serde_json::json;
 
 /// The usb build's own tools, with their packages.
 const STICK_TOOLS: &[(&str, &str)] = &[
@@ -102,6 +106,7 @@ fn machine(dir: &Path, firmware: Firmware, stick: Option<&Path>, target: &Path) 
         }],
         memory_mb: 1024,
         no_reboot: true,
+        lan: None,
     };
     Vm::start_stick(dir, &cfg).expect("starting qemu")
 }
@@ -253,4 +258,211 @@ fn readme_usb_stick_unattended_flashes_and_boots_without_input() {
         "usb stick unattended (SeaBIOS, TCG): flashed, verified and rebooted {flashed:.1} s \
          after power-on; the flashed disk boots in {booted:.1} s"
     );
+}
+
+/// The stick's bty-web's image and the machine's page: `bty-lab serve`
+/// (the README's, on the test LAN) has an image added with `bty-lab image
+/// add` and the machine registered; `bty-lab usb build --server` (with the
+/// shown password on stdin) makes a stick with one image of its own. The
+/// machine boots the stick with its NIC on the LAN (DHCP from dnsmasq);
+/// the wizard lists the server's image after the stick's, the technician
+/// picks it, the disk is flashed from withcache and verified, and bty-web
+/// shows the flash on the machine: a done `stick` cycle with the
+/// read-back digest, live on its page. The stick pulled, the disk boots.
+#[test]
+fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
+    const TEST: &str = "readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it";
+    const MAC: &str = "52:54:00:5e:00:13";
+    const ORIGIN_PORT: u16 = 8081;
+    const SERVER_MARKER: &str = "BTY-USB-FLASHED-FROM-THE-SERVER";
+    let Some(_gate) = bty_e2e::gate(TEST) else {
+        return;
+    };
+    if !stick_tools(TEST) {
+        return;
+    }
+    let Some(lab) = bty_e2e::readme_bin(TEST) else {
+        return;
+    };
+    let mut stack = Stack::start(StackOptions {
+        lab: Some(lab.clone()),
+        readme: true,
+        ..StackOptions::default()
+    })
+    .expect("starting bty-lab serve on the test LAN");
+    let dir = stack.dir.path().to_path_buf();
+    let origin = Origin::new();
+    let served = mbr_image(SERVER_MARKER, AfterMarker::Halt, 4 << 20);
+    origin.put("server-disk.img", served.clone());
+    {
+        let o = origin.clone();
+        let addr = std::net::SocketAddr::from((stack.ns.host_ip(), ORIGIN_PORT));
+        stack.spawn_service("origin", move |stop| async move {
+            let l = tokio::net::TcpListener::bind(addr).await?;
+            o.serve(l, async move {
+                let _ = stop.await;
+            })
+            .await
+        });
+    }
+    let src = format!(
+        "http://{}:{ORIGIN_PORT}/server-disk.img",
+        stack.ns.host_ip()
+    );
+    let added = stack
+        .lab_image_add("server-disk", &src)
+        .unwrap_or_else(|e| panic!("bty-lab image add: {e:#}\n{}", stack.report()));
+    assert!(added.contains("added server-disk"), "{added}");
+    let sha = hex_sha256(&served);
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = stack
+            .api(reqwest::Method::POST, "/api/images/refresh", None)
+            .expect("refreshing bty-web's catalog");
+        let measured = v["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["name"] == "server-disk" && i["sha256"] == sha.as_str());
+        if measured {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "never measured: {v}\n{}",
+            stack.report()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stack
+        .api_put(
+            &format!("/api/machines/{MAC}"),
+            json!({"boot_mode": "ipxe-exit", "name": "stick-vm"}),
+        )
+        .expect("registering the machine");
+    let _dhcp = Dnsmasq::start(&stack.ns, &dir, &BootRule::TftpOnly).expect("starting dnsmasq");
+
+    // The operator builds the stick on the LAN, as the README says.
+    let im = images(&dir);
+    let stick = dir.join("server-stick.img");
+    let t0 = Instant::now();
+    let mut build = stack.ns.command(&lab.display().to_string());
+    build
+        .args(["usb", "build", "--out"])
+        .arg(&stick)
+        .arg("--image")
+        .arg(format!("bios-disk={}", im.bios.0.display()))
+        .args(["--server", &stack.web_url(), "--password-stdin"])
+        .env_remove("BTY_NETBOOT_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = build.spawn().expect("running bty-lab usb build");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", stack.admin_password()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "usb build --server failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("usb build --server: {:.1} s", t0.elapsed().as_secs_f64());
+    let keys = stack.api_get("/api/sticks").expect("listing stick keys");
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+
+    let target = empty_disk(&dir, Firmware::Bios);
+    let cfg = StickConfig {
+        firmware: Firmware::Bios,
+        stick: Some(stick.clone()),
+        disks: vec![Disk {
+            path: target.clone(),
+            serial: "BTYTARGET".into(),
+        }],
+        memory_mb: 1024,
+        no_reboot: true,
+        lan: Some(StickLan::on(&stack.ns, MAC)),
+    };
+    let mut vm = Vm::start_stick(&dir, &cfg).expect("starting qemu");
+    let to_wizard = boots_the_wizard_kernel(&mut vm, Firmware::Bios);
+    vm.expect("Image number (q to quit):", Duration::from_secs(120));
+    let shown = vm.serial();
+    let menu = &shown[shown.rfind("bios-disk").unwrap_or(0)..];
+    let line = menu
+        .lines()
+        .find(|l| l.contains("server-disk"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}",
+                vm.report("the wizard did not list the server's image")
+            )
+        });
+    let pick: String = line
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(
+        pick, "2",
+        "the stick's image first, then the server's: {line:?}"
+    );
+    vm.send_line(&pick);
+    vm.expect(
+        "Disk number (b to go back, q to quit):",
+        Duration::from_secs(30),
+    );
+    vm.send_line("1");
+    vm.expect(
+        "Type the disk's serial BTYTARGET to confirm",
+        Duration::from_secs(30),
+    );
+    vm.send_line("BTYTARGET");
+    vm.expect("or type off to power off", Duration::from_secs(180));
+    let flashed = vm.elapsed().as_secs_f64();
+    holds(&target, &served);
+
+    // bty-web recorded it on the machine, like a network flash.
+    let cycles = stack
+        .api_get(&format!("/api/machines/{MAC}/cycles"))
+        .expect("the machine's cycles");
+    let c = cycles
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["via"] == "stick"))
+        .unwrap_or_else(|| panic!("no stick cycle: {cycles}\n{}", stack.report()));
+    assert_eq!(c["state"], "done", "{c}");
+    assert_eq!(c["image_name"], "server-disk", "{c}");
+    assert_eq!(c["disk_sha256"], sha.as_str(), "{c}");
+    assert_eq!(c["target_serial"], "BTYTARGET", "{c}");
+    let page = stack
+        .get_text(&format!("/ui/machines/{MAC}"))
+        .expect("the machine's page");
+    assert!(
+        page.contains("USB stick"),
+        "the machine page does not show the stick flash"
+    );
+    let events = stack.events(Some(MAC)).expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "stick.flash.started"),
+        "{events:?}"
+    );
+    // The machine did not become a PXE flash: it stays ipxe-exit.
+    let m = stack.api_get(&format!("/api/machines/{MAC}")).unwrap();
+    assert_eq!(m["boot_mode"], "ipxe-exit", "{m}");
+
+    vm.send_line("");
+    vm.expect_exit(Duration::from_secs(60));
+    let booted = boots_the_disk(&dir, Firmware::Bios, &target, SERVER_MARKER);
+    eprintln!(
+        "usb stick with a server (SeaBIOS, TCG): wizard {to_wizard:.1} s after power-on, the \
+         server's image flashed from withcache and verified at {flashed:.1} s; the flashed disk \
+         boots in {booted:.1} s"
+    );
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
 }

@@ -128,6 +128,21 @@ pub fn catalog_of(snap: &Snapshot) -> ServerCatalog {
     ServerCatalog { images }
 }
 
+/// A flash start's image name: a catalog name, or a stick's (which
+/// `bty-lab usb build` allows to start with `_` or `-`): 1 to 128 of
+/// letters, digits and `. _ - +`. It is shown on pages and in events, never
+/// put in a script.
+fn check_image_name(name: &str) -> Result<()> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._-+".contains(c);
+    if name.is_empty() || name.len() > 128 || !name.chars().all(ok) {
+        return Err(DomainError::invalid(
+            "image",
+            "image: must be 1 to 128 letters, digits and . _ - +",
+        ));
+    }
+    Ok(())
+}
+
 /// Every rule a [`FlashStart`] must keep (400 naming the field).
 pub fn check_start(f: &FlashStart) -> Result<()> {
     if f.macs.is_empty() || f.macs.len() > MAX_MACS {
@@ -139,8 +154,15 @@ pub fn check_start(f: &FlashStart) -> Result<()> {
             ),
         ));
     }
-    bty_proto::text::validate_image_name(&f.image)?;
+    check_image_name(&f.image)?;
     bty_proto::text::validate_sha256("sha256", &f.sha256)?;
+    // SQLite integers are i64; a size beyond is no real image.
+    if f.size == 0 || i64::try_from(f.size).is_err() {
+        return Err(DomainError::invalid(
+            "size",
+            format!("size: must be 1 to {} bytes", i64::MAX),
+        ));
+    }
     bty_proto::text::validate_serial(&f.target_serial).map_err(|e| {
         DomainError::invalid("target_serial", format!("target_serial: {}", e.problem))
     })?;
