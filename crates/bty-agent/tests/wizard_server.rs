@@ -31,8 +31,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// bty-web with withcache behind it, an origin, and a stick key.
 struct Lab {
     web: Web,
-    // Kept running for the test's length.
-    _wc: Cache,
+    wc: Cache,
     _origin: Origin,
     admin: WebClient,
     key: String,
@@ -83,31 +82,13 @@ async fn lab(decoded: &[u8], origin_files: Vec<(&str, Vec<u8>)>, extra_catalog: 
     let key = v["key"].as_str().unwrap().to_string();
     let lab = Lab {
         web,
-        _wc: wc,
+        wc,
         _origin: origin,
         admin,
         key,
     };
     // Measured once withcache has it: then the stick catalog lists it.
-    let base = lab.web.base.clone();
-    until(WAIT, "debian-12 in the stick catalog", || {
-        let (base, key) = (base.clone(), lab.key.clone());
-        async move {
-            let r = reqwest::Client::new()
-                .get(format!("{base}/stick/catalog"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .ok()?;
-            let v: Value = r.json().await.ok()?;
-            v["images"]
-                .as_array()?
-                .iter()
-                .any(|i| i["name"] == "debian-12")
-                .then_some(())
-        }
-    })
-    .await;
+    wait_listed(&lab, "debian-12").await;
     lab
 }
 
@@ -359,32 +340,12 @@ async fn a_tampered_server_image_fails_and_is_reported_failed() {
     )
     .await;
     lab.register().await;
-    let base = lab.web.base.clone();
-    let key = lab.key.clone();
-    until(WAIT, "evil in the stick catalog", || {
-        let (base, key) = (base.clone(), key.clone());
-        async move {
-            let v: Value = reqwest::Client::new()
-                .get(format!("{base}/stick/catalog"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            v["images"]
-                .as_array()?
-                .iter()
-                .any(|i| i["name"] == "evil")
-                .then_some(())
-        }
-    })
-    .await;
+    wait_listed(&lab, "evil").await;
     let s = stick(t.path(), &lab.web.base.clone(), &lab.key);
     let o = run(&s, &disk, "3\n1\nSER\nq\n").await;
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("3) evil  (server, "), "{out}");
     assert!(out.contains("FLASH FAILED"), "{out}");
     assert!(!out.contains("verified:"), "{out}");
     let c = until(WAIT, "the stick cycle to fail", || async {
@@ -406,4 +367,88 @@ async fn a_tampered_server_image_fails_and_is_reported_failed() {
 /// [`bty_agent`]'s way of writing sizes, as the menu shows them.
 fn human(n: u64) -> String {
     bty_agent::wizard::disks::human(n)
+}
+
+/// A compressed server image whose container says it decodes to more
+/// than the disk holds: offered (the catalog has only the download's
+/// size), then refused before the first write, as the network agent
+/// refuses it, and bty-web hears the failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_image_too_big_for_the_disk_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(disk) = loop_sized(t.path(), "disk", 4 << 20) else {
+        return;
+    };
+    // zstd's bulk API writes the decoded size into the frame header.
+    let big = zstd::bulk::compress(&image(8, 28), 3).unwrap();
+    let lab = lab(
+        &image(1, 29),
+        vec![("images/big.img.zst", big.clone())],
+        &format!(
+            "[[images]]\nname = \"big\"\nsrc = \"ORIGIN/images/big.img.zst\"\nsha256 = \"{}\"\nsize = {}\n",
+            sha(&big),
+            big.len()
+        ),
+    )
+    .await;
+    lab.register().await;
+    wait_listed(&lab, "big").await;
+    // Cached, withcache answers the Range probe of the zstd header (an
+    // image still downloading is sized only as it streams, for the
+    // network agent as for the wizard).
+    lab.wc.admin().download("big").await;
+    let s = stick(t.path(), &lab.web.base.clone(), &lab.key);
+    // The catalog is in name order: big is 2 (after the stick's rescue).
+    let o = run(&s, &disk, "2\n1\nSER\nq\n").await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("2) big  (server, "), "{out}");
+    assert!(
+        out.contains(&format!(
+            "image needs {} bytes but {} has {}",
+            image(8, 28).len(),
+            disk.0,
+            4 << 20
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("nothing was written: the disk is as it was"),
+        "{out}"
+    );
+    assert!(untouched(&disk), "a refused flash wrote to the disk");
+    until(WAIT, "the stick cycle to fail", || async {
+        lab.cycles()
+            .await
+            .into_iter()
+            .find(|c| c["via"] == "stick" && c["state"] == "failed")
+    })
+    .await;
+}
+
+/// Wait until the stick catalog lists `name` (bty-web learns withcache's
+/// measurement in the background).
+async fn wait_listed(lab: &Lab, name: &str) {
+    let base = lab.web.base.clone();
+    let key = lab.key.clone();
+    until(WAIT, &format!("{name} in the stick catalog"), || {
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            let v: Value = reqwest::Client::new()
+                .get(format!("{base}/stick/catalog"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["images"]
+                .as_array()?
+                .iter()
+                .any(|i| i["name"] == name)
+                .then_some(())
+        }
+    })
+    .await;
 }
