@@ -361,3 +361,42 @@ fn a_remote_image_with_other_bytes_fails_and_does_not_boot() {
         "the first MiB is not zeroed after the failure"
     );
 }
+
+/// A remote image whose container says it decodes to more than the
+/// device holds is refused before the first write (the Range probe of the
+/// zstd header), as the network agent refuses it.
+#[test]
+fn a_remote_image_too_big_is_refused_before_any_write() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(lo) = loopdev(&t, 4 << 20) else {
+        return;
+    };
+    // zstd's bulk API writes the decoded size into the frame header.
+    let stored = zstd::bulk::compress(&image(8, 33), 3).unwrap();
+    let s = Server::start();
+    s.state
+        .lock()
+        .unwrap()
+        .images
+        .insert("big.img.zst".into(), stored.clone());
+    let url = format!("{}/img/big.img.zst", s.base);
+    let http = bty_agent::net::agent(bty_agent::net::Timeouts::default());
+    let expect =
+        bty_agent::flash::Expected::named("big", Some(&sha(&stored)), Some(stored.len() as u64))
+            .unwrap();
+    let console = Console::default();
+    let name = PathBuf::from(&url);
+    let mut job = LocalJob::new(&name, ImageFormat::Zst, Path::new(&lo.0), &console);
+    job.remote = Some(local::Remote {
+        http: &http,
+        url: &url,
+        expect: &expect,
+        retry: bty_agent::source::Retry::default(),
+    });
+    let mut wrote = false;
+    let e = local::flash(&job, &mut |p| wrote |= p.writing).unwrap_err();
+    assert!(matches!(&e, Error::TargetTooSmall { .. }), "{e}");
+    assert!(!wrote, "the flash began writing");
+    let on_disk = std::fs::read(&lo.0).unwrap();
+    assert!(on_disk.iter().all(|&b| b == FILL), "the device was written");
+}

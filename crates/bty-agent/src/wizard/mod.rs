@@ -218,13 +218,27 @@ impl Choice<'_> {
         }
     }
 
-    /// The bytes the target must hold, when known before streaming (a
-    /// compressed server image's decoded size is checked by the flash
-    /// itself before the first write, as the network agent does).
-    fn need(&self) -> Option<u64> {
+    /// The bytes the target must hold, when known before the disk menu.
+    /// A compressed server image's container is asked with Range probes
+    /// (zstd content size, xz index, qcow2 header, gzip's lower bound), as
+    /// the network agent asks before its first write; when it cannot say,
+    /// every disk is offered and the write itself stops at the disk's end.
+    fn need(&self, ctx: &Ctx, net: &Net) -> Option<u64> {
         match self {
             Choice::Stick(i) => stick::needed_bytes(i),
-            Choice::Server(i) => (i.format == ImageFormat::Raw).then_some(i.size),
+            Choice::Server(i) if i.format == ImageFormat::Raw => Some(i.size),
+            Choice::Server(i) => {
+                let s = net.server.as_ref()?;
+                let d = crate::flash::Download {
+                    http: &s.http,
+                    url: &i.url,
+                    format: i.format,
+                    retry: Retry::default(),
+                    console: ctx.console,
+                };
+                let (hint, _) = d.size_hint(i.size).ok()?;
+                Some(hint.need()).filter(|&n| n > 0)
+            }
         }
     }
 }
@@ -454,7 +468,7 @@ fn interactive(ctx: &Ctx, net: &mut Net, ui: &mut Ui) -> Result<ExitCode> {
         let Some(img) = choices.get(i).copied() else {
             continue;
         };
-        let Some(disk) = choose_disk(ctx, ui, img)? else {
+        let Some(disk) = choose_disk(ctx, ui, img, img.need(ctx, net))? else {
             continue;
         };
         match flash(ctx, net, ui, img, &disk) {
@@ -478,9 +492,9 @@ fn interactive(ctx: &Ctx, net: &mut Net, ui: &mut Ui) -> Result<ExitCode> {
 
 /// The disk menu for `img`, then the typed confirmation; `None` to go back
 /// to the images.
-fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: Choice) -> Result<Option<Disk>> {
+fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: Choice, need: Option<u64>) -> Result<Option<Disk>> {
     loop {
-        let fit = show_disks(ctx, ui, img);
+        let fit = show_disks(ctx, ui, img, need);
         if fit.is_empty() {
             ui.say("no disk on this machine can take this image");
             return Ok(None);
@@ -498,8 +512,7 @@ fn choose_disk(ctx: &Ctx, ui: &mut Ui, img: Choice) -> Result<Option<Disk>> {
 
 /// List the disks for `img`: those that can take it, numbered, and the
 /// ones never offered with why; returns the numbered ones.
-fn show_disks(ctx: &Ctx, ui: &mut Ui, img: Choice) -> Vec<Disk> {
-    let need = img.need();
+fn show_disks(ctx: &Ctx, ui: &mut Ui, img: Choice, need: Option<u64>) -> Vec<Disk> {
     let (fit, small): (Vec<Disk>, Vec<Disk>) = ctx
         .disks()
         .into_iter()
@@ -788,7 +801,7 @@ fn unattended(ctx: &Ctx, net: &Net, ui: &mut Ui) -> Result<ExitCode> {
             }
         ))
     })?;
-    if let Some(need) = img.need() {
+    if let Some(need) = img.need(ctx, net) {
         if need > disk.size {
             bail!(Refused(format!(
                 "{} needs {} but /dev/{} has {}",
