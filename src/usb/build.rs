@@ -70,11 +70,10 @@ fn spinner(msg: String) -> ProgressBar {
 pub fn build(o: &Options) -> Result<Built> {
     tools::require()?;
     let mut specs = images::parse_specs(&o.images)?;
-    let auto = o
-        .auto
-        .as_deref()
-        .map(|a| images::parse_auto(a, &specs))
-        .transpose()?;
+    // Checked alone first (no server asked yet): a typo fails at once.
+    if let Some(a) = o.auto.as_deref() {
+        images::parse_auto(a, &specs, o.server.is_some())?;
+    }
     if let Some(s) = &o.server {
         if !(s.starts_with("http://") || s.starts_with("https://")) {
             bail!("--server {s:?}: expected an http:// or https:// URL of a bty-web");
@@ -108,14 +107,19 @@ pub fn build(o: &Options) -> Result<Built> {
 
     // Log in (and route URL images through the server's withcache) before
     // the slow steps, so a wrong password fails in a second.
-    let mut server = match &o.server {
+    let (mut server, catalog) = match &o.server {
         Some(url) => {
             let mut sv = Server::new(url, &o.user, o.password_stdin)?;
-            images::runtime()?.block_on(sv.through_cache(&mut specs))?;
-            Some(sv)
+            let names = images::runtime()?.block_on(sv.through_cache(&mut specs))?;
+            (Some(sv), names)
         }
-        None => None,
+        None => (None, Vec::new()),
     };
+    let auto = o
+        .auto
+        .as_deref()
+        .map(|a| images::check_auto_image(images::parse_auto(a, &specs, true)?, &specs, &catalog))
+        .transpose()?;
 
     let media = get_media(o)?;
     let kernel = media.dir.join(media::KERNEL);

@@ -115,8 +115,9 @@ pub fn parse_specs(args: &[String]) -> Result<Vec<Spec>> {
 }
 
 /// Parse `--auto image=NAME,disk-serial=SERIAL,after=reboot|poweroff`; the
-/// image must be one of `images`.
-pub fn parse_auto(arg: &str, images: &[Spec]) -> Result<Auto> {
+/// image must be one of `images`, unless `server_may_have` (the stick
+/// names a server, whose catalog [`check_auto_image`] then checks).
+pub fn parse_auto(arg: &str, images: &[Spec], server_may_have: bool) -> Result<Auto> {
     let (mut image, mut serial, mut after) = (None, None, None);
     for part in arg.split(',') {
         let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -140,7 +141,7 @@ pub fn parse_auto(arg: &str, images: &[Spec]) -> Result<Auto> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| anyhow!("--auto {arg:?}: disk-serial=SERIAL is missing"))?;
     let after = after.ok_or_else(|| anyhow!("--auto {arg:?}: after=reboot|poweroff is missing"))?;
-    if !images.iter().any(|s| s.name == image) {
+    if !server_may_have && !images.iter().any(|s| s.name == image) {
         let names: Vec<&str> = images.iter().map(|s| s.name.as_str()).collect();
         bail!(
             "--auto image={image}: no --image of that name (given: {})",
@@ -257,6 +258,26 @@ fn stage_file(name: &str, from: &Path, to: &Path) -> Result<(String, u64)> {
     out
 }
 
+/// `auto.image` is one of the stick's images or in the server's catalog
+/// (`catalog`, its names); the wizard flashes a server image only when the
+/// stick has no image of that name.
+pub fn check_auto_image(auto: Auto, images: &[Spec], catalog: &[String]) -> Result<Auto> {
+    if images.iter().any(|s| s.name == auto.image) || catalog.contains(&auto.image) {
+        return Ok(auto);
+    }
+    let mut names: Vec<&str> = images.iter().map(|s| s.name.as_str()).collect();
+    names.extend(catalog.iter().map(String::as_str));
+    bail!(
+        "--auto image={}: neither an --image nor in the server's catalog (known: {})",
+        auto.image,
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+}
+
 /// Download `url` into `to` through the hash.
 fn fetch(name: &str, url: &str, to: &Path) -> Result<(String, u64)> {
     let mut w = std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
@@ -335,16 +356,28 @@ mod tests {
     #[test]
     fn auto_must_name_a_given_image() {
         let imgs = vec![parse_spec("a=/x/a.img").unwrap()];
-        let a = parse_auto("image=a,disk-serial=S1,after=poweroff", &imgs).unwrap();
+        let a = parse_auto("image=a,disk-serial=S1,after=poweroff", &imgs, false).unwrap();
         assert_eq!(
             (a.image.as_str(), a.disk_serial.as_str(), a.after),
             ("a", "S1", After::Poweroff)
         );
-        let e = parse_auto("image=b,disk-serial=S1,after=reboot", &imgs)
+        let e = parse_auto("image=b,disk-serial=S1,after=reboot", &imgs, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no --image of that name (given: a)"), "{e}");
-        assert!(parse_auto("image=a,after=reboot", &imgs).is_err());
-        assert!(parse_auto("image=a,disk-serial=S,after=halt", &imgs).is_err());
+        assert!(parse_auto("image=a,after=reboot", &imgs, false).is_err());
+        assert!(parse_auto("image=a,disk-serial=S,after=halt", &imgs, false).is_err());
+    }
+
+    #[test]
+    fn with_a_server_auto_may_name_its_catalog_image() {
+        let imgs = vec![parse_spec("a=/x/a.img").unwrap()];
+        let b = parse_auto("image=b,disk-serial=S1,after=reboot", &imgs, true).unwrap();
+        let ok = check_auto_image(b.clone(), &imgs, &["b".to_string()]).unwrap();
+        assert_eq!(ok.image, "b");
+        let e = check_auto_image(b, &imgs, &["c".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("known: a, c"), "{e}");
     }
 }

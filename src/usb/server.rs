@@ -46,14 +46,19 @@ impl Server {
     /// it (withcache's blob URL), adding a catalog entry named like the
     /// image when the catalog has none for that origin. Its first request
     /// is also the login check, done even with no URL image so a wrong
-    /// password fails before the build.
-    pub async fn through_cache(&mut self, specs: &mut [Spec]) -> Result<()> {
+    /// password fails before the build. Returns the names in the catalog
+    /// (what `--auto image=` may name besides the stick's own images).
+    pub async fn through_cache(&mut self, specs: &mut [Spec]) -> Result<Vec<String>> {
         let listed = self
             .api
             .call(Method::GET, "/api/images", None)
             .await
             .with_context(|| format!("listing the images of bty-web at {}", self.base))?;
         let catalog = listed["images"].as_array().cloned().unwrap_or_default();
+        let mut names: Vec<String> = catalog
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(str::to_string))
+            .collect();
         for s in specs.iter_mut() {
             let Source::Url(origin) = &s.source else {
                 continue;
@@ -80,6 +85,7 @@ impl Server {
                         added["name"].as_str().unwrap_or(&s.name),
                         self.base
                     ));
+                    names.push(s.name.clone());
                     added
                 }
             };
@@ -99,7 +105,7 @@ impl Server {
             }
             s.source = Source::Url(url.to_string());
         }
-        Ok(())
+        Ok(names)
     }
 
     /// Mint a stick key labelled `label`.
