@@ -388,8 +388,16 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
     };
     let mut vm = Vm::start_stick(&dir, &cfg).expect("starting qemu");
     let to_wizard = boots_the_wizard_kernel(&mut vm, Firmware::Bios);
-    vm.expect("Image number (q to quit):", Duration::from_secs(120));
+    vm.expect(
+        "Image number (r to retry the server, q to quit):",
+        Duration::from_secs(120),
+    );
     let shown = vm.serial();
+    assert!(
+        shown.contains("Images on http://192.0.2.1:8080:"),
+        "{}",
+        vm.report("no server section in the image menu")
+    );
     let menu = &shown[shown.rfind("bios-disk").unwrap_or(0)..];
     let line = menu
         .lines()
