@@ -263,9 +263,11 @@ fn readme_usb_stick_unattended_flashes_and_boots_without_input() {
 /// The stick's bty-web's image and the machine's page: `bty-lab serve`
 /// (the README's, on the test LAN) has an image added with `bty-lab image
 /// add` and the machine registered; `bty-lab usb build --server` (with the
-/// shown password on stdin) makes a stick with one image of its own. The
-/// machine boots the stick with its NIC on the LAN (DHCP from dnsmasq);
-/// the wizard lists the server's image after the stick's, the technician
+/// shown password on stdin) makes a stick with one image of its own,
+/// naming the server by a host name the netboot environment cannot
+/// resolve. The machine boots the stick with its NIC on the LAN (DHCP from
+/// dnsmasq); the wizard finds the server as the lease's next-server, lists
+/// the server's image after the stick's, the technician
 /// picks it, the disk is flashed from withcache and verified, and bty-web
 /// shows the flash on the machine: a done `stick` cycle with the
 /// read-back digest, live on its page. The stick pulled, the disk boots.
@@ -342,7 +344,20 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
         .expect("registering the machine");
     let _dhcp = Dnsmasq::start(&stack.ns, &dir, &BootRule::TftpOnly).expect("starting dnsmasq");
 
-    // The operator builds the stick on the LAN, as the README says.
+    // The operator builds the stick on the LAN, as the README says, naming
+    // the server by a host name the office resolves (here: the
+    // namespace's /etc/hosts, which `ip netns exec` puts over /etc/hosts)
+    // and the netboot environment cannot (no DNS on this LAN): the wizard
+    // must find the server as the DHCP lease's next-server instead.
+    let hosts_dir = std::path::PathBuf::from("/etc/netns").join(stack.ns.name());
+    let _hosts = RemoveOnDrop(hosts_dir.clone());
+    std::fs::create_dir_all(&hosts_dir).unwrap();
+    std::fs::write(
+        hosts_dir.join("hosts"),
+        format!("127.0.0.1 localhost\n{} bty.lab.test\n", stack.ns.host_ip()),
+    )
+    .unwrap();
+    let named = "http://bty.lab.test:8080";
     let im = images(&dir);
     let stick = dir.join("server-stick.img");
     let t0 = Instant::now();
@@ -352,7 +367,7 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
         .arg(&stick)
         .arg("--image")
         .arg(format!("bios-disk={}", im.bios.0.display()))
-        .args(["--server", &stack.web_url(), "--password-stdin"])
+        .args(["--server", named, "--password-stdin"])
         .env_remove("BTY_NETBOOT_DIR")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -394,9 +409,9 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
     );
     let shown = vm.serial();
     assert!(
-        shown.contains("Images on http://192.0.2.1:8080:"),
+        shown.contains(&format!("Images on {}:", stack.web_url())),
         "{}",
-        vm.report("no server section in the image menu")
+        vm.report("no server section (found through DHCP) in the image menu")
     );
     let menu = &shown[shown.rfind("bios-disk").unwrap_or(0)..];
     let line = menu
@@ -468,6 +483,15 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
          server's image flashed from withcache and verified at {flashed:.1} s; the flashed disk \
          boots in {booted:.1} s"
     );
+}
+
+/// Removes a directory tree when dropped (also when the test fails).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn hex_sha256(b: &[u8]) -> String {
