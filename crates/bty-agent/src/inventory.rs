@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use bty_proto::inventory::{Disk, Inventory, Nic};
+use bty_proto::inventory::{Disk, Firmware, FirmwareKind, Inventory, Nic, SecureBoot};
 
 /// Read a sysfs attribute as trimmed text; `None` when absent or empty.
 pub(crate) fn attr(path: impl AsRef<Path>) -> Option<String> {
@@ -148,12 +148,42 @@ pub fn dmi(sys: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Offset of `secure_boot` in the x86 `struct boot_params` (the zero page
+/// the kernel exports at `/sys/kernel/boot_params/data`): the EFI stub
+/// stores there what it found (0 unset, 1 unknown, 2 disabled, 3 enabled).
+/// Read from here because it needs nothing mounted or loaded: efivarfs is
+/// a module the netboot media leaves out, and securityfs is not mounted.
+const BOOT_PARAMS_SECURE_BOOT: usize = 0x1ec;
+
+/// How this machine booted: UEFI when the kernel has EFI runtime
+/// (`/sys/firmware/efi`), and then Secure Boot as the EFI stub found it.
+pub fn firmware(sys: &Path) -> Firmware {
+    if !sys.join("firmware/efi").is_dir() {
+        return Firmware {
+            kind: FirmwareKind::Bios,
+            secure_boot: None,
+        };
+    }
+    let mode = std::fs::read(sys.join("kernel/boot_params/data"))
+        .ok()
+        .and_then(|b| b.get(BOOT_PARAMS_SECURE_BOOT).copied());
+    Firmware {
+        kind: FirmwareKind::Uefi,
+        secure_boot: Some(match mode {
+            Some(3) => SecureBoot::Enabled,
+            Some(2) => SecureBoot::Disabled,
+            _ => SecureBoot::Unknown,
+        }),
+    }
+}
+
 /// The whole inventory.
 pub fn collect(sys: &Path) -> Inventory {
     Inventory {
         disks: disks(sys),
         nics: nics(sys),
         dmi: dmi(sys),
+        firmware: Some(firmware(sys)),
     }
 }
 
@@ -221,5 +251,34 @@ mod tests {
         assert!(inv.nics[0].link_up);
         assert_eq!(inv.nics[0].speed_mbps, None);
         assert_eq!(inv.dmi.get("sys_vendor").map(String::as_str), Some("QEMU"));
+        // No /sys/firmware/efi: BIOS, and no Secure Boot to speak of.
+        let fw = inv.firmware.unwrap();
+        assert_eq!((fw.kind, fw.secure_boot), (FirmwareKind::Bios, None));
+    }
+
+    #[test]
+    fn uefi_and_secure_boot_come_from_sysfs_and_the_zero_page() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("firmware/efi")).unwrap();
+        // No zero page exported: UEFI, Secure Boot unknown.
+        assert_eq!(firmware(root).secure_boot, Some(SecureBoot::Unknown));
+        fs::create_dir_all(root.join("kernel/boot_params")).unwrap();
+        for (byte, want) in [
+            (3u8, SecureBoot::Enabled),
+            (2, SecureBoot::Disabled),
+            (1, SecureBoot::Unknown),
+            (0, SecureBoot::Unknown),
+        ] {
+            let mut page = vec![0u8; 4096];
+            page[BOOT_PARAMS_SECURE_BOOT] = byte;
+            fs::write(root.join("kernel/boot_params/data"), &page).unwrap();
+            let fw = firmware(root);
+            assert_eq!(fw.kind, FirmwareKind::Uefi);
+            assert_eq!(fw.secure_boot, Some(want), "byte {byte}");
+        }
+        // A short page (not the kernel's): unknown, not a panic.
+        fs::write(root.join("kernel/boot_params/data"), [3u8; 16]).unwrap();
+        assert_eq!(firmware(root).secure_boot, Some(SecureBoot::Unknown));
     }
 }

@@ -353,6 +353,22 @@ impl Flash {
         }
     }
 
+    /// The agent's inventory says how the machine booted: `kind` (`bios`,
+    /// `uefi`) and, on UEFI, the Secure Boot state.
+    fn check_firmware(&self, kind: &str, secure_boot: Option<&str>) {
+        let m = self
+            .stack
+            .api_get(&format!("/api/machines/{}", self.mac))
+            .expect("machine");
+        let fw = &m["inventory"]["firmware"];
+        let want_sb = secure_boot.map_or(serde_json::Value::Null, |s| json!(s));
+        if fw["kind"] != kind || fw["secure_boot"] != want_sb {
+            self.fail(&format!(
+                "inventory firmware {fw}, expected kind {kind} and secure_boot {want_sb}"
+            ));
+        }
+    }
+
     fn register(&self, mode: &str, serial: &str) {
         self.stack
             .api_put(
@@ -640,6 +656,7 @@ fn readme_flash_once_then_disk(f: &mut Flash, again: bool) {
     if !disks.contains(SERIAL) {
         f.fail(&format!("inventory does not list the {SERIAL} disk: {m:#}"));
     }
+    f.check_firmware("bios", None);
     f.check_disks();
 }
 
@@ -756,6 +773,8 @@ fn uefi_flash_once_then_the_esp_boots() {
     if !offered {
         f.fail("dnsmasq did not offer snponly.efi");
     }
+    // OVMF_VARS_4M.fd: Secure Boot off, and the agent saw it so.
+    f.check_firmware("uefi", Some("disabled"));
     f.check_disks();
 }
 

@@ -80,6 +80,49 @@ pub struct Inventory {
     /// `product_serial`, `board_name`, `bios_version`, ...).
     #[serde(default)]
     pub dmi: BTreeMap<String, String>,
+    /// How the machine booted the netboot environment, when the agent
+    /// could tell (absent from older agents and the Python one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+}
+
+/// The firmware that booted the netboot kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firmware {
+    /// `uefi` or `bios`.
+    pub kind: FirmwareKind,
+    /// UEFI Secure Boot as the kernel found it at boot (absent on BIOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBoot>,
+}
+
+/// [`Firmware::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareKind {
+    /// UEFI (`/sys/firmware/efi` exists).
+    Uefi,
+    /// Legacy BIOS (or a UEFI CSM).
+    Bios,
+    /// A value newer than this build.
+    #[serde(other)]
+    Other,
+}
+
+/// [`Firmware::secure_boot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureBoot {
+    /// Enforced: the firmware verified the boot chain, and the kernel is
+    /// locked down.
+    Enabled,
+    /// Off (or in setup mode).
+    Disabled,
+    /// The kernel could not tell.
+    Unknown,
+    /// A value newer than this build.
+    #[serde(other)]
+    Other,
 }
 
 #[cfg(test)]
@@ -94,5 +137,22 @@ mod tests {
         .unwrap();
         assert_eq!(inv.disks[0].name, "/dev/sda");
         assert_eq!(inv.disks[0].serial.as_deref(), Some("S1"));
+        assert_eq!(inv.firmware, None);
+    }
+
+    #[test]
+    fn firmware_round_trips_and_tolerates_newer_values() {
+        let inv: Inventory =
+            serde_json::from_str(r#"{"firmware":{"kind":"uefi","secure_boot":"enabled"}}"#)
+                .unwrap();
+        let fw = inv.firmware.clone().unwrap();
+        assert_eq!(fw.kind, FirmwareKind::Uefi);
+        assert_eq!(fw.secure_boot, Some(SecureBoot::Enabled));
+        let again: Inventory = serde_json::from_str(&serde_json::to_string(&inv).unwrap()).unwrap();
+        assert_eq!(again, inv);
+        let newer: Firmware =
+            serde_json::from_str(r#"{"kind":"coreboot","secure_boot":"audit"}"#).unwrap();
+        assert_eq!(newer.kind, FirmwareKind::Other);
+        assert_eq!(newer.secure_boot, Some(SecureBoot::Other));
     }
 }

@@ -94,6 +94,8 @@ struct DetailView {
     history: Vec<Cycle>,
     events: Vec<EventView>,
     inventory: Option<Inventory>,
+    /// How it booted the netboot environment (`UEFI, Secure Boot on`).
+    firmware: Option<String>,
     disks: Option<Vec<DiskOption>>,
     ipxe: String,
     ipxe_note: String,
@@ -181,6 +183,10 @@ fn detail_view(
         key: m.mac.to_string().replace(':', ""),
         form: shown.form.unwrap_or_else(|| MachineForm::from_machine(&m)),
         disks: disk_options(inventory.as_ref()),
+        firmware: inventory
+            .as_ref()
+            .and_then(|i| i.firmware.as_ref())
+            .map(crate::domain::cycle::inventory::firmware_words),
         inventory,
         status,
         history,

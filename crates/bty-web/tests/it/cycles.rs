@@ -297,6 +297,30 @@ async fn discovery_inventory_alternation_and_ipxe_exit() {
     assert_eq!(st, 204);
     assert_eq!(s.machine(MAC).await["inventory"]["lshw"]["x"], 1);
     assert!(is_local(&s.pxe(MAC).await), "disk after inventory");
+    // The firmware the agent found: in the event's summary and on the page.
+    let (_, page) = s.get_text(&format!("/ui/machines/{MAC}")).await;
+    assert!(!page.contains("Secure Boot"), "no firmware reported yet");
+    let inv = json!({"disks": [], "nics": [],
+        "firmware": {"kind": "uefi", "secure_boot": "enabled"}});
+    let (st, _) = s.post_json(&format!("/pxe/{MAC}/inventory"), &inv).await;
+    assert_eq!(st, 204);
+    assert_eq!(
+        s.machine(MAC).await["inventory"]["firmware"]["secure_boot"],
+        "enabled"
+    );
+    let reported = s.events(MAC).await;
+    assert!(
+        reported.iter().any(|e| e["kind"] == "machine.inventory"
+            && e["summary"]
+                .as_str()
+                .unwrap_or("")
+                .contains("UEFI, Secure Boot on")),
+        "{reported:?}"
+    );
+    let (st, page) = s.get_text(&format!("/ui/machines/{MAC}")).await;
+    assert_eq!(st, 200);
+    assert!(page.contains("UEFI, Secure Boot on"), "the page shows it");
+    assert!(is_local(&s.pxe(MAC).await), "disk after inventory");
     assert!(
         s.pxe(MAC).await.contains("netboot env for inventory"),
         "then inventory again"

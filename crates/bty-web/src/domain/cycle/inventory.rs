@@ -1,7 +1,7 @@
 //! What the agent reports about the machine besides its flash: the netboot
 //! files being fetched (a cycle is `booted`) and the hardware inventory.
 
-use bty_proto::inventory::Inventory;
+use bty_proto::inventory::{Firmware, FirmwareKind, Inventory, SecureBoot};
 use bty_proto::{BootMode, Mac};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
@@ -79,7 +79,11 @@ pub fn check(body: &serde_json::Value) -> Result<CheckedInventory> {
             format!("inventory lists more than {MAX_DEVICES} disks or NICs"),
         ));
     }
-    let summary = format!("{} disk(s), {} NIC(s)", inv.disks.len(), inv.nics.len());
+    let mut summary = format!("{} disk(s), {} NIC(s)", inv.disks.len(), inv.nics.len());
+    if let Some(fw) = &inv.firmware {
+        summary.push_str(", ");
+        summary.push_str(&firmware_words(fw));
+    }
     let mut json = body.to_string();
     if json.len() > MAX_STORED {
         json = serde_json::to_string(&inv)
@@ -92,6 +96,22 @@ pub fn check(body: &serde_json::Value) -> Result<CheckedInventory> {
         ));
     }
     Ok(CheckedInventory { json, summary })
+}
+
+/// `UEFI, Secure Boot on` / `BIOS`: how the machine booted, in words (the
+/// event summary and the machine page).
+pub fn firmware_words(fw: &Firmware) -> String {
+    let kind = match fw.kind {
+        FirmwareKind::Uefi => "UEFI",
+        FirmwareKind::Bios => "BIOS",
+        FirmwareKind::Other => "other firmware",
+    };
+    match fw.secure_boot {
+        None => kind.to_string(),
+        Some(SecureBoot::Enabled) => format!("{kind}, Secure Boot on"),
+        Some(SecureBoot::Disabled) => format!("{kind}, Secure Boot off"),
+        Some(SecureBoot::Unknown | SecureBoot::Other) => format!("{kind}, Secure Boot unknown"),
+    }
 }
 
 /// `POST /pxe/{mac}/inventory`: store it; in inventory mode the next PXE
