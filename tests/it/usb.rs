@@ -281,16 +281,7 @@ fn usb_build_fetches_an_image_url() {
         &format!("web=http://127.0.0.1:{port}/blobs/web.img?x=1"),
     ]);
     ok(&o);
-    let j: serde_json::Value =
-        serde_json::from_str(&text("sfdisk", &["--json", out.to_str().unwrap()])).unwrap();
-    let p = &j["partitiontable"]["partitions"][1];
-    let data = t.path().join("data.ext4");
-    extract(
-        &out,
-        p["start"].as_u64().unwrap() * 512,
-        p["size"].as_u64().unwrap() * 512,
-        &data,
-    );
+    let data = data_partition(t.path(), &out);
     let d = data.to_str().unwrap();
     let m: serde_json::Value =
         serde_json::from_slice(&tool("debugfs", &["-R", "cat /bty-stick.json", d])).unwrap();
@@ -564,18 +555,26 @@ fn usb_build_with_server_fetches_through_its_withcache_and_mints_a_stick_key() {
     drop(serve);
 }
 
-/// The manifest on the data partition of the stick image `stick`.
-fn stick_manifest(dir: &Path, stick: &Path) -> serde_json::Value {
+/// The data partition (the second) of the stick image `stick`, copied to
+/// a file under `dir`.
+fn data_partition(dir: &Path, stick: &Path) -> PathBuf {
     let j: serde_json::Value =
         serde_json::from_str(&text("sfdisk", &["--json", stick.to_str().unwrap()])).unwrap();
     let p = &j["partitiontable"]["partitions"][1];
-    let data = dir.join("manifest-data.ext4");
+    let name = stick.file_name().unwrap().to_string_lossy();
+    let data = dir.join(format!("{name}.data.ext4"));
     extract(
         stick,
         p["start"].as_u64().unwrap() * 512,
         p["size"].as_u64().unwrap() * 512,
         &data,
     );
+    data
+}
+
+/// The manifest on the data partition of the stick image `stick`.
+fn stick_manifest(dir: &Path, stick: &Path) -> serde_json::Value {
+    let data = data_partition(dir, stick);
     let m = tool(
         "debugfs",
         &["-R", "cat /bty-stick.json", data.to_str().unwrap()],
