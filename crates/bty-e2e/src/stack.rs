@@ -667,6 +667,37 @@ impl Stack {
         })
     }
 
+    /// Wait up to `timeout` until bty-web's catalog offers the image
+    /// `name` (with `sha256`, when given: withcache has measured it),
+    /// asking bty-web to re-read its sources each time; its catalog entry.
+    pub fn wait_offered(
+        &self,
+        name: &str,
+        sha256: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let until = Instant::now() + timeout;
+        loop {
+            let v = self
+                .api(reqwest::Method::POST, "/api/images/refresh", None)
+                .context("refreshing bty-web's catalog")?;
+            let found = v["images"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["name"] == name)
+                .filter(|i| sha256.is_none_or(|h| i["sha256"] == h))
+                .cloned();
+            if let Some(img) = found {
+                return Ok(img);
+            }
+            if Instant::now() >= until {
+                bail!("bty-web's catalog never offered {name} (sha256 {sha256:?}): {v:#}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// `GET` a bty-web API path as the admin; the JSON body, or an error
     /// with the status and body.
     pub fn api_get(&self, path: &str) -> anyhow::Result<Value> {

@@ -323,34 +323,14 @@ impl Flash {
     /// `sha256`, if given) through withcache's URL.
     fn wait_offered(&self, sha256: Option<&str>, secs: u64) {
         let s = &self.stack;
-        let until = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let v = s
-                .api(reqwest::Method::POST, "/api/images/refresh", None)
-                .expect("refreshing bty-web's catalog");
-            let found = v["images"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| i["name"] == self.name.as_str())
-                .filter(|i| sha256.is_none_or(|h| i["sha256"] == h))
-                .cloned();
-            if let Some(img) = found {
-                let url = img["url"].as_str().unwrap_or_default();
-                assert!(
-                    url.starts_with(&s.withcache_url()),
-                    "bty-web hands out {url}, not withcache's URL: {img}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "bty-web's catalog never offered {} (sha256 {sha256:?}): {v:#}\n{}",
-                self.name,
-                s.report()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let img = s
+            .wait_offered(&self.name, sha256, Duration::from_secs(secs))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", s.report()));
+        let url = img["url"].as_str().unwrap_or_default();
+        assert!(
+            url.starts_with(&s.withcache_url()),
+            "bty-web hands out {url}, not withcache's URL: {img}"
+        );
     }
 
     /// The agent's inventory says how the machine booted: `kind` (`bios`,

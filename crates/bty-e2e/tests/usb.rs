@@ -97,6 +97,17 @@ fn build_stick(lab: &Path, dir: &Path, name: &str, im: &Images, extra: &[&str]) 
 /// The machine: `stick` (None: pulled) and its disk `target` (serial
 /// BTYTARGET); qemu exits when the guest reboots.
 fn machine(dir: &Path, firmware: Firmware, stick: Option<&Path>, target: &Path) -> Vm {
+    machine_on(dir, firmware, stick, target, None)
+}
+
+/// [`machine`] with its NIC on a test LAN (`lan`), or none.
+fn machine_on(
+    dir: &Path,
+    firmware: Firmware,
+    stick: Option<&Path>,
+    target: &Path,
+    lan: Option<StickLan>,
+) -> Vm {
     let cfg = StickConfig {
         firmware,
         stick: stick.map(Path::to_path_buf),
@@ -106,9 +117,26 @@ fn machine(dir: &Path, firmware: Firmware, stick: Option<&Path>, target: &Path) 
         }],
         memory_mb: 1024,
         no_reboot: true,
-        lan: None,
+        lan,
     };
     Vm::start_stick(dir, &cfg).expect("starting qemu")
+}
+
+/// At the wizard's disk menu: the first disk, its serial typed to confirm;
+/// seconds after power-on when the flash is verified.
+fn pick_the_disk_and_confirm(vm: &mut Vm) -> f64 {
+    vm.expect(
+        "Disk number (b to go back, q to quit):",
+        Duration::from_secs(30),
+    );
+    vm.send_line("1");
+    vm.expect(
+        "Type the disk's serial BTYTARGET to confirm",
+        Duration::from_secs(30),
+    );
+    vm.send_line("BTYTARGET");
+    vm.expect("or type off to power off", Duration::from_secs(180));
+    vm.elapsed().as_secs_f64()
 }
 
 /// An empty 32 MiB disk for `firmware`'s machine.
@@ -192,18 +220,7 @@ fn readme_usb_stick_wizard_flashes_and_the_disk_boots_on_seabios_and_ovmf() {
         let to_wizard = boots_the_wizard_kernel(&mut vm, firmware);
         vm.expect("Image number (q to quit):", Duration::from_secs(120));
         vm.send_line(pick);
-        vm.expect(
-            "Disk number (b to go back, q to quit):",
-            Duration::from_secs(30),
-        );
-        vm.send_line("1");
-        vm.expect(
-            "Type the disk's serial BTYTARGET to confirm",
-            Duration::from_secs(30),
-        );
-        vm.send_line("BTYTARGET");
-        vm.expect("or type off to power off", Duration::from_secs(180));
-        let flashed = vm.elapsed().as_secs_f64();
+        let flashed = pick_the_disk_and_confirm(&mut vm);
         holds(&target, image);
         // Enter reboots (qemu exits on the guest's reboot).
         vm.send_line("");
@@ -316,26 +333,9 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
         .unwrap_or_else(|e| panic!("bty-lab image add: {e:#}\n{}", stack.report()));
     assert!(added.contains("added server-disk"), "{added}");
     let sha = hex_sha256(&served);
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = stack
-            .api(reqwest::Method::POST, "/api/images/refresh", None)
-            .expect("refreshing bty-web's catalog");
-        let measured = v["images"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|i| i["name"] == "server-disk" && i["sha256"] == sha.as_str());
-        if measured {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "never measured: {v}\n{}",
-            stack.report()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    stack
+        .wait_offered("server-disk", Some(&sha), Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.report()));
     stack
         .api_put(
             &format!("/api/machines/{MAC}"),
@@ -390,18 +390,8 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
     assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
 
     let target = empty_disk(&dir, Firmware::Bios);
-    let cfg = StickConfig {
-        firmware: Firmware::Bios,
-        stick: Some(stick.clone()),
-        disks: vec![Disk {
-            path: target.clone(),
-            serial: "BTYTARGET".into(),
-        }],
-        memory_mb: 1024,
-        no_reboot: true,
-        lan: Some(StickLan::on(&stack.ns, MAC)),
-    };
-    let mut vm = Vm::start_stick(&dir, &cfg).expect("starting qemu");
+    let lan = Some(StickLan::on(&stack.ns, MAC));
+    let mut vm = machine_on(&dir, Firmware::Bios, Some(&stick), &target, lan);
     let to_wizard = boots_the_wizard_kernel(&mut vm, Firmware::Bios);
     vm.expect(
         "Image number (r to retry the server, q to quit):",
@@ -433,18 +423,7 @@ fn readme_usb_stick_with_a_server_flashes_its_catalog_image_and_reports_it() {
         "the stick's image first, then the server's: {line:?}"
     );
     vm.send_line(&pick);
-    vm.expect(
-        "Disk number (b to go back, q to quit):",
-        Duration::from_secs(30),
-    );
-    vm.send_line("1");
-    vm.expect(
-        "Type the disk's serial BTYTARGET to confirm",
-        Duration::from_secs(30),
-    );
-    vm.send_line("BTYTARGET");
-    vm.expect("or type off to power off", Duration::from_secs(180));
-    let flashed = vm.elapsed().as_secs_f64();
+    let flashed = pick_the_disk_and_confirm(&mut vm);
     holds(&target, &served);
 
     // bty-web recorded it on the machine, like a network flash.
