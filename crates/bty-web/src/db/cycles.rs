@@ -437,30 +437,27 @@ pub fn insert_stick(
     c: &NewStickCycle<'_>,
     now: &str,
 ) -> rusqlite::Result<Cycle> {
-    let token = hex::encode(rand::random::<[u8; 16]>());
-    conn.prepare_cached(&format!(
-        "INSERT INTO cycles (mac, arm_gen, attempt, token, state, boot_mode, image_name, \
-         image_url, image_sha256, image_size, image_format, target_serial, offered_at, booted_at, \
-         flashing_at, offered_ip, booted_ip, via, image_source) \
-         VALUES (?1, ?2, 1, ?3, 'flashing', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12, ?12, \
-         'stick', ?13) RETURNING {COLUMNS}"
-    ))?
-    .query_row(
-        params![
-            c.mac.to_string(),
-            c.arm_gen,
-            token,
-            STICK_BOOT_MODE,
-            c.image_name,
-            c.image_url,
-            c.image_sha256,
-            c.image_size,
-            c.image_format,
-            c.target_serial,
-            now,
-            c.ip,
-            c.image_source
-        ],
-        from_row,
-    )
+    let new = NewCycle {
+        mac: c.mac,
+        arm_gen: c.arm_gen,
+        attempt: 1,
+        state: CycleState::Flashing,
+        boot_mode: STICK_BOOT_MODE,
+        image_name: c.image_name,
+        image_url: c.image_url,
+        image_sha256: Some(c.image_sha256),
+        image_size: Some(c.image_size),
+        image_format: c.image_format,
+        target_serial: c.target_serial,
+        offered_ip: c.ip,
+    };
+    let id = insert(conn, &new, now)?.id;
+    // What only a stick cycle has: booted by the address that started it,
+    // and marked as the stick's (the decision never reads it).
+    conn.prepare_cached(
+        "UPDATE cycles SET booted_at = ?2, booted_ip = ?3, via = 'stick', image_source = ?4 \
+         WHERE id = ?1",
+    )?
+    .execute(params![id, now, c.ip, c.image_source])?;
+    get(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
