@@ -213,6 +213,20 @@ impl CacheClient {
         }
     }
 
+    /// [`CacheClient::metric`] once it is above 0, waiting up to 5 s (a
+    /// client has its bytes a moment before the blob is indexed and
+    /// counted); 0 if it never rises.
+    pub async fn metric_once_set(&self, name: &str) -> u64 {
+        for _ in 0..250 {
+            let v = self.metric(name).await;
+            if v > 0 {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.metric(name).await
+    }
+
     /// The last 1000 events.
     pub async fn events(&self) -> Vec<Value> {
         self.get_as("/events?limit=1000").await

@@ -39,7 +39,7 @@ use crate::store::{settled, DlState, Download, Hit, Phase, Store};
 /// hop; 1 MiB measured best on loopback (bench/withcache.sh).
 pub(crate) const READ_CHUNK: usize = 1 << 20;
 
-pub(crate) const X_SHA256: HeaderName = HeaderName::from_static("x-withcache-sha256");
+pub(crate) use crate::store::X_SHA256;
 pub(crate) const X_STATE: HeaderName = HeaderName::from_static("x-withcache-state");
 const NOSNIFF: (HeaderName, HeaderValue) = (
     HeaderName::from_static("x-content-type-options"),
@@ -262,6 +262,11 @@ async fn serve_once(
         None => match app.catalog.download_for_client(src, client(peer)) {
             Ok(Some(dl)) => dl,
             Ok(None) if app.store.lookup(src).is_some() => return None,
+            // Not in this catalog: the upstream (which has its own catalog
+            // and miss rule) decides, never an origin on a client's say-so.
+            Ok(None) if app.store.upstream.is_some() => {
+                crate::fetch::start(&app.store, src, None, None)?.0
+            }
             Ok(None) => return Some(miss(app, src, peer)),
             Err(e) => return Some(plain(e)),
         },
@@ -386,6 +391,9 @@ async fn follow(store: Arc<Store>, dl: Arc<Download>, head: bool) -> Option<Resp
 
 /// A failed download as the client of a blob sees it.
 fn download_failed(src: &str, msg: &str) -> Error {
+    if let Some(why) = msg.strip_prefix(crate::fetch::UPSTREAM_MISS) {
+        return Error::NotFound(format!("cache miss: {why}"));
+    }
     let text = format!("downloading {src} failed: {msg}");
     if msg.starts_with("cache full") || msg.contains("--max-bytes") {
         Error::Full(text)
@@ -398,11 +406,11 @@ fn download_failed(src: &str, msg: &str) -> Error {
 pub(crate) fn downloading_headers(dl: &Download, total: Option<u64>) -> HeaderMap {
     let mut h = base_headers();
     h.insert(X_STATE, HeaderValue::from_static("downloading"));
-    if let Some(v) = dl
+    let sha = dl
         .expected_sha
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
+        .clone()
+        .or_else(|| dl.state.borrow().upstream_sha.clone());
+    if let Some(v) = sha.and_then(|s| HeaderValue::from_str(&s).ok()) {
         h.insert(X_SHA256, v);
     }
     if let Some(total) = total {

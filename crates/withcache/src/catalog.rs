@@ -214,6 +214,11 @@ impl Catalog {
     /// as an error on `field`: the entry is not stored and nothing is
     /// fetched.
     fn check_origin(&self, field: &'static str, src: &str) -> Result<(), Error> {
+        if field == "src" && self.store.upstream.is_some() {
+            // With an upstream this cache never connects to an entry's
+            // src: the upstream does, under its own rule.
+            return Ok(());
+        }
         self.store
             .origins
             .check_new(src)

@@ -64,7 +64,9 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
             opts.fetch.clone(),
             opts.allow_private_origins,
         )
-        .context("opening the blob store")?,
+        .context("opening the blob store")?
+        .with_upstream(opts.upstream.as_deref())
+        .context("WITHCACHE_UPSTREAM")?,
     );
     let creds = bty_auth::Credentials::new(
         opts.admin_user.clone(),
@@ -74,6 +76,12 @@ fn build_app(opts: Options) -> anyhow::Result<Arc<App>> {
     .context("setting up the admin account")?;
     warn_if_weak(&creds);
     warn_if_private_origins(&opts);
+    if let Some(up) = &store.upstream {
+        tracing::info!(
+            upstream = %up.base,
+            "blobs not cached here are fetched from the upstream withcache, never from origins"
+        );
+    }
     if let Some(t) = &opts.api_token {
         t.check().context("WITHCACHE_API_TOKEN")?;
         tracing::info!(

@@ -43,6 +43,14 @@ pub struct Options {
     /// public origins are allowed either way (a lab's mirror on 10.x needs
     /// no flag).
     pub allow_private_origins: bool,
+    /// Another withcache this one fetches from instead of the origins
+    /// (`WITHCACHE_UPSTREAM=http://central:3000`): a rack cache in front
+    /// of a central one, so an image crosses the WAN once per site. A blob
+    /// this cache does not hold is asked of `upstream/b/{key}/{name}` (the
+    /// same key), whether or not it is in this cache's catalog; the
+    /// upstream applies its own catalog and miss rule. The origin address
+    /// checks do not apply to it: the operator named it.
+    pub upstream: Option<String>,
 }
 
 impl Options {
@@ -66,6 +74,7 @@ impl Options {
             },
             allow_private_origins: var("WITHCACHE_ALLOW_PRIVATE_ORIGINS")
                 .is_some_and(|v| is_yes(&v)),
+            upstream: var("WITHCACHE_UPSTREAM"),
         }
     }
 }

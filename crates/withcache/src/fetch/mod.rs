@@ -72,6 +72,9 @@ struct Generation {
     got: u64,
     total: Option<u64>,
     validators: Validators,
+    /// The sha256 the upstream withcache vouches for (its
+    /// `x-withcache-sha256`), checked like the catalog's.
+    upstream_sha: Option<String>,
 }
 
 enum Attempt {
@@ -188,10 +191,13 @@ async fn fetch(
     announce_start(store, dl);
     // An entry stored before the rule, or while private origins were
     // allowed, fails here for good; names are checked as they resolve.
-    store
-        .origins
-        .check_src(&dl.src)
-        .map_err(|r| r.to_string())?;
+    // With an upstream this cache never connects to the origin.
+    if store.upstream.is_none() {
+        store
+            .origins
+            .check_src(&dl.src)
+            .map_err(|r| r.to_string())?;
+    }
     let mut gen: Option<Generation> = None;
     let mut last_error = String::from("no attempt made");
     for attempt in 0..cfg.max_attempts {
@@ -271,7 +277,10 @@ async fn request(
     gen: Option<&Generation>,
     read_timeout: Duration,
 ) -> Result<Result<reqwest::Response, String>, String> {
-    let mut req = store.client.get(&dl.src);
+    let mut req = match &store.upstream {
+        Some(up) => up.client.get(up.url(&dl.src)),
+        None => store.client.get(&dl.src),
+    };
     if let Some(g) = gen.filter(|g| g.got > 0) {
         req = req.header(RANGE, format!("bytes={}-", g.got));
         if let Some(v) = g.validators.if_range() {
@@ -280,15 +289,38 @@ async fn request(
     }
     match tokio::time::timeout(read_timeout, req.send()).await {
         Ok(Ok(r)) => Ok(Ok(r)),
-        Ok(Err(e)) => match Refused::find(&e) {
-            Some(r) => Err(format!("requesting {}: {r}", dl.src)),
-            None => Ok(Err(format!("requesting {}: {e}", dl.src))),
+        Ok(Err(e)) => match (Refused::find(&e), &store.upstream) {
+            (_, Some(up)) => Ok(Err(format!(
+                "requesting {} from the upstream withcache {}: {}",
+                dl.src,
+                up.base,
+                chain(&e)
+            ))),
+            (Some(r), None) => Err(format!("requesting {}: {r}", dl.src)),
+            (None, None) => Ok(Err(format!("requesting {}: {e}", dl.src))),
         },
         Err(_) => Ok(Err(format!(
             "origin did not answer within {read_timeout:?}"
         ))),
     }
 }
+
+/// An error and its causes on one line: reqwest's own text ("error
+/// sending request") leaves out the "Connection refused" an operator needs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
+/// How a failed download's message starts when the upstream withcache
+/// does not have the blob either; `blob` answers it as this cache's miss
+/// (404), not as a failed origin (502).
+pub(crate) const UPSTREAM_MISS: &str = "upstream miss: ";
 
 /// Judge the origin's answer: resume the generation, start a new one, try
 /// again, or give up (`Err`) when retrying cannot help.
@@ -313,6 +345,15 @@ async fn accept(
         return Ok(Next::Retry(
             "origin refused to resume (416); restarting from byte 0".into(),
         ));
+    }
+    if status == StatusCode::NOT_FOUND {
+        if let Some(up) = &store.upstream {
+            return Err(format!(
+                "{UPSTREAM_MISS}the upstream withcache {} has no {} (404): add it to the \
+                 upstream's catalog",
+                up.base, dl.src
+            ));
+        }
     }
     if status.is_client_error()
         && status != StatusCode::REQUEST_TIMEOUT
@@ -364,8 +405,17 @@ async fn whole_body(
     let total = resp.content_length();
     check_declared_size(dl, total)?;
     reserve_up_to(store, total.or(dl.expected_size).unwrap_or(0), reserved)?;
-    *gen = Some(new_generation(store, dl, total, v, temp).await?);
+    let upstream_sha = store.upstream.as_ref().and_then(|_| upstream_sha(resp));
+    *gen = Some(new_generation(store, dl, total, v, upstream_sha, temp).await?);
     Ok(Next::Pump(0))
+}
+
+/// The sha256 an upstream withcache sends for the blob, if a valid one.
+fn upstream_sha(resp: &reqwest::Response) -> Option<String> {
+    let v = resp.headers().get(crate::store::X_SHA256)?.to_str().ok()?;
+    let sha = v.trim().to_ascii_lowercase();
+    bty_proto::text::validate_sha256("sha256", &sha).ok()?;
+    Some(sha)
 }
 
 /// An origin whose length contradicts the catalog will never match it.
@@ -394,6 +444,7 @@ async fn new_generation(
     dl: &Download,
     total: Option<u64>,
     validators: Validators,
+    upstream_sha: Option<String>,
     temp: &mut Option<PathBuf>,
 ) -> Result<Generation, String> {
     if let Some(old) = temp.take() {
@@ -409,6 +460,7 @@ async fn new_generation(
         s.path = Some(path.clone());
         s.written = 0;
         s.total = dl.expected_size.or(total);
+        s.upstream_sha = upstream_sha.clone();
         s.phase = Phase::Running;
     });
     Ok(Generation {
@@ -418,6 +470,7 @@ async fn new_generation(
         got: 0,
         total,
         validators,
+        upstream_sha,
     })
 }
 
@@ -433,6 +486,12 @@ async fn store_verified(
     let digest = hex::encode(std::mem::take(&mut g.hasher).finalize());
     let size = g.got;
     verify(dl, &digest, size)?;
+    if let Some(want) = g.upstream_sha.as_deref().filter(|want| *want != digest) {
+        return Err(format!(
+            "sha256 mismatch: the upstream withcache says {want}, its bytes are {digest}; \
+             nothing was stored"
+        ));
+    }
     // The bytes are right: let streaming clients finish now
     // rather than after the fsync below.
     dl.state.send_modify(|s| s.verified = true);

@@ -45,6 +45,9 @@ pub struct DlState {
     /// All bytes are in and their sha256 (and size) checked: readers may
     /// finish, even before the file is synced and renamed into the store.
     pub verified: bool,
+    /// The sha256 the upstream withcache vouches for (its
+    /// `x-withcache-sha256`), passed on to readers while the bytes flow.
+    pub upstream_sha: Option<String>,
 }
 
 impl DlState {
@@ -112,6 +115,7 @@ pub(super) fn queued(
         written: 0,
         total: expected_size,
         verified: false,
+        upstream_sha: None,
     });
     Download {
         src: src.to_string(),

@@ -20,6 +20,11 @@ use crate::db::{now_unix, Db};
 use crate::error::Error;
 use crate::origin::{GuardedResolver, Policy};
 
+/// The header that carries a blob's sha256 (a cached blob's digest, or
+/// the one its download will be checked against); a cache with an
+/// upstream checks the upstream's.
+pub(crate) const X_SHA256: http::HeaderName = http::HeaderName::from_static("x-withcache-sha256");
+
 mod download;
 
 use download::queued;
@@ -138,7 +143,26 @@ pub struct Store {
     pub(crate) origins: Policy,
     /// Tunables.
     pub(crate) fetch: FetchConfig,
+    /// The withcache downloads go through instead of the origins, if any.
+    pub(crate) upstream: Option<Upstream>,
     tmp_seq: AtomicU64,
+}
+
+/// Another withcache this one fetches every blob from
+/// ([`crate::Options::upstream`]).
+pub(crate) struct Upstream {
+    /// Its base URL, without a trailing slash.
+    pub base: String,
+    /// A client without the origin address policy: the operator named
+    /// this host, and it is often on a private or loopback address.
+    pub client: reqwest::Client,
+}
+
+impl Upstream {
+    /// Where the upstream serves the bytes of `src` (the same key).
+    pub fn url(&self, src: &str) -> String {
+        bty_proto::catalog::blob_url(&self.base, src)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -289,8 +313,32 @@ impl Store {
             client,
             origins,
             fetch,
+            upstream: None,
             tmp_seq: AtomicU64::new(0),
         })
+    }
+
+    /// Fetch from the withcache at `url` instead of the origins (`None`
+    /// keeps the origins). The URL must be http(s) with a host.
+    pub fn with_upstream(mut self, url: Option<&str>) -> Result<Store, Error> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(self);
+        };
+        bty_proto::text::validate_http_url("upstream", url).map_err(|e| {
+            Error::Config(format!(
+                "{e}; set it to the base URL of another withcache, e.g. http://central:3000"
+            ))
+        })?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.fetch.connect_timeout)
+            .user_agent(concat!("withcache/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("building the upstream HTTP client: {e}")))?;
+        self.upstream = Some(Upstream {
+            base: url.trim_end_matches('/').to_string(),
+            client,
+        });
+        Ok(self)
     }
 
     /// The database.

@@ -6,6 +6,7 @@ mod hostile_lan;
 mod issue_11;
 mod private_origins;
 mod token;
+mod upstream;
 
 use std::time::Duration;
 
