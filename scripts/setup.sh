@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 #   atftp tftp-hpa tftpd-hpa        - TFTP clients and the peer server
 #   nginx-light wrk python3-venv    - benchmark peers and load
 #   busybox-static cpio kmod        - building the netboot initramfs
-#   dosfstools mtools               - the UEFI test image's ESP (no mount)
+#   dosfstools mtools               - the UEFI test images' ESP (no mount)
 #   syslinux syslinux-common systemd-boot-efi fdisk e2fsprogs
 #                                   - `bty-lab usb build` (boot loaders,
 #                                     GPT, the stick's ext4 data partition)
@@ -23,6 +23,16 @@ export DEBIAN_FRONTEND=noninteractive
 #                                     (script), / in a chroot, a partition
 #                                     (sfdisk; util-linux: losetup,
 #                                     lsblk, unshare)
+#   shim-signed grub-efi-amd64-signed - the Secure Boot bootfiles (the
+#                                     media's signed-PE check runs on the
+#                                     host's copies; builds take the .debs;
+#                                     bty-e2e's Secure Boot disk image is
+#                                     the signed shim + disk GRUB, GPT by
+#                                     sfdisk from fdisk; OVMF's secboot
+#                                     code and .ms variables from ovmf)
+#   sbsigntool                      - sbverify, reading the media's signatures
+#   grub-common                     - grub-script-check, parsing the GRUB
+#                                     configs bty-web serves
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
 PKGS=(
@@ -36,6 +46,7 @@ PKGS=(
   chromium chromium-driver
   isc-dhcp-server kea-dhcp4-server bc python3
   bsdutils coreutils
+  shim-signed grub-efi-amd64-signed sbsigntool grub-common
 )
 
 need=0

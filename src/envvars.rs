@@ -73,30 +73,55 @@ pub fn set(text: &str, updates: &[(&str, &str)]) -> String {
     out
 }
 
-/// envvars keys of the bty-web → withcache service token (one value).
-pub const SERVICE_TOKEN_KEYS: [&str; 2] = ["BTY_WITHCACHE_TOKEN", "WITHCACHE_API_TOKEN"];
+/// A secret two services share: the same value under each one's key, as
+/// each container gets only its own keys ([`crate::stack::env_belongs`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedSecret {
+    /// The two envvars keys.
+    pub keys: [&'static str; 2],
+    /// What it is, for the comment above the keys and the message.
+    pub what: &'static str,
+}
 
-/// envvars text with the service token keys added when one is missing
-/// (deploys from before the token), every other line kept; `None` when
-/// both are there. A key present alone lends its value to the other.
-pub fn add_service_token(text: &str, fresh: &str) -> Option<String> {
+/// The bty-web → withcache service token: bty-web adds images to
+/// withcache's catalog with it.
+pub const SERVICE_TOKEN: SharedSecret = SharedSecret {
+    keys: ["BTY_WITHCACHE_TOKEN", "WITHCACHE_API_TOKEN"],
+    what: "bty-web -> withcache service token",
+};
+
+/// The bty-tftp → bty-web relay key: bty-web believes the client address
+/// bty-tftp names for the Secure Boot chain's relayed reads only with it
+/// (`docs/secure-boot.md`).
+pub const RELAY_KEY: SharedSecret = SharedSecret {
+    keys: ["BTY_PXE_RELAY_KEY", "BTY_TFTP_RELAY_KEY"],
+    what: "bty-tftp -> bty-web relay key",
+};
+
+/// Every shared secret a deploy's envvars holds.
+pub const SHARED_SECRETS: [SharedSecret; 2] = [SERVICE_TOKEN, RELAY_KEY];
+
+/// envvars text with `secret`'s keys added when one is missing (deploys
+/// from before it), every other line kept; `None` when both are there. A
+/// key present alone lends its value to the other.
+pub fn add_shared_secret(text: &str, secret: SharedSecret, fresh: &str) -> Option<String> {
     let vars = parse(text);
     let value = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let [web, cache] = SERVICE_TOKEN_KEYS.map(value);
-    if web.is_some() && cache.is_some() {
+    let [a, b] = secret.keys.map(value);
+    if a.is_some() && b.is_some() {
         return None;
     }
-    let token = web.or(cache).unwrap_or_else(|| fresh.to_string());
+    let value = a.or(b).unwrap_or_else(|| fresh.to_string());
     let mut out = text.to_string();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    out.push_str(
-        "\n# bty-web -> withcache service token (added by bty-lab): bty-web adds images\n\
-         # to withcache's catalog with it. The same value twice, as each container\n\
-         # gets only its own key.\n",
-    );
-    Some(set(&out, &SERVICE_TOKEN_KEYS.map(|k| (k, token.as_str()))))
+    out.push_str(&format!(
+        "\n# {} (added by bty-lab). The same value twice, as each\n\
+         # container gets only its own key.\n",
+        secret.what
+    ));
+    Some(set(&out, &secret.keys.map(|k| (k, value.as_str()))))
 }
 
 #[cfg(test)]
@@ -124,19 +149,30 @@ mod tests {
     }
 
     #[test]
-    fn service_token_is_added_once_keeping_every_line() {
+    fn shared_secrets_are_added_once_keeping_every_line() {
         let old = "# mine\nBTY_ADMIN_PASSWORD_HASH='$a$b'\nWITHCACHE_LOG='debug'";
-        let out = add_service_token(old, "tok-0123456789abcdef").unwrap();
+        let out = add_shared_secret(old, SERVICE_TOKEN, "tok-0123456789abcdef").unwrap();
         assert!(out.starts_with(&format!("{old}\n")), "{out}");
         let v = parse(&out);
         let get = |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.as_str());
         assert_eq!(get("BTY_WITHCACHE_TOKEN"), Some("tok-0123456789abcdef"));
         assert_eq!(get("WITHCACHE_API_TOKEN"), Some("tok-0123456789abcdef"));
         assert_eq!(get("BTY_ADMIN_PASSWORD_HASH"), Some("$a$b"));
-        assert_eq!(add_service_token(&out, "other"), None, "added twice");
+        assert_eq!(
+            add_shared_secret(&out, SERVICE_TOKEN, "other"),
+            None,
+            "added twice"
+        );
+        // Another secret is added beside it, with its own value.
+        let both = add_shared_secret(&out, RELAY_KEY, "relay-0123456789").unwrap();
+        let v = parse(&both);
+        let get = |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.as_str());
+        assert_eq!(get("BTY_PXE_RELAY_KEY"), Some("relay-0123456789"));
+        assert_eq!(get("BTY_TFTP_RELAY_KEY"), Some("relay-0123456789"));
+        assert_eq!(get("BTY_WITHCACHE_TOKEN"), Some("tok-0123456789abcdef"));
         // One key alone: the other gets its value, not a new one.
         let half = "WITHCACHE_API_TOKEN='kept-0123456789abcdef'\n";
-        let out = add_service_token(half, "fresh").unwrap();
+        let out = add_shared_secret(half, SERVICE_TOKEN, "fresh").unwrap();
         assert_eq!(
             parse(&out),
             vec![

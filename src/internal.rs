@@ -57,15 +57,23 @@ async fn tftp() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| stack::IMAGE_BOOT_DIR.into());
     let rules = second_stage_from_env()?;
+    let relay_url = std::env::var(stack::RELAY_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let relay = bty_tftp::Relay::from_env(relay_url.as_deref(), None)?;
     let sock = tokio::net::UdpSocket::bind(listen)
         .await
         .with_context(|| format!("binding udp {listen}"))?;
     let breaker = services::describe_second_stage(&rules);
+    let relay_note = match &relay {
+        Some(r) => format!("grub/ relayed to {}", r.url),
+        None => "no relay".to_string(),
+    };
     tracing::info!(
-        "bty-tftp on udp {listen}, serving {}; {breaker}",
+        "bty-tftp on udp {listen}, serving {}; {breaker}; {relay_note}",
         root.display()
     );
-    services::tftp(root, sock, rules, shutdown_signal()).await
+    services::tftp(root, sock, rules, relay, shutdown_signal()).await
 }
 
 /// The loop breaker from `BTY_TFTP_SECOND_STAGE` (deploy renders it with
@@ -80,7 +88,7 @@ fn second_stage_from_env() -> Result<Vec<bty_tftp::SecondStageRule>> {
 }
 
 /// Place the netboot media this image carries (`/srv/bty/boot`: kernel,
-/// initrd and iPXE bootfiles) into bty-web's boot dir when that is
+/// initrd and bootfiles) into bty-web's boot dir when that is
 /// elsewhere (the bind-mounted state dir), by the automatic place rule: a
 /// missing, older or different media is replaced; a newer one, or the
 /// operator's `--netboot` media unless it is older, is kept (see

@@ -46,6 +46,9 @@ pub struct Secrets {
     /// bty-web → withcache service token (`BTY_WITHCACHE_TOKEN` and
     /// `WITHCACHE_API_TOKEN`, the same value).
     pub service_token: String,
+    /// bty-tftp → bty-web relay key (`BTY_PXE_RELAY_KEY` and
+    /// `BTY_TFTP_RELAY_KEY`, the same value).
+    pub relay_key: String,
 }
 
 impl Secrets {
@@ -59,6 +62,7 @@ impl Secrets {
             cache_password_hash: hash_password(password)?,
             cache_session_secret: session_secret(),
             service_token: session_secret(),
+            relay_key: session_secret(),
         })
     }
 }
@@ -214,9 +218,16 @@ pub fn service_vars(
         .cloned()
         .collect();
     if svc.net == stack::Net::Host {
+        // bty-web's published port on this host: bty-tftp shares the
+        // host's network, and the Host it relays with is the LAN address
+        // the TFTP request came to, with this port.
         let derived = [
             ("BTY_TFTP_LISTEN", format!("0.0.0.0:{}", s.ports.tftp)),
             (stack::SECOND_STAGE_ENV, s.second_stage_spec()),
+            (
+                stack::RELAY_ENV,
+                format!("http://127.0.0.1:{}", s.ports.web),
+            ),
         ];
         for (k, v) in derived {
             // A key set in envvars is the operator's and wins.
@@ -333,6 +344,7 @@ mod tests {
             cache_password_hash: "$argon2id$v=19$m=19456,t=2,p=1$Y2FjaGVzYWx0$Y2FjaGVoYXNo".into(),
             cache_session_secret: "cache-secret-0123456789abcdefghijklmnopqrstu".into(),
             service_token: "service-token-0123456789abcdefghijklmnopqrst".into(),
+            relay_key: "relay-key-0123456789abcdefghijklmnopqrstuvw".into(),
         }
     }
 

@@ -33,15 +33,26 @@ pub async fn withcache(
 }
 
 /// bty-tftp serving `root` on `socket`, with `second_stage` rules (the
-/// loop breaker; empty: off).
+/// loop breaker; empty: off) and `relay` (the Secure Boot chain's `grub/`
+/// reads, answered by bty-web; none: those machines cannot boot).
 pub async fn tftp(
     root: PathBuf,
     socket: UdpSocket,
     second_stage: Vec<bty_tftp::SecondStageRule>,
+    relay: Option<bty_tftp::Relay>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if relay.is_none() {
+        tracing::warn!(
+            "bty-tftp has no relay to bty-web: UEFI machines booting shimx64.efi (the Secure \
+             Boot chain) will stop in GRUB; set {} and {}",
+            bty_tftp::relay::RELAY_ENV,
+            bty_tftp::relay::RELAY_KEY_ENV
+        );
+    }
     let opts = bty_tftp::Options {
         second_stage,
+        relay,
         ..bty_tftp::Options::new(root)
     };
     bty_tftp::serve(opts, socket, shutdown).await

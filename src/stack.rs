@@ -15,12 +15,24 @@ pub const LABEL_SERVICE: &str = "dev.bty.service";
 /// The uid:gid the web services run as (no user database in a scratch image).
 pub const SERVICE_UID: u32 = 65532;
 
-/// Where the iPXE bootfiles (and netboot kernel/initrd) sit inside the images.
+/// Where the bootfiles (and netboot kernel/initrd) sit inside the images.
 pub const IMAGE_BOOT_DIR: &str = "/srv/bty/boot";
 
 /// The iPXE bootfiles. The images carry them; bty-tftp's loop breaker
 /// (second-stage rules) covers each of them.
 pub const IPXE_FILES: &[&str] = &["undionly.kpxe", "snponly.efi", "ipxe.efi"];
+
+/// The Secure Boot chain's bootfiles (shim, then the signed GRUB that shim
+/// fetches from the TFTP root; see `docs/secure-boot.md`). Not iPXE, so no
+/// loop breaker: GRUB reads its config, not the boot file again.
+pub const SIGNED_FILES: &[&str] = &[bty_proto::relay::SHIM, bty_proto::relay::GRUB];
+
+/// Every file a firmware fetches by its DHCP boot file name (or shim by
+/// its fixed name): what the media places in the boot dir (the TFTP root
+/// of `serve`) and what bty-web's and bty-tftp's images carry.
+pub fn bootfiles() -> impl Iterator<Item = &'static str> {
+    IPXE_FILES.iter().chain(SIGNED_FILES).copied()
+}
 
 /// bty-tftp's loop-breaker setting: `off`, or comma-separated
 /// `NAME[=URL]` second-stage rules (see docs/tftp.md).
@@ -35,6 +47,10 @@ pub fn second_stage_spec(bootstrap_url: &str) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// bty-tftp's relay URL (bty-web as bty-tftp reaches it), for the Secure
+/// Boot chain's `grub/` reads (`bty_proto::relay`).
+pub const RELAY_ENV: &str = bty_tftp::relay::RELAY_ENV;
 
 /// How a service is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +75,7 @@ pub struct Service {
     pub data: Option<(&'static str, &'static str)>,
     /// Runs as [`SERVICE_UID`] (else root: TFTP binds a privileged port).
     pub non_root: bool,
-    /// Ships the iPXE bootfiles.
+    /// Ships the bootfiles ([`bootfiles`]).
     pub bootfiles: bool,
     /// Has a login managed by `bty-lab passwd`; env key prefix of its secrets.
     pub login: Option<Login>,

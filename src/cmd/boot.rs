@@ -60,7 +60,7 @@ fn make_boot_dir(state: &Path, boot: &Path) -> Result<()> {
 
 fn place_operator_media(op: &Media, boot: &Path, kernel: &str, initrd: &str) -> Result<()> {
     let placed = media::place(op, boot, kernel, initrd, Mode::Operator)?;
-    // The pair's line; iPXE bootfiles DIR lacks come from bty-web's image
+    // The pair's line; bootfiles DIR lacks come from bty-web's image
     // when it starts, so their absence is no warning here.
     if let Some((_, line)) = media::summary(op, boot, &placed).first() {
         ui::detail(line);
@@ -70,7 +70,7 @@ fn place_operator_media(op: &Media, boot: &Path, kernel: &str, initrd: &str) -> 
         .any(|(_, o)| *o == Outcome::Missing)
     {
         ui::detail(format!(
-            "media: {} has no iPXE bootfiles; bty-web places its image's",
+            "media: {} lacks some bootfiles (iPXE, shim, GRUB); bty-web places its image's",
             op.dir.display()
         ));
     }

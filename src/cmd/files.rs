@@ -38,7 +38,10 @@ pub fn write_deploy_files(m: &Manifest, chosen: Option<&str>) -> Result<Option<S
     };
     let mut files = render::deploy_files(m, secrets.as_ref())?;
     let note = keep_bty_toml(m, &mut files)?;
-    let token_added = envvars_exists && keep_envvars(m, &mut files)?;
+    let added = match envvars_exists {
+        true => keep_envvars(m, &mut files)?,
+        false => Vec::new(),
+    };
     files.push(render::manifest_file(m)?);
     std::fs::create_dir_all(&m.dest).map_err(|e| {
         anyhow!(
@@ -49,10 +52,10 @@ pub fn write_deploy_files(m: &Manifest, chosen: Option<&str>) -> Result<Option<S
     // From here on DEST is this directory, whatever happens above it.
     crate::safefs::anchor(&m.dest)?;
     report(deploydir::write_files(&m.dest, &files)?, note.as_deref());
-    if token_added {
+    if !added.is_empty() {
         ui::detail(format!(
-            "envvars: kept, added {} (the bty-web -> withcache service token)",
-            envvars::SERVICE_TOKEN_KEYS.join(" and ")
+            "envvars: kept, added the {}",
+            added.join(" and the ")
         ));
     } else if envvars_exists {
         ui::detail("envvars: kept (secrets unchanged)");
@@ -70,14 +73,14 @@ pub fn rewrite_deploy_files(m: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// An existing envvars is kept (private, given the service token when it
-/// lacks one: true); the per-service env files follow it as it is now
-/// (the operator may have edited it, or passwd rotated a secret).
-fn keep_envvars(m: &Manifest, files: &mut Vec<File>) -> Result<bool> {
-    let token_added = add_service_token(m)?;
+/// An existing envvars is kept (private, given the shared secrets it
+/// lacks: what was added); the per-service env files follow it as it is
+/// now (the operator may have edited it, or passwd rotated a secret).
+fn keep_envvars(m: &Manifest, files: &mut Vec<File>) -> Result<Vec<String>> {
+    let added = add_shared_secrets(m)?;
     crate::safefs::Dir::open(&m.dest)?.chmod("envvars".as_ref(), 0o600)?;
     files.extend(render::env_files(m, &envvars::read(&m.dest)?)?);
-    Ok(token_added)
+    Ok(added)
 }
 
 /// An existing bty.toml is the operator's: replace the rendered one with
@@ -114,19 +117,25 @@ fn report(changes: Vec<(PathBuf, Change)>, bty_toml: Option<&str>) {
     }
 }
 
-/// Give an envvars from before the service token one (both keys, one
-/// value), keeping every other line. True when it was added.
-pub fn add_service_token(m: &Manifest) -> Result<bool> {
+/// Give an envvars from before a shared secret (the service token, the
+/// relay key) that secret (both keys, one value), keeping every other
+/// line. What was added.
+pub fn add_shared_secrets(m: &Manifest) -> Result<Vec<String>> {
     let path = m.dest.join("envvars");
-    let text =
+    let mut text =
         std::fs::read_to_string(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
-    match envvars::add_service_token(&text, &crate::secrets::session_secret()) {
-        Some(new) => {
-            deploydir::write_atomic(&path, &new, 0o600)?;
-            Ok(true)
+    let mut added = Vec::new();
+    for secret in envvars::SHARED_SECRETS {
+        let fresh = crate::secrets::session_secret();
+        if let Some(new) = envvars::add_shared_secret(&text, secret, &fresh) {
+            text = new;
+            added.push(format!("{} ({})", secret.what, secret.keys.join(" and ")));
         }
-        None => Ok(false),
     }
+    if !added.is_empty() {
+        deploydir::write_atomic(&path, &text, 0o600)?;
+    }
+    Ok(added)
 }
 
 /// Rewrite `DEST/env/<service>.env` from envvars (after it changed).

@@ -113,13 +113,17 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let urls = urls(host, &sockets)?;
     let toml_path = write_toml(&plan, &sockets, &urls, &login.hash)?;
     services::init_tracing();
-    let (web_config, cache_opts) = configure(&plan, &toml_path, token, &login.hash)?;
+    let relay_key = crate::secrets::session_secret();
+    let (mut web_config, cache_opts) = configure(&plan, &toml_path, token, &login.hash)?;
+    web_config.pxe.relay_key = Some(relay_key.clone());
+    let relay = relay(&plan, &sockets, relay_key)?;
     let boot_dir = web_config.boot_dir();
     let (kernel, initrd) = (&web_config.boot.kernel, &web_config.boot.initrd);
     let placed = media::place(&media, &boot_dir, kernel, initrd, mode)?;
     let rules = second_stage(&plan, &urls)?;
     let tftp_note = services::describe_second_stage(&rules);
-    let (tx, tasks) = spawn(sockets, web_config, cache_opts, &boot_dir, rules);
+    let tftp = (rules, relay);
+    let (tx, tasks) = spawn(sockets, web_config, cache_opts, &boot_dir, tftp);
     eprintln!("bty-lab serve: state in {}", plan.data.display());
     media::report(&media, &boot_dir, &placed);
     banner(&plan, host, &urls, &tftp_note, &login);
@@ -245,6 +249,22 @@ fn second_stage(plan: &Plan, urls: &Urls) -> Result<Vec<bty_tftp::SecondStageRul
     services::second_stage_rules(&urls.bootstrap)
 }
 
+/// bty-tftp's relay to this bty-web for the Secure Boot chain, with a key
+/// made for this run (both services live in this process and get it here).
+fn relay(plan: &Plan, s: &Sockets, key: String) -> Result<bty_tftp::Relay> {
+    let host = match plan.bind {
+        IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        a => a,
+    };
+    let url = format!(
+        "http://{}:{}",
+        hostaddr::url_host(&host),
+        s.web.local_addr()?.port()
+    );
+    Ok(bty_tftp::Relay::new(url, key)?)
+}
+
 /// The bty.toml `serve` runs bty-web with.
 pub fn serve_toml(
     state_dir: &Path,
@@ -302,7 +322,7 @@ fn spawn(
     web: bty_web::Config,
     cache: withcache::Options,
     boot_dir: &Path,
-    rules: Vec<bty_tftp::SecondStageRule>,
+    (rules, relay): (Vec<bty_tftp::SecondStageRule>, bty_tftp::Relay),
 ) -> (watch::Sender<bool>, Tasks) {
     let (tx, rx) = watch::channel(false);
     let stop = |mut rx: watch::Receiver<bool>| async move {
@@ -315,7 +335,8 @@ fn spawn(
     tasks.spawn(async move { ("withcache", services::withcache(cache, s.cache, st).await) });
     if let Some(sock) = s.tftp {
         let (b, st) = (boot_dir.to_path_buf(), stop(rx));
-        tasks.spawn(async move { ("bty-tftp", services::tftp(b, sock, rules, st).await) });
+        let run = services::tftp(b, sock, rules, Some(relay), st);
+        tasks.spawn(async move { ("bty-tftp", run.await) });
     }
     (tx, tasks)
 }

@@ -52,11 +52,11 @@ pub fn me(sha: &str) -> SelfBinary {
     }
 }
 
-/// This binary's media in `dir`: a kernel, an initrd, the iPXE files.
+/// This binary's media in `dir`: a kernel, an initrd, the bootfiles.
 pub fn media(dir: &Path) -> Media {
     for f in [crate::media::KERNEL, crate::media::INITRD]
         .into_iter()
-        .chain(crate::stack::IPXE_FILES.iter().copied())
+        .chain(crate::stack::bootfiles())
     {
         std::fs::write(dir.join(f), f.as_bytes()).unwrap();
     }

@@ -60,8 +60,9 @@ fn hex(bytes: &[u8]) -> String {
 pub type BootFile = (String, Vec<u8>);
 
 /// The files the images carry in their boot dir (`/srv/bty/boot`), read
-/// from one directory: the iPXE bootfiles (bty-web and bty-tftp) and, for
-/// bty-web only, `web_only` (the netboot kernel and initrd). Files missing
+/// from one directory: the bootfiles (iPXE, shim, GRUB; bty-web and
+/// bty-tftp) and, for bty-web only, `web_only` (the netboot kernel and
+/// initrd). Files missing
 /// from `dir` are left out and reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootFiles {
@@ -71,8 +72,8 @@ pub struct BootFiles {
 }
 
 impl BootFiles {
-    /// A media directory: bty-web carries its kernel, initrd and iPXE
-    /// bootfiles, bty-tftp the iPXE bootfiles.
+    /// A media directory: bty-web carries its kernel, initrd and
+    /// bootfiles, bty-tftp the bootfiles.
     pub fn from_media(m: &Media) -> BootFiles {
         BootFiles {
             dir: m.dir.clone(),
@@ -85,7 +86,7 @@ impl BootFiles {
         if !svc.bootfiles {
             return Vec::new();
         }
-        let mut v: Vec<String> = stack::IPXE_FILES.iter().map(|f| f.to_string()).collect();
+        let mut v: Vec<String> = stack::bootfiles().map(|f| f.to_string()).collect();
         if svc.name == stack::WEB.name {
             v.extend(self.web_only.iter().cloned());
         }
@@ -126,8 +127,8 @@ impl BootFiles {
 }
 
 /// What images built here are made of: this binary and its netboot media
-/// (bty-web's image carries the kernel, the initrd and the iPXE bootfiles,
-/// bty-tftp's the iPXE bootfiles). Each is got once per command and only
+/// (bty-web's image carries the kernel, the initrd and the bootfiles,
+/// bty-tftp's the bootfiles). Each is got once per command and only
 /// when needed: the media (cached, else built: [`media::ensure`]) when an
 /// image is built or an image of this binary is checked.
 pub struct Source {
@@ -268,8 +269,11 @@ mod tests {
         let (web, web_missing) = b.load(&stack::WEB).unwrap();
         let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["ipxe.efi", "kernel", "undionly.kpxe"]);
-        assert_eq!(web_missing, ["initrd", "snponly.efi"]);
-        // bty-tftp gets the iPXE files only; withcache none.
+        assert_eq!(
+            web_missing,
+            ["grubx64.efi", "initrd", "shimx64.efi", "snponly.efi"]
+        );
+        // bty-tftp gets the bootfiles only; withcache none.
         let (tftp, _) = b.load(&stack::TFTP).unwrap();
         assert_eq!(tftp.len(), 2);
         assert!(b.load(&stack::CACHE).unwrap().0.is_empty());
@@ -288,12 +292,23 @@ mod tests {
             [
                 media::INITRD,
                 media::KERNEL,
+                "grubx64.efi",
                 "ipxe.efi",
+                "shimx64.efi",
                 "snponly.efi",
                 "undionly.kpxe"
             ]
         );
-        assert_eq!(b.names(&stack::TFTP).len(), 3);
+        assert_eq!(
+            b.names(&stack::TFTP),
+            [
+                "grubx64.efi",
+                "ipxe.efi",
+                "shimx64.efi",
+                "snponly.efi",
+                "undionly.kpxe"
+            ]
+        );
     }
 
     #[test]

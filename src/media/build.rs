@@ -3,7 +3,8 @@
 //!
 //! Steps: this binary (static, hashed) → the packages ([`packages`]) →
 //! the kernel and module closure ([`kernel`]) → busybox and its applet
-//! list → the iPXE bootfiles ([`ipxe`]) → the initramfs tree and archive
+//! list → the iPXE bootfiles ([`ipxe`]) → the Secure Boot bootfiles
+//! ([`signed`]: shim and GRUB, checked) → the initramfs tree and archive
 //! → `media.json`. Any failure removes the build directory: nothing
 //! half-built is ever in the cache or in `--out`.
 
@@ -16,9 +17,8 @@ use anyhow::{bail, Context as _, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::cache::{Cache, SelfExe};
-use super::deb::{Flow, Kind};
 use super::packages::{self, Pkg};
-use super::{apt, cpio, initramfs, ipxe, kernel, modules, place};
+use super::{apt, cpio, initramfs, ipxe, kernel, modules, place, signed};
 use super::{FileSum, Info, Manifest, Media, Options, INITRD, KERNEL, MANIFEST};
 
 /// gzip level of the initramfs. 6 (zlib's default) packs the ~95 MB debug
@@ -178,6 +178,18 @@ fn build_into(dir: &Path, exe: SelfExe, opts: &Options, cache: &Cache) -> Result
         }
     };
     say(format!("iPXE bootfiles from {}", bootfiles.source));
+    let secure = signed::read(&inputs.shim, &inputs.grub)?;
+    say(format!(
+        "Secure Boot bootfiles: {}",
+        secure
+            .iter()
+            .map(|b| format!(
+                "{} ({} {})",
+                b.origin.file, b.origin.package, b.origin.version
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 
     let info = Info {
         version: format!("{}-k{}", exe.version, kernel.release),
@@ -211,10 +223,14 @@ fn build_into(dir: &Path, exe: SelfExe, opts: &Options, cache: &Cache) -> Result
     for (name, bytes) in &bootfiles.files {
         std::fs::write(dir.join(name), bytes)?;
     }
+    for b in &secure {
+        std::fs::write(dir.join(&b.origin.file), &b.bytes)?;
+    }
     let mut files = std::collections::BTreeMap::new();
     for name in std::iter::once(KERNEL)
         .chain(std::iter::once(INITRD))
         .chain(bootfiles.files.iter().map(|(n, _)| n.as_str()))
+        .chain(secure.iter().map(|b| b.origin.file.as_str()))
     {
         let p = dir.join(name);
         files.insert(
@@ -229,6 +245,7 @@ fn build_into(dir: &Path, exe: SelfExe, opts: &Options, cache: &Cache) -> Result
         schema: 1,
         info,
         ipxe: bootfiles.source,
+        secure_boot: secure.into_iter().map(|b| b.origin).collect(),
         files,
     };
     std::fs::write(
@@ -249,17 +266,9 @@ pub fn human(n: u64) -> String {
 
 /// `bin/busybox` (or `usr/bin/busybox`) out of busybox-static.
 fn busybox_binary(p: &Pkg) -> Result<Vec<u8>> {
-    let mut found = None;
-    p.deb.each_data(None, |e| {
-        if e.kind == Kind::File && (e.path == "bin/busybox" || e.path == "usr/bin/busybox") {
-            let mut b = Vec::with_capacity(e.size as usize);
-            e.data.read_to_end(&mut b)?;
-            found = Some(b);
-            return Ok(Flow::Stop);
-        }
-        Ok(Flow::Continue)
-    })?;
-    let b = found
+    let b = p
+        .deb
+        .read_file(|path| path == "bin/busybox" || path == "usr/bin/busybox")?
         .with_context(|| format!("{}: no bin/busybox in the package", p.deb.path.display()))?;
     if crate::elf::is_dynamic(&b)? {
         bail!(

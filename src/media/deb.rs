@@ -171,6 +171,22 @@ impl Deb {
         Ok(())
     }
 
+    /// The bytes of the first regular file in `data.tar.*` whose path
+    /// `want` accepts (paths without the leading `./`), if any.
+    pub fn read_file(&self, want: impl Fn(&str) -> bool) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.each_data(None, |e| {
+            if e.kind == Kind::File && want(&e.path) {
+                let mut b = Vec::with_capacity(e.size as usize);
+                e.data.read_to_end(&mut b)?;
+                found = Some(b);
+                return Ok(Flow::Stop);
+            }
+            Ok(Flow::Continue)
+        })?;
+        Ok(found)
+    }
+
     /// Visit the ar members in order with a reader that fails loudly when
     /// the file ends before the member's declared size. Sizes are checked
     /// against the file's length up front, so a truncated download is

@@ -25,6 +25,7 @@ mod kernel;
 mod modules;
 mod packages;
 pub mod place;
+pub mod signed;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -57,8 +58,8 @@ pub struct Options {
     pub cache: Option<PathBuf>,
 }
 
-/// A directory holding the kernel, the initrd, the three iPXE bootfiles and
-/// `media.json`.
+/// A directory holding the kernel, the initrd, the three iPXE bootfiles,
+/// the two Secure Boot bootfiles ([`signed`]) and `media.json`.
 #[derive(Debug, Clone)]
 pub struct Media {
     pub dir: PathBuf,
@@ -109,6 +110,11 @@ pub struct Manifest {
     /// Where the iPXE bootfiles came from.
     #[serde(default)]
     pub ipxe: String,
+    /// The Secure Boot bootfiles (`shimx64.efi`, `grubx64.efi`): which
+    /// package and version each came from (media built before they existed
+    /// have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_boot: Vec<signed::Origin>,
     pub files: BTreeMap<String, FileSum>,
 }
 
@@ -162,7 +168,8 @@ impl Media {
 /// the command can use pulled images instead (they carry the media).
 pub fn ways_out(pull: bool, netboot: bool) -> String {
     let mut ways = vec![
-        "let this host's apt download Debian's kernel and busybox-static packages (a Debian \
+        "let this host's apt download Debian's kernel, busybox-static, shim-signed and \
+         grub-efi-amd64-signed packages (a Debian \
          or Ubuntu host; `apt-get update` if its indexes are stale)"
             .to_string(),
         "pass --from DIR with those .debs (`bty-lab media download --out DIR` fills DIR on a \

@@ -24,6 +24,10 @@ pub struct Inputs {
     pub busybox: Pkg,
     /// Only when the host has no iPXE bootfiles.
     pub ipxe: Option<Pkg>,
+    /// `shim-signed` (the Secure Boot bootfile, always from its .deb).
+    pub shim: Pkg,
+    /// `grub-efi-amd64-signed` (GRUB's signed network image).
+    pub grub: Pkg,
 }
 
 /// What each role's files are called (the names apt-get download gives).
@@ -32,7 +36,14 @@ enum Role {
     Kernel,
     Busybox,
     Ipxe,
+    Shim,
+    Grub,
 }
+
+/// The Secure Boot packages: needed by every build (their versions go into
+/// media.json, which a host copy under /usr/lib could not give).
+pub const SHIM_PACKAGE: &str = "shim-signed";
+pub const GRUB_PACKAGE: &str = "grub-efi-amd64-signed";
 
 impl Role {
     fn matches(self, file: &str) -> bool {
@@ -44,6 +55,8 @@ impl Role {
             }),
             Role::Busybox => file.starts_with("busybox-static_"),
             Role::Ipxe => file.starts_with("ipxe_"),
+            Role::Shim => file.starts_with("shim-signed_"),
+            Role::Grub => file.starts_with("grub-efi-amd64-signed_"),
         }
     }
 
@@ -52,6 +65,8 @@ impl Role {
             Role::Kernel => Role::Kernel.matches(&format!("{package}_")),
             Role::Busybox => package == "busybox-static",
             Role::Ipxe => package == "ipxe",
+            Role::Shim => package == SHIM_PACKAGE,
+            Role::Grub => package == GRUB_PACKAGE,
         }
     }
 
@@ -62,6 +77,8 @@ impl Role {
             }
             Role::Busybox => "busybox-static_*.deb",
             Role::Ipxe => "ipxe_*.deb (this host has no iPXE bootfiles in /usr/lib/ipxe)",
+            Role::Shim => "shim-signed_*.deb (Secure Boot: the Microsoft-signed shim)",
+            Role::Grub => "grub-efi-amd64-signed_*.deb (Secure Boot: Debian's signed GRUB)",
         }
     }
 }
@@ -81,7 +98,8 @@ fn open(role: Role, path: &Path) -> Result<Pkg> {
 }
 
 /// The packages in `dir`, one per role; two candidates for a role is an
-/// error (which one was meant?).
+/// error (which one was meant?), and so is a missing one: the error names
+/// every missing package at once.
 pub fn from_dir(dir: &Path, need_ipxe: bool) -> Result<Inputs> {
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading --from {}", dir.display()))?
@@ -89,7 +107,7 @@ pub fn from_dir(dir: &Path, need_ipxe: bool) -> Result<Inputs> {
         .filter(|p| p.extension().is_some_and(|x| x == "deb") && p.is_file())
         .collect();
     debs.sort();
-    let pick = |role: Role| -> Result<Pkg> {
+    let pick = |role: Role| -> Result<Option<Pkg>> {
         let found: Vec<&PathBuf> = debs
             .iter()
             .filter(|p| {
@@ -98,8 +116,8 @@ pub fn from_dir(dir: &Path, need_ipxe: bool) -> Result<Inputs> {
             })
             .collect();
         match &found[..] {
-            [one] => open(role, one),
-            [] => bail!("{} has no {}", dir.display(), role.describe()),
+            [one] => open(role, one).map(Some),
+            [] => Ok(None),
             many => bail!(
                 "{} has {} candidates for {}: {}; keep one",
                 dir.display(),
@@ -112,14 +130,33 @@ pub fn from_dir(dir: &Path, need_ipxe: bool) -> Result<Inputs> {
             ),
         }
     };
+    let mut roles = vec![Role::Kernel, Role::Busybox, Role::Shim, Role::Grub];
+    if need_ipxe {
+        roles.push(Role::Ipxe);
+    }
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for role in roles {
+        match pick(role)? {
+            Some(p) => found.push((role, p)),
+            None => missing.push(role.describe()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("{} has no {}", dir.display(), missing.join(", no "));
+    }
+    let mut take = |role: Role| {
+        found
+            .iter()
+            .position(|(r, _)| *r == role)
+            .map(|i| found.swap_remove(i).1)
+    };
     Ok(Inputs {
-        kernel: pick(Role::Kernel)?,
-        busybox: pick(Role::Busybox)?,
-        ipxe: if need_ipxe {
-            Some(pick(Role::Ipxe)?)
-        } else {
-            None
-        },
+        kernel: take(Role::Kernel).expect("checked above"),
+        busybox: take(Role::Busybox).expect("checked above"),
+        shim: take(Role::Shim).expect("checked above"),
+        grub: take(Role::Grub).expect("checked above"),
+        ipxe: take(Role::Ipxe),
     })
 }
 
@@ -128,15 +165,24 @@ pub fn from_dir(dir: &Path, need_ipxe: bool) -> Result<Inputs> {
 pub fn no_apt_error() -> anyhow::Error {
     anyhow::anyhow!(
         "this host has no apt-get, and no --from DIR was given: there is no way to get \
-         Debian's kernel and busybox-static packages"
+         Debian's kernel, busybox-static, shim-signed and grub-efi-amd64-signed packages"
     )
 }
 
 /// The names apt should fetch for a build (or a `media download`).
 pub fn apt_names(need_ipxe: bool) -> Result<Vec<String>> {
-    let mut v = vec![apt::kernel_package()?, "busybox-static".to_string()];
+    Ok(apt_roles(need_ipxe)?.into_iter().map(|(n, _)| n).collect())
+}
+
+fn apt_roles(need_ipxe: bool) -> Result<Vec<(String, Role)>> {
+    let mut v = vec![
+        (apt::kernel_package()?, Role::Kernel),
+        ("busybox-static".to_string(), Role::Busybox),
+        (SHIM_PACKAGE.to_string(), Role::Shim),
+        (GRUB_PACKAGE.to_string(), Role::Grub),
+    ];
     if need_ipxe {
-        v.push("ipxe".into());
+        v.push(("ipxe".into(), Role::Ipxe));
     }
     Ok(v)
 }
@@ -146,18 +192,21 @@ pub fn from_apt(cache: &Path, need_ipxe: bool, mp: &MultiProgress) -> Result<Inp
     if !apt::available() {
         return Err(no_apt_error());
     }
-    let names = apt_names(need_ipxe)?;
     let mut pkgs = Vec::new();
-    for (name, role) in names.iter().zip([Role::Kernel, Role::Busybox, Role::Ipxe]) {
-        let c = apt::candidate(name)?;
+    for (name, role) in apt_roles(need_ipxe)? {
+        let c = apt::candidate(&name)?;
         let path = apt::fetch(&c, cache, mp)?;
         pkgs.push(open(role, &path)?);
     }
+    // In apt_roles' order: kernel, busybox, shim, grub[, ipxe].
     let mut it = pkgs.into_iter();
-    let (kernel, busybox) = (it.next().expect("kernel"), it.next().expect("busybox"));
+    let mut next = || it.next().expect("one package per role");
+    let (kernel, busybox, shim, grub) = (next(), next(), next(), next());
     Ok(Inputs {
         kernel,
         busybox,
+        shim,
+        grub,
         ipxe: it.next(),
     })
 }
@@ -198,7 +247,41 @@ mod tests {
             "xz",
             &[],
         );
+        // Without the Secure Boot packages: both named, in one error.
+        let msg = format!("{:#}", from_dir(d.path(), false).unwrap_err());
+        assert!(
+            msg.contains("has no shim-signed_*.deb")
+                && msg.contains("no grub-efi-amd64-signed_*.deb")
+                && !msg.contains("linux-image"),
+            "{msg}"
+        );
+        make_deb(
+            &d.path().join("shim-signed_1_amd64.deb"),
+            "shim-signed",
+            "1",
+            "xz",
+            &[],
+        );
+        let msg = format!("{:#}", from_dir(d.path(), false).unwrap_err());
+        assert!(
+            msg.contains("no grub-efi-amd64-signed_*.deb") && !msg.contains("shim"),
+            "{msg}"
+        );
+        make_deb(
+            &d.path().join("grub-efi-amd64-signed_2_amd64.deb"),
+            "grub-efi-amd64-signed",
+            "2",
+            "xz",
+            &[],
+        );
         let i = from_dir(d.path(), false).unwrap();
+        assert_eq!(
+            (
+                i.shim.control.version.as_str(),
+                i.grub.control.version.as_str()
+            ),
+            ("1", "2")
+        );
         assert_eq!(i.kernel.control.package, "linux-image-1.0-amd64");
         assert!(i.ipxe.is_none());
         let msg = format!("{:#}", from_dir(d.path(), true).unwrap_err());

@@ -28,8 +28,8 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{inspect, Info, Media, INITRD, KERNEL};
+use crate::stack;
 use crate::stack::compare_versions;
-use crate::stack::IPXE_FILES;
 
 /// The boot dir's record of the operator's media: which files came from
 /// `--netboot DIR` (a hidden file: bty-web never serves it).
@@ -113,7 +113,7 @@ impl OperatorRecord {
 #[derive(Debug, Clone)]
 pub struct Placed {
     /// Per file, by its name in the boot dir: the initrd, the kernel, then
-    /// the iPXE bootfiles.
+    /// the bootfiles ([`stack::bootfiles`]).
     pub files: Vec<(String, Outcome)>,
     /// The info of the initrd the boot dir held before (None: no kernel
     /// and initrd there, or not a bty initrd).
@@ -199,8 +199,8 @@ pub fn copy_atomic(src: &Path, dst: &Path) -> Result<Outcome> {
     })
 }
 
-/// Put `media`'s kernel and initrd (as `kernel` and `initrd`) and its iPXE
-/// bootfiles into `boot`, each atomically, by `mode`'s rule (module docs).
+/// Put `media`'s kernel and initrd (as `kernel` and `initrd`) and its
+/// bootfiles ([`stack::bootfiles`]: iPXE, shim, GRUB) into `boot`, each atomically, by `mode`'s rule (module docs).
 /// The operator's media must hold both the kernel and the initrd.
 pub fn place(media: &Media, boot: &Path, kernel: &str, initrd: &str, mode: Mode) -> Result<Placed> {
     if mode == Mode::Operator {
@@ -243,7 +243,7 @@ pub fn place(media: &Media, boot: &Path, kernel: &str, initrd: &str, mode: Mode)
         };
         files.push((name.to_string(), o));
     }
-    for name in IPXE_FILES {
+    for name in stack::bootfiles() {
         let from = media.dir.join(name);
         let theirs = keep == Some(Outcome::KeptOperator)
             && record
@@ -307,10 +307,7 @@ pub fn summary(media: &Media, boot: &Path, placed: &Placed) -> Vec<(bool, String
     let ipxe_written = ipxe.iter().filter(|(_, o)| o.written()).count();
     let ipxe_note = match ipxe_written {
         0 => String::new(),
-        n => format!(
-            "; {n} iPXE bootfile{} updated",
-            if n == 1 { "" } else { "s" }
-        ),
+        n => format!("; {n} bootfile{} updated", if n == 1 { "" } else { "s" }),
     };
     let mine = describe(&media.info);
     let before = placed
@@ -415,7 +412,7 @@ mod tests {
         fs::create_dir_all(dir).unwrap();
         initrd(&dir.join(INITRD), agent_version);
         fs::write(dir.join(KERNEL), kernel).unwrap();
-        for f in IPXE_FILES {
+        for f in stack::bootfiles() {
             fs::write(dir.join(f), format!("{f} {agent_version}")).unwrap();
         }
         Media::from_dir(dir).unwrap()
@@ -437,9 +434,9 @@ mod tests {
         let m1 = media(&d.path().join("m1"), "0.1.0", b"kernel-1");
         let r = auto(&m1, &boot);
         assert_eq!(r.files[0], ("i".to_string(), Copied));
-        assert_eq!(outcomes(&r), [Copied; 5]);
+        assert_eq!(outcomes(&r), [Copied; 7]);
         assert_eq!(r.pair(), Copied);
-        assert_eq!(outcomes(&auto(&m1, &boot)), [Kept; 5]);
+        assert_eq!(outcomes(&auto(&m1, &boot)), [Kept; 7]);
         // Same version, other bytes: replaced.
         let m1b = media(&d.path().join("m1b"), "0.1.0", b"kernel-X");
         let r = auto(&m1b, &boot);
@@ -475,13 +472,13 @@ mod tests {
         // The operator's media of the same version, another kernel.
         let op = media(&d.path().join("op"), "0.2.0", b"kernel-custom");
         let r = place(&op, &boot, "k", "i", Mode::Operator).unwrap();
-        assert_eq!(outcomes(&r), [Copied; 5]);
+        assert_eq!(outcomes(&r), [Copied; 7]);
         let rec = OperatorRecord::read(&boot).unwrap();
         assert_eq!(rec.source, op.dir.display().to_string());
-        assert_eq!(rec.files.len(), 5);
+        assert_eq!(rec.files.len(), 7);
         // An automatic placement (a container restart) keeps all of it.
         let r = auto(&image, &boot);
-        assert_eq!(outcomes(&r), [KeptOperator; 5]);
+        assert_eq!(outcomes(&r), [KeptOperator; 7]);
         assert_eq!(r.operator.as_ref().unwrap().source, rec.source);
         assert_eq!(fs::read(boot.join("k")).unwrap(), b"kernel-custom");
         let s = summary(&image, &boot, &r);
@@ -493,8 +490,11 @@ mod tests {
         // A newer image replaces an older operator's media, and forgets it.
         initrd(&boot.join("i"), "0.1.0");
         let r = auto(&image, &boot);
-        // (Both media's iPXE files are the same bytes.)
-        assert_eq!(outcomes(&r), [Replaced, Replaced, Kept, Kept, Kept]);
+        // (Both media's bootfiles are the same bytes.)
+        assert_eq!(
+            outcomes(&r),
+            [Replaced, Replaced, Kept, Kept, Kept, Kept, Kept]
+        );
         assert!(OperatorRecord::read(&boot).is_none());
         assert_eq!(fs::read(boot.join("k")).unwrap(), b"kernel-image");
         // The operator's placement replaces even a newer media.
@@ -524,7 +524,7 @@ mod tests {
         fs::create_dir_all(&m.dir).unwrap();
         let boot = d.path().join("boot");
         let r = auto(&m, &boot);
-        assert_eq!(outcomes(&r), [Outcome::Missing; 5]);
+        assert_eq!(outcomes(&r), [Outcome::Missing; 7]);
         let s = summary(&m, &boot, &r);
         assert!(s.iter().all(|(warn, _)| *warn), "{s:?}");
         assert!(s[1].1.contains("cannot boot"), "{s:?}");

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::apt::sha256_file;
+use super::build::human;
 use super::cache::{self, Cache, SelfExe};
-use super::{inspect, Info, Manifest, OperatorRecord, INITRD};
+use super::{inspect, signed, Info, Manifest, OperatorRecord, INITRD};
 use crate::cli::MediaStatusArgs;
 use crate::stack::compare_versions;
 
@@ -33,6 +35,59 @@ pub struct Found {
     pub matches: bool,
     /// One line for people.
     pub summary: String,
+    /// The Secure Boot bootfiles there (media directories and boot dirs;
+    /// not an initrd).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secure_boot: Vec<SignedFile>,
+}
+
+/// One Secure Boot bootfile (`shimx64.efi`, `grubx64.efi`) of a media
+/// directory or boot dir.
+#[derive(Debug, Serialize)]
+pub struct SignedFile {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Its Debian package (empty: a directory without a media.json saying).
+    pub package: String,
+    pub version: String,
+}
+
+/// The Secure Boot bootfiles in `dir`: as its media.json records them
+/// (package and version), else the files themselves (hashed now; package
+/// unknown).
+pub fn signed_files(dir: &Path) -> Vec<SignedFile> {
+    if let Ok(m) = Manifest::read(dir) {
+        if !m.secure_boot.is_empty() {
+            return m
+                .secure_boot
+                .iter()
+                .filter_map(|o| {
+                    let f = m.files.get(&o.file)?;
+                    Some(SignedFile {
+                        name: o.file.clone(),
+                        size: f.size,
+                        sha256: f.sha256.clone(),
+                        package: o.package.clone(),
+                        version: o.version.clone(),
+                    })
+                })
+                .collect();
+        }
+    }
+    signed::FILES
+        .iter()
+        .filter_map(|name| {
+            let p = dir.join(name);
+            Some(SignedFile {
+                name: name.to_string(),
+                size: std::fs::metadata(&p).ok().filter(|m| m.is_file())?.len(),
+                sha256: sha256_file(&p).ok()?,
+                package: String::new(),
+                version: String::new(),
+            })
+        })
+        .collect()
 }
 
 /// The whole answer (`--json` prints it).
@@ -57,6 +112,7 @@ pub fn judge(path: &Path, info: Option<Info>, me: &Binary, none: &str) -> Found 
             info: None,
             matches: false,
             summary: none.to_string(),
+            secure_boot: Vec::new(),
         };
     };
     let matches = !info.agent_sha256.is_empty() && info.agent_sha256 == me.sha256;
@@ -91,6 +147,7 @@ pub fn judge(path: &Path, info: Option<Info>, me: &Binary, none: &str) -> Found 
         ),
         info: Some(info),
         matches,
+        secure_boot: Vec::new(),
     }
 }
 
@@ -122,6 +179,7 @@ fn inspect_file(p: &Path, me: &Binary) -> Found {
             info: None,
             matches: false,
             summary: format!("unreadable: {e:#}"),
+            secure_boot: Vec::new(),
         },
     }
 }
@@ -140,6 +198,7 @@ fn of_deploy(dest: &Path, me: &Binary) -> Result<Found> {
             path: s.dest.join("bty.toml"),
             info: None,
             matches: false,
+            secure_boot: Vec::new(),
             summary: "[boot] dir is outside bty-web's state mount (/var/lib/bty): bty-web \
                       serves its image's own media"
                 .to_string(),
@@ -149,6 +208,7 @@ fn of_deploy(dest: &Path, me: &Binary) -> Result<Found> {
     if f.info.is_some() && !boot.join(&kernel).is_file() {
         f.summary = format!("{}; but no kernel {kernel} next to it", f.summary);
     }
+    f.secure_boot = signed_files(&boot);
     if OperatorRecord::read(&boot).is_some() {
         f.summary = format!("{} (the operator's, from --netboot)", f.summary);
     }
@@ -165,12 +225,13 @@ pub fn status(args: &MediaStatusArgs) -> Result<Status> {
     };
     let dir = Cache { root }.media(&exe.key());
     let cached = Manifest::read(&dir).ok().map(|m| m.info);
-    let cache = judge(
+    let mut cache = judge(
         &dir,
         cached,
         &me,
         "none built for this binary yet (`bty-lab media build`)",
     );
+    cache.secure_boot = signed_files(&dir);
     Ok(Status {
         cache,
         deploy: args
@@ -178,10 +239,10 @@ pub fn status(args: &MediaStatusArgs) -> Result<Status> {
             .as_deref()
             .map(|d| of_deploy(d, &me))
             .transpose()?,
-        boot_dir: args
-            .boot_dir
-            .as_ref()
-            .map(|d| inspect_file(&d.join(INITRD), &me)),
+        boot_dir: args.boot_dir.as_ref().map(|d| Found {
+            secure_boot: signed_files(d),
+            ..inspect_file(&d.join(INITRD), &me)
+        }),
         initrd: args.initrd.as_deref().map(|p| inspect_file(p, &me)),
         binary: me,
     })
@@ -205,7 +266,27 @@ pub fn run(args: &MediaStatusArgs) -> Result<()> {
             "{label:<12} {}\n             {}",
             f.path.display(),
             f.summary
-        )
+        );
+        for b in &f.secure_boot {
+            let from = if b.package.is_empty() {
+                "package unknown (no media.json)".to_string()
+            } else {
+                format!("{} {}", b.package, b.version)
+            };
+            println!(
+                "             {:<12} {:>9}  sha256 {}  {from}",
+                b.name,
+                human(b.size),
+                b.sha256
+            );
+        }
+        // A media without them cannot boot a Secure Boot machine.
+        if f.info.is_some() && f.secure_boot.is_empty() && label != "initrd" {
+            println!(
+                "             no Secure Boot bootfiles ({})",
+                signed::FILES.join(", ")
+            );
+        }
     };
     line("cache", &s.cache);
     if let Some(f) = &s.deploy {

@@ -320,6 +320,32 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         "the operator's media is not recorded as theirs"
     );
 
+    // The Secure Boot chain through the containers: the deployed bty-tftp
+    // (host network) relays GRUB's reads to bty-web's published port with
+    // the envvars key; the per-MAC config names bty-web as the machine
+    // reaches it, and the kernel comes through byte for byte.
+    if have_tool("atftp", crate::util::on_path("atftp")) {
+        let cfg = atftp_get(ports.tftp, "grub/grub.cfg-52:54:00:e0:91:01", t.path());
+        let cfg = String::from_utf8(cfg).unwrap();
+        assert!(
+            cfg.contains(&format!("bty.server=http://127.0.0.1:{pw} ")),
+            "{cfg}"
+        );
+        let got = atftp_get(
+            ports.tftp,
+            "grub/boot/52-54-00-e0-91-01/bty-netboot-x86_64.vmlinuz",
+            t.path(),
+        );
+        assert!(got == kernel, "the relayed kernel differs");
+        // shim and GRUB: in bty-tftp's image (its TFTP root) and bty-web's.
+        for f in ["shimx64.efi", "grubx64.efi"] {
+            let (code, body) = get_bytes(ports.web, &format!("/boot/{f}"));
+            assert_eq!(code, 200, "{f} not in bty-web's boot dir");
+            let tftp = atftp_get(ports.tftp, f, t.path());
+            assert!(tftp == body && tftp.starts_with(b"MZ"), "{f} differs");
+        }
+    }
+
     // Each container's environment holds only its own service's keys.
     let rt0 = tokio::runtime::Runtime::new().unwrap();
     let project = dest_p.file_name().unwrap().to_str().unwrap().to_string();

@@ -400,10 +400,26 @@ fn an_envvars_from_before_the_service_token_gets_it_keeping_every_line() {
     let o = init(&t, &[]);
     ok(&o);
     assert!(
-        stderr(&o).contains("added BTY_WITHCACHE_TOKEN and WITHCACHE_API_TOKEN"),
+        stderr(&o).contains("(BTY_WITHCACHE_TOKEN and WITHCACHE_API_TOKEN)")
+            && stderr(&o).contains("(BTY_PXE_RELAY_KEY and BTY_TFTP_RELAY_KEY)"),
         "{}",
         stderr(&o)
     );
+    let relay = envvar(&d, "BTY_PXE_RELAY_KEY");
+    assert_eq!(envvar(&d, "BTY_TFTP_RELAY_KEY"), relay);
+    assert_ne!(relay, envvar(&d, "BTY_WITHCACHE_TOKEN"));
+    let web = std::fs::read_to_string(d.join("env/bty-web.podman.env")).unwrap();
+    let tftp = std::fs::read_to_string(d.join("env/bty-tftp.podman.env")).unwrap();
+    assert!(
+        web.contains(&format!("BTY_PXE_RELAY_KEY={relay}\n")),
+        "{web}"
+    );
+    assert!(!web.contains("BTY_TFTP_RELAY"), "{web}");
+    assert!(
+        tftp.contains(&format!("BTY_TFTP_RELAY_KEY={relay}\n")),
+        "{tftp}"
+    );
+    assert!(tftp.contains("BTY_TFTP_RELAY=http://127.0.0.1:"), "{tftp}");
     let now = std::fs::read_to_string(d.join("envvars")).unwrap();
     assert!(now.starts_with(&old), "other lines changed:\n{now}");
     let token = envvar(&d, "BTY_WITHCACHE_TOKEN");

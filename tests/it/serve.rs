@@ -579,6 +579,22 @@ fn serve_with_tftp(data: &std::path::Path, pt: u16, extra: &[&str]) -> (std::pro
     (child, pw)
 }
 
+/// Wait until a TFTP server on 127.0.0.1:`pt` answers a request.
+fn wait_for_tftp(pt: u16) {
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "internal tftp did not answer");
+        u.send_to(b"\x00\x01missing\x00octet\x00", ("127.0.0.1", pt))
+            .unwrap();
+        if u.recv_from(&mut [0u8; 512]).is_ok() {
+            return;
+        }
+    }
+}
+
 /// SIGINT, wait, stderr.
 fn stop(mut child: std::process::Child) -> String {
     // SAFETY: kill(2) on our own child's pid.
@@ -679,19 +695,7 @@ fn internal_tftp_reads_the_loop_breaker_from_the_env() {
             cmd.env("BTY_TFTP_SECOND_STAGE", s);
         }
         let child = cmd.spawn().unwrap();
-        // Ready once a TFTP request is answered.
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(Instant::now() < deadline, "internal tftp did not answer");
-            u.send_to(b"\x00\x01missing\x00octet\x00", ("127.0.0.1", pt))
-                .unwrap();
-            if u.recv_from(&mut [0u8; 512]).is_ok() {
-                break;
-            }
-        }
+        wait_for_tftp(pt);
         let a = atftp_get(pt, "/undionly.kpxe", t.path());
         let b = atftp_get(pt, "undionly.kpxe", t.path());
         (a, b, stop(child))
@@ -734,4 +738,152 @@ fn internal_tftp_reads_the_loop_breaker_from_the_env() {
         err.contains("BTY_TFTP_SECOND_STAGE") && err.contains("http://"),
         "{err}"
     );
+}
+
+/// The Secure Boot chain through `serve`: GRUB's reads under `grub/` go
+/// over TFTP to bty-tftp, which relays them to serve's own bty-web with
+/// the key serve made for this run: the common config, the per-MAC answer
+/// (its kernel command line naming bty-web as the machine reaches it) and
+/// the kernel's bytes. The key stays inside the process: a request that
+/// names a client with a guessed key is refused.
+#[test]
+fn serve_relays_the_secure_boot_chains_grub_reads_to_its_bty_web() {
+    if !have_tool("atftp", on_path("atftp")) {
+        return;
+    }
+    let t = TestDir::new();
+    let data = t.path().join("data");
+    let pt = free_udp();
+    let (child, pw) = serve_with_tftp(&data, pt, &[]);
+    let common = String::from_utf8(atftp_get(pt, "grub/grub.cfg", t.path())).unwrap();
+    let mine = atftp_get(pt, "grub/grub.cfg-52:54:00:5e:c0:01", t.path());
+    let mine = String::from_utf8(mine).unwrap();
+    let kernel = atftp_get(
+        pt,
+        "grub/boot/52-54-00-5e-c0-01/bty-netboot-x86_64.vmlinuz",
+        t.path(),
+    );
+    let forged = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", "x-bty-relay-client: 127.0.0.9"])
+        .args(["-H", "x-bty-relay-key: guessed"])
+        .arg(format!(
+            "http://127.0.0.1:{pw}/grub/grub.cfg-52:54:00:5e:c0:02"
+        ))
+        .output()
+        .unwrap();
+    let err = stop(child);
+    assert!(
+        common.contains("source $prefix/grub.cfg-$net_default_mac"),
+        "{common}"
+    );
+    assert!(
+        mine.contains(&format!("bty.server=http://127.0.0.1:{pw} ")),
+        "{mine}"
+    );
+    assert!(
+        mine.contains("linux $prefix/boot/52-54-00-5e-c0-01/bty-netboot-x86_64.vmlinuz"),
+        "{mine}"
+    );
+    assert_eq!(kernel, b"fake kernel");
+    assert_eq!(String::from_utf8_lossy(&forged.stdout), "403");
+    assert!(
+        err.contains(&format!("relay=\"http://127.0.0.1:{pw}\"")),
+        "{err}"
+    );
+}
+
+/// The containers' way: `internal web` takes the relay key from
+/// BTY_PXE_RELAY_KEY and `internal tftp` from BTY_TFTP_RELAY_KEY, with
+/// BTY_TFTP_RELAY naming bty-web (what deploy renders from envvars). The
+/// same key relays; another key gets TFTP's access violation; a relay
+/// without a key does not start.
+#[test]
+fn internal_tftp_relays_to_internal_web_with_the_key_from_the_env() {
+    if !have_tool("atftp", on_path("atftp")) {
+        return;
+    }
+    let t = TestDir::new();
+    let (state, boot) = (t.path().join("state"), t.path().join("boot"));
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&boot).unwrap();
+    let pw = free_tcp();
+    let toml = t.path().join("bty.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{pw}\"\nstate_dir = {state:?}\n[boot]\ndir = {boot:?}\n"
+        ),
+    )
+    .unwrap();
+    let web = Command::new(bin())
+        .args(["internal", "web"])
+        .env("BTY_CONFIG_FILE", &toml)
+        .env("BTY_PXE_RELAY_KEY", "key-from-envvars-0123456789")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(pw, "/healthz", None).map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "internal web did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tftp = |key: Option<&str>| {
+        let pt = free_udp();
+        let mut cmd = Command::new(bin());
+        cmd.args(["internal", "tftp"])
+            .env("BTY_TFTP_LISTEN", format!("127.0.0.1:{pt}"))
+            .env("BTY_TFTP_ROOT", &boot)
+            .env("BTY_TFTP_RELAY", format!("http://127.0.0.1:{pw}"))
+            .env_remove("BTY_TFTP_RELAY_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(k) = key {
+            cmd.env("BTY_TFTP_RELAY_KEY", k);
+        }
+        (cmd.spawn().unwrap(), pt)
+    };
+    let (same, pt) = tftp(Some("key-from-envvars-0123456789"));
+    wait_for_tftp(pt);
+    let cfg = atftp_get(pt, "grub/grub.cfg-52:54:00:5e:c0:03", t.path());
+    let err = stop(same);
+    let cfg = String::from_utf8(cfg).unwrap();
+    assert!(
+        cfg.contains(&format!("bty.server=http://127.0.0.1:{pw} ")),
+        "{cfg}\n{err}"
+    );
+
+    let (other, pt) = tftp(Some("not-the-key"));
+    wait_for_tftp(pt);
+    let o = Command::new("timeout")
+        .args(["30", "atftp", "--get", "-r", "grub/grub.cfg", "-l"])
+        .arg(t.path().join("refused"))
+        .args(["127.0.0.1", &pt.to_string()])
+        .output()
+        .unwrap();
+    let err = stop(other);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "a wrong key relayed: {said}");
+    assert!(said.contains("relay_key"), "{said}\n{err}");
+
+    let o = Command::new(bin())
+        .args(["internal", "tftp"])
+        .env("BTY_TFTP_LISTEN", format!("127.0.0.1:{}", free_udp()))
+        .env("BTY_TFTP_ROOT", &boot)
+        .env("BTY_TFTP_RELAY", format!("http://127.0.0.1:{pw}"))
+        .env_remove("BTY_TFTP_RELAY_KEY")
+        .output()
+        .unwrap();
+    let web_err = stop(web);
+    assert!(!o.status.success(), "{web_err}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("BTY_TFTP_RELAY_KEY"), "{err}");
 }

@@ -36,7 +36,7 @@ mod origin;
 mod session;
 mod token;
 
-pub use credentials::{hash_password, Credentials, DEFAULT_PASSWORD, DEFAULT_USER};
+pub use credentials::{ct_eq, hash_password, Credentials, DEFAULT_PASSWORD, DEFAULT_USER};
 pub use limiter::{client_key, LoginLimiter};
 pub use origin::origin_allowed;
 pub use session::{SessionKey, SESSION_TTL};

@@ -243,6 +243,120 @@ pub fn uefi_image(
     Ok(disk)
 }
 
+/// Debian's Microsoft-signed shim (package shim-signed).
+pub const SIGNED_SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
+/// Debian's signed GRUB for disks (package grub-efi-amd64-signed; not the
+/// network build): shim's second stage from the disk's `\EFI\BOOT`.
+pub const SIGNED_GRUB: &str = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+
+/// What a disk boots under Secure Boot with nothing unsigned: a raw image
+/// of `size` bytes (at least 8 MiB, whole MiB) with a GPT (`sfdisk`) and
+/// one EFI System Partition from 1 MiB to 1 MiB before the end (the
+/// backup GPT lives in the last MiB), FAT formatted (`mkfs.fat`), filled
+/// with mtools (nothing is mounted):
+///
+/// - `\EFI\BOOT\BOOTX64.EFI` = [`SIGNED_SHIM`] (the firmware checks it
+///   against Microsoft's key),
+/// - `\EFI\BOOT\grubx64.efi` = [`SIGNED_GRUB`] (shim checks it against
+///   Debian's key, built into shim),
+/// - `grub.cfg` in `\EFI\debian` (that GRUB's built-in `$prefix`, seen as
+///   `(hd0,gpt1)/EFI/debian` in the spike) and `\EFI\BOOT` (its
+///   `$cmdpath`, which its built-in config falls back to), which prints
+///   `marker` and then reboots or powers off.
+///
+/// So the marker on the console means the firmware ran the disk's signed
+/// chain: under Secure Boot nothing unsigned ran from the disk.
+pub fn secure_boot_image(
+    marker: &str,
+    after: AfterMarker,
+    size: usize,
+    tmp: &std::path::Path,
+) -> anyhow::Result<Vec<u8>> {
+    use anyhow::{bail, Context};
+    assert!(size >= 8 << 20 && size % (1 << 20) == 0);
+    assert!(
+        marker.is_ascii() && !marker.contains(['"', '$', '\\', '\n']),
+        "marker must be plain ASCII for GRUB's echo"
+    );
+    let run = |cmd: &mut std::process::Command| -> anyhow::Result<Vec<u8>> {
+        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+        if !out.status.success() {
+            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    let part = size - (2 << 20);
+    let disk_path = tmp.join("sb-disk.img");
+    let fs = tmp.join("sb-esp.fat");
+    for f in [&disk_path, &fs] {
+        let _ = std::fs::remove_file(f);
+    }
+    std::fs::File::create(&disk_path)
+        .and_then(|f| f.set_len(size as u64))
+        .with_context(|| format!("creating {}", disk_path.display()))?;
+    let mut sfdisk = std::process::Command::new("sfdisk");
+    sfdisk
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(&disk_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = sfdisk.spawn().context("running sfdisk (package fdisk)")?;
+    {
+        use std::io::Write as _;
+        let script = format!(
+            "label: gpt\nstart=2048, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=ESP\n",
+            part / 512
+        );
+        child
+            .stdin
+            .take()
+            .context("sfdisk's stdin")?
+            .write_all(script.as_bytes())
+            .context("writing sfdisk's script")?;
+    }
+    let out = child.wait_with_output().context("waiting for sfdisk")?;
+    if !out.status.success() {
+        bail!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    run(std::process::Command::new("mkfs.fat")
+        .args(["-C", "-n", "BTYSBESP"])
+        .arg(&fs)
+        .arg((part / 1024).to_string()))?;
+    let cfg = tmp.join("sb-grub.cfg");
+    let end = match after {
+        AfterMarker::Reboot => "reboot",
+        AfterMarker::Halt => "halt",
+    };
+    std::fs::write(&cfg, format!("echo \"{marker}\"\nsleep 1\n{end}\n"))?;
+    let img = fs.display().to_string();
+    run(std::process::Command::new("mmd").args([
+        "-i",
+        &img,
+        "::/EFI",
+        "::/EFI/BOOT",
+        "::/EFI/debian",
+    ]))?;
+    for (from, to) in [
+        (std::path::Path::new(SIGNED_SHIM), "::/EFI/BOOT/BOOTX64.EFI"),
+        (std::path::Path::new(SIGNED_GRUB), "::/EFI/BOOT/grubx64.efi"),
+        (cfg.as_path(), "::/EFI/BOOT/grub.cfg"),
+        (cfg.as_path(), "::/EFI/debian/grub.cfg"),
+    ] {
+        run(std::process::Command::new("mcopy")
+            .args(["-i", &img])
+            .arg(from)
+            .arg(to))?;
+    }
+    let fat = std::fs::read(&fs)?;
+    if fat.len() != part {
+        bail!("mkfs.fat made {} bytes, expected {part}", fat.len());
+    }
+    let mut disk = std::fs::read(&disk_path)?;
+    disk[1 << 20..(1 << 20) + part].copy_from_slice(&fat);
+    Ok(disk)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

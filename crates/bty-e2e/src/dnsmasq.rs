@@ -29,6 +29,18 @@ pub enum BootRule {
     /// says (the build that can `exit` back to OVMF for the local boot),
     /// or the `ipxe.efi` fallback.
     UefiHttp(String),
+    /// THE one DHCP setup the docs give (examples/dhcp/dnsmasq-full.conf,
+    /// by client architecture, option 93): BIOS (0) gets `undionly.kpxe`
+    /// over TFTP, UEFI x86-64 PXE (7, 9) the Microsoft-signed
+    /// `shimx64.efi` over TFTP (Secure Boot on or off; `snponly.efi` for
+    /// machines the operator tags `uefi-ipxe` by MAC, none here), UEFI
+    /// HTTP Boot (16) option 60 `HTTPClient` and
+    /// `http://HOST:8080/boot/snponly.efi`; iPXE on UEFI (user class
+    /// `iPXE`, e.g. the `snponly.efi` HTTP Boot loaded) the bootstrap URL.
+    Documented,
+    /// Every client gets `<file>` over TFTP from the host, whatever it is
+    /// (the Secure Boot control hands `ipxe.efi` to a Secure Boot machine).
+    TftpFile(String),
 }
 
 impl BootRule {
@@ -43,6 +55,23 @@ impl BootRule {
             BootRule::HttpBootfile(file) => {
                 format!("dhcp-boot=http://{host}:8080/boot/{file},,{host}\n")
             }
+            // The lines of examples/dhcp/dnsmasq-full.conf with its
+            // address: keep them the same as that file's.
+            BootRule::Documented => format!(
+                "dhcp-match=set:bios,option:client-arch,0\n\
+                 dhcp-match=set:efi64,option:client-arch,7\n\
+                 dhcp-match=set:efi64,option:client-arch,9\n\
+                 dhcp-match=set:efi64http,option:client-arch,16\n\
+                 dhcp-option=66,{host}\n\
+                 dhcp-boot=tag:bios,undionly.kpxe,,{host}\n\
+                 dhcp-boot=tag:efi64,tag:!ipxe,tag:!uefi-ipxe,shimx64.efi,,{host}\n\
+                 dhcp-boot=tag:efi64,tag:!ipxe,tag:uefi-ipxe,snponly.efi,,{host}\n\
+                 dhcp-option-force=tag:efi64http,60,HTTPClient\n\
+                 dhcp-boot=tag:efi64http,http://{host}:8080/boot/snponly.efi\n\
+                 dhcp-userclass=set:ipxe,iPXE\n\
+                 dhcp-boot=tag:efi64,tag:ipxe,http://{host}:8080/pxe-bootstrap.ipxe\n"
+            ),
+            BootRule::TftpFile(file) => format!("dhcp-boot={file},,{host}\n"),
             BootRule::UefiHttp(file) => format!(
                 "dhcp-vendorclass=set:http,HTTPClient\n\
                  dhcp-option-force=tag:http,60,HTTPClient\n\
@@ -52,7 +81,9 @@ impl BootRule {
     }
 }
 
-/// A running dnsmasq; stopped on drop.
+/// A running dnsmasq; stopped on drop (or by [`Dnsmasq::stop`]: a test
+/// that changes the rule stops it and starts another on the same files,
+/// whose log goes on after the first's).
 pub struct Dnsmasq {
     guard: Guard,
     log: PathBuf,
@@ -86,6 +117,13 @@ impl Dnsmasq {
             rule.lines(ns.host_ip())
         );
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        // A restart appends to the same log: wait for this start's line.
+        let started = |log: &Path| {
+            std::fs::read_to_string(log)
+                .map(|l| l.matches("DHCP, IP range").count())
+                .unwrap_or(0)
+        };
+        let before = started(&log);
         let child = ns
             .command("dnsmasq")
             .arg("--keep-in-foreground")
@@ -105,10 +143,7 @@ impl Dnsmasq {
             if let Some(status) = d.guard.exited() {
                 bail!("dnsmasq exited at start ({status}); log:\n{}", d.log_tail());
             }
-            if std::fs::read_to_string(&d.log)
-                .map(|l| l.contains("DHCP, IP range"))
-                .unwrap_or(false)
-            {
+            if started(&d.log) > before {
                 return Ok(d);
             }
             if Instant::now() >= until {
@@ -116,6 +151,21 @@ impl Dnsmasq {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stop dnsmasq now (SIGTERM, then SIGKILL).
+    pub fn stop(&mut self) {
+        self.guard.stop();
+    }
+
+    /// The boot files dnsmasq's log says it offered (option 67, or the
+    /// BOOTP file field), in order.
+    pub fn offered(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("option: 67 bootfile-name") || l.contains("bootfile name:"))
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect()
     }
 
     /// The DHCP log so far.
@@ -126,5 +176,31 @@ impl Dnsmasq {
     /// The end of the DHCP log, for failure messages.
     pub fn log_tail(&self) -> String {
         tail(&self.log, 3000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`BootRule::Documented`] is examples/dhcp/dnsmasq-full.conf's
+    /// setup, line for line (its address made the test LAN's): when the
+    /// docs change, the e2e tests must follow.
+    #[test]
+    fn documented_rule_is_the_example_file() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/dhcp/dnsmasq-full.conf"
+        );
+        let example = std::fs::read_to_string(path).expect("reading the example");
+        let want: Vec<String> = example
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("dhcp-range="))
+            .map(|l| l.replace("192.0.2.10", "192.0.2.1"))
+            .collect();
+        let got = BootRule::Documented.lines("192.0.2.1".parse().expect("address"));
+        let got: Vec<&str> = got.lines().collect();
+        assert_eq!(got, want, "BootRule::Documented differs from {path}");
     }
 }

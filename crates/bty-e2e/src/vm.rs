@@ -25,6 +25,16 @@ pub enum Firmware {
     UefiHttp,
     /// OVMF booting from disk only: no NIC.
     UefiDisk,
+    /// OVMF with PXE over IPv4 on the NIC (Secure Boot off: the plain
+    /// build and an empty variable store), HTTP Boot after it: the
+    /// firmware path of the documented DHCP setup (option 93 = 7 gets
+    /// `shimx64.efi` over TFTP) on a machine without Secure Boot.
+    UefiPxe,
+    /// OVMF's Secure Boot build (SMM, the secure pflash) with Microsoft's
+    /// keys enrolled and Secure Boot enforced (`OVMF_VARS_4M.ms.fd`), PXE
+    /// over IPv4 on the NIC, HTTP Boot after it: only signed loaders run
+    /// (shim, then what shim verifies).
+    UefiSecureBoot,
 }
 
 /// One virtio disk.
@@ -49,6 +59,11 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     /// Exit qemu when the guest reboots, instead of rebooting.
     pub no_reboot: bool,
+    /// UEFI: keep the variable store an earlier VM with the same MAC left
+    /// in the same directory (boot entries, Secure Boot state), as a
+    /// machine that is powered off and on again does; otherwise (and when
+    /// there is none) start from a fresh copy of the firmware's template.
+    pub keep_vars: bool,
 }
 
 impl VmConfig {
@@ -60,6 +75,7 @@ impl VmConfig {
             memory_mb: 256,
             disks: Vec::new(),
             no_reboot: true,
+            keep_vars: false,
         }
     }
 }
@@ -124,16 +140,41 @@ impl StickLan {
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF's Secure Boot build (needs SMM and the secure pflash);
+/// `OVMF_CODE_4M.ms.fd` is a link to it: the keys are in the variables.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Variables with Microsoft's KEK and db enrolled and Secure Boot on.
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
-/// OVMF as the firmware: its code read-only, a fresh copy of its
-/// variable store (`DIR/OVMF_VARS-<tag>.fd`) per machine.
-fn ovmf(cmd: &mut std::process::Command, dir: &Path, tag: &str) -> anyhow::Result<()> {
+/// OVMF as the firmware: its code read-only, a copy of its variable store
+/// (`DIR/OVMF_VARS-<tag>.fd`) per machine, fresh unless `keep` and one
+/// is there. With `secure`, the Secure Boot build and Microsoft's keys.
+fn ovmf(
+    cmd: &mut std::process::Command,
+    dir: &Path,
+    tag: &str,
+    secure: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    let (code, template) = if secure {
+        (OVMF_CODE_SECBOOT, OVMF_VARS_MS)
+    } else {
+        (OVMF_CODE, OVMF_VARS)
+    };
     let vars = dir.join(format!("OVMF_VARS-{tag}.fd"));
-    std::fs::copy(OVMF_VARS, &vars)
-        .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
+    if !(keep && vars.is_file()) {
+        std::fs::copy(template, &vars)
+            .with_context(|| format!("copying {template} to {}", vars.display()))?;
+    }
+    if secure {
+        // The Secure Boot build keeps its variables behind SMM: without
+        // it (and the secure flash) OVMF stops before the boot manager.
+        cmd.args(["-machine", "q35,smm=on"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    }
     cmd.arg("-drive")
         .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
         ))
         .arg("-drive")
         .arg(format!(
@@ -168,12 +209,23 @@ impl Vm {
         match cfg.firmware {
             Firmware::Bios => {}
             Firmware::UefiHttp | Firmware::UefiDisk => {
-                ovmf(&mut cmd, dir, &cfg.mac.replace(':', ""))?;
+                let tag = cfg.mac.replace(':', "");
+                ovmf(&mut cmd, dir, &tag, false, cfg.keep_vars)?;
                 // Only HTTP Boot on the NIC: PXE would first wait for
                 // a TFTP offer that never comes.
                 cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
                     .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
                 // No iPXE ROM: OVMF's own virtio-net driver and HttpBoot.
+                nic.push_str(",romfile=");
+            }
+            Firmware::UefiPxe | Firmware::UefiSecureBoot => {
+                let tag = cfg.mac.replace(':', "");
+                let secure = cfg.firmware == Firmware::UefiSecureBoot;
+                ovmf(&mut cmd, dir, &tag, secure, cfg.keep_vars)?;
+                // PXE over IPv4 first (the TFTP shim), no IPv6 PXE: its
+                // DHCPv6 solicits would cost the failure paths a minute.
+                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                // No iPXE ROM: OVMF's own PXE drives the virtio NIC.
                 nic.push_str(",romfile=");
             }
         }
@@ -264,7 +316,8 @@ impl Vm {
             cmd.arg("-no-reboot");
         }
         if cfg.firmware != Firmware::Bios {
-            ovmf(&mut cmd, dir, tag)?;
+            let secure = cfg.firmware == Firmware::UefiSecureBoot;
+            ovmf(&mut cmd, dir, tag, secure, false)?;
         }
         if let Some(stick) = &cfg.stick {
             cmd.args(["-device", "qemu-xhci,id=xhci"])
@@ -382,13 +435,39 @@ impl Vm {
 
     /// Like [`Vm::expect`], returning the failure message instead.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        self.wait_for_unless(needle, &[], timeout)
+    }
+
+    /// Like [`Vm::wait_for`], but fail as soon as one of `bad` shows
+    /// before `needle` (e.g. the firmware giving up on a boot option), so
+    /// a broken chain costs seconds, not the whole timeout.
+    pub fn wait_for_unless(
+        &mut self,
+        needle: &str,
+        bad: &[&str],
+        timeout: Duration,
+    ) -> Result<(), String> {
         let until = Instant::now() + timeout;
         loop {
             // Consoles wrap at 80 columns: match across line breaks.
             let text = self.serial().replace('\n', "");
-            if let Some(pos) = text.get(self.cursor..).and_then(|t| t.find(needle)) {
-                self.cursor += pos + needle.len();
-                return Ok(());
+            let rest = text.get(self.cursor..).unwrap_or_default();
+            let found = rest.find(needle);
+            let failed = bad
+                .iter()
+                .filter_map(|b| rest.find(b).map(|p| (p, *b)))
+                .min();
+            match (found, failed) {
+                (Some(pos), f) if f.is_none_or(|(b, _)| pos < b) => {
+                    self.cursor += pos + needle.len();
+                    return Ok(());
+                }
+                (_, Some((_, b))) => {
+                    return Err(self.report(&format!(
+                        "the serial console showed {b:?} before {needle:?}"
+                    )));
+                }
+                _ => {}
             }
             if let Some(status) = self.guard.exited() {
                 return Err(self.report(&format!(

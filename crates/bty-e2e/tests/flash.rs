@@ -37,7 +37,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bty_e2e::disk::{mbr_image, sha256_hex, uefi_image, AfterMarker};
+use bty_e2e::disk::{mbr_image, secure_boot_image, sha256_hex, uefi_image, AfterMarker};
 use bty_e2e::dnsmasq::{BootRule, Dnsmasq};
 use bty_e2e::origin::Origin;
 use bty_e2e::stack::{Deploy, Stack, StackOptions};
@@ -70,7 +70,7 @@ fn slack() -> u64 {
 
 struct Flash {
     vm: Option<Vm>,
-    _dhcp: Dnsmasq,
+    dhcp: Dnsmasq,
     stack: Stack,
     origin: Origin,
     mac: String,
@@ -109,8 +109,12 @@ struct Setup {
     /// The README's path, no shortcut ([`StackOptions::readme`]): its
     /// binary (`BTY_LAB_README_BIN`), no `--netboot`, the image added
     /// with `bty-lab image add`, and DHCP handing out one TFTP boot file
-    /// (`undionly.kpxe`) with no user-class rule.
+    /// (`undionly.kpxe`) with no user-class rule (UEFI: the documented
+    /// setup, [`BootRule::Documented`]).
     readme: bool,
+    /// dnsmasq's rule when the VM first boots, instead of the firmware's
+    /// usual one (the Secure Boot control: `ipxe.efi` for everyone).
+    rule: Option<BootRule>,
 }
 
 impl Setup {
@@ -126,6 +130,7 @@ impl Setup {
             target_serial: SERIAL,
             engine: None,
             readme: false,
+            rule: None,
         }
     }
 
@@ -153,9 +158,14 @@ impl Flash {
         let tmp = tempfile::tempdir().expect("temp dir");
         let image = match su.firmware {
             Firmware::Bios => mbr_image(&marker, AfterMarker::Reboot, image_size()),
-            Firmware::UefiHttp | Firmware::UefiDisk => {
+            // Unsigned: fine with Secure Boot off.
+            Firmware::UefiHttp | Firmware::UefiDisk | Firmware::UefiPxe => {
                 uefi_image(&marker, AfterMarker::Reboot, 6 << 20, tmp.path())
                     .expect("building the UEFI image")
+            }
+            Firmware::UefiSecureBoot => {
+                secure_boot_image(&marker, AfterMarker::Reboot, 8 << 20, tmp.path())
+                    .expect("building the Secure Boot disk image (sfdisk, mkfs.fat, mtools)")
             }
         };
         // The LAN address: 192.0.2.1 in a namespace, another on the
@@ -205,13 +215,14 @@ impl Flash {
                 .await
             });
         }
-        let rule = match su.firmware {
+        let rule = su.rule.clone().unwrap_or(match su.firmware {
             // One boot file, no user-class rule: bty-tftp's second stage
             // must break the loop (docs/dhcp.md).
             Firmware::Bios if su.readme => BootRule::TftpOnly,
             Firmware::Bios => BootRule::TftpWithUserClass,
             Firmware::UefiHttp | Firmware::UefiDisk => BootRule::UefiHttp("snponly.efi".into()),
-        };
+            Firmware::UefiPxe | Firmware::UefiSecureBoot => BootRule::Documented,
+        });
         let dhcp = Dnsmasq::start(&stack.ns, stack.dir.path(), &rule).expect("starting dnsmasq");
         let disk = stack.dir.path().join("disk.img");
         let decoy = stack.dir.path().join("decoy.img");
@@ -222,7 +233,7 @@ impl Flash {
         }
         let f = Flash {
             vm: None,
-            _dhcp: dhcp,
+            dhcp,
             stack,
             origin: su.origin,
             mac: su.mac.to_string(),
@@ -368,6 +379,9 @@ impl Flash {
         // The agent, its buffers and the initramfs live in RAM.
         cfg.memory_mb = 512;
         cfg.no_reboot = false;
+        // A second boot in one test is the same machine powered on again:
+        // its firmware variables (boot entries, Secure Boot) stay.
+        cfg.keep_vars = true;
         cfg.disks = vec![
             Disk {
                 path: self.disk.clone(),
@@ -389,7 +403,14 @@ impl Flash {
     }
 
     fn expect(&mut self, needle: &str, secs: u64) {
-        let r = self.vm().wait_for(needle, Duration::from_secs(secs));
+        self.expect_unless(needle, &[], secs);
+    }
+
+    /// [`Flash::expect`], failing at once if one of `bad` shows first.
+    fn expect_unless(&mut self, needle: &str, bad: &[&str], secs: u64) {
+        let r = self
+            .vm()
+            .wait_for_unless(needle, bad, Duration::from_secs(secs));
         if let Err(e) = r {
             panic!("{e}{}", self.stack.report());
         }
@@ -420,6 +441,104 @@ impl Flash {
             flashed,
             disk,
         }
+    }
+
+    /// One flash through the signed chain (`Firmware::UefiPxe` or
+    /// `UefiSecureBoot`, DHCP [`BootRule::Documented`]): the firmware's
+    /// PXE loads shim, shim fetches GRUB, GRUB bty-web's per-MAC config,
+    /// the netboot kernel (with `secure`, its EFI stub says Secure Boot is
+    /// on) and the agent flashes; after its reboot, shim and GRUB again,
+    /// whose per-MAC config is now the local boot: the disk's ESP prints
+    /// the marker. Times are counted from `from` (power-on: zero).
+    fn expect_shim_flash_then_disk(&mut self, secure: bool, from: Duration) -> ShimTiming {
+        let at = |f: &mut Flash, needle: &str, secs: u64| {
+            f.expect(needle, secs);
+            f.vm().elapsed().saturating_sub(from)
+        };
+        // OVMF giving up on its PXE option (no shim on the TFTP server,
+        // or a refused one) ends this boot: fail now, not at the timeout.
+        self.expect_unless(
+            "Fetching Netboot Image",
+            &["failed to load Boot", "failed to start Boot"],
+            180,
+        );
+        let shim = self.vm().elapsed().saturating_sub(from);
+        let grub = at(self, "Welcome to GRUB!", 120);
+        let kernel = if secure {
+            at(self, "EFI stub: UEFI Secure Boot is enabled", 180)
+        } else {
+            at(self, "Linux version", 180)
+        };
+        let agent = at(self, "bty-netboot: starting agent", 180);
+        let flashed = at(self, "bty: flash complete", 300 + 2 * slack());
+        // The local boot goes through the network's shim and GRUB again
+        // (the per-MAC config chainloads the disk), not around them.
+        at(self, "Fetching Netboot Image", 240);
+        let marker = self.marker.clone();
+        let disk = at(self, &marker, 180);
+        ShimTiming {
+            secure,
+            image_bytes: self.image.len(),
+            shim,
+            grub,
+            kernel,
+            agent,
+            flashed,
+            disk,
+        }
+    }
+
+    /// Stop dnsmasq and start it again with `rule` (same lease file and
+    /// log), as an operator changing the DHCP setup.
+    fn restart_dhcp(&mut self, rule: &BootRule) {
+        self.dhcp.stop();
+        self.dhcp = Dnsmasq::start(&self.stack.ns, self.stack.dir.path(), rule)
+            .unwrap_or_else(|e| panic!("restarting dnsmasq: {e:#}\n{}", self.stack.report()));
+    }
+
+    /// bty-tftp's log lines of completed transfers of `file`.
+    fn tftp_sent(&self, file: &str) -> usize {
+        let log = self.stack.service_log("bty-tftp").expect("bty-tftp's log");
+        let name = format!("file={file} ");
+        log.lines()
+            .filter(|l| l.contains("tftp transfer") && !l.contains("transfer failed"))
+            .filter(|l| l.contains(&name))
+            .count()
+    }
+
+    /// What GRUB read through bty-tftp's relay (`grub/`, logged with a
+    /// leading `/`): bty-web's per-MAC config at every one of `boots`
+    /// network boots, and the netboot kernel once per flash (`flashes`):
+    /// the local boots load no kernel.
+    fn check_grub_relay(&self, boots: usize, flashes: usize) {
+        let config = format!(
+            "/{}",
+            bty_proto::relay::mac_config(&self.mac.parse().expect("MAC"))
+        );
+        let kernel = format!(
+            "/grub/boot/{}/{}",
+            self.mac.replace(':', "-"),
+            bty_e2e::media::KERNEL
+        );
+        let (c, k) = (self.tftp_sent(&config), self.tftp_sent(&kernel));
+        if c < boots || k != flashes {
+            self.fail(&format!(
+                "bty-tftp relayed {config} {c} times (expected at least {boots}) and {kernel} \
+                 {k} times (expected {flashes})"
+            ));
+        }
+    }
+
+    /// The sum of every series of a `/metrics` counter (all labels).
+    fn metric_sum(&self, name: &str) -> u64 {
+        let text = self.stack.get_text("/metrics").expect("GET /metrics");
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// A counter from bty-web's `/metrics`, 0 when absent.
@@ -539,6 +658,45 @@ impl Timing {
              power-on -> flash script {:.1} s -> flashed {:.1} s -> booted from disk {:.1} s",
             image_bytes >> 20,
             self.script.as_secs_f64(),
+            self.flashed.as_secs_f64(),
+            self.disk.as_secs_f64()
+        )
+    }
+}
+
+/// Seconds at the milestones of one flash through shim and GRUB (from
+/// power-on, or from the start of the cycle in a flash-always run).
+struct ShimTiming {
+    secure: bool,
+    image_bytes: usize,
+    /// shim runs and fetches GRUB (`Fetching Netboot Image`).
+    shim: Duration,
+    /// GRUB starts (`Welcome to GRUB!`).
+    grub: Duration,
+    /// The netboot kernel's EFI stub (Secure Boot) or `Linux version`.
+    kernel: Duration,
+    /// The netboot init starts the agent.
+    agent: Duration,
+    /// The agent printed "flash complete".
+    flashed: Duration,
+    /// The flashed disk's marker, through shim and GRUB again.
+    disk: Duration,
+}
+
+impl ShimTiming {
+    /// One line for logs (and the docs' figures).
+    /// `start`: what the times count from (`power-on`, `reboot`).
+    fn line(&self, start: &str) -> String {
+        format!(
+            "bty-e2e timing: shim+GRUB, Secure Boot {}, image {} MiB, accel tcg: {start} -> \
+             shim {:.1} s -> GRUB {:.1} s -> kernel {:.1} s -> agent {:.1} s -> flashed {:.1} s \
+             -> booted from disk {:.1} s",
+            if self.secure { "on" } else { "off" },
+            self.image_bytes >> 20,
+            self.shim.as_secs_f64(),
+            self.grub.as_secs_f64(),
+            self.kernel.as_secs_f64(),
+            self.agent.as_secs_f64(),
             self.flashed.as_secs_f64(),
             self.disk.as_secs_f64()
         )
@@ -682,18 +840,22 @@ fn readme_deploy_bios_one_bootfile_flashes_and_boots() {
 }
 
 /// BIOS, flash-always: flash, disk, flash, disk, flash, disk, each flash a
-/// new cycle with its own `done`.
+/// new cycle with its own `done`. On the documented DHCP setup (the one
+/// the Secure Boot and UEFI tests use): a BIOS client gets `undionly.kpxe`
+/// from it, and bty-tftp's loop breaker chains iPXE to bty-web.
 #[test]
 fn bios_flash_always_three_cycles() {
     let Some(_gate) = bty_e2e::gate("bios_flash_always_three_cycles") else {
         return;
     };
-    let Some(mut f) = Flash::setup(Setup::new(
+    let mut su = Setup::new(
         "bios-always",
         "52:54:00:e2:e6:02",
         "bty-flash-always",
         Firmware::Bios,
-    )) else {
+    );
+    su.rule = Some(BootRule::Documented);
+    let Some(mut f) = Flash::setup(su) else {
         return;
     };
     f.boot();
@@ -702,59 +864,298 @@ fn bios_flash_always_three_cycles() {
     }
     f.check_cycles(3);
     f.check_disks();
+    let offered = f.dhcp.offered();
+    if offered.is_empty() || offered.iter().any(|o| o != "undionly.kpxe") {
+        f.fail(&format!(
+            "dnsmasq offered {offered:?}, expected undionly.kpxe alone"
+        ));
+    }
 }
 
-/// UEFI, flash-once, one VM: OVMF HTTP Boot of snponly.efi → flash →
-/// reboot → HTTP Boot again → the per-MAC script is the local boot, whose
-/// `exit 1` hands back to OVMF, which boots the next boot option: the
-/// flashed disk's ESP (`\EFI\BOOT\BOOTX64.EFI`, an EFI app built by the
-/// test) prints the marker.
-///
-/// No `[boot] console` trick: bty-web's netboot script itself carries the
-/// `initrd=` argument the 2019 iPXE needs under UEFI.
+/// The tools the UEFI images are built with are there (mtools, dosfstools,
+/// and for `secure`, sfdisk and Debian's signed shim and GRUB); if not,
+/// skip (false), or panic under `BTY_REQUIRE_TOOLS=1`.
+fn image_tools(test: &str, secure: bool) -> bool {
+    let mut tools = vec![
+        ("mkfs.fat", "dosfstools"),
+        ("mmd", "mtools"),
+        ("mcopy", "mtools"),
+    ];
+    if secure {
+        tools.push(("sfdisk", "fdisk"));
+    }
+    let missing = tools
+        .iter()
+        .find(|(t, _)| !bty_e2e::on_path(t))
+        .map(|(t, p)| format!("{t} (package {p})"))
+        .or_else(|| {
+            let files = [
+                (bty_e2e::disk::SIGNED_SHIM, "shim-signed"),
+                (bty_e2e::disk::SIGNED_GRUB, "grub-efi-amd64-signed"),
+                (bty_e2e::vm::OVMF_CODE_SECBOOT, "ovmf"),
+                (bty_e2e::vm::OVMF_VARS_MS, "ovmf"),
+            ];
+            files
+                .iter()
+                .filter(|_| secure)
+                .find(|(f, _)| !std::path::Path::new(f).exists())
+                .map(|(f, p)| format!("{f} (package {p})"))
+        });
+    let Some(missing) = missing else {
+        return true;
+    };
+    if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{test}: BTY_REQUIRE_TOOLS=1 but {missing} is missing");
+    }
+    eprintln!("skipping: {missing} not installed ({test})");
+    false
+}
+
+/// UEFI with Secure Boot off, flash-once, one VM, the documented DHCP
+/// setup: OVMF's PXE loads `shimx64.efi` from bty-tftp, shim GRUB, GRUB
+/// bty-web's per-MAC config (over bty-tftp's relay): the netboot kernel,
+/// the agent flashes → reboot → shim and GRUB again, whose per-MAC config
+/// is the local boot: it chainloads the flashed disk's ESP
+/// (`\EFI\BOOT\BOOTX64.EFI`, an unsigned EFI app built by the test, fine
+/// with Secure Boot off), which prints the marker. So the one DHCP setup
+/// serves machines with Secure Boot off as well.
 #[test]
 fn uefi_flash_once_then_the_esp_boots() {
-    let Some(_gate) = bty_e2e::gate("uefi_flash_once_then_the_esp_boots") else {
+    let test = "uefi_flash_once_then_the_esp_boots";
+    let Some(_gate) = bty_e2e::gate(test) else {
         return;
     };
-    if let Some(missing) = ["mkfs.fat", "mmd", "mcopy"]
-        .into_iter()
-        .find(|t| !bty_e2e::on_path(t))
-    {
-        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("BTY_REQUIRE_TOOLS=1 but {missing} (packages dosfstools, mtools) is missing");
-        }
-        eprintln!("skipping: {missing} not installed (packages dosfstools, mtools)");
+    if !image_tools(test, false) {
         return;
     }
     let Some(mut f) = Flash::setup(Setup::new(
         "uefi-once",
         "52:54:00:e2:e6:03",
         "bty-flash-once",
-        Firmware::UefiHttp,
+        Firmware::UefiPxe,
     )) else {
         return;
     };
     f.boot();
-    f.expect("Start HTTP Boot over IPv4", 180);
-    let flashing = format!("bty: {}: flashing {}", f.mac, f.name);
-    f.expect(&flashing, 180);
-    f.expect("Linux version", 120);
-    // After the agent's reboot: HTTP Boot, iPXE, the local boot's `exit 1`
-    // and OVMF's next boot option, the flashed disk.
-    f.expect("Start HTTP Boot over IPv4", 300);
-    f.expect("flashed once already", 180);
-    f.expect(&f.marker.clone(), 180);
+    f.expect(">>Start PXE over IPv4", 120);
+    let t = f.expect_shim_flash_then_disk(false, Duration::ZERO);
+    println!("{}", t.line("power-on"));
+    f.vm().kill();
+    if f.vm().serial().contains("UEFI Secure Boot is enabled") {
+        f.fail("the kernel says Secure Boot is on, with OVMF_VARS_4M.fd");
+    }
     f.check_cycles(1);
-    // The firmware was offered snponly.efi (what docs/dhcp.md says).
-    let offered = std::fs::read_to_string(f.stack.dir.path().join("dnsmasq.log"))
-        .unwrap_or_default()
-        .contains("bootfile-name  http://192.0.2.1:8080/boot/snponly.efi");
-    if !offered {
-        f.fail("dnsmasq did not offer snponly.efi");
+    // The firmware was offered the signed shim over TFTP, and nothing else.
+    let offered = f.dhcp.offered();
+    if offered.is_empty() || offered.iter().any(|o| o != "shimx64.efi") {
+        f.fail(&format!(
+            "dnsmasq offered {offered:?}, expected shimx64.efi alone"
+        ));
     }
     // OVMF_VARS_4M.fd: Secure Boot off, and the agent saw it so.
     f.check_firmware("uefi", Some("disabled"));
+    f.check_grub_relay(2, 1);
+    f.check_disks();
+}
+
+/// UEFI HTTP Boot (Secure Boot off) on the same documented DHCP setup, one
+/// VM: OVMF HTTP-boots `snponly.efi` from bty-web → that iPXE does DHCP
+/// again as a UEFI PXE client, and the setup's user-class rule sends it to
+/// `/pxe-bootstrap.ipxe` (not to shim) → the netboot kernel and initrd over
+/// HTTP → flash → reboot → HTTP Boot again, the per-MAC script's `exit 1`
+/// hands back to OVMF, which boots the flashed disk's ESP. Its timing line
+/// is the iPXE side of `bench/uefi-netboot.sh` (the signed chain's is
+/// `uefi_flash_once_then_the_esp_boots`).
+#[test]
+fn uefi_http_boot_flash_once_then_the_esp_boots() {
+    let test = "uefi_http_boot_flash_once_then_the_esp_boots";
+    let Some(_gate) = bty_e2e::gate(test) else {
+        return;
+    };
+    if !image_tools(test, false) {
+        return;
+    }
+    let mut su = Setup::new(
+        "uefi-http",
+        "52:54:00:e2:e6:0b",
+        "bty-flash-once",
+        Firmware::UefiHttp,
+    );
+    su.rule = Some(BootRule::Documented);
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
+    f.boot();
+    let at = |f: &mut Flash, needle: &str, secs: u64| {
+        f.expect(needle, secs);
+        f.vm().elapsed().as_secs_f64()
+    };
+    at(&mut f, "Start HTTP Boot over IPv4", 180);
+    let ipxe = at(&mut f, "iPXE initialising devices", 120);
+    let flashing = format!("bty: {}: flashing {}", f.mac, f.name);
+    f.expect(&flashing, 180);
+    let kernel = at(&mut f, "Linux version", 120);
+    let agent = at(&mut f, "bty-netboot: starting agent", 180);
+    let flashed = at(&mut f, "bty: flash complete", 300 + 2 * slack());
+    // After the agent's reboot: HTTP Boot, iPXE, the local boot's `exit 1`
+    // and OVMF's next boot option, the flashed disk.
+    f.expect("flashed once already", 300);
+    let marker = f.marker.clone();
+    let disk = at(&mut f, &marker, 180);
+    println!(
+        "bty-e2e timing: iPXE over HTTP Boot, Secure Boot off, image {} MiB, accel tcg: \
+         power-on -> iPXE {ipxe:.1} s -> kernel {kernel:.1} s -> agent {agent:.1} s -> \
+         flashed {flashed:.1} s -> booted from disk {disk:.1} s",
+        f.image.len() >> 20
+    );
+    f.vm().kill();
+    f.check_cycles(1);
+    let offered = f.dhcp.offered();
+    let http = "http://192.0.2.1:8080/boot/snponly.efi";
+    let script = "http://192.0.2.1:8080/pxe-bootstrap.ipxe";
+    if !offered.iter().any(|o| o == http) || !offered.iter().any(|o| o == script) {
+        f.fail(&format!(
+            "dnsmasq offered {offered:?}: expected {http} (HTTP Boot), then {script} (iPXE)"
+        ));
+    }
+    if offered.iter().any(|o| o == "shimx64.efi") {
+        f.fail(&format!("iPXE was handed the shim: {offered:?}"));
+    }
+    f.check_firmware("uefi", Some("disabled"));
+    f.check_disks();
+}
+
+/// The control of the Secure Boot test, on its machine before its first
+/// flash: dnsmasq hands out unsigned `ipxe.efi` over TFTP, the firmware
+/// downloads it (bty-tftp logs the transfer) and refuses to start it
+/// (OVMF's `Access Denied` / `Security Violation` for the PXE boot
+/// option), so bty-web never hears from the machine. Proves the machine
+/// enforces Secure Boot: what boots next got there by signatures.
+fn secure_boot_refuses_ipxe(f: &mut Flash) {
+    f.boot();
+    f.expect(">>Start PXE over IPv4", 120);
+    f.expect("failed to load Boot", 180);
+    let text = f.vm().serial().replace('\n', "");
+    let refused = text.split("BdsDxe: ").any(|l| {
+        l.starts_with("failed to load Boot")
+            && l.contains("PXEv4")
+            && (l.contains("Access Denied") || l.contains("Security Violation"))
+    });
+    if !refused {
+        f.fail("OVMF did not refuse the PXE boot option with Access Denied / Security Violation");
+    }
+    if f.tftp_sent("ipxe.efi") == 0 {
+        f.fail("bty-tftp never sent ipxe.efi: the firmware refused nothing it had");
+    }
+    if text.contains("iPXE") {
+        f.fail("iPXE ran under Secure Boot");
+    }
+    if f.tftp_sent("/grub/grub.cfg") != 0 {
+        f.fail("GRUB read its config: something signed ran");
+    }
+    f.vm().kill();
+    let contact = f.metric_sum("bty_pxe_offers_total") + f.metric("bty_pxe_bootstraps_total");
+    if contact != 0 || !f.cycles().is_empty() {
+        f.fail(&format!(
+            "bty-web heard from the machine ({contact} offers/bootstraps, cycles {:?})",
+            f.cycles()
+        ));
+    }
+    // Keep the control's console next to the next boot's (which starts a
+    // new file).
+    let dir = f.stack.dir.path();
+    let serial = dir.join(format!("serial-{}.log", f.mac.replace(':', "")));
+    let _ = std::fs::copy(&serial, dir.join("serial-control.log"));
+}
+
+/// The user's path with Secure Boot on: the README's `bty-lab serve` (as
+/// [`readme_serve_bios_one_bootfile_flashes_and_boots`]), the documented
+/// DHCP setup, a machine with OVMF's Secure Boot build and Microsoft's
+/// keys, flash-once, an image whose ESP holds only signed loaders.
+///
+/// First the control on the same machine ([`secure_boot_refuses_ipxe`]),
+/// then dnsmasq is restarted with the documented setup and the same
+/// machine (same variables) boots: the firmware's PXE loads the
+/// Microsoft-signed shim from bty-tftp, shim fetches Debian's signed
+/// network GRUB (`Fetching Netboot Image`), GRUB reads bty-web's configs
+/// through bty-tftp's relay, the signed kernel's EFI stub says `UEFI
+/// Secure Boot is enabled`, the agent flashes and reports Secure Boot on;
+/// after its reboot the per-MAC config is the local boot, which
+/// chainloads the flashed disk's shim, its GRUB prints the marker.
+#[test]
+fn readme_serve_secure_boot_flashes_through_the_signed_chain() {
+    let test = "readme_serve_secure_boot_flashes_through_the_signed_chain";
+    let Some(_gate) = bty_e2e::gate(test) else {
+        return;
+    };
+    if !image_tools(test, true) {
+        return;
+    }
+    let mut su = Setup::readme("readme-sb", "52:54:00:e2:e6:09");
+    su.firmware = Firmware::UefiSecureBoot;
+    su.rule = Some(BootRule::TftpFile("ipxe.efi".into()));
+    let Some(mut f) = Flash::setup(su) else {
+        return;
+    };
+    secure_boot_refuses_ipxe(&mut f);
+    f.restart_dhcp(&BootRule::Documented);
+    f.boot();
+    f.expect(">>Start PXE over IPv4", 120);
+    let t = f.expect_shim_flash_then_disk(true, Duration::ZERO);
+    println!("{}", t.line("power-on"));
+    f.vm().kill();
+    f.check_cycles(1);
+    f.check_firmware("uefi", Some("enabled"));
+    // After the control's ipxe.efi, dnsmasq offered the signed shim only.
+    let offered = f.dhcp.offered();
+    let after: Vec<&String> = offered.iter().skip_while(|o| *o == "ipxe.efi").collect();
+    if after.is_empty() || after.iter().any(|o| *o != "shimx64.efi") {
+        f.fail(&format!(
+            "dnsmasq offered {offered:?}: expected shimx64.efi after the control's ipxe.efi"
+        ));
+    }
+    for file in ["shimx64.efi", "grubx64.efi"] {
+        if f.tftp_sent(file) == 0 {
+            f.fail(&format!("bty-tftp never completed a transfer of {file}"));
+        }
+    }
+    f.check_grub_relay(2, 1);
+    f.check_disks();
+}
+
+/// Secure Boot on, flash-always, one VM, the signed chain every time:
+/// flash, disk, flash, disk, flash, disk (the disk's GRUB reboots after
+/// its marker), three `done` cycles with the image's digest, Secure Boot
+/// on in the inventory.
+#[test]
+fn uefi_secure_boot_flash_always_three_cycles() {
+    let test = "uefi_secure_boot_flash_always_three_cycles";
+    let Some(_gate) = bty_e2e::gate(test) else {
+        return;
+    };
+    if !image_tools(test, true) {
+        return;
+    }
+    let Some(mut f) = Flash::setup(Setup::new(
+        "sb-always",
+        "52:54:00:e2:e6:0a",
+        "bty-flash-always",
+        Firmware::UefiSecureBoot,
+    )) else {
+        return;
+    };
+    f.boot();
+    let mut from = Duration::ZERO;
+    for cycle in 1..=3 {
+        let t = f.expect_shim_flash_then_disk(true, from);
+        let start = if cycle == 1 { "power-on" } else { "reboot" };
+        println!("cycle {cycle}: {}", t.line(start));
+        from += t.disk;
+    }
+    f.vm().kill();
+    f.check_cycles(3);
+    f.check_firmware("uefi", Some("enabled"));
+    f.check_grub_relay(6, 3);
     f.check_disks();
 }
 

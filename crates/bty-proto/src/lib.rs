@@ -9,6 +9,8 @@
 //! - [`plan`]: the JSON plan the agent fetches and the reports it posts.
 //! - [`inventory`]: what the agent reports about the hardware it runs on.
 //! - [`catalog`]: image catalog entries and the withcache blob key.
+//! - [`relay`]: the Secure Boot chain's TFTP names that bty-tftp relays
+//!   to bty-web, and the headers that carry the client's address.
 //! - [`stick`]: the USB stick's manifest and layout, between `bty-lab usb
 //!   build` and the agent's wizard.
 //! - [`text`]: the strict character sets for strings that reach an iPXE
@@ -31,6 +33,7 @@ pub mod inventory;
 mod mac;
 mod mode;
 pub mod plan;
+pub mod relay;
 pub mod stick;
 pub mod text;
 

@@ -37,6 +37,7 @@
 pub mod options;
 pub mod packet;
 pub mod path;
+pub mod relay;
 pub mod second_stage;
 mod server;
 pub mod sessions;
@@ -48,6 +49,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use relay::Relay;
 pub use second_stage::Rule as SecondStageRule;
 
 /// Default cap on blksize for IPv4 clients: a 1500-byte Ethernet MTU minus
@@ -104,13 +106,16 @@ pub struct Options {
     /// How long after a complete transfer of such a file a new request for
     /// it from the same client gets the chain script.
     pub second_stage_window: Duration,
+    /// Where names under `grub/` are fetched from (bty-web, for the Secure
+    /// Boot chain); `None` serves them from the root like any name.
+    pub relay: Option<Relay>,
 }
 
 impl Options {
     /// Defaults for `root`: blksize ≤ 1468 (IPv6: 1448), windowsize ≤ 64, 1 s timeout,
     /// 5 retransmits, 64 sessions (4 per client IP), client timeout ≤ 5 s,
     /// 60 s per transfer (more for files over 3.75 MiB: 64 KiB/s), no
-    /// second-stage rule, 60 s window.
+    /// second-stage rule, 60 s window, no relay.
     pub fn new(root: impl Into<PathBuf>) -> Options {
         Options {
             root: root.into(),
@@ -126,6 +131,7 @@ impl Options {
             min_rate: DEFAULT_MIN_RATE,
             second_stage: Vec::new(),
             second_stage_window: Duration::from_secs(60),
+            relay: None,
         }
     }
 }

@@ -98,6 +98,18 @@ struct Cli {
     /// request from that client gets the script.
     #[arg(long, default_value_t = 60)]
     second_stage_window: u64,
+
+    /// Relay names under `grub/` (the Secure Boot chain's GRUB) to bty-web
+    /// at this URL, e.g. http://127.0.0.1:8080. Needs the key bty-web has
+    /// as `[pxe] relay_key`, from BTY_TFTP_RELAY_KEY or --relay-key-file.
+    #[arg(long, value_name = "URL", env = bty_tftp::relay::RELAY_ENV)]
+    relay: Option<String>,
+
+    /// File holding the relay key (read at start; surrounding whitespace
+    /// is ignored). Overrides BTY_TFTP_RELAY_KEY. The key is never taken
+    /// on the command line, where `ps` would show it.
+    #[arg(long, value_name = "PATH")]
+    relay_key_file: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -127,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let relay = bty_tftp::Relay::from_env(cli.relay.as_deref(), cli.relay_key_file.as_deref())?;
     runtime.block_on(async {
         let mut sockets = Vec::new();
         for addr in &cli.listen {
@@ -148,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             min_rate: cli.min_rate,
             second_stage: cli.second_stage,
             second_stage_window: Duration::from_secs(cli.second_stage_window),
+            relay,
             ..bty_tftp::Options::new(cli.root)
         };
         bty_tftp::serve_many(opts, sockets, shutdown_signal()).await
@@ -194,5 +208,17 @@ mod tests {
         assert_eq!(cli.second_stage[0].file, "undionly.kpxe");
         assert!(Cli::try_parse_from(["bty-tftp", "--max-blksize", "70000"]).is_err());
         assert!(Cli::try_parse_from(["bty-tftp", "--second-stage", "../x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "bty-tftp",
+            "--relay",
+            "http://127.0.0.1:8080",
+            "--relay-key-file",
+            "/run/key",
+        ])
+        .unwrap();
+        assert_eq!(cli.relay.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(cli.relay_key_file, Some(PathBuf::from("/run/key")));
+        // The key itself is not a flag.
+        assert!(Cli::try_parse_from(["bty-tftp", "--relay-key", "k"]).is_err());
     }
 }

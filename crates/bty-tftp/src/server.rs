@@ -21,6 +21,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::options::{negotiate, Limits, Negotiated, RFC_MAX_BLKSIZE, RFC_MIN_BLKSIZE};
 use crate::packet::{self, ErrorCode, Mode, Packet, Request};
 use crate::path::{self, PathError};
+use crate::relay::{self, Fetcher, Refusal};
 use crate::second_stage::SecondStage;
 use crate::sessions::{canonical_ip, Admit, Sessions};
 use crate::transfer::{self, Retransmit, Source, TransferError};
@@ -40,6 +41,8 @@ struct Shared {
     /// Transfers by peer and client IP (the per-client cap).
     clients: Mutex<Sessions>,
     second_stage: SecondStage,
+    /// The HTTP client of the Secure Boot relay, if one is configured.
+    relay: Option<Fetcher>,
 }
 
 /// Where a request came from and which local address it was sent to.
@@ -82,7 +85,9 @@ impl Shared {
     fn new(opts: Options) -> anyhow::Result<Shared> {
         let root = open_root(&opts)?;
         let second_stage = SecondStage::new(opts.second_stage.clone(), opts.second_stage_window)?;
+        let relay = opts.relay.clone().map(Fetcher::new).transpose()?;
         Ok(Shared {
+            relay,
             sessions: Arc::new(Semaphore::new(opts.max_sessions.max(1))),
             clients: Mutex::new(Sessions::new(opts.max_sessions_per_client)),
             root,
@@ -149,7 +154,8 @@ fn listen(
         .local_addr()
         .context("reading the TFTP socket address")?;
     enable_pktinfo(&socket, addr.is_ipv6());
-    tracing::info!(listen = %addr, root = %shared.root.display(), "bty-tftp listening");
+    let relay = shared.opts.relay.as_ref().map(|r| r.url.as_str());
+    tracing::info!(listen = %addr, root = %shared.root.display(), relay, "bty-tftp listening");
     Ok(receive(shared, socket, addr.ip(), stop))
 }
 
@@ -309,6 +315,7 @@ fn log_read(peer: SocketAddr, filename: &str, started: Instant, result: &Result<
             blksize = done.blksize,
             windowsize = done.windowsize,
             second_stage = done.second_stage,
+            http_status = done.http_status,
             outcome = "ok",
             "tftp transfer"
         ),
@@ -316,6 +323,7 @@ fn log_read(peer: SocketAddr, filename: &str, started: Instant, result: &Result<
             client = %peer,
             file = %filename,
             duration_ms = ms,
+            http_status = e.http_status(),
             outcome = %e,
             "tftp transfer failed"
         ),
@@ -327,6 +335,8 @@ struct Done {
     blksize: u16,
     windowsize: u16,
     second_stage: bool,
+    /// bty-web's status, for a relayed name.
+    http_status: Option<u16>,
 }
 
 /// Why a read failed, for the log line.
@@ -334,10 +344,26 @@ struct Done {
 enum ReadError {
     #[error("refused: {0}")]
     Refused(String),
-    #[error("{0}")]
-    Transfer(#[from] TransferError),
+    #[error("relay refused: {}", .0.message)]
+    Relay(Refusal),
+    #[error("{error}")]
+    Transfer {
+        error: TransferError,
+        http_status: Option<u16>,
+    },
     #[error("cannot open a reply socket: {0}")]
     Socket(io::Error),
+}
+
+impl ReadError {
+    /// bty-web's status, for a relayed name it answered.
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            ReadError::Relay(r) => r.status,
+            ReadError::Transfer { http_status, .. } => *http_status,
+            _ => None,
+        }
+    }
 }
 
 async fn run_read(
@@ -353,24 +379,57 @@ async fn run_read(
         return Err(refuse_mode(&socket, peer, mode).await);
     }
     let client_ip = canonical_ip(peer.ip());
-    let (source, size, second_stage) = match source(shared, client_ip, filename).await? {
-        Ok(found) => found,
-        Err(e) => return Err(refuse_path(&socket, peer, e).await),
+    let found = match (&shared.relay, relay::is_relayed(filename)) {
+        (Some(fetcher), true) => match fetcher.fetch(filename, client_ip, origin.local).await {
+            Ok(f) => Found {
+                source: f.source,
+                size: f.size,
+                second_stage: false,
+                http_status: Some(f.status),
+            },
+            Err(refusal) => return Err(refuse_relay(&socket, peer, refusal).await),
+        },
+        _ => match source(shared, client_ip, filename).await? {
+            Ok(found) => found,
+            Err(e) => return Err(refuse_path(&socket, peer, e).await),
+        },
     };
+    let (size, http_status) = (found.size, found.http_status);
     let neg = negotiate(&borrowed(options), size, &limits(&shared.opts, client_ip));
-    let bytes = match send_within_deadline(&shared.opts, &socket, peer, source, size, &neg).await {
+    let sent = send_within_deadline(&shared.opts, &socket, peer, found.source, size, &neg).await;
+    let bytes = match sent {
         Ok(bytes) => bytes,
-        Err(e) => return Err(tell_failure(&socket, peer, e).await),
+        Err(error) => {
+            let error = tell_failure(&socket, peer, error).await;
+            return Err(ReadError::Transfer { error, http_status });
+        }
     };
     shared
         .second_stage
-        .record(client_ip, filename, second_stage);
+        .record(client_ip, filename, found.second_stage);
     Ok(Done {
         bytes,
         blksize: neg.blksize,
         windowsize: neg.windowsize,
-        second_stage,
+        second_stage: found.second_stage,
+        http_status,
     })
+}
+
+/// What a read request is answered with.
+struct Found {
+    source: Source,
+    size: u64,
+    /// Whether it is the second-stage script.
+    second_stage: bool,
+    /// bty-web's status, for a relayed name.
+    http_status: Option<u16>,
+}
+
+/// bty-web did not give the file: tell the client what it said.
+async fn refuse_relay(socket: &UdpSocket, peer: SocketAddr, refusal: Refusal) -> ReadError {
+    send_error(socket, peer, refusal.code, &refusal.message).await;
+    ReadError::Relay(refusal)
 }
 
 /// Run the transfer, ended once it takes longer than its deadline (a
@@ -421,17 +480,27 @@ async fn source(
     shared: &Shared,
     client_ip: IpAddr,
     filename: &str,
-) -> Result<Result<(Source, u64, bool), PathError>, ReadError> {
+) -> Result<Result<Found, PathError>, ReadError> {
     if let Some(script) = shared.second_stage.script_for(client_ip, filename) {
         let size = script.len() as u64;
-        return Ok(Ok((Source::Memory(script), size, true)));
+        return Ok(Ok(Found {
+            source: Source::Memory(script),
+            size,
+            second_stage: true,
+            http_status: None,
+        }));
     }
     let root = shared.root.clone();
     let name = filename.to_string();
     let opened = tokio::task::spawn_blocking(move || path::open(&root, &name))
         .await
         .map_err(|e| ReadError::Refused(e.to_string()))?;
-    Ok(opened.map(|o| (Source::File(Arc::new(o.file)), o.size, false)))
+    Ok(opened.map(|o| Found {
+        source: Source::File(Arc::new(o.file)),
+        size: o.size,
+        second_stage: false,
+        http_status: None,
+    }))
 }
 
 /// The options as `negotiate` takes them.
@@ -461,7 +530,7 @@ fn limits(opts: &Options, client_ip: IpAddr) -> Limits {
 }
 
 /// Tell the client why the transfer ended, unless it ended it itself.
-async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: TransferError) -> ReadError {
+async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: TransferError) -> TransferError {
     match &e {
         TransferError::ClientAbort { .. } => {}
         TransferError::Timeout { .. } => {
@@ -471,9 +540,14 @@ async fn tell_failure(socket: &UdpSocket, peer: SocketAddr, e: TransferError) ->
             let msg = "transfer took too long: deadline exceeded";
             send_error(socket, peer, ErrorCode::NotDefined, msg).await
         }
+        // bty-web's answer broke off: the client must not take what it got
+        // for the whole file, and the operator should see why.
+        TransferError::StreamEnded { .. } | TransferError::Stream(_) => {
+            send_error(socket, peer, ErrorCode::NotDefined, &e.to_string()).await
+        }
         _ => send_error(socket, peer, ErrorCode::NotDefined, "transfer failed").await,
     }
-    e.into()
+    e
 }
 
 /// A fresh socket (new transfer ID) bound to the local address the request

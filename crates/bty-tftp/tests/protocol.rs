@@ -1,172 +1,17 @@
 //! Protocol tests of bty-tftp against real clients (atftp 0.8, tftp-hpa)
-//! and a raw-UDP client written here for what the real clients cannot do
+//! and a raw-UDP client (tests/common) for what the real clients cannot do
 //! (drop an ACK, send garbage, abort a transfer). The server runs
 //! in-process on 127.0.0.1 and [::1]; no traffic leaves loopback.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bty_tftp::packet::{self, Packet, OP_RRQ, OP_WRQ};
-
-/// A running server with its root.
-struct Server {
-    v4: SocketAddr,
-    v6: Option<SocketAddr>,
-    root: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(configure: impl FnOnce(&mut bty_tftp::Options)) -> Server {
-        Server::start_on("127.0.0.1:0".parse().unwrap(), configure)
-    }
-
-    fn start_on(v4: SocketAddr, configure: impl FnOnce(&mut bty_tftp::Options)) -> Server {
-        let root = tempfile::tempdir().unwrap();
-        let mut opts = bty_tftp::Options::new(root.path());
-        // Long enough that a loaded CI machine does not trigger resends in
-        // tests that do not test them.
-        opts.timeout = Duration::from_secs(2);
-        configure(&mut opts);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut sockets = vec![bty_tftp::bind(v4).unwrap()];
-                // [::1] may be missing in some sandboxes; IPv6 tests then
-                // report that instead of failing everything.
-                if let Ok(s) = bty_tftp::bind("[::1]:0".parse().unwrap()) {
-                    sockets.push(s);
-                }
-                let addrs: Vec<SocketAddr> =
-                    sockets.iter().map(|s| s.local_addr().unwrap()).collect();
-                addr_tx.send(addrs).unwrap();
-                bty_tftp::serve_many(opts, sockets, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let addrs = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Server {
-            v4: addrs[0],
-            v6: addrs.get(1).copied(),
-            root,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-
-    fn write(&self, name: &str, data: &[u8]) -> Vec<u8> {
-        std::fs::write(self.path(name), data).unwrap();
-        data.to_vec()
-    }
-
-    /// The address a client should use for `v6`.
-    fn addr(&self, v6: bool) -> SocketAddr {
-        if v6 {
-            self.v6.expect("[::1] is not available")
-        } else {
-            self.v4
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// External tool gate: fail under BTY_REQUIRE_TOOLS=1, otherwise skip.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("BTY_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{tool} is required (BTY_REQUIRE_TOOLS=1): apt-get install -y atftp tftp-hpa");
-        }
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    // xorshift: deterministic, incompressible enough to catch misordering.
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn host(addr: SocketAddr) -> String {
-    addr.ip().to_string()
-}
-
-fn atftp(addr: SocketAddr, remote: &str, local: &Path, options: &[&str]) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("120").arg("atftp");
-    for o in options {
-        cmd.arg("--option").arg(o);
-    }
-    cmd.arg("--get")
-        .arg("-r")
-        .arg(remote)
-        .arg("-l")
-        .arg(local)
-        .arg(host(addr))
-        .arg(addr.port().to_string());
-    cmd.output().unwrap()
-}
-
-fn tftp_hpa(addr: SocketAddr, mode: &str, command: &str) -> Output {
-    Command::new("timeout")
-        .arg("60")
-        .arg("tftp")
-        .arg(host(addr))
-        .arg(addr.port().to_string())
-        .arg("-m")
-        .arg(mode)
-        .arg("-c")
-        .args(command.split(' '))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{atftp, have, random_bytes, text, tftp_hpa, Raw, Server};
 
 #[test]
 fn atftp_fetches_byte_exact_with_and_without_options() {
@@ -295,67 +140,6 @@ fn write_requests_are_refused() {
     assert_eq!(code, 2);
     assert!(msg.contains("read-only"));
     assert!(!s.path("new").exists());
-}
-
-/// A raw-UDP TFTP client.
-struct Raw {
-    sock: UdpSocket,
-    server: SocketAddr,
-}
-
-impl Raw {
-    fn new(server: SocketAddr) -> Raw {
-        let bind = if server.is_ipv6() {
-            "[::1]:0"
-        } else {
-            "127.0.0.1:0"
-        };
-        let sock = UdpSocket::bind(bind).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        Raw { sock, server }
-    }
-
-    fn send(&self, buf: &[u8]) {
-        self.sock.send_to(buf, self.server).unwrap();
-    }
-
-    fn recv(&self) -> Option<(Vec<u8>, SocketAddr)> {
-        let mut buf = vec![0u8; 70000];
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, from)) => Some((buf[..n].to_vec(), from)),
-            Err(_) => None,
-        }
-    }
-
-    fn recv_within(&self, t: Duration) -> Option<(Vec<u8>, SocketAddr)> {
-        self.sock.set_read_timeout(Some(t)).unwrap();
-        let r = self.recv();
-        self.sock
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        r
-    }
-
-    fn expect_error(&self) -> (u16, String) {
-        let (buf, _) = self.recv().expect("no reply");
-        match packet::parse(&buf).unwrap() {
-            Packet::Error { code, message } => (code, message),
-            other => panic!("expected ERROR, got {other:?}"),
-        }
-    }
-
-    /// Receive a DATA packet; returns (block, payload, transfer address).
-    fn expect_data(&self) -> (u16, Vec<u8>, SocketAddr) {
-        let (buf, from) = self.recv().expect("no DATA");
-        match packet::parse(&buf).unwrap() {
-            Packet::Data { block, data } => (block, data.to_vec(), from),
-            other => panic!("expected DATA, got {other:?}"),
-        }
-    }
-
-    fn ack(&self, to: SocketAddr, block: u16) {
-        self.sock.send_to(&packet::ack(block), to).unwrap();
-    }
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //! withcache entry of the same name for another src is reported in
 //! [`Snapshot::problems`], never overwritten.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -24,6 +25,7 @@ use bty_proto::catalog::{CatalogEntry, CatalogFile};
 use bty_proto::ImageFormat;
 use serde::Serialize;
 
+use crate::sites::Sites;
 use crate::withcache::{Client, WcEntry, WcError};
 
 /// Where an entry came from.
@@ -66,6 +68,36 @@ pub struct Image {
 }
 
 impl Image {
+    /// This image as a target at `ip` downloads it: through the withcache
+    /// of the site `ip` falls in ([`crate::sites`]) when the image goes
+    /// through withcache at all (its URL is a blob URL) and `ip` is in a
+    /// site; else unchanged. `ip` is the text form a client address is
+    /// stored in; one that does not parse is in no site.
+    pub fn at(&self, sites: &Sites, ip: &str) -> Cow<'_, Image> {
+        match self.site_url(sites, ip) {
+            Some(url) => Cow::Owned(Image {
+                url,
+                ..self.clone()
+            }),
+            None => Cow::Borrowed(self),
+        }
+    }
+
+    /// The URL a target at `ip` downloads this image from (see [`Image::at`]).
+    pub fn url_at(&self, sites: &Sites, ip: &str) -> String {
+        self.site_url(sites, ip).unwrap_or_else(|| self.url.clone())
+    }
+
+    fn site_url(&self, sites: &Sites, ip: &str) -> Option<String> {
+        if self.url == self.entry.src {
+            // Straight from the origin: no withcache is in use for it.
+            return None;
+        }
+        let ip: std::net::IpAddr = ip.trim().parse().ok()?;
+        let wc = sites.withcache_for(ip)?;
+        Some(bty_proto::catalog::blob_url(wc, &self.entry.src))
+    }
+
     /// Both its sha256 and its size are known (given, or measured by
     /// withcache): only such an image is flashed, so every flash plan lets
     /// the agent check the bytes it writes.
@@ -114,6 +146,10 @@ pub struct Snapshot {
     /// Catalog problems an operator should fix: a refused service token, a
     /// static entry withcache cannot take.
     pub problems: Vec<String>,
+    /// The `[[sites]]`, so that a decision made on this snapshot hands a
+    /// target its site's withcache URL ([`Image::at`]).
+    #[serde(skip)]
+    pub sites: Arc<Sites>,
 }
 
 impl Snapshot {
@@ -160,6 +196,7 @@ pub struct Catalog {
     withcache: Option<Client>,
     snap: RwLock<Arc<Snapshot>>,
     state: tokio::sync::Mutex<RefreshState>,
+    sites: Arc<Sites>,
 }
 
 #[derive(Default)]
@@ -202,12 +239,27 @@ impl Catalog {
                 SourceStatus::Off
             },
             problems: Vec::new(),
+            sites: Arc::default(),
         };
         Catalog {
             file,
             withcache: withcache.map(|u| Client::new(&u, token)),
             snap: RwLock::new(Arc::new(snap)),
             state: Default::default(),
+            sites: Arc::default(),
+        }
+    }
+
+    /// This catalog with `sites` in every snapshot it makes (call before
+    /// the first refresh).
+    pub fn with_sites(self, sites: Sites) -> Catalog {
+        let sites = Arc::new(sites);
+        let mut snap = (*self.snapshot()).clone();
+        snap.sites = sites.clone();
+        Catalog {
+            snap: RwLock::new(Arc::new(snap)),
+            sites,
+            ..self
         }
     }
 
@@ -474,6 +526,7 @@ impl Catalog {
                 SourceStatus::Off
             }),
             problems,
+            sites: self.sites.clone(),
         }
     }
 
@@ -580,14 +633,16 @@ fn check_entry(e: &CatalogEntry) -> Result<ImageFormat, String> {
 }
 
 /// `GET /catalog.toml`: the catalog for clients, with withcache URLs.
-pub fn to_toml(snap: &Snapshot) -> String {
+/// `ip` is the requester's address: its site's withcache URLs (see
+/// [`Image::at`]).
+pub fn to_toml(snap: &Snapshot, ip: &str) -> String {
     let file = CatalogFile {
         version: 1,
         images: snap
             .images
             .values()
             .map(|i| CatalogEntry {
-                src: i.url.clone(),
+                src: i.url_at(&snap.sites, ip),
                 format: Some(i.resolved_format),
                 ..i.entry.clone()
             })
@@ -680,8 +735,9 @@ mod tests {
             static_file: SourceStatus::Off,
             withcache: SourceStatus::Off,
             problems: Vec::new(),
+            sites: Arc::default(),
         };
-        let t = to_toml(&snap);
+        let t = to_toml(&snap, "127.0.0.1");
         let back: CatalogFile = toml::from_str(&t).unwrap();
         assert_eq!(
             back.images[0].src,

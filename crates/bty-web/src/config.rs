@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+pub use crate::sites::SiteConfig;
+
 /// Every configuration key as `(section, key)`. The environment override of
 /// each is `BTY_<SECTION>_<KEY>` in upper case.
 pub const KEYS: &[(&str, &str)] = &[
@@ -34,6 +36,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("http", "max_connections_per_ip"),
     ("pxe", "legacy_status"),
     ("pxe", "repeat_window_secs"),
+    ("pxe", "relay_key"),
     ("discovery", "max_unassigned"),
     ("discovery", "per_ip_per_minute"),
 ];
@@ -76,6 +79,9 @@ pub struct Config {
     pub pxe: PxeConfig,
     /// `[discovery]`
     pub discovery: DiscoveryConfig,
+    /// `[[sites]]`: which withcache the targets of a subnet download from
+    /// (see [`crate::sites`]). Not settable from the environment.
+    pub sites: Vec<SiteConfig>,
 }
 
 /// `[server]`: where to listen and where state lives.
@@ -222,7 +228,7 @@ impl Default for HttpConfig {
 }
 
 /// `[pxe]`: the open PXE and agent endpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PxeConfig {
     /// Accept the Python live env's tokenless `POST /pxe/{mac}/status`.
@@ -232,6 +238,13 @@ pub struct PxeConfig {
     /// seconds, with nothing changed in between, is the same contact: it
     /// gets the same answer and changes nothing. 0 turns this off.
     pub repeat_window_secs: u64,
+    /// The key bty-tftp sends (`x-bty-relay-key`) when it relays a GRUB
+    /// read of the Secure Boot chain (`bty_proto::relay`). Only with it
+    /// does bty-web take the `x-bty-relay-client` header as the machine's
+    /// address; unset, every relayed request is refused (403). Set it from
+    /// the environment (`BTY_PXE_RELAY_KEY`), to the same value as
+    /// bty-tftp's `BTY_TFTP_RELAY_KEY`. Never shown or logged.
+    pub relay_key: Option<String>,
 }
 
 impl Default for PxeConfig {
@@ -239,7 +252,26 @@ impl Default for PxeConfig {
         PxeConfig {
             legacy_status: false,
             repeat_window_secs: 10,
+            relay_key: None,
         }
+    }
+}
+
+impl PxeConfig {
+    /// The relay key, when one is set (an empty value is none).
+    pub fn relay_key(&self) -> Option<&str> {
+        self.relay_key.as_deref().filter(|k| !k.is_empty())
+    }
+}
+
+// By hand so that `{:?}` of the configuration never prints the relay key.
+impl std::fmt::Debug for PxeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PxeConfig")
+            .field("legacy_status", &self.legacy_status)
+            .field("repeat_window_secs", &self.repeat_window_secs)
+            .field("relay_key", &self.relay_key().map(|_| "(set, not shown)"))
+            .finish()
     }
 }
 
@@ -311,7 +343,8 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> anyhow::Result<Config> {
-        for (section, value) in &table {
+        // `[[sites]]` is an array of tables; its keys are checked by serde.
+        for (section, value) in table.iter().filter(|(k, _)| *k != "sites") {
             match value.as_table() {
                 Some(t) => {
                     for key in t.keys() {
@@ -362,6 +395,13 @@ impl Config {
         }
         if self.admin.user.is_empty() {
             bail!("[admin] user must not be empty");
+        }
+        crate::sites::Sites::new(&self.sites)?;
+        if !self.sites.is_empty() && self.withcache_url().is_none() {
+            tracing::warn!(
+                "bty.toml has [[sites]] but no [withcache] url: the targets of a site download \
+                 from its withcache, every other target from the image's origin"
+            );
         }
         Ok(())
     }
@@ -520,6 +560,30 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("BTY_FLASH_MAX_ATTEMPTS"));
         assert!(Config::from_toml_str("[flash]\nmax_attempts = 0").is_err());
+    }
+
+    #[test]
+    fn sites_are_read_and_checked() {
+        let c = Config::from_toml_str(
+            "[withcache]\nurl = \"http://central:3000\"\n\
+             [[sites]]\nname = \"rack7\"\nsubnets = [\"10.7.0.0/16\"]\nwithcache = \"http://r7:3000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sites.len(), 1);
+        assert_eq!(c.sites[0].subnets, ["10.7.0.0/16"]);
+        let e = Config::from_toml_str(
+            "[[sites]]\nname = \"rack7\"\nsubnets = [\"10.7.0.0/99\"]\nwithcache = \"http://r\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("\"rack7\"): subnets"), "{e:#}");
+        let e = Config::from_toml_str(
+            "[[sites]]\nname = \"r\"\nsubnet = [\"10.7.0.0/16\"]\nwithcache = \"http://r\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("subnet"),
+            "a typo is refused: {e:#}"
+        );
     }
 
     #[test]

@@ -6,20 +6,31 @@
 //! architecture (option 93) and into snippets for dnsmasq (full and
 //! proxy-DHCP), ISC dhcpd, Kea and router UIs.
 //!
-//! The setup it leads with is one boot file per firmware and no user-class
-//! logic: stock iPXE does DHCP again after it loads and fetches the same
-//! boot file, and bty answers that second fetch itself with a script that
-//! chains to bty-web (bty-tftp's second-stage rules, on by default in
-//! `bty-lab deploy` and `serve`; bty-web's User-Agent rule over HTTP). So
-//! the snippets carry no iPXE user-class rule; [`IpxeRule`] describes it as
-//! an optional extra for setups whose TFTP server is not bty-tftp.
+//! The setup it leads with is one boot file per firmware: stock iPXE does
+//! DHCP again after it loads and fetches the same boot file, and bty
+//! answers that second fetch itself with a script that chains to bty-web
+//! (bty-tftp's second-stage rules, on by default in `bty-lab deploy` and
+//! `serve`). One user-class rule remains, for UEFI only ([`IpxeRule`]):
+//! iPXE started by UEFI HTTP Boot (or given by MAC) does DHCP again as a
+//! UEFI PXE client, which is handed the signed chain's `shimx64.efi`; the
+//! rule sends iPXE (user class `iPXE`) on UEFI to bty-web's bootstrap
+//! script instead. Setups without HTTP Boot and per-MAC iPXE can leave it
+//! out (the router-UI values do).
 //!
-//! UEFI clients get `snponly.efi`, not `ipxe.efi`: the local boot of a
-//! flashed UEFI machine is iPXE's `exit 1` back to the firmware, and
-//! Debian 12's `ipxe.efi` (its own NIC drivers) never returns to the
-//! firmware, while `snponly.efi` (the firmware's SNP driver) does. NICs
-//! whose firmware offers no SNP need `ipxe.efi`, at the cost of that local
-//! boot (docs/dhcp.md).
+//! UEFI PXE clients (arch 7 and 9) get the signed chain, `shimx64.efi`
+//! (Microsoft-signed shim, then Debian-signed GRUB; `bty_proto::relay`):
+//! it boots with Secure Boot on and off alike, and DHCP cannot tell the
+//! two apart (the firmware's DHCP request is the same either way). So one
+//! setup serves BIOS and UEFI with Secure Boot on or off. UEFI HTTP Boot
+//! (arch 16) keeps iPXE, `snponly.efi` over HTTP: Debian's signed GRUB
+//! has no HTTP, so HTTP Boot works with Secure Boot off only.
+//!
+//! Where iPXE runs under UEFI it is `snponly.efi`, not `ipxe.efi`: the
+//! local boot of a flashed UEFI machine is iPXE's `exit 1` back to the
+//! firmware, and Debian 12's `ipxe.efi` (its own NIC drivers) never
+//! returns to the firmware, while `snponly.efi` (the firmware's SNP
+//! driver) does. NICs whose firmware offers no SNP need `ipxe.efi`, at
+//! the cost of that local boot (docs/dhcp.md).
 //!
 //! The same snippets are committed under `examples/dhcp/` for the
 //! placeholder host 192.0.2.10; a test keeps them equal to this output.
@@ -49,8 +60,8 @@ pub struct DhcpGuidance {
     pub loop_breaker: &'static str,
     /// Rows per client architecture.
     pub architectures: Vec<ArchRule>,
-    /// The optional rule for clients already running iPXE: not needed with
-    /// bty-tftp's loop breaker, saves the second fetch of the boot file.
+    /// The rule for UEFI clients already running iPXE (HTTP Boot, or iPXE
+    /// given by MAC): without it their second DHCP gets `shimx64.efi`.
     pub ipxe_rule: IpxeRule,
     /// Configuration snippets, one per DHCP server kind.
     pub snippets: Vec<Snippet>,
@@ -72,12 +83,15 @@ pub struct ArchRule {
     pub option_66: Option<String>,
     /// Option 67 boot file name (a URL for HTTP Boot).
     pub option_67: String,
-    /// What to hand out instead when `option_67` does not work on a NIC,
-    /// and the cost (None: no alternative).
+    /// What to hand out instead when `option_67` does not work on a NIC
+    /// or a lab prefers another chain, and the cost (None: no
+    /// alternative).
     pub fallback: Option<String>,
+    /// Which Secure Boot setting this boot file works with, and why.
+    pub secure_boot: &'static str,
 }
 
-/// The optional iPXE user-class rule.
+/// The iPXE user-class rule for UEFI clients (option 93 = 7 or 9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IpxeRule {
     /// Option 77 user class sent by iPXE.
@@ -109,10 +123,17 @@ const ARCH_EFI_X64_HTTP: u16 = 16;
 
 /// iPXE for UEFI x86-64 clients: the build that drives the NIC through the
 /// firmware's SNP and can `exit` back to the firmware for the local boot.
-const UEFI_BOOTFILE: &str = "snponly.efi";
+/// Handed out for HTTP Boot, and by MAC where a lab prefers iPXE.
+const UEFI_IPXE: &str = "snponly.efi";
+
+/// The signed chain's first stage, for every UEFI PXE client.
+const UEFI_BOOTFILE: &str = bty_proto::relay::SHIM;
 
 /// Why one boot file per firmware is enough.
-const LOOP_BREAKER: &str = "Stock iPXE does DHCP again after it loads and fetches the same boot file. bty answers that second fetch itself with a script that chains to bty-web: bty-tftp over TFTP (its second-stage rules, on by default in bty-lab deploy and serve) and bty-web over HTTP (it sees iPXE's User-Agent). So the DHCP server needs one boot file per firmware and no user-class rules.";
+const LOOP_BREAKER: &str = "Stock iPXE does DHCP again after it loads and fetches the same boot file. bty answers that second fetch itself with a script that chains to bty-web (bty-tftp's second-stage rules, on by default in bty-lab deploy and serve), so BIOS machines need one boot file and no user-class rule. On UEFI, iPXE runs only after HTTP Boot (or where you give it by MAC), and its second DHCP looks like a UEFI PXE client's, which gets shimx64.efi: one user-class rule sends iPXE on UEFI to bty-web instead (in the snippets; leave it out if no machine uses HTTP Boot or per-MAC iPXE).";
+
+/// Said where `shimx64.efi` is handed out.
+const SHIM_FALLBACK: &str = "snponly.efi by MAC, for machines with Secure Boot off in labs that prefer iPXE on UEFI (docs/dhcp.md)";
 
 /// Said wherever `snponly.efi` is handed out.
 const EFI_FALLBACK: &str = "ipxe.efi (iPXE's own NIC drivers) for NICs whose firmware offers no SNP driver; Debian 12's ipxe.efi does not return to the firmware on `exit`, so such machines cannot boot their disk through bty's local boot";
@@ -146,6 +167,7 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
             option_66: Some(host.clone()),
             option_67: "undionly.kpxe".into(),
             fallback: None,
+            secure_boot: "BIOS has none",
         },
         ArchRule {
             firmware: "UEFI x86-64 (PXE over TFTP)",
@@ -154,7 +176,8 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
             transport: "tftp",
             option_66: Some(host.clone()),
             option_67: UEFI_BOOTFILE.into(),
-            fallback: Some(EFI_FALLBACK.into()),
+            fallback: Some(SHIM_FALLBACK.into()),
+            secure_boot: "on or off: shim and GRUB are signed, and DHCP cannot tell the two apart",
         },
         ArchRule {
             firmware: "UEFI x86-64 HTTP Boot",
@@ -164,6 +187,7 @@ pub fn guidance(host: &str, http_port: u16) -> DhcpGuidance {
             option_66: None,
             option_67: v.http_boot.clone(),
             fallback: Some(EFI_FALLBACK.into()),
+            secure_boot: "off only: iPXE is unsigned and the signed GRUB has no HTTP; with Secure Boot on, use the machine's UEFI PXEv4 boot option",
         },
     ];
     let snippets = vec![
@@ -261,7 +285,7 @@ impl Values {
         Values {
             host: host.to_string(),
             script: format!("{base}/pxe-bootstrap.ipxe"),
-            http_boot: format!("{base}/boot/{UEFI_BOOTFILE}"),
+            http_boot: format!("{base}/boot/{UEFI_IPXE}"),
             net: Ipv4Addr::new(a, b, c, 0),
             pool: (Ipv4Addr::new(a, b, c, lo), Ipv4Addr::new(a, b, c, hi)),
         }
@@ -282,8 +306,8 @@ fn dnsmasq_full(v: &Values) -> String {
 # Adjust the address pool to your LAN.
 dhcp-range={lo},{hi},12h
 
-# One boot file per firmware, no user-class rule: iPXE fetches its boot
-# file a second time and bty-tftp / bty-web answer that with a chain script.
+# One boot file per firmware. BIOS iPXE fetches its boot file a second
+# time and bty-tftp answers that with a chain script to bty-web.
 dhcp-match=set:bios,option:client-arch,{ARCH_BIOS}
 dhcp-match=set:efi64,option:client-arch,{ARCH_EFI_X64_BC}
 dhcp-match=set:efi64,option:client-arch,{ARCH_EFI_X64}
@@ -292,19 +316,25 @@ dhcp-match=set:efi64http,option:client-arch,{ARCH_EFI_X64_HTTP}
 # Option 66: the TFTP server for firmware that reads it instead of siaddr.
 dhcp-option=66,{host}
 
-# Firmware PXE: load iPXE from bty-tftp (file, server name, next-server).
-# UEFI gets snponly.efi, which can exit back to the firmware to boot the
-# disk; use ipxe.efi only for NICs without a UEFI SNP driver.
+# Firmware PXE from bty-tftp (file, server name, next-server). BIOS loads
+# iPXE. UEFI loads the signed chain (shim, then GRUB, which reads its
+# config and the netboot kernel from bty-tftp): it boots with Secure Boot
+# on and off, and DHCP cannot tell the two apart.
 dhcp-boot=tag:bios,undionly.kpxe,,{host}
-dhcp-boot=tag:efi64,{UEFI_BOOTFILE},,{host}
-# UEFI HTTP Boot: the reply must carry option 60 \"HTTPClient\".
+dhcp-boot=tag:efi64,tag:!ipxe,tag:!uefi-ipxe,{UEFI_BOOTFILE},,{host}
+# Labs that prefer iPXE on UEFI machines with Secure Boot off: tag them by
+# MAC; they get snponly.efi, which can exit back to the firmware to boot
+# the disk (ipxe.efi only for NICs without a UEFI SNP driver).
+#   dhcp-host=52:54:00:12:34:56,set:uefi-ipxe
+dhcp-boot=tag:efi64,tag:!ipxe,tag:uefi-ipxe,{UEFI_IPXE},,{host}
+# UEFI HTTP Boot (Secure Boot off only: iPXE is unsigned, and the signed
+# GRUB has no HTTP). The reply must carry option 60 \"HTTPClient\".
 dhcp-option-force=tag:efi64http,60,HTTPClient
 dhcp-boot=tag:efi64http,{http_boot}
-
-# Optional, only if your TFTP server is not bty-tftp: send iPXE (user
-# class iPXE) straight to bty-web; it must come before the lines above.
-#   dhcp-userclass=set:ipxe,iPXE
-#   dhcp-boot=tag:ipxe,{script}
+# iPXE on UEFI (after HTTP Boot, or by MAC) does DHCP again as a UEFI PXE
+# client: send it (user class iPXE) to bty-web, not to shim.
+dhcp-userclass=set:ipxe,iPXE
+dhcp-boot=tag:efi64,tag:ipxe,{script}
 "
     )
 }
@@ -324,9 +354,11 @@ port=0
 
 # One boot file per firmware, no user-class rule: iPXE fetches its boot
 # file a second time and bty-tftp answers that with a chain script.
-# Load iPXE from bty-tftp. Names with a suffix are sent as is.
-# UEFI gets snponly.efi, which can exit back to the firmware to boot the
-# disk; use ipxe.efi only for NICs without a UEFI SNP driver.
+# Boot files from bty-tftp. Names with a suffix are sent as is.
+# BIOS loads iPXE; UEFI loads the signed chain (shim, then GRUB), which
+# boots with Secure Boot on and off. (Proxy-DHCP has no per-MAC boot file:
+# to give UEFI machines snponly.efi instead, use dnsmasq-full.conf's
+# uefi-ipxe tag on the DHCP server.)
 pxe-service=x86PC,\"bty (BIOS)\",undionly.kpxe,{host}
 pxe-service=X86-64_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
 pxe-service=BC_EFI,\"bty (UEFI)\",{UEFI_BOOTFILE},{host}
@@ -361,19 +393,24 @@ subnet {net} netmask 255.255.255.0 {{
   next-server {host};
   option tftp-server-name \"{host}\";
 
-  # One boot file per firmware, no user-class rule: iPXE fetches its boot
-  # file a second time and bty-tftp / bty-web answer that with a chain
-  # script. (Only if your TFTP server is not bty-tftp, add a first branch
-  # `if exists user-class and option user-class = \"iPXE\"` with
-  # filename \"{script}\".)
+  # One boot file per firmware. BIOS iPXE fetches its boot file a second
+  # time and bty-tftp answers that with a chain script to bty-web.
   if option client-arch = {http} {{
-    # UEFI HTTP Boot.
+    # UEFI HTTP Boot (iPXE: Secure Boot off only).
     option vendor-class-identifier \"HTTPClient\";
     filename \"{http_boot}\";
   }} elsif option client-arch = {bc} or option client-arch = {efi} {{
-    # snponly.efi can exit back to the firmware to boot the disk; use
-    # ipxe.efi only for NICs without a UEFI SNP driver.
-    filename \"{UEFI_BOOTFILE}\";
+    # The signed chain (shim, then GRUB): Secure Boot on or off. To give
+    # a UEFI machine with Secure Boot off iPXE instead, a host block:
+    #   host m1 {{ hardware ethernet 52:54:00:12:34:56; filename \"{UEFI_IPXE}\"; }}
+    # (snponly.efi can exit back to the firmware to boot the disk; ipxe.efi
+    # only for NICs without a UEFI SNP driver.)
+    if exists user-class and option user-class = \"iPXE\" {{
+      # iPXE on UEFI (after HTTP Boot, or by MAC) asks again: bty-web.
+      filename \"{script}\";
+    }} else {{
+      filename \"{UEFI_BOOTFILE}\";
+    }}
   }} elsif option client-arch = {bios} {{
     filename \"undionly.kpxe\";
   }}
@@ -391,13 +428,15 @@ fn hex16(code: u16) -> String {
 fn kea(v: &Values) -> String {
     let Values {
         host,
+        script,
         http_boot,
         net,
         pool: (lo, hi),
-        ..
     } = v;
-    // One boot file per firmware, no user-class class: bty-tftp / bty-web
-    // answer iPXE's second fetch of its boot file with a chain script.
+    // One boot file per firmware (bty-tftp answers BIOS iPXE's second
+    // fetch with a chain script), and iPXE on UEFI to bty-web: its second
+    // DHCP looks like a UEFI PXE client's. Kea takes a class's boot file
+    // in class order, and the shim class leaves iPXE out anyway.
     format!(
         r#"{{
   "Dhcp4": {{
@@ -411,8 +450,13 @@ fn kea(v: &Values) -> String {
         "option-data": [ {{ "name": "vendor-class-identifier", "data": "HTTPClient" }} ]
       }},
       {{
+        "name": "bty-efi64-ipxe",
+        "test": "(option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x}) and substring(option[77].hex,0,4) == 'iPXE'",
+        "boot-file-name": "{script}"
+      }},
+      {{
         "name": "bty-efi64",
-        "test": "option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x}",
+        "test": "(option[93].hex == 0x{ARCH_EFI_X64_BC:04x} or option[93].hex == 0x{ARCH_EFI_X64:04x}) and not (substring(option[77].hex,0,4) == 'iPXE')",
         "next-server": "{host}",
         "boot-file-name": "{UEFI_BOOTFILE}"
       }},
@@ -448,17 +492,22 @@ fn router_ui(v: &Values) -> String {
         "bty: values for router and appliance DHCP pages.
 bty-web: {script}  bty-tftp: {host} (udp/69)
 
-One boot file per firmware; no user-class rule is needed (iPXE fetches its
-boot file a second time and bty-tftp answers that with a chain script).
+One boot file per firmware; no user-class rule is needed (BIOS iPXE fetches
+its boot file a second time and bty-tftp answers that with a chain script).
 
 Fields (names differ per UI):
   Next server / TFTP server / boot server (siaddr, option 66): {host}
   Boot file, BIOS (option 93 = 0):                          undionly.kpxe
   Boot file, UEFI x86-64 (option 93 = 7 or 9):              {UEFI_BOOTFILE}
+    (shim, then GRUB: signed, boots with Secure Boot on or off)
   Boot file, UEFI HTTP Boot (option 93 = 16):               {http_boot}
     and option 60 (vendor class) in the reply:              HTTPClient
-  (UEFI: ipxe.efi instead of snponly.efi only for NICs without a UEFI SNP
-  driver; such machines then cannot boot their disk through bty.)
+    (iPXE: Secure Boot off only; Secure Boot machines use UEFI PXEv4)
+    HTTP Boot also needs the user-class rule below: that iPXE does DHCP
+    again as a UEFI PXE client. Without the rule, leave HTTP Boot off.
+  (UEFI machines with Secure Boot off may get {UEFI_IPXE} by MAC instead of
+  {UEFI_BOOTFILE}; ipxe.efi instead of snponly.efi only for NICs without a
+  UEFI SNP driver; such machines then cannot boot their disk through bty.)
 
 OpenWrt: LuCI has one boot file per interface. For BIOS and UEFI on one
 LAN, put the dnsmasq-full.conf lines without dhcp-range into
@@ -472,8 +521,9 @@ pfSense/OPNsense: Services > DHCP Server > Network Booting:
   Next server {host}; default BIOS file name undionly.kpxe;
   UEFI 64-bit file name {UEFI_BOOTFILE}.
 
-Optional, only if your TFTP server is not bty-tftp: a boot file for clients
-whose user class (option 77) is \"iPXE\": {script}
+The user-class rule, for UEFI HTTP Boot or iPXE given by MAC (and for any
+TFTP server that is not bty-tftp): clients whose user class (option 77) is
+\"iPXE\" get the boot file {script}
 "
     )
 }
@@ -529,9 +579,18 @@ mod tests {
         };
         assert_eq!(by_arch(0).option_67, "undionly.kpxe");
         assert_eq!(by_arch(0).option_60, "PXEClient");
-        assert_eq!(by_arch(7).option_67, "snponly.efi");
-        assert_eq!(by_arch(9).option_67, "snponly.efi");
+        // Every UEFI PXE client gets the signed chain: DHCP cannot tell
+        // Secure Boot on from off.
+        assert_eq!(by_arch(7).option_67, "shimx64.efi");
+        assert_eq!(by_arch(9).option_67, "shimx64.efi");
+        assert!(by_arch(7).secure_boot.starts_with("on or off"));
         assert!(by_arch(7)
+            .fallback
+            .as_deref()
+            .unwrap()
+            .starts_with("snponly.efi by MAC"));
+        assert!(by_arch(16).secure_boot.starts_with("off only"));
+        assert!(by_arch(16)
             .fallback
             .as_deref()
             .unwrap()
@@ -555,21 +614,37 @@ mod tests {
                 );
             }
         }
+        // Each snippet hands UEFI PXE the shim; snponly.efi only as the
+        // per-MAC choice and for HTTP Boot.
+        for s in &g.snippets {
+            assert!(s.text.contains("shimx64.efi"), "{}", s.id);
+        }
+        let full = &g.snippets[0].text;
+        assert!(
+            full.contains("dhcp-boot=tag:efi64,tag:!ipxe,tag:!uefi-ipxe,shimx64.efi,,10.1.2.3\n")
+        );
+        assert!(
+            full.contains("dhcp-boot=tag:efi64,tag:!ipxe,tag:uefi-ipxe,snponly.efi,,10.1.2.3\n")
+        );
+        assert!(full.contains(
+            "dhcp-userclass=set:ipxe,iPXE\n\
+             dhcp-boot=tag:efi64,tag:ipxe,http://10.1.2.3:8080/pxe-bootstrap.ipxe\n"
+        ));
+        let proxy = &g.snippets[1].text;
+        assert!(proxy.contains("pxe-service=X86-64_EFI,\"bty (UEFI)\",shimx64.efi,10.1.2.3\n"));
+        assert!(proxy.contains("pxe-service=BC_EFI,\"bty (UEFI)\",shimx64.efi,10.1.2.3\n"));
         assert_eq!(g.ipxe_rule.user_class, "iPXE");
-        // One boot file per firmware: no snippet matches the iPXE user
-        // class outside comments; each names the host.
+        // The user class is matched only for UEFI (BIOS iPXE is the loop
+        // breaker's): in dnsmasq, ISC and Kea, beside the UEFI rules; each
+        // snippet names the host.
         for s in &g.snippets {
             assert!(s.text.contains("10.1.2.3"), "{}", s.id);
-            for line in s.text.lines() {
-                let t = line.trim_start();
-                let comment = t.starts_with('#') || s.id == "router-ui";
-                assert!(
-                    comment || !(t.contains("userclass") || t.contains("user-class")),
-                    "{}: {line}",
-                    s.id
-                );
-            }
         }
+        let isc = &g.snippets[2].text;
+        let efi = isc.find("option client-arch = 00:07").unwrap();
+        let bios = isc.find("option client-arch = 00:00").unwrap();
+        let uc = isc.find("option user-class = \"iPXE\"").unwrap();
+        assert!(efi < uc && uc < bios, "{isc}");
         assert!(g.loop_breaker.contains("bty-tftp"));
         // The pool avoids the host.
         let g = guidance("10.1.2.150", 80);
@@ -604,10 +679,14 @@ mod tests {
         assert_eq!(json["snippets"][3]["file"], "kea-dhcp4.json");
         // The Kea snippet itself is valid JSON.
         let kea: serde_json::Value = serde_json::from_str(&g.snippets[3].text).unwrap();
+        let classes = &kea["Dhcp4"]["client-classes"];
+        assert_eq!(classes[3]["boot-file-name"], "undionly.kpxe");
+        assert_eq!(classes[2]["boot-file-name"], "shimx64.efi");
         assert_eq!(
-            kea["Dhcp4"]["client-classes"][2]["boot-file-name"],
-            "undionly.kpxe"
+            classes[1]["boot-file-name"],
+            "http://192.0.2.10:8080/pxe-bootstrap.ipxe"
         );
+        assert!(classes[1]["test"].as_str().unwrap().contains("iPXE"));
     }
 
     fn check(tool: &str, args: &[&str], file: &str) {

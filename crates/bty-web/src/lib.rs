@@ -23,6 +23,7 @@ pub mod ipxe;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod sites;
 pub mod sse;
 pub mod state;
 pub mod ui;
@@ -147,11 +148,14 @@ async fn open_catalog(
     config: &Config,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<catalog::Catalog>> {
-    let catalog = Arc::new(catalog::Catalog::new(
-        config.images.catalog.clone(),
-        config.withcache_url().map(str::to_string),
-        config.withcache_token(),
-    ));
+    let catalog = Arc::new(
+        catalog::Catalog::new(
+            config.images.catalog.clone(),
+            config.withcache_url().map(str::to_string),
+            config.withcache_token(),
+        )
+        .with_sites(sites::Sites::new(&config.sites)?),
+    );
     catalog.refresh(true, false).await;
     if let catalog::SourceStatus::Unreachable { error, .. } = &catalog.snapshot().static_file {
         anyhow::bail!("[images] catalog: {error}");
@@ -244,6 +248,10 @@ fn pxe_routes() -> Router<AppState> {
             post(pxe::inventory).layer(DefaultBodyLimit::max(INVENTORY_LIMIT)),
         )
         .route("/boot/{name}", get(routes::boot::serve_file))
+        // The Secure Boot chain: GRUB's TFTP reads, relayed by bty-tftp.
+        .route("/grub/grub.cfg", get(routes::grub::config))
+        .route("/grub/{name}", get(routes::grub::mac_config))
+        .route("/grub/boot/{mac}/{name}", get(routes::grub::boot_file))
         // Open to the LAN like the PXE routes, gated by the stick key.
         .route(bty_proto::stick::CATALOG_PATH, get(routes::stick::catalog))
         .route(bty_proto::stick::FLASH_PATH, post(routes::stick::flash))

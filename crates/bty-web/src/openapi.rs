@@ -27,6 +27,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/pxe/{mac}/inventory"),
     ("post", "/pxe/{mac}/status"),
     ("get", "/boot/{name}"),
+    ("get", "/grub/grub.cfg"),
+    ("get", "/grub/grub.cfg-{mac}"),
+    ("get", "/grub/boot/{mac}/{name}"),
     ("get", "/catalog.toml"),
     ("get", "/healthz"),
     ("get", "/version"),
@@ -122,6 +125,13 @@ pub fn document() -> Value {
         ),
     );
     add("/boot/{name}", "get", op("Boot artifact; HEAD and single Range supported; ?mac= marks the cycle booted; iPXE asking for an iPXE bootfile gets a chain script", "boot", false, json!({"200": {"description": "file"}, "206": {"description": "range"}, "400": err, "404": err, "416": err})));
+    let grub = json!({"description": "GRUB config", "content": {"text/plain": {}}});
+    let relay = "Relayed from TFTP by bty-tftp: with x-bty-relay-key equal to [pxe] relay_key, \
+                 x-bty-relay-client is the machine's address (403 when the client header comes \
+                 without the right key); without them, the HTTP peer";
+    add("/grub/grub.cfg", "get", op("The Secure Boot chain's GRUB config, the same for every machine: it sources grub.cfg-$net_default_mac, then reboots", "grub", false, json!({"200": grub})));
+    add("/grub/grub.cfg-{mac}", "get", op(&format!("Per-MAC GRUB config from the same decision as GET /pxe/{{mac}} (flash, inventory, local chainload, parked); registers unknown MACs; a browser gets the preview. {relay}"), "grub", false, json!({"200": grub, "400": err, "403": err, "404": err})));
+    add("/grub/boot/{mac}/{name}", "get", op(&format!("Boot artifact for GRUB, as GET /boot/{{name}}?mac={{mac}}: HEAD and single Range; marks the cycle booted. {relay}"), "grub", false, json!({"200": {"description": "file"}, "206": {"description": "range"}, "400": err, "403": err, "404": err, "416": err})));
     add(
         "/catalog.toml",
         "get",

@@ -117,9 +117,10 @@ fn migrate(new: &Manifest) -> Result<()> {
     // new bty-web places its image's media there.
     boot::prepare_boot_dir(new, None)?;
     // The recreated containers (or restarted units) carry the token.
-    if files::add_service_token(new)? {
+    let added = files::add_shared_secrets(new)?;
+    if !added.is_empty() {
         files::write_env_files(new)?;
-        ui::detail("envvars: added the bty-web -> withcache service token");
+        ui::detail(format!("envvars: added the {}", added.join(" and the ")));
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{debs, find_deb, json, lab_env, media_a, scratch, sha256, INITRD, IPXE, KERNEL};
+use super::{
+    debs, find_deb, json, lab_env, media_a, scratch, sha256, INITRD, IPXE, KERNEL, SIGNED,
+};
 use crate::util::{bin, fails_with, ok, stderr, stdout, TestDir};
 
 #[test]
@@ -31,7 +33,11 @@ fn two_builds_give_the_same_bytes_and_from_needs_no_apt() {
         &[("PATH", empty.path().to_str().unwrap())],
     );
     ok(&o);
-    for f in [KERNEL, INITRD, "media.json"].iter().chain(IPXE.iter()) {
+    for f in [KERNEL, INITRD, "media.json"]
+        .iter()
+        .chain(IPXE.iter())
+        .chain(SIGNED.iter())
+    {
         assert_eq!(
             sha256(&a.out.join(f)),
             sha256(&out.join(f)),

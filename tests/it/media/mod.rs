@@ -15,6 +15,7 @@ mod boot;
 mod build;
 mod contents;
 mod modules;
+mod secure_boot;
 mod status;
 mod wizard;
 
@@ -28,6 +29,8 @@ use crate::util::{bin, have_tool, ok, on_path, stderr, stdout};
 const KERNEL: &str = "bty-netboot-x86_64.vmlinuz";
 pub const INITRD: &str = "bty-netboot-x86_64.initrd";
 pub const IPXE: [&str; 3] = ["ipxe.efi", "snponly.efi", "undionly.kpxe"];
+/// The Secure Boot bootfiles: shim, then the GRUB it fetches.
+pub const SIGNED: [&str; 2] = ["shimx64.efi", "grubx64.efi"];
 pub const WANTED: [&str; 27] = [
     "virtio_pci",
     "virtio_net",
@@ -95,7 +98,8 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A directory holding exactly the kernel, busybox-static and ipxe .debs
+/// A directory holding exactly the kernel, busybox-static, ipxe,
+/// shim-signed and grub-efi-amd64-signed .debs
 /// (symlinks into the download store), or None to skip.
 pub fn debs() -> Option<&'static Path> {
     static DEBS: OnceLock<Option<PathBuf>> = OnceLock::new();

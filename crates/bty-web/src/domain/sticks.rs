@@ -110,15 +110,16 @@ fn authorize(conn: &Connection, key: Option<&str>) -> Result<Stick> {
 }
 
 /// The catalog a stick may flash from: the measured images only, with the
-/// URL a plan would carry (withcache's blob URL when it is configured).
-pub fn catalog_of(snap: &Snapshot) -> ServerCatalog {
+/// URL a plan would carry for a machine at `ip` (withcache's blob URL when
+/// it is configured, its site's withcache when `ip` is in a site).
+pub fn catalog_of(snap: &Snapshot, ip: &str) -> ServerCatalog {
     let images = snap
         .images
         .values()
         .filter_map(|i| {
             Some(ServerImage {
                 name: i.entry.name.clone(),
-                url: i.url.clone(),
+                url: i.url_at(&snap.sites, ip),
                 format: i.resolved_format,
                 sha256: i.entry.sha256.clone()?,
                 size: i.entry.size?,
@@ -178,10 +179,11 @@ fn source_word(s: ImageSource) -> &'static str {
 
 /// The URL a stick cycle records: the server image's (as a plan would
 /// carry it) or `stick:NAME` for a file on the stick (and for a server
-/// image this catalog no longer lists).
-fn image_url(f: &FlashStart, snap: &Snapshot) -> String {
+/// image this catalog no longer lists). `ip` is the stick's address (its
+/// site's withcache serves a server image).
+fn image_url(f: &FlashStart, snap: &Snapshot, ip: &str) -> String {
     match (f.source, snap.get(&f.image)) {
-        (ImageSource::Server, Some(i)) => i.url.clone(),
+        (ImageSource::Server, Some(i)) => i.url_at(&snap.sites, ip),
         (s, _) => format!("{}:{}", source_word(s), f.image),
     }
 }
@@ -237,7 +239,7 @@ fn start(
             json!({"cycle": old.id, "ok": false, "reason": reason, "stick": true}),
         )?;
     }
-    let url = image_url(f, snap);
+    let url = image_url(f, snap, ip);
     let source = source_word(f.source);
     let new = NewStickCycle {
         mac,
@@ -336,9 +338,9 @@ impl Domain {
             .await
     }
 
-    /// `GET /stick/catalog` (the key already checked).
-    pub fn stick_catalog(&self) -> ServerCatalog {
-        catalog_of(&self.catalog.snapshot())
+    /// `GET /stick/catalog` from `ip` (the key already checked).
+    pub fn stick_catalog(&self, ip: &str) -> ServerCatalog {
+        catalog_of(&self.catalog.snapshot(), ip)
     }
 
     /// `POST /stick/flash` from `ip` with key `key` (already checked);

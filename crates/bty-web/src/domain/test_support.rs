@@ -46,6 +46,7 @@ pub fn snapshot() -> Snapshot {
         static_file: SourceStatus::Off,
         withcache: SourceStatus::Off,
         problems: Vec::new(),
+        sites: Default::default(),
     }
 }
 

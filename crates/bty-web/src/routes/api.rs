@@ -348,11 +348,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /catalog.toml`.
-pub async fn catalog_toml(State(st): State<AppState>) -> Response {
+/// `GET /catalog.toml`, with the URLs the requester's site gets.
+pub async fn catalog_toml(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+) -> Response {
+    let ip = canonical_ip(addr.ip()).to_string();
     (
         [(header::CONTENT_TYPE, "application/toml")],
-        crate::catalog::to_toml(&st.catalog.snapshot()),
+        crate::catalog::to_toml(&st.catalog.snapshot(), &ip),
     )
         .into_response()
 }

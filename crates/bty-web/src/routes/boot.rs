@@ -4,12 +4,15 @@
 //! must (a) answer iPXE's second request for its own bootfile with a chain
 //! script, and (b) mark the flash cycle `booted` only once the file was
 //! actually found and is being served.
+//!
+//! [`send`] is shared with `GET /grub/boot/{mac}/{name}` (the Secure Boot
+//! chain's kernel and initrd, relayed from TFTP), so both paths check and
+//! mark the same way.
 
 use std::io::SeekFrom;
-use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -17,10 +20,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use bty_http::range::{parse_range, ByteRange};
 
-use super::{client_ip, from_browser, host, ipxe_response, parse_mac};
+use super::{from_browser, host, ipxe_response, parse_mac, Client};
 use crate::config::valid_basename;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use bty_proto::Mac;
 
 /// iPXE bootfiles: requested again by an iPXE that re-DHCPs, they get the
 /// chain script instead of the binary.
@@ -35,18 +39,13 @@ pub struct BootQuery {
 /// `GET`/`HEAD /boot/{name}`.
 pub async fn serve_file(
     State(st): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: Client,
     method: Method,
     Path(name): Path<String>,
     Query(q): Query<BootQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    if !valid_basename(&name) {
-        return Err(ApiError::bad_request(format!(
-            "file name {:?} refused: /boot serves plain file names only (letters, digits, . _ - +)",
-            name.chars().take(64).collect::<String>()
-        )));
-    }
+    check_name(&name)?;
     let mac = q.mac.as_deref().map(parse_mac).transpose()?;
     let is_ipxe = headers
         .get(header::USER_AGENT)
@@ -56,12 +55,38 @@ pub async fn serve_file(
         let host = host(&headers)?;
         return Ok(ipxe_response(st.templates.chain_bootstrap(&host, &name)));
     }
+    send(&st, client, &method, &name, mac, &headers).await
+}
+
+/// Refuse anything but a plain file name (400).
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    if !valid_basename(name) {
+        return Err(ApiError::bad_request(format!(
+            "file name {:?} refused: /boot serves plain file names only (letters, digits, . _ - +)",
+            name.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// Serve boot-directory file `name` (already [`check_name`]d), honouring
+/// a single Range and HEAD. A `GET` for `mac` that is not a browser's
+/// marks the machine's offered cycle `booted` for `client`, once the file
+/// is known to exist.
+pub async fn send(
+    st: &AppState,
+    client: Client,
+    method: &Method,
+    name: &str,
+    mac: Option<Mac>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let dir = st.cfg.boot_dir();
     let not_found = || ApiError::not_found(format!("{name} is not in the boot directory"));
     let root = tokio::fs::canonicalize(&dir)
         .await
         .map_err(|_| not_found())?;
-    let path = tokio::fs::canonicalize(root.join(&name))
+    let path = tokio::fs::canonicalize(root.join(name))
         .await
         .map_err(|_| not_found())?;
     // A symlink may not lead out of the boot directory.
@@ -96,10 +121,8 @@ pub async fn serve_file(
     }
     // Only iPXE's fetch boots a cycle: a browser's (a page can make one
     // load any URL) is served like a HEAD and changes nothing.
-    if let (Some(mac), true) = (mac, method == Method::GET && !from_browser(&headers)) {
-        st.domain
-            .booted(mac, client_ip(&addr), name.clone())
-            .await?;
+    if let (Some(mac), true) = (mac, method == Method::GET && !from_browser(headers)) {
+        st.domain.booted(mac, client.ip(), name.to_string()).await?;
     }
     let (status, start, count) = match range {
         ByteRange::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),

@@ -3,13 +3,15 @@
 
 pub mod api;
 pub mod boot;
+pub mod grub;
 pub mod pxe;
 pub mod stick;
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bty_proto::Mac;
@@ -60,6 +62,67 @@ pub fn host(headers: &HeaderMap) -> Result<String, ApiError> {
 /// The client's address as text (`::ffff:a.b.c.d` shown as `a.b.c.d`).
 pub fn client_ip(addr: &SocketAddr) -> String {
     canonical_ip(addr.ip()).to_string()
+}
+
+/// The machine a request on the open surface is for: the HTTP peer, or
+/// the TFTP client bty-tftp relays a GRUB read for (`bty_proto::relay`).
+///
+/// The relay names its client in `x-bty-relay-client`; that header is
+/// believed only with `x-bty-relay-key` equal to `[pxe] relay_key`.
+/// Without the key any LAN host could claim another's address and take
+/// its offered cycle or its plan, so a request that names a client
+/// without the right key (or with no key configured) is refused, 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client(pub IpAddr);
+
+impl Client {
+    /// The address as the domain stores it (`a.b.c.d`, canonical).
+    pub fn ip(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Client, ApiError> {
+        use bty_proto::relay::{CLIENT_HEADER, KEY_HEADER};
+        let Some(claimed) = parts.headers.get(CLIENT_HEADER) else {
+            let ConnectInfo(peer) = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .ok_or_else(|| ApiError::internal("the server gave no peer address"))?;
+            return Ok(Client(canonical_ip(peer.ip())));
+        };
+        let refuse = |why: &str| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("relayed request refused ({CLIENT_HEADER} present): {why}"),
+            )
+        };
+        let Some(expected) = st.cfg.pxe.relay_key() else {
+            return Err(refuse(
+                "this bty-web has no [pxe] relay_key (BTY_PXE_RELAY_KEY); set it to \
+                 bty-tftp's BTY_TFTP_RELAY_KEY",
+            ));
+        };
+        let key_ok = parts
+            .headers
+            .get(KEY_HEADER)
+            .is_some_and(|k| bty_auth::ct_eq(k.as_bytes(), expected.as_bytes()));
+        if !key_ok {
+            return Err(refuse(&format!(
+                "{KEY_HEADER} is missing or is not this bty-web's [pxe] relay_key; \
+                 give bty-tftp the same key (BTY_TFTP_RELAY_KEY)"
+            )));
+        }
+        let ip = claimed
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            .ok_or_else(|| refuse(&format!("{CLIENT_HEADER} is not an IP address")))?;
+        Ok(Client(canonical_ip(ip)))
+    }
 }
 
 /// `::ffff:a.b.c.d` → `a.b.c.d`.

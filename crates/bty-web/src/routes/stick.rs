@@ -50,7 +50,7 @@ pub async fn catalog(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     admit(&st, &addr, &headers).await?;
-    let c: ServerCatalog = st.domain.stick_catalog();
+    let c: ServerCatalog = st.domain.stick_catalog(&client_ip(&addr));
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(c)).into_response())
 }
 

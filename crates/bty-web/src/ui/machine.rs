@@ -1,9 +1,12 @@
 //! A machine's own page: its record, inventory, live cycle, history and
-//! events, the iPXE script it would get now, the edit form and delete.
+//! events, the iPXE script and the GRUB config (Secure Boot chain) it would
+//! get now, the edit form and delete.
 //!
-//! The script preview is the domain's [`crate::domain::cycle::preview`]
-//! rendered by [`crate::ipxe::Templates::answer`], the same two steps as
-//! `GET /pxe/{mac}`, so it shows what the machine would really be served.
+//! The previews are the domain's [`crate::domain::cycle::preview`]
+//! rendered by [`crate::ipxe::Templates::answer`] and
+//! [`crate::ipxe::Templates::grub_answer`], the same two steps as
+//! `GET /pxe/{mac}` and `GET /grub/grub.cfg-{mac}`, so they show what the
+//! machine would really be served.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -99,12 +102,34 @@ struct DetailView {
     disks: Option<Vec<DiskOption>>,
     ipxe: String,
     ipxe_note: String,
+    /// The GRUB config a Secure Boot machine would get now.
+    grub: String,
     form: MachineForm,
     errors: FieldErrors,
     images: Vec<String>,
     modes: Vec<&'static str>,
     action: String,
     saved: Option<String>,
+    /// The `[[sites]]` site of the address it was last seen at: the
+    /// withcache its next flash downloads from.
+    site: Option<SiteView>,
+}
+
+#[derive(Serialize)]
+struct SiteView {
+    name: String,
+    withcache: String,
+}
+
+/// The site `ip` falls in, for the page.
+fn site_of(st: &AppState, ip: Option<&str>) -> Option<SiteView> {
+    let ip: std::net::IpAddr = ip?.parse().ok()?;
+    let snap = st.catalog.snapshot();
+    let s = snap.sites.site_of(ip)?;
+    Some(SiteView {
+        name: s.name.to_string(),
+        withcache: s.withcache.to_string(),
+    })
 }
 
 fn parse_path_mac(raw: &str) -> Result<Mac, UiError> {
@@ -191,13 +216,15 @@ fn detail_view(
         status,
         history,
         events,
-        ipxe: script(st, headers, &p),
+        ipxe: script(st, headers, &p, Script::Ipxe),
+        grub: script(st, headers, &p, Script::Grub),
         ipxe_note: note(&p),
         errors: shown.errors,
         images: image_names(st),
         modes: BootMode::ALL.iter().map(|m| m.as_str()).collect(),
         action: format!("/ui/machines/{}", m.mac.hyphenated()),
         saved: shown.saved,
+        site: site_of(st, m.last_seen_ip.as_deref()),
         machine: m,
     })
 }
@@ -275,9 +302,21 @@ pub async fn delete(
 }
 
 /// The preview's script, for the host this page was reached at.
-fn script(st: &AppState, headers: &HeaderMap, p: &Preview) -> String {
+/// Which of the two boot chains a preview renders.
+#[derive(Clone, Copy)]
+enum Script {
+    /// iPXE (BIOS, UEFI with Secure Boot off).
+    Ipxe,
+    /// shim + GRUB (UEFI, Secure Boot on or off).
+    Grub,
+}
+
+fn script(st: &AppState, headers: &HeaderMap, p: &Preview, which: Script) -> String {
     let host = crate::routes::host(headers).unwrap_or_else(|_| st.cfg.server.listen.clone());
-    st.templates.answer(&host, &st.cfg.boot, &p.answer)
+    match which {
+        Script::Ipxe => st.templates.answer(&host, &st.cfg.boot, &p.answer),
+        Script::Grub => st.templates.grub_answer(&host, &st.cfg.boot, &p.answer),
+    }
 }
 
 /// One line on what the preview shows.
@@ -297,13 +336,31 @@ fn note(p: &Preview) -> String {
     }
 }
 
-/// `GET /ui/machines/{mac}/ipxe`: the preview as plain text.
+/// `GET /ui/machines/{mac}/ipxe`: the iPXE preview as plain text.
 pub async fn ipxe_preview(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Response, UiError> {
-    let mac = parse_path_mac(&raw)?;
+    preview_text(&st, &headers, &raw, Script::Ipxe).await
+}
+
+/// `GET /ui/machines/{mac}/grub`: the GRUB config preview as plain text.
+pub async fn grub_preview(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, UiError> {
+    preview_text(&st, &headers, &raw, Script::Grub).await
+}
+
+async fn preview_text(
+    st: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+    which: Script,
+) -> Result<Response, UiError> {
+    let mac = parse_path_mac(raw)?;
     let p = match st.domain.preview(mac).await {
         Err(DomainError::NotFound(_)) => {
             return Err(UiError::not_found(format!(
@@ -312,7 +369,7 @@ pub async fn ipxe_preview(
         }
         p => p?,
     };
-    let script = script(&st, &headers, &p);
+    let script = script(st, headers, &p, which);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         script,

@@ -54,6 +54,7 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/machines/{mac}", get(machine::show).post(machine::edit))
         .route("/ui/machines/{mac}/delete", post(machine::delete))
         .route("/ui/machines/{mac}/ipxe", get(machine::ipxe_preview))
+        .route("/ui/machines/{mac}/grub", get(machine::grub_preview))
         .route("/ui/images", get(images::show).post(images::add))
         .route("/ui/images/{name}/delete", post(images::delete))
         .route("/ui/images/refresh", post(images::refresh))

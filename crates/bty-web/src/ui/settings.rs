@@ -22,14 +22,21 @@ struct ConfigRow {
 }
 
 /// Keys whose values are never shown.
-const SECRET_KEYS: [&str; 4] = ["password", "password_hash", "session_secret", "token"];
+const SECRET_KEYS: [&str; 5] = [
+    "password",
+    "password_hash",
+    "session_secret",
+    "token",
+    "relay_key",
+];
 
 /// Secrets that only the environment sets, listed even when unset.
-const SECRET_ENV: [(&str, &str); 4] = [
+const SECRET_ENV: [(&str, &str); 5] = [
     ("[admin] password", "BTY_ADMIN_PASSWORD"),
     ("[admin] password_hash", "BTY_ADMIN_PASSWORD_HASH"),
     ("[server] session_secret", "BTY_SERVER_SESSION_SECRET"),
     ("[withcache] token", "BTY_WITHCACHE_TOKEN"),
+    ("[pxe] relay_key", "BTY_PXE_RELAY_KEY"),
 ];
 
 /// Every effective key, sorted, with where its value came from.
@@ -212,14 +219,22 @@ mod tests {
     fn secrets_never_shown() {
         let cfg = crate::Config::from_toml_str(
             "[admin]\npassword = \"hunter2\"\n[server]\nsession_secret = \"s3cr3t\"\nlisten = \"127.0.0.1:9\"\n\
-             [withcache]\nurl = \"http://wc:3000\"\ntoken = \"service-token-0123456789\"\n",
+             [withcache]\nurl = \"http://wc:3000\"\ntoken = \"service-token-0123456789\"\n\
+             [pxe]\nrelay_key = \"relay-key-0123456789\"\n",
         )
         .unwrap();
         let rows = config_rows(&cfg);
         let all = format!("{rows:?}");
         assert!(
-            !all.contains("hunter2") && !all.contains("s3cr3t") && !all.contains("service-token"),
+            !all.contains("hunter2")
+                && !all.contains("s3cr3t")
+                && !all.contains("service-token")
+                && !all.contains("relay-key"),
             "{all}"
+        );
+        assert!(
+            !format!("{cfg:?}").contains("relay-key"),
+            "the relay key is not in the configuration's Debug"
         );
         let listen = rows.iter().find(|r| r.key == "[server] listen").unwrap();
         assert_eq!(listen.source, "bty.toml");

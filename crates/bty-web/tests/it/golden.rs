@@ -127,3 +127,54 @@ async fn served_scripts_match_golden_files() {
     check("served-local.ipxe", &norm(s.pxe(MAC).await));
     s.stop().await;
 }
+
+/// The Secure Boot chain's GRUB configs, one per kind of answer.
+#[test]
+fn grub_templates_match_golden_files() {
+    use bty_web::domain::cycle::{Answer, AnswerKind};
+    let t = Templates::new();
+    let boot = bty_web::config::BootConfig::default();
+    let mac: bty_proto::Mac = M.parse().unwrap();
+    let answer = |mode, kind| Answer { mac, mode, kind };
+    check("grub.cfg.grub", &t.grub_cfg());
+    let c = ScriptCycle {
+        id: 42,
+        attempt: 2,
+        image_name: "debian-12".into(),
+        target_serial: "S4EWNX0N123456 W".into(),
+    };
+    let cases = [
+        (
+            "flash.grub",
+            answer(BootMode::FlashOnce, AnswerKind::Flash(c)),
+        ),
+        (
+            "inventory.grub",
+            answer(BootMode::Inventory, AnswerKind::Inventory),
+        ),
+        (
+            "local.grub",
+            answer(
+                BootMode::FlashAlways,
+                AnswerKind::Local {
+                    drive: "0x80".into(),
+                    why: "the flash is done, this boot is the local disk",
+                },
+            ),
+        ),
+        (
+            "parked.grub",
+            answer(
+                BootMode::FlashOnce,
+                AnswerKind::Parked {
+                    reason:
+                        "3 flash attempts did not end in done ok (limit flash.max_attempts = 3)"
+                            .into(),
+                },
+            ),
+        ),
+    ];
+    for (name, a) in cases {
+        check(name, &t.grub_answer(HOST, &boot, &a));
+    }
+}

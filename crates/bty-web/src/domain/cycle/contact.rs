@@ -91,7 +91,10 @@ pub fn contact_gated(
     if new {
         prune(&tx, &mut v.j, gate.max_unassigned)?;
     }
+    // The image as this machine downloads it: through its site's withcache.
     let image = v.machine.image.as_deref().and_then(|n| catalog.get(n));
+    let image = image.map(|i| i.at(&catalog.sites, ip));
+    let image = image.as_deref();
     let decision = v.decide(image, max_attempts);
     if contact == Contact::Plan {
         v.check_plan(decision.offer, ip)?;
