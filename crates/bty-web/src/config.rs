@@ -18,6 +18,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("server", "listen"),
     ("server", "state_dir"),
     ("server", "session_secret"),
+    ("server", "database"),
+    ("server", "database_pool"),
     ("boot", "dir"),
     ("boot", "kernel"),
     ("boot", "initrd"),
@@ -43,6 +45,7 @@ pub const KEYS: &[(&str, &str)] = &[
 
 /// Keys whose value is an integer (the environment override is parsed).
 const INT_KEYS: &[(&str, &str)] = &[
+    ("server", "database_pool"),
     ("withcache", "refresh_secs"),
     ("flash", "max_attempts"),
     ("http", "header_timeout_secs"),
@@ -94,6 +97,13 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// Secret that signs session cookies; unset → `<state_dir>/session-secret`.
     pub session_secret: Option<String>,
+    /// `postgres://user:password@host:port/db`: keep machines, cycles and
+    /// events in PostgreSQL (several bty-web replicas may share it); unset →
+    /// SQLite at `<state_dir>/state.db`.
+    pub database: Option<String>,
+    /// PostgreSQL connections this replica keeps open (one database thread
+    /// each). SQLite always has one.
+    pub database_pool: u32,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +112,8 @@ impl Default for ServerConfig {
             listen: "0.0.0.0:8080".into(),
             state_dir: PathBuf::from("/var/lib/bty"),
             session_secret: None,
+            database: None,
+            database_pool: 8,
         }
     }
 }
@@ -386,6 +398,24 @@ impl Config {
         if let Some(t) = self.withcache_token() {
             t.check()
                 .map_err(|e| anyhow::anyhow!("[withcache] token: {e}"))?;
+        }
+        if let Some(url) = &self.server.database {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!(
+                    "[server] database must be a postgres://user:password@host:port/db URL \
+                     (leave it unset for SQLite in the state directory)"
+                );
+            }
+            // Every replica must sign and check the same session cookies.
+            if self.server.session_secret.is_none() {
+                bail!(
+                    "[server] database is set, so [server] session_secret must be too (the \
+                     same on every bty-web replica; e.g. `openssl rand -hex 32`)"
+                );
+            }
+        }
+        if !(1..=64).contains(&self.server.database_pool) {
+            bail!("[server] database_pool must be between 1 and 64");
         }
         if self.flash.max_attempts == 0 {
             bail!("[flash] max_attempts must be at least 1");

@@ -54,7 +54,10 @@ pub const INVENTORY_LIMIT: usize = 4 * 1024 * 1024;
 /// state. `stop` flips to true when the server stops.
 pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow::Result<AppState> {
     check_boot_dir(&config)?;
-    let db = db::Db::open(&config.db_path())?;
+    let db = match &config.server.database {
+        Some(url) => db::Db::connect(url, config.server.database_pool)?,
+        None => db::Db::open(&config.db_path())?,
+    };
     let auth = admin_auth(&config)?;
     let catalog = open_catalog(&config, &stop).await?;
     let bus = domain::bus::Bus::default();

@@ -10,7 +10,9 @@
 pub mod cycles;
 pub mod events;
 pub mod machines;
+pub mod pg;
 pub mod schema;
+pub mod sql;
 pub mod sticks;
 
 use std::path::Path;
@@ -42,6 +44,14 @@ impl Db {
         let conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
         Self::from_connection(conn).with_context(|| format!("database {}", path.display()))
+    }
+
+    /// Connect to PostgreSQL at `url` with `pool` connections (one database
+    /// thread each) and migrate it.
+    pub fn connect(url: &str, pool: u32) -> anyhow::Result<Db> {
+        let _ = pool;
+        sql::Conn::postgres(url).context("connecting to the PostgreSQL database")?;
+        anyhow::bail!("the PostgreSQL store is not built yet")
     }
 
     /// Use an already open connection (tests use in-memory databases).
