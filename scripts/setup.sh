@@ -77,3 +77,14 @@ fi
 if [ -x scripts/engines.sh ]; then
   scripts/engines.sh
 fi
+
+# kubernetes-validate (PyPI; ships the Kubernetes API schemas, so it checks
+# offline): tests/it/kubernetes.rs validates the manifests `bty-lab init
+# --kubernetes` renders from deploy/helm/bty. A venv keeps it off the
+# system Python.
+KV_VERSION=1.37.0
+if ! /opt/bty-kube-venv/bin/kubernetes-validate --version 2>/dev/null | grep -q "$KV_VERSION"; then
+  python3 -m venv /opt/bty-kube-venv
+  /opt/bty-kube-venv/bin/pip install --quiet "kubernetes-validate==$KV_VERSION"
+fi
+ln -sf /opt/bty-kube-venv/bin/kubernetes-validate /usr/local/bin/kubernetes-validate
