@@ -63,9 +63,12 @@ fn container(workload: &Value) -> &Value {
     &workload["spec"]["template"]["spec"]["containers"][0]
 }
 
-/// `NAME -> (secret, key)` for every env var a container takes from a
-/// Secret, and `NAME -> value` for the plain ones.
-fn env_of(c: &Value) -> (Vec<(String, String, String)>, Vec<(String, String)>) {
+/// `(NAME, secret, key)`: an env var taken from a Secret.
+type SecretRef = (String, String, String);
+
+/// `(NAME, secret, key)` for every env var a container takes from a
+/// Secret, and `(NAME, value)` for the plain ones.
+fn env_of(c: &Value) -> (Vec<SecretRef>, Vec<(String, String)>) {
     let (mut refs, mut plain) = (Vec::new(), Vec::new());
     for e in c["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap().to_string();
@@ -382,7 +385,8 @@ fn init_kubernetes_refuses_bad_settings_with_what_to_do() {
 /// `kubernetes-validate` checked as they are).
 /// - StatefulSet and DaemonSet: played as Deployments of one replica; the
 ///   StatefulSet's volumeClaimTemplates become PVCs named as Kubernetes
-///   names them (`data-bty-withcache-0`).
+///   names them (`data-bty-withcache-0`); the DaemonSet's declared port is
+///   dropped (podman refuses port mappings on the host network).
 /// - Secret: `kube play` stores a Secret document as YAML but reads
 ///   `secretKeyRef`s as a JSON map of base64 values, so the test creates
 ///   that podman secret itself and leaves the document out.
@@ -440,6 +444,14 @@ fn for_podman(docs: &[Value]) -> (Vec<Value>, Vec<(String, Value)>) {
             "DaemonSet" => {
                 d["kind"] = json!("Deployment");
                 d["spec"]["replicas"] = json!(1);
+                // Podman maps a declared port even on the host network,
+                // which it then refuses; the port is the host's anyway.
+                for c in d["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                {
+                    c.as_object_mut().unwrap().remove("ports");
+                }
             }
             _ => {}
         }
@@ -458,13 +470,22 @@ fn podman(args: &[&str]) -> Output {
 /// Takes the played objects down whatever happens to the test.
 struct Played {
     file: std::path::PathBuf,
+    /// Pods `kube play` names `<Deployment>-pod-0`.
+    pods: Vec<String>,
+    /// PVCs and ConfigMaps (played as named volumes).
     volumes: Vec<String>,
     secrets: Vec<String>,
+    /// The images the test built, removed at the end only.
+    images: Vec<String>,
 }
 
 impl Played {
     fn down(&self) {
         let _ = podman(&["kube", "down", self.file.to_str().unwrap()]);
+        // `kube down` leaves the pods of a play that failed half-way.
+        for p in &self.pods {
+            let _ = podman(&["pod", "rm", "-f", p]);
+        }
         for v in &self.volumes {
             let _ = podman(&["volume", "rm", "-f", v]);
         }
@@ -477,6 +498,9 @@ impl Played {
 impl Drop for Played {
     fn drop(&mut self) {
         self.down();
+        for i in &self.images {
+            let _ = podman(&["rmi", "-f", i]);
+        }
     }
 }
 
@@ -600,15 +624,20 @@ fn init_kubernetes_manifests_play_under_podman() {
         .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
         .collect();
     std::fs::write(&file, text).unwrap();
-    let volumes: Vec<String> = play
-        .iter()
-        .filter(|d| d["kind"] == "PersistentVolumeClaim")
-        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = |kinds: &[&str], suffix: &str| -> Vec<String> {
+        play.iter()
+            .filter(|d| kinds.iter().any(|k| d["kind"] == *k))
+            .map(|d| format!("{}{suffix}", d["metadata"]["name"].as_str().unwrap()))
+            .collect()
+    };
     let played = Played {
         file: file.clone(),
-        volumes,
+        pods: names(&["Deployment"], "-pod-0"),
+        volumes: names(&["PersistentVolumeClaim", "ConfigMap"], ""),
         secrets: secrets.iter().map(|(n, _)| n.clone()).collect(),
+        images: ["bty-web", "withcache", "bty-tftp"]
+            .map(|s| format!("{registry}/{s}:{VERSION}"))
+            .to_vec(),
     };
     played.down(); // what an earlier, killed run may have left
     for (name, map) in &secrets {
