@@ -33,6 +33,9 @@ export DEBIAN_FRONTEND=noninteractive
 #   sbsigntool                      - sbverify, reading the media's signatures
 #   grub-common                     - grub-script-check, parsing the GRUB
 #                                     configs bty-web serves
+#   golang-go                       - Go's text/template, executing the Helm
+#                                     chart as Helm would (no Helm here;
+#                                     tests/it/gotemplate, standard library)
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
 PKGS=(
@@ -47,6 +50,7 @@ PKGS=(
   isc-dhcp-server kea-dhcp4-server bc python3
   bsdutils coreutils
   shim-signed grub-efi-amd64-signed sbsigntool grub-common
+  golang-go
 )
 
 need=0

@@ -692,3 +692,149 @@ fn init_kubernetes_manifests_play_under_podman() {
     let o = podman(&["pod", "exists", "bty-web-pod-0"]);
     assert!(!o.status.success(), "kube down left the pod");
 }
+
+/// `over` laid onto `base` key by key (as Helm merges values).
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The chart's templates in `init --kubernetes`'s order (`kube::TEMPLATES`).
+const CHART_TEMPLATES: &[&str] = &[
+    "validate.yaml",
+    "secret.yaml",
+    "configmap.yaml",
+    "web-pvc.yaml",
+    "web-service.yaml",
+    "withcache-service.yaml",
+    "web-deployment.yaml",
+    "web-pdb.yaml",
+    "withcache-statefulset.yaml",
+    "tftp-daemonset.yaml",
+];
+
+/// Run tests/it/gotemplate (Go's text/template) on the chart with `values`.
+fn go_render(exe: &Path, dir: &Path, values: &Value, namespace: &str) -> Output {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/bty");
+    let file = dir.join("values.json");
+    std::fs::write(&file, values.to_string()).unwrap();
+    Command::new(exe)
+        .arg(&chart)
+        .arg(&file)
+        .args([namespace, VERSION])
+        .args(CHART_TEMPLATES)
+        .output()
+        .unwrap()
+}
+
+/// Helm is not installable here, so the chart is also executed by Go's own
+/// text/template (the engine Helm runs; values as Helm holds them, numbers
+/// as float64) with the six sprig functions the chart may use: for the
+/// defaults and for three replicas on PostgreSQL it must print, byte for
+/// byte, what `init --kubernetes` wrote with gtmpl, and the chart's own
+/// refusals must fire there too. A template the two engines read apart
+/// fails here.
+#[test]
+fn chart_renders_the_same_under_go_text_template() {
+    if !have_tool("go (golang-go; scripts/setup.sh)", on_path("go")) {
+        return;
+    }
+    let t = TestDir::new();
+    let exe = t.path().join("gotemplate");
+    let o = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&exe)
+        .arg(".")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/gotemplate"))
+        // Standard library only: nothing to fetch.
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "go build: {}", stderr(&o));
+    let defaults: Value =
+        serde_yaml::from_str(include_str!("../../deploy/helm/bty/values.yaml")).unwrap();
+
+    let url = "postgres://bty:pw@db.lab:5432/bty";
+    let cases: [(&str, &[&str], Value); 2] = [
+        ("default", &[], json!({})),
+        (
+            "lab",
+            &[
+                "--replicas",
+                "3",
+                "--database-url",
+                url,
+                "--withcache-url",
+                "http://10.0.0.5:30300",
+                "--registry",
+                "reg.example/x",
+                "--tag",
+                "9.9.9",
+                "--tftp-port",
+                "1069",
+                "--no-second-stage",
+            ],
+            json!({
+                "web": { "replicas": 3 },
+                "database": { "url": url },
+                "withcache": { "url": "http://10.0.0.5:30300" },
+                "image": { "registry": "reg.example/x", "tag": "9.9.9" },
+                "tftp": { "port": 1069, "secondStage": "off" },
+            }),
+        ),
+    ];
+    for (i, (ns, flags, over)) in cases.iter().enumerate() {
+        let dest = t.path().join(format!("k{i}"));
+        let mut args = vec!["--namespace", ns];
+        args.extend_from_slice(flags);
+        let (_, d) = render(&dest, &args);
+        let sec = &find(&d, "Secret", "bty-secrets")["stringData"];
+        let mut values = defaults.clone();
+        merge(
+            &mut values,
+            &json!({
+                "image": { "tag": VERSION },
+                "secrets": {
+                    "webPasswordHash": sec["BTY_ADMIN_PASSWORD_HASH"],
+                    "webSessionSecret": sec["BTY_SERVER_SESSION_SECRET"],
+                    "cachePasswordHash": sec["WITHCACHE_ADMIN_PASSWORD_HASH"],
+                    "cacheSessionSecret": sec["WITHCACHE_SESSION_SECRET"],
+                    "serviceToken": sec["BTY_WITHCACHE_TOKEN"],
+                    "relayKey": sec["BTY_PXE_RELAY_KEY"],
+                },
+            }),
+        );
+        merge(&mut values, over);
+        let o = go_render(&exe, &dest, &values, ns);
+        assert!(o.status.success(), "Go's text/template: {}", stderr(&o));
+        let ours = std::fs::read_to_string(dest.join("bty.yaml")).unwrap();
+        let ours = &ours[ours.find("---\n# Source: bty/templates/").unwrap()..];
+        assert_eq!(ours, String::from_utf8_lossy(&o.stdout), "case {ns}");
+
+        // The chart's refusal, in Go's words.
+        merge(
+            &mut values,
+            &json!({ "web": { "replicas": 2 }, "database": { "url": "" } }),
+        );
+        let o = go_render(&exe, &dest, &values, ns);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("web.replicas is 2 but no database is given"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
