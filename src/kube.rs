@@ -345,6 +345,25 @@ pub fn check(s: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// A namespace name Kubernetes accepts (an RFC 1123 label); it is written
+/// into every object unquoted, so nothing else may pass.
+pub fn check_namespace(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if !ok {
+        bail!(
+            "--namespace {ns:?} is not a Kubernetes namespace name: lowercase letters, digits \
+             and '-', at most 63, starting and ending with a letter or digit"
+        );
+    }
+    Ok(())
+}
+
 /// A PostgreSQL URL: `postgres://` or `postgresql://` with a host.
 pub fn check_database_url(u: &str) -> Result<()> {
     const WANT: &str = "a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DB";
@@ -533,6 +552,52 @@ mod tests {
         check(&s).unwrap();
         s.replicas = 0;
         assert!(check(&s).is_err());
+    }
+
+    #[test]
+    fn an_existing_secret_carries_the_database_url() {
+        let mut v = values(&settings(), &secrets()).unwrap();
+        merge(
+            &mut v,
+            &json!({"web": {"replicas": 2}, "database": {"existingSecret": "pg", "existingSecretKey": "uri"}}),
+        );
+        let all = render(&v, &release()).unwrap().to_multidoc();
+        let web = all
+            .split("---\n")
+            .find(|d| d.contains("kind: Deployment"))
+            .unwrap();
+        assert!(
+            web.contains("- name: BTY_SERVER_DATABASE\n              valueFrom:\n                secretKeyRef:\n                  name: pg\n                  key: uri"),
+            "{web}"
+        );
+        assert!(web.contains("replicas: 2"), "{web}");
+        assert!(!all.contains("kind: PersistentVolumeClaim\n"), "{all}");
+        assert!(
+            !all.contains("  BTY_SERVER_DATABASE:"),
+            "not in the chart's Secret: {all}"
+        );
+    }
+
+    #[test]
+    fn namespaces_are_rfc1123_labels() {
+        for good in ["default", "bty", "lab-2"] {
+            check_namespace(good).unwrap();
+        }
+        for bad in [
+            "",
+            "Lab",
+            "-x",
+            "x-",
+            "a b",
+            "x\n  evil: 1",
+            &"a".repeat(64),
+        ] {
+            let e = format!("{:#}", check_namespace(bad).unwrap_err());
+            assert!(
+                e.contains("not a Kubernetes namespace name"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

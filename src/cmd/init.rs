@@ -14,6 +14,7 @@ pub const KUBE_FILE: &str = "bty.yaml";
 fn kubernetes(a: &InitArgs) -> Result<()> {
     let settings = kube_settings(a)?;
     kube::check(&settings)?;
+    kube::check_namespace(&a.kube.namespace)?;
     let r = &a.render;
     let dir = safefs::make_dir(&r.dest)?;
     let out = dir.shown(KUBE_FILE.as_ref());

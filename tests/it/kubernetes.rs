@@ -359,6 +359,8 @@ fn init_kubernetes_refuses_bad_settings_with_what_to_do() {
     }
     let o = run(&["init", "--kubernetes", d, "--replicas", "0"]);
     fails_with(&o, "--replicas 0 runs no bty-web");
+    let o = run(&["init", "--kubernetes", d, "--namespace", "Lab"]);
+    fails_with(&o, "is not a Kubernetes namespace name");
     let o = run(&["init", "--kubernetes", d, "--systemd"]);
     fails_with(&o, "--systemd is for a container host, not --kubernetes");
     let o = run(&["init", d, "--replicas", "2"]);
