@@ -20,7 +20,8 @@ need_pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     docker) need_pkgs+=(docker.io) ;;
-    podman) need_pkgs+=(podman runc) ;;
+    # catatonit: the pause binary of `podman kube play`'s pods.
+    podman) need_pkgs+=(podman runc catatonit) ;;
     *) echo "engines.sh: unknown engine '$w' (docker|podman)" >&2; exit 2 ;;
   esac
 done

@@ -33,6 +33,9 @@ export DEBIAN_FRONTEND=noninteractive
 #   sbsigntool                      - sbverify, reading the media's signatures
 #   grub-common                     - grub-script-check, parsing the GRUB
 #                                     configs bty-web serves
+#   golang-go                       - Go's text/template, executing the Helm
+#                                     chart as Helm would (no Helm here;
+#                                     tests/it/gotemplate, standard library)
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
 PKGS=(
@@ -47,6 +50,7 @@ PKGS=(
   isc-dhcp-server kea-dhcp4-server bc python3
   bsdutils coreutils
   shim-signed grub-efi-amd64-signed sbsigntool grub-common
+  golang-go
 )
 
 need=0
@@ -77,3 +81,14 @@ fi
 if [ -x scripts/engines.sh ]; then
   scripts/engines.sh
 fi
+
+# kubernetes-validate (PyPI; ships the Kubernetes API schemas, so it checks
+# offline): tests/it/kubernetes.rs validates the manifests `bty-lab init
+# --kubernetes` renders from deploy/helm/bty. A venv keeps it off the
+# system Python.
+KV_VERSION=1.37.0
+if ! /opt/bty-kube-venv/bin/kubernetes-validate --version 2>/dev/null | grep -q "$KV_VERSION"; then
+  python3 -m venv /opt/bty-kube-venv
+  /opt/bty-kube-venv/bin/pip install --quiet "kubernetes-validate==$KV_VERSION"
+fi
+ln -sf /opt/bty-kube-venv/bin/kubernetes-validate /usr/local/bin/kubernetes-validate

@@ -183,6 +183,34 @@ pub struct UsbBuildArgs {
 pub struct InitArgs {
     #[command(flatten)]
     pub render: RenderArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `bty-lab init --kubernetes`: plain manifests from the Helm chart.
+#[derive(Debug, Args, Clone)]
+pub struct KubeArgs {
+    /// Write Kubernetes manifests (DEST/bty.yaml, rendered from the Helm
+    /// chart deploy/helm/bty) instead of the container engine's files;
+    /// apply them with `kubectl apply -f DEST/bty.yaml`.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// bty-web replicas; more than 1 needs --database-url.
+    #[arg(long, default_value_t = 1, requires = "kubernetes")]
+    pub replicas: u32,
+    /// PostgreSQL URL of bty-web's store (postgres://USER:PASSWORD@HOST:PORT/DB);
+    /// without it bty-web keeps SQLite on a volume (one replica).
+    #[arg(long, value_name = "URL", requires = "kubernetes")]
+    pub database_url: Option<String>,
+    /// Namespace of every object (created by the manifests unless `default`).
+    #[arg(long, default_value = "default", requires = "kubernetes")]
+    pub namespace: String,
+    /// withcache's URL as the machines reach it (e.g. http://NODE:30300).
+    #[arg(long, value_name = "URL", requires = "kubernetes")]
+    pub withcache_url: Option<String>,
+    /// Image tag (default: this CLI's version).
+    #[arg(long, requires = "kubernetes")]
+    pub tag: Option<String>,
 }
 
 /// Where images come from.

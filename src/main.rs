@@ -18,6 +18,7 @@ mod hostaddr;
 mod http;
 mod images;
 mod internal;
+mod kube;
 mod manifest;
 mod media;
 mod ports;

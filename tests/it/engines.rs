@@ -26,7 +26,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Podman 4.3 fails container starts now and then ("write child: broken
 /// pipe") when several deploys hit its API at once; these tests run one
 /// Podman deploy at a time (Docker tests still run beside them).
-fn podman_turn() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn podman_turn() -> std::sync::MutexGuard<'static, ()> {
     static PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     PODMAN.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -47,7 +47,7 @@ fn socket(engine: &str) -> &'static str {
 }
 
 /// The static bty-lab, or None (skip / fail per the tool rule).
-fn static_bin(engine: &str) -> Option<PathBuf> {
+pub(crate) fn static_bin(engine: &str) -> Option<PathBuf> {
     if !wanted(engine) {
         eprintln!("skipping: BTY_ENGINE_TESTS does not name {engine}");
         return None;
@@ -115,7 +115,7 @@ fn request(
 }
 
 /// A TCP port free on all addresses right now (and UDP, for bty-tftp).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let p = l.local_addr().unwrap().port();

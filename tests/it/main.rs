@@ -6,6 +6,7 @@ mod engines;
 mod exit;
 mod flash;
 mod image;
+mod kubernetes;
 mod links;
 mod media;
 mod render;
