@@ -180,7 +180,7 @@ mod tests {
                 "withcache: connection refused",
             ),
             (
-                DomainError::Db(rusqlite::Error::InvalidQuery),
+                DomainError::Db(crate::db::sql::Error::Other("disk I/O error".into())),
                 500,
                 internal,
             ),

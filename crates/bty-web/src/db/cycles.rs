@@ -1,7 +1,7 @@
 //! Flash cycles: one row per flash attempt, kept as history.
 
+use crate::db::sql::{self, params, Conn, OptionalExtension, Row};
 use bty_proto::Mac;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 /// Where a cycle is.
@@ -151,7 +151,7 @@ const COLUMNS: &str = "id, mac, arm_gen, attempt, token, state, boot_mode, image
     flashing_at, finished_at, bytes_done, bytes_total, phase, rate, progress_at, ok, reason, \
     disk_sha256, duration_s, booted_ip, offered_ip, via, image_source";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
+fn from_row(r: &Row) -> sql::Result<Cycle> {
     let state: String = r.get(5)?;
     Ok(Cycle {
         id: r.get(0)?,
@@ -160,11 +160,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
         attempt: r.get(3)?,
         token: r.get(4)?,
         state: CycleState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                5,
-                rusqlite::types::Type::Text,
-                format!("unknown cycle state {state:?}").into(),
-            )
+            sql::Error::conversion("state", format!("unknown cycle state {state:?}"))
         })?,
         boot_mode: r.get(6)?,
         image_name: r.get(7)?,
@@ -196,7 +192,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Cycle> {
 
 /// The machine's current cycle: the newest PXE cycle of its arming
 /// generation (stick cycles never take part in the PXE decision).
-pub fn current(conn: &Connection, mac: Mac, arm_gen: i64) -> rusqlite::Result<Option<Cycle>> {
+pub fn current(conn: &Conn, mac: Mac, arm_gen: i64) -> sql::Result<Option<Cycle>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND arm_gen = ?2 AND via = 'pxe' \
          ORDER BY id DESC LIMIT 1"
@@ -206,21 +202,21 @@ pub fn current(conn: &Connection, mac: Mac, arm_gen: i64) -> rusqlite::Result<Op
 }
 
 /// The cycle holding `token`, whichever machine it belongs to.
-pub fn by_token(conn: &Connection, token: &str) -> rusqlite::Result<Option<Cycle>> {
+pub fn by_token(conn: &Conn, token: &str) -> sql::Result<Option<Cycle>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM cycles WHERE token = ?1"))?
         .query_row([token], from_row)
         .optional()
 }
 
 /// A cycle by id.
-pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Cycle>> {
+pub fn get(conn: &Conn, id: i64) -> sql::Result<Option<Cycle>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM cycles WHERE id = ?1"))?
         .query_row([id], from_row)
         .optional()
 }
 
 /// A machine's cycles, newest first.
-pub fn history(conn: &Connection, mac: Mac, limit: u32) -> rusqlite::Result<Vec<Cycle>> {
+pub fn history(conn: &Conn, mac: Mac, limit: u32) -> sql::Result<Vec<Cycle>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 ORDER BY id DESC LIMIT ?2"
     ))?;
@@ -257,7 +253,7 @@ pub struct NewCycle<'a> {
 }
 
 /// Insert a cycle with a fresh 128-bit token; returns it as stored.
-pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Result<Cycle> {
+pub fn insert(conn: &Conn, c: &NewCycle<'_>, now: &str) -> sql::Result<Cycle> {
     let token = hex::encode(rand::random::<[u8; 16]>());
     let flashing_at = (c.state == CycleState::Flashing).then_some(now);
     conn.prepare_cached(&format!(
@@ -290,7 +286,7 @@ pub fn insert(conn: &Connection, c: &NewCycle<'_>, now: &str) -> rusqlite::Resul
 
 /// `offered` -> `booted`: the netboot kernel or initrd was fetched, by
 /// the client at `ip`.
-pub fn mark_booted(conn: &Connection, id: i64, ip: &str, now: &str) -> rusqlite::Result<()> {
+pub fn mark_booted(conn: &Conn, id: i64, ip: &str, now: &str) -> sql::Result<()> {
     conn.prepare_cached(
         "UPDATE cycles SET state = 'booted', booted_at = ?2, booted_ip = ?3 WHERE id = ?1",
     )?
@@ -299,7 +295,7 @@ pub fn mark_booted(conn: &Connection, id: i64, ip: &str, now: &str) -> rusqlite:
 }
 
 /// `offered`/`booted` -> `flashing`: the agent took the plan.
-pub fn mark_flashing(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+pub fn mark_flashing(conn: &Conn, id: i64, now: &str) -> sql::Result<()> {
     conn.prepare_cached(
         "UPDATE cycles SET state = 'flashing', flashing_at = COALESCE(flashing_at, ?2) WHERE id = ?1",
     )?
@@ -309,11 +305,11 @@ pub fn mark_flashing(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<
 
 /// Store the latest progress (moves `offered`/`booted` to `flashing`).
 pub fn progress(
-    conn: &Connection,
+    conn: &Conn,
     id: i64,
     p: &bty_proto::plan::ProgressReport,
     now: &str,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     conn.prepare_cached(
         "UPDATE cycles SET state = 'flashing', flashing_at = COALESCE(flashing_at, ?2), \
          bytes_done = ?3, bytes_total = ?4, phase = ?5, rate = ?6, progress_at = ?2 WHERE id = ?1",
@@ -342,7 +338,7 @@ pub struct Finish<'a> {
 }
 
 /// Close a cycle with its verdict.
-pub fn finish(conn: &Connection, id: i64, f: &Finish<'_>, now: &str) -> rusqlite::Result<()> {
+pub fn finish(conn: &Conn, id: i64, f: &Finish<'_>, now: &str) -> sql::Result<()> {
     let state = if f.ok { "done" } else { "failed" };
     conn.prepare_cached(
         "UPDATE cycles SET state = ?2, ok = ?3, reason = ?4, disk_sha256 = ?5, duration_s = ?6, \
@@ -361,7 +357,7 @@ pub fn finish(conn: &Connection, id: i64, f: &Finish<'_>, now: &str) -> rusqlite
 }
 
 /// flash-always: remember that the disk boot after this cycle was served.
-pub fn mark_local_served(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+pub fn mark_local_served(conn: &Conn, id: i64) -> sql::Result<()> {
     conn.prepare_cached("UPDATE cycles SET local_served = 1 WHERE id = ?1")?
         .execute([id])?;
     Ok(())
@@ -370,12 +366,7 @@ pub fn mark_local_served(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 /// Cancel the machine's open PXE cycles (an operator change replaced
 /// them). A stick flash goes on whatever the operator changes: the
 /// stick, not bty-web, drives it.
-pub fn cancel_open(
-    conn: &Connection,
-    mac: Mac,
-    reason: &str,
-    now: &str,
-) -> rusqlite::Result<usize> {
+pub fn cancel_open(conn: &Conn, mac: Mac, reason: &str, now: &str) -> sql::Result<usize> {
     conn.prepare_cached(
         "UPDATE cycles SET state = 'cancelled', reason = ?2, finished_at = ?3 \
          WHERE mac = ?1 AND via = 'pxe' AND state IN ('offered', 'booted', 'flashing')",
@@ -385,7 +376,7 @@ pub fn cancel_open(
 
 /// The machine's open stick cycle, if any (at most one is open: a new
 /// stick flash fails the previous one).
-pub fn open_stick(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Cycle>> {
+pub fn open_stick(conn: &Conn, mac: Mac) -> sql::Result<Option<Cycle>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND via = 'stick' \
          AND state IN ('offered', 'booted', 'flashing') ORDER BY id DESC LIMIT 1"
@@ -396,7 +387,7 @@ pub fn open_stick(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Cycle>
 
 /// The machine's newest stick cycle, open or not (the only one whose
 /// token is still taken: a done replayed after it closed is acknowledged).
-pub fn latest_stick(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Cycle>> {
+pub fn latest_stick(conn: &Conn, mac: Mac) -> sql::Result<Option<Cycle>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM cycles WHERE mac = ?1 AND via = 'stick' ORDER BY id DESC LIMIT 1"
     ))?
@@ -432,11 +423,7 @@ pub struct NewStickCycle<'a> {
 
 /// Insert a stick cycle, already `flashing` (offered, booted and flashing
 /// at `now`, from `ip`), with a fresh 128-bit token.
-pub fn insert_stick(
-    conn: &Connection,
-    c: &NewStickCycle<'_>,
-    now: &str,
-) -> rusqlite::Result<Cycle> {
+pub fn insert_stick(conn: &Conn, c: &NewStickCycle<'_>, now: &str) -> sql::Result<Cycle> {
     let new = NewCycle {
         mac: c.mac,
         arm_gen: c.arm_gen,
@@ -459,5 +446,5 @@ pub fn insert_stick(
          WHERE id = ?1",
     )?
     .execute(params![id, now, c.ip, c.image_source])?;
-    get(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+    get(conn, id)?.ok_or(sql::Error::NoRows)
 }

@@ -1,6 +1,6 @@
 //! The event log: what happened to which machine, newest first.
 
-use rusqlite::{params, Connection, Row};
+use crate::db::sql::{self, params, Conn, Row};
 use serde::Serialize;
 
 /// Events kept; older rows are pruned as new ones arrive.
@@ -23,7 +23,7 @@ pub struct Event {
     pub details: Option<serde_json::Value>,
 }
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+fn from_row(r: &Row) -> sql::Result<Event> {
     let details: Option<String> = r.get(5)?;
     Ok(Event {
         id: r.get(0)?,
@@ -37,19 +37,20 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
 
 /// Append an event and return it as stored.
 pub fn insert(
-    conn: &Connection,
+    conn: &Conn,
     kind: &str,
     mac: Option<&str>,
     summary: &str,
     details: Option<&serde_json::Value>,
     now: &str,
-) -> rusqlite::Result<Event> {
+) -> sql::Result<Event> {
     let details_text = details.map(|d| d.to_string());
-    conn.prepare_cached(
-        "INSERT INTO events (ts, kind, mac, summary, details) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![now, kind, mac, summary, details_text])?;
-    let id = conn.last_insert_rowid();
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO events (ts, kind, mac, summary, details) VALUES (?1, ?2, ?3, ?4, ?5) \
+             RETURNING id",
+        )?
+        .query_row(params![now, kind, mac, summary, details_text], |r| r.get(0))?;
     if id % 1000 == 0 {
         conn.prepare_cached("DELETE FROM events WHERE id <= ?1")?
             .execute([id - RETAIN])?;
@@ -78,10 +79,11 @@ pub struct Query {
 }
 
 /// A page of events, newest first.
-pub fn list(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<Event>> {
+pub fn list(conn: &Conn, q: &Query) -> sql::Result<Vec<Event>> {
     let mut st = conn.prepare_cached(
         "SELECT id, ts, kind, mac, summary, details FROM events \
-         WHERE (?1 IS NULL OR mac = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR id < ?3) \
+         WHERE (CAST(?1 AS TEXT) IS NULL OR mac = ?1) AND (CAST(?2 AS TEXT) IS NULL OR kind = ?2) \
+         AND (CAST(?3 AS BIGINT) IS NULL OR id < ?3) \
          ORDER BY id DESC LIMIT ?4",
     )?;
     let rows = st.query_map(

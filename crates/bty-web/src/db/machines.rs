@@ -1,7 +1,7 @@
 //! The machine registry.
 
+use crate::db::sql::{self, params, Conn, OptionalExtension, Row};
 use bty_proto::{BootMode, Mac};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 /// One registered machine, as stored.
@@ -50,10 +50,8 @@ const COLUMNS: &str = "mac, name, boot_mode, image, target_disk_serial, sanboot_
     discovered_at, last_seen_at, last_seen_ip, inventory, inventory_at, created_at, updated_at, \
     arm_gen, parked_reason, parked_at, inventory_local_next";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
-    let text_err = |i: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-    };
+fn from_row(r: &Row) -> sql::Result<Machine> {
+    let text_err = |i: usize, e: String| sql::Error::conversion(i, e);
     let mac: String = r.get(0)?;
     let mode: String = r.get(2)?;
     let inventory: Option<String> = r.get(9)?;
@@ -83,7 +81,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Machine> {
     })
 }
 
-fn labels(conn: &Connection, mac: &str) -> rusqlite::Result<Vec<String>> {
+fn labels(conn: &Conn, mac: &str) -> sql::Result<Vec<String>> {
     let mut st =
         conn.prepare_cached("SELECT label FROM machine_labels WHERE mac = ?1 ORDER BY label")?;
     let rows = st.query_map([mac], |r| r.get(0))?;
@@ -91,7 +89,7 @@ fn labels(conn: &Connection, mac: &str) -> rusqlite::Result<Vec<String>> {
 }
 
 /// The machine with `mac`, labels included.
-pub fn get(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Machine>> {
+pub fn get(conn: &Conn, mac: Mac) -> sql::Result<Option<Machine>> {
     let key = mac.to_string();
     let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM machines WHERE mac = ?1"))?;
     let Some(mut m) = st.query_row([&key], from_row).optional()? else {
@@ -104,7 +102,7 @@ pub fn get(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Machine>> {
 /// The machine without its labels and inventory: what a boot decision
 /// needs, cheap enough for the PXE and plan paths (an inventory can be
 /// megabytes of JSON).
-pub fn get_for_decision(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Machine>> {
+pub fn get_for_decision(conn: &Conn, mac: Mac) -> sql::Result<Option<Machine>> {
     let cols = COLUMNS.replace("inventory, inventory_at", "NULL, inventory_at");
     conn.prepare_cached(&format!("SELECT {cols} FROM machines WHERE mac = ?1"))?
         .query_row([mac.to_string()], from_row)
@@ -113,14 +111,14 @@ pub fn get_for_decision(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<
 
 /// Every machine, ordered by MAC, without its inventory (a list never
 /// loads the posted blobs; one machine's view does).
-pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
+pub fn list(conn: &Conn) -> sql::Result<Vec<Machine>> {
     let cols = COLUMNS.replace("inventory, inventory_at", "NULL, inventory_at");
     let mut st = conn.prepare_cached(&format!("SELECT {cols} FROM machines ORDER BY mac"))?;
-    let mut out: Vec<Machine> = st.query_map([], from_row)?.collect::<Result<_, _>>()?;
+    let mut out: Vec<Machine> = st.query_map((), from_row)?.collect::<Result<_, _>>()?;
     let mut lst =
         conn.prepare_cached("SELECT mac, label FROM machine_labels ORDER BY mac, label")?;
     let mut all: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for row in lst.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+    for row in lst.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (mac, label) = row?;
         all.entry(mac).or_default().push(label);
     }
@@ -132,12 +130,7 @@ pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Machine>> {
 
 /// Register an unknown MAC seen on a PXE contact (`bty-inventory` mode);
 /// returns it as stored (without labels, which it has none of).
-pub fn insert_discovered(
-    conn: &Connection,
-    mac: Mac,
-    ip: &str,
-    now: &str,
-) -> rusqlite::Result<Machine> {
+pub fn insert_discovered(conn: &Conn, mac: Mac, ip: &str, now: &str) -> sql::Result<Machine> {
     conn.prepare_cached(&format!(
         "INSERT INTO machines (mac, boot_mode, discovered_at, last_seen_at, last_seen_ip, \
          created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?4, ?3, ?3) RETURNING {COLUMNS}"
@@ -157,10 +150,12 @@ const UNASSIGNED: &str = "discovered_at IS NOT NULL AND boot_mode = 'bty-invento
 
 /// The discovered machines nobody assigned beyond the newest `keep`,
 /// oldest first (the ones to prune).
-pub fn unassigned_beyond(conn: &Connection, keep: u32) -> rusqlite::Result<Vec<Mac>> {
+pub fn unassigned_beyond(conn: &Conn, keep: u32) -> sql::Result<Vec<Mac>> {
+    // "No limit" spelled so both engines take it (SQLite has no bare OFFSET,
+    // PostgreSQL no LIMIT -1).
     let mut st = conn.prepare_cached(&format!(
         "SELECT mac FROM machines WHERE {UNASSIGNED} \
-         ORDER BY discovered_at DESC, mac DESC LIMIT -1 OFFSET ?1"
+         ORDER BY discovered_at DESC, mac DESC LIMIT 9223372036854775807 OFFSET ?1"
     ))?;
     let rows = st.query_map([keep], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
@@ -174,7 +169,7 @@ pub fn unassigned_beyond(conn: &Connection, keep: u32) -> rusqlite::Result<Vec<M
 }
 
 /// Record a contact from the machine.
-pub fn touch(conn: &Connection, mac: Mac, ip: &str, now: &str) -> rusqlite::Result<()> {
+pub fn touch(conn: &Conn, mac: Mac, ip: &str, now: &str) -> sql::Result<()> {
     conn.prepare_cached(
         "UPDATE machines SET last_seen_at = ?2, last_seen_ip = ?3, \
          discovered_at = COALESCE(discovered_at, ?2) WHERE mac = ?1",
@@ -202,13 +197,7 @@ pub struct Settings {
 
 /// Create or fully replace the operator fields; `arm_gen` and parking are
 /// set by the caller, which knows whether the policy changed.
-pub fn upsert(
-    conn: &Connection,
-    mac: Mac,
-    s: &Settings,
-    arm_gen: i64,
-    now: &str,
-) -> rusqlite::Result<()> {
+pub fn upsert(conn: &Conn, mac: Mac, s: &Settings, arm_gen: i64, now: &str) -> sql::Result<()> {
     let key = mac.to_string();
     conn.prepare_cached(
         "INSERT INTO machines (mac, name, boot_mode, image, target_disk_serial, sanboot_drive, \
@@ -228,8 +217,9 @@ pub fn upsert(
     ])?;
     conn.prepare_cached("DELETE FROM machine_labels WHERE mac = ?1")?
         .execute([&key])?;
-    let mut ins =
-        conn.prepare_cached("INSERT OR IGNORE INTO machine_labels (mac, label) VALUES (?1, ?2)")?;
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO machine_labels (mac, label) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
     for l in &s.labels {
         ins.execute(params![key, l])?;
     }
@@ -237,14 +227,9 @@ pub fn upsert(
 }
 
 /// Park (`Some(reason)`) or un-park (`None`) a machine.
-pub fn set_parked(
-    conn: &Connection,
-    mac: Mac,
-    reason: Option<&str>,
-    now: &str,
-) -> rusqlite::Result<()> {
+pub fn set_parked(conn: &Conn, mac: Mac, reason: Option<&str>, now: &str) -> sql::Result<()> {
     conn.prepare_cached(
-        "UPDATE machines SET parked_reason = ?2, parked_at = CASE WHEN ?2 IS NULL THEN NULL ELSE ?3 END, \
+        "UPDATE machines SET parked_reason = ?2, parked_at = CASE WHEN CAST(?2 AS TEXT) IS NULL THEN NULL ELSE ?3 END, \
          updated_at = ?3 WHERE mac = ?1",
     )?
     .execute(params![mac.to_string(), reason, now])?;
@@ -252,7 +237,7 @@ pub fn set_parked(
 }
 
 /// Set the inventory alternation flag.
-pub fn set_inventory_local_next(conn: &Connection, mac: Mac, v: bool) -> rusqlite::Result<()> {
+pub fn set_inventory_local_next(conn: &Conn, mac: Mac, v: bool) -> sql::Result<()> {
     conn.prepare_cached("UPDATE machines SET inventory_local_next = ?2 WHERE mac = ?1")?
         .execute(params![mac.to_string(), v])?;
     Ok(())
@@ -260,12 +245,12 @@ pub fn set_inventory_local_next(conn: &Connection, mac: Mac, v: bool) -> rusqlit
 
 /// Store a posted inventory.
 pub fn set_inventory(
-    conn: &Connection,
+    conn: &Conn,
     mac: Mac,
     inventory_json: &str,
     ip: &str,
     now: &str,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     conn.prepare_cached(
         "UPDATE machines SET inventory = ?2, inventory_at = ?3, last_seen_at = ?3, \
          last_seen_ip = ?4, updated_at = ?3 WHERE mac = ?1",
@@ -275,7 +260,7 @@ pub fn set_inventory(
 }
 
 /// Delete a machine, its labels and its cycle history. Events are kept.
-pub fn delete(conn: &Connection, mac: Mac) -> rusqlite::Result<bool> {
+pub fn delete(conn: &Conn, mac: Mac) -> sql::Result<bool> {
     let key = mac.to_string();
     conn.execute("DELETE FROM cycles WHERE mac = ?1", [&key])?;
     Ok(conn.execute("DELETE FROM machines WHERE mac = ?1", [&key])? > 0)

@@ -56,3 +56,11 @@ pub fn migrate(conn: &super::sql::Conn, target: u32) -> anyhow::Result<()> {
     let _ = (conn, target);
     anyhow::bail!("PostgreSQL migrations are not built yet")
 }
+
+/// The schema version of a PostgreSQL database.
+// Stub added by the port of the store (helper "port") so that
+// `schema::version` compiles; the PostgreSQL backend replaces it.
+pub fn version(conn: &super::sql::Conn) -> anyhow::Result<u32> {
+    let _ = conn;
+    anyhow::bail!("PostgreSQL migrations are not built yet")
+}

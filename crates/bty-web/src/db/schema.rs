@@ -1,12 +1,14 @@
 //! Versioned, in-place schema migrations.
 //!
-//! The version is SQLite's `PRAGMA user_version`. Each migration runs in its
+//! PostgreSQL has its own migrations (same tables and meaning) in
+//! [`super::pg`]; this module dispatches to them. On SQLite the version is
+//! SQLite's `PRAGMA user_version`. Each migration runs in its
 //! own transaction together with the bump of `user_version`, so a crash
 //! leaves the database at the previous version, never half-migrated. The
 //! database file is never renamed, discarded or recreated.
 
+use super::sql::{Conn, Dialect, Lock};
 use anyhow::{bail, Context};
-use rusqlite::Connection;
 
 /// Migration `i` (0-based) takes the schema from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -112,13 +114,16 @@ pub const MIGRATIONS: &[&str] = &[
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
 
 /// Bring the database to [`LATEST`].
-pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+pub fn migrate(conn: &mut Conn) -> anyhow::Result<()> {
     migrate_to(conn, LATEST)
 }
 
 /// Bring the database to `target` (tests build old databases with this).
-pub fn migrate_to(conn: &mut Connection, target: u32) -> anyhow::Result<()> {
-    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+pub fn migrate_to(conn: &mut Conn, target: u32) -> anyhow::Result<()> {
+    if conn.dialect() == Dialect::Postgres {
+        return super::pg::migrate(conn, target);
+    }
+    let current = version(conn)?;
     if current > LATEST {
         bail!(
             "the database has schema version {current} but this bty-web knows only up to \
@@ -129,7 +134,7 @@ pub fn migrate_to(conn: &mut Connection, target: u32) -> anyhow::Result<()> {
     if current == 0 {
         let foreign: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            [],
+            (),
             |r| r.get(0),
         )?;
         if foreign > 0 {
@@ -147,10 +152,11 @@ pub fn migrate_to(conn: &mut Connection, target: u32) -> anyhow::Result<()> {
                 v + 1
             );
         };
-        let tx = conn.transaction()?;
+        let tx = conn.transaction(Lock::Global)?;
         tx.execute_batch(sql)
             .with_context(|| format!("migrating the database to schema version {}", v + 1))?;
-        tx.pragma_update(None, "user_version", v + 1)?;
+        // PRAGMA takes no parameters; v + 1 is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", v + 1))?;
         tx.commit()?;
         if v > 0 || current > 0 {
             tracing::info!("database migrated to schema version {}", v + 1);
@@ -160,6 +166,9 @@ pub fn migrate_to(conn: &mut Connection, target: u32) -> anyhow::Result<()> {
 }
 
 /// The schema version of an open database.
-pub fn version(conn: &Connection) -> rusqlite::Result<u32> {
-    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+pub fn version(conn: &Conn) -> anyhow::Result<u32> {
+    match conn.dialect() {
+        Dialect::Sqlite => Ok(conn.query_row("PRAGMA user_version", (), |r| r.get(0))?),
+        Dialect::Postgres => super::pg::version(conn),
+    }
 }

@@ -2,7 +2,7 @@
 //! the key's sha256 is stored, so the database (or a backup of it) never
 //! holds a key that works.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::db::sql::{self, params, Conn, OptionalExtension, Row};
 use serde::Serialize;
 
 /// One stick key, as the admin API lists it (never the key itself).
@@ -24,7 +24,7 @@ pub struct Stick {
 
 const COLUMNS: &str = "id, label, created_at, last_used_at, last_ip, revoked_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Stick> {
+fn from_row(r: &Row) -> sql::Result<Stick> {
     Ok(Stick {
         id: r.get(0)?,
         label: r.get(1)?,
@@ -36,12 +36,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Stick> {
 }
 
 /// Store a new key by its sha256 (lowercase hex).
-pub fn insert(
-    conn: &Connection,
-    label: &str,
-    key_sha256: &str,
-    now: &str,
-) -> rusqlite::Result<Stick> {
+pub fn insert(conn: &Conn, label: &str, key_sha256: &str, now: &str) -> sql::Result<Stick> {
     conn.prepare_cached(&format!(
         "INSERT INTO sticks (label, key_sha256, created_at) VALUES (?1, ?2, ?3) RETURNING {COLUMNS}"
     ))?
@@ -49,14 +44,14 @@ pub fn insert(
 }
 
 /// Every key, oldest first.
-pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Stick>> {
+pub fn list(conn: &Conn) -> sql::Result<Vec<Stick>> {
     let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM sticks ORDER BY id"))?;
-    let rows = st.query_map([], from_row)?;
+    let rows = st.query_map((), from_row)?;
     rows.collect()
 }
 
 /// The key whose sha256 is `key_sha256`.
-pub fn by_hash(conn: &Connection, key_sha256: &str) -> rusqlite::Result<Option<Stick>> {
+pub fn by_hash(conn: &Conn, key_sha256: &str) -> sql::Result<Option<Stick>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM sticks WHERE key_sha256 = ?1"
     ))?
@@ -65,21 +60,21 @@ pub fn by_hash(conn: &Connection, key_sha256: &str) -> rusqlite::Result<Option<S
 }
 
 /// A key by id.
-pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Stick>> {
+pub fn get(conn: &Conn, id: i64) -> sql::Result<Option<Stick>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM sticks WHERE id = ?1"))?
         .query_row([id], from_row)
         .optional()
 }
 
 /// A stick used key `id` from `ip`.
-pub fn touch(conn: &Connection, id: i64, ip: &str, now: &str) -> rusqlite::Result<()> {
+pub fn touch(conn: &Conn, id: i64, ip: &str, now: &str) -> sql::Result<()> {
     conn.prepare_cached("UPDATE sticks SET last_used_at = ?2, last_ip = ?3 WHERE id = ?1")?
         .execute(params![id, now, ip])?;
     Ok(())
 }
 
 /// Revoke key `id` (the first revocation's time is kept).
-pub fn revoke(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+pub fn revoke(conn: &Conn, id: i64, now: &str) -> sql::Result<()> {
     conn.prepare_cached("UPDATE sticks SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")?
         .execute(params![id, now])?;
     Ok(())

@@ -4,7 +4,7 @@
 
 use bty_proto::text::TextError;
 
-use crate::db::DbGone;
+use crate::db::{sql, DbGone};
 
 /// Why a domain operation did not happen. Nothing was changed in any case
 /// (every operation is one transaction).
@@ -47,7 +47,7 @@ pub enum DomainError {
     Upstream(String),
     /// The database failed; the detail is for the log, not for clients.
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] sql::Error),
     /// The database thread has stopped (the server is going down).
     #[error("{}", DbGone)]
     Gone,

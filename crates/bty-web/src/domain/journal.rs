@@ -2,8 +2,8 @@
 //! besides its own rows (event-log entries, and the live messages to
 //! publish once it has committed), and reading the log back.
 
+use crate::db::sql::{self, Conn};
 use bty_proto::Mac;
-use rusqlite::Connection;
 
 use super::bus::BusMsg;
 use super::{Domain, Result};
@@ -29,12 +29,12 @@ impl Journal {
     /// Log an event about `mac` (and announce it).
     pub fn event(
         &mut self,
-        conn: &Connection,
+        conn: &Conn,
         kind: &str,
         mac: Mac,
         summary: String,
         details: serde_json::Value,
-    ) -> rusqlite::Result<()> {
+    ) -> sql::Result<()> {
         let e = events::insert(
             conn,
             kind,
@@ -51,11 +51,11 @@ impl Journal {
     /// revoked), and announce it.
     pub fn note(
         &mut self,
-        conn: &Connection,
+        conn: &Conn,
         kind: &str,
         summary: String,
         details: serde_json::Value,
-    ) -> rusqlite::Result<()> {
+    ) -> sql::Result<()> {
         let e = events::insert(conn, kind, None, &summary, Some(&details), &self.now)?;
         self.bus.push(BusMsg::Event(e));
         Ok(())

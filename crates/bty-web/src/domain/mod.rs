@@ -13,9 +13,12 @@
 //! - [`sticks`]: USB-stick keys, the stick's catalog and stick cycles.
 //! - [`bus`]: the live messages published after each change.
 //!
-//! Every write is one SQLite transaction on the database thread (a
-//! decision and its effects never interleave with an operator change); its
-//! live messages are published only once it has committed. [`Domain`] is
+//! Every write is one transaction on a database thread, holding the
+//! [`crate::db::sql::Lock`] of what it touches (one machine, or everything
+//! when it counts or changes across machines), so a decision and its
+//! effects never interleave with an operator change, on SQLite or on
+//! PostgreSQL replicas; its live messages are published only once it has
+//! committed. [`Domain`] is
 //! the handle the handlers call.
 
 pub mod bus;
@@ -32,7 +35,7 @@ mod test_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::db::sql::Conn;
 
 use crate::catalog::Catalog;
 use crate::db::Db;
@@ -111,7 +114,7 @@ impl Domain {
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T> + Send + 'static,
     {
         self.db.run(f).await
     }
@@ -120,7 +123,7 @@ impl Domain {
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<(T, Vec<BusMsg>)> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<(T, Vec<BusMsg>)> + Send + 'static,
     {
         let (v, msgs) = self.db.run(f).await?;
         self.bus.publish(msgs);

@@ -7,8 +7,8 @@
 //! change of mode, image or target (or releasing a parked machine) re-arms
 //! it: its open cycles are cancelled and the next contact starts afresh.
 
+use crate::db::sql::{self, Conn, Lock};
 use bty_proto::{text, BootMode, Mac};
-use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -147,7 +147,7 @@ fn check_image(name: &str, catalog: &Catalog) -> Result<()> {
 }
 
 /// `m` with its current cycle (none unless its mode flashes).
-pub fn view(conn: &Connection, m: Machine) -> rusqlite::Result<MachineView> {
+pub fn view(conn: &Conn, m: Machine) -> sql::Result<MachineView> {
     let cycle = if m.boot_mode.flashes() {
         cycles::current(conn, m.mac, m.arm_gen)?
     } else {
@@ -157,7 +157,7 @@ pub fn view(conn: &Connection, m: Machine) -> rusqlite::Result<MachineView> {
 }
 
 /// The machine with `mac`, or [`DomainError::NotFound`].
-pub fn get(conn: &Connection, mac: Mac) -> Result<Machine> {
+pub fn get(conn: &Conn, mac: Mac) -> Result<Machine> {
     machines::get(conn, mac)?.ok_or_else(|| not_registered(mac))
 }
 
@@ -177,8 +177,9 @@ pub struct Put {
 
 /// Create or fully replace a machine's settings, re-arming it when its
 /// mode, image or target changed or it was parked.
-pub fn put(conn: &mut Connection, mac: Mac, s: &Settings) -> Result<(Put, Vec<BusMsg>)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn put(conn: &mut Conn, mac: Mac, s: &Settings) -> Result<(Put, Vec<BusMsg>)> {
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let mut j = Journal::start();
     let old = machines::get(&tx, mac)?;
     let (arm_gen, rearm, unpark) = arming(old.as_ref(), s);
@@ -220,7 +221,7 @@ fn arming(old: Option<&Machine>, s: &Settings) -> (i64, bool, bool) {
     (m.arm_gen + i64::from(bump), bump, unpark)
 }
 
-fn cancel_open_cycles(conn: &Connection, j: &mut Journal, mac: Mac) -> rusqlite::Result<()> {
+fn cancel_open_cycles(conn: &Conn, j: &mut Journal, mac: Mac) -> sql::Result<()> {
     let n = cycles::cancel_open(conn, mac, "replaced by an operator change", &j.now)?;
     if n > 0 {
         j.event(
@@ -235,13 +236,13 @@ fn cancel_open_cycles(conn: &Connection, j: &mut Journal, mac: Mac) -> rusqlite:
 }
 
 fn log_put(
-    conn: &Connection,
+    conn: &Conn,
     j: &mut Journal,
     mac: Mac,
     s: &Settings,
     created: bool,
     rearmed: bool,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     let details = json!({"boot_mode": s.boot_mode.as_str(), "image": s.image,
         "target_disk_serial": s.target_disk_serial, "sanboot_drive": s.sanboot_drive,
         "labels": s.labels, "name": s.name, "rearmed": rearmed});
@@ -260,8 +261,9 @@ fn log_put(
 }
 
 /// Delete a machine and its cycle history; its events are kept.
-pub fn delete(conn: &mut Connection, mac: Mac) -> Result<Vec<BusMsg>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn delete(conn: &mut Conn, mac: Mac) -> Result<Vec<BusMsg>> {
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     if !machines::delete(&tx, mac)? {
         return Err(not_registered(mac));
     }

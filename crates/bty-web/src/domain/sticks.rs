@@ -9,11 +9,11 @@
 //! nothing. A stick cycle is history and live progress on the machine's
 //! page: the PXE decision never reads it (`cycles::current` ignores it).
 
+use crate::db::sql::{Conn, Lock};
 use base64::Engine;
 use bty_proto::plan::ReportUrls;
 use bty_proto::stick::{FlashStart, FlashStarted, ImageSource, ServerCatalog, ServerImage};
 use bty_proto::Mac;
-use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -87,7 +87,7 @@ pub fn check_label(label: &str) -> Result<()> {
 }
 
 /// The key's row when `key` opens the stick surface; why not otherwise.
-fn authorize(conn: &Connection, key: Option<&str>) -> Result<Stick> {
+fn authorize(conn: &Conn, key: Option<&str>) -> Result<Stick> {
     let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
         DomainError::Unauthorized(format!(
             "this request carries no stick key (Authorization: Bearer {}...); {REBUILD}",
@@ -196,13 +196,15 @@ struct Started {
 
 /// `POST /stick/flash` for a stick with key `key_label`, from `ip`.
 fn start(
-    conn: &mut Connection,
+    conn: &mut Conn,
     key_label: &str,
     ip: &str,
     f: &FlashStart,
     snap: &Snapshot,
 ) -> Result<(Started, Vec<BusMsg>)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Global: a stick flash picks one of several MACs and supersedes the
+    // machine's open stick cycle; sticks are serialized with everything.
+    let tx = conn.transaction(Lock::Global)?;
     let mut found = None;
     for mac in &f.macs {
         if let Some(m) = machines::get(&tx, *mac)? {
@@ -278,14 +280,18 @@ impl Domain {
         check_label(&label)?;
         let (key, digest) = new_key();
         self.write(move |c| {
+            // The key and its event together, serialized like every stick
+            // change.
+            let tx = c.transaction(Lock::Global)?;
             let mut j = Journal::start();
-            let s = sticks::insert(c, &label, &digest, &j.now)?;
+            let s = sticks::insert(&tx, &label, &digest, &j.now)?;
             j.note(
-                c,
+                &tx,
                 "stick.minted",
                 format!("stick key {} ({:?}) minted", s.id, s.label),
                 json!({"id": s.id, "label": s.label}),
             )?;
+            tx.commit()?;
             let m = Minted {
                 id: s.id,
                 label: s.label,
@@ -306,7 +312,7 @@ impl Domain {
     /// key changes nothing.
     pub async fn revoke_stick(&self, id: i64) -> Result<()> {
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction(Lock::Global)?;
             let s = sticks::get(&tx, id)?
                 .ok_or_else(|| DomainError::NotFound(format!("no stick key {id}")))?;
             let mut j = Journal::start();

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::sql::Conn;
 use bty_proto::catalog::CatalogEntry;
 use bty_proto::{BootMode, ImageFormat, Mac};
-use rusqlite::Connection;
 
 use crate::catalog::{Image, Snapshot, Source, SourceStatus};
 use crate::db::machines::{self, Settings};
@@ -16,9 +16,10 @@ pub fn mac() -> Mac {
 }
 
 /// An empty, migrated in-memory database.
-pub fn conn() -> Connection {
-    let mut c = Connection::open_in_memory().unwrap();
-    crate::db::configure(&c).unwrap();
+pub fn conn() -> Conn {
+    let raw = rusqlite::Connection::open_in_memory().unwrap();
+    crate::db::configure(&raw).unwrap();
+    let mut c = Conn::sqlite(raw);
     crate::db::schema::migrate(&mut c).unwrap();
     c
 }
@@ -64,6 +65,6 @@ pub fn settings(mode: BootMode) -> Settings {
 
 /// Store `s` for [`mac`] (arming generation 0) without the registry's
 /// events.
-pub fn put(conn: &Connection, s: &Settings) {
+pub fn put(conn: &Conn, s: &Settings) {
     machines::upsert(conn, mac(), s, 0, &crate::db::now()).unwrap();
 }

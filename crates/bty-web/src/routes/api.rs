@@ -337,7 +337,7 @@ pub async fn version() -> axum::Json<serde_json::Value> {
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let n = st
         .db
-        .call(|c| c.query_row("SELECT count(*) FROM machines", [], |r| r.get::<_, i64>(0)))
+        .call(|c| c.query_row("SELECT count(*) FROM machines", (), |r| r.get::<_, i64>(0)))
         .await
         .ok()
         .and_then(Result::ok);

@@ -1,9 +1,9 @@
 //! `GET /ui/dashboard`: counts, open flashes, recent events and health.
 
+use crate::db::sql::{self, Conn, Lock};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use rusqlite::Connection;
 use serde::Serialize;
 
 use super::data::{self, ActiveFlash, Counts, EventQuery, EventView};
@@ -35,17 +35,21 @@ pub async fn show(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
 }
 
 /// The counts, open flashes, last 10 events and unacknowledged failures.
-fn load(c: &mut Connection) -> rusqlite::Result<(Counts, Vec<ActiveFlash>, Vec<EventView>, u64)> {
+fn load(c: &mut Conn) -> sql::Result<(Counts, Vec<ActiveFlash>, Vec<EventView>, u64)> {
     let recent = EventQuery {
         limit: 10,
         ..Default::default()
     };
-    Ok((
-        data::counts(c)?,
-        data::active_flashes(c, 50)?,
-        data::events(c, &recent)?,
-        data::unacked_problems(c)?,
-    ))
+    // One snapshot: the counts and the lists agree with each other.
+    let tx = c.transaction(Lock::Read)?;
+    let out = (
+        data::counts(&tx)?,
+        data::active_flashes(&tx, 50)?,
+        data::events(&tx, &recent)?,
+        data::unacked_problems(&tx)?,
+    );
+    tx.commit()?;
+    Ok(out)
 }
 
 /// withcache, the static catalog, the TFTP sidecar and failures.

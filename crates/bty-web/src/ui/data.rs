@@ -2,7 +2,7 @@
 //! list costs one round trip to the database thread) and the event
 //! acknowledgements (the `acked_at` column of `events`, migration 3).
 
-use rusqlite::{params, Connection, Row};
+use crate::db::sql::{self, params, Conn, Dialect, Row};
 use serde::Serialize;
 
 use super::render::{human_bytes, human_duration};
@@ -50,7 +50,7 @@ impl Filter {
 
     fn sql(self) -> &'static str {
         match self {
-            Filter::All => "1",
+            Filter::All => "1 = 1",
             Filter::Discovered => "m.image IS NULL",
             Filter::Assigned => "m.image IS NOT NULL",
             // An open cycle is always its arming's newest, so this index
@@ -197,7 +197,21 @@ pub struct RowView {
     pub progress: Option<ProgressView>,
 }
 
-const ROW_SQL: &str = "WITH cur AS (
+/// The list's row query; only the labels' aggregate differs by engine
+/// (each joins them, in order, with U+001F).
+fn row_sql(dialect: Dialect) -> String {
+    let labels = match dialect {
+        Dialect::Sqlite => {
+            "(SELECT group_concat(label, char(31)) FROM
+             (SELECT label FROM machine_labels l WHERE l.mac = m.mac ORDER BY label))"
+        }
+        Dialect::Postgres => {
+            "(SELECT string_agg(label, chr(31) ORDER BY label) FROM machine_labels l
+              WHERE l.mac = m.mac)"
+        }
+    };
+    format!(
+        "WITH cur AS (
     SELECT m.*, (SELECT x.id FROM cycles x WHERE x.mac = m.mac AND x.arm_gen = m.arm_gen
                  ORDER BY x.id DESC LIMIT 1) AS cid,
            (SELECT d.finished_at FROM cycles d WHERE d.mac = m.mac AND d.state = 'done'
@@ -205,11 +219,12 @@ const ROW_SQL: &str = "WITH cur AS (
     FROM machines m)
   SELECT m.mac, m.name, m.boot_mode, m.image, m.last_seen_at, m.last_seen_ip, m.last_flashed_at,
          m.parked_reason, c.id, c.state, c.phase, c.bytes_done, c.bytes_total, c.rate,
-         (SELECT group_concat(label, char(31)) FROM
-             (SELECT label FROM machine_labels l WHERE l.mac = m.mac ORDER BY label)) AS labels
-  FROM cur m LEFT JOIN cycles c ON c.id = m.cid";
+         {labels} AS labels
+  FROM cur m LEFT JOIN cycles c ON c.id = m.cid"
+    )
+}
 
-fn row(r: &Row<'_>) -> rusqlite::Result<RowView> {
+fn row(r: &Row) -> sql::Result<RowView> {
     let mac: String = r.get(0)?;
     let image: Option<String> = r.get(3)?;
     let parked: Option<String> = r.get(7)?;
@@ -273,12 +288,17 @@ fn like(q: &str) -> String {
     s
 }
 
-const SEARCH_SQL: &str = "(?1 IS NULL OR m.mac LIKE ?2 ESCAPE '\\' OR m.mac LIKE ?1 ESCAPE '\\' \
-    OR m.name LIKE ?1 ESCAPE '\\' OR m.image LIKE ?1 ESCAPE '\\' OR m.last_seen_ip LIKE ?1 ESCAPE '\\' \
-    OR EXISTS (SELECT 1 FROM machine_labels l WHERE l.mac = m.mac AND l.label LIKE ?1 ESCAPE '\\'))";
+// lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's
+// does not.
+const SEARCH_SQL: &str = "(CAST(?1 AS TEXT) IS NULL \
+    OR lower(m.mac) LIKE lower(?2) ESCAPE '\\' OR lower(m.mac) LIKE lower(?1) ESCAPE '\\' \
+    OR lower(m.name) LIKE lower(?1) ESCAPE '\\' OR lower(m.image) LIKE lower(?1) ESCAPE '\\' \
+    OR lower(m.last_seen_ip) LIKE lower(?1) ESCAPE '\\' \
+    OR EXISTS (SELECT 1 FROM machine_labels l WHERE l.mac = m.mac \
+               AND lower(l.label) LIKE lower(?1) ESCAPE '\\'))";
 
 /// A page of the machines list and the number of matching machines.
-pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>, u64)> {
+pub fn list(conn: &Conn, q: &ListQuery) -> sql::Result<(Vec<RowView>, u64)> {
     let text = q.q.trim();
     let (p1, p2) = if text.is_empty() {
         (None, None)
@@ -295,6 +315,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>,
         .map(|(_, c)| *c)
         .unwrap_or("m.mac");
     let dir = if q.desc { "DESC" } else { "ASC" };
+    // SQLite's NULL order (first ascending, last descending), spelled out
+    // so that PostgreSQL (the other way round) sorts the same.
+    let nulls = if q.desc { "NULLS LAST" } else { "NULLS FIRST" };
     let filter = q.filter.sql();
     // Only the cycle filters need each machine's current cycle.
     let count_sql = if q.filter == Filter::Failed {
@@ -312,7 +335,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>,
         .query_row(params![p1, p2], |r| r.get(0))?;
     let offset = u64::from(q.page.saturating_sub(1)) * u64::from(q.per_page);
     let mut st = conn.prepare_cached(&format!(
-        "{ROW_SQL} WHERE {filter} AND {SEARCH_SQL} ORDER BY {col} {dir}, m.mac {dir} LIMIT ?3 OFFSET ?4"
+        "{} WHERE {filter} AND {SEARCH_SQL} ORDER BY {col} {dir} {nulls}, m.mac {dir} \
+         LIMIT ?3 OFFSET ?4",
+        row_sql(conn.dialect())
     ))?;
     let rows = st
         .query_map(params![p1, p2, q.per_page, offset], row)?
@@ -321,9 +346,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> rusqlite::Result<(Vec<RowView>,
 }
 
 /// One machine's row (live updates of the list).
-pub fn row_of(conn: &Connection, mac: &str) -> rusqlite::Result<Option<RowView>> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached(&format!("{ROW_SQL} WHERE m.mac = ?1"))?
+pub fn row_of(conn: &Conn, mac: &str) -> sql::Result<Option<RowView>> {
+    use crate::db::sql::OptionalExtension;
+    conn.prepare_cached(&format!("{} WHERE m.mac = ?1", row_sql(conn.dialect())))?
         .query_row([mac], row)
         .optional()
 }
@@ -348,24 +373,27 @@ pub struct Counts {
 }
 
 /// Count machines and recent cycles.
-pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
+pub fn counts(conn: &Conn) -> sql::Result<Counts> {
     let day_ago = (time::OffsetDateTime::now_utc() - time::Duration::days(1))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let (total, discovered, parked): (u64, u64, u64) = conn.query_row(
-        "SELECT count(*), coalesce(sum(image IS NULL), 0), coalesce(sum(parked_reason IS NOT NULL), 0) \
+        "SELECT count(*), \
+         CAST(coalesce(sum(CASE WHEN image IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(coalesce(sum(CASE WHEN parked_reason IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
          FROM machines",
-        [],
+        (),
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let flashing: u64 = conn.query_row(
         "SELECT count(*) FROM cycles c JOIN machines m ON m.mac = c.mac AND m.arm_gen = c.arm_gen \
          WHERE c.state IN ('offered', 'booted', 'flashing')",
-        [],
+        (),
         |r| r.get(0),
     )?;
     let (failed_day, done_day): (u64, u64) = conn.query_row(
-        "SELECT coalesce(sum(state = 'failed'), 0), coalesce(sum(state = 'done'), 0) FROM cycles \
+        "SELECT CAST(coalesce(sum(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(coalesce(sum(CASE WHEN state = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM cycles \
          WHERE finished_at >= ?1",
         [&day_ago],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -399,7 +427,7 @@ pub struct ActiveFlash {
 }
 
 /// Open flashes of current armings, oldest first.
-pub fn active_flashes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<ActiveFlash>> {
+pub fn active_flashes(conn: &Conn, limit: u32) -> sql::Result<Vec<ActiveFlash>> {
     let mut st = conn.prepare_cached(
         "SELECT c.mac, m.name, c.image_name, c.attempt, c.id, c.state, c.phase, c.bytes_done, \
          c.bytes_total, c.rate FROM cycles c JOIN machines m ON m.mac = c.mac AND m.arm_gen = c.arm_gen \
@@ -469,20 +497,23 @@ pub struct EventQuery {
 }
 
 /// A page of events, newest first.
-pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventView>> {
+pub fn events(conn: &Conn, q: &EventQuery) -> sql::Result<Vec<EventView>> {
     let text = q.q.trim();
     let pat = (!text.is_empty()).then(|| like(text));
     let only = match q.only.as_str() {
-        "failed" => "e.kind LIKE '%failed'",
+        "failed" => "lower(e.kind) LIKE '%failed'",
         "unacked" => "e.acked_at IS NULL",
-        _ => "1",
+        _ => "1 = 1",
     };
     let mut st = conn.prepare_cached(&format!(
-        "SELECT e.id, e.ts, e.kind, e.mac, e.summary, e.details, e.acked_at IS NOT NULL \
+        "SELECT e.id, e.ts, e.kind, e.mac, e.summary, e.details, \
+         CASE WHEN e.acked_at IS NULL THEN 0 ELSE 1 END \
          FROM events e \
-         WHERE {only} AND (?1 IS NULL OR e.mac = ?1) AND (?2 IS NULL OR e.id < ?2) \
-         AND (?3 IS NULL OR e.kind LIKE ?3 ESCAPE '\\' OR e.mac LIKE ?3 ESCAPE '\\' \
-              OR e.summary LIKE ?3 ESCAPE '\\') \
+         WHERE {only} AND (CAST(?1 AS TEXT) IS NULL OR e.mac = ?1) \
+         AND (CAST(?2 AS BIGINT) IS NULL OR e.id < ?2) \
+         AND (CAST(?3 AS TEXT) IS NULL OR lower(e.kind) LIKE lower(?3) ESCAPE '\\' \
+              OR lower(e.mac) LIKE lower(?3) ESCAPE '\\' \
+              OR lower(e.summary) LIKE lower(?3) ESCAPE '\\') \
          ORDER BY e.id DESC LIMIT ?4"
     ))?;
     let rows = st.query_map(
@@ -507,7 +538,7 @@ pub fn events(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<EventVi
 
 /// Acknowledge (or un-acknowledge) events; returns how many changed.
 /// Acknowledging keeps the time of the first acknowledgement.
-pub fn ack(conn: &Connection, ids: &[i64], on: bool, now: &str) -> rusqlite::Result<usize> {
+pub fn ack(conn: &Conn, ids: &[i64], on: bool, now: &str) -> sql::Result<usize> {
     let mut n = 0;
     for id in ids {
         n += if on {
@@ -526,11 +557,11 @@ pub fn ack(conn: &Connection, ids: &[i64], on: bool, now: &str) -> rusqlite::Res
 }
 
 /// Unacknowledged problem events (dashboard health).
-pub fn unacked_problems(conn: &Connection) -> rusqlite::Result<u64> {
+pub fn unacked_problems(conn: &Conn) -> sql::Result<u64> {
     conn.query_row(
-        "SELECT count(*) FROM (SELECT acked_at FROM events WHERE kind LIKE '%failed' \
-         ORDER BY id DESC LIMIT 1000) WHERE acked_at IS NULL",
-        [],
+        "SELECT count(*) FROM (SELECT acked_at FROM events WHERE lower(kind) LIKE '%failed' \
+         ORDER BY id DESC LIMIT 1000) AS recent WHERE acked_at IS NULL",
+        (),
         |r| r.get(0),
     )
 }
@@ -561,5 +592,94 @@ mod tests {
     #[test]
     fn like_escapes() {
         assert_eq!(like("a_b%"), "%a\\_b\\%%");
+    }
+
+    fn conn() -> Conn {
+        let raw = rusqlite::Connection::open_in_memory().unwrap();
+        crate::db::configure(&raw).unwrap();
+        let mut c = Conn::sqlite(raw);
+        crate::db::schema::migrate(&mut c).unwrap();
+        c
+    }
+
+    fn put(c: &Conn, mac: &str, name: Option<&str>, labels: &[&str]) {
+        let s = crate::db::machines::Settings {
+            name: name.map(str::to_string),
+            boot_mode: bty_proto::BootMode::Inventory,
+            image: None,
+            target_disk_serial: None,
+            sanboot_drive: None,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        };
+        crate::db::machines::upsert(c, mac.parse().unwrap(), &s, 0, "t0").unwrap();
+    }
+
+    fn query(q: &str, sort: &'static str, desc: bool) -> ListQuery {
+        ListQuery {
+            q: q.into(),
+            filter: Filter::All,
+            sort,
+            desc,
+            page: 1,
+            per_page: 50,
+        }
+    }
+
+    fn macs(rows: &[RowView]) -> Vec<&str> {
+        rows.iter().map(|r| r.mac.as_str()).collect()
+    }
+
+    // The portable spellings of the list query (explicit NULLS FIRST/LAST,
+    // lower() LIKE, the labels' aggregate, CAST sums) keep SQLite's answers.
+    #[test]
+    fn the_list_sorts_nulls_searches_without_case_and_joins_labels() {
+        let c = conn();
+        put(
+            &c,
+            "52:54:00:00:00:01",
+            Some("runner-b"),
+            &["rack2", "rack1"],
+        );
+        // Text sorts by byte (SQLite's BINARY); names here sort the same
+        // under any collation.
+        put(&c, "52:54:00:00:00:02", None, &["Shelf3"]);
+        put(&c, "52:54:00:00:00:03", Some("runner-a"), &[]);
+        let (rows, total) = list(&c, &query("", "name", false)).unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(
+            macs(&rows),
+            [
+                "52:54:00:00:00:02",
+                "52:54:00:00:00:03",
+                "52:54:00:00:00:01"
+            ],
+            "no name first ascending"
+        );
+        assert_eq!(rows[2].labels, ["rack1", "rack2"], "labels in order");
+        assert!(rows[1].labels.is_empty());
+        let (rows, _) = list(&c, &query("", "name", true)).unwrap();
+        assert_eq!(
+            macs(&rows),
+            [
+                "52:54:00:00:00:01",
+                "52:54:00:00:00:03",
+                "52:54:00:00:00:02"
+            ],
+            "no name last descending"
+        );
+        let (rows, total) = list(&c, &query("RUNNER", "mac", false)).unwrap();
+        assert_eq!(
+            (macs(&rows), total),
+            (vec!["52:54:00:00:00:01", "52:54:00:00:00:03"], 2)
+        );
+        let (rows, _) = list(&c, &query("RACK2", "mac", false)).unwrap();
+        assert_eq!(macs(&rows), ["52:54:00:00:00:01"]);
+        let (rows, _) = list(&c, &query("shelf", "mac", false)).unwrap();
+        assert_eq!(macs(&rows), ["52:54:00:00:00:02"]);
+        let (rows, total) = list(&c, &query("runner_", "mac", false)).unwrap();
+        assert_eq!((rows.len(), total), (0, 0), "_ is matched literally");
+        let counts = counts(&c).unwrap();
+        assert_eq!((counts.total, counts.discovered, counts.parked), (3, 3, 0));
+        assert_eq!((counts.failed_day, counts.done_day), (0, 0));
     }
 }

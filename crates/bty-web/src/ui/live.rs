@@ -25,7 +25,7 @@ use super::data::{self, EventView, ProgressView};
 use super::machine::{status_view, StatusView};
 use super::machines::row_html;
 use super::render::{render, UiError};
-use crate::db::machines;
+use crate::db::{machines, sql};
 use crate::domain::bus::{BusMsg, ProgressMsg};
 use crate::state::AppState;
 
@@ -279,7 +279,7 @@ async fn flush_rows(st: &AppState, p: &mut Pending) -> Vec<SseEvent> {
         let rows = st
             .db
             .call(
-                move |c| -> rusqlite::Result<Vec<(String, Option<data::RowView>)>> {
+                move |c| -> sql::Result<Vec<(String, Option<data::RowView>)>> {
                     macs.into_iter()
                         .map(|m| Ok((m.clone(), data::row_of(c, &m)?)))
                         .collect()
@@ -344,7 +344,7 @@ async fn flush_status(st: &AppState, mac: Mac, p: &mut Pending) -> Vec<SseEvent>
 async fn status_event(st: &AppState, mac: Mac) -> Option<SseEvent> {
     let sv = st
         .db
-        .call(move |c| -> rusqlite::Result<_> {
+        .call(move |c| -> sql::Result<_> {
             match machines::get(c, mac)? {
                 Some(m) => Ok(Some(status_view(c, &m)?)),
                 None => Ok(None),
@@ -384,7 +384,7 @@ async fn flush_dashboard(st: &AppState, p: &mut Pending) -> Vec<SseEvent> {
 async fn dashboard_fragments(st: &AppState) -> Option<Vec<SseEvent>> {
     let r = st
         .db
-        .call(|c| -> rusqlite::Result<_> { Ok((data::counts(c)?, data::active_flashes(c, 50)?)) })
+        .call(|c| -> sql::Result<_> { Ok((data::counts(c)?, data::active_flashes(c, 50)?)) })
         .await;
     let Ok(Ok((counts, flashes))) = r else {
         return None;

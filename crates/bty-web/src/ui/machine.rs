@@ -8,13 +8,13 @@
 //! `GET /pxe/{mac}` and `GET /grub/grub.cfg-{mac}`, so they show what the
 //! machine would really be served.
 
+use crate::db::sql::{self, Conn, OptionalExtension};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use bty_proto::inventory::Inventory;
 use bty_proto::{BootMode, Mac};
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, EventQuery, EventView, ProgressView, RowView};
@@ -49,7 +49,7 @@ pub struct StatusView {
 }
 
 /// Load the status fragment's data.
-pub fn status_view(conn: &Connection, m: &Machine) -> rusqlite::Result<StatusView> {
+pub fn status_view(conn: &Conn, m: &Machine) -> sql::Result<StatusView> {
     let mac = m.mac.to_string();
     let cycle = cycles::current(conn, m.mac, m.arm_gen)?;
     let stick = cycles::open_stick(conn, m.mac)?;
@@ -75,7 +75,7 @@ pub fn status_view(conn: &Connection, m: &Machine) -> rusqlite::Result<StatusVie
 }
 
 /// The machine's latest cycle that ended `done`.
-fn last_flash(conn: &Connection, mac: &str) -> rusqlite::Result<Option<Cycle>> {
+fn last_flash(conn: &Conn, mac: &str) -> sql::Result<Option<Cycle>> {
     let id: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM cycles WHERE mac = ?1 AND state = 'done' ORDER BY id DESC LIMIT 1",
@@ -161,7 +161,7 @@ impl Shown {
 /// The machine, its status, its last 50 cycles and its last 20 events.
 type Loaded = (Machine, StatusView, Vec<Cycle>, Vec<EventView>);
 
-fn load(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Loaded>> {
+fn load(conn: &Conn, mac: Mac) -> sql::Result<Option<Loaded>> {
     let Some(m) = machines::get(conn, mac)? else {
         return Ok(None);
     };

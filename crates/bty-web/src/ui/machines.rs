@@ -16,6 +16,7 @@ use super::is_htmx;
 use super::machine_form::{inventory_of, validate, FieldErrors, MachineForm};
 use super::render::{page_or_partial, render, Layout, UiError};
 use crate::db::machines::{self, Machine, Settings};
+use crate::db::sql;
 use crate::state::AppState;
 
 /// Page sizes offered.
@@ -326,7 +327,7 @@ async fn plan_bulk(
     let macs = b.macs.clone();
     let found = st
         .db
-        .call(move |c| -> rusqlite::Result<Vec<(Mac, Option<Machine>)>> {
+        .call(move |c| -> sql::Result<Vec<(Mac, Option<Machine>)>> {
             macs.into_iter()
                 .map(|m| Ok((m, machines::get(c, m)?)))
                 .collect()

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
+use crate::db::sql;
 use crate::state::Inner;
 
 pub use bty_http::ui::no_store;
@@ -186,8 +187,8 @@ impl From<crate::db::DbGone> for UiError {
     }
 }
 
-impl From<rusqlite::Error> for UiError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<sql::Error> for UiError {
+    fn from(e: sql::Error) -> Self {
         UiError::internal(format!("database: {e}"))
     }
 }

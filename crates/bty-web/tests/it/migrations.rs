@@ -5,7 +5,13 @@ use bty_testkit::web::*;
 use bty_web::db::schema;
 
 use crate::inode;
+use bty_web::db::sql::Conn;
 use rusqlite::Connection;
+
+/// The SQLite file at `path` behind the store's seam (what `schema` takes).
+fn open(path: &std::path::Path) -> Conn {
+    Conn::sqlite(Connection::open(path).unwrap())
+}
 
 #[tokio::test]
 async fn schema_1_database_is_migrated_in_place_with_its_data() {
@@ -13,7 +19,7 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
     let db = dir.path().join("state.db");
     {
         // A database as the first release wrote it: schema 1, no cycles.
-        let mut c = Connection::open(&db).unwrap();
+        let mut c = open(&db);
         schema::migrate_to(&mut c, 1).unwrap();
         c.execute_batch(
             "INSERT INTO machines (mac, name, boot_mode, image, target_disk_serial, created_at, updated_at)
@@ -34,7 +40,7 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
     // The migrated machine flashes.
     assert!(is_flash(&s.pxe(MAC).await));
     let dir = s.stop().await;
-    let c = Connection::open(dir.path().join("state.db")).unwrap();
+    let c = open(&dir.path().join("state.db"));
     assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
     assert_eq!(
         before,
@@ -53,7 +59,7 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
         .count();
     assert_eq!(baks, 0);
     let mode: String = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .query_row("PRAGMA journal_mode", (), |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
 }
@@ -61,7 +67,7 @@ async fn schema_1_database_is_migrated_in_place_with_its_data() {
 #[test]
 fn every_migration_step_applies_on_top_of_the_previous() {
     for target in 1..=schema::LATEST {
-        let mut c = Connection::open_in_memory().unwrap();
+        let mut c = Conn::sqlite(Connection::open_in_memory().unwrap());
         schema::migrate_to(&mut c, target).unwrap();
         assert_eq!(schema::version(&c).unwrap(), target);
         schema::migrate(&mut c).unwrap();
@@ -75,7 +81,7 @@ fn every_migration_step_applies_on_top_of_the_previous() {
 fn a_failing_migration_leaves_the_previous_version() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
-    let mut c = Connection::open(&db).unwrap();
+    let mut c = open(&db);
     schema::migrate_to(&mut c, 1).unwrap();
     // Sabotage migration 2: a table it creates already exists.
     c.execute_batch("CREATE TABLE cycles (x INTEGER)").unwrap();
@@ -83,9 +89,9 @@ fn a_failing_migration_leaves_the_previous_version() {
     assert!(format!("{e:#}").contains("schema version 2"), "{e:#}");
     assert_eq!(schema::version(&c).unwrap(), 1);
     let cols: Vec<String> = c
-        .prepare("SELECT name FROM pragma_table_info('machines')")
-        .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map("SELECT name FROM pragma_table_info('machines')", (), |r| {
+            r.get(0)
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -128,7 +134,7 @@ async fn schema_5_cycles_become_pxe_cycles_and_sticks_start_empty() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     {
-        let mut c = Connection::open(&db).unwrap();
+        let mut c = open(&db);
         schema::migrate_to(&mut c, 5).unwrap();
         c.execute_batch(
             "INSERT INTO machines (mac, name, boot_mode, image, target_disk_serial, created_at, updated_at)
@@ -151,6 +157,6 @@ async fn schema_5_cycles_become_pxe_cycles_and_sticks_start_empty() {
     assert_eq!(s.cycles(MAC).await.len(), 1, "no new cycle was opened");
     assert_eq!(s.get_json("/api/sticks").await.1, serde_json::json!([]));
     let dir = s.stop().await;
-    let c = Connection::open(dir.path().join("state.db")).unwrap();
+    let c = open(&dir.path().join("state.db"));
     assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
 }

@@ -6,6 +6,7 @@ use bty_proto::BootMode;
 use bty_testkit::client::{header, Fetch};
 use bty_testkit::web::{Web, MAC};
 use bty_web::db::schema;
+use bty_web::db::sql::Conn;
 use rusqlite::Connection;
 
 use crate::inode;
@@ -17,7 +18,7 @@ async fn ui_acks_from_the_old_side_table_survive_the_migration() {
     {
         // Schema 2 plus the table the old UI module created on first use,
         // with one acknowledged and one open failure.
-        let mut c = Connection::open(&db).unwrap();
+        let mut c = Conn::sqlite(Connection::open(&db).unwrap());
         schema::migrate_to(&mut c, 2).unwrap();
         c.execute_batch(&format!(
             "INSERT INTO events (id, ts, kind, mac, summary) VALUES
@@ -43,12 +44,14 @@ async fn ui_acks_from_the_old_side_table_survive_the_migration() {
         "{page}"
     );
     let dir = s.stop().await;
-    let c = Connection::open(dir.path().join("state.db")).unwrap();
+    let c = Conn::sqlite(Connection::open(dir.path().join("state.db")).unwrap());
     assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
     let acked: Vec<(i64, Option<String>)> = c
-        .prepare("SELECT id, acked_at FROM events WHERE id IN (7, 8) ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map(
+            "SELECT id, acked_at FROM events WHERE id IN (7, 8) ORDER BY id",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -60,7 +63,7 @@ async fn ui_acks_from_the_old_side_table_survive_the_migration() {
     let side: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'ui_event_acks'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -75,13 +78,13 @@ async fn ui_acks_from_the_old_side_table_survive_the_migration() {
 #[test]
 fn ui_acks_migration_works_without_the_side_table() {
     // Most old databases never had an ack, so never had the table.
-    let mut c = Connection::open_in_memory().unwrap();
+    let mut c = Conn::sqlite(Connection::open_in_memory().unwrap());
     schema::migrate_to(&mut c, 2).unwrap();
     c.execute_batch("INSERT INTO events (ts, kind, summary) VALUES ('t', 'x', 'y')")
         .unwrap();
     schema::migrate(&mut c).unwrap();
     let acked: Option<String> = c
-        .query_row("SELECT acked_at FROM events", [], |r| r.get(0))
+        .query_row("SELECT acked_at FROM events", (), |r| r.get(0))
         .unwrap();
     assert_eq!(acked, None);
 }

@@ -10,8 +10,8 @@
 //!    (moved to `flashing` by a plan) or a new attempt.
 //! 5. `Visit::log_offer`: what a PXE contact was offered, in the event log.
 
+use crate::db::sql::{self, Conn, Lock};
 use bty_proto::Mac;
-use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
 
 use super::discovery::{prune, Gate};
@@ -55,7 +55,7 @@ pub struct Contacted {
 /// `GET /pxe/{mac}` and `GET /pxe/{mac}/plan`: register if unknown, decide,
 /// apply. Discovery is not limited ([`contact_gated`] with an open gate).
 pub fn contact(
-    conn: &mut Connection,
+    conn: &mut Conn,
     mac: Mac,
     ip: &str,
     contact: Contact,
@@ -69,7 +69,7 @@ pub fn contact(
 /// ([`DomainError::TooMany`] otherwise, nothing stored), and the oldest
 /// unassigned machines pruned beyond its cap.
 pub fn contact_gated(
-    conn: &mut Connection,
+    conn: &mut Conn,
     mac: Mac,
     ip: &str,
     contact: Contact,
@@ -77,10 +77,24 @@ pub fn contact_gated(
     catalog: &Snapshot,
     gate: &Gate,
 ) -> Result<(Contacted, Vec<BusMsg>)> {
-    // Deferred: a repeated plan of a flashing cycle reads only, and the
-    // database thread is the only writer, so the upgrade cannot conflict.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    // A known machine's decision touches only that machine: Lock::Machine.
+    // Registering an unknown one counts and prunes unassigned machines
+    // across the lab: Lock::Global. Which one is read before the lock and
+    // checked again under it; a machine deleted in between (rare) retries
+    // under Lock::Global.
+    let mac_s = mac.to_string();
+    let known = machines::get_for_decision(conn, mac)?.is_some();
+    let lock = if known {
+        Lock::Machine(&mac_s)
+    } else {
+        Lock::Global
+    };
+    let tx = conn.transaction(lock)?;
     let new = machines::get_for_decision(&tx, mac)?.is_none();
+    if new && lock != Lock::Global {
+        drop(tx);
+        return contact_gated(conn, mac, ip, contact, max_attempts, catalog, gate);
+    }
     if new && !gate.admit(ip) {
         return Err(DomainError::TooMany(format!(
             "{ip} registered more new machines than [discovery] per_ip_per_minute allows; \
@@ -119,7 +133,7 @@ pub fn contact_gated(
 
 /// One contact in progress.
 pub(super) struct Visit<'t> {
-    tx: &'t Connection,
+    tx: &'t Conn,
     pub(super) j: Journal,
     mac: Mac,
     /// The contacting client's address.
@@ -135,12 +149,7 @@ pub(super) struct Visit<'t> {
 
 impl<'t> Visit<'t> {
     /// Step 1: the machine, registered now if unknown, and its current cycle.
-    pub(super) fn arrive(
-        tx: &'t Connection,
-        mac: Mac,
-        ip: &str,
-        contact: Contact,
-    ) -> Result<Visit<'t>> {
+    pub(super) fn arrive(tx: &'t Conn, mac: Mac, ip: &str, contact: Contact) -> Result<Visit<'t>> {
         let mut j = Journal::start();
         let (machine, changed) = match machines::get_for_decision(tx, mac)? {
             Some(m) => {
@@ -190,7 +199,7 @@ impl<'t> Visit<'t> {
     }
 
     /// Step 3: the effects that are not about a cycle.
-    pub(super) fn apply(&mut self, e: Effects) -> rusqlite::Result<()> {
+    pub(super) fn apply(&mut self, e: Effects) -> sql::Result<()> {
         if e.clear_inventory_local {
             machines::set_inventory_local_next(self.tx, self.mac, false)?;
         }
@@ -203,7 +212,7 @@ impl<'t> Visit<'t> {
     /// Step 3, parking: close an open cycle as failed and park the machine
     /// (it neither flashes nor boots its disk until an operator acts).
     /// Returns the reason.
-    pub(super) fn park(&mut self, offer: Offer, max_attempts: u32) -> rusqlite::Result<String> {
+    pub(super) fn park(&mut self, offer: Offer, max_attempts: u32) -> sql::Result<String> {
         let reason = park_reason(offer, self.current.as_ref(), max_attempts);
         self.abandon_open()?;
         machines::set_parked(self.tx, self.mac, Some(&reason), &self.j.now)?;
@@ -220,7 +229,7 @@ impl<'t> Visit<'t> {
     }
 
     /// Close the current cycle as failed if it is still open.
-    fn abandon_open(&mut self) -> rusqlite::Result<()> {
+    fn abandon_open(&mut self) -> sql::Result<()> {
         if let Some(c) = self.current.as_ref().filter(|c| c.state.is_open()) {
             cycles::finish(self.tx, c.id, &ABANDONED, &self.j.now)?;
             self.flash_abandoned = true;
@@ -252,7 +261,7 @@ impl<'t> Visit<'t> {
     }
 
     /// The current cycle again; a plan for one not yet flashing starts it.
-    fn reuse(&mut self, mut c: Cycle) -> rusqlite::Result<Cycle> {
+    fn reuse(&mut self, mut c: Cycle) -> sql::Result<Cycle> {
         let starts = matches!(c.state, CycleState::Offered | CycleState::Booted);
         if self.contact == Contact::Plan && starts {
             cycles::mark_flashing(self.tx, c.id, &self.j.now)?;
@@ -276,7 +285,7 @@ impl<'t> Visit<'t> {
 
     /// A new cycle (attempt `attempt`) for `img`, closing an open one as
     /// failed first. From a plan it starts `flashing` at once.
-    fn open(&mut self, attempt: u32, img: &Image) -> rusqlite::Result<Cycle> {
+    fn open(&mut self, attempt: u32, img: &Image) -> sql::Result<Cycle> {
         self.abandon_open()?;
         let m = &self.machine;
         let state = match self.contact {
@@ -303,7 +312,7 @@ impl<'t> Visit<'t> {
         Ok(c)
     }
 
-    fn log_open(&mut self, c: &Cycle) -> rusqlite::Result<()> {
+    fn log_open(&mut self, c: &Cycle) -> sql::Result<()> {
         let retry = match &self.current {
             Some(p) if c.attempt > 1 => format!(
                 ", retry after cycle {} ended {} without done ok",
@@ -340,7 +349,7 @@ impl<'t> Visit<'t> {
         cycle: Option<&Cycle>,
         park_reason: Option<&str>,
         ip: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> sql::Result<()> {
         let (reason, cycle_id) = match (offer, cycle) {
             (Offer::Local(w), _) => (Some(w.text()), None),
             (Offer::Park(_), _) => (park_reason, None),
@@ -394,7 +403,7 @@ impl<'t> Visit<'t> {
 /// Note a contact from a known machine. `last_seen` has one-second
 /// resolution: at most one write per machine and second from polling
 /// (keeps the plan path cheap).
-fn touch(tx: &Connection, m: &Machine, ip: &str, now: &str) -> rusqlite::Result<()> {
+fn touch(tx: &Conn, m: &Machine, ip: &str, now: &str) -> sql::Result<()> {
     let same_second = m
         .last_seen_at
         .as_deref()
@@ -407,12 +416,12 @@ fn touch(tx: &Connection, m: &Machine, ip: &str, now: &str) -> rusqlite::Result<
 
 /// Register an unknown MAC in `bty-inventory` mode.
 fn register(
-    tx: &Connection,
+    tx: &Conn,
     j: &mut Journal,
     mac: Mac,
     ip: &str,
     contact: Contact,
-) -> rusqlite::Result<Machine> {
+) -> sql::Result<Machine> {
     let m = machines::insert_discovered(tx, mac, ip, &j.now)?;
     let via = match contact {
         Contact::Pxe => "pxe",
@@ -442,7 +451,7 @@ pub struct Mark {
 }
 
 /// The mark of `mac` now; `None` for an unknown MAC.
-pub fn mark(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<Mark>> {
+pub fn mark(conn: &Conn, mac: Mac) -> sql::Result<Option<Mark>> {
     let Some(m) = machines::get_for_decision(conn, mac)? else {
         return Ok(None);
     };

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::db::sql::{self, Conn};
 use bty_proto::Mac;
-use rusqlite::Connection;
 use serde_json::json;
 
 use crate::db::machines;
@@ -66,7 +66,7 @@ impl Gate {
 
 /// Remove the oldest discovered, unassigned machines beyond `keep`, each
 /// with a `machine.pruned` event.
-pub fn prune(tx: &Connection, j: &mut Journal, keep: u32) -> rusqlite::Result<()> {
+pub fn prune(tx: &Conn, j: &mut Journal, keep: u32) -> sql::Result<()> {
     for mac in machines::unassigned_beyond(tx, keep)? {
         machines::delete(tx, mac)?;
         log_pruned(tx, j, mac, keep)?;
@@ -74,7 +74,7 @@ pub fn prune(tx: &Connection, j: &mut Journal, keep: u32) -> rusqlite::Result<()
     Ok(())
 }
 
-fn log_pruned(tx: &Connection, j: &mut Journal, mac: Mac, keep: u32) -> rusqlite::Result<()> {
+fn log_pruned(tx: &Conn, j: &mut Journal, mac: Mac, keep: u32) -> sql::Result<()> {
     j.event(
         tx,
         "machine.pruned",

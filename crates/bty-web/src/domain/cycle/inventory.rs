@@ -1,9 +1,9 @@
 //! What the agent reports about the machine besides its flash: the netboot
 //! files being fetched (a cycle is `booted`) and the hardware inventory.
 
+use crate::db::sql::{Conn, Lock};
 use bty_proto::inventory::{Firmware, FirmwareKind, Inventory, SecureBoot};
 use bty_proto::{BootMode, Mac};
-use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
 
 use super::current_cycle;
@@ -26,8 +26,9 @@ pub const MAX_STORED: usize = 256 * 1024;
 /// was offered to (another host polling `/boot/...?mac=` for this MAC
 /// cannot make the cycle, its plan and its token its own); an unknown MAC
 /// changes nothing.
-pub fn booted(conn: &mut Connection, mac: Mac, ip: &str, file: &str) -> Result<Vec<BusMsg>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn booted(conn: &mut Conn, mac: Mac, ip: &str, file: &str) -> Result<Vec<BusMsg>> {
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let mut j = Journal::start();
     let Some(m) = machines::get(&tx, mac)? else {
         return Ok(j.bus);
@@ -118,12 +119,13 @@ pub fn firmware_words(fw: &Firmware) -> String {
 /// contact then boots the disk. An unknown MAC is logged as an orphan
 /// report and refused with [`DomainError::NotFound`].
 pub fn inventory(
-    conn: &mut Connection,
+    conn: &mut Conn,
     mac: Mac,
     ip: &str,
     inv: &CheckedInventory,
 ) -> Result<Vec<BusMsg>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let mut j = Journal::start();
     let Some(m) = machines::get(&tx, mac)? else {
         super::log_orphan(&tx, &mut j, mac, ip, "inventory")?;

@@ -24,9 +24,9 @@ mod tests;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::db::sql::{self, Conn};
 use bty_proto::plan::{DoneReport, LegacyStatus, ProgressReport, ReportAck};
 use bty_proto::Mac;
-use rusqlite::Connection;
 use serde_json::json;
 
 pub use answer::{Answer, AnswerKind, ScriptCycle};
@@ -44,7 +44,7 @@ pub const MAX_REASON: usize = 2000;
 
 /// The machine's current cycle: the newest of its arming, when its mode
 /// flashes at all.
-fn current_cycle(conn: &Connection, m: &Machine) -> rusqlite::Result<Option<Cycle>> {
+fn current_cycle(conn: &Conn, m: &Machine) -> sql::Result<Option<Cycle>> {
     if m.boot_mode.flashes() {
         cycles::current(conn, m.mac, m.arm_gen)
     } else {
@@ -124,13 +124,7 @@ fn check_booter(mac: Mac, c: &Cycle, ip: &str) -> Result<()> {
 }
 
 /// A report from a MAC no machine has (`what`: `inventory`, ...).
-fn log_orphan(
-    conn: &Connection,
-    j: &mut Journal,
-    mac: Mac,
-    ip: &str,
-    what: &str,
-) -> rusqlite::Result<()> {
+fn log_orphan(conn: &Conn, j: &mut Journal, mac: Mac, ip: &str, what: &str) -> sql::Result<()> {
     j.event(
         conn,
         "pxe.orphan",

@@ -2,9 +2,9 @@
 //! the current cycle's token, and the Python live env's tokenless legacy
 //! `status`, which can close whatever cycle is open.
 
+use crate::db::sql::{self, Conn, Lock};
 use bty_proto::plan::{DoneReport, LegacyStatusKind, ProgressReport, ReportAck};
 use bty_proto::Mac;
-use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
 
 use super::{check_booter, current_cycle};
@@ -27,7 +27,7 @@ fn token_eq(a: &str, b: &str) -> bool {
 /// The machine and the cycle a report is about when `token` is its
 /// current (PXE) cycle's token or its newest stick cycle's;
 /// [`DomainError::StaleToken`] saying why not otherwise.
-pub fn check_token(conn: &Connection, mac: Mac, token: &str) -> Result<(Machine, Cycle)> {
+pub fn check_token(conn: &Conn, mac: Mac, token: &str) -> Result<(Machine, Cycle)> {
     let m = registry::get(conn, mac)?;
     if token.is_empty() {
         return Err(DomainError::StaleToken(
@@ -91,12 +91,13 @@ pub struct Progressed {
 /// `POST /pxe/{mac}/progress`: store the latest numbers (moving an
 /// `offered`/`booted` cycle to `flashing`).
 pub fn progress(
-    conn: &mut Connection,
+    conn: &mut Conn,
     mac: Mac,
     ip: &str,
     p: &ProgressReport,
 ) -> Result<(Progressed, Vec<BusMsg>)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let (_, c) = check_token(&tx, mac, &p.token)?;
     check_booter(mac, &c, ip)?;
     if !c.state.is_open() {
@@ -140,13 +141,13 @@ pub struct Closed {
 
 /// Close cycle `c` of `m` with verdict `f`; `via` names the report.
 fn close(
-    tx: &Connection,
+    tx: &Conn,
     j: &mut Journal,
     m: &Machine,
     mut c: Cycle,
     f: &Finish<'_>,
     via: &str,
-) -> rusqlite::Result<Closed> {
+) -> sql::Result<Closed> {
     cycles::finish(tx, c.id, f, &j.now)?;
     c.state = if f.ok {
         CycleState::Done
@@ -166,13 +167,13 @@ fn close(
 
 /// The `flash.done` or `flash.failed` event of a closed cycle.
 fn log_close(
-    tx: &Connection,
+    tx: &Conn,
     j: &mut Journal,
     mac: Mac,
     c: &Cycle,
     f: &Finish<'_>,
     via: &str,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     let what = match c.image_source.as_deref().filter(|_| c.is_stick()) {
         Some(src) => format!("USB stick flash cycle {} (image from the {src})", c.id),
         None => format!("cycle {}", c.id),
@@ -195,13 +196,9 @@ fn log_close(
 
 /// `POST /pxe/{mac}/done`: close the current cycle once; a replay for a
 /// closed cycle is acknowledged and changes nothing.
-pub fn done(
-    conn: &mut Connection,
-    mac: Mac,
-    ip: &str,
-    d: &DoneReport,
-) -> Result<(Closed, Vec<BusMsg>)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn done(conn: &mut Conn, mac: Mac, ip: &str, d: &DoneReport) -> Result<(Closed, Vec<BusMsg>)> {
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let (m, c) = check_token(&tx, mac, &d.token)?;
     check_booter(mac, &c, ip)?;
     if !c.state.is_open() {
@@ -230,7 +227,7 @@ pub fn done(
 /// refused with [`DomainError::Conflict`]. An unknown machine is logged as
 /// an orphan report and refused with [`DomainError::NotFound`].
 pub fn legacy_status(
-    conn: &mut Connection,
+    conn: &mut Conn,
     mac: Mac,
     ip: &str,
     status: LegacyStatusKind,
@@ -242,7 +239,8 @@ pub fn legacy_status(
              agent's done report with the cycle's token does (status failed is accepted)"
         )));
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mac_s = mac.to_string();
+    let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let mut j = Journal::start();
     let Some(m) = machines::get(&tx, mac)? else {
         super::log_orphan(&tx, &mut j, mac, ip, "status report")?;
@@ -267,12 +265,12 @@ pub fn legacy_status(
 
 /// A legacy status with no open cycle: an event, no change.
 fn nothing_open(
-    tx: &Connection,
+    tx: &Conn,
     j: &mut Journal,
     mac: Mac,
     ok: bool,
     reason: Option<&str>,
-) -> rusqlite::Result<Closed> {
+) -> sql::Result<Closed> {
     let word = if ok { "done" } else { "failed" };
     j.event(
         tx,

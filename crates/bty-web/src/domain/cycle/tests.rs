@@ -1,9 +1,9 @@
 //! The cycle's steps one by one, on an in-memory database, and the
 //! preview against the contact it predicts.
 
+use crate::db::sql::Conn;
 use bty_proto::plan::{DoneReport, LegacyStatusKind, Phase, ProgressReport};
 use bty_proto::BootMode;
-use rusqlite::Connection;
 
 use super::contact::{contact, Visit};
 use super::inventory::{booted, check};
@@ -18,11 +18,11 @@ use crate::domain::DomainError;
 
 const IP: &str = "192.0.2.7";
 
-fn pxe(c: &mut Connection, max: u32) -> (super::Contacted, Vec<BusMsg>) {
+fn pxe(c: &mut Conn, max: u32) -> (super::Contacted, Vec<BusMsg>) {
     contact(c, mac(), IP, Contact::Pxe, max, &snapshot()).unwrap()
 }
 
-fn current(c: &Connection) -> Option<Cycle> {
+fn current(c: &Conn) -> Option<Cycle> {
     let m = machines::get(c, mac()).unwrap().unwrap();
     cycles::current(c, mac(), m.arm_gen).unwrap()
 }
@@ -38,7 +38,7 @@ fn kinds(bus: &[BusMsg]) -> Vec<String> {
 
 /// The preview, then the contact: the same answer (a cycle the contact
 /// opens shows as id 0 in the preview).
-fn predicted(c: &mut Connection, max: u32) -> Answer {
+fn predicted(c: &mut Conn, max: u32) -> Answer {
     let m = machines::get(c, mac()).unwrap().unwrap();
     let p = preview(&m, current(c).as_ref(), &snapshot(), max).unwrap();
     let (r, _) = pxe(c, max);
