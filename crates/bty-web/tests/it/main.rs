@@ -14,6 +14,7 @@ mod grub;
 mod hostile;
 mod images;
 mod migrations;
+mod pg;
 mod sites;
 mod stick;
 mod ui_event_acks;
