@@ -45,6 +45,36 @@ pub fn available() -> bool {
         && crate::tools::have_file(&format!("{BIN}/initdb"), PACKAGE)
 }
 
+/// Whether bty-web's tests run on PostgreSQL: `BTY_TEST_DB=postgres`
+/// (unset, empty or `sqlite`: SQLite, as always). Then PostgreSQL must be
+/// there: a missing one fails the test (it was asked for), it does not
+/// skip.
+pub fn selected() -> bool {
+    match std::env::var("BTY_TEST_DB").as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => {
+            assert!(
+                std::path::Path::new(&format!("{BIN}/postgres")).exists(),
+                "BTY_TEST_DB=postgres but PostgreSQL 15 is not installed: \
+                 apt-get install -y {PACKAGE}"
+            );
+            true
+        }
+        Ok(other) => panic!("BTY_TEST_DB={other}: use sqlite or postgres"),
+    }
+}
+
+/// For a test that is about SQLite itself (its files, its migrations from
+/// old releases): under `BTY_TEST_DB=postgres` prints why it skips and
+/// returns true, and the caller returns.
+pub fn skip_on_postgres(why: &str) -> bool {
+    let skip = selected();
+    if skip {
+        eprintln!("skipping on PostgreSQL: {why}");
+    }
+    skip
+}
+
 /// A new, empty database on this process's server (started on first use);
 /// its URL, `postgres://postgres@127.0.0.1:PORT/NAME`. Panics when the
 /// server cannot start (check [`available`] first to skip without it).
@@ -72,8 +102,14 @@ pub fn port() -> u16 {
     server().port
 }
 
+/// The directory of the server's Unix socket (starting it on first use).
+pub fn socket_dir() -> &'static Path {
+    &server().sock
+}
+
 struct Server {
     port: u16,
+    sock: PathBuf,
 }
 
 /// The running server's process and directory, for the exit handler.
@@ -163,7 +199,12 @@ fn start() -> Result<Server, String> {
         let child = spawn_server(user, &base, &data, &sock, port, &log)?;
         *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) = Some((child, base.clone()));
         match wait_ready(port) {
-            Ok(()) => return Ok(Server { port }),
+            Ok(()) => {
+                return Ok(Server {
+                    port,
+                    sock: sock.clone(),
+                })
+            }
             Err(e) => {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 last = format!("{e}; server log:\n{log}");

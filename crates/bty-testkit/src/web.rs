@@ -104,8 +104,9 @@ impl Web {
             "[pxe]\nrepeat_window_secs = 0\n"
         };
         let toml = format!(
-            "[server]\nstate_dir = {:?}\n[images]\ncatalog = {:?}\n{pxe}{extra}",
+            "[server]\nstate_dir = {:?}\n{}[images]\ncatalog = {:?}\n{pxe}{extra}",
             state.display().to_string(),
+            database(&state)?,
             cat.display().to_string()
         );
         let config = bty_web::Config::from_toml_str(&toml)?;
@@ -170,6 +171,28 @@ impl Web {
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// The `[server]` keys of the database under `BTY_TEST_DB=postgres`: a
+/// fresh PostgreSQL database per state dir (its URL kept in the state dir,
+/// so a restart on the same dir finds the same data) and the session
+/// secret bty-web then requires. Empty on SQLite (`state.db` in the dir).
+fn database(state: &std::path::Path) -> anyhow::Result<String> {
+    if !crate::pg::selected() {
+        return Ok(String::new());
+    }
+    let kept = state.join("test-database-url");
+    let url = match std::fs::read_to_string(&kept) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = crate::pg::fresh_database();
+            std::fs::write(&kept, &url)?;
+            url
+        }
+    };
+    Ok(format!(
+        "database = {url:?}\nsession_secret = \"bty-testkit-session-secret-0123456789\"\n"
+    ))
 }
 
 /// A client of bty-web's API and PXE endpoints, typed on `bty-proto`. It

@@ -502,3 +502,21 @@ fn an_unreachable_database_fails_with_the_cause() {
     };
     assert!(pg::describe(p).contains("refused"), "{}", pg::describe(p));
 }
+
+#[test]
+fn a_url_naming_a_socket_dir_connects_over_the_unix_socket() {
+    let Some((url, _)) = fresh() else { return };
+    let db = url.rsplit('/').next().unwrap();
+    let dir = bty_testkit::pg::socket_dir().display().to_string();
+    // The port names the socket file (`.s.PGSQL.PORT`) in that dir.
+    let url = format!(
+        "postgres://postgres@{}:{}/{db}",
+        dir.replace('/', "%2F"),
+        bty_testkit::pg::port()
+    );
+    let c = Conn::postgres(&url).unwrap();
+    let addr: Option<String> = c
+        .query_row("SELECT CAST(inet_client_addr() AS TEXT)", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(addr, None, "not a Unix-socket connection");
+}
