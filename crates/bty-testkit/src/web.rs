@@ -153,6 +153,12 @@ impl Web {
         self.dir.path().to_path_buf()
     }
 
+    /// The PostgreSQL URL of this server's store under
+    /// `BTY_TEST_DB=postgres`; `None` on SQLite (`state.db` in [`Web::path`]).
+    pub fn database_url(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join(DATABASE_URL_FILE)).ok()
+    }
+
     /// This server's client with the admin login (HTTP Basic).
     pub fn admin(&self, user: &str, password: &str) -> WebClient {
         WebClient(self.client.0.with_login(user, password))
@@ -173,6 +179,9 @@ impl Web {
     }
 }
 
+/// Where [`Web`] keeps its PostgreSQL database's URL in the state dir.
+const DATABASE_URL_FILE: &str = "test-database-url";
+
 /// The `[server]` keys of the database under `BTY_TEST_DB=postgres`: a
 /// fresh PostgreSQL database per state dir (its URL kept in the state dir,
 /// so a restart on the same dir finds the same data) and the session
@@ -181,7 +190,7 @@ fn database(state: &std::path::Path) -> anyhow::Result<String> {
     if !crate::pg::selected() {
         return Ok(String::new());
     }
-    let kept = state.join("test-database-url");
+    let kept = state.join(DATABASE_URL_FILE);
     let url = match std::fs::read_to_string(&kept) {
         Ok(url) => url,
         Err(_) => {

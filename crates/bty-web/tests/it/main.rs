@@ -24,3 +24,14 @@ mod ui_forms;
 fn inode(p: &std::path::Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
 }
+
+/// A connection of the test's own to `web`'s store, whichever engine it
+/// runs on (to forge what the API would refuse).
+fn store(web: &bty_testkit::web::Web) -> bty_web::db::sql::Conn {
+    match web.database_url() {
+        Some(url) => bty_web::db::sql::Conn::postgres(&url).unwrap(),
+        None => bty_web::db::sql::Conn::sqlite(
+            rusqlite::Connection::open(web.path().join("state.db")).unwrap(),
+        ),
+    }
+}
