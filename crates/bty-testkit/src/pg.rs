@@ -80,31 +80,42 @@ pub fn skip_on_postgres(why: &str) -> bool {
 /// server cannot start (check [`available`] first to skip without it).
 pub fn fresh_database() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let port = server().port;
     let name = format!("bty_test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let admin = admin_url(port);
-    let sql = format!("CREATE DATABASE {name}");
     // The sync client drives its own tokio runtime, which cannot start on a
     // thread already running async code (the tests call this from
-    // `#[tokio::test]`): talk to the server from a plain thread.
-    std::thread::spawn(move || -> Result<(), postgres::Error> {
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls)?;
-        c.batch_execute(&sql)
+    // `#[tokio::test]`): start the server and talk to it from a plain
+    // thread.
+    let db = name.clone();
+    let made = std::thread::spawn(move || -> Result<u16, postgres::Error> {
+        let port = server().port;
+        let mut c = postgres::Client::connect(&admin_url(port), postgres::NoTls)?;
+        c.batch_execute(&format!("CREATE DATABASE {db}"))?;
+        Ok(port)
     })
-    .join()
-    .expect("the thread creating a test database")
-    .unwrap_or_else(|e| panic!("creating test database {name}: {e:?}"));
+    .join();
+    let port = match made {
+        Ok(Ok(port)) => port,
+        Ok(Err(e)) => panic!("creating test database {name}: {e:?}"),
+        Err(p) => std::panic::resume_unwind(p),
+    };
     format!("postgres://postgres@127.0.0.1:{port}/{name}")
 }
 
-/// The server's port (starting it on first use).
+/// The server's port (started by the first [`fresh_database`]).
 pub fn port() -> u16 {
-    server().port
+    started().port
 }
 
-/// The directory of the server's Unix socket (starting it on first use).
+/// The directory of the server's Unix socket (started by the first
+/// [`fresh_database`]).
 pub fn socket_dir() -> &'static Path {
-    &server().sock
+    &started().sock
+}
+
+fn started() -> &'static Server {
+    SERVER
+        .get()
+        .expect("no PostgreSQL yet: call pg::fresh_database() first")
 }
 
 struct Server {
@@ -115,8 +126,11 @@ struct Server {
 /// The running server's process and directory, for the exit handler.
 static RUNNING: Mutex<Option<(Child, PathBuf)>> = Mutex::new(None);
 
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+/// The server, started on first use. Blocks (and cannot run on a thread
+/// that runs async code, see [`fresh_database`]).
 fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| match start() {
         Ok(s) => s,
         Err(e) => panic!("starting a private PostgreSQL ({PACKAGE}) for the tests: {e}"),

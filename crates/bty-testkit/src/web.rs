@@ -156,7 +156,7 @@ impl Web {
     /// The PostgreSQL URL of this server's store under
     /// `BTY_TEST_DB=postgres`; `None` on SQLite (`state.db` in [`Web::path`]).
     pub fn database_url(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.path().join(DATABASE_URL_FILE)).ok()
+        database_url_in(self.dir.path())
     }
 
     /// This server's client with the admin login (HTTP Basic).
@@ -179,29 +179,39 @@ impl Web {
     }
 }
 
+/// The PostgreSQL URL of the store of the bty-web that ran on state dir
+/// `dir` under `BTY_TEST_DB=postgres`; `None` on SQLite (`dir/state.db`).
+pub fn database_url_in(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(DATABASE_URL_FILE)).ok()
+}
+
 /// Where [`Web`] keeps its PostgreSQL database's URL in the state dir.
 const DATABASE_URL_FILE: &str = "test-database-url";
 
-/// The `[server]` keys of the database under `BTY_TEST_DB=postgres`: a
-/// fresh PostgreSQL database per state dir (its URL kept in the state dir,
-/// so a restart on the same dir finds the same data) and the session
-/// secret bty-web then requires. Empty on SQLite (`state.db` in the dir).
+/// The `[server]` keys of a PostgreSQL store: the one whose URL the state
+/// dir keeps (a restart, or a second replica on the same database: write
+/// the URL with [`use_database`]), else under `BTY_TEST_DB=postgres` a
+/// fresh database (its URL then kept in the dir), with the session secret
+/// bty-web then requires. Empty on SQLite (`state.db` in the dir).
 fn database(state: &std::path::Path) -> anyhow::Result<String> {
-    if !crate::pg::selected() {
-        return Ok(String::new());
-    }
-    let kept = state.join(DATABASE_URL_FILE);
-    let url = match std::fs::read_to_string(&kept) {
-        Ok(url) => url,
-        Err(_) => {
+    let url = match database_url_in(state) {
+        Some(url) => url,
+        None if crate::pg::selected() => {
             let url = crate::pg::fresh_database();
-            std::fs::write(&kept, &url)?;
+            use_database(state, &url)?;
             url
         }
+        None => return Ok(String::new()),
     };
     Ok(format!(
         "database = {url:?}\nsession_secret = \"bty-testkit-session-secret-0123456789\"\n"
     ))
+}
+
+/// Make a bty-web started on state dir `dir` keep its store in the
+/// PostgreSQL database at `url` (several replicas on one database).
+pub fn use_database(dir: &std::path::Path, url: &str) -> std::io::Result<()> {
+    std::fs::write(dir.join(DATABASE_URL_FILE), url)
 }
 
 /// A client of bty-web's API and PXE endpoints, typed on `bty-proto`. It

@@ -32,8 +32,9 @@ use super::sql::{Conn, Dialect, Error, Lock, Result, Row, Value};
 
 /// One PostgreSQL connection.
 pub struct Client {
-    // Boxed: the client is large and sits in an enum beside rusqlite's.
-    inner: Box<postgres::Client>,
+    // Boxed: the client is large and sits in an enum beside rusqlite's. An
+    // Option only so that `Drop` can move it off an async thread.
+    inner: Option<Box<postgres::Client>>,
     /// Prepared statements by their SQL text as the store wrote it (`?N`).
     cache: HashMap<String, Prepared>,
 }
@@ -61,7 +62,7 @@ impl Client {
         }
         let inner = off_runtime(move || cfg.connect(NoTls))?;
         Ok(Client {
-            inner: Box::new(inner),
+            inner: Some(Box::new(inner)),
             cache: HashMap::new(),
         })
     }
@@ -70,7 +71,7 @@ impl Client {
     pub fn execute(&mut self, sql: &str, values: &[Value]) -> Result<usize> {
         let (stmt, _) = self.prepare(sql)?;
         let params = bind(&stmt, values, sql)?;
-        let inner = &mut self.inner;
+        let inner = self.inner()?;
         let n = off_runtime(|| inner.execute(&stmt, &as_refs(&params)))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
@@ -79,7 +80,7 @@ impl Client {
     pub fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
         let (stmt, names) = self.prepare(sql)?;
         let params = bind(&stmt, values, sql)?;
-        let inner = &mut self.inner;
+        let inner = self.inner()?;
         let rows = off_runtime(|| inner.query(&stmt, &as_refs(&params)))?;
         rows.iter()
             .map(|r| {
@@ -94,7 +95,7 @@ impl Client {
     /// Several `;`-separated statements, no parameters (the simple query
     /// protocol: `?` is not rewritten here).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
-        let inner = &mut self.inner;
+        let inner = self.inner()?;
         off_runtime(|| inner.batch_execute(sql))?;
         // DDL may change what a cached statement returns ("cached plan
         // must not change result type"); statements are cheap to prepare
@@ -130,12 +131,18 @@ impl Client {
         Ok(())
     }
 
+    fn inner(&mut self) -> Result<&mut postgres::Client> {
+        self.inner
+            .as_deref_mut()
+            .ok_or_else(|| Error::Other("the PostgreSQL connection was closed".into()))
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<(Statement, Arc<[String]>)> {
         if let Some(p) = self.cache.get(sql) {
             return Ok((p.stmt.clone(), p.names.clone()));
         }
         let text = placeholders(sql);
-        let inner = &mut self.inner;
+        let inner = self.inner()?;
         let stmt = off_runtime(|| inner.prepare(&text))?;
         let names: Arc<[String]> = stmt.columns().iter().map(|c| c.name().into()).collect();
         self.cache.insert(
@@ -146,6 +153,16 @@ impl Client {
             },
         );
         Ok((stmt, names))
+    }
+}
+
+impl Drop for Client {
+    // Closing the connection blocks on the client's runtime too (see
+    // [`off_runtime`]).
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            off_runtime(move || drop(inner));
+        }
     }
 }
 

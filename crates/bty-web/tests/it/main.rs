@@ -26,12 +26,17 @@ fn inode(p: &std::path::Path) -> u64 {
 }
 
 /// A connection of the test's own to `web`'s store, whichever engine it
-/// runs on (to forge what the API would refuse).
+/// runs on (to forge what the API would refuse, or read what it hides).
 fn store(web: &bty_testkit::web::Web) -> bty_web::db::sql::Conn {
-    match web.database_url() {
+    store_in(&web.path())
+}
+
+/// [`store`] of the bty-web that ran on state dir `dir`.
+fn store_in(dir: &std::path::Path) -> bty_web::db::sql::Conn {
+    match bty_testkit::web::database_url_in(dir) {
         Some(url) => bty_web::db::sql::Conn::postgres(&url).unwrap(),
         None => bty_web::db::sql::Conn::sqlite(
-            rusqlite::Connection::open(web.path().join("state.db")).unwrap(),
+            rusqlite::Connection::open(dir.join("state.db")).unwrap(),
         ),
     }
 }
