@@ -214,6 +214,8 @@ fn a_constraint_violation_says_which_constraint_and_the_connection_goes_on() {
         panic!("not a PostgreSQL error: {e}")
     };
     let msg = pg::describe(p);
+    // The error itself says it too (its Display is what logs show).
+    assert!(e.to_string().contains(&msg), "{e}");
     assert!(
         msg.contains("duplicate key value violates unique constraint \"t_k_unique\"")
             && msg.contains("23505"),

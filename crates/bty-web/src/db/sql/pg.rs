@@ -1,4 +1,4 @@
-//! The PostgreSQL backend of [`super::sql`]: the synchronous `postgres`
+//! The PostgreSQL backend of [`super`] (`db::sql`): the synchronous `postgres`
 //! client, statements prepared once per connection, `?N` rewritten to `$N`,
 //! values converted to and from the column types PostgreSQL reports.
 //!
@@ -28,7 +28,7 @@ use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{NoTls, Statement};
 
-use super::sql::{Conn, Dialect, Error, Lock, Result, Row, Value};
+use super::{Conn, Dialect, Error, Lock, Result, Row, Value};
 
 /// One PostgreSQL connection.
 pub struct Client {
@@ -463,7 +463,7 @@ pub fn describe(e: &postgres::Error) -> String {
 }
 
 /// PostgreSQL's schema migrations, one per SQLite migration in
-/// [`super::schema::MIGRATIONS`] (same tables, columns, indexes and
+/// [`crate::db::schema::MIGRATIONS`] (same tables, columns, indexes and
 /// meaning): integers are BIGINT, REAL is DOUBLE PRECISION, ids are
 /// identity columns. Migration 3 is only its ADD COLUMN: the side table it
 /// folds in on SQLite never existed on PostgreSQL.
@@ -682,9 +682,6 @@ mod tests {
 
     #[test]
     fn there_is_a_postgresql_migration_for_every_sqlite_one() {
-        assert_eq!(
-            super::MIGRATIONS.len(),
-            super::super::schema::MIGRATIONS.len()
-        );
+        assert_eq!(super::MIGRATIONS.len(), crate::db::schema::MIGRATIONS.len());
     }
 }
