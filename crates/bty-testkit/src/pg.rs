@@ -113,9 +113,10 @@ pub fn socket_dir() -> &'static Path {
 }
 
 fn started() -> &'static Server {
-    SERVER
-        .get()
-        .expect("no PostgreSQL yet: call pg::fresh_database() first")
+    match SERVER.get() {
+        Some(Ok(s)) => s,
+        _ => panic!("no PostgreSQL running: call pg::fresh_database() first"),
+    }
 }
 
 struct Server {
@@ -126,15 +127,16 @@ struct Server {
 /// The running server's process and directory, for the exit handler.
 static RUNNING: Mutex<Option<(Child, PathBuf)>> = Mutex::new(None);
 
-static SERVER: OnceLock<Server> = OnceLock::new();
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 
-/// The server, started on first use. Blocks (and cannot run on a thread
-/// that runs async code, see [`fresh_database`]).
+/// The server, started on first use; a failed start is remembered (every
+/// later test fails with its message, none starts another). Blocks (and
+/// cannot run on a thread that runs async code, see [`fresh_database`]).
 fn server() -> &'static Server {
-    SERVER.get_or_init(|| match start() {
+    match SERVER.get_or_init(start) {
         Ok(s) => s,
         Err(e) => panic!("starting a private PostgreSQL ({PACKAGE}) for the tests: {e}"),
-    })
+    }
 }
 
 fn admin_url(port: u16) -> String {
@@ -174,6 +176,14 @@ fn command(bin: &str, user: Option<(u32, u32)>, cwd: &Path) -> Command {
 }
 
 fn start() -> Result<Server, String> {
+    let res = try_start();
+    if res.is_err() {
+        stop();
+    }
+    res
+}
+
+fn try_start() -> Result<Server, String> {
     let user = run_as()?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -310,15 +320,16 @@ fn wait_ready(port: u16) -> Result<(), String> {
     }
 }
 
-static BASE: OnceLock<PathBuf> = OnceLock::new();
+/// The server's directory, removed at exit.
+static BASE: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 fn register_exit(base: &Path) {
-    let _ = BASE.set(base.to_path_buf());
+    *BASE.lock().unwrap_or_else(|p| p.into_inner()) = Some(base.to_path_buf());
     extern "C" fn at_exit() {
         stop();
     }
     // SAFETY: registering a plain `extern "C"` function; it runs once at
-    // process exit.
+    // process exit (only one start is ever tried per process).
     unsafe {
         libc::atexit(at_exit);
     }
@@ -342,7 +353,7 @@ fn stop() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    if let Some(base) = BASE.get() {
+    if let Some(base) = BASE.lock().unwrap_or_else(|p| p.into_inner()).take() {
         let _ = std::fs::remove_dir_all(base);
     }
 }
