@@ -596,3 +596,54 @@ async fn two_replicas_discovering_one_mac_at_once_record_it_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// End this connection's session from another one (what a server restart
+/// or a network cut does to it).
+fn kill_session_of(c: &Conn, url: &str) {
+    let pid: i64 = c
+        .query_row("SELECT CAST(pg_backend_pid() AS BIGINT)", (), |r| r.get(0))
+        .unwrap();
+    let admin = Conn::postgres(url).unwrap();
+    let done: bool = admin
+        .query_row("SELECT pg_terminate_backend(CAST(?1 AS INT))", [pid], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(done);
+}
+
+#[test]
+fn a_lost_connection_comes_back_but_never_inside_a_transaction() {
+    let Some((url, mut c)) = fresh() else { return };
+    c.execute_batch("CREATE TABLE t (n BIGINT)").unwrap();
+    // Outside a transaction: the statement that finds it lost fails, the
+    // next one runs on a new connection.
+    kill_session_of(&c, &url);
+    let _ = c.execute("INSERT INTO t VALUES (?1)", [1]);
+    assert_eq!(c.execute("INSERT INTO t VALUES (?1)", [2]).unwrap(), 1);
+    // Inside one: everything fails until it ends, the commit too, and
+    // nothing of it stays.
+    {
+        let tx = c.transaction(Lock::Global).unwrap();
+        tx.execute("INSERT INTO t VALUES (?1)", [3]).unwrap();
+        kill_session_of(&tx, &url);
+        assert!(tx.execute("INSERT INTO t VALUES (?1)", [4]).is_err());
+        let e = tx.execute("INSERT INTO t VALUES (?1)", [5]).unwrap_err();
+        assert!(e.to_string().contains("lost"), "{e}");
+        let e = tx.commit().unwrap_err();
+        assert!(e.to_string().contains("not committed"), "{e}");
+    }
+    let all: Vec<i64> = c
+        .query_map("SELECT n FROM t ORDER BY n", (), |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(all == vec![2] || all == vec![1, 2], "{all:?}");
+    // A dropped transaction on a lost connection ends quietly too.
+    {
+        let tx = c.transaction(Lock::Machine(MAC1)).unwrap();
+        kill_session_of(&tx, &url);
+        let _ = tx.execute("INSERT INTO t VALUES (?1)", [6]);
+    }
+    assert_eq!(c.execute("INSERT INTO t VALUES (?1)", [7]).unwrap(), 1);
+}

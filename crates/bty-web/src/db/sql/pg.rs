@@ -35,8 +35,14 @@ pub struct Client {
     // Boxed: the client is large and sits in an enum beside rusqlite's. An
     // Option only so that `Drop` can move it off an async thread.
     inner: Option<Box<postgres::Client>>,
+    /// To connect again after the connection was lost (boxed: large).
+    cfg: Box<postgres::Config>,
     /// Prepared statements by their SQL text as the store wrote it (`?N`).
     cache: HashMap<String, Prepared>,
+    /// Between `BEGIN` and `COMMIT`/`ROLLBACK`: a lost connection is then
+    /// an error until the transaction ends, never a silent reconnect (the
+    /// rest of the transaction would run outside it).
+    in_tx: bool,
 }
 
 struct Prepared {
@@ -60,10 +66,13 @@ impl Client {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
-        let inner = off_runtime(move || cfg.connect(NoTls))?;
+        let c = cfg.clone();
+        let inner = off_runtime(move || c.connect(NoTls))?;
         Ok(Client {
             inner: Some(Box::new(inner)),
+            cfg: Box::new(cfg),
             cache: HashMap::new(),
+            in_tx: false,
         })
     }
 
@@ -95,12 +104,27 @@ impl Client {
     /// Several `;`-separated statements, no parameters (the simple query
     /// protocol: `?` is not rewritten here).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
+        let word = sql.trim();
+        let end = matches!(word, "COMMIT" | "ROLLBACK");
+        if end {
+            self.in_tx = false;
+            if self.closed() {
+                // The server rolled the transaction back when the
+                // connection went; a COMMIT must not look like it worked.
+                return match word {
+                    "COMMIT" => Err(lost("the transaction was not committed")),
+                    _ => Ok(()),
+                };
+            }
+        }
         let inner = self.inner()?;
         off_runtime(|| inner.batch_execute(sql))?;
-        // DDL may change what a cached statement returns ("cached plan
-        // must not change result type"); statements are cheap to prepare
-        // again, and a batch other than a transaction's end is rare.
-        if !matches!(sql.trim(), "COMMIT" | "ROLLBACK") && !sql.trim().starts_with("BEGIN") {
+        if word.starts_with("BEGIN") {
+            self.in_tx = true;
+        } else if !end {
+            // DDL may change what a cached statement returns ("cached
+            // plan must not change result type"); statements are cheap to
+            // prepare again, and such batches are rare.
             self.cache.clear();
         }
         Ok(())
@@ -131,10 +155,30 @@ impl Client {
         Ok(())
     }
 
+    fn closed(&self) -> bool {
+        self.inner.as_ref().is_none_or(|c| c.is_closed())
+    }
+
+    /// The connection; a lost one (the server restarted, a network cut)
+    /// is opened again here, outside a transaction. The statement that
+    /// found it lost has failed already; nothing is retried, as it may
+    /// have run.
     fn inner(&mut self) -> Result<&mut postgres::Client> {
+        if self.closed() {
+            if self.in_tx {
+                return Err(lost("the transaction is rolled back"));
+            }
+            let cfg = self.cfg.as_ref().clone();
+            let fresh = off_runtime(move || cfg.connect(NoTls))?;
+            if let Some(old) = self.inner.replace(Box::new(fresh)) {
+                off_runtime(move || drop(old));
+            }
+            self.cache.clear();
+            tracing::info!("connected to PostgreSQL again after losing the connection");
+        }
         self.inner
             .as_deref_mut()
-            .ok_or_else(|| Error::Other("the PostgreSQL connection was closed".into()))
+            .ok_or_else(|| lost("no connection"))
     }
 
     fn prepare(&mut self, sql: &str) -> Result<(Statement, Arc<[String]>)> {
@@ -154,6 +198,12 @@ impl Client {
         );
         Ok((stmt, names))
     }
+}
+
+fn lost(what: &str) -> Error {
+    Error::Other(format!(
+        "PostgreSQL: the connection to the database was lost; {what}"
+    ))
 }
 
 impl Drop for Client {
