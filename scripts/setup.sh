@@ -36,6 +36,12 @@ export DEBIAN_FRONTEND=noninteractive
 #   golang-go                       - Go's text/template, executing the Helm
 #                                     chart as Helm would (no Helm here;
 #                                     tests/it/gotemplate, standard library)
+#   postgresql-15                   - bty-web's PostgreSQL store: its tests
+#                                     start a private server per test
+#                                     process (bty-testkit's `pg`). The
+#                                     package's own `main` cluster is left
+#                                     unused and, with the policy below,
+#                                     never started (nothing binds 5432)
 # qemu-utils comes preinstalled from a backport that conflicts with
 # bookworm's qemu-system; pin both to bookworm.
 PKGS=(
@@ -51,6 +57,7 @@ PKGS=(
   bsdutils coreutils
   shim-signed grub-efi-amd64-signed sbsigntool grub-common
   golang-go
+  postgresql-15
 )
 
 need=0

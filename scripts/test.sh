@@ -61,3 +61,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
 cargo test --workspace --no-fail-fast
+
+# bty-web's whole suite again with PostgreSQL as its store: the test kit
+# starts a private PostgreSQL 15 (postgresql-15) for the test process and
+# gives each test a fresh database (BTY_TEST_DB, see docs/testing.md).
+step "bty-web on PostgreSQL (BTY_TEST_DB=postgres)"
+BTY_TEST_DB=postgres cargo test -p bty-web --no-fail-fast

@@ -24,6 +24,8 @@
 //!   client.
 //! - `browser` (feature `browser`): chromedriver, headless Chromium and the
 //!   page helpers the UI tests use.
+//! - `pg` (feature `pg`): a private PostgreSQL 15 per test process and a
+//!   fresh database per call (`pg::fresh_database`).
 //!
 //! `bty-dev-web` (feature `web`) runs a real bty-web with one machine set
 //! to flash one image, for checks by hand such as `media/boot-test.sh`.
@@ -42,6 +44,8 @@ pub mod browser;
 pub mod cache;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "pg")]
+pub mod pg;
 #[cfg(feature = "client")]
 pub mod sse;
 #[cfg(feature = "web")]

@@ -104,8 +104,9 @@ impl Web {
             "[pxe]\nrepeat_window_secs = 0\n"
         };
         let toml = format!(
-            "[server]\nstate_dir = {:?}\n[images]\ncatalog = {:?}\n{pxe}{extra}",
+            "[server]\nstate_dir = {:?}\n{}[images]\ncatalog = {:?}\n{pxe}{extra}",
             state.display().to_string(),
+            database(&state)?,
             cat.display().to_string()
         );
         let config = bty_web::Config::from_toml_str(&toml)?;
@@ -152,6 +153,12 @@ impl Web {
         self.dir.path().to_path_buf()
     }
 
+    /// The PostgreSQL URL of this server's store under
+    /// `BTY_TEST_DB=postgres`; `None` on SQLite (`state.db` in [`Web::path`]).
+    pub fn database_url(&self) -> Option<String> {
+        database_url_in(self.dir.path())
+    }
+
     /// This server's client with the admin login (HTTP Basic).
     pub fn admin(&self, user: &str, password: &str) -> WebClient {
         WebClient(self.client.0.with_login(user, password))
@@ -170,6 +177,41 @@ impl Web {
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// The PostgreSQL URL of the store of the bty-web that ran on state dir
+/// `dir` under `BTY_TEST_DB=postgres`; `None` on SQLite (`dir/state.db`).
+pub fn database_url_in(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(DATABASE_URL_FILE)).ok()
+}
+
+/// Where [`Web`] keeps its PostgreSQL database's URL in the state dir.
+const DATABASE_URL_FILE: &str = "test-database-url";
+
+/// The `[server]` keys of a PostgreSQL store: the one whose URL the state
+/// dir keeps (a restart, or a second replica on the same database: write
+/// the URL with [`use_database`]), else under `BTY_TEST_DB=postgres` a
+/// fresh database (its URL then kept in the dir), with the session secret
+/// bty-web then requires. Empty on SQLite (`state.db` in the dir).
+fn database(state: &std::path::Path) -> anyhow::Result<String> {
+    let url = match database_url_in(state) {
+        Some(url) => url,
+        None if crate::pg::selected() => {
+            let url = crate::pg::fresh_database();
+            use_database(state, &url)?;
+            url
+        }
+        None => return Ok(String::new()),
+    };
+    Ok(format!(
+        "database = {url:?}\nsession_secret = \"bty-testkit-session-secret-0123456789\"\n"
+    ))
+}
+
+/// Make a bty-web started on state dir `dir` keep its store in the
+/// PostgreSQL database at `url` (several replicas on one database).
+pub fn use_database(dir: &std::path::Path, url: &str) -> std::io::Result<()> {
+    std::fs::write(dir.join(DATABASE_URL_FILE), url)
 }
 
 /// A client of bty-web's API and PXE endpoints, typed on `bty-proto`. It

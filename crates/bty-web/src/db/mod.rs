@@ -11,7 +11,9 @@
 pub mod cycles;
 pub mod events;
 pub mod machines;
-pub mod pg;
+// The PostgreSQL backend lives under the seam it implements (`sql::pg`,
+// so that the two do not import each other as siblings); `db::pg` is it.
+pub use sql::pg;
 pub mod schema;
 pub mod sql;
 pub mod sticks;

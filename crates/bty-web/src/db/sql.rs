@@ -15,7 +15,7 @@
 //! (`prepare_cached(..)?.query_row(..)`, `params![]`, `.optional()`,
 //! `row.get(i)`), so the store reads as it did. SQLite stays rusqlite on
 //! one connection; PostgreSQL is the synchronous `postgres` client
-//! (see [`super::pg`]), one connection per pool thread.
+//! (see [`pg`]), one connection per pool thread.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
-use super::pg;
+pub mod pg;
 
 /// A value bound to or read from a statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +61,7 @@ pub enum Error {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// From PostgreSQL.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg::describe(.0))]
     Postgres(#[from] postgres::Error),
     /// Anything else a backend reports (connection, unsupported use).
     #[error("{0}")]

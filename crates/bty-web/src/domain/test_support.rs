@@ -15,8 +15,14 @@ pub fn mac() -> Mac {
     "52:54:00:12:34:56".parse().unwrap()
 }
 
-/// An empty, migrated in-memory database.
+/// An empty, migrated database: in memory (SQLite), or under
+/// `BTY_TEST_DB=postgres` a fresh database on the test kit's PostgreSQL.
 pub fn conn() -> Conn {
+    if bty_testkit::pg::selected() {
+        let mut c = Conn::postgres(&bty_testkit::pg::fresh_database()).unwrap();
+        crate::db::schema::migrate(&mut c).unwrap();
+        return c;
+    }
     let raw = rusqlite::Connection::open_in_memory().unwrap();
     crate::db::configure(&raw).unwrap();
     let mut c = Conn::sqlite(raw);

@@ -442,11 +442,11 @@ async fn hostile_text_cannot_inject_grub_commands() {
     assert!(mac_config(&s).await.contains("is parked"));
     let evil = "x'\nreboot\necho \"$(id)\"; set root=${evil} {a} # \\ | && `y`";
     {
-        let db = rusqlite::Connection::open(s.path().join("state.db")).unwrap();
+        let db = crate::store(&s);
         let n = db
             .execute(
                 "UPDATE machines SET parked_reason = ?1 WHERE mac = ?2",
-                rusqlite::params![evil, MAC],
+                bty_web::db::sql::params![evil, MAC],
             )
             .unwrap();
         assert_eq!(n, 1);

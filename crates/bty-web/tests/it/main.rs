@@ -14,6 +14,7 @@ mod grub;
 mod hostile;
 mod images;
 mod migrations;
+mod pg;
 mod sites;
 mod stick;
 mod ui_event_acks;
@@ -22,4 +23,20 @@ mod ui_forms;
 /// The inode of `p` (a migration must upgrade the file in place).
 fn inode(p: &std::path::Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+}
+
+/// A connection of the test's own to `web`'s store, whichever engine it
+/// runs on (to forge what the API would refuse, or read what it hides).
+fn store(web: &bty_testkit::web::Web) -> bty_web::db::sql::Conn {
+    store_in(&web.path())
+}
+
+/// [`store`] of the bty-web that ran on state dir `dir`.
+fn store_in(dir: &std::path::Path) -> bty_web::db::sql::Conn {
+    match bty_testkit::web::database_url_in(dir) {
+        Some(url) => bty_web::db::sql::Conn::postgres(&url).unwrap(),
+        None => bty_web::db::sql::Conn::sqlite(
+            rusqlite::Connection::open(dir.join("state.db")).unwrap(),
+        ),
+    }
 }

@@ -15,6 +15,11 @@ fn open(path: &std::path::Path) -> Conn {
 
 #[tokio::test]
 async fn schema_1_database_is_migrated_in_place_with_its_data() {
+    if bty_testkit::pg::skip_on_postgres(
+        "a schema-1 SQLite state.db upgraded in place (PostgreSQL: pg::migrate, tests/it/pg.rs)",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     {
@@ -131,6 +136,11 @@ fn python_and_newer_databases_are_refused_untouched() {
 /// decision keeps reading them) and the stick keys' table starts empty.
 #[tokio::test]
 async fn schema_5_cycles_become_pxe_cycles_and_sticks_start_empty() {
+    if bty_testkit::pg::skip_on_postgres(
+        "a schema-5 SQLite state.db upgraded in place (PostgreSQL: pg::migrate, tests/it/pg.rs)",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     {

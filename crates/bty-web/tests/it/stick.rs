@@ -142,11 +142,11 @@ async fn keys_are_shown_once_stored_as_digests_and_need_the_admin() {
             }
         }
     }
-    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let db = crate::store_in(dir.path());
     let digests: Vec<String> = db
-        .prepare("SELECT key_sha256 FROM sticks ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map("SELECT key_sha256 FROM sticks ORDER BY id", (), |r| {
+            r.get(0)
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
