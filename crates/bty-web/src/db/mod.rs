@@ -14,7 +14,6 @@ pub mod machines;
 // The PostgreSQL backend lives under the seam it implements (`sql::pg`,
 // so that the two do not import each other as siblings); `db::pg` is it.
 pub use sql::pg;
-pub mod notify;
 pub mod schema;
 pub mod sql;
 pub mod sticks;

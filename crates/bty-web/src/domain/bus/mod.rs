@@ -4,6 +4,8 @@
 //! domain publishes; readers subscribe. Messages are small and per
 //! machine, never whole tables.
 
+pub mod relay;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -102,7 +104,7 @@ pub struct MachineMsg {
 pub struct Bus {
     tx: broadcast::Sender<BusMsg>,
     /// Where this replica's messages go to reach the other replicas
-    /// (PostgreSQL NOTIFY, see [`crate::db::notify`]); `None` with SQLite.
+    /// (PostgreSQL NOTIFY, see [`relay`]); `None` with SQLite.
     relay: Option<std::sync::mpsc::Sender<BusMsg>>,
 }
 
@@ -120,7 +122,7 @@ impl Bus {
     /// the PostgreSQL database at `url`, and which carries theirs.
     pub fn shared(url: &str) -> anyhow::Result<Bus> {
         let mut bus = Bus::default();
-        bus.relay = Some(crate::db::notify::start(url, bus.clone())?);
+        bus.relay = Some(relay::start(url, bus.clone())?);
         Ok(bus)
     }
 

@@ -21,7 +21,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::bus::{Bus, BusMsg};
+use super::{Bus, BusMsg};
 
 /// The notification channel every replica listens on.
 pub const CHANNEL: &str = "bty_bus";
