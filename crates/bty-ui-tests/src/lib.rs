@@ -26,15 +26,32 @@ pub const IMAGE_SIZE: u64 = 4 << 30;
 /// (`debian-12`, 4 GiB with [`SHA`]; `alpine-3.20`).
 pub async fn web() -> anyhow::Result<Web> {
     let dir = tempfile::tempdir()?;
-    std::fs::write(
-        dir.path().join("catalog.toml"),
-        format!(
-            "version = 1\n\
-             [[images]]\nname = \"debian-12\"\nsrc = \"http://127.0.0.1:9/debian-12.img.zst\"\nsha256 = \"{SHA}\"\nsize = {IMAGE_SIZE}\ndescription = \"Debian 12 generic cloud\"\n\
-             [[images]]\nname = \"alpine-3.20\"\nsrc = \"http://127.0.0.1:9/alpine.img.gz\"\n"
-        ),
-    )?;
+    std::fs::write(dir.path().join("catalog.toml"), catalog())?;
     Web::try_start_in(dir, &format!("[admin]\npassword = {PASSWORD:?}\n")).await
+}
+
+/// The two-image catalog of the test servers.
+fn catalog() -> String {
+    format!(
+        "version = 1\n\
+         [[images]]\nname = \"debian-12\"\nsrc = \"http://127.0.0.1:9/debian-12.img.zst\"\nsha256 = \"{SHA}\"\nsize = {IMAGE_SIZE}\ndescription = \"Debian 12 generic cloud\"\n\
+         [[images]]\nname = \"alpine-3.20\"\nsrc = \"http://127.0.0.1:9/alpine.img.gz\"\n"
+    )
+}
+
+/// [`web`] keeping its store in the PostgreSQL database at `url`: call it
+/// twice with one URL for two replicas of one bty-web. Its per-address
+/// connection cap is raised: every simulated target of a test connects
+/// from 127.0.0.1, where a lab's machines each have their own address.
+pub async fn web_on(url: &str) -> anyhow::Result<Web> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("catalog.toml"), catalog())?;
+    bty_testkit::web::use_database(dir.path(), url)?;
+    Web::try_start_in(
+        dir,
+        &format!("[admin]\npassword = {PASSWORD:?}\n[http]\nmax_connections_per_ip = 4096\n"),
+    )
+    .await
 }
 
 /// `web`'s client with the admin login.

@@ -60,7 +60,10 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
     };
     let auth = admin_auth(&config)?;
     let catalog = open_catalog(&config, &stop).await?;
-    let bus = domain::bus::Bus::default();
+    let bus = match &config.server.database {
+        Some(url) => domain::bus::Bus::shared(url)?,
+        None => domain::bus::Bus::default(),
+    };
     let metrics = Arc::new(metrics::Metrics::default());
     let domain = domain::Domain::new(
         db.clone(),

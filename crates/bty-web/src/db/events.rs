@@ -1,13 +1,13 @@
 //! The event log: what happened to which machine, newest first.
 
 use crate::db::sql::{self, params, Conn, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Events kept; older rows are pruned as new ones arrive.
 pub const RETAIN: i64 = 200_000;
 
 /// One logged event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// Increasing id (the paging cursor).
     pub id: i64,

@@ -4,7 +4,9 @@
 //! domain publishes; readers subscribe. Messages are small and per
 //! machine, never whole tables.
 
-use serde::Serialize;
+pub mod relay;
+
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::db::cycles::Cycle;
@@ -63,7 +65,7 @@ impl BusMsg {
 }
 
 /// A progress sample of a cycle.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProgressMsg {
     /// Machine.
     pub mac: String,
@@ -80,7 +82,7 @@ pub struct ProgressMsg {
 }
 
 /// A machine's new state in a few fields.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MachineMsg {
     /// Machine.
     pub mac: String,
@@ -93,7 +95,7 @@ pub struct MachineMsg {
     /// Parked reason.
     pub parked: Option<String>,
     /// Deleted.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
 }
 
@@ -101,22 +103,44 @@ pub struct MachineMsg {
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<BusMsg>,
+    /// Where this replica's messages go to reach the other replicas
+    /// (PostgreSQL NOTIFY, see [`relay`]); `None` with SQLite.
+    relay: Option<std::sync::mpsc::Sender<BusMsg>>,
 }
 
 impl Default for Bus {
     fn default() -> Self {
         Bus {
             tx: broadcast::channel(CAPACITY).0,
+            relay: None,
         }
     }
 }
 
 impl Bus {
+    /// A bus whose messages also go to the other bty-web replicas sharing
+    /// the PostgreSQL database at `url`, and which carries theirs.
+    pub fn shared(url: &str) -> anyhow::Result<Bus> {
+        let mut bus = Bus::default();
+        bus.relay = Some(relay::start(url, bus.clone())?);
+        Ok(bus)
+    }
+
     /// Publish messages; nobody listening is fine.
     pub fn publish(&self, msgs: impl IntoIterator<Item = BusMsg>) {
         for m in msgs {
+            if let Some(r) = &self.relay {
+                // The relay thread only stops with the process.
+                let _ = r.send(m.clone());
+            }
             let _ = self.tx.send(m);
         }
+    }
+
+    /// Deliver a message another replica published, to this replica's
+    /// subscribers only.
+    pub fn deliver(&self, m: BusMsg) {
+        let _ = self.tx.send(m);
     }
 
     /// A new subscriber, seeing messages published from now on.
