@@ -111,7 +111,11 @@ async fn two_replicas_flash_500_targets_once_each_and_share_live_updates() -> an
         t.await?;
     }
     let took = t0.elapsed();
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "targets failed (above)");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "targets failed (above)"
+    );
     println!(
         "{TARGETS} targets, full cycle each over two replicas: {took:?} ({:.0} cycles/s)",
         f64::from(TARGETS) / took.as_secs_f64()
@@ -193,10 +197,7 @@ async fn a_progress_report_to_one_replica_reaches_the_others_event_stream() -> a
                     "target_disk_serial": "SSE"}),
         )
         .await;
-    let resp = admin(&a)
-        .get("/api/events/stream")
-        .fetch()
-        .await;
+    let resp = admin(&a).get("/api/events/stream").fetch().await;
     let mut sse = bty_testkit::sse::Reader::new(resp);
     let hello = sse
         .next(tokio::time::Instant::now() + Duration::from_secs(10))
@@ -210,6 +211,9 @@ async fn a_progress_report_to_one_replica_reaches_the_others_event_stream() -> a
             name == "progress" && data.contains("\"bytes_done\":700")
         })
         .await;
-    assert!(got.is_some(), "replica A's stream never carried B's progress");
+    assert!(
+        got.is_some(),
+        "replica A's stream never carried B's progress"
+    );
     Ok(())
 }
