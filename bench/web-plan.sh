@@ -45,7 +45,8 @@ wait_http() { # url
 echo "== building bty-web (release)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/web}
 (cd "$ROOT" && cargo build --release -p bty-web -q)
-RS_BIN=$CARGO_TARGET_DIR/release/bty-web
+# .cargo/config.toml names the build target, so release builds land under it.
+RS_BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/bty-web
 
 VENV=${VENV:-$OUT/pyvenv}
 if [[ ! -x $VENV/bin/bty-web ]]; then
@@ -73,11 +74,17 @@ wait_http "http://127.0.0.1:$P_PY/healthz"
 "$VENV/bin/python" "$ROOT/bench/web-plan/python_setup.py" "http://127.0.0.1:$P_WC" \
     "http://127.0.0.1:$P_PY" "http://127.0.0.1:$P_ORIGIN" "$MAC" "$SERIAL" "$PW" >"$WORK/py-plan.json"
 
-mkdir -p "$WORK/rs"
+mkdir -p "$WORK/rs" "$WORK/rs-boot"
+# The plan is handed only to the machine that fetched its cycle's netboot
+# kernel: any bytes do for that.
+echo kernel >"$WORK/rs-boot/bty-netboot-x86_64.vmlinuz"
+echo initrd >"$WORK/rs-boot/bty-netboot-x86_64.initrd"
 cat >"$WORK/rs/bty.toml" <<TOML
 [server]
 listen = "127.0.0.1:$P_RS"
 state_dir = "$WORK/rs"
+[boot]
+dir = "$WORK/rs-boot"
 [withcache]
 url = "http://127.0.0.1:$P_WC"
 [admin]
@@ -93,6 +100,8 @@ done
 curl -fsS -u "bty-lab:$PW" -X PUT "http://127.0.0.1:$P_RS/api/machines/$MAC" \
     -H 'content-type: application/json' \
     -d "{\"boot_mode\":\"bty-flash-always\",\"image\":\"bench\",\"target_disk_serial\":\"$SERIAL\"}" >/dev/null
+curl -fsS -o /dev/null "http://127.0.0.1:$P_RS/pxe/$MAC"
+curl -fsS -o /dev/null "http://127.0.0.1:$P_RS/boot/bty-netboot-x86_64.vmlinuz?mac=$MAC"
 RS_PLAN=$(curl -fsS "http://127.0.0.1:$P_RS/pxe/$MAC/plan")
 [[ $RS_PLAN == *'"mode":"flash"'* ]] || { echo "Rust plan is not a flash plan: $RS_PLAN"; exit 1; }
 echo "python plan: $(cat "$WORK/py-plan.json")"
