@@ -598,7 +598,8 @@ async fn two_replicas_discovering_one_mac_at_once_record_it_once() {
 }
 
 /// End this connection's session from another one (what a server restart
-/// or a network cut does to it).
+/// or a network cut does to it), and wait until its backend is gone so the
+/// next statement meets a dead connection, not a dying one.
 fn kill_session_of(c: &Conn, url: &str) {
     let pid: i64 = c
         .query_row("SELECT CAST(pg_backend_pid() AS BIGINT)", (), |r| r.get(0))

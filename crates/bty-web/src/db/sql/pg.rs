@@ -43,6 +43,10 @@ pub struct Client {
     /// an error until the transaction ends, never a silent reconnect (the
     /// rest of the transaction would run outside it).
     in_tx: bool,
+    /// A statement failed because the connection went (see [`gone`]); the
+    /// client may not have noticed yet, so `is_closed` alone would let the
+    /// next statement fail on the same dead socket.
+    broken: bool,
 }
 
 struct Prepared {
@@ -73,6 +77,7 @@ impl Client {
             cfg: Box::new(cfg),
             cache: HashMap::new(),
             in_tx: false,
+            broken: false,
         })
     }
 
@@ -80,8 +85,7 @@ impl Client {
     pub fn execute(&mut self, sql: &str, values: &[Value]) -> Result<usize> {
         let (stmt, _) = self.prepare(sql)?;
         let params = bind(&stmt, values, sql)?;
-        let inner = self.inner()?;
-        let n = off_runtime(|| inner.execute(&stmt, &as_refs(&params)))?;
+        let n = self.call(|c| c.execute(&stmt, &as_refs(&params)))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -89,8 +93,7 @@ impl Client {
     pub fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
         let (stmt, names) = self.prepare(sql)?;
         let params = bind(&stmt, values, sql)?;
-        let inner = self.inner()?;
-        let rows = off_runtime(|| inner.query(&stmt, &as_refs(&params)))?;
+        let rows = self.call(|c| c.query(&stmt, &as_refs(&params)))?;
         rows.iter()
             .map(|r| {
                 let vals = (0..r.len())
@@ -117,8 +120,7 @@ impl Client {
                 };
             }
         }
-        let inner = self.inner()?;
-        off_runtime(|| inner.batch_execute(sql))?;
+        self.call(|c| c.batch_execute(sql))?;
         if word.starts_with("BEGIN") {
             self.in_tx = true;
         } else if !end {
@@ -156,7 +158,23 @@ impl Client {
     }
 
     fn closed(&self) -> bool {
-        self.inner.as_ref().is_none_or(|c| c.is_closed())
+        self.broken || self.inner.as_ref().is_none_or(|c| c.is_closed())
+    }
+
+    /// Run `f` on the connection (off the runtime), remembering when it
+    /// failed because the connection went.
+    fn call<T: Send>(
+        &mut self,
+        f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error> + Send,
+    ) -> Result<T> {
+        let inner = self.inner()?;
+        let out = off_runtime(|| f(inner));
+        if let Err(e) = &out {
+            if gone(e) {
+                self.broken = true;
+            }
+        }
+        Ok(out?)
     }
 
     /// The connection; a lost one (the server restarted, a network cut)
@@ -174,6 +192,7 @@ impl Client {
                 off_runtime(move || drop(old));
             }
             self.cache.clear();
+            self.broken = false;
             tracing::info!("connected to PostgreSQL again after losing the connection");
         }
         self.inner
@@ -186,8 +205,7 @@ impl Client {
             return Ok((p.stmt.clone(), p.names.clone()));
         }
         let text = placeholders(sql);
-        let inner = self.inner()?;
-        let stmt = off_runtime(|| inner.prepare(&text))?;
+        let stmt = self.call(|c| c.prepare(&text))?;
         let names: Arc<[String]> = stmt.columns().iter().map(|c| c.name().into()).collect();
         self.cache.insert(
             sql.to_owned(),
@@ -198,6 +216,22 @@ impl Client {
         );
         Ok((stmt, names))
     }
+}
+
+/// Whether `e` means the connection is gone rather than the statement
+/// failed: a socket error, the server ending the session (`FATAL`, such as
+/// `57P01` admin shutdown on a restart or `pg_terminate_backend`), or a
+/// connection-exception SQLSTATE (class `08`).
+fn gone(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        return db.severity() == "FATAL"
+            || db.severity() == "PANIC"
+            || db.code().code().starts_with("08");
+    }
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 fn lost(what: &str) -> Error {
