@@ -13,6 +13,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod db;

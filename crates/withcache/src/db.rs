@@ -65,6 +65,11 @@ CREATE INDEX events_ts ON events(ts);
     "ALTER TABLE blobs ADD COLUMN misses INTEGER NOT NULL DEFAULT 0;",
 ];
 
+/// The schema version this build migrates to (`bty-lab restore` refuses a
+/// backup whose catalog is newer).
+#[allow(clippy::cast_possible_truncation)] // a handful of migrations
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
 /// Unauthenticated clients create misses and events; keep both bounded.
 const MAX_MISSES: i64 = 1000;
 const MAX_EVENTS: i64 = 10_000;
