@@ -36,6 +36,7 @@ async fn running() -> (tempfile::TempDir, Fake, Plan) {
         engine: None,
         from: None,
         timeout: TIMEOUT,
+        snapshot: None,
     };
     (t, f, plan)
 }
