@@ -318,10 +318,11 @@ fn make_private_dir(dir: &Path) -> Result<()> {
 
 /// UTC now, for file names: `20261206T230109Z`.
 pub fn stamp() -> String {
-    bty_web::db::now()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect()
+    let now = bty_web::db::now();
+    let secs = now.split('.').next().unwrap_or(&now).trim_end_matches('Z');
+    let mut s: String = secs.chars().filter(char::is_ascii_alphanumeric).collect();
+    s.push('Z');
+    s
 }
 
 /// The schema versions this build migrates to, per database member.
