@@ -22,7 +22,7 @@ use bty_web::backup::{self as archive, Kind, Manifest as Contents};
 
 use super::{latest_schema, stamp, Place, Target, BTY_DB, DEPLOY_MANIFEST};
 use crate::cli::RestoreArgs;
-use crate::engine::{self, Bollard};
+use crate::engine::{self, Bollard, ContainerEngine};
 use crate::images::Wanted;
 use crate::manifest::Manifest;
 use crate::quadlet::{self, Systemd as _};
@@ -53,29 +53,41 @@ pub async fn run(a: RestoreArgs) -> Result<()> {
     }
     steps.step("checking the stack can be stopped and started again");
     let stack = Stack::reach(&target, &a).await?;
+    let (moved, failed) = apply(&target, &staged, &stack, &mut steps).await?;
+    report(&target, &staged, &moved, failed);
+    Ok(())
+}
+
+/// Fail the open cycles, stop, move in, start; on any failure after the
+/// stop, the previous files and stack are back. What was moved aside and
+/// how many cycles were failed.
+async fn apply<E: ContainerEngine>(
+    target: &Target,
+    staged: &Staged,
+    stack: &Stack<E>,
+    steps: &mut ui::Steps,
+) -> Result<(Vec<Moved>, usize)> {
     let failed = staged.fail_open_cycles()?;
-    steps.step("stopping the stack");
+    steps.step(stack.stopping());
     stack.stop().await?;
     steps.step("putting the backup in place");
-    let ts = stamp();
-    let moved = match swap_in(&target, &staged, &ts) {
+    let moved = match swap_in(target, staged, &stamp()) {
         Ok(m) => m,
         Err(e) => {
             let back = stack.start().await;
             return Err(undone(e, back, "nothing was replaced"));
         }
     };
-    steps.step("starting the stack and waiting until it is healthy");
+    steps.step(stack.starting());
     if let Err(e) = stack.start().await {
         ui::warn(format!("the restored stack failed: {e:#}"));
         eprintln!("putting the previous state back");
         let _ = stack.stop().await;
-        put_back(&target, &moved)?;
+        put_back(target, &moved)?;
         let back = stack.start().await;
         return Err(undone(e, back, "the previous files are back in place"));
     }
-    report(&target, &staged, &moved, failed);
-    Ok(())
+    Ok((moved, failed))
 }
 
 /// The error of a restore that was undone: the cause, and whether the
@@ -262,18 +274,18 @@ impl Staged {
 }
 
 /// What DEST runs on, reached before anything is stopped.
-enum Stack {
+enum Stack<E> {
     /// Containers through the engine API, recreated from the images that
     /// ran.
     Engine {
-        engine: Bollard,
+        engine: E,
         m: Manifest,
         previous: Vec<Wanted>,
         timeout: Duration,
     },
     /// Quadlet units, health through the engine.
     Quadlet {
-        engine: Bollard,
+        engine: E,
         m: Manifest,
         timeout: Duration,
     },
@@ -281,8 +293,8 @@ enum Stack {
     Serve,
 }
 
-impl Stack {
-    async fn reach(target: &Target, a: &RestoreArgs) -> Result<Stack> {
+impl Stack<Bollard> {
+    async fn reach(target: &Target, a: &RestoreArgs) -> Result<Stack<Bollard>> {
         let timeout = Duration::from_secs(a.timeout);
         match target {
             Target::Deploy(m) => {
@@ -310,6 +322,22 @@ impl Stack {
                 refuse_running_serve(dir)?;
                 Ok(Stack::Serve)
             }
+        }
+    }
+}
+
+impl<E: ContainerEngine> Stack<E> {
+    fn stopping(&self) -> &'static str {
+        match self {
+            Stack::Serve => "serve is stopped: nothing to stop",
+            _ => "stopping the stack",
+        }
+    }
+
+    fn starting(&self) -> &'static str {
+        match self {
+            Stack::Serve => "checking the restored files (serve starts them)",
+            _ => "starting the stack and waiting until it is healthy",
         }
     }
 
@@ -354,7 +382,7 @@ impl Stack {
 
 /// Remove the deploy's containers (restore and rollback create them again
 /// from the images that ran); absent ones are fine.
-pub async fn stop_containers(engine: &impl engine::ContainerEngine, m: &Manifest) -> Result<()> {
+pub async fn stop_containers(engine: &impl ContainerEngine, m: &Manifest) -> Result<()> {
     for svc in m.services().iter().rev() {
         let name = m.container(svc);
         match containers::force_remove(engine, &name).await {
@@ -538,4 +566,161 @@ pub fn databases_from(m: &Manifest, file: &Path) -> Result<Vec<PathBuf>> {
     staged.fail_open_cycles()?;
     let moved = swap_in(&target, &staged, &stamp())?;
     Ok(moved.into_iter().filter_map(|m| m.aside).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::testkit::{self, TIMEOUT};
+    use crate::engine::fake::Fake;
+    use crate::engine::Kind;
+    use crate::stack;
+
+    /// A bty database holding `marker` and one cycle in `state`: a
+    /// stand-in with the table restore touches, as the fake engine runs
+    /// no bty-web to make a real one.
+    fn bty_db(path: &Path, marker: &str, state: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE cycles (id INTEGER PRIMARY KEY, state TEXT, ok INTEGER, \
+             reason TEXT, finished_at TEXT); CREATE TABLE marker (v TEXT);",
+        )
+        .unwrap();
+        c.execute("INSERT INTO marker VALUES (?1)", [marker])
+            .unwrap();
+        c.execute("INSERT INTO cycles (state) VALUES (?1)", [state])
+            .unwrap();
+    }
+
+    fn read(path: &Path) -> (String, String, Option<String>) {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let m = c
+            .query_row("SELECT v FROM marker", [], |r| r.get(0))
+            .unwrap();
+        let (st, why) = c
+            .query_row("SELECT state, reason FROM cycles", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        (m, st, why)
+    }
+
+    /// A deploy running on the fake, its current database, and an archive
+    /// with another database (a cycle open in it) and other envvars.
+    async fn deployed() -> (tempfile::TempDir, Manifest, Fake, PathBuf) {
+        let (t, m) = testkit::lab();
+        let f = testkit::engine_with_images(Kind::Docker, &m);
+        cmd::deploy::start::start(&f, &testkit::NoSystemd, &m, &mut testkit::steps(), TIMEOUT)
+            .await
+            .unwrap();
+        bty_db(&m.data_dir.join("bty/state.db"), "current", "done");
+        let src = t.path().join("backup.db");
+        bty_db(&src, "from the backup", "flashing");
+        let env = t.path().join("envvars");
+        fs::write(&env, "BTY_ADMIN_PASSWORD_HASH='restored-hash'\n").unwrap();
+        let archive = t.path().join("b.tar.zst");
+        let mut w = bty_web::backup::Writer::create(&archive, "test").unwrap();
+        w.add_sqlite(BTY_DB, &src, t.path(), &mut |_, _| {})
+            .unwrap();
+        w.add_file(super::super::ENVVARS, &env).unwrap();
+        w.finish().unwrap();
+        (t, m, f, archive)
+    }
+
+    fn web_env(f: &Fake, m: &Manifest) -> Vec<String> {
+        f.container(&m.container(&stack::WEB)).unwrap().spec.env
+    }
+
+    async fn restore(f: Fake, m: &Manifest, archive: &Path) -> (Fake, Result<Vec<Moved>>) {
+        let target = Target::Deploy(m.clone());
+        let staged = Staged::check(&target, archive, |_| true).unwrap();
+        let previous = cmd::upgrade::running_images(&f, m).await.unwrap();
+        let stack = Stack::Engine {
+            engine: f,
+            m: m.clone(),
+            previous,
+            timeout: TIMEOUT,
+        };
+        let r = apply(&target, &staged, &stack, &mut testkit::steps()).await;
+        let Stack::Engine { engine, .. } = stack else {
+            unreachable!()
+        };
+        (engine, r.map(|(moved, _)| moved))
+    }
+
+    #[tokio::test]
+    async fn a_restore_puts_the_backup_in_fails_open_cycles_and_recreates_the_containers() {
+        let (_t, m, f, archive) = deployed().await;
+        assert!(web_env(&f, &m).contains(&"BTY_ADMIN_PASSWORD_HASH=web-hash".to_string()));
+        let (f, r) = restore(f, &m, &archive).await;
+        let moved = r.unwrap();
+        let (marker, state, why) = read(&m.data_dir.join("bty/state.db"));
+        assert_eq!(
+            (marker.as_str(), state.as_str()),
+            ("from the backup", "failed")
+        );
+        assert_eq!(why.as_deref(), Some(REASON));
+        // The containers run with the restored envvars.
+        let env = web_env(&f, &m);
+        assert!(
+            env.contains(&"BTY_ADMIN_PASSWORD_HASH=restored-hash".to_string()),
+            "{env:?}"
+        );
+        // What it replaced is kept: the database beside itself, envvars
+        // under DEST/backups.
+        let aside: Vec<_> = moved.iter().filter_map(|m| m.aside.clone()).collect();
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert_eq!(read(&aside[0]).0, "current");
+        assert!(aside[1].starts_with(m.dest.join("backups")), "{aside:?}");
+        assert!(fs::read_to_string(&aside[1]).unwrap().contains("web-hash"));
+        assert!(crate::deploydir::foreign_entries(&m.dest)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_restored_stack_that_does_not_start_puts_the_previous_state_back() {
+        let (_t, m, f, archive) = deployed().await;
+        // The first start after the swap fails for good (three broken
+        // pipes: the start gives up after two retries); the rollback's
+        // starts work.
+        f.broken_pipe_starts(3);
+        let (f, r) = restore(f, &m, &archive).await;
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(
+            e.starts_with(
+                "restore failed; the previous files are back in place and the previous stack runs"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("broken pipe"), "{e}");
+        let (marker, state, why) = read(&m.data_dir.join("bty/state.db"));
+        assert_eq!(
+            (marker.as_str(), state.as_str(), why),
+            ("current", "done", None)
+        );
+        assert!(fs::read_to_string(m.dest.join("envvars"))
+            .unwrap()
+            .contains("web-hash"));
+        let env = web_env(&f, &m);
+        assert!(
+            env.contains(&"BTY_ADMIN_PASSWORD_HASH=web-hash".to_string()),
+            "{env:?}"
+        );
+        let left: Vec<_> = fs::read_dir(m.data_dir.join("bty"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            ["state.db"],
+            "only the database, nothing aside or staged"
+        );
+        assert!(!m.data_dir.read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".bty-restore-")));
+    }
 }

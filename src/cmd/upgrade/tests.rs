@@ -219,7 +219,8 @@ fn bty_db(m: &Manifest, schema: u32, marker: &str) -> std::path::PathBuf {
          DELETE FROM marker;",
     )
     .unwrap();
-    c.execute("INSERT INTO marker VALUES (?1)", [marker]).unwrap();
+    c.execute("INSERT INTO marker VALUES (?1)", [marker])
+        .unwrap();
     c.pragma_update(None, "user_version", schema).unwrap();
     path
 }
@@ -229,7 +230,11 @@ fn marker(path: &std::path::Path) -> (u32, String) {
     let v = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    (v, c.query_row("SELECT v FROM marker", [], |r| r.get(0)).unwrap())
+    (
+        v,
+        c.query_row("SELECT v FROM marker", [], |r| r.get(0))
+            .unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -238,7 +243,10 @@ async fn a_migrating_upgrade_snapshots_first_and_its_rollback_restores_the_datab
     let latest = bty_web::db::schema::LATEST;
     // At the current schema nothing migrates: no snapshot.
     let db = bty_db(&plan.old, latest, "current");
-    assert_eq!(crate::cmd::backup::pre_upgrade(&plan.old, "0.2.0").unwrap(), None);
+    assert_eq!(
+        crate::cmd::backup::pre_upgrade(&plan.old, "0.2.0").unwrap(),
+        None
+    );
     // One schema behind: the snapshot is written before anything moves.
     bty_db(&plan.old, latest - 1, "before the upgrade");
     let snap = crate::cmd::backup::pre_upgrade(&plan.old, "0.2.0")
@@ -252,7 +260,10 @@ async fn a_migrating_upgrade_snapshots_first_and_its_rollback_restores_the_datab
     plan.snapshot = Some(snap);
     f.behave(&plan.new.image(&stack::WEB), Behaviour::Exits);
     let e = swap(&f, &plan).await.unwrap_err();
-    assert!(e.to_string().contains("rolled back to bty 0.1.0 (healthy)"), "{e}");
+    assert!(
+        e.to_string().contains("rolled back to bty 0.1.0 (healthy)"),
+        "{e}"
+    );
     assert_eq!(running_as(&f, &plan.old), at(&plan.old, "0.1.0"));
     assert_eq!(marker(&db), (latest - 1, "before the upgrade".into()));
     // The migrated one is kept beside it.
