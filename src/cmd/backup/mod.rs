@@ -218,7 +218,9 @@ pub fn write(target: &Target, out: &Path, made_by: &str) -> Result<Contents> {
         }
         if p.db {
             let mut progress = Progress::new(p.name);
-            w.add_sqlite(p.name, &p.path, &scratch, &mut |d, t| progress.tick(d, t))?;
+            keep_owner(&p.path, || {
+                w.add_sqlite(p.name, &p.path, &scratch, &mut |d, t| progress.tick(d, t))
+            })?;
             progress.finish();
         } else {
             w.add_file(p.name, &p.path)?;
@@ -301,6 +303,31 @@ impl Progress {
             None => ui::detail(format!("copied {} (consistent snapshot)", self.name)),
         }
     }
+}
+
+/// Run `f`, which opens the database at `db`, then give any `-wal`/`-shm`
+/// file beside it to the database's owner. Opening a WAL database whose
+/// service is stopped makes them, as root; the service (uid 65532 in the
+/// containers) could then not open its own database.
+fn keep_owner<T, E>(db: &Path, f: impl FnOnce() -> Result<T, E>) -> Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(db).map(|m| (m.uid(), m.gid())).ok();
+    let r = f();
+    if let Some((uid, gid)) = owner {
+        for sfx in ["-wal", "-shm"] {
+            let mut side = db.as_os_str().to_owned();
+            side.push(sfx);
+            let side = PathBuf::from(side);
+            if std::fs::metadata(&side).is_ok_and(|m| m.uid() != uid || m.gid() != gid) {
+                std::os::unix::fs::chown(&side, Some(uid), Some(gid))
+                    .with_context(|| format!("giving {} back to uid {uid}", side.display()))?;
+            }
+        }
+    }
+    Ok(r?)
 }
 
 /// A directory only root (or the operator) reads: backups hold password
