@@ -129,7 +129,9 @@ fn backup_during_flash_and_polling_then_restore() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
     let o = run(&["backup", data.to_str().unwrap()]);
+    let took = t0.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     for p in pollers {
@@ -138,6 +140,7 @@ fn backup_during_flash_and_polling_then_restore() {
     ok(&o);
     let (polls, bad) = (polls.load(Ordering::SeqCst), bad.load(Ordering::SeqCst));
     assert!(polls > 20, "the pollers polled {polls} times");
+    eprintln!("backup took {took:?} beside {polls} plan polls in all");
     assert_eq!(
         bad, 0,
         "{bad} of {polls} plan polls failed during the backup"

@@ -80,5 +80,6 @@ fn finish(plan: &Plan) -> Result<()> {
         plan.new.version,
         plan.old.version
     );
+    super::snapshot_kept(plan);
     Ok(())
 }
