@@ -215,7 +215,7 @@ impl Staged {
                 Some(_) => left.push((m.name.clone(), "not restored here".into())),
                 None if super::known(&m.name) => left.push((
                     m.name.clone(),
-                    "a serve data dir has none: serve writes its bty.toml on every start"
+                    "a serve data dir keeps none: serve writes its own configuration on every start"
                         .to_string(),
                 )),
                 None => {
