@@ -40,6 +40,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run bty-web, withcache and bty-tftp in this process, no engine.
     Serve(ServeArgs),
+    /// Archive the databases and configuration of a deploy or serve dir.
+    Backup(BackupArgs),
+    /// Put a backup back: checked first, rolled back on any failure.
+    Restore(RestoreArgs),
     /// Add, list and remove the images machines are flashed with.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -306,6 +310,32 @@ pub struct UpgradeArgs {
     #[arg(long, value_name = "DIR")]
     pub from: Option<PathBuf>,
     /// Seconds to wait for health before rolling back.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// `bty-lab backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Deploy directory, or a `bty-lab serve` data dir.
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    /// The archive to write (default: DEST/backups/bty-<UTC time>.tar.zst).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `bty-lab restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive `bty-lab backup` (or upgrade, or bty-web) wrote.
+    pub file: PathBuf,
+    /// Deploy directory, or a `bty-lab serve` data dir (serve stopped).
+    #[arg(default_value = "./bty-host")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Seconds to wait for health before putting the previous state back.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
 }

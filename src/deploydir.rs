@@ -23,6 +23,8 @@ const OURS: &[&str] = &[
     "env",
     "quadlet",
     "data",
+    // `bty-lab backup`'s archives and restore's moved-aside files.
+    "backups",
 ];
 
 /// Make `p` absolute without requiring it to exist.

@@ -45,15 +45,17 @@ impl Code {
                  without --allow-downgrade, DEST deployed on another engine,\n     \
                  a destructive purge without --yes or a terminal, a\n     \
                  symbolic link where bty-lab writes in DEST or the data dir,\n     \
-                 a flash onto a disk in use, too small or not confirmed"
+                 a flash onto a disk in use, too small or not confirmed,\n     \
+                 a backup that is damaged, altered or from a newer bty,\n     \
+                 a restore onto a serve dir whose serve runs"
             }
             Code::EngineUnreachable => {
                 "no container engine answered (or not the one DEST was\n     \
                  deployed on)"
             }
             Code::Unhealthy => {
-                "the stack did not become healthy: deploy, passwd, or\n     \
-                 upgrade (also when it rolled back to the old version)"
+                "the stack did not become healthy: deploy, passwd, upgrade\n     \
+                 or restore (also when it rolled back to the old state)"
             }
         }
     }

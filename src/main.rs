@@ -81,6 +81,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(a) => cmd::status::run(a).await,
         Command::Logs(a) => cmd::logs::run(a).await,
         Command::Serve(a) => cmd::serve::run(a).await,
+        Command::Backup(a) => cmd::backup::run(a),
+        Command::Restore(a) => cmd::backup::restore::run(a).await,
         Command::Image(c) => cmd::image::run(c).await,
         Command::Completions { shell } => {
             let out = &mut std::io::stdout();

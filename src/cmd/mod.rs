@@ -5,6 +5,7 @@
 //! the manifest), [`files`] (DEST's files), [`boot`] (the netboot media in
 //! bty-web's boot dir).
 
+pub mod backup;
 pub mod boot;
 pub mod checks;
 pub mod deploy;

@@ -235,6 +235,51 @@ impl Drop for Cleanup {
     }
 }
 
+/// The newest file in DEST/backups whose name starts with `prefix`.
+fn newest_archive(dest: &Path, prefix: &str) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dest.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(prefix) && n.ends_with(".tar.zst")
+        })
+        .collect();
+    v.sort();
+    v.pop()
+        .unwrap_or_else(|| panic!("no {prefix}* archive in {}", dest.display()))
+}
+
+/// withcache's catalog one schema back, so that the next upgrade migrates
+/// it: its container stopped, the last migration (blobs.misses) undone and
+/// user_version lowered, the files given back to the container's user.
+/// withcache migrates it again when it starts.
+fn unmigrate_withcache(engine: &str, dest: &Path) {
+    let name = format!("{}-withcache", dest.file_name().unwrap().to_string_lossy());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(docker_api(engine).stop_container(&name, None))
+        .unwrap();
+    let dir = dest.join("data/withcache");
+    {
+        let c = rusqlite::Connection::open(dir.join("withcache.db")).unwrap();
+        let v: u32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            v, 2,
+            "withcache's schema moved on: undo its new last migration here"
+        );
+        c.execute_batch("ALTER TABLE blobs DROP COLUMN misses; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    for f in ["withcache.db", "withcache.db-wal", "withcache.db-shm"] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::os::unix::fs::chown(&p, Some(65532), Some(65532)).unwrap();
+        }
+    }
+}
+
 fn lifecycle(engine: &'static str, ports: Ports) {
     let Some(bin) = static_bin(engine) else {
         return;
@@ -452,8 +497,31 @@ fn lifecycle(engine: &'static str, ports: Ports) {
     );
     fails_with(&o, "shorter than 8");
 
-    // Upgrade to a rebuilt image tag; data stays.
+    // A backup while it runs, a machine registered after it, a restore
+    // onto the same DEST: the machine from before is back, the later one
+    // gone, the stack healthy on the same images.
+    let o = lab(&bin, &["backup", dest]);
+    ok(&o);
+    let archive = newest_archive(&dest_p, "bty-");
+    let later = "/api/machines/52:54:00:12:34:57";
+    let put = request("PUT", ports.web, later, new, Some("{}"));
+    assert!((200..300).contains(&put), "registering a machine: {put}");
+    let a = archive.to_str().unwrap();
+    let o = lab(&bin, &["restore", a, dest, "--engine", engine]);
+    ok(&o);
+    assert_all_healthy(&status_json(&bin, dest, engine), VERSION);
+    assert_eq!(
+        get(ports.web, mac_path, new),
+        200,
+        "the machine from before"
+    );
+    assert_eq!(get(ports.web, later, new), 404, "the machine added after");
+
+    // Upgrade to a rebuilt image tag; data stays. The images are this
+    // build, so nothing would migrate: withcache's catalog is taken one
+    // schema back first, and upgrade snapshots it before the swap.
     std::fs::write(dest_p.join("data/bty/marker"), "machine").unwrap();
+    unmigrate_withcache(engine, &dest_p);
     let o = lab(
         &bin,
         &[
@@ -461,6 +529,12 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         ],
     );
     ok(&o);
+    let snap = newest_archive(&dest_p, &format!("pre-upgrade-{VERSION}-to-0.99.0-"));
+    assert!(
+        stderr(&o).contains(&format!("snapshot written: {}", snap.display())),
+        "{}",
+        stderr(&o)
+    );
     assert_all_healthy(&status_json(&bin, dest, engine), "0.99.0");
     assert_eq!(
         std::fs::read_to_string(dest_p.join("data/bty/marker")).unwrap(),
@@ -489,11 +563,14 @@ fn lifecycle(engine: &'static str, ports: Ports) {
         "downgrade",
     );
 
-    // A broken upgrade rolls back to 0.99.0, healthy.
+    // A broken upgrade rolls back to 0.99.0, healthy, with the databases
+    // from the snapshot it took (the catalog one schema back again, so the
+    // upgrade migrates).
     let rt = tokio::runtime::Runtime::new().unwrap();
     for svc in ["bty-web", "withcache", "bty-tftp"] {
         rt.block_on(build_broken(engine, registry, svc, "0.99.0", "0.99.1"));
     }
+    unmigrate_withcache(engine, &dest_p);
     let o = lab(
         &bin,
         &[
@@ -511,6 +588,27 @@ fn lifecycle(engine: &'static str, ports: Ports) {
     );
     fails_with(&o, "rolled back to bty 0.99.0");
     exits_with(&o, UNHEALTHY);
+    let snap = newest_archive(&dest_p, "pre-upgrade-0.99.0-to-0.99.1-");
+    assert!(
+        stderr(&o).contains(&format!(
+            "putting the databases back from {}",
+            snap.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let aside = std::fs::read_dir(dest_p.join("data/withcache"))
+        .unwrap()
+        .any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("withcache.db.pre-restore-")
+        });
+    assert!(
+        aside,
+        "the rolled-back catalog is not kept beside the restored one"
+    );
     assert_all_healthy(&status_json(&bin, dest, engine), "0.99.0");
     assert_eq!(
         get(

@@ -2,6 +2,7 @@
 //! (with BTY_ENGINE_TESTS) real Docker/Podman engines; the netboot media
 //! from real Debian packages, booted in qemu.
 
+mod backup;
 mod engines;
 mod exit;
 mod flash;

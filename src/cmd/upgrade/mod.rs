@@ -7,7 +7,7 @@ pub mod plan;
 pub mod swap;
 pub mod units;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context as _, Result};
 
 use crate::cli::{ImagesFrom, UpgradeArgs};
 use crate::cmd::{boot, checks, deploy, files, Host};
@@ -29,8 +29,9 @@ pub async fn run(a: UpgradeArgs) -> Result<()> {
     let target = plan.new.version.clone();
     let mut steps = ui::Steps::new(5);
     steps.step("checking");
-    let (engine, plan) = connect(plan).await?;
+    let (engine, mut plan) = connect(plan).await?;
     let previous = running_images(&engine, &plan.old).await?;
+    plan.snapshot = crate::cmd::backup::pre_upgrade(&plan.old, &target)?;
     steps.step(format!("getting bty {target} images"));
     get_images(&engine, &plan).await?;
     steps.step("migrating bty.toml (your edits stay)");
@@ -54,6 +55,51 @@ fn finish(plan: &Plan) -> Result<()> {
         plan.new.version,
         plan.old.version
     );
+    snapshot_kept(plan);
+    Ok(())
+}
+
+/// Say where the pre-upgrade snapshot stays.
+fn snapshot_kept(plan: &Plan) {
+    if let Some(s) = &plan.snapshot {
+        ui::detail(format!(
+            "the pre-upgrade snapshot stays at {} (`bty-lab restore` takes it)",
+            s.display()
+        ));
+    }
+}
+
+/// Roll back's first half when the databases migrated: stop what runs
+/// (the new version holds them open) and put the snapshot's databases
+/// back, so the old version finds the schema it knows.
+async fn databases_back(
+    engine: &impl ContainerEngine,
+    plan: &Plan,
+    units: Option<&dyn crate::quadlet::Systemd>,
+) -> Result<()> {
+    let Some(snap) = &plan.snapshot else {
+        return Ok(());
+    };
+    eprintln!("putting the databases back from {}", snap.display());
+    if let Some(sd) = units {
+        for svc in plan.new.services().iter().rev() {
+            sd.systemctl(&["stop", &crate::quadlet::service_unit(&plan.new, svc)])?;
+        }
+    } else {
+        crate::cmd::backup::restore::stop_containers(engine, &plan.new).await?;
+    }
+    let kept = crate::cmd::backup::restore::databases_from(&plan.old, snap).with_context(|| {
+        format!(
+            "rolling back: putting the databases back from {} failed; the old version refuses \
+             the migrated ones. Restore by hand: bty-lab restore {} {}",
+            snap.display(),
+            snap.display(),
+            plan.old.dest.display()
+        )
+    })?;
+    for k in kept {
+        ui::detail(format!("the migrated database is kept at {}", k.display()));
+    }
     Ok(())
 }
 

@@ -24,6 +24,10 @@ pub struct Plan {
     /// `.debs` for this binary's media (`--from`).
     pub from: Option<PathBuf>,
     pub timeout: Duration,
+    /// The backup written before the swap because a database migrates
+    /// (`crate::cmd::backup::pre_upgrade`); a rollback restores the
+    /// databases from it, as the old version refuses a newer schema.
+    pub snapshot: Option<PathBuf>,
 }
 
 /// `upgrade` has work to do, or the target already runs.
@@ -59,6 +63,7 @@ impl Plan {
             engine: a.engine.engine,
             from: a.from.clone(),
             timeout: Duration::from_secs(a.timeout),
+            snapshot: None,
         })))
     }
 }

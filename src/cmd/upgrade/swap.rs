@@ -60,6 +60,7 @@ async fn roll_back(
     let (old, target) = (&plan.old, &plan.new.version);
     ui::warn(format!("bty {target} failed: {why:#}"));
     eprintln!("rolling back to bty {}", old.version);
+    super::databases_back(engine, plan, None).await?;
     recreate(engine, old, previous, env).await?;
     if let Err(e) = health::require_healthy(engine, old, plan.timeout).await {
         return Err(exit::reword(

@@ -36,6 +36,7 @@ async fn running() -> (tempfile::TempDir, Fake, Plan) {
         engine: None,
         from: None,
         timeout: TIMEOUT,
+        snapshot: None,
     };
     (t, f, plan)
 }
@@ -203,4 +204,91 @@ async fn an_unhealthy_quadlet_upgrade_puts_the_old_unit_files_back() {
             (plan.old.image(&svc), "running".into())
         );
     }
+}
+
+/// A bty database at `schema` holding `marker`: a stand-in with only the
+/// table restore touches (cycles) and a marker, as the fake engine runs no
+/// bty-web to make a real one.
+fn bty_db(m: &Manifest, schema: u32, marker: &str) -> std::path::PathBuf {
+    let path = m.data_dir.join("bty/state.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS cycles (id INTEGER PRIMARY KEY, state TEXT, ok INTEGER, \
+         reason TEXT, finished_at TEXT); CREATE TABLE IF NOT EXISTS marker (v TEXT); \
+         DELETE FROM marker;",
+    )
+    .unwrap();
+    c.execute("INSERT INTO marker VALUES (?1)", [marker])
+        .unwrap();
+    c.pragma_update(None, "user_version", schema).unwrap();
+    path
+}
+
+fn marker(path: &std::path::Path) -> (u32, String) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let v = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    (
+        v,
+        c.query_row("SELECT v FROM marker", [], |r| r.get(0))
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_migrating_upgrade_snapshots_first_and_its_rollback_restores_the_databases() {
+    let (_t, f, mut plan) = running().await;
+    let latest = bty_web::db::schema::LATEST;
+    // At the current schema nothing migrates: no snapshot.
+    let db = bty_db(&plan.old, latest, "current");
+    assert_eq!(
+        crate::cmd::backup::pre_upgrade(&plan.old, "0.2.0").unwrap(),
+        None
+    );
+    // One schema behind: the snapshot is written before anything moves.
+    bty_db(&plan.old, latest - 1, "before the upgrade");
+    let snap = crate::cmd::backup::pre_upgrade(&plan.old, "0.2.0")
+        .unwrap()
+        .expect("a snapshot");
+    let name = snap.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("pre-upgrade-0.1.0-to-0.2.0-"), "{name}");
+    assert_eq!(snap.parent().unwrap(), plan.old.dest.join("backups"));
+    // The new version migrates the database, then is not healthy.
+    bty_db(&plan.old, latest, "migrated by 0.2.0");
+    plan.snapshot = Some(snap);
+    f.behave(&plan.new.image(&stack::WEB), Behaviour::Exits);
+    let e = swap(&f, &plan).await.unwrap_err();
+    assert!(
+        e.to_string().contains("rolled back to bty 0.1.0 (healthy)"),
+        "{e}"
+    );
+    assert_eq!(running_as(&f, &plan.old), at(&plan.old, "0.1.0"));
+    assert_eq!(marker(&db), (latest - 1, "before the upgrade".into()));
+    // The migrated one is kept beside it.
+    let kept: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("state.db.pre-restore-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(marker(&kept[0]), (latest, "migrated by 0.2.0".into()));
+}
+
+#[tokio::test]
+async fn a_rollback_whose_snapshot_is_damaged_says_how_to_restore_by_hand() {
+    let (_t, f, mut plan) = running().await;
+    let db = bty_db(&plan.old, 1, "migrated");
+    let snap = plan.old.dest.join("backups/pre-upgrade-damaged.tar.zst");
+    std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
+    std::fs::write(&snap, b"not an archive").unwrap();
+    plan.snapshot = Some(snap);
+    f.behave(&plan.new.image(&stack::WEB), Behaviour::Exits);
+    let e = swap(&f, &plan).await.unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("putting the databases back from"), "{e}");
+    assert!(e.contains("bty-lab restore"), "{e}");
+    // The database it could not replace is untouched.
+    assert_eq!(marker(&db), (1, "migrated".into()));
 }

@@ -29,6 +29,7 @@ pub async fn swap(engine: &impl ContainerEngine, sd: &impl Systemd, plan: &Plan)
     ui::warn(format!("bty {} failed: {failure:#}", new.version));
     eprintln!("rolling back to bty {} (previous unit files)", old.version);
     put_back(&previous)?;
+    super::databases_back(engine, plan, Some(sd)).await?;
     restart_all(sd, old)?;
     if let Err(e) = health::require_healthy(engine, old, plan.timeout).await {
         return Err(exit::reword(
@@ -79,5 +80,6 @@ fn finish(plan: &Plan) -> Result<()> {
         plan.new.version,
         plan.old.version
     );
+    super::snapshot_kept(plan);
     Ok(())
 }

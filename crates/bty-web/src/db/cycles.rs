@@ -374,6 +374,32 @@ pub fn cancel_open(conn: &Conn, mac: Mac, reason: &str, now: &str) -> sql::Resul
     .execute(params![mac.to_string(), reason, now])
 }
 
+/// Fail every open cycle, of every machine, with `reason`: what `bty-lab
+/// restore` does to a database snapshot taken while machines flashed.
+/// Their agents' reports no longer match anything the restored server
+/// knows, and a failed cycle is retried (or parked) on the machine's next
+/// PXE boot, never answered with its half-written local disk
+/// ([`crate::domain::decide`]). Returns how many it failed.
+///
+/// Only columns every schema version with cycles has are touched, so it
+/// works on a snapshot from an older bty before bty-web migrates it; a
+/// schema-1 database has no cycles at all.
+pub fn fail_open(conn: &Conn, reason: &str, now: &str) -> sql::Result<usize> {
+    if conn.as_sqlite().is_some()
+        && !conn.exists(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cycles'",
+            (),
+        )?
+    {
+        return Ok(0);
+    }
+    conn.execute(
+        "UPDATE cycles SET state = 'failed', ok = ?3, reason = ?1, finished_at = ?2 \
+         WHERE state IN ('offered', 'booted', 'flashing')",
+        params![reason, now, false],
+    )
+}
+
 /// The machine's open stick cycle, if any (at most one is open: a new
 /// stick flash fails the previous one).
 pub fn open_stick(conn: &Conn, mac: Mac) -> sql::Result<Option<Cycle>> {

@@ -170,3 +170,75 @@ async fn schema_5_cycles_become_pxe_cycles_and_sticks_start_empty() {
     let c = open(&dir.path().join("state.db"));
     assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
 }
+
+/// `bty-lab restore` fails the cycles a snapshot caught open, on the
+/// snapshot as it is (any schema, before bty-web migrates it): open ones
+/// become failed with the reason, finished ones stay as they were.
+#[test]
+fn fail_open_fails_the_open_cycles_of_a_snapshot_at_any_schema() {
+    use bty_web::db::cycles;
+    let mut c1 = Conn::sqlite(Connection::open_in_memory().unwrap());
+    schema::migrate_to(&mut c1, 1).unwrap();
+    assert_eq!(
+        cycles::fail_open(&c1, "restored", "t1").unwrap(),
+        0,
+        "schema 1: no cycles"
+    );
+    for target in 2..=schema::LATEST {
+        let mut c = Conn::sqlite(Connection::open_in_memory().unwrap());
+        schema::migrate_to(&mut c, target).unwrap();
+        c.execute_batch(
+            "INSERT INTO machines (mac, boot_mode, created_at, updated_at) \
+               VALUES ('52:54:00:12:34:56', 'bty-flash-once', 't0', 't0');",
+        )
+        .unwrap();
+        for (i, state) in [
+            "offered",
+            "booted",
+            "flashing",
+            "done",
+            "failed",
+            "cancelled",
+        ]
+        .iter()
+        .enumerate()
+        {
+            c.execute(
+                "INSERT INTO cycles (id, mac, arm_gen, attempt, token, state, boot_mode, \
+                 image_name, image_url, image_format, target_serial, offered_at, reason) \
+                 VALUES (?1, '52:54:00:12:34:56', 0, 1, ?2, ?3, 'bty-flash-once', 'debian-12', \
+                 'http://x/d.img', 'img', 'BTYTEST', 't0', 'was')",
+                bty_web::db::sql::params![i as i64 + 1, format!("tok{i}"), *state],
+            )
+            .unwrap();
+        }
+        let n = cycles::fail_open(&c, "restored from a backup", "t1").unwrap();
+        assert_eq!(n, 3, "schema {target}");
+        let rows: Vec<(String, Option<String>, Option<String>)> = c
+            .query_map(
+                "SELECT state, reason, finished_at FROM cycles ORDER BY id",
+                (),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let failed = (
+            "failed".to_string(),
+            Some("restored from a backup".to_string()),
+            Some("t1".to_string()),
+        );
+        assert_eq!(
+            &rows[..3],
+            &[failed.clone(), failed.clone(), failed],
+            "schema {target}"
+        );
+        for (row, state) in rows[3..].iter().zip(["done", "failed", "cancelled"]) {
+            assert_eq!(
+                row,
+                &(state.to_string(), Some("was".to_string()), None),
+                "schema {target}"
+            );
+        }
+    }
+}
