@@ -482,4 +482,51 @@ mod tests {
             assert_eq!(archive_time(bad), None, "{bad}");
         }
     }
+
+    #[test]
+    fn postgres_turns_the_schedule_off() {
+        let cfg = Config::from_toml_str(
+            "[server]\ndatabase = \"postgres://u:p@127.0.0.1:1/db\"\nsession_secret = \"s\"\n",
+        )
+        .unwrap();
+        let b = Backups::new(&cfg);
+        assert_eq!(b.interval, None);
+        assert_eq!(b.schedule.off.as_deref(), Some(POSTGRES_OFF));
+        assert_eq!(b.schedule.every, None);
+        assert!(b.db_path.is_none(), "nothing to snapshot");
+        let on = Backups::new(&Config::from_toml_str("").unwrap());
+        assert_eq!(on.schedule.every.as_deref(), Some("24h"));
+        assert_eq!(on.schedule.off, None);
+    }
+
+    #[test]
+    fn the_first_backup_follows_the_newest_archive() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml_str(&format!(
+            "[server]\nstate_dir = {:?}\n",
+            d.path().display().to_string()
+        ))
+        .unwrap();
+        let b = Backups::new(&cfg);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(b.first_wait(day), FIRST_GRACE, "none yet: soon");
+        assert_eq!(b.first_wait(Duration::from_secs(5)), Duration::from_secs(5));
+        std::fs::create_dir_all(b.dir()).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let old = archive_name(now - time::Duration::days(2));
+        std::fs::write(b.dir().join(&old), b"x").unwrap();
+        assert_eq!(b.first_wait(day), Duration::ZERO, "overdue: at once");
+        let recent = archive_name(now - time::Duration::hours(1));
+        std::fs::write(b.dir().join(&recent), b"x").unwrap();
+        let w = b.first_wait(day);
+        assert!(
+            w > Duration::from_secs(22 * 3600) && w <= Duration::from_secs(23 * 3600),
+            "{w:?}"
+        );
+        assert_eq!(
+            b.list().unwrap().first().unwrap().name,
+            recent,
+            "newest first"
+        );
+    }
 }

@@ -772,6 +772,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bty.toml");
+        let c = Config::from_toml_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        assert_eq!((c.backup.every.as_str(), c.backup.keep), ("24h", 7));
+    }
+
+    #[test]
     fn load_remembers_the_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("bty.toml");
