@@ -199,6 +199,27 @@ async fn back_up_now_lists_and_downloads_for_the_admin_only() {
     }
     let (_, list) = a.get_json("/api/backups").await;
     assert_eq!(list["archives"].as_array().unwrap().len(), 1, "{list}");
+
+    // The Settings page's button does what POST /api/backups does.
+    let (s, _, h) = a.post_form("/ui/settings/backups", &[]).await;
+    assert_eq!(s, 303);
+    let to = bty_testkit::client::location(&h);
+    assert!(to.starts_with("/ui/settings?backup=bty-"), "{to}");
+    let (_, page) = a.page(&to).await;
+    assert!(page.contains("id=\"backup-notice\""), "{page}");
+    let (_, list) = a.get_json("/api/backups").await;
+    let names: Vec<&str> = list["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    assert!(names[0] > name.as_str(), "newest first: {names:?}");
+    assert!(
+        page.contains(&format!("Backup {} written", names[0])),
+        "{page}"
+    );
     web.stop().await;
 }
 
