@@ -329,13 +329,10 @@ struct Job {
 impl Job {
     fn make(&self) -> Result<Archive, Error> {
         let dir_err = |what: String| move |source| Error::Dir { what, source };
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&self.dir)
-            .map_err(dir_err(format!("creating {}", self.dir.display())))?;
-        // `/boot/` serves every file of the boot directory to the LAN.
-        let real = std::fs::canonicalize(&self.dir)
-            .map_err(dir_err(format!("resolving {}", self.dir.display())))?;
+        // `/boot/` serves every file of the boot directory to the LAN:
+        // checked before anything is created there.
         if let Ok(boot) = std::fs::canonicalize(&self.boot_dir) {
+            let real = resolve(&self.dir);
             if real.starts_with(&boot) {
                 return Err(Error::Refused(format!(
                     "[backup] dir {} is in the boot directory {}, which /boot/ serves to anyone: \
@@ -345,6 +342,9 @@ impl Job {
                 )));
             }
         }
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.dir)
+            .map_err(dir_err(format!("creating {}", self.dir.display())))?;
         let (name, created) = self.fresh_name()?;
         let out = self.dir.join(&name);
         let mut w = backup::Writer::create(&out, MADE_BY)?;
@@ -431,6 +431,25 @@ fn list_dir(dir: &Path) -> Result<Vec<Archive>, Error> {
     // The stamp sorts as the time does.
     out.sort_by(|a, b| b.name.cmp(&a.name));
     Ok(out)
+}
+
+/// `p` with symlinks resolved as far as it exists (the rest appended as
+/// written), so a directory yet to be created can be compared.
+fn resolve(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
 }
 
 /// `bty-YYYYMMDDTHHMMSSZ.tar.zst` of `t`.

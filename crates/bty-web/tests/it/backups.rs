@@ -373,3 +373,28 @@ async fn on_postgresql_the_schedule_is_off_and_settings_says_why() {
     assert!(archives(&web.path().join("backups")).is_empty());
     web.stop().await;
 }
+
+#[tokio::test]
+async fn a_backup_dir_inside_the_boot_dir_is_refused() {
+    if bty_testkit::pg::skip_on_postgres("the archives are SQLite snapshots") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inside = dir.path().join("boot").join("backups");
+    let web = Web::start_in(
+        dir,
+        &format!(
+            "[backup]\nevery = \"off\"\ndir = {:?}\n",
+            inside.display().to_string()
+        ),
+    )
+    .await;
+    let (s, e) = web.post_json("/api/backups", &json!({})).await;
+    assert_eq!(s, 500, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("/boot/ serves"),
+        "{e}"
+    );
+    assert!(!inside.exists(), "nothing is created in the boot dir");
+    web.stop().await;
+}
