@@ -41,6 +41,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("pxe", "relay_key"),
     ("discovery", "max_unassigned"),
     ("discovery", "per_ip_per_minute"),
+    ("backup", "every"),
+    ("backup", "keep"),
+    ("backup", "dir"),
 ];
 
 /// Keys whose value is an integer (the environment override is parsed).
@@ -55,6 +58,7 @@ const INT_KEYS: &[(&str, &str)] = &[
     ("pxe", "repeat_window_secs"),
     ("discovery", "max_unassigned"),
     ("discovery", "per_ip_per_minute"),
+    ("backup", "keep"),
 ];
 
 /// Keys whose value is a boolean (the environment override is parsed).
@@ -82,9 +86,16 @@ pub struct Config {
     pub pxe: PxeConfig,
     /// `[discovery]`
     pub discovery: DiscoveryConfig,
+    /// `[backup]`: bty-web's scheduled backups.
+    pub backup: BackupConfig,
     /// `[[sites]]`: which withcache the targets of a subnet download from
     /// (see [`crate::sites`]). Not settable from the environment.
     pub sites: Vec<SiteConfig>,
+    /// The `bty.toml` this configuration was read from ([`Config::load`]),
+    /// so a scheduled backup can keep a copy of it; `None` when there was
+    /// none or the configuration came from a string.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[server]`: where to listen and where state lives.
@@ -323,6 +334,72 @@ impl Default for DiscoveryConfig {
     }
 }
 
+/// `[backup]`: the backups bty-web makes by itself (SQLite only; see
+/// [`crate::backups`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupConfig {
+    /// How often: a number and a unit (`30s`, `30m`, `24h`, `7d`), or
+    /// `off`. Anything below a minute is accepted (the tests use seconds)
+    /// but at least `1h` is sensible: each backup is a full snapshot.
+    pub every: String,
+    /// How many archives to keep (the newest); at least 1.
+    pub keep: u32,
+    /// Where the archives go; unset → `<state_dir>/backups`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        // On by default: an operator who never read this section still
+        // has a week of daily backups after a disk or a bad edit.
+        BackupConfig {
+            every: "24h".into(),
+            keep: 7,
+            dir: None,
+        }
+    }
+}
+
+impl BackupConfig {
+    /// The interval, `None` when the schedule is `off`.
+    pub fn interval(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        parse_every(&self.every)
+    }
+}
+
+/// `[backup] every`: `off`, or a positive whole number followed by `s`,
+/// `m`, `h` or `d`. Hand-written rather than a crate: four units, one
+/// number, and the error names the key.
+fn parse_every(raw: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    let v = raw.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || {
+        anyhow::anyhow!(
+            "[backup] every = {raw:?} is not an interval: write a whole number and a unit \
+             (s, m, h or d), such as \"24h\" or \"30m\", or \"off\""
+        )
+    };
+    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(secs) {
+        Some(0) => bail!("[backup] every = {raw:?} must be more than zero (or \"off\")"),
+        // A century is plenty and keeps `Instant` arithmetic from overflowing.
+        Some(s) if s <= 100 * 365 * 86_400 => Ok(Some(std::time::Duration::from_secs(s))),
+        _ => Err(bad()),
+    }
+}
+
 impl Config {
     /// Load `path` (when given; it must exist) or `$BTY_CONFIG_FILE` or
     /// `/etc/bty/bty.toml` (when present), then apply `BTY_<SECTION>_<KEY>`.
@@ -346,7 +423,9 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, |k| std::env::var(k).ok())?;
-        Self::from_table(table)
+        let mut cfg = Self::from_table(table)?;
+        cfg.file = file;
+        Ok(cfg)
     }
 
     /// Parse a `bty.toml` text; the environment is NOT applied.
@@ -423,6 +502,12 @@ impl Config {
         if self.discovery.max_unassigned == 0 {
             bail!("[discovery] max_unassigned must be at least 1");
         }
+        self.backup.interval()?;
+        if self.backup.keep == 0 {
+            bail!(
+                "[backup] keep must be at least 1 (to stop backups, set [backup] every = \"off\")"
+            );
+        }
         if self.admin.user.is_empty() {
             bail!("[admin] user must not be empty");
         }
@@ -452,6 +537,15 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| self.server.state_dir.join("boot"))
+    }
+
+    /// Where scheduled backups go: `[backup] dir`, else
+    /// `<state_dir>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.state_dir.join("backups"))
     }
 
     /// `<state_dir>/state.db`.
@@ -614,6 +708,86 @@ mod tests {
             format!("{e:#}").contains("subnet"),
             "a typo is refused: {e:#}"
         );
+    }
+
+    #[test]
+    fn backup_schedule_is_read_and_checked() {
+        let d = Config::from_toml_str("").unwrap();
+        assert_eq!(
+            d.backup.interval().unwrap(),
+            Some(std::time::Duration::from_secs(86_400)),
+            "on by default, daily"
+        );
+        assert_eq!(d.backup.keep, 7);
+        assert_eq!(d.backup_dir(), Path::new("/var/lib/bty/backups"));
+        for (every, secs) in [("30s", 30), ("30m", 1800), ("7d", 604_800), (" 2h ", 7200)] {
+            let c = Config::from_toml_str(&format!("[backup]\nevery = {every:?}")).unwrap();
+            assert_eq!(
+                c.backup.interval().unwrap(),
+                Some(std::time::Duration::from_secs(secs))
+            );
+        }
+        let off = Config::from_toml_str("[backup]\nevery = \"off\"").unwrap();
+        assert_eq!(off.backup.interval().unwrap(), None);
+        for bad in [
+            "soon",
+            "",
+            "24",
+            "h",
+            "0h",
+            "-1h",
+            "1.5h",
+            "24 hours",
+            "99999999999999d",
+        ] {
+            let e = Config::from_toml_str(&format!("[backup]\nevery = {bad:?}")).unwrap_err();
+            assert!(format!("{e:#}").contains("[backup] every"), "{bad}: {e:#}");
+        }
+        let e = Config::from_toml_str("[backup]\nkeep = 0").unwrap_err();
+        assert!(format!("{e:#}").contains("[backup] keep"), "{e:#}");
+        let c = Config::from_toml_str("[backup]\ndir = \"/srv/b\"\nkeep = 2").unwrap();
+        assert_eq!(
+            (c.backup_dir(), c.backup.keep),
+            (PathBuf::from("/srv/b"), 2)
+        );
+    }
+
+    #[test]
+    fn backup_keys_come_from_the_environment() {
+        let mut t = toml::Table::new();
+        let env: HashMap<&str, &str> = [
+            ("BTY_BACKUP_EVERY", "1h"),
+            ("BTY_BACKUP_KEEP", "3"),
+            ("BTY_BACKUP_DIR", "/srv/b"),
+        ]
+        .into();
+        apply_env(&mut t, |k| env.get(k).map(|v| v.to_string())).unwrap();
+        let c = Config::from_table(t).unwrap();
+        assert_eq!(c.backup.every, "1h");
+        assert_eq!(c.backup.keep, 3);
+        assert_eq!(c.backup_dir(), PathBuf::from("/srv/b"));
+        let mut t = toml::Table::new();
+        let e = apply_env(&mut t, |k| (k == "BTY_BACKUP_KEEP").then(|| "many".into())).unwrap_err();
+        assert!(format!("{e:#}").contains("BTY_BACKUP_KEEP"), "{e:#}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bty.toml");
+        let c = Config::from_toml_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        assert_eq!((c.backup.every.as_str(), c.backup.keep), ("24h", 7));
+    }
+
+    #[test]
+    fn load_remembers_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("bty.toml");
+        std::fs::write(&p, "[server]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&p)).unwrap().file.as_deref(),
+            Some(p.as_path())
+        );
+        assert_eq!(Config::from_toml_str("").unwrap().file, None);
     }
 
     #[test]

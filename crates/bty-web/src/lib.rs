@@ -14,6 +14,7 @@
 )]
 
 pub mod backup;
+pub mod backups;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -73,7 +74,9 @@ pub async fn build_state(config: Config, stop: watch::Receiver<bool>) -> anyhow:
         metrics.clone(),
         domain::Policy::of(&config),
     );
+    let backups = Arc::new(backups::Backups::new(&config));
     Ok(Arc::new(Inner {
+        backups,
         cfg: config,
         domain,
         db,
@@ -221,6 +224,11 @@ fn admin_routes() -> Router<AppState> {
         .route("/api/settings/dhcp", get(api::dhcp_settings))
         .route("/api/sticks", get(api::list_sticks).post(api::mint_stick))
         .route("/api/sticks/{id}", axum::routing::delete(api::revoke_stick))
+        .route(
+            "/api/backups",
+            get(routes::backups::list).post(routes::backups::create),
+        )
+        .route("/api/backups/{name}", get(routes::backups::download))
 }
 
 /// Health, version, metrics, the catalog, the OpenAPI document, login.
@@ -279,11 +287,18 @@ pub async fn serve(
         addr.map(|a| a.to_string()).unwrap_or_default()
     );
     let limits = st.cfg.http.limits();
+    let schedule = st
+        .backups
+        .spawn(st.domain.clone(), st.metrics.clone(), st.stop.clone());
     let stop = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
     bty_http::serve::serve(&listener, router(st), limits, stop).await;
+    if let Some(task) = schedule {
+        // A backup under way is finished before bty-web exits.
+        let _ = task.await;
+    }
     Ok(())
 }
 

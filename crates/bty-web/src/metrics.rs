@@ -28,6 +28,12 @@ pub struct Metrics {
     pub bytes_reported: AtomicU64,
     /// Reports refused for their token.
     pub reports_refused: AtomicU64,
+    /// Backups written ([`crate::backups`]).
+    pub backups_made: AtomicU64,
+    /// Backups that failed.
+    pub backups_failed: AtomicU64,
+    /// Unix time of the last backup written by this process (0: none yet).
+    pub backup_last_success: AtomicU64,
 }
 
 impl Metrics {
@@ -110,9 +116,25 @@ impl Metrics {
                 "Progress/done reports refused for a missing, stale or foreign token.",
                 &self.reports_refused,
             ),
+            (
+                "bty_backups_total",
+                "Scheduled or requested backups written.",
+                &self.backups_made,
+            ),
+            (
+                "bty_backups_failed_total",
+                "Backups that failed (see the backup.failed events).",
+                &self.backups_failed,
+            ),
         ] {
             m.single(name, Counter, help, c.load(Relaxed));
         }
+        m.single(
+            "bty_backup_last_success_timestamp_seconds",
+            Gauge,
+            "Unix time of the last backup this bty-web wrote (0: none since start).",
+            self.backup_last_success.load(Relaxed),
+        );
         if let Some(n) = machines {
             let n = u64::try_from(n).unwrap_or(0);
             m.single("bty_machines", Gauge, "Registered machines.", n);

@@ -51,6 +51,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/sticks"),
     ("post", "/api/sticks"),
     ("delete", "/api/sticks/{id}"),
+    ("get", "/api/backups"),
+    ("post", "/api/backups"),
+    ("get", "/api/backups/{name}"),
     ("get", "/stick/catalog"),
     ("post", "/stick/flash"),
     ("get", "/api/openapi.json"),
@@ -339,6 +342,41 @@ pub fn document() -> Value {
             "tags": ["sticks"],
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
             "responses": {"204": {"description": "revoked"}, "401": err, "403": err, "404": err}
+        }),
+    );
+    add(
+        "/api/backups",
+        "get",
+        op(
+            "bty-web's backups: {schedule: {every, off, keep, dir}, archives: [{name, created, size}] \
+             newest first, last_failure: {at, reason} | null, last_success, list_error}. `off` says \
+             why there is no schedule (every = \"off\", or PostgreSQL: back up with pg_dump)",
+            "backups",
+            true,
+            json!({"200": ok_json("backups"), "401": err}),
+        ),
+    );
+    add(
+        "/api/backups",
+        "post",
+        op(
+            "Back up now: writes bty-<YYYYMMDDTHHMMSSZ>.tar.zst to [backup] dir and prunes to [backup] \
+             keep; 201 {name, created, size}. 409 on PostgreSQL; 500 with the reason when the archive \
+             could not be written (also a backup.failed event)",
+            "backups",
+            true,
+            json!({"201": ok_json("{name, created, size}"), "401": err, "403": err, "409": err, "500": err}),
+        ),
+    );
+    add(
+        "/api/backups/{name}",
+        "get",
+        json!({
+            "summary": "Download an archive GET /api/backups lists (Content-Disposition: attachment); \
+                        any other name is 404. Check it with bty-lab restore, which verifies first.",
+            "tags": ["backups"],
+            "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^bty-[0-9]{8}T[0-9]{6}Z\\.tar\\.zst$"}}],
+            "responses": {"200": {"description": "the archive", "content": {"application/zstd": {}}}, "401": err, "404": err}
         }),
     );
     add(

@@ -39,4 +39,6 @@ pub struct Inner {
     pub stop: watch::Receiver<bool>,
     /// Start time.
     pub started: Instant,
+    /// Scheduled backups and the archives.
+    pub backups: Arc<crate::backups::Backups>,
 }

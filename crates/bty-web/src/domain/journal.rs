@@ -73,3 +73,21 @@ impl Domain {
         self.read(move |c| Ok(events::list(c, &q)?)).await
     }
 }
+
+impl Domain {
+    /// Log an event about no machine in particular that no change of the
+    /// registry goes with (a scheduled backup that failed), and announce it.
+    pub async fn note(
+        &self,
+        kind: &'static str,
+        summary: String,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        self.write(move |c| {
+            let mut j = Journal::start();
+            j.note(c, kind, summary, details)?;
+            Ok(((), j.bus))
+        })
+        .await
+    }
+}

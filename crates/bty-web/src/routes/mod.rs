@@ -2,6 +2,7 @@
 //! and map its answer (or its error, through [`crate::error::ApiError`]).
 
 pub mod api;
+pub mod backups;
 pub mod boot;
 pub mod grub;
 pub mod pxe;

@@ -65,6 +65,7 @@ pub fn router(st: AppState) -> Router<AppState> {
             "/ui/settings/sticks/{id}/revoke",
             post(settings::revoke_stick),
         )
+        .route("/ui/settings/backups", post(settings::back_up_now))
         .route("/ui/live", get(live::stream));
     gate.ui(guarded)
 }

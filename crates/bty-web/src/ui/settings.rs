@@ -117,6 +117,42 @@ struct SettingsView {
     server_url: String,
     /// The stick key just revoked (`?revoked=ID`).
     revoked: Option<i64>,
+    backups: BackupsView,
+    /// The archive "Back up now" just wrote (`?backup=NAME`).
+    backed_up: Option<String>,
+}
+
+/// The Backups section: [`crate::backups::Overview`] with sizes for people.
+#[derive(Serialize)]
+struct BackupsView {
+    #[serde(flatten)]
+    overview: crate::backups::Overview,
+    /// Each archive's size for people, in the order of `overview.archives`.
+    sizes: Vec<String>,
+    /// All archives together, for people.
+    total: String,
+    /// Whether "Back up now" can work (not on PostgreSQL).
+    can_run: bool,
+}
+
+async fn backups_view(st: &AppState) -> BackupsView {
+    let b = st.backups.clone();
+    let overview = match tokio::task::spawn_blocking(move || b.overview()).await {
+        Ok(o) => o,
+        Err(_) => st.backups.overview(),
+    };
+    let sizes = overview
+        .archives
+        .iter()
+        .map(|a| bty_ui_kit::human_bytes(a.size))
+        .collect();
+    let total = bty_ui_kit::human_bytes(overview.archives.iter().map(|a| a.size).sum());
+    BackupsView {
+        can_run: st.cfg.server.database.is_none(),
+        overview,
+        sizes,
+        total,
+    }
 }
 
 /// `?revoked=ID` after a revocation.
@@ -124,6 +160,8 @@ struct SettingsView {
 pub struct Shown {
     #[serde(default)]
     revoked: Option<i64>,
+    #[serde(default)]
+    backup: Option<String>,
 }
 
 /// Split a `Host` header. The port the operator reached us on beats the
@@ -180,6 +218,10 @@ pub async fn show(
             format!("http://{host}")
         },
         revoked: shown.revoked,
+        backups: backups_view(&st).await,
+        backed_up: shown
+            .backup
+            .filter(|n| crate::backups::archive_time(n).is_some()),
     };
     page_or_partial(is_htmx(&headers), "settings.html", &view, None)
 }
@@ -195,6 +237,16 @@ pub async fn revoke_stick(
         .map_err(|_| UiError::not_found(format!("No stick key {raw:?}.")))?;
     st.domain.revoke_stick(id).await?;
     Ok(Redirect::to(&format!("/ui/settings?revoked={id}#sticks")).into_response())
+}
+
+/// `POST /ui/settings/backups`: "Back up now" (the UI's
+/// `POST /api/backups`). A failure shows in the section, as a scheduled
+/// one does.
+pub async fn back_up_now(State(st): State<AppState>) -> Response {
+    match st.backups.run(&st.domain, &st.metrics).await {
+        Ok(a) => Redirect::to(&format!("/ui/settings?backup={}#backups", a.name)).into_response(),
+        Err(_) => Redirect::to("/ui/settings#backups").into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! --test it golden` rewrites them.
 
 mod auth;
+mod backups;
 mod bad_input;
 mod boot;
 mod curl_walkthrough;
