@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod bulk;
 pub mod grub;
 pub mod pxe;
 pub mod stick;
