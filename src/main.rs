@@ -82,6 +82,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Logs(a) => cmd::logs::run(a).await,
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Image(c) => cmd::image::run(c).await,
+        Command::Machines(c) => cmd::machines::run(c).await,
         Command::Completions { shell } => {
             let out = &mut std::io::stdout();
             clap_complete::generate(shell, &mut Cli::command(), "bty-lab", out);

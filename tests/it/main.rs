@@ -8,6 +8,7 @@ mod flash;
 mod image;
 mod kubernetes;
 mod links;
+mod machines;
 mod media;
 mod render;
 mod serve;

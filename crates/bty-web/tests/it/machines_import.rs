@@ -307,3 +307,90 @@ async fn machines_import_needs_the_admin_and_a_bounded_body() {
     assert_eq!(admin.machines().await.len(), 2);
     s.stop().await;
 }
+
+/// A `multipart/form-data` body of text fields and at most one file
+/// (reqwest's multipart feature is not enabled in this workspace).
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str)>) -> (String, String) {
+    let b = "bty-test-boundary-7d1f";
+    let mut s = String::new();
+    for (k, v) in fields {
+        s.push_str(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    if let Some((name, body)) = file {
+        s.push_str(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+             Content-Type: text/csv\r\n\r\n{body}\r\n"
+        ));
+    }
+    s.push_str(&format!("--{b}--\r\n"));
+    (format!("multipart/form-data; boundary={b}"), s)
+}
+
+async fn ui_post(s: &Web, origin: &str, ctype: &str, body: String) -> (u16, String, String) {
+    let r = s
+        .no_redirect
+        .post(s.url("/ui/machines/import"))
+        .header("content-type", ctype)
+        .header("origin", origin)
+        .body(body)
+        .fetch()
+        .await;
+    let st = r.status().as_u16();
+    let loc = bty_testkit::client::location(r.headers());
+    (st, loc, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn machines_import_ui_previews_then_applies_all_or_nothing() {
+    let s = Web::start("").await;
+    let origin = s.base.clone();
+    let (st, page) = s.page("/ui/machines").await;
+    assert_eq!(st, 200);
+    assert!(
+        page.contains("/ui/machines/import") && page.contains("/api/machines/export?format=csv")
+    );
+    let (st, page) = s.page("/ui/machines/import").await;
+    assert_eq!(st, 200);
+    assert!(page.contains("id=\"import-form\""), "{page}");
+
+    // A file with a bad row: the preview names it, nothing is saved.
+    let bad = format!("{HEADER}\n{}\n{},x,flash,,,,\n", row(0), mac(1));
+    let (ctype, body) = multipart(&[], Some(("lab.csv", &bad)));
+    let (st, _, page) = ui_post(&s, &origin, &ctype, body).await;
+    assert_eq!(st, 422, "{page}");
+    assert!(page.contains("id=\"import-refused\""), "{page}");
+    assert!(page.contains("boot_mode: unknown boot mode"), "{page}");
+    assert!(
+        !page.contains("id=\"import-apply\""),
+        "no Apply for a bad file"
+    );
+    assert!(s.machines().await.is_empty());
+
+    // A good file: a preview with Apply, still nothing saved.
+    let good = csv_of(3, None);
+    let (ctype, body) = multipart(&[], Some(("lab.csv", &good)));
+    let (st, _, page) = ui_post(&s, &origin, &ctype, body).await;
+    assert_eq!(st, 200, "{page}");
+    assert!(page.contains("3 to create"), "{page}");
+    assert!(page.contains("id=\"import-apply\""), "{page}");
+    assert!(s.machines().await.is_empty(), "a preview saves nothing");
+
+    // Apply re-posts the carried text: all saved, back to the list.
+    let (ctype, body) = multipart(
+        &[("content", &good), ("format", "csv"), ("apply", "1")],
+        None,
+    );
+    let (st, loc, _) = ui_post(&s, &origin, &ctype, body.clone()).await;
+    assert_eq!(st, 303);
+    assert_eq!(loc, "/ui/machines?done=imported&what=3");
+    assert_eq!(s.machines().await.len(), 3);
+    let (_, page) = s.page(&loc).await;
+    assert!(page.contains("Import applied: 3 machine(s)"), "{page}");
+
+    // Another site's page cannot post it.
+    let (st, _, _) = ui_post(&s, "http://evil.example", &ctype, body).await;
+    assert_eq!(st, 403);
+    s.stop().await;
+}
