@@ -218,7 +218,7 @@ fn parse_csv(body: &[u8]) -> std::result::Result<Vec<Input>, FieldError> {
         .clone();
     let mut cols = Vec::with_capacity(header.len());
     for h in &header {
-        let Some(c) = COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)) else {
+        let Some(&c) = COLUMNS.iter().find(|c| c.eq_ignore_ascii_case(h)) else {
             return Err(FieldError::new(
                 "header",
                 format!(
@@ -232,7 +232,7 @@ fn parse_csv(body: &[u8]) -> std::result::Result<Vec<Input>, FieldError> {
         }
         cols.push(c);
     }
-    if !cols.contains(&0) {
+    if !cols.contains(&"mac") {
         return Err(FieldError::new(
             "header",
             format!(
@@ -291,7 +291,7 @@ impl<'a> Lines<'a> {
     }
 }
 
-fn csv_row(r: &csv::StringRecord, cols: &[usize], line: u64) -> Input {
+fn csv_row(r: &csv::StringRecord, cols: &[&str], line: u64) -> Input {
     if r.len() != cols.len() {
         let msg = format!("{} fields, the header has {}", r.len(), cols.len());
         return Input {
@@ -302,7 +302,7 @@ fn csv_row(r: &csv::StringRecord, cols: &[usize], line: u64) -> Input {
     let mut rec = Record::default();
     for (v, &c) in r.iter().zip(cols) {
         let text = (!v.is_empty()).then(|| v.to_string());
-        match COLUMNS[c] {
+        match c {
             "mac" => rec.mac = v.to_string(),
             "name" => rec.name = text,
             "boot_mode" => rec.boot_mode = text,
