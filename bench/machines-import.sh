@@ -98,6 +98,7 @@ mac() { printf '52:54:00:be:%02x:%02x' $(($1 >> 8)) $(($1 & 255)); }
 {
     for i in $(seq 0 $((N - 1))); do
         echo "url = \"$BASE/api/machines/$(mac "$i")\""
+        echo "user = \"bty-lab:$PW\""
         echo "request = \"PUT\""
         echo "header = \"content-type: application/json\""
         echo "data = \"{\\\"name\\\":\\\"node-$i\\\",\\\"boot_mode\\\":\\\"bty-flash-once\\\",\\\"image\\\":\\\"debian-12\\\",\\\"target_disk_serial\\\":\\\"DISK$i\\\",\\\"labels\\\":[\\\"rack$((i % 8))\\\",\\\"bench\\\"]}\""
@@ -109,6 +110,7 @@ mac() { printf '52:54:00:be:%02x:%02x' $(($1 >> 8)) $(($1 & 255)); }
 {
     for i in $(seq 0 $((N - 1))); do
         echo "url = \"$BASE/api/machines/$(mac "$i")\""
+        echo "user = \"bty-lab:$PW\""
         echo "request = \"DELETE\""
         echo "output = \"/dev/null\""
         [[ $i -lt $((N - 1)) ]] && echo "next"
@@ -117,7 +119,8 @@ mac() { printf '52:54:00:be:%02x:%02x' $(($1 >> 8)) $(($1 & 255)); }
 
 count() { curl -fsS -u "bty-lab:$PW" "$BASE/api/machines" | grep -o '"mac":' | wc -l; }
 purge() {
-    curl -sS -u "bty-lab:$PW" -K "$WORK/deletes.curl" >/dev/null
+    # `next` resets options: each block of the config carries its login.
+    curl -sS -K "$WORK/deletes.curl" >/dev/null
     [[ $(count) == 0 ]] || { echo "purge left machines" >&2; exit 1; }
 }
 
@@ -134,7 +137,7 @@ for r in $(seq 1 "$RUNS"); do
     purge
     echo "== run $r: $N PUTs one after another"
     t0=$(now_ns)
-    codes=$(curl -sS -u "bty-lab:$PW" -K "$WORK/puts.curl")
+    codes=$(curl -sS -K "$WORK/puts.curl")
     t1=$(now_ns)
     ok=$(grep -c '^201$' <<<"$codes" || true)
     [[ $ok == "$N" ]] || { echo "only $ok of $N PUTs answered 201" >&2; exit 1; }

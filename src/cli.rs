@@ -459,15 +459,20 @@ pub enum ImageCommand {
 #[derive(Debug, Subcommand)]
 pub enum MachinesCommand {
     /// Create or update the machines a CSV or JSON file lists, all or
-    /// nothing: one bad row and nothing is written (each error is printed
-    /// as FILE:LINE: FIELD: message). Machines not in the file are kept.
+    /// nothing.
+    ///
+    /// One bad row and nothing is written: each error is printed as
+    /// FILE:LINE: FIELD: message and the exit status is 3. Machines not in
+    /// the file are kept.
     ///
     /// Columns (CSV header, or JSON keys): mac, name, boot_mode, image,
     /// target_disk_serial, sanboot_drive, labels (CSV: one cell,
     /// separated by `;`).
     Import(MachinesImportArgs),
-    /// Write every machine as CSV (default) or JSON, ordered by MAC, in
-    /// the format `machines import` reads.
+    /// Write every machine as CSV (default) or JSON, as import reads it.
+    ///
+    /// Ordered by MAC, labels sorted: export, import and export again
+    /// gives the same bytes.
     Export(MachinesExportArgs),
 }
 
