@@ -75,19 +75,18 @@ async fn import(a: MachinesImportArgs) -> Result<()> {
             Method::POST,
             path,
             Some(body),
-            &[StatusCode::UNPROCESSABLE_ENTITY],
+            &[
+                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ],
         )
-        .await
-        .map_err(|e| {
-            if e.to_string().contains("HTTP 413") {
-                exit::refused(format!(
-                    "{}: bty-web takes files of at most 8 MiB; split it ({e:#})",
-                    a.file.display()
-                ))
-            } else {
-                e
-            }
-        })?;
+        .await?;
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Err(exit::refused(format!(
+            "{}: bty-web takes files of at most 8 MiB; split it into several imports",
+            a.file.display()
+        )));
+    }
     let report: Report = serde_json::from_slice(&answer)
         .with_context(|| format!("bty-web's import answer (HTTP {status}) is not a report"))?;
     let file = a.file.display();

@@ -107,6 +107,15 @@ fn machines_import_export_round_trip_through_serve() {
     let o = machines(web, &["export"]);
     assert_eq!(stdout(&o), first, "the bad file changed nothing");
 
+    // Over bty-web's 8 MiB: refused, exit 3.
+    let big = t.path().join("big.csv");
+    let row = "52:54:00:cc:00:05,pc-5,ipxe-exit,,,,\n";
+    let rows = row.repeat(9 * 1024 * 1024 / row.len());
+    std::fs::write(&big, format!("{HEADER}\n{rows}")).unwrap();
+    let o = machines(web, &["import", big.to_str().unwrap()]);
+    exits_with(&o, 3);
+    fails_with(&o, "at most 8 MiB");
+
     // The extension names the format.
     let txt = t.path().join("lab.txt");
     std::fs::write(&txt, "x").unwrap();
