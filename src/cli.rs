@@ -47,6 +47,9 @@ pub enum Command {
     /// Add, list and remove the images machines are flashed with.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Import machines from a CSV or JSON file, or export them to one.
+    #[command(subcommand)]
+    Machines(MachinesCommand),
     /// Build and check the netboot media (kernel, initramfs, iPXE files).
     #[command(subcommand)]
     Media(MediaCommand),
@@ -479,6 +482,53 @@ pub enum ImageCommand {
     Ls(ImageLsArgs),
     /// Remove an image added with `image add` or on the Images page.
     Rm(ImageRmArgs),
+}
+
+/// `bty-lab machines`: bty-web's machine registry in bulk, over its REST
+/// API.
+#[derive(Debug, Subcommand)]
+pub enum MachinesCommand {
+    /// Create or update the machines a CSV or JSON file lists, all or
+    /// nothing.
+    ///
+    /// One bad row and nothing is written: each error is printed as
+    /// FILE:LINE: FIELD: message and the exit status is 3. Machines not in
+    /// the file are kept.
+    ///
+    /// Columns (CSV header, or JSON keys): mac, name, boot_mode, image,
+    /// target_disk_serial, sanboot_drive, labels (CSV: one cell,
+    /// separated by `;`).
+    Import(MachinesImportArgs),
+    /// Write every machine as CSV (default) or JSON, as import reads it.
+    ///
+    /// Ordered by MAC, labels sorted: export, import and export again
+    /// gives the same bytes.
+    Export(MachinesExportArgs),
+}
+
+/// `bty-lab machines import`.
+#[derive(Debug, Args)]
+pub struct MachinesImportArgs {
+    /// The file: FILE.csv or FILE.json (the extension says which).
+    pub file: PathBuf,
+    /// Check every row and show what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `bty-lab machines export`.
+#[derive(Debug, Args)]
+pub struct MachinesExportArgs {
+    /// csv or json (default: from --out's extension, else csv).
+    #[arg(long, value_parser = ["csv", "json"])]
+    pub format: Option<String>,
+    /// Write the file here (atomically, mode 0644) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// Which bty-web, and how to log in to it.

@@ -84,6 +84,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Backup(a) => cmd::backup::run(a),
         Command::Restore(a) => cmd::backup::restore::run(a).await,
         Command::Image(c) => cmd::image::run(c).await,
+        Command::Machines(c) => cmd::machines::run(c).await,
         Command::Completions { shell } => {
             let out = &mut std::io::stdout();
             clap_complete::generate(shell, &mut Cli::command(), "bty-lab", out);

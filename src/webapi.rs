@@ -1,5 +1,5 @@
 //! bty-web's admin REST API as the CLI calls it (`image add|ls|rm`,
-//! `usb build --server`): one client that finds the server, asks for the
+//! `machines import|export`, `usb build --server`): one client that finds the server, asks for the
 //! password only when bty-web wants one, and turns refusals into bty-web's
 //! own words.
 
@@ -29,6 +29,20 @@ fn server_url(a: &ServerArgs) -> Result<String> {
         Some(settings) => settings.web_url(),
         None => DEFAULT_SERVER.to_string(),
     })
+}
+
+/// A request body.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// JSON.
+    Json(&'a Value),
+    /// Bytes of a given type (a CSV file).
+    Raw {
+        /// Its `Content-Type`.
+        content_type: &'a str,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
 }
 
 /// A bty-web and the credentials for it, found out as needed.
@@ -79,6 +93,22 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value> {
+        let (_, bytes) = self
+            .call_with(method, path, body.map(Payload::Json), &[])
+            .await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// [`Api::call`] with any body, answering the status and the raw
+    /// bytes of a success or of one of the `also` statuses (a refusal
+    /// whose body the caller reads, such as an import's 422 report).
+    pub async fn call_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Payload<'_>>,
+        also: &[StatusCode],
+    ) -> Result<(StatusCode, Vec<u8>)> {
         let url = format!("{}{path}", self.base);
         let asked = self.password.is_none();
         let mut resp = self.send(&method, &url, body).await?;
@@ -87,11 +117,11 @@ impl Api {
             resp = self.send(&method, &url, body).await?;
         }
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        let bytes = resp.bytes().await.unwrap_or_default().to_vec();
+        if status.is_success() || also.contains(&status) {
+            return Ok((status, bytes));
         }
-        Err(self.refusal(status, &text))
+        Err(self.refusal(status, &String::from_utf8_lossy(&bytes)))
     }
 
     /// The password, asked on a terminal (there is none: an error that
@@ -134,14 +164,23 @@ impl Api {
         &self,
         method: &Method,
         url: &str,
-        body: Option<&Value>,
+        body: Option<Payload<'_>>,
     ) -> Result<reqwest::Response> {
         let mut rb = self.http.request(method.clone(), url);
         if let Some(p) = &self.password {
             rb = rb.basic_auth(&self.user, Some(p));
         }
-        if let Some(b) = body {
-            rb = rb.json(b);
+        match body {
+            Some(Payload::Json(b)) => rb = rb.json(b),
+            Some(Payload::Raw {
+                content_type,
+                bytes,
+            }) => {
+                rb = rb
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.to_vec());
+            }
+            None => {}
         }
         rb.send().await.with_context(|| {
             format!(

@@ -14,6 +14,7 @@ pub mod flash;
 pub mod image;
 pub mod init;
 pub mod logs;
+pub mod machines;
 pub mod media;
 pub mod passwd;
 pub mod purge;

@@ -9,6 +9,7 @@ mod flash;
 mod image;
 mod kubernetes;
 mod links;
+mod machines;
 mod media;
 mod render;
 mod serve;

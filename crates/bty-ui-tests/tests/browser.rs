@@ -410,3 +410,113 @@ async fn walkthrough(web: &Web, b: &Client) -> anyhow::Result<()> {
     shot(b, "00-login").await?;
     Ok(())
 }
+
+/// The Machines page's import in Chromium: a CSV with a bad row is
+/// uploaded, the preview names the row and field and nothing is saved;
+/// the fixed file previews clean, Apply saves all of it and the list
+/// shows the machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_import_in_chromium() -> anyhow::Result<()> {
+    if !browser::present() {
+        return Ok(());
+    }
+    let web = bty_ui_tests::web().await?;
+    let driver = Driver::start().await?;
+    let b = driver.browser().await?;
+    let files = tempfile::tempdir()?;
+    let r = browser::conclude(&b, "import-", import_walk(&web, &b, files.path()).await).await;
+    let _ = b.close().await;
+    web.stop().await;
+    r
+}
+
+async fn import_walk(web: &Web, b: &Client, dir: &std::path::Path) -> anyhow::Result<()> {
+    b.goto(&web.url("/ui/login")).await?;
+    b.find(Locator::Id("password"))
+        .await?
+        .send_keys(PASSWORD)
+        .await?;
+    b.find(Locator::Id("login")).await?.click().await?;
+    until(10, "logged in", || async {
+        Ok((b.current_url().await?.path() != "/ui/login").then_some(()))
+    })
+    .await?;
+    b.goto(&web.url("/ui/machines")).await?;
+    b.find(Locator::Id("import-link")).await?.click().await?;
+    until(10, "the import page", || async {
+        Ok((b.current_url().await?.path() == "/ui/machines/import").then_some(()))
+    })
+    .await?;
+    let header = "mac,name,boot_mode,image,target_disk_serial,sanboot_drive,labels";
+    let upload = |name: &str, body: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map(|()| p)
+    };
+    let bad = upload(
+        "lab-bad.csv",
+        format!(
+            "{header}\n52:54:00:1e:00:01,imp-1,bty-flash-once,debian-12,S1,,rack9\n\
+             52:54:00:1e:00:02,imp-2,flash,,,,\n"
+        ),
+    )?;
+    b.find(Locator::Id("import-file"))
+        .await?
+        .send_keys(&bad.display().to_string())
+        .await?;
+    b.find(Locator::Id("import-preview-button"))
+        .await?
+        .click()
+        .await?;
+    let refused = until(10, "the refused preview", || async {
+        Ok(b.find(Locator::Id("import-refused")).await.ok())
+    })
+    .await?;
+    assert!(refused.text().await?.contains("Nothing can be applied"));
+    let row = text(b, "#import-rows tr[data-line=\"3\"]").await?;
+    assert!(row.contains("boot_mode: unknown boot mode"), "{row}");
+    assert!(b.find(Locator::Id("import-apply")).await.is_err());
+    shot(b, "14-import-refused").await?;
+    assert!(admin(web).machines().await.is_empty(), "nothing applied");
+
+    let good = upload(
+        "lab.csv",
+        format!(
+            "{header}\n52:54:00:1e:00:01,imp-1,bty-flash-once,debian-12,S1,,rack9\n\
+             52:54:00:1e:00:02,imp-2,ipxe-exit,,,,\n"
+        ),
+    )?;
+    b.find(Locator::Id("import-file"))
+        .await?
+        .send_keys(&good.display().to_string())
+        .await?;
+    b.find(Locator::Id("import-preview-button"))
+        .await?
+        .click()
+        .await?;
+    let ready = until(10, "the clean preview", || async {
+        Ok(b.find(Locator::Id("import-ready")).await.ok())
+    })
+    .await?;
+    assert!(ready.text().await?.contains("2 to create"));
+    shot(b, "15-import-preview").await?;
+    assert!(
+        admin(web).machines().await.is_empty(),
+        "a preview saves nothing"
+    );
+    b.find(Locator::Id("import-apply")).await?.click().await?;
+    let notice = until(10, "the machines list after apply", || async {
+        Ok(b.find(Locator::Id("notice")).await.ok())
+    })
+    .await?;
+    assert_eq!(
+        notice.text().await?,
+        "Import applied: 2 machine(s) created or updated."
+    );
+    let list = text(b, "table").await?;
+    assert!(list.contains("imp-1") && list.contains("imp-2"), "{list}");
+    let m = admin(web).machine("52:54:00:1e:00:01").await;
+    assert_eq!(m["image"], "debian-12");
+    assert_eq!(m["labels"], json!(["rack9"]));
+    shot(b, "16-import-applied").await?;
+    Ok(())
+}

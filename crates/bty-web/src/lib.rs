@@ -51,6 +51,9 @@ pub const COOKIE_NAME: &str = "bty-session";
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// Largest inventory body.
 pub const INVENTORY_LIMIT: usize = 4 * 1024 * 1024;
+/// Largest machines file `POST /api/machines/import` (and the UI's
+/// import) takes: some 60 000 CSV rows, far beyond a lab.
+pub const IMPORT_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Open the database, load the catalog and the account, and build the
 /// state. `stop` flips to true when the server stops.
@@ -208,6 +211,11 @@ fn admin_routes() -> Router<AppState> {
             get(api::get_machine)
                 .put(api::put_machine)
                 .delete(api::delete_machine),
+        )
+        .route("/api/machines/export", get(routes::bulk::export))
+        .route(
+            "/api/machines/import",
+            post(routes::bulk::import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
         )
         .route("/api/machines/{mac}/cycles", get(api::machine_cycles))
         .route("/api/images", get(api::images).post(api::add_image))

@@ -41,6 +41,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/machines/{mac}"),
     ("delete", "/api/machines/{mac}"),
     ("get", "/api/machines/{mac}/cycles"),
+    ("get", "/api/machines/export"),
+    ("post", "/api/machines/import"),
     ("get", "/api/images"),
     ("post", "/api/images"),
     ("delete", "/api/images/{name}"),
@@ -234,6 +236,33 @@ pub fn document() -> Value {
             "machines",
             true,
             json!({"200": ok_json("cycles"), "401": err}),
+        ),
+    );
+    add(
+        "/api/machines/export",
+        "get",
+        op(
+            "Every machine as ?format=csv (default; header mac,name,boot_mode,image,\
+             target_disk_serial,sanboot_drive,labels; labels separated by ';') or json \
+             (an array of objects with those keys), ordered by MAC",
+            "machines",
+            true,
+            json!({"200": {"description": "text/csv or application/json"}, "400": err, "401": err}),
+        ),
+    );
+    add(
+        "/api/machines/import",
+        "post",
+        op(
+            "Create or update the machines a text/csv or application/json body lists (the \
+             export's format, at most 8 MiB), each row checked as PUT /api/machines/{mac} \
+             checks it; all in one transaction, or nothing. ?dry_run=true checks and plans \
+             only. Answer: {applied, created, updated, unchanged, rows: [{line, mac, action: \
+             create|update|unchanged|invalid, errors: [{field, message}]}]}; 422 with the \
+             same body when a row has errors",
+            "machines",
+            true,
+            json!({"200": ok_json("import report"), "401": err, "403": err, "413": err, "415": err, "422": ok_json("import report, nothing written")}),
         ),
     );
     add(

@@ -4,6 +4,7 @@
 //! [`DomainError`]; the API and the UI map both to responses.
 //!
 //! - [`registry`]: machine CRUD and the validation of what an operator sets.
+//! - [`bulk`]: importing and exporting many machines at once (CSV, JSON).
 //! - [`cycle`]: the flash cycle (a PXE or plan contact as named steps, the
 //!   boot-file fetch, progress / done / legacy status reports, inventory)
 //!   and [`cycle::Answer`], what a contact gets, the one input of the iPXE
@@ -21,6 +22,7 @@
 //! committed. [`Domain`] is
 //! the handle the handlers call.
 
+pub mod bulk;
 pub mod bus;
 pub mod cycle;
 pub mod decide;

@@ -182,15 +182,30 @@ pub fn put(conn: &mut Conn, mac: Mac, s: &Settings) -> Result<(Put, Vec<BusMsg>)
     let tx = conn.transaction(Lock::Machine(&mac_s))?;
     let mut j = Journal::start();
     let old = machines::get(&tx, mac)?;
-    let (arm_gen, rearm, unpark) = arming(old.as_ref(), s);
+    let p = put_in(&tx, &mut j, mac, s, old.as_ref())?;
+    tx.commit()?;
+    Ok((p, j.bus))
+}
+
+/// [`put`]'s work inside a transaction the caller holds (one machine's
+/// lock, or the global one for a bulk import); `old` is the machine as
+/// that transaction read it.
+pub(super) fn put_in(
+    tx: &Conn,
+    j: &mut Journal,
+    mac: Mac,
+    s: &Settings,
+    old: Option<&Machine>,
+) -> Result<Put> {
+    let (arm_gen, rearm, unpark) = arming(old, s);
     if rearm {
-        cancel_open_cycles(&tx, &mut j, mac)?;
+        cancel_open_cycles(tx, j, mac)?;
     }
-    machines::upsert(&tx, mac, s, arm_gen, &j.now)?;
+    machines::upsert(tx, mac, s, arm_gen, &j.now)?;
     if unpark {
-        machines::set_parked(&tx, mac, None, &j.now)?;
+        machines::set_parked(tx, mac, None, &j.now)?;
         j.event(
-            &tx,
+            tx,
             "machine.unparked",
             mac,
             format!("{mac} released from parking by an operator change"),
@@ -198,13 +213,12 @@ pub fn put(conn: &mut Conn, mac: Mac, s: &Settings) -> Result<(Put, Vec<BusMsg>)
         )?;
     }
     let created = old.is_none();
-    log_put(&tx, &mut j, mac, s, created, rearm)?;
-    let machine = machines::get(&tx, mac)?.ok_or_else(|| {
+    log_put(tx, j, mac, s, created, rearm)?;
+    let machine = machines::get(tx, mac)?.ok_or_else(|| {
         DomainError::Internal(format!("machine {mac} vanished inside its own transaction"))
     })?;
-    tx.commit()?;
     j.push(BusMsg::machine(&machine, None));
-    Ok((Put { machine, created }, j.bus))
+    Ok(Put { machine, created })
 }
 
 /// The new arming generation, and whether the change re-arms and

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backups;
 pub mod boot;
+pub mod bulk;
 pub mod grub;
 pub mod pxe;
 pub mod stick;

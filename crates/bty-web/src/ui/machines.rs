@@ -37,7 +37,8 @@ pub struct ListParams {
     page: Option<String>,
     #[serde(default)]
     per_page: Option<String>,
-    /// A notice after a redirect: `registered`, `deleted`, `updated`.
+    /// A notice after a redirect: `registered`, `deleted`, `updated`,
+    /// `imported`.
     #[serde(default)]
     done: Option<String>,
     /// The machine or count the notice is about.
@@ -161,6 +162,10 @@ fn notice(p: &ListParams) -> Option<String> {
             .parse::<u32>()
             .ok()
             .map(|n| format!("{n} machine(s) updated.")),
+        (Some("imported"), Some(n)) => n
+            .parse::<u32>()
+            .ok()
+            .map(|n| format!("Import applied: {n} machine(s) created or updated.")),
         _ => None,
     }
 }

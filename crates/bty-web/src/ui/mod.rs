@@ -3,7 +3,8 @@
 //! only what changed on that page (a table row, a progress bar), never
 //! whole tables.
 //!
-//! Every form posts plain `application/x-www-form-urlencoded` and answers
+//! Every form posts plain `application/x-www-form-urlencoded` (the
+//! machines import: `multipart/form-data`, for its file) and answers
 //! with a redirect (success) or the same page with the messages (failure),
 //! so everything works without JavaScript. Templates and static assets
 //! (CSS, htmx and its SSE extension, a small script) are compiled into the
@@ -20,6 +21,7 @@ mod errors;
 mod events;
 mod health;
 mod images;
+mod import;
 mod live;
 mod machine;
 mod machine_form;
@@ -51,6 +53,12 @@ pub fn router(st: AppState) -> Router<AppState> {
         .route("/ui/machines", get(machines::list).post(machines::register))
         .route("/ui/machines/new", get(machines::new_form))
         .route("/ui/machines/bulk", post(machines::bulk))
+        .route(
+            "/ui/machines/import",
+            get(import::form)
+                .post(import::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::IMPORT_LIMIT)),
+        )
         .route("/ui/machines/{mac}", get(machine::show).post(machine::edit))
         .route("/ui/machines/{mac}/delete", post(machine::delete))
         .route("/ui/machines/{mac}/ipxe", get(machine::ipxe_preview))

@@ -76,6 +76,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "settings.html",
         include_str!("../../ui/templates/settings.html"),
     ),
+    (
+        "machines_import.html",
+        include_str!("../../ui/templates/machines_import.html"),
+    ),
 ];
 
 /// Who bty-web is on its pages.

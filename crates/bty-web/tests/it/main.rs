@@ -14,6 +14,7 @@ mod golden;
 mod grub;
 mod hostile;
 mod images;
+mod machines_import;
 mod migrations;
 mod pg;
 mod sites;
