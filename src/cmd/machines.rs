@@ -89,26 +89,37 @@ async fn import(a: MachinesImportArgs) -> Result<()> {
     }
     let report: Report = serde_json::from_slice(&answer)
         .with_context(|| format!("bty-web's import answer (HTTP {status}) is not a report"))?;
-    let file = a.file.display();
     if status == StatusCode::UNPROCESSABLE_ENTITY {
-        let mut bad = 0;
-        for r in report.rows.iter().filter(|r| !r.errors.is_empty()) {
-            bad += 1;
-            for e in &r.errors {
-                eprintln!("{file}:{}: {}: {}", r.line, e.field, e.message);
-            }
-        }
-        return Err(exit::refused(format!(
-            "{file}: {bad} row(s) with errors; nothing was imported"
-        )));
+        return Err(refusal(&a.file, &report));
     }
-    let (c, u, n) = (report.created, report.updated, report.unchanged);
+    let (file, c, u, n) = (
+        a.file.display(),
+        report.created,
+        report.updated,
+        report.unchanged,
+    );
     if report.applied {
         println!("imported {file}: {c} created, {u} updated, {n} unchanged");
     } else {
         println!("{file} is valid; an import would create {c}, update {u}, leave {n} unchanged (dry run: nothing written)");
     }
     Ok(())
+}
+
+/// Every row error as `FILE:LINE: FIELD: message` on stderr, and the
+/// refusal that says nothing was imported.
+fn refusal(file: &Path, report: &Report) -> anyhow::Error {
+    let file = file.display();
+    let mut bad = 0;
+    for r in report.rows.iter().filter(|r| !r.errors.is_empty()) {
+        bad += 1;
+        for e in &r.errors {
+            eprintln!("{file}:{}: {}: {}", r.line, e.field, e.message);
+        }
+    }
+    exit::refused(format!(
+        "{file}: {bad} row(s) with errors; nothing was imported"
+    ))
 }
 
 async fn export(a: MachinesExportArgs) -> Result<()> {

@@ -376,6 +376,54 @@ pub fn sqlite_schema(path: &Path) -> Result<u32> {
 /// build reads. On error `into` may hold partial files; the caller owns
 /// (and removes) it. Nothing outside `into` is written.
 pub fn verify(archive: &Path, into: &Path) -> Result<Manifest> {
+    let (seen, manifest) = extract(archive, into)?;
+    let manifest = manifest.ok_or_else(|| {
+        Error::Refused(format!(
+            "{} has no manifest: it is truncated or not a bty backup; nothing was changed",
+            archive.display()
+        ))
+    })?;
+    if manifest.format > FORMAT {
+        return Err(Error::Refused(format!(
+            "{} is format {} from bty {}; this bty reads format {FORMAT}: restore it with bty {} or newer",
+            archive.display(),
+            manifest.format,
+            manifest.bty_version,
+            manifest.bty_version
+        )));
+    }
+    for m in &manifest.members {
+        let Some((_, len, sha)) = seen.iter().find(|(n, ..)| *n == m.name) else {
+            return Err(Error::Refused(format!(
+                "{}: {} is in the manifest but not in the archive; nothing was changed",
+                archive.display(),
+                m.name
+            )));
+        };
+        if *len != m.size || *sha != m.sha256 {
+            return Err(Error::Refused(format!(
+                "{}: {} does not match its manifest entry (sha256 {sha}, expected {}): the archive was altered; nothing was changed",
+                archive.display(),
+                m.name,
+                m.sha256
+            )));
+        }
+    }
+    if let Some((extra, ..)) = seen.iter().find(|(n, ..)| manifest.member(n).is_none()) {
+        return Err(Error::Refused(format!(
+            "{}: {extra} is not in the manifest: the archive was altered; nothing was changed",
+            archive.display()
+        )));
+    }
+    Ok(manifest)
+}
+
+/// A member as extracted: its name, length and sha256.
+type Seen = (String, u64, String);
+
+/// Extract every member of `archive` into `into`, hashing each; the
+/// manifest if one came last.
+fn extract(archive: &Path, into: &Path) -> Result<(Vec<Seen>, Option<Manifest>)> {
     let file = File::open(archive).map_err(io_err(format!("opening {}", archive.display())))?;
     let damaged = |e: io::Error| {
         Error::Refused(format!(
@@ -385,7 +433,7 @@ pub fn verify(archive: &Path, into: &Path) -> Result<Manifest> {
     };
     let zst = zstd::Decoder::new(file).map_err(damaged)?;
     let mut tar = tar::Archive::new(zst);
-    let mut seen: Vec<(String, u64, String)> = Vec::new();
+    let mut seen: Vec<Seen> = Vec::new();
     let mut manifest: Option<Manifest> = None;
     for entry in tar.entries().map_err(damaged)? {
         let mut entry = entry.map_err(damaged)?;
@@ -444,45 +492,7 @@ pub fn verify(archive: &Path, into: &Path) -> Result<Manifest> {
             .map_err(io_err(format!("syncing {}", dest.display())))?;
         seen.push((name, reader.len, reader.hex()));
     }
-    let manifest = manifest.ok_or_else(|| {
-        Error::Refused(format!(
-            "{} has no manifest: it is truncated or not a bty backup; nothing was changed",
-            archive.display()
-        ))
-    })?;
-    if manifest.format > FORMAT {
-        return Err(Error::Refused(format!(
-            "{} is format {} from bty {}; this bty reads format {FORMAT}: restore it with bty {} or newer",
-            archive.display(),
-            manifest.format,
-            manifest.bty_version,
-            manifest.bty_version
-        )));
-    }
-    for m in &manifest.members {
-        let Some((_, len, sha)) = seen.iter().find(|(n, ..)| *n == m.name) else {
-            return Err(Error::Refused(format!(
-                "{}: {} is in the manifest but not in the archive; nothing was changed",
-                archive.display(),
-                m.name
-            )));
-        };
-        if *len != m.size || *sha != m.sha256 {
-            return Err(Error::Refused(format!(
-                "{}: {} does not match its manifest entry (sha256 {sha}, expected {}): the archive was altered; nothing was changed",
-                archive.display(),
-                m.name,
-                m.sha256
-            )));
-        }
-    }
-    if let Some((extra, ..)) = seen.iter().find(|(n, ..)| manifest.member(n).is_none()) {
-        return Err(Error::Refused(format!(
-            "{}: {extra} is not in the manifest: the archive was altered; nothing was changed",
-            archive.display()
-        )));
-    }
-    Ok(manifest)
+    Ok((seen, manifest))
 }
 
 /// A member name must stay inside the directory it is extracted to.

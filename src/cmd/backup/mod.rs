@@ -60,6 +60,26 @@ pub struct Place {
     pub owner: Option<u32>,
 }
 
+impl Place {
+    fn db(name: &'static str, path: PathBuf, owner: Option<u32>) -> Place {
+        Place {
+            name,
+            path,
+            db: true,
+            owner,
+        }
+    }
+
+    fn file(name: &'static str, path: PathBuf) -> Place {
+        Place {
+            name,
+            path,
+            db: false,
+            owner: None,
+        }
+    }
+}
+
 impl Target {
     /// DEST as a deploy dir or a serve data dir; neither is refused.
     pub fn find(dest: &Path, cmd: &str) -> Result<Target> {
@@ -112,43 +132,22 @@ impl Target {
                         .any(|s| s.name == name && s.non_root)
                         .then_some(stack::SERVICE_UID)
                 };
-                let file = |name: &'static str| Place {
-                    name,
-                    path: m.dest.join(name),
-                    db: false,
-                    owner: None,
-                };
+                let file = |name| Place::file(name, m.dest.join(name));
                 vec![
-                    Place {
-                        name: BTY_DB,
-                        path: data("bty", "state.db"),
-                        db: true,
-                        owner: owner(stack::WEB.name),
-                    },
-                    Place {
-                        name: CACHE_DB,
-                        path: data("withcache", "withcache.db"),
-                        db: true,
-                        owner: owner(stack::CACHE.name),
-                    },
+                    Place::db(BTY_DB, data("bty", "state.db"), owner(stack::WEB.name)),
+                    Place::db(
+                        CACHE_DB,
+                        data("withcache", "withcache.db"),
+                        owner(stack::CACHE.name),
+                    ),
                     file(BTY_TOML),
                     file(DEPLOY_MANIFEST),
                     file(ENVVARS),
                 ]
             }
             Target::Serve(_) => vec![
-                Place {
-                    name: BTY_DB,
-                    path: data("web", "state.db"),
-                    db: true,
-                    owner: None,
-                },
-                Place {
-                    name: CACHE_DB,
-                    path: data("withcache", "withcache.db"),
-                    db: true,
-                    owner: None,
-                },
+                Place::db(BTY_DB, data("web", "state.db"), None),
+                Place::db(CACHE_DB, data("withcache", "withcache.db"), None),
             ],
         }
     }
@@ -216,15 +215,7 @@ pub fn write(target: &Target, out: &Path, made_by: &str) -> Result<Contents> {
             ui::detail(format!("{} not there; left out", p.path.display()));
             continue;
         }
-        if p.db {
-            let mut progress = Progress::new(p.name);
-            keep_owner(&p.path, || {
-                w.add_sqlite(p.name, &p.path, &scratch, &mut |d, t| progress.tick(d, t))
-            })?;
-            progress.finish();
-        } else {
-            w.add_file(p.name, &p.path)?;
-        }
+        add(&mut w, &p, &scratch)?;
         any = true;
     }
     if !any {
@@ -234,6 +225,19 @@ pub fn write(target: &Target, out: &Path, made_by: &str) -> Result<Contents> {
         );
     }
     Ok(w.finish()?)
+}
+
+/// Add one member: a database as a snapshot, with progress, a file as is.
+fn add(w: &mut Writer, p: &Place, scratch: &Path) -> Result<()> {
+    if !p.db {
+        return Ok(w.add_file(p.name, &p.path)?);
+    }
+    let mut progress = Progress::new(p.name);
+    keep_owner(&p.path, || {
+        w.add_sqlite(p.name, &p.path, scratch, &mut |d, t| progress.tick(d, t))
+    })?;
+    progress.finish();
+    Ok(())
 }
 
 /// The lines that end a backup: where, how big, what is in it.

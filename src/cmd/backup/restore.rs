@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use bty_web::backup::{self as archive, Kind, Manifest as Contents};
+use bty_web::backup::{self as archive, Kind, Manifest as Contents, Member};
 
 use super::{latest_schema, stamp, Place, Target, BTY_DB, DEPLOY_MANIFEST};
 use crate::cli::RestoreArgs;
@@ -121,22 +121,23 @@ fn report(target: &Target, staged: &Staged, moved: &[Moved], failed: usize) {
              again on their next PXE boot"
         ));
     }
-    let kept: Vec<String> = moved
-        .iter()
-        .filter_map(|m| m.aside.as_ref())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !kept.is_empty() {
-        ui::detail("the files it replaced are kept (remove them once satisfied):");
-        for k in kept {
-            ui::detail(format!("  {k}"));
-        }
-    }
+    report_kept(moved);
     if let Target::Serve(d) = target {
         ui::detail(format!(
             "start it again: bty-lab serve --data-dir {}",
             d.display()
         ));
+    }
+}
+
+/// Where the replaced files are kept.
+fn report_kept(moved: &[Moved]) {
+    let mut kept = moved.iter().filter_map(|m| m.aside.as_ref()).peekable();
+    if kept.peek().is_some() {
+        ui::detail("the files it replaced are kept (remove them once satisfied):");
+        for k in kept {
+            ui::detail(format!("  {}", k.display()));
+        }
     }
 }
 
@@ -149,7 +150,7 @@ pub struct Staged {
     /// The members restored, with where they go.
     pub take: Vec<Place>,
     /// Members left as they are, and why.
-    pub left: Vec<(String, String)>,
+    pub left: Vec<Left>,
 }
 
 impl Staged {
@@ -159,81 +160,11 @@ impl Staged {
     /// nothing changed: a damaged or altered archive, a member this bty
     /// does not know, a database newer than this bty.
     pub fn check(target: &Target, file: &Path, wanted: impl Fn(&Place) -> bool) -> Result<Staged> {
-        if !file.is_file() {
-            return Err(exit::refused(format!(
-                "{} is not a file; nothing was changed",
-                file.display()
-            )));
-        }
-        let root = target.data_root();
-        let dir = tempfile::Builder::new()
-            .prefix(".bty-restore-")
-            .tempdir_in(root)
-            .with_context(|| format!("creating a staging dir in {}", root.display()))?;
-        let contents = archive::verify(file, dir.path()).map_err(|e| match e {
-            archive::Error::Refused(why) => exit::refused(why),
-            other => anyhow!(other),
-        })?;
-        let places = target.places();
-        let (mut take, mut left) = (Vec::new(), Vec::new());
+        let (dir, contents) = verify_into_staging(target, file)?;
         for m in &contents.members {
-            let latest = latest_schema(&m.name);
-            match (m.kind, latest) {
-                (Kind::Sqlite { schema }, Some(latest)) if schema > latest => {
-                    return Err(exit::refused(format!(
-                        "{}: {} is at schema {schema}, made by bty {}, newer than this bty \
-                         ({}, schema {latest}); upgrade bty-lab first, then restore. Nothing \
-                         was changed",
-                        file.display(),
-                        m.name,
-                        contents.bty_version,
-                        env!("CARGO_PKG_VERSION")
-                    )))
-                }
-                (Kind::Sqlite { .. }, None) | (Kind::File, Some(_)) => {
-                    return Err(exit::refused(format!(
-                        "{}: {} is not what this bty keeps under that name (made by bty {}); \
-                         nothing was changed",
-                        file.display(),
-                        m.name,
-                        contents.bty_version
-                    )))
-                }
-                _ => {}
-            }
-            if m.name == DEPLOY_MANIFEST && matches!(target, Target::Deploy(_)) {
-                left.push((
-                    m.name.clone(),
-                    "this deploy's own settings (paths, engine, ports) stay: a restore puts \
-                     state back, it does not move a deploy"
-                        .to_string(),
-                ));
-                continue;
-            }
-            match places.iter().find(|p| p.name == m.name) {
-                Some(p) if wanted(p) => take.push(p.clone()),
-                Some(_) => left.push((m.name.clone(), "not restored here".into())),
-                None if super::known(&m.name) => left.push((
-                    m.name.clone(),
-                    "a serve data dir keeps none: serve writes its own configuration on every start"
-                        .to_string(),
-                )),
-                None => {
-                    return Err(exit::refused(format!(
-                        "{}: {} is not a member this bty knows (made by bty {}); restore it \
-                         with that bty or newer. Nothing was changed",
-                        file.display(),
-                        m.name,
-                        contents.bty_version
-                    )))
-                }
-            }
+            known_kind_and_schema(file, &contents, m)?;
         }
-        for p in &places {
-            if !contents.members.iter().any(|m| m.name == p.name) {
-                left.push((p.name.to_string(), "not in the archive".into()));
-            }
-        }
+        let (take, left) = sort_members(target, file, &contents, wanted)?;
         if take.is_empty() {
             return Err(exit::refused(format!(
                 "{} holds nothing to restore into {}; nothing was changed",
@@ -271,6 +202,95 @@ impl Staged {
         bty_web::db::cycles::fail_open(&conn, REASON, &bty_web::db::now())
             .with_context(|| format!("failing the open flash cycles in {}", path.display()))
     }
+}
+
+/// Verify `file` into a fresh staging dir in `target`'s data dir.
+fn verify_into_staging(target: &Target, file: &Path) -> Result<(tempfile::TempDir, Contents)> {
+    if !file.is_file() {
+        return Err(exit::refused(format!(
+            "{} is not a file; nothing was changed",
+            file.display()
+        )));
+    }
+    let root = target.data_root();
+    let dir = tempfile::Builder::new()
+        .prefix(".bty-restore-")
+        .tempdir_in(root)
+        .with_context(|| format!("creating a staging dir in {}", root.display()))?;
+    let contents = archive::verify(file, dir.path()).map_err(|e| match e {
+        archive::Error::Refused(why) => exit::refused(why),
+        other => anyhow!(other),
+    })?;
+    Ok((dir, contents))
+}
+
+/// A database member must be one this bty keeps under that name, at a
+/// schema it can run; a file member must not sit where a database goes.
+fn known_kind_and_schema(file: &Path, contents: &Contents, m: &Member) -> Result<()> {
+    match (m.kind, latest_schema(&m.name)) {
+        (Kind::Sqlite { schema }, Some(latest)) if schema > latest => Err(exit::refused(format!(
+            "{}: {} is at schema {schema}, made by bty {}, newer than this bty ({}, schema \
+             {latest}); upgrade bty-lab first, then restore. Nothing was changed",
+            file.display(),
+            m.name,
+            contents.bty_version,
+            env!("CARGO_PKG_VERSION")
+        ))),
+        (Kind::Sqlite { .. }, None) | (Kind::File, Some(_)) => Err(exit::refused(format!(
+            "{}: {} is not what this bty keeps under that name (made by bty {}); nothing was \
+             changed",
+            file.display(),
+            m.name,
+            contents.bty_version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A member left as it is, and why.
+type Left = (String, String);
+
+/// Which members are restored here and which are left, with why.
+fn sort_members(
+    target: &Target,
+    file: &Path,
+    contents: &Contents,
+    wanted: impl Fn(&Place) -> bool,
+) -> Result<(Vec<Place>, Vec<Left>)> {
+    let places = target.places();
+    let (mut take, mut left) = (Vec::new(), Vec::new());
+    for m in &contents.members {
+        if m.name == DEPLOY_MANIFEST && matches!(target, Target::Deploy(_)) {
+            let why = "this deploy's own settings (paths, engine, ports) stay: a restore puts \
+                       state back, it does not move a deploy";
+            left.push((m.name.clone(), why.to_string()));
+            continue;
+        }
+        match places.iter().find(|p| p.name == m.name) {
+            Some(p) if wanted(p) => take.push(p.clone()),
+            Some(_) => left.push((m.name.clone(), "not restored here".into())),
+            None if super::known(&m.name) => left.push((
+                m.name.clone(),
+                "a serve data dir keeps none: serve writes its own configuration on every start"
+                    .to_string(),
+            )),
+            None => {
+                return Err(exit::refused(format!(
+                    "{}: {} is not a member this bty knows (made by bty {}); restore it with \
+                     that bty or newer. Nothing was changed",
+                    file.display(),
+                    m.name,
+                    contents.bty_version
+                )))
+            }
+        }
+    }
+    for p in &places {
+        if !contents.members.iter().any(|m| m.name == p.name) {
+            left.push((p.name.to_string(), "not in the archive".into()));
+        }
+    }
+    Ok((take, left))
 }
 
 /// What DEST runs on, reached before anything is stopped.

@@ -81,13 +81,7 @@ async fn databases_back(
         return Ok(());
     };
     eprintln!("putting the databases back from {}", snap.display());
-    if let Some(sd) = units {
-        for svc in plan.new.services().iter().rev() {
-            sd.systemctl(&["stop", &crate::quadlet::service_unit(&plan.new, svc)])?;
-        }
-    } else {
-        crate::cmd::backup::restore::stop_containers(engine, &plan.new).await?;
-    }
+    stop_new(engine, plan, units).await?;
     let kept = crate::cmd::backup::restore::databases_from(&plan.old, snap).with_context(|| {
         format!(
             "rolling back: putting the databases back from {} failed; the old version refuses \
@@ -99,6 +93,22 @@ async fn databases_back(
     })?;
     for k in kept {
         ui::detail(format!("the migrated database is kept at {}", k.display()));
+    }
+    Ok(())
+}
+
+/// Stop the new version's services (units or containers): they hold the
+/// databases open.
+async fn stop_new(
+    engine: &impl ContainerEngine,
+    plan: &Plan,
+    units: Option<&dyn crate::quadlet::Systemd>,
+) -> Result<()> {
+    let Some(sd) = units else {
+        return crate::cmd::backup::restore::stop_containers(engine, &plan.new).await;
+    };
+    for svc in plan.new.services().iter().rev() {
+        sd.systemctl(&["stop", &crate::quadlet::service_unit(&plan.new, svc)])?;
     }
     Ok(())
 }
