@@ -380,8 +380,15 @@ impl Job {
         ))
     }
 
-    /// Remove all but the newest `keep` archives (by name; nothing else).
+    /// Remove all but the newest `keep` archives (by name; nothing else),
+    /// and what a backup cut short by a crash left (see [`leftovers`]).
     fn prune(&self) {
+        for p in leftovers(&self.dir, Duration::from_secs(3600)) {
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!("removed {}, left by an interrupted backup", p.display()),
+                Err(e) => tracing::warn!("removing {}: {e}", p.display()),
+            }
+        }
         let Ok(list) = list_dir(&self.dir) else {
             return;
         };
@@ -396,6 +403,34 @@ impl Job {
             }
         }
     }
+}
+
+/// What an interrupted backup (bty-web killed mid-write) leaves in `dir`:
+/// an archive's `.partial` file and the snapshot waiting to go in, older
+/// than `age` (a backup under way is never that old: one runs at a time).
+fn leftovers(dir: &Path, age: Duration) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let ours = name.starts_with(".bty-snapshot-")
+                || name
+                    .strip_suffix(".partial")
+                    .is_some_and(|a| archive_time(a).is_some());
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|d| d > age);
+            ours && old && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The archives in `dir`, newest first (none when it does not exist).
@@ -481,6 +516,37 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_old_leftovers_of_interrupted_backups_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        let put = |name: &str, aged: bool| {
+            let p = dir.path().join(name);
+            let f = std::fs::File::create(&p).unwrap();
+            if aged {
+                f.set_modified(old).unwrap();
+            }
+        };
+        put("bty-20261206T230509Z.tar.zst.partial", true);
+        put(".bty-snapshot-Ab12Cd", true);
+        put("bty-20261206T230510Z.tar.zst.partial", false); // under way
+        put("bty-20261206T230511Z.tar.zst", true); // an archive: prune's
+        put("notes.txt.partial", true); // not ours
+        let mut got: Vec<String> = leftovers(dir.path(), Duration::from_secs(3600))
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ".bty-snapshot-Ab12Cd",
+                "bty-20261206T230509Z.tar.zst.partial"
+            ]
+        );
+        assert!(leftovers(&dir.path().join("absent"), Duration::ZERO).is_empty());
+    }
 
     #[test]
     fn names_round_trip_and_nothing_else_is_an_archive() {
