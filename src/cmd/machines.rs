@@ -60,6 +60,12 @@ fn content_type(file: &Path) -> Result<&'static str> {
 async fn import(a: MachinesImportArgs) -> Result<()> {
     let content_type = content_type(&a.file)?;
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    // Checked here too: bty-web answers 413 as soon as it sees the length
+    // and closes the connection, which can cut the upload short with a
+    // broken pipe before its answer is read.
+    if bytes.len() > bty_web::IMPORT_LIMIT {
+        return Err(too_large(&a.file));
+    }
     let mut api = Api::for_args(&a.server)?;
     let path = if a.dry_run {
         "/api/machines/import?dry_run=true"
@@ -82,10 +88,7 @@ async fn import(a: MachinesImportArgs) -> Result<()> {
         )
         .await?;
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return Err(exit::refused(format!(
-            "{}: bty-web takes files of at most 8 MiB; split it into several imports",
-            a.file.display()
-        )));
+        return Err(too_large(&a.file));
     }
     let report: Report = serde_json::from_slice(&answer)
         .with_context(|| format!("bty-web's import answer (HTTP {status}) is not a report"))?;
@@ -104,6 +107,14 @@ async fn import(a: MachinesImportArgs) -> Result<()> {
         println!("{file} is valid; an import would create {c}, update {u}, leave {n} unchanged (dry run: nothing written)");
     }
     Ok(())
+}
+
+fn too_large(file: &Path) -> anyhow::Error {
+    exit::refused(format!(
+        "{}: bty-web takes files of at most {} MiB; split it into several imports",
+        file.display(),
+        bty_web::IMPORT_LIMIT >> 20
+    ))
 }
 
 /// Every row error as `FILE:LINE: FIELD: message` on stderr, and the

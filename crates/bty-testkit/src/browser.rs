@@ -44,8 +44,23 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    /// Start [`CHROMEDRIVER`] and wait until it answers.
+    /// Start [`CHROMEDRIVER`] and wait until it says it is ready. The
+    /// port is picked free and released before chromedriver binds it, so
+    /// another process can take it in between (tests run in parallel):
+    /// a chromedriver that exits, or a port that answers but not as a
+    /// ready chromedriver, is tried again on a new port.
     pub async fn start() -> anyhow::Result<Driver> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once().await {
+                Ok(d) => return Ok(d),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("chromedriver did not start")))
+    }
+
+    async fn start_once() -> anyhow::Result<Driver> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
@@ -58,22 +73,23 @@ impl Driver {
             .spawn()
             .with_context(|| format!("starting {CHROMEDRIVER}"))?;
         let profile = tempfile::tempdir()?;
-        let d = Driver {
+        let mut d = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
             profile: profile.path().to_path_buf(),
             _profile: profile,
         };
         let status = format!("{}/status", d.url);
-        let every = Duration::from_millis(25);
-        try_until(Duration::from_secs(5), every, "chromedriver", || async {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port))
-                .is_ok()
-                .then_some(()))
-        })
-        .await
-        .with_context(|| format!("chromedriver did not answer on {status}"))?;
-        Ok(d)
+        for _ in 0..400 {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                bail!("chromedriver exited at start ({st}) on port {port}");
+            }
+            if ready(port) {
+                return Ok(d);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("chromedriver did not say it was ready on {status}")
     }
 
     /// A headless Chromium session with the flags TESTING.md lists.
@@ -108,13 +124,53 @@ impl Driver {
         );
         // Keep the console, for `console_messages`.
         caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
-        let conn = hyper_util::client::legacy::connect::HttpConnector::new();
-        fantoccini::ClientBuilder::new(conn)
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .context("opening a Chromium session through chromedriver")
+        // A session start can fail under load (Chromium slow to come up on
+        // a busy machine): tried three times before the test fails.
+        let mut last = None;
+        for attempt in 0..3u64 {
+            let conn = hyper_util::client::legacy::connect::HttpConnector::new();
+            match fantoccini::ClientBuilder::new(conn)
+                .capabilities(caps.clone())
+                .connect(&self.url)
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+        }
+        Err(anyhow::anyhow!(
+            "{}",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ))
+        .context("opening a Chromium session through chromedriver (3 tries)")
     }
+}
+
+/// Does a ready chromedriver answer `GET /status` on `port`? (Not only an
+/// open port: another process may hold it.)
+fn ready(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    // HTTP/1.1: chromedriver ignores 1.0 requests, and keeps the
+    // connection open, so read until the answer says ready.
+    let req = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if c.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = c.read(&mut buf) {
+        got.extend_from_slice(buf.get(..n).unwrap_or_default());
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("\"ready\":true") {
+            return true;
+        }
+    }
+    false
 }
 
 /// chromedriver's log endpoint (`POST /session/{id}/se/log`).
