@@ -12,14 +12,13 @@ use crate::state::AppState;
 
 /// `GET /api/backups`: the schedule, the archives (newest first) and the
 /// last failure.
-pub async fn list(State(st): State<AppState>) -> axum::Json<Overview> {
+pub async fn list(State(st): State<AppState>) -> ApiResult<axum::Json<Overview>> {
     let b = st.backups.clone();
     // Reading a directory blocks.
-    let v = tokio::task::spawn_blocking(move || b.overview()).await;
-    axum::Json(match v {
-        Ok(v) => v,
-        Err(_) => st.backups.overview(),
-    })
+    let v = tokio::task::spawn_blocking(move || b.overview())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(axum::Json(v))
 }
 
 /// `POST /api/backups`: back up now; 201 with the new archive. 409 on

@@ -157,16 +157,11 @@ fn field_errors(st: &AppState, f: &MachineForm, inventory: Option<&Inventory>) -
 
 /// The form field a domain error is about (`form` when none).
 fn field_of(e: &DomainError) -> &'static str {
-    const FIELDS: [&str; 6] = [
-        "name",
-        "boot_mode",
-        "image",
-        "target_disk_serial",
-        "sanboot_drive",
-        "labels",
-    ];
+    // The form has a field for every column of a machines file but the MAC
+    // (it is in the URL).
+    let on_form = |f: &str| f != "mac" && crate::domain::bulk::COLUMNS.contains(&f);
     match e {
-        DomainError::Invalid { field, .. } if FIELDS.contains(field) => field,
+        DomainError::Invalid { field, .. } if on_form(field) => field,
         _ => "form",
     }
 }
